@@ -1,0 +1,19 @@
+"""Errors raised for bad user input. The CLI prints them as one line."""
+
+from __future__ import annotations
+
+
+class AvflowError(Exception):
+    """Base class for errors a user can fix (bad file, bad argument, missing weights)."""
+
+
+class MediaError(AvflowError):
+    """A media file cannot be used: no video stream, no frames, unreadable, bad duration."""
+
+
+class WeightsError(AvflowError):
+    """A checkpoint is missing, corrupt, or does not match the model's layout."""
+
+
+class ConfigError(AvflowError):
+    """A configuration has an unknown key, a wrong type or a missing path."""

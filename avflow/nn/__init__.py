@@ -1,0 +1,1 @@
+"""Building blocks: attention, rotary embeddings, DiT blocks, fusion modules."""

@@ -1,0 +1,1 @@
+"""avflow.world"""

@@ -1,0 +1,43 @@
+"""Per-sample flow-matching loss with a token mask."""
+
+from __future__ import annotations
+
+import torch
+
+from avflow.flow.paths import interpolate, velocity_target
+from avflow.flow.streams import broadcast_time
+
+
+def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per sample over the elements where `mask` is True. Returns (B,).
+
+    `mask` broadcasts against `pred`; clean-condition tokens and padding should be False. A sample with no
+    counted element gets loss 0.
+    """
+    err = (pred.float() - target.float()).square()  # (B, ...)
+    if mask is None:
+        return err.flatten(1).mean(1)
+    m = mask.expand_as(err).to(err.dtype)
+    total = (err * m).flatten(1).sum(1)
+    count = m.flatten(1).sum(1)
+    return total / count.clamp_min(1.0)
+
+
+def noised_streams(
+    x1: dict[str, torch.Tensor],
+    t: dict[str, torch.Tensor],
+    noise: dict[str, torch.Tensor],
+    sigma_min: float = 0.0,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Training inputs per stream: (x_t, velocity target, loss mask).
+
+    `t[s]` is (B,) or (B, T); tokens at t = 1 are clean conditions: x_t equals the data there and the mask is False.
+    """
+    xt, target, mask = {}, {}, {}
+    for s, x in x1.items():
+        tb = broadcast_time(t[s].to(x.dtype), x, s)
+        clean = tb >= 1.0
+        xt[s] = torch.where(clean, x, interpolate(noise[s], x, tb, sigma_min))
+        target[s] = velocity_target(noise[s], x, sigma_min)
+        mask[s] = ~clean
+    return xt, target, mask

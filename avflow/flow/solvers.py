@@ -1,0 +1,184 @@
+"""ODE solvers and the sampler for any generator implementing the `velocity` protocol.
+
+Integrates from t = 0 (noise) to t = 1 (data). Clean-condition tokens (t_start = 1) are never changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from avflow.flow.guidance import GuidanceBranch, guided_velocity
+from avflow.flow.streams import clean_mask
+from avflow.flow.timesteps import shift_time
+
+Streams = dict[str, torch.Tensor]
+VelocityFn = Callable[[Streams, float], Streams]
+
+SOLVERS = ("euler", "heun", "midpoint", "dopri5")
+
+
+@dataclass
+class SampleResult:
+    streams: Streams
+    nfe: int
+
+
+def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
+    """(steps + 1,) times from 0 to 1, uniform or shifted (`shift` > 1 puts more steps near noise)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return shift_time(t, shift) if shift != 1.0 else t
+
+
+def _axpy(x: Streams, h: float, *terms: tuple[float, Streams]) -> Streams:
+    """x + h * sum_i c_i k_i for every stream."""
+    out = {}
+    for s, v in x.items():
+        acc = None
+        for c, k in terms:
+            if c == 0.0:
+                continue
+            acc = c * k[s] if acc is None else acc + c * k[s]
+        out[s] = v if acc is None else v + h * acc
+    return out
+
+
+def euler_step(f: VelocityFn, x: Streams, t: float, h: float) -> Streams:
+    return _axpy(x, h, (1.0, f(x, t)))
+
+
+def midpoint_step(f: VelocityFn, x: Streams, t: float, h: float) -> Streams:
+    k1 = f(x, t)
+    k2 = f(_axpy(x, 0.5 * h, (1.0, k1)), t + 0.5 * h)
+    return _axpy(x, h, (1.0, k2))
+
+
+def heun_step(f: VelocityFn, x: Streams, t: float, h: float) -> Streams:
+    k1 = f(x, t)
+    k2 = f(_axpy(x, h, (1.0, k1)), t + h)
+    return _axpy(x, h, (0.5, k1), (0.5, k2))
+
+
+FIXED_STEP = {"euler": euler_step, "heun": heun_step, "midpoint": midpoint_step}
+
+# Dormand-Prince 5(4) tableau.
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
+_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+
+
+def dopri5(
+    f: VelocityFn, x: Streams, t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-5, atol: float = 1e-5
+) -> Streams:
+    """Adaptive Dormand-Prince 5(4) with first-same-as-last and standard step-size control."""
+    t, h = t0, min(0.1, t1 - t0)
+    k1 = f(x, t)
+    while t < t1 - 1e-12:
+        h = min(h, t1 - t)
+        ks = [k1]
+        for i in range(1, 7):
+            xi = _axpy(x, h, *zip(_DP_A[i], ks))
+            ks.append(f(xi, t + _DP_C[i] * h))
+        x5 = xi  # stage 7 is evaluated at the 5th-order solution (FSAL)
+        err_sq, n = 0.0, 0
+        for s in x:
+            e = h * sum((b5 - b4) * k[s] for b5, b4, k in zip(_DP_B5, _DP_B4, ks) if b5 != b4)
+            scale = atol + rtol * torch.maximum(x[s].abs(), x5[s].abs())
+            err_sq += float((e / scale).square().sum())
+            n += e.numel()
+        err = math.sqrt(err_sq / max(n, 1))
+        if err <= 1.0:
+            t, x, k1 = t + h, x5, ks[6]
+        factor = 0.9 * (1.0 / err) ** 0.2 if err > 0 else 5.0
+        h = h * min(5.0, max(0.2, factor))
+    return x
+
+
+def integrate(
+    f: VelocityFn,
+    x: Streams,
+    *,
+    steps: int = 25,
+    solver: str = "euler",
+    shift: float = 1.0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> Streams:
+    """Solve dx/dt = f(x, t) from t = 0 to 1 with a fixed-step solver on a (shifted) grid, or dopri5."""
+    if solver == "dopri5":
+        return dopri5(f, x, 0.0, 1.0, rtol=rtol, atol=atol)
+    if solver not in FIXED_STEP:
+        raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+    step = FIXED_STEP[solver]
+    grid = time_grid(steps, shift).tolist()
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        x = step(f, x, t, t_next - t)
+    return x
+
+
+@torch.no_grad()
+def sample(
+    model,
+    noise: Streams,
+    cond: Any,
+    *,
+    steps: int = 25,
+    solver: str = "euler",
+    shift: float = 1.0,
+    guidance: list[GuidanceBranch] | tuple = (),
+    clean: Streams | None = None,
+    t_start: Streams | None = None,
+    batched: bool = True,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> SampleResult:
+    """Sample every stream of `noise` with `model.velocity`.
+
+    `t_start[s]` is (B,) or (B, T) per latent frame; frames at 1 are clean conditions copied from `clean[s]` and
+    stay bit-identical; the model sees t = 1 there and the current solver time elsewhere.
+    """
+    clean = clean or {}
+    t_start = t_start or {}
+    b = next(iter(noise.values())).shape[0]
+    masks: dict[str, torch.Tensor] = {}
+    t_shape: dict[str, torch.Tensor] = {}
+    x0: Streams = {}
+    for s, n in noise.items():
+        ts = t_start.get(s, torch.zeros(b, device=n.device))
+        t_shape[s] = ts
+        m = clean_mask(ts, n, s)
+        if bool(m.any()):
+            if s not in clean:
+                raise ValueError(f"stream {s!r} has clean frames (t_start = 1) but no clean tensor was given")
+            masks[s] = m
+            x0[s] = torch.where(m, clean[s].to(n.dtype), n)
+        else:
+            x0[s] = n
+    nfe = 0
+
+    def f(x: Streams, t: float) -> Streams:
+        nonlocal nfe
+        tt = {s: torch.where(ts >= 1.0, torch.ones_like(ts), torch.full_like(ts, t)) for s, ts in t_shape.items()}
+        v, n_eval = guided_velocity(model, x, tt, cond, guidance, time=t, batched=batched)
+        nfe += n_eval
+        return {s: torch.where(masks[s], torch.zeros_like(v[s]), v[s]) if s in masks else v[s] for s in x}
+
+    out = integrate(f, x0, steps=steps, solver=solver, shift=shift, rtol=rtol, atol=atol)
+    # Clean tokens are restored exactly (guards against any arithmetic on masked zeros).
+    out = {s: torch.where(masks[s], x0[s], v) if s in masks else v for s, v in out.items()}
+    return SampleResult(out, nfe)

@@ -16,6 +16,7 @@ from avflow.errors import AvflowError
 # name -> module implementing it
 COMMANDS: dict[str, str] = {
     "info": "avflow.commands.info",
+    "download": "avflow.commands.download",
 }
 
 

@@ -1,0 +1,217 @@
+"""Model weights: a local cache, checksummed downloads on request, one-time conversion to safetensors.
+
+Layout under `$AVFLOW_HOME` (default `$XDG_CACHE_HOME/avflow` or `~/.cache/avflow`):
+  raw/NAME                 the file as published (kept so checksums can be re-verified)
+  weights/STEM.safetensors the converted state dict that avflow loads
+Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_download=True`). With
+`AVFLOW_OFFLINE=1` or `HF_HUB_OFFLINE=1`, a missing file is an immediate error that says what to download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from avflow.errors import WeightsError
+
+MMAUDIO_HF = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights/"
+MMAUDIO_GH = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/"
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One published weight file: where it lives, its checksum and where the state dict sits inside it."""
+
+    name: str  # file name as published
+    url: str = ""  # direct URL, or empty when `hf_repo` is used
+    hf_repo: str = ""  # Hugging Face repo id (its files carry sha256 ETags that huggingface_hub verifies)
+    hf_file: str = ""
+    md5: str = ""  # published MD5, verified after download
+    subkey: str = ""  # the state dict sits under this key of the loaded object (e.g. "generator")
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+ASSETS: dict[str, Asset] = {
+    a.stem: a
+    for a in (
+        Asset("mmaudio_small_16k.pth", MMAUDIO_HF + "mmaudio_small_16k.pth", md5="af93cde404179f58e3919ac085b8033b"),
+        Asset("mmaudio_small_44k.pth", MMAUDIO_HF + "mmaudio_small_44k.pth", md5="babd74c884783d13701ea2820a5f5b6d"),
+        Asset("mmaudio_medium_44k.pth", MMAUDIO_HF + "mmaudio_medium_44k.pth", md5="5a56b6665e45a1e65ada534defa903d0"),
+        Asset("mmaudio_large_44k.pth", MMAUDIO_HF + "mmaudio_large_44k.pth", md5="fed96c325a6785b85ce75ae1aafd2673"),
+        Asset(
+            "mmaudio_large_44k_v2.pth", MMAUDIO_HF + "mmaudio_large_44k_v2.pth", md5="01ad4464f049b2d7efdaa4c1a59b8dfe"
+        ),
+        Asset("v1-16.pth", MMAUDIO_GH + "v1-16.pth", md5="69f56803f59a549a1a507c93859fd4d7"),
+        Asset("v1-44.pth", MMAUDIO_GH + "v1-44.pth", md5="fab020275fa44c6589820ce025191600"),
+        Asset("best_netG.pt", MMAUDIO_GH + "best_netG.pt", md5="eeaf372a38a9c31c362120aba2dde292", subkey="generator"),
+        Asset(
+            "synchformer_state_dict.pth",
+            MMAUDIO_GH + "synchformer_state_dict.pth",
+            md5="5b2f5594b0730f70e41e549b7c94390c",
+        ),
+        Asset(
+            "bigvgan_v2_44khz_128band_512x.pt",
+            hf_repo="nvidia/bigvgan_v2_44khz_128band_512x",
+            hf_file="bigvgan_generator.pt",
+            subkey="generator",
+        ),
+        Asset(
+            "dfn5b_clip_vit_h_14_384.safetensors",
+            hf_repo="apple/DFN5B-CLIP-ViT-H-14-384",
+            hf_file="open_clip_model.safetensors",
+        ),
+    )
+}
+
+_COMMON_16K = ["v1-16", "best_netG", "synchformer_state_dict", "dfn5b_clip_vit_h_14_384"]
+_COMMON_44K = ["v1-44", "bigvgan_v2_44khz_128band_512x", "synchformer_state_dict", "dfn5b_clip_vit_h_14_384"]
+
+# What each user-facing model needs.
+MODELS: dict[str, list[str]] = {
+    "small_16k": ["mmaudio_small_16k", *_COMMON_16K],
+    "small_44k": ["mmaudio_small_44k", *_COMMON_44K],
+    "medium_44k": ["mmaudio_medium_44k", *_COMMON_44K],
+    "large_44k": ["mmaudio_large_44k", *_COMMON_44K],
+    "large_44k_v2": ["mmaudio_large_44k_v2", *_COMMON_44K],
+}
+
+
+def home() -> Path:
+    """The cache root: $AVFLOW_HOME, else $XDG_CACHE_HOME/avflow, else ~/.cache/avflow."""
+    if os.environ.get("AVFLOW_HOME"):
+        return Path(os.environ["AVFLOW_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "avflow"
+
+
+def offline() -> bool:
+    return os.environ.get("AVFLOW_OFFLINE", "") == "1" or os.environ.get("HF_HUB_OFFLINE", "") == "1"
+
+
+def md5sum(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def converted_path(asset: Asset, root: Path | None = None) -> Path:
+    return (root or home()) / "weights" / f"{asset.stem}.safetensors"
+
+
+def raw_path(asset: Asset, root: Path | None = None) -> Path:
+    return (root or home()) / "raw" / asset.name
+
+
+def _download(asset: Asset, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if asset.hf_repo:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            got = hf_hub_download(asset.hf_repo, asset.hf_file)
+        except Exception as exc:  # network, auth, missing file: all end here
+            raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {exc}") from None
+        shutil.copyfile(got, dest)
+        return
+    from tqdm import tqdm
+
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{asset.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(asset.url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=asset.name) as bar:
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise WeightsError(f"could not download {asset.url}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_raw_state_dict(path: Path, subkey: str = "") -> dict[str, torch.Tensor]:
+    """A state dict from an official file (.pth/.pt with weights_only=True, or .safetensors)."""
+    try:
+        if path.suffix == ".safetensors":
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if subkey:
+        if not isinstance(obj, dict) or subkey not in obj:
+            raise WeightsError(f"{path}: expected the state dict under key {subkey!r}")
+        obj = obj[subkey]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not hold a flat state dict of tensors")
+    return obj
+
+
+def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path:
+    """Verify the raw file's checksum and write its state dict as safetensors (atomically). Returns the path."""
+    raw = raw_path(asset, root)
+    if verify and asset.md5:
+        got = md5sum(raw)
+        if got != asset.md5:
+            raise WeightsError(f"{raw}: MD5 {got} is not the published {asset.md5}; delete it and download again")
+    state = load_raw_state_dict(raw, asset.subkey)
+    dest = converted_path(asset, root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp), metadata={"source": asset.name})
+    os.replace(tmp, dest)
+    return dest
+
+
+def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool = False, verify: bool = True) -> Path:
+    """The converted safetensors path of an asset, converting or downloading (on request) as needed."""
+    if isinstance(asset, str):
+        if asset not in ASSETS:
+            raise WeightsError(f"unknown weight file {asset!r}; known: {', '.join(ASSETS)}")
+        asset = ASSETS[asset]
+    dest = converted_path(asset, root)
+    if dest.exists():
+        return dest
+    raw = raw_path(asset, root)
+    if not raw.exists():
+        if not allow_download or offline():
+            why = "offline mode is on" if offline() else "downloads happen only on request"
+            raise WeightsError(
+                f"{asset.name} is not in the cache {root or home()} ({why}); run `avflow download MODEL` "
+                f"with network access, or place the official file at {raw}"
+            )
+        _download(asset, raw)
+    return convert(asset, root, verify=verify)
+
+
+def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = False) -> dict[str, Path]:
+    """All converted files a model needs, by asset stem."""
+    if model not in MODELS:
+        raise WeightsError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    return {stem: fetch(stem, root, allow_download=allow_download) for stem in MODELS[model]}
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Load a converted safetensors file, with a one-line error when it is missing or corrupt."""
+    if not Path(path).exists():
+        raise WeightsError(f"{path}: weight file not found")
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise WeightsError(f"{path}: corrupt weight file ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,79 @@
+"""Weight cache: conversion, checksums, offline errors. No network is used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avflow import hub
+from avflow.cli import main
+from avflow.errors import WeightsError
+
+
+def _asset(tmp_path, name="net.pth", subkey="", payload=None):
+    sd = {"a.weight": torch.randn(3, 2), "b.bias": torch.randn(3)}
+    raw = tmp_path / "raw" / name
+    raw.parent.mkdir(parents=True)
+    torch.save({subkey: sd} if subkey else sd, raw)
+    return hub.Asset(name, url="http://127.0.0.1:9/none", md5=hub.md5sum(raw), subkey=subkey), sd
+
+
+def test_convert_official_pth_to_safetensors_once(tmp_path):
+    asset, sd = _asset(tmp_path, "best_netG.pt", subkey="generator")
+    path = hub.fetch(asset, tmp_path)
+    assert path == tmp_path / "weights" / "best_netG.safetensors"
+    got = hub.load_weights(path)
+    assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+    mtime = path.stat().st_mtime_ns
+    assert hub.fetch(asset, tmp_path).stat().st_mtime_ns == mtime  # cached: not converted again
+
+
+def test_checksum_mismatch_is_an_error(tmp_path):
+    asset, _ = _asset(tmp_path)
+    bad = hub.Asset(asset.name, url=asset.url, md5="0" * 32)
+    with pytest.raises(WeightsError, match="MD5"):
+        hub.fetch(bad, tmp_path)
+
+
+def test_missing_file_offline_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVFLOW_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="avflow download") as err:
+        hub.fetch("mmaudio_small_16k", tmp_path, allow_download=True)
+    assert "offline" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_file_without_request_does_not_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(WeightsError, match="only on request"):
+        hub.fetch("v1-16", tmp_path)
+
+
+def test_unreachable_network_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asset = hub.Asset("x.pth", url="http://127.0.0.1:9/x.pth", md5="0" * 32)
+    with pytest.raises(WeightsError, match="could not download"):
+        hub.fetch(asset, tmp_path, allow_download=True)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    raw = tmp_path / "raw" / "c.pth"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a readable checkpoint"):
+        hub.fetch(hub.Asset("c.pth"), tmp_path)
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    with pytest.raises(WeightsError, match="corrupt"):
+        hub.load_weights(bad)
+
+
+def test_download_cli_lists_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AVFLOW_HOME", str(tmp_path))
+    assert main(["download", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "small_16k" in out and "mmaudio_small_16k.pth" in out and "missing" in out
+    monkeypatch.setenv("AVFLOW_OFFLINE", "1")
+    assert main(["download", "small_16k"]) == 2
+    assert "offline" in capsys.readouterr().err

@@ -1,0 +1,50 @@
+"""`avflow info FILE`: print a media file's streams, duration, frame rate, size and audio format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "show a media file's streams, duration, fps, frame size and audio rate / channels"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="+", help="video or audio file(s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+
+
+def _stream_lines(path) -> list[str]:
+    from avflow.data.video import open_media
+
+    lines = []
+    with open_media(path) as container:
+        for s in container.streams:
+            codec = s.codec_context.name if s.codec_context is not None else "?"
+            line = f"  stream {s.index}: {s.type:<8} {codec}"
+            if s.type == "video":
+                rate = s.average_rate or s.guessed_rate
+                line += f"  {s.width}x{s.height}  {float(rate or 0):.3f} fps ({rate})  {s.frames} frames"
+            elif s.type == "audio":
+                line += f"  {s.codec_context.sample_rate} Hz  {s.codec_context.channels} ch ({s.layout.name})"
+            if s.duration is not None and s.time_base is not None:
+                line += f"  {float(s.duration * s.time_base):.3f} s"
+            lines.append(line)
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from avflow.data.video import probe
+
+    for path in args.file:
+        info = probe(path)
+        if args.json:
+            print(json.dumps({k: (str(v) if k == "path" else v) for k, v in vars(info).items()}))
+            continue
+        print(f"{info.path}")
+        print(f"  duration: {info.duration:.3f} s")
+        if info.has_video:
+            print(f"  video:    {info.width}x{info.height} (W x H), {info.fps:.3f} fps, {info.n_frames} frames")
+        if info.has_audio:
+            print(f"  audio:    {info.audio_sample_rate} Hz, {info.audio_channels} channel(s)")
+        print("\n".join(_stream_lines(path)))
+    return 0

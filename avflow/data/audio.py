@@ -1,0 +1,131 @@
+"""Read audio from audio or video files (soundfile, else PyAV), resample, convert channels; write wav / flac."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+from avflow.data.video import open_media, stream_origin
+from avflow.errors import MediaError
+
+WRITE_SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24"}  # wav keeps float32 exactly; flac has no float samples
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """(C, N) float32 at sr_in -> (C, round(N * sr_out / sr_in)) at sr_out (polyphase, scipy)."""
+    if sr_in == sr_out:
+        return audio
+    g = math.gcd(sr_in, sr_out)
+    out = resample_poly(audio, sr_out // g, sr_in // g, axis=1)
+    return np.ascontiguousarray(out[:, : round(audio.shape[1] * sr_out / sr_in)], dtype=np.float32)
+
+
+def convert_channels(audio: np.ndarray, channels: int | None) -> np.ndarray:
+    """(C, N) -> (channels, N): mono is the mean of all channels, stereo from mono duplicates it,
+    stereo from more channels keeps the first two (front left, front right)."""
+    if channels is None or audio.shape[0] == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=0, keepdims=True)
+    if audio.shape[0] == 1:
+        return np.repeat(audio, 2, axis=0)
+    return np.ascontiguousarray(audio[:2])
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream to (C, N) float32. In a file with video, sample 0 sits at the first video
+    frame's time (the origin `read_video` uses): an audio track starting later is padded with silence in front."""
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate
+        converter = av.AudioResampler(format="fltp")  # planar float, source layout and rate
+        chunks, first_time = [], None
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:  # a corrupt packet: skip it
+                continue
+            for frame in frames:
+                if first_time is None and frame.pts is not None:
+                    first_time = Fraction(frame.pts) * frame.time_base
+                chunks += [f.to_ndarray() for f in converter.resample(frame)]
+        chunks += [f.to_ndarray() for f in converter.resample(None)]
+        if not chunks:
+            raise MediaError(f"{path}: audio stream has no decodable samples")
+        audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # (C, N)
+        if stream.duration and stream.duration > 0:  # drop the codec's trailing padding
+            audio = audio[:, : max(1, round(stream.duration * stream.time_base * sr))]
+        origin = stream_origin(container.streams.video[0]) if container.streams.video else None
+        if origin is not None and first_time is not None:
+            offset = round((first_time - origin) * sr)
+            if offset > 0:
+                audio = np.concatenate([np.zeros((audio.shape[0], offset), np.float32), audio], axis=1)
+            elif offset < 0:
+                audio = audio[:, -offset:]
+    return audio, sr
+
+
+def read_audio(
+    path: str | Path, sample_rate: int | None = None, channels: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Read a file's (first) audio track as ((C, N) float32, sample_rate), resampled and converted if asked."""
+    path = Path(path)
+    if channels not in (None, 1, 2):
+        raise MediaError(f"{path}: channels must be 1 (mono) or 2 (stereo), got {channels}")
+    if sample_rate is not None and sample_rate <= 0:
+        raise MediaError(f"{path}: sample_rate must be > 0, got {sample_rate}")
+    if not path.exists():
+        raise MediaError(f"{path}: file not found")
+    found = _read_soundfile(path) if path.is_file() else None
+    audio, sr = found if found is not None else _read_pyav(path)
+    if audio.shape[1] == 0:
+        raise MediaError(f"{path}: zero audio duration (no samples)")
+    audio = convert_channels(audio, channels)
+    if sample_rate is not None:
+        audio, sr = resample(audio, sr, int(sample_rate)), int(sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sr
+
+
+def as_channels_first(audio: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
+    """(C, N) or (N,) tensor / array -> (C, N) float32 numpy; one or two channels."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().float().numpy()
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    if audio.ndim != 2 or audio.shape[0] not in (1, 2):
+        raise MediaError(f"{what}: audio must be (C, N) with C = 1 or 2, got shape {tuple(audio.shape)}")
+    return audio
+
+
+def write_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write (C, N) float audio to .wav (float32, exact) or .flac (24-bit, clipped to [-1, 1])."""
+    path = Path(path)
+    subtype = WRITE_SUBTYPES.get(path.suffix.lower())
+    if subtype is None:
+        raise MediaError(f"{path}: can only write {', '.join(WRITE_SUBTYPES)} audio")
+    data = as_channels_first(audio, str(path))
+    if data.shape[1] == 0:
+        raise MediaError(f"{path}: zero audio duration (no samples to write)")
+    if subtype != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data.T, int(sample_rate), subtype=subtype)
+    return path

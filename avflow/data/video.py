@@ -1,0 +1,422 @@
+"""Probe media files and read video frames at a requested fps and size (PyAV).
+
+Times are seconds from the first video frame (the video stream's first presentation timestamp), computed as
+`pts * time_base`, so 23.976 fps and variable-frame-rate files map to exact times. Frames are decoded lazily and
+resized one at a time, so memory holds only the output frames of one call or window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avflow.errors import MediaError
+
+_EPS = 1e-6  # seconds; absorbs float rounding when matching target times to frame times
+_SEEK_AHEAD_S = 5.0  # seek forward instead of decoding when the next target is this far ahead
+MODES = ("resize", "crop", "letterbox")
+RESIZE_BATCH = 16  # frames resized per torch call
+
+
+@dataclass
+class MediaInfo:
+    """What `probe` finds in a file. Video fields are 0 / None when there is no video stream."""
+
+    path: Path
+    duration: float  # seconds; video duration if there is video, else audio duration
+    fps: float  # average frame rate
+    n_frames: int
+    width: int
+    height: int
+    has_video: bool
+    has_audio: bool
+    audio_sample_rate: int | None
+    audio_channels: int | None
+
+
+@dataclass
+class VideoFrames:
+    """Frames read from a file: frame k is the source frame shown at `times[k]`."""
+
+    frames: torch.Tensor  # (T, H, W, 3) uint8
+    times: torch.Tensor  # (T,) float64 seconds from the first video frame
+    fps: float
+
+
+def open_media(path: str | Path) -> av.container.InputContainer:
+    """Open a file with PyAV; a missing or unreadable file is a one-line MediaError."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: file not found")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a directory, not a media file")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise MediaError(f"{path}: cannot read as media ({reason}); not a media file or corrupt") from None
+
+
+def stream_origin(stream: av.stream.Stream) -> Fraction:
+    """The stream's first presentation time in seconds (exact)."""
+    start = stream.start_time if stream.start_time is not None else 0
+    return Fraction(start) * stream.time_base
+
+
+def video_span(container: av.container.InputContainer, stream: av.video.VideoStream) -> tuple[Fraction, Fraction]:
+    """(first frame time, end of last frame) in seconds, from packet timestamps.
+
+    Muxers can store a stream duration shorter than the frames it holds (variable frame rate with B-frames), so the
+    end is read from the packets after the last keyframe instead of from the header.
+    """
+    origin = stream_origin(stream)
+    end = None
+    try:
+        container.seek(2**62, stream=stream, backward=True)
+        end = _last_packet_end(container, stream)
+    except av.FFmpegError:
+        end = None
+    if end is None:  # unseekable or the seek overshot: scan the whole stream
+        container.seek(0, stream=stream, backward=True)
+        end = _last_packet_end(container, stream)
+    if stream.duration:
+        end = max(end or origin, origin + Fraction(stream.duration) * stream.time_base)
+    return origin, (end if end is not None else origin)
+
+
+def _last_packet_end(container: av.container.InputContainer, stream: av.video.VideoStream) -> Fraction | None:
+    fallback = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
+    end = None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        t = Fraction(packet.pts) * stream.time_base
+        t += Fraction(packet.duration) * stream.time_base if packet.duration else fallback
+        end = t if end is None else max(end, t)
+    return end
+
+
+def _count_packets(container: av.container.InputContainer, stream: av.video.VideoStream) -> int:
+    container.seek(0, stream=stream, backward=True)
+    return sum(1 for p in container.demux(stream) if p.size > 0)
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read a file's streams, duration, frame rate and size without decoding frames."""
+    path = Path(path)
+    with open_media(path) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is None and audio is None:
+            raise MediaError(f"{path}: no video or audio stream")
+        rate = audio.codec_context.sample_rate if audio is not None else None
+        channels = audio.codec_context.channels if audio is not None else None
+        if video is not None:
+            n_frames = video.frames or _count_packets(container, video)
+            if n_frames == 0:
+                return MediaInfo(path, 0.0, 0.0, 0, video.width, video.height, True, audio is not None, rate, channels)
+            origin, end = video_span(container, video)
+            duration = float(end - origin)
+            fps = float(video.average_rate or video.guessed_rate or 0.0)
+            if duration > 0 and abs(fps - n_frames / duration) > 0.01 * fps:  # header rate off (variable rate)
+                fps = n_frames / duration
+            return MediaInfo(path, duration, fps, n_frames, video.width, video.height, True, audio is not None, rate,
+                             channels)  # fmt: skip
+        if audio.duration:
+            duration = float(audio.duration * audio.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        return MediaInfo(path, duration, 0.0, 0, 0, 0, False, True, rate, channels)
+
+
+def check_video(info: MediaInfo) -> None:
+    """Raise MediaError unless the file has a video stream with frames and a positive duration."""
+    if not info.has_video:
+        raise MediaError(f"{info.path}: no video stream")
+    if info.n_frames == 0:
+        raise MediaError(f"{info.path}: video stream has no frames")
+    if info.duration <= 0:
+        raise MediaError(f"{info.path}: zero or negative video duration ({info.duration:.6g} s)")
+
+
+# --------------------------------------------------------------------------------------------------- resizing
+
+
+def output_size(height: int, width: int, size: int | tuple[int, int] | None, mode: str) -> tuple[int, int]:
+    """The (H, W) a frame of (height, width) has after `resize_frames` with this size and mode."""
+    if size is None:
+        return height, width
+    if isinstance(size, int):
+        if mode == "resize":  # short side to `size`, aspect kept
+            scale = size / min(height, width)
+            return max(1, round(height * scale)), max(1, round(width * scale))
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+def resize_frames(frames: torch.Tensor, size: int | tuple[int, int] | None, mode: str) -> torch.Tensor:
+    """Resize (T, H, W, 3) uint8 frames.
+
+    `resize` stretches to (H, W) (an int resizes the short side, keeping aspect); `crop` scales to cover (H, W) and
+    cuts the centre; `letterbox` scales to fit inside (H, W) and pads with black. An int size for crop / letterbox
+    means a square. Resampling is torch's bicubic with antialiasing on float, rounded back to uint8.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    t, h, w = frames.shape[:3]
+    out_h, out_w = output_size(h, w, size, mode)
+    if (out_h, out_w) == (h, w):
+        return frames
+    if mode == "resize":
+        return _interpolate(frames, out_h, out_w)
+    if mode == "crop":
+        scale = max(out_h / h, out_w / w)
+        new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        return _interpolate(frames, new_h, new_w)[:, top : top + out_h, left : left + out_w].contiguous()
+    scale = min(out_h / h, out_w / w)
+    new_h, new_w = min(out_h, max(1, round(h * scale))), min(out_w, max(1, round(w * scale)))
+    canvas = torch.zeros(t, out_h, out_w, 3, dtype=torch.uint8)
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+    canvas[:, top : top + new_h, left : left + new_w] = _interpolate(frames, new_h, new_w)
+    return canvas
+
+
+def _interpolate(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if frames.shape[1:3] == (height, width):
+        return frames
+    x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (T, H', W', 3)
+
+
+# --------------------------------------------------------------------------------------------------- decoding
+
+
+class _FrameCursor:
+    """Walks a video stream forward, answering 'which frame is shown at time t'; seeks only when needed."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.VideoStream):
+        self.container, self.stream = container, stream
+        self.origin = stream_origin(stream)
+        self.current: tuple[av.VideoFrame, float] | None = None
+        self.upcoming: tuple[av.VideoFrame, float] | None = None
+        self.frames: Iterator[av.VideoFrame] | None = None
+        self.early = False  # current is the first frame, shown for a time before its own
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        for packet in self.container.demux(self.stream):
+            try:
+                yield from packet.decode()
+            except av.InvalidDataError:  # a corrupt packet: skip it, keep going
+                continue
+
+    def _next(self) -> tuple[av.VideoFrame, float] | None:
+        for frame in self.frames:
+            pts = frame.pts if frame.pts is not None else frame.dts
+            if pts is not None:
+                return frame, float(Fraction(pts) * self.stream.time_base - self.origin)
+        return None
+
+    def _restart(self, target_pts: int) -> None:
+        self.container.seek(target_pts, stream=self.stream, backward=True)
+        self.frames = self._decode()
+        self.current, self.upcoming, self.early = None, self._next(), False
+
+    def _seek(self, t: float) -> None:
+        self._restart(math.floor((Fraction(max(t, 0.0)) + self.origin) / self.stream.time_base))
+        if t > 0 and self.upcoming is not None and self.upcoming[1] > t + _EPS:  # landed after t: start over
+            self._restart(self.stream.start_time or 0)
+
+    def advance(self) -> tuple[av.VideoFrame, float] | None:
+        """Move to the next frame; None (and no move) at the end of the stream."""
+        if self.upcoming is None:
+            return None
+        self.current, self.upcoming, self.early = self.upcoming, self._next(), False
+        return self.current
+
+    def frame_at(self, t: float) -> tuple[av.VideoFrame, float] | None:
+        """(frame shown at time t, its own time); before the first frame that is the first frame."""
+        if self.frames is None or (self.current is not None and not self.early and t < self.current[1] - _EPS):
+            self._seek(t)
+        elif self.upcoming is not None and t > self.upcoming[1] + _SEEK_AHEAD_S:
+            self._seek(t)
+        while self.upcoming is not None and self.upcoming[1] <= t + _EPS:
+            self.advance()
+        if self.current is None and self.advance() is not None:
+            self.early = True
+        return self.current
+
+
+def _to_tensor(frame: av.VideoFrame) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))  # (H, W, 3)
+
+
+class _Resizer:
+    """Collects decoded frames and resizes them in small batches (few torch calls, bounded memory)."""
+
+    def __init__(self, size: int | tuple[int, int] | None, mode: str, batch: int = RESIZE_BATCH):
+        self.size, self.mode, self.batch = size, mode, batch
+        self.done: list[torch.Tensor] = []
+        self.pending: list[torch.Tensor] = []
+        self.order: list[int] = []  # output frame -> index of its (unique) source frame
+
+    def add(self, frame: av.VideoFrame, repeat: bool = False) -> None:
+        if not repeat:
+            self.pending.append(_to_tensor(frame))
+            if len(self.pending) >= self.batch:
+                self._flush()
+        self.order.append(len(self.done) + len(self.pending) - 1)
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.done.extend(resize_frames(torch.stack(self.pending), self.size, self.mode))
+            self.pending = []
+
+    def result(self) -> torch.Tensor:
+        self._flush()
+        return torch.stack(self.done)[torch.tensor(self.order)] if self.order else torch.empty(0)
+
+
+def _read_span(
+    cursor: _FrameCursor,
+    info: MediaInfo,
+    fps: float | None,
+    size: int | tuple[int, int] | None,
+    mode: str,
+    start: float,
+    end: float,
+) -> VideoFrames | None:
+    """Frames in [start, end): on the grid start + k/fps, or every source frame there when fps is None."""
+    resizer = _Resizer(size, mode)
+    times: list[float] = []
+    if fps is None:
+        found = cursor.frame_at(start)
+        if found is not None and start - _EPS <= found[1] < end - _EPS:
+            resizer.add(found[0])
+            times.append(found[1])
+        while cursor.upcoming is not None and cursor.upcoming[1] < end - _EPS:
+            frame, t = cursor.advance()
+            resizer.add(frame)
+            times.append(t)
+    else:
+        last_frame = None
+        for k in range(max(0, math.ceil((end - start) * fps - 1e-6))):
+            t = start + k / fps
+            found = cursor.frame_at(t)
+            if found is None:
+                break
+            resizer.add(found[0], repeat=found[0] is last_frame)  # a repeated source frame is converted once
+            last_frame = found[0]
+            times.append(t)
+    if not times:
+        return None
+    frames = resizer.result()
+    return VideoFrames(frames, torch.tensor(times, dtype=torch.float64), info.fps if fps is None else fps)
+
+
+def _span(info: MediaInfo, start: float, duration: float | None) -> tuple[float, float]:
+    if duration is not None and duration <= 0:
+        raise MediaError(f"{info.path}: requested duration must be > 0, got {duration:.6g} s")
+    if start < 0:
+        raise MediaError(f"{info.path}: start must be >= 0, got {start:.6g} s")
+    if start >= info.duration - _EPS:
+        raise MediaError(f"{info.path}: start {start:.3f} s is at or past the end ({info.duration:.3f} s)")
+    end = info.duration if duration is None else min(info.duration, start + duration)
+    return start, end
+
+
+def _check_request(path: Path, fps: float | None, size: int | tuple[int, int] | None, mode: str) -> None:
+    if fps is not None and not fps > 0:
+        raise MediaError(f"{path}: requested fps must be > 0, got {fps}")
+    if mode not in MODES:
+        raise MediaError(f"{path}: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    sizes = [size] if isinstance(size, int) else list(size or [])
+    if any(int(s) <= 0 for s in sizes) or (size is not None and not isinstance(size, int) and len(sizes) != 2):
+        raise MediaError(f"{path}: size must be a positive int or (H, W), got {size!r}")
+
+
+def _open_video(path: Path) -> tuple[MediaInfo, av.container.InputContainer, _FrameCursor]:
+    info = probe(path)
+    check_video(info)
+    container = open_media(path)
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return info, container, _FrameCursor(container, stream)
+
+
+def read_video(
+    path: str | Path,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    mode: str = "resize",
+    start: float = 0.0,
+    duration: float | None = None,
+) -> VideoFrames:
+    """Read frames in [start, start + duration): frame k is the source frame shown at start + k/fps.
+
+    With fps None every source frame in the span is returned with its own time. `size` is (H, W) or an int
+    (short side for resize, square side for crop / letterbox); see `resize_frames` for the modes.
+    """
+    path = Path(path)
+    _check_request(path, fps, size, mode)
+    info, container, cursor = _open_video(path)
+    with container:
+        start, end = _span(info, float(start), duration)
+        frames = _read_span(cursor, info, fps, size, mode, start, end)
+    if frames is None:
+        raise MediaError(f"{path}: no frames could be decoded in [{start:.3f}, {end:.3f}) s (empty or corrupt video)")
+    return frames
+
+
+def iter_video_windows(
+    path: str | Path,
+    window_s: float,
+    overlap_s: float = 0.0,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    mode: str = "resize",
+) -> Iterator[VideoFrames]:
+    """Yield consecutive windows of `window_s` seconds starting every `window_s - overlap_s` seconds.
+
+    With fps set, windows sit on one global grid k/fps (window and stride rounded to whole frames), so with no overlap
+    the windows together hold exactly the frames `read_video(path, fps)` returns. The last window may be shorter.
+    """
+    path = Path(path)
+    _check_request(path, fps, size, mode)
+    if not window_s > 0 or not 0 <= overlap_s < window_s:
+        raise MediaError(f"{path}: need window_s > 0 and 0 <= overlap_s < window_s, got {window_s}, {overlap_s}")
+    info, container, cursor = _open_video(path)
+    with container:
+        if fps is None:  # windows [i * stride, i * stride + window_s) over the source frames
+            stride = window_s - overlap_s
+            for i in range(max(1, math.ceil(info.duration / stride - 1e-9))):
+                start = i * stride
+                frames = _read_span(cursor, info, None, size, mode, start, min(info.duration, start + window_s))
+                if frames is not None:
+                    yield frames
+                if start + window_s >= info.duration - _EPS:
+                    break
+            return
+        total = max(1, math.ceil(info.duration * fps - 1e-6))  # grid points k/fps inside the file
+        window = max(1, round(window_s * fps))
+        stride = max(1, window - round(overlap_s * fps))
+        for first in range(0, total, stride):
+            last = min(total, first + window)
+            frames = _read_span(cursor, info, fps, size, mode, first / fps, last / fps)
+            if frames is None:
+                raise MediaError(f"{path}: no frames decoded in [{first / fps:.3f}, {last / fps:.3f}) s")
+            frames.times = torch.arange(first, first + len(frames.times), dtype=torch.float64) / fps
+            yield frames
+            if last >= total:
+                break

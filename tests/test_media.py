@@ -1,0 +1,345 @@
+"""Media I/O on tiny files the tests write with PyAV: exact times at any frame rate, sizes, windows, audio round
+trips, remuxing with a new AAC track, and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from avflow.cli import main as cli_main
+from avflow.data.media import (
+    iter_video_windows,
+    mux_audio,
+    probe,
+    read_audio,
+    read_video,
+    write_audio,
+    write_video,
+)
+from avflow.errors import MediaError
+
+RATES = {"16": Fraction(16), "23.976": Fraction(24000, 1001), "30": Fraction(30)}
+LEVEL = 5  # frame k is a flat grey of level LEVEL * k, so a decoded frame tells its index
+SR = 16000
+VFR_MS = [0, 30, 50, 120, 200, 210, 300, 420, 500, 640]  # variable-rate frame starts
+
+
+def level_of(frames: torch.Tensor) -> list[int]:
+    """Source frame index of each (H, W, 3) frame, read from its centre."""
+    h, w = frames.shape[1:3]
+    return [round(v / LEVEL) for v in frames[:, h // 2, w // 2].float().mean(-1).tolist()]
+
+
+def make_video(
+    path: Path,
+    rate: Fraction,
+    pts: list[int],
+    time_base: Fraction,
+    size: tuple[int, int] = (32, 32),
+    audio_s: float | None = None,
+) -> Path:
+    """h264 mp4 with one flat frame per pts (frame k has level LEVEL * k); optional stereo AAC noise track."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.height, video.width = size
+        video.pix_fmt = "yuv420p"
+        video.options = {"preset": "veryfast", "crf": "10", "g": "10", "bf": "2"}  # B-frames, a keyframe every 10
+        video.codec_context.time_base = time_base
+        audio = out.add_stream("aac", rate=SR, layout="stereo") if audio_s is not None else None
+        for k, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), LEVEL * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = p, time_base
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if audio is not None:
+            samples = np.random.default_rng(0).uniform(-0.3, 0.3, (2, round(audio_s * SR))).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = SR, 0, Fraction(1, SR)
+            for packet in [*audio.encode(frame), *audio.encode()]:
+                out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    """1.5 s CFR videos at 16, 23.976 and 30 fps (the 23.976 one with audio), plus a variable-rate one."""
+    root = tmp_path_factory.mktemp("media")
+    out = {}
+    for name, rate in RATES.items():
+        n = math.ceil(Fraction(3, 2) * rate)
+        out[name] = make_video(
+            root / f"v{name}.mp4", rate, list(range(n)), 1 / rate, audio_s=1.5 if name == "23.976" else None
+        )
+    out["vfr"] = make_video(root / "vfr.mp4", Fraction(30), VFR_MS, Fraction(1, 1000))
+    out["wide"] = make_video(root / "wide.mp4", Fraction(10), list(range(4)), Fraction(1, 10), size=(32, 48))
+    return out
+
+
+def shown_at(times: list[float], t: float) -> int:
+    """Index of the source frame on screen at time t (the last one starting at or before t)."""
+    return max(i for i, s in enumerate(times) if s <= t + 1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ video
+
+
+@pytest.mark.parametrize("name", list(RATES))
+def test_native_frames_have_pts_times(videos, name):
+    rate = RATES[name]
+    n = math.ceil(Fraction(3, 2) * rate)
+    info = probe(videos[name])
+    assert (info.n_frames, info.width, info.height, info.has_video) == (n, 32, 32, True)
+    assert info.fps == pytest.approx(float(rate), rel=1e-9)
+    assert info.duration == pytest.approx(float(n / rate), abs=1e-9)
+    got = read_video(videos[name])
+    assert got.frames.shape == (n, 32, 32, 3) and got.frames.dtype == torch.uint8
+    torch.testing.assert_close(got.times, torch.tensor([float(k / rate) for k in range(n)], dtype=torch.float64))
+    assert level_of(got.frames) == list(range(n))
+
+
+@pytest.mark.parametrize("name", list(RATES))
+@pytest.mark.parametrize("fps", [10.0, 25.0, 30.0])
+def test_requested_fps_picks_frame_shown_at_each_time(videos, name, fps):
+    rate = RATES[name]
+    n_src = math.ceil(Fraction(3, 2) * rate)
+    source_times = [float(k / rate) for k in range(n_src)]
+    duration = float(n_src / rate)
+    got = read_video(videos[name], fps=fps)
+    n = math.ceil(duration * fps - 1e-9)
+    assert got.frames.shape[0] == n and got.fps == fps
+    torch.testing.assert_close(got.times, torch.arange(n, dtype=torch.float64) / fps)
+    assert level_of(got.frames) == [shown_at(source_times, k / fps) for k in range(n)]
+
+
+def test_variable_frame_rate(videos):
+    info = probe(videos["vfr"])
+    assert info.n_frames == len(VFR_MS)
+    assert info.duration > VFR_MS[-1] / 1000  # ends after the last frame starts, whatever the header says
+    native = read_video(videos["vfr"])
+    torch.testing.assert_close(native.times, torch.tensor(VFR_MS, dtype=torch.float64) / 1000)
+    assert level_of(native.frames) == list(range(len(VFR_MS)))
+    got = read_video(videos["vfr"], fps=20)
+    assert level_of(got.frames) == [shown_at([t / 1000 for t in VFR_MS], t) for t in got.times.tolist()]
+    assert got.times[-1] <= info.duration
+
+
+def test_start_and_duration(videos):
+    full = read_video(videos["30"], fps=10)
+    part = read_video(videos["30"], fps=10, start=0.5, duration=0.5)
+    torch.testing.assert_close(part.times, 0.5 + torch.arange(5, dtype=torch.float64) / 10)
+    assert torch.equal(part.frames, full.frames[5:10])
+    late = read_video(videos["30"], start=1.0)  # native frames from 1 s to the end
+    assert level_of(late.frames) == list(range(30, 45))
+
+
+@pytest.mark.parametrize("name", ["16", "23.976", "vfr"])
+@pytest.mark.parametrize("fps", [None, 12.0])
+def test_windows_cover_the_file_exactly_once(videos, name, fps):
+    whole = read_video(videos[name], fps=fps)
+    windows = list(iter_video_windows(videos[name], window_s=0.25, overlap_s=0.0, fps=fps))
+    assert len(windows) > 1
+    assert torch.equal(torch.cat([w.times for w in windows]), whole.times)
+    assert torch.equal(torch.cat([w.frames for w in windows]), whole.frames)
+
+
+def test_overlapping_windows(videos):
+    windows = list(iter_video_windows(videos["30"], window_s=0.5, overlap_s=0.2, fps=10))
+    starts = [w.times[0].item() for w in windows]
+    assert starts == pytest.approx([0.0, 0.3, 0.6, 0.9, 1.2])
+    assert [len(w.times) for w in windows] == [5, 5, 5, 5, 3]
+    torch.testing.assert_close(windows[1].times[:2], windows[0].times[3:])
+    assert torch.equal(windows[1].frames[:2], windows[0].frames[3:])
+
+
+def test_sizes_for_every_mode(videos):
+    path = videos["wide"]  # 48 wide, 32 high
+    assert read_video(path, size=(16, 40), mode="resize").frames.shape[1:] == (16, 40, 3)
+    assert read_video(path, size=16, mode="resize").frames.shape[1:] == (16, 24, 3)  # short side, aspect kept
+    crop = read_video(path, size=(32, 32), mode="crop").frames
+    assert crop.shape[1:] == (32, 32, 3)
+    assert torch.equal(crop, read_video(path).frames[:, :, 8:40])  # centre cut, no scaling needed
+    assert read_video(path, size=16, mode="crop").frames.shape[1:] == (16, 16, 3)
+    box = read_video(path, size=(32, 32), mode="letterbox").frames  # content 21 x 32, black bars above and below
+    assert box.shape[1:] == (32, 32, 3)
+    assert box[1:, :5].max() == 0 and box[1:, -5:].max() == 0
+    assert (box[1:, 6:26].float() - LEVEL * torch.arange(1, 4).view(3, 1, 1, 1)).abs().max() <= 3
+
+
+# ------------------------------------------------------------------------------------------------ audio
+
+
+def sine(freq: float, seconds: float, sr: int, channels: int = 2) -> torch.Tensor:
+    t = torch.arange(round(seconds * sr), dtype=torch.float64) / sr
+    rows = [torch.sin(2 * math.pi * freq * (c + 1) * t) * 0.5 for c in range(channels)]
+    return torch.stack(rows).float()  # (C, N); channel c at (c + 1) * freq
+
+
+def test_audio_write_read_round_trip(tmp_path):
+    audio = sine(440, 0.5, 16000)
+    write_audio(tmp_path / "a.wav", audio, 16000)
+    got, sr = read_audio(tmp_path / "a.wav")
+    assert sr == 16000 and torch.equal(got, audio)  # float wav is exact
+    info = probe(tmp_path / "a.wav")
+    assert (info.has_video, info.has_audio, info.audio_sample_rate, info.audio_channels) == (False, True, 16000, 2)
+    assert info.duration == pytest.approx(0.5)
+    write_audio(tmp_path / "a.flac", audio, 16000)
+    got, sr = read_audio(tmp_path / "a.flac")
+    assert sr == 16000 and sf.info(str(tmp_path / "a.flac")).subtype == "PCM_24"
+    torch.testing.assert_close(got, audio, atol=2e-7, rtol=0)
+    with pytest.raises(MediaError, match=r"a\.mp3"):
+        write_audio(tmp_path / "a.mp3", audio, 16000)
+
+
+def test_audio_resampling_and_channels(tmp_path):
+    write_audio(tmp_path / "a.wav", sine(300, 1.0, 44100), 44100)
+    got, sr = read_audio(tmp_path / "a.wav", sample_rate=16000)
+    assert sr == 16000 and got.shape == (2, 16000)
+    torch.testing.assert_close(got[:, 200:-200], sine(300, 1.0, 16000)[:, 200:-200], atol=2e-3, rtol=0)
+    mono, _ = read_audio(tmp_path / "a.wav", channels=1)
+    torch.testing.assert_close(mono, sine(300, 1.0, 44100).mean(0, keepdim=True))
+    write_audio(tmp_path / "m.wav", sine(300, 1.0, 8000, channels=1), 8000)
+    stereo, sr = read_audio(tmp_path / "m.wav", sample_rate=16000, channels=2)
+    assert stereo.shape == (2, 16000) and torch.equal(stereo[0], stereo[1])
+
+
+def test_audio_from_video(videos):
+    audio, sr = read_audio(videos["23.976"])
+    assert sr == SR and audio.shape[0] == 2
+    assert abs(audio.shape[1] - 1.5 * SR) <= 1024  # within one AAC frame
+    mono, sr = read_audio(videos["23.976"], sample_rate=8000, channels=1)
+    assert sr == 8000 and mono.shape == (1, round(audio.shape[1] / 2))
+
+
+# ------------------------------------------------------------------------------------------------ writing / muxing
+
+
+def packets(path: Path) -> list[tuple[Fraction, Fraction, bytes]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [
+            (Fraction(p.pts) * stream.time_base, Fraction(p.dts) * stream.time_base, bytes(p))
+            for p in container.demux(stream)
+            if p.size
+        ]
+
+
+def track_seconds(path: Path, kind: str) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0] if kind == "audio" else container.streams.video[0]
+        return float(stream.duration * stream.time_base)
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "seconds", "sr"),
+    [("23.976", 2, 0.7, 16000), ("16", 1, 3.0, 16000), ("30", 2, 1.5, 22050), ("vfr", 1, 0.2, 16000)],
+)
+def test_mux_keeps_video_packets_and_fits_audio(videos, tmp_path, name, channels, seconds, sr):
+    audio = sine(440, seconds, sr, channels)
+    out = mux_audio(videos[name], audio, sr, tmp_path / "muxed.mp4")
+    assert packets(out) == packets(videos[name])  # same bytes, same pts and dts, same order
+    video_s = probe(videos[name]).duration
+    with av.open(str(out)) as container:
+        assert len(container.streams.audio) == 1 and len(container.streams.video) == 1
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "aac" and stream.codec_context.channels == channels
+        frame_s = 1024 / stream.codec_context.sample_rate
+    assert abs(track_seconds(out, "audio") - video_s) <= frame_s
+    got, got_sr = read_audio(out, sample_rate=sr)
+    assert abs(got.shape[1] - video_s * sr) <= 1024 * sr / got_sr
+    if seconds < video_s - 0.2:  # padded with silence after the given audio
+        tail = got[:, round((seconds + 0.1) * sr) :]
+        assert tail.abs().max() < 1e-3 and got[:, : round(seconds * sr) // 2].abs().max() > 0.3
+
+
+def test_write_video_round_trip(tmp_path):
+    rate = Fraction(24000, 1001)
+    frames = torch.stack([torch.full((16, 24, 3), LEVEL * k, dtype=torch.uint8) for k in range(20)])
+    path = write_video(tmp_path / "w.mp4", frames, 23.976, sine(440, 2.0, SR, 1), SR)
+    info = probe(path)
+    assert (info.n_frames, info.height, info.width, info.audio_channels) == (20, 16, 24, 1)
+    assert info.fps == pytest.approx(float(rate)) and info.duration == pytest.approx(float(20 / rate))
+    got = read_video(path)
+    assert level_of(got.frames) == list(range(20))
+    torch.testing.assert_close(got.times, torch.tensor([float(k / rate) for k in range(20)], dtype=torch.float64))
+    assert abs(track_seconds(path, "audio") - info.duration) <= 1024 / SR
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def one_line_error(fn, *args, match: str, **kwargs) -> str:
+    with pytest.raises(MediaError, match=match) as err:
+        fn(*args, **kwargs)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_inputs_give_one_line_errors(videos, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    for fn in (probe, read_video, read_audio):
+        assert str(text) in one_line_error(fn, text, match="cannot read as media")
+    missing = tmp_path / "missing.mp4"
+    for fn in (probe, read_video, read_audio):
+        assert str(missing) in one_line_error(fn, missing, match="file not found")
+    one_line_error(mux_audio, missing, sine(440, 1, SR), SR, tmp_path / "o.mp4", match="file not found")
+
+    write_audio(tmp_path / "only.wav", sine(440, 0.5, SR), SR)
+    one_line_error(read_video, tmp_path / "only.wav", match="no video stream")
+    one_line_error(mux_audio, tmp_path / "only.wav", sine(440, 1, SR), SR, tmp_path / "o.mp4", match="no video stream")
+    one_line_error(read_audio, videos["30"], match="no audio stream")
+
+    for bad in (0.0, -1.0):
+        one_line_error(read_video, videos["30"], duration=bad, match="duration must be > 0")
+    one_line_error(read_video, videos["30"], start=5.0, match="past the end")
+    sf.write(str(tmp_path / "empty.wav"), np.zeros((0, 2), np.float32), SR)
+    one_line_error(read_audio, tmp_path / "empty.wav", match="zero audio duration")
+
+
+def test_video_without_frames(videos, tmp_path):
+    # an mp4 whose video track holds one undecodable packet: the stream exists but yields no frames
+    broken = tmp_path / "broken.mp4"
+    with av.open(str(videos["30"])) as source, av.open(str(broken), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        packet = av.Packet(b"\x00\x00\x00\x09not h264!")
+        packet.pts, packet.dts, packet.duration, packet.time_base = 0, 0, 512, source.streams.video[0].time_base
+        packet.stream = stream
+        out.mux(packet)
+    assert probe(broken).n_frames == 1
+    assert str(broken) in one_line_error(read_video, broken, match="no frames could be decoded")
+    # an mp4 with an audio track and an empty video track: the muxer drops the empty track
+    empty = tmp_path / "empty.mp4"
+    with av.open(str(empty), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width = video.height = 32
+        audio = out.add_stream("aac", rate=SR, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = SR, 0, Fraction(1, SR)
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    one_line_error(read_video, empty, match="no video stream|no frames")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_info(videos, tmp_path, capsys):
+    assert cli_main(["info", str(videos["23.976"])]) == 0
+    out = capsys.readouterr().out
+    assert "32x32" in out and "23.976 fps" in out and "16000 Hz" in out and "2 channel" in out and "1.5" in out
+    assert "stream 0: video" in out and "stream 1: audio" in out
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("nope")
+    assert cli_main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.mp4" in err and "cannot read as media" in err and len(err.strip().splitlines()) == 1

@@ -17,6 +17,9 @@ from avflow.errors import AvflowError
 COMMANDS: dict[str, str] = {
     "info": "avflow.commands.info",
     "download": "avflow.commands.download",
+    "train": "avflow.commands.train",
+    "world": "avflow.commands.world",
+    "eval": "avflow.commands.eval",
 }
 
 

@@ -10,6 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One intra-op thread per test process: `make test` runs two processes on two cores, and oversubscribed
+# torch threads slow small ops down by orders of magnitude.
+torch.set_num_threads(1)
+
 
 def fixtures_root() -> Path:
     """The reference fixtures folder: $AVFLOW_FIXTURES or ../shared/fixtures. Missing is a failure."""

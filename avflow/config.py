@@ -1,0 +1,291 @@
+"""Strict configs: YAML or dicts mapped onto nested dataclasses, plus `key=value` overrides.
+
+Every problem (unknown key, wrong type, missing required field, missing data path) is a `ConfigError`
+with one line that names the key path, e.g. `optim.lr: expected float, got 'abc'`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from avflow.errors import ConfigError
+
+T = TypeVar("T")
+
+_NO_DEFAULT = dataclasses.MISSING
+
+
+class CliValue(str):
+    """A value given as `key=value` on the command line: parsed later by the type of its field."""
+
+
+def data_path(default: Any = _NO_DEFAULT, kind: Literal["file", "dir", "any"] = "any") -> Any:
+    """A dataclass field holding a path that must exist when the config is loaded (None is allowed if typed so)."""
+    if default is _NO_DEFAULT:
+        return dataclasses.field(metadata={"must_exist": kind})
+    return dataclasses.field(default=default, metadata={"must_exist": kind})
+
+
+# PyYAML follows YAML 1.1, which reads `1e-4` as a string; accept YAML 1.2 floats as well.
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else _type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _got(value: Any) -> str:
+    text = repr(str(value) if isinstance(value, CliValue) else value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return text + (" (from the command line)" if isinstance(value, CliValue) else "")
+
+
+def _fail(path: str, tp: Any, value: Any) -> typing.NoReturn:
+    raise ConfigError(f"{path or '<root>'}: expected {_type_name(tp)}, got {_got(value)}")
+
+
+def _accepts_str(tp: Any) -> bool:
+    if tp in (str, Path, Any):
+        return True
+    if typing.get_origin(tp) is Literal:
+        return any(isinstance(a, str) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return any(_accepts_str(a) for a in typing.get_args(tp) if a is not type(None))
+    return False
+
+
+def convert(value: Any, tp: Any, path: str = "") -> Any:
+    """Check `value` against the type `tp` (converting int -> float, str -> Path, lists -> tuples)."""
+    if tp is Any:
+        return value
+    if isinstance(value, CliValue):
+        text = str(value)
+        if text.lower() in ("null", "none", "~") and _accepts_none(tp):
+            return None
+        if not _accepts_str(tp):
+            parsed = parse_yaml(text, f"{path}={text}")
+            if isinstance(parsed, str):
+                _fail(path, tp, value)
+            try:
+                return convert(parsed, tp, path)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (from the command line)") from None
+        value = text
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            _fail(path, tp, value)
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(value, arg, path)
+            except ConfigError:
+                pass
+        _fail(path, tp, value)
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        _fail(path, tp, value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            _fail(path, tp, value)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
+            return tuple(convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or tp) is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            _fail(path, tp, value)
+        key_tp, val_tp = args if args else (Any, Any)
+        return {convert(k, key_tp, path): convert(v, val_tp, _join(path, str(k))) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(path, tp, value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        _fail(path, tp, value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        _fail(path, tp, value)
+    if tp is str:
+        if isinstance(value, str):
+            return str(value)
+        _fail(path, tp, value)
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        _fail(path, tp, value)
+    raise TypeError(f"{path}: unsupported config field type {tp!r}")
+
+
+def _accepts_none(tp: Any) -> bool:
+    return tp is Any or typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _check_exists(value: Any, kind: str, path: str) -> None:
+    if value is None:
+        return
+    p = Path(value)
+    if kind == "file" and not p.is_file() or kind == "dir" and not p.is_dir() or not p.exists():
+        what = {"file": "no such file", "dir": "no such folder"}.get(kind, "no such file or folder")
+        raise ConfigError(f"{path}: {what}: {str(value)!r}")
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Build dataclass `cls` from a mapping, strictly: unknown keys, wrong types and missing fields are errors."""
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping ({cls.__name__}), got {_got(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{_join(path, str(key))}: unknown key (expected one of: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in data:
+            kwargs[name] = convert(data[name], hints[name], key_path)
+            if "must_exist" in f.metadata:
+                _check_exists(kwargs[name], f.metadata["must_exist"], key_path)
+        elif f.default is _NO_DEFAULT and f.default_factory is _NO_DEFAULT:
+            raise ConfigError(f"{key_path}: missing required field")
+        elif "must_exist" in f.metadata and f.default is not _NO_DEFAULT:
+            _check_exists(f.default, f.metadata["must_exist"], key_path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(_join(path, str(exc))) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or '<root>'}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML-safe values (dicts, lists, str, numbers) from dataclasses, paths and tuples."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, (Path, CliValue)):
+        return str(obj)
+    return obj
+
+
+def apply_overrides(data: Mapping | None, overrides: list[str]) -> dict:
+    """Set dotted `a.b.c=value` overrides into a copy of a raw config dict (values typed later by their field)."""
+    result = _deep_copy(data or {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected key=value with a dotted key such as optim.lr=1e-4")
+        node = result
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: cannot set {key!r}, this key is not a mapping")
+            node = child
+        node[parts[-1]] = CliValue(value)
+    return result
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file's top-level mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+    """Dataclass `cls` from an optional YAML file plus `key=value` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    try:
+        return from_dict(cls, apply_overrides(raw, list(overrides)))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)

@@ -1,0 +1,229 @@
+"""MMAudio's conditioning features from a video file and text: CLIP frames, Synchformer segments, CLIP text tokens.
+
+`Encoders.encode_video(path, text)` streams the video a window at a time (memory holds one window of source frames
+plus the features), so long videos are fine. Shapes for d seconds: clip_f (B, int(8 d), 1024), sync_f
+(B, 8 * ((int(25 d) - 16) // 8 + 1), 768), text_f (B, 77, 1024).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from avflow.encoders.clip import CLIP, CLIPConfig
+from avflow.encoders.preprocess import (
+    clip_normalize,
+    common_duration,
+    frame_counts,
+    iter_encoder_frames,
+    sync_normalize,
+    video_duration,
+)
+from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP, Synchformer, SynchformerConfig, split_segments
+from avflow.encoders.tokenizer import CLIPTokenizer
+from avflow.errors import MediaError, WeightsError
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a `.safetensors` file or an official `.pth` / `.bin` (torch.load, weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to parse means a corrupt or foreign file
+        raise WeightsError(
+            f"{path}: cannot read weights, file is corrupt or not a checkpoint ({_one_line(exc)})"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> nn.Module:
+    """Strict load with a one-line WeightsError naming what does not match."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{len(v)} {name} (e.g. {v[0]})"
+            for name, v in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong))
+            if v
+        ]
+        raise WeightsError(f"{path}: does not match {type(model).__name__}: " + ", ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_clip(path: str | Path, config: CLIPConfig | None = None) -> CLIP:
+    """CLIP from an open_clip checkpoint (`open_clip_pytorch_model.bin`) or a safetensors copy."""
+    state = read_state_dict(path)
+    with torch.device("meta"):
+        model = CLIP(config)
+    model = model.to_empty(device="cpu")
+    return load_weights(model, state, path).eval()
+
+
+def load_synchformer(path: str | Path, config: SynchformerConfig | None = None) -> Synchformer:
+    """Synchformer's visual part from `synchformer_state_dict.pth` (other keys are ignored) or a safetensors copy."""
+    state = {k: v for k, v in read_state_dict(path).items() if k.startswith("vfeat_extractor.")}
+    if not state:
+        raise WeightsError(f"{path}: no 'vfeat_extractor.*' keys; not a Synchformer checkpoint")
+    with torch.device("meta"):
+        model = Synchformer(config)
+    model = model.to_empty(device="cpu")
+    return load_weights(model, state, path).eval()
+
+
+@dataclass
+class ConditionFeatures:
+    """What the MMAudio network is conditioned on."""
+
+    clip_f: Tensor  # (B, N_clip, D_clip)
+    sync_f: Tensor  # (B, N_sync, D_sync)
+    text_f: Tensor | None  # (B, 77, D_text) or None (the network's empty text)
+    duration: float  # seconds both video streams cover
+
+    def as_cond(self) -> dict[str, Tensor | None]:
+        return {"clip_f": self.clip_f, "sync_f": self.sync_f, "text_f": self.text_f}
+
+
+class Encoders(nn.Module):
+    """CLIP + Synchformer + CLIP tokenizer. `clip_batch` frames and `sync_batch` segments go through at a time."""
+
+    def __init__(
+        self,
+        clip: CLIP,
+        synchformer: Synchformer,
+        tokenizer: CLIPTokenizer | None = None,
+        *,
+        clip_batch: int = 32,
+        sync_batch: int = 16,
+        window_s: float = 0.5,
+    ):
+        super().__init__()
+        self.clip = clip.eval()
+        self.synchformer = synchformer.eval()
+        self.tokenizer = tokenizer or CLIPTokenizer(context_length=clip.config.text.context_length)
+        self.clip_batch, self.sync_batch, self.window_s = clip_batch, sync_batch, window_s
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        clip_path: str | Path,
+        synchformer_path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **kwargs,
+    ) -> Encoders:
+        """Official checkpoints: open_clip DFN5B-CLIP-ViT-H-14-384 and Synchformer's `synchformer_state_dict.pth`."""
+        return cls(load_clip(clip_path), load_synchformer(synchformer_path), **kwargs).to(device=device, dtype=dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.clip.token_embedding.weight.dtype
+
+    @torch.no_grad()
+    def encode_clip(self, frames: Tensor) -> Tensor:
+        """(B, T, 3, H, W) frames -> (B, T, D) L2-normalised image features.
+
+        uint8 frames are pixels; float frames are [0, 1] pixels (MMAudio's encode_video_with_clip input)."""
+        b, t = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        out = []
+        for i in range(0, b * t, self.clip_batch):
+            x = flat[i : i + self.clip_batch].to(self.device)
+            x = clip_normalize(x if x.dtype == torch.uint8 else x * 255.0, self.dtype)
+            out.append(self.clip.encode_image(x, normalize=True))
+        return torch.cat(out).unflatten(0, (b, t))
+
+    @torch.no_grad()
+    def encode_sync(self, frames: Tensor) -> Tensor:
+        """(B, T, 3, 224, 224) frames -> (B, S * 8, D), S = (T - 16) // 8 + 1 segments, segment-major.
+
+        uint8 frames are pixels; float frames are already normalised to [-1, 1] (MMAudio's encode_video_with_sync)."""
+        segments = split_segments(frames)  # (B, S, 16, 3, H, W) view
+        b, s = segments.shape[:2]
+        flat = segments.flatten(0, 1)  # (B*S, 16, 3, H, W)
+        out = []
+        for i in range(0, b * s, self.sync_batch):
+            x = flat[i : i + self.sync_batch].to(self.device)
+            x = sync_normalize(x, self.dtype) if x.dtype == torch.uint8 else x.to(self.dtype)
+            out.append(self.synchformer(x[:, None])[:, 0])  # (n, 8, D)
+        return torch.cat(out).unflatten(0, (b, s)).flatten(1, 2)
+
+    @torch.no_grad()
+    def encode_text(self, texts: str | list[str]) -> Tensor:
+        """Strings -> (B, 77, D) normalised per-token features (MMAudio's encode_text)."""
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.clip.encode_text(tokens, normalize=True)
+
+    @torch.no_grad()
+    def encode_video(
+        self, path: str | Path, text: str | None = None, duration: float | None = None
+    ) -> ConditionFeatures:
+        """One video (first `duration` seconds, default all) -> features with B = 1, streamed window by window."""
+        d = video_duration(path, duration)
+        clip_parts, sync_parts = [], []
+        pending = torch.empty(0, 3, 1, 1, dtype=torch.uint8)  # sync frames not yet in a finished segment
+        n_clip = n_sync = 0
+        for chunk in iter_encoder_frames(path, d, self.window_s):
+            n_clip, n_sync = n_clip + len(chunk.clip), n_sync + len(chunk.sync)
+            if len(chunk.clip):
+                clip_parts.append(self.encode_clip(chunk.clip[None]))
+            pending = torch.cat([pending, chunk.sync]) if len(pending) else chunk.sync
+            if len(pending) >= SEGMENT_FRAMES:
+                s = (len(pending) - SEGMENT_FRAMES) // SEGMENT_STEP + 1
+                sync_parts.append(self.encode_sync(pending[None, : SEGMENT_STEP * (s - 1) + SEGMENT_FRAMES]))
+                pending = pending[SEGMENT_STEP * s :]
+        d = common_duration(d, n_clip, n_sync)
+        n_clip, n_sync = frame_counts(d)
+        if n_clip == 0 or n_sync < SEGMENT_FRAMES:
+            raise MediaError(f"{path}: video too short ({d:.3f} s); the encoders need at least 0.64 s")
+        clip_f = torch.cat(clip_parts, dim=1)[:, :n_clip]
+        per_segment = self.synchformer.config.temporal_resolution
+        sync_f = torch.cat(sync_parts, dim=1)[:, : per_segment * ((n_sync - SEGMENT_FRAMES) // SEGMENT_STEP + 1)]
+        text_f = self.encode_text([text]) if text is not None else None
+        return ConditionFeatures(clip_f, sync_f, text_f, d)
+
+    @torch.no_grad()
+    def encode_videos(
+        self, paths: list[str | Path], texts: list[str] | None = None, duration: float | None = None
+    ) -> ConditionFeatures:
+        """A batch of videos (equal lengths after the common `duration`) -> features with B = len(paths)."""
+        if texts is not None and len(texts) != len(paths):
+            raise ValueError(f"got {len(paths)} videos but {len(texts)} texts")
+        feats = [self.encode_video(p, None, duration) for p in paths]
+        lengths = {(f.clip_f.shape[1], f.sync_f.shape[1]) for f in feats}
+        if len(lengths) > 1:
+            raise MediaError(f"videos give different feature lengths {sorted(lengths)}; pass a common duration")
+        return ConditionFeatures(
+            torch.cat([f.clip_f for f in feats]),
+            torch.cat([f.sync_f for f in feats]),
+            self.encode_text(texts) if texts is not None else None,
+            min(f.duration for f in feats),
+        )

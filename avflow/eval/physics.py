@@ -1,0 +1,321 @@
+"""Physical plausibility of a video: colour-segmentation tracking, gravity-and-bounce fits, permanence, energy.
+
+Pixel coordinates: ``x`` to the right, ``y`` down (gravity is ``+y``), both in pixels; times in seconds, frame ``k``
+at ``k / fps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Tracks:
+    """Object tracks: ``centers (T, K, 2)`` (x, y) in pixels, NaN where not visible; ``areas (T, K)`` in pixels."""
+
+    centers: np.ndarray
+    areas: np.ndarray
+    frame_size: tuple[int, int]  # (H, W)
+
+
+def _shift_max(mask: np.ndarray) -> np.ndarray:
+    """3×3 binary dilation over the last two axes."""
+    out = mask.copy()
+    out[..., 1:, :] |= mask[..., :-1, :]
+    out[..., :-1, :] |= mask[..., 1:, :]
+    grown = out.copy()
+    grown[..., :, 1:] |= out[..., :, :-1]
+    grown[..., :, :-1] |= out[..., :, 1:]
+    return grown
+
+
+def tracks_from_masks(masks: np.ndarray, min_area: float = 2.0) -> Tracks:
+    """Centroids of per-object boolean masks ``(T, K, H, W)``."""
+    m = np.asarray(masks, dtype=np.float64)
+    T, K, H, W = m.shape
+    area = m.sum(axis=(2, 3))  # (T, K)
+    ys, xs = np.arange(H) + 0.5, np.arange(W) + 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = (m.sum(axis=2) * xs).sum(axis=-1) / area
+        cy = (m.sum(axis=3) * ys).sum(axis=-1) / area
+    centers = np.stack([cx, cy], axis=-1)
+    centers[area < min_area] = np.nan
+    return Tracks(centers=centers, areas=area, frame_size=(H, W))
+
+
+def _refine(colours: np.ndarray, centres: np.ndarray, radius: float, iters: int = 3) -> np.ndarray:
+    """Trimmed k-means: each centre moves to the mean of the colours within ``radius`` of it (edge blends ignored)."""
+    for _ in range(iters):
+        for j in range(len(centres)):
+            near = np.linalg.norm(colours - centres[j], axis=1) < radius
+            if near.any():
+                centres[j] = colours[near].mean(0)
+    return centres
+
+
+def _is_blend(c: np.ndarray, s: np.ndarray, bg: np.ndarray, tol: float) -> bool:
+    """True if colour ``c`` lies near the segment from background ``bg`` to object colour ``s`` (an edge pixel)."""
+    d = s - bg
+    a = float(np.dot(c - bg, d) / max(np.dot(d, d), 1e-6))
+    return 0.0 < a < 1.0 and float(np.linalg.norm(c - bg - a * d)) < 0.5 * tol
+
+
+def track_objects(
+    frames: np.ndarray,
+    max_objects: int = 4,
+    threshold: float = 40.0,
+    min_area: float = 3.0,
+    merge_distance: float = 60.0,
+) -> Tracks:
+    """Track uniformly coloured objects over a static background by colour segmentation.
+
+    Background ``B`` = per-pixel temporal median plus each frame's median deviation from it (global drift);
+    foreground = ``‖f − B‖ > threshold`` (RGB 0..255). Object colours = the densest coarse colour bins of the
+    foreground (merged within ``merge_distance``; background colours and edge blends dropped), refined by a trimmed
+    mean. Object ``k``'s core = pixels within ``min(threshold, ½·gap to the nearest other object colour)`` of its
+    colour ``c`` (so objects at rest stay found); its 1-pixel ring adds the soft coverage
+    ``α = clip(((f − B)·(c − B)) / ‖c − B‖², 0, 1)``, so anti-aliased edges give sub-pixel centroids.
+    Visible where the weight ``Σ ≥ min_area``.
+    """
+    f = np.asarray(frames, dtype=np.float32)  # (T, H, W, 3)
+    T, H, W, _ = f.shape
+    bg = np.median(f, axis=0)  # (H, W, 3)
+    bg = bg + np.median((f - bg).reshape(T, -1, 3), axis=1)[:, None, None, :]  # (T, H, W, 3) follows global drift
+    diff = f - bg  # (T, H, W, 3)
+    fg = np.einsum("thwc,thwc->thw", diff, diff) > threshold**2
+    empty = Tracks(np.full((T, 0, 2), np.nan), np.zeros((T, 0)), (H, W))
+    if fg.sum() < min_area:
+        return empty
+    colours = f[fg]  # (P, 3)
+    bins = np.floor(colours / 32.0).astype(int)
+    codes = bins[:, 0] * 64 + bins[:, 1] * 8 + bins[:, 2]
+    keys, counts = np.unique(codes, return_counts=True)
+    bg_first = bg[0].reshape(-1, 3)
+    bg_mean = bg_first.mean(0)  # blends of objects with it are edges
+    seeds: list[np.ndarray] = []
+    for key in keys[np.argsort(-counts)]:
+        sel = colours[codes == key]
+        if sel.shape[0] < max(min_area, 0.02 * colours.shape[0]):
+            break
+        c = sel.mean(0)
+        if np.mean(np.linalg.norm(bg_first - c, axis=-1) < threshold) > 0.1:  # a background colour (uncovered)
+            continue
+        if all(np.linalg.norm(c - s) > merge_distance and not _is_blend(c, s, bg_mean, merge_distance) for s in seeds):
+            seeds.append(c)
+        if len(seeds) == max_objects:
+            break
+    if not seeds:
+        return empty
+    centres = _refine(colours[:: max(1, colours.shape[0] // 20000)], np.array(seeds), 0.5 * threshold)  # (K, 3)
+    K = len(centres)
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(K) * 1e9
+    c32 = centres.astype(np.float32)
+    d2 = (f * f).sum(-1)[..., None] - 2.0 * f @ c32.T + (c32 * c32).sum(-1)  # (T, H, W, K) squared colour distance
+    nearest = d2.argmin(-1)  # (T, H, W)
+    ys, xs = np.mgrid[0:H, 0:W] + 0.5
+    centers = np.full((T, K, 2), np.nan)
+    areas = np.zeros((T, K))
+    for k in range(K):
+        tol = min(threshold, 0.5 * float(gaps[k].min()))
+        core = (d2[..., k] < tol**2) & (nearest == k)  # (T, H, W); also when at rest
+        ring = np.nonzero(_shift_max(core) & ~core)
+        d = c32[k] - bg[ring]  # (R, 3) object colour minus background, on the ring only
+        dd = (d * d).sum(-1)
+        alpha = np.where(dd > threshold**2, np.clip((diff[ring] * d).sum(-1) / np.maximum(dd, 1e-6), 0.0, 1.0), 0.0)
+        weight = core.astype(np.float32)
+        weight[ring] = alpha
+        area = weight.sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centers[:, k, 0] = (weight * xs).sum(axis=(1, 2)) / area
+            centers[:, k, 1] = (weight * ys).sum(axis=(1, 2)) / area
+        areas[:, k] = area
+        centers[area < min_area, k] = np.nan
+    return Tracks(centers=centers, areas=areas, frame_size=(H, W))
+
+
+def reversals(pos: np.ndarray, min_speed: float = 0.3, down_up_only: bool = False) -> list[tuple[int, int]]:
+    """Velocity reversals of a 1-D track as ``(last_before, first_after)`` frame pairs: the per-frame velocity
+    ``v[i] = pos[i+1] − pos[i]`` changes sign between two steps with ``|v| ≥ min_speed`` and only slower steps
+    between them; the contact lies in ``(last_before, first_after)``. ``down_up_only`` keeps + → − (floor bounces
+    in image coordinates, y down)."""
+    v = np.diff(pos)
+    sig = [i for i in range(len(v)) if np.isfinite(v[i]) and abs(v[i]) >= min_speed]
+    out = []
+    for a, b in zip(sig[:-1], sig[1:]):
+        if np.sign(v[a]) != np.sign(v[b]) and (not down_up_only or v[a] > 0) and np.isfinite(pos[a : b + 2]).all():
+            out.append((a, b + 1))
+    return out
+
+
+def _segments(n: int, splits: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Index runs between reversals; the frames strictly inside a reversal (contact within them) are left out."""
+    starts = [0] + [b for _, b in splits]
+    ends = [a for a, _ in splits] + [n - 1]
+    return [np.arange(s, e + 1) for s, e in zip(starts, ends) if e >= s]
+
+
+def _runs(mask: np.ndarray) -> list[np.ndarray]:
+    idx = np.flatnonzero(mask)
+    return [r for r in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if r.size] if idx.size else []
+
+
+def _cut(seg: np.ndarray, splits: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Pieces of an index run between reversals, leaving out the frames strictly inside each reversal."""
+    out, start = [], seg[0]
+    for before, after in splits:
+        if seg[0] <= before and after <= seg[-1]:
+            out.append(np.arange(start, before + 1))
+            start = after
+    out.append(np.arange(start, seg[-1] + 1))
+    return [o for o in out if o.size]
+
+
+def _line_residual(t: np.ndarray, p: np.ndarray, deg: int) -> np.ndarray:
+    if t.size <= deg + 1:
+        return np.zeros(0)
+    return p - np.polyval(np.polyfit(t - t.mean(), p, deg), t - t.mean())
+
+
+def fit_trajectory(
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    gravity: float | None = None,
+    min_speed: float = 0.3,
+    rest_speed: float = 0.3,
+) -> dict[str, float]:
+    """Gravity-and-bounce fit of one visible trajectory.
+
+    Resting frames (``|Δy| < rest_speed`` px on both sides; free flight cannot do that, its second difference is
+    ``g/fps²``) fit ``y`` = const and ``x`` = a parabola while rolling (friction), a constant once stopped. The other
+    frames are cut at bounces (down→up reversals of ``y``) into flight segments with ``y = a_s + b_s·t + ½·g·t²``
+    (one ``g`` for the track: fitted when ``gravity`` is None, else fixed) and, cut at ``x`` reversals (walls),
+    ``x`` = a line. ``residual`` = RMS of all residuals (px); ``gravity_fit`` = least-squares shared ``g``
+    (px/s²) of the flight segments; ``n_bounces`` = number of ``y`` bounces. Object-object collisions that do not
+    reverse a velocity are not modelled and show up as residual.
+    """
+    n = len(y)
+    dy = np.abs(np.diff(y))
+    still = np.zeros(n, dtype=bool)
+    if n >= 2:
+        left = np.concatenate([[np.inf], dy])
+        right = np.concatenate([dy, [np.inf]])
+        still = (
+            (np.minimum(left, right) < rest_speed)
+            & (np.where(np.isinf(left), right, left) < rest_speed)
+            & (np.where(np.isinf(right), left, right) < rest_speed)
+        )
+    yb = reversals(y, min_speed, down_up_only=True)
+    xb = reversals(x, min_speed)
+    flight = [p for run in _runs(~still) for p in _cut(run, yb) if p.size >= 3]
+    res: list[np.ndarray] = []
+    for run in _runs(still):  # resting / rolling on a support
+        res.append(y[run] - y[run].mean())
+        rolling = np.concatenate([np.abs(np.diff(x[run])) >= rest_speed, [False]])
+        for part in _runs(rolling):
+            res.append(_line_residual(t[part], x[part], 2))
+        for part in _runs(~rolling):
+            res.append(x[part] - x[part].mean())
+    g_fit = float("nan")
+    n_pts = sum(s.size for s in flight)
+    if flight and n_pts > 2 * len(flight) + 1:
+        A = np.zeros((n_pts, 1 + 2 * len(flight)))
+        row = 0
+        for j, s in enumerate(flight):
+            tau = t[s] - t[s].mean()
+            A[row : row + s.size, [0, 1 + 2 * j, 2 + 2 * j]] = np.stack([0.5 * tau**2, np.ones_like(tau), tau], 1)
+            row += s.size
+        g_fit = float(np.linalg.lstsq(A, np.concatenate([y[s] for s in flight]), rcond=None)[0][0])
+    g = g_fit if gravity is None else float(gravity)
+    for s in flight:
+        if np.isfinite(g):
+            tau = t[s] - t[s].mean()
+            res.append(_line_residual(t[s], y[s] - 0.5 * g * tau**2, 1))
+        for part in _cut(s, xb):
+            res.append(_line_residual(t[part], x[part], 1))
+    r = np.concatenate(res) if res else np.zeros(0)
+    return {
+        "residual": float(np.sqrt(np.mean(r**2))) if r.size else float("nan"),
+        "gravity_fit": g_fit,
+        "n_bounces": float(len(yb)),
+    }
+
+
+def _visible_runs(ok: np.ndarray) -> list[np.ndarray]:
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return []
+    return [r for r in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if r.size]
+
+
+def trajectory_residual(tracks: Tracks, fps: float, gravity: float | None = None) -> dict[str, float]:
+    """Point-weighted RMS of :func:`fit_trajectory` residuals over every visible run of every object (px), the
+    median fitted gravity (px/s²) and the total bounce count."""
+    t_all = np.arange(tracks.centers.shape[0]) / fps
+    sq, n, gs, bounces = 0.0, 0, [], 0.0
+    for k in range(tracks.centers.shape[1]):
+        ok = np.isfinite(tracks.centers[:, k, 0])
+        for run in _visible_runs(ok):
+            if run.size < 4:
+                continue
+            fit = fit_trajectory(t_all[run], tracks.centers[run, k, 0], tracks.centers[run, k, 1], gravity)
+            if np.isfinite(fit["residual"]):
+                sq += fit["residual"] ** 2 * run.size
+                n += run.size
+            if np.isfinite(fit["gravity_fit"]):
+                gs.append(fit["gravity_fit"])
+            bounces += fit["n_bounces"]
+    return {
+        "residual_px": float(np.sqrt(sq / n)) if n else float("nan"),
+        "gravity_fit": float(np.median(gs)) if gs else float("nan"),
+        "n_bounces": bounces,
+    }
+
+
+def object_permanence(tracks: Tracks, margin: float = 2.0) -> float:
+    """Fraction of an object's lifetime frames (first to last visible) in which it is visible, or out of view
+    because it last left near a border (centre within ``margin`` px of the edge ± half its size). 1 = no object
+    vanishes or pops up mid-frame; NaN without objects."""
+    H, W = tracks.frame_size
+    scores = []
+    for k in range(tracks.centers.shape[1]):
+        ok = np.isfinite(tracks.centers[:, k, 0])
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            continue
+        life = np.arange(idx[0], idx[-1] + 1)
+        good = ok[life].copy()
+        for j, f in enumerate(life):
+            if good[j]:
+                continue
+            prev = idx[idx < f].max()
+            cx, cy = tracks.centers[prev, k]
+            half = 0.5 * np.sqrt(max(tracks.areas[prev, k], 1.0)) + margin
+            good[j] = cx < half or cy < half or cx > W - half or cy > H - half
+        scores.append(good.mean())
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def energy_growth(tracks: Tracks, fps: float, gravity: float, tolerance: float = 0.1) -> float:
+    """Fraction of bounce-to-bounce intervals whose specific mechanical energy grows by more than ``tolerance``.
+
+    ``E(t) = g·(H − y) + ½·(ẋ² + ẏ²)`` (px²/s², central differences); per interval between ``y`` bounces the
+    median ``E`` is compared with the previous interval's. 0 = energy never grows; NaN with no bounces."""
+    H = tracks.frame_size[0]
+    grown, total = 0, 0
+    for k in range(tracks.centers.shape[1]):
+        ok = np.isfinite(tracks.centers[:, k, 0])
+        for run in _visible_runs(ok):
+            if run.size < 6:
+                continue
+            x, y = tracks.centers[run, k, 0], tracks.centers[run, k, 1]
+            vx, vy = np.gradient(x) * fps, np.gradient(y) * fps
+            energy = gravity * (H - y) + 0.5 * (vx**2 + vy**2)
+            segs = [s for s in _segments(len(y), reversals(y, 0.3, down_up_only=True)) if s.size >= 3]
+            meds = [float(np.median(energy[s[1:-1]])) for s in segs]
+            for e0, e1 in zip(meds[:-1], meds[1:]):
+                total += 1
+                grown += int(e1 > (1 + tolerance) * e0)
+    return grown / total if total else float("nan")

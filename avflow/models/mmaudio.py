@@ -1,0 +1,450 @@
+"""MMAudio-compatible flow network (arXiv 2412.15322): loads the official checkpoints unchanged.
+
+Joint blocks attend over audio-latent, CLIP and text tokens; fused blocks over audio latents only. Conditioning is
+adaLN: global = t-embedding + MLP(CLIP mean + text mean), plus per-frame Synchformer features for the audio
+latents. The network works on normalized latents (`normalize` / `unnormalize` with the checkpoint's mean/std).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from avflow.errors import ConfigError, WeightsError
+from avflow.nn.mmaudio_blocks import (
+    MLP,
+    ChannelLastConv1d,
+    ConvMLP,
+    DistinctRows,
+    DiTBlock,
+    FinalBlock,
+    JointBlock,
+    TimestepEmbedder,
+)
+from avflow.nn.rope import RopeTable, aligned_freq_scaling, rope_table
+
+Cond = dict[str, torch.Tensor]
+
+SYNC_TOKENS_PER_SEGMENT = 8
+ROPE_THETA = 10000
+# Old buffers saved in the official .pth files; they are recomputed here.
+STALE_CHECKPOINT_KEYS = ("t_embed.freqs", "latent_rot", "clip_rot")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sequence lengths
+
+
+class SequenceLengths(NamedTuple):
+    """Token counts for one clip duration, derived as MMAudio's SequenceConfig derives them."""
+
+    latent: int
+    clip: int
+    sync: int
+
+
+def sequence_lengths(
+    duration: float,
+    sample_rate: int = 16000,
+    hop_length: int = 256,
+    *,
+    latent_downsample: int = 2,
+    clip_fps: float = 8,
+    sync_fps: float = 25,
+    sync_segment_frames: int = 16,
+    sync_step: int = 8,
+    sync_downsample: int = 2,
+) -> SequenceLengths:
+    """8 s -> 250 latents at 16 kHz (hop 256), 345 at 44.1 kHz (hop 512); 64 CLIP frames; 192 sync tokens."""
+    latent = int(math.ceil(duration * sample_rate / hop_length / latent_downsample))
+    clip = int(duration * clip_fps)
+    sync_frames = duration * sync_fps
+    segments = (sync_frames - sync_segment_frames) // sync_step + 1
+    sync = int(segments * sync_segment_frames / sync_downsample)
+    if latent < 1 or clip < 1 or sync < SYNC_TOKENS_PER_SEGMENT:
+        raise ConfigError(
+            f"duration {duration} s is too short for MMAudio (needs >= {sync_segment_frames / sync_fps:.2f} s)"
+        )
+    return SequenceLengths(latent, clip, sync)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configurations
+
+
+@dataclass
+class MMAudioConfig:
+    """Constructor arguments of the network (names as in the reference); seq lens are for `duration` seconds."""
+
+    latent_dim: int = 20
+    clip_dim: int = 1024
+    sync_dim: int = 768
+    text_dim: int = 1024
+    hidden_dim: int = 448
+    depth: int = 12
+    fused_depth: int = 8
+    num_heads: int = 7
+    mlp_ratio: float = 4.0
+    latent_seq_len: int = 250
+    clip_seq_len: int = 64
+    sync_seq_len: int = 192
+    text_seq_len: int = 77
+    v2: bool = False
+    sample_rate: int = 16000
+    hop_length: int = 256  # audio samples per mel frame; latents are 2 mel frames
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim % self.num_heads or (self.hidden_dim // self.num_heads) % 2:
+            raise ConfigError(f"hidden_dim {self.hidden_dim} must split into {self.num_heads} heads of even size")
+        if not 0 <= self.fused_depth < self.depth:
+            raise ConfigError(f"need 0 <= fused_depth < depth, got fused_depth={self.fused_depth}, depth={self.depth}")
+        if self.sync_seq_len % SYNC_TOKENS_PER_SEGMENT:
+            raise ConfigError(f"sync_seq_len {self.sync_seq_len} is not a multiple of {SYNC_TOKENS_PER_SEGMENT}")
+
+    @property
+    def joint_depth(self) -> int:
+        return self.depth - self.fused_depth
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_dim // self.num_heads
+
+
+_16K = dict(latent_dim=20, latent_seq_len=250, sample_rate=16000, hop_length=256)
+_44K = dict(latent_dim=40, latent_seq_len=345, sample_rate=44100, hop_length=512)
+
+CONFIGS: dict[str, MMAudioConfig] = {
+    "small_16k": MMAudioConfig(**_16K, hidden_dim=448, num_heads=7, depth=12, fused_depth=8),
+    "small_44k": MMAudioConfig(**_44K, hidden_dim=448, num_heads=7, depth=12, fused_depth=8),
+    "medium_44k": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=12, fused_depth=8),
+    "large_44k": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=21, fused_depth=14),
+    "large_44k_v2": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=21, fused_depth=14, v2=True),
+}
+
+
+def get_config(name: str) -> MMAudioConfig:
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown MMAudio variant {name!r}; choose from {', '.join(CONFIGS)}")
+    return replace(CONFIGS[name])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Network
+
+
+class MMAudio(nn.Module):
+    """The MMAudio flow network; implements the generator protocol on the stream "audio" (B, N, latent_dim)."""
+
+    def __init__(self, config: MMAudioConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        d, act = c.hidden_dim, (nn.SiLU if c.v2 else nn.SELU)
+        self.audio_input_proj = nn.Sequential(
+            ChannelLastConv1d(c.latent_dim, d, kernel_size=7, padding=3),
+            act(),
+            ConvMLP(d, d * 4, kernel_size=7, padding=3),
+        )
+        self.clip_input_proj = nn.Sequential(
+            nn.Linear(c.clip_dim, d),
+            *([nn.SiLU()] if c.v2 else []),
+            ConvMLP(d, d * 4, kernel_size=3, padding=1),
+        )
+        self.sync_input_proj = nn.Sequential(
+            ChannelLastConv1d(c.sync_dim, d, kernel_size=7, padding=3),
+            act(),
+            ConvMLP(d, d * 4, kernel_size=3, padding=1),
+        )
+        self.text_input_proj = nn.Sequential(
+            nn.Linear(c.text_dim, d),
+            *([nn.SiLU()] if c.v2 else []),
+            MLP(d, d * 4),
+        )
+        self.clip_cond_proj = nn.Linear(d, d)
+        self.text_cond_proj = nn.Linear(d, d)
+        self.global_cond_mlp = MLP(d, d * 4)
+        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, SYNC_TOKENS_PER_SEGMENT, c.sync_dim))
+        self.final_layer = FinalBlock(d, c.latent_dim)
+        if c.v2:
+            self.t_embed = TimestepEmbedder(d, frequency_embedding_size=d, max_period=1)
+        else:
+            self.t_embed = TimestepEmbedder(d, frequency_embedding_size=256, max_period=10000)
+        self.joint_blocks = nn.ModuleList(
+            [JointBlock(d, c.num_heads, c.mlp_ratio, pre_only=(i == c.joint_depth - 1)) for i in range(c.joint_depth)]
+        )
+        self.fused_blocks = nn.ModuleList(
+            [DiTBlock(d, c.num_heads, c.mlp_ratio, kernel_size=3, padding=1) for _ in range(c.fused_depth)]
+        )
+        # Checkpoint statistics and learned empty conditions (NaN mean/std until weights are loaded).
+        self.latent_mean = nn.Parameter(torch.full((1, 1, c.latent_dim), float("nan")), requires_grad=False)
+        self.latent_std = nn.Parameter(torch.full((1, 1, c.latent_dim), float("nan")), requires_grad=False)
+        self.empty_string_feat = nn.Parameter(torch.zeros(c.text_seq_len, c.text_dim), requires_grad=False)
+        self.empty_clip_feat = nn.Parameter(torch.zeros(1, c.clip_dim))
+        self.empty_sync_feat = nn.Parameter(torch.zeros(1, c.sync_dim))
+
+        self.latent_seq_len, self.clip_seq_len, self.sync_seq_len = c.latent_seq_len, c.clip_seq_len, c.sync_seq_len
+        self._rope_cache: dict[Any, tuple[RopeTable, RopeTable]] = {}
+        self._empty_cache: dict[str, tuple[Any, Cond]] = {}
+
+    # -- sequence lengths and rotary tables ----------------------------------------------------------------------
+
+    def update_seq_lengths(self, latent_seq_len: int, clip_seq_len: int, sync_seq_len: int) -> None:
+        """Switch to another clip length; rotary tables and cached empty conditions are rebuilt on next use."""
+        if sync_seq_len % SYNC_TOKENS_PER_SEGMENT:
+            raise ConfigError(f"sync_seq_len {sync_seq_len} is not a multiple of {SYNC_TOKENS_PER_SEGMENT}")
+        self.latent_seq_len, self.clip_seq_len, self.sync_seq_len = latent_seq_len, clip_seq_len, sync_seq_len
+        self.clear_caches()
+
+    def clear_caches(self) -> None:
+        """Drop the cached rotary tables and preprocessed empty conditions."""
+        self._rope_cache.clear()
+        self._empty_cache.clear()
+
+    def set_duration(self, duration: float) -> SequenceLengths:
+        """Set the sequence lengths for a clip of `duration` seconds (as MMAudio derives them)."""
+        lengths = sequence_lengths(duration, self.config.sample_rate, self.config.hop_length)
+        self.update_seq_lengths(lengths.latent, lengths.clip, lengths.sync)
+        return lengths
+
+    def rope_tables(self, device: torch.device) -> tuple[RopeTable, RopeTable]:
+        """Latent and aligned CLIP rotary tables (CLIP frame i rotates like latent i * N / Nc)."""
+        key = (device, self.latent_seq_len, self.clip_seq_len)
+        if key not in self._rope_cache:
+            hd = self.config.head_dim
+            latent = rope_table(self.latent_seq_len, hd, ROPE_THETA, device=device)
+            scaling = aligned_freq_scaling(self.clip_seq_len, self.latent_seq_len)
+            clip = rope_table(self.clip_seq_len, hd, ROPE_THETA, freq_scaling=scaling, device=device)
+            self._rope_cache = {key: (latent, clip)}
+        return self._rope_cache[key]
+
+    # -- latent normalization ------------------------------------------------------------------------------------
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.latent_mean) / self.latent_std
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.latent_std + self.latent_mean
+
+    # -- conditions ----------------------------------------------------------------------------------------------
+
+    def visual_conditions(self, clip_f: torch.Tensor, sync_f: torch.Tensor) -> Cond:
+        """CLIP (B, Nc, clip_dim) and Synchformer (B, Ns, sync_dim) features -> projected tokens and summaries."""
+        if clip_f.shape[1] != self.clip_seq_len or sync_f.shape[1] != self.sync_seq_len:
+            raise ConfigError(
+                f"MMAudio expects {self.clip_seq_len} CLIP and {self.sync_seq_len} sync tokens for this duration, "
+                f"got {clip_f.shape[1]} and {sync_f.shape[1]} (call set_duration first)"
+            )
+        b = sync_f.shape[0]
+        segments = self.sync_seq_len // SYNC_TOKENS_PER_SEGMENT
+        sync_f = (sync_f.view(b, segments, SYNC_TOKENS_PER_SEGMENT, -1) + self.sync_pos_emb).flatten(1, 2)
+        clip_f = self.clip_input_proj(clip_f)  # (B, Nc, D)
+        sync_f = self.sync_input_proj(sync_f)  # (B, Ns, D)
+        # Per-frame sync conditioning upsampled to the audio latent rate.
+        sync_f = F.interpolate(sync_f.transpose(1, 2), size=self.latent_seq_len, mode="nearest-exact")
+        return {
+            "clip_f": clip_f,
+            "sync_f": sync_f.transpose(1, 2),  # (B, N, D)
+            "clip_f_c": self.clip_cond_proj(clip_f.mean(dim=1)),  # (B, D)
+        }
+
+    def text_conditions(self, text_f: torch.Tensor) -> Cond:
+        """Text token features (B, Nt, text_dim) -> projected tokens and summary."""
+        text_f = self.text_input_proj(text_f)  # (B, Nt, D)
+        return {"text_f": text_f, "text_f_c": self.text_cond_proj(text_f.mean(dim=1))}  # (B, D)
+
+    def preprocess_conditions(self, clip_f: torch.Tensor, sync_f: torch.Tensor, text_f: torch.Tensor) -> Cond:
+        """Everything that does not depend on the latent or t; computed once per sample, reused at every step."""
+        return {**self.visual_conditions(clip_f, sync_f), **self.text_conditions(text_f)}
+
+    def _cached(self, name: str, params: list[torch.Tensor], build) -> Cond:
+        """Learned empty conditions, cached at inference until the weights or sequence lengths change."""
+        if torch.is_grad_enabled():
+            return build()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        hit = self._empty_cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = (key, build())
+            self._empty_cache[name] = hit
+        return hit[1]
+
+    def _empty_visual(self) -> Cond:
+        """Preprocessed empty CLIP and sync conditions, batch 1."""
+        mods = (self.clip_input_proj, self.sync_input_proj, self.clip_cond_proj)
+        params = [self.empty_clip_feat, self.empty_sync_feat, self.sync_pos_emb]
+        params += [p for m in mods for p in m.parameters()]
+
+        def build() -> Cond:
+            clip = self.empty_clip_feat.unsqueeze(0).expand(1, self.clip_seq_len, -1)
+            sync = self.empty_sync_feat.unsqueeze(0).expand(1, self.sync_seq_len, -1)
+            return self.visual_conditions(clip, sync)
+
+        return self._cached("visual", params, build)
+
+    def _empty_text(self) -> Cond:
+        """Preprocessed empty-string text conditions, batch 1."""
+        params = [self.empty_string_feat, *self.text_input_proj.parameters(), *self.text_cond_proj.parameters()]
+        return self._cached("text", params, lambda: self.text_conditions(self.empty_string_feat.unsqueeze(0)))
+
+    def empty_conditions(self, batch: int, negative_text_f: torch.Tensor | None = None) -> Cond:
+        """Learned empty CLIP/sync conditions with the empty string, or with `negative_text_f` (B, Nt, text_dim)."""
+        text = self._empty_text() if negative_text_f is None else self.text_conditions(negative_text_f)
+        cond = {**self._empty_visual(), **text}
+        return {k: v.expand(batch, *v.shape[1:]) for k, v in cond.items()}
+
+    # -- flow ----------------------------------------------------------------------------------------------------
+
+    def _project_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """audio_input_proj, run once per distinct batch row (guidance branches repeat the same latent)."""
+        if latent.shape[0] > 1 and not torch.is_grad_enabled():
+            unique, inverse = torch.unique(latent.flatten(1), dim=0, return_inverse=True)
+            if unique.shape[0] < latent.shape[0]:
+                return self.audio_input_proj(unique.view(-1, *latent.shape[1:]))[inverse]
+        return self.audio_input_proj(latent)
+
+    def predict_flow(self, latent: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """Velocity for normalized latents (B, N, C) at times t (B,) under preprocessed conditions."""
+        if latent.shape[1] != self.latent_seq_len:
+            raise ConfigError(
+                f"MMAudio expects {self.latent_seq_len} latents for this duration, got {latent.shape[1]} "
+                "(call set_duration first)"
+            )
+        latent_rope, clip_rope = self.rope_tables(latent.device)
+        clip_f, text_f = cond["clip_f"], cond["text_f"]
+        x = self._project_latent(latent)  # (B, N, D)
+        global_c = self.global_cond_mlp(cond["clip_f_c"] + cond["text_f_c"])  # (B, D)
+        global_c = self.t_embed(t).unsqueeze(1) + global_c.unsqueeze(1)  # (B, 1, D)
+        extended_c = global_c + cond["sync_f"]  # (B, N, D)
+        if not torch.is_grad_enabled():
+            extended_c = DistinctRows.of(extended_c)  # adaLN once per distinct conditioning row
+        for block in self.joint_blocks:
+            x, clip_f, text_f = block(x, clip_f, text_f, global_c, extended_c, latent_rope, clip_rope)
+        for block in self.fused_blocks:
+            x = block(x, extended_c, latent_rope)
+        # The official weights modulate the final layer with the global conditioning (MMAudio issue #55).
+        return self.final_layer(x, global_c)  # (B, N, C)
+
+    def forward(
+        self, latent: torch.Tensor, clip_f: torch.Tensor, sync_f: torch.Tensor, text_f: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """Reference-style call: conditions are preprocessed inside (use predict_flow to reuse them)."""
+        return self.predict_flow(latent, t, self.preprocess_conditions(clip_f, sync_f, text_f))
+
+    def velocity(
+        self, streams: dict[str, torch.Tensor], t: dict[str, torch.Tensor], cond: Cond, *, cross_modal: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Generator protocol; `cross_modal=False` swaps in the empty CLIP and sync conditions (text kept)."""
+        x, tt = streams["audio"], t["audio"]
+        if tt.ndim == 2:
+            if not bool((tt == tt[:, :1]).all()):
+                raise ConfigError("the MMAudio network takes one time per sample; per-frame times are not supported")
+            tt = tt[:, 0]
+        if not cross_modal:
+            empty = self._empty_visual()
+            cond = {**cond, **{k: v.expand(x.shape[0], *v.shape[1:]) for k, v in empty.items()}}
+        return {"audio": self.predict_flow(x, tt.to(x.dtype), cond)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building and loading
+
+
+def build_mmaudio(name_or_config: str | MMAudioConfig, device: torch.device | str | None = None) -> MMAudio:
+    """Network for a variant name (see CONFIGS) or a config, with uninitialized statistics; device may be "meta"."""
+    config = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    with torch.device(device or "cpu"):
+        return MMAudio(config)
+
+
+def _read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(source)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
+        raise WeightsError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_official_state_dict(
+    model: MMAudio, source: str | Path | dict[str, torch.Tensor], *, name: str | None = None
+) -> MMAudio:
+    """Load an official MMAudio checkpoint (.pth, .safetensors or a state dict) strictly.
+
+    The stale buffers listed in STALE_CHECKPOINT_KEYS are dropped; any other missing, extra or mis-shaped key
+    raises WeightsError naming it.
+    """
+    where = name or (str(source) if isinstance(source, (str, Path)) else "state dict")
+    state = _read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
+    for k in STALE_CHECKPOINT_KEYS:
+        state.pop(k, None)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        if extra:
+            parts.append(f"unexpected keys {extra[:5]}" + (f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""))
+        raise WeightsError(f"{where}: does not match {type(model).__name__}: {'; '.join(parts)}")
+    for k, v in expected.items():
+        if not isinstance(state[k], torch.Tensor):
+            raise WeightsError(f"{where}: key {k} is not a tensor")
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise WeightsError(f"{where}: key {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+    on_meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(state, strict=True, assign=on_meta)
+    model.clear_caches()
+    return model
+
+
+def from_pretrained(
+    name: str, checkpoint: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> MMAudio:
+    """Build a variant on the meta device and load its official checkpoint (no double allocation)."""
+    model = load_official_state_dict(build_mmaudio(name, device="meta"), checkpoint)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def sample_latents(
+    model: MMAudio,
+    x0: torch.Tensor,
+    cond: Cond,
+    *,
+    steps: int = 25,
+    cfg_strength: float = 4.5,
+    negative_text_f: torch.Tensor | None = None,
+    solver: str = "euler",
+    batched: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """Integrate normalized latents from noise x0 (B, N, C) with CFG against the empty conditions.
+
+    `cond` comes from `preprocess_conditions` (computed once); `negative_text_f` replaces the empty string in
+    the unconditional branch. Returns the normalized latents (use `model.unnormalize`) and the NFE.
+    """
+    from avflow.flow.guidance import GuidanceBranch
+    from avflow.flow.solvers import sample
+
+    guidance = []
+    if cfg_strength != 1.0:
+        empty = model.empty_conditions(x0.shape[0], negative_text_f)
+        guidance = [GuidanceBranch(cond=empty, scale=cfg_strength)]
+    result = sample(model, {"audio": x0}, cond, steps=steps, solver=solver, guidance=guidance, batched=batched)
+    return result.streams["audio"], result.nfe

@@ -1,0 +1,155 @@
+"""Foley model: MMAudio network + audio VAE + BigVGAN, from conditioning features to a waveform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE
+from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN
+from avflow.errors import ConfigError
+from avflow.models.mmaudio import MMAudio, from_pretrained, sample_latents
+
+
+@dataclass
+class SamplingSettings:
+    steps: int = 25
+    cfg_strength: float = 4.5
+    solver: str = "euler"  # see avflow.flow.solvers.SOLVERS
+
+
+class FoleyModel(nn.Module):
+    """Turns CLIP / sync / text features (any may be None) into mono audio (B, samples) at `sample_rate`."""
+
+    def __init__(
+        self, network: MMAudio, vae: AudioVAE, vocoder: BigVGAN, settings: SamplingSettings | None = None
+    ) -> None:
+        super().__init__()
+        net_cfg = network.config
+        problems = []
+        if vae.embed_dim != net_cfg.latent_dim:
+            problems.append(f"VAE latents have {vae.embed_dim} channels, the network {net_cfg.latent_dim}")
+        if vae.config.data_dim != vocoder.config.num_mels:
+            problems.append(f"VAE decodes {vae.config.data_dim} mel bins, the vocoder takes {vocoder.config.num_mels}")
+        if vocoder.hop_length != net_cfg.hop_length:
+            problems.append(f"vocoder hop {vocoder.hop_length} != network hop {net_cfg.hop_length}")
+        if vocoder.sample_rate != net_cfg.sample_rate:
+            problems.append(f"vocoder rate {vocoder.sample_rate} Hz != network rate {net_cfg.sample_rate} Hz")
+        if problems:
+            raise ConfigError("foley model components do not fit: " + "; ".join(problems))
+        self.network, self.vae, self.vocoder = network, vae, vocoder
+        self.settings = settings or SamplingSettings()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.network.config.sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def num_samples(self, duration: float) -> int:
+        return round(duration * self.sample_rate)
+
+    def _features(self, name: str, feats: torch.Tensor | None, empty: torch.Tensor, length: int, batch: int):
+        """Given features checked against (batch, length, dim), or the learned empty ones expanded."""
+        if feats is None:
+            return empty.to(self.device).reshape(1, -1, empty.shape[-1]).expand(batch, length, -1)
+        if feats.ndim != 3 or feats.shape[0] != batch or feats.shape[1:] != (length, empty.shape[-1]):
+            raise ConfigError(
+                f"{name} features must be ({batch}, {length}, {empty.shape[-1]}) for this duration, "
+                f"got {tuple(feats.shape)}"
+            )
+        return feats.to(self.device, empty.dtype)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        duration: float,
+        clip_f: torch.Tensor | None = None,
+        sync_f: torch.Tensor | None = None,
+        text_f: torch.Tensor | None = None,
+        *,
+        negative_text_f: torch.Tensor | None = None,
+        batch: int | None = None,
+        seed: int = 0,
+        settings: SamplingSettings | None = None,
+    ) -> torch.Tensor:
+        """Waveform (B, round(duration * sample_rate)) in [-1, 1]; the same seed gives the same audio.
+
+        clip_f (B, 8 fps frames, clip_dim), sync_f (B, sync tokens, sync_dim), text_f (B, tokens, text_dim);
+        a missing one is replaced by the network's learned empty features (text only: clip_f = sync_f = None).
+        """
+        given = [f.shape[0] for f in (clip_f, sync_f, text_f, negative_text_f) if f is not None]
+        batch = batch if batch is not None else (given[0] if given else 1)
+        if any(b != batch for b in given):
+            raise ConfigError(f"conditioning features disagree on the batch size: {given} (batch={batch})")
+        lengths = self.network.set_duration(duration)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        shape = (batch, lengths.latent, self.network.config.latent_dim)
+        x0 = torch.randn(shape, generator=generator, device=self.device, dtype=self.network.latent_mean.dtype)
+        latents = self.sample(x0, clip_f, sync_f, text_f, negative_text_f=negative_text_f, settings=settings)
+        return self.decode(latents, self.num_samples(duration))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x0: torch.Tensor,
+        clip_f: torch.Tensor | None = None,
+        sync_f: torch.Tensor | None = None,
+        text_f: torch.Tensor | None = None,
+        *,
+        negative_text_f: torch.Tensor | None = None,
+        settings: SamplingSettings | None = None,
+    ) -> torch.Tensor:
+        """Noise x0 (B, N, C) -> unnormalized latents (B, N, C) at the network's current sequence lengths."""
+        settings = settings or self.settings
+        net, batch = self.network, x0.shape[0]
+        text_len = net.config.text_seq_len
+        clip_f = self._features("CLIP", clip_f, net.empty_clip_feat, net.clip_seq_len, batch)
+        sync_f = self._features("sync", sync_f, net.empty_sync_feat, net.sync_seq_len, batch)
+        text_f = self._features("text", text_f, net.empty_string_feat, text_len, batch)
+        if negative_text_f is not None:
+            negative_text_f = self._features("negative text", negative_text_f, net.empty_string_feat, text_len, batch)
+        cond = net.preprocess_conditions(clip_f, sync_f, text_f)
+        latents, _ = sample_latents(
+            net,
+            x0,
+            cond,
+            steps=settings.steps,
+            cfg_strength=settings.cfg_strength,
+            negative_text_f=negative_text_f,
+            solver=settings.solver,
+        )
+        return net.unnormalize(latents)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """Unnormalized latents (B, N, C) -> waveform (B, num_samples), trimmed or zero-padded."""
+        mel = self.vae.decode(latents.transpose(1, 2))  # (B, n_mels, 2 N)
+        wav = self.vocoder(mel)[:, 0]  # (B, 2 N hop)
+        if num_samples is None:
+            return wav
+        if wav.shape[-1] < num_samples:
+            wav = F.pad(wav, (0, num_samples - wav.shape[-1]))
+        return wav[:, :num_samples]
+
+
+def load_foley_model(
+    variant: str,
+    network_path: str | Path,
+    vae_path: str | Path,
+    vocoder_path: str | Path,
+    device: torch.device | str = "cpu",
+    settings: SamplingSettings | None = None,
+) -> FoleyModel:
+    """Official files: an MMAudio variant (e.g. "large_44k_v2") with its VAE and vocoder (16k or 44k)."""
+    network = from_pretrained(variant, network_path, device=device)
+    mode = "16k" if network.config.sample_rate == 16000 else "44k"
+    vae = AudioVAE.from_file(vae_path, AUDIO_VAE_CONFIGS[mode]).to(device).eval()
+    vocoder = BigVGAN.from_file(vocoder_path, BIGVGAN_CONFIGS[mode]).to(device).eval()
+    return FoleyModel(network, vae, vocoder, settings)

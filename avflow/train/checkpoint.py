@@ -1,0 +1,160 @@
+"""Training checkpoints: atomic writes, a checksum manifest per checkpoint, keep-last-k, per-rank RNG states.
+
+Layout in `<out_dir>/checkpoints/`: `step_00001000.pt` (torch.save of the full training state) and
+`step_00001000.json` (its size and sha256, written after it). A checkpoint without a manifest, of the wrong size
+or checksum, or that torch cannot load, is skipped with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from avflow.errors import WeightsError
+
+NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through a temporary file in the same folder, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write(Path(path), lambda f: f.write(data))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return Path(folder) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint file in `folder`, newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / m.group(0)) for p in folder.iterdir() if (m := NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def save_checkpoint(folder: Path, step: int, state: dict, keep_last: int) -> Path:
+    """Write `state` atomically with its manifest, then delete all but the newest `keep_last` checkpoints."""
+    path = checkpoint_path(folder, step)
+    atomic_write(path, lambda f: torch.save(state, f))
+    manifest = {"file": path.name, "step": step, "size": path.stat().st_size, "sha256": sha256_file(path)}
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    for _, old in list_checkpoints(folder)[keep_last:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+    return path
+
+
+def problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be trusted, or None when its manifest matches it."""
+    manifest_path = Path(path).with_suffix(".json")
+    if not manifest_path.is_file():
+        return "no manifest (the write was interrupted)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        size, digest = int(manifest["size"]), str(manifest["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    actual = Path(path).stat().st_size
+    if actual != size:
+        return f"truncated or resized ({actual} bytes, manifest says {size})"
+    if sha256_file(path) != digest:
+        return "checksum mismatch"
+    return None
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
+    """Load a checkpoint (checked against its manifest); raises WeightsError naming the file when it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such checkpoint")
+    reason = problem(path) if verify else None
+    if reason is not None:
+        raise WeightsError(f"{path}: corrupt checkpoint: {reason}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # any unpickling failure means the file is unusable
+        raise WeightsError(f"{path}: cannot load checkpoint: {str(exc).splitlines()[0]}") from None
+
+
+def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+    """(path, state) of the newest usable checkpoint in `folder`, warning about each one skipped; None if none."""
+    for _, path in list_checkpoints(folder):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except WeightsError as exc:
+            warnings.warn(f"{exc}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=2)
+    return None
+
+
+def rng_state() -> dict:
+    """This process's torch, CUDA, numpy and python RNG states (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

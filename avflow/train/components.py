@@ -1,0 +1,33 @@
+"""Plain name -> builder tables for models, tasks and datasets. Real models add one entry each here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from avflow.train.datasets import SyntheticConfig, SyntheticStreams, TensorFile, TensorFileConfig
+from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
+from avflow.train.toy import ToyFlowConfig, ToyFlowModel
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    config: type  # the dataclass its `args` map onto (strictly)
+    build: Callable[[Any], Any]  # config instance -> model / task / dataset
+
+
+MODELS: dict[str, ComponentSpec] = {
+    "toy_flow": ComponentSpec(ToyFlowConfig, ToyFlowModel),
+}
+
+# A task has `loss(model, batch) -> scalar`, optional `prepare(batch, device) -> batch` (randomness, device
+# transfer; run outside autocast/compile) and optional `sample(model, batch) -> dict[str, float]` (metrics).
+TASKS: dict[str, ComponentSpec] = {
+    "flow_matching": ComponentSpec(FlowMatchingConfig, FlowMatchingTask),
+}
+
+DATASETS: dict[str, ComponentSpec] = {
+    "synthetic": ComponentSpec(SyntheticConfig, SyntheticStreams),
+    "tensor_file": ComponentSpec(TensorFileConfig, TensorFile),
+}

@@ -1,0 +1,158 @@
+"""Training configuration: dataclasses (the source of truth) and the strict YAML loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from avflow.config import apply_overrides, from_dict, read_yaml, to_dict
+from avflow.errors import ConfigError
+
+
+@dataclass
+class ComponentConfig:
+    """A named builder (see `avflow.train.components`) and its arguments, checked against its own dataclass."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    train: ComponentConfig
+    val: ComponentConfig | None = None
+    num_workers: int = 0
+    shuffle: bool = True
+
+    def __post_init__(self):
+        if self.num_workers < 0:
+            raise ConfigError("num_workers: must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up, then constant, step (x gamma at each milestone) or cosine decay to min_lr_ratio."""
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    warmup_steps: int = 0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class EMAConfig:
+    """Power-function EMA (Karras et al. 2024, EDM2), one average per relative std `sigma_rels`."""
+
+    enabled: bool = True
+    sigma_rels: tuple[float, ...] = (0.05, 0.1)
+    snapshot_every: int = 0  # save both profiles every N steps for post-hoc reconstruction; 0 = never
+
+    def __post_init__(self):
+        if self.enabled and not self.sigma_rels:
+            raise ConfigError("sigma_rels: needs at least one value when enabled")
+        for s in self.sigma_rels:
+            if not 0 < s < 0.28:
+                raise ConfigError(f"sigma_rels: each value must be in (0, 0.28), got {s}")
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global: samples per optimizer step over all processes and accumulation steps
+    grad_accum: int = 1
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA when supported, fp32 on CPU
+    compile: bool = False
+    threads: int | None = None  # torch intra-op threads per process; None = torch's default
+    find_unused_parameters: bool = False  # DDP option for models with parameters unused in some steps
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    val_every: int = 0  # 0 = never
+    val_batches: int = 4
+    sample_every: int = 0  # 0 = never
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1000
+    keep_last: int = 3
+    resume: str = "auto"  # auto (latest valid in out_dir), none, or a checkpoint file
+
+    def __post_init__(self):
+        if self.keep_last < 1:
+            raise ConfigError(f"keep_last: must be >= 1, got {self.keep_last}")
+        if self.resume not in ("auto", "none") and not Path(self.resume).is_file():
+            raise ConfigError(f"resume: no such checkpoint file: {self.resume!r}")
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    model: ComponentConfig
+    task: ComponentConfig
+    data: DataConfig
+    train: LoopConfig = field(default_factory=LoopConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def resolve_component(table: dict, comp: ComponentConfig, path: str) -> Any:
+    """The typed arguments dataclass for `comp` from `table` (name -> ComponentSpec), strictly."""
+    if comp.name not in table:
+        raise ConfigError(f"{path}.name: unknown {path.split('.')[-1]} {comp.name!r} (choose from {', '.join(table)})")
+    return from_dict(table[comp.name].config, comp.args, f"{path}.args")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every component's arguments and normalize them to plain values; returns cfg."""
+    from avflow.train.components import DATASETS, MODELS, TASKS
+
+    parts = [(MODELS, cfg.model, "model"), (TASKS, cfg.task, "task"), (DATASETS, cfg.data.train, "data.train")]
+    if cfg.data.val is not None:
+        parts.append((DATASETS, cfg.data.val, "data.val"))
+    for table, comp, path in parts:
+        comp.args = to_dict(resolve_component(table, comp, path))
+    loop = cfg.train
+    if loop.batch_size % loop.grad_accum:
+        raise ConfigError(f"train.batch_size: {loop.batch_size} is not divisible by train.grad_accum={loop.grad_accum}")
+    return cfg
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """A validated TrainConfig from a YAML file and `key=value` overrides; raises ConfigError (one line)."""
+    raw = read_yaml(path) if path is not None else {}
+    try:
+        return validate(from_dict(TrainConfig, apply_overrides(raw, list(overrides))))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None

@@ -1,0 +1,54 @@
+"""A seeded, resumable batch sampler that splits each global batch across processes and accumulation steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from avflow.errors import ConfigError
+
+
+class ResumableBatchSampler:
+    """Yields this rank's micro-batches as lists of `(index, epoch)`.
+
+    Epoch e is a permutation seeded by (seed, e); global batch g is `perm[g*B:(g+1)*B]` (incomplete batches are
+    dropped), cut into `grad_accum` micro-steps, each split evenly across `world_size` ranks. The position
+    (epoch, global batches done) is all that is needed to resume, and it is the same on every rank.
+    """
+
+    def __init__(
+        self, size: int, global_batch: int, grad_accum: int, rank: int, world_size: int, seed: int, shuffle: bool = True
+    ):
+        if global_batch % (grad_accum * world_size):
+            raise ConfigError(
+                f"train.batch_size: {global_batch} is not divisible by grad_accum x processes = "
+                f"{grad_accum} x {world_size}"
+            )
+        if size < global_batch:
+            raise ConfigError(f"train.batch_size: {global_batch} is larger than the dataset ({size} samples)")
+        self.size, self.global_batch, self.grad_accum = size, global_batch, grad_accum
+        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        self.micro = global_batch // (grad_accum * world_size)
+        self.batches_per_epoch = size // global_batch
+        self.epoch, self.position = 0, 0
+
+    def set_state(self, epoch: int, position: int) -> None:
+        self.epoch, self.position = epoch, position
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        perm = self.permutation(self.epoch).tolist()
+        per_micro = self.micro * self.world_size
+        for g in range(self.position, self.batches_per_epoch):
+            batch = perm[g * self.global_batch : (g + 1) * self.global_batch]
+            for m in range(self.grad_accum):
+                chunk = batch[m * per_micro : (m + 1) * per_micro]
+                yield [(i, self.epoch) for i in chunk[self.rank * self.micro : (self.rank + 1) * self.micro]]
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.position) * self.grad_accum

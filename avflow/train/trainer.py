@@ -1,0 +1,373 @@
+"""The training loop: DDP, gradient accumulation, bf16 autocast, clipping, EMA, validation, sampling, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import signal
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from avflow.config import dump_yaml, to_dict
+from avflow.errors import WeightsError
+from avflow.train import checkpoint as ckpt
+from avflow.train import distributed as dist
+from avflow.train.components import DATASETS, MODELS, TASKS
+from avflow.train.config import TrainConfig, resolve_component
+from avflow.train.datasets import SeededDataset
+from avflow.train.ema import PowerFunctionEMA
+from avflow.train.optim import build_optimizer, build_scheduler
+from avflow.train.sampler import ResumableBatchSampler
+
+# Test hook: "N" kills this process with SIGKILL after step N (after its checkpoint), "N:mid" during step N.
+KILL_ENV = "AVFLOW_TRAIN_KILL_AT"
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float | None  # mean training loss over the last logging window
+    val_loss: float | None
+    samples_per_s: float
+    checkpoint: Path | None
+
+
+class LossModule(nn.Module):
+    """`forward(batch) = task.loss(model, batch)`, so DDP and torch.compile see the whole loss computation."""
+
+    def __init__(self, model: nn.Module, task):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.task.loss(self.model, batch)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def to_device(x, device: torch.device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _kill_point() -> tuple[int, str] | None:
+    value = os.environ.get(KILL_ENV)
+    if not value:
+        return None
+    step, _, phase = value.partition(":")
+    return int(step), phase or "end"
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: dist.DistInfo):
+        self.cfg, self.info = cfg, info
+        loop = cfg.train
+        if loop.threads:
+            torch.set_num_threads(loop.threads)
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.device = info.device
+        self.dtype = autocast_dtype(loop.precision, self.device)
+        self.kill = _kill_point()
+
+        seed_all(loop.seed)  # identical initial weights on every rank
+        self.model = MODELS[cfg.model.name].build(resolve_component(MODELS, cfg.model, "model")).to(self.device)
+        self.task = TASKS[cfg.task.name].build(resolve_component(TASKS, cfg.task, "task"))
+        self.ema = PowerFunctionEMA(self.model, cfg.ema.sigma_rels) if cfg.ema.enabled and info.is_main else None
+        self.loss_module = LossModule(self.model, self.task)
+        self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
+        self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, loop.steps)
+
+        train_set = DATASETS[cfg.data.train.name].build(resolve_component(DATASETS, cfg.data.train, "data.train"))
+        self.sampler = ResumableBatchSampler(
+            len(train_set), loop.batch_size, loop.grad_accum, info.rank, info.world_size, loop.seed, cfg.data.shuffle
+        )
+        self.train_loader = self._loader(SeededDataset(train_set, loop.seed), self.sampler)
+        self.val_loader = None
+        if cfg.data.val is not None:
+            val_set = DATASETS[cfg.data.val.name].build(resolve_component(DATASETS, cfg.data.val, "data.val"))
+            micro = self.sampler.micro
+            val_sampler = ResumableBatchSampler(
+                len(val_set), micro * info.world_size, 1, info.rank, info.world_size, 0, shuffle=False
+            )
+            self.val_loader = self._loader(SeededDataset(val_set, loop.seed + 1), val_sampler)
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.resumed_from = self._resume()
+        if self.resumed_from is None:
+            seed_all(loop.seed + info.rank)  # per-rank streams for dropout and the like
+
+    def _loader(self, dataset, sampler) -> DataLoader:
+        # An explicit generator keeps the loader from drawing on the global RNG (needed for exact resume).
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+        )
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+
+    def _resume(self) -> Path | None:
+        mode = self.cfg.checkpoint.resume
+        if mode == "none":
+            return None
+        state, message = None, None
+        if self.info.is_main:
+            try:
+                if mode == "auto":
+                    found = ckpt.load_latest(self.ckpt_dir)
+                    path, state = found if found is not None else (None, None)
+                else:
+                    path, state = Path(mode), ckpt.load_checkpoint(Path(mode))
+            except WeightsError as exc:
+                path, message = None, str(exc)
+            shared = (str(path) if path else None, message)
+        else:
+            shared = None
+        path, message = dist.broadcast_object(shared, self.info)
+        if message is not None:
+            raise WeightsError(message)
+        if path is None:
+            return None
+        if state is None:
+            state = ckpt.load_checkpoint(Path(path), verify=False)
+        self._load_state(state, Path(path))
+        return Path(path)
+
+    def _load_state(self, state: dict, path: Path) -> None:
+        saved_batch = state["config"]["train"]["batch_size"]
+        if saved_batch != self.cfg.train.batch_size:
+            warnings.warn(f"{path}: trained with batch_size {saved_batch}, resuming with a different one", stacklevel=2)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                warnings.warn(f"{path}: no EMA state; the EMA restarts from the current weights", stacklevel=2)
+        self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        rngs = state["rng"]
+        if len(rngs) == self.info.world_size:
+            ckpt.set_rng_state(rngs[self.info.rank])
+        else:
+            warnings.warn(
+                f"{path}: saved by {len(rngs)} processes, resumed by {self.info.world_size}; RNG streams are reseeded",
+                stacklevel=2,
+            )
+            seed_all(self.cfg.train.seed + self.step * 1000 + self.info.rank)
+
+    def save(self) -> Path | None:
+        rngs = dist.gather_objects(ckpt.rng_state(), self.info)
+        path = None
+        if self.info.is_main:
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "rng": rngs,
+                "config": to_dict(self.cfg),
+            }
+            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, state, self.cfg.checkpoint.keep_last)
+        dist.barrier(self.info)
+        return path
+
+    def export_weights(self) -> None:
+        """`model.safetensors` and `ema_<sigma_rel>.safetensors` in the output folder (rank 0)."""
+        if not self.info.is_main:
+            return
+        ckpt.atomic_save_safetensors(self.model.state_dict(), self.out_dir / "model.safetensors")
+        if self.ema is not None:
+            for i, s in enumerate(self.ema.sigma_rels):
+                ema_state = self.ema.averaged_state_dict(self.model, i)
+                ckpt.atomic_save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
+
+    # --- steps -------------------------------------------------------------------------------------------------
+
+    def _micro_batches(self):
+        epoch, position = self.epoch, self.position
+        while True:
+            self.sampler.set_state(epoch, position)
+            yield from self.train_loader
+            epoch, position = epoch + 1, 0
+
+    def _prepare(self, batch: dict) -> dict:
+        prepare = getattr(self.task, "prepare", None)
+        return prepare(batch, self.device) if prepare is not None else to_device(batch, self.device)
+
+    def _maybe_kill(self, step: int, phase: str) -> None:
+        if self.kill == (step, phase):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def train_step(self, batches) -> torch.Tensor:
+        """One optimizer step over `grad_accum` micro-batches; returns this rank's mean loss."""
+        accum = self.cfg.train.grad_accum
+        total = torch.zeros((), device=self.device)
+        for m in range(accum):
+            batch = self._prepare(next(batches))
+            sync = m == accum - 1 or not self.info.distributed
+            with nullcontext() if sync else self.ddp.no_sync():
+                with torch.autocast(
+                    self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+                ):
+                    loss = self.forward(batch)
+                (loss / accum).backward()
+            total += loss.detach().float()
+            if m == 0:
+                self._maybe_kill(self.step + 1, "mid")
+        clip = self.cfg.optim.grad_clip
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / accum
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Mean validation loss over up to `log.val_batches` batches, averaged over all ranks."""
+        if self.val_loader is None:
+            return None
+        self.model.eval()
+        total = torch.zeros(2, device=self.device, dtype=torch.float64)
+        for i, raw in enumerate(self.val_loader):
+            if i >= self.cfg.log.val_batches:
+                break
+            batch = self._prepare(raw)
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+                loss = self.loss_module(batch)
+            n = len(raw["seed"])
+            total += torch.stack([loss.double() * n, torch.tensor(float(n), device=self.device, dtype=torch.float64)])
+        self.model.train()
+        dist.all_reduce_sum(total, self.info)
+        return float(total[0] / total[1].clamp_min(1))
+
+    @torch.no_grad()
+    def sample_metrics(self) -> dict[str, float]:
+        """Task sampling metrics on the first validation batch, with the first EMA profile's weights (rank 0)."""
+        sample = getattr(self.task, "sample", None)
+        if sample is None or self.val_loader is None or not self.info.is_main:
+            return {}
+        model = self.model
+        if self.ema is not None:
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(self.ema.averaged_state_dict(self.model, 0))
+        model.eval()
+        batch = self._prepare(next(iter(self.val_loader)))
+        metrics = sample(model, batch)
+        self.model.train()
+        return metrics
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        main = info.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(cfg).encode()))
+        writer = None
+        if main and cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            disable=not (main and cfg.log.progress),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        batches = self._micro_batches()
+        loss_sum, loss_n = torch.zeros((), device=self.device), 0
+        window_start, window_steps = time.perf_counter(), 0
+        last_loss, val_loss, rate, last_ckpt = None, None, 0.0, None
+        self.model.train()
+        while self.step < cfg.train.steps:
+            loss = self.train_step(batches)
+            self.step += 1
+            self.position += 1
+            if self.position == self.sampler.batches_per_epoch:
+                self.epoch, self.position = self.epoch + 1, 0
+            if self.ema is not None:
+                self.ema.update(self.model)
+            loss_sum += loss
+            loss_n += 1
+            window_steps += 1
+            bar.update(1)
+            last = self.step == cfg.train.steps
+            if self.step % cfg.log.every == 0 or last:
+                mean = dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * info.world_size)
+                last_loss = float(mean)
+                rate = window_steps * cfg.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                lr = self.scheduler.get_last_lr()[0]
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+                if writer is not None:
+                    writer.add_scalar("train/loss", last_loss, self.step)
+                    writer.add_scalar("train/lr", lr, self.step)
+                    writer.add_scalar("train/samples_per_s", rate, self.step)
+                    writer.add_scalar("train/epoch", self.epoch, self.step)
+                loss_sum.zero_()
+                loss_n, window_start, window_steps = 0, time.perf_counter(), 0
+            if cfg.log.val_every and (self.step % cfg.log.val_every == 0 or last):
+                val_loss = self.validate()
+                if writer is not None and val_loss is not None:
+                    writer.add_scalar("val/loss", val_loss, self.step)
+            if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
+                for name, value in self.sample_metrics().items():
+                    if writer is not None:
+                        writer.add_scalar(f"sample/{name}", value, self.step)
+                dist.barrier(info)
+            if self.ema is not None and cfg.ema.snapshot_every and self.step % cfg.ema.snapshot_every == 0:
+                self.ema.snapshot(self.out_dir / "ema_snapshots" / f"step_{self.step:08d}.safetensors")
+            if self.step % cfg.checkpoint.every == 0 or last:
+                last_ckpt = self.save()
+            self._maybe_kill(self.step, "end")
+        bar.close()
+        if writer is not None:
+            writer.close()
+        self.export_weights()
+        return TrainResult(self.step, last_loss, val_loss, rate, last_ckpt)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) training as described by `cfg`, as one process or one torchrun rank."""
+    info = dist.setup(cfg.train.device)
+    try:
+        return Trainer(cfg, info).fit()
+    finally:
+        dist.cleanup()

@@ -1,0 +1,169 @@
+"""MMAudio network sampling speed: conditions preprocessed once + batched CFG vs the plain way.
+
+small_16k with random weights, an 8 s clip, Euler 25 steps, CFG 4.5, batch 1, on the CPU. The plain way runs the
+conditional and unconditional branches as separate forwards and re-preprocesses the conditions at every step.
+Prints wall seconds, NFE, FLOPs per forward, achieved GFLOP/s and the fraction of this machine's fp32 matmul peak
+(measured in the same run), the speed-up over the plain way (target >= 1.2x) and the max difference (<= 1e-5).
+
+    .venv/bin/python benchmarks/mmaudio_sampling.py [--steps 25] [--variant small_16k] [--threads 1]
+
+On a shared machine wall time depends on the load; the table also gives the process CPU seconds (with one
+thread, the compute actually spent) and the ratio of both. `--threads 0` uses torch's default thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import matmul_peak_gflops, print_table
+from torch.utils.flop_counter import FlopCounterMode
+
+from avflow.flow.solvers import time_grid
+from avflow.models.mmaudio import MMAudio, build_mmaudio, sample_latents
+
+
+def random_model(variant: str, duration: float) -> MMAudio:
+    """Full-size network with PyTorch's default random init (non-trivial outputs) and unit latent statistics."""
+    model = build_mmaudio(variant).eval().requires_grad_(False)
+    model.set_duration(duration)
+    with torch.no_grad():
+        model.latent_mean.zero_()
+        model.latent_std.fill_(1.0)
+        for p in (model.sync_pos_emb, model.empty_clip_feat, model.empty_sync_feat, model.empty_string_feat):
+            p.normal_(0.0, 0.5)
+    return model
+
+
+def random_inputs(model: MMAudio, batch: int = 1) -> dict[str, torch.Tensor]:
+    c = model.config
+    return {
+        "clip_f": torch.randn(batch, model.clip_seq_len, c.clip_dim),
+        "sync_f": torch.randn(batch, model.sync_seq_len, c.sync_dim),
+        "text_f": torch.randn(batch, c.text_seq_len, c.text_dim),
+        "x0": torch.randn(batch, model.latent_seq_len, c.latent_dim),
+    }
+
+
+def fast_way(model: MMAudio, inp: dict[str, torch.Tensor], steps: int, cfg: float) -> tuple[torch.Tensor, int]:
+    """Conditions preprocessed once per sample; conditional and empty branches in one batched forward."""
+    cond = model.preprocess_conditions(inp["clip_f"], inp["sync_f"], inp["text_f"])
+    return sample_latents(model, inp["x0"], cond, steps=steps, cfg_strength=cfg, batched=True)
+
+
+def plain_way(model: MMAudio, inp: dict[str, torch.Tensor], steps: int, cfg: float) -> tuple[torch.Tensor, int]:
+    """Two full forwards per step (conditional, unconditional), conditions recomputed inside each."""
+    b = inp["x0"].shape[0]
+    empty_clip = model.empty_clip_feat.unsqueeze(0).expand(b, model.clip_seq_len, -1)
+    empty_sync = model.empty_sync_feat.unsqueeze(0).expand(b, model.sync_seq_len, -1)
+    empty_text = model.empty_string_feat.unsqueeze(0).expand(b, -1, -1)
+    x, nfe = inp["x0"], 0
+    grid = time_grid(steps).tolist()
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        tt = torch.full((b,), t)
+        v_c = model(x, inp["clip_f"], inp["sync_f"], inp["text_f"], tt)
+        v_u = model(x, empty_clip, empty_sync, empty_text, tt)
+        x = x + (t_next - t) * (v_c + (cfg - 1.0) * (v_c - v_u))
+        nfe += 2
+    return x, nfe
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def sampling_flops(model: MMAudio, inp: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+    """FLOPs of each way, from one step of each counted with FlopCounterMode (matmuls, convolutions, attention)."""
+    x, t = inp["x0"], torch.full((1,), 0.5)
+    model.clear_caches()
+    pre_c = count_flops(lambda: model.preprocess_conditions(inp["clip_f"], inp["sync_f"], inp["text_f"]))
+    pre_u = count_flops(lambda: model.empty_conditions(1))
+    cond = model.preprocess_conditions(inp["clip_f"], inp["sync_f"], inp["text_f"])
+    both = {k: torch.cat([v, model.empty_conditions(1)[k]]) for k, v in cond.items()}
+    pair = count_flops(lambda: model.velocity({"audio": torch.cat([x, x])}, {"audio": torch.cat([t, t])}, both))
+    plain_step = count_flops(lambda: plain_way(model, inp, 1, 4.5))
+    return {
+        "fast": pre_c + pre_u + steps * pair,
+        "plain": steps * plain_step,
+        "fast_forward": pair / 2,
+        "plain_forward": (plain_step - pre_c - pre_u) / 2,
+        "preprocess": pre_c,
+    }
+
+
+def time_decoding(model: MMAudio, latents: torch.Tensor) -> float | None:
+    """DECODE TIMING HOOK for the audio path: unnormalize, VAE-decode and vocode `latents`, return wall seconds.
+
+    Returns None until the audio-path owner (VAE / vocoder) fills it in; the table then shows "n/a".
+    """
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="small_16k")
+    parser.add_argument("--duration", type=float, default=8.0, help="clip seconds")
+    parser.add_argument("--steps", type=int, default=25, help="Euler steps")
+    parser.add_argument("--cfg", type=float, default=4.5, help="CFG strength")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = random_model(args.variant, args.duration)
+    inp = random_inputs(model)
+    print(
+        f"{args.variant}: {args.duration} s clip ({model.latent_seq_len} latents), Euler {args.steps} steps, "
+        f"CFG {args.cfg}, batch 1, cpu, threads={torch.get_num_threads()}, torch {torch.__version__}"
+    )
+
+    with torch.inference_mode():
+        flops = sampling_flops(model, inp, args.steps)
+        peak = matmul_peak_gflops()
+        fast_way(model, inp, 1, args.cfg)  # warm-up (allocator, kernels)
+        plain_way(model, inp, 1, args.cfg)
+        start, cpu = time.perf_counter(), time.process_time()
+        x_plain, nfe_plain = plain_way(model, inp, args.steps, args.cfg)
+        t_plain, cpu_plain = time.perf_counter() - start, time.process_time() - cpu
+        model.clear_caches()  # the fast way pays for its empty conditions too
+        start, cpu = time.perf_counter(), time.process_time()
+        x_fast, nfe_fast = fast_way(model, inp, args.steps, args.cfg)
+        t_fast, cpu_fast = time.perf_counter() - start, time.process_time() - cpu
+        peak = max(peak, matmul_peak_gflops())  # measured before and after, the machine is shared
+        t_decode = time_decoding(model, x_fast)
+
+    rows = []
+    for way, sec, cpu_sec, nfe in [("plain", t_plain, cpu_plain, nfe_plain), ("fast", t_fast, cpu_fast, nfe_fast)]:
+        gflops = flops[way] / sec / 1e9
+        rows.append(
+            {
+                "way": way,
+                "wall_s": sec,
+                "cpu_s": cpu_sec,
+                "NFE": nfe,
+                "GFLOP/forward": flops[f"{way}_forward"] / 1e9,
+                "GFLOP total": flops[way] / 1e9,
+                "GFLOP/s": gflops,
+                "of peak": f"{100 * gflops / peak:.1f}%",
+            }
+        )
+    print_table(rows)
+    diff = (x_fast - x_plain).abs().max().item()
+    ratio = t_plain / t_fast
+    print(
+        f"fp32 matmul peak (2048^3 mm, this run): {peak:.1f} GFLOP/s; condition preprocessing: "
+        f"{flops['preprocess'] / 1e9:.2f} GFLOP per branch (plain: every step; fast: once)"
+    )
+    print(
+        f"speed-up fast vs plain: {ratio:.2f}x wall, {cpu_plain / cpu_fast:.2f}x cpu "
+        f"(target >= 1.2x: {'met' if ratio >= 1.2 else 'NOT met'})"
+    )
+    print(f"max |fast - plain|: {diff:.2e} (target <= 1e-5: {'met' if diff <= 1e-5 else 'NOT met'})")
+    print(f"decode (VAE + vocoder): {'n/a (hook: time_decoding)' if t_decode is None else f'{t_decode:.2f} s'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The procedural audio-visual world: determinism, sync, spatial signs, masks, captions, dataset layout."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from avflow.cli import main as cli_main
+from avflow.errors import MediaError
+from avflow.world.binaural import azimuth_deg, block_times, render_binaural
+from avflow.world.caption import MATERIAL_WORDS, SIDE_WORDS, make_caption, object_clause, object_side
+from avflow.world.dataset import load_clip, make_clip, make_dataset, render_audio, write_clip
+from avflow.world.scene import Event, Scene, SceneObject, WorldConfig, sample_scene, simulate
+
+SEEDS = (3, 11, 42)
+
+
+def _scene(seed: int, **overrides) -> Scene:
+    return sample_scene(WorldConfig(**overrides), np.random.default_rng(seed), seed=seed)
+
+
+def _itd_seconds(stereo: np.ndarray, sample_rate: int, max_lag: int = 24) -> float:
+    """ITD by cross-correlation: the lag of the right ear behind the left (> 0 when the left ear leads)."""
+    left, right = stereo
+    lags = np.arange(-max_lag, max_lag + 1)
+    core = slice(max_lag, len(left) - max_lag)
+    scores = [np.dot(right[core], np.roll(left, lag)[core]) for lag in lags]
+    return float(lags[int(np.argmax(scores))]) / sample_rate
+
+
+def _ild_db(stereo: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(stereo[0] ** 2)) / np.sqrt(np.mean(stereo[1] ** 2))))
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        write_clip(make_clip(7), tmp_path / run / "clip")
+    for suffix in (".wav", ".npz", ".json"):
+        assert (tmp_path / "a" / f"clip{suffix}").read_bytes() == (tmp_path / "b" / f"clip{suffix}").read_bytes()
+    assert (tmp_path / "a" / "clip.wav").read_bytes() != _bytes_of_other_seed(tmp_path)
+
+
+def _bytes_of_other_seed(tmp_path) -> bytes:
+    write_clip(make_clip(8), tmp_path / "other")
+    return (tmp_path / "other.wav").read_bytes()
+
+
+def test_written_audio_is_the_rendered_scene():
+    clip = make_clip(SEEDS[0])
+    scene = _scene(SEEDS[0])
+    expected = (render_audio(scene) * clip.meta["audio_gain"]).astype(np.float32)
+    np.testing.assert_allclose(clip.audio, expected, atol=1e-6)
+    assert clip.audio.shape == (2, WorldConfig().n_samples) and clip.audio.dtype == np.float32
+    assert [e["time"] for e in clip.meta["events"]] == [e.time for e in scene.events]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_event_onset_within_1ms(seed):
+    scene = _scene(seed, rolling_sound=False, ambience=0.0)
+    sr = scene.config.sample_rate
+    assert len(scene.events) >= 3
+    total = np.zeros((2, scene.config.n_samples))
+    for index, event in enumerate(scene.events):
+        audio = render_audio(scene, events=[index], rolling=False, with_ambience=False)  # (2, N)
+        total += audio
+        envelope = np.abs(audio).max(axis=0)
+        onset = int(np.argmax(envelope > 0.1 * envelope.max())) / sr
+        assert abs(onset - event.time) <= 1e-3, (index, event, onset)
+        assert not np.any(envelope[: max(int(event.time * sr) - 1, 0)]), "sound before its event"
+    # the per-event renders are the parts of the clip's mix (up to the -80 dB truncation of each ringing mode)
+    full = render_audio(scene)
+    np.testing.assert_allclose(total, full, atol=1e-3 * np.abs(full).max())
+
+
+def test_first_onset_in_the_wav(tmp_path):
+    config = WorldConfig(rolling_sound=False, ambience=0.0)
+    clip = make_clip(SEEDS[1], config)
+    write_clip(clip, tmp_path / "c")
+    audio, sr = sf.read(tmp_path / "c.wav", dtype="float32")
+    envelope = np.abs(audio).max(axis=1)
+    onset = int(np.argmax(envelope > 0.01 * envelope.max())) / sr
+    assert abs(onset - clip.meta["events"][0]["time"]) <= 1e-3
+
+
+def _resting_scene(x_fraction: float, material: str = "wood") -> Scene:
+    config = WorldConfig(min_objects=1, max_objects=1, rolling_sound=False, ambience=0.0)
+    size = 5.0
+    x = min(max(x_fraction * config.width, size), config.width - size)
+    obj = SceneObject("circle", "red", size, material, 0.5, (x, config.height - size), (0.0, 0.0))
+    scene = Scene(config, seed=0, objects=[obj])
+    simulate(scene)
+    scene.events = [Event(0.5, 0, "floor", (x, float(config.height)), 3.0 * config.height)]
+    return scene
+
+
+@pytest.mark.parametrize("hrtf", ["sphere", "kemar"])
+def test_left_and_right_edges_give_opposite_ild_and_itd(hrtf):
+    if hrtf == "kemar" and importlib.util.find_spec("slab") is None:
+        pytest.skip("optional `slab` package (KEMAR data) is not installed")
+    signs = {}
+    for side, x_fraction in (("left", 0.0), ("right", 1.0)):
+        scene = _resting_scene(x_fraction)
+        scene.config.hrtf = hrtf
+        cfg = scene.config
+        x = scene.trajectories.at(block_times(cfg.n_samples, cfg.sample_rate))[:, :, 0]  # (1, B)
+        assert abs(azimuth_deg(x, cfg.width).mean()) > 30  # near the edge of the 90 deg field of view
+        noise = np.random.default_rng(1).standard_normal((1, cfg.n_samples))
+        stereo = render_binaural(noise, x, cfg.width, cfg.sample_rate, hrtf)
+        impact = render_audio(scene)
+        signs[side] = (_ild_db(stereo), _itd_seconds(stereo, cfg.sample_rate), _ild_db(impact))
+    ild, itd, impact_ild = signs["left"]
+    assert ild > 1.0 and itd > 0 and impact_ild > 0
+    ild, itd, impact_ild = signs["right"]
+    assert ild < -1.0 and itd < 0 and impact_ild < 0
+    assert signs["left"][1] == pytest.approx(-signs["right"][1])
+
+
+def test_centre_source_is_balanced():
+    scene = _resting_scene(0.5)
+    cfg = scene.config
+    x = scene.trajectories.at(block_times(cfg.n_samples, cfg.sample_rate))[:, :, 0]
+    stereo = render_binaural(np.random.default_rng(2).standard_normal((1, cfg.n_samples)), x, cfg.width,
+                             cfg.sample_rate)  # fmt: skip
+    assert abs(_ild_db(stereo)) < 0.1 and _itd_seconds(stereo, cfg.sample_rate) == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_masks_match_rendered_pixels(seed):
+    clip = make_clip(seed)
+    frames, masks = clip.frames, clip.masks
+    T, K, H, W = masks.shape
+    assert frames.shape == (T, H, W, 3) and frames.dtype == np.uint8 and masks.dtype == bool
+    assert K == len(clip.meta["objects"]) and T == clip.meta["n_frames"]
+    assert masks.sum(axis=1).max() <= 1  # visible masks do not overlap
+    traj = np.asarray(clip.meta["trajectories"])  # (K, T, 2)
+    for k, obj in enumerate(clip.meta["objects"]):
+        pixels = frames.transpose(0, 1, 2, 3)[masks[:, k]]  # (P, 3)
+        assert pixels.size and np.all(pixels == np.asarray(obj["rgb"], dtype=np.uint8))
+        full = np.pi * obj["size"] ** 2 if obj["shape"] == "circle" else 4 * obj["size"] ** 2
+        for t in range(T):
+            m = masks[t, k]
+            if m.sum() > 0.9 * full:  # unoccluded: the mask is centred on the ground-truth position
+                ys, xs = np.nonzero(m)
+                assert abs(xs.mean() + 0.5 - traj[k, t, 0]) < 1.0 and abs(ys.mean() + 0.5 - traj[k, t, 1]) < 1.0
+    # pixels outside every mask are background, not some object colour mixed in
+    colours = {tuple(o["rgb"]) for o in clip.meta["objects"]}
+    outside = frames[~masks.any(axis=1)]
+    assert not any(tuple(p) in colours for p in np.unique(outside, axis=0))
+
+
+def test_physics_stays_in_the_box_and_events_touch_surfaces():
+    for seed in SEEDS:
+        scene = _scene(seed)
+        cfg = scene.config
+        times = np.linspace(0, cfg.duration, 2000)
+        pos = scene.trajectories.at(times)
+        for k, obj in enumerate(scene.objects):
+            assert np.all(pos[k] >= obj.size - 1e-6) and np.all(pos[k, :, 0] <= cfg.width - obj.size + 1e-6)
+            assert np.all(pos[k, :, 1] <= cfg.height - obj.size + 1e-6)
+        assert all(a.time <= b.time for a, b in zip(scene.events, scene.events[1:]))
+        for e in scene.events:
+            p = scene.trajectories.at(np.array([e.time]))[e.object, 0]
+            size = scene.objects[e.object].size
+            if e.surface == "floor":
+                assert p[1] == pytest.approx(cfg.height - size, abs=1e-6)
+            elif e.surface == "wall":
+                assert min(p[0] - size, cfg.width - size - p[0]) == pytest.approx(0, abs=1e-6)
+            elif e.surface == "object":
+                q = scene.trajectories.at(np.array([e.time]))[e.other, 0]
+                assert np.hypot(*(p - q)) == pytest.approx(size + scene.objects[e.other].size, abs=0.1)
+
+
+def test_captions_mention_every_material_and_side():
+    captions = []
+    for seed in range(12):
+        scene = _scene(seed)
+        caption = make_caption(scene)
+        captions.append(caption)
+        for k, obj in enumerate(scene.objects):
+            clause = object_clause(scene, k, np.random.default_rng(seed))
+            side_words = SIDE_WORDS[object_side(scene, k)]
+            for text in (caption, clause):
+                assert MATERIAL_WORDS[obj.material] in text and obj.colour in text
+            assert any(w in clause for w in side_words), (clause, side_words)
+            assert any(w in caption for w in side_words)
+    assert len(set(captions)) == len(captions)
+    assert len({c.split()[0] for c in captions}) >= 3  # not one fixed template
+
+
+def test_dataset_layout_manifest_and_reader(tmp_path):
+    sizes = make_dataset(tmp_path / "ds", 5, seed=3, workers=2)
+    assert sizes == {"train": 3, "val": 1, "test": 1}
+    seeds = set()
+    for split, n in sizes.items():
+        rows = [json.loads(line) for line in (tmp_path / "ds" / split / "manifest.jsonl").read_text().splitlines()]
+        assert len(rows) == n
+        for row in rows:
+            assert set(row) == {"id", "duration", "fps", "sample_rate", "caption", "n_events"}
+            assert row["id"].startswith(split + "_")
+            clip = load_clip(tmp_path / "ds" / split / row["id"])
+            assert clip.audio.shape == (2, 64000) and clip.audio.dtype == np.float32
+            assert clip.frames.shape == (64, 64, 64, 3) and clip.masks.shape[0] == 64
+            assert clip.meta["caption"] == row["caption"] and len(clip.meta["events"]) == row["n_events"]
+            seeds.add(clip.meta["seed"])
+    assert len(seeds) == 5
+    # the parallel run wrote exactly what a single process writes
+    make_dataset(tmp_path / "serial", 5, seed=3, workers=1)
+    for split in sizes:
+        for f in sorted((tmp_path / "ds" / split).iterdir()):
+            assert f.read_bytes() == (tmp_path / "serial" / split / f.name).read_bytes(), f
+
+
+def test_cli_and_errors(tmp_path, capsys):
+    assert cli_main(["world", "make", "--n", "1", "--out", str(tmp_path / "w"), "--duration", "1"]) == 0
+    assert (tmp_path / "w" / "train" / "train_000000.wav").is_file()
+    assert cli_main(["world", "make", "--n", "1", "--out", str(tmp_path / "w"), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    with pytest.raises(MediaError, match="missing"):
+        load_clip(tmp_path / "nothing")

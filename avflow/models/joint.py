@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from avflow.errors import ConfigError
 from avflow.models.audio_tower import AudioTower, AudioTowerConfig
 from avflow.models.wan import WanConfig, WanVideoTower
-from avflow.nn.fusion import build_fusion
+from avflow.nn.fusion import FUSIONS, build_fusion
+from avflow.nn.temporal_alignment import ALIGNMENTS, TemporalAlignment
 
 
 @dataclass
@@ -27,6 +28,7 @@ class JointConfig:
     audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
     fusion: str = "bidirectional"
     fusion_options: dict = field(default_factory=lambda: {"heads": 2})
+    alignment: str = "none"  # temporal RoPE of cross-modal attention: none | avsync | seconds (temporal_alignment)
     text_dim: int = 384
     text_len: int = 32
     video_fps: float = 16.0  # frames per second of the pixel video
@@ -39,6 +41,8 @@ class JointConfig:
                 f"text_dim {self.text_dim} must equal video.text_dim {self.video.text_dim} "
                 f"and audio.text_dim {self.audio.text_dim}"
             )
+        if self.alignment not in ALIGNMENTS:
+            raise ConfigError(f"unknown temporal alignment {self.alignment!r} (choose from {', '.join(ALIGNMENTS)})")
 
 
 def video_frame_seconds(n_latent: int, fps: float, stride: int, device=None) -> Tensor:
@@ -59,8 +63,13 @@ class JointModel(nn.Module):
         self.config = c = config or JointConfig()
         self.video = WanVideoTower(c.video)
         self.audio = AudioTower(c.audio)
+        options = dict(c.fusion_options)
+        if getattr(FUSIONS.get(c.fusion), "takes_alignment", False):
+            options["alignment"] = TemporalAlignment(c.alignment, video_period=c.video_temporal_stride / c.video_fps)
+        elif c.alignment != "none" and c.fusion != "none":
+            raise ConfigError(f"fusion {c.fusion!r} has no temporal RoPE to align; use alignment 'none'")
         self.fusion = build_fusion(
-            c.fusion, self.video.dim, self.audio.dim, self.video.n_blocks, self.audio.n_blocks, **c.fusion_options
+            c.fusion, self.video.dim, self.audio.dim, self.video.n_blocks, self.audio.n_blocks, **options
         )
 
     def empty_conditions(self, batch: int) -> dict[str, Tensor]:
@@ -91,6 +100,8 @@ class JointModel(nn.Module):
             a = self.audio.embed(xa, t["audio"], text)
             v.seconds = video_frame_seconds(v.grid[0], c.video_fps, c.video_temporal_stride, xv.device)
             a.seconds = audio_token_seconds(a.grid[0], c.audio_latent_rate, xa.device)
+            if cond.get("region_mask") is not None:  # teacher-forced region mask for region-aware fusion
+                v.extras["region_mask"] = cond["region_mask"]
             self.fusion.run(self.video, self.audio, v, a, cross_modal)
             return {"video": -self.video.head(v), "audio": self.audio.head(a)}
         if "video" in streams:

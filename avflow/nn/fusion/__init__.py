@@ -5,11 +5,15 @@ from __future__ import annotations
 from avflow.errors import ConfigError
 from avflow.nn.fusion.base import Fusion, TowerState, block_schedule
 from avflow.nn.fusion.bidirectional import BidirectionalFusion
+from avflow.nn.fusion.full_attention import FullAttentionFusion
 from avflow.nn.fusion.none import NoFusion
+from avflow.nn.fusion.windowed_aligners import WindowedAlignerFusion
 
 FUSIONS: dict[str, type[Fusion]] = {
     "none": NoFusion,
     "bidirectional": BidirectionalFusion,
+    "full_attention": FullAttentionFusion,
+    "windowed_aligners": WindowedAlignerFusion,
 }
 
 

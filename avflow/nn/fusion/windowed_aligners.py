@@ -1,0 +1,184 @@
+"""Asymmetric windowed aligners (UniAVGen), placed after every k-th layer.
+
+- audio-to-video: each video latent frame's tokens attend to the audio tokens within `window` latent frames of it
+  (|t_audio − t_frame| < (window + ½)·Δt_video, an attention mask built from the streams' seconds);
+- video-to-audio: each audio token attends to the video tokens of the frame interpolated linearly between the two
+  latent frames around its time (keys and values interpolated).
+
+Both outputs are zero-initialised, so a fresh joint model computes what its towers compute. With
+`region_modulation=True` a head predicts a soft spatial mask over video tokens that scales the audio-to-video update
+of each token and the weight of each video token as context for audio; a mask given in `v.extras["region_mask"]`
+(teacher forcing, e.g. `cond["region_mask"]`) replaces the prediction. Predicted masks of the last forward pass are
+kept in `predicted_masks` for `mask_loss`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from avflow.errors import ConfigError
+from avflow.nn.fusion.base import Fusion, TowerState
+from avflow.nn.fusion.full_attention import check_heads, state_rotary
+from avflow.nn.fusion.region_modulation import RegionModulation, flat_mask
+from avflow.nn.temporal_alignment import TemporalAlignment, as_alignment, frame_period
+from avflow.nn.wan_blocks import WanAttention, WanRotary, apply_rotary
+
+
+def window_mask(video_seconds: Tensor, audio_seconds: Tensor, period: float, window: int, tokens_per_frame: int):
+    """-> bool `(T*S, N)`: video token (frame j) sees audio token n iff |t_n − t_j| < (window + ½)·period."""
+    near = (audio_seconds[None, :] - video_seconds[:, None]).abs() < (window + 0.5) * period  # (T, N)
+    return near.repeat_interleave(tokens_per_frame, dim=0)
+
+
+def interpolation_weights(video_seconds: Tensor, audio_seconds: Tensor, period: float) -> Tensor:
+    """-> `(N, T)`: each audio token's linear interpolation weights over the latent frames around its time."""
+    frames = len(video_seconds)
+    weights = audio_seconds.new_zeros(len(audio_seconds), frames, dtype=torch.float32)
+    if frames == 1:
+        return weights + 1
+    pos = ((audio_seconds - video_seconds[0]) / period).clamp(0, frames - 1)
+    left = pos.floor().long().clamp(max=frames - 2)
+    frac = (pos - left).float()
+    rows = torch.arange(len(audio_seconds), device=weights.device)
+    weights[rows, left] = 1 - frac
+    weights[rows, left + 1] = frac
+    return weights
+
+
+class AudioToVideoAligner(nn.Module):
+    """Video tokens query the audio tokens in their window; zero-initialised output projection."""
+
+    def __init__(self, video_dim: int, audio_dim: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(video_dim, eps=eps)
+        self.context_norm = nn.LayerNorm(audio_dim, eps=eps)
+        self.attn = WanAttention(video_dim, heads, eps, context_dim=audio_dim)
+        nn.init.zeros_(self.attn.to_out[0].weight)
+        nn.init.zeros_(self.attn.to_out[0].bias)
+
+    def forward(self, video: Tensor, audio: Tensor, mask: Tensor, video_rotary, audio_rotary) -> Tensor:
+        """video `(B, Lv, Dv)`, audio `(B, N, Da)`, mask `(Lv, N)` bool -> update `(B, Lv, Dv)`."""
+        seen = mask.any(dim=1)  # frames whose window holds no audio token get no update
+        mask = mask | ~seen[:, None]
+        out = self.attn(self.norm(video), self.context_norm(audio), video_rotary, audio_rotary, mask)
+        return out * seen[:, None].to(out.dtype)
+
+
+class VideoToAudioAligner(nn.Module):
+    """Audio tokens query the video tokens of their interpolated frame; zero-initialised output projection."""
+
+    def __init__(self, video_dim: int, audio_dim: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(audio_dim, eps=eps)
+        self.context_norm = nn.LayerNorm(video_dim, eps=eps)
+        self.to_q = nn.Linear(audio_dim, video_dim)
+        self.to_k = nn.Linear(video_dim, video_dim)
+        self.to_v = nn.Linear(video_dim, video_dim)
+        self.norm_q = nn.RMSNorm(video_dim, eps=eps)
+        self.norm_k = nn.RMSNorm(video_dim, eps=eps)
+        self.to_out = nn.Linear(video_dim, audio_dim)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(
+        self,
+        audio: Tensor,
+        video: Tensor,
+        frames: int,
+        weights: Tensor,
+        audio_rotary,
+        video_rotary,
+        region: Tensor | None = None,
+    ) -> Tensor:
+        """audio `(B, N, Da)`, video `(B, T*S, Dv)`, weights `(N, T)`, region `(B, T*S)` -> update `(B, N, Da)`."""
+        b, lv, _ = video.shape
+        q = apply_rotary(self.norm_q(self.to_q(self.norm(audio))).unflatten(-1, (self.heads, -1)), *audio_rotary)
+        context = self.context_norm(video)
+        k = apply_rotary(self.norm_k(self.to_k(context)).unflatten(-1, (self.heads, -1)), *video_rotary)
+        v = self.to_v(context).unflatten(-1, (self.heads, -1))  # (B, Lv, H, d)
+        if region is not None:
+            v = v * region[:, :, None, None]
+        k, v = k.view(b, frames, lv // frames, *k.shape[2:]), v.view(b, frames, lv // frames, *v.shape[2:])
+        scores = torch.einsum("bnhd,btshd->bhnts", q, k) * q.shape[-1] ** -0.5
+        logits = torch.einsum("nt,bhnts->bhns", weights, scores)  # = q · (interpolated keys)
+        probs = logits.softmax(dim=-1)
+        out = torch.einsum("nt,bhns,btshd->bnhd", weights, probs, v)  # probs @ (interpolated values)
+        return self.to_out(out.flatten(2))
+
+
+class WindowedAlignerFusion(Fusion):
+    """Audio-to-video and video-to-audio aligners after layers k−1, 2k−1, ... (`every` = k)."""
+
+    takes_alignment = True
+
+    def __init__(
+        self,
+        video_dim: int,
+        audio_dim: int,
+        video_blocks: int,
+        audio_blocks: int,
+        heads: int = 2,
+        every: int = 1,
+        window: int = 1,
+        region_modulation: bool = False,
+        alignment: TemporalAlignment | str = "none",
+    ):
+        super().__init__(video_dim, audio_dim, video_blocks, audio_blocks)
+        if every < 1 or window < 0:
+            raise ConfigError(f"windowed_aligners needs every >= 1 and window >= 0, got every={every} window={window}")
+        self.rope = WanRotary(check_heads(video_dim, heads))
+        self.alignment = as_alignment(alignment)
+        self.window = window
+        self.layers = [layer for layer in range(self.n_layers) if layer % every == every - 1]
+        if not self.layers:
+            raise ConfigError(f"windowed_aligners with every={every} places no aligner in {self.n_layers} layers")
+        self.slot = {layer: i for i, layer in enumerate(self.layers)}
+        self.audio_to_video = nn.ModuleList([AudioToVideoAligner(video_dim, audio_dim, heads) for _ in self.layers])
+        self.video_to_audio = nn.ModuleList([VideoToAudioAligner(video_dim, audio_dim, heads) for _ in self.layers])
+        self.region = nn.ModuleList([RegionModulation(video_dim) for _ in self.layers]) if region_modulation else None
+        self.predicted_masks: list[Tensor] = []
+        self.cache: dict | None = None
+
+    def prepare(self, v: TowerState, a: TowerState) -> dict:
+        """Masks, interpolation weights and RoPE tables shared by every aligner of one forward pass."""
+        frames, n = v.grid[0], a.grid[0]
+        device = v.x.device
+        tv = v.seconds if v.seconds is not None else torch.arange(frames, device=device, dtype=torch.float64)
+        ta = a.seconds if a.seconds is not None else torch.arange(n, device=device, dtype=torch.float64)
+        period = frame_period(tv, self.alignment.video_period) if frames > 1 else float("inf")
+        video_rotary, audio_rotary = state_rotary(self.rope, self.alignment, v, a)
+        return {
+            "mask": window_mask(tv, ta, period, self.window, v.x.shape[1] // frames),
+            "weights": interpolation_weights(tv, ta, period),
+            "video_rotary": video_rotary,
+            "audio_rotary": audio_rotary,
+        }
+
+    def run(self, video_tower, audio_tower, v: TowerState, a: TowerState, cross_modal: bool) -> None:
+        self.predicted_masks = []
+        self.cache = self.prepare(v, a) if cross_modal else None
+        super().run(video_tower, audio_tower, v, a, cross_modal)
+        self.cache = None
+
+    def region_mask(self, slot: int, v: TowerState) -> Tensor | None:
+        if self.region is None:
+            return None
+        predicted = self.region[slot](v.x)  # (B, Lv)
+        self.predicted_masks.append(predicted)
+        forced = v.extras.get("region_mask")
+        return predicted if forced is None else flat_mask(forced, *predicted.shape).to(predicted.dtype)
+
+    def exchange(self, layer: int, v: TowerState, a: TowerState) -> None:
+        if layer not in self.slot:
+            return
+        slot, c = self.slot[layer], self.cache or self.prepare(v, a)
+        region = self.region_mask(slot, v)
+        video, audio = v.x, a.x
+        dv = self.audio_to_video[slot](video, audio, c["mask"], c["video_rotary"], c["audio_rotary"])
+        da = self.video_to_audio[slot](
+            audio, video, v.grid[0], c["weights"], c["audio_rotary"], c["video_rotary"], region
+        )
+        v.x = video + (dv if region is None else dv * region[..., None])
+        a.x = audio + da

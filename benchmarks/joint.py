@@ -10,35 +10,24 @@ The peak is a large fp32 matmul measured in the same run; the baseline is a plai
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avflow.flow.loss import flow_matching_loss, noised_streams
-from avflow.flow.solvers import sample
-from avflow.models.joint import JointConfig, JointModel
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import matmul_peak_gflops, timed  # noqa: E402
 
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+from avflow.flow.loss import flow_matching_loss, noised_streams  # noqa: E402
+from avflow.flow.solvers import sample  # noqa: E402
+from avflow.models.joint import JointConfig, JointModel  # noqa: E402
 
 
 def flops_of(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
-
-
-def matmul_peak(n: int = 2048) -> float:
-    """fp32 matmul FLOP/s on this machine with the current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds = timed(lambda: a @ b, 5)
-    return 2 * n**3 / seconds
 
 
 def main() -> None:
@@ -89,10 +78,10 @@ def main() -> None:
         loss.backward()
         base_opt.step()
 
-    peak = matmul_peak()
-    step_s = timed(train_step, args.repeats)
+    peak = matmul_peak_gflops() * 1e9
+    step_s = timed(train_step, repeat=args.repeats)
     step_flops = flops_of(train_step)
-    base_s = timed(baseline_step, args.repeats)
+    base_s = timed(baseline_step, repeat=args.repeats)
     base_flops = flops_of(baseline_step)
 
     model.eval()

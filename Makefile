@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,text,train,oracle
 
-.PHONY: demo test test-slow bench lint venv clean
+.PHONY: demo test test-slow bench lint venv clean ui-deps
 
 venv: $(STAMP)
 
@@ -21,7 +21,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check avflow tests benchmarks
 
-test: lint
+# The browser UI test needs Debian's chromium (installed here when running as root) and the [ui,uitest] extras.
+ui-deps: $(VENV)/.ui-stamp
+	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "note: chromium is missing and this is not root; tests/test_ui_browser.py will skip (apt-get install chromium)"; fi; }
+
+$(VENV)/.ui-stamp: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS),ui,uitest]'
+	touch $@
+
+test: lint ui-deps
 	$(VENV)/bin/pytest -q -n 2 --timeout 900
 
 test-slow: $(STAMP)

@@ -1,0 +1,1 @@
+"""Controlled experiments on the world: arms x seeds, trained, evaluated and tabulated (`avflow experiment`)."""

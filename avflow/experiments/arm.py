@@ -1,0 +1,212 @@
+"""One arm × one seed: build the joint model for the arm, train it with `avflow.train`, sample the eval set with
+the arm's guidance at the shared NFE budget, decode and score with `avflow.eval`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avflow.config import from_dict
+from avflow.errors import ConfigError
+from avflow.experiments import world_data as wd
+from avflow.experiments.configs import ArmConfig, ExperimentConfig, SizeConfig, sampling_steps
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if v and isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def base_model(size: SizeConfig) -> dict:
+    """The JointConfig (as a dict) every arm starts from at this size."""
+    return {
+        "video": {
+            "patch_size": list(size.video_patch), "num_attention_heads": size.video_heads,
+            "attention_head_dim": size.video_head_dim, "in_channels": 3, "out_channels": 3, "text_dim": 384,
+            "ffn_dim": size.video_ffn, "num_layers": size.video_layers, "freq_dim": 64,
+        },
+        "audio": {
+            "latent_dim": 2 * size.audio_bands, "text_dim": 384, "hidden_dim": size.audio_hidden,
+            "depth": size.audio_depth, "fused_depth": size.audio_fused_depth, "num_heads": size.audio_heads,
+            "text_seq_len": 32,
+        },
+        "fusion": "bidirectional", "fusion_options": {"heads": 2}, "text_dim": 384, "text_len": 32,
+        "video_fps": float(size.fps), "video_temporal_stride": 1, "audio_latent_rate": 16000 / wd.HOP,
+    }  # fmt: skip
+
+
+def arm_model(arm: ArmConfig, size: SizeConfig) -> dict:
+    return _merge(base_model(size), arm.model)
+
+
+def build_model(model: dict):
+    """JointModel from a config dict; ConfigError when the variant does not exist (yet)."""
+    from avflow.models.joint import JointConfig, JointModel
+
+    try:
+        return JointModel(from_dict(JointConfig, model, "model"))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ConfigError(f"cannot build model: {exc}") from None
+
+
+def count_params(model, budget: str, streams: list[str]) -> int:
+    """Parameters in use: the video tower for `video` budgets; else every module the arm's streams run through."""
+    parts = [model.video] if budget == "video" or streams == ["video"] else []
+    if budget == "total":
+        if "audio" in streams and streams != ["audio"] or streams == ["audio"]:
+            parts = [model.audio] if streams == ["audio"] else [model.video, model.audio, model.fusion]
+    return sum(p.numel() for m in parts for p in m.parameters())
+
+
+def pad_to_budget(models: dict[str, dict], counts: dict[str, int], arms: dict[str, ArmConfig], budget: str,
+                  tolerance: float = 0.05) -> tuple[dict[str, dict], dict[str, int]]:  # fmt: skip
+    """Widen the video tower's FFN of arms more than `tolerance` below the largest until all are within it."""
+    target = max(counts.values())
+    for name, model in models.items():
+        while counts[name] < (1 - tolerance) * target:
+            model["video"]["ffn_dim"] += 8
+            counts[name] = count_params(build_model(model), budget, arms[name].streams)
+    low, high = min(counts.values()), max(counts.values())
+    if high > (1 + tolerance) * low:
+        raise ConfigError(f"parameter budgets differ by more than {tolerance:.0%}: {counts}")
+    return models, counts
+
+
+def train_key(model: dict, streams: list[str]) -> str:
+    """Arms with the same model and streams share one training run per seed (e.g. the guidance arms)."""
+    blob = json.dumps({"model": model, "streams": sorted(streams)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, seed: int, data: Path, out: Path,
+              device: str = "cpu", threads: int | None = 1) -> Path:  # fmt: skip
+    """Train (or resume from the trainer's latest checkpoint) and return the weights file to sample with."""
+    from avflow.train.config import (
+        CheckpointConfig,
+        ComponentConfig,
+        DataConfig,
+        EMAConfig,
+        LogConfig,
+        LoopConfig,
+        OptimConfig,
+        ScheduleConfig,
+        TrainConfig,
+        validate,
+    )  # fmt: skip
+    from avflow.train.trainer import train
+
+    weights = out / ("ema_0.05.safetensors" if size.ema else "model.safetensors")
+    if weights.is_file():
+        return weights
+    file = data / ("train_video.safetensors" if streams == ["video"] else "train_video_audio.safetensors")
+    cfg = TrainConfig(
+        out_dir=str(out),
+        model=ComponentConfig("joint", model),
+        task=ComponentConfig("flow_matching", {"timesteps": "logit_normal", "cond_dropout": 0.1}),
+        data=DataConfig(train=ComponentConfig("tensor_file", {"file": str(file)})),
+        train=LoopConfig(steps=steps, batch_size=size.batch_size, seed=seed, device=device, threads=threads),
+        optim=OptimConfig(lr=size.lr, betas=(0.9, 0.99), weight_decay=0.01, grad_clip=1.0),
+        schedule=ScheduleConfig(kind="cosine", warmup_steps=min(50, steps // 10), min_lr_ratio=0.1),
+        ema=EMAConfig(enabled=size.ema, sigma_rels=(0.05,)),
+        log=LogConfig(every=max(1, steps // 10), tensorboard=False, progress=False),
+        checkpoint=CheckpointConfig(every=max(1, steps // 4), keep_last=1, resume="auto"),
+    )
+    train(validate(cfg))
+    return weights
+
+
+def guidance_branches(kind: str, scale: float, text_scale: float):
+    from avflow.flow.guidance import GuidanceBranch
+
+    if kind == "none":
+        return []
+    if kind == "plain":
+        return [GuidanceBranch(cond=None, scale=scale)]
+    if kind == "modality":  # UniAVGen: the negative is the model with audio<->video off and empty text
+        return [GuidanceBranch(cond=None, scale=scale, cross_modal=False)]
+    return [GuidanceBranch(cond=None, scale=text_scale), GuidanceBranch(cond=None, scale=scale, cross_modal=False)]
+
+
+@torch.no_grad()
+def generate(model, streams: list[str], cond: dict, shapes: dict, guidance: list, steps: int, seed: int):
+    from avflow.flow.solvers import sample
+
+    g = torch.Generator().manual_seed(seed)
+    noise = {s: torch.randn(shapes[s], generator=g) for s in streams}
+    return sample(model, noise, cond, steps=steps, solver="euler", guidance=guidance)
+
+
+def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: Path, manifest: dict,
+                     size: SizeConfig) -> dict[str, float]:  # fmt: skip
+    """Per-clip metrics against ground truth, means, the contact split and Fréchet distances to the references."""
+    from avflow.eval import distribution
+    from avflow.eval.report import EvalClip, clip_metrics
+    from avflow.world.dataset import load_clip
+
+    sr = manifest["sample_rate"]
+    per_clip, preds, refs = [], [], []
+    for i, row in enumerate(manifest["eval"]):
+        ref = load_clip(data / "eval" / row["id"])
+        frames = video[i] if video is not None else None
+        wav = audio[i] if audio is not None else np.zeros_like(ref.audio)
+        clip = EvalClip(row["id"], wav, sr, frames, float(size.fps), ref.meta)
+        m = clip_metrics(clip)
+        if audio is None:
+            m = {k: v for k, v in m.items() if k.startswith("phys_")}
+        m["n_events"] = row["n_events"]
+        per_clip.append(m)
+        preds.append(clip)
+        refs.append(EvalClip(row["id"], ref.audio, sr, ref.frames, float(size.fps), ref.meta))
+    out: dict[str, float] = {}
+    keys = sorted({k for m in per_clip for k in m if k != "n_events"})
+    for k in keys:
+        v = np.array([m.get(k, math.nan) for m in per_clip], dtype=float)
+        out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+        for label, keep in (
+            ("heavy", [m["n_events"] >= size.heavy_min_events for m in per_clip]),
+            ("free", [m["n_events"] <= size.free_max_events for m in per_clip]),
+        ):
+            if k.startswith("phys_residual"):
+                sel = v[np.array(keep)]
+                out[f"{k}_{label}"] = float(np.nanmean(sel)) if np.isfinite(sel).any() else math.nan
+    for modality in ["video"] if audio is None else ["av", "audio", "video"]:
+        emb = distribution.StatsEmbedder(modality)
+        a = np.stack([emb(c.audio, c.sample_rate, c.frames, c.fps) for c in preds])
+        b = np.stack([emb(c.audio, c.sample_rate, c.frames, c.fps) for c in refs])
+        out[f"fd_{modality}"] = distribution.frechet_distance(a, b)
+    return out
+
+
+def run_arm(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,
+            data: Path, work: Path, manifest: dict, device: str = "cpu", threads: int | None = 1) -> dict:  # fmt: skip
+    """Train (shared per train key), generate the eval set, score it; returns the metrics."""
+    from safetensors.torch import load_file
+
+    run_dir = work / f"train_{train_key(model_cfg, arm.streams)}" / f"seed_{seed}"
+    weights = train_arm(model_cfg, arm.streams, size, steps, seed, data, run_dir, device, threads)
+    model = build_model(model_cfg)
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    ev = load_file(str(data / "eval.safetensors"))
+    cond = {"text": ev["cond.text"], "text_mask": ev["cond.text_mask"]}
+    shapes = {"video": tuple(ev["video"].shape), "audio": tuple(ev["audio"].shape)}
+    steps_s = sampling_steps(arm.guidance, size.nfe)
+    branches = guidance_branches(arm.guidance, exp.guidance_scale, exp.text_guidance_scale)
+    torch.manual_seed(seed)
+    result = generate(model, arm.streams, cond, shapes, branches, steps_s, seed=10_000 + seed)
+    video = audio = None
+    if "video" in arm.streams:
+        video = np.stack([wd.decode_video(x) for x in result.streams["video"]])
+    if "audio" in arm.streams:
+        sr = manifest["sample_rate"]
+        audio = np.stack([wd.decode_audio(x, size.audio_bands, sr).numpy() for x in result.streams["audio"]])
+    metrics = evaluate_samples(video, audio, data, manifest, size)
+    metrics |= {"nfe": float(result.nfe), "sampling_steps": float(steps_s)}  # per sample, every branch counted
+    return metrics

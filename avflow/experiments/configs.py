@@ -1,0 +1,163 @@
+"""Experiment and size configs: dataclasses (the source of truth) mapped strictly from `experiments/NAME.yaml`.
+
+Every arm of an experiment shares the data, steps, seeds and sampling NFE; arms differ only by model overrides
+(onto `avflow.models.joint.JointConfig`), the streams trained and generated, and the guidance at sampling time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from avflow.config import from_dict, read_yaml
+from avflow.errors import ConfigError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+GUIDANCE_BRANCHES = {"none": 1, "plain": 2, "modality": 2, "modality_text": 3}  # NFE per solver step
+
+
+@dataclass
+class ArmConfig:
+    name: str
+    model: dict = field(default_factory=dict)  # overrides onto JointConfig, e.g. {fusion: avfull}
+    streams: list[str] = field(default_factory=lambda: ["video", "audio"])
+    guidance: Literal["none", "plain", "modality", "modality_text"] = "plain"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.streams or set(self.streams) - {"video", "audio"}:
+            raise ConfigError(f"arm {self.name}: streams must be a non-empty subset of [video, audio]")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    description: str
+    arms: list[ArmConfig]
+    metrics: list[str]  # reported and plotted, in order
+    baseline: str  # the arm every other is compared with
+    claim: str = ""
+    budget: Literal["total", "video"] = "total"  # parameters held within 5 %: the whole model or the video tower
+    guidance_scale: float = 3.0
+    text_guidance_scale: float = 2.0  # the empty-text branch of `modality_text`
+    seeds: int = 3
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names) or self.baseline not in names:
+            raise ConfigError(f"experiment {self.name}: arm names must be unique and include baseline {self.baseline}")
+
+
+@dataclass
+class SizeConfig:
+    """Everything the size changes, identical for all arms of a run."""
+
+    width: int
+    height: int
+    duration: float
+    fps: int
+    max_objects: int
+    n_train: int
+    n_eval: int
+    video_patch: tuple[int, int, int]
+    video_heads: int
+    video_head_dim: int
+    video_layers: int
+    video_ffn: int
+    audio_hidden: int
+    audio_depth: int
+    audio_fused_depth: int
+    audio_heads: int
+    audio_bands: int  # band energies per ear in the audio stream
+    text_encoder: Literal["tiny", "minilm"]
+    steps: int
+    batch_size: int
+    lr: float
+    nfe: int  # model evaluations per generated sample, every guidance branch counted
+    ema: bool
+    heavy_min_events: int = 3  # clips with at least this many impacts are contact-heavy
+    free_max_events: int = 0  # clips with at most this many are contact-free
+
+
+SIZES: dict[str, SizeConfig] = {
+    "tiny": SizeConfig(
+        width=32,
+        height=32,
+        duration=2.0,
+        fps=16,
+        max_objects=2,
+        n_train=48,
+        n_eval=8,
+        video_patch=(4, 8, 8),
+        video_heads=2,
+        video_head_dim=16,
+        video_layers=2,
+        video_ffn=64,
+        audio_hidden=32,
+        audio_depth=2,
+        audio_fused_depth=1,
+        audio_heads=2,
+        audio_bands=12,
+        text_encoder="tiny",
+        steps=150,
+        batch_size=8,
+        lr=2e-3,
+        nfe=24,
+        ema=False,
+        heavy_min_events=2,
+    ),  # fmt: skip
+    "small": SizeConfig(
+        width=64,
+        height=64,
+        duration=4.0,
+        fps=16,
+        max_objects=4,
+        n_train=512,
+        n_eval=32,
+        video_patch=(2, 8, 8),
+        video_heads=4,
+        video_head_dim=32,
+        video_layers=4,
+        video_ffn=512,
+        audio_hidden=128,
+        audio_depth=4,
+        audio_fused_depth=2,
+        audio_heads=2,
+        audio_bands=20,
+        text_encoder="minilm",
+        steps=4000,
+        batch_size=16,
+        lr=5e-4,
+        nfe=50,
+        ema=True,
+    ),  # fmt: skip
+}
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def load_experiment(name_or_path: str) -> ExperimentConfig:
+    """`experiments/NAME.yaml` (or a path to a YAML file) -> ExperimentConfig, strictly."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown experiment {name_or_path!r} (choose from {', '.join(experiment_names())})")
+    try:
+        return from_dict(ExperimentConfig, read_yaml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def get_size(name: str) -> SizeConfig:
+    if name not in SIZES:
+        raise ConfigError(f"unknown size {name!r} (choose from {', '.join(SIZES)})")
+    return SIZES[name]
+
+
+def sampling_steps(guidance: str, nfe: int) -> int:
+    """Solver steps so that steps × branches per step ≤ nfe (the NFE budget is matched across arms)."""
+    return max(1, nfe // GUIDANCE_BRANCHES[guidance])

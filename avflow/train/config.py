@@ -114,6 +114,15 @@ class CheckpointConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """ddp: replicated weights (DistributedDataParallel); fsdp: weights, gradients and optimizer state sharded
+    across processes with FSDP2 (`torch.distributed.fsdp.fully_shard`), one unit per transformer block."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    reshard_after_forward: bool = True  # fsdp: free gathered weights after forward (ZeRO-3) or keep them (ZeRO-2)
+
+
+@dataclass
 class TrainConfig:
     out_dir: str
     model: ComponentConfig
@@ -125,6 +134,7 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 def resolve_component(table: dict, comp: ComponentConfig, path: str) -> Any:

@@ -21,6 +21,7 @@ from avflow.config import dump_yaml, to_dict
 from avflow.errors import WeightsError
 from avflow.train import checkpoint as ckpt
 from avflow.train import distributed as dist
+from avflow.train import fsdp
 from avflow.train.components import DATASETS, MODELS, TASKS
 from avflow.train.config import TrainConfig, resolve_component
 from avflow.train.datasets import SeededDataset
@@ -100,7 +101,11 @@ class Trainer:
         self.task = TASKS[cfg.task.name].build(resolve_component(TASKS, cfg.task, "task"))
         self.ema = PowerFunctionEMA(self.model, cfg.ema.sigma_rels) if cfg.ema.enabled and info.is_main else None
         self.loss_module = LossModule(self.model, self.task)
-        self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
+        self.fsdp = cfg.distributed.strategy == "fsdp" and info.distributed
+        if self.fsdp:
+            self.ddp = fsdp.shard(self.loss_module, self.model, info, cfg.distributed.reshard_after_forward)
+        else:
+            self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, loop.steps)
@@ -166,8 +171,11 @@ class Trainer:
         saved_batch = state["config"]["train"]["batch_size"]
         if saved_batch != self.cfg.train.batch_size:
             warnings.warn(f"{path}: trained with batch_size {saved_batch}, resuming with a different one", stacklevel=2)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            fsdp.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             if state.get("ema") is not None:
@@ -188,13 +196,18 @@ class Trainer:
     def save(self) -> Path | None:
         rngs = dist.gather_objects(ckpt.rng_state(), self.info)
         path = None
+        if self.fsdp:  # collectives: every rank gathers, rank 0 writes
+            model_state = fsdp.full_model_state(self.model)
+            optim_state = fsdp.full_optimizer_state(self.model, self.optimizer)
+        else:
+            model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
         if self.info.is_main:
             state = {
                 "step": self.step,
                 "epoch": self.epoch,
                 "position": self.position,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "model": model_state,
+                "optimizer": optim_state,
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": rngs,
@@ -206,12 +219,13 @@ class Trainer:
 
     def export_weights(self) -> None:
         """`model.safetensors` and `ema_<sigma_rel>.safetensors` in the output folder (rank 0)."""
+        view = fsdp.StateView(fsdp.full_model_state(self.model)) if self.fsdp else self.model
         if not self.info.is_main:
             return
-        ckpt.atomic_save_safetensors(self.model.state_dict(), self.out_dir / "model.safetensors")
+        ckpt.atomic_save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
         if self.ema is not None:
             for i, s in enumerate(self.ema.sigma_rels):
-                ema_state = self.ema.averaged_state_dict(self.model, i)
+                ema_state = self.ema.averaged_state_dict(view, i)
                 ckpt.atomic_save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
 
     # --- steps -------------------------------------------------------------------------------------------------
@@ -238,7 +252,11 @@ class Trainer:
         for m in range(accum):
             batch = self._prepare(next(batches))
             sync = m == accum - 1 or not self.info.distributed
-            with nullcontext() if sync else self.ddp.no_sync():
+            if self.fsdp:
+                context = fsdp.no_sync(self.ddp, sync)
+            else:
+                context = nullcontext() if sync else self.ddp.no_sync()
+            with context:
                 with torch.autocast(
                     self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
                 ):
@@ -278,8 +296,8 @@ class Trainer:
     def sample_metrics(self) -> dict[str, float]:
         """Task sampling metrics on the first validation batch, with the first EMA profile's weights (rank 0)."""
         sample = getattr(self.task, "sample", None)
-        if sample is None or self.val_loader is None or not self.info.is_main:
-            return {}
+        if sample is None or self.val_loader is None or not self.info.is_main or self.fsdp:
+            return {}  # fsdp: sampling needs the whole model on one rank; use the exported weights instead
         model = self.model
         if self.ema is not None:
             model = copy.deepcopy(self.model)
@@ -323,7 +341,11 @@ class Trainer:
             self.position += 1
             if self.position == self.sampler.batches_per_epoch:
                 self.epoch, self.position = self.epoch + 1, 0
-            if self.ema is not None:
+            if self.fsdp and cfg.ema.enabled:  # the EMA (rank 0) follows the gathered full weights
+                full = fsdp.StateView(fsdp.full_model_state(self.model))
+                if self.ema is not None:
+                    self.ema.update(full)
+            elif self.ema is not None:
                 self.ema.update(self.model)
             loss_sum += loss
             loss_n += 1

@@ -1,0 +1,97 @@
+"""`avflow cache build|info`: precompute MMAudio latents and conditioning features into a feature cache."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text features per clip; torchrun-parallel)"
+
+SOURCES = ("vggsound", "audiocaps", "captions", "world")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help="extract features (resumes; run under torchrun for many processes)")
+    build.add_argument("out", help="cache folder")
+    build.add_argument("--source", choices=SOURCES, required=True, help="layout of the dataset")
+    build.add_argument("--table", help="caption table (CSV/TSV) for vggsound, audiocaps and captions")
+    build.add_argument("--media", help="folder of mp4/wav files, or the world dataset root for --source world")
+    build.add_argument("--split", default=None, help="VGGSound split column value / world split (default train)")
+    build.add_argument("--clip-weights", required=True, help="open_clip DFN5B-CLIP-ViT-H-14-384 weights")
+    build.add_argument("--synchformer-weights", required=True, help="synchformer_state_dict.pth")
+    build.add_argument("--vae-weights", required=True, help="MMAudio VAE v1-16.pth / v1-44.pth")
+    build.add_argument("--mode", choices=("16k", "44k"), default="16k", help="mel + VAE front end")
+    build.add_argument("--duration", type=float, default=8.0, help="seconds per clip (default 8)")
+    build.add_argument("--shard-size", type=int, default=256, help="clips per shard")
+    build.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    build.add_argument("--overwrite", action="store_true", help="rebuild a cache made with other weights")
+    info = sub.add_parser("info", help="print a cache's clip count, streams and weights checksum")
+    info.add_argument("out", help="cache folder")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _records(args: argparse.Namespace):
+    from avflow.data import datasets as ds
+    from avflow.errors import ConfigError
+
+    if args.media is None:
+        raise ConfigError("--media is required")
+    if args.source == "world":
+        return ds.read_world(args.media, args.split or "train")
+    if args.table is None:
+        raise ConfigError(f"--table is required for --source {args.source}")
+    if args.source == "vggsound":
+        return ds.read_vggsound(args.table, args.media, args.split)
+    if args.source == "audiocaps":
+        return ds.read_audiocaps(args.table, args.media)
+    return ds.read_captions(args.table, args.media)
+
+
+def run(args: argparse.Namespace) -> int:
+    from avflow.data.cache import FeatureCache
+
+    if args.action == "info":
+        cache = FeatureCache(args.out)
+        streams = sorted(cache.load(cache.ids[0])) if len(cache) else []
+        print(f"{cache.folder}: {len(cache)} clips, streams {', '.join(streams)}, weights {cache.checksum}")
+        return 0
+
+    import torch
+
+    from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE
+    from avflow.codecs.mel import MEL_CONFIGS, MelSpectrogram
+    from avflow.data.cache import MediaExtractor, build_cache, weights_checksum
+    from avflow.encoders.features import Encoders
+    from avflow.train import distributed as dist
+
+    records, report = _records(args)
+    info = dist.setup("cuda" if str(args.device).startswith("cuda") else "cpu")
+    try:
+        if info.is_main:
+            print(report.summary())
+        checksum = weights_checksum(args.clip_weights, args.synchformer_weights, args.vae_weights)
+        device = info.device
+        encoders = Encoders.from_pretrained(args.clip_weights, args.synchformer_weights, device=device)
+        vae = AudioVAE.from_file(args.vae_weights, AUDIO_VAE_CONFIGS[args.mode]).to(device)
+        mel = MelSpectrogram(MEL_CONFIGS[args.mode]).to(device)
+        with torch.inference_mode():
+            summary = build_cache(
+                args.out,
+                records,
+                MediaExtractor(encoders, vae, mel, args.duration, device),
+                checksum,
+                extractor_name=f"mmaudio-{args.mode}",
+                shard_size=args.shard_size,
+                rank=info.rank,
+                world_size=info.world_size,
+                overwrite=args.overwrite,
+            )
+        print(f"rank {info.rank}: {summary.line()}")
+    finally:
+        dist.cleanup()
+    return 0

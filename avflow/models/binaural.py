@@ -1,0 +1,189 @@
+"""A ViSAudio-style dual-branch binaural generator: streams `left` and `right` (each (B, N, C)) share one DiT trunk.
+
+Both branches' tokens enter one joint self-attention sequence (so each ear sees the other), with per-token adaLN
+conditioning from the flow time, optional text, and the spatio-temporal video features of `avflow.nn.spatiotemporal`.
+The branch identity is carried by the orientation of the spatial features (each ear sees the frame's columns from its
+own side; see `SpatioTemporalConditioner`), and the input/output heads are shared. A learned left/right embedding
+would break the symmetry, so there is none: mirroring the video exactly swaps the two outputs (up to float
+summation order), which `tests/test_binaural.py` checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avflow.errors import WeightsError
+from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner
+
+SIDES = ("left", "right")
+
+
+@dataclass
+class BinauralConfig:
+    latent_dim: int = 20
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    bins: int = 16  # horizontal bins of the spatial features
+    text_dim: int = 0  # 0: no text conditioning; else the size of a pooled text embedding (cond["text"])
+    max_tokens: int = 1024
+
+
+def sinusoidal(x: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
+    """(...,) -> (..., dim) sin/cos embedding."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = scale * x.float()[..., None] * freqs
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class Block(nn.Module):
+    """Pre-norm DiT block with per-token adaLN-zero modulation from c (B, L, dim)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B, L, dim) each
+        b, n, d = x.shape
+        q, k, v = self.qkv(modulate(self.norm1(x), shift1, scale1)).view(b, n, 3, self.heads, -1).unbind(2)
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, h, L, dh)
+        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, n, d))
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class BinauralFlow(nn.Module):
+    """velocity({"left", "right"} (B, N, C), t, cond) -> {"left", "right"} (B, N, C).
+
+    cond: timing (B, N, 5), spatial (B, N, 8, bins), video_on (B,) in {0, 1} (0 = no video, for CFG); with
+    text_dim > 0 also text (B, text_dim) and text_on (B,).
+    """
+
+    def __init__(self, cfg: BinauralConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.inp = nn.Linear(cfg.latent_dim, d)
+        self.video = SpatioTemporalConditioner(d, cfg.bins)
+        self.no_video = nn.Parameter(torch.zeros(d))
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.text = nn.Linear(cfg.text_dim, d) if cfg.text_dim > 0 else None
+        self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.out_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.out_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.out = nn.Linear(d, cfg.latent_dim)
+        nn.init.zeros_(self.out_ada[1].weight)
+        nn.init.zeros_(self.out_ada[1].bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.inp.weight.device
+
+    def empty_conditions(self, batch: int, n_tokens: int = 1) -> dict[str, Tensor]:
+        """No video (and no text): zero features with video_on = 0; broadcast over tokens inside `velocity`."""
+        dev = self.device
+        cond = {
+            "timing": torch.zeros(batch, n_tokens, TIMING_DIM, device=dev),
+            "spatial": torch.zeros(batch, n_tokens, 8, self.cfg.bins, device=dev),
+            "video_on": torch.zeros(batch, device=dev),
+        }
+        if self.text is not None:
+            cond |= {
+                "text": torch.zeros(batch, self.cfg.text_dim, device=dev),
+                "text_on": torch.zeros(batch, device=dev),
+            }
+        return cond
+
+    def _video(self, cond: dict, side: str, n: int, cross_modal: bool) -> Tensor:
+        b = cond["video_on"].shape[0]
+        null = self.no_video.expand(b, n, -1)
+        if not cross_modal:
+            return null
+        timing, spatial = cond["timing"], cond["spatial"]
+        if timing.shape[1] != n:
+            timing = timing.expand(-1, n, -1) if timing.shape[1] == 1 else _fit(timing, n)
+            spatial = spatial.expand(-1, n, -1, -1) if spatial.shape[1] == 1 else _fit(spatial, n)
+        on = cond["video_on"].to(null.dtype).view(b, 1, 1)
+        return on * self.video(timing, spatial, side) + (1 - on) * null
+
+    def velocity(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
+        hs, cs = [], []
+        for side in SIDES:
+            x = streams[side]  # (B, N, C)
+            b, n, _ = x.shape
+            pos = sinusoidal(torch.arange(n, device=x.device), self.cfg.dim, scale=1.0)  # (N, dim)
+            ts = t[side]
+            ts = ts[:, None].expand(b, n) if ts.ndim == 1 else ts  # (B, N)
+            c = self.time(sinusoidal(ts, self.cfg.dim))  # (B, N, dim)
+            if self.text is not None and "text" in cond:
+                c = c + (cond["text_on"].view(b, 1) * self.text(cond["text"]))[:, None]
+            hs.append(self.inp(x) + pos + self._video(cond, side, n, cross_modal))
+            cs.append(c)
+        n = streams["left"].shape[1]
+        h, c = torch.cat(hs, 1), torch.cat(cs, 1)  # (B, 2N, dim): both ears in one attention sequence
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.out_ada(c).chunk(2, dim=-1)
+        v = self.out(modulate(self.out_norm(h), shift, scale))
+        return {"left": v[:, :n], "right": v[:, n:]}
+
+    def forward(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
+        return self.velocity(streams, t, cond, cross_modal=cross_modal)
+
+
+def _fit(x: Tensor, n: int) -> Tensor:
+    """Pad (repeat the last token) or trim conditioning along dim 1 to n tokens."""
+    if x.shape[1] >= n:
+        return x[:, :n]
+    return torch.cat([x, x[:, -1:].expand(-1, n - x.shape[1], *x.shape[2:])], 1)
+
+
+def save_binaural(model: BinauralFlow, path: str | Path) -> None:
+    """Weights (fp16) and the config as safetensors metadata."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"config": json.dumps(asdict(model.cfg))})
+
+
+def load_binaural(path: str | Path) -> BinauralFlow:
+    """A model saved by `save_binaural` (fp32 on the CPU)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            cfg = BinauralConfig(**json.loads(f.metadata()["config"]))
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a binaural model checkpoint: {exc}") from None
+    model = BinauralFlow(cfg)
+    model.load_state_dict(state)
+    return model.eval()

@@ -153,7 +153,8 @@ def load_raw_state_dict(path: Path, subkey: str = "") -> dict[str, torch.Tensor]
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
     if subkey:
         if not isinstance(obj, dict) or subkey not in obj:
             raise WeightsError(f"{path}: expected the state dict under key {subkey!r}")
@@ -214,4 +215,5 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:
-        raise WeightsError(f"{path}: corrupt weight file ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsError(f"{path}: corrupt weight file ({type(exc).__name__}: {first})") from None

@@ -61,8 +61,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     raw = tmp_path / "raw" / "c.pth"
     raw.parent.mkdir(parents=True)
     raw.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="not a readable checkpoint"):
+    with pytest.raises(WeightsError, match="not a readable checkpoint") as err:
         hub.fetch(hub.Asset("c.pth"), tmp_path)
+    assert "\n" not in str(err.value)
     bad = tmp_path / "w.safetensors"
     bad.write_bytes(b"\x00" * 10)
     with pytest.raises(WeightsError, match="corrupt"):

@@ -20,6 +20,15 @@ COMMANDS: dict[str, str] = {
     "train": "avflow.commands.train",
     "world": "avflow.commands.world",
     "eval": "avflow.commands.eval",
+    "generate": "avflow.commands.generate",
+    "demo": "avflow.commands.demo",
+    "cache": "avflow.commands.cache",
+    "ui": "avflow.commands.ui",
+    "foley": "avflow.commands.foley",
+    "t2a": "avflow.commands.t2a",
+    "i2a": "avflow.commands.i2a",
+    "experiment": "avflow.commands.experiment",
+    "binaural": "avflow.commands.binaural",
 }
 
 

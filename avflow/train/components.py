@@ -6,8 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from avflow.models.binaural import BinauralConfig, BinauralFlow
+from avflow.models.joint import JointConfig, JointModel
+from avflow.pipelines.binaural import BinauralWorld, BinauralWorldConfig
 from avflow.train.datasets import SyntheticConfig, SyntheticStreams, TensorFile, TensorFileConfig
 from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
+from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+from avflow.train.mmaudio_recipe import (
+    MixtureConfig,
+    MMAudioMixture,
+    MMAudioModelConfig,
+    MMAudioRecipe,
+    MMAudioRecipeConfig,
+    build_model,
+)
 from avflow.train.toy import ToyFlowConfig, ToyFlowModel
 
 
@@ -19,15 +31,22 @@ class ComponentSpec:
 
 MODELS: dict[str, ComponentSpec] = {
     "toy_flow": ComponentSpec(ToyFlowConfig, ToyFlowModel),
+    "mmaudio": ComponentSpec(MMAudioModelConfig, build_model),
+    "joint": ComponentSpec(JointConfig, JointModel),
+    "binaural": ComponentSpec(BinauralConfig, BinauralFlow),
 }
 
 # A task has `loss(model, batch) -> scalar`, optional `prepare(batch, device) -> batch` (randomness, device
 # transfer; run outside autocast/compile) and optional `sample(model, batch) -> dict[str, float]` (metrics).
 TASKS: dict[str, ComponentSpec] = {
     "flow_matching": ComponentSpec(FlowMatchingConfig, FlowMatchingTask),
+    "joint_flow": ComponentSpec(JointFlowConfig, JointFlowTask),
+    "mmaudio_recipe": ComponentSpec(MMAudioRecipeConfig, MMAudioRecipe),
 }
 
 DATASETS: dict[str, ComponentSpec] = {
     "synthetic": ComponentSpec(SyntheticConfig, SyntheticStreams),
     "tensor_file": ComponentSpec(TensorFileConfig, TensorFile),
+    "mmaudio_mixture": ComponentSpec(MixtureConfig, MMAudioMixture),
+    "binaural_world": ComponentSpec(BinauralWorldConfig, BinauralWorld),
 }

@@ -1,0 +1,45 @@
+"""`avflow demo`: generate from the default prompt with the shipped model; write outputs/demo.mp4 + spectrogram."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HELP = "generate a demo clip (outputs/demo.mp4 with stereo sound, a spectrogram PNG) and print its metrics"
+
+METRIC_NOTES = {
+    "sync_ms": "audio onsets minus contacts seen in the frames (median, ms; target |x| < 62)",
+    "follows_object": "ILD vs the impacting object's side (correlation; target > 0.5)",
+    "phys_residual_px": "ballistic-fit residual of the tracked objects (px)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", default=None, help="default: the model's demo prompt")
+    parser.add_argument("--out-dir", default="outputs", help="where demo.mp4 and demo_spectrogram.png go")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from avflow.pipelines.generate import load_default_model
+
+    start = time.perf_counter()
+    pipe = load_default_model()
+    prompt = args.prompt or pipe.default_prompt
+    print(f"prompt: {prompt}")
+    clip = pipe.generate(prompt, seed=args.seed, steps=args.steps,
+                         progress=lambda i, n: print(f"\rsampling {i}/{n}", end="\n" if i == n else "",
+                                                     file=sys.stderr, flush=True))  # fmt: skip
+    out = Path(args.out_dir)
+    video = clip.save(out / "demo.mp4")
+    spectrogram = clip.save_spectrogram(out / "demo_spectrogram.png")
+    print(f"wrote {video} ({clip.duration:.2f} s, {clip.frames.shape[2]}x{clip.frames.shape[1]} at {clip.fps:g} fps, "
+          f"stereo {clip.sample_rate} Hz) and {spectrogram}")  # fmt: skip
+    print("metrics:")
+    for name, value in clip.metrics().items():
+        print(f"  {name:<18} {value:8.3f}  {METRIC_NOTES.get(name, '')}".rstrip())
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,32 @@
+"""Flow matching for the joint audio-video model with a per-sample task mixture (joint / a2v / v2a / continuation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from avflow.models.tasks import TaskMixture
+from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
+
+
+@dataclass
+class JointFlowConfig(FlowMatchingConfig):
+    ratios: dict[str, float] = field(default_factory=lambda: {"joint": 0.6, "a2v": 0.2, "v2a": 0.2})
+
+
+class JointFlowTask(FlowMatchingTask):
+    """`FlowMatchingTask` whose times are per latent frame: 1 on the clean-condition stream of each sample's task."""
+
+    def __init__(self, cfg: JointFlowConfig):
+        super().__init__(cfg)
+        self.mixture = TaskMixture(dict(cfg.ratios))
+
+    def prepare(self, batch: dict, device: torch.device) -> dict:
+        out = super().prepare(batch, device)
+        seed = int(batch["seed"][0]) if len(batch["seed"]) else 0
+        g = torch.Generator().manual_seed(seed ^ 0x5EED)
+        video, audio = out["streams"]["video"], out["streams"]["audio"]
+        times, _, _ = self.mixture.sample(out["t"]["video"].cpu(), video.shape[2], audio.shape[1], generator=g)
+        out["t"] = {s: v.to(device) for s, v in times.items()}  # (B, T) and (B, N)
+        return out

@@ -460,7 +460,9 @@ class FoleyPipeline:
                 if n > 0:
                     generator_net = OverlapInpainting(net, p_lat[:, offset : offset + n], x0, _ramp(n))
             with self._timed("sampling"):
-                latents = self._sample(generator_net, x0, clip_f, sync_f, text_f, negative_f, settings)  # normalized
+                latents = self.model.sample_normalized(
+                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, settings=settings, generator=generator_net
+                )
             self._note("latents", latents.shape[1] / self.latent_rate)
             with self._timed("decoding"):
                 wav = model.decode(net.unnormalize(latents), round(w.duration * sr))[0].float().cpu()  # (samples,)
@@ -489,26 +491,3 @@ class FoleyPipeline:
         if self.postprocess is not None:
             audio = self.postprocess(audio, sr)
         return audio
-
-    def _sample(self, generator_net, x0, clip_f, sync_f, text_f, negative_f, settings: SamplingSettings) -> Tensor:
-        """Normalized latents (1, N, C) for one window (FoleyModel's feature checks, any generator wrapper)."""
-        from avflow.models.mmaudio import sample_latents
-
-        net, model = self.model.network, self.model
-        text_len = net.config.text_seq_len
-        clip_f = model._features("CLIP", clip_f, net.empty_clip_feat, net.clip_seq_len, 1)
-        sync_f = model._features("sync", sync_f, net.empty_sync_feat, net.sync_seq_len, 1)
-        text_f = model._features("text", text_f, net.empty_string_feat, text_len, 1)
-        if negative_f is not None:
-            negative_f = model._features("negative text", negative_f, net.empty_string_feat, text_len, 1)
-        cond = net.preprocess_conditions(clip_f, sync_f, text_f)
-        latents, _ = sample_latents(
-            generator_net,
-            x0,
-            cond,
-            steps=settings.steps,
-            cfg_strength=settings.cfg_strength,
-            negative_text_f=negative_f,
-            solver=settings.solver,
-        )
-        return latents

@@ -107,6 +107,22 @@ class FoleyModel(nn.Module):
         settings: SamplingSettings | None = None,
     ) -> torch.Tensor:
         """Noise x0 (B, N, C) -> unnormalized latents (B, N, C) at the network's current sequence lengths."""
+        latents = self.sample_normalized(x0, clip_f, sync_f, text_f, negative_text_f=negative_text_f, settings=settings)
+        return self.network.unnormalize(latents)
+
+    @torch.no_grad()
+    def sample_normalized(
+        self,
+        x0: torch.Tensor,
+        clip_f: torch.Tensor | None = None,
+        sync_f: torch.Tensor | None = None,
+        text_f: torch.Tensor | None = None,
+        *,
+        negative_text_f: torch.Tensor | None = None,
+        settings: SamplingSettings | None = None,
+        generator=None,
+    ) -> torch.Tensor:
+        """Normalized latents (B, N, C); `generator` may wrap the network's `velocity` (e.g. for window overlaps)."""
         settings = settings or self.settings
         net, batch = self.network, x0.shape[0]
         text_len = net.config.text_seq_len
@@ -117,7 +133,7 @@ class FoleyModel(nn.Module):
             negative_text_f = self._features("negative text", negative_text_f, net.empty_string_feat, text_len, batch)
         cond = net.preprocess_conditions(clip_f, sync_f, text_f)
         latents, _ = sample_latents(
-            net,
+            generator if generator is not None else net,
             x0,
             cond,
             steps=settings.steps,
@@ -125,7 +141,7 @@ class FoleyModel(nn.Module):
             negative_text_f=negative_text_f,
             solver=settings.solver,
         )
-        return net.unnormalize(latents)
+        return latents
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_joint import TEXT_DIM, randomize
+from test_joint import inputs as joint_inputs
 
 from avflow.errors import ConfigError
 from avflow.models.audio_tower import AudioTowerConfig
@@ -16,7 +18,6 @@ from avflow.nn.fusion.windowed_aligners import WindowedAlignerFusion
 from avflow.nn.temporal_alignment import ALIGNMENTS, TemporalAlignment, av_rotary
 from avflow.nn.wan_blocks import WanRotary
 
-TEXT_DIM = 24
 FUSION_CASES = {
     "full_attention": ("full_attention", {"heads": 2, "layers": 2}),
     "windowed_aligners": ("windowed_aligners", {"heads": 2, "every": 1, "window": 1}),
@@ -46,19 +47,8 @@ def tiny_config(fusion: str, options: dict, alignment: str = "none") -> JointCon
     )
 
 
-def randomize(module: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
-    """Perturb every parameter (zero-initialised outputs included) so every path carries signal."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    return module
-
-
 def inputs(batch: int = 2, frames: int = 3, tokens: int = 24):
-    streams = {"video": torch.randn(batch, 16, frames, 4, 4), "audio": torch.randn(batch, tokens, 20)}
-    t = {"video": torch.rand(batch), "audio": torch.rand(batch)}
-    cond = {"text": torch.randn(batch, 5, TEXT_DIM), "text_mask": torch.tensor([[1, 1, 1, 0, 0]] * batch).bool()}
-    return streams, t, cond
+    return joint_inputs(batch, frames, tokens)
 
 
 def flows(model: JointModel, cross_modal: bool) -> list[bool]:

@@ -6,10 +6,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.models.binaural import BinauralConfig, BinauralFlow
 from avflow.models.joint import JointConfig, JointModel
 from avflow.pipelines.binaural import BinauralWorld, BinauralWorldConfig
-from avflow.train.datasets import SyntheticConfig, SyntheticStreams, TensorFile, TensorFileConfig
+from avflow.train.codec_tasks import (
+    AudioReconstructionConfig,
+    AudioReconstructionTask,
+    VideoReconstructionConfig,
+    VideoReconstructionTask,
+)
+from avflow.train.datasets import (
+    SyntheticConfig,
+    SyntheticStreams,
+    TensorFile,
+    TensorFileConfig,
+    WorldClips,
+    WorldClipsConfig,
+)
 from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 from avflow.train.joint_task import JointFlowConfig, JointFlowTask
 from avflow.train.mmaudio_recipe import (
@@ -34,6 +48,7 @@ MODELS: dict[str, ComponentSpec] = {
     "mmaudio": ComponentSpec(MMAudioModelConfig, build_model),
     "joint": ComponentSpec(JointConfig, JointModel),
     "binaural": ComponentSpec(BinauralConfig, BinauralFlow),
+    "world_video_codec": ComponentSpec(WorldVideoCodecConfig, WorldVideoCodec),
 }
 
 # A task has `loss(model, batch) -> scalar`, optional `prepare(batch, device) -> batch` (randomness, device
@@ -42,6 +57,8 @@ TASKS: dict[str, ComponentSpec] = {
     "flow_matching": ComponentSpec(FlowMatchingConfig, FlowMatchingTask),
     "joint_flow": ComponentSpec(JointFlowConfig, JointFlowTask),
     "mmaudio_recipe": ComponentSpec(MMAudioRecipeConfig, MMAudioRecipe),
+    "video_reconstruction": ComponentSpec(VideoReconstructionConfig, VideoReconstructionTask),
+    "audio_reconstruction": ComponentSpec(AudioReconstructionConfig, AudioReconstructionTask),
 }
 
 DATASETS: dict[str, ComponentSpec] = {
@@ -49,4 +66,5 @@ DATASETS: dict[str, ComponentSpec] = {
     "tensor_file": ComponentSpec(TensorFileConfig, TensorFile),
     "mmaudio_mixture": ComponentSpec(MixtureConfig, MMAudioMixture),
     "binaural_world": ComponentSpec(BinauralWorldConfig, BinauralWorld),
+    "world_clips": ComponentSpec(WorldClipsConfig, WorldClips),
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -102,3 +103,42 @@ def sample_seed(base: int, epoch: int, index: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % (1 << 64)
     return (x ^ (x >> 31)) >> 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldClipsConfig:
+    root: str = data_path(kind="dir")  # a world dataset folder (`avflow world make --out`)
+    split: str = "train"
+    streams: tuple[str, ...] = ("frames", "audio")  # frames: (T, H, W, 3) uint8; audio: (2, samples) float32
+    max_clips: int | None = None  # the first clips of the manifest only
+
+    def __post_init__(self):
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"split: must be train, val or test, got {self.split!r}")
+        if not self.streams or set(self.streams) - {"frames", "audio"}:
+            raise ConfigError(f"streams: choose from frames, audio, got {list(self.streams)}")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ConfigError(f"max_clips: must be >= 1, got {self.max_clips}")
+
+
+class WorldClips(Dataset):
+    """Raw frames and/or binaural audio of a world split, held in memory (codec training)."""
+
+    def __init__(self, cfg: WorldClipsConfig):
+        from avflow.world.dataset import load_clip, read_manifest
+
+        rows = read_manifest(cfg.root, cfg.split)[: cfg.max_clips]
+        if not rows:
+            raise ConfigError(f"root: {cfg.root}/{cfg.split} has no clips")
+        clips = [load_clip(f"{cfg.root}/{cfg.split}/{row['id']}") for row in rows]
+        self.streams = {}
+        if "frames" in cfg.streams:
+            self.streams["frames"] = torch.from_numpy(np.stack([c.frames for c in clips]))  # (N, T, H, W, 3)
+        if "audio" in cfg.streams:
+            self.streams["audio"] = torch.from_numpy(np.stack([c.audio for c in clips]))  # (N, 2, samples)
+
+    def __len__(self) -> int:
+        return next(iter(self.streams.values())).shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"streams": {s: x[i] for s, x in self.streams.items()}, "cond": {}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import signal
@@ -82,6 +83,24 @@ def _kill_point() -> tuple[int, str] | None:
         return None
     step, _, phase = value.partition(":")
     return int(step), phase or "end"
+
+
+class MetricsLog:
+    """`metrics.jsonl` in the output folder: one JSON line per logged step (loss, lr, validation, sampling).
+
+    On resume, lines of steps after the resumed step are dropped, so the file always describes one run.
+    """
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, **values) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 1), **values}) + "\n")
 
 
 class Trainer:
@@ -317,6 +336,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(cfg).encode()))
         writer = None
+        metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", self.step) if main else None
         if main and cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -358,6 +378,8 @@ class Trainer:
                 rate = window_steps * cfg.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
                 lr = self.scheduler.get_last_lr()[0]
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+                if metrics_log is not None:
+                    metrics_log.write(step=self.step, loss=last_loss, lr=lr, samples_per_s=rate)
                 if writer is not None:
                     writer.add_scalar("train/loss", last_loss, self.step)
                     writer.add_scalar("train/lr", lr, self.step)
@@ -367,10 +389,15 @@ class Trainer:
                 loss_n, window_start, window_steps = 0, time.perf_counter(), 0
             if cfg.log.val_every and (self.step % cfg.log.val_every == 0 or last):
                 val_loss = self.validate()
+                if metrics_log is not None and val_loss is not None:
+                    metrics_log.write(step=self.step, val_loss=val_loss)
                 if writer is not None and val_loss is not None:
                     writer.add_scalar("val/loss", val_loss, self.step)
             if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
-                for name, value in self.sample_metrics().items():
+                sampled = self.sample_metrics()
+                if metrics_log is not None and sampled:
+                    metrics_log.write(step=self.step, **{f"sample/{k}": v for k, v in sampled.items()})
+                for name, value in sampled.items():
                     if writer is not None:
                         writer.add_scalar(f"sample/{name}", value, self.step)
                 dist.barrier(info)

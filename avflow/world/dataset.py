@@ -216,3 +216,11 @@ def make_dataset(out: str | Path, n: int, seed: int = 0, workers: int = 1, previ
 def with_overrides(config: WorldConfig, **overrides) -> WorldConfig:
     """A copy of `config` with some fields changed (validated again)."""
     return replace(config, **overrides)
+
+
+def read_manifest(root: str | Path, split: str) -> list[dict]:
+    """The rows of `root/split/manifest.jsonl` (one dict per clip)."""
+    path = Path(root) / split / "manifest.jsonl"
+    if not path.is_file():
+        raise MediaError(f"{path}: no such manifest (make the dataset with `avflow world make`)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,164 @@
+"""Video autoencoder for world clips: `(B, 3, T, H, W)` in [-1, 1] <-> `(B, 16, T/4, H/8, W/8)` latents.
+
+Why this shape: world objects are 4-7 px discs and squares with hard edges, so the costly part is keeping edges
+exact at full resolution. Frames are therefore coded one by one with 2-D stages first (space-to-depth 2x, then two
+stride-2 stages: 8x in space), and only then are the 4 frames of a latent frame folded into channels and mixed
+(4x in time). The decoder mirrors it; a temporal 3-tap convolution on the latent grid gives it the neighbouring
+latent frames, so the frames on either side of a latent boundary see the same context (no seams).
+
+Temporal layout (as the conventions): plain T / 4, latent frame j covers pixel frames [4j, 4j + 4). Latents are
+deterministic; `latent_scale` (set by `fit_latent_scale`) makes them unit-variance for the flow models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avflow.errors import ConfigError
+
+TEMPORAL_DOWN = 4
+SPATIAL_DOWN = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldVideoCodecConfig:
+    """Widths of the 2-D stages at H/2, H/4, H/8 and of the latent."""
+
+    channels: tuple[int, int, int] = (32, 64, 128)
+    blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks per frame-wise 2-D stage
+    latent_blocks: int = 2  # blocks on the latent grid (after the 4-frame fold, before the unfold)
+    latent_channels: int = 16
+    latent_l2: float = 1e-4  # keeps latents bounded for the flow model
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != 3 or len(self.blocks) != 3 or min(self.channels) < 8:
+            raise ConfigError(f"video codec: need 3 stage widths >= 8 and 3 block counts, got {self}")
+
+
+class ResBlock2d(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(8, ch), ch)
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(self.norm(x)))))
+
+
+class LatentTemporalMix(nn.Module):
+    """3-tap temporal then 3x3 spatial convolution on the latent grid `(B, C, T', h, w)` (residual).
+
+    Replicate padding in time, so a clip's first and last latent frames see themselves as neighbours.
+    """
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(8, ch), ch)
+        self.temporal = nn.Conv3d(ch, ch, (3, 1, 1))
+        self.spatial = nn.Conv3d(ch, ch, (1, 3, 3), padding=(0, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.pad(F.silu(self.norm(x)), (0, 0, 0, 0, 1, 1), mode="replicate")
+        return x + self.spatial(F.silu(self.temporal(h)))
+
+
+def stage(ch: int, blocks: int) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock2d(ch) for _ in range(blocks)])
+
+
+class WorldVideoCodec(nn.Module):
+    """Frame-wise 2-D encoder -> 4-frame fold -> latent; latent -> temporal mix -> 4-frame unfold -> 2-D decoder."""
+
+    temporal_down = TEMPORAL_DOWN
+    spatial_down = SPATIAL_DOWN
+
+    def __init__(self, config: WorldVideoCodecConfig | None = None):
+        super().__init__()
+        self.config = c = config or WorldVideoCodecConfig()
+        c0, c1, c2 = c.channels
+        n0, n1, n2 = c.blocks
+        k = TEMPORAL_DOWN
+        self.enc_frames = nn.Sequential(
+            nn.Conv2d(12, c0, 3, padding=1), stage(c0, n0),
+            nn.Conv2d(c0, c1, 4, stride=2, padding=1), stage(c1, n1),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), stage(c2, n2),
+        )  # fmt: skip
+        self.enc_fold = nn.Sequential(
+            nn.Conv2d(k * c2, c2, 1), stage(c2, c.latent_blocks),
+            nn.GroupNorm(8, c2), nn.SiLU(), nn.Conv2d(c2, c.latent_channels, 1),
+        )  # fmt: skip
+        self.dec_in = nn.Conv3d(c.latent_channels, c2, (1, 3, 3), padding=(0, 1, 1))
+        self.dec_mix = nn.Sequential(*[LatentTemporalMix(c2) for _ in range(c.latent_blocks)])
+        self.dec_unfold = nn.Conv2d(c2, k * c2, 1)
+        self.dec_frames = nn.Sequential(
+            stage(c2, n2), nn.Conv2d(c2, 4 * c1, 1), nn.PixelShuffle(2),
+            stage(c1, n1), nn.Conv2d(c1, 4 * c0, 1), nn.PixelShuffle(2),
+            stage(c0, n0), nn.GroupNorm(8, c0), nn.SiLU(), nn.Conv2d(c0, 12, 3, padding=1),
+        )  # fmt: skip
+        self.register_buffer("latent_scale", torch.ones(()))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @staticmethod
+    def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
+        return frames // TEMPORAL_DOWN, height // SPATIAL_DOWN, width // SPATIAL_DOWN
+
+    @staticmethod
+    def check(video: Tensor) -> None:
+        if video.ndim != 5:
+            raise ConfigError(f"video must be (B, 3, T, H, W), got {tuple(video.shape)}")
+        _, c, t, h, w = video.shape
+        if c != 3 or t % TEMPORAL_DOWN or h % SPATIAL_DOWN or w % SPATIAL_DOWN:
+            raise ConfigError(f"video {tuple(video.shape)} needs 3 channels, T % 4 == 0 and H, W % 8 == 0")
+
+    def encode_unscaled(self, video: Tensor) -> Tensor:
+        """`(B, 3, T, H, W)` -> `(B, C, T/4, H/8, W/8)` before `latent_scale`."""
+        self.check(video)
+        b, _, t, h, w = video.shape
+        k = TEMPORAL_DOWN
+        frames = video.transpose(1, 2).reshape(b * t, 3, h, w)  # (B T, 3, H, W)
+        feats = self.enc_frames(F.pixel_unshuffle(frames, 2))  # (B T, c2, H/8, W/8)
+        c2, hh, ww = feats.shape[1:]
+        folded = feats.reshape(b * t // k, k * c2, hh, ww)  # (B T/4, 4 c2, h, w): frames 4j..4j+3 side by side
+        z = self.enc_fold(folded)  # (B T/4, C, h, w)
+        return z.reshape(b, t // k, -1, hh, ww).transpose(1, 2)  # (B, C, T/4, h, w)
+
+    def decode_unscaled(self, z: Tensor) -> Tensor:
+        """`(B, C, T', h, w)` -> `(B, 3, 4 T', 8 h, 8 w)`."""
+        b, _, tl, hh, ww = z.shape
+        k = TEMPORAL_DOWN
+        x = self.dec_mix(self.dec_in(z))  # (B, c2, T', h, w)
+        c2 = x.shape[1]
+        x = self.dec_unfold(x.transpose(1, 2).reshape(b * tl, c2, hh, ww))  # (B T', 4 c2, h, w)
+        x = self.dec_frames(x.reshape(b * tl * k, c2, hh, ww))  # (B T, 12, 4 h, 4 w)
+        frames = F.pixel_shuffle(x, 2)  # (B T, 3, H, W)
+        return frames.reshape(b, tl * k, 3, 8 * hh, 8 * ww).transpose(1, 2)  # (B, 3, T, H, W)
+
+    def encode(self, video: Tensor) -> Tensor:
+        """`(B, 3, T, H, W)` in [-1, 1] -> `(B, 16, T/4, H/8, W/8)` unit-scale latents."""
+        return self.encode_unscaled(video) / self.latent_scale
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Latents -> video in [-1, 1] (clamped)."""
+        return self.decode_unscaled(latents * self.latent_scale).clamp(-1.0, 1.0)
+
+    def loss(self, video: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """L1 + MSE reconstruction plus a small latent L2 penalty."""
+        z = self.encode_unscaled(video)
+        rec = self.decode_unscaled(z)
+        l1, mse = (rec - video).abs().mean(), (rec - video).square().mean()
+        total = l1 + mse + self.config.latent_l2 * z.square().mean()
+        return total, {"l1": l1.item(), "mse": mse.item()}
+
+    @torch.no_grad()
+    def fit_latent_scale(self, videos: Tensor) -> float:
+        """Set `latent_scale` to the std of the unscaled latents of `videos`."""
+        self.latent_scale.fill_(float(self.encode_unscaled(videos).std()) or 1.0)
+        return float(self.latent_scale)

@@ -1,0 +1,96 @@
+"""Training tasks for the world codecs: reconstruction of random windows of world clips.
+
+Each sample's window is drawn from its own seed (independent of batch split and process count). The codec defines
+its loss (`codec.loss(x) -> (total, parts)`); the task only cuts windows and reports validation metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from avflow.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoReconstructionConfig:
+    window: int = 12  # frames per training sample (a multiple of the codec's 4x temporal stride)
+
+    def __post_init__(self) -> None:
+        if self.window < 4 or self.window % 4:
+            raise ConfigError(f"window: must be a positive multiple of 4, got {self.window}")
+
+
+class VideoReconstructionTask:
+    """Windows of `window` frames starting on a latent-frame boundary; uint8 frames -> [-1, 1] video."""
+
+    def __init__(self, config: VideoReconstructionConfig):
+        self.config = config
+
+    def prepare(self, batch: dict, device: torch.device) -> dict:
+        frames = batch["streams"]["frames"]  # (B, T, H, W, 3) uint8
+        t, w = frames.shape[1], self.config.window
+        if t < w:
+            raise ConfigError(f"window: clips have {t} frames, fewer than the window of {w}")
+        starts = [4 * int(torch.randint(0, (t - w) // 4 + 1, (1,), generator=torch.Generator().manual_seed(s)))
+                  for s in batch["seed"].tolist()]  # fmt: skip
+        clips = torch.stack([frames[i, s : s + w] for i, s in enumerate(starts)])  # (B, w, H, W, 3)
+        video = clips.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)  # (B, 3, w, H, W)
+        return {"video": video.to(device), "full": frames.to(device)}
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return model.loss(batch["video"])[0]
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """PSNR (dB, [-1, 1] peak-to-peak 2) of whole validation clips through encode -> decode."""
+        video = batch["full"].permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)  # (B, 3, T, H, W)
+        t = video.shape[2] // 4 * 4
+        video = video[:, :, :t]
+        rec = model.decode(model.encode(video))
+        mse = (rec - video).square().mean(dim=(1, 2, 3, 4)).clamp_min(1e-12)  # (B,)
+        return {"psnr": float((10 * torch.log10(4.0 / mse)).mean())}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioReconstructionConfig:
+    window: float = 1.0  # seconds per training sample, rounded down to whole latent frames
+
+    def __post_init__(self) -> None:
+        if self.window <= 0:
+            raise ConfigError(f"window: must be > 0 seconds, got {self.window}")
+
+
+class AudioReconstructionTask:
+    """Windows of `window` seconds of binaural world audio `(B, 2, samples)`, aligned to latent frames."""
+
+    def __init__(self, config: AudioReconstructionConfig):
+        self.config = config
+
+    def prepare(self, batch: dict, device: torch.device) -> dict:
+        audio = batch["streams"]["audio"]  # (B, 2, N) float32
+        return {"audio": audio.to(device), "seed": batch["seed"]}
+
+    def _windows(self, model: nn.Module, audio: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        hop = model.samples_per_latent
+        w = int(self.config.window * model.sample_rate) // hop * hop
+        n = audio.shape[-1]
+        if n < w:
+            raise ConfigError(f"window: clips have {n} samples, fewer than the window of {w}")
+        starts = [hop * int(torch.randint(0, (n - w) // hop + 1, (1,), generator=torch.Generator().manual_seed(s)))
+                  for s in seeds]  # fmt: skip
+        return torch.stack([audio[i, :, s : s + w] for i, s in enumerate(starts)])  # (B, 2, w)
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return model.loss(self._windows(model, batch["audio"], batch["seed"].tolist()))[0]
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """Multi-resolution STFT log-magnitude distance of whole validation clips (per ear, mean)."""
+        audio = batch["audio"]
+        n = audio.shape[-1] // model.samples_per_latent * model.samples_per_latent
+        audio = audio[..., :n]
+        rec = model.decode(model.encode(audio), length=n)
+        return {"stft_distance": float(model.stft_distance(rec, audio))}

@@ -1,0 +1,90 @@
+"""The world codecs as one object: the video autoencoder and the binaural audio codec, loaded together.
+
+Every model trained on world latents (the joint model, the binaural model, the experiments) reads its codecs here
+and records `checksum` (sha256 of both weight files); loading such a model with other codecs is a one-line
+`WeightsError`. Files in a codec folder: `video.safetensors`, `audio.safetensors` (fp16 or fp32) and
+`codecs.json` (`{"video": {config}, "audio": {config}, ...}`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
+from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
+from avflow.errors import WeightsError
+
+CODEC_FILES = ("video.safetensors", "audio.safetensors", "codecs.json")
+
+
+def default_codec_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "codecs"
+
+
+def codecs_checksum(folder: str | Path) -> str:
+    """sha256 (hex) over the bytes of `video.safetensors` then `audio.safetensors`."""
+    h = hashlib.sha256()
+    for name in CODEC_FILES[:2]:
+        h.update((Path(folder) / name).read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WorldCodecs:
+    video: WorldVideoCodec
+    audio: WorldAudioCodec
+    checksum: str
+    folder: Path
+
+    def check_trained_with(self, checksum: str | None, what: str) -> None:
+        """One-line error when `what` was trained with other codecs than these."""
+        if checksum != self.checksum:
+            raise WeightsError(
+                f"{what} was trained with world codecs {str(checksum)[:12]}..., but the codecs in {self.folder} are "
+                f"{self.checksum[:12]}...; use the codec folder it was trained with"
+            )
+
+
+def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
+    """The codecs in `folder` (default: the shipped ones) on the CPU, in eval mode, fp32, no gradients."""
+    from safetensors.torch import load_file
+
+    from avflow.config import from_dict
+
+    folder = Path(folder) if folder is not None else default_codec_dir()
+    missing = [f for f in CODEC_FILES if not (folder / f).is_file()]
+    if missing:
+        raise WeightsError(f"{folder}: world codec files missing: {', '.join(missing)}")
+    try:
+        meta = json.loads((folder / "codecs.json").read_text())
+        video = WorldVideoCodec(from_dict(WorldVideoCodecConfig, meta["video"]))
+        audio = WorldAudioCodec(from_dict(WorldAudioCodecConfig, meta["audio"]))
+        for module, name in ((video, "video"), (audio, "audio")):
+            state = {k: v.float() for k, v in load_file(str(folder / f"{name}.safetensors")).items()}
+            module.load_state_dict(state)
+            module.eval().requires_grad_(False)
+    except (KeyError, ValueError, RuntimeError, OSError) as exc:
+        raise WeightsError(f"{folder}: cannot load the world codecs: {str(exc).splitlines()[0]}") from None
+    return WorldCodecs(video, audio, codecs_checksum(folder), folder)
+
+
+def save_codec(module: torch.nn.Module, folder: str | Path, name: str, half: bool = True) -> None:
+    """Write one codec's weights (`{name}.safetensors`, fp16 by default) and its config into `codecs.json`."""
+    from safetensors.torch import save_file
+
+    from avflow.config import to_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in module.state_dict().items()}
+    state = {k: v.contiguous() for k, v in state.items()}
+    save_file(state, str(folder / f"{name}.safetensors"))
+    meta_path = folder / "codecs.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta[name] = to_dict(module.config)
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")

@@ -86,13 +86,14 @@ def install_tiny_foley(monkeypatch, home: Path, source: Path, files: dict[str, t
     """$AVFLOW_HOME = `home` holding the raw files (with MD5s) and the tiny model registered under TINY_FOLEY_MODEL."""
     from avflow import hub
     from avflow.pipelines import foley
+    from avflow.weights import md5_file
 
     (home / "raw").mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("AVFLOW_HOME", str(home))
     monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
     for stem, (name, subkey) in files.items():
         (home / "raw" / name).write_bytes((source / name).read_bytes())
-        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=hub.md5sum(source / name), subkey=subkey))
+        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=md5_file(source / name), subkey=subkey))
     monkeypatch.setitem(hub.MODELS, TINY_FOLEY_MODEL, list(files))
     monkeypatch.setitem(foley.VARIANTS, TINY_FOLEY_MODEL, spec)
     return home

@@ -24,6 +24,7 @@ from avflow.encoders.synchformer import Synchformer, SynchformerConfig
 from avflow.models.mmaudio import MMAudio, MMAudioConfig
 from avflow.pipelines import foley
 from avflow.pipelines.foley_model import SamplingSettings
+from avflow.weights import md5_file
 
 MODEL = "tiny_test"
 WINDOW, OVERLAP = 1.0, 0.25
@@ -99,7 +100,7 @@ def cache(raw_files, tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
     for stem, (name, subkey) in files.items():
         (home / "raw" / name).write_bytes((source / name).read_bytes())
-        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=hub.md5sum(source / name), subkey=subkey))
+        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=md5_file(source / name), subkey=subkey))
     monkeypatch.setitem(hub.MODELS, MODEL, list(files))
     monkeypatch.setitem(foley.VARIANTS, MODEL, spec)
     return home

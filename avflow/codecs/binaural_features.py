@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from avflow.codecs.mel import MEL_16K, MelSpectrogram
 from avflow.errors import WeightsError
+from avflow.weights import load_strict, read_state_dict
 
 LATENT_DIM = 20
 FRAMES_PER_TOKEN = 2
@@ -101,14 +102,11 @@ class BinauralFeatures(nn.Module):
 
 def load_features(path: str | Path) -> BinauralFeatures:
     """A fitted basis from safetensors (keys mean, basis, scale)."""
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: cannot read the binaural feature basis: {exc}") from None
+    state = read_state_dict(path)
+    if "basis" not in state:
+        raise WeightsError(f"{path}: not a binaural feature basis (no 'basis' tensor)")
     codec = BinauralFeatures(state["basis"].shape[0])
-    codec.load_state_dict(state, strict=False)
+    load_strict(codec, state, str(path))
     return codec.eval()
 
 

@@ -187,14 +187,14 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
 def run_arm(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,
             data: Path, work: Path, manifest: dict, device: str = "cpu", threads: int | None = 1) -> dict:  # fmt: skip
     """Train (shared per train key), generate the eval set, score it; returns the metrics."""
-    from safetensors.torch import load_file
+    from avflow.weights import load_strict, read_state_dict
 
     run_dir = work / f"train_{train_key(model_cfg, arm.streams)}" / f"seed_{seed}"
     weights = train_arm(model_cfg, arm.streams, size, steps, seed, data, run_dir, device, threads)
     model = build_model(model_cfg)
-    model.load_state_dict(load_file(str(weights)))
+    load_strict(model, read_state_dict(weights), str(weights))
     model.eval()
-    ev = load_file(str(data / "eval.safetensors"))
+    ev = read_state_dict(data / "eval.safetensors")
     cond = {"text": ev["cond.text"], "text_mask": ev["cond.text_mask"]}
     shapes = {"video": tuple(ev["video"].shape), "audio": tuple(ev["audio"].shape)}
     steps_s = sampling_steps(arm.guidance, size.nfe)

@@ -111,7 +111,7 @@ def prepare_data(size: SizeConfig, folder: Path, data_seed: int = 0) -> dict:
     Writes `train_video.safetensors`, `train_video_audio.safetensors` (for `tensor_file`), `eval.safetensors`
     (eval conditions) and `eval/` world clips (the references); returns the manifest (also `manifest.json`).
     """
-    from avflow.train.checkpoint import atomic_save_safetensors, atomic_write
+    from avflow.weights import atomic_write, save_safetensors
     from avflow.world.dataset import make_clip, write_clip
 
     folder = Path(folder)
@@ -137,12 +137,12 @@ def prepare_data(size: SizeConfig, folder: Path, data_seed: int = 0) -> dict:
         video, audio = torch.stack(rows["video"]), torch.stack(rows["audio"])
         cond = {"cond.text": text, "cond.text_mask": mask}
         if split == "train":
-            atomic_save_safetensors({"streams.video": video, **cond}, folder / "train_video.safetensors")
-            atomic_save_safetensors(
+            save_safetensors({"streams.video": video, **cond}, folder / "train_video.safetensors")
+            save_safetensors(
                 {"streams.video": video, "streams.audio": audio, **cond}, folder / "train_video_audio.safetensors"
             )
         else:
-            atomic_save_safetensors({"video": video, "audio": audio, **cond}, folder / "eval.safetensors")
+            save_safetensors({"video": video, "audio": audio, **cond}, folder / "eval.safetensors")
     manifest["sample_rate"] = cfg.sample_rate
     atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return manifest

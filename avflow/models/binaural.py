@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from avflow.errors import WeightsError
 from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner
+from avflow.weights import load_strict, read_safetensors, save_safetensors
 
 SIDES = ("left", "right")
 
@@ -166,24 +167,19 @@ def save_binaural(model: BinauralFlow, path: str | Path) -> None:
     import json
     from dataclasses import asdict
 
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(asdict(model.cfg))})
+    state = {k: v.detach().half() for k, v in model.state_dict().items()}
+    save_safetensors(state, path, metadata={"config": json.dumps(asdict(model.cfg))})
 
 
 def load_binaural(path: str | Path) -> BinauralFlow:
     """A model saved by `save_binaural` (fp32 on the CPU)."""
     import json
 
-    from safetensors import safe_open
-
+    tensors, metadata = read_safetensors(path)
     try:
-        with safe_open(str(path), "pt") as f:
-            cfg = BinauralConfig(**json.loads(f.metadata()["config"]))
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-    except (OSError, KeyError, TypeError, ValueError) as exc:
+        cfg = BinauralConfig(**json.loads(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: not a binaural model checkpoint: {exc}") from None
     model = BinauralFlow(cfg)
-    model.load_state_dict(state)
+    load_strict(model, {k: v.float() for k, v in tensors.items()}, str(path))
     return model.eval()

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from avflow.errors import ConfigError, WeightsError
+from avflow.errors import ConfigError
 from avflow.nn.mmaudio_blocks import (
     MLP,
     ChannelLastConv1d,
@@ -28,6 +28,7 @@ from avflow.nn.mmaudio_blocks import (
     TimestepEmbedder,
 )
 from avflow.nn.rope import RopeTable, aligned_freq_scaling, rope_table
+from avflow.weights import load_strict, read_state_dict
 
 Cond = dict[str, torch.Tensor]
 
@@ -361,52 +362,19 @@ def build_mmaudio(name_or_config: str | MMAudioConfig, device: torch.device | st
         return MMAudio(config)
 
 
-def _read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(source)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
-        raise WeightsError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return state
-
-
 def load_official_state_dict(
     model: MMAudio, source: str | Path | dict[str, torch.Tensor], *, name: str | None = None
 ) -> MMAudio:
     """Load an official MMAudio checkpoint (.pth, .safetensors or a state dict) strictly.
 
     The stale buffers listed in STALE_CHECKPOINT_KEYS are dropped; any other missing, extra or mis-shaped key
-    raises WeightsError naming it.
+    raises WeightsError naming it (`avflow.weights.load_strict`).
     """
     where = name or (str(source) if isinstance(source, (str, Path)) else "state dict")
-    state = _read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
+    state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     for k in STALE_CHECKPOINT_KEYS:
         state.pop(k, None)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-        if extra:
-            parts.append(f"unexpected keys {extra[:5]}" + (f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""))
-        raise WeightsError(f"{where}: does not match {type(model).__name__}: {'; '.join(parts)}")
-    for k, v in expected.items():
-        if not isinstance(state[k], torch.Tensor):
-            raise WeightsError(f"{where}: key {k} is not a tensor")
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise WeightsError(f"{where}: key {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
-    on_meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict(state, strict=True, assign=on_meta)
+    load_strict(model, state, where, assign=any(p.is_meta for p in model.parameters()))
     model.clear_caches()
     return model
 

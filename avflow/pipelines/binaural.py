@@ -19,6 +19,7 @@ from avflow.errors import ConfigError, WeightsError
 from avflow.flow import cfg as cfg_branch
 from avflow.flow import sample
 from avflow.nn.spatiotemporal import video_features
+from avflow.weights import load_strict, read_state_dict, save_safetensors
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "binaural"
 FEATURES_FILE = ASSET_DIR / "features.safetensors"
@@ -76,15 +77,13 @@ class BinauralWorld(Dataset):
 
 def fit_feature_basis(root: str | Path, out: str | Path, limit: int = 0) -> BinauralFeatures:
     """Fits the PCA basis on both ears of the world's train split and writes it as safetensors."""
-    from safetensors.torch import save_file
-
     from avflow.world.dataset import load_clip
 
     wavs = [torch.from_numpy(load_clip(s).audio) for s in clip_ids(root, "train", limit)]
     n = min(w.shape[1] for w in wavs)
     codec = BinauralFeatures()
     codec.fit(torch.cat([w[:, :n] for w in wavs]))
-    save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(out))
+    save_safetensors(codec.state_dict(), out)
     return codec
 
 
@@ -117,13 +116,12 @@ class BinauralPipeline:
 
 def export_trainer_weights(run_dir: str | Path, out: str | Path = MODEL_FILE, weights: str = "ema_0.05") -> Path:
     """A trainer run's `{weights}.safetensors` + config.yaml -> a `save_binaural` file (fp16, config in metadata)."""
-    from safetensors.torch import load_file
-
     from avflow.config import read_yaml
     from avflow.models.binaural import BinauralConfig, BinauralFlow, save_binaural
 
     run_dir = Path(run_dir)
     model = BinauralFlow(BinauralConfig(**read_yaml(run_dir / "config.yaml")["model"]["args"]))
-    model.load_state_dict(load_file(str(run_dir / f"{weights}.safetensors")))
+    file = run_dir / f"{weights}.safetensors"
+    load_strict(model, read_state_dict(file), str(file))
     save_binaural(model, out)
     return Path(out)

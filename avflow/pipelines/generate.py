@@ -260,13 +260,12 @@ def _half_to_float(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_default_model(path: str | Path | None = None) -> JointPipeline:
     """The shipped default model (or one exported the same way to `path`) on the CPU, in eval mode."""
-    from safetensors.torch import load_file
-
     from avflow.codecs.world_audio_vae import WorldAudioVAE, WorldAudioVAEConfig
     from avflow.codecs.world_video_ae import WorldVideoAE, WorldVideoAEConfig
     from avflow.config import from_dict
     from avflow.encoders.text import load_text_encoder
     from avflow.models.joint import JointConfig, JointModel
+    from avflow.weights import load_strict, read_state_dict
 
     folder = Path(path) if path is not None else default_model_dir()
     missing = [f for f in WEIGHT_FILES if not (folder / f).is_file()]
@@ -282,9 +281,10 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
         if config.get("audio_vae_without_output_norms", False):
             audio_vae = without_output_norms(audio_vae)
         for module, name in ((model, "joint"), (video_ae, "video_ae"), (audio_vae, "audio_vae")):
-            module.load_state_dict(_half_to_float(load_file(str(folder / f"{name}.safetensors"))))
+            file = folder / f"{name}.safetensors"
+            load_strict(module, _half_to_float(read_state_dict(file)), str(file))
             module.eval().requires_grad_(False)
-    except (KeyError, ValueError, RuntimeError, OSError) as exc:
+    except (KeyError, ValueError, RuntimeError, OSError, WeightsError) as exc:
         raise WeightsError(f"{folder}: cannot load the default model: {str(exc).splitlines()[0]}") from None
     text_encoder = load_text_encoder(config.get("text_encoder", "minilm"), max_len=model.config.text_len)
     return JointPipeline(model, video_ae, audio_vae, text_encoder, config)

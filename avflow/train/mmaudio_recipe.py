@@ -53,14 +53,14 @@ def build_model(cfg: MMAudioModelConfig) -> MMAudio:
 def export_official(model: MMAudio, path: str | Path) -> tuple[Path, Path]:
     """Write `path.pth` (torch.save of the official keys) and `path.safetensors`; both load strictly with
     `load_official_state_dict` and with the official code's `load_weights`."""
-    from avflow.train.checkpoint import atomic_save_safetensors, atomic_write
+    from avflow.weights import atomic_write, save_safetensors
 
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (".pth", ".safetensors") else path
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     pth, st = base.with_suffix(".pth"), base.with_suffix(".safetensors")
     atomic_write(pth, lambda f: torch.save(state, f))
-    atomic_save_safetensors(state, st)
+    save_safetensors(state, st)
     return pth, st
 
 

@@ -29,6 +29,7 @@ from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
 from avflow.train.optim import build_optimizer, build_scheduler
 from avflow.train.sampler import ResumableBatchSampler
+from avflow.weights import atomic_write, save_safetensors
 
 # Test hook: "N" kills this process with SIGKILL after step N (after its checkpoint), "N:mid" during step N.
 KILL_ENV = "AVFLOW_TRAIN_KILL_AT"
@@ -241,11 +242,11 @@ class Trainer:
         view = fsdp.StateView(fsdp.full_model_state(self.model)) if self.fsdp else self.model
         if not self.info.is_main:
             return
-        ckpt.atomic_save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
+        save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
         if self.ema is not None:
             for i, s in enumerate(self.ema.sigma_rels):
                 ema_state = self.ema.averaged_state_dict(view, i)
-                ckpt.atomic_save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
+                save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
 
     # --- steps -------------------------------------------------------------------------------------------------
 
@@ -334,7 +335,7 @@ class Trainer:
         main = info.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(cfg).encode()))
+            atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(cfg).encode()))
         writer = None
         metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", self.step) if main else None
         if main and cfg.log.tensorboard:

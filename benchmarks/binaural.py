@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
 from avflow.eval.report import EvalClip, clip_metrics  # noqa: E402
-from avflow.pipelines.binaural import MODEL_FILE, BinauralPipeline, clip_ids  # noqa: E402
+from avflow.models.binaural import MODEL_FILE  # noqa: E402
+from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
 from avflow.pipelines.spatialise import amplitude_pan, spatialise  # noqa: E402
+from avflow.train.binaural_world import clip_ids  # noqa: E402
 from avflow.world.dataset import load_clip  # noqa: E402
 
 METRICS = {

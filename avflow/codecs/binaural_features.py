@@ -25,6 +25,7 @@ from avflow.weights import load_strict, read_state_dict
 LATENT_DIM = 20
 FRAMES_PER_TOKEN = 2
 SAMPLES_PER_TOKEN = MEL_16K.hop_length * FRAMES_PER_TOKEN  # 512 -> 31.25 tokens/s at 16 kHz
+FEATURES_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "features.safetensors"  # shipped
 
 
 def num_tokens(n_samples: int) -> int:
@@ -187,11 +188,11 @@ def itd_from_ild(ild_db: Tensor, sample_rate: int = 16000) -> Tensor:
 
 def apply_itd(audio: Tensor, itd: Tensor, sample_rate: int) -> Tensor:
     """(2, N) and per-token ITD (tokens,) s -> (2, N) with the lagging ear delayed (per-sample interpolation)."""
-    from avflow.world.binaural import _delay, block_to_samples
+    from avflow.world.binaural import block_to_samples, fractional_delay
 
     n = audio.shape[-1]
     d = block_to_samples(itd.double().numpy() * sample_rate, n, SAMPLES_PER_TOKEN)  # samples, > 0: delay right
     x = audio.double().numpy()
-    left = _delay(x[0], np.maximum(-d, 0.0)) if np.any(d < -1e-6) else x[0]
-    right = _delay(x[1], np.maximum(d, 0.0)) if np.any(d > 1e-6) else x[1]
+    left = fractional_delay(x[0], np.maximum(-d, 0.0)) if np.any(d < -1e-6) else x[0]
+    right = fractional_delay(x[1], np.maximum(d, 0.0)) if np.any(d > 1e-6) else x[1]
     return torch.from_numpy(np.stack([left, right])).to(audio.dtype)

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avflow.errors import WeightsError
-from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner
+from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner, video_features
 from avflow.weights import load_strict, read_safetensors, save_safetensors
 
 SIDES = ("left", "right")
+MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "model.safetensors"  # shipped weights
 
 
 @dataclass
@@ -153,6 +154,12 @@ class BinauralFlow(nn.Module):
 
     def forward(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
         return self.velocity(streams, t, cond, cross_modal=cross_modal)
+
+
+def video_conditions(frames, fps: float, n_tokens: int, token_rate: float, bins: int = 16) -> dict[str, Tensor]:
+    """Unbatched conditions for `n_tokens` latent tokens at `token_rate` per second: the spatio-temporal features of
+    the video frames (T, H, W, 3) uint8 and `video_on` = 1."""
+    return {**video_features(frames, fps, n_tokens, token_rate=token_rate, bins=bins), "video_on": torch.tensor(1.0)}
 
 
 def _fit(x: Tensor, n: int) -> Tensor:

@@ -9,7 +9,7 @@ from typing import Any
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.models.binaural import BinauralConfig, BinauralFlow
 from avflow.models.joint import JointConfig, JointModel
-from avflow.pipelines.binaural import BinauralWorld, BinauralWorldConfig
+from avflow.train.binaural_world import BinauralWorld, BinauralWorldConfig
 from avflow.train.codec_tasks import (
     AudioReconstructionConfig,
     AudioReconstructionTask,

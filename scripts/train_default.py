@@ -234,8 +234,7 @@ def export(work: Path, run: Path, ema: str, info: dict) -> None:
         "height": SIZE,
         "width": SIZE,
         "sample_rate": SAMPLE_RATE,
-        "steps": 25,
-        "cfg": 3.0,
+        "sampling": {"steps": 25, "cfg_strength": 3.0},
         "default_prompt": "a red rubber ball bounces three times on the left, hits the wall and rolls along the floor",
         "training": {
             **info,

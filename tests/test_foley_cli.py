@@ -21,9 +21,8 @@ from avflow.codecs.bigvgan import BigVGANConfig
 from avflow.data.media import write_video
 from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from avflow.encoders.synchformer import Synchformer, SynchformerConfig
-from avflow.models.mmaudio import MMAudio, MMAudioConfig
+from avflow.models.mmaudio import SAMPLING, MMAudio, MMAudioConfig
 from avflow.pipelines import foley
-from avflow.pipelines.foley_model import SamplingSettings
 from avflow.weights import md5_file
 
 MODEL = "tiny_test"
@@ -180,7 +179,7 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
 
 def test_windows_are_seamless_and_bounded(cache, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25.0, 3.0)
-    pipe = foley.FoleyPipeline.from_cache(MODEL, settings=SamplingSettings(steps=2), window_s=WINDOW)
+    pipe = foley.FoleyPipeline.from_cache(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
     pipe.model.vocoder = SmoothVocoder()
     seam, inside, trace = _seam_jumps(pipe, video, OVERLAP)
     assert seam <= inside
@@ -255,6 +254,8 @@ def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys):
     good = make_video(tmp_path / "good.mp4", 25.0, 0.8)
     assert main(["foley", str(good), *CLI_FAST, "--model", "nonexistent"]) == 2
     assert "unknown model" in _error(capsys)
+    assert main(["foley", str(good), *CLI_FAST, "--cfg", "0"]) == 2  # before any weights are read
+    assert "cfg_strength must be a finite number > 0" in _error(capsys)
     # A corrupt converted file, then a corrupt official file: rejected before any video work.
     converted = cache / "weights" / "tiny_net.safetensors"
     converted.write_bytes(converted.read_bytes()[:3000])

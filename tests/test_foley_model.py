@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from avflow.codecs.audio_vae import AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
 from avflow.errors import ConfigError
-from avflow.models.mmaudio import MMAudio, MMAudioConfig, load_official_state_dict
-from avflow.pipelines.foley_model import FoleyModel, SamplingSettings
+from avflow.flow.sampling import SamplingConfig
+from avflow.models.mmaudio import SAMPLING, MMAudio, MMAudioConfig, load_official_state_dict
+from avflow.pipelines.foley_model import FoleyModel
 
 
 def _constructor(path) -> dict:
@@ -28,7 +29,7 @@ def foley_16k(fixtures) -> FoleyModel:
     vae.load_weights(load_file(mm / "vae_tiny_16k.weights.safetensors"))
     vocoder = BigVGAN(BigVGANConfig.from_dict(_constructor(bv / "bigvgan_v1_tiny.json")))
     vocoder.load_weights(load_file(bv / "bigvgan_v1_tiny.weights.safetensors"))
-    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SamplingSettings(steps=4))
+    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SAMPLING.override(steps=4))
 
 
 def test_sampling_matches_reference_latents(fixtures, foley_16k):
@@ -37,11 +38,11 @@ def test_sampling_matches_reference_latents(fixtures, foley_16k):
     io = load_file(fixtures / "mmaudio" / "network_tiny_v1.io.safetensors")
     net = foley_16k.network
     net.update_seq_lengths(io["x0"].shape[1], io["clip_f"].shape[1], io["sync_f"].shape[1])
-    settings = SamplingSettings(steps=spec["euler_steps"], cfg_strength=spec["cfg_strength"])
-    latents = foley_16k.sample(io["x0"], io["clip_f"], io["sync_f"], io["text_f"], settings=settings)
+    sampling = SamplingConfig(steps=spec["euler_steps"], cfg_strength=spec["cfg_strength"])
+    latents = foley_16k.sample(io["x0"], io["clip_f"], io["sync_f"], io["text_f"], sampling=sampling)
     torch.testing.assert_close(latents, io["sample_unnormalized"], atol=1e-4, rtol=1e-4)
     negative = foley_16k.sample(
-        io["x0"], io["clip_f"], io["sync_f"], io["text_f"], negative_text_f=io["negative_text_f"], settings=settings
+        io["x0"], io["clip_f"], io["sync_f"], io["text_f"], negative_text_f=io["negative_text_f"], sampling=sampling
     )
     torch.testing.assert_close(negative, io["sample_unnormalized_negative"], atol=1e-4, rtol=1e-4)
     wav = foley_16k.decode(latents)
@@ -109,7 +110,7 @@ def test_44k_components_give_exact_length(fixtures):
     vae.load_weights(load_file(mm / "vae_tiny_44k.weights.safetensors"))
     config = BigVGANConfig.from_dict({**_constructor(bv / "bigvgan_v2_tiny.json"), "sampling_rate": 44100})
     vocoder = BigVGAN(config).load_weights(load_file(bv / "bigvgan_v2_tiny.weights.safetensors"))
-    foley = FoleyModel(network, vae.eval(), vocoder.eval(), SamplingSettings(steps=2))
+    foley = FoleyModel(network, vae.eval(), vocoder.eval(), SAMPLING.override(steps=2))
     wav = foley.generate(0.7, seed=0)
     assert foley.sample_rate == 44100 and wav.shape == (1, 30870)
     assert torch.equal(wav, foley.generate(0.7, seed=0))

@@ -9,16 +9,18 @@ import torch
 from safetensors.torch import load_file
 
 from avflow.errors import ConfigError, WeightsError
+from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio import (
     CONFIGS,
+    SAMPLING,
     STALE_CHECKPOINT_KEYS,
     MMAudio,
     MMAudioConfig,
     build_mmaudio,
     load_official_state_dict,
-    sample_latents,
     sequence_lengths,
 )
+from avflow.pipelines.foley_model import sample_latents
 
 VARIANTS = ["small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2"]
 
@@ -58,7 +60,8 @@ def test_tiny_parity(fixtures, version):
         cond = model.preprocess_conditions(io["clip_f"], io["sync_f"], io["text_f"])
         steps, w = meta["euler_steps"], meta["cfg_strength"]
         for suffix, negative in [("", None), ("_negative", io["negative_text_f"])]:
-            x, nfe = sample_latents(model, io["x0"], cond, steps=steps, cfg_strength=w, negative_text_f=negative)
+            sampling = SamplingConfig(steps=steps, cfg_strength=w)
+            x, nfe = sample_latents(model, io["x0"], cond, sampling, negative_text_f=negative)
             assert nfe == 2 * steps
             close(x, io["sample" + suffix])
             close(model.unnormalize(x), io["sample_unnormalized" + suffix])
@@ -67,8 +70,9 @@ def test_tiny_parity(fixtures, version):
 def test_batched_guidance_matches_separate_forwards(fixtures):
     model, io, _ = tiny(fixtures, "v1")
     cond = model.preprocess_conditions(io["clip_f"], io["sync_f"], io["text_f"])
-    fast, _ = sample_latents(model, io["x0"], cond, steps=3, batched=True)
-    plain, _ = sample_latents(model, io["x0"], cond, steps=3, batched=False)
+    sampling = SAMPLING.override(steps=3)
+    fast, _ = sample_latents(model, io["x0"], cond, sampling, batched=True)
+    plain, _ = sample_latents(model, io["x0"], cond, sampling, batched=False)
     close(fast, plain)
 
 

@@ -66,20 +66,22 @@ def generate_cases(work: Path) -> dict:
     from avflow.pipelines.generate import load_default_model
 
     pipe = load_default_model()
+    two = pipe.sampling.override(steps=2)
     out = {}
-    clip = pipe.generate("a red rubber ball bounces on the left", seed=3, steps=2, duration=1.0)
+    clip = pipe.generate("a red rubber ball bounces on the left", seed=3, sampling=two, duration=1.0)
     out["generate_t2av"] = {"frames": digest(clip.frames), "audio": digest(clip.audio)}
-    clip = pipe.generate("a blue ball rolls to the right", seed=1, steps=2, duration=0.5, cfg=2.0)
+    cfg2 = two.override(cfg_strength=2.0)
+    clip = pipe.generate("a blue ball rolls to the right", seed=1, sampling=cfg2, duration=0.5)
     out["generate_t2av_cfg2"] = {"frames": digest(clip.frames), "audio": digest(clip.audio)}
     t = np.arange(int(0.6 * SR)) / SR
     bursts = (np.sin(2 * np.pi * 440 * t) * np.exp(-20 * (t % 0.25))).astype(np.float32)[None]
     wav = write_audio(work / "a2v.wav", bursts, SR)
-    clip = pipe.generate("a ball", seed=2, steps=2, duration=0.5, task="a2v", audio_path=wav)
+    clip = pipe.generate("a ball", seed=2, sampling=two, duration=0.5, task="a2v", audio_path=wav)
     out["generate_a2v"] = {"frames": digest(clip.frames), "audio": digest(clip.audio)}
     video = write_video(work / "v2a.mp4", sweep_video_frames(16.0, 0.75, (64, 64)), 16.0)
-    clip = pipe.generate("a ball", seed=4, steps=2, duration=0.5, task="v2a", video_path=video)
+    clip = pipe.generate("a ball", seed=4, sampling=two, duration=0.5, task="v2a", video_path=video)
     out["generate_v2a"] = {"frames": digest(clip.frames), "audio": digest(clip.audio)}
-    clip = pipe.generate(pipe.default_prompt, seed=0, steps=3)  # `avflow demo --steps 3`
+    clip = pipe.generate(pipe.default_prompt, seed=0, sampling=pipe.sampling.override(steps=3))  # `demo --steps 3`
     out["demo"] = {
         "frames": digest(clip.frames),
         "audio": digest(clip.audio),
@@ -177,7 +179,7 @@ FUSION_CASES = {
 
 def model_cases() -> dict:
     """Velocities of every fusion variant and guided sampling with each guidance preset of the experiments."""
-    from avflow.experiments.arm import guidance_branches
+    from avflow.flow.guidance import preset_branches
     from avflow.flow.solvers import sample
 
     out = {}
@@ -191,7 +193,8 @@ def model_cases() -> dict:
         out[f"fusion_{name}"] = {s: digest(v[s]) for s in v} | {f"{s}_off": digest(off[s]) for s in off}
     model = tiny_joint("bidirectional", {"heads": 2})
     for kind in ("none", "plain", "modality", "modality_text"):
-        result = sample(model, streams, cond, steps=3, solver="euler", guidance=guidance_branches(kind, 3.0, 2.0))
+        branches = preset_branches(kind, cfg_strength=3.0, text_cfg_strength=2.0)
+        result = sample(model, streams, cond, steps=3, solver="euler", guidance=branches)
         out[f"guidance_{kind}"] = {s: digest(x) for s, x in result.streams.items()} | {"nfe": result.nfe}
     return out
 

@@ -15,6 +15,7 @@ from avflow.config import from_dict
 from avflow.errors import ConfigError
 from avflow.experiments import world_data as wd
 from avflow.experiments.configs import ArmConfig, ExperimentConfig, SizeConfig, sampling_steps
+from avflow.flow.sampling import SamplingConfig, sample_with
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -122,25 +123,11 @@ def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, see
     return weights
 
 
-def guidance_branches(kind: str, scale: float, text_scale: float):
-    from avflow.flow.guidance import GuidanceBranch
-
-    if kind == "none":
-        return []
-    if kind == "plain":
-        return [GuidanceBranch(cond=None, scale=scale)]
-    if kind == "modality":  # UniAVGen: the negative is the model with audio<->video off and empty text
-        return [GuidanceBranch(cond=None, scale=scale, cross_modal=False)]
-    return [GuidanceBranch(cond=None, scale=text_scale), GuidanceBranch(cond=None, scale=scale, cross_modal=False)]
-
-
 @torch.no_grad()
-def generate(model, streams: list[str], cond: dict, shapes: dict, guidance: list, steps: int, seed: int):
-    from avflow.flow.solvers import sample
-
+def generate(model, streams: list[str], cond: dict, shapes: dict, sampling: SamplingConfig, seed: int):
     g = torch.Generator().manual_seed(seed)
     noise = {s: torch.randn(shapes[s], generator=g) for s in streams}
-    return sample(model, noise, cond, steps=steps, solver="euler", guidance=guidance)
+    return sample_with(sampling, model, noise, cond)
 
 
 def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: Path, manifest: dict,
@@ -198,9 +185,10 @@ def run_arm(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeCo
     cond = {"text": ev["cond.text"], "text_mask": ev["cond.text_mask"]}
     shapes = {"video": tuple(ev["video"].shape), "audio": tuple(ev["audio"].shape)}
     steps_s = sampling_steps(arm.guidance, size.nfe)
-    branches = guidance_branches(arm.guidance, exp.guidance_scale, exp.text_guidance_scale)
+    sampling = SamplingConfig(steps=steps_s, cfg_strength=exp.cfg_strength, text_cfg_strength=exp.text_cfg_strength,
+                              guidance=arm.guidance)  # fmt: skip
     torch.manual_seed(seed)
-    result = generate(model, arm.streams, cond, shapes, branches, steps_s, seed=10_000 + seed)
+    result = generate(model, arm.streams, cond, shapes, sampling, seed=10_000 + seed)
     video = audio = None
     if "video" in arm.streams:
         video = np.stack([wd.decode_video(x) for x in result.streams["video"]])

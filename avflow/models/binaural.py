@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avflow.errors import WeightsError
+from avflow.flow.sampling import SamplingConfig
 from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner, video_features
 from avflow.weights import load_strict, read_safetensors, save_safetensors
 
 SIDES = ("left", "right")
 MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "model.safetensors"  # shipped weights
+SAMPLING = SamplingConfig(steps=16, cfg_strength=2.0)  # the shipped model's sampling settings
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from avflow.errors import ConfigError
+from avflow.flow.sampling import SamplingConfig
 from avflow.nn.mmaudio_blocks import (
     MLP,
     ChannelLastConv1d,
@@ -127,6 +128,10 @@ CONFIGS: dict[str, MMAudioConfig] = {
     "large_44k": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=21, fused_depth=14),
     "large_44k_v2": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=21, fused_depth=14, v2=True),
 }
+
+
+# MMAudio's published sampling settings (Euler, 25 steps, CFG 4.5), for every variant.
+SAMPLING = SamplingConfig(steps=25, cfg_strength=4.5)
 
 
 def get_config(name: str) -> MMAudioConfig:
@@ -377,42 +382,3 @@ def load_official_state_dict(
     load_strict(model, state, where, assign=any(p.is_meta for p in model.parameters()))
     model.clear_caches()
     return model
-
-
-def from_pretrained(
-    name: str, checkpoint: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> MMAudio:
-    """Build a variant on the meta device and load its official checkpoint (no double allocation)."""
-    model = load_official_state_dict(build_mmaudio(name, device="meta"), checkpoint)
-    return model.to(device=device, dtype=dtype).eval()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Sampling
-
-
-def sample_latents(
-    model: MMAudio,
-    x0: torch.Tensor,
-    cond: Cond,
-    *,
-    steps: int = 25,
-    cfg_strength: float = 4.5,
-    negative_text_f: torch.Tensor | None = None,
-    solver: str = "euler",
-    batched: bool = True,
-) -> tuple[torch.Tensor, int]:
-    """Integrate normalized latents from noise x0 (B, N, C) with CFG against the empty conditions.
-
-    `cond` comes from `preprocess_conditions` (computed once); `negative_text_f` replaces the empty string in
-    the unconditional branch. Returns the normalized latents (use `model.unnormalize`) and the NFE.
-    """
-    from avflow.flow.guidance import GuidanceBranch
-    from avflow.flow.solvers import sample
-
-    guidance = []
-    if cfg_strength != 1.0:
-        empty = model.empty_conditions(x0.shape[0], negative_text_f)
-        guidance = [GuidanceBranch(cond=empty, scale=cfg_strength)]
-    result = sample(model, {"audio": x0}, cond, steps=steps, solver=solver, guidance=guidance, batched=batched)
-    return result.streams["audio"], result.nfe

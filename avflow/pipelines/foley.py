@@ -40,8 +40,9 @@ from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform, frame_counts, sync_frames_transform
 from avflow.encoders.synchformer import SynchformerConfig
 from avflow.errors import ConfigError, MediaError, WeightsError
-from avflow.models.mmaudio import CONFIGS, MMAudio, MMAudioConfig, build_mmaudio, load_official_state_dict
-from avflow.pipelines.foley_model import FoleyModel, SamplingSettings
+from avflow.flow.sampling import SamplingConfig
+from avflow.models.mmaudio import CONFIGS, SAMPLING, MMAudio, MMAudioConfig, build_mmaudio, load_official_state_dict
+from avflow.pipelines.foley_model import FoleyModel
 
 MIN_VIDEO_S = 0.5  # shortest video accepted
 MIN_MODEL_S = 0.64  # shortest clip the network takes (one 16-frame Synchformer segment); shorter clips are padded
@@ -66,6 +67,7 @@ class FoleySpec:
     vocoder_config: BigVGANConfig
     clip_config: CLIPConfig = field(default_factory=CLIPConfig)
     synchformer_config: SynchformerConfig = field(default_factory=SynchformerConfig)
+    sampling: SamplingConfig = SAMPLING  # the variant's default sampling settings
 
 
 def _official(name: str) -> FoleySpec:
@@ -87,10 +89,16 @@ def _official(name: str) -> FoleySpec:
 VARIANTS: dict[str, FoleySpec] = {name: _official(name) for name in CONFIGS}
 
 
-def model_paths(model: str, root: Path | None = None) -> dict[str, Path]:
-    """Converted weight files of a model, or a one-line WeightsError naming `avflow download MODEL`."""
+def check_model(model: str) -> FoleySpec:
+    """The spec of a model that can be fetched, or a one-line WeightsError listing the known ones."""
     if model not in VARIANTS or model not in hub.MODELS:
         raise WeightsError(f"unknown model {model!r}; choose from {', '.join(m for m in VARIANTS if m in hub.MODELS)}")
+    return VARIANTS[model]
+
+
+def model_paths(model: str, root: Path | None = None) -> dict[str, Path]:
+    """Converted weight files of a model, or a one-line WeightsError naming `avflow download MODEL`."""
+    check_model(model)
     try:
         return hub.fetch_model(model, root)
     except WeightsError as exc:
@@ -242,7 +250,7 @@ def _ramp(n: int) -> Tensor:
 
 @dataclass
 class FoleyOutput:
-    audio: np.ndarray  # (samples,) float32 mono; (C, samples) if a postprocess hook made it multichannel
+    audio: np.ndarray  # (samples,) float32 mono
     sample_rate: int
     duration: float
     windows: int
@@ -268,8 +276,6 @@ class FoleyPipeline:
         self.window_s, self.overlap_s, self.read_s = window_s, overlap_s, read_s
         self.trace: list[tuple[str, float]] | None = None
         self.timings: dict[str, float] = {}  # wall seconds per stage (features, sampling, decoding), accumulated
-        # Hook for later stages (e.g. `--binaural`): (mono (samples,), rate) -> (samples,) or (C, samples).
-        self.postprocess: Callable[[np.ndarray, int], np.ndarray] | None = None
 
     @classmethod
     def from_cache(
@@ -278,10 +284,11 @@ class FoleyPipeline:
         root: Path | None = None,
         *,
         device: str | torch.device = "cpu",
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
         **kwargs,
     ) -> FoleyPipeline:
-        """Load every part of `model` from the weight cache (official files converted to safetensors)."""
+        """Load every part of `model` from the weight cache (official files converted to safetensors); `sampling`
+        defaults to the variant's."""
         paths = model_paths(model, root)
         spec = VARIANTS[model]
         network = load_official_state_dict(
@@ -290,7 +297,7 @@ class FoleyPipeline:
         network = network.to(device).eval()
         vae = AudioVAE.from_file(paths[spec.vae], spec.vae_config).to(device).eval()
         vocoder = BigVGAN.from_file(paths[spec.vocoder], spec.vocoder_config).to(device).eval()
-        foley = FoleyModel(network, vae, vocoder, settings)
+        foley = FoleyModel(network, vae, vocoder, sampling or spec.sampling)
         clip = load_clip(paths[spec.clip], spec.clip_config)
         sync = load_synchformer(paths[spec.synchformer], spec.synchformer_config)
         return cls(foley, Encoders(clip, sync).to(device), **kwargs)
@@ -330,7 +337,7 @@ class FoleyPipeline:
         *,
         duration: float | None = None,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> FoleyOutput:
         """Audio for the video's first `duration` seconds (default: all of it), window by window."""
         info = probe(path)
@@ -355,7 +362,7 @@ class FoleyPipeline:
                     sync_f = self.encoders.encode_sync(wf.sync[None])  # (1, n_sync_tokens, D)
                 yield wf.window, clip_f, sync_f
 
-        audio = self._generate_windows(features(), text_f, negative_f, total, seed, settings)
+        audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling)
         return FoleyOutput(audio, self.sample_rate, total, len(windows))
 
     # -- text and image -------------------------------------------------------------------------------------------
@@ -368,7 +375,7 @@ class FoleyPipeline:
         *,
         duration: float = 8.0,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> FoleyOutput:
         """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window."""
         if not duration >= MIN_VIDEO_S:
@@ -380,7 +387,7 @@ class FoleyPipeline:
             self._text(negative_prompt),
             duration,
             seed,
-            settings,
+            sampling,
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
@@ -393,7 +400,7 @@ class FoleyPipeline:
         *,
         duration: float = 8.0,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> FoleyOutput:
         """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features."""
         from PIL import Image, UnidentifiedImageError
@@ -415,7 +422,7 @@ class FoleyPipeline:
                 yield w, image_f.expand(1, n_clip, -1), None
 
         audio = self._generate_windows(
-            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, settings
+            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, sampling
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
@@ -437,10 +444,9 @@ class FoleyPipeline:
         negative_f: Tensor | None,
         total_s: float,
         seed: int,
-        settings: SamplingSettings | None,
+        sampling: SamplingConfig | None,
     ) -> np.ndarray:
         net, model = self.model.network, self.model
-        settings = settings or model.settings
         sr, per_latent = self.sample_rate, 2 * net.config.hop_length
         generator = torch.Generator().manual_seed(seed)
         out: list[np.ndarray] = []
@@ -461,7 +467,7 @@ class FoleyPipeline:
                     generator_net = OverlapInpainting(net, p_lat[:, offset : offset + n], x0, _ramp(n))
             with self._timed("sampling"):
                 latents = self.model.sample_normalized(
-                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, settings=settings, generator=generator_net
+                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, sampling=sampling, generator=generator_net
                 )
             self._note("latents", latents.shape[1] / self.latent_rate)
             with self._timed("decoding"):
@@ -488,6 +494,4 @@ class FoleyPipeline:
         n_total = round(total_s * sr)
         audio = audio[:n_total] if len(audio) >= n_total else np.pad(audio, (0, n_total - len(audio)))
         audio = audio.astype(np.float32)
-        if self.postprocess is not None:
-            audio = self.postprocess(audio, sr)
         return audio

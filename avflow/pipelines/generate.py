@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avflow.config import from_dict
 from avflow.errors import AvflowError, ConfigError, WeightsError
+from avflow.flow.sampling import SamplingConfig, sample_with
 
 TASKS = ("t2av", "a2v", "v2a")
 WEIGHT_FILES = ("joint.safetensors", "video_ae.safetensors", "audio_vae.safetensors", "config.json")
@@ -26,6 +28,16 @@ WEIGHT_FILES = ("joint.safetensors", "video_ae.safetensors", "audio_vae.safetens
 def default_model_dir() -> Path:
     """The shipped weights folder inside the installed package."""
     return Path(str(resources.files("avflow") / "assets" / "default_model"))
+
+
+def default_sampling(path: str | Path | None = None) -> SamplingConfig:
+    """The sampling settings in the model folder's `config.json` (read without loading any weights)."""
+    folder = Path(path) if path is not None else default_model_dir()
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{folder}: cannot read config.json: {str(exc).splitlines()[0]}") from None
+    return from_dict(SamplingConfig, config.get("sampling"), "sampling")
 
 
 @dataclass
@@ -136,8 +148,7 @@ class JointPipeline:
         self.height, self.width = int(config["height"]), int(config["width"])
         self.sample_rate = int(config["sample_rate"])
         self.default_duration = float(config["duration"])
-        self.default_steps = int(config.get("steps", 25))
-        self.default_cfg = float(config.get("cfg", 3.0))
+        self.sampling = from_dict(SamplingConfig, config["sampling"], "sampling")  # the model's defaults
         self.default_prompt = str(config.get("default_prompt", "a ball bounces on the floor"))
 
     def shapes(self, duration: float) -> tuple[int, int]:
@@ -167,16 +178,13 @@ class JointPipeline:
         *,
         seed: int = 0,
         duration: float | None = None,
-        steps: int | None = None,
-        cfg: float | None = None,
+        sampling: SamplingConfig | None = None,
         task: str = "t2av",
         audio_path: str | Path | None = None,
         video_path: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> GeneratedClip:
         from avflow.codecs.world_video_ae import frames_to_video
-        from avflow.flow.guidance import cfg as plain_cfg
-        from avflow.flow.solvers import sample
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
@@ -185,10 +193,7 @@ class JointPipeline:
         duration = self.default_duration if duration is None else float(duration)
         if not duration > 0 or duration > 60:
             raise AvflowError(f"duration must be in (0, 60] seconds, got {duration}")
-        steps = self.default_steps if steps is None else int(steps)
-        if steps < 1:
-            raise AvflowError(f"steps must be >= 1, got {steps}")
-        guidance = self.default_cfg if cfg is None else float(cfg)
+        sampling = sampling or self.sampling
         if task == "a2v" and audio_path is None:
             raise AvflowError("task a2v needs an audio file (--audio FILE)")
         if task == "v2a" and video_path is None:
@@ -213,10 +218,8 @@ class JointPipeline:
         }
         text, mask = self.text_encoder([prompt])
         cond = {"text": text, "text_mask": mask}
-        branches = plain_cfg(guidance) if guidance != 1.0 else []
-        model = _ProgressModel(self.model, steps, progress)
-        result = sample(model, noise, cond, steps=steps, solver="euler", guidance=branches, clean=clean or None,
-                        t_start=t_start or None)  # fmt: skip
+        model = _ProgressModel(self.model, sampling.steps, progress)
+        result = sample_with(sampling, model, noise, cond, clean=clean or None, t_start=t_start or None)
 
         if given_frames is None:
             video = self.video_ae.decode(result.streams["video"])[0]  # (3, T, H, W)
@@ -262,7 +265,6 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
     """The shipped default model (or one exported the same way to `path`) on the CPU, in eval mode."""
     from avflow.codecs.world_audio_vae import WorldAudioVAE, WorldAudioVAEConfig
     from avflow.codecs.world_video_ae import WorldVideoAE, WorldVideoAEConfig
-    from avflow.config import from_dict
     from avflow.encoders.text import load_text_encoder
     from avflow.models.joint import JointConfig, JointModel
     from avflow.weights import load_strict, read_state_dict

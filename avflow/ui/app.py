@@ -96,6 +96,13 @@ def default_model():
         return _default_model()
 
 
+def joint_cfg_strength() -> float:
+    """The shipped joint model's guidance strength (its config), shown as the page's default."""
+    from avflow.pipelines.generate import default_sampling
+
+    return default_sampling().cfg_strength
+
+
 def generate_joint(
     prompt: str,
     settings: UISettings,
@@ -103,10 +110,10 @@ def generate_joint(
     seed: int = 0,
     duration: float | None = None,
     steps: int | None = None,
-    cfg: float = 4.0,
+    cfg_strength: float | None = None,
     progress: Progress | None = None,
 ) -> Result:
-    """Text -> video with stereo sound from the default model."""
+    """Text -> video with stereo sound from the default model (`cfg_strength` None: the model's)."""
     if not prompt or not prompt.strip():
         raise AvflowError("write a prompt first")
     duration = settings.duration if duration is None else float(duration)
@@ -115,9 +122,9 @@ def generate_joint(
     steps = settings.steps if steps is None else int(steps)
     if not 1 <= steps <= 200:
         raise AvflowError(f"steps must be between 1 and 200, not {steps}")
-    clip = default_model().generate(
-        prompt.strip(), seed=int(seed), duration=duration, steps=steps, cfg=float(cfg), progress=progress
-    )
+    model = default_model()
+    sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
+    clip = model.generate(prompt.strip(), seed=int(seed), duration=duration, sampling=sampling, progress=progress)
     out = _job_dir(settings)
     video, spectrogram = out / "generated.mp4", out / "spectrogram.png"
     clip.save(video)
@@ -128,6 +135,13 @@ def generate_joint(
 
 
 # ---------------------------------------------------------------------------------------------------- foley
+
+
+def foley_cfg_strength() -> float:
+    """The foley model's guidance strength (its variant's sampling settings), shown as the page's default."""
+    from avflow.pipelines.foley import check_model
+
+    return check_model(FOLEY_MODEL).sampling.cfg_strength
 
 
 def missing_foley_weights(model: str = FOLEY_MODEL) -> list[str]:
@@ -154,17 +168,19 @@ def generate_foley(
     negative_prompt: str = "",
     seed: int = 0,
     steps: int | None = None,
-    cfg: float = 4.5,
+    cfg_strength: float | None = None,
     progress: Progress | None = None,
 ) -> Result:
-    """Video -> the same video with a generated foley track (official MMAudio weights)."""
+    """Video -> the same video with a generated foley track (official MMAudio weights; `cfg_strength` None: the
+    model's)."""
     video = check_video_upload(video_path)
     if missing_foley_weights():
         raise AvflowError(foley_weights_message())
     from avflow.data.media import mux_audio, write_audio
-    from avflow.pipelines.foley_model import SamplingSettings
+    from avflow.pipelines.foley import check_model
 
-    sampling = SamplingSettings(steps=settings.steps if steps is None else int(steps), cfg_strength=float(cfg))
+    steps = settings.steps if steps is None else int(steps)
+    sampling = check_model(FOLEY_MODEL).sampling.override(steps=steps, cfg_strength=cfg_strength)
     if progress is not None:
         progress(0, 1)
     output = foley_pipeline().generate_video(
@@ -226,11 +242,9 @@ def generate_binaural(
         raise MediaError(f"{video.name}: has no audio track to spatialise (choose the binaural model)")
     if progress is not None:
         progress(0, 1)
-    pipeline = None
-    if mode == "model":
-        pipeline = binaural_pipeline()
-        pipeline.steps = pipeline.steps if steps is None else int(steps)
-    track = binaural_track(video, mode=mode, seed=int(seed), pipeline=pipeline)
+    pipeline = binaural_pipeline() if mode == "model" else None
+    sampling = pipeline.sampling.override(steps=steps) if pipeline is not None else None
+    track = binaural_track(video, mode=mode, seed=int(seed), sampling=sampling, pipeline=pipeline)
     if progress is not None:
         progress(1, 1)
     out = _job_dir(settings)
@@ -320,19 +334,20 @@ def build_app(settings: UISettings | None = None):
                         seed = gr.Number(label="seed", value=0, precision=0)
                         duration = gr.Slider(0.5, settings.max_duration, value=settings.duration, label="duration (s)")
                         steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
-                        cfg = gr.Slider(1.0, 10.0, value=4.0, label="guidance")
+                        cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(), label="cfg_strength")
                         go = gr.Button("Generate", variant="primary", elem_id="joint-generate")
                     joint_out = outputs("joint")
 
-                def joint(prompt, seed, duration, steps, cfg, progress=gr.Progress()):  # noqa: B008
+                def joint(prompt, seed, duration, steps, cfg_strength, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_joint(
-                            prompt, settings, seed=seed, duration=duration, steps=steps, cfg=cfg, progress=report
+                            prompt, settings, seed=seed, duration=duration, steps=steps, cfg_strength=cfg_strength,
+                            progress=report,
                         ),
                         progress,
                     )
 
-                go.click(joint, [prompt, seed, duration, steps, cfg], joint_out, api_name="joint")
+                go.click(joint, [prompt, seed, duration, steps, cfg_strength], joint_out, api_name="joint")
 
             with gr.Tab("Foley", id="foley", elem_id="tab-foley"):
                 gr.Markdown(foley_weights_message(), elem_id="foley-weights")
@@ -344,22 +359,22 @@ def build_app(settings: UISettings | None = None):
                         f_negative = gr.Textbox(label="negative prompt (optional)")
                         f_seed = gr.Number(label="seed", value=0, precision=0)
                         f_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
-                        f_cfg = gr.Slider(1.0, 10.0, value=4.5, label="guidance")
+                        f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(), label="cfg_strength")
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")
                     foley_out = outputs("foley")
 
-                def foley(video, prompt, negative, seed, steps, cfg, progress=gr.Progress()):  # noqa: B008
+                def foley(video, prompt, negative, seed, steps, cfg_strength, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_foley(
-                            video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps, cfg=cfg,
-                            progress=report,
+                            video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps,
+                            cfg_strength=cfg_strength, progress=report,
                         ),
                         progress,
                     )  # fmt: skip
 
                 f_go.click(
                     foley,
-                    [f_video, f_prompt, f_negative, f_seed, f_steps, f_cfg],
+                    [f_video, f_prompt, f_negative, f_seed, f_steps, f_cfg_strength],
                     foley_out,
                     api_name="foley",
                 )

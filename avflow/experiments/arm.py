@@ -38,7 +38,7 @@ def base_model(size: SizeConfig) -> dict:
             "depth": size.audio_depth, "fused_depth": size.audio_fused_depth, "num_heads": size.audio_heads,
             "text_seq_len": 32,
         },
-        "fusion": "bidirectional", "fusion_options": {"heads": 2}, "text_dim": 384, "text_len": 32,
+        "fusion": "bidirectional", "text_dim": 384, "text_len": 32,
         "video_fps": float(size.fps), "video_temporal_stride": 1, "audio_latent_rate": 16000 / wd.HOP,
     }  # fmt: skip
 

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from avflow.nn.attention import joint_attention
-from avflow.nn.fusion.base import TowerState
 from avflow.nn.mmaudio_blocks import MLP, ChannelLastConv1d, ConvMLP, DiTBlock, FinalBlock, TimestepEmbedder
 from avflow.nn.rope import RopeTable, rope_table
+from avflow.nn.towers import TowerState
 from avflow.weights import load_strict
 
 ROPE_THETA = 10000

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avflow.errors import ConfigError
-from avflow.nn.fusion.base import TowerState
+from avflow.nn.towers import TowerState
 from avflow.nn.wan_blocks import WanBlock, WanConditionEmbedder, WanRotary
 from avflow.weights import load_strict
 

@@ -32,7 +32,8 @@ from avflow.data.media import mux_audio, write_video
 from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from avflow.encoders.features import Encoders
 from avflow.encoders.synchformer import Synchformer, SynchformerConfig
-from avflow.models.mmaudio import MMAudio, MMAudioConfig, get_config
+from avflow.models.mmaudio import MMAudio
+from avflow.models.mmaudio_config import MMAudioConfig, get_config
 from avflow.pipelines.foley import FoleyPipeline
 from avflow.pipelines.foley_model import FoleyModel, SamplingSettings
 

@@ -21,7 +21,8 @@ from common import matmul_peak_gflops, print_table, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from avflow.flow.solvers import time_grid
-from avflow.models.mmaudio import SAMPLING, MMAudio, build_mmaudio
+from avflow.models.mmaudio import MMAudio, build_mmaudio
+from avflow.models.mmaudio_config import SAMPLING
 from avflow.pipelines.foley_model import sample_latents
 
 

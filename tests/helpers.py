@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -13,15 +15,26 @@ from avflow.codecs.audio_vae import AudioVAEConfig
 from avflow.codecs.bigvgan import BigVGANConfig
 from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from avflow.encoders.synchformer import Synchformer, SynchformerConfig
-from avflow.models.mmaudio import MMAudio, MMAudioConfig
+from avflow.models.mmaudio import MMAudio
+from avflow.models.mmaudio_config import MMAudioConfig
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_FOLEY_MODEL = "tiny_test"
+TEXT_DIM = 24  # text width of the tiny joint models
 TINY_CLIP = CLIPConfig(
     embed_dim=16,
     vision=CLIPVisionConfig(width=32, layers=1, head_width=16),
     text=CLIPTextConfig(width=16, heads=1, layers=1),
 )
 TINY_SYNC = SynchformerConfig(embed_dim=32, num_heads=2, depth=1)
+
+
+def fixtures_root() -> Path:
+    """The reference fixtures folder: $AVFLOW_FIXTURES or ../shared/fixtures. Missing is a failure."""
+    root = Path(os.environ.get("AVFLOW_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    if not root.is_dir():
+        pytest.fail(f"reference fixtures not found at {root} (set AVFLOW_FIXTURES)", pytrace=False)
+    return root
 
 
 def constructor(path: Path) -> dict:
@@ -85,7 +98,7 @@ def tiny_foley_raw_files(raw: Path, fixtures: Path) -> tuple[dict[str, tuple[str
 def install_tiny_foley(monkeypatch, home: Path, source: Path, files: dict[str, tuple[str, str]], spec) -> Path:
     """$AVFLOW_HOME = `home` holding the raw files (with MD5s) and the tiny model registered under TINY_FOLEY_MODEL."""
     from avflow import hub
-    from avflow.pipelines import foley
+    from avflow.pipelines.foley_variants import VARIANTS
     from avflow.weights import md5_file
 
     (home / "raw").mkdir(parents=True, exist_ok=True)
@@ -95,7 +108,7 @@ def install_tiny_foley(monkeypatch, home: Path, source: Path, files: dict[str, t
         (home / "raw" / name).write_bytes((source / name).read_bytes())
         monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=md5_file(source / name), subkey=subkey))
     monkeypatch.setitem(hub.MODELS, TINY_FOLEY_MODEL, list(files))
-    monkeypatch.setitem(foley.VARIANTS, TINY_FOLEY_MODEL, spec)
+    monkeypatch.setitem(VARIANTS, TINY_FOLEY_MODEL, spec)
     return home
 
 
@@ -119,3 +132,20 @@ def sweep_video_frames(fps: float, seconds: float, size=(32, 48)) -> np.ndarray:
         x = (3 * i) % (size[1] - 8)
         frames[i, 8:16, x : x + 8] = 255
     return frames
+
+
+def perturb(model: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
+    """Perturb every parameter (zero-initialised gates and adaLN layers included) so every path carries signal."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+def joint_inputs(batch: int = 2, frames: int = 3, tokens: int = 12):
+    """Streams `video` (B, 16, frames, 4, 4) and `audio` (B, tokens, 20), times and text conditions for tiny joint
+    models (text width TEXT_DIM, 5 tokens of which 3 are real)."""
+    streams = {"video": torch.randn(batch, 16, frames, 4, 4), "audio": torch.randn(batch, tokens, 20)}
+    t = {"video": torch.rand(batch), "audio": torch.rand(batch)}
+    cond = {"text": torch.randn(batch, 5, TEXT_DIM), "text_mask": torch.tensor([[1, 1, 1, 0, 0]] * batch).bool()}
+    return streams, t, cond

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,107 +11,38 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, sweep_video_frames, tiny_foley_raw_files
 
 from avflow import hub
 from avflow.cli import main
-from avflow.codecs.audio_vae import AudioVAEConfig
-from avflow.codecs.bigvgan import BigVGANConfig
 from avflow.data.media import write_video
-from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from avflow.encoders.synchformer import Synchformer, SynchformerConfig
-from avflow.models.mmaudio import SAMPLING, MMAudio, MMAudioConfig
-from avflow.pipelines import foley
-from avflow.weights import md5_file
+from avflow.models.mmaudio_config import SAMPLING
+from avflow.pipelines.foley import FoleyPipeline
+from avflow.pipelines.foley_frames import iter_window_frames
+from avflow.pipelines.foley_variants import FoleySpec
+from avflow.pipelines.foley_windows import plan_windows
 
-MODEL = "tiny_test"
+MODEL = TINY_FOLEY_MODEL
 WINDOW, OVERLAP = 1.0, 0.25
-CLIP_CFG = CLIPConfig(
-    embed_dim=16,
-    vision=CLIPVisionConfig(width=32, layers=1, head_width=16),
-    text=CLIPTextConfig(width=16, heads=1, layers=1),
-)
-SYNC_CFG = SynchformerConfig(embed_dim=32, num_heads=2, depth=1)
-
-
-def _constructor(path: Path) -> dict:
-    return json.loads(path.read_text())["constructor"]
-
-
-def _random(model: torch.nn.Module, seed: int, scale: float = 0.2) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return model
 
 
 @pytest.fixture(scope="module")
-def raw_files(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]], foley.FoleySpec]:
+def raw_files(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]], FoleySpec]:
     """Official-format files of a tiny model in a cache's raw/ folder: {stem: (file name, subkey)} and the spec."""
-    from conftest import fixtures_root
-
-    fx = fixtures_root()
     raw = tmp_path_factory.mktemp("raw_source")
-    tiny = _constructor(fx / "mmaudio" / "network_tiny_v1.json")
-    net_cfg = MMAudioConfig(**{**tiny, "clip_dim": 16, "sync_dim": 32, "text_dim": 16, "text_seq_len": 77})
-    net = _random(MMAudio(net_cfg), 1, 0.05)
-    with torch.no_grad():
-        net.latent_mean.zero_()
-        net.latent_std.fill_(1.0)
-    torch.save(net.state_dict(), raw / "tiny_net.pth")  # official MMAudio .pth: a flat state dict
-    torch.save(load_file(fx / "mmaudio" / "vae_tiny_16k.weights.safetensors"), raw / "tiny_vae.pth")
-    vocoder = load_file(fx / "bigvgan" / "bigvgan_v1_tiny.weights.safetensors")
-    torch.save({"generator": vocoder}, raw / "tiny_vocoder.pt")  # as best_netG.pt
-    sync = _random(Synchformer(SYNC_CFG), 2).state_dict()
-    torch.save({**sync, "afeat_extractor.dummy": torch.zeros(1)}, raw / "tiny_sync.pth")  # whole Synchformer file
-    save_file(_random(CLIP(CLIP_CFG), 3).state_dict(), raw / "tiny_clip.safetensors")  # open_clip layout
-    files = {
-        "tiny_net": ("tiny_net.pth", ""),
-        "tiny_vae": ("tiny_vae.pth", ""),
-        "tiny_vocoder": ("tiny_vocoder.pt", "generator"),
-        "tiny_sync": ("tiny_sync.pth", ""),
-        "tiny_clip": ("tiny_clip.safetensors", ""),
-    }
-    spec = foley.FoleySpec(
-        network="tiny_net",
-        vae="tiny_vae",
-        vocoder="tiny_vocoder",
-        synchformer="tiny_sync",
-        clip="tiny_clip",
-        network_config=net_cfg,
-        vae_config=AudioVAEConfig(**_constructor(fx / "mmaudio" / "vae_tiny_16k.json")),
-        vocoder_config=BigVGANConfig.from_dict(_constructor(fx / "bigvgan" / "bigvgan_v1_tiny.json")),
-        clip_config=CLIP_CFG,
-        synchformer_config=SYNC_CFG,
-    )
-    return raw, files, spec
+    files, spec = tiny_foley_raw_files(raw, fixtures_root())
+    return raw, files, FoleySpec(**spec)
 
 
 @pytest.fixture
 def cache(raw_files, tmp_path, monkeypatch) -> Path:
     """$AVFLOW_HOME with the tiny model registered and its raw files (with MD5s) in place."""
     source, files, spec = raw_files
-    home = tmp_path / "home"
-    (home / "raw").mkdir(parents=True)
-    monkeypatch.setenv("AVFLOW_HOME", str(home))
-    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
-    for stem, (name, subkey) in files.items():
-        (home / "raw" / name).write_bytes((source / name).read_bytes())
-        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=md5_file(source / name), subkey=subkey))
-    monkeypatch.setitem(hub.MODELS, MODEL, list(files))
-    monkeypatch.setitem(foley.VARIANTS, MODEL, spec)
-    return home
+    return install_tiny_foley(monkeypatch, tmp_path / "home", source, files, spec)
 
 
 def make_video(path: Path, fps: float, seconds: float, size=(32, 48)) -> Path:
-    n = max(1, round(seconds * fps))
-    frames = np.zeros((n, *size, 3), np.uint8)
-    for i in range(n):
-        frames[i, :, :] = (7 * i) % 200
-        x = (3 * i) % (size[1] - 8)
-        frames[i, 8:16, x : x + 8] = 255
-    return write_video(path, frames, fps)
+    return write_video(path, sweep_video_frames(fps, seconds, size), fps)
 
 
 def video_packets(path: Path) -> list[bytes]:
@@ -164,7 +94,7 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
     """(largest jump near a window border, 99th percentile of jumps elsewhere, trace) for windows of 1 s."""
     pipe.overlap_s, pipe.trace = overlap, []
     result = pipe.generate_video(video, "a ball", seed=3)
-    windows = foley.plan_windows(result.duration, WINDOW, overlap, pipe.latent_rate)
+    windows = plan_windows(result.duration, WINDOW, overlap, pipe.latent_rate)
     assert result.windows == len(windows) >= 3
     assert len(result.audio) == round(result.duration * 16000)
     jump = np.abs(np.diff(result.audio))
@@ -179,7 +109,7 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
 
 def test_windows_are_seamless_and_bounded(cache, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25.0, 3.0)
-    pipe = foley.FoleyPipeline.from_cache(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
+    pipe = FoleyPipeline.from_cache(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
     pipe.model.vocoder = SmoothVocoder()
     seam, inside, trace = _seam_jumps(pipe, video, OVERLAP)
     assert seam <= inside
@@ -194,8 +124,8 @@ def test_windows_are_seamless_and_bounded(cache, tmp_path):
 
 def test_iter_window_frames_counts(tmp_path):
     video = make_video(tmp_path / "v.mp4", 23.976, 2.3)
-    windows = foley.plan_windows(2.3, WINDOW, OVERLAP, 31.25)
-    got = list(foley.iter_window_frames(video, windows))
+    windows = plan_windows(2.3, WINDOW, OVERLAP, 31.25)
+    got = list(iter_window_frames(video, windows))
     assert [wf.window.index for wf in got] == list(range(len(windows)))
     for wf in got:
         assert len(wf.clip) == int(8 * wf.window.duration + 1e-9) and wf.clip.shape[1:] == (3, 384, 384)
@@ -291,7 +221,7 @@ def test_missing_weights_and_offline(cache, tmp_path, capsys, monkeypatch):
 def test_plan_windows_cover_and_overlap():
     rate = 31.25
     for total in (0.5, 1.0, 1.01, 2.7, 13.3):
-        ws = foley.plan_windows(total, 1.0, 0.25, rate)
+        ws = plan_windows(total, 1.0, 0.25, rate)
         assert ws[0].start == 0 and all(w.duration <= 1.0 + 1e-9 or len(ws) == 1 for w in ws)
         assert ws[-1].start_s + ws[-1].duration >= total - 1e-6
         for a, b in zip(ws[:-1], ws[1:]):

@@ -12,7 +12,8 @@ from avflow.codecs.audio_vae import AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
 from avflow.errors import ConfigError
 from avflow.flow.sampling import SamplingConfig
-from avflow.models.mmaudio import SAMPLING, MMAudio, MMAudioConfig, load_official_state_dict
+from avflow.models.mmaudio import MMAudio, load_official_state_dict
+from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig
 from avflow.pipelines.foley_model import FoleyModel
 
 

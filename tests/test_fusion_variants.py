@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_joint import TEXT_DIM, randomize
-from test_joint import inputs as joint_inputs
+from helpers import TEXT_DIM, joint_inputs, perturb
 
 from avflow.errors import ConfigError
 from avflow.models.audio_tower import AudioTowerConfig
@@ -81,7 +80,7 @@ def test_fusion_alignment_combination(case, alignment):
         fresh, towers = model.velocity(streams, t, cond), plain.velocity(streams, t, cond)
     assert all(torch.equal(fresh[k], towers[k]) for k in streams)
 
-    randomize(model)
+    perturb(model)
     out = model.velocity(streams, t, cond)
     sum(o.square().mean() for o in out.values()).backward()
     grads = [p.grad for p in model.fusion.parameters()]
@@ -93,7 +92,7 @@ def test_fusion_alignment_combination(case, alignment):
 
 @pytest.mark.parametrize("alignment", list(ALIGNMENTS))
 def test_no_fusion_under_every_alignment(alignment):
-    model = randomize(JointModel(tiny_config("none", {}, alignment)))
+    model = perturb(JointModel(tiny_config("none", {}, alignment)))
     assert flows(model, cross_modal=True) == [False, False]
 
 
@@ -124,7 +123,7 @@ def aligner_states(frames: int = 4, tokens: int = 32, batch: int = 1):
 def test_audio_to_video_window_is_exact(window):
     """A video frame's output has exactly zero gradient w.r.t. audio tokens outside its window, non-zero inside."""
     torch.manual_seed(0)
-    fusion = randomize(WindowedAlignerFusion(24, 32, 1, 1, WindowedAlignerOptions(heads=2, window=window)))
+    fusion = perturb(WindowedAlignerFusion(24, 32, 1, 1, WindowedAlignerOptions(heads=2, window=window)))
     v, a = aligner_states()
     video_in, audio_in = v.x, a.x
     fusion.exchange(0, v, a)
@@ -145,7 +144,7 @@ def test_audio_to_video_window_is_exact(window):
 def test_region_modulation_gates_interaction():
     """Update of each video token = mask x ungated update; mask 0 => no change there, and no video context for audio."""
     torch.manual_seed(0)
-    fusion = randomize(WindowedAlignerFusion(24, 32, 1, 1, WindowedAlignerOptions(heads=2, region_modulation=True)))
+    fusion = perturb(WindowedAlignerFusion(24, 32, 1, 1, WindowedAlignerOptions(heads=2, region_modulation=True)))
 
     def update(mask: torch.Tensor | None):
         v, a = aligner_states(batch=2)
@@ -238,7 +237,7 @@ def test_avsync_scales_audio_by_tau():
 @pytest.mark.parametrize("lora_rank", [0, 2])
 def test_peft_freezes_towers(lora_rank):
     torch.manual_seed(0)
-    model = randomize(JointModel(tiny_config("full_attention", {"heads": 2, "layers": 1}, "avsync")))  # "pretrained"
+    model = perturb(JointModel(tiny_config("full_attention", {"heads": 2, "layers": 1}, "avsync")))  # "pretrained"
     wrapped = apply_peft(model, PeftConfig(lora_rank=lora_rank))
     assert bool(wrapped) == (lora_rank > 0)
     towers = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fusion.") and "lora_" not in k}

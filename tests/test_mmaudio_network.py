@@ -10,16 +10,8 @@ from safetensors.torch import load_file
 
 from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig
-from avflow.models.mmaudio import (
-    CONFIGS,
-    SAMPLING,
-    STALE_CHECKPOINT_KEYS,
-    MMAudio,
-    MMAudioConfig,
-    build_mmaudio,
-    load_official_state_dict,
-    sequence_lengths,
-)
+from avflow.models.mmaudio import STALE_CHECKPOINT_KEYS, MMAudio, build_mmaudio, load_official_state_dict
+from avflow.models.mmaudio_config import CONFIGS, SAMPLING, MMAudioConfig, sequence_lengths
 from avflow.pipelines.foley_model import sample_latents
 
 VARIANTS = ["small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2"]

@@ -111,17 +111,16 @@ def binaural_cases(work: Path) -> dict:
 
 def foley_cases(work: Path, monkeypatch) -> dict:
     """`avflow foley` (windowed, negative prompt, --cfg) and `avflow t2a` with tiny official-format weights."""
-    from conftest import fixtures_root
-    from helpers import TINY_FOLEY_MODEL, install_tiny_foley, sweep_video_frames, tiny_foley_raw_files
+    from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, sweep_video_frames, tiny_foley_raw_files
 
     from avflow.cli import main
     from avflow.data.media import write_video
-    from avflow.pipelines import foley
+    from avflow.pipelines.foley_variants import FoleySpec
 
     raw = work / "raw_source"
     raw.mkdir()
     files, spec = tiny_foley_raw_files(raw, fixtures_root())
-    install_tiny_foley(monkeypatch, work / "home", raw, files, foley.FoleySpec(**spec))
+    install_tiny_foley(monkeypatch, work / "home", raw, files, FoleySpec(**spec))
     fast = ["--model", TINY_FOLEY_MODEL, "--steps", "2", "--window", "1.0", "--overlap", "0.25", "--device", "cpu"]
     video = write_video(work / "foley_in.mp4", sweep_video_frames(23.976, 2.2), 23.976)
     out = {}

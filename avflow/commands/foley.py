@@ -42,7 +42,8 @@ def load_pipeline(args: argparse.Namespace):
     """The pipeline for args.model from the weight cache; fails at once (one line) when weights are missing."""
     import torch
 
-    from avflow.pipelines.foley import FoleyPipeline, check_model
+    from avflow.pipelines.foley import FoleyPipeline
+    from avflow.pipelines.foley_variants import check_model
 
     sampling = check_model(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

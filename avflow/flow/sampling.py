@@ -1,7 +1,7 @@
 """Sampling settings as data: one frozen config for the solver, its time grid and the guidance, validated once.
 
 `cfg_strength` (the guidance scale w, 1 = off) has no default here: each model states its own in its config
-(MMAudio: `avflow.models.mmaudio.SAMPLING`; the shipped joint model: its `config.json`; the binaural model:
+(MMAudio: `avflow.models.mmaudio_config.SAMPLING`; the shipped joint model: its `config.json`; the binaural model:
 `avflow.models.binaural.SAMPLING`).
 """
 

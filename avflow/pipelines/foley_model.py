@@ -10,7 +10,8 @@ from avflow.codecs.audio_vae import AudioVAE
 from avflow.codecs.bigvgan import BigVGAN
 from avflow.errors import ConfigError
 from avflow.flow.sampling import SamplingConfig, sample_with
-from avflow.models.mmaudio import SAMPLING, MMAudio
+from avflow.models.mmaudio import MMAudio
+from avflow.models.mmaudio_config import SAMPLING
 
 
 def sample_latents(

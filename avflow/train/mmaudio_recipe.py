@@ -16,7 +16,8 @@ from avflow.data.cache import FeatureCache
 from avflow.errors import ConfigError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
-from avflow.models.mmaudio import MMAudio, MMAudioConfig, build_mmaudio, get_config, load_official_state_dict
+from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
+from avflow.models.mmaudio_config import MMAudioConfig, get_config
 
 # ----------------------------------------------------------------------------------------------------------------
 # Model
@@ -24,7 +25,7 @@ from avflow.models.mmaudio import MMAudio, MMAudioConfig, build_mmaudio, get_con
 
 @dataclass
 class MMAudioModelConfig:
-    variant: str = "small_16k"  # a name in avflow.models.mmaudio.CONFIGS
+    variant: str = "small_16k"  # a name in avflow.models.mmaudio_config.CONFIGS
     overrides: dict[str, int | float | bool] = field(default_factory=dict)  # MMAudioConfig fields (tiny test nets)
     init: str | None = None  # official-layout checkpoint (.pth / .safetensors) to fine-tune from
 

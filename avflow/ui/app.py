@@ -139,7 +139,7 @@ def generate_joint(
 
 def foley_cfg_strength() -> float:
     """The foley model's guidance strength (its variant's sampling settings), shown as the page's default."""
-    from avflow.pipelines.foley import check_model
+    from avflow.pipelines.foley_variants import check_model
 
     return check_model(FOLEY_MODEL).sampling.cfg_strength
 
@@ -177,7 +177,7 @@ def generate_foley(
     if missing_foley_weights():
         raise AvflowError(foley_weights_message())
     from avflow.data.media import mux_audio, write_audio
-    from avflow.pipelines.foley import check_model
+    from avflow.pipelines.foley_variants import check_model
 
     steps = settings.steps if steps is None else int(steps)
     sampling = check_model(FOLEY_MODEL).sampling.override(steps=steps, cfg_strength=cfg_strength)

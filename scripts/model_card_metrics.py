@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from avflow.config import to_dict
-from avflow.pipelines.generate import clip_av_metrics, load_default_model
+from avflow.eval.clip_metrics import clip_av_metrics
+from avflow.pipelines.default_model import load_default_model
 from avflow.world.dataset import load_clip
 
 TARGET_SYNC_MS = 62.0

@@ -15,7 +15,7 @@ import torch
 from avflow.cli import main
 from avflow.data.media import probe, read_audio
 from avflow.errors import AvflowError
-from avflow.pipelines.generate import WEIGHT_FILES, default_model_dir, load_default_model
+from avflow.pipelines.default_model import WEIGHT_FILES, default_model_dir, load_default_model
 
 REPO = Path(__file__).resolve().parents[1]
 

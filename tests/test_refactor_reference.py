@@ -63,7 +63,7 @@ def generate_cases(work: Path) -> dict:
     from helpers import sweep_video_frames
 
     from avflow.data.media import write_audio, write_video
-    from avflow.pipelines.generate import load_default_model
+    from avflow.pipelines.default_model import load_default_model
 
     pipe = load_default_model()
     two = pipe.sampling.override(steps=2)

@@ -25,10 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.pipelines.generate import default_sampling, load_default_model
+    from avflow.pipelines.default_model import load_default_model, read_default_config
 
     start = time.perf_counter()
-    sampling = default_sampling().override(steps=args.steps, cfg_strength=args.cfg)  # checked before loading
+    # the settings are checked (one-line errors) before any weights are loaded
+    sampling = read_default_config().sampling.override(steps=args.steps, cfg_strength=args.cfg)
     pipe = load_default_model()
     prompt = args.prompt or pipe.default_prompt
     print(f"prompt: {prompt}")

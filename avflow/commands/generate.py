@@ -29,13 +29,13 @@ def check_inputs(args: argparse.Namespace):
     """Clear one-line errors before any model is loaded; returns the sampling settings."""
     from avflow.data.media import probe
     from avflow.errors import AvflowError
-    from avflow.pipelines.generate import default_sampling
+    from avflow.pipelines.default_model import read_default_config
 
     if not args.prompt.strip():
         raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
     if args.duration is not None and not args.duration > 0:
         raise AvflowError(f"--duration must be > 0 seconds, got {args.duration}")
-    sampling = default_sampling(args.model).override(steps=args.steps, cfg_strength=args.cfg)
+    sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
     if args.task == "a2v":
         if args.audio is None:
             raise AvflowError("--task a2v needs --audio FILE")
@@ -54,7 +54,7 @@ def progress_bar(done: int, total: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.pipelines.generate import load_default_model
+    from avflow.pipelines.default_model import load_default_model
 
     sampling = check_inputs(args)
     pipe = load_default_model(args.model)

@@ -42,6 +42,15 @@ def constructor(path: Path) -> dict:
     return json.loads(Path(path).read_text())["constructor"]
 
 
+def vae_fixture_for(fixtures: Path, latent_dim: int) -> str:
+    """The name of the audio VAE fixture whose latent width (`embed_dim` in its .json) is `latent_dim`."""
+    names = [p.name.removesuffix(".json") for p in sorted((fixtures / "mmaudio").glob("vae_tiny_*.json"))]
+    fitting = [n for n in names if constructor(fixtures / "mmaudio" / f"{n}.json")["embed_dim"] == latent_dim]
+    if not fitting:
+        pytest.fail(f"no VAE fixture with {latent_dim}-dim latents among {names}", pytrace=False)
+    return fitting[0]
+
+
 def randomize_(model: torch.nn.Module, seed: int, scale: float = 0.2) -> torch.nn.Module:
     """Overwrite every parameter with seeded Gaussian values (so zero-initialised paths carry signal)."""
     gen = torch.Generator().manual_seed(seed)
@@ -60,8 +69,7 @@ def tiny_foley_raw_files(raw: Path, fixtures: Path) -> tuple[dict[str, tuple[str
     mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
     tiny = constructor(mm / "network_tiny_v1.json")
     net_cfg = MMAudioConfig(**{**tiny, "clip_dim": 16, "sync_dim": 32, "text_dim": 16, "text_seq_len": 77})
-    vae_name = next(n for n in ("vae_tiny_16k", "vae_tiny_44k") if constructor(mm / f"{n}.json")["embed_dim"] ==
-                    net_cfg.latent_dim)  # fmt: skip
+    vae_name = vae_fixture_for(fixtures, net_cfg.latent_dim)
     net = randomize_(MMAudio(net_cfg), 1, 0.05)
     with torch.no_grad():
         net.latent_mean.zero_()

@@ -41,6 +41,12 @@ def cache(raw_files, tmp_path, monkeypatch) -> Path:
     return install_tiny_foley(monkeypatch, tmp_path / "home", source, files, spec)
 
 
+@pytest.fixture
+def rate(raw_files) -> int:
+    """The tiny model's sample rate (its network config, from the fixture's .json)."""
+    return raw_files[2].network_config.sample_rate
+
+
 def make_video(path: Path, fps: float, seconds: float, size=(32, 48)) -> Path:
     return write_video(path, sweep_video_frames(fps, seconds, size), fps)
 
@@ -65,17 +71,17 @@ CLI_FAST = ["--model", MODEL, "--steps", "2", "--window", str(WINDOW), "--overla
 
 
 @pytest.mark.parametrize("fps", [16.0, 23.976, 30.0])
-def test_foley_cli_any_frame_rate(cache, tmp_path, fps):
+def test_foley_cli_any_frame_rate(cache, rate, tmp_path, fps):
     video = make_video(tmp_path / "in.mp4", fps, 1.7)
     out, wav = tmp_path / "out.mp4", tmp_path / "out.wav"
     assert main(["foley", str(video), "-o", str(out), "--wav", str(wav), "--prompt", "steps", *CLI_FAST]) == 0
     assert video_packets(out) == video_packets(video)
-    rate, channels, samples, duration = audio_track(out)
-    assert (rate, channels) == (16000, 1)
+    track_rate, channels, samples, duration = audio_track(out)
+    assert (track_rate, channels) == (rate, 1)
     assert abs(samples - duration * rate) <= 1024  # within one AAC frame
     info = sf.info(str(wav))
-    assert info.samplerate == 16000 and info.channels == 1
-    assert info.frames == round(duration * 16000)
+    assert info.samplerate == rate and info.channels == 1
+    assert info.frames == round(duration * rate)
     data, _ = sf.read(str(wav))
     assert np.isfinite(data).all() and np.abs(data).max() > 0
 
@@ -84,10 +90,15 @@ class SmoothVocoder(torch.nn.Module):
     """Stand-in vocoder whose waveform is smooth within a window (the mean mel, smoothed over 8 frames, interpolated),
     so any discontinuity comes from how windows are joined (random BigVGAN output is white-noise-like)."""
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, n_mels, T) -> (B, 1, T * 256)
+    def __init__(self, hop_length: int):
+        super().__init__()
+        self.hop_length = hop_length
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, n_mels, T) -> (B, 1, T * hop)
         x = mel.mean(dim=1, keepdim=True)  # (B, 1, T)
         x = F.avg_pool1d(F.pad(x, (4, 3), mode="replicate"), 8, stride=1)  # smooth over 8 mel frames
-        return (0.1 * F.interpolate(x, scale_factor=256, mode="linear", align_corners=False)).clamp(-1, 1)
+        x = F.interpolate(x, scale_factor=self.hop_length, mode="linear", align_corners=False)
+        return (0.1 * x).clamp(-1, 1)
 
 
 def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
@@ -96,11 +107,12 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
     result = pipe.generate_video(video, "a ball", seed=3)
     windows = plan_windows(result.duration, WINDOW, overlap, pipe.latent_rate)
     assert result.windows == len(windows) >= 3
-    assert len(result.audio) == round(result.duration * 16000)
+    rate, per_latent = pipe.sample_rate, 2 * pipe.model.network.config.hop_length  # a latent is two mel frames
+    assert len(result.audio) == round(result.duration * rate)
     jump = np.abs(np.diff(result.audio))
     borders = []
     for prev, w in zip(windows[:-1], windows[1:]):
-        borders += [w.start * 512, prev.start * 512 + round(prev.duration * 16000)]  # 512 samples per latent
+        borders += [w.start * per_latent, prev.start * per_latent + round(prev.duration * rate)]
     near = np.zeros(len(jump), bool)
     for b in borders:
         near[max(0, b - 4) : b + 4] = True
@@ -110,7 +122,7 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
 def test_windows_are_seamless_and_bounded(cache, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25.0, 3.0)
     pipe = FoleyPipeline.from_cache(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
-    pipe.model.vocoder = SmoothVocoder()
+    pipe.model.vocoder = SmoothVocoder(pipe.model.vocoder.hop_length)
     seam, inside, trace = _seam_jumps(pipe, video, OVERLAP)
     assert seam <= inside
     # Structure: every tensor the windowed path builds spans at most one window plus the overlap.
@@ -152,19 +164,19 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     assert (tmp_path / "out2" / "a.flac").exists()
 
 
-def test_t2a_and_i2a(cache, tmp_path):
+def test_t2a_and_i2a(cache, rate, tmp_path):
     out = tmp_path / "t.wav"
     assert main(["t2a", "rain on a roof", "--duration", "1.3", "-o", str(out), *CLI_FAST]) == 0
-    data, rate = sf.read(str(out))
-    assert rate == 16000 and len(data) == round(1.3 * 16000)
+    data, file_rate = sf.read(str(out))
+    assert file_rate == rate and len(data) == round(1.3 * rate)
     from PIL import Image
 
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "i.flac"
     assert main(["i2a", str(image), "--duration", "0.9", "-o", str(out), *CLI_FAST]) == 0
-    data, rate = sf.read(str(out))
-    assert rate == 16000 and len(data) == round(0.9 * 16000)
+    data, file_rate = sf.read(str(out))
+    assert file_rate == rate and len(data) == round(0.9 * rate)
 
 
 def _error(capsys) -> str:

@@ -14,7 +14,7 @@ from avflow.errors import WeightsError
 from avflow.weights import load_strict, read_state_dict
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AudioVAEConfig:
     data_dim: int = 80  # mel bins
     embed_dim: int = 20  # latent channels

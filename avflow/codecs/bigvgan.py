@@ -16,7 +16,7 @@ from avflow.weights import load_strict, read_state_dict
 FILTER_BUFFERS = (".upsample.filter", ".lowpass.filter")  # recomputable, may be absent from a checkpoint
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BigVGANConfig:
     num_mels: int = 80
     upsample_rates: tuple[int, ...] = (4, 4, 2, 2, 2, 2)

@@ -107,7 +107,7 @@ def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, see
     if weights.is_file():
         return weights
     file = data / ("train_video.safetensors" if streams == ["video"] else "train_video_audio.safetensors")
-    cfg = TrainConfig(
+    config = TrainConfig(
         out_dir=str(out),
         model=ComponentConfig("joint", model),
         task=ComponentConfig("flow_matching", {"timesteps": "logit_normal", "cond_dropout": 0.1}),
@@ -119,7 +119,7 @@ def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, see
         log=LogConfig(every=max(1, steps // 10), tensorboard=False, progress=False),
         checkpoint=CheckpointConfig(every=max(1, steps // 4), keep_last=1, resume="auto"),
     )
-    train(validate(cfg))
+    train(validate(config))
     return weights
 
 

@@ -30,7 +30,7 @@ from avflow.weights import load_strict
 ROPE_THETA = 10000
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class AudioTowerConfig:
     latent_dim: int = 20
     text_dim: int = 384

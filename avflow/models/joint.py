@@ -20,7 +20,7 @@ from avflow.nn.fusion import FusionOptions, build_fusion, check_fusion, fusion_o
 from avflow.nn.temporal_alignment import ALIGNMENTS, TemporalAlignment
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class JointConfig:
     """Default: a small model for the procedural world (MiniLM text, world codecs' latent shapes)."""
 

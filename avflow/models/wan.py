@@ -21,7 +21,7 @@ from avflow.nn.wan_blocks import WanBlock, WanConditionEmbedder, WanRotary
 from avflow.weights import load_strict
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class WanConfig:
     """Field names follow diffusers' config so an official `config.json` maps onto it."""
 

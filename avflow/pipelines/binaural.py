@@ -56,9 +56,9 @@ class BinauralPipeline:
         settings unless given; the negative branch takes the video-off empty conditions)."""
         sampling = sampling or self.sampling
         n = num_tokens(n_samples)
-        cond = {k: v[None] for k, v in video_conditions(frames, fps, n, TOKEN_RATE, self.model.cfg.bins).items()}
+        cond = {k: v[None] for k, v in video_conditions(frames, fps, n, TOKEN_RATE, self.model.config.bins).items()}
         g = torch.Generator().manual_seed(seed)
-        noise = {s: torch.randn(1, n, self.model.cfg.latent_dim, generator=g) for s in ("left", "right")}
+        noise = {s: torch.randn(1, n, self.model.config.latent_dim, generator=g) for s in ("left", "right")}
         negative = self.model.empty_conditions(1, n)
         result = sample_with(sampling, self.model, noise, cond, negative=negative)
         return self.codec.decode(result.streams, n_samples, iters=decode_iters)[0].numpy().astype(np.float32)

@@ -105,8 +105,8 @@ class FoleyPipeline:
 
     @property
     def latent_rate(self) -> float:
-        cfg = self.model.network.config
-        return cfg.sample_rate / cfg.hop_length / 2
+        config = self.model.network.config
+        return config.sample_rate / config.hop_length / 2
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:

@@ -9,7 +9,6 @@ Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_down
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,10 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from avflow.errors import WeightsError
+from avflow.weights import md5_file, read_state_dict, save_safetensors
 
 MMAUDIO_HF = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights/"
 MMAUDIO_GH = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/"
@@ -100,14 +97,6 @@ def offline() -> bool:
     return os.environ.get("AVFLOW_OFFLINE", "") == "1" or os.environ.get("HF_HUB_OFFLINE", "") == "1"
 
 
-def md5sum(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def converted_path(asset: Asset, root: Path | None = None) -> Path:
     return (root or home()) / "weights" / f"{asset.stem}.safetensors"
 
@@ -145,39 +134,15 @@ def _download(asset: Asset, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def load_raw_state_dict(path: Path, subkey: str = "") -> dict[str, torch.Tensor]:
-    """A state dict from an official file (.pth/.pt with weights_only=True, or .safetensors)."""
-    try:
-        if path.suffix == ".safetensors":
-            obj = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
-    if subkey:
-        if not isinstance(obj, dict) or subkey not in obj:
-            raise WeightsError(f"{path}: expected the state dict under key {subkey!r}")
-        obj = obj[subkey]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: does not hold a flat state dict of tensors")
-    return obj
-
-
 def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path:
     """Verify the raw file's checksum and write its state dict as safetensors (atomically). Returns the path."""
     raw = raw_path(asset, root)
     if verify and asset.md5:
-        got = md5sum(raw)
+        got = md5_file(raw)
         if got != asset.md5:
             raise WeightsError(f"{raw}: MD5 {got} is not the published {asset.md5}; delete it and download again")
-    state = load_raw_state_dict(raw, asset.subkey)
-    dest = converted_path(asset, root)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp), metadata={"source": asset.name})
-    os.replace(tmp, dest)
-    return dest
+    state = read_state_dict(raw, subkey=asset.subkey)
+    return save_safetensors(state, converted_path(asset, root), metadata={"source": asset.name})
 
 
 def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool = False, verify: bool = True) -> Path:
@@ -206,14 +171,3 @@ def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = 
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     return {stem: fetch(stem, root, allow_download=allow_download) for stem in MODELS[model]}
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load a converted safetensors file, with a one-line error when it is missing or corrupt."""
-    if not Path(path).exists():
-        raise WeightsError(f"{path}: weight file not found")
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WeightsError(f"{path}: corrupt weight file ({type(exc).__name__}: {first})") from None

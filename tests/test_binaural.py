@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from avflow.codecs.binaural_features import BinauralFeatures, load_features, num_tokens
+from avflow.codecs.binaural_features import FEATURES_FILE, BinauralFeatures, load_features, num_tokens
 from avflow.eval.spatial import ild, itd_gcc_phat
 from avflow.flow import cfg, sample
-from avflow.models.binaural import BinauralConfig, BinauralFlow, load_binaural, save_binaural
+from avflow.models.binaural import MODEL_FILE, BinauralConfig, BinauralFlow, load_binaural, save_binaural
 from avflow.nn.spatiotemporal import video_features
-from avflow.pipelines.binaural import FEATURES_FILE, MODEL_FILE
 from avflow.pipelines.spatialise import amplitude_pan, spatialise
 from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,107 +11,44 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, sweep_video_frames, tiny_foley_raw_files
 
 from avflow import hub
 from avflow.cli import main
-from avflow.codecs.audio_vae import AudioVAEConfig
-from avflow.codecs.bigvgan import BigVGANConfig
 from avflow.data.media import write_video
-from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from avflow.encoders.synchformer import Synchformer, SynchformerConfig
-from avflow.models.mmaudio import MMAudio, MMAudioConfig
-from avflow.pipelines import foley
-from avflow.pipelines.foley_model import SamplingSettings
+from avflow.models.mmaudio_config import SAMPLING
+from avflow.pipelines.foley import FoleyPipeline
+from avflow.pipelines.foley_frames import iter_window_frames
+from avflow.pipelines.foley_variants import FoleySpec
+from avflow.pipelines.foley_windows import plan_windows
 
-MODEL = "tiny_test"
+MODEL = TINY_FOLEY_MODEL
 WINDOW, OVERLAP = 1.0, 0.25
-CLIP_CFG = CLIPConfig(
-    embed_dim=16,
-    vision=CLIPVisionConfig(width=32, layers=1, head_width=16),
-    text=CLIPTextConfig(width=16, heads=1, layers=1),
-)
-SYNC_CFG = SynchformerConfig(embed_dim=32, num_heads=2, depth=1)
-
-
-def _constructor(path: Path) -> dict:
-    return json.loads(path.read_text())["constructor"]
-
-
-def _random(model: torch.nn.Module, seed: int, scale: float = 0.2) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return model
 
 
 @pytest.fixture(scope="module")
-def raw_files(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]], foley.FoleySpec]:
+def raw_files(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]], FoleySpec]:
     """Official-format files of a tiny model in a cache's raw/ folder: {stem: (file name, subkey)} and the spec."""
-    from conftest import fixtures_root
-
-    fx = fixtures_root()
     raw = tmp_path_factory.mktemp("raw_source")
-    tiny = _constructor(fx / "mmaudio" / "network_tiny_v1.json")
-    net_cfg = MMAudioConfig(**{**tiny, "clip_dim": 16, "sync_dim": 32, "text_dim": 16, "text_seq_len": 77})
-    net = _random(MMAudio(net_cfg), 1, 0.05)
-    with torch.no_grad():
-        net.latent_mean.zero_()
-        net.latent_std.fill_(1.0)
-    torch.save(net.state_dict(), raw / "tiny_net.pth")  # official MMAudio .pth: a flat state dict
-    torch.save(load_file(fx / "mmaudio" / "vae_tiny_16k.weights.safetensors"), raw / "tiny_vae.pth")
-    vocoder = load_file(fx / "bigvgan" / "bigvgan_v1_tiny.weights.safetensors")
-    torch.save({"generator": vocoder}, raw / "tiny_vocoder.pt")  # as best_netG.pt
-    sync = _random(Synchformer(SYNC_CFG), 2).state_dict()
-    torch.save({**sync, "afeat_extractor.dummy": torch.zeros(1)}, raw / "tiny_sync.pth")  # whole Synchformer file
-    save_file(_random(CLIP(CLIP_CFG), 3).state_dict(), raw / "tiny_clip.safetensors")  # open_clip layout
-    files = {
-        "tiny_net": ("tiny_net.pth", ""),
-        "tiny_vae": ("tiny_vae.pth", ""),
-        "tiny_vocoder": ("tiny_vocoder.pt", "generator"),
-        "tiny_sync": ("tiny_sync.pth", ""),
-        "tiny_clip": ("tiny_clip.safetensors", ""),
-    }
-    spec = foley.FoleySpec(
-        network="tiny_net",
-        vae="tiny_vae",
-        vocoder="tiny_vocoder",
-        synchformer="tiny_sync",
-        clip="tiny_clip",
-        network_config=net_cfg,
-        vae_config=AudioVAEConfig(**_constructor(fx / "mmaudio" / "vae_tiny_16k.json")),
-        vocoder_config=BigVGANConfig.from_dict(_constructor(fx / "bigvgan" / "bigvgan_v1_tiny.json")),
-        clip_config=CLIP_CFG,
-        synchformer_config=SYNC_CFG,
-    )
-    return raw, files, spec
+    files, spec = tiny_foley_raw_files(raw, fixtures_root())
+    return raw, files, FoleySpec(**spec)
 
 
 @pytest.fixture
 def cache(raw_files, tmp_path, monkeypatch) -> Path:
     """$AVFLOW_HOME with the tiny model registered and its raw files (with MD5s) in place."""
     source, files, spec = raw_files
-    home = tmp_path / "home"
-    (home / "raw").mkdir(parents=True)
-    monkeypatch.setenv("AVFLOW_HOME", str(home))
-    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
-    for stem, (name, subkey) in files.items():
-        (home / "raw" / name).write_bytes((source / name).read_bytes())
-        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=hub.md5sum(source / name), subkey=subkey))
-    monkeypatch.setitem(hub.MODELS, MODEL, list(files))
-    monkeypatch.setitem(foley.VARIANTS, MODEL, spec)
-    return home
+    return install_tiny_foley(monkeypatch, tmp_path / "home", source, files, spec)
+
+
+@pytest.fixture
+def rate(raw_files) -> int:
+    """The tiny model's sample rate (its network config, from the fixture's .json)."""
+    return raw_files[2].network_config.sample_rate
 
 
 def make_video(path: Path, fps: float, seconds: float, size=(32, 48)) -> Path:
-    n = max(1, round(seconds * fps))
-    frames = np.zeros((n, *size, 3), np.uint8)
-    for i in range(n):
-        frames[i, :, :] = (7 * i) % 200
-        x = (3 * i) % (size[1] - 8)
-        frames[i, 8:16, x : x + 8] = 255
-    return write_video(path, frames, fps)
+    return write_video(path, sweep_video_frames(fps, seconds, size), fps)
 
 
 def video_packets(path: Path) -> list[bytes]:
@@ -135,17 +71,17 @@ CLI_FAST = ["--model", MODEL, "--steps", "2", "--window", str(WINDOW), "--overla
 
 
 @pytest.mark.parametrize("fps", [16.0, 23.976, 30.0])
-def test_foley_cli_any_frame_rate(cache, tmp_path, fps):
+def test_foley_cli_any_frame_rate(cache, rate, tmp_path, fps):
     video = make_video(tmp_path / "in.mp4", fps, 1.7)
     out, wav = tmp_path / "out.mp4", tmp_path / "out.wav"
     assert main(["foley", str(video), "-o", str(out), "--wav", str(wav), "--prompt", "steps", *CLI_FAST]) == 0
     assert video_packets(out) == video_packets(video)
-    rate, channels, samples, duration = audio_track(out)
-    assert (rate, channels) == (16000, 1)
+    track_rate, channels, samples, duration = audio_track(out)
+    assert (track_rate, channels) == (rate, 1)
     assert abs(samples - duration * rate) <= 1024  # within one AAC frame
     info = sf.info(str(wav))
-    assert info.samplerate == 16000 and info.channels == 1
-    assert info.frames == round(duration * 16000)
+    assert info.samplerate == rate and info.channels == 1
+    assert info.frames == round(duration * rate)
     data, _ = sf.read(str(wav))
     assert np.isfinite(data).all() and np.abs(data).max() > 0
 
@@ -154,23 +90,29 @@ class SmoothVocoder(torch.nn.Module):
     """Stand-in vocoder whose waveform is smooth within a window (the mean mel, smoothed over 8 frames, interpolated),
     so any discontinuity comes from how windows are joined (random BigVGAN output is white-noise-like)."""
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, n_mels, T) -> (B, 1, T * 256)
+    def __init__(self, hop_length: int):
+        super().__init__()
+        self.hop_length = hop_length
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, n_mels, T) -> (B, 1, T * hop)
         x = mel.mean(dim=1, keepdim=True)  # (B, 1, T)
         x = F.avg_pool1d(F.pad(x, (4, 3), mode="replicate"), 8, stride=1)  # smooth over 8 mel frames
-        return (0.1 * F.interpolate(x, scale_factor=256, mode="linear", align_corners=False)).clamp(-1, 1)
+        x = F.interpolate(x, scale_factor=self.hop_length, mode="linear", align_corners=False)
+        return (0.1 * x).clamp(-1, 1)
 
 
 def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
     """(largest jump near a window border, 99th percentile of jumps elsewhere, trace) for windows of 1 s."""
     pipe.overlap_s, pipe.trace = overlap, []
     result = pipe.generate_video(video, "a ball", seed=3)
-    windows = foley.plan_windows(result.duration, WINDOW, overlap, pipe.latent_rate)
+    windows = plan_windows(result.duration, WINDOW, overlap, pipe.latent_rate)
     assert result.windows == len(windows) >= 3
-    assert len(result.audio) == round(result.duration * 16000)
+    rate, per_latent = pipe.sample_rate, 2 * pipe.model.network.config.hop_length  # a latent is two mel frames
+    assert len(result.audio) == round(result.duration * rate)
     jump = np.abs(np.diff(result.audio))
     borders = []
     for prev, w in zip(windows[:-1], windows[1:]):
-        borders += [w.start * 512, prev.start * 512 + round(prev.duration * 16000)]  # 512 samples per latent
+        borders += [w.start * per_latent, prev.start * per_latent + round(prev.duration * rate)]
     near = np.zeros(len(jump), bool)
     for b in borders:
         near[max(0, b - 4) : b + 4] = True
@@ -179,8 +121,8 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
 
 def test_windows_are_seamless_and_bounded(cache, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25.0, 3.0)
-    pipe = foley.FoleyPipeline.from_cache(MODEL, settings=SamplingSettings(steps=2), window_s=WINDOW)
-    pipe.model.vocoder = SmoothVocoder()
+    pipe = FoleyPipeline.from_cache(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
+    pipe.model.vocoder = SmoothVocoder(pipe.model.vocoder.hop_length)
     seam, inside, trace = _seam_jumps(pipe, video, OVERLAP)
     assert seam <= inside
     # Structure: every tensor the windowed path builds spans at most one window plus the overlap.
@@ -194,8 +136,8 @@ def test_windows_are_seamless_and_bounded(cache, tmp_path):
 
 def test_iter_window_frames_counts(tmp_path):
     video = make_video(tmp_path / "v.mp4", 23.976, 2.3)
-    windows = foley.plan_windows(2.3, WINDOW, OVERLAP, 31.25)
-    got = list(foley.iter_window_frames(video, windows))
+    windows = plan_windows(2.3, WINDOW, OVERLAP, 31.25)
+    got = list(iter_window_frames(video, windows))
     assert [wf.window.index for wf in got] == list(range(len(windows)))
     for wf in got:
         assert len(wf.clip) == int(8 * wf.window.duration + 1e-9) and wf.clip.shape[1:] == (3, 384, 384)
@@ -222,19 +164,19 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     assert (tmp_path / "out2" / "a.flac").exists()
 
 
-def test_t2a_and_i2a(cache, tmp_path):
+def test_t2a_and_i2a(cache, rate, tmp_path):
     out = tmp_path / "t.wav"
     assert main(["t2a", "rain on a roof", "--duration", "1.3", "-o", str(out), *CLI_FAST]) == 0
-    data, rate = sf.read(str(out))
-    assert rate == 16000 and len(data) == round(1.3 * 16000)
+    data, file_rate = sf.read(str(out))
+    assert file_rate == rate and len(data) == round(1.3 * rate)
     from PIL import Image
 
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "i.flac"
     assert main(["i2a", str(image), "--duration", "0.9", "-o", str(out), *CLI_FAST]) == 0
-    data, rate = sf.read(str(out))
-    assert rate == 16000 and len(data) == round(0.9 * 16000)
+    data, file_rate = sf.read(str(out))
+    assert file_rate == rate and len(data) == round(0.9 * rate)
 
 
 def _error(capsys) -> str:
@@ -254,6 +196,8 @@ def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys):
     good = make_video(tmp_path / "good.mp4", 25.0, 0.8)
     assert main(["foley", str(good), *CLI_FAST, "--model", "nonexistent"]) == 2
     assert "unknown model" in _error(capsys)
+    assert main(["foley", str(good), *CLI_FAST, "--cfg", "0"]) == 2  # before any weights are read
+    assert "cfg_strength must be a finite number > 0" in _error(capsys)
     # A corrupt converted file, then a corrupt official file: rejected before any video work.
     converted = cache / "weights" / "tiny_net.safetensors"
     converted.write_bytes(converted.read_bytes()[:3000])
@@ -289,7 +233,7 @@ def test_missing_weights_and_offline(cache, tmp_path, capsys, monkeypatch):
 def test_plan_windows_cover_and_overlap():
     rate = 31.25
     for total in (0.5, 1.0, 1.01, 2.7, 13.3):
-        ws = foley.plan_windows(total, 1.0, 0.25, rate)
+        ws = plan_windows(total, 1.0, 0.25, rate)
         assert ws[0].start == 0 and all(w.duration <= 1.0 + 1e-9 or len(ws) == 1 for w in ws)
         assert ws[-1].start_s + ws[-1].duration >= total - 1e-6
         for a, b in zip(ws[:-1], ws[1:]):

@@ -20,17 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None, help="default: the model's demo prompt")
     parser.add_argument("--out-dir", default="outputs", help="where demo.mp4 and demo_spectrogram.png go")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
+    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.pipelines.generate import load_default_model
+    from avflow.pipelines.default_model import load_default_model, read_default_config
 
     start = time.perf_counter()
+    # the settings are checked (one-line errors) before any weights are loaded
+    sampling = read_default_config().sampling.override(steps=args.steps, cfg_strength=args.cfg)
     pipe = load_default_model()
     prompt = args.prompt or pipe.default_prompt
     print(f"prompt: {prompt}")
-    clip = pipe.generate(prompt, seed=args.seed, steps=args.steps,
+    clip = pipe.generate(prompt, seed=args.seed, sampling=sampling,
                          progress=lambda i, n: print(f"\rsampling {i}/{n}", end="\n" if i == n else "",
                                                      file=sys.stderr, flush=True))  # fmt: skip
     out = Path(args.out_dir)

@@ -30,8 +30,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
         default=default_duration,
         help="seconds" + ("" if default_duration else " (default: all)"),
     )
-    parser.add_argument("--steps", type=int, default=25, help="Euler steps")
-    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance strength")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
+    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
@@ -40,17 +40,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
 
 def load_pipeline(args: argparse.Namespace):
     """The pipeline for args.model from the weight cache; fails at once (one line) when weights are missing."""
-    from avflow.pipelines.foley import FoleyPipeline
-    from avflow.pipelines.foley_model import SamplingSettings
-
-    if args.steps < 1:
-        raise AvflowError(f"--steps must be >= 1, got {args.steps}")
     import torch
 
-    settings = SamplingSettings(steps=args.steps, cfg_strength=args.cfg)
+    from avflow.pipelines.foley import FoleyPipeline
+    from avflow.pipelines.foley_variants import check_model
+
+    sampling = check_model(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     return FoleyPipeline.from_cache(
-        args.model, device=device, settings=settings, window_s=args.window, overlap_s=args.overlap
+        args.model, device=device, sampling=sampling, window_s=args.window, overlap_s=args.overlap
     )
 
 

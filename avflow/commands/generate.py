@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, default=None, help="seconds (default: the model's, 2 s)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
     parser.add_argument("--task", choices=["t2av", "a2v", "v2a"], default="t2av",
                         help="t2av: text to audio+video; a2v: video for --audio; v2a: audio for --video")  # fmt: skip
     parser.add_argument("--audio", default=None, help="input audio file for --task a2v (resampled to 16 kHz mono)")
@@ -25,15 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", action="store_true", help="print sync / spatial / physics metrics")
 
 
-def check_inputs(args: argparse.Namespace) -> None:
-    """Clear one-line errors before any model is loaded."""
+def check_inputs(args: argparse.Namespace):
+    """Clear one-line errors before any model is loaded; returns the sampling settings."""
     from avflow.data.media import probe
     from avflow.errors import AvflowError
+    from avflow.pipelines.default_model import read_default_config
 
     if not args.prompt.strip():
         raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
     if args.duration is not None and not args.duration > 0:
         raise AvflowError(f"--duration must be > 0 seconds, got {args.duration}")
+    sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
     if args.task == "a2v":
         if args.audio is None:
             raise AvflowError("--task a2v needs --audio FILE")
@@ -44,6 +46,7 @@ def check_inputs(args: argparse.Namespace) -> None:
             raise AvflowError("--task v2a needs --video FILE")
         if not probe(args.video).has_video:
             raise AvflowError(f"{args.video}: no video stream")
+    return sampling
 
 
 def progress_bar(done: int, total: int) -> None:
@@ -51,11 +54,11 @@ def progress_bar(done: int, total: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.pipelines.generate import load_default_model
+    from avflow.pipelines.default_model import load_default_model
 
-    check_inputs(args)
+    sampling = check_inputs(args)
     pipe = load_default_model(args.model)
-    options = dict(seed=args.seed, duration=args.duration, steps=args.steps, cfg=args.cfg, task=args.task)
+    options = dict(seed=args.seed, duration=args.duration, sampling=sampling, task=args.task)
     clip = pipe.generate(args.prompt, audio_path=args.audio, video_path=args.video, progress=progress_bar, **options)
     out = clip.save(Path(args.output))
     print(f"wrote {out} ({clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "

@@ -12,7 +12,7 @@ HELP = "serve the web UI (needs the [ui] extra: pip install 'avflow[ui]')"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from avflow.ui.app import UISettings
+    from avflow.ui.services import UISettings
 
     defaults = UISettings()
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise AvflowError("the UI needs gradio: pip install 'avflow[ui]'")
     if args.steps < 1 or args.concurrency < 1:
         raise AvflowError("--steps and --concurrency must be at least 1")
-    from avflow.ui.app import UISettings, launch
+    from avflow.ui.app import launch
+    from avflow.ui.services import UISettings
 
     settings = UISettings(
         steps=args.steps,

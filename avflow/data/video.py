@@ -379,6 +379,16 @@ def read_video(
     return frames
 
 
+def video_frames(path: str | Path, width: int = 64) -> tuple[np.ndarray, float, float]:
+    """(frames (T, h, w, 3) uint8 scaled to `width` columns (even height, aspect kept), fps, duration s)."""
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(f"{path}: has no video stream")
+    height = max(2, round(info.height * width / info.width / 2) * 2)
+    clip = read_video(path, size=(height, width))
+    return clip.frames.numpy(), clip.fps, info.duration
+
+
 def iter_video_windows(
     path: str | Path,
     window_s: float,

@@ -16,18 +16,18 @@ from torch import Tensor, nn
 from avflow.errors import ConfigError
 from avflow.models.audio_tower import AudioTower, AudioTowerConfig
 from avflow.models.wan import WanConfig, WanVideoTower
-from avflow.nn.fusion import FUSIONS, build_fusion
+from avflow.nn.fusion import FusionOptions, build_fusion, check_fusion, fusion_options
 from avflow.nn.temporal_alignment import ALIGNMENTS, TemporalAlignment
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class JointConfig:
     """Default: a small model for the procedural world (MiniLM text, world codecs' latent shapes)."""
 
     video: WanConfig = field(default_factory=WanConfig)
     audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
-    fusion: str = "bidirectional"
-    fusion_options: dict = field(default_factory=lambda: {"heads": 2})
+    fusion: str = "bidirectional"  # a variant of avflow.nn.fusion.FUSIONS
+    fusion_options: dict = field(default_factory=dict)  # its options dataclass as a mapping; {}: the variant's defaults
     alignment: str = "none"  # temporal RoPE of cross-modal attention: none | avsync | seconds (temporal_alignment)
     text_dim: int = 384
     text_len: int = 32
@@ -42,7 +42,17 @@ class JointConfig:
                 f"and audio.text_dim {self.audio.text_dim}"
             )
         if self.alignment not in ALIGNMENTS:
-            raise ConfigError(f"unknown temporal alignment {self.alignment!r} (choose from {', '.join(ALIGNMENTS)})")
+            raise ConfigError(
+                f"alignment: unknown temporal alignment {self.alignment!r} (choose from {', '.join(ALIGNMENTS)})"
+            )
+        n_layers = max(self.video.num_layers, self.audio.depth)
+        check_fusion(self.fusion, self.fusion_options, self.alignment, video_dim=self.video.dim,
+                     audio_dim=self.audio.hidden_dim, n_layers=n_layers)  # fmt: skip
+
+    @property
+    def fusion_config(self) -> FusionOptions:
+        """The fusion variant's typed options."""
+        return fusion_options(self.fusion, self.fusion_options)
 
 
 def video_frame_seconds(n_latent: int, fps: float, stride: int, device=None) -> Tensor:
@@ -63,14 +73,9 @@ class JointModel(nn.Module):
         self.config = c = config or JointConfig()
         self.video = WanVideoTower(c.video)
         self.audio = AudioTower(c.audio)
-        options = dict(c.fusion_options)
-        if getattr(FUSIONS.get(c.fusion), "takes_alignment", False):
-            options["alignment"] = TemporalAlignment(c.alignment, video_period=c.video_temporal_stride / c.video_fps)
-        elif c.alignment != "none" and c.fusion != "none":
-            raise ConfigError(f"fusion {c.fusion!r} has no temporal RoPE to align; use alignment 'none'")
-        self.fusion = build_fusion(
-            c.fusion, self.video.dim, self.audio.dim, self.video.n_blocks, self.audio.n_blocks, **options
-        )
+        alignment = TemporalAlignment(c.alignment, video_period=c.video_temporal_stride / c.video_fps)
+        dims, blocks = (self.video.dim, self.audio.dim), (self.video.n_blocks, self.audio.n_blocks)
+        self.fusion = build_fusion(c.fusion, *dims, *blocks, c.fusion_config, alignment)
 
     def empty_conditions(self, batch: int) -> dict[str, Tensor]:
         device = next(self.parameters()).device

@@ -10,7 +10,7 @@ from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConf
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.models.binaural import BinauralConfig, BinauralFlow
 from avflow.models.joint import JointConfig, JointModel
-from avflow.pipelines.binaural import BinauralWorld, BinauralWorldConfig
+from avflow.train.binaural_world import BinauralWorld, BinauralWorldConfig
 from avflow.train.codec_tasks import (
     AudioReconstructionConfig,
     AudioReconstructionTask,

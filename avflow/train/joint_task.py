@@ -10,7 +10,7 @@ from avflow.models.tasks import TaskMixture
 from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class JointFlowConfig(FlowMatchingConfig):
     ratios: dict[str, float] = field(default_factory=lambda: {"joint": 0.6, "a2v": 0.2, "v2a": 0.2})
 
@@ -18,9 +18,9 @@ class JointFlowConfig(FlowMatchingConfig):
 class JointFlowTask(FlowMatchingTask):
     """`FlowMatchingTask` whose times are per latent frame: 1 on the clean-condition stream of each sample's task."""
 
-    def __init__(self, cfg: JointFlowConfig):
-        super().__init__(cfg)
-        self.mixture = TaskMixture(dict(cfg.ratios))
+    def __init__(self, config: JointFlowConfig):
+        super().__init__(config)
+        self.mixture = TaskMixture(dict(config.ratios))
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
         out = super().prepare(batch, device)

@@ -19,12 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from safetensors.torch import load_file
-
     from avflow.codecs.world import save_codec
     from avflow.config import from_dict, read_yaml
     from avflow.train.components import MODELS
     from avflow.train.datasets import WorldClips, WorldClipsConfig
+    from avflow.weights import load_strict, read_state_dict
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["video", "audio"])
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     model = spec.build(from_dict(spec.config, config["model"]["args"]))
     emas = sorted(args.run.glob("ema_*.safetensors"))
     weights = emas[0] if emas else args.run / "model.safetensors"
-    model.load_state_dict(load_file(str(weights)))
+    load_strict(model, read_state_dict(weights), str(weights))
     model.eval()
     root = args.world or config["data"]["train"]["args"]["root"]
     stream = "frames" if args.which == "video" else "audio"

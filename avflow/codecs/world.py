@@ -17,7 +17,9 @@ import torch
 
 from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
-from avflow.errors import WeightsError
+from avflow.config import from_dict, to_dict
+from avflow.errors import ConfigError, WeightsError
+from avflow.weights import atomic_write, load_strict, read_state_dict, save_safetensors
 
 CODEC_FILES = ("video.safetensors", "audio.safetensors", "codecs.json")
 
@@ -52,39 +54,29 @@ class WorldCodecs:
 
 def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
     """The codecs in `folder` (default: the shipped ones) on the CPU, in eval mode, fp32, no gradients."""
-    from safetensors.torch import load_file
-
-    from avflow.config import from_dict
-
     folder = Path(folder) if folder is not None else default_codec_dir()
     missing = [f for f in CODEC_FILES if not (folder / f).is_file()]
     if missing:
         raise WeightsError(f"{folder}: world codec files missing: {', '.join(missing)}")
     try:
         meta = json.loads((folder / "codecs.json").read_text())
-        video = WorldVideoCodec(from_dict(WorldVideoCodecConfig, meta["video"]))
-        audio = WorldAudioCodec(from_dict(WorldAudioCodecConfig, meta["audio"]))
-        for module, name in ((video, "video"), (audio, "audio")):
-            state = {k: v.float() for k, v in load_file(str(folder / f"{name}.safetensors")).items()}
-            module.load_state_dict(state)
-            module.eval().requires_grad_(False)
-    except (KeyError, ValueError, RuntimeError, OSError) as exc:
-        raise WeightsError(f"{folder}: cannot load the world codecs: {str(exc).splitlines()[0]}") from None
+        video = WorldVideoCodec(from_dict(WorldVideoCodecConfig, meta["video"], "video"))
+        audio = WorldAudioCodec(from_dict(WorldAudioCodecConfig, meta["audio"], "audio"))
+    except (KeyError, ValueError, ConfigError) as exc:
+        raise WeightsError(f"{folder / 'codecs.json'}: not a world codec description ({exc})") from None
+    for module, name in ((video, "video"), (audio, "audio")):
+        path = folder / f"{name}.safetensors"
+        state = {k: v.float() for k, v in read_state_dict(path).items()}
+        load_strict(module, state, str(path)).eval().requires_grad_(False)
     return WorldCodecs(video, audio, codecs_checksum(folder), folder)
 
 
 def save_codec(module: torch.nn.Module, folder: str | Path, name: str, half: bool = True) -> None:
     """Write one codec's weights (`{name}.safetensors`, fp16 by default) and its config into `codecs.json`."""
-    from safetensors.torch import save_file
-
-    from avflow.config import to_dict
-
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() if half and v.is_floating_point() else v for k, v in module.state_dict().items()}
-    state = {k: v.contiguous() for k, v in state.items()}
-    save_file(state, str(folder / f"{name}.safetensors"))
+    save_safetensors(state, folder / f"{name}.safetensors")
     meta_path = folder / "codecs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta[name] = to_dict(module.config)
-    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write(meta_path, lambda f: f.write((json.dumps(meta, indent=1) + "\n").encode()))

@@ -74,28 +74,39 @@ class TaskMixture:
         if bad or not self.ratios or any(v < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0:
             raise ConfigError(f"task ratios must be non-negative over {TASKS}, got {self.ratios}")
 
+    def draw(self, video_frames: int, generator: torch.Generator | None = None) -> tuple[str, int]:
+        """One sample's task and its continuation length k (1 unless continuation), from `generator` alone."""
+        names = list(self.ratios)
+        probs = torch.tensor([self.ratios[n] for n in names], dtype=torch.float64)
+        task = names[int(torch.multinomial(probs, 1, generator=generator))]
+        if task == "continuation" and video_frames < 2:
+            task = "joint"
+        k = 1
+        if task == "continuation":
+            max_k = self.max_k_video or max(1, video_frames // 2)
+            k = int(torch.randint(1, min(max_k, video_frames - 1) + 1, (1,), generator=generator))
+        return task, k
+
     def sample(
         self,
         t: Tensor,
         video_frames: int,
         audio_tokens: int,
         *,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         **timing,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor], list[str]]:
-        """t `(B,)` -> (times per frame, loss masks, task names per sample)."""
-        names = list(self.ratios)
-        probs = torch.tensor([self.ratios[n] for n in names], dtype=torch.float64)
-        picks = torch.multinomial(probs, t.shape[0], replacement=True, generator=generator).tolist()
-        max_k = self.max_k_video or max(1, video_frames // 2)
+        """t `(B,)` -> (times per frame, loss masks, task names per sample).
+
+        `generator`: one per sample (each sample's task then depends on its own generator only, so not on how a
+        batch is split across processes), or one shared by the batch.
+        """
+        gens = generator if isinstance(generator, list) else [generator] * t.shape[0]
+        if len(gens) != t.shape[0]:
+            raise ConfigError(f"need one generator per sample ({t.shape[0]}), got {len(gens)}")
         tv, ta, tasks = [], [], []
-        for i, p in enumerate(picks):
-            task = names[p]
-            if task == "continuation" and video_frames < 2:
-                task = "joint"
-            k = 1
-            if task == "continuation":
-                k = int(torch.randint(1, min(max_k, video_frames - 1) + 1, (1,), generator=generator))
+        for i, g in enumerate(gens):
+            task, k = self.draw(video_frames, g)
             times = task_times(task, t[i : i + 1], video_frames, audio_tokens, k_video=k, **timing)
             tv.append(times["video"])
             ta.append(times["audio"])

@@ -23,10 +23,12 @@ class JointFlowTask(FlowMatchingTask):
         self.mixture = TaskMixture(dict(config.ratios))
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
+        """Each sample's task from its own seed; every audio stream (`audio`, or `left` and `right`) shares the
+        audio times."""
         out = super().prepare(batch, device)
-        seed = int(batch["seed"][0]) if len(batch["seed"]) else 0
-        g = torch.Generator().manual_seed(seed ^ 0x5EED)
-        video, audio = out["streams"]["video"], out["streams"]["audio"]
-        times, _, _ = self.mixture.sample(out["t"]["video"].cpu(), video.shape[2], audio.shape[1], generator=g)
-        out["t"] = {s: v.to(device) for s, v in times.items()}  # (B, T) and (B, N)
+        gens = [torch.Generator().manual_seed(int(s) ^ 0x5EED) for s in batch["seed"].tolist()]
+        audio_streams = [s for s in out["streams"] if s != "video"]
+        video, audio = out["streams"]["video"], out["streams"][audio_streams[0]]
+        times, _, _ = self.mixture.sample(out["t"]["video"].cpu(), video.shape[2], audio.shape[1], generator=gens)
+        out["t"] = {"video": times["video"].to(device)} | {s: times["audio"].to(device) for s in audio_streams}
         return out

@@ -11,9 +11,12 @@ from avflow.world.scene import WorldConfig
 
 
 def test_parse_prompt_objects_sides_and_counts():
-    two = ("on the right, a purple glass ball hops three times, collides with the white block and rolls along the "
-           "floor; in the middle, a white metal box hops twice, hits the purple ball and scrapes along the floor")  # fmt: skip
-    assert parse_prompt(two) == [NamedObject("purple", "circle", "right", 3), NamedObject("white", "square", "middle", 2)]
+    two = (
+        "on the right, a purple glass ball hops three times, collides with the white block and rolls along the "
+        "floor; in the middle, a white metal box hops twice, hits the purple ball and scrapes along the floor"
+    )
+    want = [NamedObject("purple", "circle", "right", 3), NamedObject("white", "square", "middle", 2)]
+    assert parse_prompt(two) == want
     assert parse_prompt("a red metal sphere bounces a few times in the centre") == [
         NamedObject("red", "circle", "middle", None)
     ]

@@ -6,8 +6,9 @@ components, the largest component's area, compactness and centroid, and the obje
 motion turning upward, located between frames by fitting the trajectory on both sides).
 
 A named object "is shown" in a frame when its colour forms one compact component (filling >= half of its bounding
-box) of 0.5-2.5x the area of a reference world object of its shape (radius or half side 0.08 of the frame), and no more than `MAX_COLOUR_FRACTION` of the
-frame is that colour; it "is shown in the clip" when that holds in at least half of the frames.
+box) of 0.5-2.5x the area of a reference world object of its shape (radius or half side 0.08 of the frame), and
+no more than `MAX_COLOUR_FRACTION` of the frame is that colour; it "is shown in the clip" when that holds in at
+least half of the frames.
 """
 
 from __future__ import annotations

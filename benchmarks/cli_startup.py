@@ -1,6 +1,7 @@
-"""Start-up time of the `avflow` command: `avflow --help`, a command's `--help` and an argument error, each in a fresh
-Python process (what a user waits for before anything happens). Target: under 1 s each (issue 25), which needs every
-command module to import without torch, numpy or PyAV.
+"""Start-up time of the `avflow` command: `avflow --help`, a command's `--help` and argument errors (argparse's, and the
+commands' own checks that need no media), each in a fresh Python process (what a user waits for before anything
+happens). Target: under 1 s each (issue 25), which needs every command module to import without torch, numpy or PyAV.
+Errors that must read a media file or build the sampling settings import them (PyAV, torch) and take that long.
 
     python benchmarks/cli_startup.py [--repeat 5]
 """
@@ -23,6 +24,9 @@ CASES = {
     "avflow foley (missing argument)": ["foley"],
     "avflow t2a x --steps x (bad value)": ["t2a", "x", "--steps", "x"],
     "avflow world make (missing --n)": ["world", "make"],
+    "avflow t2a '' (empty prompt)": ["t2a", ""],
+    "avflow t2a rain --duration 0": ["t2a", "rain", "--duration", "0", "-o", "/nonexistent/t.wav"],
+    "avflow foley missing.mp4": ["foley", "missing.mp4"],
     "python -c pass (interpreter alone)": None,
 }
 

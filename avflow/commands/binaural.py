@@ -42,22 +42,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avflow.data.audio_tracks import describe
-    from avflow.data.media import mux_audio, write_audio
-    from avflow.models.binaural import MODEL_FILE, SAMPLING
-    from avflow.pipelines.binaural import binaural_track
     from avflow.pipelines.inputs import check_video_input
 
-    sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
-    info = check_video_input(args.video)
-    mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
-    if mode == "spatialise" and not info.has_audio:
-        raise MediaError(f"{args.video}: has no audio track to spatialise (use --mode model)")
+    if not args.video.exists():  # the checks that need no media or torch come first
+        raise MediaError(f"{args.video}: file not found")
     out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}_binaural.mp4", VIDEO_SUFFIXES,
                        overwrite=args.overwrite, inputs=[args.video])  # fmt: skip
     wav = None
     if args.wav is not None:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
     check_distinct(out, wav)
+    from avflow.data.media import mux_audio, write_audio
+    from avflow.models.binaural import MODEL_FILE, SAMPLING
+    from avflow.pipelines.binaural import binaural_track
+
+    sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
+    info = check_video_input(args.video)
+    mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
+    if mode == "spatialise" and not info.has_audio:
+        raise MediaError(f"{args.video}: has no audio track to spatialise (use --mode model)")
     track = binaural_track(args.video, mode=mode, seed=args.seed, sampling=sampling)
     with RunOutputs(out, wav) as outputs:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))

@@ -64,11 +64,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
 def check_model_arguments(args: argparse.Namespace):
     """(sampling settings, device) after checking the model, its files, the sampling and window settings and the
     device; one-line errors, no weights read."""
-    from avflow.pipelines.foley_variants import check_available, resolve_model
     from avflow.pipelines.foley_windows import check_windows
 
     check_duration(args.duration)
     check_windows(args.window, args.overlap)
+    from avflow.pipelines.foley_variants import check_available, resolve_model
+
     spec = resolve_model(args.model, args.weights)
     sampling = spec.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     device = resolve_device(args.device)
@@ -138,21 +139,24 @@ def _track(rate: int, channels: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from avflow.pipelines.foley_windows import check_windows
     from avflow.pipelines.inputs import check_video_input
 
     if not args.video.exists():
         raise MediaError(f"{args.video}: file not found")
     args.prompt = check_prompt(args.prompt, "--prompt", required=False)
     args.negative_prompt = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
+    check_duration(args.duration)  # the checks that need no media or torch come first: they answer at once
+    check_windows(args.window, args.overlap)
     if args.video.is_dir() or args.video.suffix.lower() == ".txt":
         return run_batch(args)
-    info = check_video_input(args.video, duration=check_duration(args.duration))
     out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}.mp4", VIDEO_SUFFIXES,
                        overwrite=args.overwrite, inputs=[args.video])  # fmt: skip
     wav = None
     if args.wav is not None:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
     check_distinct(out, wav)
+    info = check_video_input(args.video, duration=args.duration)
     sampling, device = check_model_arguments(args)
     pipeline = load_pipeline(args, sampling, device)
     bar = StepBar("foley", per_window=sampling.steps)

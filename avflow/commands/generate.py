@@ -24,7 +24,7 @@ from avflow.commands.options import (
     resolve_device,
 )
 from avflow.errors import ConfigError
-from avflow.pipelines.inputs import MIN_DURATION_S
+from avflow.pipelines.inputs import MAX_DURATION_S, MIN_DURATION_S
 
 HELP = "generate a video with stereo sound from a text prompt with the shipped default model"
 
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--duration", type=float, default=None,
-                        help=f"seconds, at least {MIN_DURATION_S:g} (default: the model's, 2 s; --task v2a: the whole "
-                             "video, at most 60 s)")  # fmt: skip
+                        help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} (default: the model's, 2 s; --task "
+                             "v2a: the whole video)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (1 = off; default: the model's own)")
     parser.add_argument("--task", choices=["t2av", "a2v", "v2a"], default="t2av",
@@ -66,42 +66,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_inputs(args: argparse.Namespace):
     """Clear one-line errors before any model is loaded; returns (sampling settings, duration, input info, device)."""
-    from avflow.pipelines.default_model import read_default_config
-    from avflow.pipelines.generate import MAX_DURATION_S
     from avflow.pipelines.inputs import check_audio_input, check_duration, check_video_input
 
-    check_prompt(args.prompt, "the prompt", required=True)
+    check_prompt(args.prompt, "the prompt", required=True)  # the checks that need no media or torch come first
     duration = check_duration(args.duration)
     if duration is not None and duration > MAX_DURATION_S:
         raise ConfigError(f"--duration must be at most {MAX_DURATION_S:g} s, got {duration:g}")
-    sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
-    info = None
-    if args.task == "a2v":
-        if args.audio_file is None:
-            raise ConfigError("--task a2v needs --audio-file FILE")
-        check_audio_input(args.audio_file)
-    if args.task == "v2a":
-        if args.video is None:
-            raise ConfigError("--task v2a needs --video FILE")
-        info = check_video_input(args.video, duration=duration)
-        if duration is None:
-            if info.duration > MAX_DURATION_S:
-                raise ConfigError(f"{args.video} is {info.duration:.1f} s long; the model generates at most "
-                                  f"{MAX_DURATION_S:g} s: pass --duration")  # fmt: skip
-            duration = info.duration
+    if args.task == "a2v" and args.audio_file is None:
+        raise ConfigError("--task a2v needs --audio-file FILE")
+    if args.task == "v2a" and args.video is None:
+        raise ConfigError("--task v2a needs --video FILE")
     inputs = [p for p in (args.audio_file, args.video) if p is not None]
     out = check_output(args.output, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=inputs)
     png = None
     if args.spectrogram is not None:
         png = check_output(args.spectrogram, (".png",), overwrite=args.overwrite, inputs=inputs, what="--spectrogram")
     check_distinct(out, png)
+    info = None
+    if args.task == "a2v":
+        check_audio_input(args.audio_file)
+    if args.task == "v2a":
+        info = check_video_input(args.video, duration=duration)
+        if duration is None:
+            if info.duration > MAX_DURATION_S:
+                raise ConfigError(f"{args.video} is {info.duration:.1f} s long; the model generates at most "
+                                  f"{MAX_DURATION_S:g} s: pass --duration")  # fmt: skip
+            duration = info.duration
+    from avflow.pipelines.default_model import read_default_config
+
+    sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
     return sampling, duration, info, resolve_device(args.device)
 
 
 def run(args: argparse.Namespace) -> int:
+    sampling, duration, info, device = check_inputs(args)
     from avflow.pipelines.default_model import load_default_model
 
-    sampling, duration, info, device = check_inputs(args)
     pipe = load_default_model(args.model).to(device)
     options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
     bar = StepBar("generate")

@@ -21,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avflow.data.image import read_image
-    from avflow.data.media import write_audio
 
     read_image(args.image)  # readable, before any weights
     prompt = check_prompt(args.prompt, "--prompt", required=False)
@@ -29,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.output or OUTPUT_DIR / f"{args.image.stem}.wav", AUDIO_SUFFIXES,
                        overwrite=args.overwrite, inputs=[args.image])  # fmt: skip
     sampling, device = check_model_arguments(args)
+    from avflow.data.media import write_audio
+
     pipeline = load_pipeline(args, sampling, device)
     bar = StepBar("i2a", per_window=sampling.steps)
     try:

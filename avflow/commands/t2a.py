@@ -19,12 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.data.media import write_audio
-
     prompt = check_prompt(args.prompt, "the prompt", required=True)
     negative = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
     out = check_output(args.output, AUDIO_SUFFIXES, overwrite=args.overwrite)
     sampling, device = check_model_arguments(args)
+    from avflow.data.media import write_audio
+
     pipeline = load_pipeline(args, sampling, device)
     bar = StepBar("t2a", per_window=sampling.steps)
     try:

@@ -20,12 +20,12 @@ from avflow.errors import AvflowError, ConfigError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
 from avflow.pipelines.devices import autocast, autocast_dtype
+from avflow.pipelines.inputs import MAX_DURATION_S
 
 if TYPE_CHECKING:
     from avflow.pipelines.default_model import DefaultModelConfig
 
 TASKS = ("t2av", "a2v", "v2a")
-MAX_DURATION_S = 60.0  # longest clip the pipeline generates
 
 
 class JointPipeline:

@@ -13,6 +13,7 @@ from pathlib import Path
 from avflow.errors import ConfigError, MediaError
 
 MIN_DURATION_S = 0.5  # shortest input or output clip, in seconds, for foley, t2a, i2a, generate and binaural
+MAX_DURATION_S = 60.0  # longest clip the joint model generates (`avflow generate`)
 EPS_S = 1e-6  # absorbs float rounding of durations read from timestamps
 
 

@@ -157,3 +157,21 @@ def test_codec_folder_round_trip_and_checksum(tmp_path):
     (tmp_path / "audio.safetensors").unlink()
     with pytest.raises(WeightsError, match="missing: audio.safetensors"):
         load_world_codecs(tmp_path)
+
+
+def test_checksum_covers_the_latent_space_only(tmp_path):
+    """A decoder trained further keeps the checksum; another encoder or latent scale changes it."""
+    torch.manual_seed(0)
+    video, audio = WorldVideoCodec(SMALL_VIDEO), WorldAudioCodec(SMALL_AUDIO)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    first = load_world_codecs(tmp_path).checksum
+    with torch.no_grad():
+        video.dec_frames[-1].weight.add_(1.0)
+        audio.head.weight.add_(1.0)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum == first
+    audio.latent_scale.fill_(3.0)
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum != first

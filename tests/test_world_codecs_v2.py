@@ -110,9 +110,14 @@ def test_stft_log_distance():
     torch.manual_seed(0)
     x = torch.randn(2, 4000)
     assert stft_log_distance(x, x).item() == 0.0
-    assert stft_log_distance(0.5 * x, x).item() == pytest.approx(np.log(2), rel=0.05)
+    assert stft_log_distance(0.5 * x, x, range_db=None).item() == pytest.approx(np.log(2), rel=0.05)
     with pytest.raises(ValueError):
         stft_log_distance(x, x[:, :100])
+    # a tone over a quiet noise: another noise draw 70 dB down is invisible with the 60 dB range, not without
+    t = torch.arange(8000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)
+    a, b = tone + 3e-4 * torch.randn(8000), tone + 3e-4 * torch.randn(8000)
+    assert stft_log_distance(a, b).item() < 0.01 < stft_log_distance(a, b, range_db=None).item()
 
 
 def test_object_scores_on_known_masks():

@@ -58,8 +58,14 @@ class VideoScores:
         by = defaultdict(list)
         for s in self.objects:
             by[f"{s.colour} {s.shape}"].append((s.iou, s.centroid_error_px))
-        groups = {k: {"median_iou": float(np.median([a for a, _ in v])), "median_centroid_px": float(np.median([b for _, b in v])),
-                      "n": len(v)} for k, v in sorted(by.items())}  # fmt: skip
+        groups = {
+            k: {
+                "median_iou": float(np.median([a for a, _ in v])),
+                "median_centroid_px": float(np.median([b for _, b in v])),
+                "n": len(v),
+            }
+            for k, v in sorted(by.items())
+        }
         return {"psnr_db": float(psnr.mean()), "median_iou": float(np.median(iou)),
                 "median_centroid_px": float(np.median(err)), "boundary_gap_db": boundary_psnr_gap(psnr),
                 "object_frames": len(self.objects), "by_object": groups}  # fmt: skip
@@ -136,11 +142,13 @@ def measure_speed(new, old) -> list[dict]:
                      "decode_x_rt": 2 / timed(lambda: new.audio.decode(za))})  # fmt: skip
         if old:
             ov = old["video"].encode(video)
-            oa = old["audio"].encode(audio.mean(1)[:, : 32000 // 512 * 512])
+            mono = audio.mean(1)[:, : 32000 // 512 * 512]
+            oa = old["audio"].encode(mono)
             rows.append({"codec": "old video", "encode_x_rt": 2 / timed(lambda: old["video"].encode(video)),
                          "decode_x_rt": 2 / timed(lambda: old["video"].decode(ov))})  # fmt: skip
-            rows.append({"codec": "old audio (Griffin-Lim)", "encode_x_rt": 2 / timed(lambda: old["audio"].encode(
-                audio.mean(1)[:, : 32000 // 512 * 512])), "decode_x_rt": 2 / timed(lambda: old["audio"].decode(oa))})  # fmt: skip
+            rows.append({"codec": "old audio (Griffin-Lim)",
+                         "encode_x_rt": 2 / timed(lambda: old["audio"].encode(mono)),
+                         "decode_x_rt": 2 / timed(lambda: old["audio"].decode(oa))})  # fmt: skip
     return rows
 
 

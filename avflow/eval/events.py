@@ -251,10 +251,14 @@ def truth_events(times: np.ndarray, azimuth: np.ndarray | None = None) -> Visual
 
 
 def is_blank(frames: np.ndarray, tolerance: float = 3.0) -> bool:
-    """True when every frame is one flat colour (spatial std below ``tolerance`` levels in every channel, on every
-    4th pixel)."""
-    f = np.asarray(frames[:, ::4, ::4], dtype=np.float32)
-    return bool(f.reshape(f.shape[0], -1, 3).std(axis=1).max() < tolerance) if f.size else True
+    """True when the video shows one flat colour throughout: every frame's spatial std and the spread of the frame
+    means over time below ``tolerance`` levels in every channel (on every 4th pixel). A flat frame that flashes is
+    not blank."""
+    f = np.asarray(frames[:, ::4, ::4], dtype=np.float32).reshape(len(frames), -1, 3)
+    if f.size == 0:
+        return True
+    means = f.mean(axis=1)  # (T, 3)
+    return bool(f.std(axis=1).max() < tolerance and np.ptp(means, axis=0).max() < tolerance)
 
 
 def detect(

@@ -240,15 +240,16 @@ def side_agreement(sides: list[EventSide]) -> Measure:
     return Measure.of(float(np.mean([s.agrees for s in decided])), len(decided) / len(sided))
 
 
-def follows_events(sides: list[EventSide], min_events: int = 3) -> Measure:
+def follows_events(sides: list[EventSide], min_events: int = 3, min_spread_deg: float = 10.0) -> Measure:
     """Pearson correlation over matched events between the ILD at each audio onset and the leftness ``−azimuth``
-    of its visual event: +1 the sound is louder on the object's side, −1 the channels are swapped."""
+    of its visual event: +1 the sound is louder on the object's side, −1 the channels are swapped. Undefined with
+    fewer than ``min_events`` events or azimuths spread over less than ``min_spread_deg``."""
     rows = [(s.cue.ild_db.value, -s.azimuth) for s in sides if s.cue.ild_db.defined and np.isfinite(s.azimuth)]
     if len(rows) < min_events:
         return Measure.undefined(f"fewer than {min_events} matched events with a side and a defined ILD")
     ild, left = np.array(rows).T
-    if np.ptp(left) < 1e-6 or np.std(ild) < 1e-9:
-        return Measure.undefined("no spread: every event on the same spot, or the same ILD for all")
+    if np.ptp(left) < min_spread_deg or np.std(ild) < 1e-9:
+        return Measure.undefined(f"the events' azimuths span less than {min_spread_deg:g}° (or one ILD for all)")
     return Measure.of(float(np.corrcoef(ild, left)[0, 1]), min(1.0, len(rows) / 10))
 
 

@@ -175,12 +175,11 @@ def flash_clip(
     if period_s is not None:
         frames_at = np.arange(int(round(0.3 * fps)), T - 3, max(1, int(round(period_s * fps))))
     else:
-        frames_at: list[int] = []
-        while len(frames_at) < n_events:
-            k = int(rng.integers(int(0.35 * fps), T - int(0.6 * fps)))
-            if all(abs(k - j) >= 0.5 * fps for j in frames_at):
-                frames_at.append(k)
-        frames_at = np.sort(frames_at)
+        lo, hi, gap = int(0.35 * fps), T - int(0.6 * fps), int(np.ceil(0.5 * fps))  # events >= 0.5 s apart
+        free = hi - lo - (n_events - 1) * gap
+        if free < 0:
+            raise ValueError(f"{n_events} events 0.5 s apart do not fit in {duration} s")
+        frames_at = lo + np.sort(rng.integers(0, free + 1, n_events)) + gap * np.arange(n_events)
     half = size // 10
     squares = {"left": (int(0.25 * size), size // 2), "right": (int(0.75 * size), size // 2)}
     frames = np.full((T, size, size, 3), 50, dtype=np.float64)

@@ -13,7 +13,7 @@ from avflow.cli import main as cli_main
 from avflow.errors import MediaError
 from avflow.world.binaural import azimuth_deg, block_times, render_binaural
 from avflow.world.caption import MATERIAL_WORDS, SIDE_WORDS, make_caption, object_clause, object_side
-from avflow.world.dataset import load_clip, make_clip, make_dataset, render_audio, write_clip
+from avflow.world.dataset import load_clip, make_clip, make_dataset, render_audio, rerender_audio, write_clip
 from avflow.world.scene import Event, Scene, SceneObject, WorldConfig, sample_scene, simulate
 
 SEEDS = (3, 11, 42)
@@ -57,6 +57,16 @@ def test_written_audio_is_the_rendered_scene():
     np.testing.assert_allclose(clip.audio, expected, atol=1e-6)
     assert clip.audio.shape == (2, WorldConfig().n_samples) and clip.audio.dtype == np.float32
     assert [e["time"] for e in clip.meta["events"]] == [e.time for e in scene.events]
+
+
+def test_rerender_changes_the_ambience_only():
+    """The estimator floor's clip: its own seed gives the clip back; another draws only another background noise."""
+    clip = make_clip(SEEDS[1], WorldConfig(duration=1.0))
+    np.testing.assert_allclose(rerender_audio(clip.meta), clip.audio, atol=1e-6)
+    other = rerender_audio(clip.meta, ambience_seed=SEEDS[1] + 1)
+    diff = other - clip.audio  # the difference of two independent ambience draws: rms sqrt(2) * ambience * gain
+    expected = np.sqrt(2) * WorldConfig().ambience * clip.meta["audio_gain"]
+    assert np.sqrt(np.mean(diff**2, axis=1)) == pytest.approx([expected, expected], rel=0.2)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

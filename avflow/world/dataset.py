@@ -94,6 +94,18 @@ def make_clip(seed: int, config: WorldConfig | None = None, clip_id: str | None 
     return WorldClip(audio.astype(np.float32), frames, masks, meta)
 
 
+def rerender_audio(meta: dict, ambience_seed: int | None = None) -> np.ndarray:
+    """(2, N) float32 audio of the clip that `meta` (its json) describes, with the ambience drawn for `ambience_seed`
+    instead of the clip's seed (None: the clip's own audio again). The same sounds under another draw of the random
+    background: the ground truth against it is the floor of an audio measure (what no codec can be asked to beat)."""
+    config = WorldConfig(**{**meta["config"], "materials": tuple(meta["config"]["materials"])})
+    scene = sample_scene(config, np.random.default_rng(meta["seed"]), seed=meta["seed"])
+    audio = render_audio(scene, with_ambience=False)
+    if config.ambience > 0:
+        audio = audio + ambience(replace(scene, seed=meta["seed"] if ambience_seed is None else ambience_seed))
+    return (audio * meta["audio_gain"]).astype(np.float32)
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez_compressed with a fixed zip timestamp, so equal arrays give byte-identical files."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,text,train,oracle
 
-.PHONY: demo test test-slow bench lint venv clean ui-deps real-sound-deps
+.PHONY: demo test test-slow bench lint venv clean ui-deps media-deps real-sound-deps
 
 venv: $(STAMP)
 
@@ -30,7 +30,14 @@ $(VENV)/.ui-stamp: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS),ui,uitest]'
 	touch $@
 
-test: lint ui-deps
+# The mux alignment test decodes with Debian's ffmpeg command-line tool, as players do (installed here when running as
+# root, like chromium; otherwise tests/test_mux.py skips, and fails under CI=true).
+media-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq ffmpeg; \
+	  else echo "note: ffmpeg is missing and this is not root; tests/test_mux.py will skip (apt-get install ffmpeg)"; fi; }
+
+test: lint ui-deps media-deps
 	$(VENV)/bin/pytest -q -n 2 --timeout 900
 
 # Real recordings for the sync and side metrics (scripts/make_real_sound_set.py): Debian's sound theme and espeak-ng,

@@ -9,17 +9,9 @@ Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_down
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
 
 from avflow.errors import WeightsError
 
@@ -100,14 +92,6 @@ def offline() -> bool:
     return os.environ.get("AVFLOW_OFFLINE", "") == "1" or os.environ.get("HF_HUB_OFFLINE", "") == "1"
 
 
-def md5sum(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def converted_path(asset: Asset, root: Path | None = None) -> Path:
     return (root or home()) / "weights" / f"{asset.stem}.safetensors"
 
@@ -117,6 +101,11 @@ def raw_path(asset: Asset, root: Path | None = None) -> Path:
 
 
 def _download(asset: Asset, dest: Path) -> None:
+    import shutil
+    import tempfile
+    import urllib.error
+    import urllib.request
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     if asset.hf_repo:
         from huggingface_hub import hf_hub_download
@@ -145,39 +134,17 @@ def _download(asset: Asset, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def load_raw_state_dict(path: Path, subkey: str = "") -> dict[str, torch.Tensor]:
-    """A state dict from an official file (.pth/.pt with weights_only=True, or .safetensors)."""
-    try:
-        if path.suffix == ".safetensors":
-            obj = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
-    if subkey:
-        if not isinstance(obj, dict) or subkey not in obj:
-            raise WeightsError(f"{path}: expected the state dict under key {subkey!r}")
-        obj = obj[subkey]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: does not hold a flat state dict of tensors")
-    return obj
-
-
 def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path:
     """Verify the raw file's checksum and write its state dict as safetensors (atomically). Returns the path."""
+    from avflow.weights import md5_file, read_state_dict, save_safetensors
+
     raw = raw_path(asset, root)
     if verify and asset.md5:
-        got = md5sum(raw)
+        got = md5_file(raw)
         if got != asset.md5:
             raise WeightsError(f"{raw}: MD5 {got} is not the published {asset.md5}; delete it and download again")
-    state = load_raw_state_dict(raw, asset.subkey)
-    dest = converted_path(asset, root)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp), metadata={"source": asset.name})
-    os.replace(tmp, dest)
-    return dest
+    state = read_state_dict(raw, subkey=asset.subkey)
+    return save_safetensors(state, converted_path(asset, root), metadata={"source": asset.name})
 
 
 def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool = False, verify: bool = True) -> Path:
@@ -192,13 +159,24 @@ def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool 
     raw = raw_path(asset, root)
     if not raw.exists():
         if not allow_download or offline():
-            why = "offline mode is on" if offline() else "downloads happen only on request"
-            raise WeightsError(
-                f"{asset.name} is not in the cache {root or home()} ({why}); run `avflow download MODEL` "
-                f"with network access, or place the official file at {raw}"
-            )
+            require(asset, root)
         _download(asset, raw)
     return convert(asset, root, verify=verify)
+
+
+def require(asset: Asset | str, root: Path | None = None) -> None:
+    """A one-line WeightsError unless the asset is in the cache (converted or as published); reads no weights."""
+    if isinstance(asset, str):
+        if asset not in ASSETS:
+            raise WeightsError(f"unknown weight file {asset!r}; known: {', '.join(ASSETS)}")
+        asset = ASSETS[asset]
+    if converted_path(asset, root).exists() or raw_path(asset, root).exists():
+        return
+    why = "offline mode is on" if offline() else "downloads happen only on request"
+    raise WeightsError(
+        f"{asset.name} is not in the cache {root or home()} ({why}); run `avflow download MODEL` "
+        f"with network access, or place the official file at {raw_path(asset, root)}"
+    )
 
 
 def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = False) -> dict[str, Path]:
@@ -206,14 +184,3 @@ def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = 
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     return {stem: fetch(stem, root, allow_download=allow_download) for stem in MODELS[model]}
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load a converted safetensors file, with a one-line error when it is missing or corrupt."""
-    if not Path(path).exists():
-        raise WeightsError(f"{path}: weight file not found")
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WeightsError(f"{path}: corrupt weight file ({type(exc).__name__}: {first})") from None

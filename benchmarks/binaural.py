@@ -28,9 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
+from avflow.config import to_dict  # noqa: E402
 from avflow.eval.report import EvalClip, clip_metrics  # noqa: E402
-from avflow.pipelines.binaural import MODEL_FILE, BinauralPipeline, clip_ids  # noqa: E402
+from avflow.models.binaural import MODEL_FILE, SAMPLING  # noqa: E402
+from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
 from avflow.pipelines.spatialise import amplitude_pan, spatialise  # noqa: E402
+from avflow.train.binaural_world import clip_ids  # noqa: E402
 from avflow.world.dataset import load_clip  # noqa: E402
 
 METRICS = {
@@ -40,7 +43,7 @@ METRICS = {
     "stft_dist": "STFT ↓",
     "env_dist": "ENV ↓",
     "follows_object": "follows ↑",
-    "sync_vis_abs_ms": "|sync| ms ↓",
+    "sync_offset_abs_ms": "|sync| ms ↓",
 }
 SPATIAL = ("delta_ild_db", "delta_itd_us", "ipd_error_rad", "follows_object")
 
@@ -51,14 +54,14 @@ def main() -> None:
     parser.add_argument("--model", default=str(MODEL_FILE))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="test clips (0: all)")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
+    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the table here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    pipe = BinauralPipeline.from_assets(args.model, steps=args.steps, guidance=args.guidance)
+    pipe = BinauralPipeline.from_assets(args.model, sampling=SAMPLING.override(steps=args.steps, cfg_strength=args.cfg))
     stems = clip_ids(args.data, "test", args.limit)
     per_seed: dict[str, list[dict[str, list[float]]]] = {}
     seconds = {"model": [], "mono+spatialiser": []}
@@ -106,16 +109,16 @@ def main() -> None:
         better = {k: (ref[k]["mean"] > table[base][k]["mean"]) if k == "follows_object"
                   else (ref[k]["mean"] < table[base][k]["mean"]) for k in SPATIAL}  # fmt: skip
         verdict[base] = better
-    sync_ok = all(ref["sync_vis_abs_ms"]["mean"] <= table[b]["sync_vis_abs_ms"]["mean"] + 5.0 for b in verdict)
+    sync_ok = all(ref["sync_offset_abs_ms"]["mean"] <= table[b]["sync_offset_abs_ms"]["mean"] + 5.0 for b in verdict)
     goal = all(all(v.values()) for v in verdict.values()) and sync_ok
-    title = f"seconds per clip (CPU, {args.threads} thread(s), {args.steps} steps + CFG + decode)"
+    title = f"seconds per clip (CPU, {args.threads} thread(s), {pipe.sampling.steps} steps + CFG + decode)"
     print_table([{"method": k, "seconds/clip": f"{np.mean(v):.3f}"} for k, v in seconds.items()], title)
     print(f"goal (model beats all three baselines on {', '.join(SPATIAL)}; |sync| within 5 ms): "
           f"{'MET' if goal else 'NOT MET'}")  # fmt: skip
     for base, v in verdict.items():
         print(f"  vs {base}: " + ", ".join(f"{k} {'better' if b else 'worse'}" for k, b in v.items()))
     if args.json:
-        out = {"clips": len(stems), "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+        out = {"clips": len(stems), "seeds": args.seeds, "sampling": to_dict(pipe.sampling),
                "seconds_per_clip": {k: float(np.mean(v)) for k, v in seconds.items()}, "metrics": table,
                "model_better_than": verdict, "sync_within_5ms": sync_ok, "goal_met": goal}  # fmt: skip
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avflow.data.cache import build_cache  # noqa: E402
 from avflow.data.datasets import ClipRecord  # noqa: E402
-from avflow.models.mmaudio import get_config  # noqa: E402
+from avflow.models.mmaudio_config import get_config  # noqa: E402
 from avflow.train.datasets import SeededDataset  # noqa: E402
 from avflow.train.mmaudio_recipe import (  # noqa: E402
     MixtureConfig,

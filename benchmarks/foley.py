@@ -32,9 +32,10 @@ from avflow.data.media import mux_audio, write_video
 from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from avflow.encoders.features import Encoders
 from avflow.encoders.synchformer import Synchformer, SynchformerConfig
-from avflow.models.mmaudio import MMAudio, MMAudioConfig, get_config
+from avflow.models.mmaudio import MMAudio
+from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig, get_config
 from avflow.pipelines.foley import FoleyPipeline
-from avflow.pipelines.foley_model import FoleyModel, SamplingSettings
+from avflow.pipelines.foley_model import FoleyModel
 
 TINY_CLIP = CLIPConfig(
     embed_dim=16,
@@ -73,7 +74,7 @@ def build(config: str, full_encoders: bool = False, steps: int = 4) -> FoleyPipe
         for k, v in dims.items():
             setattr(net_cfg, k, v)
         vae, vocoder = AudioVAE(AUDIO_VAE_16K), BigVGAN(BIGVGAN_V1_16K)
-    model = FoleyModel(_network(net_cfg), vae.fold().eval(), vocoder.eval(), SamplingSettings(steps=steps))
+    model = FoleyModel(_network(net_cfg), vae.fold().eval(), vocoder.eval(), SAMPLING.override(steps=steps))
     encoders = Encoders(_random(CLIP(clip_cfg)), _random(Synchformer(sync_cfg)))
     return FoleyPipeline(model, encoders.requires_grad_(False), window_s=8.0, overlap_s=1.0)
 

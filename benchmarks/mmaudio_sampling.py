@@ -21,7 +21,9 @@ from common import matmul_peak_gflops, print_table, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from avflow.flow.solvers import time_grid
-from avflow.models.mmaudio import MMAudio, build_mmaudio, sample_latents
+from avflow.models.mmaudio import MMAudio, build_mmaudio
+from avflow.models.mmaudio_config import SAMPLING
+from avflow.pipelines.foley_model import sample_latents
 
 
 def random_model(variant: str, duration: float) -> MMAudio:
@@ -49,7 +51,7 @@ def random_inputs(model: MMAudio, batch: int = 1) -> dict[str, torch.Tensor]:
 def fast_way(model: MMAudio, inp: dict[str, torch.Tensor], steps: int, cfg: float) -> tuple[torch.Tensor, int]:
     """Conditions preprocessed once per sample; conditional and empty branches in one batched forward."""
     cond = model.preprocess_conditions(inp["clip_f"], inp["sync_f"], inp["text_f"])
-    return sample_latents(model, inp["x0"], cond, steps=steps, cfg_strength=cfg, batched=True)
+    return sample_latents(model, inp["x0"], cond, SAMPLING.override(steps=steps, cfg_strength=cfg), batched=True)
 
 
 def plain_way(model: MMAudio, inp: dict[str, torch.Tensor], steps: int, cfg: float) -> tuple[torch.Tensor, int]:

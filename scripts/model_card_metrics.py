@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avflow.pipelines.generate import clip_av_metrics, load_default_model
+from avflow.config import to_dict
+from avflow.eval.clip_metrics import clip_av_metrics
+from avflow.pipelines.default_model import load_default_model
 from avflow.world.dataset import load_clip
 
 TARGET_SYNC_MS = 62.0
@@ -70,17 +72,18 @@ def main() -> None:
     rows = [json.loads(x) for x in (Path(args.world) / "test" / "manifest.jsonl").read_text().splitlines() if x]
     rows = rows[: args.n]
     pipe = load_default_model(args.model)
+    sampling = pipe.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     gen_rows, gt_rows = [], []
     start = time.time()
     for i, row in enumerate(rows):
         clip = load_clip(Path(args.world) / "test" / row["id"])
         gt_rows.append(clip_av_metrics(clip.audio, row["sample_rate"], clip.frames, row["fps"]))
-        out = pipe.generate(row["caption"], seed=i, duration=row["duration"], steps=args.steps, cfg=args.cfg)
+        out = pipe.generate(row["caption"], seed=i, duration=row["duration"], sampling=sampling)
         gen_rows.append(clip_av_metrics(out.audio.numpy(), out.sample_rate, out.frames.numpy(), out.fps))
         print(f"{i + 1}/{len(rows)} {row['id']}: gen {gen_rows[-1]} | gt {gt_rows[-1]}", flush=True)
     gen, gt = summarize(gen_rows), summarize(gt_rows)
     result = {"generated": gen, "ground_truth": gt, "verdicts": verdicts(gen, gt),
-              "steps": args.steps or pipe.default_steps, "cfg": args.cfg or pipe.default_cfg,
+              "sampling": to_dict(sampling),
               "seconds": round(time.time() - start, 1)}  # fmt: skip
     print(f"{'metric':<26}{'generated':>12}{'ground truth':>14}")
     for key in gen:

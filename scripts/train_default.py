@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
+from avflow.codecs.surgery import without_output_norms
 from avflow.codecs.world_audio_vae import WorldAudioVAE, WorldAudioVAEConfig
 from avflow.codecs.world_video_ae import WorldVideoAE, WorldVideoAEConfig, frames_to_video, reconstruction_metrics
 from avflow.config import to_dict
-from avflow.pipelines.generate import without_output_norms
+from avflow.weights import read_state_dict, read_torch, save_safetensors, save_torch
 from avflow.world.dataset import load_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def train_video_ae(world: Path, out: Path, budget_s: float, batch: int = 8, crop
     ae = WorldVideoAE(VIDEO_AE)
     step = 0
     if more:
-        saved = torch.load(out, weights_only=True)
+        saved = read_torch(out)
         ae.load_state_dict(saved["state"])
         ae.latent_scale.fill_(1.0)
         step = saved["steps"]
@@ -96,7 +97,7 @@ def train_video_ae(world: Path, out: Path, budget_s: float, batch: int = 8, crop
         ae.fit_latent_scale(load_videos(stems[:16]))
         metrics = reconstruction_metrics(val, ae.decode(ae.encode(val)))
     log(f"video AE: {step} steps, val {metrics}")
-    torch.save({"state": ae.state_dict(), "steps": step, "metrics": metrics}, out)
+    save_torch({"state": ae.state_dict(), "steps": step, "metrics": metrics}, out)
 
 
 def finetune_video_decoder(world: Path, work: Path, budget_s: float, batch: int = 8, crop: int = 4) -> None:
@@ -104,7 +105,7 @@ def finetune_video_decoder(world: Path, work: Path, budget_s: float, batch: int 
     stems = split_stems(world, "train")
     videos = torch.stack([torch.from_numpy(load_clip(s).frames) for s in stems])  # (N, T, H, W, 3) uint8
     ae = WorldVideoAE(VIDEO_AE)
-    ae.load_state_dict(torch.load(work / "video_ae.pt", weights_only=True)["state"])
+    ae.load_state_dict(read_torch(work / "video_ae.pt")["state"])
     ae.encoder.requires_grad_(False).eval()
     opt = torch.optim.AdamW(ae.decoder.parameters(), lr=5e-4, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
@@ -124,8 +125,8 @@ def finetune_video_decoder(world: Path, work: Path, budget_s: float, batch: int 
         if step % 25 == 0:
             log(f"video decoder step {step}: loss {loss.item():.4f}")
         if step % 100 == 0:
-            torch.save({"decoder": ae.decoder.state_dict(), "steps": step}, work / "video_ae_decoder.pt")
-    torch.save({"decoder": ae.decoder.state_dict(), "steps": step}, work / "video_ae_decoder.pt")
+            save_torch({"decoder": ae.decoder.state_dict(), "steps": step}, work / "video_ae_decoder.pt")
+    save_torch({"decoder": ae.decoder.state_dict(), "steps": step}, work / "video_ae_decoder.pt")
 
 
 def train_audio_vae(world: Path, out: Path, budget_s: float, batch: int = 16, more: bool = False) -> None:
@@ -135,7 +136,7 @@ def train_audio_vae(world: Path, out: Path, budget_s: float, batch: int = 16, mo
     vae = without_output_norms(WorldAudioVAE(AUDIO_VAE))
     step = 0
     if more:
-        saved = torch.load(out, weights_only=True)
+        saved = read_torch(out)
         vae.load_state_dict(saved["state"])
         vae.latent_mean.zero_()
         vae.latent_std.fill_(1.0)
@@ -159,20 +160,18 @@ def train_audio_vae(world: Path, out: Path, budget_s: float, batch: int = 16, mo
         val = vae.wav_to_mel(load_mono(split_stems(world, "val")[:16]))
         l1 = float((vae.decode_mel(vae.encode_mel(val)) - val).abs().mean())
     log(f"audio VAE: {step} steps, val mel L1 {l1:.4f}")
-    torch.save({"state": vae.state_dict(), "steps": step, "metrics": {"mel_l1": l1}}, out)
+    save_torch({"state": vae.state_dict(), "steps": step, "metrics": {"mel_l1": l1}}, out)
 
 
 def cache_split(world: Path, split: str, work: Path, chunk: int = 32) -> Path:
     out = work / f"cache_{split}.safetensors"
     if out.is_file():
         return out
-    from safetensors.torch import save_file
-
     from avflow.encoders.text import load_text_encoder
 
     ae, vae = WorldVideoAE(VIDEO_AE).eval(), without_output_norms(WorldAudioVAE(AUDIO_VAE)).eval()
-    ae.load_state_dict(torch.load(work / "video_ae.pt", weights_only=True)["state"])
-    vae.load_state_dict(torch.load(work / "audio_vae.pt", weights_only=True)["state"])
+    ae.load_state_dict(read_torch(work / "video_ae.pt")["state"])
+    vae.load_state_dict(read_torch(work / "audio_vae.pt")["state"])
     text_encoder = load_text_encoder("minilm", max_len=32)
     stems = split_stems(world, split)
     video, audio, text, mask = [], [], [], []
@@ -186,7 +185,7 @@ def cache_split(world: Path, split: str, work: Path, chunk: int = 32) -> Path:
             mask.append(m)
     tensors = {"streams.video": torch.cat(video), "streams.audio": torch.cat(audio),
                "cond.text": torch.cat(text), "cond.text_mask": torch.cat(mask)}  # fmt: skip
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
+    save_safetensors(tensors, out)
     log(f"cache {split}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()))
     return out
 
@@ -202,60 +201,50 @@ def train_joint(work: Path, steps: int, config: Path) -> Path:
 
 
 def export(work: Path, run: Path, ema: str, info: dict) -> None:
-    from safetensors.torch import load_file, save_file
-
+    from avflow.config import from_dict, read_yaml
+    from avflow.flow.sampling import SamplingConfig
     from avflow.models.joint import JointConfig
+    from avflow.pipelines.default_model import DefaultModelConfig
 
     ASSETS.mkdir(parents=True, exist_ok=True)
-    half = lambda sd: {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}  # noqa: E731
-    joint = load_file(str(run / (f"ema_{ema}.safetensors" if ema else "model.safetensors")))
-    save_file(half(joint), str(ASSETS / "joint.safetensors"))
-    video = torch.load(work / "video_ae.pt", weights_only=True)
-    audio = torch.load(work / "audio_vae.pt", weights_only=True)
+    half = lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}  # noqa: E731
+    joint = read_state_dict(run / (f"ema_{ema}.safetensors" if ema else "model.safetensors"))
+    save_safetensors(half(joint), ASSETS / "joint.safetensors")
+    video = read_torch(work / "video_ae.pt")
+    audio = read_torch(work / "audio_vae.pt")
     state = dict(video["state"])
     if (work / "video_ae_decoder.pt").is_file():  # the decoder fine-tuned while the joint model trained
-        decoder = torch.load(work / "video_ae_decoder.pt", weights_only=True)
+        decoder = read_torch(work / "video_ae_decoder.pt")
         state |= {f"decoder.{k}": v for k, v in decoder["decoder"].items()}
         video["steps"] = f"{video['steps']} (+ {decoder['steps']} decoder-only)"
-    save_file(half(state), str(ASSETS / "video_ae.safetensors"))
-    save_file(half(audio["state"]), str(ASSETS / "audio_vae.safetensors"))
-    from avflow.config import read_yaml
-
+    save_safetensors(half(state), ASSETS / "video_ae.safetensors")
+    save_safetensors(half(audio["state"]), ASSETS / "audio_vae.safetensors")
     model_args = read_yaml(REPO / "configs" / "default_joint.yaml")["model"]["args"]
-    config = {
-        "joint": to_dict(JointConfig(**_joint_kwargs(model_args))),
-        "video_ae": to_dict(VIDEO_AE),
-        "audio_vae": to_dict(AUDIO_VAE),
-        "video_ae_without_output_norms": False,
-        "audio_vae_without_output_norms": True,
-        "text_encoder": "minilm",
-        "duration": DURATION,
-        "fps": FPS,
-        "height": SIZE,
-        "width": SIZE,
-        "sample_rate": SAMPLE_RATE,
-        "steps": 25,
-        "cfg": 3.0,
-        "default_prompt": "a red rubber ball bounces three times on the left, hits the wall and rolls along the floor",
-        "training": {
+    config = DefaultModelConfig(
+        joint=from_dict(JointConfig, model_args, "model.args"),
+        video_ae=VIDEO_AE,
+        audio_vae=AUDIO_VAE,
+        video_ae_without_output_norms=False,
+        audio_vae_without_output_norms=True,
+        text_encoder="minilm",
+        duration=DURATION,
+        fps=FPS,
+        height=SIZE,
+        width=SIZE,
+        sample_rate=SAMPLE_RATE,
+        sampling=SamplingConfig(steps=25, cfg_strength=3.0),
+        default_prompt="a red rubber ball bounces three times on the left, hits the wall and rolls along the floor",
+        training={
             **info,
             "video_ae_steps": video["steps"],
             "video_ae_val": video["metrics"],
             "audio_vae_steps": audio["steps"],
             "audio_vae_val": audio["metrics"],
-        },  # fmt: skip
-    }
-    (ASSETS / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        },
+    )
+    (ASSETS / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
     size = sum(f.stat().st_size for f in ASSETS.glob("*.safetensors")) / 2**20
     log(f"exported to {ASSETS} ({size:.1f} MiB of weights)")
-
-
-def _joint_kwargs(args: dict) -> dict:
-    from avflow.config import from_dict
-    from avflow.models.joint import JointConfig
-
-    cfg = from_dict(JointConfig, args)
-    return {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
 
 
 def main() -> None:

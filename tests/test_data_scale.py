@@ -24,7 +24,8 @@ from avflow.data.datasets import (
     read_world,
 )
 from avflow.errors import AvflowError
-from avflow.models.mmaudio import MMAudioConfig, build_mmaudio, load_official_state_dict
+from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
+from avflow.models.mmaudio_config import MMAudioConfig
 from avflow.train.mmaudio_recipe import (
     MixtureConfig,
     MMAudioMixture,

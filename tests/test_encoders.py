@@ -43,8 +43,10 @@ def tiny_clip(fixtures) -> tuple[CLIP, dict]:
 
 def tiny_synchformer(fixtures) -> tuple[Synchformer, dict]:
     meta = json.loads((fixtures / "synchformer" / "synchformer_visual_tiny.json").read_text())["constructor"]
-    cfg = SynchformerConfig(meta["embed_dim"], meta["num_heads"], meta["depth"], img_size=meta["img_size"])
-    model = Synchformer(cfg).eval()
+    config = SynchformerConfig(
+        embed_dim=meta["embed_dim"], num_heads=meta["num_heads"], depth=meta["depth"], img_size=meta["img_size"]
+    )
+    model = Synchformer(config).eval()
     model.load_state_dict(load_file(fixtures / "synchformer" / "synchformer_visual_tiny.weights.safetensors"))
     return model, load_file(fixtures / "synchformer" / "synchformer_visual_tiny.io.safetensors")
 
@@ -104,7 +106,8 @@ def test_clip_image_tower_matches_fixture(fixtures):
     x = (io["frames"] * 255.0).round().clamp(0, 255).to(torch.uint8)  # uint8 path normalises the same way
     assert enc.encode_clip(x).shape == io["image_features"].shape
     with torch.no_grad():
-        raw = model.encode_image(io["frames_normalized"].flatten(0, 1), normalize=False).view(2, 2, -1)
+        frames = io["frames_normalized"]  # (B, T, 3, H, W), as the fixture's .json describes
+        raw = model.encode_image(frames.flatten(0, 1), normalize=False).unflatten(0, frames.shape[:2])
     torch.testing.assert_close(raw, io["image_features_unnormalized"], **TOL)
 
 
@@ -279,8 +282,6 @@ def test_loaders_read_official_layouts(tmp_path, fixtures):
     loaded = load_synchformer(pth, cfg)
     with torch.no_grad():
         torch.testing.assert_close(loaded(split_segments(io["video"])), io["segment_features"], **TOL)
-    meta = json.loads((fixtures / "clip" / "clip_tiny.json").read_text())
-    clip = load_clip(
-        fixtures / "clip" / "clip_tiny.weights.safetensors", CLIPConfig.from_open_clip(meta["constructor"])
-    )
-    assert clip.visual.proj.shape == (32, 24)
+    meta = json.loads((fixtures / "clip" / "clip_tiny.json").read_text())["constructor"]
+    clip = load_clip(fixtures / "clip" / "clip_tiny.weights.safetensors", CLIPConfig.from_open_clip(meta))
+    assert clip.visual.proj.shape == (meta["vision_cfg"]["width"], meta["embed_dim"])

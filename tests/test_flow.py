@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from avflow.errors import ConfigError
 from avflow.flow import (
+    PRESETS,
     GuidanceBranch,
+    SamplingConfig,
     TimestepSampler,
     cfg,
     flow_matching_loss,
@@ -17,7 +21,9 @@ from avflow.flow import (
     integrate,
     interpolate,
     noised_streams,
+    preset_branches,
     sample,
+    sample_with,
     shift_time,
     time_grid,
     velocity_target,
@@ -147,8 +153,8 @@ def test_multi_branch_formula_per_stream_scales_and_modality_aware():
     cond = {"text": torch.randn(2, 5, dtype=torch.float64)}
     neg = {"text": torch.randn(2, 5, dtype=torch.float64)}
     branches = [
-        GuidanceBranch(cond=neg, scale={"audio": 2.0, "video": 3.0}),
-        GuidanceBranch(cond=None, scale=1.5, cross_modal=False),  # modality-aware branch
+        GuidanceBranch(cond=neg, cfg_strength={"audio": 2.0, "video": 3.0}),
+        GuidanceBranch(cond=None, cfg_strength=1.5, cross_modal=False),  # modality-aware branch
     ]
     v, nfe = guided_velocity(model, x, t, cond, branches)
     vc = model.velocity(x, t, cond)
@@ -164,7 +170,7 @@ def test_branch_interval_switches_exactly_where_stated():
     model = _toy()
     x = _streams()
     cond = {"text": torch.randn(2, 5, dtype=torch.float64)}
-    branch = GuidanceBranch(scale=2.0, t_range=(0.25, 0.5))
+    branch = GuidanceBranch(cfg_strength=2.0, t_range=(0.25, 0.5))
     # Euler on a grid of 8 steps evaluates at 0, 1/8, ..., 7/8: the branch is active at 0.25, 0.375, 0.5 only.
     model.calls.clear()
     r = sample(model, x, cond, steps=8, guidance=[branch], batched=False)
@@ -173,7 +179,72 @@ def test_branch_interval_switches_exactly_where_stated():
     for tau, expect in ((0.2499, False), (0.25, True), (0.5, True), (0.5001, False)):
         assert branch.active(tau) is expect
     # with a branch active everywhere the NFE doubles
-    assert sample(model, x, cond, steps=8, guidance=[GuidanceBranch(scale=2.0)]).nfe == 16
+    assert sample(model, x, cond, steps=8, guidance=[GuidanceBranch(cfg_strength=2.0)]).nfe == 16
+
+
+def test_guidance_presets_are_data():
+    """Each preset's branches: plain = empty conditions at w; modality = cross-modal off; strength 1 = dropped."""
+    model = _toy()
+    x = _streams()
+    t = {"audio": torch.full((2,), 0.4, dtype=torch.float64), "video": torch.full((2,), 0.4, dtype=torch.float64)}
+    cond = {"text": torch.randn(2, 5, dtype=torch.float64)}
+    vc = model.velocity(x, t, cond)
+    vu = model.velocity(x, t, model.empty_conditions(2))
+    vm = model.velocity(x, t, model.empty_conditions(2), cross_modal=False)
+    expected = {
+        "none": lambda s: vc[s],
+        "plain": lambda s: vc[s] + 2.0 * (vc[s] - vu[s]),
+        "modality": lambda s: vc[s] + 2.0 * (vc[s] - vm[s]),
+        "modality_text": lambda s: vc[s] + 0.5 * (vc[s] - vu[s]) + 2.0 * (vc[s] - vm[s]),
+    }
+    assert set(PRESETS) == set(expected)
+    for name, formula in expected.items():
+        branches = preset_branches(name, cfg_strength=3.0, text_cfg_strength=1.5)
+        assert len(branches) == len(PRESETS[name])
+        v, nfe = guided_velocity(model, x, t, cond, branches)
+        assert nfe == 1 + len(PRESETS[name])
+        for s in v:
+            torch.testing.assert_close(v[s], formula(s), rtol=1e-12, atol=1e-12)
+    assert preset_branches("plain", cfg_strength=1.0) == []  # 1 = off: no extra model evaluation
+    assert len(preset_branches("modality_text", cfg_strength=3.0, text_cfg_strength=1.0)) == 1
+
+
+def test_sampling_config_is_validated_once_in_one_line():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="cfg_strength must be a finite number > 0") as err:
+            SamplingConfig(cfg_strength=bad)
+        assert "\n" not in str(err.value)
+    for field, value, message in (
+        ("steps", 0, "steps must be an integer >= 1"),
+        ("solver", "rk9", "unknown solver 'rk9'"),
+        ("shift", 0.5, "shift must be a finite number >= 1"),
+        ("guidance", "strong", "unknown guidance preset 'strong'"),
+        ("text_cfg_strength", float("nan"), "text_cfg_strength must be"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            SamplingConfig(cfg_strength=2.0, **{field: value})
+    base = SamplingConfig(cfg_strength=2.0, steps=10)
+    assert base.override(steps=None, cfg_strength=3.0) == SamplingConfig(cfg_strength=3.0, steps=10)
+    with pytest.raises(ConfigError, match="cfg_strength"):
+        base.override(cfg_strength=0.0)
+    with pytest.raises(ConfigError, match="unknown sampling settings"):
+        base.override(cfg=2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.steps = 3
+    with pytest.raises(TypeError):
+        SamplingConfig(2.0)  # keyword-only
+
+
+def test_sample_with_runs_the_configured_solver_and_guidance():
+    model = _toy()
+    x = _streams()
+    cond = {"text": torch.randn(2, 5, dtype=torch.float64)}
+    config = SamplingConfig(cfg_strength=2.5, steps=4, solver="heun", shift=2.0)
+    got = sample_with(config, model, x, cond)
+    want = sample(model, x, cond, steps=4, solver="heun", shift=2.0, guidance=cfg(2.5))
+    assert got.nfe == want.nfe == 4 * 2 * 2
+    for s in got.streams:
+        assert torch.equal(got.streams[s], want.streams[s])
 
 
 def test_batched_and_separate_branches_agree():
@@ -181,9 +252,9 @@ def test_batched_and_separate_branches_agree():
     x = _streams(b=3)
     cond = {"text": torch.randn(3, 5, dtype=torch.float64)}
     branches = [
-        GuidanceBranch(cond={"text": torch.randn(3, 5, dtype=torch.float64)}, scale=2.0),
-        GuidanceBranch(scale=3.0),
-        GuidanceBranch(scale=1.7, cross_modal=False),
+        GuidanceBranch(cond={"text": torch.randn(3, 5, dtype=torch.float64)}, cfg_strength=2.0),
+        GuidanceBranch(cfg_strength=3.0),
+        GuidanceBranch(cfg_strength=1.7, cross_modal=False),
     ]
     model.calls.clear()
     a = sample(model, x, cond, steps=6, guidance=branches, batched=True)

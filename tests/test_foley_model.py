@@ -6,29 +6,30 @@ import json
 
 import pytest
 import torch
+from helpers import constructor, vae_fixture_for
 from safetensors.torch import load_file
 
 from avflow.codecs.audio_vae import AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
 from avflow.errors import ConfigError
-from avflow.models.mmaudio import MMAudio, MMAudioConfig, load_official_state_dict
-from avflow.pipelines.foley_model import FoleyModel, SamplingSettings
-
-
-def _constructor(path) -> dict:
-    return json.loads(path.read_text())["constructor"]
+from avflow.flow.sampling import SamplingConfig
+from avflow.models.mmaudio import MMAudio, load_official_state_dict
+from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig
+from avflow.pipelines.foley_model import FoleyModel
 
 
 @pytest.fixture
 def foley_16k(fixtures) -> FoleyModel:
+    """The tiny fixture network with the VAE fixture of the same latent width and the 16 kHz vocoder."""
     mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
-    network = MMAudio(MMAudioConfig(**_constructor(mm / "network_tiny_v1.json")))
+    network = MMAudio(MMAudioConfig(**constructor(mm / "network_tiny_v1.json")))
     load_official_state_dict(network, mm / "network_tiny_v1.weights.safetensors")
-    vae = AudioVAE(AudioVAEConfig(**_constructor(mm / "vae_tiny_16k.json")))
-    vae.load_weights(load_file(mm / "vae_tiny_16k.weights.safetensors"))
-    vocoder = BigVGAN(BigVGANConfig.from_dict(_constructor(bv / "bigvgan_v1_tiny.json")))
+    vae_name = vae_fixture_for(fixtures, network.config.latent_dim)
+    vae = AudioVAE(AudioVAEConfig(**constructor(mm / f"{vae_name}.json")))
+    vae.load_weights(load_file(mm / f"{vae_name}.weights.safetensors"))
+    vocoder = BigVGAN(BigVGANConfig.from_dict(constructor(bv / "bigvgan_v1_tiny.json")))
     vocoder.load_weights(load_file(bv / "bigvgan_v1_tiny.weights.safetensors"))
-    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SamplingSettings(steps=4))
+    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SAMPLING.override(steps=4))
 
 
 def test_sampling_matches_reference_latents(fixtures, foley_16k):
@@ -37,11 +38,11 @@ def test_sampling_matches_reference_latents(fixtures, foley_16k):
     io = load_file(fixtures / "mmaudio" / "network_tiny_v1.io.safetensors")
     net = foley_16k.network
     net.update_seq_lengths(io["x0"].shape[1], io["clip_f"].shape[1], io["sync_f"].shape[1])
-    settings = SamplingSettings(steps=spec["euler_steps"], cfg_strength=spec["cfg_strength"])
-    latents = foley_16k.sample(io["x0"], io["clip_f"], io["sync_f"], io["text_f"], settings=settings)
+    sampling = SamplingConfig(steps=spec["euler_steps"], cfg_strength=spec["cfg_strength"])
+    latents = foley_16k.sample(io["x0"], io["clip_f"], io["sync_f"], io["text_f"], sampling=sampling)
     torch.testing.assert_close(latents, io["sample_unnormalized"], atol=1e-4, rtol=1e-4)
     negative = foley_16k.sample(
-        io["x0"], io["clip_f"], io["sync_f"], io["text_f"], negative_text_f=io["negative_text_f"], settings=settings
+        io["x0"], io["clip_f"], io["sync_f"], io["text_f"], negative_text_f=io["negative_text_f"], sampling=sampling
     )
     torch.testing.assert_close(negative, io["sample_unnormalized_negative"], atol=1e-4, rtol=1e-4)
     wav = foley_16k.decode(latents)
@@ -72,7 +73,7 @@ def test_generate_text_only_and_unconditional(foley_16k):
     text = torch.randn(1, cfg.text_seq_len, cfg.text_dim)
     text_only = foley_16k.generate(0.7, text_f=text, seed=0)
     unconditional = foley_16k.generate(0.7, batch=1, seed=0)
-    assert text_only.shape == unconditional.shape == (1, 11200)
+    assert text_only.shape == unconditional.shape == (1, round(0.7 * foley_16k.sample_rate))
     assert not torch.allclose(text_only, unconditional)  # the text changes the audio
 
 
@@ -85,11 +86,13 @@ def test_generate_rejects_bad_features(foley_16k):
 
 
 def test_44k_components_give_exact_length(fixtures):
-    """44.1 kHz wiring: hop 512, 40-dim latents; 0.7 s -> 31 latents -> 31744 samples, trimmed to 30870."""
+    """44.1 kHz wiring: hop 512, the 44k VAE fixture's latent width; 0.7 s -> 31 latents -> 31744 samples, trimmed to
+    round(0.7 * 44100)."""
     mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
+    vae_config = AudioVAEConfig(**constructor(mm / "vae_tiny_44k.json"))
     network = MMAudio(
         MMAudioConfig(
-            latent_dim=40,
+            latent_dim=vae_config.embed_dim,
             clip_dim=8,
             sync_dim=8,
             text_dim=8,
@@ -105,13 +108,13 @@ def test_44k_components_give_exact_length(fixtures):
     with torch.no_grad():
         network.latent_mean.zero_()
         network.latent_std.fill_(1.0)
-    vae = AudioVAE(AudioVAEConfig(**_constructor(mm / "vae_tiny_44k.json")))
+    vae = AudioVAE(vae_config)
     vae.load_weights(load_file(mm / "vae_tiny_44k.weights.safetensors"))
-    config = BigVGANConfig.from_dict({**_constructor(bv / "bigvgan_v2_tiny.json"), "sampling_rate": 44100})
+    config = BigVGANConfig.from_dict({**constructor(bv / "bigvgan_v2_tiny.json"), "sampling_rate": 44100})
     vocoder = BigVGAN(config).load_weights(load_file(bv / "bigvgan_v2_tiny.weights.safetensors"))
-    foley = FoleyModel(network, vae.eval(), vocoder.eval(), SamplingSettings(steps=2))
+    foley = FoleyModel(network, vae.eval(), vocoder.eval(), SAMPLING.override(steps=2))
     wav = foley.generate(0.7, seed=0)
-    assert foley.sample_rate == 44100 and wav.shape == (1, 30870)
+    assert foley.sample_rate == 44100 and wav.shape == (1, round(0.7 * 44100))
     assert torch.equal(wav, foley.generate(0.7, seed=0))
     with pytest.raises(ConfigError, match="do not fit"):
-        FoleyModel(network, vae, BigVGAN(BigVGANConfig.from_dict(_constructor(bv / "bigvgan_v1_tiny.json"))))
+        FoleyModel(network, vae, BigVGAN(BigVGANConfig.from_dict(constructor(bv / "bigvgan_v1_tiny.json"))))

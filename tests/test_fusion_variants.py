@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
-from test_joint import TEXT_DIM, randomize
-from test_joint import inputs as joint_inputs
+from helpers import TEXT_DIM, joint_inputs, perturb
 
 from avflow.errors import ConfigError
 from avflow.models.audio_tower import AudioTowerConfig
 from avflow.models.joint import JointConfig, JointModel, audio_token_seconds, video_frame_seconds
 from avflow.models.peft import PeftConfig, apply_peft, merge_lora, trainable_parameters, trainable_summary
 from avflow.models.wan import WanConfig
-from avflow.nn.fusion import FUSIONS, TowerState
+from avflow.nn.fusion import FUSIONS, TowerState, fusion_options
+from avflow.nn.fusion.bidirectional import BidirectionalOptions
 from avflow.nn.fusion.region_modulation import mask_loss, region_target
-from avflow.nn.fusion.windowed_aligners import WindowedAlignerFusion
+from avflow.nn.fusion.windowed_aligners import WindowedAlignerFusion, WindowedAlignerOptions
 from avflow.nn.temporal_alignment import ALIGNMENTS, TemporalAlignment, av_rotary
 from avflow.nn.wan_blocks import WanRotary
 
@@ -77,7 +80,7 @@ def test_fusion_alignment_combination(case, alignment):
         fresh, towers = model.velocity(streams, t, cond), plain.velocity(streams, t, cond)
     assert all(torch.equal(fresh[k], towers[k]) for k in streams)
 
-    randomize(model)
+    perturb(model)
     out = model.velocity(streams, t, cond)
     sum(o.square().mean() for o in out.values()).backward()
     grads = [p.grad for p in model.fusion.parameters()]
@@ -89,7 +92,7 @@ def test_fusion_alignment_combination(case, alignment):
 
 @pytest.mark.parametrize("alignment", list(ALIGNMENTS))
 def test_no_fusion_under_every_alignment(alignment):
-    model = randomize(JointModel(tiny_config("none", {}, alignment)))
+    model = perturb(JointModel(tiny_config("none", {}, alignment)))
     assert flows(model, cross_modal=True) == [False, False]
 
 
@@ -99,7 +102,7 @@ def test_rope_free_bidirectional_rejects_alignment_and_bad_names():
         JointModel(tiny_config("bidirectional", {"heads": 2}, "avsync"))
     with pytest.raises(ConfigError, match="unknown temporal alignment"):
         tiny_config("full_attention", {}, "nope")
-    with pytest.raises(ConfigError, match="bad options"):
+    with pytest.raises(ConfigError, match=r"fusion_options\.colour: unknown key"):
         JointModel(tiny_config("full_attention", {"heads": 2, "colour": 1}))
     with pytest.raises(ConfigError, match="places no aligner"):
         JointModel(tiny_config("windowed_aligners", {"heads": 2, "every": 9}))
@@ -120,7 +123,7 @@ def aligner_states(frames: int = 4, tokens: int = 32, batch: int = 1):
 def test_audio_to_video_window_is_exact(window):
     """A video frame's output has exactly zero gradient w.r.t. audio tokens outside its window, non-zero inside."""
     torch.manual_seed(0)
-    fusion = randomize(WindowedAlignerFusion(24, 32, 1, 1, heads=2, window=window))
+    fusion = perturb(WindowedAlignerFusion(24, 32, 1, 1, WindowedAlignerOptions(heads=2, window=window)))
     v, a = aligner_states()
     video_in, audio_in = v.x, a.x
     fusion.exchange(0, v, a)
@@ -141,7 +144,7 @@ def test_audio_to_video_window_is_exact(window):
 def test_region_modulation_gates_interaction():
     """Update of each video token = mask x ungated update; mask 0 => no change there, and no video context for audio."""
     torch.manual_seed(0)
-    fusion = randomize(WindowedAlignerFusion(24, 32, 1, 1, heads=2, region_modulation=True))
+    fusion = perturb(WindowedAlignerFusion(24, 32, 1, 1, WindowedAlignerOptions(heads=2, region_modulation=True)))
 
     def update(mask: torch.Tensor | None):
         v, a = aligner_states(batch=2)
@@ -234,7 +237,7 @@ def test_avsync_scales_audio_by_tau():
 @pytest.mark.parametrize("lora_rank", [0, 2])
 def test_peft_freezes_towers(lora_rank):
     torch.manual_seed(0)
-    model = randomize(JointModel(tiny_config("full_attention", {"heads": 2, "layers": 1}, "avsync")))  # "pretrained"
+    model = perturb(JointModel(tiny_config("full_attention", {"heads": 2, "layers": 1}, "avsync")))  # "pretrained"
     wrapped = apply_peft(model, PeftConfig(lora_rank=lora_rank))
     assert bool(wrapped) == (lora_rank > 0)
     towers = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fusion.") and "lora_" not in k}
@@ -264,3 +267,40 @@ def test_peft_freezes_towers(lora_rank):
         assert not any("lora_" in k for k in model.state_dict())
         for k in before:
             torch.testing.assert_close(merged[k], before[k], atol=1e-4, rtol=1e-4)
+
+
+# --- typed options, checked when the config is loaded ---
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.args.fusion=bidirectionl"], "model.args.fusion: unknown fusion 'bidirectionl'"),
+        (["model.args.fusion_options={head: 2}"], "fusion_options.head: unknown key (expected one of: heads)"),
+        (["model.args.fusion_options={heads: two}"], "model.args.fusion_options.heads: expected int"),
+        (["model.args.fusion_options={heads: 3}"], "model.args.fusion_options.heads: widths 128, 128 do not split"),
+        (["model.args.fusion=full_attention", "model.args.fusion_options={layers: 0}"],
+         "model.args.fusion_options.layers: full_attention needs layers >= 1"),
+        (["model.args.alignment=avsync"], "model.args.alignment: fusion 'bidirectional' has no temporal RoPE"),
+    ],
+)  # fmt: skip
+def test_print_config_rejects_a_bad_fusion_in_one_line(overrides, message, capsys):
+    from avflow.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "default_joint.yaml")
+    assert main(["train", config, *overrides, "--print-config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_fusion_defaults_live_with_the_variant():
+    for name, variant in FUSIONS.items():
+        options = fusion_options(name, {})
+        assert options == variant.options() and dataclasses.is_dataclass(options)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            options.x = 1
+    assert JointConfig().fusion_config == BidirectionalOptions()
+    typed = fusion_options("windowed_aligners", {"every": 2, "region_modulation": True})
+    assert typed == WindowedAlignerOptions(every=2, region_modulation=True)
+    with pytest.raises(ConfigError, match="takes WindowedAlignerOptions"):
+        fusion_options("windowed_aligners", BidirectionalOptions())

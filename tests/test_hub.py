@@ -8,6 +8,7 @@ import torch
 from avflow import hub
 from avflow.cli import main
 from avflow.errors import WeightsError
+from avflow.weights import md5_file, read_state_dict
 
 
 def _asset(tmp_path, name="net.pth", subkey="", payload=None):
@@ -15,14 +16,14 @@ def _asset(tmp_path, name="net.pth", subkey="", payload=None):
     raw = tmp_path / "raw" / name
     raw.parent.mkdir(parents=True)
     torch.save({subkey: sd} if subkey else sd, raw)
-    return hub.Asset(name, url="http://127.0.0.1:9/none", md5=hub.md5sum(raw), subkey=subkey), sd
+    return hub.Asset(name, url="http://127.0.0.1:9/none", md5=md5_file(raw), subkey=subkey), sd
 
 
 def test_convert_official_pth_to_safetensors_once(tmp_path):
     asset, sd = _asset(tmp_path, "best_netG.pt", subkey="generator")
     path = hub.fetch(asset, tmp_path)
     assert path == tmp_path / "weights" / "best_netG.safetensors"
-    got = hub.load_weights(path)
+    got = read_state_dict(path)
     assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
     mtime = path.stat().st_mtime_ns
     assert hub.fetch(asset, tmp_path).stat().st_mtime_ns == mtime  # cached: not converted again
@@ -67,7 +68,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "w.safetensors"
     bad.write_bytes(b"\x00" * 10)
     with pytest.raises(WeightsError, match="corrupt"):
-        hub.load_weights(bad)
+        read_state_dict(bad)
 
 
 def test_download_cli_lists_models(tmp_path, monkeypatch, capsys):

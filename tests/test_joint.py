@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TEXT_DIM, joint_inputs, perturb
 
 from avflow.errors import ConfigError
 from avflow.models.audio_tower import AudioTower, AudioTowerConfig
@@ -11,8 +12,6 @@ from avflow.models.joint import JointConfig, JointModel
 from avflow.models.tasks import TaskMixture, audio_clean_count, loss_masks, task_times
 from avflow.models.wan import WanConfig, WanVideoTower
 from avflow.nn.fusion import FUSIONS, block_schedule
-
-TEXT_DIM = 24
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,19 +38,8 @@ def tiny_config(fusion: str = "bidirectional", audio_depth: int = 3) -> JointCon
     )
 
 
-def randomize(model: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
-    """Perturb every parameter (zero-initialised gates and adaLN layers included) so every path carries signal."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    return model
-
-
 def inputs(batch: int = 2, frames: int = 3, tokens: int = 12):
-    streams = {"video": torch.randn(batch, 16, frames, 4, 4), "audio": torch.randn(batch, tokens, 20)}
-    t = {"video": torch.rand(batch), "audio": torch.rand(batch)}
-    cond = {"text": torch.randn(batch, 5, TEXT_DIM), "text_mask": torch.tensor([[1, 1, 1, 0, 0]] * batch).bool()}
-    return streams, t, cond
+    return joint_inputs(batch, frames, tokens)
 
 
 # --- video tower: parity with diffusers' WanTransformer3DModel ---
@@ -72,7 +60,7 @@ def test_wan_parity_with_diffusers(per_frame):
         num_layers=2,
         rope_max_seq_len=64,
     ).eval()
-    randomize(ref, 0.1)
+    perturb(ref, 0.1)
     ours = WanVideoTower(WanConfig.from_diffusers(dict(ref.config))).eval()
     ours.load_diffusers_state_dict(ref.state_dict())
     x, text = torch.randn(2, 16, 3, 4, 6), torch.randn(2, 7, 32)
@@ -136,7 +124,7 @@ def test_fresh_bidirectional_equals_no_fusion():
 @pytest.mark.parametrize("cross_modal", [True, False])
 def test_information_flow(fusion, cross_modal):
     """d video_out / d audio_in != 0 iff fusion is on, and the other way round."""
-    model = randomize(JointModel(tiny_config(fusion)))
+    model = perturb(JointModel(tiny_config(fusion)))
     streams, t, cond = inputs()
     streams = {k: v.requires_grad_(True) for k, v in streams.items()}
     out = model.velocity(streams, t, cond, cross_modal=cross_modal)
@@ -151,7 +139,7 @@ def test_information_flow(fusion, cross_modal):
 
 @pytest.mark.parametrize("fusion", ["bidirectional", "none"])
 def test_fusion_off_equals_separate_towers(fusion):
-    model = randomize(JointModel(tiny_config(fusion, audio_depth=4)))
+    model = perturb(JointModel(tiny_config(fusion, audio_depth=4)))
     streams, t, cond = inputs()
     t = {"video": torch.rand(2, 3), "audio": torch.rand(2, 12)}
     text = cond["text"] * cond["text_mask"][..., None]
@@ -169,7 +157,7 @@ def test_uneven_depths_schedule_every_block_once():
     assert block_schedule(2, 4) == [[0], [], [1], []]
     assert block_schedule(4, 4) == [[0], [1], [2], [3]]
     assert sorted(sum(block_schedule(3, 7), [])) == [0, 1, 2]
-    model = randomize(JointModel(tiny_config("bidirectional", audio_depth=5)))
+    model = perturb(JointModel(tiny_config("bidirectional", audio_depth=5)))
     streams, t, cond = inputs()
     out = model.velocity(streams, t, cond)
     assert out["video"].shape == streams["video"].shape and out["audio"].shape == streams["audio"].shape
@@ -234,7 +222,7 @@ def _sample(model, streams, t_start, cond):
 
 
 def test_a2v_sampling_keeps_clean_audio():
-    model = randomize(JointModel(tiny_config()))
+    model = perturb(JointModel(tiny_config()))
     streams, _, cond = inputs(frames=2, tokens=8)
     t_start = task_times("a2v", torch.zeros(2), 2, 8)
     out = _sample(model, streams, t_start, cond)
@@ -243,7 +231,7 @@ def test_a2v_sampling_keeps_clean_audio():
 
 
 def test_continuation_sampling_keeps_clean_frames():
-    model = randomize(JointModel(tiny_config()))
+    model = perturb(JointModel(tiny_config()))
     streams, _, cond = inputs(frames=3, tokens=16)
     t_start = task_times("continuation", torch.zeros(2), 3, 16, k_video=1)
     k_audio = int((t_start["audio"][0] == 1).sum())
@@ -357,3 +345,77 @@ def test_overfit_world_clips(tmp_path):
     assert offsets and np.median(offsets) <= 1000 * frame
     # the tiny world VAE + Griffin-Lim path bounds what any generator can score: compare against GT latents through it
     assert np.mean(matched) >= 0.8 * np.mean(ref_matched)
+
+
+# --- binaural audio streams and per-sample task draws ---
+
+
+def binaural_config() -> JointConfig:
+    from dataclasses import replace
+
+    base = tiny_config()
+    return replace(base, audio=replace(base.audio, latent_dim=8), audio_streams=("left", "right"))
+
+
+def test_binaural_streams_are_the_towers_channels_side_by_side():
+    """left/right (B, N, 4) each: the audio tower sees [left, right] in channels; the velocity splits back."""
+    torch.manual_seed(0)
+    model = perturb(JointModel(binaural_config())).eval()
+    streams, t, cond = inputs(tokens=6)
+    left, right = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    bi = {"video": streams["video"], "left": left, "right": right}
+    times = {"video": t["video"], "left": t["audio"], "right": t["audio"]}
+    with torch.no_grad():
+        out = model.velocity(bi, times, cond)
+        assert set(out) == {"video", "left", "right"} and out["left"].shape == (2, 6, 4)
+        xa = torch.cat([left, right], dim=-1)
+        audio_only = model.velocity({"left": left, "right": right}, {"left": t["audio"], "right": t["audio"]}, cond)
+        torch.testing.assert_close(torch.cat([audio_only["left"], audio_only["right"]], -1),
+                                   model.audio(xa, t["audio"], model._text(cond)))  # fmt: skip
+    with pytest.raises(ConfigError, match="'left' and 'right'"):
+        model.velocity({"video": streams["video"], "left": left}, times, cond)
+    with pytest.raises(ConfigError, match="audio_streams"):
+        JointConfig(audio_streams=("left",))
+
+
+def test_task_draws_do_not_depend_on_the_batch_split():
+    """JointFlowTask draws each sample's task from that sample's seed: one batch of 8 == two batches of 4."""
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    task = JointFlowTask(JointFlowConfig(ratios={"joint": 0.4, "a2v": 0.2, "v2a": 0.2, "continuation": 0.2}))
+    seeds = torch.arange(100, 108)
+    streams = {"video": torch.zeros(8, 16, 4, 2, 2), "left": torch.zeros(8, 10, 3), "right": torch.zeros(8, 10, 3)}
+
+    def prepared(idx):
+        batch = {"streams": {k: v[idx] for k, v in streams.items()}, "cond": {}, "seed": seeds[idx]}
+        return task.prepare(batch, torch.device("cpu"))["t"]
+
+    whole = prepared(slice(0, 8))
+    halves = [prepared(slice(0, 4)), prepared(slice(4, 8))]
+    for name in ("video", "left", "right"):
+        torch.testing.assert_close(whole[name], torch.cat([h[name] for h in halves]), rtol=0, atol=0)
+    torch.testing.assert_close(whole["left"], whole["right"], rtol=0, atol=0)
+    assert len({tuple(r.tolist()) for r in (whole["video"] == 1).int()}) > 1  # tasks differ across samples
+
+
+def test_clean_prefixes_cover_the_same_span_in_both_streams():
+    """Continuation and prefixed a2v / v2a: k clean video frames <-> k * N / T clean audio latents (from the shapes)."""
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    task = JointFlowTask(JointFlowConfig(ratios={"a2v": 1, "v2a": 1, "continuation": 1}, prefix=1.0))
+    n = 64
+    streams = {"video": torch.zeros(40, 16, 8, 2, 2), "left": torch.zeros(40, 64, 3), "right": torch.zeros(40, 64, 3)}
+    t = task.prepare({"streams": streams, "cond": {}, "seed": torch.arange(40)}, torch.device("cpu"))["t"]
+    kinds = set()
+    for tv, ta in zip(t["video"], t["left"]):
+        k_video, k_audio = int((tv == 1).sum()), int((ta == 1).sum())
+        if k_audio == n:  # a2v: all audio clean, video prefix
+            kinds.add("a2v")
+            assert 0 < k_video < 8 and (tv[:k_video] == 1).all()
+        elif k_video == 8:  # v2a: all video clean, audio prefix
+            kinds.add("v2a")
+            assert k_audio % 8 == 0 and 0 < k_audio < n and (ta[:k_audio] == 1).all()
+        else:
+            kinds.add("continuation")
+            assert k_audio == 8 * k_video and (ta[:k_audio] == 1).all()
+    assert kinds == {"a2v", "v2a", "continuation"}

@@ -9,16 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from avflow.errors import ConfigError, WeightsError
-from avflow.models.mmaudio import (
-    CONFIGS,
-    STALE_CHECKPOINT_KEYS,
-    MMAudio,
-    MMAudioConfig,
-    build_mmaudio,
-    load_official_state_dict,
-    sample_latents,
-    sequence_lengths,
-)
+from avflow.flow.sampling import SamplingConfig
+from avflow.models.mmaudio import STALE_CHECKPOINT_KEYS, MMAudio, build_mmaudio, load_official_state_dict
+from avflow.models.mmaudio_config import CONFIGS, SAMPLING, SYNC_TOKENS_PER_SEGMENT, MMAudioConfig, sequence_lengths
+from avflow.pipelines.foley_model import sample_latents
 
 VARIANTS = ["small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2"]
 
@@ -58,7 +52,8 @@ def test_tiny_parity(fixtures, version):
         cond = model.preprocess_conditions(io["clip_f"], io["sync_f"], io["text_f"])
         steps, w = meta["euler_steps"], meta["cfg_strength"]
         for suffix, negative in [("", None), ("_negative", io["negative_text_f"])]:
-            x, nfe = sample_latents(model, io["x0"], cond, steps=steps, cfg_strength=w, negative_text_f=negative)
+            sampling = SamplingConfig(steps=steps, cfg_strength=w)
+            x, nfe = sample_latents(model, io["x0"], cond, sampling, negative_text_f=negative)
             assert nfe == 2 * steps
             close(x, io["sample" + suffix])
             close(model.unnormalize(x), io["sample_unnormalized" + suffix])
@@ -67,8 +62,9 @@ def test_tiny_parity(fixtures, version):
 def test_batched_guidance_matches_separate_forwards(fixtures):
     model, io, _ = tiny(fixtures, "v1")
     cond = model.preprocess_conditions(io["clip_f"], io["sync_f"], io["text_f"])
-    fast, _ = sample_latents(model, io["x0"], cond, steps=3, batched=True)
-    plain, _ = sample_latents(model, io["x0"], cond, steps=3, batched=False)
+    sampling = SAMPLING.override(steps=3)
+    fast, _ = sample_latents(model, io["x0"], cond, sampling, batched=True)
+    plain, _ = sample_latents(model, io["x0"], cond, sampling, batched=False)
     close(fast, plain)
 
 
@@ -102,15 +98,20 @@ def test_sequence_lengths_and_new_duration(fixtures):
     assert model.latent_seq_len == 125 and model.clip_seq_len == 32 and model.sync_seq_len == 88
 
     model, io, _ = tiny(fixtures, "v1")
-    model.update_seq_lengths(40, 8, 24)
+    # Shorter than the fixture's clip: half its CLIP frames, a whole number of latents per CLIP frame.
+    batch, fixture_latents, width = io["latent"].shape
+    n_clip = io["clip_f"].shape[1] // 2
+    step = fixture_latents // n_clip
+    n_latent, n_sync = step * n_clip, SYNC_TOKENS_PER_SEGMENT * (io["sync_f"].shape[1] // SYNC_TOKENS_PER_SEGMENT // 2)
+    model.update_seq_lengths(n_latent, n_clip, n_sync)
     latent_rope, clip_rope = model.rope_tables(torch.device("cpu"))
-    assert latent_rope.length == 40 and clip_rope.length == 8
-    # Aligned RoPE: CLIP frame 1 rotates like latent frame 40 / 8 = 5.
-    torch.testing.assert_close(clip_rope.cos[1], latent_rope.cos[5])
+    assert latent_rope.length == n_latent and clip_rope.length == n_clip
+    # Aligned RoPE: CLIP frame 1 rotates like latent frame n_latent / n_clip.
+    torch.testing.assert_close(clip_rope.cos[1], latent_rope.cos[step])
     with torch.no_grad():
-        cond = model.preprocess_conditions(io["clip_f"][:, :8], io["sync_f"][:, :24], io["text_f"])
-        v = model.velocity({"audio": io["latent"][:, :40]}, {"audio": io["t"]}, cond)["audio"]
-    assert v.shape == (2, 40, 20) and torch.isfinite(v).all()
+        cond = model.preprocess_conditions(io["clip_f"][:, :n_clip], io["sync_f"][:, :n_sync], io["text_f"])
+        v = model.velocity({"audio": io["latent"][:, :n_latent]}, {"audio": io["t"]}, cond)["audio"]
+    assert v.shape == (batch, n_latent, width) and torch.isfinite(v).all()
     with pytest.raises(ConfigError, match="CLIP"):
         model.preprocess_conditions(io["clip_f"], io["sync_f"], io["text_f"])
 

@@ -17,6 +17,7 @@ from avflow.train.config import ScheduleConfig
 from avflow.train.ema import PowerFunctionEMA, reconstruct, sigma_rel_to_gamma
 from avflow.train.optim import lr_factor
 from avflow.train.sampler import ResumableBatchSampler
+from avflow.weights import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 STREAMS = {"audio": [4, 3], "video": [2, 5]}
@@ -157,7 +158,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        ckpt.atomic_write(target, fail)
+        atomic_write(target, fail)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
 
 

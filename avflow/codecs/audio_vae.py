@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from avflow.codecs.audio_vae_blocks import AttnBlock1D, Downsample1D, MPConv1D, ResnetBlock1D, Upsample1D, mp_silu
-from avflow.codecs.weight_norm import load_strict
 from avflow.errors import WeightsError
+from avflow.weights import load_strict, read_state_dict
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AudioVAEConfig:
     data_dim: int = 80  # mel bins
     embed_dim: int = 20  # latent channels
@@ -188,9 +188,7 @@ class AudioVAE(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path, config: AudioVAEConfig) -> AudioVAE:
         """Load an official `v1-16.pth` / `v1-44.pth` or a safetensors file with the same keys."""
-        from avflow.codecs.bigvgan import load_state_dict_file
-
-        state_dict = load_state_dict_file(path)
-        if not isinstance(state_dict, Mapping) or not state_dict:
+        state_dict = read_state_dict(path)
+        if not state_dict:
             raise WeightsError(f"{path}: not a state dict")
         return cls(config).load_weights(state_dict, source=str(path))

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from avflow.codecs.bigvgan_blocks import AMPBlock1, AMPBlock2, AntiAliasedActivation
-from avflow.codecs.weight_norm import fold_weight_norm, load_strict
-from avflow.errors import WeightsError
+from avflow.codecs.weight_norm import fold_weight_norm
+from avflow.weights import load_strict, read_state_dict
 
 FILTER_BUFFERS = (".upsample.filter", ".lowpass.filter")  # recomputable, may be absent from a checkpoint
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BigVGANConfig:
     num_mels: int = 80
     upsample_rates: tuple[int, ...] = (4, 4, 2, 2, 2, 2)
@@ -118,19 +118,4 @@ class BigVGAN(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path, config: BigVGANConfig) -> BigVGAN:
         """Load `best_netG.pt` / `bigvgan_generator.pt` ({"generator": state_dict}) or a safetensors file."""
-        return cls(config).load_weights(load_state_dict_file(path), source=str(path))
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a `.safetensors` or a torch `.pt`/`.pth` checkpoint (weights_only) into a flat dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file
-        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+        return cls(config).load_weights(read_state_dict(path, subkey="generator"), source=str(path))

@@ -20,10 +20,12 @@ from torch import Tensor, nn
 
 from avflow.codecs.mel import MEL_16K, MelSpectrogram
 from avflow.errors import WeightsError
+from avflow.weights import load_strict, read_state_dict
 
 LATENT_DIM = 20
 FRAMES_PER_TOKEN = 2
 SAMPLES_PER_TOKEN = MEL_16K.hop_length * FRAMES_PER_TOKEN  # 512 -> 31.25 tokens/s at 16 kHz
+FEATURES_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "features.safetensors"  # shipped
 
 
 def num_tokens(n_samples: int) -> int:
@@ -101,14 +103,11 @@ class BinauralFeatures(nn.Module):
 
 def load_features(path: str | Path) -> BinauralFeatures:
     """A fitted basis from safetensors (keys mean, basis, scale)."""
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: cannot read the binaural feature basis: {exc}") from None
+    state = read_state_dict(path)
+    if "basis" not in state:
+        raise WeightsError(f"{path}: not a binaural feature basis (no 'basis' tensor)")
     codec = BinauralFeatures(state["basis"].shape[0])
-    codec.load_state_dict(state, strict=False)
+    load_strict(codec, state, str(path))
     return codec.eval()
 
 
@@ -189,11 +188,11 @@ def itd_from_ild(ild_db: Tensor, sample_rate: int = 16000) -> Tensor:
 
 def apply_itd(audio: Tensor, itd: Tensor, sample_rate: int) -> Tensor:
     """(2, N) and per-token ITD (tokens,) s -> (2, N) with the lagging ear delayed (per-sample interpolation)."""
-    from avflow.world.binaural import _delay, block_to_samples
+    from avflow.world.binaural import block_to_samples, fractional_delay
 
     n = audio.shape[-1]
     d = block_to_samples(itd.double().numpy() * sample_rate, n, SAMPLES_PER_TOKEN)  # samples, > 0: delay right
     x = audio.double().numpy()
-    left = _delay(x[0], np.maximum(-d, 0.0)) if np.any(d < -1e-6) else x[0]
-    right = _delay(x[1], np.maximum(d, 0.0)) if np.any(d > 1e-6) else x[1]
+    left = fractional_delay(x[0], np.maximum(-d, 0.0)) if np.any(d < -1e-6) else x[0]
+    right = fractional_delay(x[1], np.maximum(d, 0.0)) if np.any(d > 1e-6) else x[1]
     return torch.from_numpy(np.stack([left, right])).to(audio.dtype)

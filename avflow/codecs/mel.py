@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MelConfig:
     sample_rate: int
     n_fft: int

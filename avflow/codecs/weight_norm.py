@@ -1,13 +1,13 @@
-"""Fold weight-norm checkpoints to plain weights and load them strictly."""
+"""Fold weight-norm checkpoints to plain weights (strict loading: `avflow.weights.load_strict`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
-from torch import nn
 
 from avflow.errors import WeightsError
+from avflow.weights import describe_keys
 
 # (magnitude suffix, direction suffix) of the two weight-norm namings torch has used.
 WEIGHT_NORM_NAMINGS = (
@@ -20,12 +20,6 @@ def weight_from_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """weight = g * v / ||v||, the norm taken over every dim except dim 0 (g has shape (C0, 1, ...))."""
     norm = v.float().flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
     return (v.float() * (g.float() / norm)).to(v.dtype)
-
-
-def _describe(keys: Iterable[str], limit: int = 6) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def fold_weight_norm(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> dict[str, torch.Tensor]:
@@ -46,38 +40,8 @@ def fold_weight_norm(state_dict: Mapping[str, torch.Tensor], source: str = "stat
             used.update((key, v_key))
     orphans = [k for k in state_dict if k not in used and k.endswith(tuple(v for _, v in WEIGHT_NORM_NAMINGS))]
     if orphans:
-        raise WeightsError(f"{source}: weight-norm directions without magnitudes: {_describe(orphans)}")
+        raise WeightsError(f"{source}: weight-norm directions without magnitudes: {describe_keys(orphans)}")
     for key, value in state_dict.items():
         if key not in used:
             out[key] = value
     return out
-
-
-def load_strict(
-    module: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    source: str = "state dict",
-    optional: tuple[str, ...] = (),
-) -> None:
-    """Copy `state_dict` into `module`, raising WeightsError that names missing, unexpected or misshapen keys.
-
-    Keys ending with one of `optional` (e.g. recomputable filter buffers) may be absent.
-    """
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith(optional)]
-    unexpected = [k for k in state_dict if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_describe(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_describe(unexpected)}")
-    misshapen = [
-        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if misshapen:
-        problems.append(f"shape mismatch: {_describe(misshapen, limit=3)}")
-    if problems:
-        raise WeightsError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
-    module.load_state_dict({k: v for k, v in state_dict.items()}, strict=False)

@@ -22,7 +22,7 @@ LATENT_DIM = 20
 MEL_PER_LATENT = 2
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class WorldAudioVAEConfig:
     channels: int = 128
     latent_dim: int = LATENT_DIM

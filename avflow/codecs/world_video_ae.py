@@ -23,7 +23,7 @@ SPATIAL_DOWN = 8
 LATENT_CHANNELS = 16
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class WorldVideoAEConfig:
     channels: int = 32
     latent_channels: int = LATENT_CHANNELS

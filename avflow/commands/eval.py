@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+from avflow.commands.options import add_overwrite, check_output
+
 HELP = "score clips: sync offset (ms), sides, spatial audio, physics and Fréchet distance; no downloads"
 
 SHOWN = ("sync_offset_ms", "sync_error_ms", "sync_gt_ms", "side_agreement", "follows_object")  # per-clip progress
@@ -19,6 +21,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="OUT", help="write all per-clip and summary metrics here")
     parser.add_argument("--report", default=None, metavar="DIR", help="write DIR/index.html with per-clip timelines")
     parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
+    add_overwrite(parser)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Folders that exist, a writable --json path and --report folder, before any clip is scored or torch is
+    imported (one-line errors)."""
+    from avflow.errors import MediaError, OutputError
+
+    for what, folder in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
+        if folder is not None and not Path(folder).is_dir():
+            raise MediaError(f"{what} {folder}: not a folder")
+    if args.json is not None:
+        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
+    if args.report is not None:
+        report = Path(args.report)
+        if report.exists() and not report.is_dir():
+            raise OutputError(f"--report {report}: exists and is not a folder")
+        if (report / "index.html").exists() and not args.overwrite:
+            raise OutputError(f"{report / 'index.html'} exists; pass --overwrite (or -y) to replace it")
 
 
 def _clean(value):
@@ -28,19 +49,6 @@ def _clean(value):
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     return value
-
-
-def _check(args: argparse.Namespace) -> None:
-    """One-line errors for bad arguments, before any clip is read."""
-    from avflow.errors import ConfigError
-
-    for name, path in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
-        if path is not None and not Path(path).is_dir():
-            raise ConfigError(f"{name} {path}: not a folder")
-    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
-        raise ConfigError(f"--report {args.report}: exists and is not a folder")
-    if args.json is not None and Path(args.json).is_dir():
-        raise ConfigError(f"--json {args.json}: is a folder, expected a file name")
 
 
 def _line(cid: str, measures: dict) -> str:
@@ -59,7 +67,7 @@ def _line(cid: str, measures: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check(args)
+    check_arguments(args)
     from avflow.eval.report import evaluate, format_table
 
     def progress(cid: str, measures: dict) -> None:

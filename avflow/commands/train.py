@@ -17,13 +17,13 @@ def run(args: argparse.Namespace) -> int:
     from avflow.config import dump_yaml
     from avflow.train.config import load_train_config
 
-    cfg = load_train_config(args.config, args.overrides)  # every config error surfaces here, before any work
+    config = load_train_config(args.config, args.overrides)  # every config error surfaces here, before any work
     if args.print_config:
-        print(dump_yaml(cfg), end="")
+        print(dump_yaml(config), end="")
         return 0
     from avflow.train.trainer import train
 
-    result = train(cfg)
+    result = train(config)
     if result.loss is not None and result.checkpoint is not None:
         print(f"step {result.step}: loss {result.loss:.5f}, {result.samples_per_s:.1f} samples/s, {result.checkpoint}")
     return 0

@@ -12,12 +12,12 @@ HELP = "serve the web UI (needs the [ui] extra: pip install 'avflow[ui]')"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from avflow.ui.app import UISettings
+    from avflow.ui.services import UISettings
 
     defaults = UISettings()
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="default sampling steps ($AVFLOW_UI_STEPS)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="sampling steps to start with")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="requests generating at once")
     parser.add_argument("--max-file-size", default=defaults.max_file_size, help="upload limit, e.g. 200mb")
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where results are written")
@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise AvflowError("the UI needs gradio: pip install 'avflow[ui]'")
     if args.steps < 1 or args.concurrency < 1:
         raise AvflowError("--steps and --concurrency must be at least 1")
-    from avflow.ui.app import UISettings, launch
+    from avflow.ui.app import launch
+    from avflow.ui.services import UISettings
 
     settings = UISettings(
         steps=args.steps,

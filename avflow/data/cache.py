@@ -130,7 +130,7 @@ def build_cache(
                 pass
         manifest = None
     if manifest is None:
-        from avflow.train.checkpoint import atomic_write
+        from avflow.weights import atomic_write
 
         manifest = {"format": FORMAT, "weights_checksum": checksum, "extractor": extractor_name}
         atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
@@ -151,10 +151,10 @@ def build_cache(
 
     def flush() -> None:
         nonlocal next_index, buffer, ids
-        from avflow.train.checkpoint import atomic_save_safetensors
+        from avflow.weights import save_safetensors
 
         meta = {"ids": json.dumps(ids), "weights_checksum": checksum}
-        atomic_save_safetensors(buffer, folder / f"{prefix}{next_index:06d}.safetensors", metadata=meta)
+        save_safetensors(buffer, folder / f"{prefix}{next_index:06d}.safetensors", metadata=meta)
         next_index, summary.shards, buffer, ids = next_index + 1, summary.shards + 1, {}, []
 
     for record in mine:

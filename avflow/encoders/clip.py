@@ -16,7 +16,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CLIPVisionConfig:
     image_size: int = 378
     patch_size: int = 14
@@ -26,7 +26,7 @@ class CLIPVisionConfig:
     mlp_ratio: float = 4.0
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CLIPTextConfig:
     context_length: int = 77
     vocab_size: int = 49408
@@ -35,7 +35,7 @@ class CLIPTextConfig:
     layers: int = 24
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CLIPConfig:
     """Defaults: DFN5B-CLIP-ViT-H-14-384 (open_clip `ViT-H-14-378-quickgelu`)."""
 
@@ -45,13 +45,13 @@ class CLIPConfig:
     text: CLIPTextConfig = field(default_factory=CLIPTextConfig)
 
     @classmethod
-    def from_open_clip(cls, cfg: dict) -> CLIPConfig:
+    def from_open_clip(cls, config: dict) -> CLIPConfig:
         """Build from an open_clip `model_cfg` dict (embed_dim, quick_gelu, vision_cfg, text_cfg)."""
         return cls(
-            embed_dim=cfg["embed_dim"],
-            quick_gelu=cfg.get("quick_gelu", False),
-            vision=CLIPVisionConfig(**cfg["vision_cfg"]),
-            text=CLIPTextConfig(**cfg["text_cfg"]),
+            embed_dim=config["embed_dim"],
+            quick_gelu=config.get("quick_gelu", False),
+            vision=CLIPVisionConfig(**config["vision_cfg"]),
+            text=CLIPTextConfig(**config["text_cfg"]),
         )
 
 
@@ -124,15 +124,15 @@ class VisionTransformer(nn.Module):
     the same 27x27 grid as the 378 px model size (the last 6 rows/cols are ignored), as in MMAudio.
     """
 
-    def __init__(self, cfg: CLIPVisionConfig, embed_dim: int, quick_gelu: bool):
+    def __init__(self, config: CLIPVisionConfig, embed_dim: int, quick_gelu: bool):
         super().__init__()
-        width, self.patch_size = cfg.width, cfg.patch_size
-        self.grid = cfg.image_size // cfg.patch_size
-        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        width, self.patch_size = config.width, config.patch_size
+        self.grid = config.image_size // config.patch_size
+        self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(width))
         self.positional_embedding = nn.Parameter(torch.empty(self.grid**2 + 1, width))
         self.ln_pre = nn.LayerNorm(width)
-        self.transformer = Transformer(width, cfg.layers, width // cfg.head_width, cfg.mlp_ratio, quick_gelu)
+        self.transformer = Transformer(width, config.layers, width // config.head_width, config.mlp_ratio, quick_gelu)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(torch.empty(width, embed_dim))
 
@@ -151,17 +151,17 @@ class VisionTransformer(nn.Module):
 class CLIP(nn.Module):
     """open_clip `CLIP` with MMAudio's encode_image / encode_text behaviour."""
 
-    def __init__(self, cfg: CLIPConfig | None = None):
+    def __init__(self, config: CLIPConfig | None = None):
         super().__init__()
-        cfg = cfg or CLIPConfig()
-        self.config = cfg
-        t = cfg.text
-        self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
-        self.transformer = Transformer(t.width, t.layers, t.heads, 4.0, cfg.quick_gelu)
+        config = config or CLIPConfig()
+        self.config = config
+        t = config.text
+        self.visual = VisionTransformer(config.vision, config.embed_dim, config.quick_gelu)
+        self.transformer = Transformer(t.width, t.layers, t.heads, 4.0, config.quick_gelu)
         self.token_embedding = nn.Embedding(t.vocab_size, t.width)
         self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
         self.ln_final = nn.LayerNorm(t.width)
-        self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))  # unused by MMAudio
+        self.text_projection = nn.Parameter(torch.empty(t.width, config.embed_dim))  # unused by MMAudio
         self.logit_scale = nn.Parameter(torch.empty(()))  # unused by MMAudio
 
     @property

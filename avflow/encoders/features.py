@@ -25,73 +25,27 @@ from avflow.encoders.preprocess import (
 from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP, Synchformer, SynchformerConfig, split_segments
 from avflow.encoders.tokenizer import CLIPTokenizer
 from avflow.errors import MediaError, WeightsError
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a `.safetensors` file or an official `.pth` / `.bin` (torch.load, weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to parse means a corrupt or foreign file
-        raise WeightsError(
-            f"{path}: cannot read weights, file is corrupt or not a checkpoint ({_one_line(exc)})"
-        ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def load_weights(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> nn.Module:
-    """Strict load with a one-line WeightsError naming what does not match."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [
-            f"{len(v)} {name} (e.g. {v[0]})"
-            for name, v in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong))
-            if v
-        ]
-        raise WeightsError(f"{path}: does not match {type(model).__name__}: " + ", ".join(parts))
-    model.load_state_dict(state, strict=True)
-    return model
+from avflow.weights import load_strict, read_state_dict
 
 
 def load_clip(path: str | Path, config: CLIPConfig | None = None) -> CLIP:
     """CLIP from an open_clip checkpoint (`open_clip_pytorch_model.bin`) or a safetensors copy."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, subkey="state_dict")
     with torch.device("meta"):
         model = CLIP(config)
     model = model.to_empty(device="cpu")
-    return load_weights(model, state, path).eval()
+    return load_strict(model, state, str(path)).eval()
 
 
 def load_synchformer(path: str | Path, config: SynchformerConfig | None = None) -> Synchformer:
     """Synchformer's visual part from `synchformer_state_dict.pth` (other keys are ignored) or a safetensors copy."""
-    state = {k: v for k, v in read_state_dict(path).items() if k.startswith("vfeat_extractor.")}
+    state = {k: v for k, v in read_state_dict(path, subkey="state_dict").items() if k.startswith("vfeat_extractor.")}
     if not state:
         raise WeightsError(f"{path}: no 'vfeat_extractor.*' keys; not a Synchformer checkpoint")
     with torch.device("meta"):
         model = Synchformer(config)
     model = model.to_empty(device="cpu")
-    return load_weights(model, state, path).eval()
+    return load_strict(model, state, str(path)).eval()
 
 
 @dataclass

@@ -17,7 +17,7 @@ SEGMENT_FRAMES = 16  # frames per segment
 SEGMENT_STEP = 8  # frames between segment starts
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SynchformerConfig:
     """Defaults: the official model (divided_224_16x4)."""
 
@@ -88,14 +88,14 @@ class Mlp(nn.Module):
 class DividedSpaceTimeBlock(nn.Module):
     """Time attention (norm3, timeattn), then space attention (norm1, attn), then MLP (norm2)."""
 
-    def __init__(self, cfg: SynchformerConfig):
+    def __init__(self, config: SynchformerConfig):
         super().__init__()
-        d, eps = cfg.embed_dim, cfg.layer_norm_eps
+        d, eps = config.embed_dim, config.layer_norm_eps
         self.norm1 = nn.LayerNorm(d, eps=eps)
-        self.attn = DividedAttention(d, cfg.num_heads, cfg.qkv_bias)
-        self.timeattn = DividedAttention(d, cfg.num_heads, cfg.qkv_bias)
+        self.attn = DividedAttention(d, config.num_heads, config.qkv_bias)
+        self.timeattn = DividedAttention(d, config.num_heads, config.qkv_bias)
         self.norm2 = nn.LayerNorm(d, eps=eps)
-        self.mlp = Mlp(d, d * cfg.mlp_ratio)
+        self.mlp = Mlp(d, d * config.mlp_ratio)
         self.norm3 = nn.LayerNorm(d, eps=eps)
 
     def forward(self, x: Tensor, frames: int, patches: int) -> Tensor:
@@ -107,17 +107,17 @@ class DividedSpaceTimeBlock(nn.Module):
 class SpatialAggregation(nn.Module):
     """nn.TransformerEncoderLayer (norm_first, GELU) over [learned CLS; patch tokens]; returns the CLS output."""
 
-    def __init__(self, cfg: SynchformerConfig):
+    def __init__(self, config: SynchformerConfig):
         super().__init__()
-        d, eps = cfg.embed_dim, cfg.layer_norm_eps
-        self.heads = cfg.num_heads
+        d, eps = config.embed_dim, config.layer_norm_eps
+        self.heads = config.num_heads
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.self_attn = nn.Module()
         self.self_attn.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
         self.self_attn.in_proj_bias = nn.Parameter(torch.empty(3 * d))
         self.self_attn.out_proj = nn.Linear(d, d)
-        self.linear1 = nn.Linear(d, d * cfg.mlp_ratio)
-        self.linear2 = nn.Linear(d * cfg.mlp_ratio, d)
+        self.linear1 = nn.Linear(d, d * config.mlp_ratio)
+        self.linear2 = nn.Linear(d * config.mlp_ratio, d)
         self.norm1 = nn.LayerNorm(d, eps=eps)
         self.norm2 = nn.LayerNorm(d, eps=eps)
 
@@ -148,18 +148,18 @@ class PatchEmbed(nn.Module):
 class MotionFormer(nn.Module):
     """(N, 3, T, H, W) segment -> (N, T / patch_size_temporal, D) per-slice features."""
 
-    def __init__(self, cfg: SynchformerConfig):
+    def __init__(self, config: SynchformerConfig):
         super().__init__()
-        d, p, pt = cfg.embed_dim, cfg.patch_size, cfg.patch_size_temporal
-        self.config = cfg
+        d, p, pt = config.embed_dim, config.patch_size, config.patch_size_temporal
+        self.config = config
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid**2 + 1, d))
-        self.temp_embed = nn.Parameter(torch.zeros(1, cfg.temporal_resolution, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.grid**2 + 1, d))
+        self.temp_embed = nn.Parameter(torch.zeros(1, config.temporal_resolution, d))
         self.patch_embed = PatchEmbed(nn.Conv2d(3, d, p, stride=p))  # in the checkpoint, unused in forward
         self.patch_embed_3d = PatchEmbed(nn.Conv3d(3, d, (pt, p, p), stride=(pt, p, p)))
-        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(cfg) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.spatial_attn_agg = SpatialAggregation(cfg)
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.spatial_attn_agg = SpatialAggregation(config)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.patch_embed_3d.proj(x)  # (N, D, t, h, w)
@@ -183,9 +183,9 @@ class MotionFormer(nn.Module):
 class Synchformer(nn.Module):
     """Holds `vfeat_extractor` like the official Synchformer, so checkpoint keys match."""
 
-    def __init__(self, cfg: SynchformerConfig | None = None):
+    def __init__(self, config: SynchformerConfig | None = None):
         super().__init__()
-        self.config = cfg or SynchformerConfig()
+        self.config = config or SynchformerConfig()
         self.vfeat_extractor = MotionFormer(self.config)
 
     def forward(self, segments: Tensor) -> Tensor:

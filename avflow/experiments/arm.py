@@ -15,6 +15,7 @@ from avflow.config import from_dict
 from avflow.errors import ConfigError
 from avflow.experiments import world_data as wd
 from avflow.experiments.configs import ArmConfig, ExperimentConfig, SizeConfig, sampling_steps
+from avflow.flow.sampling import SamplingConfig, sample_with
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -37,7 +38,7 @@ def base_model(size: SizeConfig) -> dict:
             "depth": size.audio_depth, "fused_depth": size.audio_fused_depth, "num_heads": size.audio_heads,
             "text_seq_len": 32,
         },
-        "fusion": "bidirectional", "fusion_options": {"heads": 2}, "text_dim": 384, "text_len": 32,
+        "fusion": "bidirectional", "text_dim": 384, "text_len": 32,
         "video_fps": float(size.fps), "video_temporal_stride": 1, "audio_latent_rate": 16000 / wd.HOP,
     }  # fmt: skip
 
@@ -106,7 +107,7 @@ def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, see
     if weights.is_file():
         return weights
     file = data / ("train_video.safetensors" if streams == ["video"] else "train_video_audio.safetensors")
-    cfg = TrainConfig(
+    config = TrainConfig(
         out_dir=str(out),
         model=ComponentConfig("joint", model),
         task=ComponentConfig("flow_matching", {"timesteps": "logit_normal", "cond_dropout": 0.1}),
@@ -118,29 +119,15 @@ def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, see
         log=LogConfig(every=max(1, steps // 10), tensorboard=False, progress=False),
         checkpoint=CheckpointConfig(every=max(1, steps // 4), keep_last=1, resume="auto"),
     )
-    train(validate(cfg))
+    train(validate(config))
     return weights
 
 
-def guidance_branches(kind: str, scale: float, text_scale: float):
-    from avflow.flow.guidance import GuidanceBranch
-
-    if kind == "none":
-        return []
-    if kind == "plain":
-        return [GuidanceBranch(cond=None, scale=scale)]
-    if kind == "modality":  # UniAVGen: the negative is the model with audio<->video off and empty text
-        return [GuidanceBranch(cond=None, scale=scale, cross_modal=False)]
-    return [GuidanceBranch(cond=None, scale=text_scale), GuidanceBranch(cond=None, scale=scale, cross_modal=False)]
-
-
 @torch.no_grad()
-def generate(model, streams: list[str], cond: dict, shapes: dict, guidance: list, steps: int, seed: int):
-    from avflow.flow.solvers import sample
-
+def generate(model, streams: list[str], cond: dict, shapes: dict, sampling: SamplingConfig, seed: int):
     g = torch.Generator().manual_seed(seed)
     noise = {s: torch.randn(shapes[s], generator=g) for s in streams}
-    return sample(model, noise, cond, steps=steps, solver="euler", guidance=guidance)
+    return sample_with(sampling, model, noise, cond)
 
 
 def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: Path, manifest: dict,
@@ -187,20 +174,21 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
 def run_arm(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,
             data: Path, work: Path, manifest: dict, device: str = "cpu", threads: int | None = 1) -> dict:  # fmt: skip
     """Train (shared per train key), generate the eval set, score it; returns the metrics."""
-    from safetensors.torch import load_file
+    from avflow.weights import load_strict, read_state_dict
 
     run_dir = work / f"train_{train_key(model_cfg, arm.streams)}" / f"seed_{seed}"
     weights = train_arm(model_cfg, arm.streams, size, steps, seed, data, run_dir, device, threads)
     model = build_model(model_cfg)
-    model.load_state_dict(load_file(str(weights)))
+    load_strict(model, read_state_dict(weights), str(weights))
     model.eval()
-    ev = load_file(str(data / "eval.safetensors"))
+    ev = read_state_dict(data / "eval.safetensors")
     cond = {"text": ev["cond.text"], "text_mask": ev["cond.text_mask"]}
     shapes = {"video": tuple(ev["video"].shape), "audio": tuple(ev["audio"].shape)}
     steps_s = sampling_steps(arm.guidance, size.nfe)
-    branches = guidance_branches(arm.guidance, exp.guidance_scale, exp.text_guidance_scale)
+    sampling = SamplingConfig(steps=steps_s, cfg_strength=exp.cfg_strength, text_cfg_strength=exp.text_cfg_strength,
+                              guidance=arm.guidance)  # fmt: skip
     torch.manual_seed(seed)
-    result = generate(model, arm.streams, cond, shapes, branches, steps_s, seed=10_000 + seed)
+    result = generate(model, arm.streams, cond, shapes, sampling, seed=10_000 + seed)
     video = audio = None
     if "video" in arm.streams:
         video = np.stack([wd.decode_video(x) for x in result.streams["video"]])

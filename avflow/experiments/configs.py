@@ -12,9 +12,9 @@ from typing import Literal
 
 from avflow.config import from_dict, read_yaml
 from avflow.errors import ConfigError
+from avflow.flow.guidance import PRESETS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
-GUIDANCE_BRANCHES = {"none": 1, "plain": 2, "modality": 2, "modality_text": 3}  # NFE per solver step
 
 
 @dataclass
@@ -22,7 +22,7 @@ class ArmConfig:
     name: str
     model: dict = field(default_factory=dict)  # overrides onto JointConfig, e.g. {fusion: avfull}
     streams: list[str] = field(default_factory=lambda: ["video", "audio"])
-    guidance: Literal["none", "plain", "modality", "modality_text"] = "plain"
+    guidance: Literal["none", "plain", "modality", "modality_text"] = "plain"  # a preset of avflow.flow.guidance
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -39,8 +39,8 @@ class ExperimentConfig:
     baseline: str  # the arm every other is compared with
     claim: str = ""
     budget: Literal["total", "video"] = "total"  # parameters held within 5 %: the whole model or the video tower
-    guidance_scale: float = 3.0
-    text_guidance_scale: float = 2.0  # the empty-text branch of `modality_text`
+    cfg_strength: float = 3.0
+    text_cfg_strength: float = 2.0  # the empty-text branch of `modality_text`
     seeds: int = 3
 
     def __post_init__(self) -> None:
@@ -159,5 +159,6 @@ def get_size(name: str) -> SizeConfig:
 
 
 def sampling_steps(guidance: str, nfe: int) -> int:
-    """Solver steps so that steps × branches per step ≤ nfe (the NFE budget is matched across arms)."""
-    return max(1, nfe // GUIDANCE_BRANCHES[guidance])
+    """Solver steps so that steps × model evaluations per step (1 + the preset's branches) ≤ nfe (the NFE budget is
+    matched across arms)."""
+    return max(1, nfe // (1 + len(PRESETS[guidance])))

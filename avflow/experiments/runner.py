@@ -21,7 +21,7 @@ ArmRunner = Callable[[ArmConfig, int, Path], dict]
 
 
 def atomic_json(path: Path, obj: dict) -> None:
-    from avflow.train.checkpoint import atomic_write
+    from avflow.weights import atomic_write
 
     atomic_write(path, lambda f: f.write(res.to_json(obj).encode()))
 

@@ -111,23 +111,23 @@ def prepare_data(size: SizeConfig, folder: Path, data_seed: int = 0) -> dict:
     Writes `train_video.safetensors`, `train_video_audio.safetensors` (for `tensor_file`), `eval.safetensors`
     (eval conditions) and `eval/` world clips (the references); returns the manifest (also `manifest.json`).
     """
-    from avflow.train.checkpoint import atomic_save_safetensors, atomic_write
+    from avflow.weights import atomic_write, save_safetensors
     from avflow.world.dataset import make_clip, write_clip
 
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         return json.loads(manifest_path.read_text())
-    cfg = world_config(size)
+    config = world_config(size)
     (folder / "eval").mkdir(parents=True, exist_ok=True)
     parts: dict[str, dict[str, list]] = {}
     manifest = {"train": [], "eval": []}
     for split, n, base in (("train", size.n_train, 1_000_000), ("eval", size.n_eval, 2_000_000)):
         rows = parts[split] = {"video": [], "audio": [], "caption": []}
         for i in range(n):
-            clip = make_clip(base + data_seed * 10_000 + i, cfg, f"{split}_{i:05d}")
+            clip = make_clip(base + data_seed * 10_000 + i, config, f"{split}_{i:05d}")
             rows["video"].append(encode_video(clip.frames))
-            rows["audio"].append(encode_audio(torch.from_numpy(clip.audio), size.audio_bands, cfg.sample_rate))
+            rows["audio"].append(encode_audio(torch.from_numpy(clip.audio), size.audio_bands, config.sample_rate))
             rows["caption"].append(clip.meta["caption"])
             manifest[split].append({"id": clip.meta["id"], "n_events": len(clip.meta["events"])})
             if split == "eval":
@@ -137,12 +137,12 @@ def prepare_data(size: SizeConfig, folder: Path, data_seed: int = 0) -> dict:
         video, audio = torch.stack(rows["video"]), torch.stack(rows["audio"])
         cond = {"cond.text": text, "cond.text_mask": mask}
         if split == "train":
-            atomic_save_safetensors({"streams.video": video, **cond}, folder / "train_video.safetensors")
-            atomic_save_safetensors(
+            save_safetensors({"streams.video": video, **cond}, folder / "train_video.safetensors")
+            save_safetensors(
                 {"streams.video": video, "streams.audio": audio, **cond}, folder / "train_video_audio.safetensors"
             )
         else:
-            atomic_save_safetensors({"video": video, "audio": audio, **cond}, folder / "eval.safetensors")
-    manifest["sample_rate"] = cfg.sample_rate
+            save_safetensors({"video": video, "audio": audio, **cond}, folder / "eval.safetensors")
+    manifest["sample_rate"] = config.sample_rate
     atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return manifest

@@ -1,30 +1,30 @@
-"""Classifier-free guidance with any number of negative branches.
+"""Classifier-free guidance with any number of negative branches, and the guidance presets as data.
 
-v = v_c + sum_k (w_k - 1) (v_c - v_k). Plain CFG is one branch with empty conditions; a negative prompt is a branch
-whose conditions encode that prompt; modality-aware CFG (UniAVGen) is a branch with `cross_modal=False` (and, as in
-UniAVGen, empty text).
+v = v_c + sum_k (w_k - 1) (v_c - v_k), w_k = each branch's `cfg_strength`. Plain CFG is one branch with empty
+conditions; a negative prompt is a branch whose conditions encode that prompt; modality-aware CFG (UniAVGen) is a
+branch with `cross_modal=False` (and, as in UniAVGen, empty text).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 Streams = dict[str, torch.Tensor]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class GuidanceBranch:
-    """One negative branch: its conditions (None = the model's empty conditions), scale and active interval.
+    """One negative branch: its conditions (None = the model's empty conditions), strength and active interval.
 
-    `scale` may be a dict by stream (streams not named get 1, i.e. no guidance). The branch is active for solver
-    times `t_range[0] <= t <= t_range[1]` (both ends inclusive); None means always.
+    `cfg_strength` (w_k) may be a dict by stream (streams not named get 1, i.e. no guidance). The branch is active
+    for solver times `t_range[0] <= t <= t_range[1]` (both ends inclusive); None means always.
     """
 
     cond: Any = None
-    scale: float | dict[str, float] = 1.0
+    cfg_strength: float | dict[str, float] = 1.0
     cross_modal: bool = True
     t_range: tuple[float, float] | None = None
 
@@ -34,15 +34,46 @@ class GuidanceBranch:
         lo, hi = self.t_range
         return lo <= t <= hi
 
-    def scale_for(self, stream: str) -> float:
-        if isinstance(self.scale, dict):
-            return float(self.scale.get(stream, 1.0))
-        return float(self.scale)
+    def strength_for(self, stream: str) -> float:
+        if isinstance(self.cfg_strength, dict):
+            return float(self.cfg_strength.get(stream, 1.0))
+        return float(self.cfg_strength)
 
 
-def cfg(scale: float, cond: Any = None, t_range: tuple[float, float] | None = None) -> list[GuidanceBranch]:
+def cfg(cfg_strength: float, cond: Any = None, t_range: tuple[float, float] | None = None) -> list[GuidanceBranch]:
     """Plain classifier-free guidance: v = w v_c + (1 - w) v_u."""
-    return [GuidanceBranch(cond=cond, scale=scale, t_range=t_range)]
+    return [GuidanceBranch(cond=cond, cfg_strength=cfg_strength, t_range=t_range)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresetBranch:
+    """A negative branch of a preset: which strength of the sampling settings it takes, and whether the model runs
+    with its cross-modal interactions (audio<->video fusion, sync conditioning) on."""
+
+    strength: Literal["cfg_strength", "text_cfg_strength"] = "cfg_strength"
+    cross_modal: bool = True
+
+
+# Guidance presets: the negative branches each one adds to the conditional velocity (NFE per step = 1 + branches).
+PRESETS: dict[str, tuple[PresetBranch, ...]] = {
+    "none": (),
+    "plain": (PresetBranch(),),  # v = w v_c + (1 - w) v_empty
+    "modality": (PresetBranch(cross_modal=False),),  # UniAVGen: the negative has audio<->video off (+ empty text)
+    "modality_text": (PresetBranch(strength="text_cfg_strength"), PresetBranch(cross_modal=False)),
+}
+
+
+def preset_branches(
+    preset: str, *, cfg_strength: float, text_cfg_strength: float = 1.0, cond: Any = None
+) -> list[GuidanceBranch]:
+    """The branches of a preset. `cond`: the conditions every negative branch uses (None: the model's empty ones).
+    Branches of strength 1 are left out: they would not change the velocity, only cost model evaluations."""
+    strengths = {"cfg_strength": cfg_strength, "text_cfg_strength": text_cfg_strength}
+    return [
+        GuidanceBranch(cond=cond, cfg_strength=strengths[b.strength], cross_modal=b.cross_modal)
+        for b in PRESETS[preset]
+        if strengths[b.strength] != 1.0
+    ]
 
 
 def _batch_size(x: Streams) -> int:
@@ -113,7 +144,7 @@ def guided_velocity(
     for s, vc in v_c.items():
         acc = vc
         for i, br in enumerate(active):
-            w = br.scale_for(s)
+            w = br.strength_for(s)
             if w != 1.0:
                 acc = acc + (w - 1.0) * (vc - results[i][s])
         v[s] = acc

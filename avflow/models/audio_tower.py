@@ -21,16 +21,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from avflow.errors import WeightsError
 from avflow.nn.attention import joint_attention
-from avflow.nn.fusion.base import TowerState
 from avflow.nn.mmaudio_blocks import MLP, ChannelLastConv1d, ConvMLP, DiTBlock, FinalBlock, TimestepEmbedder
 from avflow.nn.rope import RopeTable, rope_table
+from avflow.nn.towers import TowerState
+from avflow.weights import load_strict
 
 ROPE_THETA = 10000
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class AudioTowerConfig:
     latent_dim: int = 20
     text_dim: int = 384
@@ -170,27 +170,13 @@ class AudioTower(nn.Module):
             self.run_block(i, s)
         return self.head(s)
 
-    def load_from_mmaudio(self, state_dict: dict[str, Tensor], strict: bool = True) -> list[str]:
-        """Copy the audio/text weights of an MMAudio network state dict; returns the dropped keys."""
+    def load_from_mmaudio(self, state_dict: dict[str, Tensor]) -> list[str]:
+        """Copy the audio/text weights of an MMAudio network state dict strictly; returns the dropped keys."""
         kept, dropped = {}, []
         for k, v in state_dict.items():
             if k in self.DROPPED_KEYS or k.startswith(self.DROPPED_PREFIXES) or ".clip_block." in k:
                 dropped.append(k)
             else:
                 kept[k] = v
-        own = self.state_dict()
-        bad = [
-            f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
-            for k, v in kept.items()
-            if k in own and v.shape != own[k].shape
-        ]
-        if bad:
-            raise WeightsError(
-                f"MMAudio weights do not fit this audio tower ({len(bad)} shape mismatches, e.g. {bad[0]})"
-            )
-        missing, unexpected = self.load_state_dict(kept, strict=False)
-        if strict and (missing or unexpected):
-            raise WeightsError(
-                f"MMAudio weights do not fit this audio tower: missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
+        load_strict(self, kept, "MMAudio weights")
         return dropped

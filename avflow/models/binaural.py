@@ -19,12 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avflow.errors import WeightsError
-from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner
+from avflow.flow.sampling import SamplingConfig
+from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner, video_features
+from avflow.weights import load_strict, read_safetensors, save_safetensors
 
 SIDES = ("left", "right")
+MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "model.safetensors"  # shipped weights
+SAMPLING = SamplingConfig(steps=16, cfg_strength=2.0)  # the shipped model's sampling settings
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BinauralConfig:
     latent_dim: int = 20
     dim: int = 128
@@ -80,19 +84,19 @@ class BinauralFlow(nn.Module):
     text_dim > 0 also text (B, text_dim) and text_on (B,).
     """
 
-    def __init__(self, cfg: BinauralConfig):
+    def __init__(self, config: BinauralConfig):
         super().__init__()
-        self.cfg = cfg
-        d = cfg.dim
-        self.inp = nn.Linear(cfg.latent_dim, d)
-        self.video = SpatioTemporalConditioner(d, cfg.bins)
+        self.config = config
+        d = config.dim
+        self.inp = nn.Linear(config.latent_dim, d)
+        self.video = SpatioTemporalConditioner(d, config.bins)
         self.no_video = nn.Parameter(torch.zeros(d))
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.text = nn.Linear(cfg.text_dim, d) if cfg.text_dim > 0 else None
-        self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.text = nn.Linear(config.text_dim, d) if config.text_dim > 0 else None
+        self.blocks = nn.ModuleList([Block(d, config.heads, config.mlp_ratio) for _ in range(config.depth)])
         self.out_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.out_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.out = nn.Linear(d, cfg.latent_dim)
+        self.out = nn.Linear(d, config.latent_dim)
         nn.init.zeros_(self.out_ada[1].weight)
         nn.init.zeros_(self.out_ada[1].bias)
         nn.init.zeros_(self.out.weight)
@@ -107,12 +111,12 @@ class BinauralFlow(nn.Module):
         dev = self.device
         cond = {
             "timing": torch.zeros(batch, n_tokens, TIMING_DIM, device=dev),
-            "spatial": torch.zeros(batch, n_tokens, 8, self.cfg.bins, device=dev),
+            "spatial": torch.zeros(batch, n_tokens, 8, self.config.bins, device=dev),
             "video_on": torch.zeros(batch, device=dev),
         }
         if self.text is not None:
             cond |= {
-                "text": torch.zeros(batch, self.cfg.text_dim, device=dev),
+                "text": torch.zeros(batch, self.config.text_dim, device=dev),
                 "text_on": torch.zeros(batch, device=dev),
             }
         return cond
@@ -134,10 +138,10 @@ class BinauralFlow(nn.Module):
         for side in SIDES:
             x = streams[side]  # (B, N, C)
             b, n, _ = x.shape
-            pos = sinusoidal(torch.arange(n, device=x.device), self.cfg.dim, scale=1.0)  # (N, dim)
+            pos = sinusoidal(torch.arange(n, device=x.device), self.config.dim, scale=1.0)  # (N, dim)
             ts = t[side]
             ts = ts[:, None].expand(b, n) if ts.ndim == 1 else ts  # (B, N)
-            c = self.time(sinusoidal(ts, self.cfg.dim))  # (B, N, dim)
+            c = self.time(sinusoidal(ts, self.config.dim))  # (B, N, dim)
             if self.text is not None and "text" in cond:
                 c = c + (cond["text_on"].view(b, 1) * self.text(cond["text"]))[:, None]
             hs.append(self.inp(x) + pos + self._video(cond, side, n, cross_modal))
@@ -154,6 +158,12 @@ class BinauralFlow(nn.Module):
         return self.velocity(streams, t, cond, cross_modal=cross_modal)
 
 
+def video_conditions(frames, fps: float, n_tokens: int, token_rate: float, bins: int = 16) -> dict[str, Tensor]:
+    """Unbatched conditions for `n_tokens` latent tokens at `token_rate` per second: the spatio-temporal features of
+    the video frames (T, H, W, 3) uint8 and `video_on` = 1."""
+    return {**video_features(frames, fps, n_tokens, token_rate=token_rate, bins=bins), "video_on": torch.tensor(1.0)}
+
+
 def _fit(x: Tensor, n: int) -> Tensor:
     """Pad (repeat the last token) or trim conditioning along dim 1 to n tokens."""
     if x.shape[1] >= n:
@@ -166,24 +176,19 @@ def save_binaural(model: BinauralFlow, path: str | Path) -> None:
     import json
     from dataclasses import asdict
 
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(asdict(model.cfg))})
+    state = {k: v.detach().half() for k, v in model.state_dict().items()}
+    save_safetensors(state, path, metadata={"config": json.dumps(asdict(model.config))})
 
 
 def load_binaural(path: str | Path) -> BinauralFlow:
     """A model saved by `save_binaural` (fp32 on the CPU)."""
     import json
 
-    from safetensors import safe_open
-
+    tensors, metadata = read_safetensors(path)
     try:
-        with safe_open(str(path), "pt") as f:
-            cfg = BinauralConfig(**json.loads(f.metadata()["config"]))
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-    except (OSError, KeyError, TypeError, ValueError) as exc:
+        config = BinauralConfig(**json.loads(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: not a binaural model checkpoint: {exc}") from None
-    model = BinauralFlow(cfg)
-    model.load_state_dict(state)
+    model = BinauralFlow(config)
+    load_strict(model, {k: v.float() for k, v in tensors.items()}, str(path))
     return model.eval()

@@ -7,16 +7,21 @@ latents. The network works on normalized latents (`normalize` / `unnormalize` wi
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from avflow.errors import ConfigError, WeightsError
+from avflow.errors import ConfigError
+from avflow.models.mmaudio_config import (
+    SYNC_TOKENS_PER_SEGMENT,
+    MMAudioConfig,
+    SequenceLengths,
+    get_config,
+    sequence_lengths,
+)
 from avflow.nn.mmaudio_blocks import (
     MLP,
     ChannelLastConv1d,
@@ -28,110 +33,13 @@ from avflow.nn.mmaudio_blocks import (
     TimestepEmbedder,
 )
 from avflow.nn.rope import RopeTable, aligned_freq_scaling, rope_table
+from avflow.weights import load_strict, read_state_dict
 
 Cond = dict[str, torch.Tensor]
 
-SYNC_TOKENS_PER_SEGMENT = 8
 ROPE_THETA = 10000
 # Old buffers saved in the official .pth files; they are recomputed here.
 STALE_CHECKPOINT_KEYS = ("t_embed.freqs", "latent_rot", "clip_rot")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Sequence lengths
-
-
-class SequenceLengths(NamedTuple):
-    """Token counts for one clip duration, derived as MMAudio's SequenceConfig derives them."""
-
-    latent: int
-    clip: int
-    sync: int
-
-
-def sequence_lengths(
-    duration: float,
-    sample_rate: int = 16000,
-    hop_length: int = 256,
-    *,
-    latent_downsample: int = 2,
-    clip_fps: float = 8,
-    sync_fps: float = 25,
-    sync_segment_frames: int = 16,
-    sync_step: int = 8,
-    sync_downsample: int = 2,
-) -> SequenceLengths:
-    """8 s -> 250 latents at 16 kHz (hop 256), 345 at 44.1 kHz (hop 512); 64 CLIP frames; 192 sync tokens."""
-    latent = int(math.ceil(duration * sample_rate / hop_length / latent_downsample))
-    clip = int(duration * clip_fps)
-    sync_frames = duration * sync_fps
-    segments = (sync_frames - sync_segment_frames) // sync_step + 1
-    sync = int(segments * sync_segment_frames / sync_downsample)
-    if latent < 1 or clip < 1 or sync < SYNC_TOKENS_PER_SEGMENT:
-        raise ConfigError(
-            f"duration {duration} s is too short for MMAudio (needs >= {sync_segment_frames / sync_fps:.2f} s)"
-        )
-    return SequenceLengths(latent, clip, sync)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Configurations
-
-
-@dataclass
-class MMAudioConfig:
-    """Constructor arguments of the network (names as in the reference); seq lens are for `duration` seconds."""
-
-    latent_dim: int = 20
-    clip_dim: int = 1024
-    sync_dim: int = 768
-    text_dim: int = 1024
-    hidden_dim: int = 448
-    depth: int = 12
-    fused_depth: int = 8
-    num_heads: int = 7
-    mlp_ratio: float = 4.0
-    latent_seq_len: int = 250
-    clip_seq_len: int = 64
-    sync_seq_len: int = 192
-    text_seq_len: int = 77
-    v2: bool = False
-    sample_rate: int = 16000
-    hop_length: int = 256  # audio samples per mel frame; latents are 2 mel frames
-
-    def __post_init__(self) -> None:
-        if self.hidden_dim % self.num_heads or (self.hidden_dim // self.num_heads) % 2:
-            raise ConfigError(f"hidden_dim {self.hidden_dim} must split into {self.num_heads} heads of even size")
-        if not 0 <= self.fused_depth < self.depth:
-            raise ConfigError(f"need 0 <= fused_depth < depth, got fused_depth={self.fused_depth}, depth={self.depth}")
-        if self.sync_seq_len % SYNC_TOKENS_PER_SEGMENT:
-            raise ConfigError(f"sync_seq_len {self.sync_seq_len} is not a multiple of {SYNC_TOKENS_PER_SEGMENT}")
-
-    @property
-    def joint_depth(self) -> int:
-        return self.depth - self.fused_depth
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_dim // self.num_heads
-
-
-_16K = dict(latent_dim=20, latent_seq_len=250, sample_rate=16000, hop_length=256)
-_44K = dict(latent_dim=40, latent_seq_len=345, sample_rate=44100, hop_length=512)
-
-CONFIGS: dict[str, MMAudioConfig] = {
-    "small_16k": MMAudioConfig(**_16K, hidden_dim=448, num_heads=7, depth=12, fused_depth=8),
-    "small_44k": MMAudioConfig(**_44K, hidden_dim=448, num_heads=7, depth=12, fused_depth=8),
-    "medium_44k": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=12, fused_depth=8),
-    "large_44k": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=21, fused_depth=14),
-    "large_44k_v2": MMAudioConfig(**_44K, hidden_dim=896, num_heads=14, depth=21, fused_depth=14, v2=True),
-}
-
-
-def get_config(name: str) -> MMAudioConfig:
-    if name not in CONFIGS:
-        raise ConfigError(f"unknown MMAudio variant {name!r}; choose from {', '.join(CONFIGS)}")
-    return replace(CONFIGS[name])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -361,90 +269,18 @@ def build_mmaudio(name_or_config: str | MMAudioConfig, device: torch.device | st
         return MMAudio(config)
 
 
-def _read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(source)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any read failure is a bad checkpoint
-        raise WeightsError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return state
-
-
 def load_official_state_dict(
     model: MMAudio, source: str | Path | dict[str, torch.Tensor], *, name: str | None = None
 ) -> MMAudio:
     """Load an official MMAudio checkpoint (.pth, .safetensors or a state dict) strictly.
 
     The stale buffers listed in STALE_CHECKPOINT_KEYS are dropped; any other missing, extra or mis-shaped key
-    raises WeightsError naming it.
+    raises WeightsError naming it (`avflow.weights.load_strict`).
     """
     where = name or (str(source) if isinstance(source, (str, Path)) else "state dict")
-    state = _read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
+    state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     for k in STALE_CHECKPOINT_KEYS:
         state.pop(k, None)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-        if extra:
-            parts.append(f"unexpected keys {extra[:5]}" + (f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""))
-        raise WeightsError(f"{where}: does not match {type(model).__name__}: {'; '.join(parts)}")
-    for k, v in expected.items():
-        if not isinstance(state[k], torch.Tensor):
-            raise WeightsError(f"{where}: key {k} is not a tensor")
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise WeightsError(f"{where}: key {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
-    on_meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict(state, strict=True, assign=on_meta)
+    load_strict(model, state, where, assign=any(p.is_meta for p in model.parameters()))
     model.clear_caches()
     return model
-
-
-def from_pretrained(
-    name: str, checkpoint: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> MMAudio:
-    """Build a variant on the meta device and load its official checkpoint (no double allocation)."""
-    model = load_official_state_dict(build_mmaudio(name, device="meta"), checkpoint)
-    return model.to(device=device, dtype=dtype).eval()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Sampling
-
-
-def sample_latents(
-    model: MMAudio,
-    x0: torch.Tensor,
-    cond: Cond,
-    *,
-    steps: int = 25,
-    cfg_strength: float = 4.5,
-    negative_text_f: torch.Tensor | None = None,
-    solver: str = "euler",
-    batched: bool = True,
-) -> tuple[torch.Tensor, int]:
-    """Integrate normalized latents from noise x0 (B, N, C) with CFG against the empty conditions.
-
-    `cond` comes from `preprocess_conditions` (computed once); `negative_text_f` replaces the empty string in
-    the unconditional branch. Returns the normalized latents (use `model.unnormalize`) and the NFE.
-    """
-    from avflow.flow.guidance import GuidanceBranch
-    from avflow.flow.solvers import sample
-
-    guidance = []
-    if cfg_strength != 1.0:
-        empty = model.empty_conditions(x0.shape[0], negative_text_f)
-        guidance = [GuidanceBranch(cond=empty, scale=cfg_strength)]
-    result = sample(model, {"audio": x0}, cond, steps=steps, solver=solver, guidance=guidance, batched=batched)
-    return result.streams["audio"], result.nfe

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from avflow.errors import ConfigError
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PeftConfig:
     lora_rank: int = 0  # 0: no LoRA, only the fusion layers train
     lora_alpha: float = 1.0  # update scale = alpha / rank

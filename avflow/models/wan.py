@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avflow.errors import ConfigError, WeightsError
-from avflow.nn.fusion.base import TowerState
+from avflow.errors import ConfigError
+from avflow.nn.towers import TowerState
 from avflow.nn.wan_blocks import WanBlock, WanConditionEmbedder, WanRotary
+from avflow.weights import load_strict
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class WanConfig:
     """Field names follow diffusers' config so an official `config.json` maps onto it."""
 
@@ -129,12 +130,4 @@ class WanVideoTower(nn.Module):
 
     def load_diffusers_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         """Strict load of a diffusers `WanTransformer3DModel` state dict (text-to-video layout)."""
-        try:
-            missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        except RuntimeError as exc:  # shape mismatch
-            raise WeightsError(f"Wan weights do not match this tower: {str(exc).splitlines()[-1].strip()}") from None
-        if missing or unexpected:
-            raise WeightsError(
-                f"Wan weights do not match this tower: {len(missing)} missing (e.g. {missing[:2]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-            )
+        load_strict(self, state_dict, "Wan weights")

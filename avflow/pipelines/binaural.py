@@ -1,129 +1,109 @@
-"""Binaural generation from video: the world training dataset and the sampling pipeline.
+"""Binaural audio for a video: the shipped dual-branch model (`BinauralPipeline`) or the spatialiser, and
+`binaural_track`, the one entry point `avflow binaural` and the UI share.
 
-Assets (shipped, fitted/trained on the procedural world): avflow/assets/binaural/features.safetensors (the PCA basis
-of `avflow.codecs.binaural_features`) and avflow/assets/binaural/model.safetensors (a small `BinauralFlow`).
+Assets (shipped, fitted/trained on the procedural world, see `avflow.train.binaural_world`):
+`avflow.codecs.binaural_features.FEATURES_FILE` (the PCA basis) and `avflow.models.binaural.MODEL_FILE` (a small
+`BinauralFlow`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from avflow.codecs.binaural_features import SAMPLES_PER_TOKEN, BinauralFeatures, load_features, num_tokens
-from avflow.errors import ConfigError, WeightsError
-from avflow.flow import cfg as cfg_branch
-from avflow.flow import sample
-from avflow.nn.spatiotemporal import video_features
+from avflow.codecs.binaural_features import (
+    FEATURES_FILE,
+    SAMPLES_PER_TOKEN,
+    BinauralFeatures,
+    load_features,
+    num_tokens,
+)
+from avflow.errors import MediaError, WeightsError
+from avflow.flow.sampling import SamplingConfig, sample_with
+from avflow.models.binaural import MODEL_FILE, SAMPLING, load_binaural, video_conditions
+from avflow.pipelines.inputs import check_video_input
 
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "binaural"
-FEATURES_FILE = ASSET_DIR / "features.safetensors"
-MODEL_FILE = ASSET_DIR / "model.safetensors"
-
-
-def clip_ids(root: str | Path, split: str, limit: int = 0) -> list[Path]:
-    """Stems of the clips listed in root/split/manifest.jsonl."""
-    manifest = Path(root) / split / "manifest.jsonl"
-    if not manifest.is_file():
-        raise ConfigError(f"{manifest}: no world manifest (make one with `avflow world make`)")
-    stems = [Path(root) / split / json.loads(line)["id"] for line in manifest.read_text().splitlines() if line]
-    return stems[:limit] if limit > 0 else stems
-
-
-def conditions_for(frames: np.ndarray, fps: float, n_samples: int, bins: int = 16) -> dict[str, torch.Tensor]:
-    """Unbatched video conditions at the token rate of `n_samples` of 16 kHz audio."""
-    n = num_tokens(n_samples)
-    feats = video_features(frames, fps, n, token_rate=16000 / SAMPLES_PER_TOKEN, bins=bins)
-    return {**feats, "video_on": torch.tensor(1.0)}
-
-
-@dataclass
-class BinauralWorldConfig:
-    root: str = ""  # a world dataset folder (train/val/test with manifests)
-    split: str = "train"
-    limit: int = 0  # 0: all clips of the split
-    features: str = ""  # PCA basis safetensors; empty: the shipped asset
-    bins: int = 16
-
-
-class BinauralWorld(Dataset):
-    """World clips as streams left/right (N, 20) and conditions timing/spatial/video_on, computed once in memory."""
-
-    def __init__(self, cfg: BinauralWorldConfig):
-        if not cfg.root:
-            raise ConfigError("data: binaural_world needs `root`, a world dataset folder")
-        from avflow.world.dataset import load_clip
-
-        codec = load_features(cfg.features or FEATURES_FILE)
-        self.items = []
-        for stem in clip_ids(cfg.root, cfg.split, cfg.limit):
-            clip = load_clip(stem)
-            with torch.no_grad():
-                streams = codec.encode(torch.from_numpy(clip.audio)[None])
-            cond = conditions_for(clip.frames, clip.meta["fps"], clip.audio.shape[1], cfg.bins)
-            self.items.append({"streams": {s: x[0] for s, x in streams.items()}, "cond": cond})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
-def fit_feature_basis(root: str | Path, out: str | Path, limit: int = 0) -> BinauralFeatures:
-    """Fits the PCA basis on both ears of the world's train split and writes it as safetensors."""
-    from safetensors.torch import save_file
-
-    from avflow.world.dataset import load_clip
-
-    wavs = [torch.from_numpy(load_clip(s).audio) for s in clip_ids(root, "train", limit)]
-    n = min(w.shape[1] for w in wavs)
-    codec = BinauralFeatures()
-    codec.fit(torch.cat([w[:, :n] for w in wavs]))
-    save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(out))
-    return codec
+SAMPLE_RATE = 16000
+TOKEN_RATE = SAMPLE_RATE / SAMPLES_PER_TOKEN
+MODES = ("auto", "model", "spatialise")
 
 
 class BinauralPipeline:
     """Video frames -> binaural (2, N) audio with a trained `BinauralFlow` and the feature codec."""
 
-    def __init__(self, model, codec: BinauralFeatures, steps: int = 16, guidance: float = 2.0):
-        self.model, self.codec, self.steps, self.guidance = model.eval(), codec.eval(), steps, guidance
+    def __init__(self, model, codec: BinauralFeatures, sampling: SamplingConfig = SAMPLING):
+        self.model, self.codec, self.sampling = model.eval(), codec.eval(), sampling
 
     @classmethod
     def from_assets(cls, model_file: str | Path = MODEL_FILE, features_file: str | Path = FEATURES_FILE, **kw):
-        from avflow.models.binaural import load_binaural
-
         if not Path(model_file).is_file():
             raise WeightsError(f"{model_file}: no trained binaural model weights")
         return cls(load_binaural(model_file), load_features(features_file), **kw)
 
     @torch.no_grad()
-    def generate(self, frames: np.ndarray, fps: float, n_samples: int, seed: int = 0, decode_iters: int = 32):
-        """(T, H, W, 3) uint8 frames -> (2, n_samples) float32 [left, right] at 16 kHz."""
-        cond = {k: v[None] for k, v in conditions_for(frames, fps, n_samples, self.model.cfg.bins).items()}
+    def generate(
+        self,
+        frames: np.ndarray,
+        fps: float,
+        n_samples: int,
+        seed: int = 0,
+        sampling: SamplingConfig | None = None,
+        decode_iters: int = 32,
+    ) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames -> (2, n_samples) float32 [left, right] at 16 kHz (`sampling`: the model's
+        settings unless given; the negative branch takes the video-off empty conditions)."""
+        sampling = sampling or self.sampling
         n = num_tokens(n_samples)
+        cond = {k: v[None] for k, v in video_conditions(frames, fps, n, TOKEN_RATE, self.model.config.bins).items()}
         g = torch.Generator().manual_seed(seed)
-        noise = {s: torch.randn(1, n, self.model.cfg.latent_dim, generator=g) for s in ("left", "right")}
-        empty = self.model.empty_conditions(1, n)
-        guidance = cfg_branch(self.guidance, cond=empty) if self.guidance != 1.0 else []
-        result = sample(self.model, noise, cond, steps=self.steps, solver="euler", guidance=guidance)
+        noise = {s: torch.randn(1, n, self.model.config.latent_dim, generator=g) for s in ("left", "right")}
+        negative = self.model.empty_conditions(1, n)
+        result = sample_with(sampling, self.model, noise, cond, negative=negative)
         return self.codec.decode(result.streams, n_samples, iters=decode_iters)[0].numpy().astype(np.float32)
 
 
-def export_trainer_weights(run_dir: str | Path, out: str | Path = MODEL_FILE, weights: str = "ema_0.05") -> Path:
-    """A trainer run's `{weights}.safetensors` + config.yaml -> a `save_binaural` file (fp16, config in metadata)."""
-    from safetensors.torch import load_file
+@dataclass(frozen=True, kw_only=True)
+class BinauralTrack:
+    audio: np.ndarray  # (2, N) float32 [left, right], peak <= 0.99
+    sample_rate: int
+    mode: str  # "model" or "spatialise"
+    duration: float  # seconds of the video
 
-    from avflow.config import read_yaml
-    from avflow.models.binaural import BinauralConfig, BinauralFlow, save_binaural
 
-    run_dir = Path(run_dir)
-    model = BinauralFlow(BinauralConfig(**read_yaml(run_dir / "config.yaml")["model"]["args"]))
-    model.load_state_dict(load_file(str(run_dir / f"{weights}.safetensors")))
-    save_binaural(model, out)
-    return Path(out)
+def binaural_track(
+    video: str | Path,
+    *,
+    mode: str = "auto",
+    seed: int = 0,
+    sampling: SamplingConfig | None = None,
+    pipeline: BinauralPipeline | None = None,
+) -> BinauralTrack:
+    """A binaural track as long as `video`: generated by the shipped model (`mode="model"`, with `sampling` or the
+    model's settings; `pipeline` defaults to the shipped assets), or the video's own audio mixed to mono and
+    spatialised from where things move (`"spatialise"`); `"auto"`: the model when its weights are installed."""
+    from avflow.data.media import probe, read_audio, video_frames
+    from avflow.pipelines.spatialise import spatialise
+
+    if mode not in MODES:
+        raise MediaError(f"unknown binaural mode {mode!r} (choose from {', '.join(MODES)})")
+    check_video_input(video)  # the same minimum length as every other command
+    frames, fps, duration = video_frames(video)
+    n = int(round(duration * SAMPLE_RATE))
+    if mode == "auto":
+        mode = "model" if MODEL_FILE.is_file() else "spatialise"
+    if mode == "model":
+        pipeline = pipeline or BinauralPipeline.from_assets()
+        audio = pipeline.generate(frames, fps, n, seed=seed, sampling=sampling)
+    else:
+        if not probe(video).has_audio:
+            raise MediaError(f"{video}: has no audio track to spatialise (use the binaural model)")
+        track, _ = read_audio(video, sample_rate=SAMPLE_RATE, channels=1)
+        mono = np.zeros(n, dtype=np.float32)
+        mono[: min(n, track.shape[-1])] = track[0, :n].numpy()
+        audio = spatialise(mono, SAMPLE_RATE, frames, fps)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    audio = audio * (0.99 / peak) if peak > 0.99 else audio
+    return BinauralTrack(audio=audio, sample_rate=SAMPLE_RATE, mode=mode, duration=duration)

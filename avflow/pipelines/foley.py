@@ -20,229 +20,37 @@ undecided audio tail) at a time. Only the final waveform is accumulated.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from avflow import hub
-from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE, AudioVAEConfig
-from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN, BigVGANConfig
-from avflow.data.media import iter_video_windows, probe
-from avflow.encoders.clip import CLIPConfig
+from avflow.codecs.audio_vae import AudioVAE
+from avflow.codecs.bigvgan import BigVGAN
+from avflow.data.image import read_image
 from avflow.encoders.features import Encoders, load_clip, load_synchformer
-from avflow.encoders.preprocess import clip_frames_transform, frame_counts, sync_frames_transform
-from avflow.encoders.synchformer import SynchformerConfig
-from avflow.errors import ConfigError, MediaError, WeightsError
-from avflow.models.mmaudio import CONFIGS, MMAudio, MMAudioConfig, build_mmaudio, load_official_state_dict
-from avflow.pipelines.foley_model import FoleyModel, SamplingSettings
+from avflow.encoders.preprocess import clip_frames_transform
+from avflow.flow.sampling import SamplingConfig
+from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
+from avflow.pipelines.devices import autocast, autocast_dtype
+from avflow.pipelines.foley_frames import iter_window_frames
+from avflow.pipelines.foley_model import FoleyModel
+from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
+from avflow.pipelines.foley_variants import model_files, resolve_model
+from avflow.pipelines.foley_windows import Window, plan_windows
+from avflow.pipelines.inputs import check_duration, check_video_input
 
-MIN_VIDEO_S = 0.5  # shortest video accepted
-MIN_MODEL_S = 0.64  # shortest clip the network takes (one 16-frame Synchformer segment); shorter clips are padded
-_EPS = 1e-6
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Variants: which cached files and which constructor arguments make up a model
-
-
-@dataclass
-class FoleySpec:
-    """Asset stems (see `avflow.hub.ASSETS`) and configs of one model variant."""
-
-    network: str
-    vae: str
-    vocoder: str
-    synchformer: str
-    clip: str
-    network_config: MMAudioConfig
-    vae_config: AudioVAEConfig
-    vocoder_config: BigVGANConfig
-    clip_config: CLIPConfig = field(default_factory=CLIPConfig)
-    synchformer_config: SynchformerConfig = field(default_factory=SynchformerConfig)
-
-
-def _official(name: str) -> FoleySpec:
-    mode = "16k" if CONFIGS[name].sample_rate == 16000 else "44k"
-    vocoder = "best_netG" if mode == "16k" else "bigvgan_v2_44khz_128band_512x"
-    return FoleySpec(
-        network=f"mmaudio_{name}",
-        vae="v1-16" if mode == "16k" else "v1-44",
-        vocoder=vocoder,
-        synchformer="synchformer_state_dict",
-        clip="dfn5b_clip_vit_h_14_384",
-        network_config=replace(CONFIGS[name]),
-        vae_config=AUDIO_VAE_CONFIGS[mode],
-        vocoder_config=BIGVGAN_CONFIGS[mode],
-    )
-
-
-# Model name (as in `avflow.hub.MODELS`) -> spec. Plain dict: tests register tiny variants here.
-VARIANTS: dict[str, FoleySpec] = {name: _official(name) for name in CONFIGS}
-
-
-def model_paths(model: str, root: Path | None = None) -> dict[str, Path]:
-    """Converted weight files of a model, or a one-line WeightsError naming `avflow download MODEL`."""
-    if model not in VARIANTS or model not in hub.MODELS:
-        raise WeightsError(f"unknown model {model!r}; choose from {', '.join(m for m in VARIANTS if m in hub.MODELS)}")
-    try:
-        return hub.fetch_model(model, root)
-    except WeightsError as exc:
-        message = str(exc).strip().splitlines()[0].replace("avflow download MODEL", f"avflow download {model}")
-        message = message if len(message) <= 300 else message[:300] + "..."  # torch errors can run long
-        raise WeightsError(f"model {model} is not ready: {message}") from None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Windows
-
-
-@dataclass
-class Window:
-    """One generation window: starts at latent frame `start` (global grid), lasts `duration` seconds."""
-
-    index: int
-    start: int  # latent frames from the video start
-    start_s: float
-    duration: float  # seconds the window's video features and audio cover (>= MIN_MODEL_S)
-
-
-def plan_windows(total_s: float, window_s: float, overlap_s: float, latent_rate: float) -> list[Window]:
-    """Windows of `window_s` (the last one may be shorter) covering [0, total_s), starts on the latent grid."""
-    if not window_s >= MIN_MODEL_S or not 0 <= overlap_s < window_s / 2:
-        raise ConfigError(f"need window >= {MIN_MODEL_S} s and 0 <= overlap < window / 2, got {window_s}, {overlap_s}")
-    if total_s <= window_s + _EPS:
-        return [Window(0, 0, 0.0, max(total_s, MIN_MODEL_S))]
-    stride = max(1, round((window_s - overlap_s) * latent_rate))
-    starts = []
-    m = 0
-    while m / latent_rate + window_s < total_s - _EPS:
-        starts.append(m)
-        m += stride
-    starts.append(max(starts[-1] + 1, math.ceil((total_s - window_s) * latent_rate - _EPS)))
-    windows = []
-    for i, m in enumerate(starts):
-        s = m / latent_rate
-        windows.append(Window(i, m, s, max(min(window_s, total_s - s), MIN_MODEL_S)))
-    return windows
-
-
-@dataclass
-class WindowFrames:
-    window: Window
-    clip: Tensor  # (n_clip, 3, 384, 384) uint8
-    sync: Tensor  # (n_sync, 3, 224, 224) uint8
-
-
-class _Targets:
-    """Frame targets start + k / fps, k < count; each takes the first source frame at or after it."""
-
-    def __init__(self, start: float, fps: float, count: int, transform: Callable[[Tensor], Tensor]):
-        self.start, self.fps, self.count, self.transform = start, fps, count, transform
-        self.frames: list[Tensor] = []
-
-    def take(self, t: float, frame: Tensor, cache: dict) -> None:
-        while len(self.frames) < self.count and self.start + len(self.frames) / self.fps <= t + _EPS:
-            key = id(self.transform)
-            if key not in cache:
-                cache[key] = self.transform(frame[None])[0]
-            self.frames.append(cache[key])
-
-    def finish(self, last: Tensor | None, cache: dict) -> Tensor:
-        """Targets past the last source frame repeat it."""
-        while len(self.frames) < self.count and last is not None:
-            self.take(math.inf, last, cache)
-        return torch.stack(self.frames)
-
-    @property
-    def done(self) -> bool:
-        return len(self.frames) >= self.count
-
-
-def iter_window_frames(path: str | Path, windows: list[Window], read_s: float = 0.5) -> Iterator[WindowFrames]:
-    """Stream the video once; yield each window's CLIP (8 fps) and Synchformer (25 fps) frames when complete.
-
-    Only windows overlapping the current read position hold frames, so memory is bounded by about two windows of
-    encoder-sized frames plus `read_s` seconds of source frames.
-    """
-    pending = list(windows)
-    active: list[tuple[Window, _Targets, _Targets]] = []
-
-    def open_until(t: float) -> None:
-        while pending and pending[0].start_s <= t + _EPS:
-            w = pending.pop(0)
-            n_clip, n_sync = frame_counts(w.duration)
-            active.append(
-                (
-                    w,
-                    _Targets(w.start_s, 8.0, n_clip, clip_frames_transform),
-                    _Targets(w.start_s, 25.0, n_sync, sync_frames_transform),
-                )
-            )
-
-    last = None
-    for chunk in iter_video_windows(path, window_s=read_s, overlap_s=0.0, fps=None, size=None):
-        frames = chunk.frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        for frame, t in zip(frames, chunk.times.tolist()):
-            open_until(t)
-            cache: dict = {}
-            for _, clip_t, sync_t in active:
-                clip_t.take(t, frame, cache)
-                sync_t.take(t, frame, cache)
-            last = frame
-            while active and active[0][1].done and active[0][2].done:
-                w, clip_t, sync_t = active.pop(0)
-                yield WindowFrames(w, torch.stack(clip_t.frames), torch.stack(sync_t.frames))
-        if not active and not pending:
-            return
-    open_until(math.inf)
-    for w, clip_t, sync_t in active:
-        cache = {}
-        yield WindowFrames(w, clip_t.finish(last, cache), sync_t.finish(last, cache))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Overlap conditioning
-
-
-class OverlapInpainting:
-    """Generator wrapper: the first frames follow a known latent path, blended by `weight` (1 = fully known)."""
-
-    def __init__(self, network: MMAudio, known: Tensor, noise: Tensor, weight: Tensor, sigma_min: float = 0.0):
-        self.network = network
-        n = known.shape[1]
-        self.n = n
-        self.weight = weight.view(1, n, 1).to(known)  # (1, n, 1)
-        self.v_known = known - (1.0 - sigma_min) * noise[:, :n]  # (B, n, C): constant velocity of the known path
-
-    def empty_conditions(self, batch: int, negative_text_f: Tensor | None = None):
-        return self.network.empty_conditions(batch, negative_text_f)
-
-    def velocity(self, streams: dict, t: dict, cond, *, cross_modal: bool = True) -> dict:
-        v = self.network.velocity(streams, t, cond, cross_modal=cross_modal)["audio"]  # (B', N, C)
-        known = self.v_known.repeat(v.shape[0] // self.v_known.shape[0], 1, 1).to(v.dtype)
-        head = self.weight * known + (1 - self.weight) * v[:, : self.n]
-        return {"audio": torch.cat([head, v[:, self.n :]], dim=1)}
-
-
-def _ramp(n: int) -> Tensor:
-    """Linear weights 1 -> 0 over n frames, excluding the end points."""
-    return 1.0 - torch.arange(1, n + 1, dtype=torch.float32) / (n + 1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Pipeline
+Progress = Callable[[int, int], None]  # (solver steps done, steps in all windows)
 
 
 @dataclass
 class FoleyOutput:
-    audio: np.ndarray  # (samples,) float32 mono; (C, samples) if a postprocess hook made it multichannel
+    audio: np.ndarray  # (samples,) float32 mono
     sample_rate: int
     duration: float
     windows: int
@@ -267,33 +75,35 @@ class FoleyPipeline:
         self.model, self.encoders = model, encoders
         self.window_s, self.overlap_s, self.read_s = window_s, overlap_s, read_s
         self.trace: list[tuple[str, float]] | None = None
+        self.autocast: torch.dtype | None = None  # run the networks under autocast to this dtype (CUDA: bf16)
         self.timings: dict[str, float] = {}  # wall seconds per stage (features, sampling, decoding), accumulated
-        # Hook for later stages (e.g. `--binaural`): (mono (samples,), rate) -> (samples,) or (C, samples).
-        self.postprocess: Callable[[np.ndarray, int], np.ndarray] | None = None
 
     @classmethod
-    def from_cache(
+    def load(
         cls,
         model: str = "large_44k_v2",
-        root: Path | None = None,
         *,
+        weights: str | Path | None = None,
+        root: Path | None = None,
         device: str | torch.device = "cpu",
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
         **kwargs,
     ) -> FoleyPipeline:
-        """Load every part of `model` from the weight cache (official files converted to safetensors)."""
-        paths = model_paths(model, root)
-        spec = VARIANTS[model]
-        network = load_official_state_dict(
-            build_mmaudio(replace(spec.network_config), device="meta"), paths[spec.network]
-        )
+        """Load every part of `model` (an official variant's name, its files from the weight cache, or a JSON model
+        config), the network from `weights` when given; `sampling` defaults to the model's. On a CUDA device the
+        networks run under bf16 autocast where the GPU supports it."""
+        spec = resolve_model(model, weights)
+        paths = model_files(spec, model, root)
+        network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths["network"])
         network = network.to(device).eval()
-        vae = AudioVAE.from_file(paths[spec.vae], spec.vae_config).to(device).eval()
-        vocoder = BigVGAN.from_file(paths[spec.vocoder], spec.vocoder_config).to(device).eval()
-        foley = FoleyModel(network, vae, vocoder, settings)
-        clip = load_clip(paths[spec.clip], spec.clip_config)
-        sync = load_synchformer(paths[spec.synchformer], spec.synchformer_config)
-        return cls(foley, Encoders(clip, sync).to(device), **kwargs)
+        vae = AudioVAE.from_file(paths["vae"], spec.vae_config).to(device).eval()
+        vocoder = BigVGAN.from_file(paths["vocoder"], spec.vocoder_config).to(device).eval()
+        foley = FoleyModel(network, vae, vocoder, sampling or spec.sampling)
+        clip = load_clip(paths["clip"], spec.clip_config)
+        sync = load_synchformer(paths["synchformer"], spec.synchformer_config)
+        pipeline = cls(foley, Encoders(clip, sync).to(device), **kwargs)
+        pipeline.autocast = autocast_dtype(device)
+        return pipeline
 
     @property
     def sample_rate(self) -> int:
@@ -301,8 +111,12 @@ class FoleyPipeline:
 
     @property
     def latent_rate(self) -> float:
-        cfg = self.model.network.config
-        return cfg.sample_rate / cfg.hop_length / 2
+        config = self.model.network.config
+        return config.sample_rate / config.hop_length / 2
+
+    def _autocast(self):
+        """bf16 autocast for the networks when enabled (decoding to audio stays in fp32)."""
+        return autocast(self.model.device, self.autocast)
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -317,7 +131,10 @@ class FoleyPipeline:
             self.trace.append((name, float(seconds)))
 
     def _text(self, prompt: str | None) -> Tensor | None:
-        return None if prompt is None else self.encoders.encode_text([prompt])
+        if prompt is None:
+            return None
+        with self._autocast():
+            return self.encoders.encode_text([prompt]).float()
 
     # -- video ----------------------------------------------------------------------------------------------------
 
@@ -330,15 +147,13 @@ class FoleyPipeline:
         *,
         duration: float | None = None,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
+        progress: Progress | None = None,
     ) -> FoleyOutput:
-        """Audio for the video's first `duration` seconds (default: all of it), window by window."""
-        info = probe(path)
-        if not info.has_video or info.n_frames == 0:
-            raise MediaError(f"{path}: no video stream")
+        """Audio for the video's first `duration` seconds (default: all of it), window by window; `progress` hears
+        of every solver step of every window."""
+        info = check_video_input(path, duration=check_duration(duration))
         total = info.duration if duration is None else min(float(duration), info.duration)
-        if total < MIN_VIDEO_S - _EPS:
-            raise MediaError(f"{path}: video is too short ({total:.3f} s); at least {MIN_VIDEO_S} s is needed")
         windows = plan_windows(total, self.window_s, self.overlap_s, self.latent_rate)
         text_f, negative_f = self._text(prompt), self._text(negative_prompt)
 
@@ -351,11 +166,12 @@ class FoleyPipeline:
                         return
                     self._note("clip_frames", len(wf.clip) / 8.0)
                     self._note("sync_frames", len(wf.sync) / 25.0)
-                    clip_f = self.encoders.encode_clip(wf.clip[None])  # (1, n_clip, D)
-                    sync_f = self.encoders.encode_sync(wf.sync[None])  # (1, n_sync_tokens, D)
+                    with self._autocast():
+                        clip_f = self.encoders.encode_clip(wf.clip[None]).float()  # (1, n_clip, D)
+                        sync_f = self.encoders.encode_sync(wf.sync[None]).float()  # (1, n_sync_tokens, D)
                 yield wf.window, clip_f, sync_f
 
-        audio = self._generate_windows(features(), text_f, negative_f, total, seed, settings)
+        audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling, len(windows), progress)
         return FoleyOutput(audio, self.sample_rate, total, len(windows))
 
     # -- text and image -------------------------------------------------------------------------------------------
@@ -368,11 +184,11 @@ class FoleyPipeline:
         *,
         duration: float = 8.0,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
+        progress: Progress | None = None,
     ) -> FoleyOutput:
         """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window."""
-        if not duration >= MIN_VIDEO_S:
-            raise ConfigError(f"duration must be >= {MIN_VIDEO_S} s, got {duration}")
+        duration = check_duration(duration, "duration")
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
         audio = self._generate_windows(
             ((w, None, None) for w in windows),
@@ -380,7 +196,9 @@ class FoleyPipeline:
             self._text(negative_prompt),
             duration,
             seed,
-            settings,
+            sampling,
+            len(windows),
+            progress,
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
@@ -393,20 +211,15 @@ class FoleyPipeline:
         *,
         duration: float = 8.0,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
+        progress: Progress | None = None,
     ) -> FoleyOutput:
         """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features."""
-        from PIL import Image, UnidentifiedImageError
-
-        if not duration >= MIN_VIDEO_S:
-            raise ConfigError(f"duration must be >= {MIN_VIDEO_S} s, got {duration}")
-        try:
-            with Image.open(path) as img:
-                pixels = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise MediaError(f"{path}: cannot read as an image ({type(exc).__name__})") from None
+        duration = check_duration(duration, "duration")
+        pixels = read_image(path)  # (H, W, 3) uint8
         frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W)
-        image_f = self.encoders.encode_clip(clip_frames_transform(frame)[None])  # (1, 1, D)
+        with self._autocast():
+            image_f = self.encoders.encode_clip(clip_frames_transform(frame)[None]).float()  # (1, 1, D)
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
 
         def feats():
@@ -415,7 +228,7 @@ class FoleyPipeline:
                 yield w, image_f.expand(1, n_clip, -1), None
 
         audio = self._generate_windows(
-            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, settings
+            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, sampling, len(windows), progress
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
@@ -437,10 +250,12 @@ class FoleyPipeline:
         negative_f: Tensor | None,
         total_s: float,
         seed: int,
-        settings: SamplingSettings | None,
+        sampling: SamplingConfig | None,
+        n_windows: int,
+        progress: Progress | None = None,
     ) -> np.ndarray:
         net, model = self.model.network, self.model
-        settings = settings or model.settings
+        steps = (sampling or model.sampling).steps
         sr, per_latent = self.sample_rate, 2 * net.config.hop_length
         generator = torch.Generator().manual_seed(seed)
         out: list[np.ndarray] = []
@@ -458,11 +273,19 @@ class FoleyPipeline:
                 offset = w.start - p_start
                 n = min(p_lat.shape[1] - offset, lengths.latent)
                 if n > 0:
-                    generator_net = OverlapInpainting(net, p_lat[:, offset : offset + n], x0, _ramp(n))
-            with self._timed("sampling"):
+                    generator_net = OverlapInpainting(net, p_lat[:, offset : offset + n], x0, ramp(n))
+            report = None
+            if progress is not None:
+
+                def report(step: int, _: int, done: int = w.index * steps) -> None:  # steps over all windows
+                    progress(done + step, n_windows * steps)
+
+            with self._timed("sampling"), self._autocast():
                 latents = self.model.sample_normalized(
-                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, settings=settings, generator=generator_net
-                )
+                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, sampling=sampling, generator=generator_net,
+                    progress=report,
+                )  # fmt: skip
+            latents = latents.float()
             self._note("latents", latents.shape[1] / self.latent_rate)
             with self._timed("decoding"):
                 wav = model.decode(net.unnormalize(latents), round(w.duration * sr))[0].float().cpu()  # (samples,)
@@ -488,6 +311,4 @@ class FoleyPipeline:
         n_total = round(total_s * sr)
         audio = audio[:n_total] if len(audio) >= n_total else np.pad(audio, (0, n_total - len(audio)))
         audio = audio.astype(np.float32)
-        if self.postprocess is not None:
-            audio = self.postprocess(audio, sr)
         return audio

@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE
-from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN
+from avflow.codecs.audio_vae import AudioVAE
+from avflow.codecs.bigvgan import BigVGAN
 from avflow.errors import ConfigError
-from avflow.models.mmaudio import MMAudio, from_pretrained, sample_latents
+from avflow.flow.sampling import SamplingConfig, sample_with
+from avflow.models.mmaudio import MMAudio
+from avflow.models.mmaudio_config import SAMPLING
 
 
-@dataclass
-class SamplingSettings:
-    steps: int = 25
-    cfg_strength: float = 4.5
-    solver: str = "euler"  # see avflow.flow.solvers.SOLVERS
+def sample_latents(
+    network: MMAudio,
+    x0: torch.Tensor,
+    cond: dict[str, torch.Tensor],
+    sampling: SamplingConfig = SAMPLING,
+    *,
+    negative_text_f: torch.Tensor | None = None,
+    generator=None,
+    batched: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """(normalized latents (B, N, C), NFE) from noise x0 under `cond` from `network.preprocess_conditions`.
+
+    The negative branches use the learned empty conditions, with `negative_text_f` (B, Nt, text_dim) in place of
+    the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps);
+    `progress(done, steps)` hears of every solver step.
+    """
+    negative = network.empty_conditions(x0.shape[0], negative_text_f) if sampling.guided else None
+    model = generator if generator is not None else network
+    result = sample_with(sampling, model, {"audio": x0}, cond, negative=negative, batched=batched, progress=progress)
+    return result.streams["audio"], result.nfe
 
 
 class FoleyModel(nn.Module):
     """Turns CLIP / sync / text features (any may be None) into mono audio (B, samples) at `sample_rate`."""
 
-    def __init__(
-        self, network: MMAudio, vae: AudioVAE, vocoder: BigVGAN, settings: SamplingSettings | None = None
-    ) -> None:
+    def __init__(self, network: MMAudio, vae: AudioVAE, vocoder: BigVGAN, sampling: SamplingConfig = SAMPLING) -> None:
         super().__init__()
         net_cfg = network.config
         problems = []
@@ -42,7 +57,7 @@ class FoleyModel(nn.Module):
         if problems:
             raise ConfigError("foley model components do not fit: " + "; ".join(problems))
         self.network, self.vae, self.vocoder = network, vae, vocoder
-        self.settings = settings or SamplingSettings()
+        self.sampling = sampling  # used when a call passes none
 
     @property
     def sample_rate(self) -> int:
@@ -77,7 +92,7 @@ class FoleyModel(nn.Module):
         negative_text_f: torch.Tensor | None = None,
         batch: int | None = None,
         seed: int = 0,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> torch.Tensor:
         """Waveform (B, round(duration * sample_rate)) in [-1, 1]; the same seed gives the same audio.
 
@@ -92,7 +107,7 @@ class FoleyModel(nn.Module):
         generator = torch.Generator(device=self.device).manual_seed(seed)
         shape = (batch, lengths.latent, self.network.config.latent_dim)
         x0 = torch.randn(shape, generator=generator, device=self.device, dtype=self.network.latent_mean.dtype)
-        latents = self.sample(x0, clip_f, sync_f, text_f, negative_text_f=negative_text_f, settings=settings)
+        latents = self.sample(x0, clip_f, sync_f, text_f, negative_text_f=negative_text_f, sampling=sampling)
         return self.decode(latents, self.num_samples(duration))
 
     @torch.no_grad()
@@ -104,10 +119,10 @@ class FoleyModel(nn.Module):
         text_f: torch.Tensor | None = None,
         *,
         negative_text_f: torch.Tensor | None = None,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
     ) -> torch.Tensor:
         """Noise x0 (B, N, C) -> unnormalized latents (B, N, C) at the network's current sequence lengths."""
-        latents = self.sample_normalized(x0, clip_f, sync_f, text_f, negative_text_f=negative_text_f, settings=settings)
+        latents = self.sample_normalized(x0, clip_f, sync_f, text_f, negative_text_f=negative_text_f, sampling=sampling)
         return self.network.unnormalize(latents)
 
     @torch.no_grad()
@@ -119,11 +134,14 @@ class FoleyModel(nn.Module):
         text_f: torch.Tensor | None = None,
         *,
         negative_text_f: torch.Tensor | None = None,
-        settings: SamplingSettings | None = None,
+        sampling: SamplingConfig | None = None,
         generator=None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Normalized latents (B, N, C); `generator` may wrap the network's `velocity` (e.g. for window overlaps)."""
-        settings = settings or self.settings
+        """Normalized latents (B, N, C) sampled with `sampling` (default: the model's); `generator` may wrap the
+        network's `velocity` (e.g. for window overlaps). The negative branches use the learned empty conditions, with
+        `negative_text_f` in place of the empty string when given; `progress(done, steps)` after every step."""
+        sampling = sampling or self.sampling
         net, batch = self.network, x0.shape[0]
         text_len = net.config.text_seq_len
         clip_f = self._features("CLIP", clip_f, net.empty_clip_feat, net.clip_seq_len, batch)
@@ -131,17 +149,10 @@ class FoleyModel(nn.Module):
         text_f = self._features("text", text_f, net.empty_string_feat, text_len, batch)
         if negative_text_f is not None:
             negative_text_f = self._features("negative text", negative_text_f, net.empty_string_feat, text_len, batch)
-        cond = net.preprocess_conditions(clip_f, sync_f, text_f)
-        latents, _ = sample_latents(
-            generator if generator is not None else net,
-            x0,
-            cond,
-            steps=settings.steps,
-            cfg_strength=settings.cfg_strength,
-            negative_text_f=negative_text_f,
-            solver=settings.solver,
-        )
-        return latents
+        cond = net.preprocess_conditions(clip_f, sync_f, text_f)  # computed once, reused at every step
+        return sample_latents(
+            net, x0, cond, sampling, negative_text_f=negative_text_f, generator=generator, progress=progress
+        )[0]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
@@ -153,19 +164,3 @@ class FoleyModel(nn.Module):
         if wav.shape[-1] < num_samples:
             wav = F.pad(wav, (0, num_samples - wav.shape[-1]))
         return wav[:, :num_samples]
-
-
-def load_foley_model(
-    variant: str,
-    network_path: str | Path,
-    vae_path: str | Path,
-    vocoder_path: str | Path,
-    device: torch.device | str = "cpu",
-    settings: SamplingSettings | None = None,
-) -> FoleyModel:
-    """Official files: an MMAudio variant (e.g. "large_44k_v2") with its VAE and vocoder (16k or 44k)."""
-    network = from_pretrained(variant, network_path, device=device)
-    mode = "16k" if network.config.sample_rate == 16000 else "44k"
-    vae = AudioVAE.from_file(vae_path, AUDIO_VAE_CONFIGS[mode]).to(device).eval()
-    vocoder = BigVGAN.from_file(vocoder_path, BIGVGAN_CONFIGS[mode]).to(device).eval()
-    return FoleyModel(network, vae, vocoder, settings)

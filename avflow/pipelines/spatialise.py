@@ -93,7 +93,7 @@ def amplitude_pan(mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: f
 
 def spatialise_video(mono: np.ndarray, sample_rate: int, video: str, width: int = 64) -> np.ndarray:
     """Mono (N,) generated for `video` -> binaural (2, N), positions detected in its frames (scaled to `width`)."""
-    from avflow.commands.binaural import video_frames
+    from avflow.data.media import video_frames
 
     frames, fps, _ = video_frames(video, width)
     return spatialise(mono, sample_rate, frames, fps)

@@ -1,4 +1,5 @@
-"""Training checkpoints: atomic writes, a checksum manifest per checkpoint, keep-last-k, per-rank RNG states.
+"""Training checkpoints: a checksum manifest per checkpoint, keep-last-k, per-rank RNG states (atomic writes and
+checksums: `avflow.weights`).
 
 Layout in `<out_dir>/checkpoints/`: `step_00001000.pt` (torch.save of the full training state) and
 `step_00001000.json` (its size and sha256, written after it). A checkpoint without a manifest, of the wrong size
@@ -7,69 +8,19 @@ or checksum, or that torch cannot load, is skipped with a warning and the previo
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import re
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 import torch
 
 from avflow.errors import WeightsError
+from avflow.weights import atomic_write, read_torch, save_torch, sha256_file
 
 NAME = re.compile(r"^step_(\d+)\.pt$")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same folder, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def atomic_save_safetensors(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
-) -> None:
-    from safetensors.torch import save
-
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    atomic_write(Path(path), lambda f: f.write(data))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -88,7 +39,7 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def save_checkpoint(folder: Path, step: int, state: dict, keep_last: int) -> Path:
     """Write `state` atomically with its manifest, then delete all but the newest `keep_last` checkpoints."""
     path = checkpoint_path(folder, step)
-    atomic_write(path, lambda f: torch.save(state, f))
+    save_torch(state, path)
     manifest = {"file": path.name, "step": step, "size": path.stat().st_size, "sha256": sha256_file(path)}
     atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     for _, old in list_checkpoints(folder)[keep_last:]:
@@ -123,10 +74,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", verify
     reason = problem(path) if verify else None
     if reason is not None:
         raise WeightsError(f"{path}: corrupt checkpoint: {reason}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # any unpickling failure means the file is unusable
-        raise WeightsError(f"{path}: cannot load checkpoint: {str(exc).splitlines()[0]}") from None
+    return read_torch(path, map_location)
 
 
 def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from avflow.errors import ConfigError
+from avflow.eval.audio_quality import stft_log_distance
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,4 +94,4 @@ class AudioReconstructionTask:
         n = audio.shape[-1] // model.samples_per_latent * model.samples_per_latent
         audio = audio[..., :n]
         rec = model.decode(model.encode(audio), length=n)
-        return {"stft_distance": float(model.stft_distance(rec, audio))}
+        return {"stft_distance": float(stft_log_distance(rec, audio))}

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.models.binaural import BinauralConfig, BinauralFlow
 from avflow.models.joint import JointConfig, JointModel
-from avflow.pipelines.binaural import BinauralWorld, BinauralWorldConfig
+from avflow.train.binaural_world import BinauralWorld, BinauralWorldConfig
 from avflow.train.codec_tasks import (
     AudioReconstructionConfig,
     AudioReconstructionTask,
@@ -49,6 +50,7 @@ MODELS: dict[str, ComponentSpec] = {
     "joint": ComponentSpec(JointConfig, JointModel),
     "binaural": ComponentSpec(BinauralConfig, BinauralFlow),
     "world_video_codec": ComponentSpec(WorldVideoCodecConfig, WorldVideoCodec),
+    "world_audio_codec": ComponentSpec(WorldAudioCodecConfig, WorldAudioCodec),
 }
 
 # A task has `loss(model, batch) -> scalar`, optional `prepare(batch, device) -> batch` (randomness, device

@@ -144,19 +144,19 @@ def resolve_component(table: dict, comp: ComponentConfig, path: str) -> Any:
     return from_dict(table[comp.name].config, comp.args, f"{path}.args")
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every component's arguments and normalize them to plain values; returns cfg."""
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check every component's arguments and normalize them to plain values; returns config."""
     from avflow.train.components import DATASETS, MODELS, TASKS
 
-    parts = [(MODELS, cfg.model, "model"), (TASKS, cfg.task, "task"), (DATASETS, cfg.data.train, "data.train")]
-    if cfg.data.val is not None:
-        parts.append((DATASETS, cfg.data.val, "data.val"))
+    parts = [(MODELS, config.model, "model"), (TASKS, config.task, "task"), (DATASETS, config.data.train, "data.train")]
+    if config.data.val is not None:
+        parts.append((DATASETS, config.data.val, "data.val"))
     for table, comp, path in parts:
         comp.args = to_dict(resolve_component(table, comp, path))
-    loop = cfg.train
+    loop = config.train
     if loop.batch_size % loop.grad_accum:
         raise ConfigError(f"train.batch_size: {loop.batch_size} is not divisible by train.grad_accum={loop.grad_accum}")
-    return cfg
+    return config
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

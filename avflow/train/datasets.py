@@ -31,17 +31,17 @@ class SyntheticConfig:
 class SyntheticStreams(Dataset):
     """Sample i has label i % num_classes and streams = class mean + `noise` * N(0, 1), all fixed by `seed`."""
 
-    def __init__(self, cfg: SyntheticConfig):
-        self.cfg = cfg
-        g = torch.Generator().manual_seed(cfg.seed)
-        self.labels = torch.arange(cfg.size) % cfg.num_classes
+    def __init__(self, config: SyntheticConfig):
+        self.config = config
+        g = torch.Generator().manual_seed(config.seed)
+        self.labels = torch.arange(config.size) % config.num_classes
         self.streams = {}
-        for s, shape in cfg.streams.items():
-            means = torch.randn(cfg.num_classes, *shape, generator=g)
-            self.streams[s] = means[self.labels] + cfg.noise * torch.randn(cfg.size, *shape, generator=g)
+        for s, shape in config.streams.items():
+            means = torch.randn(config.num_classes, *shape, generator=g)
+            self.streams[s] = means[self.labels] + config.noise * torch.randn(config.size, *shape, generator=g)
 
     def __len__(self) -> int:
-        return self.cfg.size
+        return self.config.size
 
     def __getitem__(self, i: int) -> dict:
         return {"streams": {s: x[i] for s, x in self.streams.items()}, "cond": {"label": self.labels[i]}}
@@ -55,19 +55,19 @@ class TensorFileConfig:
 class TensorFile(Dataset):
     """Stacked samples held in one safetensors file (loaded into memory)."""
 
-    def __init__(self, cfg: TensorFileConfig):
+    def __init__(self, config: TensorFileConfig):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            tensors = load_file(cfg.file)
+            tensors = load_file(config.file)
         except (SafetensorError, OSError) as exc:
-            raise ConfigError(f"{cfg.file}: cannot read safetensors: {exc}") from None
+            raise ConfigError(f"{config.file}: cannot read safetensors: {exc}") from None
         self.streams = {k.removeprefix("streams."): v for k, v in tensors.items() if k.startswith("streams.")}
         self.cond = {k.removeprefix("cond."): v for k, v in tensors.items() if k.startswith("cond.")}
         sizes = {v.shape[0] for v in [*self.streams.values(), *self.cond.values()]}
         if not self.streams or len(sizes) != 1:
-            raise ConfigError(f"{cfg.file}: needs `streams.*` tensors with one common first dimension, got {sizes}")
+            raise ConfigError(f"{config.file}: needs `streams.*` tensors with one common first dimension, got {sizes}")
         self.size = sizes.pop()
 
     def __len__(self) -> int:

@@ -62,11 +62,11 @@ class PowerFunctionEMA:
 
     def snapshot(self, path: Path) -> None:
         """Save both profiles at the current step for post-hoc reconstruction (safetensors, atomically)."""
-        from avflow.train.checkpoint import atomic_save_safetensors
+        from avflow.weights import save_safetensors
 
         tensors = {f"{i}.{n}": t for i, avg in enumerate(self.averages) for n, t in avg.items()}
         meta = {"sigma_rels": ",".join(map(str, self.sigma_rels)), "step": str(self.steps)}
-        atomic_save_safetensors(tensors, path, meta)
+        save_safetensors(tensors, path, meta)
 
 
 def _inner(g1: float, t1: float, g2: float, t2: float) -> float:
@@ -84,23 +84,21 @@ def posthoc_coefficients(stored: list[tuple[float, float]], target: tuple[float,
 
 def reconstruct(snapshot_paths: list[str | Path], sigma_rel: float, step: int | None = None) -> dict[str, torch.Tensor]:
     """EMA weights of any `sigma_rel` at `step` (default: the last snapshot's) from saved snapshots."""
-    from safetensors import safe_open
+    from avflow.weights import read_safetensors
 
-    stored, sources = [], []
+    stored, sources, snapshots = [], [], {}
     for path in snapshot_paths:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-            sigmas = [float(s) for s in meta["sigma_rels"].split(",")]
-            for i, s in enumerate(sigmas):
-                stored.append((sigma_rel_to_gamma(s), float(meta["step"])))
-                sources.append((path, i))
+        tensors, meta = snapshots[path] = read_safetensors(path)
+        sigmas = [float(s) for s in meta["sigma_rels"].split(",")]
+        for i, s in enumerate(sigmas):
+            stored.append((sigma_rel_to_gamma(s), float(meta["step"])))
+            sources.append((path, i))
     t_target = float(step) if step is not None else max(t for _, t in stored)
     coef = posthoc_coefficients(stored, (sigma_rel_to_gamma(sigma_rel), t_target))
     out: dict[str, torch.Tensor] = {}
     for c, (path, i) in zip(coef, sources):
-        with safe_open(str(path), "pt") as f:
-            for key in f.keys():
-                idx, name = key.split(".", 1)
-                if int(idx) == i:
-                    out[name] = out.get(name, 0) + float(c) * f.get_tensor(key).double()
+        for key, tensor in snapshots[path][0].items():
+            idx, name = key.split(".", 1)
+            if int(idx) == i:
+                out[name] = out.get(name, 0) + float(c) * tensor.double()
     return {k: v.float() for k, v in out.items()}

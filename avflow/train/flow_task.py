@@ -12,7 +12,7 @@ from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class FlowMatchingConfig:
     timesteps: Literal["uniform", "logit_normal", "shifted"] = "logit_normal"
     logit_mean: float = 0.0
@@ -26,9 +26,9 @@ class FlowMatchingConfig:
 class FlowMatchingTask:
     """Noise, timesteps and CFG dropout per sample from the sample's seed; mean over samples of the stream losses."""
 
-    def __init__(self, cfg: FlowMatchingConfig):
-        self.cfg = cfg
-        self.timesteps = TimestepSampler(cfg.timesteps, cfg.logit_mean, cfg.logit_scale, cfg.shift)
+    def __init__(self, config: FlowMatchingConfig):
+        self.config = config
+        self.timesteps = TimestepSampler(config.timesteps, config.logit_mean, config.logit_scale, config.shift)
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
         """Draw each sample's randomness from its own generator (independent of batch split and process count)."""
@@ -40,7 +40,7 @@ class FlowMatchingTask:
             for s, x in streams.items():
                 noise[s].append(torch.randn(x.shape[1:], generator=g, dtype=x.dtype))
             t.append(self.timesteps(1, generator=g))
-            drop.append(torch.rand(1, generator=g) < self.cfg.cond_dropout)
+            drop.append(torch.rand(1, generator=g) < self.config.cond_dropout)
         t = torch.cat(t)  # (B,)
         out = {
             "streams": {s: x.to(device, non_blocking=True) for s, x in streams.items()},
@@ -53,10 +53,10 @@ class FlowMatchingTask:
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         x1 = batch["streams"]
-        xt, target, mask = noised_streams(x1, batch["t"], batch["noise"], self.cfg.sigma_min)
+        xt, target, mask = noised_streams(x1, batch["t"], batch["noise"], self.config.sigma_min)
         cond = batch["cond"]
         drop = batch["drop"]
-        if self.cfg.cond_dropout > 0:
+        if self.config.cond_dropout > 0:
             empty = model.empty_conditions(drop.shape[0])
             cond = {k: _where_batch(drop, empty[k], v) for k, v in cond.items()}
         pred = model.velocity(xt, batch["t"], cond)
@@ -68,7 +68,7 @@ class FlowMatchingTask:
         """Generate from the batch's noise and conditions; compare the samples' statistics with the real data."""
         from avflow.flow.solvers import sample
 
-        result = sample(model, batch["noise"], batch["cond"], steps=self.cfg.sample_steps, solver="euler")
+        result = sample(model, batch["noise"], batch["cond"], steps=self.config.sample_steps, solver="euler")
         metrics = {}
         for s, x in batch["streams"].items():
             y = result.streams[s].float()

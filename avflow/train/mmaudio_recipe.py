@@ -4,7 +4,7 @@ missing modalities, independent CFG dropout per condition, logit-normal timestep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -16,15 +16,16 @@ from avflow.data.cache import FeatureCache
 from avflow.errors import ConfigError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
-from avflow.models.mmaudio import MMAudio, MMAudioConfig, build_mmaudio, get_config, load_official_state_dict
+from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
+from avflow.models.mmaudio_config import get_config
 
 # ----------------------------------------------------------------------------------------------------------------
 # Model
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class MMAudioModelConfig:
-    variant: str = "small_16k"  # a name in avflow.models.mmaudio.CONFIGS
+    variant: str = "small_16k"  # a name in avflow.models.mmaudio_config.CONFIGS
     overrides: dict[str, int | float | bool] = field(default_factory=dict)  # MMAudioConfig fields (tiny test nets)
     init: str | None = None  # official-layout checkpoint (.pth / .safetensors) to fine-tune from
 
@@ -33,16 +34,15 @@ class MMAudioModelConfig:
             raise ConfigError(f"init: checkpoint not found: {self.init}")
 
 
-def build_model(cfg: MMAudioModelConfig) -> MMAudio:
+def build_model(args: MMAudioModelConfig) -> MMAudio:
     """The network, loaded strictly from `init` when given; fresh networks get latent statistics mean 0, std 1."""
-    base = get_config(cfg.variant)
     try:
-        config = MMAudioConfig(**{**base.__dict__, **cfg.overrides})
+        config = replace(get_config(args.variant), **args.overrides)
     except TypeError as exc:
         raise ConfigError(f"model.args.overrides: {exc}") from None
     model = build_mmaudio(config)
-    if cfg.init is not None:
-        load_official_state_dict(model, cfg.init)
+    if args.init is not None:
+        load_official_state_dict(model, args.init)
     else:
         with torch.no_grad():
             model.latent_mean.zero_()
@@ -53,14 +53,14 @@ def build_model(cfg: MMAudioModelConfig) -> MMAudio:
 def export_official(model: MMAudio, path: str | Path) -> tuple[Path, Path]:
     """Write `path.pth` (torch.save of the official keys) and `path.safetensors`; both load strictly with
     `load_official_state_dict` and with the official code's `load_weights`."""
-    from avflow.train.checkpoint import atomic_save_safetensors, atomic_write
+    from avflow.weights import atomic_write, save_safetensors
 
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (".pth", ".safetensors") else path
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     pth, st = base.with_suffix(".pth"), base.with_suffix(".safetensors")
     atomic_write(pth, lambda f: torch.save(state, f))
-    atomic_save_safetensors(state, st)
+    save_safetensors(state, st)
     return pth, st
 
 
@@ -92,13 +92,13 @@ class MMAudioMixture(Dataset):
     `has_video` / `has_text` = 0, so the recipe swaps in the learned empty conditions.
     """
 
-    def __init__(self, cfg: MixtureConfig):
-        self.cfg = cfg
-        self.caches = [FeatureCache(f, cfg.checksum) for f in cfg.sources]
+    def __init__(self, config: MixtureConfig):
+        self.config = config
+        self.caches = [FeatureCache(f, config.checksum) for f in config.sources]
         for c in self.caches:
             if not len(c):
                 raise ConfigError(f"{c.folder}: feature cache is empty")
-        self.weights = torch.tensor(list(cfg.sources.values()), dtype=torch.float64)
+        self.weights = torch.tensor(list(config.sources.values()), dtype=torch.float64)
         self.shapes: dict[str, tuple[int, ...]] = {}
         for c in self.caches:
             for k, v in c.load(c.ids[0]).items():
@@ -107,12 +107,12 @@ class MMAudioMixture(Dataset):
             raise ConfigError("data.args.sources: no cache has an `audio` latent stream")
 
     def __len__(self) -> int:
-        return self.cfg.size
+        return self.config.size
 
     def source_of(self, i: int) -> tuple[int, int]:
         from avflow.train.datasets import sample_seed
 
-        g = torch.Generator().manual_seed(sample_seed(self.cfg.seed, -1, i))
+        g = torch.Generator().manual_seed(sample_seed(self.config.seed, -1, i))
         s = int(torch.multinomial(self.weights, 1, generator=g))
         return s, int(torch.randint(len(self.caches[s]), (1,), generator=g))
 
@@ -131,7 +131,7 @@ class MMAudioMixture(Dataset):
 # Task
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class MMAudioRecipeConfig:
     timesteps: Literal["uniform", "logit_normal", "shifted"] = "logit_normal"
     logit_mean: float = 0.0
@@ -156,15 +156,15 @@ DROPPED = ("clip", "sync", "text")
 class MMAudioRecipe:
     """Flow matching on the `audio` latent with per-condition empty features; randomness per sample seed."""
 
-    def __init__(self, cfg: MMAudioRecipeConfig):
-        self.cfg = cfg
-        self.timesteps = TimestepSampler(cfg.timesteps, cfg.logit_mean, cfg.logit_scale, cfg.shift)
-        self.rates = torch.tensor([cfg.clip_dropout, cfg.sync_dropout, cfg.text_dropout])
+    def __init__(self, config: MMAudioRecipeConfig):
+        self.config = config
+        self.timesteps = TimestepSampler(config.timesteps, config.logit_mean, config.logit_scale, config.shift)
+        self.rates = torch.tensor([config.clip_dropout, config.sync_dropout, config.text_dropout])
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
         audio = batch["streams"]["audio"]
         cond = batch["cond"]
-        posterior = self.cfg.sample_posterior and "audio_std" in cond
+        posterior = self.config.sample_posterior and "audio_std" in cond
         noise, t, drop, eps = [], [], [], []
         for seed in batch["seed"].tolist():
             g = torch.Generator().manual_seed(seed)
@@ -192,9 +192,9 @@ class MMAudioRecipe:
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         net: MMAudio = model
         x1 = batch["streams"]["audio"]
-        if self.cfg.normalize_latents:
+        if self.config.normalize_latents:
             x1 = net.normalize(x1)
-        xt, target, mask = noised_streams({"audio": x1}, batch["t"], batch["noise"], self.cfg.sigma_min)
+        xt, target, mask = noised_streams({"audio": x1}, batch["t"], batch["noise"], self.config.sigma_min)
         c, d, b = batch["cond"], batch["drop"], x1.shape[0]
         empty_clip = net.empty_clip_feat.expand(net.clip_seq_len, -1)
         empty_sync = net.empty_sync_feat.expand(net.sync_seq_len, -1)

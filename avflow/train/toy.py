@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ToyFlowConfig:
     streams: dict[str, list[int]] = field(default_factory=lambda: {"audio": [8, 4], "video": [4, 6]})  # (N, C)
     hidden: int = 64
@@ -29,19 +29,19 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class ToyFlowModel(nn.Module):
     """Streams `(B, N, C)` -> velocities; conditions `{"label": (B,) long}`, label `num_classes` means empty."""
 
-    def __init__(self, cfg: ToyFlowConfig):
+    def __init__(self, config: ToyFlowConfig):
         super().__init__()
-        self.cfg = cfg
-        h = cfg.hidden
-        self.shapes = {s: tuple(shape) for s, shape in cfg.streams.items()}
+        self.config = config
+        h = config.hidden
+        self.shapes = {s: tuple(shape) for s, shape in config.streams.items()}
         self.inputs = nn.ModuleDict({s: nn.Linear(math.prod(shape), h) for s, shape in self.shapes.items()})
         self.time = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h))
-        self.label = nn.Embedding(cfg.num_classes + 1, h)
+        self.label = nn.Embedding(config.num_classes + 1, h)
         self.mix = nn.Linear(h, h)  # cross-stream term, off when cross_modal=False
         self.blocks = nn.ModuleDict(
             {
                 s: nn.Sequential(
-                    *[m for _ in range(cfg.depth) for m in (nn.SiLU(), nn.Dropout(cfg.dropout), nn.Linear(h, h))]
+                    *[m for _ in range(config.depth) for m in (nn.SiLU(), nn.Dropout(config.dropout), nn.Linear(h, h))]
                 )
                 for s in self.shapes
             }
@@ -50,14 +50,14 @@ class ToyFlowModel(nn.Module):
 
     def empty_conditions(self, batch: int) -> dict[str, torch.Tensor]:
         device = self.label.weight.device
-        return {"label": torch.full((batch,), self.cfg.num_classes, dtype=torch.long, device=device)}
+        return {"label": torch.full((batch,), self.config.num_classes, dtype=torch.long, device=device)}
 
     def velocity(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
         c = self.label(cond["label"])  # (B, H)
         hidden = {}
         for s, x in streams.items():
             ts = t[s] if t[s].ndim == 1 else t[s].float().mean(1)  # per-frame times are averaged by this toy
-            hidden[s] = self.inputs[s](x.flatten(1)) + self.time(timestep_embedding(ts, self.cfg.hidden)) + c
+            hidden[s] = self.inputs[s](x.flatten(1)) + self.time(timestep_embedding(ts, self.config.hidden)) + c
         if cross_modal and len(hidden) > 1:
             shared = self.mix(torch.stack(list(hidden.values())).mean(0))  # (B, H)
             hidden = {s: h + shared for s, h in hidden.items()}

@@ -29,6 +29,7 @@ from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
 from avflow.train.optim import build_optimizer, build_scheduler
 from avflow.train.sampler import ResumableBatchSampler
+from avflow.weights import atomic_write, save_safetensors
 
 # Test hook: "N" kills this process with SIGKILL after step N (after its checkpoint), "N:mid" during step N.
 KILL_ENV = "AVFLOW_TRAIN_KILL_AT"
@@ -104,39 +105,39 @@ class MetricsLog:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, info: dist.DistInfo):
-        self.cfg, self.info = cfg, info
-        loop = cfg.train
+    def __init__(self, config: TrainConfig, info: dist.DistInfo):
+        self.config, self.info = config, info
+        loop = config.train
         if loop.threads:
             torch.set_num_threads(loop.threads)
-        self.out_dir = Path(cfg.out_dir)
+        self.out_dir = Path(config.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.device = info.device
         self.dtype = autocast_dtype(loop.precision, self.device)
         self.kill = _kill_point()
 
         seed_all(loop.seed)  # identical initial weights on every rank
-        self.model = MODELS[cfg.model.name].build(resolve_component(MODELS, cfg.model, "model")).to(self.device)
-        self.task = TASKS[cfg.task.name].build(resolve_component(TASKS, cfg.task, "task"))
-        self.ema = PowerFunctionEMA(self.model, cfg.ema.sigma_rels) if cfg.ema.enabled and info.is_main else None
+        self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
+        self.task = TASKS[config.task.name].build(resolve_component(TASKS, config.task, "task"))
+        self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels) if config.ema.enabled and info.is_main else None
         self.loss_module = LossModule(self.model, self.task)
-        self.fsdp = cfg.distributed.strategy == "fsdp" and info.distributed
+        self.fsdp = config.distributed.strategy == "fsdp" and info.distributed
         if self.fsdp:
-            self.ddp = fsdp.shard(self.loss_module, self.model, info, cfg.distributed.reshard_after_forward)
+            self.ddp = fsdp.shard(self.loss_module, self.model, info, config.distributed.reshard_after_forward)
         else:
             self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, loop.steps)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.schedule, loop.steps)
 
-        train_set = DATASETS[cfg.data.train.name].build(resolve_component(DATASETS, cfg.data.train, "data.train"))
+        train_set = DATASETS[config.data.train.name].build(resolve_component(DATASETS, config.data.train, "data.train"))
         self.sampler = ResumableBatchSampler(
-            len(train_set), loop.batch_size, loop.grad_accum, info.rank, info.world_size, loop.seed, cfg.data.shuffle
+            len(train_set), loop.batch_size, loop.grad_accum, info.rank, info.world_size, loop.seed, config.data.shuffle
         )
         self.train_loader = self._loader(SeededDataset(train_set, loop.seed), self.sampler)
         self.val_loader = None
-        if cfg.data.val is not None:
-            val_set = DATASETS[cfg.data.val.name].build(resolve_component(DATASETS, cfg.data.val, "data.val"))
+        if config.data.val is not None:
+            val_set = DATASETS[config.data.val.name].build(resolve_component(DATASETS, config.data.val, "data.val"))
             micro = self.sampler.micro
             val_sampler = ResumableBatchSampler(
                 len(val_set), micro * info.world_size, 1, info.rank, info.world_size, 0, shuffle=False
@@ -152,15 +153,15 @@ class Trainer:
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            num_workers=self.cfg.data.num_workers,
+            num_workers=self.config.data.num_workers,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+            generator=torch.Generator().manual_seed(self.config.train.seed),
         )
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
     def _resume(self) -> Path | None:
-        mode = self.cfg.checkpoint.resume
+        mode = self.config.checkpoint.resume
         if mode == "none":
             return None
         state, message = None, None
@@ -188,7 +189,7 @@ class Trainer:
 
     def _load_state(self, state: dict, path: Path) -> None:
         saved_batch = state["config"]["train"]["batch_size"]
-        if saved_batch != self.cfg.train.batch_size:
+        if saved_batch != self.config.train.batch_size:
             warnings.warn(f"{path}: trained with batch_size {saved_batch}, resuming with a different one", stacklevel=2)
         if self.fsdp:
             fsdp.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
@@ -210,7 +211,7 @@ class Trainer:
                 f"{path}: saved by {len(rngs)} processes, resumed by {self.info.world_size}; RNG streams are reseeded",
                 stacklevel=2,
             )
-            seed_all(self.cfg.train.seed + self.step * 1000 + self.info.rank)
+            seed_all(self.config.train.seed + self.step * 1000 + self.info.rank)
 
     def save(self) -> Path | None:
         rngs = dist.gather_objects(ckpt.rng_state(), self.info)
@@ -230,9 +231,9 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": rngs,
-                "config": to_dict(self.cfg),
+                "config": to_dict(self.config),
             }
-            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, state, self.cfg.checkpoint.keep_last)
+            path = ckpt.save_checkpoint(self.ckpt_dir, self.step, state, self.config.checkpoint.keep_last)
         dist.barrier(self.info)
         return path
 
@@ -241,11 +242,11 @@ class Trainer:
         view = fsdp.StateView(fsdp.full_model_state(self.model)) if self.fsdp else self.model
         if not self.info.is_main:
             return
-        ckpt.atomic_save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
+        save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
         if self.ema is not None:
             for i, s in enumerate(self.ema.sigma_rels):
                 ema_state = self.ema.averaged_state_dict(view, i)
-                ckpt.atomic_save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
+                save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
 
     # --- steps -------------------------------------------------------------------------------------------------
 
@@ -266,7 +267,7 @@ class Trainer:
 
     def train_step(self, batches) -> torch.Tensor:
         """One optimizer step over `grad_accum` micro-batches; returns this rank's mean loss."""
-        accum = self.cfg.train.grad_accum
+        accum = self.config.train.grad_accum
         total = torch.zeros((), device=self.device)
         for m in range(accum):
             batch = self._prepare(next(batches))
@@ -284,7 +285,7 @@ class Trainer:
             total += loss.detach().float()
             if m == 0:
                 self._maybe_kill(self.step + 1, "mid")
-        clip = self.cfg.optim.grad_clip
+        clip = self.config.optim.grad_clip
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.optimizer.step()
@@ -300,7 +301,7 @@ class Trainer:
         self.model.eval()
         total = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i, raw in enumerate(self.val_loader):
-            if i >= self.cfg.log.val_batches:
+            if i >= self.config.log.val_batches:
                 break
             batch = self._prepare(raw)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
@@ -330,23 +331,23 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        cfg, info = self.cfg, self.info
+        config, info = self.config, self.info
         main = info.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(cfg).encode()))
+            atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(config).encode()))
         writer = None
         metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", self.step) if main else None
-        if main and cfg.log.tensorboard:
+        if main and config.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.step else None)
         from tqdm import tqdm
 
         bar = tqdm(
-            total=cfg.train.steps,
+            total=config.train.steps,
             initial=self.step,
-            disable=not (main and cfg.log.progress),
+            disable=not (main and config.log.progress),
             unit="step",
             dynamic_ncols=True,
         )
@@ -355,13 +356,13 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         last_loss, val_loss, rate, last_ckpt = None, None, 0.0, None
         self.model.train()
-        while self.step < cfg.train.steps:
+        while self.step < config.train.steps:
             loss = self.train_step(batches)
             self.step += 1
             self.position += 1
             if self.position == self.sampler.batches_per_epoch:
                 self.epoch, self.position = self.epoch + 1, 0
-            if self.fsdp and cfg.ema.enabled:  # the EMA (rank 0) follows the gathered full weights
+            if self.fsdp and config.ema.enabled:  # the EMA (rank 0) follows the gathered full weights
                 full = fsdp.StateView(fsdp.full_model_state(self.model))
                 if self.ema is not None:
                     self.ema.update(full)
@@ -371,11 +372,11 @@ class Trainer:
             loss_n += 1
             window_steps += 1
             bar.update(1)
-            last = self.step == cfg.train.steps
-            if self.step % cfg.log.every == 0 or last:
+            last = self.step == config.train.steps
+            if self.step % config.log.every == 0 or last:
                 mean = dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * info.world_size)
                 last_loss = float(mean)
-                rate = window_steps * cfg.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                rate = window_steps * config.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
                 lr = self.scheduler.get_last_lr()[0]
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
                 if metrics_log is not None:
@@ -387,13 +388,13 @@ class Trainer:
                     writer.add_scalar("train/epoch", self.epoch, self.step)
                 loss_sum.zero_()
                 loss_n, window_start, window_steps = 0, time.perf_counter(), 0
-            if cfg.log.val_every and (self.step % cfg.log.val_every == 0 or last):
+            if config.log.val_every and (self.step % config.log.val_every == 0 or last):
                 val_loss = self.validate()
                 if metrics_log is not None and val_loss is not None:
                     metrics_log.write(step=self.step, val_loss=val_loss)
                 if writer is not None and val_loss is not None:
                     writer.add_scalar("val/loss", val_loss, self.step)
-            if cfg.log.sample_every and self.step % cfg.log.sample_every == 0:
+            if config.log.sample_every and self.step % config.log.sample_every == 0:
                 sampled = self.sample_metrics()
                 if metrics_log is not None and sampled:
                     metrics_log.write(step=self.step, **{f"sample/{k}": v for k, v in sampled.items()})
@@ -401,9 +402,9 @@ class Trainer:
                     if writer is not None:
                         writer.add_scalar(f"sample/{name}", value, self.step)
                 dist.barrier(info)
-            if self.ema is not None and cfg.ema.snapshot_every and self.step % cfg.ema.snapshot_every == 0:
+            if self.ema is not None and config.ema.snapshot_every and self.step % config.ema.snapshot_every == 0:
                 self.ema.snapshot(self.out_dir / "ema_snapshots" / f"step_{self.step:08d}.safetensors")
-            if self.step % cfg.checkpoint.every == 0 or last:
+            if self.step % config.checkpoint.every == 0 or last:
                 last_ckpt = self.save()
             self._maybe_kill(self.step, "end")
         bar.close()
@@ -413,10 +414,10 @@ class Trainer:
         return TrainResult(self.step, last_loss, val_loss, rate, last_ckpt)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) training as described by `cfg`, as one process or one torchrun rank."""
-    info = dist.setup(cfg.train.device)
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) training as described by `config`, as one process or one torchrun rank."""
+    info = dist.setup(config.train.device)
     try:
-        return Trainer(cfg, info).fit()
+        return Trainer(config, info).fit()
     finally:
         dist.cleanup()

@@ -1,279 +1,33 @@
-"""The `avflow ui` web app (Gradio): joint generation, foley and binaural tabs.
+"""The `avflow ui` web app (Gradio): the page layout of the joint generation, foley and binaural tabs.
 
 Gradio is imported only inside `build_app`, so the core package does not need it. Each tab calls one plain function
-(`generate_joint`, `generate_foley`, `generate_binaural`) that takes file paths and numbers and returns file paths;
-they raise `AvflowError` for bad input, which the page shows as a one-line message.
+of `avflow.ui.services` and shows its `AvflowError` as a one-line message.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import tempfile
-import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from avflow import hub
-from avflow.errors import AvflowError, MediaError
+from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
+from avflow.errors import AvflowError
+from avflow.ui.services import (
+    VIDEO_TYPES,
+    Progress,
+    Result,
+    UISettings,
+    foley_cfg_strength,
+    foley_weights_message,
+    generate_binaural,
+    generate_foley,
+    generate_joint,
+    joint_cfg_strength,
+)
 
 log = logging.getLogger("avflow.ui")
 
-VIDEO_TYPES = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"]
-FOLEY_MODEL = "small_16k"
 BINAURAL_MODES = {"auto": "auto", "binaural model": "model", "spatialise the video's own audio": "spatialise"}
-Progress = Callable[[int, int], None]  # (done, total)
 
-
-@dataclass
-class UISettings:
-    """Server-side limits and defaults of the app."""
-
-    steps: int = int(os.environ.get("AVFLOW_UI_STEPS", "25"))  # default sampling steps shown in the page
-    duration: float = 2.0  # default clip length (s)
-    max_duration: float = 10.0
-    max_foley_duration: float = 30.0  # foley uses at most this many seconds of an upload
-    max_binaural_duration: float = 60.0
-    max_file_size: str = "200mb"  # uploads above this are refused by the server
-    concurrency: int = 2  # requests generating at once; the rest wait in the queue
-    max_queue: int = 16
-    output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avflow-ui")
-
-
-@dataclass
-class Result:
-    """What a tab shows: a video with sound, its spectrogram and a line of numbers."""
-
-    video: Path
-    spectrogram: Path
-    summary: str = ""
-    extra_files: list[Path] = field(default_factory=list)  # offered for download beside the video
-
-
-def _job_dir(settings: UISettings) -> Path:
-    path = settings.output_dir / uuid.uuid4().hex[:12]
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def check_video_upload(path: str | Path | None) -> Path:
-    """An uploaded file that has a video stream, else a one-line MediaError."""
-    from avflow.data.media import probe
-
-    if not path:
-        raise MediaError("upload a video first")
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_TYPES:
-        raise MediaError(f"{path.name}: not a video file (accepted: {', '.join(VIDEO_TYPES)})")
-    try:
-        info = probe(path)
-    except AvflowError:
-        raise MediaError(f"{path.name}: not a readable video file") from None
-    if not info.has_video or info.n_frames == 0:
-        raise MediaError(f"{path.name}: has no video stream")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------------- joint
-
-
-_joint_lock = threading.Lock()
-
-
-@functools.cache
-def _default_model():
-    from avflow.pipelines.generate import load_default_model
-
-    return load_default_model()
-
-
-def default_model():
-    """The shipped joint model, loaded once per process (thread-safe)."""
-    with _joint_lock:
-        return _default_model()
-
-
-def generate_joint(
-    prompt: str,
-    settings: UISettings,
-    *,
-    seed: int = 0,
-    duration: float | None = None,
-    steps: int | None = None,
-    cfg: float = 4.0,
-    progress: Progress | None = None,
-) -> Result:
-    """Text -> video with stereo sound from the default model."""
-    if not prompt or not prompt.strip():
-        raise AvflowError("write a prompt first")
-    duration = settings.duration if duration is None else float(duration)
-    if not 0.5 <= duration <= settings.max_duration:
-        raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
-    steps = settings.steps if steps is None else int(steps)
-    if not 1 <= steps <= 200:
-        raise AvflowError(f"steps must be between 1 and 200, not {steps}")
-    clip = default_model().generate(
-        prompt.strip(), seed=int(seed), duration=duration, steps=steps, cfg=float(cfg), progress=progress
-    )
-    out = _job_dir(settings)
-    video, spectrogram = out / "generated.mp4", out / "spectrogram.png"
-    clip.save(video)
-    clip.save_spectrogram(spectrogram)
-    metrics = clip.metrics() if hasattr(clip, "metrics") else {}
-    summary = ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items())
-    return Result(video, spectrogram, summary)
-
-
-# ---------------------------------------------------------------------------------------------------- foley
-
-
-def missing_foley_weights(model: str = FOLEY_MODEL) -> list[str]:
-    """Files of an official MMAudio model that are not converted in the cache yet."""
-    return [hub.ASSETS[s].name for s in hub.MODELS[model] if not hub.converted_path(hub.ASSETS[s]).exists()]
-
-
-def foley_weights_message(model: str = FOLEY_MODEL) -> str:
-    missing = missing_foley_weights(model)
-    if not missing:
-        return f"Official MMAudio `{model}` weights found in the cache ({hub.home()})."
-    return (
-        f"The foley tab needs the official MMAudio `{model}` weights, which are not in the cache {hub.home()} "
-        f"(missing: {', '.join(missing)}). Get them once with `avflow download {model}` on a machine with network "
-        "access; they work offline afterwards."
-    )
-
-
-def generate_foley(
-    video_path: str | Path | None,
-    prompt: str,
-    settings: UISettings,
-    *,
-    negative_prompt: str = "",
-    seed: int = 0,
-    steps: int | None = None,
-    cfg: float = 4.5,
-    progress: Progress | None = None,
-) -> Result:
-    """Video -> the same video with a generated foley track (official MMAudio weights)."""
-    video = check_video_upload(video_path)
-    if missing_foley_weights():
-        raise AvflowError(foley_weights_message())
-    from avflow.data.media import mux_audio, write_audio
-    from avflow.pipelines.foley_model import SamplingSettings
-
-    sampling = SamplingSettings(steps=settings.steps if steps is None else int(steps), cfg_strength=float(cfg))
-    if progress is not None:
-        progress(0, 1)
-    output = foley_pipeline().generate_video(
-        video, prompt or None, negative_prompt or None, duration=settings.max_foley_duration, seed=int(seed),
-        settings=sampling,
-    )  # fmt: skip
-    if progress is not None:
-        progress(1, 1)
-    out = _job_dir(settings)
-    result = mux_audio(video, output.audio[None], output.sample_rate, out / "foley.mp4")
-    write_audio(out / "foley.wav", output.audio[None], output.sample_rate)
-    summary = f"{output.duration:.2f} s in {output.windows} window(s) at {output.sample_rate} Hz"
-    return Result(result, _spectrogram_of(result, out), summary, [out / "foley.wav"])
-
-
-_foley_lock = threading.Lock()
-
-
-@functools.cache
-def _foley_pipeline():
-    import torch
-
-    from avflow.pipelines.foley import FoleyPipeline
-
-    return FoleyPipeline.from_cache(FOLEY_MODEL, device="cuda" if torch.cuda.is_available() else "cpu")
-
-
-def foley_pipeline():
-    """The official-weights foley pipeline, loaded once per process (thread-safe)."""
-    with _foley_lock:
-        return _foley_pipeline()
-
-
-# ---------------------------------------------------------------------------------------------------- binaural
-
-
-def generate_binaural(
-    video_path: str | Path | None,
-    settings: UISettings,
-    *,
-    mode: str = "auto",
-    seed: int = 0,
-    steps: int | None = None,
-    progress: Progress | None = None,
-) -> Result:
-    """Video -> the same video with a binaural [left, right] track: generated by the shipped binaural model, or the
-    video's own audio spatialised from where things move ("auto": the model when its weights are installed)."""
-    import numpy as np
-
-    from avflow.commands.binaural import SAMPLE_RATE, video_frames
-    from avflow.data.media import mux_audio, probe, read_audio, write_audio
-    from avflow.pipelines.binaural import MODEL_FILE
-
-    video = check_video_upload(video_path)
-    info = probe(video)
-    if info.duration > settings.max_binaural_duration:
-        raise MediaError(f"{video.name}: {info.duration:.1f} s is longer than {settings.max_binaural_duration:g} s")
-    if mode == "auto":
-        mode = "model" if MODEL_FILE.is_file() else "spatialise"
-    if mode == "spatialise" and not info.has_audio:
-        raise MediaError(f"{video.name}: has no audio track to spatialise (choose the binaural model)")
-    if progress is not None:
-        progress(0, 1)
-    frames, fps, duration = video_frames(video)
-    n_samples = int(round(duration * SAMPLE_RATE))
-    if mode == "model":
-        pipeline = binaural_pipeline()
-        pipeline.steps = pipeline.steps if steps is None else int(steps)
-        audio = pipeline.generate(frames, fps, n_samples, seed=int(seed))  # (2, N)
-    else:
-        from avflow.pipelines.spatialise import spatialise
-
-        track, _ = read_audio(video, sample_rate=SAMPLE_RATE, channels=1)
-        mono = np.zeros(n_samples, dtype=np.float32)
-        mono[: min(n_samples, track.shape[-1])] = track[0, :n_samples].numpy()
-        audio = spatialise(mono, SAMPLE_RATE, frames, fps)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    audio = audio * (0.99 / peak) if peak > 0.99 else audio
-    if progress is not None:
-        progress(1, 1)
-    out = _job_dir(settings)
-    result = mux_audio(video, audio, SAMPLE_RATE, out / "binaural.mp4")
-    write_audio(out / "binaural.wav", audio, SAMPLE_RATE)
-    return Result(result, _spectrogram_of(result, out), f"{duration:.2f} s, {mode}", [out / "binaural.wav"])
-
-
-_binaural_lock = threading.Lock()
-
-
-@functools.cache
-def _binaural_pipeline():
-    from avflow.pipelines.binaural import BinauralPipeline
-
-    return BinauralPipeline.from_assets()
-
-
-def binaural_pipeline():
-    """The shipped binaural model, loaded once per process (thread-safe)."""
-    with _binaural_lock:
-        return _binaural_pipeline()
-
-
-def _spectrogram_of(media: Path, out: Path) -> Path:
-    from avflow.ui.spectrogram import save_file_spectrogram
-
-    return save_file_spectrogram(media, out / "spectrogram.png")
-
-
-# ---------------------------------------------------------------------------------------------------- page
 
 
 def one_line(exc: BaseException) -> str:
@@ -331,19 +85,20 @@ def build_app(settings: UISettings | None = None):
                         seed = gr.Number(label="seed", value=0, precision=0)
                         duration = gr.Slider(0.5, settings.max_duration, value=settings.duration, label="duration (s)")
                         steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
-                        cfg = gr.Slider(1.0, 10.0, value=4.0, label="guidance")
+                        cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(), label="cfg_strength")
                         go = gr.Button("Generate", variant="primary", elem_id="joint-generate")
                     joint_out = outputs("joint")
 
-                def joint(prompt, seed, duration, steps, cfg, progress=gr.Progress()):  # noqa: B008
+                def joint(prompt, seed, duration, steps, cfg_strength, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_joint(
-                            prompt, settings, seed=seed, duration=duration, steps=steps, cfg=cfg, progress=report
+                            prompt, settings, seed=seed, duration=duration, steps=steps, cfg_strength=cfg_strength,
+                            progress=report,
                         ),
                         progress,
                     )
 
-                go.click(joint, [prompt, seed, duration, steps, cfg], joint_out, api_name="joint")
+                go.click(joint, [prompt, seed, duration, steps, cfg_strength], joint_out, api_name="joint")
 
             with gr.Tab("Foley", id="foley", elem_id="tab-foley"):
                 gr.Markdown(foley_weights_message(), elem_id="foley-weights")
@@ -355,22 +110,24 @@ def build_app(settings: UISettings | None = None):
                         f_negative = gr.Textbox(label="negative prompt (optional)")
                         f_seed = gr.Number(label="seed", value=0, precision=0)
                         f_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
-                        f_cfg = gr.Slider(1.0, 10.0, value=4.5, label="guidance")
+                        f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(), label="cfg_strength")
+                        f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                           label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")
                     foley_out = outputs("foley")
 
-                def foley(video, prompt, negative, seed, steps, cfg, progress=gr.Progress()):  # noqa: B008
+                def foley(video, prompt, negative, seed, steps, cfg_strength, audio, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_foley(
-                            video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps, cfg=cfg,
-                            progress=report,
+                            video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps,
+                            cfg_strength=cfg_strength, existing_audio=audio, progress=report,
                         ),
                         progress,
                     )  # fmt: skip
 
                 f_go.click(
                     foley,
-                    [f_video, f_prompt, f_negative, f_seed, f_steps, f_cfg],
+                    [f_video, f_prompt, f_negative, f_seed, f_steps, f_cfg_strength, f_audio],
                     foley_out,
                     api_name="foley",
                 )
@@ -384,19 +141,21 @@ def build_app(settings: UISettings | None = None):
                         b_mode = gr.Radio(list(BINAURAL_MODES), value="auto", label="how", elem_id="binaural-mode")
                         b_seed = gr.Number(label="seed", value=0, precision=0)
                         b_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
+                        b_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                           label="the video's own audio", elem_id="bin-existing-audio")  # fmt: skip
                         b_go = gr.Button("Make binaural", variant="primary", elem_id="binaural-generate")
                     binaural_out = outputs("binaural")
 
-                def binaural(video, mode, seed, steps, progress=gr.Progress()):  # noqa: B008
+                def binaural(video, mode, seed, steps, audio, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_binaural(
                             video, settings, mode=BINAURAL_MODES.get(mode, "auto"), seed=seed, steps=steps,
-                            progress=report,
+                            existing_audio=audio, progress=report,
                         ),
                         progress,
                     )  # fmt: skip
 
-                b_go.click(binaural, [b_video, b_mode, b_seed, b_steps], binaural_out, api_name="binaural")
+                b_go.click(binaural, [b_video, b_mode, b_seed, b_steps, b_audio], binaural_out, api_name="binaural")
 
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.max_queue)
     return demo

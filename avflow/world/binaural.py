@@ -71,7 +71,7 @@ def block_times(n_samples: int, sample_rate: int) -> np.ndarray:
     return (np.arange(int(np.ceil(n_samples / BLOCK))) * BLOCK + BLOCK / 2) / sample_rate
 
 
-def _delay(signal: np.ndarray, delay: np.ndarray) -> np.ndarray:
+def fractional_delay(signal: np.ndarray, delay: np.ndarray) -> np.ndarray:
     """Time-varying fractional delay (samples, >= 0) by linear interpolation between integer shifts."""
     n = signal.shape[-1]
     out = np.zeros(n)
@@ -93,7 +93,7 @@ def render_sphere(source: np.ndarray, azimuth: np.ndarray, sample_rate: int) -> 
     for alpha, delay in ((shadow_alpha(azimuth + 90.0), -itd), (shadow_alpha(90.0 - azimuth), itd)):
         ear = low + _per_sample(alpha, n) * high
         delay = np.maximum(delay, 0.0)
-        ears.append(_delay(ear, _per_sample(delay, n)) if np.any(delay > 1e-6) else ear)
+        ears.append(fractional_delay(ear, _per_sample(delay, n)) if np.any(delay > 1e-6) else ear)
     return np.stack(ears)
 
 

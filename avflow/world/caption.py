@@ -19,9 +19,9 @@ COUNT_WORDS = {1: "once", 2: "twice", 3: "three times"}
 
 def object_side(scene: Scene, k: int) -> str:
     """'left', 'middle' or 'right' from the object's mean x over the clip."""
-    cfg = scene.config
-    times = np.linspace(0, cfg.duration, 4 * cfg.n_frames)
-    x = float(scene.trajectories.at(times)[k, :, 0].mean()) / cfg.width
+    config = scene.config
+    times = np.linspace(0, config.duration, 4 * config.n_frames)
+    x = float(scene.trajectories.at(times)[k, :, 0].mean()) / config.width
     return "left" if x < 1 / 3 else "right" if x > 2 / 3 else "middle"
 
 

@@ -36,17 +36,17 @@ class WorldClip:
 def render_audio(scene: Scene, events: list[int] | None = None, rolling: bool | None = None,
                  with_ambience: bool | None = None) -> np.ndarray:  # fmt: skip
     """(2, N) float64 binaural mix before the output gain; `events` restricts the impacts rendered."""
-    cfg = scene.config
+    config = scene.config
     sources = object_sources(scene, events=events, rolling=rolling)  # (K, N)
-    x = scene.trajectories.at(block_times(cfg.n_samples, cfg.sample_rate))[:, :, 0]  # (K, B)
-    out = render_binaural(sources, x, cfg.width, cfg.sample_rate, cfg.hrtf)
-    if with_ambience if with_ambience is not None else cfg.ambience > 0:
+    x = scene.trajectories.at(block_times(config.n_samples, config.sample_rate))[:, :, 0]  # (K, B)
+    out = render_binaural(sources, x, config.width, config.sample_rate, config.hrtf)
+    if with_ambience if with_ambience is not None else config.ambience > 0:
         out = out + ambience(scene)
     return out
 
 
 def ground_truth(scene: Scene, clip_id: str, caption: str, audio_gain: float) -> dict:
-    cfg = scene.config
+    config = scene.config
     pos = scene.trajectories.at(frame_times(scene))  # (K, T, 2)
     objects = []
     for k, o in enumerate(scene.objects):
@@ -57,18 +57,18 @@ def ground_truth(scene: Scene, clip_id: str, caption: str, audio_gain: float) ->
             "time": e.time, "object": e.object, "other": e.other, "surface": e.surface,
             "position": list(e.position), "speed": e.speed, "material": scene.objects[e.object].material,
             "other_material": None if e.other is None else scene.objects[e.other].material,
-            "azimuth": (e.position[0] / cfg.width - 0.5) * 90.0,
+            "azimuth": (e.position[0] / config.width - 0.5) * 90.0,
         })  # fmt: skip
     return {
         "id": clip_id,
         "seed": scene.seed,
-        "duration": cfg.duration,
-        "fps": cfg.fps,
-        "sample_rate": cfg.sample_rate,
-        "width": cfg.width,
-        "height": cfg.height,
-        "n_frames": cfg.n_frames,
-        "n_samples": cfg.n_samples,
+        "duration": config.duration,
+        "fps": config.fps,
+        "sample_rate": config.sample_rate,
+        "width": config.width,
+        "height": config.height,
+        "n_frames": config.n_frames,
+        "n_samples": config.n_samples,
         "caption": caption,
         "materials": [o.material for o in scene.objects],
         "objects": objects,
@@ -76,7 +76,7 @@ def ground_truth(scene: Scene, clip_id: str, caption: str, audio_gain: float) ->
         "trajectories": np.round(pos, 3).tolist(),  # (K, T, 2) object centres in pixels at frame start times
         "audio_gain": audio_gain,
         "background": scene.background,
-        "config": asdict(cfg),
+        "config": asdict(config),
     }
 
 

@@ -9,14 +9,14 @@ from avflow.world.scene import Scene
 
 def frame_times(scene: Scene) -> np.ndarray:
     """(T,) start time of every frame in seconds; frame k shows the world at k / fps."""
-    cfg = scene.config
-    return np.arange(cfg.n_frames) / cfg.fps
+    config = scene.config
+    return np.arange(config.n_frames) / config.fps
 
 
 def render_frames(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     """Returns frames (T, H, W, 3) uint8 and visible masks (T, K, H, W) bool; later objects are drawn on top."""
-    cfg = scene.config
-    H, W = cfg.height, cfg.width
+    config = scene.config
+    H, W = config.height, config.width
     times = frame_times(scene)
     pos = scene.trajectories.at(times)  # (K, T, 2)
     yy = np.arange(H, dtype=np.float32)[None, :, None] + 0.5  # pixel centres, (1, H, 1)
@@ -38,8 +38,8 @@ def render_frames(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
 
 def background(scene: Scene, times: np.ndarray) -> np.ndarray:
     """(T, H, 1, 3) uint8 (constant along W): a sky gradient over a ground band, colours drifting slowly over time."""
-    cfg = scene.config
-    H = cfg.height
+    config = scene.config
+    H = config.height
     bg = scene.background
     rows = np.arange(H)[:, None] / max(H - 1, 1)  # (H, 1)
     sky = np.asarray(bg["sky"], dtype=np.float64) * (0.6 + 0.4 * rows)  # (H, 3)

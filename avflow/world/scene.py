@@ -219,10 +219,10 @@ def _first_root(coeffs: tuple[float, ...], eps: float) -> float:
 
 def simulate(scene: Scene) -> None:
     """Event-driven simulation filling `scene.events` and `scene.trajectories`."""
-    cfg = scene.config
-    W, H, T = float(cfg.width), float(cfg.height), float(cfg.duration)
-    g, mu = cfg.gravity * H, cfg.rolling_friction * W
-    v_rest, v_event = cfg.rest_speed * H, cfg.min_event_speed * H
+    config = scene.config
+    W, H, T = float(config.width), float(config.height), float(config.duration)
+    g, mu = config.gravity * H, config.rolling_friction * W
+    v_rest, v_event = config.rest_speed * H, config.min_event_speed * H
     objs = scene.objects
     K = len(objs)
     r = [o.size for o in objs]

@@ -38,15 +38,15 @@ MATERIAL_MODES: dict[str, MaterialModes] = {
 
 def object_modes(scene: Scene, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(freqs Hz, decay times tau s, amplitudes) of object k, fixed per object; modes above 0.45 sr are dropped."""
-    obj, cfg = scene.objects[k], scene.config
+    obj, config = scene.objects[k], scene.config
     recipe = MATERIAL_MODES[obj.material]
     rng = np.random.default_rng([scene.seed, 1, k])
-    size_ref = 0.085 * min(cfg.width, cfg.height)
+    size_ref = 0.085 * min(config.width, config.height)
     f0 = rng.uniform(*recipe.f0) * size_ref / obj.size
     freqs = f0 * np.asarray(recipe.ratios) * rng.uniform(0.98, 1.02, len(recipe.ratios))
     tau = np.asarray(recipe.t60) / 6.91 * rng.uniform(0.85, 1.15, len(recipe.ratios))
     amps = np.asarray(recipe.amps) * rng.uniform(0.8, 1.2, len(recipe.ratios))
-    keep = freqs < 0.45 * cfg.sample_rate
+    keep = freqs < 0.45 * config.sample_rate
     return freqs[keep], tau[keep], amps[keep]
 
 
@@ -57,16 +57,16 @@ def impact_gain(speed: float, height: int) -> float:
 
 def object_sources(scene: Scene, events: list[int] | None = None, rolling: bool | None = None) -> np.ndarray:
     """(K, N) mono signal radiated by each object: its impacts (all, or only `events` indices) plus rolling noise."""
-    cfg = scene.config
-    N, K = cfg.n_samples, len(scene.objects)
-    rolling = cfg.rolling_sound if rolling is None else rolling
+    config = scene.config
+    N, K = config.n_samples, len(scene.objects)
+    rolling = config.rolling_sound if rolling is None else rolling
     chosen = range(len(scene.events)) if events is None else events
     hits: list[list[tuple[int, float, float]]] = [[] for _ in range(K)]  # per object: (event index, time, gain)
     for e in chosen:
         ev = scene.events[e]
         for k in (ev.object, ev.other):
             if k is not None:
-                hits[k].append((e, ev.time, impact_gain(ev.speed, cfg.height)))
+                hits[k].append((e, ev.time, impact_gain(ev.speed, config.height)))
     out = np.zeros((K, N))
     for k in range(K):
         if hits[k]:
@@ -111,8 +111,8 @@ def _powers(p: complex, length: int, chunk: int = 256) -> np.ndarray:
 
 def _clicks(scene: Scene, k: int, hits: list[tuple[int, float, float]]) -> np.ndarray:
     """Short noisy contact transients starting at each impact time."""
-    cfg = scene.config
-    sr, N = cfg.sample_rate, cfg.n_samples
+    config = scene.config
+    sr, N = config.sample_rate, config.n_samples
     recipe = MATERIAL_MODES[scene.objects[k].material]
     tau = recipe.click_ms / 1000.0
     length = int(np.ceil(6 * tau * sr)) + 2
@@ -130,12 +130,12 @@ def _clicks(scene: Scene, k: int, hits: list[tuple[int, float, float]]) -> np.nd
 
 def _rolling(scene: Scene, k: int) -> np.ndarray:
     """Band-limited noise while the object moves along the floor; louder when faster. Squares scrape (brighter)."""
-    cfg = scene.config
-    sr, N = cfg.sample_rate, cfg.n_samples
+    config = scene.config
+    sr, N = config.sample_rate, config.n_samples
     t_blocks = block_times(N, sr)
     vel = scene.trajectories.velocity_at(t_blocks)[k]  # (B, 2)
     on_floor = scene.trajectories.floor_at(t_blocks)[k]
-    speed = np.where(on_floor, np.abs(vel[:, 0]) / cfg.width, 0.0)
+    speed = np.where(on_floor, np.abs(vel[:, 0]) / config.width, 0.0)
     active = np.flatnonzero(speed > 1e-3)
     if active.size == 0:
         return np.zeros(N)
@@ -163,11 +163,11 @@ def _ambience_bank(sample_rate: int) -> np.ndarray:
 
 def ambience(scene: Scene) -> np.ndarray:
     """(2, N) diffuse background noise of rms `config.ambience`, independent per ear (seeded slices of a bank)."""
-    cfg = scene.config
-    N = cfg.n_samples
-    if cfg.ambience <= 0:
+    config = scene.config
+    N = config.n_samples
+    if config.ambience <= 0:
         return np.zeros((2, N))
-    bank = _ambience_bank(cfg.sample_rate)
+    bank = _ambience_bank(config.sample_rate)
     rng = np.random.default_rng([scene.seed, 5])
     out = np.empty((2, N))
     for ear in range(2):
@@ -176,4 +176,4 @@ def ambience(scene: Scene) -> np.ndarray:
             take = min(N - filled, bank.shape[1] - pos)
             out[ear, filled : filled + take] = bank[ear, pos : pos + take]
             filled, pos = filled + take, 0
-    return out * cfg.ambience
+    return out * config.ambience

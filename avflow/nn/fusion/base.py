@@ -1,39 +1,25 @@
-"""What every fusion module sees: the two towers' token states and the layer schedule that pairs their blocks.
+"""The fusion base class and the layer schedule that pairs the two towers' blocks.
 
 A fusion module owns the block loop of the joint model (`run`), so a variant may interleave the towers' blocks with
 cross-modal layers (bidirectional cross-attention, windowed aligners) or replace a layer altogether (joint attention
-over both token sets). Towers expose `embed(...) -> TowerState`, `run_block(i, state)`, `head(state)`, `n_blocks`
-and `dim`.
+over both token sets). The towers' interface (`TowerState`, `Tower`) lives in `avflow.nn.towers`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
-
-@dataclass
-class TowerState:
-    """Tokens of one stream during a forward pass.
-
-    x: `(B, L, D)` tokens. grid: the token layout (`(T, H, W)` for video, `(N,)` for audio). seconds: wall-clock
-    time of each temporal position (`(T,)` video latent frames, `(N,)` audio latents), set by the joint model.
-    extras: tower-private tensors (text tokens, modulation, RoPE tables).
-    """
-
-    x: Tensor
-    grid: tuple[int, ...]
-    extras: dict = field(default_factory=dict)
-    seconds: Tensor | None = None
+from avflow.nn.towers import Tower, TowerState
 
 
-class Tower(Protocol):
-    n_blocks: int
-    dim: int
+@dataclass(frozen=True, kw_only=True)
+class FusionOptions:
+    """Options of a fusion variant. Each variant subclasses it; the defaults of its fields are the variant's."""
 
-    def run_block(self, i: int, state: TowerState) -> None: ...
+    def check(self, video_dim: int, audio_dim: int, n_layers: int) -> None:
+        """Raise ConfigError when the options do not fit towers of these widths and this many layers."""
 
 
 def block_schedule(n_blocks: int, n_layers: int) -> list[list[int]]:
@@ -48,8 +34,11 @@ class Fusion(nn.Module):
     """Base: runs the two towers layer by layer and calls `exchange` after each layer when cross_modal is on.
 
     `n_layers = max(video blocks, audio blocks)`; the shallower tower's blocks spread evenly over the layers.
-    Subclasses set up their parameters in `__init__` and override `exchange` (or `run` to change whole layers).
+    Subclasses set up their parameters in `__init__` and override `exchange` (or `run` to change whole layers);
+    `takes_alignment` says whether the variant's cross-modal attention has a temporal RoPE to align.
     """
+
+    takes_alignment = False
 
     def __init__(self, video_dim: int, audio_dim: int, video_blocks: int, audio_blocks: int):
         super().__init__()

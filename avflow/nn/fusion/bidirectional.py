@@ -6,11 +6,23 @@ per-channel gate initialised to zero, so a fresh joint model computes exactly wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from avflow.nn.fusion.base import Fusion, TowerState
+from avflow.errors import ConfigError
+from avflow.nn.fusion.base import Fusion, FusionOptions, TowerState
 from avflow.nn.wan_blocks import WanAttention
+
+
+@dataclass(frozen=True, kw_only=True)
+class BidirectionalOptions(FusionOptions):
+    heads: int = 2  # attention heads of each cross-attention (both widths must split into them)
+
+    def check(self, video_dim: int, audio_dim: int, n_layers: int) -> None:
+        if self.heads < 1 or video_dim % self.heads or audio_dim % self.heads:
+            raise ConfigError(f"fusion_options.heads: widths {video_dim}, {audio_dim} do not split into {self.heads}")
 
 
 class GatedCrossAttention(nn.Module):
@@ -34,8 +46,17 @@ class GatedCrossAttention(nn.Module):
 class BidirectionalFusion(Fusion):
     """One video<-audio and one audio<-video gated cross-attention per layer."""
 
-    def __init__(self, video_dim: int, audio_dim: int, video_blocks: int, audio_blocks: int, heads: int = 4):
+    def __init__(
+        self,
+        video_dim: int,
+        audio_dim: int,
+        video_blocks: int,
+        audio_blocks: int,
+        options: BidirectionalOptions = BidirectionalOptions(),
+    ):
         super().__init__(video_dim, audio_dim, video_blocks, audio_blocks)
+        options.check(video_dim, audio_dim, self.n_layers)
+        heads = options.heads
         self.video_from_audio = nn.ModuleList(
             [GatedCrossAttention(video_dim, audio_dim, heads) for _ in range(self.n_layers)]
         )

@@ -10,12 +10,14 @@ towers' own weights stay untouched (they can be frozen, `avflow.models.peft`). T
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avflow.errors import ConfigError
-from avflow.nn.fusion.base import Fusion, TowerState
+from avflow.nn.fusion.base import Fusion, FusionOptions, TowerState
 from avflow.nn.temporal_alignment import TemporalAlignment, as_alignment, av_rotary
 from avflow.nn.wan_blocks import WanRotary, apply_rotary
 
@@ -23,8 +25,21 @@ from avflow.nn.wan_blocks import WanRotary, apply_rotary
 def check_heads(dim: int, heads: int) -> int:
     """Head dim of `dim` split into `heads` for Wan's 3-D RoPE (even)."""
     if heads < 1 or dim % heads or (dim // heads) % 2:
-        raise ConfigError(f"fusion width {dim} does not split into {heads} heads of even size")
+        raise ConfigError(f"fusion_options.heads: fusion width {dim} does not split into {heads} heads of even size")
     return dim // heads
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullAttentionOptions(FusionOptions):
+    heads: int = 2  # heads of the joint attention at the video width (even head size for the 3-D RoPE)
+    layers: int = 2  # joint attention after each of the last `layers` layers (all layers when it exceeds them)
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ConfigError(f"layers: full_attention needs layers >= 1, got {self.layers}")
+
+    def check(self, video_dim: int, audio_dim: int, n_layers: int) -> None:
+        check_heads(video_dim, self.heads)
 
 
 def state_rotary(
@@ -85,13 +100,12 @@ class FullAttentionFusion(Fusion):
         audio_dim: int,
         video_blocks: int,
         audio_blocks: int,
-        heads: int = 2,
-        layers: int = 2,
+        options: FullAttentionOptions = FullAttentionOptions(),
         alignment: TemporalAlignment | str = "none",
     ):
         super().__init__(video_dim, audio_dim, video_blocks, audio_blocks)
-        if layers < 1:
-            raise ConfigError(f"full_attention needs layers >= 1, got {layers}")
+        options.check(video_dim, audio_dim, self.n_layers)
+        heads, layers = options.heads, options.layers
         self.rope = WanRotary(check_heads(video_dim, heads))
         self.alignment = as_alignment(alignment)
         self.first_layer = max(0, self.n_layers - layers)

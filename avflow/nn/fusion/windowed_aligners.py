@@ -14,15 +14,36 @@ kept in `predicted_masks` for `mask_loss`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from avflow.errors import ConfigError
-from avflow.nn.fusion.base import Fusion, TowerState
+from avflow.nn.fusion.base import Fusion, FusionOptions, TowerState
 from avflow.nn.fusion.full_attention import check_heads, state_rotary
 from avflow.nn.fusion.region_modulation import RegionModulation, flat_mask
 from avflow.nn.temporal_alignment import TemporalAlignment, as_alignment, frame_period
 from avflow.nn.wan_blocks import WanAttention, WanRotary, apply_rotary
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowedAlignerOptions(FusionOptions):
+    heads: int = 2  # heads of both aligners at the video width (even head size for the 3-D RoPE)
+    every: int = 1  # aligners after layers every-1, 2 every-1, ...
+    window: int = 1  # audio-to-video: audio tokens within `window` latent frames of each video frame
+    region_modulation: bool = False  # predicted soft spatial masks gate the interaction per video token
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.window < 0:
+            got = f"every={self.every} window={self.window}"
+            raise ConfigError(f"every: windowed_aligners needs every >= 1 and window >= 0, got {got}")
+
+    def check(self, video_dim: int, audio_dim: int, n_layers: int) -> None:
+        check_heads(video_dim, self.heads)
+        if self.every > n_layers:
+            where = f"every={self.every} places no aligner in {n_layers} layers"
+            raise ConfigError(f"fusion_options.every: windowed_aligners with {where}")
 
 
 def window_mask(video_seconds: Tensor, audio_seconds: Tensor, period: float, window: int, tokens_per_frame: int):
@@ -119,21 +140,16 @@ class WindowedAlignerFusion(Fusion):
         audio_dim: int,
         video_blocks: int,
         audio_blocks: int,
-        heads: int = 2,
-        every: int = 1,
-        window: int = 1,
-        region_modulation: bool = False,
+        options: WindowedAlignerOptions = WindowedAlignerOptions(),
         alignment: TemporalAlignment | str = "none",
     ):
         super().__init__(video_dim, audio_dim, video_blocks, audio_blocks)
-        if every < 1 or window < 0:
-            raise ConfigError(f"windowed_aligners needs every >= 1 and window >= 0, got every={every} window={window}")
+        options.check(video_dim, audio_dim, self.n_layers)
+        heads, every, region_modulation = options.heads, options.every, options.region_modulation
         self.rope = WanRotary(check_heads(video_dim, heads))
         self.alignment = as_alignment(alignment)
-        self.window = window
+        self.window = options.window
         self.layers = [layer for layer in range(self.n_layers) if layer % every == every - 1]
-        if not self.layers:
-            raise ConfigError(f"windowed_aligners with every={every} places no aligner in {self.n_layers} layers")
         self.slot = {layer: i for i, layer in enumerate(self.layers)}
         self.audio_to_video = nn.ModuleList([AudioToVideoAligner(video_dim, audio_dim, heads) for _ in self.layers])
         self.video_to_audio = nn.ModuleList([VideoToAudioAligner(video_dim, audio_dim, heads) for _ in self.layers])

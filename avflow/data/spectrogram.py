@@ -1,4 +1,5 @@
-"""A log-magnitude spectrogram of an audio file or array, written as a PNG (numpy + Pillow only)."""
+"""Spectrogram images (numpy + Pillow only): one colour map and one PNG writer for every spectrogram avflow draws
+(a media file's or an array's STFT here, the log-mel of a generated clip in `avflow.pipelines.clip`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avflow.data.media import read_audio
+from avflow.data.audio import read_audio
+from avflow.weights import atomic_write
 
 
 def log_spectrogram(mono: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -21,7 +23,7 @@ def log_spectrogram(mono: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.nd
     return 20.0 * np.log10(magnitude + 1e-6)
 
 
-def _colour(values: np.ndarray) -> np.ndarray:
+def colour(values: np.ndarray) -> np.ndarray:
     """(H, W) values in [0, 1] -> (H, W, 3) uint8 on a dark-blue -> yellow ramp."""
     stops = np.array([[0, 0, 4], [60, 15, 110], [180, 55, 90], [250, 150, 40], [252, 255, 164]], dtype=np.float64)
     position = values * (len(stops) - 1)
@@ -30,19 +32,27 @@ def _colour(values: np.ndarray) -> np.ndarray:
     return (stops[low] * (1 - frac) + stops[low + 1] * frac).astype(np.uint8)
 
 
+def image(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W) values in [0, 1], top row first -> (height, width, 3) uint8 coloured and resized (bilinear)."""
+    return np.asarray(Image.fromarray(colour(values)).resize((width, height), Image.BILINEAR))
+
+
+def save_png(panels: list[np.ndarray], path: str | Path) -> Path:
+    """Stack (h, w, 3) uint8 panels top to bottom into one PNG (written atomically)."""
+    path = Path(path)
+    picture = Image.fromarray(np.concatenate(panels, axis=0))
+    atomic_write(path, lambda f: picture.save(f, format="PNG"))
+    return path
+
+
 def save_spectrogram(audio: np.ndarray, path: str | Path, *, height: int = 160, width: int = 640) -> Path:
     """Write one spectrogram panel per channel of `audio` (C, N) (or (N,)), stacked, 80 dB range."""
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float64))
     panels = []
     for channel in audio:
         db = log_spectrogram(channel)[::-1]  # high frequencies on top
-        db = np.clip((db - (db.max() - 80.0)) / 80.0, 0.0, 1.0)
-        image = Image.fromarray(_colour(db)).resize((width, height), Image.BILINEAR)
-        panels.append(np.asarray(image))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(panels, axis=0)).save(path)
-    return path
+        panels.append(image(np.clip((db - (db.max() - 80.0)) / 80.0, 0.0, 1.0), width, height))
+    return save_png(panels, path)
 
 
 def save_file_spectrogram(media_path: str | Path, png_path: str | Path) -> Path:

@@ -1,0 +1,89 @@
+"""The world codecs as one object: the video autoencoder and the binaural audio codec, loaded together.
+
+Every model trained on world latents (the joint model, the binaural model, the experiments) reads its codecs here
+and records `checksum`; loading such a model with other codecs is a one-line `WeightsError`. The checksum covers what
+defines the latent spaces: both codecs' configs and their encoder weights and latent scales as stored (sha256). A
+decoder trained further keeps the checksum, so models trained on the latents stay valid. Files in a codec folder:
+`video.safetensors`, `audio.safetensors` (fp16 or fp32) and `codecs.json` (`{"video": {config}, "audio": {config}}`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
+from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
+from avflow.config import from_dict, to_dict
+from avflow.errors import ConfigError, WeightsError
+from avflow.weights import atomic_write, load_strict, read_state_dict, save_safetensors
+
+CODEC_FILES = ("video.safetensors", "audio.safetensors", "codecs.json")
+
+
+def default_codec_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "codecs"
+
+
+def latent_checksum(codecs: dict[str, torch.nn.Module], states: dict[str, dict[str, torch.Tensor]]) -> str:
+    """sha256 (hex) over each codec's config and the stored tensors of its encoder (`encoder_keys`), in name order."""
+    h = hashlib.sha256()
+    for name in sorted(codecs):
+        h.update(json.dumps({name: to_dict(codecs[name].config)}, sort_keys=True).encode())
+        state = states[name]
+        for key in sorted(k for k in state if k.startswith(codecs[name].encoder_keys)):
+            tensor = state[key].contiguous().reshape(-1)
+            h.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)}".encode())
+            h.update(tensor.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WorldCodecs:
+    video: WorldVideoCodec
+    audio: WorldAudioCodec
+    checksum: str
+    folder: Path
+
+    def check_trained_with(self, checksum: str | None, what: str) -> None:
+        """One-line error when `what` was trained with other codecs than these."""
+        if checksum != self.checksum:
+            raise WeightsError(
+                f"{what} was trained with world codecs {str(checksum)[:12]}..., but the codecs in {self.folder} are "
+                f"{self.checksum[:12]}...; use the codec folder it was trained with"
+            )
+
+
+def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
+    """The codecs in `folder` (default: the shipped ones) on the CPU, in eval mode, fp32, no gradients."""
+    folder = Path(folder) if folder is not None else default_codec_dir()
+    missing = [f for f in CODEC_FILES if not (folder / f).is_file()]
+    if missing:
+        raise WeightsError(f"{folder}: world codec files missing: {', '.join(missing)}")
+    try:
+        meta = json.loads((folder / "codecs.json").read_text())
+        video = WorldVideoCodec(from_dict(WorldVideoCodecConfig, meta["video"], "video"))
+        audio = WorldAudioCodec(from_dict(WorldAudioCodecConfig, meta["audio"], "audio"))
+    except (KeyError, ValueError, ConfigError) as exc:
+        raise WeightsError(f"{folder / 'codecs.json'}: not a world codec description ({exc})") from None
+    stored = {}
+    for module, name in ((video, "video"), (audio, "audio")):
+        path = folder / f"{name}.safetensors"
+        stored[name] = read_state_dict(path)
+        load_strict(module, {k: v.float() for k, v in stored[name].items()}, str(path)).eval().requires_grad_(False)
+    return WorldCodecs(video, audio, latent_checksum({"video": video, "audio": audio}, stored), folder)
+
+
+def save_codec(module: torch.nn.Module, folder: str | Path, name: str, half: bool = True) -> None:
+    """Write one codec's weights (`{name}.safetensors`, fp16 by default) and its config into `codecs.json`."""
+    folder = Path(folder)
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in module.state_dict().items()}
+    save_safetensors(state, folder / f"{name}.safetensors")
+    meta_path = folder / "codecs.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta[name] = to_dict(module.config)
+    atomic_write(meta_path, lambda f: f.write((json.dumps(meta, indent=1) + "\n").encode()))

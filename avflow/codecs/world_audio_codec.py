@@ -1,0 +1,202 @@
+"""Binaural audio codec for world sounds: stereo waveform <-> `left` and `right` latent streams, each `(B, N, C)`.
+
+Each ear is coded by the same network (so the two streams share one latent space and a left/right mirror of the
+scene mirrors the streams). The way back to a waveform is learned and needs no Griffin-Lim: the decoder predicts
+the complex STFT (log magnitude and phase per bin, as Vocos does) and an inverse STFT makes the samples, so
+onsets and interaural time differences are carried by predicted phase.
+
+Layout: STFT frames at `hop` samples (centred Hann window of `n_fft`), `latent_stride` frames per latent, so
+N = samples / (hop * latent_stride) latents per ear (16 kHz, hop 125, stride 4: 32 latents/s, 500 samples each,
+so a 16 fps video frame spans exactly 2 latents).
+Inputs must be a whole number of latents long. Latents are deterministic; `latent_scale` makes them unit-variance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avflow.errors import ConfigError
+
+STREAMS = ("left", "right")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldAudioCodecConfig:
+    sample_rate: int = 16000
+    n_fft: int = 500
+    hop: int = 125  # STFT hop in samples (16 kHz: 128 frames/s; 4 per latent: 32 latents/s, 2 per 16 fps frame)
+    latent_stride: int = 4  # STFT frames per latent
+    latent_channels: int = 32
+    width: int = 128
+    frame_blocks: int = 2  # ConvNeXt blocks at the STFT frame rate (encoder and decoder each)
+    latent_blocks: int = 2  # ConvNeXt blocks at the latent rate (encoder and decoder each)
+    input_power: float = 0.3  # encoder input: |X|^p e^{i phase} (compresses the dynamic range, keeps phase)
+    head: str = "cartesian"  # decoder output: "cartesian" (compressed real, imag) or "polar" (log magnitude, phase)
+    latent_l2: float = 1e-4
+    complex_weight: float = 1.0  # L1 on the power-compressed complex spectrum (phase-aware: timing and ITD)
+    stft_weight: float = 1.0  # multi-resolution STFT loss (spectral convergence + log magnitude, auraloss)
+    wave_weight: float = 1.0  # L1 on the waveform
+
+    def __post_init__(self) -> None:
+        if self.head not in ("cartesian", "polar"):
+            raise ConfigError(f"head: must be 'cartesian' or 'polar', got {self.head!r}")
+        if self.hop < 1 or self.n_fft < 2 * self.hop or self.latent_stride < 1 or self.latent_channels < 1:
+            raise ConfigError(f"audio codec: need n_fft >= 2 hop, hop, latent_stride, latent_channels >= 1: {self}")
+
+
+class ConvNeXt1d(nn.Module):
+    """Depthwise 7-tap conv, LayerNorm, pointwise MLP (x4), residual. `(B, C, L)` -> `(B, C, L)`."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.dw = nn.Conv1d(ch, ch, 7, padding=3, groups=ch)
+        self.norm = nn.LayerNorm(ch)
+        self.mlp = nn.Sequential(nn.Linear(ch, 4 * ch), nn.GELU(), nn.Linear(4 * ch, ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.dw(x).transpose(1, 2))  # (B, L, C)
+        return x + self.mlp(h).transpose(1, 2)
+
+
+class WorldAudioCodec(nn.Module):
+    """Per-ear STFT encoder -> latents at sample_rate / (hop * latent_stride); decoder -> complex STFT -> iSTFT."""
+
+    streams = STREAMS
+    encoder_keys = ("enc.", "latent_scale")  # what defines the latent space
+
+    def __init__(self, config: WorldAudioCodecConfig | None = None):
+        super().__init__()
+        self.config = c = config or WorldAudioCodecConfig()
+        bins, w, s = c.n_fft // 2 + 1, c.width, c.latent_stride
+        self.enc = nn.Sequential(
+            nn.Conv1d(2 * bins, w, 3, padding=1), *[ConvNeXt1d(w) for _ in range(c.frame_blocks)],
+            nn.Conv1d(w, w, s, stride=s), *[ConvNeXt1d(w) for _ in range(c.latent_blocks)],
+            nn.Conv1d(w, c.latent_channels, 1),
+        )  # fmt: skip
+        self.dec = nn.Sequential(
+            nn.Conv1d(c.latent_channels, w, 3, padding=1), *[ConvNeXt1d(w) for _ in range(c.latent_blocks)],
+            nn.ConvTranspose1d(w, w, s, stride=s), *[ConvNeXt1d(w) for _ in range(c.frame_blocks)],
+        )  # fmt: skip
+        self.head = nn.Conv1d(w, 2 * bins, 1)  # log magnitude and phase per bin
+        self.register_buffer("window", torch.hann_window(c.n_fft), persistent=False)
+        self.register_buffer("latent_scale", torch.ones(()))
+
+    # --- layout ------------------------------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def samples_per_latent(self) -> int:
+        return self.config.hop * self.config.latent_stride
+
+    @property
+    def latent_rate(self) -> float:
+        """Latents per second per ear."""
+        return self.sample_rate / self.samples_per_latent
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def latent_length(self, samples: int) -> int:
+        return samples // self.samples_per_latent
+
+    def _check(self, audio: Tensor) -> None:
+        if audio.ndim != 3 or audio.shape[1] != 2:
+            raise ConfigError(f"audio must be (B, 2, samples) [left, right], got {tuple(audio.shape)}")
+        if audio.shape[-1] % self.samples_per_latent or audio.shape[-1] == 0:
+            raise ConfigError(f"audio length {audio.shape[-1]} is not a positive multiple of {self.samples_per_latent}")
+
+    # --- per-ear coding ----------------------------------------------------------------------------------------
+
+    def _stft(self, wav: Tensor) -> Tensor:
+        """`(B, samples)` -> complex `(B, bins, samples / hop)` (centred frames; the trailing frame dropped)."""
+        c = self.config
+        spec = torch.stft(wav, c.n_fft, c.hop, window=self.window, center=True, return_complex=True)
+        return spec[..., : wav.shape[-1] // c.hop]
+
+    def _encode_ears(self, wav: Tensor) -> Tensor:
+        """`(E, samples)` -> unscaled latents `(E, C, N)`."""
+        spec = self._stft(wav)
+        x = spec.abs().clamp_min(1e-7).pow(self.config.input_power - 1.0) * spec  # |X|^p e^{i phase}
+        return self.enc(torch.cat([x.real, x.imag], dim=1))
+
+    def _decode_spec(self, z: Tensor) -> Tensor:
+        """Unscaled latents `(E, C, N)` -> complex STFT `(E, bins, N * latent_stride)`."""
+        a, b = self.head(self.dec(z)).chunk(2, dim=1)
+        if self.config.head == "polar":
+            return torch.exp(a.clamp(max=5.0)) * torch.exp(1j * b)
+        compressed = torch.complex(a, b)  # |X|^p e^{i phase}
+        return compressed.abs().clamp_min(1e-7).pow(1.0 / self.config.input_power - 1.0) * compressed
+
+    def _istft(self, spec: Tensor, length: int) -> Tensor:
+        c = self.config
+        spec = torch.cat([spec, spec[..., -1:]], dim=-1)  # centred frames: one more than samples / hop
+        return torch.istft(spec, c.n_fft, c.hop, window=self.window, center=True, length=length)
+
+    # --- public API --------------------------------------------------------------------------------------------
+
+    def encode(self, audio: Tensor) -> dict[str, Tensor]:
+        """`(B, 2, samples)` [left, right] -> `{"left": (B, N, C), "right": (B, N, C)}` unit-scale latents."""
+        self._check(audio)
+        b = audio.shape[0]
+        z = self._encode_ears(audio.reshape(2 * b, -1)) / self.latent_scale  # (2B, C, N)
+        z = z.transpose(1, 2).reshape(b, 2, -1, z.shape[1])  # (B, 2, N, C)
+        return {"left": z[:, 0].contiguous(), "right": z[:, 1].contiguous()}
+
+    def decode(self, latents: dict[str, Tensor], length: int | None = None) -> Tensor:
+        """`{"left", "right"}` each `(B, N, C)` -> waveform `(B, 2, length or N * samples_per_latent)`."""
+        if set(latents) != set(STREAMS) or latents["left"].shape != latents["right"].shape:
+            raise ConfigError(f"decode needs 'left' and 'right' latents of one shape, got {sorted(latents)}")
+        left, right = latents["left"], latents["right"]
+        b, n, _ = left.shape
+        z = torch.stack([left, right], dim=1).reshape(2 * b, n, -1).transpose(1, 2) * self.latent_scale
+        full = n * self.samples_per_latent
+        wav = self._istft(self._decode_spec(z), full)  # (2B, full)
+        wav = wav.reshape(b, 2, full)
+        if length is not None:
+            wav = wav[..., :length] if length <= full else F.pad(wav, (0, length - full))
+        return wav
+
+    def loss(self, audio: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Complex-spectrum L1 + multi-resolution STFT + waveform L1 + latent L2, per ear."""
+        self._check(audio)
+        c = self.config
+        wav = audio.reshape(-1, audio.shape[-1])  # (2B, samples)
+        z = self._encode_ears(wav)
+        spec = self._decode_spec(z)
+        rec = self._istft(spec, wav.shape[-1])
+        target = self._stft(wav)
+
+        def compress(s: Tensor) -> Tensor:
+            return s.abs().clamp_min(1e-7).pow(c.input_power - 1.0) * s
+
+        complex_l1 = (compress(spec) - compress(target)).abs().mean()
+        stft = _multi_resolution_stft_loss()(rec[:, None], wav[:, None])
+        wave = (rec - wav).abs().mean()
+        total = c.complex_weight * complex_l1 + c.stft_weight * stft + c.wave_weight * wave
+        total = total + c.latent_l2 * z.square().mean()
+        return total, {"complex_l1": complex_l1.item(), "stft": stft.item(), "wave_l1": wave.item()}
+
+    @torch.no_grad()
+    def fit_latent_scale(self, audio: Tensor) -> float:
+        """Set `latent_scale` to the std of the unscaled latents of `audio` `(B, 2, samples)`."""
+        self._check(audio)
+        z = self._encode_ears(audio.reshape(-1, audio.shape[-1]))
+        self.latent_scale.fill_(float(z.std()) or 1.0)
+        return float(self.latent_scale)
+
+
+@cache
+def _multi_resolution_stft_loss() -> nn.Module:
+    """auraloss's multi-resolution STFT loss (spectral convergence + log magnitude at 3 resolutions)."""
+    from auraloss.freq import MultiResolutionSTFTLoss
+
+    return MultiResolutionSTFTLoss()

@@ -1,0 +1,79 @@
+"""Sampling settings as data: one frozen config for the solver, its time grid and the guidance, validated once.
+
+`cfg_strength` (the guidance scale w, 1 = off) has no default here: each model states its own in its config
+(MMAudio: `avflow.models.mmaudio_config.SAMPLING`; the shipped joint model: its `config.json`; the binaural model:
+`avflow.models.binaural.SAMPLING`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from avflow.errors import ConfigError
+from avflow.flow.guidance import PRESETS, GuidanceBranch, preset_branches
+from avflow.flow.solvers import SOLVERS, SampleResult, sample
+
+Streams = dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """Solver, steps and timestep shift; the guidance preset (`avflow.flow.guidance.PRESETS`) and its strengths."""
+
+    cfg_strength: float  # w of the preset's main branch; 1 = no guidance
+    steps: int = 25
+    solver: str = "euler"  # see avflow.flow.solvers.SOLVERS (dopri5 ignores steps and shift)
+    shift: float = 1.0  # timestep shift s >= 1: t' = t / (s - (s - 1) t) puts more steps near noise
+    guidance: str = "plain"
+    text_cfg_strength: float = 1.0  # the empty-text branch of the `modality_text` preset
+
+    def __post_init__(self) -> None:
+        for name in ("cfg_strength", "text_cfg_strength"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a finite number > 0 (1 = no guidance), got {value!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"unknown solver {self.solver!r} (choose from {', '.join(SOLVERS)})")
+        if not (isinstance(self.shift, (int, float)) and math.isfinite(self.shift) and self.shift >= 1):
+            raise ConfigError(f"shift must be a finite number >= 1, got {self.shift!r}")
+        if self.guidance not in PRESETS:
+            raise ConfigError(f"unknown guidance preset {self.guidance!r} (choose from {', '.join(PRESETS)})")
+
+    def override(self, **values: Any) -> SamplingConfig:
+        """A copy with the given settings changed (None keeps the current value), validated again."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown sampling settings {unknown} (known: {', '.join(sorted(known))})")
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def branches(self, negative: Any = None) -> list[GuidanceBranch]:
+        """The preset's negative branches; `negative`: the conditions they use (None: the model's empty ones)."""
+        return preset_branches(
+            self.guidance, cfg_strength=self.cfg_strength, text_cfg_strength=self.text_cfg_strength, cond=negative
+        )
+
+    @property
+    def guided(self) -> bool:
+        """Whether any negative branch runs (otherwise the sampler evaluates the conditional velocity only)."""
+        return bool(self.branches())
+
+
+def sample_with(
+    config: SamplingConfig, model, noise: Streams, cond: Any, *, negative: Any = None, **options: Any
+) -> SampleResult:
+    """`avflow.flow.solvers.sample` with these settings; `options` go to it (clean, t_start, batched, progress)."""
+    return sample(
+        model,
+        noise,
+        cond,
+        steps=config.steps,
+        solver=config.solver,
+        shift=config.shift,
+        guidance=config.branches(negative),
+        **options,
+    )

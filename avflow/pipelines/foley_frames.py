@@ -1,0 +1,89 @@
+"""Streaming a video once into the CLIP (8 fps) and Synchformer (25 fps) frames of each generation window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from avflow.data.media import iter_video_windows
+from avflow.encoders.preprocess import clip_frames_transform, frame_counts, sync_frames_transform
+from avflow.pipelines.foley_windows import EPS, Window
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowFrames:
+    window: Window
+    clip: Tensor  # (n_clip, 3, 384, 384) uint8
+    sync: Tensor  # (n_sync, 3, 224, 224) uint8
+
+
+class _Targets:
+    """Frame targets start + k / fps, k < count; each takes the first source frame at or after it."""
+
+    def __init__(self, start: float, fps: float, count: int, transform: Callable[[Tensor], Tensor]):
+        self.start, self.fps, self.count, self.transform = start, fps, count, transform
+        self.frames: list[Tensor] = []
+
+    def take(self, t: float, frame: Tensor, cache: dict) -> None:
+        while len(self.frames) < self.count and self.start + len(self.frames) / self.fps <= t + EPS:
+            key = id(self.transform)
+            if key not in cache:
+                cache[key] = self.transform(frame[None])[0]
+            self.frames.append(cache[key])
+
+    def finish(self, last: Tensor | None, cache: dict) -> Tensor:
+        """Targets past the last source frame repeat it."""
+        while len(self.frames) < self.count and last is not None:
+            self.take(math.inf, last, cache)
+        return torch.stack(self.frames)
+
+    @property
+    def done(self) -> bool:
+        return len(self.frames) >= self.count
+
+
+def iter_window_frames(path: str | Path, windows: list[Window], read_s: float = 0.5) -> Iterator[WindowFrames]:
+    """Stream the video once; yield each window's CLIP (8 fps) and Synchformer (25 fps) frames when complete.
+
+    Only windows overlapping the current read position hold frames, so memory is bounded by about two windows of
+    encoder-sized frames plus `read_s` seconds of source frames.
+    """
+    pending = list(windows)
+    active: list[tuple[Window, _Targets, _Targets]] = []
+
+    def open_until(t: float) -> None:
+        while pending and pending[0].start_s <= t + EPS:
+            w = pending.pop(0)
+            n_clip, n_sync = frame_counts(w.duration)
+            active.append(
+                (
+                    w,
+                    _Targets(w.start_s, 8.0, n_clip, clip_frames_transform),
+                    _Targets(w.start_s, 25.0, n_sync, sync_frames_transform),
+                )
+            )
+
+    last = None
+    for chunk in iter_video_windows(path, window_s=read_s, overlap_s=0.0, fps=None, size=None):
+        frames = chunk.frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
+        for frame, t in zip(frames, chunk.times.tolist()):
+            open_until(t)
+            cache: dict = {}
+            for _, clip_t, sync_t in active:
+                clip_t.take(t, frame, cache)
+                sync_t.take(t, frame, cache)
+            last = frame
+            while active and active[0][1].done and active[0][2].done:
+                w, clip_t, sync_t = active.pop(0)
+                yield WindowFrames(window=w, clip=torch.stack(clip_t.frames), sync=torch.stack(sync_t.frames))
+        if not active and not pending:
+            return
+    open_until(math.inf)
+    for w, clip_t, sync_t in active:
+        cache = {}
+        yield WindowFrames(window=w, clip=clip_t.finish(last, cache), sync=sync_t.finish(last, cache))

@@ -1,0 +1,270 @@
+"""What the web UI's tabs do, without Gradio: plain functions that take file paths and numbers and return file paths.
+
+`generate_joint`, `generate_foley` and `generate_binaural` raise `AvflowError` for bad input (the page shows it as one
+line); the models are loaded once per process and shared by the requests. The page itself is `avflow.ui.app`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avflow import hub
+from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO
+from avflow.errors import AvflowError, MediaError
+
+VIDEO_TYPES = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"]
+FOLEY_MODEL = "small_16k"
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class UISettings:
+    """Server-side limits and defaults of the app."""
+
+    steps: int = int(os.environ.get("AVFLOW_UI_STEPS", "25"))  # default sampling steps shown in the page
+    duration: float = 2.0  # default clip length (s)
+    max_duration: float = 10.0
+    max_foley_duration: float = 30.0  # foley uses at most this many seconds of an upload
+    max_binaural_duration: float = 60.0
+    max_file_size: str = "200mb"  # uploads above this are refused by the server
+    concurrency: int = 2  # requests generating at once; the rest wait in the queue
+    max_queue: int = 16
+    output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avflow-ui")
+
+
+@dataclass
+class Result:
+    """What a tab shows: a video with sound, its spectrogram and a line of numbers."""
+
+    video: Path
+    spectrogram: Path
+    summary: str = ""
+    extra_files: list[Path] = field(default_factory=list)  # offered for download beside the video
+
+
+def _job_dir(settings: UISettings) -> Path:
+    path = settings.output_dir / uuid.uuid4().hex[:12]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_video_upload(path: str | Path | None) -> Path:
+    """An uploaded file that has a video stream, else a one-line MediaError."""
+    from avflow.data.media import probe
+
+    if not path:
+        raise MediaError("upload a video first")
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_TYPES:
+        raise MediaError(f"{path.name}: not a video file (accepted: {', '.join(VIDEO_TYPES)})")
+    try:
+        info = probe(path)
+    except AvflowError:
+        raise MediaError(f"{path.name}: not a readable video file") from None
+    if not info.has_video or info.n_frames == 0:
+        raise MediaError(f"{path.name}: has no video stream")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- joint
+
+
+_joint_lock = threading.Lock()
+
+
+@functools.cache
+def _default_model():
+    from avflow.pipelines.default_model import load_default_model
+
+    return load_default_model()
+
+
+def default_model():
+    """The shipped joint model, loaded once per process (thread-safe)."""
+    with _joint_lock:
+        return _default_model()
+
+
+def joint_cfg_strength() -> float:
+    """The shipped joint model's guidance strength (its config), shown as the page's default."""
+    from avflow.pipelines.default_model import read_default_config
+
+    return read_default_config().sampling.cfg_strength
+
+
+def generate_joint(
+    prompt: str,
+    settings: UISettings,
+    *,
+    seed: int = 0,
+    duration: float | None = None,
+    steps: int | None = None,
+    cfg_strength: float | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Text -> video with stereo sound from the default model (`cfg_strength` None: the model's)."""
+    if not prompt or not prompt.strip():
+        raise AvflowError("write a prompt first")
+    duration = settings.duration if duration is None else float(duration)
+    if not 0.5 <= duration <= settings.max_duration:
+        raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
+    steps = settings.steps if steps is None else int(steps)
+    if not 1 <= steps <= 200:
+        raise AvflowError(f"steps must be between 1 and 200, not {steps}")
+    model = default_model()
+    sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
+    clip = model.generate(prompt.strip(), seed=int(seed), duration=duration, sampling=sampling, progress=progress)
+    out = _job_dir(settings)
+    video, spectrogram = out / "generated.mp4", out / "spectrogram.png"
+    clip.save(video)
+    clip.save_spectrogram(spectrogram)
+    metrics = clip.metrics() if hasattr(clip, "metrics") else {}
+    summary = ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items())
+    return Result(video, spectrogram, summary)
+
+
+# ---------------------------------------------------------------------------------------------------- foley
+
+
+def foley_cfg_strength() -> float:
+    """The foley model's guidance strength (its variant's sampling settings), shown as the page's default."""
+    from avflow.pipelines.foley_variants import resolve_model
+
+    return resolve_model(FOLEY_MODEL).sampling.cfg_strength
+
+
+def missing_foley_weights(model: str = FOLEY_MODEL) -> list[str]:
+    """Files of an official MMAudio model that are not converted in the cache yet."""
+    return [hub.ASSETS[s].name for s in hub.MODELS[model] if not hub.converted_path(hub.ASSETS[s]).exists()]
+
+
+def foley_weights_message(model: str = FOLEY_MODEL) -> str:
+    missing = missing_foley_weights(model)
+    if not missing:
+        return f"Official MMAudio `{model}` weights found in the cache ({hub.home()})."
+    return (
+        f"The foley tab needs the official MMAudio `{model}` weights, which are not in the cache {hub.home()} "
+        f"(missing: {', '.join(missing)}). Get them once with `avflow download {model}` on a machine with network "
+        "access; they work offline afterwards."
+    )
+
+
+def generate_foley(
+    video_path: str | Path | None,
+    prompt: str,
+    settings: UISettings,
+    *,
+    negative_prompt: str = "",
+    seed: int = 0,
+    steps: int | None = None,
+    cfg_strength: float | None = None,
+    existing_audio: str = DEFAULT_EXISTING_AUDIO,
+    progress: Progress | None = None,
+) -> Result:
+    """Video -> the same video with a generated foley track (official MMAudio weights; `cfg_strength` None: the
+    model's); the video's own audio is kept, replaced or mixed in as `existing_audio` says."""
+    video = check_video_upload(video_path)
+    if missing_foley_weights():
+        raise AvflowError(foley_weights_message())
+    from avflow.data.media import mux_audio, write_audio
+    from avflow.pipelines.foley_variants import resolve_model
+
+    steps = settings.steps if steps is None else int(steps)
+    sampling = resolve_model(FOLEY_MODEL).sampling.override(steps=steps, cfg_strength=cfg_strength)
+    output = foley_pipeline().generate_video(
+        video, prompt or None, negative_prompt or None, duration=settings.max_foley_duration, seed=int(seed),
+        sampling=sampling, progress=progress,
+    )  # fmt: skip
+    out = _job_dir(settings)
+    result = mux_audio(video, output.audio[None], output.sample_rate, out / "foley.mp4", existing_audio=existing_audio)
+    write_audio(out / "foley.wav", output.audio[None], output.sample_rate)
+    summary = f"{output.duration:.2f} s in {output.windows} window(s) at {output.sample_rate} Hz"
+    return Result(result, _spectrogram_of(result, out), summary, [out / "foley.wav"])
+
+
+_foley_lock = threading.Lock()
+
+
+@functools.cache
+def _foley_pipeline():
+    import torch
+
+    from avflow.pipelines.foley import FoleyPipeline
+
+    return FoleyPipeline.load(FOLEY_MODEL, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def foley_pipeline():
+    """The official-weights foley pipeline, loaded once per process (thread-safe)."""
+    with _foley_lock:
+        return _foley_pipeline()
+
+
+# ---------------------------------------------------------------------------------------------------- binaural
+
+
+def generate_binaural(
+    video_path: str | Path | None,
+    settings: UISettings,
+    *,
+    mode: str = "auto",
+    seed: int = 0,
+    steps: int | None = None,
+    existing_audio: str = DEFAULT_EXISTING_AUDIO,
+    progress: Progress | None = None,
+) -> Result:
+    """Video -> the same video with a binaural [left, right] track: generated by the shipped binaural model, or the
+    video's own audio spatialised from where things move ("auto": the model when its weights are installed)."""
+    from avflow.data.media import mux_audio, probe, write_audio
+    from avflow.models.binaural import MODEL_FILE
+    from avflow.pipelines.binaural import binaural_track
+
+    video = check_video_upload(video_path)
+    info = probe(video)
+    if info.duration > settings.max_binaural_duration:
+        raise MediaError(f"{video.name}: {info.duration:.1f} s is longer than {settings.max_binaural_duration:g} s")
+    if mode == "auto":
+        mode = "model" if MODEL_FILE.is_file() else "spatialise"
+    if mode == "spatialise" and not info.has_audio:
+        raise MediaError(f"{video.name}: has no audio track to spatialise (choose the binaural model)")
+    if progress is not None:
+        progress(0, 1)
+    pipeline = binaural_pipeline() if mode == "model" else None
+    sampling = pipeline.sampling.override(steps=steps) if pipeline is not None else None
+    track = binaural_track(video, mode=mode, seed=int(seed), sampling=sampling, pipeline=pipeline)
+    if progress is not None:
+        progress(1, 1)
+    out = _job_dir(settings)
+    result = mux_audio(video, track.audio, track.sample_rate, out / "binaural.mp4", existing_audio=existing_audio)
+    write_audio(out / "binaural.wav", track.audio, track.sample_rate)
+    summary = f"{track.duration:.2f} s, {track.mode}"
+    return Result(result, _spectrogram_of(result, out), summary, [out / "binaural.wav"])
+
+
+_binaural_lock = threading.Lock()
+
+
+@functools.cache
+def _binaural_pipeline():
+    from avflow.pipelines.binaural import BinauralPipeline
+
+    return BinauralPipeline.from_assets()
+
+
+def binaural_pipeline():
+    """The shipped binaural model, loaded once per process (thread-safe)."""
+    with _binaural_lock:
+        return _binaural_pipeline()
+
+
+def _spectrogram_of(media: Path, out: Path) -> Path:
+    from avflow.data.spectrogram import save_file_spectrogram
+
+    return save_file_spectrogram(media, out / "spectrogram.png")

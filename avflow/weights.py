@@ -1,0 +1,199 @@
+"""Weights on disk, one helper per job: reading state dicts, strict loading that names bad keys, atomic writes and
+checksums. Every loader in avflow (the weight cache, MMAudio, codecs, encoders, training exports) goes through here.
+
+Reading: `.safetensors` with safetensors, anything else (official `.pth` / `.pt` / `.bin`) with
+`torch.load(weights_only=True)`, so no pickled code runs. Every failure is a one-line `WeightsError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import Tensor, nn
+
+from avflow.errors import WeightsError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def read_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`: tensors, containers and plain values only; no pickled code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
+        why = _first_line(exc)
+        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None
+
+
+def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
+    """The flat state dict of a weights file.
+
+    `subkey`: the state dict may sit under this key of the file's top-level dict (e.g. "generator" in BigVGAN's
+    files, "state_dict" in some open_clip ones); a file that already is a flat state dict is taken as is. A DDP
+    `module.` prefix on every key is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix != ".safetensors":
+        state: Any = read_torch(path)
+    else:
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # truncated or foreign file
+            why = _first_line(exc)
+            raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None
+    if subkey and isinstance(state, dict) and isinstance(state.get(subkey), Mapping):
+        state = dict(state[subkey])
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        under = f" (looked under {subkey!r})" if subkey else ""
+        raise WeightsError(f"{path}: does not hold a flat state dict of tensors{under}")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file
+        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def describe_keys(keys: Iterable[str], limit: int = 6) -> str:
+    """Sorted keys, at most `limit` of them, then how many more."""
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_strict(
+    module: nn.Module,
+    state: Mapping[str, Tensor],
+    source: str = "state dict",
+    *,
+    optional: tuple[str, ...] = (),
+    assign: bool = False,
+) -> nn.Module:
+    """Copy `state` into `module`; a WeightsError names every missing, unexpected, non-tensor or misshapen key.
+
+    Keys ending with one of `optional` (e.g. recomputable filter buffers) may be absent. `assign` replaces the
+    module's tensors instead of copying into them (for modules built on the meta device).
+    """
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in expected]
+    not_tensors = [k for k in state if k in expected and not isinstance(state[k], Tensor)]
+    misshapen = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {describe_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {describe_keys(unexpected)}")
+    if not_tensors:
+        problems.append(f"not tensors: {describe_keys(not_tensors)}")
+    if misshapen:
+        problems.append(f"shape mismatch: {describe_keys(misshapen, limit=3)}")
+    if problems:
+        raise WeightsError(f"{source}: does not match {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(dict(state), strict=not optional, assign=assign)
+    return module
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through a temporary file in the same folder, fsync it, then rename it over `path`.
+
+    Either `path` ends up complete or nothing changes: when `write` fails, the temporary file and any folders made
+    for it are removed again.
+    """
+    path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    done = False
+    try:
+        with open(tmp, "w+b") as f:  # readable too, for writers that patch what they wrote
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        done = True
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+        if not done:
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors (copied to the CPU, contiguous, storage not shared) as safetensors, atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write(Path(path), lambda f: f.write(data))
+    return Path(path)
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """`torch.save` of `obj`, atomically (readable with `torch.load(weights_only=True)` when it holds only tensors,
+    containers and plain values)."""
+    atomic_write(Path(path), lambda f: torch.save(obj, f))
+    return Path(path)
+
+
+def _digest(path: str | Path, h, chunk: int = 1 << 22) -> str:
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return _digest(path, hashlib.sha256())
+
+
+def md5_file(path: str | Path) -> str:
+    """MD5 of a file (only to compare with checksums that publishers give as MD5)."""
+    return _digest(path, hashlib.md5())

@@ -1,0 +1,58 @@
+"""Export a trained world codec run into a codec folder (default: the shipped avflow/assets/codecs).
+
+    python scripts/export_codecs.py video runs/codec_video [--out avflow/assets/codecs] [--world data/world2s]
+    python scripts/export_codecs.py audio runs/codec_audio
+
+Takes the run's EMA weights (`ema_<sigma>.safetensors`, the first profile), sets `latent_scale` to the std of the
+unscaled latents of the first 64 training clips, and writes fp16 weights plus the config into `codecs.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from avflow.codecs.world import save_codec
+    from avflow.config import from_dict, read_yaml
+    from avflow.train.components import MODELS
+    from avflow.train.datasets import WorldClips, WorldClipsConfig
+    from avflow.weights import load_strict, read_state_dict
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=["video", "audio"])
+    parser.add_argument("run", type=Path, help="training output folder (has config.yaml and ema_*.safetensors)")
+    parser.add_argument("--out", type=Path, default=REPO / "avflow" / "assets" / "codecs")
+    parser.add_argument("--world", default=None, help="world dataset for the latent scale (default: the run's)")
+    args = parser.parse_args(argv)
+
+    config = read_yaml(args.run / "config.yaml")
+    spec = MODELS[config["model"]["name"]]
+    model = spec.build(from_dict(spec.config, config["model"]["args"]))
+    emas = sorted(args.run.glob("ema_*.safetensors"))
+    weights = emas[0] if emas else args.run / "model.safetensors"
+    load_strict(model, read_state_dict(weights), str(weights))
+    model.eval()
+    root = args.world or config["data"]["train"]["args"]["root"]
+    stream = "frames" if args.which == "video" else "audio"
+    clips = WorldClips(WorldClipsConfig(root=root, split="train", streams=(stream,), max_clips=64)).streams[stream]
+    torch.manual_seed(0)
+    if args.which == "video":
+        x = clips.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+        x = x[:, :, : x.shape[2] // 4 * 4]
+    else:
+        x = clips[..., : clips.shape[-1] // model.samples_per_latent * model.samples_per_latent]
+    scale = model.fit_latent_scale(x)
+    save_codec(model, args.out, args.which)
+    print(f"{args.which} codec from {weights} -> {args.out} (latent_scale {scale:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Helpers shared by several test files (import as `from helpers import ...`; tests never import each other)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from avflow.codecs.audio_vae import AudioVAEConfig
+from avflow.codecs.bigvgan import BigVGANConfig
+from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from avflow.encoders.synchformer import Synchformer, SynchformerConfig
+from avflow.models.mmaudio import MMAudio
+from avflow.models.mmaudio_config import MMAudioConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_FOLEY_MODEL = "tiny_test"
+TEXT_DIM = 24  # text width of the tiny joint models
+TINY_CLIP = CLIPConfig(
+    embed_dim=16,
+    vision=CLIPVisionConfig(width=32, layers=1, head_width=16),
+    text=CLIPTextConfig(width=16, heads=1, layers=1),
+)
+TINY_SYNC = SynchformerConfig(embed_dim=32, num_heads=2, depth=1)
+
+
+def fixtures_root() -> Path:
+    """The reference fixtures folder: $AVFLOW_FIXTURES or ../shared/fixtures. Missing is a failure."""
+    root = Path(os.environ.get("AVFLOW_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    if not root.is_dir():
+        pytest.fail(f"reference fixtures not found at {root} (set AVFLOW_FIXTURES)", pytrace=False)
+    return root
+
+
+def constructor(path: Path) -> dict:
+    """The `constructor` arguments a fixture was recorded with (its `.json`)."""
+    return json.loads(Path(path).read_text())["constructor"]
+
+
+def vae_fixture_for(fixtures: Path, latent_dim: int) -> str:
+    """The name of the audio VAE fixture whose latent width (`embed_dim` in its .json) is `latent_dim`."""
+    names = [p.name.removesuffix(".json") for p in sorted((fixtures / "mmaudio").glob("vae_tiny_*.json"))]
+    fitting = [n for n in names if constructor(fixtures / "mmaudio" / f"{n}.json")["embed_dim"] == latent_dim]
+    if not fitting:
+        pytest.fail(f"no VAE fixture with {latent_dim}-dim latents among {names}", pytrace=False)
+    return fitting[0]
+
+
+def randomize_(model: torch.nn.Module, seed: int, scale: float = 0.2) -> torch.nn.Module:
+    """Overwrite every parameter with seeded Gaussian values (so zero-initialised paths carry signal)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
+def tiny_foley_raw_files(raw: Path, fixtures: Path) -> tuple[dict[str, tuple[str, str]], dict]:
+    """Official-format files of a tiny foley model written to `raw`: ({stem: (file name, subkey)}, spec arguments).
+
+    The network takes the fixture network's layout with small encoder widths; its latent width comes from the
+    fixture's `.json`, and so does the VAE (the one whose `embed_dim` matches it) and the vocoder.
+    """
+    mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
+    tiny = constructor(mm / "network_tiny_v1.json")
+    net_cfg = MMAudioConfig(**{**tiny, "clip_dim": 16, "sync_dim": 32, "text_dim": 16, "text_seq_len": 77})
+    vae_name = vae_fixture_for(fixtures, net_cfg.latent_dim)
+    net = randomize_(MMAudio(net_cfg), 1, 0.05)
+    with torch.no_grad():
+        net.latent_mean.zero_()
+        net.latent_std.fill_(1.0)
+    torch.save(net.state_dict(), raw / "tiny_net.pth")  # official MMAudio .pth: a flat state dict
+    torch.save(load_file(mm / f"{vae_name}.weights.safetensors"), raw / "tiny_vae.pth")
+    vocoder = load_file(bv / "bigvgan_v1_tiny.weights.safetensors")
+    torch.save({"generator": vocoder}, raw / "tiny_vocoder.pt")  # as best_netG.pt
+    sync = randomize_(Synchformer(TINY_SYNC), 2).state_dict()
+    torch.save({**sync, "afeat_extractor.dummy": torch.zeros(1)}, raw / "tiny_sync.pth")  # whole Synchformer file
+    save_file(randomize_(CLIP(TINY_CLIP), 3).state_dict(), raw / "tiny_clip.safetensors")  # open_clip layout
+    files = {
+        "tiny_net": ("tiny_net.pth", ""),
+        "tiny_vae": ("tiny_vae.pth", ""),
+        "tiny_vocoder": ("tiny_vocoder.pt", "generator"),
+        "tiny_sync": ("tiny_sync.pth", ""),
+        "tiny_clip": ("tiny_clip.safetensors", ""),
+    }
+    spec = dict(
+        network="tiny_net",
+        vae="tiny_vae",
+        vocoder="tiny_vocoder",
+        synchformer="tiny_sync",
+        clip="tiny_clip",
+        network_config=net_cfg,
+        vae_config=AudioVAEConfig(**constructor(mm / f"{vae_name}.json")),
+        vocoder_config=BigVGANConfig.from_dict(constructor(bv / "bigvgan_v1_tiny.json")),
+        clip_config=TINY_CLIP,
+        synchformer_config=TINY_SYNC,
+    )
+    return files, spec
+
+
+def install_tiny_foley(monkeypatch, home: Path, source: Path, files: dict[str, tuple[str, str]], spec) -> Path:
+    """$AVFLOW_HOME = `home` holding the raw files (with MD5s) and the tiny model registered under TINY_FOLEY_MODEL."""
+    from avflow import hub
+    from avflow.pipelines.foley_variants import VARIANTS
+    from avflow.weights import md5_file
+
+    (home / "raw").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("AVFLOW_HOME", str(home))
+    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
+    for stem, (name, subkey) in files.items():
+        (home / "raw" / name).write_bytes((source / name).read_bytes())
+        monkeypatch.setitem(hub.ASSETS, stem, hub.Asset(name, md5=md5_file(source / name), subkey=subkey))
+    monkeypatch.setitem(hub.MODELS, TINY_FOLEY_MODEL, list(files))
+    monkeypatch.setitem(VARIANTS, TINY_FOLEY_MODEL, spec)
+    return home
+
+
+def moving_square(t: int = 16, h: int = 16, w: int = 32, side: str = "left", seed: int = 0) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8: grey background, a white 4x4 square bouncing vertically on one side."""
+    rng = np.random.default_rng(seed)
+    frames = np.full((t, h, w, 3), 60, dtype=np.uint8)
+    x0 = rng.integers(1, w // 2 - 5) if side == "left" else rng.integers(w // 2 + 1, w - 5)
+    for k in range(t):
+        y = int(abs((k % 8) - 4) * (h - 5) / 4)
+        frames[k, y : y + 4, x0 : x0 + 4] = 255
+    return frames
+
+
+def sweep_video_frames(fps: float, seconds: float, size=(32, 48)) -> np.ndarray:
+    """(T, H, W, 3) uint8: a brightening background and a white square sweeping right."""
+    n = max(1, round(seconds * fps))
+    frames = np.zeros((n, *size, 3), np.uint8)
+    for i in range(n):
+        frames[i, :, :] = (7 * i) % 200
+        x = (3 * i) % (size[1] - 8)
+        frames[i, 8:16, x : x + 8] = 255
+    return frames
+
+
+def perturb(model: torch.nn.Module, scale: float = 0.2) -> torch.nn.Module:
+    """Perturb every parameter (zero-initialised gates and adaLN layers included) so every path carries signal."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+def joint_inputs(batch: int = 2, frames: int = 3, tokens: int = 12):
+    """Streams `video` (B, 16, frames, 4, 4) and `audio` (B, tokens, 20), times and text conditions for tiny joint
+    models (text width TEXT_DIM, 5 tokens of which 3 are real)."""
+    streams = {"video": torch.randn(batch, 16, frames, 4, 4), "audio": torch.randn(batch, tokens, 20)}
+    t = {"video": torch.rand(batch), "audio": torch.rand(batch)}
+    cond = {"text": torch.randn(batch, 5, TEXT_DIM), "text_mask": torch.tensor([[1, 1, 1, 0, 0]] * batch).bool()}
+    return streams, t, cond
+
+
+def write_tiny_model_config(folder: Path, files: dict[str, tuple[str, str]], spec: dict, name: str = "tiny.json"):
+    """A `--model CONFIG.json` for the tiny foley model whose official-format files lie in `folder` (as written by
+    `tiny_foley_raw_files`); weight files are named relative to the config's folder."""
+    from avflow.config import to_dict
+    from avflow.pipelines.foley_variants import PARTS, FoleySpec
+
+    by_stem = {stem: file for stem, (file, _) in files.items()}
+    data = to_dict(FoleySpec(**{**spec, **{part: by_stem[spec[part]] for part in PARTS}}))
+    path = Path(folder) / name
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+class WeightReads:
+    """Every attempt to read weights during a test, recorded (`calls`) and refused with an AssertionError."""
+
+    def __init__(self, monkeypatch):
+        import safetensors
+        import safetensors.torch
+
+        from avflow.models import binaural
+        from avflow.pipelines import default_model
+        from avflow.pipelines.binaural import BinauralPipeline
+        from avflow.pipelines.foley import FoleyPipeline
+
+        self.calls: list[str] = []
+        targets = [
+            (torch, "load"),
+            (safetensors.torch, "load_file"),
+            (safetensors.torch, "load"),
+            (safetensors, "safe_open"),
+            (FoleyPipeline, "load"),
+            (default_model, "load_default_model"),
+            (BinauralPipeline, "from_assets"),
+            (binaural, "load_binaural"),
+        ]
+        for owner, name in targets:
+            monkeypatch.setattr(owner, name, self._refuse(f"{getattr(owner, '__name__', owner)}.{name}"))
+
+    def _refuse(self, name: str):
+        def refuse(*args, **kwargs):
+            self.calls.append(name)
+            raise AssertionError(f"weights were read: {name}")
+
+        return refuse
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder` (hidden ones included) with its size and modification time."""
+    paths = sorted(Path(folder).rglob("*"))
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}

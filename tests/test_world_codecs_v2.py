@@ -1,0 +1,182 @@
+"""World codecs v2: the frame-wise video autoencoder and the binaural audio codec, their measures and loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avflow.codecs.world import load_world_codecs, save_codec
+from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
+from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
+from avflow.errors import ConfigError, WeightsError
+from avflow.eval.audio_quality import stft_log_distance
+from avflow.eval.video_quality import boundary_psnr_gap, colour_mask, frame_psnr, object_scores
+
+SMALL_VIDEO = WorldVideoCodecConfig(channels=(8, 16, 16), blocks=(1, 1, 1), latent_blocks=1)
+SMALL_AUDIO = WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4)
+
+
+@pytest.mark.parametrize("frames,size", [(8, 64), (12, 32), (4, 16)])
+def test_video_codec_shapes_and_determinism(frames, size):
+    torch.manual_seed(0)
+    codec = WorldVideoCodec(SMALL_VIDEO).eval()
+    video = torch.rand(2, 3, frames, size, size) * 2 - 1
+    with torch.no_grad():
+        z = codec.encode(video)
+        assert z.shape == (2, 16, frames // 4, size // 8, size // 8)
+        assert codec.latent_shape(frames, size, size) == tuple(z.shape[2:])
+        rec = codec.decode(z)
+        assert rec.shape == video.shape and rec.abs().max() <= 1.0
+        assert torch.equal(codec.decode(codec.encode(video)), rec)
+
+
+def test_video_codec_latent_frames_are_local_in_time():
+    """Latent frame j depends only on pixel frames [4j, 4j + 4): changing frame 5 leaves latent 0 and 2 intact."""
+    torch.manual_seed(0)
+    codec = WorldVideoCodec(SMALL_VIDEO).eval()
+    video = torch.rand(1, 3, 12, 16, 16) * 2 - 1
+    changed = video.clone()
+    changed[:, :, 5] = -changed[:, :, 5]
+    with torch.no_grad():
+        a, b = codec.encode(video), codec.encode(changed)
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and torch.equal(a[:, :, 2], b[:, :, 2])
+    assert not torch.equal(a[:, :, 1], b[:, :, 1])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 6, 16, 16), (1, 3, 8, 20, 16), (1, 4, 8, 16, 16), (3, 8, 16, 16)])
+def test_video_codec_rejects_bad_shapes(shape):
+    with pytest.raises(ConfigError):
+        WorldVideoCodec(SMALL_VIDEO).encode(torch.zeros(shape))
+
+
+def test_audio_codec_layout_shapes_and_determinism():
+    torch.manual_seed(0)
+    codec = WorldAudioCodec(SMALL_AUDIO).eval()
+    spl = codec.samples_per_latent
+    assert spl == SMALL_AUDIO.hop * SMALL_AUDIO.latent_stride
+    assert codec.latent_rate == pytest.approx(codec.sample_rate / spl)
+    audio = torch.randn(2, 2, 6 * spl) * 0.1
+    with torch.no_grad():
+        z = codec.encode(audio)
+        assert set(z) == {"left", "right"} and z["left"].shape == (2, 6, SMALL_AUDIO.latent_channels)
+        wav = codec.decode(z)
+        assert wav.shape == audio.shape
+        assert torch.equal(codec.decode(codec.encode(audio)), wav)
+        assert codec.decode(z, length=6 * spl - 7).shape[-1] == 6 * spl - 7
+        assert codec.decode(z, length=6 * spl + 9).shape[-1] == 6 * spl + 9
+
+
+def test_audio_codec_ears_are_coded_alike():
+    """One network for both ears: swapping the input channels swaps the streams exactly."""
+    torch.manual_seed(0)
+    codec = WorldAudioCodec(SMALL_AUDIO).eval()
+    audio = torch.randn(1, 2, 4 * codec.samples_per_latent) * 0.1
+    with torch.no_grad():
+        z, zs = codec.encode(audio), codec.encode(audio.flip(1))
+    torch.testing.assert_close(zs["left"], z["right"])
+    torch.testing.assert_close(zs["right"], z["left"])
+
+
+@pytest.mark.parametrize("samples", [0, 1001, 500 * 3 + 1])
+def test_audio_codec_rejects_bad_lengths(samples):
+    codec = WorldAudioCodec(SMALL_AUDIO)
+    with pytest.raises(ConfigError):
+        codec.encode(torch.zeros(1, 2, samples))
+    with pytest.raises(ConfigError):
+        codec.encode(torch.zeros(1, 1, 2000))
+
+
+def test_audio_codec_loss_trains_a_few_steps():
+    """The loss (auraloss multi-resolution STFT + complex + waveform terms) decreases on one batch."""
+    torch.manual_seed(0)
+    codec = WorldAudioCodec(SMALL_AUDIO)
+    t = torch.arange(8 * codec.samples_per_latent) / codec.sample_rate
+    tone = 0.3 * torch.sin(2 * torch.pi * 440 * t) * torch.exp(-8 * t)
+    audio = torch.stack([tone, 0.5 * tone])[None]
+    opt = torch.optim.Adam(codec.parameters(), 3e-3)
+    first = None
+    for _ in range(30):
+        loss, parts = codec.loss(audio)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert set(parts) == {"complex_l1", "stft", "wave_l1"}
+    assert loss.item() < 0.8 * first
+
+
+def test_stft_log_distance():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4000)
+    assert stft_log_distance(x, x).item() == 0.0
+    assert stft_log_distance(0.5 * x, x, range_db=None).item() == pytest.approx(np.log(2), rel=0.05)
+    with pytest.raises(ValueError):
+        stft_log_distance(x, x[:, :100])
+    # a tone over a quiet noise: another noise draw 70 dB down is invisible with the 60 dB range, not without
+    t = torch.arange(8000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)
+    a, b = tone + 3e-4 * torch.randn(8000), tone + 3e-4 * torch.randn(8000)
+    assert stft_log_distance(a, b).item() < 0.01 < stft_log_distance(a, b, range_db=None).item()
+
+
+def test_object_scores_on_known_masks():
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    masks = np.zeros((2, 1, 16, 16), bool)
+    masks[:, 0, 4:8, 4:8] = True  # 16 px
+    frames[0, 4:8, 4:8] = (220, 40, 40)  # exact
+    frames[1, 4:8, 5:9] = (230, 50, 45)  # shifted by one pixel, colour within tolerance
+    scores = object_scores(frames, masks, [{"rgb": (220, 40, 40), "colour": "red", "shape": "square"}])
+    assert [s.frame for s in scores] == [0, 1]
+    assert scores[0].iou == 1.0 and scores[0].centroid_error_px == 0.0
+    assert scores[1].iou == pytest.approx(12 / 20) and scores[1].centroid_error_px == pytest.approx(1.0)
+    assert colour_mask(frames, (220, 40, 40)).sum() == 32
+    frames[1] = 0
+    assert object_scores(frames, masks, [{"rgb": (220, 40, 40), "colour": "red", "shape": "square"}])[1].iou == 0.0
+
+
+def test_frame_psnr_and_boundary_gap():
+    ref = np.full((8, 4, 4, 3), 100, np.uint8)
+    rec = ref.copy()
+    rec[3] += 10  # frames 3 and 4 sit on the latent boundary at 4
+    rec[4] += 10
+    psnr = frame_psnr(ref, rec)
+    assert psnr[3] == pytest.approx(10 * np.log10(255**2 / 100))
+    assert psnr[0] > 100  # identical frames: capped by the 1e-10 MSE floor
+    assert boundary_psnr_gap(psnr) < -50
+
+
+def test_codec_folder_round_trip_and_checksum(tmp_path):
+    torch.manual_seed(0)
+    video, audio = WorldVideoCodec(SMALL_VIDEO), WorldAudioCodec(SMALL_AUDIO)
+    video.latent_scale.fill_(2.0)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    codecs = load_world_codecs(tmp_path)
+    assert codecs.video.config == SMALL_VIDEO and codecs.audio.config == SMALL_AUDIO
+    assert float(codecs.video.latent_scale) == 2.0
+    torch.testing.assert_close(codecs.audio.head.weight, audio.head.weight.half().float())
+    codecs.check_trained_with(codecs.checksum, "model")
+    with pytest.raises(WeightsError, match="trained with world codecs"):
+        codecs.check_trained_with("0" * 64, "model")
+    (tmp_path / "audio.safetensors").unlink()
+    with pytest.raises(WeightsError, match="missing: audio.safetensors"):
+        load_world_codecs(tmp_path)
+
+
+def test_checksum_covers_the_latent_space_only(tmp_path):
+    """A decoder trained further keeps the checksum; another encoder or latent scale changes it."""
+    torch.manual_seed(0)
+    video, audio = WorldVideoCodec(SMALL_VIDEO), WorldAudioCodec(SMALL_AUDIO)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    first = load_world_codecs(tmp_path).checksum
+    with torch.no_grad():
+        video.dec_frames[-1].weight.add_(1.0)
+        audio.head.weight.add_(1.0)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum == first
+    audio.latent_scale.fill_(3.0)
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum != first

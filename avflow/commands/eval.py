@@ -25,16 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Folders that exist, a writable --json path and a usable --report folder, before any clip is scored."""
-    from avflow.errors import MediaError
+    """Folders that exist, a writable --json path and --report folder, before any clip is scored or torch is
+    imported (one-line errors)."""
+    from avflow.errors import MediaError, OutputError
 
     for what, folder in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
         if folder is not None and not Path(folder).is_dir():
             raise MediaError(f"{what} {folder}: not a folder")
-    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
-        raise MediaError(f"--report {args.report}: exists and is not a folder")
     if args.json is not None:
         check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
+    if args.report is not None:
+        report = Path(args.report)
+        if report.exists() and not report.is_dir():
+            raise OutputError(f"--report {report}: exists and is not a folder")
+        if (report / "index.html").exists() and not args.overwrite:
+            raise OutputError(f"{report / 'index.html'} exists; pass --overwrite (or -y) to replace it")
 
 
 def _clean(value):

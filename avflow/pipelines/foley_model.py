@@ -12,6 +12,7 @@ from avflow.errors import ConfigError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING
+from avflow.nn.mmaudio_blocks import winograd_convolutions
 
 
 def sample_latents(
@@ -27,11 +28,13 @@ def sample_latents(
     """(normalized latents (B, N, C), NFE) from noise x0 under `cond` from `network.preprocess_conditions`.
 
     The negative branches use the learned empty conditions, with `negative_text_f` (B, Nt, text_dim) in place of
-    the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps).
+    the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps). The
+    network's kernel-3 convolutions run as Winograd F(4, 3) meanwhile (`winograd_convolutions`).
     """
     negative = network.empty_conditions(x0.shape[0], negative_text_f) if sampling.guided else None
     model = generator if generator is not None else network
-    result = sample_with(sampling, model, {"audio": x0}, cond, negative=negative, batched=batched)
+    with winograd_convolutions(network):
+        result = sample_with(sampling, model, {"audio": x0}, cond, negative=negative, batched=batched)
     return result.streams["audio"], result.nfe
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from avflow.errors import AvflowError, MediaError
+from avflow.precision import PRECISIONS, precision_help
 
 HELP = "generate synchronized audio for a video (MMAudio weights) and mux it into an mp4"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -32,6 +33,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
     )
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
+    parser.add_argument("--fast", action="store_true", help="the fast sampler preset (fewer steps; docs/foley.md)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=precision_help())
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
@@ -45,11 +48,13 @@ def load_pipeline(args: argparse.Namespace):
     from avflow.pipelines.foley import FoleyPipeline
     from avflow.pipelines.foley_variants import check_model
 
-    sampling = check_model(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    sampling = check_model(args.model).sampling
+    sampling = (sampling.preset("fast") if args.fast else sampling).override(steps=args.steps, cfg_strength=args.cfg)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     return FoleyPipeline.from_cache(
-        args.model, device=device, sampling=sampling, window_s=args.window, overlap_s=args.overlap
-    )
+        args.model, device=device, sampling=sampling, window_s=args.window, overlap_s=args.overlap,
+        precision=args.precision,
+    )  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from avflow.precision import PRECISIONS, precision_help
+
 HELP = "generate a video with stereo sound from a text prompt with the shipped default model"
 
 
@@ -16,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds (default: the model's, 2 s)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=precision_help())
     parser.add_argument("--task", choices=["t2av", "a2v", "v2a"], default="t2av",
                         help="t2av: text to audio+video; a2v: video for --audio; v2a: audio for --video")  # fmt: skip
     parser.add_argument("--audio", default=None, help="input audio file for --task a2v (resampled to 16 kHz mono)")
@@ -55,11 +58,13 @@ def progress_bar(done: int, total: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avflow.pipelines.default_model import load_default_model
+    from avflow.precision import autocast
 
     sampling = check_inputs(args)
     pipe = load_default_model(args.model)
-    options = dict(seed=args.seed, duration=args.duration, sampling=sampling, task=args.task)
-    clip = pipe.generate(args.prompt, audio_path=args.audio, video_path=args.video, progress=progress_bar, **options)
+    options = dict(seed=args.seed, duration=args.duration, sampling=sampling, task=args.task, progress=progress_bar)
+    with autocast(args.precision, "cpu"):  # the default model runs on the CPU
+        clip = pipe.generate(args.prompt, audio_path=args.audio, video_path=args.video, **options)
     out = clip.save(Path(args.output))
     print(f"wrote {out} ({clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "
           f"{clip.duration:.2f} s)")  # fmt: skip

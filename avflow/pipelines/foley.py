@@ -20,9 +20,10 @@ undecided audio tail) at a time. Only the final waveform is accumulated.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from avflow.pipelines.foley_model import FoleyModel
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
 from avflow.pipelines.foley_variants import VARIANTS, model_paths
 from avflow.pipelines.foley_windows import EPS, Window, plan_windows
+from avflow.precision import autocast, check_precision
 
 MIN_VIDEO_S = 0.5  # shortest video accepted
 
@@ -59,6 +61,17 @@ class FoleyOutput:
         return self.audio if self.audio.ndim == 2 else self.audio[None]
 
 
+def in_own_precision(method: Callable) -> Callable:
+    """Run a pipeline method (every stage in it) under the pipeline's precision."""
+
+    @functools.wraps(method)
+    def run(self: FoleyPipeline, *args, **kwargs):
+        with self.in_precision():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class FoleyPipeline:
     """Encoders + FoleyModel + windowing. `trace`, when a list, receives (name, seconds spanned) per tensor."""
 
@@ -70,9 +83,11 @@ class FoleyPipeline:
         window_s: float = 8.0,
         overlap_s: float = 1.0,
         read_s: float = 0.5,
+        precision: str = "fp32",
     ) -> None:
         self.model, self.encoders = model, encoders
         self.window_s, self.overlap_s, self.read_s = window_s, overlap_s, read_s
+        self.precision = check_precision(precision)  # every stage runs under `avflow.precision.autocast`
         self.trace: list[tuple[str, float]] | None = None
         self.timings: dict[str, float] = {}  # wall seconds per stage (features, sampling, decoding), accumulated
 
@@ -87,7 +102,7 @@ class FoleyPipeline:
         **kwargs,
     ) -> FoleyPipeline:
         """Load every part of `model` from the weight cache (official files converted to safetensors); `sampling`
-        defaults to the variant's."""
+        defaults to the variant's; `kwargs` go to the constructor (window_s, overlap_s, read_s, precision)."""
         paths = model_paths(model, root)
         spec = VARIANTS[model]
         network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths[spec.network])
@@ -108,6 +123,10 @@ class FoleyPipeline:
         config = self.model.network.config
         return config.sample_rate / config.hop_length / 2
 
+    def in_precision(self) -> AbstractContextManager:
+        """The autocast context of this pipeline's precision on its device."""
+        return autocast(self.precision, self.model.device)
+
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -126,6 +145,7 @@ class FoleyPipeline:
     # -- video ----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @in_own_precision
     def generate_video(
         self,
         path: str | Path,
@@ -165,6 +185,7 @@ class FoleyPipeline:
     # -- text and image -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @in_own_precision
     def generate_text(
         self,
         prompt: str,
@@ -189,6 +210,7 @@ class FoleyPipeline:
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
     @torch.no_grad()
+    @in_own_precision
     def generate_image(
         self,
         path: str | Path,

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,text,train,oracle
 
-.PHONY: demo test test-slow bench lint venv clean ui-deps
+.PHONY: demo test test-slow bench lint venv clean ui-deps media-deps
 
 venv: $(STAMP)
 
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/avflow demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check avflow tests benchmarks
+	$(VENV)/bin/ruff check avflow tests benchmarks scripts
 
 # The browser UI test needs Debian's chromium (installed here when running as root) and the [ui,uitest] extras.
 ui-deps: $(VENV)/.ui-stamp
@@ -30,7 +30,14 @@ $(VENV)/.ui-stamp: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS),ui,uitest]'
 	touch $@
 
-test: lint ui-deps
+# The mux alignment test decodes with Debian's ffmpeg command-line tool, as players do (installed here when running as
+# root, like chromium; otherwise tests/test_mux.py skips, and fails under CI=true).
+media-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq ffmpeg; \
+	  else echo "note: ffmpeg is missing and this is not root; tests/test_mux.py will skip (apt-get install ffmpeg)"; fi; }
+
+test: lint ui-deps media-deps
 	$(VENV)/bin/pytest -q -n 2 --timeout 900
 
 test-slow: $(STAMP)

@@ -1,8 +1,9 @@
 """The `avflow` command line.
 
 Each subcommand lives in `avflow/commands/<name>.py` and exposes `HELP` (one line),
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their
-command runs, so `avflow --help` stays fast.
+`add_arguments(parser)` and `run(args) -> int`. Command modules and their parsers import nothing heavy (torch, PyAV,
+numpy come in with `run`), so `avflow --help` and argument errors answer in well under a second
+(`benchmarks/cli_startup.py` measures it). Every error is one line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,30 @@ COMMANDS: dict[str, str] = {
     "experiment": "avflow.commands.experiment",
     "binaural": "avflow.commands.binaural",
 }
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; each option's default appended to its help unless the help states it already or
+    there is none to show (None, a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
+class Parser(argparse.ArgumentParser):
+    """Argument errors in one line, naming the command's --help; help with defaults (sub-commands too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -64,17 +89,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = argv[0]
     module = importlib.import_module(COMMANDS[name])
-    parser = argparse.ArgumentParser(prog=f"avflow {name}", description=module.HELP)
+    parser = Parser(prog=f"avflow {name}", description=_description(module))
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exc:  # --help, or an argument error already printed in one line
+        return int(exc.code or 0)
     try:
         return int(module.run(args) or 0)
     except AvflowError as exc:
         print(f"avflow {name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a disk that is full, a folder that cannot be written
+        print(f"avflow {name}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _description(module) -> str:
+    """The command's one-line HELP, then the rest of its module docstring (what it writes, what it checks)."""
+    doc = (module.__doc__ or "").strip().split("\n\n", 1)
+    return module.HELP + ("\n\n" + doc[1] if len(doc) > 1 else "")
 
 
 if __name__ == "__main__":

@@ -17,3 +17,7 @@ class WeightsError(AvflowError):
 
 class ConfigError(AvflowError):
     """A configuration has an unknown key, a wrong type or a missing path."""
+
+
+class OutputError(AvflowError):
+    """An output path cannot be used: wrong suffix, it would replace an input, or it exists (without --overwrite)."""

@@ -10,15 +10,10 @@ Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_down
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from avflow.errors import WeightsError
-from avflow.weights import md5_file, read_state_dict, save_safetensors
 
 MMAUDIO_HF = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights/"
 MMAUDIO_GH = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/"
@@ -106,6 +101,11 @@ def raw_path(asset: Asset, root: Path | None = None) -> Path:
 
 
 def _download(asset: Asset, dest: Path) -> None:
+    import shutil
+    import tempfile
+    import urllib.error
+    import urllib.request
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     if asset.hf_repo:
         from huggingface_hub import hf_hub_download
@@ -136,6 +136,8 @@ def _download(asset: Asset, dest: Path) -> None:
 
 def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path:
     """Verify the raw file's checksum and write its state dict as safetensors (atomically). Returns the path."""
+    from avflow.weights import md5_file, read_state_dict, save_safetensors
+
     raw = raw_path(asset, root)
     if verify and asset.md5:
         got = md5_file(raw)
@@ -157,13 +159,24 @@ def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool 
     raw = raw_path(asset, root)
     if not raw.exists():
         if not allow_download or offline():
-            why = "offline mode is on" if offline() else "downloads happen only on request"
-            raise WeightsError(
-                f"{asset.name} is not in the cache {root or home()} ({why}); run `avflow download MODEL` "
-                f"with network access, or place the official file at {raw}"
-            )
+            require(asset, root)
         _download(asset, raw)
     return convert(asset, root, verify=verify)
+
+
+def require(asset: Asset | str, root: Path | None = None) -> None:
+    """A one-line WeightsError unless the asset is in the cache (converted or as published); reads no weights."""
+    if isinstance(asset, str):
+        if asset not in ASSETS:
+            raise WeightsError(f"unknown weight file {asset!r}; known: {', '.join(ASSETS)}")
+        asset = ASSETS[asset]
+    if converted_path(asset, root).exists() or raw_path(asset, root).exists():
+        return
+    why = "offline mode is on" if offline() else "downloads happen only on request"
+    raise WeightsError(
+        f"{asset.name} is not in the cache {root or home()} ({why}); run `avflow download MODEL` "
+        f"with network access, or place the official file at {raw_path(asset, root)}"
+    )
 
 
 def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = False) -> dict[str, Path]:

@@ -125,19 +125,32 @@ def load_strict(
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same folder, fsync it, then rename it over `path`."""
+    """Write through a temporary file in the same folder, fsync it, then rename it over `path`.
+
+    Either `path` ends up complete or nothing changes: when `write` fails, the temporary file and any folders made
+    for it are removed again.
+    """
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    done = False
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "w+b") as f:  # readable too, for writers that patch what they wrote
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        done = True
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not done:
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     _fsync_dir(path.parent)
 
 

@@ -157,3 +157,56 @@ def joint_inputs(batch: int = 2, frames: int = 3, tokens: int = 12):
     t = {"video": torch.rand(batch), "audio": torch.rand(batch)}
     cond = {"text": torch.randn(batch, 5, TEXT_DIM), "text_mask": torch.tensor([[1, 1, 1, 0, 0]] * batch).bool()}
     return streams, t, cond
+
+
+def write_tiny_model_config(folder: Path, files: dict[str, tuple[str, str]], spec: dict, name: str = "tiny.json"):
+    """A `--model CONFIG.json` for the tiny foley model whose official-format files lie in `folder` (as written by
+    `tiny_foley_raw_files`); weight files are named relative to the config's folder."""
+    from avflow.config import to_dict
+    from avflow.pipelines.foley_variants import PARTS, FoleySpec
+
+    by_stem = {stem: file for stem, (file, _) in files.items()}
+    data = to_dict(FoleySpec(**{**spec, **{part: by_stem[spec[part]] for part in PARTS}}))
+    path = Path(folder) / name
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+class WeightReads:
+    """Every attempt to read weights during a test, recorded (`calls`) and refused with an AssertionError."""
+
+    def __init__(self, monkeypatch):
+        import safetensors
+        import safetensors.torch
+
+        from avflow.models import binaural
+        from avflow.pipelines import default_model
+        from avflow.pipelines.binaural import BinauralPipeline
+        from avflow.pipelines.foley import FoleyPipeline
+
+        self.calls: list[str] = []
+        targets = [
+            (torch, "load"),
+            (safetensors.torch, "load_file"),
+            (safetensors.torch, "load"),
+            (safetensors, "safe_open"),
+            (FoleyPipeline, "load"),
+            (default_model, "load_default_model"),
+            (BinauralPipeline, "from_assets"),
+            (binaural, "load_binaural"),
+        ]
+        for owner, name in targets:
+            monkeypatch.setattr(owner, name, self._refuse(f"{getattr(owner, '__name__', owner)}.{name}"))
+
+    def _refuse(self, name: str):
+        def refuse(*args, **kwargs):
+            self.calls.append(name)
+            raise AssertionError(f"weights were read: {name}")
+
+        return refuse
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder` (hidden ones included) with its size and modification time."""
+    paths = sorted(Path(folder).rglob("*"))
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}

@@ -123,7 +123,7 @@ def test_model_save_load_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["spatialise", "model"])
-def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, mode: str):
+def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, mode: str, capsys):
     from avflow.cli import main
     from avflow.data.media import probe, read_audio, write_video
 
@@ -133,8 +133,9 @@ def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, mode: str):
     src = write_video(tmp_path / "in.mp4", frames, 16, audio=mono, sample_rate=SR)
     out = tmp_path / "out.mp4"
     assert main(["binaural", str(src), "-o", str(out), "--mode", mode, "--steps", "4"]) == 0
+    assert "its audio track kept as track 2 (--audio keep)" in capsys.readouterr().out
     info = probe(out)
-    assert info.has_audio and info.audio_channels == 2
+    assert info.has_audio and info.audio_channels == 2 and info.audio_tracks == 2  # the new track, then the video's
     audio, sr = read_audio(out)
     assert audio.shape[0] == 2
     assert abs(audio.shape[1] / sr - probe(src).duration) < 1e-3

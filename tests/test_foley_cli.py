@@ -1,7 +1,10 @@
-"""`avflow foley` / t2a / i2a end to end with tiny random weights written to a temporary cache in official formats."""
+"""`avflow foley` / t2a / i2a end to end with tiny random weights in official formats: from a temporary weight cache,
+from a model config .json of one's own, and with a fine-tuned network (`--weights`) straight out of `avflow train`;
+arguments checked before any weights are read; outputs never written unasked, never replaced unasked."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +14,16 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, sweep_video_frames, tiny_foley_raw_files
+from helpers import (
+    TINY_FOLEY_MODEL,
+    WeightReads,
+    fixtures_root,
+    install_tiny_foley,
+    listing,
+    sweep_video_frames,
+    tiny_foley_raw_files,
+    write_tiny_model_config,
+)
 
 from avflow import hub
 from avflow.cli import main
@@ -23,6 +35,7 @@ from avflow.pipelines.foley_variants import FoleySpec
 from avflow.pipelines.foley_windows import plan_windows
 
 MODEL = TINY_FOLEY_MODEL
+REPO = Path(__file__).resolve().parents[1]
 WINDOW, OVERLAP = 1.0, 0.25
 
 
@@ -32,6 +45,14 @@ def raw_files(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]], Foley
     raw = tmp_path_factory.mktemp("raw_source")
     files, spec = tiny_foley_raw_files(raw, fixtures_root())
     return raw, files, FoleySpec(**spec)
+
+
+@pytest.fixture(scope="module")
+def model_json(tmp_path_factory) -> Path:
+    """A `--model` config .json of the tiny model beside its official-format files (no weight cache involved)."""
+    folder = tmp_path_factory.mktemp("own_model")
+    files, spec = tiny_foley_raw_files(folder, fixtures_root())
+    return write_tiny_model_config(folder, files, spec)
 
 
 @pytest.fixture
@@ -70,11 +91,18 @@ def audio_track(path: Path) -> tuple[int, int, int, float]:
 CLI_FAST = ["--model", MODEL, "--steps", "2", "--window", str(WINDOW), "--overlap", str(OVERLAP), "--device", "cpu"]
 
 
+def fast(model: Path | str) -> list[str]:
+    return ["--model", str(model), *CLI_FAST[2:]]
+
+
 @pytest.mark.parametrize("fps", [16.0, 23.976, 30.0])
-def test_foley_cli_any_frame_rate(cache, rate, tmp_path, fps):
+def test_foley_cli_any_frame_rate(cache, rate, tmp_path, fps, capsys):
     video = make_video(tmp_path / "in.mp4", fps, 1.7)
     out, wav = tmp_path / "out.mp4", tmp_path / "out.wav"
     assert main(["foley", str(video), "-o", str(out), "--wav", str(wav), "--prompt", "steps", *CLI_FAST]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {out}" in captured.out and "the video had no audio" in captured.out
+    assert "window 2/" in captured.err and "foley" in captured.err  # the progress bar over steps and windows
     assert video_packets(out) == video_packets(video)
     track_rate, channels, samples, duration = audio_track(out)
     assert (track_rate, channels) == (rate, 1)
@@ -121,7 +149,7 @@ def _seam_jumps(pipe, video: Path, overlap: float) -> tuple[float, float, list]:
 
 def test_windows_are_seamless_and_bounded(cache, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25.0, 3.0)
-    pipe = FoleyPipeline.from_cache(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
+    pipe = FoleyPipeline.load(MODEL, sampling=SAMPLING.override(steps=2), window_s=WINDOW)
     pipe.model.vocoder = SmoothVocoder(pipe.model.vocoder.hop_length)
     seam, inside, trace = _seam_jumps(pipe, video, OVERLAP)
     assert seam <= inside
@@ -151,17 +179,23 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     make_video(folder / "a.mp4", 30.0, 0.8)
     make_video(folder / "b.mp4", 16.0, 0.6)
     (folder / "c.mp4").write_bytes(b"not a video at all" * 10)
+    make_video(folder / "d.mp4", 25.0, 0.32)  # shorter than every command accepts
     out = tmp_path / "out"
-    code = main(["foley", str(folder), "-o", str(out), *CLI_FAST])
+    code = main(["foley", str(folder), "-o", str(out), "--wav", str(tmp_path / "wavs"), *CLI_FAST])
     assert code == 1
-    assert (out / "a.mp4").exists() and (out / "b.mp4").exists() and (out / "b.wav").exists()
-    assert not (out / "c.mp4").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
+    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav"]  # asked for with --wav
     text = capsys.readouterr().out
-    assert "2 of 3 videos done" in text and "c.mp4" in text
-    listing = tmp_path / "list.txt"
-    listing.write_text("videos/a.mp4\n# comment\n\n")
-    assert main(["foley", str(listing), "-o", str(tmp_path / "out2"), "--flac", "x.flac", *CLI_FAST]) == 0
-    assert (tmp_path / "out2" / "a.flac").exists()
+    assert "2 of 4 videos done" in text and "c.mp4" in text and "too short" in text
+    files = tmp_path / "list.txt"
+    files.write_text("videos/a.mp4\n# comment\n\n")
+    assert main(["foley", str(files), "-o", str(tmp_path / "out2"), *CLI_FAST]) == 0
+    assert [p.name for p in (tmp_path / "out2").iterdir()] == ["a.mp4"]  # no audio file unless asked
+    before = listing(tmp_path)
+    assert main(["foley", str(files), "-o", str(tmp_path / "out2"), *CLI_FAST]) == 2  # a.mp4 exists: refused
+    assert "pass --overwrite (or -y)" in capsys.readouterr().err
+    assert listing(tmp_path) == before
+    assert main(["foley", str(files), "-o", str(tmp_path / "out2"), "-y", *CLI_FAST]) == 0
 
 
 def test_t2a_and_i2a(cache, rate, tmp_path):
@@ -194,12 +228,13 @@ def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys):
     assert main(["foley", str(short), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
     assert "too short" in _error(capsys)
     good = make_video(tmp_path / "good.mp4", 25.0, 0.8)
-    assert main(["foley", str(good), *CLI_FAST, "--model", "nonexistent"]) == 2
+    assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST, "--model", "nonexistent"]) == 2
     assert "unknown model" in _error(capsys)
-    assert main(["foley", str(good), *CLI_FAST, "--cfg", "0"]) == 2  # before any weights are read
+    assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST, "--cfg", "0"]) == 2
     assert "cfg_strength must be a finite number > 0" in _error(capsys)
-    # A corrupt converted file, then a corrupt official file: rejected before any video work.
-    converted = cache / "weights" / "tiny_net.safetensors"
+    # A corrupt converted file, then a corrupt official file: one line, nothing written.
+    converted = hub.fetch("tiny_net")
+    assert converted == cache / "weights" / "tiny_net.safetensors"
     converted.write_bytes(converted.read_bytes()[:3000])
     assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
     assert "tiny_net.safetensors" in _error(capsys)
@@ -221,6 +256,7 @@ def test_missing_weights_and_offline(cache, tmp_path, capsys, monkeypatch):
     good = make_video(tmp_path / "good.mp4", 25.0, 0.8)
     for f in (cache / "raw").iterdir():
         f.unlink()
+    reads = WeightReads(monkeypatch)  # missing files are found without reading any
     assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
     assert f"avflow download {MODEL}" in _error(capsys)
     monkeypatch.setenv("AVFLOW_OFFLINE", "1")
@@ -228,6 +264,7 @@ def test_missing_weights_and_offline(cache, tmp_path, capsys, monkeypatch):
     err = _error(capsys)
     assert "offline" in err and f"avflow download {MODEL}" in err
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.wav").exists()
+    assert reads.calls == []
 
 
 def test_plan_windows_cover_and_overlap():
@@ -238,3 +275,187 @@ def test_plan_windows_cover_and_overlap():
         assert ws[-1].start_s + ws[-1].duration >= total - 1e-6
         for a, b in zip(ws[:-1], ws[1:]):
             assert a.start < b.start and b.start_s <= a.start_s + a.duration - 0.25 + 1e-6
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# arguments and inputs are checked before any weights are read; refused and failed runs leave no trace
+
+
+def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (argv, expected part of the one-line error) for every kind of bad input."""
+    good = make_video(tmp / "good.mp4", 25.0, 0.8)
+    short = make_video(tmp / "short.mp4", 25.0, 0.32)
+    (tmp / "notes.mp4").write_text("hello")
+    (tmp / "taken.mp4").write_bytes(b"an existing output")
+    (tmp / "bad.json").write_text("{not json")
+    (tmp / "extra.json").write_text(json.dumps({**json.loads(model.read_text()), "colour": "red"}))
+    (tmp / "weights.txt").write_text("not weights")
+    from PIL import Image
+
+    image = tmp / "img.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    out = str(tmp / "o.mp4")
+    f = ["--model", str(model), "--steps", "2", "--device", "cpu"]
+    cases = {
+        "missing video": (["foley", str(tmp / "none.mp4"), "-o", out, *f], "file not found"),
+        "not a video": (["foley", str(tmp / "notes.mp4"), "-o", out, *f], "cannot read as media"),
+        "too short": (["foley", str(short), "-o", out, *f], "too short (0.320 s); at least 0.5 s"),
+        "zero duration": (["foley", str(good), "-o", out, "--duration", "0", *f], "--duration must be at least 0.5"),
+        "output suffix": (["foley", str(good), "-o", str(tmp / "o.wav"), *f], "must be a .mp4 file"),
+        "output is input": (["foley", str(good), "-o", str(good), *f], "is an input file"),
+        "output exists": (["foley", str(good), "-o", str(tmp / "taken.mp4"), *f], "exists; pass --overwrite (or -y)"),
+        "wav suffix": (["foley", str(good), "-o", out, "--wav", str(tmp / "a.mp3"), *f], "must be a .wav or .flac"),
+        "zero steps": (["foley", str(good), "-o", out, *f, "--steps", "0"], "steps must be an integer >= 1"),
+        "zero cfg": (["foley", str(good), "-o", out, *f, "--cfg", "0"], "cfg_strength must be a finite number > 0"),
+        "blank prompt": (["foley", str(good), "-o", out, "--prompt", " ", *f], "--prompt is empty"),
+        "bad window": (["foley", str(good), "-o", out, "--window", "0.3", *f], "need window >= 0.64 s"),
+        "missing weights": (["foley", str(good), "-o", out, *f, "--weights", str(tmp / "x.pth")], "file not found"),
+        "not weights": (["foley", str(good), "-o", out, *f, "--weights", str(tmp / "weights.txt")], "expected a .pth"),
+        "bad model json": (["foley", str(good), "-o", out, *f, "--model", str(tmp / "bad.json")], "not valid JSON"),
+        "model json key": (["foley", str(good), "-o", out, *f, "--model", str(tmp / "extra.json")], "colour: unknown"),
+        "unknown model": (["foley", str(good), "-o", out, *f, "--model", "huge_96k"], "unknown model 'huge_96k'"),
+        "bad precision": (["foley", str(good), "-o", out, *f, "--precision", "fp16"], "invalid choice: 'fp16'"),
+        "empty t2a prompt": (["t2a", "", "-o", str(tmp / "t.wav"), *f], "the prompt is empty"),
+        "t2a duration": (["t2a", "rain", "-o", str(tmp / "t.wav"), "--duration", "-1", *f], "at least 0.5 s"),
+        "t2a suffix": (["t2a", "rain", "-o", str(tmp / "t.mp3"), *f], "must be a .wav or .flac"),
+        "i2a not an image": (["i2a", str(tmp / "notes.mp4"), "-o", str(tmp / "i.wav"), *f], "cannot read as an image"),
+        "i2a duration": (["i2a", str(image), "-o", str(tmp / "i.wav"), "--duration", "0.2", *f], "at least 0.5 s"),
+    }
+    if not torch.cuda.is_available():
+        cases["no gpu"] = (["foley", str(good), "-o", out, *f, "--device", "cuda"], "no CUDA GPU is available here")
+    return cases
+
+
+def test_bad_inputs_fail_in_one_line_before_any_weights_are_read(model_json, tmp_path, monkeypatch, capsys):
+    cases = bad_inputs(tmp_path, model_json)
+    reads = WeightReads(monkeypatch)
+    before = listing(tmp_path)
+    for name, (argv, message) in cases.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (name, err)
+    assert reads.calls == []
+    assert listing(tmp_path) == before  # refused runs write nothing
+
+
+def test_failed_runs_leave_the_folder_as_it_was(model_json, tmp_path, monkeypatch):
+    import avflow.data.media
+    import avflow.data.mux
+
+    video = make_video(tmp_path / "in.mp4", 25.0, 0.8)
+    before = listing(tmp_path)
+    argv = ["foley", str(video), "-o", str(tmp_path / "new" / "out.mp4"), "--wav", str(tmp_path / "out.wav"),
+            *fast(model_json)]  # fmt: skip
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the wav fails after the mp4 was written: the mp4 goes again
+        patch.setattr(avflow.data.media, "write_audio", disk_full)
+        assert main(argv) == 1
+    assert listing(tmp_path) == before
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder crashed")
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="encoder crashed"):  # mid-way through muxing
+        patch.setattr(avflow.data.mux, "_encode_aac", broken)
+        main(argv)
+    assert listing(tmp_path) == before
+
+
+def test_existing_audio_kept_replaced_or_mixed(model_json, tmp_path, capsys):
+    frames = sweep_video_frames(25.0, 1.2)
+    noise = np.random.default_rng(0).uniform(-0.2, 0.2, (2, 48000)).astype(np.float32)
+    video = write_video(tmp_path / "with_audio.mp4", frames, 25.0, noise, 48000)
+    tracks = {}
+    for policy in ("keep", "replace", "mix"):
+        out = tmp_path / f"{policy}.mp4"
+        assert main(["foley", str(video), "-o", str(out), "--audio", policy, *fast(model_json)]) == 0
+        text = capsys.readouterr().out
+        assert f"--audio {policy}" in text
+        with av.open(str(out)) as c:
+            tracks[policy] = [(s.rate, s.channels) for s in c.streams.audio]
+        assert video_packets(out) == video_packets(video)
+    rate = tracks["replace"][0][0]
+    assert tracks == {"keep": [(rate, 1), (48000, 2)], "replace": [(rate, 1)], "mix": [(rate, 2)]}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# a model of one's own: a config .json, and a fine-tune from `avflow train` used with --weights
+
+
+def test_own_model_config_without_the_weight_cache(model_json, rate, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVFLOW_HOME", str(tmp_path / "empty_cache"))
+    out = tmp_path / "own.wav"
+    assert main(["t2a", "rain on a roof", "--duration", "0.7", "-o", str(out), *fast(model_json)]) == 0
+    data, file_rate = sf.read(str(out))
+    assert file_rate == rate and len(data) == round(0.7 * rate) and np.abs(data).max() > 0
+    assert not (tmp_path / "empty_cache").exists()
+
+
+def feature_cache(folder: Path, config, clips: int = 6) -> Path:
+    """A feature cache whose streams fit the tiny network (random latents and conditions, as `avflow cache build`
+    writes them)."""
+    from avflow.data.cache import build_cache
+    from avflow.data.datasets import ClipRecord
+
+    shapes = {
+        "audio": (config.latent_seq_len, config.latent_dim),
+        "clip_f": (config.clip_seq_len, config.clip_dim),
+        "sync_f": (config.sync_seq_len, config.sync_dim),
+        "text_f": (config.text_seq_len, config.text_dim),
+    }
+
+    def extract(record) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(record.id[4:]))
+        return {name: torch.randn(shape, generator=g) for name, shape in shapes.items()}
+
+    build_cache(folder, [ClipRecord(f"clip{i}", caption=f"sound {i}") for i in range(clips)], extract, "tiny")
+    return folder
+
+
+def test_finetune_recipe_output_runs_through_foley(model_json, tmp_path, capsys):
+    """`avflow train configs/mmaudio_finetune.yaml` (tiny settings) from the official-layout tiny network, its
+    safetensors export and its official .pth export, each given to `avflow foley --weights`."""
+    from dataclasses import asdict
+
+    from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
+    from avflow.pipelines.foley_variants import load_model_config
+    from avflow.train.mmaudio_recipe import export_official
+
+    spec = load_model_config(model_json)
+    cache = feature_cache(tmp_path / "cache", spec.network_config)
+    run = tmp_path / "run"
+    overrides = [
+        f"out_dir={run}",
+        f"model.args.init={spec.network}",  # the official-layout .pth
+        f"model.args.overrides={json.dumps(asdict(spec.network_config))}",
+        f"data.train.args.sources={json.dumps({str(cache): 1.0})}",
+        "data.train.args.size=4",
+        "data.num_workers=0",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.device=cpu",
+        "optim.lr=1e-2",
+        "log.tensorboard=false",
+        "log.progress=false",
+        "checkpoint.every=2",
+    ]
+    assert main(["train", str(REPO / "configs" / "mmaudio_finetune.yaml"), *overrides]) == 0
+    exported = run / "model.safetensors"  # the trainer's export: official keys
+    network = load_official_state_dict(build_mmaudio(spec.network_config), exported)
+    pth, _ = export_official(network, tmp_path / "finetuned")  # the official .pth layout
+
+    video = make_video(tmp_path / "in.mp4", 24.0, 1.5)
+    wavs = {}
+    for name, weights in (("base", None), ("pth", pth), ("safetensors", exported)):
+        wavs[name] = tmp_path / f"{name}.wav"
+        extra = [] if weights is None else ["--weights", str(weights)]
+        argv = ["foley", str(video), "-o", str(tmp_path / f"{name}.mp4"), "--wav", str(wavs[name]), "--prompt", "rain"]
+        assert main([*argv, *fast(model_json), *extra]) == 0
+        assert video_packets(tmp_path / f"{name}.mp4") == video_packets(video)
+    audio = {name: sf.read(str(path))[0] for name, path in wavs.items()}
+    assert np.array_equal(audio["pth"], audio["safetensors"])  # the same fine-tuned network either way
+    assert not np.allclose(audio["pth"], audio["base"], atol=1e-4)  # and not the network it started from
+    assert np.isfinite(audio["pth"]).all() and np.abs(audio["pth"]).max() > 0

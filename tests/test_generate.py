@@ -36,7 +36,7 @@ def test_shipped_weights_are_small_safetensors():
 def test_generate_round_trip(tmp_path, capsys):
     out = tmp_path / "clip.mp4"
     assert main(["generate", "a red rubber ball bounces on the left", "--steps", "2", "--duration", "1",
-                 "--seed", "3", "-o", str(out)]) == 0  # fmt: skip
+                 "--seed", "3", "-o", str(out), "--spectrogram", str(tmp_path / "clip.png")]) == 0  # fmt: skip
     info = probe(out)
     assert info.has_video and info.n_frames == 16 and (info.width, info.height) == (64, 64)
     assert info.has_audio and info.audio_channels == 2 and info.audio_sample_rate == 16000
@@ -44,7 +44,9 @@ def test_generate_round_trip(tmp_path, capsys):
     assert audio.shape[0] == 2
     assert abs(audio.shape[1] / sr - 1.0) < 0.05  # AAC track fitted to the video's 1 s
     assert float(audio.abs().max()) > 0
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"wrote {out}" in captured.out and "clip.png" in captured.out
+    assert "generate" in captured.err and "2/2" in captured.err  # the progress bar
 
 
 def test_same_seed_same_clip_and_outputs(pipe, tmp_path):
@@ -83,13 +85,13 @@ def test_v2a_keeps_the_given_video(pipe, tmp_path):
         (["generate", "   "], "prompt is empty"),
         (["generate", "a ball", "--duration", "0"], "--duration"),
         (["generate", "a ball", "--duration", "-1"], "--duration"),
-        (["generate", "a ball", "--task", "a2v"], "--audio"),
+        (["generate", "a ball", "--task", "a2v"], "--audio-file"),
         (["generate", "a ball", "--task", "v2a", "--video", "/nonexistent/x.mp4"], "x.mp4"),
         (["generate", "a ball", "--cfg", "0"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--steps", "0"], "steps must be an integer >= 1"),
         (["demo", "--cfg", "-1"], "cfg_strength must be a finite number > 0"),
-        (["binaural", "/nonexistent/x.mp4", "-o", "y.mp4", "--cfg", "inf"], "cfg_strength must be a finite number > 0"),
+        (["binaural", "/nonexistent/x.mp4", "-o", "y.mp4", "--cfg", "inf"], "x.mp4: file not found"),  # checked first
     ],
 )
 def test_bad_inputs_are_one_line_errors(argv, message, capsys):
@@ -101,7 +103,7 @@ def test_bad_inputs_are_one_line_errors(argv, message, capsys):
 def test_unreadable_media_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
-    assert main(["generate", "a ball", "--task", "a2v", "--audio", str(bad)]) != 0
+    assert main(["generate", "a ball", "--task", "a2v", "--audio-file", str(bad)]) != 0
     err = capsys.readouterr().err.strip()
     assert "bad.wav" in err and len(err.splitlines()) == 1
 

@@ -345,3 +345,77 @@ def test_overfit_world_clips(tmp_path):
     assert offsets and np.median(offsets) <= 1000 * frame
     # the tiny world VAE + Griffin-Lim path bounds what any generator can score: compare against GT latents through it
     assert np.mean(matched) >= 0.8 * np.mean(ref_matched)
+
+
+# --- binaural audio streams and per-sample task draws ---
+
+
+def binaural_config() -> JointConfig:
+    from dataclasses import replace
+
+    base = tiny_config()
+    return replace(base, audio=replace(base.audio, latent_dim=8), audio_streams=("left", "right"))
+
+
+def test_binaural_streams_are_the_towers_channels_side_by_side():
+    """left/right (B, N, 4) each: the audio tower sees [left, right] in channels; the velocity splits back."""
+    torch.manual_seed(0)
+    model = perturb(JointModel(binaural_config())).eval()
+    streams, t, cond = inputs(tokens=6)
+    left, right = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    bi = {"video": streams["video"], "left": left, "right": right}
+    times = {"video": t["video"], "left": t["audio"], "right": t["audio"]}
+    with torch.no_grad():
+        out = model.velocity(bi, times, cond)
+        assert set(out) == {"video", "left", "right"} and out["left"].shape == (2, 6, 4)
+        xa = torch.cat([left, right], dim=-1)
+        audio_only = model.velocity({"left": left, "right": right}, {"left": t["audio"], "right": t["audio"]}, cond)
+        torch.testing.assert_close(torch.cat([audio_only["left"], audio_only["right"]], -1),
+                                   model.audio(xa, t["audio"], model._text(cond)))  # fmt: skip
+    with pytest.raises(ConfigError, match="'left' and 'right'"):
+        model.velocity({"video": streams["video"], "left": left}, times, cond)
+    with pytest.raises(ConfigError, match="audio_streams"):
+        JointConfig(audio_streams=("left",))
+
+
+def test_task_draws_do_not_depend_on_the_batch_split():
+    """JointFlowTask draws each sample's task from that sample's seed: one batch of 8 == two batches of 4."""
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    task = JointFlowTask(JointFlowConfig(ratios={"joint": 0.4, "a2v": 0.2, "v2a": 0.2, "continuation": 0.2}))
+    seeds = torch.arange(100, 108)
+    streams = {"video": torch.zeros(8, 16, 4, 2, 2), "left": torch.zeros(8, 10, 3), "right": torch.zeros(8, 10, 3)}
+
+    def prepared(idx):
+        batch = {"streams": {k: v[idx] for k, v in streams.items()}, "cond": {}, "seed": seeds[idx]}
+        return task.prepare(batch, torch.device("cpu"))["t"]
+
+    whole = prepared(slice(0, 8))
+    halves = [prepared(slice(0, 4)), prepared(slice(4, 8))]
+    for name in ("video", "left", "right"):
+        torch.testing.assert_close(whole[name], torch.cat([h[name] for h in halves]), rtol=0, atol=0)
+    torch.testing.assert_close(whole["left"], whole["right"], rtol=0, atol=0)
+    assert len({tuple(r.tolist()) for r in (whole["video"] == 1).int()}) > 1  # tasks differ across samples
+
+
+def test_clean_prefixes_cover_the_same_span_in_both_streams():
+    """Continuation and prefixed a2v / v2a: k clean video frames <-> k * N / T clean audio latents (from the shapes)."""
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    task = JointFlowTask(JointFlowConfig(ratios={"a2v": 1, "v2a": 1, "continuation": 1}, prefix=1.0))
+    n = 64
+    streams = {"video": torch.zeros(40, 16, 8, 2, 2), "left": torch.zeros(40, 64, 3), "right": torch.zeros(40, 64, 3)}
+    t = task.prepare({"streams": streams, "cond": {}, "seed": torch.arange(40)}, torch.device("cpu"))["t"]
+    kinds = set()
+    for tv, ta in zip(t["video"], t["left"]):
+        k_video, k_audio = int((tv == 1).sum()), int((ta == 1).sum())
+        if k_audio == n:  # a2v: all audio clean, video prefix
+            kinds.add("a2v")
+            assert 0 < k_video < 8 and (tv[:k_video] == 1).all()
+        elif k_video == 8:  # v2a: all video clean, audio prefix
+            kinds.add("v2a")
+            assert k_audio % 8 == 0 and 0 < k_audio < n and (ta[:k_audio] == 1).all()
+        else:
+            kinds.add("continuation")
+            assert k_audio == 8 * k_video and (ta[:k_audio] == 1).all()
+    assert kinds == {"a2v", "v2a", "continuation"}

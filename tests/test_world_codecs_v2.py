@@ -110,9 +110,14 @@ def test_stft_log_distance():
     torch.manual_seed(0)
     x = torch.randn(2, 4000)
     assert stft_log_distance(x, x).item() == 0.0
-    assert stft_log_distance(0.5 * x, x).item() == pytest.approx(np.log(2), rel=0.05)
+    assert stft_log_distance(0.5 * x, x, range_db=None).item() == pytest.approx(np.log(2), rel=0.05)
     with pytest.raises(ValueError):
         stft_log_distance(x, x[:, :100])
+    # a tone over a quiet noise: another noise draw 70 dB down is invisible with the 60 dB range, not without
+    t = torch.arange(8000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)
+    a, b = tone + 3e-4 * torch.randn(8000), tone + 3e-4 * torch.randn(8000)
+    assert stft_log_distance(a, b).item() < 0.01 < stft_log_distance(a, b, range_db=None).item()
 
 
 def test_object_scores_on_known_masks():
@@ -157,3 +162,21 @@ def test_codec_folder_round_trip_and_checksum(tmp_path):
     (tmp_path / "audio.safetensors").unlink()
     with pytest.raises(WeightsError, match="missing: audio.safetensors"):
         load_world_codecs(tmp_path)
+
+
+def test_checksum_covers_the_latent_space_only(tmp_path):
+    """A decoder trained further keeps the checksum; another encoder or latent scale changes it."""
+    torch.manual_seed(0)
+    video, audio = WorldVideoCodec(SMALL_VIDEO), WorldAudioCodec(SMALL_AUDIO)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    first = load_world_codecs(tmp_path).checksum
+    with torch.no_grad():
+        video.dec_frames[-1].weight.add_(1.0)
+        audio.head.weight.add_(1.0)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum == first
+    audio.latent_scale.fill_(3.0)
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum != first

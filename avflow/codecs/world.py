@@ -1,9 +1,10 @@
 """The world codecs as one object: the video autoencoder and the binaural audio codec, loaded together.
 
 Every model trained on world latents (the joint model, the binaural model, the experiments) reads its codecs here
-and records `checksum` (sha256 of both weight files); loading such a model with other codecs is a one-line
-`WeightsError`. Files in a codec folder: `video.safetensors`, `audio.safetensors` (fp16 or fp32) and
-`codecs.json` (`{"video": {config}, "audio": {config}, ...}`).
+and records `checksum`; loading such a model with other codecs is a one-line `WeightsError`. The checksum covers what
+defines the latent spaces: both codecs' configs and their encoder weights and latent scales as stored (sha256). A
+decoder trained further keeps the checksum, so models trained on the latents stay valid. Files in a codec folder:
+`video.safetensors`, `audio.safetensors` (fp16 or fp32) and `codecs.json` (`{"video": {config}, "audio": {config}}`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ def default_codec_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "codecs"
 
 
-def codecs_checksum(folder: str | Path) -> str:
-    """sha256 (hex) over the bytes of `video.safetensors` then `audio.safetensors`."""
+def latent_checksum(codecs: dict[str, torch.nn.Module], states: dict[str, dict[str, torch.Tensor]]) -> str:
+    """sha256 (hex) over each codec's config and the stored tensors of its encoder (`encoder_keys`), in name order."""
     h = hashlib.sha256()
-    for name in CODEC_FILES[:2]:
-        h.update((Path(folder) / name).read_bytes())
+    for name in sorted(codecs):
+        h.update(json.dumps({name: to_dict(codecs[name].config)}, sort_keys=True).encode())
+        state = states[name]
+        for key in sorted(k for k in state if k.startswith(codecs[name].encoder_keys)):
+            tensor = state[key].contiguous().reshape(-1)
+            h.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)}".encode())
+            h.update(tensor.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -64,11 +70,12 @@ def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
         audio = WorldAudioCodec(from_dict(WorldAudioCodecConfig, meta["audio"], "audio"))
     except (KeyError, ValueError, ConfigError) as exc:
         raise WeightsError(f"{folder / 'codecs.json'}: not a world codec description ({exc})") from None
+    stored = {}
     for module, name in ((video, "video"), (audio, "audio")):
         path = folder / f"{name}.safetensors"
-        state = {k: v.float() for k, v in read_state_dict(path).items()}
-        load_strict(module, state, str(path)).eval().requires_grad_(False)
-    return WorldCodecs(video, audio, codecs_checksum(folder), folder)
+        stored[name] = read_state_dict(path)
+        load_strict(module, {k: v.float() for k, v in stored[name].items()}, str(path)).eval().requires_grad_(False)
+    return WorldCodecs(video, audio, latent_checksum({"video": video, "audio": audio}, stored), folder)
 
 
 def save_codec(module: torch.nn.Module, folder: str | Path, name: str, half: bool = True) -> None:

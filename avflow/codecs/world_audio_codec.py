@@ -67,6 +67,7 @@ class WorldAudioCodec(nn.Module):
     """Per-ear STFT encoder -> latents at sample_rate / (hop * latent_stride); decoder -> complex STFT -> iSTFT."""
 
     streams = STREAMS
+    encoder_keys = ("enc.", "latent_scale")  # what defines the latent space
 
     def __init__(self, config: WorldAudioCodecConfig | None = None):
         super().__init__()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from avflow.commands.options import add_device, resolve_device
+
 HELP = "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text features per clip; torchrun-parallel)"
 
 SOURCES = ("vggsound", "audiocaps", "captions", "world")
@@ -21,18 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--synchformer-weights", required=True, help="synchformer_state_dict.pth")
     build.add_argument("--vae-weights", required=True, help="MMAudio VAE v1-16.pth / v1-44.pth")
     build.add_argument("--mode", choices=("16k", "44k"), default="16k", help="mel + VAE front end")
-    build.add_argument("--duration", type=float, default=8.0, help="seconds per clip (default 8)")
+    build.add_argument("--duration", type=float, default=8.0, help="seconds per clip")
     build.add_argument("--shard-size", type=int, default=256, help="clips per shard")
-    build.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    add_device(build, autocast=False)
     build.add_argument("--overwrite", action="store_true", help="rebuild a cache made with other weights")
     info = sub.add_parser("info", help="print a cache's clip count, streams and weights checksum")
     info.add_argument("out", help="cache folder")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _records(args: argparse.Namespace):
@@ -70,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from avflow.train import distributed as dist
 
     records, report = _records(args)
-    info = dist.setup("cuda" if str(args.device).startswith("cuda") else "cpu")
+    device = resolve_device(args.device)
+    info = dist.setup("cuda" if device.startswith("cuda") else "cpu")
     try:
         if info.is_main:
             print(report.summary())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+
+from avflow.commands.options import OUTPUT_DIR, StepBar
 
 HELP = "generate a demo clip (outputs/demo.mp4 with stereo sound, a spectrogram PNG) and print its metrics"
 
@@ -18,8 +19,8 @@ METRIC_NOTES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None, help="default: the model's demo prompt")
-    parser.add_argument("--out-dir", default="outputs", help="where demo.mp4 and demo_spectrogram.png go")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", type=Path, default=OUTPUT_DIR, help="where demo.mp4 and demo_spectrogram.png go")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
 
@@ -33,9 +34,11 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_default_model()
     prompt = args.prompt or pipe.default_prompt
     print(f"prompt: {prompt}")
-    clip = pipe.generate(prompt, seed=args.seed, sampling=sampling,
-                         progress=lambda i, n: print(f"\rsampling {i}/{n}", end="\n" if i == n else "",
-                                                     file=sys.stderr, flush=True))  # fmt: skip
+    bar = StepBar("demo")
+    try:
+        clip = pipe.generate(prompt, seed=args.seed, sampling=sampling, progress=bar)
+    finally:
+        bar.close()
     out = Path(args.out_dir)
     video = clip.save(out / "demo.mp4")
     spectrogram = clip.save_spectrogram(out / "demo_spectrogram.png")

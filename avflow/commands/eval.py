@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from avflow.commands.options import add_overwrite, check_output
+
 HELP = "score generated clips: sync (ms), spatial audio, physics and Fréchet distance, no downloads"
 
 
@@ -15,6 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref", default=None, help="reference folder; clips pair by relative path without suffix")
     parser.add_argument("--json", default=None, metavar="OUT", help="write all per-clip and mean metrics here")
     parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
+    add_overwrite(parser)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Folders that exist and a writable --json path, before any clip is scored (one-line errors)."""
+    from avflow.errors import MediaError
+
+    for what, folder in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
+        if folder is not None and not Path(folder).is_dir():
+            raise MediaError(f"{what} {folder}: not a folder")
+    if args.json is not None:
+        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
 
 
 def _clean(value):
@@ -28,6 +42,8 @@ def _clean(value):
 
 def run(args: argparse.Namespace) -> int:
     from avflow.eval.report import evaluate, format_table
+
+    check_arguments(args)
 
     def progress(cid: str, metrics: dict) -> None:
         if not args.quiet:

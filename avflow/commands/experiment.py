@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the size's)")
     parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="world and model size")
     parser.add_argument("--out", default=None, help="output folder (default: runs/experiments/NAME_SIZE)")
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the runs train")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
 
 

@@ -1,8 +1,10 @@
 """`avflow foley VIDEO`: generate a soundtrack for a video (or a folder / list of videos) and mux it in.
 
-Single video: writes OUT.mp4 (the video's packets unchanged plus the new AAC track, as long as the video) and a
-wav (or flac). Batch (VIDEO is a folder or a .txt list, one path a line): `-o` is an output folder; a bad file is
-reported and skipped, a summary is printed, and the exit code is 1 if any file failed.
+Single video: writes OUT.mp4 (the video's packets unchanged plus the new AAC track, exactly as long as the video; the
+video's own audio kept, replaced or mixed in as `--audio` says) and, only when asked (`--wav`), the generated audio as
+a wav or flac. Batch (VIDEO is a folder or a .txt list, one path a line): `-o` is an output folder; a bad file is
+reported and skipped, a summary is printed, and the exit code is 1 if any file failed. Every argument and input is
+checked before any weights are read.
 """
 
 from __future__ import annotations
@@ -11,125 +13,239 @@ import argparse
 import time
 from pathlib import Path
 
-from avflow.errors import AvflowError, MediaError
-from avflow.precision import PRECISIONS, precision_help
+from avflow import hub
+from avflow.commands.options import (
+    AUDIO_SUFFIXES,
+    OUTPUT_DIR,
+    VIDEO_SUFFIXES,
+    RunOutputs,
+    StepBar,
+    add_device,
+    add_existing_audio,
+    add_overwrite,
+    add_precision,
+    check_distinct,
+    check_output,
+    check_prompt,
+    resolve_device,
+)
+from avflow.errors import AvflowError, MediaError, OutputError
+from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
 
 HELP = "generate synchronized audio for a video (MMAudio weights) and mux it into an mp4"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+INPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")  # videos picked from a folder
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: float | None) -> None:
-    """Options shared by foley, t2a and i2a."""
-    parser.add_argument("--prompt", default=None, help="text prompt")
-    parser.add_argument("--negative-prompt", default=None, help="text to steer away from")
-    parser.add_argument(
-        "--model", default="large_44k_v2", help="small_16k, small_44k, medium_44k, large_44k, large_44k_v2"
-    )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=default_duration,
-        help="seconds" + ("" if default_duration else " (default: all)"),
-    )
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
-    parser.add_argument("--fast", action="store_true", help="the fast sampler preset (fewer steps; docs/foley.md)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=precision_help())
-    parser.add_argument("--seed", type=int, default=42)
+def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: float | None, prompt: bool = True):
+    """Options shared by foley, t2a and i2a (t2a takes its prompt as a positional argument instead of --prompt)."""
+    if prompt:
+        parser.add_argument("--prompt", default=None, help="text prompt (optional)")
+    parser.add_argument("--negative-prompt", default=None, help="text to steer away from (optional)")
+    parser.add_argument("--model", default="large_44k_v2",
+                        help=f"an official model ({', '.join(hub.MODELS)}; `avflow download NAME` fetches it) or a "
+                             "model config .json of your own (weights files and configs of every part, see "
+                             "docs/foley.md)")  # fmt: skip
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="network weights to use instead of the model's: an official-layout .pth or a "
+                             ".safetensors export, e.g. a fine-tune from `avflow train configs/mmaudio_finetune.yaml`; "
+                             "its layout must match --model's network")  # fmt: skip
+    length = "all of the video" if default_duration is None else f"{default_duration:g}"
+    parser.add_argument("--duration", type=float, default=default_duration,
+                        help=f"seconds to generate, at least {MIN_DURATION_S:g} (default: {length})")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's own)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance strength cfg_strength, 1 = off "
+                        "(default: the model's own)")  # fmt: skip
+    parser.add_argument("--fast", action="store_true",
+                        help="the fast sampler preset instead of the model's own solver and steps: fewer network "
+                             "evaluations for the same accuracy (docs/foley.md); --steps still sets the "
+                             "steps")  # fmt: skip
+    add_precision(parser)
+    parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    add_device(parser)
+    add_overwrite(parser)
 
 
-def load_pipeline(args: argparse.Namespace):
-    """The pipeline for args.model from the weight cache; fails at once (one line) when weights are missing."""
-    import torch
+def check_model_arguments(args: argparse.Namespace):
+    """(sampling settings, device) after checking the model, its files, the sampling and window settings and the
+    device; one-line errors, no weights read."""
+    from avflow.pipelines.foley_windows import check_windows
 
+    check_duration(args.duration)
+    check_windows(args.window, args.overlap)
+    from avflow.pipelines.foley_variants import check_available, resolve_model
+
+    spec = resolve_model(args.model, args.weights)
+    sampling = spec.sampling.preset("fast") if args.fast else spec.sampling
+    sampling = sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    device = resolve_device(args.device)
+    check_available(spec, args.model)
+    return sampling, device
+
+
+def load_pipeline(args: argparse.Namespace, sampling, device: str):
+    """The pipeline for args.model (and args.weights), read from the files that `check_model_arguments` found."""
     from avflow.pipelines.foley import FoleyPipeline
-    from avflow.pipelines.foley_variants import check_model
 
-    sampling = check_model(args.model).sampling
-    sampling = (sampling.preset("fast") if args.fast else sampling).override(steps=args.steps, cfg_strength=args.cfg)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    return FoleyPipeline.from_cache(
-        args.model, device=device, sampling=sampling, window_s=args.window, overlap_s=args.overlap,
-        precision=args.precision,
-    )  # fmt: skip
+    return FoleyPipeline.load(args.model, weights=args.weights, device=device, sampling=sampling,
+                              window_s=args.window, overlap_s=args.overlap, precision=args.precision)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", type=Path, help="a video file, a folder of videos, or a .txt list of paths")
+    parser.add_argument("video", type=Path,
+                        help=f"a video at least {MIN_DURATION_S:g} s long, a folder of videos, or a .txt list of "
+                             "paths (one a line)")  # fmt: skip
     add_model_arguments(parser, default_duration=None)
-    parser.add_argument("-o", "--output", type=Path, default=None, help="OUT.mp4 (batch: an output folder)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--wav", type=Path, default=None, help="where to write the wav (default: next to OUT.mp4)")
-    group.add_argument("--flac", type=Path, default=None, help="write flac instead, to this path")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help=f"OUT.mp4 (default: {OUTPUT_DIR}/VIDEO_NAME.mp4); batch: an output folder "
+                             f"(default: {OUTPUT_DIR})")  # fmt: skip
+    add_existing_audio(parser)
+    parser.add_argument("--wav", type=Path, default=None,
+                        help="also write the generated audio here (.wav: float32, .flac: 24-bit); batch: a folder "
+                             "for one VIDEO_NAME.wav each (default: no audio file)")  # fmt: skip
     parser.add_argument("--binaural", action="store_true", help="spatialise the track from the video (stereo)")
 
 
 def list_inputs(source: Path) -> list[Path]:
     """Videos in a folder (sorted), or the paths of a .txt list (relative to the list's folder)."""
     if source.is_dir():
-        found = sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        found = sorted(p for p in source.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
         if not found:
-            raise MediaError(f"{source}: no videos ({', '.join(VIDEO_SUFFIXES)}) in this folder")
+            raise MediaError(f"{source}: no videos ({', '.join(INPUT_SUFFIXES)}) in this folder")
         return found
     if source.suffix.lower() == ".txt":
         lines = [ln.strip() for ln in source.read_text().splitlines()]
         paths = [Path(ln) for ln in lines if ln and not ln.startswith("#")]
+        if not paths:
+            raise MediaError(f"{source}: lists no videos")
         return [p if p.is_absolute() else source.parent / p for p in paths]
     return [source]
 
 
-def process(pipeline, args: argparse.Namespace, video: Path, out_mp4: Path, audio_path: Path) -> tuple[Path, Path]:
-    """Generate, write the audio file and mux; returns (mp4, audio file)."""
+def process(pipeline, args: argparse.Namespace, video: Path, out_mp4: Path, wav: Path | None, progress=None):
+    """Generate, mux and (on request) write the audio file; on a failure, nothing of this video is left behind."""
     from avflow.data.media import mux_audio, write_audio
 
-    result = pipeline.generate_video(video, args.prompt, args.negative_prompt, duration=args.duration, seed=args.seed)
+    result = pipeline.generate_video(video, args.prompt, args.negative_prompt, duration=args.duration, seed=args.seed,
+                                     progress=progress)  # fmt: skip
     audio = result.audio[None]
-    if getattr(args, "binaural", False):  # stereo: the mono track rendered at the detected source position
+    if args.binaural:  # stereo: the mono track rendered at the detected source position
         from avflow.pipelines.spatialise import spatialise_video
 
         audio = spatialise_video(result.audio, result.sample_rate, str(video))
-    write_audio(audio_path, audio, result.sample_rate)
-    mux_audio(video, audio, result.sample_rate, out_mp4)
-    return out_mp4, audio_path
+    with RunOutputs(out_mp4, wav) as outputs:
+        outputs.wrote(mux_audio(video, audio, result.sample_rate, out_mp4, existing_audio=args.audio))
+        if wav is not None:
+            outputs.wrote(write_audio(wav, audio, result.sample_rate))
+    return result, audio.shape[0]
+
+
+def _track(rate: int, channels: int) -> str:
+    return f"{rate / 1000:g} kHz {'mono' if channels == 1 else 'stereo'}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from avflow.pipelines.foley_windows import check_windows
+    from avflow.pipelines.inputs import check_video_input
 
     if not args.video.exists():
         raise MediaError(f"{args.video}: file not found")
-    inputs = list_inputs(args.video)
-    batch = args.video.is_dir() or args.video.suffix.lower() == ".txt"
-    pipeline = load_pipeline(args)  # before any video work: missing weights fail at once
-    if not batch:
-        out = args.output or Path("output") / f"{args.video.stem}.mp4"
-        if out.suffix.lower() != ".mp4":
-            raise MediaError(f"{out}: the output video must be an .mp4")
-        audio_path = args.flac or args.wav or out.with_suffix(".wav")
-        mp4, audio = process(pipeline, args, args.video, out, audio_path)
-        print(f"wrote {mp4} and {audio}")
-        return 0
-    folder = args.output or Path("output")
-    suffix = ".flac" if args.flac else ".wav"
-    failed: list[tuple[Path, str]] = []
-    start = time.perf_counter()
-    bar = tqdm(inputs, desc="foley", unit="video")
-    for video in bar:
-        bar.set_postfix_str(video.name)
+    args.prompt = check_prompt(args.prompt, "--prompt", required=False)
+    args.negative_prompt = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
+    check_duration(args.duration)  # the checks that need no media or torch come first: they answer at once
+    check_windows(args.window, args.overlap)
+    if args.video.is_dir() or args.video.suffix.lower() == ".txt":
+        return run_batch(args)
+    out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}.mp4", VIDEO_SUFFIXES,
+                       overwrite=args.overwrite, inputs=[args.video])  # fmt: skip
+    wav = None
+    if args.wav is not None:
+        wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
+    check_distinct(out, wav)
+    info = check_video_input(args.video, duration=args.duration)
+    sampling, device = check_model_arguments(args)
+    pipeline = load_pipeline(args, sampling, device)
+    bar = StepBar("foley", per_window=sampling.steps)
+    try:
+        result, channels = process(pipeline, args, args.video, out, wav, progress=bar)
+    finally:
+        bar.close()
+    from avflow.data.audio_tracks import describe
+
+    print(f"wrote {out} (video unchanged, new {_track(result.sample_rate, channels)} track of {result.duration:.2f} s; "
+          f"{describe(args.audio, info.audio_tracks)})" + (f" and {wav}" if wav else ""))  # fmt: skip
+    return 0
+
+
+def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tuple[Path, Path, Path | None]], list]:
+    """(video, mp4, wav) for every usable input and (video, why) for the others; refuses the whole run when an output
+    exists (without --overwrite) or would replace an input."""
+    from avflow.pipelines.inputs import check_video_input
+
+    folder = args.output or OUTPUT_DIR
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"-o {folder}: is a file; in batch mode -o is an output folder")
+    if args.wav is not None and args.wav.exists() and not args.wav.is_dir():
+        raise OutputError(f"--wav {args.wav}: is a file; in batch mode --wav is a folder")
+    planned, failed, names, existing = [], [], set(), []
+    for video in inputs:
+        mp4 = folder / f"{video.stem}.mp4"
+        wav = args.wav / f"{video.stem}.wav" if args.wav is not None else None
+        if mp4.name in names:
+            failed.append((video, f"another input also writes {mp4}"))
+            continue
         try:
-            process(pipeline, args, video, folder / f"{video.stem}.mp4", folder / f"{video.stem}{suffix}")
+            check_video_input(video, duration=args.duration)
+            for path, what in ((mp4, "-o"), (wav, "--wav")):
+                if path is not None:
+                    check_output(path, VIDEO_SUFFIXES if path is mp4 else AUDIO_SUFFIXES, overwrite=True,
+                                 inputs=inputs, what=what)  # fmt: skip
+        except OutputError:
+            raise
         except AvflowError as exc:
             failed.append((video, str(exc)))
-            tqdm.write(f"skipped {video}: {exc}")
-        except Exception as exc:  # an unexpected failure on one file must not stop the batch
-            failed.append((video, f"{type(exc).__name__}: {exc}"))
-            tqdm.write(f"skipped {video}: {type(exc).__name__}: {exc}")
+            continue
+        names.add(mp4.name)
+        existing += [p for p in (mp4, wav) if p is not None and p.exists()]
+        planned.append((video, mp4, wav))
+    if existing and not args.overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputError(f"{existing[0]} exists{more}; pass --overwrite (or -y) to replace existing outputs")
+    return planned, failed
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    check_duration(args.duration)
+    inputs = list_inputs(args.video)
+    planned, failed = _plan_batch(args, inputs)
+    for video, why in failed:
+        print(f"skipped {video}: {why}")
+    start = time.perf_counter()
+    if planned:
+        sampling, device = check_model_arguments(args)
+        pipeline = load_pipeline(args, sampling, device)  # only when there is something to do
+        bar = tqdm(planned, desc="foley", unit="video")
+        for video, mp4, wav in bar:
+            bar.set_postfix_str(video.name)
+            steps = StepBar(video.name, per_window=sampling.steps, leave=False)
+            try:
+                process(pipeline, args, video, mp4, wav, progress=steps)
+            except AvflowError as exc:
+                failed.append((video, str(exc)))
+                tqdm.write(f"skipped {video}: {exc}")
+            except Exception as exc:  # an unexpected failure on one file must not stop the batch
+                failed.append((video, f"{type(exc).__name__}: {exc}"))
+                tqdm.write(f"skipped {video}: {type(exc).__name__}: {exc}")
+            finally:
+                steps.close()
     done = len(inputs) - len(failed)
     print(f"foley: {done} of {len(inputs)} videos done in {time.perf_counter() - start:.1f} s, {len(failed)} failed")
     for video, why in failed:
         print(f"  failed {video}: {why}")
-    print(f"outputs in {folder}")
+    if done:
+        print(f"outputs in {args.output or OUTPUT_DIR} (each video unchanged with its new track first; its own "
+              f"audio: --audio {args.audio})")  # fmt: skip
     return 1 if failed else 0

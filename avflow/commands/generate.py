@@ -1,75 +1,133 @@
-"""`avflow generate "prompt"`: a clip (video + stereo audio) from the shipped default model."""
+"""`avflow generate "prompt"`: a clip (video + stereo audio) from the shipped default model.
+
+t2av and a2v write the generated clip; v2a writes the generated stereo track onto the given video (its packets
+unchanged, its own audio kept, replaced or mixed in as `--audio` says). Every argument and input is checked before the
+model's weights are read.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from avflow.precision import PRECISIONS, precision_help
+from avflow.commands.options import (
+    OUTPUT_DIR,
+    VIDEO_SUFFIXES,
+    RunOutputs,
+    StepBar,
+    add_device,
+    add_existing_audio,
+    add_overwrite,
+    add_precision,
+    check_distinct,
+    check_output,
+    check_prompt,
+    resolve_device,
+)
+from avflow.errors import ConfigError
+from avflow.pipelines.inputs import MAX_DURATION_S, MIN_DURATION_S
 
 HELP = "generate a video with stereo sound from a text prompt with the shipped default model"
 
 
+def _existing_audio_or_file(value: str) -> str:
+    """--audio takes a policy; a file name there is the old spelling of --audio-file."""
+    from avflow.data.audio_tracks import EXISTING_AUDIO
+
+    if value not in EXISTING_AUDIO and Path(value).suffix:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(EXISTING_AUDIO)}; the input audio of "
+                                         "--task a2v is given with --audio-file FILE")  # fmt: skip
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="what happens in the scene, e.g. 'a red rubber ball bounces on the left'")
-    parser.add_argument("-o", "--output", default="outputs/generated.mp4", help="output mp4 (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--duration", type=float, default=None, help="seconds (default: the model's, 2 s)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=precision_help())
+    parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--duration", type=float, default=None,
+                        help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} (default: the model's, 2 s; --task "
+                             "v2a: the whole video)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's own)")
+    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (1 = off; default: the model's own)")
     parser.add_argument("--task", choices=["t2av", "a2v", "v2a"], default="t2av",
-                        help="t2av: text to audio+video; a2v: video for --audio; v2a: audio for --video")  # fmt: skip
-    parser.add_argument("--audio", default=None, help="input audio file for --task a2v (resampled to 16 kHz mono)")
-    parser.add_argument("--video", default=None, help="input video file for --task v2a (resampled to 16 fps, 64x64)")
+                        help="t2av: text to audio+video; a2v: video for --audio-file; v2a: audio for --video")
+    parser.add_argument("--audio-file", type=Path, default=None,
+                        help=f"input audio for --task a2v, at least {MIN_DURATION_S:g} s (resampled to 16 kHz "
+                             "mono)")  # fmt: skip
+    parser.add_argument("--video", type=Path, default=None,
+                        help=f"input video for --task v2a, at least {MIN_DURATION_S:g} s (the model sees it at 16 fps, "
+                             "64x64; the output is this video with the new track)")  # fmt: skip
+    add_existing_audio(parser, when=" (--task v2a)", parse=_existing_audio_or_file)
     parser.add_argument("--model", default=None, help="folder with exported weights (default: the shipped model)")
-    parser.add_argument("--spectrogram", default=None, help="also write the log-mel spectrogram PNG here")
+    parser.add_argument("--spectrogram", type=Path, default=None, help="also write the log-mel spectrogram PNG here")
     parser.add_argument("--metrics", action="store_true", help="print sync / spatial / physics metrics")
+    add_device(parser)
+    add_precision(parser)
+    add_overwrite(parser)
 
 
 def check_inputs(args: argparse.Namespace):
-    """Clear one-line errors before any model is loaded; returns the sampling settings."""
-    from avflow.data.media import probe
-    from avflow.errors import AvflowError
+    """Clear one-line errors before any model is loaded; returns (sampling settings, duration, input info, device)."""
+    from avflow.pipelines.inputs import check_audio_input, check_duration, check_video_input
+
+    check_prompt(args.prompt, "the prompt", required=True)  # the checks that need no media or torch come first
+    duration = check_duration(args.duration)
+    if duration is not None and duration > MAX_DURATION_S:
+        raise ConfigError(f"--duration must be at most {MAX_DURATION_S:g} s, got {duration:g}")
+    if args.task == "a2v" and args.audio_file is None:
+        raise ConfigError("--task a2v needs --audio-file FILE")
+    if args.task == "v2a" and args.video is None:
+        raise ConfigError("--task v2a needs --video FILE")
+    inputs = [p for p in (args.audio_file, args.video) if p is not None]
+    out = check_output(args.output, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=inputs)
+    png = None
+    if args.spectrogram is not None:
+        png = check_output(args.spectrogram, (".png",), overwrite=args.overwrite, inputs=inputs, what="--spectrogram")
+    check_distinct(out, png)
+    info = None
+    if args.task == "a2v":
+        check_audio_input(args.audio_file)
+    if args.task == "v2a":
+        info = check_video_input(args.video, duration=duration)
+        if duration is None:
+            if info.duration > MAX_DURATION_S:
+                raise ConfigError(f"{args.video} is {info.duration:.1f} s long; the model generates at most "
+                                  f"{MAX_DURATION_S:g} s: pass --duration")  # fmt: skip
+            duration = info.duration
     from avflow.pipelines.default_model import read_default_config
 
-    if not args.prompt.strip():
-        raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
-    if args.duration is not None and not args.duration > 0:
-        raise AvflowError(f"--duration must be > 0 seconds, got {args.duration}")
     sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
-    if args.task == "a2v":
-        if args.audio is None:
-            raise AvflowError("--task a2v needs --audio FILE")
-        if not probe(args.audio).has_audio:
-            raise AvflowError(f"{args.audio}: no audio stream")
-    if args.task == "v2a":
-        if args.video is None:
-            raise AvflowError("--task v2a needs --video FILE")
-        if not probe(args.video).has_video:
-            raise AvflowError(f"{args.video}: no video stream")
-    return sampling
-
-
-def progress_bar(done: int, total: int) -> None:
-    print(f"\rsampling {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return sampling, duration, info, resolve_device(args.device)
 
 
 def run(args: argparse.Namespace) -> int:
+    sampling, duration, info, device = check_inputs(args)
     from avflow.pipelines.default_model import load_default_model
-    from avflow.precision import autocast
 
-    sampling = check_inputs(args)
-    pipe = load_default_model(args.model)
-    options = dict(seed=args.seed, duration=args.duration, sampling=sampling, task=args.task, progress=progress_bar)
-    with autocast(args.precision, "cpu"):  # the default model runs on the CPU
-        clip = pipe.generate(args.prompt, audio_path=args.audio, video_path=args.video, **options)
-    out = clip.save(Path(args.output))
-    print(f"wrote {out} ({clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "
-          f"{clip.duration:.2f} s)")  # fmt: skip
-    if args.spectrogram:
-        print(f"wrote {clip.save_spectrogram(args.spectrogram)}")
+    pipe = load_default_model(args.model).to(device, args.precision)
+    options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
+    bar = StepBar("generate")
+    try:
+        clip = pipe.generate(args.prompt, audio_path=args.audio_file, video_path=args.video, progress=bar, **options)
+    finally:
+        bar.close()
+    with RunOutputs(args.output, args.spectrogram) as outputs:
+        if args.task == "v2a":
+            from avflow.data.audio_tracks import describe
+            from avflow.data.media import mux_audio
+
+            outputs.wrote(mux_audio(args.video, clip.audio, clip.sample_rate, args.output,
+                                    existing_audio=args.audio))  # fmt: skip
+            track = f"new stereo {clip.sample_rate} Hz track of {clip.duration:.2f} s"
+            what = f"the video of {args.video} unchanged, {track}; {describe(args.audio, info.audio_tracks)}"
+        else:
+            outputs.wrote(clip.save(args.output))
+            what = (f"{clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "
+                    f"{clip.duration:.2f} s")  # fmt: skip
+        if args.spectrogram:
+            outputs.wrote(clip.save_spectrogram(args.spectrogram))
+    written = outputs.written
+    print(f"wrote {written[0]} ({what})" + (f" and {written[1]}" if len(written) > 1 else ""))
     if args.metrics:
         for name, value in clip.metrics().items():
             print(f"  {name:<18} {value:.3f}")

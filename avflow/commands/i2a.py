@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avflow.commands.foley import add_model_arguments, load_pipeline
-from avflow.errors import MediaError
+from avflow.commands.foley import add_model_arguments, check_model_arguments, load_pipeline
+from avflow.commands.options import AUDIO_SUFFIXES, OUTPUT_DIR, StepBar, check_output, check_prompt
 
 HELP = "generate audio for a still image (MMAudio's experimental image mode)"
 
@@ -14,19 +14,29 @@ HELP = "generate audio for a still image (MMAudio's experimental image mode)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="an image file (png, jpg, ...)")
     add_model_arguments(parser, default_duration=8.0)
-    parser.add_argument("-o", "--output", type=Path, default=None, help="OUT.wav or OUT.flac (default: IMAGE.wav)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help=f"OUT.wav (float32) or OUT.flac (24-bit) (default: {OUTPUT_DIR}/IMAGE_NAME"
+                             ".wav)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    from avflow.data.image import read_image
+
+    read_image(args.image)  # readable, before any weights
+    prompt = check_prompt(args.prompt, "--prompt", required=False)
+    negative = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
+    out = check_output(args.output or OUTPUT_DIR / f"{args.image.stem}.wav", AUDIO_SUFFIXES,
+                       overwrite=args.overwrite, inputs=[args.image])  # fmt: skip
+    sampling, device = check_model_arguments(args)
     from avflow.data.media import write_audio
 
-    if not args.image.is_file():
-        raise MediaError(f"{args.image}: file not found")
-    pipeline = load_pipeline(args)
-    result = pipeline.generate_image(
-        args.image, args.prompt, args.negative_prompt, duration=args.duration, seed=args.seed
-    )
-    out = args.output or args.image.with_suffix(".wav")
+    pipeline = load_pipeline(args, sampling, device)
+    bar = StepBar("i2a", per_window=sampling.steps)
+    try:
+        result = pipeline.generate_image(args.image, prompt, negative, duration=args.duration, seed=args.seed,
+                                         progress=bar)  # fmt: skip
+    finally:
+        bar.close()
     write_audio(out, result.channels_first(), result.sample_rate)
     print(f"wrote {out} ({result.duration:.2f} s at {result.sample_rate} Hz)")
     return 0

@@ -5,23 +5,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avflow.commands.foley import add_model_arguments, load_pipeline
+from avflow.commands.foley import add_model_arguments, check_model_arguments, load_pipeline
+from avflow.commands.options import AUDIO_SUFFIXES, OUTPUT_DIR, StepBar, check_output, check_prompt
 
 HELP = "generate audio from a text prompt (MMAudio weights)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", help="what the audio should sound like")
-    add_model_arguments(parser, default_duration=8.0)
-    parser.add_argument("-o", "--output", type=Path, default=Path("output.wav"), help="OUT.wav or OUT.flac")
+    parser.add_argument("prompt", help="what the audio should sound like, e.g. 'a dog barking in the distance'")
+    add_model_arguments(parser, default_duration=8.0, prompt=False)
+    parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "t2a.wav",
+                        help="OUT.wav (float32) or OUT.flac (24-bit)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    prompt = check_prompt(args.prompt, "the prompt", required=True)
+    negative = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
+    out = check_output(args.output, AUDIO_SUFFIXES, overwrite=args.overwrite)
+    sampling, device = check_model_arguments(args)
     from avflow.data.media import write_audio
 
-    pipeline = load_pipeline(args)
-    prompt = args.text if args.prompt is None else f"{args.text} {args.prompt}"
-    result = pipeline.generate_text(prompt, args.negative_prompt, duration=args.duration, seed=args.seed)
-    write_audio(args.output, result.channels_first(), result.sample_rate)
-    print(f"wrote {args.output} ({result.duration:.2f} s at {result.sample_rate} Hz)")
+    pipeline = load_pipeline(args, sampling, device)
+    bar = StepBar("t2a", per_window=sampling.steps)
+    try:
+        result = pipeline.generate_text(prompt, negative, duration=args.duration, seed=args.seed, progress=bar)
+    finally:
+        bar.close()
+    write_audio(out, result.channels_first(), result.sample_rate)
+    print(f"wrote {out} ({result.duration:.2f} s at {result.sample_rate} Hz)")
     return 0

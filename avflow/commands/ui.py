@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from avflow.ui.services import UISettings
 
     defaults = UISettings()
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="default sampling steps ($AVFLOW_UI_STEPS)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="sampling steps to start with")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="requests generating at once")
     parser.add_argument("--max-file-size", default=defaults.max_file_size, help="upload limit, e.g. 200mb")
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where results are written")

@@ -1,4 +1,4 @@
-"""`avflow world make`: write a procedural audio-visual dataset (train/val/test with manifests)."""
+"""`avflow world [make] --n N --out DIR`: write a procedural audio-visual dataset (train/val/test with manifests)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ HELP = "make procedural audio-visual world datasets with known ground truth"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["make"], help="what to do (only `make` for now)")
+    parser.add_argument("action", nargs="?", choices=["make"], default="make",
+                        help="what to do (only `make` for now, so it may be left out)")  # fmt: skip
     parser.add_argument("--n", type=int, required=True, help="number of clips over all splits (about 80/10/10)")
     parser.add_argument("--out", required=True, help="output folder; gets train/, val/, test/")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; splits use disjoint clip-seed ranges")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--preview", action="store_true", help="also write an mp4 preview per clip")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(64, 64), help="frame size")
-    parser.add_argument("--fps", type=int, default=16)
+    parser.add_argument("--fps", type=int, default=16, help="frames per second")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--sample-rate", type=int, default=16000, help="audio samples per second")
     parser.add_argument("--hrtf", choices=["sphere", "kemar"], default="sphere", help="binaural model")
 
 

@@ -14,6 +14,7 @@ from scipy.signal import resample_poly
 
 from avflow.data.video import open_media, stream_origin
 from avflow.errors import MediaError
+from avflow.weights import atomic_write
 
 WRITE_SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24"}  # wav keeps float32 exactly; flac has no float samples
 
@@ -116,7 +117,7 @@ def as_channels_first(audio: torch.Tensor | np.ndarray, what: str) -> np.ndarray
 
 
 def write_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
-    """Write (C, N) float audio to .wav (float32, exact) or .flac (24-bit, clipped to [-1, 1])."""
+    """Write (C, N) float audio to .wav (float32, exact) or .flac (24-bit, clipped to [-1, 1]), atomically."""
     path = Path(path)
     subtype = WRITE_SUBTYPES.get(path.suffix.lower())
     if subtype is None:
@@ -126,6 +127,6 @@ def write_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate:
         raise MediaError(f"{path}: zero audio duration (no samples to write)")
     if subtype != "FLOAT":
         data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), data.T, int(sample_rate), subtype=subtype)
+    kind = path.suffix.lower().lstrip(".").upper()
+    atomic_write(path, lambda f: sf.write(f, data.T, int(sample_rate), subtype=subtype, format=kind))
     return path

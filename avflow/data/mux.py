@@ -1,7 +1,9 @@
-"""Write mp4s: encode frames (h264 + AAC), or remux a video's packets unchanged with a new AAC track."""
+"""Write mp4s: encode frames (h264 + AAC), or remux a video's packets unchanged with a new AAC track (keeping,
+replacing or mixing with the video's own audio)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -11,9 +13,14 @@ import numpy as np
 import torch
 
 from avflow.data.audio import as_channels_first, resample
+from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
+from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track
 from avflow.data.video import check_video, open_media, probe, video_span
 from avflow.errors import MediaError
+from avflow.weights import atomic_write
 
+MUX_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+MP4_OPTIONS = {"movie_timescale": str(MOVIE_TIMESCALE)}
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 _NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
 
@@ -37,17 +44,27 @@ def _fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
 
 def _encode_aac(
     output: av.container.OutputContainer, audio: np.ndarray, sample_rate: int, duration: Fraction, start: Fraction
-) -> list[av.Packet]:
-    """Add an AAC stream to `output` holding `audio` fitted to `duration` seconds from `start`; return its packets."""
+) -> tuple[list[av.Packet], Fraction]:
+    """Add an AAC stream to `output` holding `audio` fitted to `duration` seconds from `start`; return its packets and
+    the delay that `avflow.data.mp4_edits.delay_track` must give the track once the file is written.
+
+    AAC encoders put priming samples (1024 here) before the first real one; the mp4 muxer trims them only for a track
+    that starts at or before 0. So a track that starts later is encoded from 0 (led by the sub-tick rest of `start` in
+    silence) and delayed by an empty edit: its first sample of `audio` is presented at `start`, within a sample."""
     if sample_rate not in AAC_RATES:  # AAC only has these rates: go up to the next one
         target = next((r for r in AAC_RATES if r >= sample_rate), 96000)
         audio, sample_rate = resample(audio, sample_rate, target), target
-    audio = np.ascontiguousarray(_fit_length(audio, round(duration * sample_rate)), dtype=np.float32)
+    audio = _fit_length(audio, round(duration * sample_rate))
+    delay = Fraction(math.floor(start * MOVIE_TIMESCALE), MOVIE_TIMESCALE) if start > 0 else Fraction(0)
+    lead = round((start - delay) * sample_rate) if start > 0 else 0  # < 1 / MOVIE_TIMESCALE s of silence
+    audio = np.concatenate([np.zeros((audio.shape[0], lead), np.float32), audio], axis=1)
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
     layout = "mono" if audio.shape[0] == 1 else "stereo"
     stream = output.add_stream("aac", rate=sample_rate, layout=layout)
     frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout)
-    frame.sample_rate, frame.time_base, frame.pts = sample_rate, Fraction(1, sample_rate), round(start * sample_rate)
-    return list(stream.encode(frame)) + list(stream.encode(None))
+    frame.sample_rate, frame.time_base = sample_rate, Fraction(1, sample_rate)
+    frame.pts = round(min(start, Fraction(0)) * sample_rate)  # a start before 0 is trimmed with the priming
+    return list(stream.encode(frame)) + list(stream.encode(None)), delay
 
 
 def _packet_time(packet: av.Packet) -> Fraction:
@@ -55,13 +72,17 @@ def _packet_time(packet: av.Packet) -> Fraction:
 
 
 def _mux_interleaved(
-    output: av.container.OutputContainer, video_packets: Iterable[av.Packet], audio_packets: list[av.Packet]
+    output: av.container.OutputContainer,
+    source_packets: Iterable[av.Packet],
+    audio_packets: list[av.Packet],
+    audio_delay: Fraction = Fraction(0),
 ) -> None:
-    """Mux video packets in order, slipping each audio packet in before the first later video packet."""
+    """Mux the source's packets in order, slipping each new audio packet in before the first later source packet
+    (new audio packets are presented `audio_delay` after their timestamps)."""
     pending = iter(audio_packets)
     audio_next = next(pending, None)
-    for packet in video_packets:
-        while audio_next is not None and _packet_time(audio_next) <= _packet_time(packet):
+    for packet in source_packets:
+        while audio_next is not None and _packet_time(audio_next) + audio_delay <= _packet_time(packet):
             output.mux(audio_next)
             audio_next = next(pending, None)
         output.mux(packet)
@@ -70,31 +91,76 @@ def _mux_interleaved(
         audio_next = next(pending, None)
 
 
-def mux_audio(video_path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int, out_path: str | Path) -> Path:
-    """Write out_path with video_path's video packets unchanged (no re-encode) and `audio` (C, N) as a new AAC track
-    padded with silence or trimmed to exactly the video's duration. The source's own audio tracks are dropped."""
+def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`audio` (C, N) plus the source's first audio track (sample 0 at the first video frame), at the wider channel
+    count, scaled down only if the sum would clip."""
+    from avflow.data.audio import convert_channels, read_audio
+
+    source, _ = read_audio(video_path, sample_rate=sample_rate)
+    source = source.numpy()
+    channels = max(audio.shape[0], source.shape[0])
+    mixed = convert_channels(audio, channels) + convert_channels(_fit_length(source, audio.shape[1]), channels)
+    peak = float(np.abs(mixed).max()) if mixed.size else 0.0
+    return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32)
+
+
+def mux_audio(
+    video_path: str | Path,
+    audio: torch.Tensor | np.ndarray,
+    sample_rate: int,
+    out_path: str | Path,
+    *,
+    existing_audio: str = DEFAULT_EXISTING_AUDIO,
+) -> Path:
+    """Write out_path with video_path's video packets unchanged (no re-encode) and `audio` (C, N) as a new AAC track,
+    the first and default one, padded with silence or trimmed to exactly the video's span: its sample 0 is presented
+    with the first video frame, whatever time that frame starts at.
+
+    `existing_audio` says what happens to the source's own audio tracks: "keep" copies them unchanged after the new
+    track, "replace" drops them, "mix" adds the first one into the new track (and drops them). The file is written
+    atomically: on any failure nothing is left at out_path."""
     video_path, out_path = Path(video_path), Path(out_path)
+    if existing_audio not in EXISTING_AUDIO:
+        raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
+    container_format = MUX_FORMATS.get(out_path.suffix.lower())
+    if container_format is None:
+        raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
     data = as_channels_first(audio, str(out_path))
     if out_path.resolve() == video_path.resolve():
         raise MediaError(f"{out_path}: output must differ from the input video")
-    check_video(probe(video_path))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open_media(video_path) as source:
-        in_video = source.streams.video[0]
-        start, end = video_span(source, in_video)
-        source.seek(0, stream=in_video, backward=True)
-        with av.open(str(out_path), "w") as output:
-            out_video = output.add_stream_from_template(in_video)
-            audio_packets = _encode_aac(output, data, int(sample_rate), end - start, start)
+    info = probe(video_path)
+    check_video(info)
+    if existing_audio == "mix" and info.has_audio:
+        data = _mix_with_source(video_path, data, int(sample_rate))
 
-            def video_packets() -> Iterable[av.Packet]:
-                for packet in source.demux(in_video):
+    def write(file) -> None:
+        output = av.open(file, "w", format=container_format, options=MP4_OPTIONS)
+        with open_media(video_path) as source, output:
+            in_video = source.streams.video[0]
+            kept = list(source.streams.audio) if existing_audio == "keep" else []
+            start, end = video_span(source, in_video)
+            source.seek(0, stream=in_video, backward=True)
+            out_streams = {in_video.index: output.add_stream_from_template(in_video)}
+            audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
+            output.streams.audio[0].disposition = av.stream.Disposition.default
+            for stream in kept:
+                out_streams[stream.index] = output.add_stream_from_template(stream)
+                out_streams[stream.index].disposition = av.stream.Disposition(0)
+
+            def source_packets() -> Iterable[av.Packet]:
+                for packet in source.demux(in_video, *kept):
                     if packet.dts is None and packet.pts is None:  # demuxer's end-of-stream marker
                         continue
-                    packet.stream = out_video
+                    packet.stream = out_streams[packet.stream_index]
                     yield packet
 
-            _mux_interleaved(output, video_packets(), audio_packets)
+            _mux_interleaved(output, source_packets(), audio_packets, delay)
+        if delay > 0:  # the new track is the file's second (after the video)
+            written = delay_track(file, 1, float(delay))
+            if abs(written - delay) > Fraction(1, 10 * MOVIE_TIMESCALE):
+                raise MediaError(f"{out_path}: the muxer wrote an unexpected movie timescale; audio delay {written} s")
+
+    atomic_write(out_path, write)
     return out_path
 
 
@@ -109,7 +175,8 @@ def write_video(
     preset: str = "medium",
 ) -> Path:
     """Encode (T, H, W, 3) uint8 frames as h264 (yuv420p) at fps; `audio` (C, N) becomes an AAC track fitted to the
-    video's duration T / fps. Frame k has pts k / fps. H and W must be even (a yuv420p requirement)."""
+    video's duration T / fps. Frame k has pts k / fps. H and W must be even (a yuv420p requirement). Written
+    atomically."""
     path = Path(path)
     frames = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -123,23 +190,29 @@ def write_video(
         raise MediaError(f"{path}: fps must be > 0, got {fps}")
     if audio is not None and not sample_rate:
         raise MediaError(f"{path}: audio given without a sample_rate")
+    container_format = MUX_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        raise MediaError(f"{path}: can only write {', '.join(MUX_FORMATS)} videos")
     rate = frame_rate(fps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as output:
-        stream = output.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
-        audio_packets = []
-        if audio is not None:
-            data = as_channels_first(audio, str(path))
-            audio_packets = _encode_aac(output, data, int(sample_rate), n / rate, Fraction(0))
 
-        def video_packets() -> Iterable[av.Packet]:
-            for k in range(n):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
-                frame.pts, frame.time_base = k, 1 / rate
-                yield from stream.encode(frame)
-            yield from stream.encode(None)
+    def write(file) -> None:
+        with av.open(file, "w", format=container_format, options=MP4_OPTIONS) as output:
+            stream = output.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            audio_packets = []
+            if audio is not None:
+                data = as_channels_first(audio, str(path))
+                audio_packets, _ = _encode_aac(output, data, int(sample_rate), n / rate, Fraction(0))
 
-        _mux_interleaved(output, video_packets(), audio_packets)
+            def video_packets() -> Iterable[av.Packet]:
+                for k in range(n):
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
+                    frame.pts, frame.time_base = k, 1 / rate
+                    yield from stream.encode(frame)
+                yield from stream.encode(None)
+
+            _mux_interleaved(output, video_packets(), audio_packets)
+
+    atomic_write(path, write)
     return path

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from avflow.data.audio import read_audio
+from avflow.weights import atomic_write
 
 
 def log_spectrogram(mono: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -37,10 +38,10 @@ def image(values: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def save_png(panels: list[np.ndarray], path: str | Path) -> Path:
-    """Stack (h, w, 3) uint8 panels top to bottom into one PNG."""
+    """Stack (h, w, 3) uint8 panels top to bottom into one PNG (written atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(panels, axis=0)).save(path)
+    picture = Image.fromarray(np.concatenate(panels, axis=0))
+    atomic_write(path, lambda f: picture.save(f, format="PNG"))
     return path
 
 

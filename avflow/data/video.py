@@ -40,6 +40,7 @@ class MediaInfo:
     has_audio: bool
     audio_sample_rate: int | None
     audio_channels: int | None
+    audio_tracks: int = 0  # number of audio streams
 
 
 @dataclass
@@ -121,22 +122,24 @@ def probe(path: str | Path) -> MediaInfo:
         channels = audio.codec_context.channels if audio is not None else None
         if video is not None:
             n_frames = video.frames or _count_packets(container, video)
+            tracks = len(container.streams.audio)
             if n_frames == 0:
-                return MediaInfo(path, 0.0, 0.0, 0, video.width, video.height, True, audio is not None, rate, channels)
+                return MediaInfo(path, 0.0, 0.0, 0, video.width, video.height, True, audio is not None, rate, channels,
+                                 tracks)  # fmt: skip
             origin, end = video_span(container, video)
             duration = float(end - origin)
             fps = float(video.average_rate or video.guessed_rate or 0.0)
             if duration > 0 and abs(fps - n_frames / duration) > 0.01 * fps:  # header rate off (variable rate)
                 fps = n_frames / duration
             return MediaInfo(path, duration, fps, n_frames, video.width, video.height, True, audio is not None, rate,
-                             channels)  # fmt: skip
+                             channels, tracks)  # fmt: skip
         if audio.duration:
             duration = float(audio.duration * audio.time_base)
         elif container.duration:
             duration = container.duration / av.time_base
         else:
             duration = 0.0
-        return MediaInfo(path, duration, 0.0, 0, 0, 0, False, True, rate, channels)
+        return MediaInfo(path, duration, 0.0, 0, 0, 0, False, True, rate, channels, len(container.streams.audio))
 
 
 def check_video(info: MediaInfo) -> None:

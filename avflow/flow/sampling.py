@@ -81,7 +81,7 @@ class SamplingConfig:
 def sample_with(
     config: SamplingConfig, model, noise: Streams, cond: Any, *, negative: Any = None, **options: Any
 ) -> SampleResult:
-    """`avflow.flow.solvers.sample` with these settings; `options` go to it (clean, t_start, batched)."""
+    """`avflow.flow.solvers.sample` with these settings; `options` go to it (clean, t_start, batched, progress)."""
     return sample(
         model,
         noise,

@@ -18,6 +18,7 @@ from avflow.flow.timesteps import shift_time
 
 Streams = dict[str, torch.Tensor]
 VelocityFn = Callable[[Streams, float], Streams]
+Progress = Callable[[int, int], None]  # (steps done, steps in all), called after every fixed solver step
 
 SOLVERS = ("euler", "heun", "midpoint", "dopri5")
 
@@ -118,16 +119,20 @@ def integrate(
     shift: float = 1.0,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    progress: Progress | None = None,
 ) -> Streams:
-    """Solve dx/dt = f(x, t) from t = 0 to 1 with a fixed-step solver on a (shifted) grid, or dopri5."""
+    """Solve dx/dt = f(x, t) from t = 0 to 1 with a fixed-step solver on a (shifted) grid, or dopri5; `progress`
+    hears of every fixed step (dopri5 chooses its steps as it goes and reports none)."""
     if solver == "dopri5":
         return dopri5(f, x, 0.0, 1.0, rtol=rtol, atol=atol)
     if solver not in FIXED_STEP:
         raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
     step = FIXED_STEP[solver]
     grid = time_grid(steps, shift).tolist()
-    for t, t_next in zip(grid[:-1], grid[1:]):
+    for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
         x = step(f, x, t, t_next - t)
+        if progress is not None:
+            progress(i + 1, steps)
     return x
 
 
@@ -146,8 +151,9 @@ def sample(
     batched: bool = True,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    progress: Progress | None = None,
 ) -> SampleResult:
-    """Sample every stream of `noise` with `model.velocity`.
+    """Sample every stream of `noise` with `model.velocity` (`progress(done, steps)` after every fixed step).
 
     `t_start[s]` is (B,) or (B, T) per latent frame; frames at 1 are clean conditions copied from `clean[s]` and
     stay bit-identical; the model sees t = 1 there and the current solver time elsewhere.
@@ -178,7 +184,7 @@ def sample(
         nfe += n_eval
         return {s: torch.where(masks[s], torch.zeros_like(v[s]), v[s]) if s in masks else v[s] for s in x}
 
-    out = integrate(f, x0, steps=steps, solver=solver, shift=shift, rtol=rtol, atol=atol)
+    out = integrate(f, x0, steps=steps, solver=solver, shift=shift, rtol=rtol, atol=atol, progress=progress)
     # Clean tokens are restored exactly (guards against any arithmetic on masked zeros).
     out = {s: torch.where(masks[s], x0[s], v) if s in masks else v for s, v in out.items()}
     return SampleResult(out, nfe)

@@ -1,8 +1,11 @@
 """Joint audio-video flow model: a Wan-layout video tower and an MMAudio-layout audio tower joined by a fusion module.
 
 Implements the generator protocol (`velocity`, `empty_conditions`). Streams: `video` `(B, 16, T, H, W)` latents and
-`audio` `(B, N, 20)` latents; either may be given alone (text-to-video-only / text-to-audio-only). Times per stream
-are `(B,)` or per latent frame `(B, T)` / `(B, N)`; t = 1 marks clean condition frames (tasks in `tasks.py`).
+the audio streams named by `audio_streams`: `audio` `(B, N, C)` (mono latents), or `left` and `right` `(B, N, C)`
+each (a binaural codec's per-ear latents, generated together: the audio tower sees them side by side in channels,
+`audio.latent_dim` = 2 C). Video or audio may be given alone (text-to-video-only / text-to-audio-only). Times per
+stream are `(B,)` or per latent frame `(B, T)` / `(B, N)` (the audio streams share one); t = 1 marks clean
+condition frames (tasks in `tasks.py`).
 `cond` is `{"text": (B, S, text_dim), "text_mask": (B, S) bool}`; masked text tokens are zeroed (Wan's padding).
 """
 
@@ -34,8 +37,13 @@ class JointConfig:
     video_fps: float = 16.0  # frames per second of the pixel video
     video_temporal_stride: int = 4  # pixel frames per video latent frame (plain T / 4, see world_video_ae.py)
     audio_latent_rate: float = 31.25  # audio latents per second
+    audio_streams: tuple[str, ...] = ("audio",)  # ("audio",) or ("left", "right"), side by side in channels
 
     def __post_init__(self) -> None:
+        if self.audio_streams not in (("audio",), ("left", "right")):
+            raise ConfigError(f"audio_streams: must be ['audio'] or ['left', 'right'], got {list(self.audio_streams)}")
+        if self.audio.latent_dim % len(self.audio_streams):
+            raise ConfigError(f"audio.latent_dim {self.audio.latent_dim} must split evenly over {self.audio_streams}")
         if self.video.text_dim != self.text_dim or self.audio.text_dim != self.text_dim:
             raise ConfigError(
                 f"text_dim {self.text_dim} must equal video.text_dim {self.video.text_dim} "
@@ -90,29 +98,42 @@ class JointModel(nn.Module):
         mask = cond.get("text_mask")
         return text if mask is None else text * mask[..., None].to(text.dtype)
 
+    def _audio_in(self, streams: dict[str, Tensor], t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The audio streams side by side in channels `(B, N, sum C)` and their (shared) times."""
+        names = self.config.audio_streams
+        return torch.cat([streams[s] for s in names], dim=-1), t[names[0]]
+
+    def _audio_out(self, velocity: Tensor) -> dict[str, Tensor]:
+        names = self.config.audio_streams
+        return dict(zip(names, velocity.chunk(len(names), dim=-1)))
+
     def velocity(
         self, streams: dict[str, Tensor], t: dict[str, Tensor], cond: dict[str, Tensor], *, cross_modal: bool = True
     ) -> dict[str, Tensor]:
-        unknown = set(streams) - {"video", "audio"}
-        if unknown or not streams:
-            raise ConfigError(f"joint model streams are 'video' and/or 'audio', got {sorted(streams)}")
+        audio_names = set(self.config.audio_streams)
+        given_audio = set(streams) & audio_names
+        if set(streams) - audio_names - {"video"} or not streams or given_audio not in (set(), audio_names):
+            want = " and ".join(repr(s) for s in self.config.audio_streams)
+            raise ConfigError(f"joint model streams are 'video' and/or {want}, got {sorted(streams)}")
         text = self._text(cond)
         c = self.config
         out = {}
-        if "video" in streams and "audio" in streams:
-            xv, xa = streams["video"], streams["audio"]
+        if "video" in streams and given_audio:
+            xv = streams["video"]
+            xa, ta = self._audio_in(streams, t)
             v = self.video.embed(xv, 1000.0 * (1.0 - t["video"]), text)
-            a = self.audio.embed(xa, t["audio"], text)
+            a = self.audio.embed(xa, ta, text)
             v.seconds = video_frame_seconds(v.grid[0], c.video_fps, c.video_temporal_stride, xv.device)
             a.seconds = audio_token_seconds(a.grid[0], c.audio_latent_rate, xa.device)
             if cond.get("region_mask") is not None:  # teacher-forced region mask for region-aware fusion
                 v.extras["region_mask"] = cond["region_mask"]
             self.fusion.run(self.video, self.audio, v, a, cross_modal)
-            return {"video": -self.video.head(v), "audio": self.audio.head(a)}
+            return {"video": -self.video.head(v), **self._audio_out(self.audio.head(a))}
         if "video" in streams:
             out["video"] = self.video.velocity(streams["video"], t["video"], text)
-        if "audio" in streams:
-            out["audio"] = self.audio(streams["audio"], t["audio"], text)
+        if given_audio:
+            xa, ta = self._audio_in(streams, t)
+            out |= self._audio_out(self.audio(xa, ta, text))
         return out
 
     def forward(self, streams: dict[str, Tensor], t: dict[str, Tensor], cond: dict[str, Tensor]) -> dict[str, Tensor]:

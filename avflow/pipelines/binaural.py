@@ -24,6 +24,7 @@ from avflow.codecs.binaural_features import (
 from avflow.errors import MediaError, WeightsError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.models.binaural import MODEL_FILE, SAMPLING, load_binaural, video_conditions
+from avflow.pipelines.inputs import check_video_input
 
 SAMPLE_RATE = 16000
 TOKEN_RATE = SAMPLE_RATE / SAMPLES_PER_TOKEN
@@ -88,6 +89,7 @@ def binaural_track(
 
     if mode not in MODES:
         raise MediaError(f"unknown binaural mode {mode!r} (choose from {', '.join(MODES)})")
+    check_video_input(video)  # the same minimum length as every other command
     frames, fps, duration = video_frames(video)
     n = int(round(duration * SAMPLE_RATE))
     if mode == "auto":

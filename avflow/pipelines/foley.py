@@ -20,7 +20,6 @@ undecided audio tail) at a time. Only the final waveform is accumulated.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -33,20 +32,20 @@ from torch import Tensor
 
 from avflow.codecs.audio_vae import AudioVAE
 from avflow.codecs.bigvgan import BigVGAN
-from avflow.data.media import probe
+from avflow.data.image import read_image
 from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
-from avflow.errors import ConfigError, MediaError
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
 from avflow.pipelines.foley_frames import iter_window_frames
 from avflow.pipelines.foley_model import FoleyModel
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
-from avflow.pipelines.foley_variants import VARIANTS, model_paths
-from avflow.pipelines.foley_windows import EPS, Window, plan_windows
-from avflow.precision import autocast, check_precision
+from avflow.pipelines.foley_variants import model_files, resolve_model
+from avflow.pipelines.foley_windows import Window, plan_windows
+from avflow.pipelines.inputs import check_duration, check_video_input
+from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
-MIN_VIDEO_S = 0.5  # shortest video accepted
+Progress = Callable[[int, int], None]  # (solver steps done, steps in all windows)
 
 
 @dataclass
@@ -61,17 +60,6 @@ class FoleyOutput:
         return self.audio if self.audio.ndim == 2 else self.audio[None]
 
 
-def in_own_precision(method: Callable) -> Callable:
-    """Run a pipeline method (every stage in it) under the pipeline's precision."""
-
-    @functools.wraps(method)
-    def run(self: FoleyPipeline, *args, **kwargs):
-        with self.in_precision():
-            return method(self, *args, **kwargs)
-
-    return run
-
-
 class FoleyPipeline:
     """Encoders + FoleyModel + windowing. `trace`, when a list, receives (name, seconds spanned) per tensor."""
 
@@ -83,35 +71,38 @@ class FoleyPipeline:
         window_s: float = 8.0,
         overlap_s: float = 1.0,
         read_s: float = 0.5,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.model, self.encoders = model, encoders
         self.window_s, self.overlap_s, self.read_s = window_s, overlap_s, read_s
-        self.precision = check_precision(precision)  # every stage runs under `avflow.precision.autocast`
+        self.precision = check_precision(precision)  # `avflow.precision`: auto, fp32 or bf16
         self.trace: list[tuple[str, float]] | None = None
         self.timings: dict[str, float] = {}  # wall seconds per stage (features, sampling, decoding), accumulated
 
     @classmethod
-    def from_cache(
+    def load(
         cls,
         model: str = "large_44k_v2",
-        root: Path | None = None,
         *,
+        weights: str | Path | None = None,
+        root: Path | None = None,
         device: str | torch.device = "cpu",
         sampling: SamplingConfig | None = None,
         **kwargs,
     ) -> FoleyPipeline:
-        """Load every part of `model` from the weight cache (official files converted to safetensors); `sampling`
-        defaults to the variant's; `kwargs` go to the constructor (window_s, overlap_s, read_s, precision)."""
-        paths = model_paths(model, root)
-        spec = VARIANTS[model]
-        network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths[spec.network])
+        """Load every part of `model` (an official variant's name, its files from the weight cache, or a JSON model
+        config), the network from `weights` when given; `sampling` defaults to the model's; `kwargs` go to the
+        constructor (window_s, overlap_s, read_s, precision: with the default "auto", a CUDA device runs the networks
+        under bf16 autocast where the GPU supports it)."""
+        spec = resolve_model(model, weights)
+        paths = model_files(spec, model, root)
+        network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths["network"])
         network = network.to(device).eval()
-        vae = AudioVAE.from_file(paths[spec.vae], spec.vae_config).to(device).eval()
-        vocoder = BigVGAN.from_file(paths[spec.vocoder], spec.vocoder_config).to(device).eval()
+        vae = AudioVAE.from_file(paths["vae"], spec.vae_config).to(device).eval()
+        vocoder = BigVGAN.from_file(paths["vocoder"], spec.vocoder_config).to(device).eval()
         foley = FoleyModel(network, vae, vocoder, sampling or spec.sampling)
-        clip = load_clip(paths[spec.clip], spec.clip_config)
-        sync = load_synchformer(paths[spec.synchformer], spec.synchformer_config)
+        clip = load_clip(paths["clip"], spec.clip_config)
+        sync = load_synchformer(paths["synchformer"], spec.synchformer_config)
         return cls(foley, Encoders(clip, sync).to(device), **kwargs)
 
     @property
@@ -123,9 +114,9 @@ class FoleyPipeline:
         config = self.model.network.config
         return config.sample_rate / config.hop_length / 2
 
-    def in_precision(self) -> AbstractContextManager:
-        """The autocast context of this pipeline's precision on its device."""
-        return autocast(self.precision, self.model.device)
+    def _autocast(self, *, codec: bool = False) -> AbstractContextManager:
+        """Autocast of this pipeline's precision on its device, for the networks or (`decoding`) the VAE + vocoder."""
+        return autocast(self.precision, self.model.device, codec=codec)
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -140,12 +131,14 @@ class FoleyPipeline:
             self.trace.append((name, float(seconds)))
 
     def _text(self, prompt: str | None) -> Tensor | None:
-        return None if prompt is None else self.encoders.encode_text([prompt])
+        if prompt is None:
+            return None
+        with self._autocast():
+            return self.encoders.encode_text([prompt]).float()
 
     # -- video ----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    @in_own_precision
     def generate_video(
         self,
         path: str | Path,
@@ -155,14 +148,12 @@ class FoleyPipeline:
         duration: float | None = None,
         seed: int = 0,
         sampling: SamplingConfig | None = None,
+        progress: Progress | None = None,
     ) -> FoleyOutput:
-        """Audio for the video's first `duration` seconds (default: all of it), window by window."""
-        info = probe(path)
-        if not info.has_video or info.n_frames == 0:
-            raise MediaError(f"{path}: no video stream")
+        """Audio for the video's first `duration` seconds (default: all of it), window by window; `progress` hears
+        of every solver step of every window."""
+        info = check_video_input(path, duration=check_duration(duration))
         total = info.duration if duration is None else min(float(duration), info.duration)
-        if total < MIN_VIDEO_S - EPS:
-            raise MediaError(f"{path}: video is too short ({total:.3f} s); at least {MIN_VIDEO_S} s is needed")
         windows = plan_windows(total, self.window_s, self.overlap_s, self.latent_rate)
         text_f, negative_f = self._text(prompt), self._text(negative_prompt)
 
@@ -175,17 +166,17 @@ class FoleyPipeline:
                         return
                     self._note("clip_frames", len(wf.clip) / 8.0)
                     self._note("sync_frames", len(wf.sync) / 25.0)
-                    clip_f = self.encoders.encode_clip(wf.clip[None])  # (1, n_clip, D)
-                    sync_f = self.encoders.encode_sync(wf.sync[None])  # (1, n_sync_tokens, D)
+                    with self._autocast():
+                        clip_f = self.encoders.encode_clip(wf.clip[None]).float()  # (1, n_clip, D)
+                        sync_f = self.encoders.encode_sync(wf.sync[None]).float()  # (1, n_sync_tokens, D)
                 yield wf.window, clip_f, sync_f
 
-        audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling)
+        audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling, len(windows), progress)
         return FoleyOutput(audio, self.sample_rate, total, len(windows))
 
     # -- text and image -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    @in_own_precision
     def generate_text(
         self,
         prompt: str,
@@ -194,10 +185,10 @@ class FoleyPipeline:
         duration: float = 8.0,
         seed: int = 0,
         sampling: SamplingConfig | None = None,
+        progress: Progress | None = None,
     ) -> FoleyOutput:
         """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window."""
-        if not duration >= MIN_VIDEO_S:
-            raise ConfigError(f"duration must be >= {MIN_VIDEO_S} s, got {duration}")
+        duration = check_duration(duration, "duration")
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
         audio = self._generate_windows(
             ((w, None, None) for w in windows),
@@ -206,11 +197,12 @@ class FoleyPipeline:
             duration,
             seed,
             sampling,
+            len(windows),
+            progress,
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
     @torch.no_grad()
-    @in_own_precision
     def generate_image(
         self,
         path: str | Path,
@@ -220,19 +212,14 @@ class FoleyPipeline:
         duration: float = 8.0,
         seed: int = 0,
         sampling: SamplingConfig | None = None,
+        progress: Progress | None = None,
     ) -> FoleyOutput:
         """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features."""
-        from PIL import Image, UnidentifiedImageError
-
-        if not duration >= MIN_VIDEO_S:
-            raise ConfigError(f"duration must be >= {MIN_VIDEO_S} s, got {duration}")
-        try:
-            with Image.open(path) as img:
-                pixels = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise MediaError(f"{path}: cannot read as an image ({type(exc).__name__})") from None
+        duration = check_duration(duration, "duration")
+        pixels = read_image(path)  # (H, W, 3) uint8
         frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W)
-        image_f = self.encoders.encode_clip(clip_frames_transform(frame)[None])  # (1, 1, D)
+        with self._autocast():
+            image_f = self.encoders.encode_clip(clip_frames_transform(frame)[None]).float()  # (1, 1, D)
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
 
         def feats():
@@ -241,7 +228,7 @@ class FoleyPipeline:
                 yield w, image_f.expand(1, n_clip, -1), None
 
         audio = self._generate_windows(
-            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, sampling
+            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, sampling, len(windows), progress
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
@@ -264,8 +251,11 @@ class FoleyPipeline:
         total_s: float,
         seed: int,
         sampling: SamplingConfig | None,
+        n_windows: int,
+        progress: Progress | None = None,
     ) -> np.ndarray:
         net, model = self.model.network, self.model
+        steps = (sampling or model.sampling).steps
         sr, per_latent = self.sample_rate, 2 * net.config.hop_length
         generator = torch.Generator().manual_seed(seed)
         out: list[np.ndarray] = []
@@ -284,12 +274,20 @@ class FoleyPipeline:
                 n = min(p_lat.shape[1] - offset, lengths.latent)
                 if n > 0:
                     generator_net = OverlapInpainting(net, p_lat[:, offset : offset + n], x0, ramp(n))
-            with self._timed("sampling"):
+            report = None
+            if progress is not None:
+
+                def report(step: int, _: int, done: int = w.index * steps) -> None:  # steps over all windows
+                    progress(done + step, n_windows * steps)
+
+            with self._timed("sampling"), self._autocast():
                 latents = self.model.sample_normalized(
-                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, sampling=sampling, generator=generator_net
-                )
+                    x0, clip_f, sync_f, text_f, negative_text_f=negative_f, sampling=sampling, generator=generator_net,
+                    progress=report,
+                )  # fmt: skip
+            latents = latents.float()
             self._note("latents", latents.shape[1] / self.latent_rate)
-            with self._timed("decoding"):
+            with self._timed("decoding"), self._autocast(codec=True):
                 wav = model.decode(net.unnormalize(latents), round(w.duration * sr))[0].float().cpu()  # (samples,)
             self._note("window_audio", len(wav) / sr)
             start = w.start * per_latent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,17 +26,21 @@ def sample_latents(
     negative_text_f: torch.Tensor | None = None,
     generator=None,
     batched: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(normalized latents (B, N, C), NFE) from noise x0 under `cond` from `network.preprocess_conditions`.
 
     The negative branches use the learned empty conditions, with `negative_text_f` (B, Nt, text_dim) in place of
-    the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps). The
-    network's kernel-3 convolutions run as Winograd F(4, 3) meanwhile (`winograd_convolutions`).
+    the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps);
+    `progress(done, steps)` hears of every solver step. The network's kernel-3 convolutions run as Winograd F(4, 3)
+    meanwhile (`winograd_convolutions`).
     """
     negative = network.empty_conditions(x0.shape[0], negative_text_f) if sampling.guided else None
     model = generator if generator is not None else network
     with winograd_convolutions(network):
-        result = sample_with(sampling, model, {"audio": x0}, cond, negative=negative, batched=batched)
+        result = sample_with(
+            sampling, model, {"audio": x0}, cond, negative=negative, batched=batched, progress=progress
+        )
     return result.streams["audio"], result.nfe
 
 
@@ -135,10 +141,11 @@ class FoleyModel(nn.Module):
         negative_text_f: torch.Tensor | None = None,
         sampling: SamplingConfig | None = None,
         generator=None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Normalized latents (B, N, C) sampled with `sampling` (default: the model's); `generator` may wrap the
         network's `velocity` (e.g. for window overlaps). The negative branches use the learned empty conditions, with
-        `negative_text_f` in place of the empty string when given."""
+        `negative_text_f` in place of the empty string when given; `progress(done, steps)` after every step."""
         sampling = sampling or self.sampling
         net, batch = self.network, x0.shape[0]
         text_len = net.config.text_seq_len
@@ -148,7 +155,9 @@ class FoleyModel(nn.Module):
         if negative_text_f is not None:
             negative_text_f = self._features("negative text", negative_text_f, net.empty_string_feat, text_len, batch)
         cond = net.preprocess_conditions(clip_f, sync_f, text_f)  # computed once, reused at every step
-        return sample_latents(net, x0, cond, sampling, negative_text_f=negative_text_f, generator=generator)[0]
+        return sample_latents(
+            net, x0, cond, sampling, negative_text_f=negative_text_f, generator=generator, progress=progress
+        )[0]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:

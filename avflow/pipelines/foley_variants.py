@@ -1,23 +1,35 @@
-"""Which cached weight files and which configs make up each foley model (`VARIANTS`), and fetching them."""
+"""Which weights and which configs make up a foley model: the official variants (`VARIANTS`), a model of one's own
+described by a JSON file (`load_model_config`), a network checkpoint on top of either (`resolve_model(...,
+weights=)`), and finding the files without reading them (`check_available`) or with it (`model_files`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from avflow import hub
 from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAEConfig
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGANConfig
+from avflow.config import from_dict
 from avflow.encoders.clip import CLIPConfig
 from avflow.encoders.synchformer import SynchformerConfig
-from avflow.errors import WeightsError
+from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio_config import CONFIGS, SAMPLING, MMAudioConfig
+
+PARTS = ("network", "vae", "vocoder", "synchformer", "clip")  # the weight fields of a FoleySpec
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FoleySpec:
-    """Asset stems (see `avflow.hub.ASSETS`) and configs of one model variant."""
+    """The weights and configs of one foley model.
+
+    Each weight field (`PARTS`) is either an asset of the weight cache (a stem of `avflow.hub.ASSETS`, fetched by
+    `avflow download`) or a weights file (a name ending in .pth, .pt, .safetensors or .bin: official checkpoints or
+    the project's safetensors exports, read directly; in a JSON model config, relative to the config's folder).
+    """
 
     network: str
     vae: str
@@ -29,7 +41,7 @@ class FoleySpec:
     vocoder_config: BigVGANConfig
     clip_config: CLIPConfig = field(default_factory=CLIPConfig)
     synchformer_config: SynchformerConfig = field(default_factory=SynchformerConfig)
-    sampling: SamplingConfig = SAMPLING  # the variant's default sampling settings
+    sampling: SamplingConfig = SAMPLING  # the model's default sampling settings
 
 
 def _official(name: str) -> FoleySpec:
@@ -51,19 +63,102 @@ def _official(name: str) -> FoleySpec:
 VARIANTS: dict[str, FoleySpec] = {name: _official(name) for name in CONFIGS}
 
 
-def check_model(model: str) -> FoleySpec:
-    """The spec of a model that can be fetched, or a one-line WeightsError listing the known ones."""
-    if model not in VARIANTS or model not in hub.MODELS:
-        raise WeightsError(f"unknown model {model!r}; choose from {', '.join(m for m in VARIANTS if m in hub.MODELS)}")
-    return VARIANTS[model]
+def is_weights_file(ref: str | Path) -> bool:
+    """Whether a weight field names a file (by its suffix) rather than a cache asset."""
+    return Path(ref).suffix.lower() in WEIGHT_SUFFIXES
 
 
-def model_paths(model: str, root: Path | None = None) -> dict[str, Path]:
-    """Converted weight files of a model, or a one-line WeightsError naming `avflow download MODEL`."""
-    check_model(model)
+def check_weights_file(path: str | Path, what: str = "--weights") -> Path:
+    """A readable, non-empty weights file with a known suffix, else a one-line WeightsError; reads no weights."""
+    path = Path(path)
+    if not is_weights_file(path):
+        raise WeightsError(f"{what} {path}: expected a {', '.join(WEIGHT_SUFFIXES)} file")
+    if not path.is_file():
+        raise WeightsError(f"{what} {path}: file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{what} {path}: file is empty")
+    return path
+
+
+def load_model_config(path: str | Path) -> FoleySpec:
+    """A FoleySpec from a JSON file (keys: the FoleySpec fields; configs as nested objects), strictly; weight files
+    are resolved against the file's folder and must exist."""
+    path = Path(path)
     try:
-        return hub.fetch_model(model, root)
-    except WeightsError as exc:
-        message = str(exc).strip().splitlines()[0].replace("avflow download MODEL", f"avflow download {model}")
-        message = message if len(message) <= 300 else message[:300] + "..."  # torch errors can run long
-        raise WeightsError(f"model {model} is not ready: {message}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the model config ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    try:
+        spec = from_dict(FoleySpec, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    files = {}
+    for part in PARTS:
+        ref = getattr(spec, part)
+        if is_weights_file(ref):
+            file = Path(ref).expanduser()
+            files[part] = str(check_weights_file(file if file.is_absolute() else path.parent / file, f"{path}: {part}"))
+    return replace(spec, **files)
+
+
+def known_models() -> str:
+    return ", ".join(m for m in VARIANTS if m in hub.MODELS)
+
+
+def resolve_model(model: str, weights: str | Path | None = None) -> FoleySpec:
+    """The spec of `model`, an official variant's name or a JSON model config, with the network's weights taken from
+    `weights` when given; one-line errors for unknown names and unreadable files. Reads no weights."""
+    model = str(model)
+    if model.lower().endswith(".json"):
+        spec = load_model_config(model)
+    elif model in VARIANTS and model in hub.MODELS:
+        spec = VARIANTS[model]
+    else:
+        raise WeightsError(f"unknown model {model!r}; choose from {known_models()}, or give a model config .json")
+    if weights is not None:
+        spec = replace(spec, network=str(check_weights_file(weights)))
+    return spec
+
+
+def _download_hint(stem: str, model: str) -> str:
+    """The `avflow download` argument that fetches asset `stem`."""
+    if model in hub.MODELS and stem in hub.MODELS[model]:
+        return model
+    return next((name for name, stems in hub.MODELS.items() if stem in stems), "MODEL")
+
+
+def _not_ready(exc: WeightsError, stem: str, model: str) -> WeightsError:
+    hint = f"avflow download {_download_hint(stem, model)}"
+    message = str(exc).strip().splitlines()[0].replace("avflow download MODEL", hint)
+    message = message if len(message) <= 300 else message[:300] + "..."  # torch errors can run long
+    return WeightsError(f"model {model} is not ready: {message}")
+
+
+def check_available(spec: FoleySpec, model: str, root: Path | None = None) -> None:
+    """A one-line WeightsError (naming `avflow download ...`) unless every part's file is at hand; reads no weights."""
+    for part in PARTS:
+        ref = getattr(spec, part)
+        if is_weights_file(ref):
+            check_weights_file(ref, part)
+            continue
+        try:
+            hub.require(ref, root)
+        except WeightsError as exc:
+            raise _not_ready(exc, ref, model) from None
+
+
+def model_files(spec: FoleySpec, model: str, root: Path | None = None) -> dict[str, Path]:
+    """The weights file of every part (cache assets fetched and converted as needed), by part name."""
+    files = {}
+    for part in PARTS:
+        ref = getattr(spec, part)
+        if is_weights_file(ref):
+            files[part] = Path(ref)
+            continue
+        try:
+            files[part] = hub.fetch(ref, root)
+        except WeightsError as exc:
+            raise _not_ready(exc, ref, model) from None
+    return files

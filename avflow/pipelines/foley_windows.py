@@ -21,10 +21,15 @@ class Window:
     duration: float  # seconds the window's video features and audio cover (>= MIN_MODEL_S)
 
 
-def plan_windows(total_s: float, window_s: float, overlap_s: float, latent_rate: float) -> list[Window]:
-    """Windows of `window_s` (the last one may be shorter) covering [0, total_s), starts on the latent grid."""
+def check_windows(window_s: float, overlap_s: float) -> None:
+    """A one-line ConfigError unless window >= MIN_MODEL_S and 0 <= overlap < window / 2."""
     if not window_s >= MIN_MODEL_S or not 0 <= overlap_s < window_s / 2:
         raise ConfigError(f"need window >= {MIN_MODEL_S} s and 0 <= overlap < window / 2, got {window_s}, {overlap_s}")
+
+
+def plan_windows(total_s: float, window_s: float, overlap_s: float, latent_rate: float) -> list[Window]:
+    """Windows of `window_s` (the last one may be shorter) covering [0, total_s), starts on the latent grid."""
+    check_windows(window_s, overlap_s)
     if total_s <= window_s + EPS:
         return [Window(index=0, start=0, start_s=0.0, duration=max(total_s, MIN_MODEL_S))]
     stride = max(1, round((window_s - overlap_s) * latent_rate))

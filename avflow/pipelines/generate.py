@@ -19,28 +19,13 @@ from torch import Tensor
 from avflow.errors import AvflowError, ConfigError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
+from avflow.pipelines.inputs import MAX_DURATION_S
+from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
 if TYPE_CHECKING:
     from avflow.pipelines.default_model import DefaultModelConfig
 
 TASKS = ("t2av", "a2v", "v2a")
-
-
-class ProgressModel:
-    """Wraps a generator so each velocity call (one per solver step with batched guidance) reports progress."""
-
-    def __init__(self, model, total: int, progress: Callable[[int, int], None] | None):
-        self.model, self.total, self.progress, self.done = model, total, progress, 0
-
-    def empty_conditions(self, batch: int):
-        return self.model.empty_conditions(batch)
-
-    def velocity(self, streams, t, cond, *, cross_modal: bool = True):
-        out = self.model.velocity(streams, t, cond, cross_modal=cross_modal)
-        self.done += 1
-        if self.progress is not None:
-            self.progress(min(self.done, self.total), self.total)
-        return out
 
 
 class JointPipeline:
@@ -53,6 +38,19 @@ class JointPipeline:
         self.height, self.width = config.height, config.width
         self.sampling = config.sampling  # the model's defaults
         self.default_prompt = config.default_prompt
+        self.precision = DEFAULT_PRECISION  # `avflow.precision`: auto, fp32 or bf16 (set with `to`)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> JointPipeline:
+        """Move the networks to `device`, and set the precision (`avflow.precision`; with the default "auto", CUDA
+        samples under bf16 autocast where the GPU supports it)."""
+        for module in (self.model, self.video_ae, self.audio_vae):
+            module.to(device)
+        self.precision = check_precision(precision or self.precision)
+        return self
 
     def shapes(self, duration: float) -> tuple[int, int]:
         """(pixel frames, audio latents) for `duration` s: frames a multiple of 4, audio 512 samples per latent."""
@@ -94,43 +92,49 @@ class JointPipeline:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
         duration = self.config.duration if duration is None else float(duration)
-        if not duration > 0 or duration > 60:
-            raise AvflowError(f"duration must be in (0, 60] seconds, got {duration}")
+        if not duration > 0 or duration > MAX_DURATION_S:
+            raise AvflowError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds, got {duration}")
         sampling = sampling or self.sampling
         if task == "a2v" and audio_path is None:
-            raise AvflowError("task a2v needs an audio file (--audio FILE)")
+            raise AvflowError("task a2v needs an audio file (--audio-file FILE)")
         if task == "v2a" and video_path is None:
             raise AvflowError("task v2a needs a video file (--video FILE)")
         n_frames, n_audio = self.shapes(duration)
         samples = int(round(n_frames / self.fps * self.sample_rate))
+        device = self.device
         clean, t_start, given_audio, given_frames = {}, {}, None, None
         if task == "a2v":
             given_audio = self._read_audio(audio_path, samples)  # (samples,)
-            clean["audio"] = self.audio_vae.encode(given_audio[None, : n_audio * 512])
-            t_start["audio"] = torch.ones(1)
+            with autocast(self.precision, device, codec=True):
+                clean["audio"] = self.audio_vae.encode(given_audio[None, : n_audio * 512].to(device)).float()
+            t_start["audio"] = torch.ones(1, device=device)
         if task == "v2a":
             given_frames = self._read_video(video_path, n_frames)
-            clean["video"] = self.video_ae.encode(frames_to_video(given_frames))
-            t_start["video"] = torch.ones(1)
+            with autocast(self.precision, device, codec=True):
+                clean["video"] = self.video_ae.encode(frames_to_video(given_frames).to(device)).float()
+            t_start["video"] = torch.ones(1, device=device)
 
         g = torch.Generator().manual_seed(int(seed))
         tv, hv, wv = n_frames // 4, self.height // 8, self.width // 8
         noise = {
-            "video": torch.randn(1, 16, tv, hv, wv, generator=g),
-            "audio": torch.randn(1, n_audio, 20, generator=g),
+            "video": torch.randn(1, 16, tv, hv, wv, generator=g).to(device),
+            "audio": torch.randn(1, n_audio, 20, generator=g).to(device),
         }
         text, mask = self.text_encoder([prompt])
-        cond = {"text": text, "text_mask": mask}
-        model = ProgressModel(self.model, sampling.steps, progress)
-        result = sample_with(sampling, model, noise, cond, clean=clean or None, t_start=t_start or None)
+        cond = {"text": text.to(device), "text_mask": mask.to(device)}
+        with autocast(self.precision, device):
+            result = sample_with(sampling, self.model, noise, cond, clean=clean or None, t_start=t_start or None,
+                                 progress=progress)  # fmt: skip
+        streams = {k: v.float() for k, v in result.streams.items()}
 
+        with autocast(self.precision, device, codec=True):
+            video = self.video_ae.decode(streams["video"])[0].float().cpu() if given_frames is None else None
+            mono = self.audio_vae.decode(streams["audio"])[0].float().cpu() if given_audio is None else None
         if given_frames is None:
-            video = self.video_ae.decode(result.streams["video"])[0]  # (3, T, H, W)
             frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous()
         else:
             frames = given_frames
-        if given_audio is None:
-            mono = self.audio_vae.decode(result.streams["audio"])[0]  # (512 N,)
+        if given_audio is None:  # mono (512 N,)
             mono = torch.nn.functional.pad(mono, (0, samples - mono.shape[0]))
         else:
             mono = given_audio

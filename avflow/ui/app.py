@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.errors import AvflowError
 from avflow.ui.services import (
     VIDEO_TYPES,
@@ -110,21 +111,23 @@ def build_app(settings: UISettings | None = None):
                         f_seed = gr.Number(label="seed", value=0, precision=0)
                         f_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
                         f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(), label="cfg_strength")
+                        f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                           label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")
                     foley_out = outputs("foley")
 
-                def foley(video, prompt, negative, seed, steps, cfg_strength, progress=gr.Progress()):  # noqa: B008
+                def foley(video, prompt, negative, seed, steps, cfg_strength, audio, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_foley(
                             video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps,
-                            cfg_strength=cfg_strength, progress=report,
+                            cfg_strength=cfg_strength, existing_audio=audio, progress=report,
                         ),
                         progress,
                     )  # fmt: skip
 
                 f_go.click(
                     foley,
-                    [f_video, f_prompt, f_negative, f_seed, f_steps, f_cfg_strength],
+                    [f_video, f_prompt, f_negative, f_seed, f_steps, f_cfg_strength, f_audio],
                     foley_out,
                     api_name="foley",
                 )
@@ -138,19 +141,21 @@ def build_app(settings: UISettings | None = None):
                         b_mode = gr.Radio(list(BINAURAL_MODES), value="auto", label="how", elem_id="binaural-mode")
                         b_seed = gr.Number(label="seed", value=0, precision=0)
                         b_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
+                        b_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                           label="the video's own audio", elem_id="bin-existing-audio")  # fmt: skip
                         b_go = gr.Button("Make binaural", variant="primary", elem_id="binaural-generate")
                     binaural_out = outputs("binaural")
 
-                def binaural(video, mode, seed, steps, progress=gr.Progress()):  # noqa: B008
+                def binaural(video, mode, seed, steps, audio, progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_binaural(
                             video, settings, mode=BINAURAL_MODES.get(mode, "auto"), seed=seed, steps=steps,
-                            progress=report,
+                            existing_audio=audio, progress=report,
                         ),
                         progress,
                     )  # fmt: skip
 
-                b_go.click(binaural, [b_video, b_mode, b_seed, b_steps], binaural_out, api_name="binaural")
+                b_go.click(binaural, [b_video, b_mode, b_seed, b_steps, b_audio], binaural_out, api_name="binaural")
 
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.max_queue)
     return demo

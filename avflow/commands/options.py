@@ -1,0 +1,167 @@
+"""Options shared by the commands that generate and write files, and their checks.
+
+Every check here runs before any weights are read and fails with a one-line error. Outputs follow one convention:
+without `-o`, a command writes into `OUTPUT_DIR`; an existing output is an error unless `--overwrite` (`-y`) is given;
+an output never replaces an input; nothing is written that was not asked for.
+This module imports nothing heavy (torch, PyAV): the parsers that use it must build in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from avflow.errors import ConfigError, OutputError
+
+OUTPUT_DIR = Path("outputs")  # where every command writes when no output is given
+AUDIO_SUFFIXES = (".wav", ".flac")
+VIDEO_SUFFIXES = (".mp4",)
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-y", "--overwrite", action="store_true",
+                        help="replace output files that exist (without it, an existing output is an error and "
+                             "nothing is written)")  # fmt: skip
+
+
+def add_existing_audio(parser: argparse.ArgumentParser, *, when: str = "", parse=str) -> None:
+    """`--audio {keep,replace,mix}`: what happens to the video's own audio tracks (`parse` may reject values with a
+    more helpful message than argparse's)."""
+    from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
+
+    policies = "; ".join(f"{name}: {what}" for name, what in EXISTING_AUDIO.items())
+    parser.add_argument("--audio", choices=list(EXISTING_AUDIO), default=DEFAULT_EXISTING_AUDIO, type=parse,
+                        metavar="{" + ",".join(EXISTING_AUDIO) + "}",
+                        help=f"the video's own audio tracks{when}: {policies}")  # fmt: skip
+
+
+def add_device(parser: argparse.ArgumentParser, *, autocast: bool = True) -> None:
+    bf16 = " (with --precision auto, CUDA runs the networks in bf16 where the GPU supports it)" if autocast else ""
+    parser.add_argument("--device", default="auto",
+                        help=f"cpu, cuda or cuda:N{bf16}; auto: cuda when a GPU is available")  # fmt: skip
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """`--precision {auto,fp32,bf16}` (`avflow.precision`); its help says whether bf16 pays off on this CPU."""
+    from avflow.precision import DEFAULT_PRECISION, PRECISIONS, precision_help
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help=precision_help())
+
+
+def resolve_device(name: str) -> str:
+    """'cpu', 'cuda' or 'cuda:N' as asked ('auto': cuda when available), or a one-line error when there is no such
+    device. Imports torch (not weights)."""
+    import torch
+
+    name = str(name).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:") and name[5:].isdigit():
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+                              "use --device cpu")  # fmt: skip
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return name
+    raise ConfigError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
+
+
+def check_prompt(text: str | None, what: str, *, required: bool) -> str | None:
+    """The prompt as given; an empty or blank prompt is an error (a missing optional one is None)."""
+    if text is None:
+        if required:
+            raise ConfigError(f"{what} is required")
+        return None
+    if not text.strip():
+        hint = "describe the sound" if required else f"leave {what} out to generate without one"
+        raise ConfigError(f"{what} is empty: {hint}")
+    return text
+
+
+def check_output(
+    path: str | Path, suffixes: tuple[str, ...], *, overwrite: bool, inputs: Iterable[str | Path] = (), what: str = "-o"
+) -> Path:
+    """An output path that may be written: a file name with one of `suffixes`, not one of `inputs`, not an existing
+    file unless `overwrite`. Nothing is created."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise OutputError(f"{what} {path}: the output must be a {' or '.join(suffixes)} file")
+    for source in inputs:
+        if path.resolve() == Path(source).resolve():
+            raise OutputError(f"{what} {path}: this is an input file; choose another output")
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite (or -y) to replace it")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"{what} {path}: {blocking} is a file, not a folder")
+    return path
+
+
+def check_distinct(*paths: Path | None) -> None:
+    """Two outputs of one run must not be the same file."""
+    seen: set[Path] = set()
+    for path in paths:
+        if path is None:
+            continue
+        key = path.resolve()
+        if key in seen:
+            raise OutputError(f"{path} is given as two different outputs")
+        seen.add(key)
+
+
+class StepBar:
+    """A tqdm progress bar fed with (done, total) calls, e.g. solver steps over all windows of one video."""
+
+    def __init__(self, desc: str, unit: str = "step", *, per_window: int | None = None, leave: bool = True):
+        self.desc, self.unit, self.per_window, self.leave = desc, unit, per_window, leave
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, leave=self.leave, file=sys.stderr,
+                            dynamic_ncols=True)  # fmt: skip
+        if self.per_window and total > self.per_window:
+            self.bar.set_postfix_str(f"window {(max(done, 1) - 1) // self.per_window + 1}/{total // self.per_window}")
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class RunOutputs:
+    """The files one run writes. When a later step fails, the files already written (`wrote`) and the folders made
+    for them are removed again, so a failed run leaves every folder as it was."""
+
+    def __init__(self, *paths: Path | None):
+        parents = [p for path in paths if path is not None for p in (path.parent, *path.parent.parents)]
+        self.made = sorted({p for p in parents if not p.exists()}, key=lambda p: len(p.parts), reverse=True)
+        self.written: list[Path] = []
+
+    def wrote(self, path: Path) -> Path:
+        self.written.append(Path(path))
+        return path
+
+    def __enter__(self) -> RunOutputs:
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is not None:
+            for path in self.written:
+                path.unlink(missing_ok=True)
+            for folder in self.made:  # deepest first; a folder that is not empty stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        return False

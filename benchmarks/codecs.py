@@ -1,0 +1,156 @@
+"""World codecs, old vs new in one run: reconstruction quality on a test split and encode/decode speed.
+
+    python benchmarks/codecs.py --world data/world2s --clips 64 [--threads 2] [--json docs/codecs_metrics.json]
+
+Old: the first default model's world video AE and audio VAE (Griffin-Lim, its mono copied to both ears), read from
+`--old` (a model folder with video_ae.safetensors / audio_vae.safetensors; skipped when absent). New: the codecs in
+`--codecs` (default: the shipped avflow/assets/codecs). Quality on the test split's first `--clips` clips:
+
+- video: PSNR (peak 255), per object and frame the colour-mask IoU and centroid error vs the ground-truth mask
+  (median, and per colour and shape), PSNR of the frames at latent-frame boundaries minus the others;
+- audio: per-ear multi-resolution STFT log-magnitude distance, and per ground-truth event (audio onsets, loudness
+  over 50 ms, ILD and ITD from `avflow.eval.event_audio`), each against the ground truth; the measures' floor is the
+  ground truth against itself re-rendered with another ambience seed.
+
+Speed: batch 1, one 2 s clip, `--threads` threads, best of 3 after a warm-up; x real time = clip seconds / wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table, timed  # noqa: E402
+
+from avflow.eval.audio_quality import stft_log_distance  # noqa: E402
+from avflow.eval.video_quality import boundary_psnr_gap, frame_psnr, object_scores  # noqa: E402
+from avflow.world.dataset import load_clip, read_manifest  # noqa: E402
+
+
+def to_video(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float()[None] / 127.5 - 1.0  # (1, 3, T, H, W)
+
+
+def to_frames(video: torch.Tensor) -> np.ndarray:
+    return ((video[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
+
+
+class VideoScores:
+    def __init__(self) -> None:
+        self.psnr, self.objects = [], []
+
+    def add(self, clip, frames: np.ndarray) -> None:
+        self.psnr.append(frame_psnr(clip.frames, frames))
+        self.objects += object_scores(frames, clip.masks, clip.meta["objects"])
+
+    def summary(self) -> dict:
+        psnr = np.stack(self.psnr)  # (clips, T)
+        iou = np.array([s.iou for s in self.objects])
+        err = np.array([s.centroid_error_px for s in self.objects])
+        by = defaultdict(list)
+        for s in self.objects:
+            by[f"{s.colour} {s.shape}"].append((s.iou, s.centroid_error_px))
+        groups = {
+            k: {
+                "median_iou": float(np.median([a for a, _ in v])),
+                "median_centroid_px": float(np.median([b for _, b in v])),
+                "n": len(v),
+            }
+            for k, v in sorted(by.items())
+        }
+        return {"psnr_db": float(psnr.mean()), "median_iou": float(np.median(iou)),
+                "median_centroid_px": float(np.median(err)), "boundary_gap_db": boundary_psnr_gap(psnr),
+                "object_frames": len(self.objects), "by_object": groups}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", default="data/world2s")
+    p.add_argument("--split", default="test")
+    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--codecs", default=None, help="codec folder (default: the shipped one)")
+    p.add_argument("--old", default="avflow/assets/default_model", help="folder of the old world AE/VAE")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from avflow.codecs.world import load_world_codecs
+
+    new = load_world_codecs(args.codecs)
+    old = load_old(Path(args.old))
+    rows = read_manifest(args.world, args.split)[: args.clips]
+    scores = {"new": VideoScores()} | ({"old": VideoScores()} if old else {})
+    stft = defaultdict(list)
+    start = time.time()
+    with torch.no_grad():
+        for row in rows:
+            clip = load_clip(Path(args.world) / args.split / row["id"])
+            video = to_video(clip.frames)
+            scores["new"].add(clip, to_frames(new.video.decode(new.video.encode(video))))
+            audio = torch.from_numpy(clip.audio)[None]  # (1, 2, samples)
+            n = new.audio.latent_length(audio.shape[-1]) * new.audio.samples_per_latent
+            rec = new.audio.decode(new.audio.encode(audio[..., :n]), length=audio.shape[-1])
+            stft["new"].append(float(stft_log_distance(rec, audio)))
+            if old:
+                scores["old"].add(clip, to_frames(old["video"].decode(old["video"].encode(video))))
+                mono = audio.mean(1)
+                m = mono.shape[-1] // 512 * 512
+                back = old["audio"].decode(old["audio"].encode(mono[:, :m]))
+                back = torch.nn.functional.pad(back, (0, audio.shape[-1] - back.shape[-1]))
+                stft["old"].append(float(stft_log_distance(back[:, None].expand(-1, 2, -1), audio)))
+    quality = {k: v.summary() for k, v in scores.items()}
+    for k in stft:
+        quality[k]["stft_log_distance"] = float(np.mean(stft[k]))
+    speed = measure_speed(new, old)
+    print_table([{"codec": k, **{m: v for m, v in q.items() if m != "by_object"}} for k, q in quality.items()],
+                f"quality on {len(rows)} {args.split} clips of {args.world}")  # fmt: skip
+    print_table([{"object": k, **v} for k, v in quality["new"]["by_object"].items()], "new video codec per object")
+    print_table(speed, f"speed, batch 1, 2 s clip, {args.threads} threads")
+    result = {"clips": len(rows), "quality": quality, "speed": speed, "seconds": round(time.time() - start, 1)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def load_old(folder: Path) -> dict | None:
+    """The first default model's world codecs, if that folder still has them."""
+    if not (folder / "video_ae.safetensors").is_file() or not (folder / "audio_vae.safetensors").is_file():
+        return None
+    from avflow.pipelines.default_model import load_default_model
+
+    pipe = load_default_model(folder)
+    return {"video": pipe.video_ae, "audio": pipe.audio_vae}
+
+
+def measure_speed(new, old) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(1, 3, 32, 64, 64, generator=g) * 2 - 1
+    audio = torch.randn(1, 2, 32000, generator=g) * 0.05
+    rows = []
+    with torch.no_grad():
+        zv, za = new.video.encode(video), new.audio.encode(audio)
+        rows.append({"codec": "new video", "encode_x_rt": 2 / timed(lambda: new.video.encode(video)),
+                     "decode_x_rt": 2 / timed(lambda: new.video.decode(zv))})  # fmt: skip
+        rows.append({"codec": "new audio", "encode_x_rt": 2 / timed(lambda: new.audio.encode(audio)),
+                     "decode_x_rt": 2 / timed(lambda: new.audio.decode(za))})  # fmt: skip
+        if old:
+            ov = old["video"].encode(video)
+            mono = audio.mean(1)[:, : 32000 // 512 * 512]
+            oa = old["audio"].encode(mono)
+            rows.append({"codec": "old video", "encode_x_rt": 2 / timed(lambda: old["video"].encode(video)),
+                         "decode_x_rt": 2 / timed(lambda: old["video"].decode(ov))})  # fmt: skip
+            rows.append({"codec": "old audio (Griffin-Lim)",
+                         "encode_x_rt": 2 / timed(lambda: old["audio"].encode(mono)),
+                         "decode_x_rt": 2 / timed(lambda: old["audio"].decode(oa))})  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()

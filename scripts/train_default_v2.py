@@ -1,0 +1,149 @@
+"""Train the shipped default joint model on the procedural world and export it to avflow/assets/default_model.
+
+Stages (each skipped when its output exists, so a rerun resumes; the joint stage resumes from its checkpoints):
+  1. world   2 s clips, 64x64, 16 fps, 16 kHz, 1-2 objects (`--clips`, seed 0) into WORK/world
+  2. cache   latents of the shipped world codecs (video; binaural left/right) + MiniLM text states, per split
+  3. joint   `avflow train configs/default_joint_v2.yaml` (our trainer) on the cached latents
+  4. export  fp16 safetensors + config.json (with the codecs' checksum) into avflow/assets/default_model/
+
+    python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000] [--stage all|world|cache|joint|export]
+
+Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "avflow" / "assets" / "default_model"
+CONFIG = REPO / "configs" / "default_joint_v2.yaml"
+DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
+TEXT_LEN = 64
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_world(work: Path, clips: int, workers: int) -> Path:
+    from avflow.world.dataset import make_dataset
+    from avflow.world.scene import WorldConfig
+
+    world = work / "world"
+    if not (world / "test" / "manifest.jsonl").is_file():
+        config = WorldConfig(width=SIZE, height=SIZE, fps=FPS, duration=DURATION, sample_rate=SAMPLE_RATE,
+                             min_objects=OBJECTS[0], max_objects=OBJECTS[1])  # fmt: skip
+        sizes = make_dataset(world, clips, seed=0, workers=workers, config=config)
+        log(f"world: {sizes} clips in {world}")
+    return world
+
+
+def cache_split(world: Path, split: str, work: Path, chunk: int = 16) -> Path:
+    """streams.video (B, 16, 8, 8, 8), streams.left/right (B, 64, C), cond.text (B, 64, 384), cond.text_mask."""
+    from avflow.codecs.world import load_world_codecs
+    from avflow.encoders.text import load_text_encoder
+    from avflow.weights import save_safetensors
+    from avflow.world.dataset import load_clip, read_manifest
+
+    out = work / f"cache_{split}.safetensors"
+    if out.is_file():
+        return out
+    codecs = load_world_codecs()
+    text_encoder = load_text_encoder("minilm", max_len=TEXT_LEN)
+    rows = read_manifest(world, split)
+    parts: dict[str, list[torch.Tensor]] = {"video": [], "left": [], "right": [], "text": [], "text_mask": []}
+    start = time.time()
+    with torch.no_grad():
+        for i in range(0, len(rows), chunk):
+            clips = [load_clip(world / split / row["id"]) for row in rows[i : i + chunk]]
+            frames = torch.stack([torch.from_numpy(c.frames) for c in clips])  # (B, T, H, W, 3)
+            video = frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+            parts["video"].append(codecs.video.encode(video))
+            audio = torch.stack([torch.from_numpy(c.audio) for c in clips])  # (B, 2, samples)
+            latents = codecs.audio.encode(audio[..., : codecs.audio.latent_length(audio.shape[-1]) * 500])
+            parts["left"].append(latents["left"])
+            parts["right"].append(latents["right"])
+            states, mask = text_encoder([c.meta["caption"] for c in clips])
+            parts["text"].append(states)
+            parts["text_mask"].append(mask)
+            if i % (chunk * 20) == 0:
+                log(f"cache {split}: {i + len(clips)}/{len(rows)} ({time.time() - start:.0f} s)")
+    tensors = {f"streams.{k}": torch.cat(parts[k]) for k in ("video", "left", "right")}
+    tensors |= {f"cond.{k}": torch.cat(parts[k]) for k in ("text", "text_mask")}
+    save_safetensors(tensors, out, metadata={"codecs_checksum": codecs.checksum})
+    (work / f"cache_{split}.json").write_text(json.dumps({"codecs_checksum": codecs.checksum}) + "\n")
+    log(f"cache {split}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()))
+    return out
+
+
+def train_joint(work: Path, overrides: list[str]) -> Path:
+    run = work / "joint"
+    args = [f"out_dir={run}", f"data.train.args.file={work / 'cache_train.safetensors'}",
+            f"data.val.args.file={work / 'cache_val.safetensors'}", *overrides]  # fmt: skip
+    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *args], check=True)
+    return run
+
+
+def export(work: Path, run: Path, info: dict) -> None:
+    from avflow.codecs.world import load_world_codecs
+    from avflow.config import read_yaml, to_dict
+    from avflow.weights import atomic_write, read_state_dict, save_safetensors
+
+    codecs = load_world_codecs()
+    trained = json.loads((work / "cache_train.json").read_text())["codecs_checksum"]
+    codecs.check_trained_with(trained, "the cached latents")
+    emas = sorted(run.glob("ema_*.safetensors"))
+    state = read_state_dict(emas[0] if emas else run / "model.safetensors")
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_safetensors(half, ASSETS / "joint.safetensors")
+    model_args = read_yaml(CONFIG)["model"]["args"]
+    config = {
+        "joint": model_args,
+        "codecs_checksum": codecs.checksum,
+        "text_encoder": "minilm",
+        "duration": DURATION,
+        "fps": FPS,
+        "height": SIZE,
+        "width": SIZE,
+        "sample_rate": SAMPLE_RATE,
+        "sampling": {"cfg_strength": 3.0, "steps": 25, "solver": "euler"},
+        "default_prompt": "a red rubber ball bounces three times on the left, then rolls",
+        "training": info,
+    }
+    atomic_write(ASSETS / "config.json", lambda f: f.write((json.dumps(to_dict(config), indent=2) + "\n").encode()))
+    log(f"exported {emas[0].name if emas else 'model.safetensors'} of {run} to {ASSETS}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "default_v2")
+    p.add_argument("--clips", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--stage", choices=["all", "world", "cache", "joint", "export"], default="all")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the joint config")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    world = make_world(args.work, args.clips, args.workers)
+    if args.stage in ("all", "cache"):
+        for split in ("train", "val"):
+            cache_split(world, split, args.work)
+    if args.stage in ("all", "joint"):
+        train_joint(args.work, args.overrides)
+    if args.stage in ("all", "export"):
+        minutes = round((time.time() - start) / 60, 1)
+        info = {"clips": args.clips, "objects": list(OBJECTS), "wall_minutes_this_run": minutes}
+        export(args.work, args.work / "joint", info)
+
+
+if __name__ == "__main__":
+    main()

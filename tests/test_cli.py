@@ -1,0 +1,200 @@
+"""The `avflow` command line as a user meets it: parsers that build without torch, help that shows every default,
+argument errors in one line, and bad inputs to generate, binaural and eval refused in one line before any weights are
+read, leaving the folder as it was. (Foley, t2a and i2a: tests/test_foley_cli.py.) Start-up time itself is measured
+by benchmarks/cli_startup.py."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers import WeightReads, listing, moving_square
+
+from avflow.cli import COMMANDS, HelpFormatter, Parser, main
+from avflow.data.media import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def test_every_parser_builds_without_torch_numpy_or_pyav():
+    """`avflow --help` imports every command module, `avflow CMD --help` builds that command's parser: neither may
+    import the heavy libraries (their import alone takes seconds on a loaded machine)."""
+    code = (
+        "import sys, importlib, avflow.cli as c\n"
+        "for name, module in c.COMMANDS.items():\n"
+        "    p = c.Parser(prog=name, formatter_class=c.HelpFormatter)\n"
+        "    importlib.import_module(module).add_arguments(p)\n"
+        "    p.format_help()\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'av', 'scipy', 'PIL', 'soundfile', 'yaml') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["t2a", ""], ["t2a", "rain", "--duration", "0"], ["foley", "missing.mp4"], ["generate", "a", "-o", "x.wav"],
+     ["binaural", "missing.mp4"]],
+)  # fmt: skip
+def test_plain_argument_errors_need_no_heavy_import(argv):
+    """The commands' own checks that need no media file answer before torch, numpy or PyAV are imported."""
+    code = (
+        "import sys\nfrom avflow.cli import main\n"
+        f"assert main({argv!r}) == 2\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'av') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
+    parser = Parser(prog=f"avflow {name}", formatter_class=HelpFormatter)
+    importlib.import_module(COMMANDS[name]).add_arguments(parser)
+    return parser
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_help_states_every_default(name):
+    parser = _parser(name)
+    parsers = [parser] + [
+        sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+        for sub in action.choices.values()
+    ]  # fmt: skip
+    for p in parsers:
+        text = " ".join(p.format_help().split())
+        for action in p._actions:
+            if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+                continue
+            shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+            assert f"default: {shown}" in text, (name, action.option_strings, action.default)
+
+
+def test_argument_errors_are_one_line(capsys):
+    assert main(["foley"]) == 2
+    assert main(["t2a", "rain", "--steps", "x"]) == 2
+    assert main(["world", "--n", "2"]) == 2  # --out missing; the action may be left out
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3
+    assert "required: video" in errors[0] and "(see avflow foley --help)" in errors[0]
+    assert "--steps: invalid int value: 'x'" in errors[1]
+    assert "required: --out" in errors[2] and "action" not in errors[2]
+    assert main(["foley", "--help"]) == 0
+    assert "default: keep" in " ".join(capsys.readouterr().out.split())
+
+
+def test_t2a_takes_its_prompt_one_way(capsys):
+    assert main(["t2a", "rain", "--prompt", "wind"]) == 2
+    assert "unrecognized arguments: --prompt wind" in capsys.readouterr().err
+
+
+def test_world_action_may_be_left_out(tmp_path):
+    assert main(["world", "--n", "1", "--out", str(tmp_path / "w"), "--duration", "1"]) == 0
+    assert (tmp_path / "w" / "train").is_dir()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# generate, binaural and eval: bad inputs before any weights are read
+
+
+def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    frames = np.repeat(np.repeat(moving_square(t=20, h=16, w=32), 2, axis=1), 2, axis=2)  # (20, 32, 64, 3)
+    sound = np.random.default_rng(0).uniform(-0.1, 0.1, (1, 2 * SR)).astype(np.float32)
+    good = write_video(tmp / "good.mp4", frames, 16, sound, SR)
+    silent = write_video(tmp / "silent.mp4", frames, 16)
+    short = write_video(tmp / "short.mp4", frames[:5], 16, sound, SR)  # 0.3125 s
+    (tmp / "taken.mp4").write_bytes(b"an existing output")
+    (tmp / "notes.wav").write_text("not audio")
+    out = str(tmp / "o.mp4")
+    return {
+        "empty prompt": (["generate", "  ", "-o", out], "the prompt is empty"),
+        "zero duration": (["generate", "a ball", "-o", out, "--duration", "0"], "--duration must be at least 0.5 s"),
+        "short duration": (["generate", "a ball", "-o", out, "--duration", "0.3"], "at least 0.5 s, got 0.3"),
+        "long duration": (["generate", "a ball", "-o", out, "--duration", "90"], "at most 60 s"),
+        "wav output": (["generate", "a ball", "-o", str(tmp / "x.wav")], "must be a .mp4 file"),
+        "existing output": (["generate", "a ball", "-o", str(tmp / "taken.mp4")], "exists; pass --overwrite (or -y)"),
+        "spectrogram suffix": (["generate", "a ball", "-o", out, "--spectrogram", str(tmp / "s.jpg")], "a .png file"),
+        "zero steps": (["generate", "a ball", "-o", out, "--steps", "0"], "steps must be an integer >= 1"),
+        "nan cfg": (["generate", "a ball", "-o", out, "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
+        "a2v without audio": (["generate", "a ball", "-o", out, "--task", "a2v"], "--task a2v needs --audio-file"),
+        "a2v not audio": (["generate", "a", "-o", out, "--task", "a2v", "--audio-file", str(tmp / "notes.wav")],
+                          "notes.wav"),  # fmt: skip
+        "old --audio FILE": (["generate", "a ball", "-o", out, "--task", "a2v", "--audio", "sound.wav"],
+                             "is given with --audio-file FILE"),  # fmt: skip
+        "v2a short video": (["generate", "a", "-o", out, "--task", "v2a", "--video", str(short)], "too short (0.312"),
+        "v2a missing video": (["generate", "a", "-o", out, "--task", "v2a", "--video", str(tmp / "no.mp4")],
+                              "file not found"),  # fmt: skip
+        "v2a onto itself": (["generate", "a", "-o", str(good), "--task", "v2a", "--video", str(good)],
+                            "is an input file"),  # fmt: skip
+        "demo cfg": (["demo", "--cfg", "-1"], "cfg_strength must be a finite number > 0"),
+        "binaural wav output": (["binaural", str(good), "-o", str(tmp / "x.wav")], "must be a .mp4 file"),
+        "binaural zero steps": (["binaural", str(good), "-o", out, "--steps", "0"], "steps must be an integer >= 1"),
+        "binaural inf cfg": (["binaural", str(good), "-o", out, "--cfg", "inf"], "cfg_strength must be a finite"),
+        "binaural short clip": (["binaural", str(short), "-o", out], "too short (0.312 s); at least 0.5 s"),
+        "binaural nothing to spatialise": (["binaural", str(silent), "-o", out, "--mode", "spatialise"],
+                                           "no audio track to spatialise"),  # fmt: skip
+        "binaural existing": (["binaural", str(good), "-o", str(tmp / "taken.mp4")], "exists; pass --overwrite"),
+        "binaural wav suffix": (["binaural", str(good), "-o", out, "--wav", str(tmp / "a.ogg")], "a .wav or .flac"),
+        "eval missing ref": (["eval", str(tmp), "--ref", str(tmp / "nothing")], "--ref"),
+        "eval json suffix": (["eval", str(tmp), "--json", str(tmp / "scores.txt")], "must be a .json file"),
+    }
+
+
+def test_bad_inputs_fail_in_one_line_before_any_weights_are_read(tmp_path, monkeypatch, capsys):
+    cases = bad_inputs(tmp_path)
+    reads = WeightReads(monkeypatch)
+    before = listing(tmp_path)
+    for name, (argv, message) in cases.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (name, err)
+    assert reads.calls == []
+    assert listing(tmp_path) == before  # a refused run writes nothing
+
+
+def test_no_gpu_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is available here")
+    reads = WeightReads(monkeypatch)
+    assert main(["generate", "a ball", "-o", str(tmp_path / "o.mp4"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no CUDA GPU is available here" in err and "\n" not in err
+    assert reads.calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_generate_v2a_writes_onto_the_given_video(tmp_path, capsys):
+    frames = np.repeat(np.repeat(moving_square(t=14, h=16, w=32), 2, axis=1), 2, axis=2)
+    sound = np.random.default_rng(0).uniform(-0.1, 0.1, (2, 48000)).astype(np.float32)
+    video = write_video(tmp_path / "in.mp4", frames, 16, sound, 48000)
+    out = tmp_path / "out.mp4"
+    assert main(["generate", "a ball", "--task", "v2a", "--video", str(video), "--steps", "1", "-o", str(out)]) == 0
+    assert "kept as track 2 (--audio keep)" in capsys.readouterr().out
+    with av.open(str(out)) as c, av.open(str(video)) as source:
+        assert [(s.rate, s.channels) for s in c.streams.audio] == [(SR, 2), (48000, 2)]
+        assert [bytes(p) for p in c.demux(c.streams.video[0]) if p.size] == [
+            bytes(p) for p in source.demux(source.streams.video[0]) if p.size
+        ]
+    before = listing(tmp_path)
+    assert main(["generate", "a ball", "--task", "v2a", "--video", str(video), "--steps", "1", "-o", str(out)]) == 2
+    assert listing(tmp_path) == before  # exists: refused
+    assert main(["generate", "a ball", "--task", "v2a", "--video", str(video), "--steps", "1", "-o", str(out),
+                 "--audio", "replace", "-y"]) == 0  # fmt: skip
+    with av.open(str(out)) as c:
+        assert len(c.streams.audio) == 1
+
+
+def test_eval_json_is_checked_first(tmp_path, capsys):
+    (tmp_path / "scores.json").write_text(json.dumps({"old": 1}))
+    assert main(["eval", str(tmp_path), "--json", str(tmp_path / "scores.json"), "--quiet"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert json.loads((tmp_path / "scores.json").read_text()) == {"old": 1}

@@ -1,0 +1,178 @@
+"""Muxing a generated track onto a user's video: decoded as players decode it (the ffmpeg command-line tool), the track
+is aligned with the video within 1 ms whatever time the video starts at (0, 0.2 s, a variable-rate clip), the video
+packets stay byte-identical, and the video's own audio is kept, replaced or mixed in as asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from avflow.data.media import mux_audio, read_audio
+from avflow.errors import MediaError
+
+TOLERANCE_S = 1e-3
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    """The ffmpeg command-line tool (Debian's package; `make test` installs it). Missing: a failure under CI=true,
+    else a skip."""
+    found = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if None in found:
+        message = "ffmpeg / ffprobe not found (apt-get install ffmpeg; `make test` installs it as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found[0]
+
+
+def make_video(path: Path, frame_starts_s: list[float], audio: np.ndarray | None = None, rate: int = 48000) -> Path:
+    """h264 mp4 whose frame k starts at frame_starts_s[k] (time base 1/90000), optionally with a stereo AAC track
+    from time 0."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"preset": "veryfast", "bf": "2", "g": "8"}
+        video.codec_context.time_base = Fraction(1, 90000)
+        track = out.add_stream("aac", rate=rate, layout="stereo") if audio is not None else None
+        for k, start in enumerate(frame_starts_s):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (9 * k) % 250, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(start * 90000), Fraction(1, 90000)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if track is not None:
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+            for packet in [*track.encode(frame), *track.encode(None)]:
+                out.mux(packet)
+    return path
+
+
+def cfr(start: float, frames: int = 36, fps: float = 30.0) -> list[float]:
+    return [start + k / fps for k in range(frames)]
+
+
+def vfr(start: float) -> list[float]:
+    """Frame durations of 1/30, 1/12 and 1/20 s in turn: a variable-frame-rate clip."""
+    starts, t = [], start
+    for k in range(24):
+        starts.append(t)
+        t += (1 / 30, 1 / 12, 1 / 20)[k % 3]
+    return starts
+
+
+def bursts(seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarray:
+    """(C, N) silence with short noise bursts at irregular times: one cross-correlation peak at the true lag."""
+    rng = np.random.default_rng(seed)
+    audio = np.zeros((channels, round(seconds * rate)), np.float32)
+    for at in (0.05, 0.31, 0.52, 0.9):
+        i = round(at * rate)
+        audio[:, i : i + rate // 100] = rng.uniform(-0.5, 0.5, (channels, rate // 100))
+    return audio
+
+
+def probe_starts(path: Path) -> dict[str, float]:
+    """Start time of the first video and audio stream, as ffprobe reports them (seconds)."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,start_time", "-of", "json",
+                           str(path)], capture_output=True, text=True, check=True)  # fmt: skip
+    starts = {}
+    for stream in json.loads(done.stdout)["streams"]:
+        starts.setdefault(stream["codec_type"], float(stream["start_time"]))
+    return starts
+
+
+def ffmpeg_decode(ffmpeg: str, path: Path, rate: int) -> np.ndarray:
+    """The first audio track decoded by the ffmpeg tool, mixed to mono: sample j is presented at its start + j/rate."""
+    done = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-f", "f32le", "-"],
+                          capture_output=True, check=True)  # fmt: skip
+    return np.frombuffer(done.stdout, np.float32)
+
+
+def lag_of(decoded: np.ndarray, reference: np.ndarray) -> int:
+    """Samples by which `reference` appears delayed in `decoded` (cross-correlation peak)."""
+    n = len(decoded) + len(reference)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(decoded, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lag = int(np.argmax(np.abs(corr)))
+    return lag if lag < size - len(reference) else lag - size
+
+
+def packets(path: Path, kind: str, index: int = 0) -> list[tuple[int | None, int | None, bytes]]:
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[index]
+        return [(p.pts, p.dts, bytes(p)) for p in container.demux(stream) if p.size]
+
+
+@pytest.mark.parametrize(
+    ("name", "frames", "rate", "channels"),
+    [
+        ("start 0 s", cfr(0.0), 16000, 1),
+        ("start 0.2 s", cfr(0.2), 16000, 1),
+        ("start 0.2 s, 44.1 kHz stereo", cfr(0.2), 44100, 2),
+        ("variable frame rate, start 0.1 s", vfr(0.1), 16000, 1),
+    ],
+)
+def test_decoded_track_is_aligned_with_the_video_within_1ms(ffmpeg, tmp_path, name, frames, rate, channels):
+    source = make_video(tmp_path / "in.mp4", frames)
+    generated = bursts(1.2, rate, channels)
+    out = mux_audio(source, generated, rate, tmp_path / "out.mp4")
+    assert packets(out, "video") == packets(source, "video")  # video packets byte-identical, same timestamps
+    starts = probe_starts(out)
+    video_start = starts["video"]
+    assert abs(video_start - frames[0]) < 1e-4
+    decoded = ffmpeg_decode(ffmpeg, out, rate)
+    lag = lag_of(decoded, generated.mean(0))  # samples before generated sample 0 in what is presented
+    error = starts["audio"] + lag / rate - video_start  # when generated sample 0 is presented, minus the first frame
+    print(f"{name}: track starts {1000 * (starts['audio'] - video_start):+.3f} ms from the first video frame, "
+          f"generated sample 0 is presented sample {lag}: {1000 * error:+.3f} ms")  # fmt: skip
+    assert abs(error) <= TOLERANCE_S, f"{name}: off by {1000 * error:.3f} ms"
+    # no encoder priming presented: the track starts with the first frame, and with sample 0 of the generated audio
+    assert abs(starts["audio"] - video_start) <= TOLERANCE_S and 0 <= lag <= TOLERANCE_S * rate
+    # PyAV reads it back with sample 0 at the first frame too
+    back, _ = read_audio(out, sample_rate=rate, channels=1)
+    assert abs(lag_of(back[0].numpy(), generated.mean(0))) <= TOLERANCE_S * rate
+
+
+def test_existing_audio_kept_replaced_or_mixed(ffmpeg, tmp_path):
+    original = np.random.default_rng(1).uniform(-0.1, 0.1, (2, 48000 * 2)).astype(np.float32)
+    source = make_video(tmp_path / "in.mp4", cfr(0.0, frames=45), audio=original)
+    generated = bursts(1.5, 16000, 1)
+
+    kept = mux_audio(source, generated, 16000, tmp_path / "keep.mp4", existing_audio="keep")
+    with av.open(str(kept)) as container:
+        assert [(s.rate, s.channels) for s in container.streams.audio] == [(16000, 1), (48000, 2)]
+        assert [bool(s.disposition & av.stream.Disposition.default) for s in container.streams.audio] == [True, False]
+    assert packets(kept, "audio", 1) == packets(source, "audio")  # the original track, unchanged
+    assert packets(kept, "video") == packets(source, "video")
+
+    replaced = mux_audio(source, generated, 16000, tmp_path / "replace.mp4", existing_audio="replace")
+    with av.open(str(replaced)) as container:
+        assert [(s.rate, s.channels) for s in container.streams.audio] == [(16000, 1)]
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(24000) / 16000)).astype(np.float32)[None]  # (1, N)
+    mixed = mux_audio(source, tone, 16000, tmp_path / "mix.mp4", existing_audio="mix")
+    with av.open(str(mixed)) as container:
+        assert [(s.rate, s.channels) for s in container.streams.audio] == [(16000, 2)]
+    got, _ = read_audio(mixed)
+    reference, _ = read_audio(source, sample_rate=16000)
+    n = min(got.shape[1], reference.shape[1], tone.shape[1])
+    got, reference, tone = got[:, :n].numpy(), reference[:, :n].numpy(), tone[:, :n]
+
+    def rms(x):
+        return float(np.sqrt((x**2).mean()))
+
+    # both are in it: the mix is far closer to their sum than to either one (AAC's own error aside)
+    assert rms(got - (reference + tone)) < 0.25 * min(rms(reference), rms(tone))
+    with pytest.raises(MediaError, match="must be one of keep, replace, mix"):
+        mux_audio(source, generated, 16000, tmp_path / "x.mp4", existing_audio="drop")
+    assert not (tmp_path / "x.mp4").exists()

@@ -12,7 +12,7 @@ folder holding one weights file and config.json (MMAudioConfig fields, top level
 Conditions: --features FILE (safetensors with clip_f, sync_f, text_f, batch 1 or --inputs) or, by default, random
 ones shaped like real features (unit-norm CLIP image and text rows, unit-variance Synchformer features).
 
-    .venv/bin/python benchmarks/fast_sampler.py --fixture
+    .venv/bin/python benchmarks/fast_sampler.py --fixture             # also without arguments (`make bench`)
     .venv/bin/python benchmarks/fast_sampler.py path/to/audio_tower/ --features feats.safetensors --json out.json
     .venv/bin/python benchmarks/fast_sampler.py best_model.pth --variant small_16k --candidates heun:5:1 heun:5:2
 """
@@ -120,7 +120,7 @@ def run_sampler(net, x0, cond, negative, sampling: SamplingConfig, rtol: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", nargs="?", help="weights file or model folder (omit with --fixture)")
+    parser.add_argument("weights", nargs="?", help="weights file or model folder (none: --fixture)")
     parser.add_argument("--fixture", action="store_true", help="the tiny fixture network (tests the script only)")
     parser.add_argument("--variant", default="small_16k", help="MMAudio variant of a weights file")
     parser.add_argument("--config-json", default=None, help="MMAudioConfig fields of a weights file")
@@ -135,7 +135,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if not args.fixture and not args.weights:
-        parser.error("give a weights file or model folder, or --fixture")
+        print("no weights given: the tiny fixture network (--fixture; tests this script, not the presets)")
+        args.fixture = True
     torch.set_num_threads(args.threads)
     net, source = load_network(args)
     if args.duration is not None:

@@ -8,7 +8,8 @@ all with random weights. Stages: frame decode + preprocessing, CLIP, Synchformer
   avflow    this package, fp32 (on a GPU with TF32 off, for the parity check);
   avflow bf16 / avflow tf32   with --precision bf16 / on a GPU;
   reference the public MMAudio code in a local clone (--reference PATH) on the same weights (network, VAE, vocoder).
-Stages whose code is shared by both ways (frame decode, text, VAE, mux) are timed once, as "avflow = plain".
+Stages whose code is shared by both ways (frame decode, VAE, mux) are timed once, as "avflow = plain"; the encoder
+stages (frames, CLIP, Synchformer, text) are the same for every variant and are timed for the first one only.
 
 Per row: seconds for the 8 s clip (CLIP is timed on --clip-frames of its 64 frames, Synchformer on --sync-segments of
 its 24 segments, VAE and vocoder on --audio-seconds, and scaled linearly), FLOPs counted with FlopCounterMode
@@ -16,8 +17,13 @@ its 24 segments, VAE and vocoder on --audio-seconds, and scaled linearly), FLOPs
 in this run (fp32; bf16 rows against the bf16 peak), the stage's peak RSS (GPU: peak allocated), the speed-up over
 plain, max |difference| from plain (fp32) and the relative RMS deviation from avflow fp32 (bf16 / tf32 rows). End to
 end: the sum of the stages per way, and with --end-to-end one real run of the pipeline on the 8 s video (slow).
+A summary table then puts the ways side by side per stage (seconds, speed-ups over plain), with the load average
+before and after the run.
 
+Run it with PYTHONPATH=. from the repository root (so that this checkout's avflow is the one imported):
     .venv/bin/python benchmarks/foley_stages.py                                  # both variants, every stage
+    .venv/bin/python benchmarks/foley_stages.py --quick                          # small_16k, 2 s, 2 steps, 1 frame
+    .venv/bin/python benchmarks/foley_stages.py --quick --tiny                   # narrow models: tests the script
     .venv/bin/python benchmarks/foley_stages.py --variants small_16k --stages network vocoder --json out.json
     .venv/bin/python benchmarks/foley_stages.py --precision fp32 bf16 --reference ~/src/MMAudio --end-to-end
     .venv/bin/python benchmarks/foley_stages.py --device cuda                     # TF32 off and on
@@ -34,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +60,8 @@ from common import (
     synchronize,
 )
 
-from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE
-from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN
+from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE, AudioVAEConfig
+from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN, BigVGANConfig
 from avflow.data.media import mux_audio, write_video
 from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from avflow.encoders.features import Encoders
@@ -63,12 +69,20 @@ from avflow.encoders.preprocess import clip_normalize, frame_counts, iter_encode
 from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP, Synchformer, SynchformerConfig
 from avflow.encoders.tokenizer import CLIPTokenizer
 from avflow.models.mmaudio import MMAudio, build_mmaudio
-from avflow.models.mmaudio_config import SAMPLING, get_config, sequence_lengths
+from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig, get_config, sequence_lengths
 from avflow.pipelines.foley import FoleyPipeline
 from avflow.pipelines.foley_model import FoleyModel, sample_latents
 from avflow.precision import autocast
 
 STAGES = ("frames", "clip", "sync", "text", "network", "vae", "vocoder", "mux")
+ENCODER_STAGES = ("frames", "clip", "sync", "text")  # the same for every variant: timed once
+SHARED = "every variant"  # the variant column of the encoder stages' rows
+# Run sizes: the issue's (an 8 s clip, every variant users run) and --quick (a short check of the script and the
+# ratios; full-size models). Options given on the command line win.
+FULL = {"variants": ["small_16k", "large_44k_v2"], "duration": 8.0, "steps": SAMPLING.steps, "clip_frames": 16,
+        "sync_segments": 8, "audio_seconds": None}  # fmt: skip
+QUICK = {"variants": ["small_16k"], "duration": 2.0, "steps": 2, "clip_frames": 1, "sync_segments": 1,
+         "audio_seconds": 0.5}  # fmt: skip
 PROMPT = "footsteps on gravel, then a door slams"
 # Stand-ins for the encoder a stage does not time (Encoders holds both).
 NO_CLIP = CLIPConfig(
@@ -77,6 +91,13 @@ NO_CLIP = CLIPConfig(
     text=CLIPTextConfig(width=8, heads=1, layers=0),
 )
 NO_SYNC = SynchformerConfig(embed_dim=8, num_heads=1, depth=0)
+# --tiny: narrow encoders of the same structure (the official input sizes).
+TINY_CLIP = CLIPConfig(
+    embed_dim=16,
+    vision=CLIPVisionConfig(width=32, layers=1, head_width=16),
+    text=CLIPTextConfig(width=16, heads=1, layers=1),
+)
+TINY_SYNC = SynchformerConfig(embed_dim=32, num_heads=2, depth=1)
 # Per way, where its seconds come from for the end-to-end sum, in order of preference.
 SUM_SOURCES = {
     "plain": ("plain", "avflow = plain"),
@@ -85,6 +106,34 @@ SUM_SOURCES = {
     "avflow tf32": ("avflow tf32", "avflow", "avflow = plain"),
     "reference": ("reference", "plain", "avflow = plain"),
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Models:
+    """The configurations one variant's stages run: the official sizes, or (--tiny) narrow ones of the same
+    structure, which only test this script."""
+
+    network: MMAudioConfig
+    vae: AudioVAEConfig
+    vocoder: BigVGANConfig
+    clip: CLIPConfig
+    sync: SynchformerConfig
+
+
+def models_for(variant: str, tiny: bool) -> Models:
+    network = get_config(variant)
+    mode = "16k" if network.sample_rate == 16000 else "44k"
+    vae, vocoder = AUDIO_VAE_CONFIGS[mode], BIGVGAN_CONFIGS[mode]
+    if not tiny:
+        return Models(network=network, vae=vae, vocoder=vocoder, clip=CLIPConfig(), sync=SynchformerConfig())
+    widths = dict(clip_dim=TINY_CLIP.embed_dim, sync_dim=TINY_SYNC.embed_dim, text_dim=TINY_CLIP.text.width)
+    return Models(
+        network=replace(network, hidden_dim=64, depth=2, fused_depth=1, num_heads=1, **widths),
+        vae=replace(vae, hidden_dim=32),
+        vocoder=replace(vocoder, upsample_initial_channel=64),
+        clip=TINY_CLIP,
+        sync=TINY_SYNC,
+    )
 
 
 @dataclass
@@ -149,8 +198,10 @@ def difference(a: torch.Tensor | None, b: torch.Tensor | None) -> tuple[float | 
     return (a - b).abs().max().item(), rel
 
 
-def time_stage(run: Run, variant: str, stage: str, ways: list[Way], scale: float = 1.0, note: str = "") -> None:
-    """Time each way (the first is the baseline), add one table row per way."""
+def time_stage(
+    run: Run, variant: str, stage: str, ways: list[Way], scale: float = 1.0, note: str = ""
+) -> dict[str, torch.Tensor | None]:
+    """Time each way (the first is the baseline), add one table row per way; returns each way's output."""
     results = []
     for way in ways:
         seconds, peak, out = measure(run, way)
@@ -180,6 +231,7 @@ def time_stage(run: Run, variant: str, stage: str, ways: list[Way], scale: float
                 "note": note,
             }
         )
+    return {way.name: out for way, _, _, out in results}
 
 
 def extra_ways(run: Run, make: Callable[[], torch.Tensor], flops: float | None) -> list[Way]:
@@ -222,10 +274,10 @@ def randomize(module: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torc
     return module.eval().requires_grad_(False)
 
 
-def random_network(variant: str, duration: float, device: torch.device) -> MMAudio:
+def random_network(config: MMAudioConfig, duration: float, device: torch.device) -> MMAudio:
     """PyTorch's default init, unit latent statistics, random empty features (non-trivial outputs)."""
     torch.manual_seed(0)
-    net = build_mmaudio(variant).eval().requires_grad_(False)
+    net = build_mmaudio(config).eval().requires_grad_(False)
     net.set_duration(duration)
     with torch.no_grad():
         net.latent_mean.zero_()
@@ -235,9 +287,9 @@ def random_network(variant: str, duration: float, device: torch.device) -> MMAud
     return net.to(device)
 
 
-def random_vocoder(mode: str, device: torch.device) -> BigVGAN:
+def random_vocoder(config: BigVGANConfig, device: torch.device) -> BigVGAN:
     torch.manual_seed(0)
-    vocoder = BigVGAN(BIGVGAN_CONFIGS[mode]).eval().requires_grad_(False)
+    vocoder = BigVGAN(config).eval().requires_grad_(False)
     with torch.no_grad():  # snake parameters away from their init, so that every snake does something
         for name, p in vocoder.named_parameters():
             if name.endswith((".alpha", ".beta")):
@@ -278,8 +330,8 @@ def stage_frames(run: Run, variant: str) -> None:
     time_stage(run, variant, "frames", [Way("avflow = plain", decode)], note="decode + resize, CPU")
 
 
-def clip_model(run: Run) -> CLIP:
-    return randomize(CLIP(CLIPConfig())).to(run.device)
+def clip_model(run: Run, config: CLIPConfig) -> CLIP:
+    return randomize(CLIP(config)).to(run.device)
 
 
 def stage_clip(run: Run, variant: str, clip: CLIP) -> None:
@@ -302,8 +354,8 @@ def stage_clip(run: Run, variant: str, clip: CLIP) -> None:
     time_stage(run, variant, "clip", ways, scale=total / n, note=f"{n} of {total} frames, scaled")
 
 
-def stage_sync(run: Run, variant: str) -> None:
-    sync = randomize(Synchformer(SynchformerConfig())).to(run.device)
+def stage_sync(run: Run, variant: str, config: SynchformerConfig) -> None:
+    sync = randomize(Synchformer(config)).to(run.device)
     config = sync.config
     _, n_frames = frame_counts(run.args.duration)
     total = (n_frames - SEGMENT_FRAMES) // SEGMENT_STEP + 1
@@ -342,10 +394,10 @@ def stage_text(run: Run, variant: str, clip: CLIP) -> None:
     time_stage(run, variant, "text", ways, note="one prompt")
 
 
-def stage_network(run: Run, variant: str) -> torch.Tensor:
+def stage_network(run: Run, variant: str, config: MMAudioConfig) -> torch.Tensor:
     """Times sampling; returns avflow's fp32 latents (normalized, (1, N, C)) for the decoding stages."""
     args, device = run.args, run.device
-    net = random_network(variant, args.duration, device)
+    net = random_network(config, args.duration, device)
     c = net.config
     gen = torch.Generator().manual_seed(3)
     inputs = {
@@ -388,10 +440,10 @@ def stage_network(run: Run, variant: str) -> torch.Tensor:
         ))(reference.network_sampler(args.reference, c, params, lengths)),
         flops_plain,
     )  # fmt: skip
-    time_stage(run, variant, "network", ways, note=f"Euler {args.steps}, CFG {args.cfg}, {net.latent_seq_len} latents")
+    note = f"Euler {args.steps}, CFG {args.cfg}, {net.latent_seq_len} latents"
+    outputs = time_stage(run, variant, "network", ways, note=note)
     with torch.inference_mode():
-        latents = net.unnormalize(avflow_way(args.steps))
-    return latents
+        return net.unnormalize(outputs["avflow"])
 
 
 def audio_piece(run: Run, latents: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, float]:
@@ -401,29 +453,27 @@ def audio_piece(run: Run, latents: torch.Tensor, sample_rate: int, hop: int) -> 
     return latents[:, :n], total / n
 
 
-def stage_vae(run: Run, variant: str, latents: torch.Tensor) -> torch.Tensor:
-    mode = "16k" if get_config(variant).sample_rate == 16000 else "44k"
+def stage_vae(run: Run, variant: str, models: Models, latents: torch.Tensor) -> torch.Tensor:
+    mode = "16k" if models.network.sample_rate == 16000 else "44k"
     torch.manual_seed(0)
-    vae = AudioVAE(AUDIO_VAE_CONFIGS[mode]).fold().eval().requires_grad_(False).to(run.device)
-    c = get_config(variant)
+    vae = AudioVAE(models.vae).fold().eval().requires_grad_(False).to(run.device)
+    c = models.network
     z, scale = audio_piece(run, latents, c.sample_rate, c.hop_length)
     z = z.transpose(1, 2).contiguous()  # (1, C, n)
-    flops = scale * meta_flops(lambda: AudioVAE(AUDIO_VAE_CONFIGS[mode]), lambda m, p: m.decode(z.to("meta")))
+    flops = scale * meta_flops(lambda: AudioVAE(models.vae), lambda m, p: m.decode(z.to("meta")))
     ways = [Way("avflow = plain", lambda: vae.decode(z), flops)]
     ways += extra_ways(run, ways[0].run, flops)
     ways += reference_way(
         run, "VAE", lambda: (lambda d: lambda: d(z))(reference.vae_decoder(run.args.reference, mode, vae.state_dict())),
         flops,
     )  # fmt: skip
-    time_stage(run, variant, "vae", ways, scale=scale, note=f"{z.shape[-1]} latents, scaled" if scale > 1 else "")
-    with torch.inference_mode():
-        mel = vae.decode(z)
-    return mel
+    note = f"{z.shape[-1]} latents, scaled" if scale > 1 else ""
+    outputs = time_stage(run, variant, "vae", ways, scale=scale, note=note)
+    return outputs["avflow = plain"]
 
 
-def stage_vocoder(run: Run, variant: str, mel: torch.Tensor, scale: float) -> None:
-    mode = "16k" if get_config(variant).sample_rate == 16000 else "44k"
-    vocoder = random_vocoder(mode, run.device)
+def stage_vocoder(run: Run, variant: str, config: BigVGANConfig, mel: torch.Tensor, scale: float) -> None:
+    vocoder = random_vocoder(config, run.device)
     params, config = vocoder.state_dict(), vocoder.config
 
     def count(module, p):
@@ -442,9 +492,8 @@ def stage_vocoder(run: Run, variant: str, mel: torch.Tensor, scale: float) -> No
     )  # fmt: skip
     seconds = mel.shape[-1] * vocoder.hop_length / vocoder.sample_rate
     note = f"{seconds:.2f} s of audio" + (", scaled" if scale > 1 else "")
-    time_stage(run, variant, "vocoder", ways, scale=scale, note=note)
-    with torch.inference_mode():
-        run.audio = vocoder(mel)[0].float().cpu().numpy()
+    outputs = time_stage(run, variant, "vocoder", ways, scale=scale, note=note)
+    run.audio = outputs["avflow"][0].float().cpu().numpy()
 
 
 def stage_mux(run: Run, variant: str, sample_rate: int) -> None:
@@ -461,7 +510,7 @@ def stage_mux(run: Run, variant: str, sample_rate: int) -> None:
 
 def end_to_end_sums(run: Run, variant: str) -> None:
     """Per way, the sum of the stages' seconds (stages a way has no row of take the next source in SUM_SOURCES)."""
-    rows = {(r["stage"], r["way"]): r["seconds"] for r in run.rows if r["variant"] == variant}
+    rows = {(r["stage"], r["way"]): r["seconds"] for r in run.rows if r["variant"] in (variant, SHARED)}
     stages = sorted({stage for stage, _ in rows}, key=STAGES.index)
     totals = {}
     for way, sources in SUM_SOURCES.items():
@@ -473,16 +522,15 @@ def end_to_end_sums(run: Run, variant: str) -> None:
                          "speed-up": speed_up, "note": ", ".join(stages)})  # fmt: skip
 
 
-def end_to_end_run(run: Run, variant: str, clip: CLIP) -> None:
+def end_to_end_run(run: Run, variant: str, models: Models, clip: CLIP) -> None:
     """The whole pipeline on the 8 s video (one run per precision): streaming, windows and muxing included."""
-    mode = "16k" if get_config(variant).sample_rate == 16000 else "44k"
     torch.manual_seed(0)
-    vae = AudioVAE(AUDIO_VAE_CONFIGS[mode]).fold().eval().requires_grad_(False).to(run.device)
+    vae = AudioVAE(models.vae).fold().eval().requires_grad_(False).to(run.device)
     model = FoleyModel(
-        random_network(variant, run.args.duration, run.device), vae, random_vocoder(mode, run.device),
+        random_network(models.network, run.args.duration, run.device), vae, random_vocoder(models.vocoder, run.device),
         SAMPLING.override(steps=run.args.steps, cfg_strength=run.args.cfg),
     )  # fmt: skip
-    sync = randomize(Synchformer(SynchformerConfig())).to(run.device)
+    sync = randomize(Synchformer(models.sync)).to(run.device)
     for precision in run.args.precision:
         pipe = FoleyPipeline(model, Encoders(clip, sync), precision=precision)
 
@@ -501,15 +549,20 @@ def end_to_end_run(run: Run, variant: str, clip: CLIP) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["small_16k", "large_44k_v2"])
+    parser.add_argument("--quick", action="store_true",
+                        help="the short run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))  # fmt: skip
+    parser.add_argument("--tiny", action="store_true", help="narrow models of the same structure (tests the script)")
+    parser.add_argument("--variants", nargs="+", default=None, help=f"default: {' '.join(FULL['variants'])}")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    parser.add_argument("--duration", type=float, default=8.0, help="clip seconds")
-    parser.add_argument("--steps", type=int, default=SAMPLING.steps, help="Euler steps")
+    parser.add_argument("--duration", type=float, default=None, help=f"clip seconds (default: {FULL['duration']:g})")
+    parser.add_argument("--steps", type=int, default=None, help=f"Euler steps (default: {FULL['steps']})")
     parser.add_argument("--cfg", type=float, default=SAMPLING.cfg_strength, help="CFG strength")
-    parser.add_argument("--clip-frames", type=int, default=16, help="CLIP frames timed (of 8 per second), scaled")
-    parser.add_argument("--sync-segments", type=int, default=8, help="Synchformer segments timed (of 24), scaled")
+    parser.add_argument("--clip-frames", type=int, default=None,
+                        help=f"CLIP frames timed (8 a second), scaled (default: {FULL['clip_frames']})")  # fmt: skip
+    parser.add_argument("--sync-segments", type=int, default=None,
+                        help=f"Synchformer segments timed, scaled (default: {FULL['sync_segments']})")  # fmt: skip
     parser.add_argument("--audio-seconds", type=float, default=None, help="VAE/vocoder seconds timed (default: all)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -519,13 +572,43 @@ def main() -> None:
     parser.add_argument("--end-to-end", action="store_true", help="also run the whole pipeline once (slow)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the run's facts here")
     args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if "fp32" not in args.precision:
         args.precision = ["fp32", *args.precision]  # bf16 is measured against fp32
     args.audio_seconds = args.audio_seconds or args.duration
+    return args
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """One row per variant and stage: each way's seconds, and its speed-up over plain (or avflow = plain)."""
+    groups: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["stage"]), {})[r["way"]] = r
+    table = []
+    for (variant, stage), ways in groups.items():
+        base = ways.get("plain") or ways.get("avflow = plain")
+        row = {"variant": variant, "stage": stage}
+        for name in ("plain", "avflow = plain", "avflow", "avflow bf16", "avflow tf32", "reference"):
+            if name in ways:
+                row[f"{name} s"] = ways[name]["seconds"]
+                if base is not None and ways[name] is not base:
+                    row[f"{name} x"] = base["seconds"] / ways[name]["seconds"]
+        if "avflow" in ways and ways["avflow"].get("max |diff|") is not None:
+            row["max |diff|"] = ways["avflow"]["max |diff|"]
+        table.append(row)
+    columns = list(dict.fromkeys(k for row in table for k in row))
+    return [{c: row.get(c, "") for c in columns} for row in table]
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     run = Run(args, device)
     load_before = load_average()
+    started = time.perf_counter()
     set_tf32(False)
     run.peaks["fp32"] = matmul_peak_gflops(device=device)
     if "bf16" in args.precision:
@@ -536,42 +619,46 @@ def main() -> None:
         set_tf32(False)
     print(f"{platform.processor() or platform.machine()}, {device}, threads={torch.get_num_threads()}, "
           f"torch {torch.__version__}; matmul peak " + ", ".join(f"{k} {v:.3g}" for k, v in run.peaks.items())
-          + f" GFLOP/s; load {load_before}", flush=True)  # fmt: skip
+          + f" GFLOP/s; load {load_before}" + ("; --tiny: narrow models, the numbers only test the script"
+                                               if args.tiny else ""), flush=True)  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:
         run.video = make_video(Path(tmp) / "clip.mp4", args.duration)
+        encoders = models_for(args.variants[0], args.tiny)  # CLIP and Synchformer are the same for every variant
         needs_clip = {"clip", "text"} & set(args.stages) or args.end_to_end
-        shared_clip = clip_model(run) if needs_clip else None
+        shared_clip = clip_model(run, encoders.clip) if needs_clip else None
+        if set(ENCODER_STAGES) & set(args.stages):
+            print(f"{SHARED}:", flush=True)
+        if "frames" in args.stages:
+            stage_frames(run, SHARED)
+        if "clip" in args.stages:
+            stage_clip(run, SHARED, shared_clip)
+        if "sync" in args.stages:
+            stage_sync(run, SHARED, encoders.sync)
+        if "text" in args.stages:
+            stage_text(run, SHARED, shared_clip)
         for variant in args.variants:
             print(f"{variant}:", flush=True)
-            config = get_config(variant)
-            if "frames" in args.stages:
-                stage_frames(run, variant)
-            if "clip" in args.stages:
-                stage_clip(run, variant, shared_clip)
-            if "sync" in args.stages:
-                stage_sync(run, variant)
-            if "text" in args.stages:
-                stage_text(run, variant, shared_clip)
+            models = models_for(variant, args.tiny)
+            config = models.network
             if {"network", "vae", "vocoder"} & set(args.stages):
                 if "network" in args.stages:
-                    latents = stage_network(run, variant)
+                    latents = stage_network(run, variant, config)
                 else:
                     n = sequence_lengths(args.duration, config.sample_rate, config.hop_length).latent
                     latents = torch.randn(1, n, config.latent_dim, device=device)
                 if {"vae", "vocoder"} & set(args.stages):
-                    mel = stage_vae(run, variant, latents) if "vae" in args.stages else None
+                    mel = stage_vae(run, variant, models, latents) if "vae" in args.stages else None
                     z, scale = audio_piece(run, latents, config.sample_rate, config.hop_length)
                     if mel is None:
-                        mode = "16k" if config.sample_rate == 16000 else "44k"
-                        mel = torch.randn(1, AUDIO_VAE_CONFIGS[mode].data_dim, 2 * z.shape[1], device=device)
+                        mel = torch.randn(1, models.vae.data_dim, 2 * z.shape[1], device=device)
                     if "vocoder" in args.stages:
-                        stage_vocoder(run, variant, mel, scale)
+                        stage_vocoder(run, variant, models.vocoder, mel, scale)
             if "mux" in args.stages:
                 stage_mux(run, variant, config.sample_rate)
             end_to_end_sums(run, variant)
             if args.end_to_end:
-                end_to_end_run(run, variant, shared_clip)
+                end_to_end_run(run, variant, models, shared_clip)
             gc.collect()
         peak_after = matmul_peak_gflops(device=device)
     run.peaks["fp32 (after)"] = peak_after
@@ -581,9 +668,13 @@ def main() -> None:
     columns = ("variant", "stage", "way", "seconds", "GFLOP", "GFLOP/s", "% of peak", "peak MB", "+MB", "speed-up",
                "max |diff|", "rel dev", "note")  # fmt: skip
     table = [{c: ("" if r.get(c) is None else r[c]) for c in columns} for r in run.rows]
-    print_table(table, f"foley stages, {args.duration:g} s clip, {device}, threads={torch.get_num_threads()}")
+    size = f"{args.duration:g} s clip, Euler {args.steps}" + (", --tiny models" if args.tiny else "")
+    print_table(table, f"foley stages, {size}, {device}, threads={torch.get_num_threads()}")
+    print()
+    print_table(summary(run.rows), "baseline (plain) vs avflow, seconds for the whole clip; x = speed-up over plain")
     print("matmul peak (2048^2, GFLOP/s): " + ", ".join(f"{k} {v:.3g}" for k, v in run.peaks.items()))
     print(f"load average: before {load_before}; after {load_after}")
+    print(f"this run took {time.perf_counter() - started:.0f} s")
     print("plain = the reference's way (benchmarks/baseline/); seconds are for the whole clip; % of peak uses the "
           "fp32 peak measured before the stages (bf16 rows: the bf16 peak)")  # fmt: skip
     if args.json:

@@ -1,8 +1,9 @@
 """Regenerate the model card's metrics: the shipped model on the world's test split vs the split's own ground truth.
 
 For each of the first N test clips: generate from its caption (seed = clip index) with the shipped model, and score
-the generated clip and the ground-truth clip with the same model-free protocol (`clip_av_metrics`: onsets vs
-contacts detected in the frames, ILD vs the side of the object that made each contact, ballistic-fit residual).
+the generated clip and the ground-truth clip with the same model-free protocol (`clip_av_metrics`: onsets vs the
+visual events detected in the frames, ILD at each sound's onset vs its object's side, ballistic-fit residual). A metric
+that is undefined on a clip (blank video, no object tracked) counts as not measurable there.
 
     OMP_NUM_THREADS=1 python scripts/model_card_metrics.py --world /tmp/avdef/world [--n 32] [--steps 25] [--json F]
 
@@ -29,10 +30,15 @@ TARGET_FOLLOWS = 0.5
 MIN_MEASURABLE = 0.5  # fraction of clips on which a metric must be defined for its target to count
 
 
+def values(measures: dict) -> dict[str, float]:
+    """A row of plain floats (NaN where undefined) from `clip_av_metrics`' measures."""
+    return {k: m.get() for k, m in measures.items()}
+
+
 def summarize(rows: list[dict]) -> dict[str, float]:
-    sync = np.array([r["sync_abs_ms"] for r in rows], dtype=float)
-    follows = np.array([r["follows_object"] for r in rows], dtype=float)
-    phys = np.array([r["phys_residual_px"] for r in rows], dtype=float)
+    sync = np.abs(np.array([r.get("sync_offset_ms", np.nan) for r in rows], dtype=float))
+    follows = np.array([r.get("follows_object", np.nan) for r in rows], dtype=float)
+    phys = np.array([r.get("phys_residual_px", np.nan) for r in rows], dtype=float)
     return {
         "median_abs_sync_ms": float(np.nanmedian(sync)) if np.isfinite(sync).any() else float("nan"),
         "sync_measurable": float(np.isfinite(sync).mean()),
@@ -77,9 +83,9 @@ def main() -> None:
     start = time.time()
     for i, row in enumerate(rows):
         clip = load_clip(Path(args.world) / "test" / row["id"])
-        gt_rows.append(clip_av_metrics(clip.audio, row["sample_rate"], clip.frames, row["fps"]))
+        gt_rows.append(values(clip_av_metrics(clip.audio, row["sample_rate"], clip.frames, row["fps"])))
         out = pipe.generate(row["caption"], seed=i, duration=row["duration"], sampling=sampling)
-        gen_rows.append(clip_av_metrics(out.audio.numpy(), out.sample_rate, out.frames.numpy(), out.fps))
+        gen_rows.append(values(clip_av_metrics(out.audio.numpy(), out.sample_rate, out.frames.numpy(), out.fps)))
         print(f"{i + 1}/{len(rows)} {row['id']}: gen {gen_rows[-1]} | gt {gt_rows[-1]}", flush=True)
     gen, gt = summarize(gen_rows), summarize(gt_rows)
     result = {"generated": gen, "ground_truth": gt, "verdicts": verdicts(gen, gt),

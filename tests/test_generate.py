@@ -63,7 +63,7 @@ def test_same_seed_same_clip_and_outputs(pipe, tmp_path):
 
     assert Image.open(png).size[1] == 80 * 3
     metrics = a.metrics()
-    assert {"sync_ms", "follows_object", "phys_residual_px"} <= set(metrics)
+    assert {"sync_offset_ms", "follows_object", "phys_residual_px"} <= set(metrics)
 
 
 def test_v2a_keeps_the_given_video(pipe, tmp_path):
@@ -127,7 +127,7 @@ def test_make_demo_from_fresh_clone(tmp_path):
     done = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "metrics:" in done.stdout and "sync_ms" in done.stdout
+    assert "metrics:" in done.stdout and "sync_offset_ms" in done.stdout
     info = probe(clone / "outputs" / "demo.mp4")
     assert info.has_video and info.has_audio and info.audio_channels == 2
     assert (clone / "outputs" / "demo_spectrogram.png").is_file()

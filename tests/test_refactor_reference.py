@@ -85,7 +85,7 @@ def generate_cases(work: Path) -> dict:
     out["demo"] = {
         "frames": digest(clip.frames),
         "audio": digest(clip.audio),
-        "metrics": {k: repr(float(v)) for k, v in clip.metrics().items()},
+        "metrics": {k: m.to_dict() for k, m in clip.metrics().items()},
     }
     return out
 

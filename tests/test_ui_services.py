@@ -28,7 +28,7 @@ def test_joint_tab_writes_a_clip_and_its_spectrogram(settings):
     result = generate_joint("a red ball bounces", settings, seed=1, duration=0.5, cfg_strength=2.0)
     info = probe(result.video)
     assert info.has_video and info.audio_channels == 2 and result.spectrogram.is_file()
-    assert "sync_ms" in result.summary
+    assert "sync_offset_ms" in result.summary
     with pytest.raises(AvflowError, match="write a prompt"):
         generate_joint("  ", settings)
     with pytest.raises(AvflowError, match="duration must be between"):

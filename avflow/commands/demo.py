@@ -11,8 +11,10 @@ from avflow.commands.options import OUTPUT_DIR, StepBar
 HELP = "generate a demo clip (outputs/demo.mp4 with stereo sound, a spectrogram PNG) and print its metrics"
 
 METRIC_NOTES = {
-    "sync_ms": "audio onsets minus contacts seen in the frames (median, ms; target |x| < 62)",
-    "follows_object": "ILD vs the impacting object's side (correlation; target > 0.5)",
+    "sync_offset_ms": "audio onsets vs flashes, appearances and contacts seen in the frames (ms, + = audio late; "
+    "target |x| < 62)",
+    "side_agreement": "matched events whose sound is on their side (target 1)",
+    "follows_object": "ILD at each sound's onset vs its object's side (correlation; target > 0.5)",
     "phys_residual_px": "ballistic-fit residual of the tracked objects (px)",
 }
 
@@ -45,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {video} ({clip.duration:.2f} s, {clip.frames.shape[2]}x{clip.frames.shape[1]} at {clip.fps:g} fps, "
           f"stereo {clip.sample_rate} Hz) and {spectrogram}")  # fmt: skip
     print("metrics:")
-    for name, value in clip.metrics().items():
-        print(f"  {name:<18} {value:8.3f}  {METRIC_NOTES.get(name, '')}".rstrip())
+    for name, m in clip.metrics().items():
+        print(metric_line(name, m))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def metric_line(name: str, m) -> str:
+    """One metric: its value and what it is, or, when it has none (a blank video, silent audio), the reason."""
+    if not m.defined:
+        return f"  {name:<18} {'-':>8}  undefined: {m.reason}"
+    sure = f" [confidence {m.confidence:.2f}]" if m.confidence < 1 else ""
+    return f"  {name:<18} {m.value:8.3f}  {METRIC_NOTES.get(name, '')}{sure}".rstrip()

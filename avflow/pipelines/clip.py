@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avflow.eval.measure import Measure
+
 
 @dataclass(frozen=True, kw_only=True)
 class GeneratedClip:
@@ -48,8 +50,9 @@ class GeneratedClip:
         x = np.clip((mel - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
         return save_png([image(x, mel.shape[1] * scale, mel.shape[0] * scale)], path)
 
-    def metrics(self) -> dict[str, float]:
-        """Model-free checks against what is visible in the generated frames (see `clip_av_metrics`)."""
+    def metrics(self) -> dict[str, Measure]:
+        """Model-free checks against what is visible in the generated frames (see `clip_av_metrics`): each a value or
+        the reason it has none (a blank video has no score)."""
         from avflow.eval.clip_metrics import clip_av_metrics
 
         return clip_av_metrics(self.audio.numpy(), self.sample_rate, self.frames.numpy(), self.fps)

@@ -126,7 +126,7 @@ def generate_joint(
     clip.save(video)
     clip.save_spectrogram(spectrogram)
     metrics = clip.metrics() if hasattr(clip, "metrics") else {}
-    summary = ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items())
+    summary = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
     return Result(video, spectrogram, summary)
 
 

@@ -18,6 +18,7 @@ from avflow.commands.options import (
     add_device,
     add_existing_audio,
     add_overwrite,
+    add_precision,
     check_distinct,
     check_output,
     check_prompt,
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spectrogram", type=Path, default=None, help="also write the log-mel spectrogram PNG here")
     parser.add_argument("--metrics", action="store_true", help="print sync / spatial / physics metrics")
     add_device(parser)
+    add_precision(parser)
     add_overwrite(parser)
 
 
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     sampling, duration, info, device = check_inputs(args)
     from avflow.pipelines.default_model import load_default_model
 
-    pipe = load_default_model(args.model).to(device)
+    pipe = load_default_model(args.model).to(device, args.precision)
     options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
     bar = StepBar("generate")
     try:

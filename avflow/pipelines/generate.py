@@ -19,8 +19,8 @@ from torch import Tensor
 from avflow.errors import AvflowError, ConfigError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
-from avflow.pipelines.devices import autocast, autocast_dtype
 from avflow.pipelines.inputs import MAX_DURATION_S
+from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
 if TYPE_CHECKING:
     from avflow.pipelines.default_model import DefaultModelConfig
@@ -38,17 +38,18 @@ class JointPipeline:
         self.height, self.width = config.height, config.width
         self.sampling = config.sampling  # the model's defaults
         self.default_prompt = config.default_prompt
-        self.autocast: torch.dtype | None = None  # sample under autocast to this dtype (CUDA: bf16)
+        self.precision = DEFAULT_PRECISION  # `avflow.precision`: auto, fp32 or bf16 (set with `to`)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> JointPipeline:
-        """Move the networks to `device`; on CUDA, sampling runs under bf16 autocast where the GPU supports it."""
+    def to(self, device: str | torch.device, precision: str | None = None) -> JointPipeline:
+        """Move the networks to `device`, and set the precision (`avflow.precision`; with the default "auto", CUDA
+        samples under bf16 autocast where the GPU supports it)."""
         for module in (self.model, self.video_ae, self.audio_vae):
             module.to(device)
-        self.autocast = autocast_dtype(device)
+        self.precision = check_precision(precision or self.precision)
         return self
 
     def shapes(self, duration: float) -> tuple[int, int]:
@@ -104,11 +105,13 @@ class JointPipeline:
         clean, t_start, given_audio, given_frames = {}, {}, None, None
         if task == "a2v":
             given_audio = self._read_audio(audio_path, samples)  # (samples,)
-            clean["audio"] = self.audio_vae.encode(given_audio[None, : n_audio * 512].to(device))
+            with autocast(self.precision, device, codec=True):
+                clean["audio"] = self.audio_vae.encode(given_audio[None, : n_audio * 512].to(device)).float()
             t_start["audio"] = torch.ones(1, device=device)
         if task == "v2a":
             given_frames = self._read_video(video_path, n_frames)
-            clean["video"] = self.video_ae.encode(frames_to_video(given_frames).to(device))
+            with autocast(self.precision, device, codec=True):
+                clean["video"] = self.video_ae.encode(frames_to_video(given_frames).to(device)).float()
             t_start["video"] = torch.ones(1, device=device)
 
         g = torch.Generator().manual_seed(int(seed))
@@ -119,18 +122,19 @@ class JointPipeline:
         }
         text, mask = self.text_encoder([prompt])
         cond = {"text": text.to(device), "text_mask": mask.to(device)}
-        with autocast(device, self.autocast):
+        with autocast(self.precision, device):
             result = sample_with(sampling, self.model, noise, cond, clean=clean or None, t_start=t_start or None,
                                  progress=progress)  # fmt: skip
         streams = {k: v.float() for k, v in result.streams.items()}
 
+        with autocast(self.precision, device, codec=True):
+            video = self.video_ae.decode(streams["video"])[0].float().cpu() if given_frames is None else None
+            mono = self.audio_vae.decode(streams["audio"])[0].float().cpu() if given_audio is None else None
         if given_frames is None:
-            video = self.video_ae.decode(streams["video"])[0].cpu()  # (3, T, H, W)
             frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous()
         else:
             frames = given_frames
-        if given_audio is None:
-            mono = self.audio_vae.decode(streams["audio"])[0].cpu()  # (512 N,)
+        if given_audio is None:  # mono (512 N,)
             mono = torch.nn.functional.pad(mono, (0, samples - mono.shape[0]))
         else:
             mono = given_audio

@@ -4,7 +4,8 @@ Every model trained on world latents (the joint model, the binaural model, the e
 and records `checksum`; loading such a model with other codecs is a one-line `WeightsError`. The checksum covers what
 defines the latent spaces: both codecs' configs and their encoder weights and latent scales as stored (sha256). A
 decoder trained further keeps the checksum, so models trained on the latents stay valid. Files in a codec folder:
-`video.safetensors`, `audio.safetensors` (fp16 or fp32) and `codecs.json` (`{"video": {config}, "audio": {config}}`).
+`video.safetensors`, `audio.safetensors` (int8 with a scale per 64 values, `avflow.weights.quantize_int8`; or fp16,
+fp32) and `codecs.json` (`{"video": {config}, "audio": {config}}`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConf
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.config import from_dict, to_dict
 from avflow.errors import ConfigError, WeightsError
-from avflow.weights import atomic_write, load_strict, read_state_dict, save_safetensors
+from avflow.weights import atomic_write, dequantize_int8, load_strict, quantize_int8, read_state_dict, save_safetensors
 
 CODEC_FILES = ("video.safetensors", "audio.safetensors", "codecs.json")
 
@@ -74,14 +75,24 @@ def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
     for module, name in ((video, "video"), (audio, "audio")):
         path = folder / f"{name}.safetensors"
         stored[name] = read_state_dict(path)
-        load_strict(module, {k: v.float() for k, v in stored[name].items()}, str(path)).eval().requires_grad_(False)
+        load_strict(module, dequantize_int8(stored[name]), str(path)).eval().requires_grad_(False)
     return WorldCodecs(video, audio, latent_checksum({"video": video, "audio": audio}, stored), folder)
 
 
-def save_codec(module: torch.nn.Module, folder: str | Path, name: str, half: bool = True) -> None:
-    """Write one codec's weights (`{name}.safetensors`, fp16 by default) and its config into `codecs.json`."""
+STORAGE = ("int8", "fp16", "fp32")
+
+
+def save_codec(module: torch.nn.Module, folder: str | Path, name: str, storage: str = "int8") -> None:
+    """Write one codec's weights (`{name}.safetensors`: int8 weights with per-row scales by default, see
+    `avflow.weights.quantize_int8`; or fp16, fp32) and its config into `codecs.json`."""
+    if storage not in STORAGE:
+        raise ConfigError(f"storage must be one of {', '.join(STORAGE)}, got {storage!r}")
     folder = Path(folder)
-    state = {k: v.half() if half and v.is_floating_point() else v for k, v in module.state_dict().items()}
+    state = module.state_dict()
+    if storage == "int8":
+        state = quantize_int8(state)
+    elif storage == "fp16":
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_safetensors(state, folder / f"{name}.safetensors")
     meta_path = folder / "codecs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -225,6 +225,26 @@ def test_dataset_layout_manifest_and_reader(tmp_path):
             assert f.read_bytes() == (tmp_path / "serial" / split / f.name).read_bytes(), f
 
 
+def test_dataset_resumes_and_remakes_what_differs(tmp_path):
+    """A second run keeps the clips already written from the same seed and config (a bigger --n extends a dataset),
+    and renders again a clip written from another config or left incomplete."""
+    config = WorldConfig(duration=1.0, fps=8, width=32, height=32)
+    make_dataset(tmp_path, 3, seed=1, config=config)
+    stems = {split: tmp_path / split / f"{split}_000000" for split in ("train", "val", "test")}
+    before = {s: p.with_suffix(".npz").stat().st_mtime_ns for s, p in stems.items()}
+    meta = json.loads(stems["val"].with_suffix(".json").read_text())
+    meta["config"]["fps"] = 16  # as if written by another world config
+    stems["val"].with_suffix(".json").write_text(json.dumps(meta))
+    stems["test"].with_suffix(".npz").unlink()  # an interrupted write
+    assert make_dataset(tmp_path, 12, seed=1, config=config) == {"train": 10, "val": 1, "test": 1}
+    assert stems["train"].with_suffix(".npz").stat().st_mtime_ns == before["train"]  # kept
+    assert stems["val"].with_suffix(".npz").stat().st_mtime_ns != before["val"]  # made again
+    assert json.loads(stems["val"].with_suffix(".json").read_text())["config"]["fps"] == 8
+    assert load_clip(stems["test"]).frames.shape == (8, 32, 32, 3)
+    rows = (tmp_path / "train" / "manifest.jsonl").read_text().splitlines()
+    assert len(rows) == 10 and json.loads(rows[0])["caption"] == load_clip(stems["train"]).meta["caption"]
+
+
 def test_cli_and_errors(tmp_path, capsys):
     assert cli_main(["world", "make", "--n", "1", "--out", str(tmp_path / "w"), "--duration", "1"]) == 0
     assert (tmp_path / "w" / "train" / "train_000000.wav").is_file()

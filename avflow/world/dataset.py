@@ -158,15 +158,28 @@ def clip_seed(split: str, seed: int, index: int) -> int:
     return SPLIT_SEED_BASE[split] + seed * SEEDS_PER_RUN + index
 
 
+def _written_meta(stem: Path, seed: int, config: WorldConfig) -> dict | None:
+    """The meta of a clip already on disk from this seed and config (its json is written last), else None."""
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    complete = stem.with_suffix(".wav").is_file() and stem.with_suffix(".npz").is_file()
+    same = meta.get("seed") == seed and meta.get("config") == json.loads(json.dumps(asdict(config)))
+    return meta if complete and same else None
+
+
 def _job(args: tuple) -> dict:
     split, index, seed, out, config, preview = args
     clip_id = f"{split}_{index:06d}"
-    clip = make_clip(clip_seed(split, seed, index), config, clip_id)
     stem = Path(out) / split / clip_id
-    write_clip(clip, stem)
-    if preview:
-        write_preview(clip, stem)
-    m = clip.meta
+    m = _written_meta(stem, clip_seed(split, seed, index), config)
+    if m is None:  # not made yet, or made from another seed or config: (re)render
+        clip = make_clip(clip_seed(split, seed, index), config, clip_id)
+        write_clip(clip, stem)
+        if preview:
+            write_preview(clip, stem)
+        m = clip.meta
     return {"id": clip_id, "duration": m["duration"], "fps": m["fps"], "sample_rate": m["sample_rate"],
             "caption": m["caption"], "n_events": len(m["events"])}  # fmt: skip
 

@@ -58,8 +58,9 @@ class VideoScores:
         by = defaultdict(list)
         for s in self.objects:
             by[f"{s.colour} {s.shape}"].append((s.iou, s.centroid_error_px))
-        groups = {k: {"median_iou": float(np.median([a for a, _ in v])), "median_centroid_px": float(np.median([b for _, b in v])),
-                      "n": len(v)} for k, v in sorted(by.items())}  # fmt: skip
+        groups = {k: {"median_iou": float(np.median([a for a, _ in v])),
+                      "median_centroid_px": float(np.median([b for _, b in v])), "n": len(v)}
+                  for k, v in sorted(by.items())}  # fmt: skip
         return {"psnr_db": float(psnr.mean()), "median_iou": float(np.median(iou)),
                 "median_centroid_px": float(np.median(err)), "boundary_gap_db": boundary_psnr_gap(psnr),
                 "object_frames": len(self.objects), "by_object": groups}  # fmt: skip
@@ -114,13 +115,25 @@ def main() -> None:
 
 
 def load_old(folder: Path) -> dict | None:
-    """The first default model's world codecs, if that folder still has them."""
+    """The first default model's world codecs (read from its folder's config.json and weights; the pipeline no longer
+    reads that format), if that folder still has them."""
     if not (folder / "video_ae.safetensors").is_file() or not (folder / "audio_vae.safetensors").is_file():
         return None
-    from avflow.pipelines.default_model import load_default_model
+    from avflow.codecs.surgery import without_output_norms
+    from avflow.codecs.world_audio_vae import WorldAudioVAE, WorldAudioVAEConfig
+    from avflow.codecs.world_video_ae import WorldVideoAE, WorldVideoAEConfig
+    from avflow.config import from_dict
+    from avflow.weights import load_strict, read_state_dict
 
-    pipe = load_default_model(folder)
-    return {"video": pipe.video_ae, "audio": pipe.audio_vae}
+    config = json.loads((folder / "config.json").read_text())
+    old = {"video": WorldVideoAE(from_dict(WorldVideoAEConfig, config["video_ae"])),
+           "audio": WorldAudioVAE(from_dict(WorldAudioVAEConfig, config["audio_vae"]))}  # fmt: skip
+    for name, key in (("video", "video_ae"), ("audio", "audio_vae")):
+        if config.get(f"{key}_without_output_norms"):
+            old[name] = without_output_norms(old[name])
+        state = {k: v.float() for k, v in read_state_dict(folder / f"{key}.safetensors").items()}
+        load_strict(old[name], state, key).eval().requires_grad_(False)
+    return old
 
 
 def measure_speed(new, old) -> list[dict]:
@@ -139,8 +152,10 @@ def measure_speed(new, old) -> list[dict]:
             oa = old["audio"].encode(audio.mean(1)[:, : 32000 // 512 * 512])
             rows.append({"codec": "old video", "encode_x_rt": 2 / timed(lambda: old["video"].encode(video)),
                          "decode_x_rt": 2 / timed(lambda: old["video"].decode(ov))})  # fmt: skip
-            rows.append({"codec": "old audio (Griffin-Lim)", "encode_x_rt": 2 / timed(lambda: old["audio"].encode(
-                audio.mean(1)[:, : 32000 // 512 * 512])), "decode_x_rt": 2 / timed(lambda: old["audio"].decode(oa))})  # fmt: skip
+            mono = audio.mean(1)[:, : 32000 // 512 * 512]
+            rows.append({"codec": "old audio (Griffin-Lim)",
+                         "encode_x_rt": 2 / timed(lambda: old["audio"].encode(mono)),
+                         "decode_x_rt": 2 / timed(lambda: old["audio"].decode(oa))})  # fmt: skip
     return rows
 
 

@@ -8,7 +8,9 @@ import numpy as np
 def clip_av_metrics(audio: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float) -> dict[str, float]:
     """sync_ms: audio onsets minus contacts detected in the frames (median, positive = audio late);
     follows_object: correlation over detected contacts of the ILD just after the contact with the leftness of the
-    object that made it; phys_residual_px: ballistic-fit residual of the tracked objects; plus onset/contact counts.
+    object that made it; phys_residual_px: ballistic-fit residual of the tracked objects; plus the counts a NaN is
+    explained by (onsets, contacts, tracked objects, contacts of single tracked objects and the spread of their
+    azimuths).
     """
     from avflow.eval import physics, spatial, sync
 
@@ -35,4 +37,7 @@ def clip_av_metrics(audio: np.ndarray, sample_rate: int, frames: np.ndarray, fps
         "phys_residual_px": float(fit["residual_px"]),
         "n_onsets": float(onsets.size),
         "n_contacts": float(contacts.size),
+        "n_objects": float(np.isfinite(tracks.centers[..., 0]).any(axis=0).sum()),
+        "n_object_contacts": float(len(times)),
+        "contact_spread_deg": float(np.ptp(azimuths)) if azimuths else 0.0,
     }

@@ -1,7 +1,7 @@
 """`avflow generate "prompt"`: a clip (video + stereo audio) from the default joint model.
 
 Tasks: t2av (text to a clip of --duration), a2v (a video for --audio-file), v2a (audio for --video) and continue (the
-clip --video followed by --duration more seconds). Inputs of any length up to MAX_DURATION_S are generated in windows
+clip --video followed by --duration more seconds). Inputs of any length up to 60 s (MAX_DURATION_S) are made in windows
 of the model's length; nothing is cut short. t2av, a2v and continue write the clip at the model's size and fps; v2a
 writes the new stereo track onto the given video (its packets unchanged, its own audio kept, replaced or mixed in as
 `--audio` says). Every argument and input is checked before the model's weights are read.

@@ -74,15 +74,16 @@ def flash_clip(seed: int, delay: float, fps: float = 25.0, duration: float = 4.0
 
 
 @pytest.mark.parametrize("delay", [0.06, -0.04])
-def test_xcorr_offset_on_plain_mp4(tmp_path, delay):
+def test_sync_offset_on_plain_mp4(tmp_path, delay):
     from avflow.data.media import read_audio, read_video, write_video
+    from avflow.eval.clip import measure_clip
 
     frames, audio = flash_clip(7, delay)
     path = write_video(tmp_path / "flash.mp4", frames, 25, audio, SR)
     video = read_video(path)
     audio_back, sr = read_audio(path)
-    got = sync.xcorr_offset(audio_back.numpy(), sr, video.frames.numpy(), video.fps)
-    assert abs(got["offset_ms"] - 1000 * delay) < 20, got
+    got = measure_clip(audio_back.numpy(), sr, video.frames.numpy(), video.fps).sync_offset_ms
+    assert got.defined and abs(got.value - 1000 * delay) < 20, got
 
 
 def test_av_align_rewards_aligned_motion_peaks():

@@ -1,4 +1,5 @@
-"""`avflow eval PRED_DIR [--ref DIR] [--json OUT]`: model-free sync, spatial, physics and distribution metrics."""
+"""`avflow eval PRED_DIR [--ref DIR] [--json OUT] [--report DIR]`: model-free sync, spatial, physics and distribution
+metrics; each clip reports its defined metrics, the folder the median |offset| and the ±20 / ±62 ms rates."""
 
 from __future__ import annotations
 
@@ -9,26 +10,18 @@ from pathlib import Path
 
 from avflow.commands.options import add_overwrite, check_output
 
-HELP = "score generated clips: sync (ms), spatial audio, physics and Fréchet distance, no downloads"
+HELP = "score clips: sync offset (ms), sides, spatial audio, physics and Fréchet distance; no downloads"
+
+SHOWN = ("sync_offset_ms", "sync_error_ms", "sync_gt_ms", "side_agreement", "follows_object")  # per-clip progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pred_dir", help="folder of clips: world format (.wav+.npz+.json) or .mp4 / .wav files")
     parser.add_argument("--ref", default=None, help="reference folder; clips pair by relative path without suffix")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write all per-clip and mean metrics here")
+    parser.add_argument("--json", default=None, metavar="OUT", help="write all per-clip and summary metrics here")
+    parser.add_argument("--report", default=None, metavar="DIR", help="write DIR/index.html with per-clip timelines")
     parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
     add_overwrite(parser)
-
-
-def check_arguments(args: argparse.Namespace) -> None:
-    """Folders that exist and a writable --json path, before any clip is scored (one-line errors)."""
-    from avflow.errors import MediaError
-
-    for what, folder in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
-        if folder is not None and not Path(folder).is_dir():
-            raise MediaError(f"{what} {folder}: not a folder")
-    if args.json is not None:
-        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
 
 
 def _clean(value):
@@ -40,18 +33,54 @@ def _clean(value):
     return value
 
 
+def _check(args: argparse.Namespace) -> None:
+    """One-line errors for bad arguments, before any clip is read."""
+    from avflow.errors import ConfigError
+
+    for name, path in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
+        if path is not None and not Path(path).is_dir():
+            raise ConfigError(f"{name} {path}: not a folder")
+    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise ConfigError(f"--report {args.report}: exists and is not a folder")
+    if args.json is not None:
+        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
+
+
+def _line(cid: str, measures: dict) -> str:
+    shown = []
+    for k in SHOWN:
+        m = measures.get(k)
+        if m is not None and m.defined:
+            conf = f" (confidence {m.confidence:.2f})" if m.confidence < 1 else ""
+            shown.append(f"{k}={m.value:+.1f}{conf}" if k.endswith("_ms") else f"{k}={m.value:.2f}{conf}")
+    undefined = [f"{k} ({measures[k].reason})" for k in SHOWN if k in measures and not measures[k].defined]
+    return (
+        f"  {cid}: "
+        + (", ".join(shown) or "no sync or side measure")
+        + (f"; undefined: {'; '.join(undefined)}" if undefined else "")
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     from avflow.eval.report import evaluate, format_table
 
-    check_arguments(args)
-
-    def progress(cid: str, metrics: dict) -> None:
+    def progress(cid: str, measures: dict) -> None:
         if not args.quiet:
-            shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items() if k.startswith(("sync_gt", "sync_vis")))
-            print(f"  {cid}: {shown}")
+            print(_line(cid, measures))
 
-    result = evaluate(args.pred_dir, args.ref, progress=progress)
+    result = evaluate(args.pred_dir, args.ref, progress=progress, keep_details=args.report is not None)
+    if result["skipped"]:
+        print(f"skipped {len(result['skipped'])} unreadable clip(s):")
+        for cid, reason in result["skipped"].items():
+            print(f"  {cid}: {reason}")
     print(format_table(result))
+    details = result.pop("details", None)
+    if args.report is not None:
+        from avflow.eval.html import write_report
+
+        page = write_report({**result, "details": details}, args.report)
+        print(f"wrote {page}")
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,8 @@ def track_objects(
 ) -> Tracks:
     """Track uniformly coloured objects over a static background by colour segmentation.
 
-    Background ``B`` = per-pixel temporal median plus each frame's median deviation from it (global drift);
+    Background ``B`` = per-pixel temporal median (of at most 64 evenly spaced frames) plus each frame's median
+    deviation from it (global drift, over every 4th pixel);
     foreground = ``‖f − B‖ > threshold`` (RGB 0..255). Object colours = the densest coarse colour bins of the
     foreground (merged within ``merge_distance``; background colours and edge blends dropped), refined by a trimmed
     mean. Object ``k``'s core = pixels within ``min(threshold, ½·gap to the nearest other object colour)`` of its
@@ -81,8 +82,9 @@ def track_objects(
     """
     f = np.asarray(frames, dtype=np.float32)  # (T, H, W, 3)
     T, H, W, _ = f.shape
-    bg = np.median(f, axis=0)  # (H, W, 3)
-    bg = bg + np.median((f - bg).reshape(T, -1, 3), axis=1)[:, None, None, :]  # (T, H, W, 3) follows global drift
+    bg = np.median(f[:: -(-T // 64)], axis=0)  # (H, W, 3) over at most 64 evenly spaced frames
+    drift = np.median((f[:, ::2, ::2] - bg[::2, ::2]).reshape(T, -1, 3), axis=1)  # (T, 3) on every 4th pixel
+    bg = bg + drift[:, None, None, :]  # (T, H, W, 3) follows global drift
     diff = f - bg  # (T, H, W, 3)
     fg = np.einsum("thwc,thwc->thw", diff, diff) > threshold**2
     empty = Tracks(np.full((T, 0, 2), np.nan), np.zeros((T, 0)), (H, W))
@@ -112,7 +114,9 @@ def track_objects(
     K = len(centres)
     gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(K) * 1e9
     c32 = centres.astype(np.float32)
-    d2 = (f * f).sum(-1)[..., None] - 2.0 * f @ c32.T + (c32 * c32).sum(-1)  # (T, H, W, K) squared colour distance
+    d2 = np.zeros((T, H, W, K), dtype=np.float32)  # squared colour distance, one contiguous channel at a time
+    for ch in range(3):
+        d2 += (np.ascontiguousarray(f[..., ch])[..., None] - c32[:, ch]) ** 2
     nearest = d2.argmin(-1)  # (T, H, W)
     ys, xs = np.mgrid[0:H, 0:W] + 0.5
     centers = np.full((T, K, 2), np.nan)

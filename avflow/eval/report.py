@@ -1,4 +1,8 @@
-"""Run the metric suite over a folder of clips (world format or plain mp4/wav) and format the results."""
+"""Run the metric suite over a folder of clips (world format or plain mp4/wav) and format the results.
+
+Every measure is a :class:`avflow.eval.measure.Measure`: a clip reports the measures that are defined, and the reason
+for each that is not; a folder reports per metric the clips where it is defined and its median (offsets: the median
+|offset| and the fractions within ±20 and ±62 ms), never a mean that mixes signs."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from avflow.errors import MediaError
-from avflow.eval import distribution, physics, spatial, sync
+from avflow.eval import distribution, physics, side, spatial, sync
+from avflow.eval.clip import ClipConfig, ClipMeasures, measure_clip
+from avflow.eval.events import truth_events
+from avflow.eval.measure import Measure
+from avflow.eval.offset import match_events
+from avflow.eval.onsets import audio_onsets
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -98,62 +107,89 @@ def _gravity(meta: dict | None) -> float | None:
         return None
 
 
-def _events(meta: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _truth(meta: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Ground-truth event times (s) and azimuths (degrees, NaN where none) from a clip's json."""
     if not meta or not meta.get("events"):
         return None
-    ev = meta["events"]
-    times = np.array([float(e["time"]) for e in ev])
-    az = np.array([float(e.get("azimuth", np.nan)) for e in ev])
+    try:
+        times = np.array([float(e["time"]) for e in meta["events"]])
+        az = np.array([float(e["azimuth"]) if e.get("azimuth") is not None else np.nan for e in meta["events"]])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise MediaError(f"ground truth json: bad event ({exc})") from exc
     return times, az
 
 
-def clip_metrics(clip: EvalClip, ref: EvalClip | None = None) -> dict[str, float]:
-    """All metrics that apply to one clip: ground truth comes from the clip's own meta or else from ``ref``'s."""
-    out: dict[str, float] = {}
+def _wrap(value: float, reason: str, confidence: float = 1.0) -> Measure:
+    return Measure.of(value, confidence) if np.isfinite(value) else Measure.undefined(reason)
+
+
+def _abs(m: Measure) -> Measure:
+    return Measure.of(abs(m.value), m.confidence) if m.defined else m
+
+
+@dataclass
+class ClipResult:
+    """All measures of one clip (name -> :class:`Measure`) and, for timelines, the sync and side details."""
+
+    measures: dict[str, Measure]
+    details: ClipMeasures
+
+
+def clip_measures(clip: EvalClip, ref: EvalClip | None = None, config: ClipConfig | None = None) -> ClipResult:
+    """Every measure that applies to one clip; ground truth comes from the clip's own meta or else from ``ref``'s."""
     meta = clip.meta or (ref.meta if ref is not None else None)
     audio, sr = clip.audio, clip.sample_rate
-    onsets = sync.detect_onsets(audio, sr)
-    out["n_onsets"] = float(onsets.size)
-    events = _events(meta)
-    if events is not None:
-        m = sync.match_offset(onsets, events[0])
-        out |= {"sync_gt_ms": m["offset_ms"], "sync_gt_abs_ms": abs(m["offset_ms"]), "sync_gt_matched": m["matched"]}
-    tracks = None
-    if clip.frames is not None and len(clip.frames) > 2:
-        fps = clip.fps
-        tracks = physics.track_objects(clip.frames)
-        m = sync.match_offset(onsets, sync.visual_contacts(tracks, fps))
-        out |= {"sync_vis_ms": m["offset_ms"], "sync_vis_abs_ms": abs(m["offset_ms"]), "sync_vis_matched": m["matched"]}
-        out["sync_xcorr_ms"] = sync.xcorr_offset(audio, sr, clip.frames, fps)["offset_ms"]
-        out["av_align"] = sync.av_align(audio, sr, clip.frames, fps)
+    binaural = audio.ndim == 2 and audio.shape[0] == 2
+    details = measure_clip(audio, sr, clip.frames, clip.fps, config=config)
+    out: dict[str, Measure] = {}
+    onsets = details.onsets if details.onsets is not None else audio_onsets(audio, sr)
+    out["n_onsets"] = Measure.of(float(len(onsets)))
+    out["sync_offset_ms"] = details.sync_offset_ms
+    out["sync_offset_abs_ms"] = _abs(details.sync_offset_ms)
+    if meta and "offset_ms" in meta and details.sync_offset_ms.defined:
+        m = details.sync_offset_ms
+        out["sync_error_ms"] = Measure.of(m.value - float(meta["offset_ms"]), m.confidence)
+    truth = _truth(meta)
+    if truth is not None:
+        gt_events = truth_events(*truth)
+        gt = match_events(onsets, gt_events)
+        out["sync_gt_ms"], out["sync_gt_abs_ms"] = gt.offset_ms, _abs(gt.offset_ms)
+        if binaural:
+            out["side_gt_agreement"] = side.side_agreement(side.event_sides(audio, sr, onsets, gt_events, gt))
+    out["side_agreement"] = details.side_agreement
+    out["follows_object"] = details.follows_object
+    if details.events is not None and clip.frames is not None:
+        out["av_align"] = _wrap(sync.av_align(audio, sr, clip.frames, clip.fps), "no audio onset and no motion peak")
+        tracks = details.tracks if details.tracks is not None else physics.track_objects(clip.frames)
         gravity = _gravity(meta)
-        fit = physics.trajectory_residual(tracks, fps, gravity)
-        out |= {"phys_residual_px": fit["residual_px"], "phys_gravity_fit": fit["gravity_fit"]}
-        out["phys_permanence"] = physics.object_permanence(tracks)
-        g_energy = gravity if gravity is not None else fit["gravity_fit"]
-        out["phys_energy_growth"] = physics.energy_growth(tracks, fps, g_energy) if np.isfinite(g_energy) else np.nan
-    if audio.ndim == 2 and audio.shape[0] == 2:
-        out["ild_db"] = spatial.ild(audio)
-        out["itd_us"] = 1e6 * spatial.itd_gcc_phat(audio, sr)
-        if events is not None and np.isfinite(events[1]).all():
-            out["follows_object"] = spatial.follows_events(audio, sr, events[0], events[1])
-        elif tracks is not None and tracks.centers.shape[1] == 1:
-            out["follows_object"] = spatial.follows_object(
-                audio, sr, tracks.centers[:, 0, 0], tracks.frame_size[1], clip.fps
-            )
+        fit = physics.trajectory_residual(tracks, clip.fps, gravity)
+        out["phys_residual_px"] = _wrap(fit["residual_px"], "no object tracked for 4 or more frames")
+        out["phys_gravity_fit"] = _wrap(fit["gravity_fit"], "no free-flight segment to fit")
+        out["phys_permanence"] = _wrap(physics.object_permanence(tracks), "no object tracked")
+        g = gravity if gravity is not None else fit["gravity_fit"]
+        growth = physics.energy_growth(tracks, clip.fps, g) if np.isfinite(g) else np.nan
+        out["phys_energy_growth"] = _wrap(growth, "no bounce seen (or no gravity to weigh energy)")
+    if binaural:
+        out["ild_db"] = Measure.of(spatial.ild(audio))
+        out["itd_us"] = Measure.of(1e6 * spatial.itd_gcc_phat(audio, sr))
         if ref is not None and ref.audio.ndim == 2 and ref.audio.shape[0] == 2 and ref.sample_rate == sr:
             p, r = audio, ref.audio
             out |= {
-                "delta_ild_db": spatial.delta_ild(p, r),
-                "delta_itd_us": spatial.delta_itd(p, r, sr),
-                "ipd_error_rad": spatial.ipd_error(p, r),
-                "stft_dist": spatial.stft_distance(p, r),
-                "env_dist": spatial.envelope_distance(p, r),
-                "mag_dist": spatial.magnitude_distance(p, r),
-                "phase_dist": spatial.phase_distance(p, r),
-                "snr_db": spatial.snr(p, r),
+                "delta_ild_db": Measure.of(spatial.delta_ild(p, r)),
+                "delta_itd_us": Measure.of(spatial.delta_itd(p, r, sr)),
+                "ipd_error_rad": Measure.of(spatial.ipd_error(p, r)),
+                "stft_dist": Measure.of(spatial.stft_distance(p, r)),
+                "env_dist": Measure.of(spatial.envelope_distance(p, r)),
+                "mag_dist": Measure.of(spatial.magnitude_distance(p, r)),
+                "phase_dist": Measure.of(spatial.phase_distance(p, r)),
+                "snr_db": Measure.of(spatial.snr(p, r)),
             }
-    return {k: float(v) for k, v in out.items()}
+    return ClipResult(out, details)
+
+
+def clip_metrics(clip: EvalClip, ref: EvalClip | None = None) -> dict[str, float]:
+    """The defined measures of :func:`clip_measures` as plain floats (undefined ones are left out)."""
+    return {k: float(m.value) for k, m in clip_measures(clip, ref).measures.items() if m.defined}
 
 
 def _embed(clips: list[EvalClip], modality: str) -> np.ndarray | None:
@@ -164,59 +200,120 @@ def _embed(clips: list[EvalClip], modality: str) -> np.ndarray | None:
     return np.stack([emb(c.audio, c.sample_rate, c.frames, c.fps) for c in usable])
 
 
-def evaluate(pred_dir: str | Path, ref_dir: str | Path | None = None, progress=None) -> dict:
-    """Metrics for every clip of ``pred_dir`` (paired by id with ``ref_dir`` when given), their means, and the
-    Fréchet distances between the two sets (default embedder, per modality)."""
+SIGNED_MS = ("sync_offset_ms", "sync_gt_ms", "sync_error_ms")  # offsets: summarised by |x| and the ±20/±62 ms rates
+
+
+def summarize(per_clip: dict[str, dict[str, Measure]]) -> dict[str, dict[str, float]]:
+    """Per metric over the clips where it is defined: ``n_defined``, ``mean``, ``median``; for offsets also
+    ``median_abs``, ``within_20ms``, ``within_62ms`` (fractions of the defined clips) and ``confident`` (fraction
+    with confidence ≥ 0.5)."""
+    keys = sorted({k for m in per_clip.values() for k in m})
+    out: dict[str, dict[str, float]] = {}
+    for k in keys:
+        ms = [m[k] for m in per_clip.values() if k in m and m[k].defined]
+        row: dict[str, float] = {"n_defined": float(len(ms))}
+        if ms:
+            v = np.array([m.value for m in ms])
+            row |= {"mean": float(v.mean()), "median": float(np.median(v))}
+            if k in SIGNED_MS:
+                a = np.abs(v)
+                row |= {
+                    "median_abs": float(np.median(a)),
+                    "within_20ms": float(np.mean(a <= 20.0)),
+                    "within_62ms": float(np.mean(a <= 62.0)),
+                    "confident": float(np.mean([m.confidence >= 0.5 for m in ms])),
+                }
+        out[k] = row
+    return out
+
+
+def evaluate(
+    pred_dir: str | Path, ref_dir: str | Path | None = None, progress=None, keep_details: bool = False
+) -> dict:
+    """Measures of every readable clip of ``pred_dir`` (paired by id with ``ref_dir`` when given), a summary per
+    metric (:func:`summarize`) and the Fréchet distances between the two sets. A clip that cannot be read is skipped
+    and listed with its reason; a folder with no readable clip is a :class:`MediaError`. With ``keep_details`` the
+    :class:`ClipMeasures` of each clip are returned under ``"details"`` (for timelines)."""
     start = time.perf_counter()
     pred_paths = find_clips(pred_dir)
     ref_paths = find_clips(ref_dir) if ref_dir is not None else {}
-    per_clip: dict[str, dict[str, float]] = {}
+    per_clip: dict[str, dict[str, Measure]] = {}
+    details: dict[str, ClipMeasures] = {}
+    skipped: dict[str, str] = {}
     pred_clips, ref_clips = [], []
     for cid, path in pred_paths.items():
-        clip = load_eval_clip(path, cid)
-        ref = load_eval_clip(ref_paths[cid], cid) if cid in ref_paths else None
-        per_clip[cid] = clip_metrics(clip, ref)
+        try:
+            clip = load_eval_clip(path, cid)
+        except MediaError as exc:
+            skipped[cid] = str(exc)
+            continue
+        try:
+            ref = load_eval_clip(ref_paths[cid], cid) if cid in ref_paths else None
+        except MediaError as exc:
+            skipped[cid] = f"reference: {exc}"
+            continue
+        try:
+            result = clip_measures(clip, ref)
+        except MediaError as exc:
+            skipped[cid] = str(exc)
+            continue
+        per_clip[cid] = result.measures
+        if keep_details:
+            details[cid] = result.details
         pred_clips.append(clip)
         if progress:
-            progress(cid, per_clip[cid])
+            progress(cid, result.measures)
+    if not per_clip:
+        first = next(iter(skipped.items()))
+        raise MediaError(f"{pred_dir}: no readable clip ({len(skipped)} skipped; {first[0]}: {first[1]})")
     for cid, path in ref_paths.items():
-        ref_clips.append(load_eval_clip(path, cid))
-    keys = sorted({k for m in per_clip.values() for k in m})
-    mean = {}
-    for k in keys:
-        vals = np.array([m.get(k, np.nan) for m in per_clip.values()])
-        vals = vals[np.isfinite(vals)]
-        mean[k] = float(vals.mean()) if vals.size else float("nan")
+        try:
+            ref_clips.append(load_eval_clip(path, cid))
+        except MediaError:
+            continue
+    summary = summarize(per_clip)
     dist: dict[str, float] = {}
     if ref_clips:
         for modality in ("av", "audio", "video"):
             a, b = _embed(pred_clips, modality), _embed(ref_clips, modality)
             if a is not None and b is not None:
                 dist[f"fd_{modality}"] = distribution.frechet_distance(a, b)
-    return {
+    out = {
         "pred_dir": str(pred_dir),
         "ref_dir": None if ref_dir is None else str(ref_dir),
         "n_clips": len(per_clip),
-        "n_paired": sum(cid in ref_paths for cid in pred_paths),
-        "mean": mean,
+        "n_paired": sum(cid in ref_paths for cid in per_clip),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "summary": summary,
+        "mean": {k: row["mean"] for k, row in summary.items() if "mean" in row},
         "distribution": dist,
-        "clips": per_clip,
+        "clips": {cid: {k: m.value for k, m in ms.items() if m.defined} for cid, ms in per_clip.items()},
+        "confidence": {cid: {k: round(m.confidence, 4) for k, m in ms.items() if m.defined and m.confidence < 1}
+                       for cid, ms in per_clip.items()},
+        "undefined": {cid: {k: m.reason for k, m in ms.items() if not m.defined} for cid, ms in per_clip.items()},
         "seconds": time.perf_counter() - start,
-    }
+    }  # fmt: skip
+    if keep_details:
+        out["details"] = details
+    return out
 
 
 # metric -> what it is (and which direction is better)
 DESCRIPTIONS: dict[str, str] = {
-    "sync_gt_ms": "offset of audio onsets vs ground-truth events (ms, + = audio late)",
-    "sync_gt_abs_ms": "|sync_gt_ms| per clip, averaged (ms, lower is better)",
-    "sync_vis_ms": "offset of audio onsets vs contacts seen in the frames (ms)",
-    "sync_vis_abs_ms": "|sync_vis_ms| per clip, averaged (ms, lower is better)",
-    "sync_xcorr_ms": "offset maximising onset / motion-onset cross-correlation (ms)",
+    "n_onsets": "audio onsets detected",
+    "sync_offset_ms": "audio onsets vs visual events seen in the frames (ms, + = audio late)",
+    "sync_offset_abs_ms": "|sync_offset_ms| (ms, lower is better)",
+    "sync_error_ms": "sync_offset_ms minus the clip's true offset (ms)",
+    "sync_gt_ms": "audio onsets vs ground-truth event times (ms, + = audio late)",
+    "sync_gt_abs_ms": "|sync_gt_ms| (ms, lower is better)",
+    "side_agreement": "matched events whose sound is on the visual side (1 best)",
+    "side_gt_agreement": "ground-truth events whose sound is on their side (1 best)",
     "av_align": "AV-Align IoU of audio and motion peaks (higher is better)",
     "phys_residual_px": "gravity-and-bounce fit residual (px, lower is better)",
     "phys_permanence": "object permanence (1 = nothing vanishes)",
     "phys_energy_growth": "fraction of bounces that gain energy (lower is better)",
-    "follows_object": "ILD follows the object's side (+1 best, -1 swapped)",
+    "follows_object": "ILD at each sound's onset follows its object's side (+1 best, -1 swapped)",
     "delta_ild_db": "|ILD - ILD_ref| (dB)",
     "delta_itd_us": "|ITD - ITD_ref| (us)",
     "snr_db": "SNR vs reference (dB, higher is better)",
@@ -224,16 +321,27 @@ DESCRIPTIONS: dict[str, str] = {
 
 
 def format_table(result: dict) -> str:
-    """Means over clips, then Fréchet distances, as aligned text."""
+    """The summary as aligned text: per metric the clips where it is defined, its median (offsets: median |x| and
+    the fractions within ±20 and ±62 ms), then the Fréchet distances."""
     lines = [
         f"{result['n_clips']} clips from {result['pred_dir']}"
         + (f" ({result['n_paired']} paired with {result['ref_dir']})" if result["ref_dir"] else "")
+        + (f"; {result['n_skipped']} unreadable, skipped" if result.get("n_skipped") else "")
     ]
-    width = max([len(k) for k in result["mean"]] + [len(k) for k in result["distribution"]] + [6])
-    lines.append(f"{'metric':<{width}}  {'mean':>10}  note")
-    for k, v in result["mean"].items():
-        lines.append(f"{k:<{width}}  {v:>10.4g}  {DESCRIPTIONS.get(k, '')}")
+    summary = result["summary"]
+    width = max([len(k) for k in summary] + [len(k) for k in result["distribution"]] + [6])
+    lines.append(f"{'metric':<{width}}  {'defined':>7}  {'median':>9}  note")
+    for k, row in summary.items():
+        n = f"{int(row['n_defined'])}/{result['n_clips']}"
+        if "median" not in row:
+            lines.append(f"{k:<{width}}  {n:>7}  {'-':>9}  {DESCRIPTIONS.get(k, '')}")
+            continue
+        note = DESCRIPTIONS.get(k, "")
+        if "median_abs" in row:
+            note = (f"|x| median {row['median_abs']:.1f} ms, within ±20 ms {row['within_20ms']:.0%}, "
+                    f"±62 ms {row['within_62ms']:.0%}, confident {row['confident']:.0%}; {note}")  # fmt: skip
+        lines.append(f"{k:<{width}}  {n:>7}  {row['median']:>9.4g}  {note}")
     for k, v in result["distribution"].items():
-        lines.append(f"{k:<{width}}  {v:>10.4g}  Fréchet distance to the reference set ({k[3:]} statistics)")
+        lines.append(f"{k:<{width}}  {'':>7}  {v:>9.4g}  Fréchet distance to the reference set ({k[3:]} statistics)")
     lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)

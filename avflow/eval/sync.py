@@ -1,4 +1,7 @@
-"""Audio-visual synchronisation metrics in milliseconds, with no learned model.
+"""Audio-visual synchronisation metrics in milliseconds, with no learned model: the first onset detector and matcher
+(used by `avflow.pipelines.generate` and ground-truth tests) and AV-Align. The clip-level offset with a confidence and
+reasons for being undefined is :mod:`avflow.eval.offset` (onsets: :mod:`avflow.eval.onsets`, visual events:
+:mod:`avflow.eval.events`).
 
 Sign convention (CONVENTIONS.md): an offset is ``t_audio - t_visual``; positive means the audio is late.
 Audio is ``(C, N)`` or ``(N,)`` float; frames are ``(T, H, W, 3)`` uint8 with frame ``k`` shown at ``k / fps``.
@@ -167,52 +170,6 @@ def sync_to_frames(
     """Offset (ms) of audio onsets against contacts detected in the frames (:func:`visual_contacts`)."""
     tracks = track_objects(frames) if tracks is None else tracks
     return match_offset(detect_onsets(audio, sample_rate), visual_contacts(tracks, fps), **kw)
-
-
-def motion_energy(frames: np.ndarray) -> np.ndarray:
-    """Mean absolute frame difference ``m[k] = mean |f_k − f_{k−1}|`` (grey, 0..1) for ``k ≥ 1``; ``m[0] = 0``."""
-    grey = np.asarray(frames, dtype=np.float32).mean(axis=-1) / 255.0  # (T, H, W)
-    m = np.zeros(grey.shape[0])
-    m[1:] = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))
-    return m
-
-
-def xcorr_offset(
-    audio: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, max_offset_s: float = 0.5
-) -> dict[str, float]:
-    """Offset (ms) maximising the cross-correlation of audio onset strength and visual motion onsets; any video.
-
-    Visual onset strength ``u[k] = max(0, m[k] − m[k−1])`` of :func:`motion_energy`, an impulse at ``k / fps``;
-    audio onset strength ``a`` is :func:`onset_envelope` (1 ms grid). Both are smoothed by a Gaussian of
-    ``σ = 0.25 / fps``, normalised to zero mean and unit norm; ``r(d) = Σ_t a(t + d)·u(t)``, peak refined
-    parabolically. ``confidence`` is the peak's normalised correlation. It needs abrupt visual changes (flashes,
-    cuts, appearing objects); a ball that bounces at constant speed changes motion energy little, so contacts of
-    tracked objects are scored by :func:`sync_to_frames` instead.
-    """
-    flux, times = onset_envelope(audio, sample_rate)
-    m = motion_energy(frames)
-    u = np.maximum(0.0, np.diff(m, prepend=m[:1]))
-    if flux.size == 0 or u.max() <= 0 or flux.max() <= 0:
-        return {"offset_ms": float("nan"), "confidence": 0.0}
-    step = 0.001
-    n = int(np.ceil(max(times[-1], (len(m) - 1) / fps) / step)) + 1
-    grid_a = np.zeros(n)
-    np.add.at(grid_a, np.clip(np.round(times / step).astype(int), 0, n - 1), flux)
-    grid_v = np.zeros(n)
-    np.add.at(grid_v, np.clip(np.round(np.arange(len(u)) / fps / step).astype(int), 0, n - 1), u)
-    sigma = 0.25 / fps / step
-    kernel = np.exp(-0.5 * (np.arange(-int(4 * sigma), int(4 * sigma) + 1) / sigma) ** 2)
-    sa, sv = (np.convolve(g, kernel, mode="same") for g in (grid_a, grid_v))
-    sa, sv = sa - sa.mean(), sv - sv.mean()
-    sa, sv = sa / (np.linalg.norm(sa) + 1e-12), sv / (np.linalg.norm(sv) + 1e-12)
-    nfft = int(2 ** np.ceil(np.log2(2 * n)))
-    r = np.fft.irfft(np.fft.rfft(sa, nfft) * np.conj(np.fft.rfft(sv, nfft)), nfft)  # r[d] = Σ sa[t+d]·sv[t]
-    max_lag = int(round(max_offset_s / step))
-    lags = np.arange(-max_lag, max_lag + 1)
-    vals = r[lags % nfft]
-    j = int(np.argmax(vals))
-    frac = _parabolic_offset(vals[j - 1], vals[j], vals[j + 1]) if 0 < j < len(vals) - 1 else 0.0
-    return {"offset_ms": 1000.0 * step * (lags[j] + frac), "confidence": float(vals[j])}
 
 
 def normal_flow_magnitude(frames: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Small synthetic audio-visual clips with exact ground truth, for testing and benchmarking the metrics.
 
-A square moves under gravity (or without), bounces on the floor and walls, and every contact emits a modal click;
-the sound is panned binaurally after the square's azimuth. Frame ``k`` shows the state at ``k / fps``.
+`bouncing_clip`: a square moves under gravity (or without), bounces on the floor and walls, and every contact emits a
+modal click; `flash_clip`: squares on the left and right flash, each flash heard from its side. The sound is panned
+binaurally after the source's azimuth. Frame ``k`` shows the state at ``k / fps``.
 """
 
 from __future__ import annotations
@@ -149,3 +150,65 @@ def bouncing_clip(
         "material": material,
     }
     return SyntheticClip(audio, sample_rate, frames, masks[:, None], fps, events, centres, meta)
+
+
+def flash_clip(
+    seed: int,
+    audio_delay_s: float = 0.0,
+    fps: float = 25.0,
+    duration: float = 4.0,
+    n_events: int = 5,
+    onsets: tuple[float, ...] = (0.0,),
+    flash_frames: int = 2,
+    fade: bool = False,
+    period_s: float | None = None,
+    size: int = 64,
+    sample_rate: int = 16000,
+) -> SyntheticClip:
+    """A grey frame with a dim square on the left and one on the right; at each event one of them flashes white for
+    ``flash_frames`` frames (with ``fade``: the first frame at half strength and the rest decaying) and a modal click
+    is heard from its side at every offset of ``onsets`` (s after the flash, the later ones louder), the whole track
+    delayed by ``audio_delay_s``. Events are at random frames at least 0.5 s apart, or every ``period_s``.
+    ``meta["events"]`` holds each event's visual ``time``, ``azimuth`` and ``side``."""
+    rng = np.random.default_rng(seed)
+    T = int(round(duration * fps))
+    if period_s is not None:
+        frames_at = np.arange(int(round(0.3 * fps)), T - 3, max(1, int(round(period_s * fps))))
+    else:
+        lo, hi, gap = int(0.35 * fps), T - int(0.6 * fps), int(np.ceil(0.5 * fps))  # events >= 0.5 s apart
+        free = hi - lo - (n_events - 1) * gap
+        if free < 0:
+            raise ValueError(f"{n_events} events 0.5 s apart do not fit in {duration} s")
+        frames_at = lo + np.sort(rng.integers(0, free + 1, n_events)) + gap * np.arange(n_events)
+    half = size // 10
+    squares = {"left": (int(0.25 * size), size // 2), "right": (int(0.75 * size), size // 2)}
+    frames = np.full((T, size, size, 3), 50, dtype=np.float64)
+    for cx, cy in squares.values():
+        frames[:, cy - half : cy + half, cx - half : cx + half] = (90, 70, 60)
+    n = int(round(duration * sample_rate))
+    audio = np.zeros((2, n))
+    events = []
+    for k in frames_at:
+        side = "left" if rng.random() < 0.5 else "right"
+        cx, cy = squares[side]
+        for i in range(flash_frames):
+            strength = (0.5 if i == 0 else 1.0 - 0.6 * i / flash_frames) if fade and flash_frames > 1 else 1.0
+            if k + i < T:
+                frames[k + i, cy - half : cy + half, cx - half : cx + half] = 60 + 180 * strength
+        azimuth = (cx / size - 0.5) * 90.0
+        mono = np.zeros(n)
+        for i, dt in enumerate(onsets):
+            start = int(round((k / fps + dt + audio_delay_s) * sample_rate))
+            if 0 <= start < n:
+                click = modal_click(sample_rate, "wood", rng, 0.12) * (0.5 + 0.25 * i)
+                mono[start : start + click.size] += click[: n - start]
+        audio += pan_binaural(mono, sample_rate, np.full(n, azimuth))
+        events.append({"time": k / fps, "azimuth": azimuth, "side": side})
+    audio += 1e-4 * rng.standard_normal(audio.shape)
+    frames = np.round(frames).clip(0, 255).astype(np.uint8)
+    times = np.array([e["time"] for e in events])
+    meta = {"events": events, "offset_ms": 1000.0 * audio_delay_s}
+    no_masks = np.zeros((T, 0, size, size), dtype=bool)
+    return SyntheticClip(
+        audio.astype(np.float32), sample_rate, frames, no_masks, fps, times, np.full((T, 2), np.nan), meta
+    )

@@ -1,0 +1,291 @@
+"""Visual events that a sound can be synchronised to: flashes and appearances (brightening), cuts, and contacts.
+
+Not any change is an event. A flash turning off, a fade-out, a slow drift of the light or an object sliding by make
+no event; a flash turning on, an object appearing, a cut to new content and a bounce do.
+
+Brightening (flashes, appearances, cuts): frames are block-averaged to at most ``analysis_width`` pixels wide. A pixel
+of frame ``k`` rises when some colour channel exceeds by more than ``threshold`` the largest value of that channel
+within ``radius·W`` pixels in frame ``k − 1`` (``max_c [f_k(p, c) − max_{|q − p| ≤ r} f_{k−1}(q, c)]``, so noise and
+darkening never rise). It brightens in proportion to how new its colour is to the whole frame: with ``h_k(b)`` the
+number of pixels whose colour falls in the 3×3×3 colour bins (``bin`` levels wide) around bin ``b``, the new fraction
+is ``max(0, h_k(b) − h_{k−1}(b)) / h_k(b)``. An object that moves keeps its colours (its leading edge rises, but the
+frame holds no more of its colour than before), one that appears or flashes adds colours. Frame ``k`` is an event when
+the brightened area is at least ``min_area`` of the frame and frame ``k − 1`` was not one (a fade-in is one event, at
+its first frame); covering ``global_area`` or more it is a cut or a full-frame flash, with no side. The event time is
+``k / fps`` (the frame's start), its ``x`` the brightening-weighted centroid.
+
+Contacts: abrupt velocity changes of tracked objects (bounces, walls, collisions), located to sub-frame precision
+by intersecting the motion before and after (:func:`contact_events`). What moves a tracked centroid without an impact
+is left out: a change of the visible area (occlusion, a flash), a track that jitters more than it moves, a change
+the object did not move into, and anything around a brightening (:func:`detect`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import maximum_filter, uniform_filter
+
+from avflow.eval.physics import Tracks, track_objects
+
+KINDS = ("flash", "global", "contact", "truth")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventConfig:
+    analysis_width: int = 64  # frames are block-averaged to at most this width for brightening
+    radius: float = 0.06  # neighbourhood (fraction of the frame width) a pixel must outshine to rise
+    threshold: float = 24.0  # rise above the neighbourhood (0..255)
+    bin: float = 16.0  # colour bin width (0..255 per channel) of the colour-mass comparison
+    min_area: float = 0.002  # brightened fraction of the frame that makes an event
+    global_area: float = 0.3  # from this fraction on: a cut or full-frame flash (no side)
+    contact_threshold: float = 0.045  # velocity change (fraction of the width per frame) that makes an impact
+    contact_area_change: float = 0.2  # largest frame-to-frame change of an object's visible area around an impact
+    contact_max_jitter: float = 2.0  # tracks jittering more than this (see `jitter`) give no contacts
+    contacts: bool = True  # also detect contacts of tracked objects
+    flash_frames: int = 5  # contacts from 2 frames before to this many + 1 after a brightening are tracker glitches
+
+
+@dataclass(frozen=True)
+class VisualEvents:
+    """Events of one clip, all ``(E,)``, sorted by time: ``times`` (s), ``kinds`` (one of :data:`KINDS`), ``x`` (px
+    from the left, NaN when the event has no side), ``width`` of the frames (px); ``curve`` is the brightened area per
+    frame (for timelines)."""
+
+    times: np.ndarray
+    kinds: np.ndarray
+    x: np.ndarray
+    width: int
+    curve: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.times.size)
+
+    @property
+    def azimuth(self) -> np.ndarray:
+        """Degrees, negative = left (CONVENTIONS.md: ``(x / W − 0.5)·90°``); NaN without a side."""
+        return (self.x / self.width - 0.5) * 90.0
+
+
+def _block_mean(frames: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+    """(T, H, W, 3) -> (T, H/f, W/f, 3) float32 averaged over f×f blocks, f = ceil(W / width); returns the factor."""
+    f = max(1, int(np.ceil(frames.shape[2] / width)))
+    if f == 1:
+        return np.asarray(frames, dtype=np.float32), 1
+    T, H, W, C = frames.shape
+    h, w = H // f, W // f
+    out = np.zeros((T, h, w, C), dtype=np.float32)
+    for i in range(f):
+        for j in range(f):
+            out += frames[:, i : h * f : f, j : w * f : f]
+    return out / (f * f), f
+
+
+def _rise(plane: np.ndarray, r: int) -> np.ndarray:
+    """``plane[k] − max of plane[k − 1] within at least r pixels`` for ``plane`` ``(T, h, w)`` with even ``h, w``:
+    the neighbourhood maximum runs on 2×2 max-pooled frames with radius ``ceil(r / 2)`` (a quarter of the work; the
+    box grows by at most a pixel). Returns ``(T − 1, h, w)``."""
+    T, h, w = plane.shape
+    pooled = plane[:-1].reshape(T - 1, h // 2, 2, w // 2, 2).max(axis=(2, 4))  # (T-1, h/2, w/2)
+    r2 = -(-r // 2)
+    near = maximum_filter(pooled, size=(1, 2 * r2 + 1, 2 * r2 + 1), mode="nearest")
+    return (plane[1:].reshape(T - 1, h // 2, 2, w // 2, 2) - near[:, :, None, :, None]).reshape(T - 1, h, w)
+
+
+def _brightening(x: np.ndarray, factor: int, width: int, fps: float, cfg: EventConfig) -> VisualEvents:
+    """Brightening events of block-averaged frames ``x`` ``(T, h, w, 3)`` (``factor`` px per block, ``width`` of the
+    original frames)."""
+    T, h, w, _ = x.shape
+    if T < 2:
+        return VisualEvents(np.zeros(0), np.zeros(0, dtype=object), np.zeros(0), width, np.zeros(T))
+    r = max(1, int(round(cfg.radius * w)))
+    n = int(np.ceil(256 / cfg.bin))
+    he, we = h + h % 2, w + w % 2
+    x = np.pad(x, ((0, 0), (0, he - h), (0, we - w), (0, 0)), mode="edge") if (he, we) != (h, w) else x
+    rise = np.full((T - 1, he, we), -np.inf, dtype=np.float32)
+    codes = np.zeros((T, he, we), dtype=np.int32)
+    for c in range(3):  # one contiguous colour plane at a time
+        plane = np.ascontiguousarray(x[..., c])  # (T, he, we)
+        np.maximum(rise, _rise(plane, r), out=rise)
+        codes = codes * n + np.minimum((plane * (1.0 / cfg.bin)).astype(np.int32), n - 1)
+    rise, codes = rise[:, :h, :w], np.ascontiguousarray(codes[:, :h, :w])
+    offsets = (np.arange(T, dtype=np.int64) * n**3)[:, None, None]
+    hist = np.bincount((codes + offsets).ravel(), minlength=T * n**3).reshape(T, n, n, n).astype(np.float32)
+    mass = uniform_filter(hist, size=(1, 3, 3, 3), mode="constant") * 27  # (T, n, n, n) pixels in the 27 bins
+    new = (np.maximum(mass[1:] - mass[:-1], 0.0) / np.maximum(mass[1:], 1.0)).reshape(T - 1, -1)  # (T-1, n³)
+    fresh = np.take_along_axis(new, codes[1:].reshape(T - 1, -1), axis=1).reshape(rise.shape)  # (T-1, h, w)
+    bright = np.where(rise > cfg.threshold, fresh, 0.0)  # (T-1, h, w) brightened fraction of each pixel
+    area = np.concatenate([[0.0], bright.mean(axis=(1, 2))])  # (T,)
+    hit = area >= cfg.min_area
+    starts = np.flatnonzero(hit & ~np.concatenate([[False], hit[:-1]]))
+    kinds, xs = [], []
+    cols = (np.arange(w) + 0.5) * factor
+    for k in starts:
+        if area[k] >= cfg.global_area:
+            kinds.append("global")
+            xs.append(np.nan)
+        else:
+            weight = (bright[k - 1] * rise[k - 1]).sum(axis=0)  # (w,)
+            kinds.append("flash")
+            xs.append(float((weight * cols).sum() / weight.sum()))
+    return VisualEvents(starts / fps, np.array(kinds, dtype=object), np.array(xs, dtype=float), width, area)
+
+
+def brightening_events(frames: np.ndarray, fps: float, config: EventConfig | None = None) -> VisualEvents:
+    """Flashes, appearances and cuts of ``frames`` ``(T, H, W, 3)`` uint8 (see the module docstring)."""
+    cfg = config or EventConfig()
+    x, factor = _block_mean(frames, cfg.analysis_width)
+    return _brightening(x, factor, int(frames.shape[2]), fps, cfg)
+
+
+def _line(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line ``p ≈ a + b·t`` per column: (a, b), each (2,)."""
+    A = np.stack([np.ones_like(t), t], axis=1)
+    (a, b) = np.linalg.lstsq(A, p, rcond=None)[0]
+    return a, b
+
+
+def _object_impacts(
+    t: np.ndarray, centers: np.ndarray, areas: np.ndarray, threshold: float, max_area_change: float,
+    min_approach: float = 0.25,
+) -> list[tuple[float, float]]:  # fmt: skip
+    """(time, x) of the impacts of one track ``centers (T, 2)`` (px, NaN where unseen), ``areas (T,)``.
+
+    Steps ``v_i = c_{i+1} − c_i`` (px/frame); the free acceleration ``g`` per frame² is the median step change
+    (gravity on y, none on x). Across step ``i`` the velocity changes by ``Δ_i = v_{i+1} − v_{i−1} − 2g``; an impact is
+    a local maximum of ``|Δ_i| ≥ threshold`` with two visible frames on each side, over which the visible area changes
+    by at most ``max_area_change`` from frame to frame (a flash, an occlusion or a tracker glitch moves the centroid of
+    what is seen, not the object). The motion before (frames up to ``i``) and after (from ``i + 1``) are lines
+    ``a + b·τ`` after removing ``½gτ²``; the object must have moved into what it hit: ``−b_0·Δb ≥ min_approach·|Δb|²``
+    (a bounce with restitution e ≤ 1 gives ``|Δb|/(1 + e) ≥ |Δb|/2``; jitter of a slow object gives about 0). The
+    impact time is where the two lines meet: the ``τ`` minimising ``|Δa + Δb·τ|²``, kept within step ``i``."""
+    T = centers.shape[0]
+    if T < 4:
+        return []
+    v = np.diff(centers, axis=0)  # (T-1, 2)
+    acc = np.diff(v, axis=0)  # (T-2, 2)
+    ok = np.isfinite(acc).all(axis=1)
+    if ok.sum() < 2:
+        return []
+    g = np.array([0.0, float(np.median(acc[ok, 1]))])
+    jump = np.full(T - 1, 0.0)
+    both = np.isfinite(v[2:]).all(axis=1) & np.isfinite(v[:-2]).all(axis=1)
+    jump[1:-1] = np.where(both, np.linalg.norm(v[2:] - v[:-2] - 2 * g, axis=1), 0.0)  # (T-1,): change across step i
+    out: list[tuple[float, float]] = []
+    dt = t[1] - t[0]
+    for i in np.flatnonzero(jump >= threshold):
+        if jump[i] < jump[max(i - 1, 0)] or jump[i] < jump[min(i + 1, T - 2)] or (i > 0 and jump[i] == jump[i - 1]):
+            continue
+        seen = areas[i - 1 : i + 3]
+        if np.max(np.abs(np.diff(seen)) / np.maximum(seen[1:], 1.0)) > max_area_change:
+            continue
+        pre = [j for j in range(i - 1, i + 1)]
+        post = [j for j in range(i + 1, i + 3)]
+        for j in range(i - 2, max(i - 4, -1), -1):  # extend while the motion stays free
+            if j < 0 or not np.isfinite(centers[j]).all() or (j >= 1 and jump[j] >= threshold):
+                break
+            pre.insert(0, j)
+        for j in range(i + 3, min(i + 5, T)):
+            if not np.isfinite(centers[j]).all() or jump[j - 1] >= threshold:
+                break
+            post.append(j)
+        tau = (np.arange(T) - i) * dt  # seconds from frame i
+        free = centers - 0.5 * g[None, :] * (np.arange(T) - i)[:, None] ** 2  # gravity removed
+        a0, b0 = _line(tau[pre], free[pre])
+        a1, b1 = _line(tau[post], free[post])
+        dp, dv = a0 - a1, b0 - b1
+        if -(b0 @ (b1 - b0)) < min_approach * float((b1 - b0) @ (b1 - b0)):
+            continue  # it did not move into what it hit fast enough to change its velocity this much
+        tc = float(np.clip(-(dp @ dv) / max(float(dv @ dv), 1e-12), 0.0, dt))
+        out.append((t[i] + tc, float(a0[0] + b0[0] * tc)))
+    return out
+
+
+def jitter(centers: np.ndarray) -> float:
+    """``median |Δ²c| / median |Δc|`` of a track ``(T, 2)``: well below 1 for motion (free flight, rolling, bounces
+    every few frames), about 1.4 or more for a centroid that jumps around (a tracker following scattered pixels)."""
+    step = np.linalg.norm(np.diff(centers, axis=0), axis=1)
+    turn = np.linalg.norm(np.diff(centers, 2, axis=0), axis=1)
+    step, turn = step[np.isfinite(step)], turn[np.isfinite(turn)]
+    if turn.size < 3:
+        return float("inf")
+    return float(np.median(turn) / max(float(np.median(step)), 1e-9))
+
+
+def contact_events(
+    tracks: Tracks, fps: float, threshold: float = 0.045, max_area_change: float = 0.2, max_jitter: float = 2.0
+) -> VisualEvents:
+    """Impacts (bounces, collisions) of every tracked object (:func:`_object_impacts` with a velocity change of at
+    least ``threshold·W`` px per frame), sorted; of impacts closer than half a frame the first stays. Tracks whose
+    :func:`jitter` exceeds ``max_jitter`` are not an object's motion and give none."""
+    T = tracks.centers.shape[0]
+    t = np.arange(T) / fps
+    W = int(tracks.frame_size[1])
+    found = sorted(
+        c
+        for k in range(tracks.centers.shape[1])
+        if jitter(tracks.centers[:, k]) <= max_jitter
+        for c in _object_impacts(t, tracks.centers[:, k], tracks.areas[:, k], threshold * W, max_area_change)
+    )
+    keep = [c for j, c in enumerate(found) if j == 0 or c[0] - found[j - 1][0] > 0.5 / fps]
+    times = np.array([c[0] for c in keep])
+    return VisualEvents(times, np.full(times.size, "contact", dtype=object), np.array([c[1] for c in keep]), W,
+                        np.zeros(T))  # fmt: skip
+
+
+def merge_events(*parts: VisualEvents) -> VisualEvents:
+    """Union of event lists of the same clip, sorted by time."""
+    times = np.concatenate([p.times for p in parts])
+    order = np.argsort(times, kind="stable")
+    return VisualEvents(times[order], np.concatenate([p.kinds for p in parts])[order],
+                        np.concatenate([p.x for p in parts])[order], parts[0].width, parts[0].curve)  # fmt: skip
+
+
+def truth_events(times: np.ndarray, azimuth: np.ndarray | None = None) -> VisualEvents:
+    """Ground-truth event times (s) and azimuths (degrees, NaN for none) as :class:`VisualEvents` (kind "truth")."""
+    t = np.asarray(times, dtype=np.float64)
+    az = np.full(t.size, np.nan) if azimuth is None else np.asarray(azimuth, dtype=np.float64)
+    order = np.argsort(t, kind="stable")
+    return VisualEvents(t[order], np.full(t.size, "truth", dtype=object), az[order] + 45.0, 90, np.zeros(0))
+
+
+def is_blank(frames: np.ndarray, tolerance: float = 3.0) -> bool:
+    """True when the video shows one flat colour throughout: every frame's spatial std and the spread of the frame
+    means over time below ``tolerance`` levels in every channel (on every 4th pixel). A flat frame that flashes is
+    not blank."""
+    f = np.asarray(frames[:, ::4, ::4], dtype=np.float32).reshape(len(frames), -1, 3)
+    if f.size == 0:
+        return True
+    means = f.mean(axis=1)  # (T, 3)
+    return bool(f.std(axis=1).max() < tolerance and np.ptp(means, axis=0).max() < tolerance)
+
+
+def detect(
+    frames: np.ndarray, fps: float, tracks: Tracks | None = None, config: EventConfig | None = None
+) -> tuple[VisualEvents, Tracks]:
+    """Brightening events and (unless ``config.contacts`` is off) contacts, merged, and the object tracks they came
+    from (in pixels of ``frames``). Objects are tracked on the block-averaged frames (``analysis_width``) unless
+    ``tracks`` are given. A flash changes the colour of what the tracker follows and so moves its centroid: contacts
+    from 2 frames before a brightening to ``flash_frames + 1`` after it are dropped."""
+    cfg = config or EventConfig()
+    x, factor = _block_mean(frames, cfg.analysis_width)
+    H, W = int(frames.shape[1]), int(frames.shape[2])
+    bright = _brightening(x, factor, W, fps, cfg)
+    if tracks is None:
+        small = track_objects(x) if cfg.contacts else Tracks(np.zeros((len(x), 0, 2)), np.zeros((len(x), 0)), (H, W))
+        tracks = Tracks(small.centers * factor, small.areas * factor**2, (H, W))
+    if not cfg.contacts:
+        return bright, tracks
+    contacts = contact_events(tracks, fps, cfg.contact_threshold, cfg.contact_area_change, cfg.contact_max_jitter)
+    lag = (contacts.times[:, None] - bright.times[None, :]) * fps  # (C, B) frames after each brightening
+    keep = ~((lag > -2.0) & (lag < cfg.flash_frames + 1.0)).any(axis=1)  # a flash moves the centroid it tracks
+    contacts = VisualEvents(contacts.times[keep], contacts.kinds[keep], contacts.x[keep], W, contacts.curve)
+    return merge_events(bright, contacts), tracks
+
+
+def visual_events(
+    frames: np.ndarray, fps: float, tracks: Tracks | None = None, config: EventConfig | None = None
+) -> VisualEvents:
+    """The visual events of :func:`detect`."""
+    return detect(frames, fps, tracks, config)[0]

@@ -1,0 +1,132 @@
+"""`avflow eval --report DIR`: an HTML page with the summary table and one timeline per clip (PNG, drawn with Pillow).
+
+A timeline shows, over the clip's duration: the visual events (flashes orange, cuts and full-frame flashes grey,
+contacts cyan, with the side they are on), the audio onset detector's curve and its onsets (taller = newer sound),
+the pairs matched at the measured offset (green lines), and the ILD at each matched onset (up = left louder; green
+when the sound is on the visual side, red when not, grey when undecided).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from avflow.eval.clip import ClipMeasures
+
+WIDTH, HEIGHT, LEFT, RIGHT = 960, 300, 70, 20
+ROWS = {"visual": (40, 100), "audio": (130, 190), "ild": (215, 275)}  # (top, bottom) px
+COLOURS = {"flash": (245, 150, 40), "global": (170, 170, 170), "contact": (60, 200, 220), "truth": (200, 120, 255)}
+GREEN, RED, GREY, INK, FAINT = (60, 170, 80), (220, 60, 60), (150, 150, 150), (30, 30, 30), (225, 225, 225)
+
+
+def _x(t: float, duration: float) -> float:
+    return LEFT + (WIDTH - LEFT - RIGHT) * float(np.clip(t / max(duration, 1e-9), 0.0, 1.0))
+
+
+def draw_timeline(title: str, details: ClipMeasures) -> Image.Image:
+    """One clip's timeline (see the module docstring)."""
+    img = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    dur = details.duration
+    d.text((8, 6), title, fill=INK, font=font)
+    for name, (top, bottom) in ROWS.items():
+        d.rectangle([LEFT, top, WIDTH - RIGHT, bottom], outline=FAINT)
+        d.text((6, (top + bottom) // 2 - 6), name, fill=INK, font=font)
+    step = 0.5 if dur <= 5 else 1.0 if dur <= 12 else 5.0
+    for t in np.arange(0.0, dur + 1e-9, step):
+        x = _x(t, dur)
+        d.line([x, HEIGHT - 22, x, HEIGHT - 18], fill=INK)
+        d.text((x - 8, HEIGHT - 16), f"{t:g}s", fill=INK, font=font)
+    ev, on, match = details.events, details.onsets, details.sync
+    top, bottom = ROWS["visual"]
+    if ev is not None:
+        if ev.curve.size and ev.curve.max() > 0:
+            fps = len(ev.curve) / dur
+            for k, a in enumerate(ev.curve):
+                if a > 0:
+                    h = (bottom - top) * min(1.0, a / max(ev.curve.max(), 1e-9))
+                    d.rectangle([_x(k / fps, dur), bottom - h, _x((k + 1) / fps, dur), bottom], fill=(250, 225, 190))
+        for t, kind, az in zip(ev.times, ev.kinds, ev.azimuth):
+            x = _x(t, dur)
+            d.line([x, top + 12, x, bottom], fill=COLOURS.get(str(kind), INK), width=2)
+            if np.isfinite(az):
+                d.text((x - 3, top + 1), "L" if az < 0 else "R", fill=INK, font=font)
+    top, bottom = ROWS["audio"]
+    if on is not None:
+        if on.curve_rise.size:
+            scale = max(float(on.curve_rise.max()), 1e-9)
+            xs = [_x(t, dur) for t in on.curve_times]
+            ys = [bottom - (bottom - top) * min(1.0, r / scale) for r in on.curve_rise]
+            d.line(list(zip(xs, ys)), fill=GREY, width=1)
+        for t, nov in zip(on.times, on.novelty):
+            x = _x(t, dur)
+            d.line([x, bottom, x, bottom - (bottom - top) * (0.3 + 0.7 * nov)], fill=(40, 90, 220), width=2)
+    if match is not None and ev is not None and on is not None:
+        for v, a in match.pairs:
+            d.line([_x(ev.times[v], dur), ROWS["visual"][1], _x(on.times[a], dur), ROWS["audio"][0]], fill=GREEN)
+    top, bottom = ROWS["ild"]
+    mid = (top + bottom) / 2
+    d.line([LEFT, mid, WIDTH - RIGHT, mid], fill=FAINT)
+    for s in details.sides:
+        if not s.cue.ild_db.defined:
+            continue
+        x = _x(s.audio_time, dur)
+        h = (bottom - top) / 2 * float(np.clip(s.cue.ild_db.value / 6.0, -1.0, 1.0))
+        colour = GREY if s.agrees is None else GREEN if s.agrees else RED
+        d.rectangle([x - 3, min(mid, mid - h), x + 3, max(mid, mid - h)], fill=colour)
+    d.text((WIDTH - 200, ROWS["ild"][0] + 2), "ILD ±6 dB, up = left louder", fill=GREY, font=font)
+    return img
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def write_report(result: dict, out_dir: str | Path) -> Path:
+    """``out_dir/index.html`` with the summary table and a timeline per clip (``out_dir/timelines/{id}.png``);
+    ``result`` is :func:`avflow.eval.report.evaluate`'s with ``keep_details=True``."""
+    out = Path(out_dir)
+    (out / "timelines").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, row in result["summary"].items():
+        cells = [k, f"{int(row['n_defined'])}/{result['n_clips']}", _fmt(row.get("median"))]
+        cells += [_fmt(row.get("median_abs"))] + [
+            f"{row[c]:.0%}" if c in row else "–" for c in ("within_20ms", "within_62ms", "confident")
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>avflow eval</title>",
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
+        "td:first-child{text-align:left}.why{color:#777}</style>",
+        f"<h1>avflow eval: {html.escape(str(result['pred_dir']))}</h1>",
+        f"<p>{result['n_clips']} clips measured, {result['n_skipped']} unreadable and skipped. Offsets: + = audio late."
+        " Per metric: the clips where it is defined, the median, and for offsets the median |offset| and the fractions"
+        " within ±20 and ±62 ms and with confidence ≥ 0.5.</p>",
+        "<table><tr><th>metric</th><th>defined</th><th>median</th><th>median |x|</th><th>±20 ms</th><th>±62 ms</th>"
+        "<th>confident</th></tr>" + "".join(rows) + "</table>",
+    ]
+    if result["skipped"]:
+        items = "".join(f"<li>{html.escape(c)}: {html.escape(r)}</li>" for c, r in result["skipped"].items())
+        parts.append(f"<h2>Skipped</h2><ul>{items}</ul>")
+    parts.append("<h2>Clips</h2>")
+    for cid, details in result.get("details", {}).items():
+        name = cid.replace("/", "__")
+        values = result["clips"][cid]
+        conf = result["confidence"].get(cid, {})
+        m = details.sync_offset_ms
+        offset = f"{m.value:+.1f} ms (confidence {m.confidence:.2f})" if m.defined else m.reason
+        title = f"{cid}   offset {offset}"
+        draw_timeline(title, details).save(out / "timelines" / f"{name}.png")
+        shown = ", ".join(f"{k} = {v:.4g}" + (f" (confidence {conf[k]:.2f})" if k in conf else "")
+                          for k, v in values.items())  # fmt: skip
+        why = "; ".join(f"{k}: {r}" for k, r in result["undefined"][cid].items())
+        parts.append(f"<h3>{html.escape(cid)}</h3><p>{html.escape(shown)}</p>"
+                     + (f"<p class='why'>undefined: {html.escape(why)}</p>" if why else "")
+                     + f"<img src='timelines/{html.escape(name)}.png' width='{WIDTH}'>")  # fmt: skip
+    page = out / "index.html"
+    page.write_text("\n".join(parts) + "\n")
+    return page

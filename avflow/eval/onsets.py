@@ -1,0 +1,157 @@
+"""Audio onsets for sync and side measures: where a sound starts, and whether it starts an event.
+
+Detection works per frequency band, so that an impact still shows while another sound rings in other bands: the
+power of each of ``n_bands`` log-spaced bands (60 Hz to Nyquist, Hann STFT of ``2·window_s`` every ``band_hop_s``,
+channels summed so opposite-phase ears cannot cancel; audio faster than ``band_rate`` is first decimated by an integer
+factor) is floored at ``floor_db`` below the loudest band value, and
+``odf(t) = mean_b max(0, L_b[t, ·) − L_b[·, t))``, the mean rise in dB from the frame that ends at ``t`` to the frame
+that starts there. Onsets are the peaks of ``odf`` of at least ``min_rise_db``, no closer than ``min_gap_s``, whose
+sound gets within ``min_level_db`` of the loudest window.
+
+A Hann frame sees an impulse best at its centre, so the band detector places clicks up to half a frame early; each
+onset is therefore timed on the broadband level step ``rise(t) = L[t, t + w) − L[t − w, t)`` (rectangular windows
+of ``window_s``, no such bias): its largest value from ``window_s/2`` before to ``2·window_s`` after the detection,
+refined by a parabola.
+
+Each onset also gets a ``novelty`` in [0, 1]: how far the level just after it (the loudest window in ``peak_s``)
+rises above the loudest window in the ``context_s`` before it, over ``novelty_range_db``. The first onset of a sound
+that starts from quiet scores near 1; the second click of a shutter or the next note of a chime, heard while the
+first is still ringing, scores near 0. Matching visual events to onsets weighs by it, so a sound with several
+onsets is anchored on its start (see :mod:`avflow.eval.offset`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.fft import rfft
+from scipy.ndimage import maximum_filter1d
+from scipy.signal import resample_poly
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnsetConfig:
+    hop_s: float = 0.001  # time step of the broadband level step (onset times)
+    band_hop_s: float = 0.002  # time step of the band detector
+    window_s: float = 0.008  # broadband level windows; the band detector's frames are twice as long
+    n_bands: int = 12
+    band_rate: int = 16000  # the band detector decimates faster audio by an integer factor to at least this rate
+    floor_db: float = -55.0  # levels are floored this far below the loudest (ignores the noise floor)
+    min_rise_db: float = 3.0  # mean band rise at an onset
+    min_level_db: float = -45.0  # the loudest window after an onset is within this of the clip's loudest
+    min_gap_s: float = 0.015  # of two onsets closer than this, the one with the larger rise stays
+    peak_s: float = 0.3  # the onset's level is the loudest window starting within this after it
+    context_s: float = 0.3  # novelty compares with the loudest window ending in this span before the onset
+    novelty_range_db: float = 30.0  # rise above the context that counts as fully new
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hop_s <= self.window_s <= self.context_s or not 0 < self.band_hop_s <= self.window_s:
+            raise ValueError("onset config needs 0 < hop_s, band_hop_s <= window_s <= context_s")
+        if self.n_bands < 1:
+            raise ValueError("onset config needs n_bands >= 1")
+
+
+@dataclass(frozen=True)
+class AudioOnsets:
+    """Onsets of one clip, all ``(O,)``; ``curve_times``/``curve_rise`` is the band detector's ``odf`` (dB) per hop,
+    kept for timelines."""
+
+    times: np.ndarray  # s, on the broadband level step, sub-hop
+    rise_db: np.ndarray  # odf at the detection
+    level_db: np.ndarray  # loudest window after the onset relative to the clip's loudest (<= 0)
+    novelty: np.ndarray  # [0, 1], 1 = the sound starts from quiet
+    curve_times: np.ndarray
+    curve_rise: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.times.size)
+
+
+def _running_max(x: np.ndarray, width: int) -> np.ndarray:
+    """``out[k] = max(x[k : k + width])`` (shorter at the end)."""
+    if width <= 1 or x.size == 0:
+        return x.copy()
+    padded = np.concatenate([x, np.full(width - 1, -np.inf)])
+    return maximum_filter1d(padded, width, origin=-(width // 2), mode="nearest")[: x.size]
+
+
+def _peaks(curve: np.ndarray, threshold: float, gap: int) -> np.ndarray:
+    """Indices of maxima of ``curve`` over ``±gap`` that reach ``threshold``; of a flat top, the first."""
+    local = _running_max(np.concatenate([np.full(gap, -np.inf), curve]), 2 * gap + 1)[: curve.size]
+    keep: list[int] = []
+    for k in np.flatnonzero((curve >= local) & (curve >= threshold)):
+        if not keep or k - keep[-1] > gap:
+            keep.append(int(k))
+    return np.array(keep, dtype=int)
+
+
+def band_rise(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The band detector ``odf`` (dB) and its times (s, the split between the two frames): ``(odf (K,), t (K,))``."""
+    cfg = config or OnsetConfig()
+    a = np.atleast_2d(np.asarray(audio, dtype=np.float64))  # (C, N)
+    q = max(1, int(sample_rate // cfg.band_rate))
+    if q > 1:
+        a, sample_rate = resample_poly(a, 1, q, axis=-1), sample_rate / q
+    hop = max(1, round(cfg.band_hop_s * sample_rate))
+    n = max(2, round(cfg.window_s * sample_rate)) * 2
+    if a.shape[1] < 2 * n + hop:
+        return np.zeros(0), np.zeros(0)
+    frames = sliding_window_view(a.astype(np.float32), n, axis=-1)[:, ::hop]  # (C, F, n)
+    spec = rfft(frames * np.hanning(n + 1)[:-1].astype(np.float32), axis=-1)  # (C, F, n/2 + 1)
+    power = (spec.real**2 + spec.imag**2).sum(axis=0)  # (F, n/2 + 1)
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    edges = np.geomspace(60.0, sample_rate / 2, cfg.n_bands + 1)
+    band = np.add.reduceat(power, np.searchsorted(freqs, edges[:-1]), axis=1)[:, : cfg.n_bands]  # (F, B)
+    level = 10 * np.log10(band + band.max() * 10 ** (cfg.floor_db / 10) + 1e-30)
+    lag = n // hop  # frame k starts at t = k·hop; frame k − lag ends there
+    odf = np.maximum(level[lag:] - level[:-lag], 0.0).mean(axis=1)  # (F - lag,)
+    return odf, (np.arange(lag, level.shape[0]) * hop) / sample_rate
+
+
+def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = None) -> AudioOnsets:
+    """Onsets of ``audio`` ``(C, N)`` or ``(N,)`` (see the module docstring)."""
+    cfg = config or OnsetConfig()
+    a = np.atleast_2d(np.asarray(audio, dtype=np.float64))
+    power = (a * a).sum(axis=0)  # (N,)
+    hop = max(1, round(cfg.hop_s * sample_rate))
+    win = max(hop, round(cfg.window_s * sample_rate))
+    odf, odf_t = band_rise(a, sample_rate, cfg)
+    empty = np.zeros(0)
+    if odf.size == 0 or power.max() <= 0:
+        return AudioOnsets(empty, empty, empty, empty, odf_t, odf)
+    # broadband level step on the same hop grid
+    csum = np.concatenate([[0.0], np.cumsum(power)])
+    pos = np.arange(win, power.size - win + 1, hop)  # (K,) split points in samples
+    after, before = (csum[pos + win] - csum[pos]) / win, (csum[pos] - csum[pos - win]) / win
+    loudest = float(after.max())
+    floor = loudest * 10 ** (cfg.floor_db / 10)
+    level_after = 10 * np.log10((after + floor) / loudest)  # (K,) dB re the loudest window
+    rise = level_after - 10 * np.log10((before + floor) / loudest)
+    times = pos / sample_rate
+    peak = _running_max(level_after, max(1, round(cfg.peak_s * sample_rate / hop)))
+    found = _peaks(odf, cfg.min_rise_db, max(1, round(cfg.min_gap_s / cfg.band_hop_s)))
+    idx, det = [], []
+    for j in found:
+        lo, hi = np.searchsorted(times, [odf_t[j] - cfg.window_s / 2, odf_t[j] + 2 * cfg.window_s])
+        if hi <= lo:
+            continue
+        k = lo + int(rise[lo:hi].argmax())
+        if peak[k] >= cfg.min_level_db and (not idx or k != idx[-1]):
+            idx.append(k)
+            det.append(odf[j])
+    if not idx:
+        return AudioOnsets(empty, empty, empty, empty, odf_t, odf)
+    idx = np.array(idx)
+    frac = np.zeros(idx.size)  # sub-hop position of the step's peak
+    inner = (idx > 0) & (idx < rise.size - 1)
+    y0, y1, y2 = rise[idx[inner] - 1], rise[idx[inner]], rise[idx[inner] + 1]
+    den = y0 - 2 * y1 + y2
+    frac[inner] = np.where(den < 0, np.clip(0.5 * (y0 - y2) / np.where(den < 0, den, -1.0), -0.5, 0.5), 0.0)
+    # novelty: the loudest window after the onset vs the loudest window that ends before it
+    ctx, lead = max(1, round(cfg.context_s * sample_rate / hop)), win // hop
+    padded = np.concatenate([np.full(ctx + lead, cfg.floor_db), level_after])  # index m -> m + ctx + lead
+    context = _running_max(padded, ctx)[idx + 1]  # windows idx - lead - ctx + 1 .. idx - lead
+    novelty = np.clip((peak[idx] - context) / cfg.novelty_range_db, 0.0, 1.0)
+    return AudioOnsets(times[idx] + frac * hop / sample_rate, np.array(det), peak[idx], novelty, odf_t, odf)

@@ -1,0 +1,270 @@
+"""Per-event binaural cues and sides, measured where each sound starts (its audio onset), not at the visual event.
+
+Signs (CONVENTIONS.md): ``ILD = 20·log10(rms_L / rms_R)`` dB, positive = left louder; ``ITD > 0`` when the left ear
+leads (s); ``azimuth = (x / W − 0.5)·90°``, negative = left. Audio is ``(2, N)`` float, channels [left, right].
+
+Window: ``[t − pre_s, t + window_s)`` around an onset at ``t`` (a few ms before it, so the leading ear's onset is in).
+ILD is measured on the energy the event adds: per ear, the energy in the window minus the energy of the same length
+just before it (a sound still ringing from before is not this event's side), kept at least 10 % of the window's.
+ITD is the lag ``τ`` (``|τ| ≤ max_itd_s``) maximising the GCC-PHAT ``r(τ) = IFFT[X/|X|]``, ``X = conj(L)·R`` of the
+two windowed ears (1 ms cosine tapers), over the frequencies where ``|X|`` is within ``band_db`` of its peak (PHAT
+lets every frequency of the sound count by its phase, so a ringing mode cannot make the correlation periodic, and
+the band limit keeps empty frequencies' random phases out): ``X/|X|`` is zero-padded ``upsample`` times (band-limited
+interpolation) and the peak of the interpolated ``r`` refined by a parabola, so the estimate is sub-sample. ``r``
+peaks at ``τ > 0`` when the right ear lags, i.e. the left leads. Its confidence is the peak height in [0, 1] (1: one
+delay explains every frequency of the band). An event's audio side is that of the cue with more evidence
+(:func:`event_cues`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from avflow.eval import spatial
+from avflow.eval.events import VisualEvents
+from avflow.eval.measure import Measure
+from avflow.eval.offset import SyncResult
+from avflow.eval.onsets import AudioOnsets
+from avflow.eval.physics import Tracks
+
+EPS = 1e-20
+
+
+@dataclass(frozen=True, kw_only=True)
+class CueConfig:
+    window_s: float = 0.015  # measured over [t − pre_s, t + window_s)
+    pre_s: float = 0.003
+    max_itd_s: float = 0.001  # ITD search range (a head is about 0.7 ms wide)
+    upsample: int = 16  # band-limited interpolation factor of the cross-correlation
+    band_db: float = 50.0  # GCC-PHAT uses the frequencies within this of the strongest cross-spectrum bin
+    increment: bool = True  # ILD of the energy the event adds (False: of the window as it is)
+    min_ild_db: float = 0.25  # |ILD| from which the ILD gives a side
+    ild_scale_db: float = 2.0  # |ILD| that is full evidence of a side
+    min_itd_s: float = 40e-6  # |ITD| from which the ITD gives a side
+    itd_scale_s: float = 100e-6  # |ITD| that is full evidence (times the ITD's confidence)
+    min_azimuth_deg: float = 5.0  # |azimuth| from which a visual event has a side
+    silence_db: float = -60.0  # a window this far below the clip's loudest window is silent
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.pre_s < 0 or self.max_itd_s <= 0 or self.upsample < 1:
+            raise ValueError("cue config needs window_s > 0, pre_s >= 0, max_itd_s > 0, upsample >= 1")
+
+
+@dataclass(frozen=True)
+class EventCue:
+    """Binaural cues of one sound event at audio time ``time`` (s)."""
+
+    time: float
+    ild_db: Measure
+    itd_us: Measure
+    side: str | None = None  # "left"/"right" from the stronger of the two cues, None if neither gives one
+
+
+def _stereo(audio: np.ndarray) -> np.ndarray:
+    a = np.asarray(audio, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != 2:
+        raise ValueError(f"binaural cues need (2, N) audio, got shape {a.shape}")
+    return a
+
+
+def _span(n: int, sample_rate: int, time: float, cfg: CueConfig) -> tuple[int, int] | None:
+    lo = int(round((time - cfg.pre_s) * sample_rate))
+    hi = lo + int(round((cfg.pre_s + cfg.window_s) * sample_rate))
+    return (lo, hi) if lo >= 0 and hi <= n and hi - lo >= 8 else None
+
+
+def ild_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig | None = None) -> Measure:
+    """ILD (dB) of the sound starting at ``time`` (see the module docstring); undefined outside the clip or silent."""
+    cfg = config or CueConfig()
+    a = _stereo(audio)
+    span = _span(a.shape[1], sample_rate, time, cfg)
+    if span is None:
+        return Measure.undefined("the cue window lies outside the clip")
+    lo, hi = span
+    energy = (a[:, lo:hi] ** 2).sum(axis=1)  # (2,)
+    loudest = float(np.max(a**2)) * (hi - lo)
+    if energy.sum() <= max(loudest * 10 ** (cfg.silence_db / 10), EPS):
+        return Measure.undefined("silent at this time")
+    if cfg.increment and lo - (hi - lo) >= 0:
+        before = (a[:, lo - (hi - lo) : lo] ** 2).sum(axis=1)
+        energy = np.maximum(energy - before, 0.1 * energy)
+    return Measure.of(10.0 * np.log10((energy[0] + EPS) / (energy[1] + EPS)))
+
+
+def _taper(n: int, sample_rate: int) -> np.ndarray:
+    """1 ms raised-cosine fade-in and fade-out."""
+    k = min(n // 2, max(1, int(0.001 * sample_rate)))
+    w = np.ones(n)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)
+    w[:k], w[n - k :] = ramp, ramp[::-1]
+    return w
+
+
+def itd_of(
+    left: np.ndarray,
+    right: np.ndarray,
+    sample_rate: int,
+    max_itd_s: float = 1e-3,
+    upsample: int = 16,
+    band_db: float = 50.0,
+) -> Measure:
+    """Sub-sample ITD (µs, > 0 when ``left`` leads) of two equally long segments (see the module docstring)."""
+    n = left.size
+    if float(np.sqrt((left @ left) * (right @ right))) <= EPS:
+        return Measure.undefined("silent at this time")
+    nfft = int(2 ** np.ceil(np.log2(2 * n)))
+    cross = np.conj(np.fft.rfft(left, nfft)) * np.fft.rfft(right, nfft)  # r(τ) = Σ L(t)·R(t + τ)
+    mag = np.abs(cross)
+    band = mag >= mag.max() * 10 ** (-band_db / 10)  # frequencies the sound occupies (the rest is noise)
+    cross = np.where(band, cross / np.maximum(mag, 1e-30), 0.0) * (cross.size / band.sum())  # PHAT in band
+    big = nfft * upsample
+    r = np.fft.irfft(cross, big) * upsample  # (big,) r at lags k / (upsample·sr)
+    m = int(np.ceil(max_itd_s * sample_rate * upsample))
+    lags = np.arange(-m, m + 1)
+    vals = r[lags % big]
+    j = int(np.argmax(vals))
+    frac = 0.0
+    if 0 < j < vals.size - 1:
+        den = vals[j - 1] - 2 * vals[j] + vals[j + 1]
+        frac = float(np.clip(0.5 * (vals[j - 1] - vals[j + 1]) / den, -0.5, 0.5)) if den < 0 else 0.0
+    tau = (lags[j] + frac) / (sample_rate * upsample)
+    return Measure.of(1e6 * tau, float(np.clip(vals[j], 0.0, 1.0)))
+
+
+def itd_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig | None = None) -> Measure:
+    """ITD (µs) of the sound starting at ``time`` (see the module docstring)."""
+    cfg = config or CueConfig()
+    a = _stereo(audio)
+    span = _span(a.shape[1], sample_rate, time, cfg)
+    if span is None:
+        return Measure.undefined("the cue window lies outside the clip")
+    lo, hi = span
+    loudest = float(np.max(a**2)) * (hi - lo)
+    if float((a[:, lo:hi] ** 2).sum()) <= max(loudest * 10 ** (cfg.silence_db / 10), EPS):
+        return Measure.undefined("silent at this time")
+    w = _taper(hi - lo, sample_rate)
+    return itd_of(a[0, lo:hi] * w, a[1, lo:hi] * w, sample_rate, cfg.max_itd_s, cfg.upsample, cfg.band_db)
+
+
+def _evidence(value: Measure, threshold: float, scale: float) -> float:
+    """Signed strength in [-1, 1] of a cue for "left" (0 below ``threshold``), scaled by its confidence."""
+    if not value.defined or abs(value.value) < threshold:
+        return 0.0
+    return float(np.sign(value.value) * min(1.0, abs(value.value) / scale) * value.confidence)
+
+
+def event_cues(
+    audio: np.ndarray, sample_rate: int, times: np.ndarray, config: CueConfig | None = None
+) -> list[EventCue]:
+    """ILD and ITD of the sounds starting at ``times`` (s), and the side they give: the cue with the larger evidence
+    ``|ILD|/ild_scale_db`` (1 dB from ``min_ild_db``) or ``confidence·|ITD|/itd_scale_s`` (from ``min_itd_s``),
+    each capped at 1, decides."""
+    cfg = config or CueConfig()
+    out = []
+    for t in np.asarray(times, dtype=np.float64):
+        ild, itd = ild_at(audio, sample_rate, float(t), cfg), itd_at(audio, sample_rate, float(t), cfg)
+        e_ild = _evidence(ild, cfg.min_ild_db, cfg.ild_scale_db)
+        e_itd = _evidence(itd, 1e6 * cfg.min_itd_s, 1e6 * cfg.itd_scale_s)
+        strongest = e_ild if abs(e_ild) >= abs(e_itd) else e_itd
+        out.append(EventCue(float(t), ild, itd, None if strongest == 0 else ("left" if strongest > 0 else "right")))
+    return out
+
+
+def compare_event_cues(
+    pred: np.ndarray, ref: np.ndarray, sample_rate: int, times: np.ndarray, config: CueConfig | None = None
+) -> dict[str, Measure | np.ndarray]:
+    """Per-event cue errors of ``pred`` against ``ref`` at the same onset ``times`` (e.g. the reference's onsets):
+    ``ild_error_db`` and ``itd_error_us`` (medians of ``|pred − ref|`` over events where both are defined; confidence
+    = that fraction of events) and the per-event arrays ``ild_errors_db``/``itd_errors_us`` (NaN where undefined)."""
+    p, r = event_cues(pred, sample_rate, times, config), event_cues(ref, sample_rate, times, config)
+    out: dict[str, Measure | np.ndarray] = {}
+    for name, get in (("ild_error_db", lambda c: c.ild_db), ("itd_error_us", lambda c: c.itd_us)):
+        errs = np.array([abs(get(a).get() - get(b).get()) for a, b in zip(p, r)])
+        ok = np.isfinite(errs)
+        out[name.replace("_error", "_errors")] = errs
+        out[name] = (
+            Measure.of(float(np.median(errs[ok])), float(ok.mean()))
+            if ok.any()
+            else Measure.undefined("no event with the cue defined in both")
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class EventSide:
+    """One matched event: visual time and azimuth (NaN without a side), audio onset time, its cues, and whether
+    the audio side agrees with the visual one (None when either has no side)."""
+
+    visual_time: float
+    audio_time: float
+    azimuth: float
+    visual_side: str | None
+    cue: EventCue
+    agrees: bool | None
+
+
+def event_sides(
+    audio: np.ndarray,
+    sample_rate: int,
+    onsets: AudioOnsets,
+    events: VisualEvents,
+    sync: SyncResult,
+    config: CueConfig | None = None,
+) -> list[EventSide]:
+    """Sides of the pairs matched by :func:`avflow.eval.offset.match_events`, measured at their audio onsets."""
+    cfg = config or CueConfig()
+    if sync.pairs.size == 0:
+        return []
+    cues = event_cues(audio, sample_rate, onsets.times[sync.pairs[:, 1]], cfg)
+    out = []
+    for (v, _), cue in zip(sync.pairs, cues):
+        az = float(events.azimuth[v])
+        seen = None if not np.isfinite(az) or abs(az) < cfg.min_azimuth_deg else ("left" if az < 0 else "right")
+        heard = cue.side
+        agrees = None if seen is None or heard is None else seen == heard
+        out.append(EventSide(float(events.times[v]), cue.time, az, seen, cue, agrees))
+    return out
+
+
+def side_agreement(sides: list[EventSide]) -> Measure:
+    """Fraction of sided events whose audio side (at the onset) is the visual side; confidence = the fraction of
+    sided events whose audio side could be decided."""
+    sided = [s for s in sides if s.visual_side is not None]
+    if not sided:
+        return Measure.undefined("no matched event on a side (none off-centre, or none matched to a sound)")
+    decided = [s for s in sided if s.agrees is not None]
+    if not decided:
+        return Measure.undefined("no matched event has a clear ILD or ITD")
+    return Measure.of(float(np.mean([s.agrees for s in decided])), len(decided) / len(sided))
+
+
+def follows_events(sides: list[EventSide], min_events: int = 3, min_spread_deg: float = 10.0) -> Measure:
+    """Pearson correlation over matched events between the ILD at each audio onset and the leftness ``−azimuth``
+    of its visual event: +1 the sound is louder on the object's side, −1 the channels are swapped. Undefined with
+    fewer than ``min_events`` events or azimuths spread over less than ``min_spread_deg``."""
+    rows = [(s.cue.ild_db.value, -s.azimuth) for s in sides if s.cue.ild_db.defined and np.isfinite(s.azimuth)]
+    if len(rows) < min_events:
+        return Measure.undefined(f"fewer than {min_events} matched events with a side and a defined ILD")
+    ild, left = np.array(rows).T
+    if np.ptp(left) < min_spread_deg or np.std(ild) < 1e-9:
+        return Measure.undefined(f"the events' azimuths span less than {min_spread_deg:g}° (or one ILD for all)")
+    return Measure.of(float(np.corrcoef(ild, left)[0, 1]), min(1.0, len(rows) / 10))
+
+
+def follows_object(audio: np.ndarray, sample_rate: int, tracks: Tracks, fps: float) -> Measure:
+    """:func:`avflow.eval.spatial.follows_object` (per-frame ILD against the leftness of the one tracked object) with
+    its reasons for having no value: mono audio, no object or several objects tracked, too few frames with sound."""
+    a = np.asarray(audio)
+    if a.ndim != 2 or a.shape[0] != 2:
+        return Measure.undefined("the audio is not binaural (2 channels)")
+    K = tracks.centers.shape[1]
+    if K == 0:
+        return Measure.undefined("no object tracked in the video")
+    if K > 1:
+        return Measure.undefined(f"{K} objects tracked: the per-event score (follows_events) applies")
+    value = spatial.follows_object(a, sample_rate, tracks.centers[:, 0, 0], tracks.frame_size[1], fps)
+    if not np.isfinite(value):
+        return Measure.undefined("fewer than 3 frames with the object visible and sound")
+    return Measure.of(value, float(np.isfinite(tracks.centers[:, 0, 0]).mean()))

@@ -1,0 +1,230 @@
+"""Sync offset, visual events, audio onsets and per-event sides (avflow.eval) on synthetic cases with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from avflow.cli import main as cli_main
+from avflow.eval import side
+from avflow.eval.clip import measure_clip
+from avflow.eval.events import brightening_events, detect, is_blank
+from avflow.eval.measure import Measure
+from avflow.eval.onsets import audio_onsets
+from avflow.eval.synthetic import flash_clip, modal_click
+
+SR = 16000
+
+
+def test_measure_is_a_value_or_a_reason():
+    assert Measure.of(3.0, 0.4).to_dict() == {"value": 3.0, "confidence": 0.4}
+    nan = Measure.of(float("nan"))
+    assert not nan.defined and nan.value is None and "not finite" in nan.reason
+    assert Measure.undefined("blank video").to_dict() == {"value": None, "reason": "blank video"}
+    assert np.isnan(Measure.undefined("x").get()) and Measure.of(2.0).get() == 2.0
+    with pytest.raises(ValueError):
+        Measure(value=None, defined=False)  # no reason
+    with pytest.raises(ValueError):
+        Measure(value=1.0, defined=True, confidence=1.5)
+
+
+def _frames(T=40, size=64, level=40):
+    return np.full((T, size, size, 3), level, dtype=np.uint8)
+
+
+def test_flash_on_counts_once_at_its_first_frame_and_off_never():
+    fps = 25.0
+    frames = _frames()
+    frames[10:13, 20:30, 8:18] = 230  # a 3-frame flash on the left: on at 10, off at 13
+    frames[25, 20:30, 46:56] = (120, 200, 255)  # a 1-frame flash on the right
+    ev = brightening_events(frames, fps)
+    assert np.allclose(ev.times, [10 / fps, 25 / fps])
+    assert list(ev.kinds) == ["flash", "flash"] and ev.x[0] < 32 < ev.x[1]
+    assert np.all(np.sign(ev.azimuth) == [-1, 1])
+
+
+def test_fades_count_at_the_first_frame():
+    fps = 20.0
+    frames = _frames()
+    for k, level in zip(range(8, 13), (120, 230, 180, 130, 80)):  # fade-in over 2 frames, fade-out over 3
+        frames[k, 20:32, 20:32] = level
+    frames[25:37] = np.linspace(40, 240, 12).astype(np.uint8)[:, None, None, None]  # slow fade of the light
+    ev = brightening_events(frames, fps)
+    assert np.allclose(ev.times, [8 / fps]), ev.times
+
+
+def test_moving_and_disappearing_objects_are_not_events_but_appearing_ones_and_cuts_are():
+    fps = 16.0
+    frames = _frames(T=48)
+    for k in range(48):  # a bright square sliding 3 px per frame, vanishing at frame 30
+        if k < 30:
+            frames[k, 10:20, 2 + 2 * k : 12 + 2 * k] = (250, 220, 60)
+    frames[36:, 40:52, 40:52] = (60, 220, 90)  # pops in at frame 36 and stays
+    frames[44:] = np.clip(frames[44:].astype(int) + 120, 0, 255)  # a cut to brighter content at 44
+    ev = brightening_events(frames, fps)
+    assert np.allclose(ev.times, [36 / fps, 44 / fps]), ev.times
+    assert list(ev.kinds) == ["flash", "global"] and np.isnan(ev.x[1])
+
+
+def test_blank_video_has_no_score_and_says_why():
+    clip = flash_clip(0)
+    blank = np.full_like(clip.frames, 128)
+    assert is_blank(blank) and not is_blank(clip.frames)
+    got = measure_clip(clip.audio, SR, blank, clip.fps)
+    for m in got.values().values():
+        assert not m.defined and "blank video" in m.reason
+
+
+def test_silent_audio_and_no_visual_events_are_undefined_with_reasons():
+    clip = flash_clip(1)
+    silent = measure_clip(np.zeros_like(clip.audio), SR, clip.frames, clip.fps)
+    assert not silent.sync_offset_ms.defined and "silent" in silent.sync_offset_ms.reason
+    static = clip.frames.copy()
+    static[:] = clip.frames[0]  # the scene never changes
+    still = measure_clip(clip.audio, SR, static, clip.fps)
+    assert not still.sync_offset_ms.defined and "no visual events" in still.sync_offset_ms.reason
+    mono = measure_clip(clip.audio.mean(0), SR, clip.frames, clip.fps)
+    assert mono.sync_offset_ms.defined and "binaural" in mono.side_agreement.reason
+
+
+def test_onsets_are_timed_to_the_millisecond_and_the_first_of_a_sound_is_new():
+    rng = np.random.default_rng(0)
+    audio = 1e-4 * rng.standard_normal(2 * SR)
+    starts = (0.3, 0.4, 1.2)  # a sound with two onsets 100 ms apart, then another from quiet
+    for t in starts:
+        click = modal_click(SR, "wood", rng, 0.2)
+        audio[int(t * SR) : int(t * SR) + click.size] += click
+    on = audio_onsets(audio, SR)
+    assert on.times.size == 3 and np.abs(on.times - starts).max() < 0.0015, on.times
+    assert on.novelty[0] > 0.8 and on.novelty[2] > 0.8 and on.novelty[1] < 0.5, on.novelty
+
+
+@pytest.mark.parametrize("delay", [0.12, -0.2])
+def test_offset_sign_audio_late_is_positive(delay):
+    clip = flash_clip(2, audio_delay_s=delay)
+    got = measure_clip(clip.audio, SR, clip.frames, clip.fps)
+    m = got.sync_offset_ms
+    assert m.defined and abs(m.value - 1000 * delay) < 3 and m.confidence >= 0.5, m
+    assert got.sync.pairs.shape[0] == len(clip.events)
+
+
+@pytest.mark.parametrize("delay", [0.15, -0.08])
+def test_sounds_with_several_onsets_are_anchored_on_their_first(delay):
+    clip = flash_clip(4, audio_delay_s=delay, onsets=(0.0, 0.09, 0.21), fade=True, flash_frames=4)
+    m = measure_clip(clip.audio, SR, clip.frames, clip.fps).sync_offset_ms
+    assert m.defined and abs(m.value - 1000 * delay) < 3, m
+
+
+def test_periodic_events_are_ambiguous():
+    clip = flash_clip(5, audio_delay_s=0.04, period_s=0.2)
+    m = measure_clip(clip.audio, SR, clip.frames, clip.fps).sync_offset_ms
+    assert not m.defined and "periodic" in m.reason, m
+    irregular = flash_clip(5, audio_delay_s=0.04)
+    assert measure_clip(irregular.audio, SR, irregular.frames, irregular.fps).sync_offset_ms.defined
+
+
+def test_world_clip_offset_and_contacts():
+    from avflow.world.dataset import make_clip
+
+    clip = make_clip(3)
+    events, _ = detect(clip.frames, 16.0)
+    truth = np.array([e["time"] for e in clip.meta["events"]])
+    contacts = events.times[events.kinds == "contact"]
+    assert contacts.size >= 3
+    assert np.median(np.abs(contacts[:, None] - truth[None]).min(axis=1)) < 0.01  # sub-frame (62.5 ms) contacts
+    for delay in (0.0, 0.07):
+        shifted = np.zeros_like(clip.audio)
+        n = int(delay * SR)
+        shifted[:, n:] = clip.audio[:, : clip.audio.shape[1] - n]
+        m = measure_clip(shifted, SR, clip.frames, 16.0).sync_offset_ms
+        assert m.defined and abs(m.value - 1000 * delay) < 10, (delay, m)
+
+
+def _fractional_delay(x: np.ndarray, delay: float) -> np.ndarray:
+    """x delayed by ``delay`` samples (band-limited: a linear phase in the frequency domain)."""
+    n = 4 * x.size
+    spec = np.fft.rfft(x, n) * np.exp(-2j * np.pi * np.fft.rfftfreq(n) * delay)
+    return np.fft.irfft(spec, n)[: x.size]
+
+
+@pytest.mark.parametrize("delay", [3.37, -5.81, 0.42])
+def test_itd_is_sub_sample_and_positive_when_the_left_ear_leads(delay):
+    rng = np.random.default_rng(1)
+    x = np.convolve(rng.standard_normal(1200), np.hanning(9), mode="same")  # a noise burst below ~4 kHz
+    left, right = x, _fractional_delay(x, delay)  # right lags by `delay` samples: left leads when delay > 0
+    got = side.itd_of(left, right, SR)
+    assert abs(got.value - 1e6 * delay / SR) < 0.05 * 1e6 / SR, (got, 1e6 * delay / SR)  # within 0.05 sample
+    assert got.confidence > 0.8
+    assert side.itd_of(right, left, SR).value == pytest.approx(-got.value, abs=3.0)
+
+
+def test_ild_sign_and_event_sides_follow_the_flashing_square():
+    clip = flash_clip(6)
+    got = measure_clip(clip.audio, SR, clip.frames, clip.fps)
+    assert got.side_agreement.value == 1.0 and got.side_agreement.confidence == 1.0
+    truth = [e["side"] for e in clip.meta["events"]]
+    assert [s.cue.side for s in got.sides] == truth
+    assert all((s.cue.ild_db.value > 0) == (t == "left") for s, t in zip(got.sides, truth))
+    assert all((s.cue.itd_us.value > 0) == (t == "left") for s, t in zip(got.sides, truth))
+    swapped = measure_clip(clip.audio[::-1], SR, clip.frames, clip.fps)
+    assert swapped.side_agreement.value == 0.0
+    if got.follows_object.defined:
+        assert got.follows_object.value > 0.8 and swapped.follows_object.value < -0.8
+
+
+def test_cues_are_read_at_the_onset_not_at_the_visual_event():
+    clip = flash_clip(8, audio_delay_s=0.2)  # late audio: at the visual event time there is silence
+    got = measure_clip(clip.audio, SR, clip.frames, clip.fps)
+    assert got.side_agreement.value == 1.0
+    at_visual = side.event_cues(clip.audio, SR, clip.events)
+    assert sum(c.side is not None for c in at_visual) < len(clip.events)  # what the old measure looked at
+
+
+def test_compare_event_cues_reports_codec_errors():
+    clip = flash_clip(9)
+    times = audio_onsets(clip.audio, SR).times
+    same = side.compare_event_cues(clip.audio, clip.audio, SR, times)
+    assert same["ild_error_db"].value == 0 and same["itd_error_us"].value == 0
+    louder_left = clip.audio * np.array([[10 ** (2 / 20)], [1.0]], dtype=np.float32)
+    got = side.compare_event_cues(louder_left, clip.audio, SR, times)
+    assert got["ild_error_db"].value == pytest.approx(2.0, abs=0.01)
+    assert got["itd_error_us"].value < 1.0
+
+
+def test_follows_object_is_undefined_without_a_tracked_object():
+    from avflow.eval.physics import Tracks
+
+    clip = flash_clip(10)
+    none = Tracks(np.full((len(clip.frames), 0, 2), np.nan), np.zeros((len(clip.frames), 0)), (64, 64))
+    m = side.follows_object(clip.audio, SR, none, clip.fps)
+    assert not m.defined and "no object tracked" in m.reason
+
+
+def test_cli_eval_skips_unreadable_clips_and_writes_a_report(tmp_path, capsys):
+    from avflow.data.media import write_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for seed, delay in ((0, 0.1), (1, -0.05)):
+        clip = flash_clip(seed, audio_delay_s=delay)
+        write_video(folder / f"c{seed}.mp4", clip.frames, clip.fps, clip.audio, SR)
+        (folder / f"c{seed}.json").write_text(json.dumps(clip.meta))
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    out, report = tmp_path / "res.json", tmp_path / "report"
+    assert cli_main(["eval", str(folder), "--json", str(out), "--report", str(report)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_clips"] == 2 and result["n_skipped"] == 1 and "broken" in result["skipped"]
+    assert result["summary"]["sync_error_ms"]["within_20ms"] == 1.0
+    assert abs(result["clips"]["c0"]["sync_offset_ms"] - 100) < 10  # AAC at 16 kHz smears clicks a few ms early
+    assert (report / "index.html").is_file() and (report / "timelines" / "c0.png").is_file()
+    printed = capsys.readouterr().out
+    assert "c0: sync_offset_ms=+" in printed and "nan" not in printed.lower()
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    (only_broken / "x.mp4").write_bytes(b"nope")
+    assert cli_main(["eval", str(only_broken)]) == 2
+    assert cli_main(["eval", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no readable clip" in err[0] and "not a folder" in err[1]

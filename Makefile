@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,text,train,oracle
 
-.PHONY: demo test test-slow bench lint venv clean ui-deps media-deps
+.PHONY: demo test test-slow bench lint venv clean ui-deps media-deps real-sound-deps
 
 venv: $(STAMP)
 
@@ -40,10 +40,17 @@ media-deps:
 test: lint ui-deps media-deps
 	$(VENV)/bin/pytest -q -n 2 --timeout 900
 
-test-slow: $(STAMP)
+# Real recordings for the sync and side metrics (scripts/make_real_sound_set.py): Debian's sound theme and espeak-ng,
+# installed here when running as root.
+real-sound-deps:
+	@if [ -d /usr/share/sounds/freedesktop/stereo ] && command -v espeak-ng >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sound-theme-freedesktop espeak-ng; \
+	else echo "note: sound-theme-freedesktop or espeak-ng is missing and this is not root (apt-get install them)"; fi
+
+test-slow: $(STAMP) real-sound-deps
 	$(VENV)/bin/pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(STAMP) real-sound-deps
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:

@@ -17,6 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, timed  # noqa: E402
 
 from avflow.eval import distribution, physics, spatial, sync  # noqa: E402
+from avflow.eval.clip import measure_clip  # noqa: E402
+from avflow.eval.events import visual_events  # noqa: E402
+from avflow.eval.onsets import audio_onsets  # noqa: E402
 from avflow.eval.report import EvalClip, clip_metrics  # noqa: E402
 from avflow.world.dataset import make_clip  # noqa: E402
 
@@ -39,10 +42,11 @@ def main() -> None:
         "baseline: one STFT (n_fft 512)": lambda c: np.fft.rfft(
             np.lib.stride_tricks.sliding_window_view(c.audio[0], 512)[::128], axis=1
         ),
-        "onsets (1 ms)": lambda c: sync.detect_onsets(c.audio, c.sample_rate),
+        "onsets (1 ms, legacy)": lambda c: sync.detect_onsets(c.audio, c.sample_rate),
+        "onsets (bands + step)": lambda c: audio_onsets(c.audio, c.sample_rate),
         "tracking (colour)": lambda c: physics.track_objects(c.frames),
-        "visual contacts": lambda c: sync.visual_contacts(physics.track_objects(c.frames), c.fps),
-        "xcorr offset": lambda c: sync.xcorr_offset(c.audio, c.sample_rate, c.frames, c.fps),
+        "visual events (brightening + contacts)": lambda c: visual_events(c.frames, c.fps),
+        "sync offset + sides (measure_clip)": lambda c: measure_clip(c.audio, c.sample_rate, c.frames, c.fps),
         "AV-Align": lambda c: sync.av_align(c.audio, c.sample_rate, c.frames, c.fps),
         "gravity fit": lambda c: physics.trajectory_residual(physics.track_objects(c.frames), c.fps, 320.0),
         "binaural vs ref": lambda c: (

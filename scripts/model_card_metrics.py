@@ -26,7 +26,8 @@ from clip seeds HELD_OUT_BASE + j (j = 0, 1, ...; beyond every split's seed rang
   2. the combination is one no training scene has: for one object its (colour, material, shape, side, bounce count),
      for two objects the pair of their (colour, shape, side) -- the model never saw that combination, and
   3. its caption equals no training caption,
-until N_SINGLE one-object prompts (at most a third per side) and N_TWO two-object prompts. Training scenes and
+until N_SINGLE one-object prompts (at most a third per side) and N_TWO two-object prompts, listed one-object prompts
+first (prompt i: seed i). Training scenes and
 captions are those of `train_default_v2.py` (--clips CLIPS, seed WORLD_SEED); the file records the count compared.
 A world trained with other --clips or seed may contain them: pass --train-world WORLD (its train/manifest.jsonl) to
 check the captions again, and rebuild the prompts when it fails.
@@ -115,7 +116,7 @@ def make_prompts(out: Path, clips: int, world: Path | None) -> None:
     for meta in training_metas(clips, world):
         captions.add(meta["caption"])
         seen.add(combination(meta))
-    rows: list[dict] = []
+    found: list[dict] = []
     sides: dict[str, int] = {}
     singles = twos = 0
     for j in itertools.count():
@@ -135,8 +136,10 @@ def make_prompts(out: Path, clips: int, world: Path | None) -> None:
         else:
             twos += 1
         seen.add(key)  # one prompt per combination
-        rows.append({"id": f"p{len(rows):02d}", "prompt": meta["caption"], "seed": len(rows),
-                     "world_seed": meta["seed"], "objects": len(meta["objects"])})  # fmt: skip
+        found.append(meta)
+    found.sort(key=lambda meta: len(meta["objects"]))  # one-object prompts first, each group in the order found
+    rows = [{"id": f"p{i:02d}", "prompt": meta["caption"], "seed": i, "world_seed": meta["seed"],
+             "objects": len(meta["objects"])} for i, meta in enumerate(found)]  # fmt: skip
     data = {
         "rule": RULE,
         "world": asdict(training.world_config()),
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--ground-truth", action="store_true", help="score the world clips themselves (the ceiling)")
     p.add_argument("--train-world", type=Path, default=None,
                    help="the training world on disk: check the prompts against its captions (--make-prompts: read "
@@ -310,6 +314,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     data, rows = read_prompts(args.prompts, args.n)
     device = resolve_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     held_out = check_held_out(rows, args.train_world, data)
     pipe = sampling = None
     if not args.ground_truth:

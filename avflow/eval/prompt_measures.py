@@ -36,6 +36,7 @@ from avflow.eval.side import CueConfig, ild_at
 
 UNMATCHED_MS = 250.0  # error of a contact with no onset within this (ms)
 MIN_SHOWN = 0.5  # an object "is shown in the clip" when shown in at least this fraction of frames
+MIN_PEAK_DBFS = -20.0  # "sound": a peak at least this loud and at least one onset
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class PromptClipMeasures:
         return {
             "object": _shown(self.objects[0]) if single else None,
             "object_side": _in_third(self.objects[0]) if single and sides else None,
-            "sound": self.peak_dbfs.get(-np.inf) >= -20.0 and self.onsets.size >= 1,
+            "sound": self.peak_dbfs.get(-np.inf) >= MIN_PEAK_DBFS and self.onsets.size >= 1,
             "contact": all(o.contacts.size >= 1 for o in bouncing) if bouncing else None,
             "count": all(_counted(o) for o in counted) if counted else None,
             "two_objects": all(_shown(o) for o in self.objects) if len(self.objects) == 2 else None,

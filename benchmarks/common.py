@@ -1,11 +1,16 @@
-"""Shared helpers for the benchmark scripts: timing, the machine's matmul peak, tables."""
+"""Shared helpers for the benchmark scripts: timing, the machine's matmul peak, memory peaks, FLOPs, tables."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -20,11 +25,83 @@ def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
     return best
 
 
-def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
-    """Achieved fp32 GFLOP/s of a large square matmul on this machine, now (the reference 'peak')."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    sec = timed(lambda: a @ b, repeat=repeat)
+def synchronize(device: torch.device | str = "cpu") -> None:
+    """Wait for queued GPU work (no-op on the CPU), so that wall times cover it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(
+    n: int = 2048, repeat: int = 5, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> float:
+    """Achieved GFLOP/s of a large square matmul on this machine, now (the reference 'peak'); fp32 by default."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+
+    def run() -> None:
+        a @ b
+        synchronize(device)
+
+    sec = timed(run, repeat=repeat)
     return 2 * n**3 / sec / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the matmuls, convolutions and attention `fn` runs (torch's FlopCounterMode)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def reset_peak_memory(device: torch.device | str = "cpu") -> None:
+    """Restart the peak-memory count: the GPU allocator's, or this process's peak RSS (Linux clear_refs), after
+    handing freed heap memory back to the system (so that an earlier stage's freed blocks do not hide growth)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # then the peak is the process's since its start
+
+
+def peak_memory_mb(device: torch.device | str = "cpu") -> float:
+    """Peak since `reset_peak_memory`: GPU memory allocated by torch, or this process's peak RSS (VmHWM)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_memory_mb(device: torch.device | str = "cpu") -> float:
+    """Memory in use now: GPU memory allocated by torch, or this process's RSS (VmRSS)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages with the CPU count, e.g. '3.9 4.1 4.4 on 2 CPUs'."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} {five:.1f} {fifteen:.1f} on {os.cpu_count()} CPUs"
 
 
 def print_table(rows: list[dict], title: str = "") -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,7 @@ def build(config: str, full_encoders: bool = False, steps: int = 4) -> FoleyPipe
         vae = AudioVAE(AudioVAEConfig(data_dim=80, embed_dim=20, hidden_dim=32))
         vocoder = BigVGAN(BigVGANConfig(sample_rate=16000, upsample_initial_channel=64))
     else:
-        net_cfg = get_config(config)
-        for k, v in dims.items():
-            setattr(net_cfg, k, v)
+        net_cfg = replace(get_config(config), **dims)
         vae, vocoder = AudioVAE(AUDIO_VAE_16K), BigVGAN(BIGVGAN_V1_16K)
     model = FoleyModel(_network(net_cfg), vae.fold().eval(), vocoder.eval(), SAMPLING.override(steps=steps))
     encoders = Encoders(_random(CLIP(clip_cfg)), _random(Synchformer(sync_cfg)))

@@ -4,7 +4,8 @@
     python scripts/export_codecs.py audio runs/codec_audio
 
 Takes the run's EMA weights (`ema_<sigma>.safetensors`, the first profile), sets `latent_scale` to the std of the
-unscaled latents of the first 64 training clips, and writes fp16 weights plus the config into `codecs.json`.
+unscaled latents of the first 64 training clips, and writes the weights (int8 with per-row scales unless
+`--storage fp16|fp32`) plus the config into `codecs.json`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avflow.codecs.world import save_codec
+    from avflow.codecs.world import STORAGE, save_codec
     from avflow.config import from_dict, read_yaml
     from avflow.train.components import MODELS
     from avflow.train.datasets import WorldClips, WorldClipsConfig
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="training output folder (has config.yaml and ema_*.safetensors)")
     parser.add_argument("--out", type=Path, default=REPO / "avflow" / "assets" / "codecs")
     parser.add_argument("--world", default=None, help="world dataset for the latent scale (default: the run's)")
+    parser.add_argument("--storage", choices=STORAGE, default="int8", help="weights on disk (default: %(default)s)")
     args = parser.parse_args(argv)
 
     config = read_yaml(args.run / "config.yaml")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         x = clips[..., : clips.shape[-1] // model.samples_per_latent * model.samples_per_latent]
     scale = model.fit_latent_scale(x)
-    save_codec(model, args.out, args.which)
+    save_codec(model, args.out, args.which, storage=args.storage)
     print(f"{args.which} codec from {weights} -> {args.out} (latent_scale {scale:.4f})")
     return 0
 

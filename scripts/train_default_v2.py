@@ -3,12 +3,12 @@
 Stages (each skipped when its output exists, so a rerun resumes; the joint stage resumes from its checkpoints):
   1. world   2 s clips, 64x64, 16 fps, 16 kHz, 1-2 objects (`--clips`, seed 0) into WORK/world
   2. cache   latents of the shipped world codecs (video; binaural left/right) + MiniLM text states, per split
-  3. joint   `avflow train configs/default_joint.yaml` (our trainer) on the cached latents
+  3. joint   `avflow train configs/default_joint_v2.yaml` (our trainer) on the cached latents
   4. export  fp16 safetensors + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000] [--stage all|world|cache|joint|export]
 
-Every step count and learning rate of the schedule is in configs/default_joint.yaml.
+Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "avflow" / "assets" / "default_model"
-CONFIG = REPO / "configs" / "default_joint.yaml"
+CONFIG = REPO / "configs" / "default_joint_v2.yaml"
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
 

@@ -174,7 +174,7 @@ def write_tiny_default_model(folder: Path, *, seed: int = 0, checksum: str | Non
     `joint.safetensors` (fp16) and `config.json` (binaural left/right joint model, codec checksum, clip format,
     sampling), plus tiny world codecs in `folder/codecs` that config.json names. `checksum` replaces the codecs' own
     (a model trained with other codecs). Clips are 2 s windows of 32x32 at 16 fps with 16 kHz audio."""
-    from avflow.codecs.world import codecs_checksum, save_codec
+    from avflow.codecs.world import load_world_codecs, save_codec
     from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
     from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
     from avflow.config import to_dict
@@ -202,7 +202,7 @@ def write_tiny_default_model(folder: Path, *, seed: int = 0, checksum: str | Non
     save_safetensors({k: v.half() for k, v in model.state_dict().items()}, folder / "joint.safetensors")
     config = {
         "joint": to_dict(joint),
-        "codecs_checksum": checksum or codecs_checksum(folder / "codecs"),
+        "codecs_checksum": checksum or load_world_codecs(folder / "codecs").checksum,
         "codecs": "codecs",
         "text_encoder": "tiny",
         "duration": 2.0,

@@ -6,10 +6,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN, BigVGANConfig
+from avflow.codecs.bigvgan_blocks import AntiAliasedActivation, to_frames
 from avflow.codecs.mel import MEL_CONFIGS, MelSpectrogram
 from avflow.codecs.weight_norm import fold_weight_norm
 from avflow.errors import WeightsError
@@ -140,3 +142,34 @@ def test_audio_vae_full_size_layout_matches_official(fixtures, rate):
         vae = AudioVAE(AUDIO_VAE_CONFIGS[rate])
     assert _shapes(vae) == entry["state_dict"]
     assert sum(p.numel() for p in vae.parameters()) == entry["param_count"]
+
+
+def reference_anti_aliased(act, x: torch.Tensor) -> torch.Tensor:
+    """BigVGAN's formulation in float64: replicate pad 5, x2 transposed kaiser-sinc convolution, crop 15 each side,
+    snake, replicate pad (5, 6), strided low-pass. x (B, C, T)."""
+    c = x.shape[1]
+    up, down = act.upsample.filter.double(), act.downsample.lowpass.filter.double()
+    y = 2 * F.conv_transpose1d(F.pad(x.double(), (5, 5), mode="replicate"), up.expand(c, -1, -1), stride=2, groups=c)
+    y = y[..., 15:-15]
+    alpha, beta = act.act.alpha.double().exp()[None, :, None], act.act.beta.double().exp()[None, :, None]
+    y = y + (1.0 / (beta + 1e-9)) * torch.sin(y * alpha).pow(2)
+    return F.conv1d(F.pad(y, (5, 6), mode="replicate"), down.expand(c, -1, -1), stride=2, groups=c)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 40])
+def test_polyphase_anti_aliased_activation_matches_the_reference_formulation(length):
+    act = AntiAliasedActivation(6).eval()
+    gen = torch.Generator().manual_seed(length)
+    with torch.no_grad():
+        act.act.alpha.copy_(torch.randn(6, generator=gen) * 0.5)
+        act.act.beta.copy_(torch.randn(6, generator=gen) * 0.5)
+    x = torch.randn(2, 6, length, generator=gen) * 2  # edges included: replicate padding of both signals
+    expected = reference_anti_aliased(act, x)
+    with torch.no_grad():
+        out = act(x)  # (B, C, T) in, computed on frames
+        frames = act(to_frames(x))
+    assert out.shape == x.shape and frames.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(frames[:, :, 0], out, atol=0, rtol=0)
+    trained = act(to_frames(x))  # gradients on: out-of-place snake, padding by concatenation
+    torch.testing.assert_close(trained[:, :, 0], out, atol=1e-6, rtol=1e-6)

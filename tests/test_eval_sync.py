@@ -77,6 +77,22 @@ def test_blank_video_has_no_score_and_says_why():
         assert not m.defined and "blank video" in m.reason
 
 
+def test_generated_clip_metrics_show_the_reason_not_a_score_for_a_blank_video():
+    from avflow.commands.demo import metric_line
+    from avflow.eval.clip_metrics import clip_av_metrics
+
+    clip = flash_clip(2, audio_delay_s=0.04)
+    blank = clip_av_metrics(clip.audio, SR, np.full_like(clip.frames, 30), clip.fps)
+    assert {"sync_offset_ms", "side_agreement", "follows_object", "phys_residual_px"} <= set(blank)
+    assert all(not m.defined and "blank video" in m.reason for m in blank.values())
+    assert "undefined: blank video" in metric_line("follows_object", blank["follows_object"])
+    seen = clip_av_metrics(clip.audio, SR, clip.frames, clip.fps)
+    assert abs(seen["sync_offset_ms"].value - 40) < 5 and seen["side_agreement"].value == 1.0
+    assert seen["n_visual_events"].value == 5 and f"{seen['sync_offset_ms'].value:8.3f}" in metric_line(
+        "sync_offset_ms", seen["sync_offset_ms"]
+    )
+
+
 def test_silent_audio_and_no_visual_events_are_undefined_with_reasons():
     clip = flash_clip(1)
     silent = measure_clip(np.zeros_like(clip.audio), SR, clip.frames, clip.fps)

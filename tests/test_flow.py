@@ -12,6 +12,7 @@ from torch import nn
 from avflow.errors import ConfigError
 from avflow.flow import (
     PRESETS,
+    SAMPLER_PRESETS,
     GuidanceBranch,
     SamplingConfig,
     TimestepSampler,
@@ -233,6 +234,19 @@ def test_sampling_config_is_validated_once_in_one_line():
         base.steps = 3
     with pytest.raises(TypeError):
         SamplingConfig(2.0)  # keyword-only
+
+
+def test_sampler_presets_replace_the_solver_only():
+    base = SamplingConfig(cfg_strength=4.5, steps=25, guidance="modality", text_cfg_strength=2.0)
+    for name, settings in SAMPLER_PRESETS.items():
+        fast = base.preset(name)
+        assert {k: getattr(fast, k) for k in settings} == settings
+        assert (fast.cfg_strength, fast.guidance, fast.text_cfg_strength) == (4.5, "modality", 2.0)
+    fast = base.preset("fast")
+    assert fast.steps * (2 if fast.solver in ("heun", "midpoint") else 1) <= 0.4 * base.steps  # <= 40 % of the NFE
+    assert fast.override(steps=7).steps == 7  # an explicit --steps still wins
+    with pytest.raises(ConfigError, match="unknown sampler preset 'quick'"):
+        base.preset("quick")
 
 
 def test_sample_with_runs_the_configured_solver_and_guidance():

@@ -314,6 +314,7 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
         "bad model json": (["foley", str(good), "-o", out, *f, "--model", str(tmp / "bad.json")], "not valid JSON"),
         "model json key": (["foley", str(good), "-o", out, *f, "--model", str(tmp / "extra.json")], "colour: unknown"),
         "unknown model": (["foley", str(good), "-o", out, *f, "--model", "huge_96k"], "unknown model 'huge_96k'"),
+        "bad precision": (["foley", str(good), "-o", out, *f, "--precision", "fp16"], "invalid choice: 'fp16'"),
         "empty t2a prompt": (["t2a", "", "-o", str(tmp / "t.wav"), *f], "the prompt is empty"),
         "t2a duration": (["t2a", "rain", "-o", str(tmp / "t.wav"), "--duration", "-1", *f], "at least 0.5 s"),
         "t2a suffix": (["t2a", "rain", "-o", str(tmp / "t.mp3"), *f], "must be a .wav or .flac"),

@@ -32,6 +32,7 @@ from avflow.pipelines.default_model import WEIGHT_FILES, load_default_model, rea
 
 REPO = Path(__file__).resolve().parents[1]
 SR, FPS, SIZE = 16000, 16, 32  # the tiny model's clip format
+CLIP_MEASURES = ("sync_offset_ms", "side_agreement", "follows_object", "phys_residual_px")  # GeneratedClip.metrics()
 needs_shipped_v2 = pytest.mark.skipif(
     not shipped_default_model_is_v2(),
     reason="the shipped default model is still v1: runs once the v2 weights are in avflow/assets/default_model",
@@ -134,7 +135,7 @@ def test_t2av_writes_the_clip_its_spectrogram_and_defined_measures(model_dir, tm
     assert f"wrote {out}" in captured.out and str(png) in captured.out
     assert "generate" in captured.err and "2/2" in captured.err  # the progress bar: the model's 2 steps
     lines = [line for line in captured.out.splitlines() if line.startswith("  ")]
-    assert {line.split()[0] for line in lines} >= {"sync_ms", "follows_object", "phys_residual_px", "n_onsets"}
+    assert {line.split()[0] for line in lines} >= set(CLIP_MEASURES)
     assert "nan" not in captured.out.lower()  # every measure is a value or `undefined: why`
     from PIL import Image
 
@@ -367,25 +368,29 @@ def test_demo_prints_each_measure_or_why_not(shipped, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "prompt: a red ball bounces twice on the left" in out and "metrics:" in out
     measures = out.split("metrics:")[1].splitlines()[1:-1]
-    assert len(measures) == 6 and "nan" not in out.lower()
+    assert {line.split()[0] for line in measures} >= set(CLIP_MEASURES) and "nan" not in out.lower()
     assert all("undefined: " in line or any(c.isdigit() for c in line) for line in measures)
     assert (tmp_path / "demo.mp4").is_file() and (tmp_path / "demo_spectrogram.png").is_file()
 
 
-def test_measures_are_defined_or_say_why():
-    from avflow.pipelines.clip import clip_measures
+def test_a_clips_measures_are_defined_or_say_why():
+    """GeneratedClip.metrics() are `clip_av_metrics`' Measures: a blank video or silent audio gets no score but the
+    reason, and `avflow demo` / `generate --metrics` print that reason."""
+    from avflow.commands.demo import metric_line
+    from avflow.pipelines.clip import GeneratedClip
 
-    rng = np.random.default_rng(0)
-    blank = np.zeros((32, 32, 32, 3), np.uint8)
-    m = clip_measures(rng.standard_normal((2, 32000)).astype(np.float32) * 0.01, SR, blank, FPS)
-    for name in ("sync_ms", "sync_matched", "follows_object", "phys_residual_px"):
-        assert not m[name].defined and m[name].value is None and m[name].reason == "no object tracked in the frames"
-    assert m["n_contacts"].defined and m["n_contacts"].value == 0
-    bouncing = moving_square(t=32, h=32, w=32)  # a square falling and rising: contacts, but the audio is silent
-    m = clip_measures(np.zeros((2, 32000), np.float32), SR, bouncing, FPS)
-    assert m["n_contacts"].value > 0 and m["phys_residual_px"].defined
-    assert m["sync_ms"].reason == "no audio onset detected" and m["sync_matched"].value == 0.0
-    assert str(m["sync_ms"]) == "undefined: no audio onset detected"
+    def clip(frames: np.ndarray, audio: np.ndarray) -> GeneratedClip:
+        return GeneratedClip(frames=torch.from_numpy(frames), audio=torch.from_numpy(audio), sample_rate=SR, fps=FPS,
+                             prompt="a ball")  # fmt: skip
+
+    noise = np.random.default_rng(0).standard_normal((2, 32000)).astype(np.float32) * 0.01
+    blank = clip(np.zeros((32, 32, 32, 3), np.uint8), noise).metrics()
+    assert set(blank) >= set(CLIP_MEASURES)
+    assert all(not m.defined and m.value is None and "blank video" in m.reason for m in blank.values())
+    assert "undefined: blank video" in metric_line("sync_offset_ms", blank["sync_offset_ms"])
+    silent = clip(moving_square(t=32, h=32, w=32), np.zeros((2, 32000), np.float32)).metrics()
+    assert all(silent[k].reason == "silent audio" for k in ("sync_offset_ms", "side_agreement", "follows_object"))
+    assert silent["phys_residual_px"].defined  # the square is tracked; only the audio measures need sound
 
 
 def test_spectrogram_has_axes_and_a_fixed_db_scale(tmp_path):
@@ -440,7 +445,7 @@ def test_make_demo_from_fresh_clone(tmp_path):
     done = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "metrics:" in done.stdout and "sync_ms" in done.stdout and "nan" not in done.stdout.lower()
+    assert "metrics:" in done.stdout and "sync_offset_ms" in done.stdout and "nan" not in done.stdout.lower()
     info = probe(clone / "outputs" / "demo.mp4")
     assert info.has_video and info.has_audio and info.audio_channels == 2
     assert (clone / "outputs" / "demo_spectrogram.png").is_file()

@@ -396,3 +396,26 @@ def test_task_draws_do_not_depend_on_the_batch_split():
         torch.testing.assert_close(whole[name], torch.cat([h[name] for h in halves]), rtol=0, atol=0)
     torch.testing.assert_close(whole["left"], whole["right"], rtol=0, atol=0)
     assert len({tuple(r.tolist()) for r in (whole["video"] == 1).int()}) > 1  # tasks differ across samples
+
+
+def test_clean_prefixes_cover_the_same_span_in_both_streams():
+    """Continuation and prefixed a2v / v2a: k clean video frames <-> k * N / T clean audio latents (from the shapes)."""
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    task = JointFlowTask(JointFlowConfig(ratios={"a2v": 1, "v2a": 1, "continuation": 1}, prefix=1.0))
+    n = 64
+    streams = {"video": torch.zeros(40, 16, 8, 2, 2), "left": torch.zeros(40, 64, 3), "right": torch.zeros(40, 64, 3)}
+    t = task.prepare({"streams": streams, "cond": {}, "seed": torch.arange(40)}, torch.device("cpu"))["t"]
+    kinds = set()
+    for tv, ta in zip(t["video"], t["left"]):
+        k_video, k_audio = int((tv == 1).sum()), int((ta == 1).sum())
+        if k_audio == n:  # a2v: all audio clean, video prefix
+            kinds.add("a2v")
+            assert 0 < k_video < 8 and (tv[:k_video] == 1).all()
+        elif k_video == 8:  # v2a: all video clean, audio prefix
+            kinds.add("v2a")
+            assert k_audio % 8 == 0 and 0 < k_audio < n and (ta[:k_audio] == 1).all()
+        else:
+            kinds.add("continuation")
+            assert k_audio == 8 * k_video and (ta[:k_audio] == 1).all()
+    assert kinds == {"a2v", "v2a", "continuation"}

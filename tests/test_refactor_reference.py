@@ -95,7 +95,7 @@ def generate_cases(work: Path) -> dict:
     record("generate_a2v_5s_windowed", pipe.generate("a ball", seed=6, sampling=two, task="a2v", audio_path=long))
     clip = pipe.generate(pipe.default_prompt, seed=0, sampling=pipe.sampling.override(steps=3))  # `demo --steps 3`
     record("demo", clip)
-    out["demo"]["metrics"] = {k: repr(m.value) if m.defined else m.reason for k, m in clip.metrics().items()}
+    out["demo"]["metrics"] = {k: m.to_dict() for k, m in clip.metrics().items()}
     return out
 
 

@@ -45,8 +45,8 @@ def test_joint_tab_writes_a_clip_and_its_spectrogram(settings):
     result = generate_joint("a red ball bounces", settings, seed=1, duration=0.5, cfg_strength=2.0)
     info = probe(result.video)
     assert info.has_video and info.audio_channels == 2 and result.spectrogram.is_file()
-    assert result.summary.startswith("t2av, 0.50 s.") and "sync_ms: " in result.summary
-    assert "nan" not in result.summary.lower()  # each measure a value or `undefined: why`
+    assert result.summary.startswith("t2av, 0.50 s.") and "sync_offset_ms: " in result.summary
+    assert "nan" not in result.summary.lower()  # each measure a value or `- (why)`
     with pytest.raises(AvflowError, match="write a prompt"):
         generate_joint("  ", settings)
     with pytest.raises(AvflowError, match="duration must be between"):

@@ -13,7 +13,7 @@ from avflow.cli import main as cli_main
 from avflow.errors import MediaError
 from avflow.world.binaural import azimuth_deg, block_times, render_binaural
 from avflow.world.caption import MATERIAL_WORDS, SIDE_WORDS, make_caption, object_clause, object_side
-from avflow.world.dataset import load_clip, make_clip, make_dataset, render_audio, write_clip
+from avflow.world.dataset import load_clip, make_clip, make_dataset, render_audio, rerender_audio, write_clip
 from avflow.world.scene import Event, Scene, SceneObject, WorldConfig, sample_scene, simulate
 
 SEEDS = (3, 11, 42)
@@ -57,6 +57,16 @@ def test_written_audio_is_the_rendered_scene():
     np.testing.assert_allclose(clip.audio, expected, atol=1e-6)
     assert clip.audio.shape == (2, WorldConfig().n_samples) and clip.audio.dtype == np.float32
     assert [e["time"] for e in clip.meta["events"]] == [e.time for e in scene.events]
+
+
+def test_rerender_changes_the_ambience_only():
+    """The estimator floor's clip: its own seed gives the clip back; another draws only another background noise."""
+    clip = make_clip(SEEDS[1], WorldConfig(duration=1.0))
+    np.testing.assert_allclose(rerender_audio(clip.meta), clip.audio, atol=1e-6)
+    other = rerender_audio(clip.meta, ambience_seed=SEEDS[1] + 1)
+    diff = other - clip.audio  # the difference of two independent ambience draws: rms sqrt(2) * ambience * gain
+    expected = np.sqrt(2) * WorldConfig().ambience * clip.meta["audio_gain"]
+    assert np.sqrt(np.mean(diff**2, axis=1)) == pytest.approx([expected, expected], rel=0.2)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -213,6 +223,26 @@ def test_dataset_layout_manifest_and_reader(tmp_path):
     for split in sizes:
         for f in sorted((tmp_path / "ds" / split).iterdir()):
             assert f.read_bytes() == (tmp_path / "serial" / split / f.name).read_bytes(), f
+
+
+def test_dataset_resumes_and_remakes_what_differs(tmp_path):
+    """A second run keeps the clips already written from the same seed and config (a bigger --n extends a dataset),
+    and renders again a clip written from another config or left incomplete."""
+    config = WorldConfig(duration=1.0, fps=8, width=32, height=32)
+    make_dataset(tmp_path, 3, seed=1, config=config)
+    stems = {split: tmp_path / split / f"{split}_000000" for split in ("train", "val", "test")}
+    before = {s: p.with_suffix(".npz").stat().st_mtime_ns for s, p in stems.items()}
+    meta = json.loads(stems["val"].with_suffix(".json").read_text())
+    meta["config"]["fps"] = 16  # as if written by another world config
+    stems["val"].with_suffix(".json").write_text(json.dumps(meta))
+    stems["test"].with_suffix(".npz").unlink()  # an interrupted write
+    assert make_dataset(tmp_path, 12, seed=1, config=config) == {"train": 10, "val": 1, "test": 1}
+    assert stems["train"].with_suffix(".npz").stat().st_mtime_ns == before["train"]  # kept
+    assert stems["val"].with_suffix(".npz").stat().st_mtime_ns != before["val"]  # made again
+    assert json.loads(stems["val"].with_suffix(".json").read_text())["config"]["fps"] == 8
+    assert load_clip(stems["test"]).frames.shape == (8, 32, 32, 3)
+    rows = (tmp_path / "train" / "manifest.jsonl").read_text().splitlines()
+    assert len(rows) == 10 and json.loads(rows[0])["caption"] == load_clip(stems["train"]).meta["caption"]
 
 
 def test_cli_and_errors(tmp_path, capsys):

@@ -110,9 +110,14 @@ def test_stft_log_distance():
     torch.manual_seed(0)
     x = torch.randn(2, 4000)
     assert stft_log_distance(x, x).item() == 0.0
-    assert stft_log_distance(0.5 * x, x).item() == pytest.approx(np.log(2), rel=0.05)
+    assert stft_log_distance(0.5 * x, x, range_db=None).item() == pytest.approx(np.log(2), rel=0.05)
     with pytest.raises(ValueError):
         stft_log_distance(x, x[:, :100])
+    # a tone over a quiet noise: another noise draw 70 dB down is invisible with the 60 dB range, not without
+    t = torch.arange(8000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)
+    a, b = tone + 3e-4 * torch.randn(8000), tone + 3e-4 * torch.randn(8000)
+    assert stft_log_distance(a, b).item() < 0.01 < stft_log_distance(a, b, range_db=None).item()
 
 
 def test_object_scores_on_known_masks():
@@ -145,15 +150,61 @@ def test_codec_folder_round_trip_and_checksum(tmp_path):
     torch.manual_seed(0)
     video, audio = WorldVideoCodec(SMALL_VIDEO), WorldAudioCodec(SMALL_AUDIO)
     video.latent_scale.fill_(2.0)
-    save_codec(video, tmp_path, "video")
-    save_codec(audio, tmp_path, "audio")
+    save_codec(video, tmp_path, "video")  # int8, the default
+    save_codec(audio, tmp_path, "audio", storage="fp16")
     codecs = load_world_codecs(tmp_path)
     assert codecs.video.config == SMALL_VIDEO and codecs.audio.config == SMALL_AUDIO
     assert float(codecs.video.latent_scale) == 2.0
     torch.testing.assert_close(codecs.audio.head.weight, audio.head.weight.half().float())
+    step = video.dec_frames[-1].weight.abs().max() / 127
+    assert (codecs.video.dec_frames[-1].weight - video.dec_frames[-1].weight).abs().max() <= step
+    with pytest.raises(ConfigError, match="storage must be one of"):
+        save_codec(audio, tmp_path, "audio", storage="int4")
     codecs.check_trained_with(codecs.checksum, "model")
     with pytest.raises(WeightsError, match="trained with world codecs"):
         codecs.check_trained_with("0" * 64, "model")
     (tmp_path / "audio.safetensors").unlink()
     with pytest.raises(WeightsError, match="missing: audio.safetensors"):
         load_world_codecs(tmp_path)
+
+
+def test_checksum_covers_the_latent_space_only(tmp_path):
+    """A decoder trained further keeps the checksum; another encoder or latent scale changes it."""
+    torch.manual_seed(0)
+    video, audio = WorldVideoCodec(SMALL_VIDEO), WorldAudioCodec(SMALL_AUDIO)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    first = load_world_codecs(tmp_path).checksum
+    with torch.no_grad():
+        video.dec_frames[-1].weight.add_(1.0)
+        audio.head.weight.add_(1.0)
+    save_codec(video, tmp_path, "video")
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum == first
+    audio.latent_scale.fill_(3.0)
+    save_codec(audio, tmp_path, "audio")
+    assert load_world_codecs(tmp_path).checksum != first
+
+
+def test_int8_storage_round_trip_is_close_and_half_the_size():
+    from avflow.weights import INT8_GROUP, INT8_SCALE, dequantize_int8, quantize_int8
+
+    torch.manual_seed(0)
+    weight = torch.randn(96, 251, 3) * torch.logspace(-3, 0, 251)[None, :, None]  # rows over very different scales
+    state = {"w": weight, "bias": torch.randn(96), "steps": torch.tensor(3)}
+    stored = quantize_int8(state)
+    assert stored["w"].dtype == torch.int8 and stored["bias"].dtype == torch.float16
+    assert stored["steps"].dtype == torch.int64
+    assert stored["w" + INT8_SCALE].numel() == -(-weight.numel() // INT8_GROUP)
+    back = dequantize_int8(stored)
+    assert set(back) == set(state) and back["w"].shape == weight.shape
+    groups = torch.nn.functional.pad(weight.reshape(-1), (0, -weight.numel() % INT8_GROUP)).reshape(-1, INT8_GROUP)
+    bound = (groups.abs().amax(1) / 127 * 0.5 * 1.01 + 1e-7).repeat_interleave(INT8_GROUP)[: weight.numel()]
+    assert ((back["w"] - weight).abs().reshape(-1) <= bound).all()  # half a step of its own group's scale
+    per_row = (weight.abs().amax(dim=(1, 2), keepdim=True) / 127 * 0.5)  # what one scale per row would allow
+    assert (back["w"] - weight).abs().mean() < 0.2 * per_row.mean()
+    assert torch.equal(back["steps"], state["steps"])
+    fp16_bytes = weight.numel() * 2
+    int8_bytes = stored["w"].numel() + stored["w" + INT8_SCALE].numel() * 2
+    assert int8_bytes <= 0.55 * fp16_bytes
+

@@ -9,7 +9,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from avflow.codecs.bigvgan_blocks import AMPBlock1, AMPBlock2, AntiAliasedActivation
+from avflow.codecs.bigvgan_blocks import (
+    AMPBlock1,
+    AMPBlock2,
+    AntiAliasedActivation,
+    conv_frames,
+    conv_transpose_frames,
+    to_frames,
+)
 from avflow.codecs.weight_norm import fold_weight_norm
 from avflow.weights import load_strict, read_state_dict
 
@@ -100,12 +107,18 @@ class BigVGAN(nn.Module):
         return self.config.hop_length
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """The first level (widest) runs on (B, C, T), where the convolutions are already at the matmul peak; the
+        next ones on channels-last frames (B, C, 1, T) (see `avflow.codecs.bigvgan_blocks`)."""
         x = self.conv_pre(mel)  # (B, C, frames)
         for i, up in enumerate(self.ups):
-            x = up[0](x)  # (B, C / 2, T * rate)
+            if i < 2:
+                x = up[0](x)  # (B, C / 2, T * rate)
+                x = to_frames(x) if i == 1 else x
+            else:
+                x = conv_transpose_frames(up[0], x)  # (B, C / 2, 1, T * rate)
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
-        x = self.conv_post(self.activation_post(x))  # (B, 1, frames * hop)
+        x = conv_frames(self.conv_post, self.activation_post(x))[:, :, 0]  # (B, 1, frames * hop)
         return torch.tanh(x) if self.config.use_tanh_at_final else x.clamp(-1.0, 1.0)
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str = "BigVGAN weights") -> BigVGAN:

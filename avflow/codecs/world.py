@@ -1,9 +1,11 @@
 """The world codecs as one object: the video autoencoder and the binaural audio codec, loaded together.
 
 Every model trained on world latents (the joint model, the binaural model, the experiments) reads its codecs here
-and records `checksum` (sha256 of both weight files); loading such a model with other codecs is a one-line
-`WeightsError`. Files in a codec folder: `video.safetensors`, `audio.safetensors` (fp16 or fp32) and
-`codecs.json` (`{"video": {config}, "audio": {config}, ...}`).
+and records `checksum`; loading such a model with other codecs is a one-line `WeightsError`. The checksum covers what
+defines the latent spaces: both codecs' configs and their encoder weights and latent scales as stored (sha256). A
+decoder trained further keeps the checksum, so models trained on the latents stay valid. Files in a codec folder:
+`video.safetensors`, `audio.safetensors` (int8 with a scale per 64 values, `avflow.weights.quantize_int8`; or fp16,
+fp32) and `codecs.json` (`{"video": {config}, "audio": {config}}`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConf
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.config import from_dict, to_dict
 from avflow.errors import ConfigError, WeightsError
-from avflow.weights import atomic_write, load_strict, read_state_dict, save_safetensors
+from avflow.weights import atomic_write, dequantize_int8, load_strict, quantize_int8, read_state_dict, save_safetensors
 
 CODEC_FILES = ("video.safetensors", "audio.safetensors", "codecs.json")
 
@@ -28,11 +30,16 @@ def default_codec_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "codecs"
 
 
-def codecs_checksum(folder: str | Path) -> str:
-    """sha256 (hex) over the bytes of `video.safetensors` then `audio.safetensors`."""
+def latent_checksum(codecs: dict[str, torch.nn.Module], states: dict[str, dict[str, torch.Tensor]]) -> str:
+    """sha256 (hex) over each codec's config and the stored tensors of its encoder (`encoder_keys`), in name order."""
     h = hashlib.sha256()
-    for name in CODEC_FILES[:2]:
-        h.update((Path(folder) / name).read_bytes())
+    for name in sorted(codecs):
+        h.update(json.dumps({name: to_dict(codecs[name].config)}, sort_keys=True).encode())
+        state = states[name]
+        for key in sorted(k for k in state if k.startswith(codecs[name].encoder_keys)):
+            tensor = state[key].contiguous().reshape(-1)
+            h.update(f"{key}:{tensor.dtype}:{tuple(state[key].shape)}".encode())
+            h.update(tensor.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -64,17 +71,28 @@ def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
         audio = WorldAudioCodec(from_dict(WorldAudioCodecConfig, meta["audio"], "audio"))
     except (KeyError, ValueError, ConfigError) as exc:
         raise WeightsError(f"{folder / 'codecs.json'}: not a world codec description ({exc})") from None
+    stored = {}
     for module, name in ((video, "video"), (audio, "audio")):
         path = folder / f"{name}.safetensors"
-        state = {k: v.float() for k, v in read_state_dict(path).items()}
-        load_strict(module, state, str(path)).eval().requires_grad_(False)
-    return WorldCodecs(video, audio, codecs_checksum(folder), folder)
+        stored[name] = read_state_dict(path)
+        load_strict(module, dequantize_int8(stored[name]), str(path)).eval().requires_grad_(False)
+    return WorldCodecs(video, audio, latent_checksum({"video": video, "audio": audio}, stored), folder)
 
 
-def save_codec(module: torch.nn.Module, folder: str | Path, name: str, half: bool = True) -> None:
-    """Write one codec's weights (`{name}.safetensors`, fp16 by default) and its config into `codecs.json`."""
+STORAGE = ("int8", "fp16", "fp32")
+
+
+def save_codec(module: torch.nn.Module, folder: str | Path, name: str, storage: str = "int8") -> None:
+    """Write one codec's weights (`{name}.safetensors`: int8 weights with per-row scales by default, see
+    `avflow.weights.quantize_int8`; or fp16, fp32) and its config into `codecs.json`."""
+    if storage not in STORAGE:
+        raise ConfigError(f"storage must be one of {', '.join(STORAGE)}, got {storage!r}")
     folder = Path(folder)
-    state = {k: v.half() if half and v.is_floating_point() else v for k, v in module.state_dict().items()}
+    state = module.state_dict()
+    if storage == "int8":
+        state = quantize_int8(state)
+    elif storage == "fp16":
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_safetensors(state, folder / f"{name}.safetensors")
     meta_path = folder / "codecs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -76,6 +76,7 @@ class WorldVideoCodec(nn.Module):
 
     temporal_down = TEMPORAL_DOWN
     spatial_down = SPATIAL_DOWN
+    encoder_keys = ("enc_frames.", "enc_fold.", "latent_scale")  # what defines the latent space
 
     def __init__(self, config: WorldVideoCodecConfig | None = None):
         super().__init__()

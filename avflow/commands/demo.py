@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avflow.commands.options import OUTPUT_DIR, StepBar
+
+if TYPE_CHECKING:
+    from avflow.eval.measure import Measure
 
 HELP = "generate a demo clip (outputs/demo.mp4 with binaural sound, a spectrogram PNG) and print its metrics"
 
 METRIC_NOTES = {
-    "sync_ms": "audio onsets minus contacts seen in the frames (median, ms; target |x| < 62)",
-    "sync_matched": "fraction of contacts with an audio onset",
-    "follows_object": "ILD vs the impacting object's side (correlation; target > 0.5)",
+    "sync_offset_ms": "audio onsets vs flashes, appearances and contacts seen in the frames (ms, + = audio late; "
+    "target |x| < 62)",
+    "side_agreement": "matched events whose sound is on their side (target 1)",
+    "follows_object": "ILD at each sound's onset vs its object's side (correlation; target > 0.5)",
     "phys_residual_px": "ballistic-fit residual of the tracked objects (px)",
     "n_onsets": "audio onsets detected",
-    "n_contacts": "contacts seen in the frames",
+    "n_visual_events": "flashes, appearances, cuts and contacts seen in the frames",
 }
 
 
@@ -29,7 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.pipelines.clip import measure_lines
     from avflow.pipelines.default_model import load_default_model, read_default_config
 
     start = time.perf_counter()
@@ -49,6 +53,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {video} ({clip.duration:.2f} s, {clip.frames.shape[2]}x{clip.frames.shape[1]} at {clip.fps:g} fps, "
           f"binaural {clip.sample_rate} Hz) and {spectrogram}")  # fmt: skip
     print("metrics:")  # each defined for this clip, or `undefined:` and why
-    print("\n".join(measure_lines(clip.metrics(), METRIC_NOTES)))
+    for name, m in clip.metrics().items():
+        print(metric_line(name, m))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def metric_line(name: str, m: Measure) -> str:
+    """One metric: its value and what it is, or, when it has none (a blank video, silent audio), the reason (`avflow
+    demo` and `avflow generate --metrics`)."""
+    if not m.defined:
+        return f"  {name:<18} {'-':>8}  undefined: {m.reason}"
+    sure = f" [confidence {m.confidence:.2f}]" if m.confidence < 1 else ""
+    return f"  {name:<18} {m.value:8.3f}  {METRIC_NOTES.get(name, '')}{sure}".rstrip()

@@ -24,6 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite(parser)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Folders that exist, a writable --json path and --report folder, before any clip is scored or torch is
+    imported (one-line errors)."""
+    from avflow.errors import MediaError, OutputError
+
+    for what, folder in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
+        if folder is not None and not Path(folder).is_dir():
+            raise MediaError(f"{what} {folder}: not a folder")
+    if args.json is not None:
+        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
+    if args.report is not None:
+        report = Path(args.report)
+        if report.exists() and not report.is_dir():
+            raise OutputError(f"--report {report}: exists and is not a folder")
+        if (report / "index.html").exists() and not args.overwrite:
+            raise OutputError(f"{report / 'index.html'} exists; pass --overwrite (or -y) to replace it")
+
+
 def _clean(value):
     """JSON has no NaN: write null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -31,19 +49,6 @@ def _clean(value):
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     return value
-
-
-def _check(args: argparse.Namespace) -> None:
-    """One-line errors for bad arguments, before any clip is read."""
-    from avflow.errors import ConfigError
-
-    for name, path in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
-        if path is not None and not Path(path).is_dir():
-            raise ConfigError(f"{name} {path}: not a folder")
-    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
-        raise ConfigError(f"--report {args.report}: exists and is not a folder")
-    if args.json is not None:
-        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
 
 
 def _line(cid: str, measures: dict) -> str:
@@ -62,7 +67,7 @@ def _line(cid: str, measures: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check(args)
+    check_arguments(args)
     from avflow.eval.report import evaluate, format_table
 
     def progress(cid: str, measures: dict) -> None:

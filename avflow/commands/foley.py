@@ -23,6 +23,7 @@ from avflow.commands.options import (
     add_device,
     add_existing_audio,
     add_overwrite,
+    add_precision,
     check_distinct,
     check_output,
     check_prompt,
@@ -54,6 +55,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
     parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance strength cfg_strength, 1 = off "
                         "(default: the model's own)")  # fmt: skip
+    parser.add_argument("--fast", action="store_true",
+                        help="the fast sampler preset instead of the model's own solver and steps: fewer network "
+                             "evaluations for the same accuracy (docs/foley.md); --steps still sets the "
+                             "steps")  # fmt: skip
+    add_precision(parser)
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
@@ -71,7 +77,8 @@ def check_model_arguments(args: argparse.Namespace):
     from avflow.pipelines.foley_variants import check_available, resolve_model
 
     spec = resolve_model(args.model, args.weights)
-    sampling = spec.sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    sampling = spec.sampling.preset("fast") if args.fast else spec.sampling
+    sampling = sampling.override(steps=args.steps, cfg_strength=args.cfg)
     device = resolve_device(args.device)
     check_available(spec, args.model)
     return sampling, device
@@ -82,7 +89,7 @@ def load_pipeline(args: argparse.Namespace, sampling, device: str):
     from avflow.pipelines.foley import FoleyPipeline
 
     return FoleyPipeline.load(args.model, weights=args.weights, device=device, sampling=sampling,
-                              window_s=args.window, overlap_s=args.overlap)  # fmt: skip
+                              window_s=args.window, overlap_s=args.overlap, precision=args.precision)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

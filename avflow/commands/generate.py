@@ -20,6 +20,7 @@ from avflow.commands.options import (
     add_device,
     add_existing_audio,
     add_overwrite,
+    add_precision,
     check_distinct,
     check_output,
     check_prompt,
@@ -72,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="print sync / spatial / physics measures (each defined, or why not)")  # fmt: skip
     add_device(parser)
+    add_precision(parser)
     add_overwrite(parser)
 
 
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     sampling, duration, info, device = check_inputs(args)
     from avflow.pipelines.default_model import load_default_model
 
-    pipe = load_default_model(args.model).to(device)
+    pipe = load_default_model(args.model).to(device, args.precision)
     options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
     bar = StepBar("generate", per_window=sampling.steps)
     try:
@@ -144,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     written = outputs.written
     print(f"wrote {written[0]} ({what})" + (f" and {written[1]}" if len(written) > 1 else ""))
     if args.metrics:
-        from avflow.pipelines.clip import measure_lines
+        from avflow.commands.demo import metric_line
 
-        print("\n".join(measure_lines(clip.metrics())))
+        for name, m in clip.metrics().items():
+            print(metric_line(name, m))
     return 0

@@ -38,9 +38,16 @@ def add_existing_audio(parser: argparse.ArgumentParser, *, when: str = "", parse
 
 
 def add_device(parser: argparse.ArgumentParser, *, autocast: bool = True) -> None:
-    bf16 = " (CUDA runs the networks under bf16 autocast where the GPU supports it)" if autocast else ""
+    bf16 = " (with --precision auto, CUDA runs the networks in bf16 where the GPU supports it)" if autocast else ""
     parser.add_argument("--device", default="auto",
                         help=f"cpu, cuda or cuda:N{bf16}; auto: cuda when a GPU is available")  # fmt: skip
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """`--precision {auto,fp32,bf16}` (`avflow.precision`); its help says whether bf16 pays off on this CPU."""
+    from avflow.precision import DEFAULT_PRECISION, PRECISIONS, precision_help
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help=precision_help())
 
 
 def resolve_device(name: str) -> str:

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=["make"], default="make",
                         help="what to do (only `make` for now, so it may be left out)")  # fmt: skip
     parser.add_argument("--n", type=int, required=True, help="number of clips over all splits (about 80/10/10)")
-    parser.add_argument("--out", required=True, help="output folder; gets train/, val/, test/")
+    parser.add_argument("--out", required=True, help="output folder; gets train/, val/, test/ (clips already there "
+                        "from the same seed and settings are kept: a rerun resumes, a bigger --n extends)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; splits use disjoint clip-seed ranges")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--preview", action="store_true", help="also write an mp4 preview per clip")

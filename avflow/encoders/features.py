@@ -62,7 +62,9 @@ class ConditionFeatures:
 
 
 class Encoders(nn.Module):
-    """CLIP + Synchformer + CLIP tokenizer. `clip_batch` frames and `sync_batch` segments go through at a time."""
+    """CLIP + Synchformer + CLIP tokenizer. `clip_batch` frames and `sync_batch` segments go through at a time: enough
+    rows (about 6000 tokens) for the matrix products to run at the machine's peak, few enough that the activations
+    stay a few hundred MB whatever the video's length."""
 
     def __init__(
         self,
@@ -70,8 +72,8 @@ class Encoders(nn.Module):
         synchformer: Synchformer,
         tokenizer: CLIPTokenizer | None = None,
         *,
-        clip_batch: int = 32,
-        sync_batch: int = 16,
+        clip_batch: int = 8,
+        sync_batch: int = 4,
         window_s: float = 0.5,
     ):
         super().__init__()

@@ -158,6 +158,10 @@ def clip_measures(clip: EvalClip, ref: EvalClip | None = None, config: ClipConfi
             out["side_gt_agreement"] = side.side_agreement(side.event_sides(audio, sr, onsets, gt_events, gt))
     out["side_agreement"] = details.side_agreement
     out["follows_object"] = details.follows_object
+    if clip.frames is not None and details.events is None:
+        why = details.sync_offset_ms.reason or "no visual events"
+        for k in ("av_align", "phys_residual_px", "phys_gravity_fit", "phys_permanence", "phys_energy_growth"):
+            out[k] = Measure.undefined(why)
     if details.events is not None and clip.frames is not None:
         out["av_align"] = _wrap(sync.av_align(audio, sr, clip.frames, clip.fps), "no audio onset and no motion peak")
         tracks = details.tracks if details.tracks is not None else physics.track_objects(clip.frames)

@@ -134,7 +134,7 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
                      size: SizeConfig) -> dict[str, float]:  # fmt: skip
     """Per-clip metrics against ground truth, means, the contact split and Fréchet distances to the references."""
     from avflow.eval import distribution
-    from avflow.eval.report import EvalClip, clip_metrics
+    from avflow.eval.report import EvalClip, clip_measures
     from avflow.world.dataset import load_clip
 
     sr = manifest["sample_rate"]
@@ -144,7 +144,7 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
         frames = video[i] if video is not None else None
         wav = audio[i] if audio is not None else np.zeros_like(ref.audio)
         clip = EvalClip(row["id"], wav, sr, frames, float(size.fps), ref.meta)
-        m = clip_metrics(clip)
+        m = {k: v.get() for k, v in clip_measures(clip).measures.items()}  # undefined -> NaN, key kept
         if audio is None:
             m = {k: v for k, v in m.items() if k.startswith("phys_")}
         m["n_events"] = row["n_events"]

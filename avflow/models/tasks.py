@@ -3,6 +3,8 @@
 - `joint`: both streams noised (text-to-audio+video).
 - `a2v`: audio clean, video generated.  - `v2a`: video clean, audio generated.
 - `continuation`: the first k video latent frames and the audio latents of the same span are clean.
+- A `prefix` of k frames may also be clean in a2v / v2a (the generated stream's first k frames): how long inputs
+  are generated window by window, each window continuing the previous one.
 
 Times come back per frame, `(B, T)` for video and `(B, N)` for audio, so one batch may mix tasks.
 """
@@ -36,22 +38,26 @@ def task_times(
     video_fps: float = 16.0,
     temporal_stride: int = 4,
     audio_rate: float = 31.25,
+    prefix: bool = False,
 ) -> dict[str, Tensor]:
-    """t `(B,)` noise level of the generated part -> {"video": (B, T), "audio": (B, N)} with 1 on clean frames."""
+    """t `(B,)` noise level of the generated part -> {"video": (B, T), "audio": (B, N)} with 1 on clean frames.
+
+    `prefix`: in a2v / v2a, the first `k_video` frames of the generated stream (and their audio span) are clean too.
+    """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
     b = t.shape[0]
     tv = t[:, None].expand(b, video_frames).clone()
     ta = t[:, None].expand(b, audio_tokens).clone()
+    if task == "continuation" or prefix:
+        if not 0 < k_video < video_frames:
+            raise ConfigError(f"a clean prefix needs 0 < k_video < {video_frames} latent frames, got {k_video}")
+        tv[:, :k_video] = 1.0
+        ta[:, : audio_clean_count(k_video, video_fps, temporal_stride, audio_rate)] = 1.0
     if task == "a2v":
         ta.fill_(1.0)
     elif task == "v2a":
         tv.fill_(1.0)
-    elif task == "continuation":
-        if not 0 < k_video < video_frames:
-            raise ConfigError(f"continuation needs 0 < k_video < {video_frames} latent frames, got {k_video}")
-        tv[:, :k_video] = 1.0
-        ta[:, : audio_clean_count(k_video, video_fps, temporal_stride, audio_rate)] = 1.0
     return {"video": tv, "audio": ta}
 
 
@@ -68,24 +74,31 @@ class TaskMixture:
         default_factory=lambda: {"joint": 0.5, "a2v": 0.15, "v2a": 0.15, "continuation": 0.2}
     )
     max_k_video: int | None = None  # continuation draws k in [1, max_k_video] (default: half the frames)
+    prefix: float = 0.0  # probability that an a2v / v2a sample also has a clean prefix of k frames (windows)
 
     def __post_init__(self) -> None:
         bad = [k for k in self.ratios if k not in TASKS]
         if bad or not self.ratios or any(v < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0:
             raise ConfigError(f"task ratios must be non-negative over {TASKS}, got {self.ratios}")
+        if not 0.0 <= self.prefix <= 1.0:
+            raise ConfigError(f"prefix: a probability in [0, 1], got {self.prefix}")
 
-    def draw(self, video_frames: int, generator: torch.Generator | None = None) -> tuple[str, int]:
-        """One sample's task and its continuation length k (1 unless continuation), from `generator` alone."""
+    def draw(self, video_frames: int, generator: torch.Generator | None = None) -> tuple[str, int, bool]:
+        """One sample's task, its clean-prefix length k (frames) and whether an a2v / v2a sample has that prefix,
+        from `generator` alone."""
         names = list(self.ratios)
         probs = torch.tensor([self.ratios[n] for n in names], dtype=torch.float64)
         task = names[int(torch.multinomial(probs, 1, generator=generator))]
         if task == "continuation" and video_frames < 2:
             task = "joint"
+        prefix = False
+        if task in ("a2v", "v2a") and self.prefix > 0 and video_frames >= 2:
+            prefix = bool(torch.rand(1, generator=generator) < self.prefix)
         k = 1
-        if task == "continuation":
+        if task == "continuation" or prefix:
             max_k = self.max_k_video or max(1, video_frames // 2)
             k = int(torch.randint(1, min(max_k, video_frames - 1) + 1, (1,), generator=generator))
-        return task, k
+        return task, k, prefix
 
     def sample(
         self,
@@ -106,8 +119,8 @@ class TaskMixture:
             raise ConfigError(f"need one generator per sample ({t.shape[0]}), got {len(gens)}")
         tv, ta, tasks = [], [], []
         for i, g in enumerate(gens):
-            task, k = self.draw(video_frames, g)
-            times = task_times(task, t[i : i + 1], video_frames, audio_tokens, k_video=k, **timing)
+            task, k, prefix = self.draw(video_frames, g)
+            times = task_times(task, t[i : i + 1], video_frames, audio_tokens, k_video=k, prefix=prefix, **timing)
             tv.append(times["video"])
             ta.append(times["audio"])
             tasks.append(task)

@@ -1,25 +1,39 @@
 """MMAudio building blocks: SwiGLU MLPs (linear and convolutional), QK-normed attention, adaLN DiT blocks,
 joint (latent / CLIP / text) blocks, the final block and the sinusoidal timestep embedder.
 
-Module and parameter names follow the official MMAudio checkpoints.
+Module and parameter names follow the official MMAudio checkpoints. Inside `winograd_convolutions(module)` the
+kernel-3 token convolutions run as Winograd F(4, 3) at float32 CPU inference (`avflow.nn.winograd`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from avflow.nn import winograd
 from avflow.nn.attention import attention, joint_attention
 from avflow.nn.rope import RopeTable, apply_rope
+
+# Transformed weights cached while `winograd_convolutions` is active (U is twice the size of a conv weight);
+# convolutions beyond this budget transform their weights block by block at every call instead.
+WINOGRAD_CACHE_BYTES = 1 << 30
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation: x * (1 + scale) + shift."""
     return x * (1 + scale) + shift
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """silu(a) * b; in place on `a` at inference."""
+    if torch.is_grad_enabled():
+        return F.silu(a) * b
+    return F.silu(a, inplace=True).mul_(b)
 
 
 def swiglu_hidden_dim(hidden_dim: int, multiple_of: int = 256) -> int:
@@ -45,14 +59,68 @@ class DistinctRows:
         return cls(rows, index.view(c.shape[:-1]))
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return fn(self.rows)[self.index]  # (B, N, D_out)
+        out = fn(self.rows)  # (U, D_out)
+        return out.index_select(0, self.index.flatten()).view(*self.index.shape, -1)  # (B, N, D_out)
 
 
 class ChannelLastConv1d(nn.Conv1d):
-    """Conv1d on (B, N, C) tensors."""
+    """Conv1d on (B, N, C) tensors. While `winograd` is set (by `winograd_convolutions`), float32 CPU inference runs
+    as Winograd F(4, 3) with the cached transformed weight `winograd_weight` (or one transformed per call)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    winograd: bool = False
+    winograd_weight: torch.Tensor | None = None
+
+    @property
+    def winograd_eligible(self) -> bool:
+        """A plain kernel-3 'same' convolution."""
+        return (
+            self.kernel_size == (3,)
+            and self.padding == (1,)
+            and self.stride == (1,)
+            and self.dilation == (1,)
+            and self.groups == 1
+            and self.padding_mode == "zeros"
+        )
+
+    def use_winograd(self, x: torch.Tensor) -> bool:
+        return (
+            self.winograd
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        )
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, C_in) -> (B, N, C_out); `v`: x's Winograd input transform, when already computed."""
+        if self.use_winograd(x):
+            return winograd.conv3(x, self.weight, self.bias, self.winograd_weight, v)
         return super().forward(x.transpose(1, 2)).transpose(1, 2)  # (B, N, C_out)
+
+
+@contextmanager
+def winograd_convolutions(module: nn.Module, max_cache_bytes: int = WINOGRAD_CACHE_BYTES) -> Iterator[None]:
+    """Run the kernel-3 token convolutions of `module` as Winograd F(4, 3) inside this block (inference only).
+
+    Transformed weights are cached up to `max_cache_bytes` and dropped on exit; numerics stay within float32
+    rounding of the direct convolution.
+    """
+    convs = [m for m in module.modules() if isinstance(m, ChannelLastConv1d) and m.winograd_eligible]
+    if torch.is_autocast_enabled("cpu"):  # lower precision runs the direct convolutions
+        convs = []
+    budget = max_cache_bytes
+    with torch.no_grad():
+        for conv in convs:
+            conv.winograd = True
+            size = 2 * conv.weight.numel() * conv.weight.element_size()
+            if conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu" and size <= budget:
+                conv.winograd_weight = winograd.transform_weight(conv.weight)
+                budget -= size
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv.winograd, conv.winograd_weight = False, None
 
 
 class MLP(nn.Module):
@@ -66,7 +134,7 @@ class MLP(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(swiglu(self.w1(x), self.w3(x)))
 
 
 class ConvMLP(nn.Module):
@@ -80,7 +148,8 @@ class ConvMLP(nn.Module):
         self.w3 = ChannelLastConv1d(dim, hidden, kernel_size, padding=padding, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        v = winograd.transform_input(x) if self.w1.use_winograd(x) else None  # shared by w1 and w3
+        return self.w2(swiglu(self.w1(x, v), self.w3(x, v)))
 
 
 class SelfAttention(nn.Module):

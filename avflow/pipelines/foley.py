@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +37,13 @@ from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
-from avflow.pipelines.devices import autocast, autocast_dtype
 from avflow.pipelines.foley_frames import iter_window_frames
 from avflow.pipelines.foley_model import FoleyModel
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
 from avflow.pipelines.foley_variants import model_files, resolve_model
 from avflow.pipelines.foley_windows import Window, plan_windows
 from avflow.pipelines.inputs import check_duration, check_video_input
+from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
 Progress = Callable[[int, int], None]  # (solver steps done, steps in all windows)
 
@@ -71,11 +71,12 @@ class FoleyPipeline:
         window_s: float = 8.0,
         overlap_s: float = 1.0,
         read_s: float = 0.5,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.model, self.encoders = model, encoders
         self.window_s, self.overlap_s, self.read_s = window_s, overlap_s, read_s
+        self.precision = check_precision(precision)  # `avflow.precision`: auto, fp32 or bf16
         self.trace: list[tuple[str, float]] | None = None
-        self.autocast: torch.dtype | None = None  # run the networks under autocast to this dtype (CUDA: bf16)
         self.timings: dict[str, float] = {}  # wall seconds per stage (features, sampling, decoding), accumulated
 
     @classmethod
@@ -90,8 +91,9 @@ class FoleyPipeline:
         **kwargs,
     ) -> FoleyPipeline:
         """Load every part of `model` (an official variant's name, its files from the weight cache, or a JSON model
-        config), the network from `weights` when given; `sampling` defaults to the model's. On a CUDA device the
-        networks run under bf16 autocast where the GPU supports it."""
+        config), the network from `weights` when given; `sampling` defaults to the model's; `kwargs` go to the
+        constructor (window_s, overlap_s, read_s, precision: with the default "auto", a CUDA device runs the networks
+        under bf16 autocast where the GPU supports it)."""
         spec = resolve_model(model, weights)
         paths = model_files(spec, model, root)
         network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths["network"])
@@ -101,9 +103,7 @@ class FoleyPipeline:
         foley = FoleyModel(network, vae, vocoder, sampling or spec.sampling)
         clip = load_clip(paths["clip"], spec.clip_config)
         sync = load_synchformer(paths["synchformer"], spec.synchformer_config)
-        pipeline = cls(foley, Encoders(clip, sync).to(device), **kwargs)
-        pipeline.autocast = autocast_dtype(device)
-        return pipeline
+        return cls(foley, Encoders(clip, sync).to(device), **kwargs)
 
     @property
     def sample_rate(self) -> int:
@@ -114,9 +114,9 @@ class FoleyPipeline:
         config = self.model.network.config
         return config.sample_rate / config.hop_length / 2
 
-    def _autocast(self):
-        """bf16 autocast for the networks when enabled (decoding to audio stays in fp32)."""
-        return autocast(self.model.device, self.autocast)
+    def _autocast(self, *, codec: bool = False) -> AbstractContextManager:
+        """Autocast of this pipeline's precision on its device, for the networks or (`decoding`) the VAE + vocoder."""
+        return autocast(self.precision, self.model.device, codec=codec)
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -287,7 +287,7 @@ class FoleyPipeline:
                 )  # fmt: skip
             latents = latents.float()
             self._note("latents", latents.shape[1] / self.latent_rate)
-            with self._timed("decoding"):
+            with self._timed("decoding"), self._autocast(codec=True):
                 wav = model.decode(net.unnormalize(latents), round(w.duration * sr))[0].float().cpu()  # (samples,)
             self._note("window_audio", len(wav) / sr)
             start = w.start * per_latent

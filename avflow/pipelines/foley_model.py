@@ -14,6 +14,7 @@ from avflow.errors import ConfigError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING
+from avflow.nn.mmaudio_blocks import winograd_convolutions
 
 
 def sample_latents(
@@ -31,11 +32,15 @@ def sample_latents(
 
     The negative branches use the learned empty conditions, with `negative_text_f` (B, Nt, text_dim) in place of
     the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps);
-    `progress(done, steps)` hears of every solver step.
+    `progress(done, steps)` hears of every solver step. The network's kernel-3 convolutions run as Winograd F(4, 3)
+    meanwhile (`winograd_convolutions`).
     """
     negative = network.empty_conditions(x0.shape[0], negative_text_f) if sampling.guided else None
     model = generator if generator is not None else network
-    result = sample_with(sampling, model, {"audio": x0}, cond, negative=negative, batched=batched, progress=progress)
+    with winograd_convolutions(network):
+        result = sample_with(
+            sampling, model, {"audio": x0}, cond, negative=negative, batched=batched, progress=progress
+        )
     return result.streams["audio"], result.nfe
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,9 +27,9 @@ from torch import Tensor
 from avflow.errors import AvflowError, ConfigError, MediaError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
-from avflow.pipelines.devices import autocast, autocast_dtype
 from avflow.pipelines.inputs import MAX_DURATION_S, used_span
 from avflow.pipelines.joint_windows import crossfade_into, plan_windows
+from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
 if TYPE_CHECKING:
     from avflow.codecs.world import WorldCodecs
@@ -66,7 +67,7 @@ class JointPipeline:
         self.height, self.width = config.height, config.width
         self.sampling = config.sampling  # the model's defaults
         self.default_prompt = config.default_prompt
-        self.autocast: torch.dtype | None = None  # sample under autocast to this dtype (CUDA: bf16)
+        self.precision = DEFAULT_PRECISION  # `avflow.precision`: auto, fp32 or bf16 (set with `to`)
         self.stride = model.config.video_temporal_stride  # pixel frames per video latent frame
         self.frame_samples = round(self.stride * self.sample_rate / self.fps)  # audio samples per video latent frame
         self.audio_per_frame = self.frame_samples // codecs.audio.samples_per_latent  # audio latents per latent frame
@@ -77,12 +78,17 @@ class JointPipeline:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> JointPipeline:
-        """Move the networks to `device`; on CUDA, sampling runs under bf16 autocast where the GPU supports it."""
+    def to(self, device: str | torch.device, precision: str | None = None) -> JointPipeline:
+        """Move the networks to `device`, and set the precision (`avflow.precision`; with the default "auto", CUDA
+        samples under bf16 autocast where the GPU supports it)."""
         for module in (self.model, self.codecs.video, self.codecs.audio):
             module.to(device)
-        self.autocast = autocast_dtype(device)
+        self.precision = check_precision(precision or self.precision)
         return self
+
+    def _codec_precision(self) -> AbstractContextManager:
+        """The autocast context of the codecs (media to latents and back) in this pipeline's precision."""
+        return autocast(self.precision, self.device, codec=True)
 
     # -- inputs ------------------------------------------------------------------------------------------------------
 
@@ -141,18 +147,22 @@ class JointPipeline:
             frames = torch.cat([frames, frames[-1:].expand(need - frames.shape[0], -1, -1, -1)])
         video = frames[:need].permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
         step = self.window * self.stride
-        parts = [self.codecs.video.encode(video[:, :, i : i + step].to(self.device)) for i in range(0, need, step)]
-        return torch.cat(parts, dim=2)  # (1, C, latents, h, w)
+        with self._codec_precision():
+            parts = [self.codecs.video.encode(video[:, :, i : i + step].to(self.device)) for i in range(0, need, step)]
+        return torch.cat(parts, dim=2).float()  # (1, C, latents, h, w)
 
     def _encode_audio(self, audio: Tensor, latents: int) -> dict[str, Tensor]:
         """The first `latents` audio latents of (2, S) audio (silence after its end), `left` and `right`."""
         need = latents * self.codecs.audio.samples_per_latent
         audio = torch.nn.functional.pad(audio[:, :need], (0, max(0, need - audio.shape[1])))
-        return self.codecs.audio.encode(audio[None].to(self.device))
+        with self._codec_precision():
+            coded = self.codecs.audio.encode(audio[None].to(self.device))
+        return {ear: z.float() for ear, z in coded.items()}
 
     def _decode_video(self, latents: Tensor) -> Tensor:
         """Latents (1, C, T', h, w) -> frames (4 T', H, W, 3) float in [0, 255] on the CPU."""
-        video = self.codecs.video.decode(latents)[0].float().cpu()  # (3, T, H, W) in [-1, 1]
+        with self._codec_precision():
+            video = self.codecs.video.decode(latents)[0].float().cpu()  # (3, T, H, W) in [-1, 1]
         return ((video + 1.0) * 127.5).permute(1, 2, 3, 0)
 
     # -- generation ----------------------------------------------------------------------------------------------
@@ -234,7 +244,7 @@ class JointPipeline:
                 def report(step: int, total: int, done: int = i * sampling.steps) -> None:  # over all windows
                     progress(done + step, len(starts) * total)
 
-            with autocast(device, self.autocast):
+            with autocast(self.precision, device):
                 out = sample_with(sampling, self.model, noise, cond, negative=negative, clean=clean, t_start=t_start,
                                   progress=report).streams  # fmt: skip
             video[:, :, s:e] = out["video"].float()
@@ -245,7 +255,8 @@ class JointPipeline:
                 piece = self._decode_video(video[:, :, s:e])
                 filled_frames = crossfade_into(frames_out, filled_frames, s * self.stride, piece, fade_frames)
             if decode_audio:
-                wave = self.codecs.audio.decode({ear: audio[ear][:, a:b] for ear in EARS})[0]  # (2, samples)
+                with self._codec_precision():
+                    wave = self.codecs.audio.decode({ear: audio[ear][:, a:b] for ear in EARS})[0]  # (2, samples)
                 piece = wave.float().clamp(-1.0, 1.0).cpu().T
                 filled_audio = crossfade_into(audio_out, filled_audio, s * self.frame_samples, piece, fade_samples)
         frames = frames_out.round().clamp(0, 255).to(torch.uint8)

@@ -13,6 +13,7 @@ from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 @dataclass(frozen=True, kw_only=True)
 class JointFlowConfig(FlowMatchingConfig):
     ratios: dict[str, float] = field(default_factory=lambda: {"joint": 0.6, "a2v": 0.2, "v2a": 0.2})
+    prefix: float = 0.0  # probability of a clean prefix in a2v / v2a samples (window-by-window generation)
 
 
 class JointFlowTask(FlowMatchingTask):
@@ -20,7 +21,7 @@ class JointFlowTask(FlowMatchingTask):
 
     def __init__(self, config: JointFlowConfig):
         super().__init__(config)
-        self.mixture = TaskMixture(dict(config.ratios))
+        self.mixture = TaskMixture(dict(config.ratios), prefix=config.prefix)
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
         """Each sample's task from its own seed; every audio stream (`audio`, or `left` and `right`) shares the
@@ -29,6 +30,9 @@ class JointFlowTask(FlowMatchingTask):
         gens = [torch.Generator().manual_seed(int(s) ^ 0x5EED) for s in batch["seed"].tolist()]
         audio_streams = [s for s in out["streams"] if s != "video"]
         video, audio = out["streams"]["video"], out["streams"][audio_streams[0]]
-        times, _, _ = self.mixture.sample(out["t"]["video"].cpu(), video.shape[2], audio.shape[1], generator=gens)
+        frames, tokens = video.shape[2], audio.shape[1]
+        # both streams span the clip, so a clean prefix of k video latent frames covers k * tokens / frames latents
+        timing = {"video_fps": 1.0, "temporal_stride": 1, "audio_rate": tokens / frames}
+        times, _, _ = self.mixture.sample(out["t"]["video"].cpu(), frames, tokens, generator=gens, **timing)
         out["t"] = {"video": times["video"].to(device)} | {s: times["audio"].to(device) for s in audio_streams}
         return out

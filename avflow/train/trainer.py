@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from avflow.config import dump_yaml, to_dict
 from avflow.errors import WeightsError
+from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
 from avflow.train import distributed as dist
 from avflow.train import fsdp
@@ -68,14 +69,6 @@ def to_device(x, device: torch.device):
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
     return x
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 def _kill_point() -> tuple[int, str] | None:

@@ -173,7 +173,8 @@ def generate_joint(
         clip.save(video)
     clip.save_spectrogram(spectrogram)
     windows = f" in {clip.windows} windows" if clip.windows > 1 else ""
-    measures = "; ".join(f"{name}: {m}" for name, m in clip.metrics().items())
+    metrics = clip.metrics()  # each a value, or no score and the reason (a blank video)
+    measures = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
     return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}. {measures}")
 
 

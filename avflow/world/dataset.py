@@ -94,6 +94,18 @@ def make_clip(seed: int, config: WorldConfig | None = None, clip_id: str | None 
     return WorldClip(audio.astype(np.float32), frames, masks, meta)
 
 
+def rerender_audio(meta: dict, ambience_seed: int | None = None) -> np.ndarray:
+    """(2, N) float32 audio of the clip that `meta` (its json) describes, with the ambience drawn for `ambience_seed`
+    instead of the clip's seed (None: the clip's own audio again). The same sounds under another draw of the random
+    background: the ground truth against it is the floor of an audio measure (what no codec can be asked to beat)."""
+    config = WorldConfig(**{**meta["config"], "materials": tuple(meta["config"]["materials"])})
+    scene = sample_scene(config, np.random.default_rng(meta["seed"]), seed=meta["seed"])
+    audio = render_audio(scene, with_ambience=False)
+    if config.ambience > 0:
+        audio = audio + ambience(replace(scene, seed=meta["seed"] if ambience_seed is None else ambience_seed))
+    return (audio * meta["audio_gain"]).astype(np.float32)
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez_compressed with a fixed zip timestamp, so equal arrays give byte-identical files."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -146,15 +158,28 @@ def clip_seed(split: str, seed: int, index: int) -> int:
     return SPLIT_SEED_BASE[split] + seed * SEEDS_PER_RUN + index
 
 
+def _written_meta(stem: Path, seed: int, config: WorldConfig) -> dict | None:
+    """The meta of a clip already on disk from this seed and config (its json is written last), else None."""
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    complete = stem.with_suffix(".wav").is_file() and stem.with_suffix(".npz").is_file()
+    same = meta.get("seed") == seed and meta.get("config") == json.loads(json.dumps(asdict(config)))
+    return meta if complete and same else None
+
+
 def _job(args: tuple) -> dict:
     split, index, seed, out, config, preview = args
     clip_id = f"{split}_{index:06d}"
-    clip = make_clip(clip_seed(split, seed, index), config, clip_id)
     stem = Path(out) / split / clip_id
-    write_clip(clip, stem)
-    if preview:
-        write_preview(clip, stem)
-    m = clip.meta
+    m = _written_meta(stem, clip_seed(split, seed, index), config)
+    if m is None:  # not made yet, or made from another seed or config: (re)render
+        clip = make_clip(clip_seed(split, seed, index), config, clip_id)
+        write_clip(clip, stem)
+        if preview:
+            write_preview(clip, stem)
+        m = clip.meta
     return {"id": clip_id, "duration": m["duration"], "fps": m["fps"], "sample_rate": m["sample_rate"],
             "caption": m["caption"], "n_events": len(m["events"])}  # fmt: skip
 

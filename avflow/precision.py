@@ -1,0 +1,80 @@
+"""Numeric precision of inference: "auto", "fp32" or "bf16" (matmuls, convolutions and attention in bfloat16 under
+autocast), one setting for every generating command and pipeline.
+
+  auto  the networks run under bf16 autocast on a CUDA GPU that supports it, decoding to audio and frames in fp32;
+        fp32 everywhere else (so CPU results are exactly the fp32 ones).
+  fp32  everything in fp32, on every device (the parity setting).
+  bf16  every stage under bf16 autocast, decoding included, on any device.
+
+bf16 is fast where the hardware multiplies bfloat16 natively: GPUs, and CPUs with AMX-BF16 (Intel Xeon 4th
+generation and later). Elsewhere (e.g. AVX2-only CPUs) it still works, but the bfloat16 kernels are emulated and run
+slower than fp32. `precision_help()` says which case this machine is, for --help, without importing torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from avflow.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_PRECISION = "auto"
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU reports the AMX-BF16 instructions (Linux /proc/cpuinfo; False where it cannot tell)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines())
+
+
+def precision_help() -> str:
+    """The --precision help: the choices, the default, and whether bf16 pays off on this CPU."""
+    here = (
+        "this CPU has AMX-BF16, so bf16 is fast here"
+        if cpu_has_amx_bf16()
+        else "this CPU has no AMX-BF16: bf16 works on it but is slower than fp32"
+    )
+    return (
+        f"numeric precision (default: {DEFAULT_PRECISION}): auto = the networks in bf16 on a CUDA GPU that supports "
+        "it, fp32 on the CPU; fp32 = fp32 everywhere; bf16 = every stage in bf16, which is fast on GPUs and on CPUs "
+        f"with AMX-BF16 ({here})"
+    )
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    return precision
+
+
+def autocast_dtype(precision: str, device: str | object, *, codec: bool = False):
+    """The dtype `precision` runs on `device` under autocast (torch.bfloat16), or None for fp32. `codec`: the
+    codecs that turn latents into audio or frames and back (bf16 only when asked for explicitly)."""
+    import torch
+
+    device = torch.device(device)
+    if check_precision(precision) == "bf16":
+        return torch.bfloat16
+    on_gpu = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if precision == "auto" and on_gpu and not codec else None
+
+
+@contextmanager
+def autocast(precision: str, device: str | object = "cpu", *, codec: bool = False) -> Iterator[None]:
+    """Run the block in `precision` on `device` (a torch.device or its name); see `autocast_dtype`."""
+    import torch
+
+    dtype = autocast_dtype(precision, device, codec=codec)
+    if dtype is None:
+        yield
+        return
+    with warnings.catch_warnings(), torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+        # bf16 activations meet fp32 norm weights: torch then skips its fused kernels and says so at every call
+        warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+        yield

@@ -1,0 +1,79 @@
+"""Winograd F(4, 3) token convolutions: against the direct convolution in float64, cached and per-call weights, and
+the `winograd_convolutions` scope of the MMAudio blocks (on only inside it, only at float32 CPU inference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avflow.nn import winograd
+from avflow.nn.mmaudio_blocks import ChannelLastConv1d, ConvMLP, winograd_convolutions
+
+
+def direct64(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    b = None if bias is None else bias.double()
+    return F.conv1d(x.double().transpose(1, 2), weight.double(), b, padding=1).transpose(1, 2)
+
+
+@pytest.mark.parametrize(("batch", "n", "c_in", "c_out"), [(2, 50, 24, 40), (1, 7, 16, 9), (3, 1, 8, 8), (1, 4, 5, 3)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_conv3_matches_the_direct_convolution(batch, n, c_in, c_out, with_bias):
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(batch, n, c_in, generator=gen)
+    weight = torch.randn(c_out, c_in, 3, generator=gen) / (3 * c_in) ** 0.5
+    bias = torch.randn(c_out, generator=gen) if with_bias else None
+    expected = direct64(x, weight, bias)
+    per_call = winograd.conv3(x, weight, bias)
+    cached = winograd.conv3(x, weight, bias, winograd.transform_weight(weight))
+    assert per_call.shape == (batch, n, c_out)
+    torch.testing.assert_close(per_call.double(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached, per_call, atol=1e-6, rtol=1e-6)
+
+
+def test_weight_blocks_give_the_same_products():
+    """Weights transformed block by block (output channels) multiply like the whole transformed weight."""
+    gen = torch.Generator().manual_seed(0)
+    v = winograd.transform_input(torch.randn(2, 13, 6, generator=gen))
+    weight = torch.randn(11, 6, 3, generator=gen)
+    whole = winograd.products(v, weight, winograd.transform_weight(weight))
+    torch.testing.assert_close(winograd.products(v, weight, None, block=4), whole, atol=1e-6, rtol=1e-6)
+
+
+def tiny_mlp(seed: int = 0) -> ConvMLP:
+    mlp = ConvMLP(12, 40, multiple_of=8, kernel_size=3, padding=1)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return mlp
+
+
+@pytest.mark.parametrize("max_cache_bytes", [1 << 30, 0])  # cached, and transformed at every call
+def test_scope_runs_winograd_inside_only(max_cache_bytes):
+    mlp = tiny_mlp()
+    x = torch.randn(2, 21, 12)
+    with torch.no_grad():
+        direct = mlp(x)
+        with winograd_convolutions(mlp, max_cache_bytes=max_cache_bytes):
+            assert all(c.winograd for c in (mlp.w1, mlp.w2, mlp.w3))
+            assert (mlp.w1.winograd_weight is not None) == (max_cache_bytes > 0)
+            fast = mlp(x)
+        assert not mlp.w1.winograd and mlp.w1.winograd_weight is None  # restored on exit
+        assert torch.equal(mlp(x), direct)
+    assert not torch.equal(fast, direct)  # another algorithm ran ...
+    torch.testing.assert_close(fast, direct, atol=1e-5, rtol=1e-5)  # ... to float32 rounding
+
+
+def test_scope_leaves_training_and_other_convolutions_alone():
+    mlp = tiny_mlp()
+    wide = ChannelLastConv1d(12, 12, kernel_size=7, padding=3)
+    x = torch.randn(1, 9, 12)
+    direct = mlp(x)
+    with winograd_convolutions(torch.nn.ModuleList([mlp, wide])):
+        assert not wide.winograd  # only kernel-3 'same' convolutions
+        assert torch.equal(mlp(x), direct)  # gradients on: the direct convolution
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not mlp.w1.use_winograd(x)  # lower precision: the direct convolution
+    with torch.autocast("cpu", dtype=torch.bfloat16), winograd_convolutions(mlp):
+        assert not mlp.w1.winograd and mlp.w1.winograd_weight is None  # nothing cached for nothing

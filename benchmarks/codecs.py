@@ -184,13 +184,25 @@ def target_table(video: dict, audio: dict, speed: list[dict]) -> list[dict]:
 
 
 def load_old(folder: Path) -> dict | None:
-    """The first default model's world codecs, if that folder still has them."""
+    """The first default model's world codecs (read from its folder's config.json and weights; the pipeline no longer
+    reads that format), if that folder still has them."""
     if not (folder / "video_ae.safetensors").is_file() or not (folder / "audio_vae.safetensors").is_file():
         return None
-    from avflow.pipelines.default_model import load_default_model
+    from avflow.codecs.surgery import without_output_norms
+    from avflow.codecs.world_audio_vae import WorldAudioVAE, WorldAudioVAEConfig
+    from avflow.codecs.world_video_ae import WorldVideoAE, WorldVideoAEConfig
+    from avflow.config import from_dict
+    from avflow.weights import load_strict, read_state_dict
 
-    pipe = load_default_model(folder)
-    return {"video": pipe.video_ae, "audio": pipe.audio_vae}
+    config = json.loads((folder / "config.json").read_text())
+    old = {"video": WorldVideoAE(from_dict(WorldVideoAEConfig, config["video_ae"])),
+           "audio": WorldAudioVAE(from_dict(WorldAudioVAEConfig, config["audio_vae"]))}  # fmt: skip
+    for name, key in (("video", "video_ae"), ("audio", "audio_vae")):
+        if config.get(f"{key}_without_output_norms"):
+            old[name] = without_output_norms(old[name])
+        state = {k: v.float() for k, v in read_state_dict(folder / f"{key}.safetensors").items()}
+        load_strict(old[name], state, key).eval().requires_grad_(False)
+    return old
 
 
 def measure_speed(new, old) -> list[dict]:

@@ -33,15 +33,23 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+CLIPS, WORLD_SEED = 8000, 0  # the world's size (`--clips`) and run seed
+
+
+def world_config():
+    """The training world's WorldConfig (scripts/model_card_metrics.py renders held-out and test clips with it)."""
+    from avflow.world.scene import WorldConfig
+
+    return WorldConfig(width=SIZE, height=SIZE, fps=FPS, duration=DURATION, sample_rate=SAMPLE_RATE,
+                       min_objects=OBJECTS[0], max_objects=OBJECTS[1])  # fmt: skip
+
+
 def make_world(work: Path, clips: int, workers: int) -> Path:
     from avflow.world.dataset import make_dataset
-    from avflow.world.scene import WorldConfig
 
     world = work / "world"
     if not (world / "test" / "manifest.jsonl").is_file():
-        config = WorldConfig(width=SIZE, height=SIZE, fps=FPS, duration=DURATION, sample_rate=SAMPLE_RATE,
-                             min_objects=OBJECTS[0], max_objects=OBJECTS[1])  # fmt: skip
-        sizes = make_dataset(world, clips, seed=0, workers=workers, config=config)
+        sizes = make_dataset(world, clips, seed=WORLD_SEED, workers=workers, config=world_config())
         log(f"world: {sizes} clips in {world}")
     return world
 
@@ -126,7 +134,7 @@ def export(work: Path, run: Path, info: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=REPO / "runs" / "default_v2")
-    p.add_argument("--clips", type=int, default=8000)
+    p.add_argument("--clips", type=int, default=CLIPS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--stage", choices=["all", "world", "cache", "joint", "export"], default="all")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the joint config")

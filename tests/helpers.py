@@ -159,6 +159,65 @@ def joint_inputs(batch: int = 2, frames: int = 3, tokens: int = 12):
     return streams, t, cond
 
 
+def shipped_default_model_is_v2() -> bool:
+    """Whether the shipped avflow/assets/default_model is a v2 folder (its config.json records codecs_checksum)."""
+    from avflow.pipelines.default_model import default_model_dir
+
+    try:
+        return "codecs_checksum" in json.loads((default_model_dir() / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def write_tiny_default_model(folder: Path, *, seed: int = 0, checksum: str | None = None) -> Path:
+    """A default model v2 folder with tiny RANDOM weights, as `scripts/train_default_v2.py` exports one:
+    `joint.safetensors` (fp16) and `config.json` (binaural left/right joint model, codec checksum, clip format,
+    sampling), plus tiny world codecs in `folder/codecs` that config.json names. `checksum` replaces the codecs' own
+    (a model trained with other codecs). Clips are 2 s windows of 32x32 at 16 fps with 16 kHz audio."""
+    from avflow.codecs.world import load_world_codecs, save_codec
+    from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
+    from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
+    from avflow.config import to_dict
+    from avflow.models.audio_tower import AudioTowerConfig
+    from avflow.models.joint import JointConfig, JointModel
+    from avflow.models.wan import WanConfig
+    from avflow.weights import save_safetensors
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    video = WorldVideoCodec(WorldVideoCodecConfig(channels=(8, 16, 16), blocks=(1, 1, 1), latent_blocks=1))
+    audio = WorldAudioCodec(WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4))
+    save_codec(video, folder / "codecs", "video")
+    save_codec(audio, folder / "codecs", "audio")
+    text_dim, text_len = 384, 16  # the tiny text encoder's width
+    joint = JointConfig(
+        video=WanConfig(num_attention_heads=2, attention_head_dim=12, text_dim=text_dim, freq_dim=32, ffn_dim=48,
+                        num_layers=2),
+        audio=AudioTowerConfig(latent_dim=2 * audio.latent_channels, text_dim=text_dim, hidden_dim=32, depth=3,
+                               fused_depth=1, num_heads=2, text_seq_len=text_len),
+        fusion="bidirectional", fusion_options={"heads": 2}, text_dim=text_dim, text_len=text_len, video_fps=16.0,
+        audio_latent_rate=audio.latent_rate, audio_streams=("left", "right"),
+    )  # fmt: skip
+    model = perturb(JointModel(joint), 0.05)  # zero-initialised heads and gates carry signal too
+    save_safetensors({k: v.half() for k, v in model.state_dict().items()}, folder / "joint.safetensors")
+    config = {
+        "joint": to_dict(joint),
+        "codecs_checksum": checksum or load_world_codecs(folder / "codecs").checksum,
+        "codecs": "codecs",
+        "text_encoder": "tiny",
+        "duration": 2.0,
+        "fps": 16,
+        "height": 32,
+        "width": 32,
+        "sample_rate": 16000,
+        "sampling": {"cfg_strength": 2.0, "steps": 2, "solver": "euler"},
+        "default_prompt": "a red ball bounces twice on the left",
+        "training": {"note": "random weights for tests"},
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    return folder
+
+
 def write_tiny_model_config(folder: Path, files: dict[str, tuple[str, str]], spec: dict, name: str = "tiny.json"):
     """A `--model CONFIG.json` for the tiny foley model whose official-format files lie in `folder` (as written by
     `tiny_foley_raw_files`); weight files are named relative to the config's folder."""

@@ -1,7 +1,8 @@
 """The `avflow` command line as a user meets it: parsers that build without torch, help that shows every default,
 argument errors in one line, and bad inputs to generate, binaural and eval refused in one line before any weights are
 read, leaving the folder as it was. (Foley, t2a and i2a: tests/test_foley_cli.py.) Start-up time itself is measured
-by benchmarks/cli_startup.py."""
+by benchmarks/cli_startup.py. `generate` and `demo` read a tiny random default model folder put in place of the
+shipped one."""
 
 from __future__ import annotations
 
@@ -15,13 +16,25 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import WeightReads, listing, moving_square
+from helpers import WeightReads, listing, moving_square, write_tiny_default_model
 
 from avflow.cli import COMMANDS, HelpFormatter, Parser, main
 from avflow.data.media import write_video
+from avflow.pipelines import default_model
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_default_model(tmp_path_factory.mktemp("tiny_v2"))
+
+
+@pytest.fixture(autouse=True)
+def _tiny_default_model(tiny_model, monkeypatch):
+    """`avflow generate` and `avflow demo` without --model read this tiny v2 folder, not the shipped weights."""
+    monkeypatch.setattr(default_model, "default_model_dir", lambda: tiny_model)
 
 
 def test_every_parser_builds_without_torch_numpy_or_pyav():
@@ -125,6 +138,10 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "zero steps": (["generate", "a ball", "-o", out, "--steps", "0"], "steps must be an integer >= 1"),
         "nan cfg": (["generate", "a ball", "-o", out, "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
         "a2v without audio": (["generate", "a ball", "-o", out, "--task", "a2v"], "--task a2v needs --audio-file"),
+        "continue without video": (["generate", "a ball", "-o", out, "--task", "continue"],
+                                   "--task continue needs --video"),  # fmt: skip
+        "continue silent clip": (["generate", "a", "-o", out, "--task", "continue", "--video", str(silent)],
+                                 "has no audio track"),  # fmt: skip
         "a2v not audio": (["generate", "a", "-o", out, "--task", "a2v", "--audio-file", str(tmp / "notes.wav")],
                           "notes.wav"),  # fmt: skip
         "old --audio FILE": (["generate", "a ball", "-o", out, "--task", "a2v", "--audio", "sound.wav"],

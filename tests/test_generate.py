@@ -1,82 +1,332 @@
-"""`avflow generate` / `avflow demo` with the shipped default model."""
+"""`avflow generate` / `avflow demo` and the joint pipeline (default model v2) with a tiny RANDOM model folder.
+
+The folder is built here (`helpers.write_tiny_default_model`: binaural left/right joint model, tiny world codecs and
+their checksum), so nothing depends on the shipped weights except the tests marked `needs_shipped_v2`. Nothing here
+judges generation quality: the weights are random. What is checked: every task end to end, exact durations, the
+given media kept as they are, windows of the model's length for long inputs (and their clean conditions), one-line
+errors, nothing cut short.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
+from helpers import WeightReads, listing, moving_square, shipped_default_model_is_v2, write_tiny_default_model
+from safetensors.torch import load_file
 
 from avflow.cli import main
-from avflow.data.media import probe, read_audio
-from avflow.errors import AvflowError
-from avflow.pipelines.default_model import WEIGHT_FILES, default_model_dir, load_default_model
+from avflow.data.media import probe, read_audio, read_video, write_audio, write_video
+from avflow.errors import AvflowError, ConfigError, WeightsError
+from avflow.pipelines import default_model
+from avflow.pipelines.default_model import WEIGHT_FILES, load_default_model, read_default_config
 
 REPO = Path(__file__).resolve().parents[1]
+SR, FPS, SIZE = 16000, 16, 32  # the tiny model's clip format
+CLIP_MEASURES = ("sync_offset_ms", "side_agreement", "follows_object", "phys_residual_px")  # GeneratedClip.metrics()
+needs_shipped_v2 = pytest.mark.skipif(
+    not shipped_default_model_is_v2(),
+    reason="the shipped default model is still v1: runs once the v2 weights are in avflow/assets/default_model",
+)
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return load_default_model()
+def model_dir(tmp_path_factory) -> Path:
+    return write_tiny_default_model(tmp_path_factory.mktemp("tiny_v2"))
 
 
-def test_shipped_weights_are_small_safetensors():
-    folder = default_model_dir()
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return load_default_model(model_dir)
+
+
+@pytest.fixture
+def shipped(model_dir, monkeypatch) -> Path:
+    """The tiny folder in place of the shipped one (for `avflow demo`, which always uses the shipped model)."""
+    monkeypatch.setattr(default_model, "default_model_dir", lambda: model_dir)
+    return model_dir
+
+
+def stereo_clicks(seconds: float, rate: int = SR) -> np.ndarray:
+    """(2, N) float32: a decaying click every 0.3 s, louder on the left, with a little noise."""
+    n = round(seconds * rate)
+    audio = np.random.default_rng(1).standard_normal((2, n)).astype(np.float32) * 0.01
+    for t in np.arange(0.1, seconds, 0.3):
+        i = int(t * rate)
+        burst = (0.5 * np.exp(-np.arange(400) / 60) * np.sin(np.arange(400) * 0.7)).astype(np.float32)[: n - i]
+        audio[0, i : i + burst.size] += burst
+        audio[1, i : i + burst.size] += 0.3 * burst
+    return audio
+
+
+def clip_file(path: Path, seconds: float, *, audio_rate: int | None = SR, fps: float = FPS, size: int = 64) -> Path:
+    """An mp4 with a bouncing square (and clicks at `audio_rate`, or no audio)."""
+    frames = moving_square(t=round(seconds * fps), h=size, w=size)
+    audio = stereo_clicks(seconds, audio_rate) if audio_rate else None
+    return write_video(path, frames, fps, audio, audio_rate)
+
+
+def video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the model folder
+
+
+def test_the_tiny_folder_is_the_export_format(model_dir):
+    config = read_default_config(model_dir)
+    assert config.joint.audio_streams == ("left", "right") and config.duration == 2.0
     for name in WEIGHT_FILES:
-        assert (folder / name).is_file(), name
-    total = sum((folder / n).stat().st_size for n in WEIGHT_FILES if n.endswith(".safetensors"))
-    assert total <= 25 * 2**20
+        assert (model_dir / name).is_file()
+    state = load_file(model_dir / "joint.safetensors")
+    assert {v.dtype for v in state.values()} == {torch.float16}
 
 
-def test_generate_round_trip(tmp_path, capsys):
-    out = tmp_path / "clip.mp4"
-    assert main(["generate", "a red rubber ball bounces on the left", "--steps", "2", "--duration", "1",
-                 "--seed", "3", "-o", str(out), "--spectrogram", str(tmp_path / "clip.png")]) == 0  # fmt: skip
+def test_codecs_of_another_training_are_a_one_line_error(tmp_path, capsys):
+    other = write_tiny_default_model(tmp_path / "other", checksum="0" * 64)
+    with pytest.raises(WeightsError, match="trained with world codecs 000000000000") as err:
+        load_default_model(other)
+    assert "\n" not in str(err.value)
+    assert main(["generate", "a ball", "--model", str(other), "-o", str(tmp_path / "o.mp4"), "--steps", "1"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "trained with world codecs" in message and "\n" not in message
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_first_format_folder_is_a_one_line_error(tmp_path, model_dir):
+    old = tmp_path / "v1"
+    shutil.copytree(model_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "video_ae": {"channels": 16}, "audio_vae": {}}))
+    with pytest.raises(WeightsError, match="first format") as err:
+        read_default_config(old)
+    assert "\n" not in str(err.value)
+    mono = {**config, "joint": {**config["joint"], "audio_streams": ["audio"]}}
+    (old / "config.json").write_text(json.dumps(mono))
+    with pytest.raises(ConfigError, match="binaural"):
+        read_default_config(old)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# every task through `avflow generate`
+
+
+def test_t2av_writes_the_clip_its_spectrogram_and_defined_measures(model_dir, tmp_path, capsys):
+    out, png = tmp_path / "clip.mp4", tmp_path / "clip.png"
+    assert main(["generate", "a red rubber ball bounces on the left", "--model", str(model_dir), "--duration", "1",
+                 "--seed", "3", "-o", str(out), "--spectrogram", str(png), "--metrics"]) == 0  # fmt: skip
     info = probe(out)
-    assert info.has_video and info.n_frames == 16 and (info.width, info.height) == (64, 64)
-    assert info.has_audio and info.audio_channels == 2 and info.audio_sample_rate == 16000
+    assert info.has_video and info.n_frames == 16 and (info.width, info.height) == (SIZE, SIZE)
+    assert info.has_audio and info.audio_channels == 2 and info.audio_sample_rate == SR
     audio, sr = read_audio(out)
-    assert audio.shape[0] == 2
-    assert abs(audio.shape[1] / sr - 1.0) < 0.05  # AAC track fitted to the video's 1 s
-    assert float(audio.abs().max()) > 0
+    assert abs(audio.shape[1] / sr - 1.0) < 0.05 and float(audio.abs().max()) > 0
     captured = capsys.readouterr()
-    assert f"wrote {out}" in captured.out and "clip.png" in captured.out
-    assert "generate" in captured.err and "2/2" in captured.err  # the progress bar
+    assert f"wrote {out}" in captured.out and str(png) in captured.out
+    assert "generate" in captured.err and "2/2" in captured.err  # the progress bar: the model's 2 steps
+    lines = [line for line in captured.out.splitlines() if line.startswith("  ")]
+    assert {line.split()[0] for line in lines} >= set(CLIP_MEASURES)
+    assert "nan" not in captured.out.lower()  # every measure is a value or `undefined: why`
+    from PIL import Image
+
+    assert Image.open(png).size[1] == 2 * 196  # a left and a right panel
 
 
-def test_same_seed_same_clip_and_outputs(pipe, tmp_path):
+def test_same_seed_same_clip_and_exact_lengths(pipe):
     two = pipe.sampling.override(steps=2)
     a = pipe.generate("a blue ball rolls to the right", seed=1, sampling=two, duration=0.5)
     b = pipe.generate("a blue ball rolls to the right", seed=1, sampling=two, duration=0.5)
     c = pipe.generate("a blue ball rolls to the right", seed=2, sampling=two, duration=0.5)
     assert torch.equal(a.frames, b.frames) and torch.equal(a.audio, b.audio)
     assert not torch.equal(a.audio, c.audio)
-    assert a.frames.dtype == torch.uint8 and a.frames.shape == (8, 64, 64, 3)
-    assert a.audio.dtype == torch.float32 and a.audio.shape == (2, 8000)
-    png = a.save_spectrogram(tmp_path / "spec.png")
-    from PIL import Image
-
-    assert Image.open(png).size[1] == 80 * 3
-    metrics = a.metrics()
-    assert {"sync_offset_ms", "follows_object", "phys_residual_px"} <= set(metrics)
+    assert a.frames.dtype == torch.uint8 and a.frames.shape == (8, SIZE, SIZE, 3)
+    assert a.audio.dtype == torch.float32 and a.audio.shape == (2, 8000) and a.duration == 0.5
+    odd = pipe.generate("a ball", sampling=two.override(steps=1), duration=1.1)  # 17.6 frames: to the nearest frame
+    assert odd.frames.shape[0] == 18 and odd.audio.shape == (2, 18000) and odd.windows == 1
 
 
-def test_v2a_keeps_the_given_video(pipe, tmp_path):
-    one = pipe.sampling.override(steps=1)
-    src = pipe.generate("a ball", seed=0, sampling=one, duration=0.5)
-    path = src.save(tmp_path / "in.mp4")
-    out = pipe.generate("a ball", sampling=one, task="v2a", video_path=path, duration=0.5)
-    from avflow.data.media import read_video
+def test_a2v_keeps_the_whole_sound_of_a_long_input(model_dir, pipe, tmp_path, capsys):
+    """5 s of audio with a 2 s model: three windows, every sample kept, a video for all of it."""
+    sound = write_audio(tmp_path / "sound.wav", stereo_clicks(5.0), SR)
+    clip = pipe.generate("a ball", task="a2v", audio_path=sound, sampling=pipe.sampling.override(steps=1))
+    assert torch.equal(clip.audio, read_audio(sound)[0])  # the given audio, exactly
+    assert clip.frames.shape[0] == 80 and clip.duration == 5.0 and clip.windows == 3
+    odd = write_audio(tmp_path / "odd.wav", stereo_clicks(3.3), SR)
+    clip = pipe.generate("a ball", task="a2v", audio_path=odd, sampling=pipe.sampling.override(steps=1))
+    assert clip.audio.shape == (2, 52800) and clip.frames.shape[0] == math.ceil(3.3 * FPS)  # frames cover the end
+    out = tmp_path / "a2v.mp4"
+    assert main(["generate", "a ball", "--task", "a2v", "--audio-file", str(sound), "--model", str(model_dir),
+                 "--steps", "1", "-o", str(out)]) == 0  # fmt: skip
+    assert "3 windows of 2 s" in capsys.readouterr().out
+    info = probe(out)
+    assert info.n_frames == 80 and info.audio_channels == 2 and abs(info.duration - 5.0) < 0.07
 
-    assert out.frames.shape == src.frames.shape
-    assert torch.equal(out.frames, read_video(path, fps=16, size=(64, 64)).frames)  # the given video, unchanged
-    a2v = pipe.generate("a ball", sampling=one, task="a2v", audio_path=path, duration=0.5)
-    assert a2v.audio.shape == (2, 8000)
+
+def test_v2a_writes_onto_the_whole_given_video(model_dir, pipe, tmp_path, capsys):
+    """A 5 s 64x64 video with its own 48 kHz audio: its packets unchanged, a new 16 kHz track of all 5 s."""
+    video = clip_file(tmp_path / "in.mp4", 5.0, audio_rate=48000)
+    out = tmp_path / "out.mp4"
+    assert main(["generate", "a ball", "--task", "v2a", "--video", str(video), "--model", str(model_dir), "--steps",
+                 "1", "-o", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "kept as track 2 (--audio keep)" in printed and "3 windows" in printed
+    with av.open(str(out)) as c:
+        assert [(s.rate, s.channels) for s in c.streams.audio] == [(SR, 2), (48000, 2)]
+    assert video_packets(out) == video_packets(video)
+    new, _ = read_audio(out)  # the first (new) track
+    assert abs(new.shape[1] / SR - probe(video).duration) < 0.07
+    assert main(["generate", "a ball", "--task", "v2a", "--video", str(video), "--model", str(model_dir), "--steps",
+                 "1", "-o", str(out), "--audio", "replace", "-y"]) == 0  # fmt: skip
+    with av.open(str(out)) as c:
+        assert len(c.streams.audio) == 1
+    clip = pipe.generate("a ball", task="v2a", video_path=video, sampling=pipe.sampling.override(steps=1))
+    assert torch.equal(clip.frames, read_video(video, fps=FPS, size=(SIZE, SIZE)).frames)  # the given frames
+    assert clip.audio.shape == (2, round(probe(video).duration * SR)) and clip.windows == 3
+
+
+def test_continue_extends_the_clip_by_the_duration(model_dir, pipe, tmp_path):
+    given = clip_file(tmp_path / "given.mp4", 3.0)
+    out = tmp_path / "longer.mp4"
+    assert main(["generate", "then it rolls away", "--task", "continue", "--video", str(given), "--duration", "2.5",
+                 "--model", str(model_dir), "--steps", "1", "-o", str(out)]) == 0  # fmt: skip
+    info = probe(out)
+    assert info.n_frames == 48 + 40 and (info.width, info.height) == (SIZE, SIZE) and info.audio_channels == 2
+    clip = pipe.generate("then it rolls away", task="continue", video_path=given, duration=2.5,
+                         sampling=pipe.sampling.override(steps=1))  # fmt: skip
+    frames = read_video(given, fps=FPS, size=(SIZE, SIZE)).frames
+    audio = read_audio(given, sample_rate=SR, channels=2)[0][:, : 48 * 1000]
+    assert clip.frames.shape[0] == 88 and clip.audio.shape == (2, 88000) and clip.duration == 5.5
+    fade_frames, fade_samples = 4, 4000  # the model's crossfade, 0.25 s, at the join
+    assert torch.equal(clip.frames[: 48 - fade_frames], frames[: 48 - fade_frames])  # the given clip, unchanged
+    assert torch.equal(clip.audio[:, : 48000 - fade_samples], audio[:, : 48000 - fade_samples])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# windows: the continuation mechanism between them
+
+
+def test_windows_hold_the_previous_windows_latents_as_clean_conditions(pipe, monkeypatch):
+    """5 s t2av with a 2 s model: windows at latent frames 0, 6, 12 (overlap 2); each later window gets t = 1 on
+    exactly its overlap frames (video, and the 8 audio latents per video latent frame of both ears), with the earlier
+    window's final latents there, and keeps them bit-identical."""
+    from avflow.pipelines import generate
+
+    calls = []
+    real = generate.sample_with
+
+    def spy(config, model, noise, cond, **options):
+        result = real(config, model, noise, cond, **options)
+        calls.append((options["clean"], options["t_start"], result.streams))
+        return result
+
+    monkeypatch.setattr(generate, "sample_with", spy)
+    clip = pipe.generate("a ball", duration=5.0, sampling=pipe.sampling.override(steps=1))
+    per_frame = lambda t, n: t.expand(1, n)[0].tolist()  # noqa: E731  (one time (1,) when all frames share it)
+    assert clip.windows == 3 and clip.frames.shape[0] == 80 and clip.audio.shape == (2, 80000)
+    starts = [0, 6, 12]
+    for k, (clean, t_start, out) in enumerate(calls):
+        assert out["video"].shape[2] == 8 and out["left"].shape[1] == 64  # every window has the trained length
+        n = 0 if k == 0 else starts[k - 1] + 8 - starts[k]  # frames shared with the window before
+        assert per_frame(t_start["video"], 8) == [1.0] * n + [0.0] * (8 - n)
+        for ear in ("left", "right"):
+            assert per_frame(t_start[ear], 64) == [1.0] * (8 * n) + [0.0] * (64 - 8 * n)
+        if k:
+            _, _, before = calls[k - 1]
+            offset = starts[k] - starts[k - 1]
+            for held in (clean, out):  # given to the sampler, and kept by it
+                assert torch.equal(held["video"][:, :, :n], before["video"][:, :, offset : offset + n])
+                for ear in ("left", "right"):
+                    assert torch.equal(held[ear][:, : n * 8], before[ear][:, offset * 8 : (offset + n) * 8])
+
+
+def test_given_streams_are_clean_in_every_window(pipe, tmp_path, monkeypatch):
+    """a2v: the audio is a clean condition everywhere (the encoded input); continue: the given latent frames."""
+    from avflow.pipelines import generate
+
+    calls = []
+    real = generate.sample_with
+    monkeypatch.setattr(generate, "sample_with", lambda *a, **o: calls.append(o["t_start"]) or real(*a, **o))
+    sound = write_audio(tmp_path / "sound.wav", stereo_clicks(3.0), SR)
+    pipe.generate("a ball", task="a2v", audio_path=sound, sampling=pipe.sampling.override(steps=1))
+    assert len(calls) == 2 and all(t["left"].tolist() == [1.0] and t["video"].flatten()[-1] == 0 for t in calls)
+    calls.clear()
+    given = clip_file(tmp_path / "given.mp4", 1.5)  # 24 frames: 6 whole latent frames given
+    pipe.generate("a ball", task="continue", video_path=given, duration=1.0, sampling=pipe.sampling.override(steps=1))
+    (t,) = calls  # 10 latent frames in all: one window of 8, frames 2..9
+    assert t["video"][0].tolist() == [1.0] * 4 + [0.0] * 4 and t["left"][0].tolist() == [1.0] * 32 + [0.0] * 32
+
+
+def test_plan_and_crossfade():
+    from avflow.pipelines.joint_windows import crossfade_into, plan_windows
+
+    assert plan_windows(8, 8, 2) == [0] and plan_windows(5, 8, 2) == [0]
+    assert plan_windows(20, 8, 2) == [0, 6, 12] and plan_windows(21, 8, 2) == [0, 6, 12, 13]
+    assert plan_windows(32, 8, 2, first_unknown=20) == [18, 24] and plan_windows(10, 8, 2, first_unknown=6) == [2]
+    assert plan_windows(10, 8, 2, first_unknown=10) == []
+    for total in range(1, 40):  # every frame to generate is in a window, every window after the first has context
+        starts = plan_windows(total, 8, 2, first_unknown=3)
+        covered = {f for s in starts for f in range(s, min(s + 8, total))}
+        assert covered >= set(range(3, total)) and all(b - a <= 6 for a, b in zip(starts, starts[1:]))
+    out = torch.zeros(10)
+    filled = crossfade_into(out, 0, 0, torch.ones(6), fade=2)
+    filled = crossfade_into(out, filled, 2, torch.full((8,), 4.0), fade=2)
+    assert filled == 10
+    torch.testing.assert_close(out, torch.tensor([1, 1, 1, 1, 2, 3, 4, 4, 4, 4.0]))  # kept, blended, new
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# never cut short; one-line errors before any weights are read
+
+
+def test_inputs_are_never_cut_silently(model_dir, tmp_path, monkeypatch, capsys):
+    """Too long to take whole, or shorter than --duration asks: a one-line error naming the limit, before any
+    weights are read, and nothing written. An input within the limits is used whole (the tests above)."""
+    long_sound = write_audio(tmp_path / "long.wav", np.zeros((1, 61 * SR), np.float32), SR)
+    video = clip_file(tmp_path / "in.mp4", 2.0)
+    out = str(tmp_path / "o.mp4")
+    base = ["--model", str(model_dir), "-o", out]
+    cases = {
+        "a2v over the limit": (["--task", "a2v", "--audio-file", str(long_sound)], "at most 60 s"),
+        "a2v shorter than asked": (["--task", "a2v", "--audio-file", str(video), "--duration", "3"],
+                                   "shorter than the asked duration of 3 s"),  # fmt: skip
+        "v2a shorter than asked": (["--task", "v2a", "--video", str(video), "--duration", "2.5"],
+                                   "shorter than the asked duration of 2.5 s"),  # fmt: skip
+        "continue without audio": (["--task", "continue", "--video", str(clip_file(tmp_path / "mute.mp4", 1.0,
+                                    audio_rate=None))], "has no audio track"),  # fmt: skip
+        "continue without video": (["--task", "continue"], "--task continue needs --video"),
+    }
+    reads = WeightReads(monkeypatch)
+    before = listing(tmp_path)
+    for name, (argv, message) in cases.items():
+        assert main(["generate", "a ball", *argv, *base]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (name, err)
+    assert reads.calls == [] and listing(tmp_path) == before
+
+
+def test_the_pipeline_refuses_what_it_would_have_to_cut(pipe, tmp_path):
+    long_sound = write_audio(tmp_path / "long.wav", np.zeros((1, 61 * SR), np.float32), SR)
+    with pytest.raises(ConfigError, match="at most 60 s"):
+        pipe.generate("a ball", task="a2v", audio_path=long_sound)
+    clip = pipe.generate("a ball", task="a2v", audio_path=long_sound, duration=2.0,
+                         sampling=pipe.sampling.override(steps=1))  # fmt: skip
+    assert clip.duration == 2.0  # only what was asked for
+    with pytest.raises(AvflowError, match="prompt"):
+        pipe.generate("")
+    with pytest.raises(AvflowError, match="duration"):
+        pipe.generate("a ball", duration=0)
+    with pytest.raises(AvflowError, match="task continue needs a video"):
+        pipe.generate("a ball", task="continue")
 
 
 @pytest.mark.parametrize(
@@ -87,6 +337,7 @@ def test_v2a_keeps_the_given_video(pipe, tmp_path):
         (["generate", "a ball", "--duration", "-1"], "--duration"),
         (["generate", "a ball", "--task", "a2v"], "--audio-file"),
         (["generate", "a ball", "--task", "v2a", "--video", "/nonexistent/x.mp4"], "x.mp4"),
+        (["generate", "a ball", "--task", "continue", "--video", "/nonexistent/x.mp4"], "x.mp4"),
         (["generate", "a ball", "--cfg", "0"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--steps", "0"], "steps must be an integer >= 1"),
@@ -94,13 +345,13 @@ def test_v2a_keeps_the_given_video(pipe, tmp_path):
         (["binaural", "/nonexistent/x.mp4", "-o", "y.mp4", "--cfg", "inf"], "x.mp4: file not found"),  # checked first
     ],
 )
-def test_bad_inputs_are_one_line_errors(argv, message, capsys):
+def test_bad_inputs_are_one_line_errors(argv, message, shipped, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_unreadable_media_is_one_line_error(tmp_path, capsys):
+def test_unreadable_media_is_one_line_error(tmp_path, shipped, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     assert main(["generate", "a ball", "--task", "a2v", "--audio-file", str(bad)]) != 0
@@ -108,14 +359,81 @@ def test_unreadable_media_is_one_line_error(tmp_path, capsys):
     assert "bad.wav" in err and len(err.splitlines()) == 1
 
 
-def test_pipeline_rejects_bad_arguments(pipe):
-    with pytest.raises(AvflowError, match="prompt"):
-        pipe.generate("")
-    with pytest.raises(AvflowError, match="duration"):
-        pipe.generate("a ball", duration=0)
+# ------------------------------------------------------------------------------------------------------------------
+# demo, measures, spectrograms
+
+
+def test_demo_prints_each_measure_or_why_not(shipped, tmp_path, capsys):
+    assert main(["demo", "--out-dir", str(tmp_path), "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "prompt: a red ball bounces twice on the left" in out and "metrics:" in out
+    measures = out.split("metrics:")[1].splitlines()[1:-1]
+    assert {line.split()[0] for line in measures} >= set(CLIP_MEASURES) and "nan" not in out.lower()
+    assert all("undefined: " in line or any(c.isdigit() for c in line) for line in measures)
+    assert (tmp_path / "demo.mp4").is_file() and (tmp_path / "demo_spectrogram.png").is_file()
+
+
+def test_a_clips_measures_are_defined_or_say_why():
+    """GeneratedClip.metrics() are `clip_av_metrics`' Measures: a blank video or silent audio gets no score but the
+    reason, and `avflow demo` / `generate --metrics` print that reason."""
+    from avflow.commands.demo import metric_line
+    from avflow.pipelines.clip import GeneratedClip
+
+    def clip(frames: np.ndarray, audio: np.ndarray) -> GeneratedClip:
+        return GeneratedClip(frames=torch.from_numpy(frames), audio=torch.from_numpy(audio), sample_rate=SR, fps=FPS,
+                             prompt="a ball")  # fmt: skip
+
+    noise = np.random.default_rng(0).standard_normal((2, 32000)).astype(np.float32) * 0.01
+    blank = clip(np.zeros((32, 32, 32, 3), np.uint8), noise).metrics()
+    assert set(blank) >= set(CLIP_MEASURES)
+    assert all(not m.defined and m.value is None and "blank video" in m.reason for m in blank.values())
+    assert "undefined: blank video" in metric_line("sync_offset_ms", blank["sync_offset_ms"])
+    silent = clip(moving_square(t=32, h=32, w=32), np.zeros((2, 32000), np.float32)).metrics()
+    assert all(silent[k].reason == "silent audio" for k in ("sync_offset_ms", "side_agreement", "follows_object"))
+    assert silent["phys_residual_px"].defined  # the square is tracked; only the audio measures need sound
+
+
+def test_spectrogram_has_axes_and_a_fixed_db_scale(tmp_path):
+    """A 2 kHz tone: its brightest row sits at 2 kHz on the drawn axis; ten times quieter looks darker (the
+    scale is fixed in dBFS, not stretched to each clip's peak)."""
+    from PIL import Image
+
+    from avflow.data.spectrogram import DB_RANGE, MARGIN, PLOT_SIZE, save_spectrogram
+
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 2000 * t).astype(np.float32)
+    pictures = {}
+    for amplitude in (0.5, 0.05):
+        path = save_spectrogram(np.stack([amplitude * tone, amplitude * tone]), tmp_path / f"{amplitude}.png", SR)
+        pictures[amplitude] = np.asarray(Image.open(path).convert("L"), dtype=float)
+    (width, height), left, top = PLOT_SIZE, MARGIN["left"], MARGIN["top"]
+    plot = pictures[0.5][top : top + height, left : left + width]
+    row = int(plot.mean(axis=1).argmax())
+    assert abs((height - 1 - row) / (height - 1) * SR / 2 - 2000) < 100  # the frequency axis: 0 at the bottom
+    quiet = pictures[0.05][top : top + height, left : left + width]
+    assert quiet.mean(axis=1).max() < plot.mean(axis=1).max() - 20
+    assert pictures[0.5].shape == (2 * (top + height + MARGIN["bottom"]), left + width + MARGIN["right"])
+    assert pictures[0.5][: top + height, :left].min() < 100  # frequency labels are drawn left of the plot
+    assert DB_RANGE[1] == 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the shipped model (after the v2 weights are in avflow/assets/default_model)
+
+
+@needs_shipped_v2
+def test_shipped_weights_are_small_safetensors():
+    folder = default_model.default_model_dir()
+    for name in WEIGHT_FILES:
+        assert (folder / name).is_file(), name
+    assert (folder / "joint.safetensors").stat().st_size <= 15 * 2**20
+    assets = folder.parent
+    assert sum(p.stat().st_size for p in assets.rglob("*") if p.is_file()) <= 25 * 2**20
+    load_default_model()  # its codecs are the ones it was trained with
 
 
 @pytest.mark.slow
+@needs_shipped_v2
 def test_make_demo_from_fresh_clone(tmp_path):
     """git clone of this repository, then `make demo` (creates .venv, installs packages, generates)."""
     if shutil.which("git") is None or shutil.which("make") is None:
@@ -127,7 +445,7 @@ def test_make_demo_from_fresh_clone(tmp_path):
     done = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "metrics:" in done.stdout and "sync_offset_ms" in done.stdout
+    assert "metrics:" in done.stdout and "sync_offset_ms" in done.stdout and "nan" not in done.stdout.lower()
     info = probe(clone / "outputs" / "demo.mp4")
     assert info.has_video and info.has_audio and info.audio_channels == 2
     assert (clone / "outputs" / "demo_spectrogram.png").is_file()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, tiny_foley_raw_files
+from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, tiny_foley_raw_files, write_tiny_default_model
 from safetensors.torch import load_file
 
 from avflow import precision
@@ -123,13 +123,14 @@ def test_t2a_in_bf16_stays_near_fp32(cache, tmp_path):
     assert 0 < deviation < 0.1, deviation  # measured: 0.02
 
 
-def test_generate_in_bf16_stays_near_fp32():
-    """The joint pipeline with every stage in bf16 (sampling, video AE and audio VAE decoding): same shapes, frames
-    within 2 grey levels of fp32 on average (measured 0.25), audio as loud within 10 % and within 0.5 relative RMS
-    (measured 0.14: Griffin-Lim's phases amplify small mel differences)."""
+def test_generate_in_bf16_stays_near_fp32(tmp_path):
+    """The joint pipeline (default model v2: a tiny random folder until the shipped weights are v2) with every stage
+    in bf16 (sampling, the world video codec and the binaural audio codec, whose spectra stay fp32): same shapes,
+    frames within 2 grey levels of fp32 on average (measured 0.22), audio as loud within 10 % and within 0.1 relative
+    RMS (measured 0.011)."""
     from avflow.pipelines.default_model import load_default_model
 
-    pipe = load_default_model()
+    pipe = load_default_model(write_tiny_default_model(tmp_path / "tiny_v2"))
     one = pipe.sampling.override(steps=1)
     clips = {}
     for name in ("fp32", "bf16"):
@@ -140,4 +141,4 @@ def test_generate_in_bf16_stays_near_fp32():
     assert 0 < (b.frames.float() - a.frames.float()).abs().mean() < 2
     rms_a, rms_b = a.audio.square().mean().sqrt(), b.audio.square().mean().sqrt()
     assert abs(rms_b / rms_a - 1) < 0.1
-    assert 0 < relative_rms(b.audio, a.audio) < 0.5
+    assert 0 < relative_rms(b.audio, a.audio) < 0.1

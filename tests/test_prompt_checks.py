@@ -15,12 +15,24 @@ def test_parse_prompt_objects_sides_and_counts():
         "on the right, a purple glass ball hops three times, collides with the white block and rolls along the "
         "floor; in the middle, a white metal box hops twice, hits the purple ball and scrapes along the floor"
     )
-    want = [NamedObject("purple", "circle", "right", 3), NamedObject("white", "square", "middle", 2)]
+    want = [NamedObject("purple", "circle", "right", 3, True), NamedObject("white", "square", "middle", 2, True)]
     assert parse_prompt(two) == want
     assert parse_prompt("a red metal sphere bounces a few times in the centre") == [
-        NamedObject("red", "circle", "middle", None)
+        NamedObject("red", "circle", "middle", None, True)
     ]
     assert parse_prompt("a dog barks") == []
+
+
+@pytest.mark.parametrize("joiner", ["; ", ", while ", ". ", " and "])
+def test_parse_prompt_keeps_each_clause_to_its_object(joiner):
+    """The second object never takes the first one's side, count or verb, whichever way the clauses are joined."""
+    first = "a green wooden cube hops twice on the left, and then hits the blue ball"
+    for second, want in (
+        ("a blue glass ball drifts at the right", NamedObject("blue", "circle", "right", None, False)),
+        ("in the middle, a blue glass ball flies", NamedObject("blue", "circle", "middle", None, False)),
+    ):
+        got = parse_prompt(f"2 objects: {first}{joiner}{second}")
+        assert got == [NamedObject("green", "square", "left", 2, True), want]
 
 
 @pytest.mark.parametrize("seed", [3, 11, 19])

@@ -1,8 +1,8 @@
 """`avflow ui` in a real browser: Debian's headless Chromium driven by Playwright against a server on localhost.
 
-The server runs the real default model with few steps ($AVFLOW_UI_TEST_STEPS, default 2). Where Chromium, gradio or
-playwright is missing the tests skip with the reason, except under CI=true, where they fail. Screenshots of each tab
-are written to outputs/ui_screenshots/.
+The server runs the real (shipped, v2) default model with few steps ($AVFLOW_UI_TEST_STEPS, default 2); while the
+shipped model is still v1 the tests skip. Where Chromium, gradio or playwright is missing the tests skip with the
+reason, except under CI=true, where they fail. Screenshots of each tab are written to outputs/ui_screenshots/.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """URL of an `avflow ui` server on a free localhost port (real default model, few steps)."""
+    from helpers import shipped_default_model_is_v2
+
+    if not shipped_default_model_is_v2():
+        pytest.skip("the shipped default model is still v1: runs once the v2 weights are in "
+                    "avflow/assets/default_model")  # fmt: skip
     _require_browser_stack()
     tmp = tmp_path_factory.mktemp("ui")
     port = _free_port()
@@ -247,8 +252,8 @@ def test_two_requests_at_once_both_complete(server, tmp_path):
     def one(seed: int) -> Path:
         client = Client(server, verbose=False, download_files=str(tmp_path / f"client{seed}"))
         video, spectrogram, files, _ = client.predict(
-            "two balls collide", seed, 1.0, int(STEPS), 3.0, api_name="/joint"
-        )
+            "two balls collide", seed, 1.0, int(STEPS), 3.0, "t2av", None, None, "keep", api_name="/joint"
+        )  # prompt, seed, duration, steps, cfg_strength, task, sound, video, the video's own audio
         assert Path(spectrogram).is_file()
         return Path(video["video"] if isinstance(video, dict) else video)
 

@@ -1,14 +1,17 @@
-"""The web UI's services (what each tab does) without Gradio: outputs, defaults from the models, one-line errors."""
+"""The web UI's services (what each tab does) without Gradio: outputs, defaults from the models, one-line errors.
+The Generate tab runs a tiny random default model folder put in place of the shipped one."""
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
-from helpers import moving_square
+from helpers import moving_square, write_tiny_default_model
 
-from avflow.data.media import probe, read_audio, write_video
+from avflow.data.media import probe, read_audio, write_audio, write_video
 from avflow.errors import AvflowError, MediaError
 from avflow.models.mmaudio_config import SAMPLING
+from avflow.pipelines import default_model
 from avflow.pipelines.default_model import read_default_config
 from avflow.ui import services
 from avflow.ui.services import UISettings, check_video_upload, generate_binaural, generate_foley, generate_joint
@@ -17,6 +20,20 @@ from avflow.ui.services import UISettings, check_video_upload, generate_binaural
 @pytest.fixture
 def settings(tmp_path) -> UISettings:
     return UISettings(steps=1, output_dir=tmp_path / "ui")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return write_tiny_default_model(tmp_path_factory.mktemp("tiny_v2"))
+
+
+@pytest.fixture(autouse=True)
+def _tiny_default_model(tiny_model, monkeypatch):
+    """The services load the shipped default model once per process: here the tiny folder, loaded afresh."""
+    monkeypatch.setattr(default_model, "default_model_dir", lambda: tiny_model)
+    services._default_model.cache_clear()
+    yield
+    services._default_model.cache_clear()
 
 
 def test_guidance_defaults_come_from_the_models():
@@ -28,13 +45,40 @@ def test_joint_tab_writes_a_clip_and_its_spectrogram(settings):
     result = generate_joint("a red ball bounces", settings, seed=1, duration=0.5, cfg_strength=2.0)
     info = probe(result.video)
     assert info.has_video and info.audio_channels == 2 and result.spectrogram.is_file()
-    assert "sync_offset_ms" in result.summary
+    assert result.summary.startswith("t2av, 0.50 s.") and "sync_offset_ms: " in result.summary
+    assert "nan" not in result.summary.lower()  # each measure a value or `- (why)`
     with pytest.raises(AvflowError, match="write a prompt"):
         generate_joint("  ", settings)
     with pytest.raises(AvflowError, match="duration must be between"):
         generate_joint("a ball", settings, duration=60.0)
     with pytest.raises(AvflowError, match="cfg_strength must be a finite number > 0"):
         generate_joint("a ball", settings, duration=0.5, cfg_strength=0.0)
+
+
+def test_joint_tab_runs_every_task_on_whole_uploads(settings, tmp_path):
+    """a2v on a 3 s sound (two windows), v2a onto an uploaded video (its packets kept), continue an uploaded clip."""
+    frames = np.repeat(np.repeat(moving_square(t=40, h=16, w=32), 2, axis=1), 2, axis=2)  # 2.5 s, 32x64
+    sound = np.random.default_rng(0).standard_normal((1, 40000)).astype(np.float32) * 0.05
+    clip = write_video(tmp_path / "in.mp4", frames, 16, audio=sound, sample_rate=16000)
+    wav = write_audio(tmp_path / "sound.wav", np.tile(sound, (1, 2))[:, :48000], 16000)
+    a2v = generate_joint("a ball", settings, task="a2v", audio_path=wav)
+    assert probe(a2v.video).n_frames == 48 and a2v.summary.startswith("a2v, 3.00 s in 2 windows.")
+    v2a = generate_joint("a ball", settings, task="v2a", video_path=clip, existing_audio="replace")
+    with av.open(str(v2a.video)) as out, av.open(str(clip)) as source:
+        assert [bytes(p) for p in out.demux(out.streams.video[0]) if p.size] == [
+            bytes(p) for p in source.demux(source.streams.video[0]) if p.size
+        ]
+        assert len(out.streams.audio) == 1 and out.streams.audio[0].channels == 2
+    longer = generate_joint("a ball", settings, task="continue", video_path=clip, duration=1.0)
+    assert probe(longer.video).n_frames == 40 + 16 and longer.summary.startswith("continue, 3.50 s")
+    with pytest.raises(MediaError, match="upload a sound first"):
+        generate_joint("a ball", settings, task="a2v")
+    silent = write_video(tmp_path / "silent.mp4", frames, 16)
+    with pytest.raises(MediaError, match="has no audio track"):
+        generate_joint("a ball", settings, task="continue", video_path=silent)
+    with pytest.raises(MediaError, match="longer than 2 s"):
+        generate_joint("a ball", UISettings(steps=1, output_dir=tmp_path / "ui", max_joint_input=2.0), task="v2a",
+                       video_path=clip)  # fmt: skip
 
 
 def test_binaural_tab_spatialises_the_uploaded_audio(settings, tmp_path):

@@ -130,7 +130,7 @@ class WorldAudioCodec(nn.Module):
 
     def _decode_spec(self, z: Tensor) -> Tensor:
         """Unscaled latents `(E, C, N)` -> complex STFT `(E, bins, N * latent_stride)`."""
-        a, b = self.head(self.dec(z)).chunk(2, dim=1)
+        a, b = self.head(self.dec(z)).float().chunk(2, dim=1)  # fp32 under bf16 autocast: no complex bfloat16
         if self.config.head == "polar":
             return torch.exp(a.clamp(max=5.0)) * torch.exp(1j * b)
         compressed = torch.complex(a, b)  # |X|^p e^{i phase}

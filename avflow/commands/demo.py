@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avflow.commands.options import OUTPUT_DIR, StepBar
 
-HELP = "generate a demo clip (outputs/demo.mp4 with stereo sound, a spectrogram PNG) and print its metrics"
+if TYPE_CHECKING:
+    from avflow.eval.measure import Measure
+
+HELP = "generate a demo clip (outputs/demo.mp4 with binaural sound, a spectrogram PNG) and print its metrics"
 
 METRIC_NOTES = {
     "sync_offset_ms": "audio onsets vs flashes, appearances and contacts seen in the frames (ms, + = audio late; "
@@ -16,6 +20,8 @@ METRIC_NOTES = {
     "side_agreement": "matched events whose sound is on their side (target 1)",
     "follows_object": "ILD at each sound's onset vs its object's side (correlation; target > 0.5)",
     "phys_residual_px": "ballistic-fit residual of the tracked objects (px)",
+    "n_onsets": "audio onsets detected",
+    "n_visual_events": "flashes, appearances, cuts and contacts seen in the frames",
 }
 
 
@@ -45,16 +51,17 @@ def run(args: argparse.Namespace) -> int:
     video = clip.save(out / "demo.mp4")
     spectrogram = clip.save_spectrogram(out / "demo_spectrogram.png")
     print(f"wrote {video} ({clip.duration:.2f} s, {clip.frames.shape[2]}x{clip.frames.shape[1]} at {clip.fps:g} fps, "
-          f"stereo {clip.sample_rate} Hz) and {spectrogram}")  # fmt: skip
-    print("metrics:")
+          f"binaural {clip.sample_rate} Hz) and {spectrogram}")  # fmt: skip
+    print("metrics:")  # each defined for this clip, or `undefined:` and why
     for name, m in clip.metrics().items():
         print(metric_line(name, m))
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 
-def metric_line(name: str, m) -> str:
-    """One metric: its value and what it is, or, when it has none (a blank video, silent audio), the reason."""
+def metric_line(name: str, m: Measure) -> str:
+    """One metric: its value and what it is, or, when it has none (a blank video, silent audio), the reason (`avflow
+    demo` and `avflow generate --metrics`)."""
     if not m.defined:
         return f"  {name:<18} {'-':>8}  undefined: {m.reason}"
     sure = f" [confidence {m.confidence:.2f}]" if m.confidence < 1 else ""

@@ -1,8 +1,10 @@
-"""`avflow generate "prompt"`: a clip (video + stereo audio) from the shipped default model.
+"""`avflow generate "prompt"`: a clip (video + stereo audio) from the default joint model.
 
-t2av and a2v write the generated clip; v2a writes the generated stereo track onto the given video (its packets
-unchanged, its own audio kept, replaced or mixed in as `--audio` says). Every argument and input is checked before the
-model's weights are read.
+Tasks: t2av (text to a clip of --duration), a2v (a video for --audio-file), v2a (audio for --video) and continue (the
+clip --video followed by --duration more seconds). Inputs of any length up to 60 s (MAX_DURATION_S) are made in windows
+of the model's length; nothing is cut short. t2av, a2v and continue write the clip at the model's size and fps; v2a
+writes the new stereo track onto the given video (its packets unchanged, its own audio kept, replaced or mixed in as
+`--audio` says). Every argument and input is checked before the model's weights are read.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from avflow.commands.options import (
     check_prompt,
     resolve_device,
 )
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, MediaError
 from avflow.pipelines.inputs import MAX_DURATION_S, MIN_DURATION_S
 
-HELP = "generate a video with stereo sound from a text prompt with the shipped default model"
+HELP = "generate a video with stereo sound from a text prompt (or for a sound, a video, or after a clip)"
+TASKS = {
+    "t2av": "text to audio+video",
+    "a2v": "a video for --audio-file",
+    "v2a": "audio for --video, written onto it",
+    "continue": "--video (a clip with audio) followed by --duration more seconds",
+}
 
 
 def _existing_audio_or_file(value: str) -> str:
@@ -45,22 +53,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--duration", type=float, default=None,
-                        help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} (default: the model's, 2 s; --task "
-                             "v2a: the whole video)")  # fmt: skip
+                        help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g}: t2av the clip's length, continue the "
+                             "length to add (default: the model's, 2 s); a2v / v2a the first seconds of the input to "
+                             "use (default: all of it)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (1 = off; default: the model's own)")
-    parser.add_argument("--task", choices=["t2av", "a2v", "v2a"], default="t2av",
-                        help="t2av: text to audio+video; a2v: video for --audio-file; v2a: audio for --video")
+    parser.add_argument("--task", choices=list(TASKS), default="t2av",
+                        help="; ".join(f"{name}: {what}" for name, what in TASKS.items()))  # fmt: skip
     parser.add_argument("--audio-file", type=Path, default=None,
-                        help=f"input audio for --task a2v, at least {MIN_DURATION_S:g} s (resampled to 16 kHz "
-                             "mono)")  # fmt: skip
+                        help=f"input audio for --task a2v, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (resampled to "
+                             "the model's rate; mono is used for both ears)")  # fmt: skip
     parser.add_argument("--video", type=Path, default=None,
-                        help=f"input video for --task v2a, at least {MIN_DURATION_S:g} s (the model sees it at 16 fps, "
-                             "64x64; the output is this video with the new track)")  # fmt: skip
+                        help=f"input video for --task v2a or continue, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (the "
+                             "model sees it at its fps and size; v2a writes onto this video)")  # fmt: skip
     add_existing_audio(parser, when=" (--task v2a)", parse=_existing_audio_or_file)
     parser.add_argument("--model", default=None, help="folder with exported weights (default: the shipped model)")
-    parser.add_argument("--spectrogram", type=Path, default=None, help="also write the log-mel spectrogram PNG here")
-    parser.add_argument("--metrics", action="store_true", help="print sync / spatial / physics metrics")
+    parser.add_argument("--spectrogram", type=Path, default=None,
+                        help="also write the left/right spectrogram PNG here (time, frequency, dBFS)")  # fmt: skip
+    parser.add_argument("--metrics", action="store_true",
+                        help="print sync / spatial / physics measures (each defined, or why not)")  # fmt: skip
     add_device(parser)
     add_precision(parser)
     add_overwrite(parser)
@@ -68,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_inputs(args: argparse.Namespace):
     """Clear one-line errors before any model is loaded; returns (sampling settings, duration, input info, device)."""
-    from avflow.pipelines.inputs import check_audio_input, check_duration, check_video_input
+    from avflow.pipelines.inputs import check_audio_input, check_duration, check_video_input, used_span
 
     check_prompt(args.prompt, "the prompt", required=True)  # the checks that need no media or torch come first
     duration = check_duration(args.duration)
@@ -76,8 +87,8 @@ def check_inputs(args: argparse.Namespace):
         raise ConfigError(f"--duration must be at most {MAX_DURATION_S:g} s, got {duration:g}")
     if args.task == "a2v" and args.audio_file is None:
         raise ConfigError("--task a2v needs --audio-file FILE")
-    if args.task == "v2a" and args.video is None:
-        raise ConfigError("--task v2a needs --video FILE")
+    if args.task in ("v2a", "continue") and args.video is None:
+        raise ConfigError(f"--task {args.task} needs --video FILE")
     inputs = [p for p in (args.audio_file, args.video) if p is not None]
     out = check_output(args.output, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=inputs)
     png = None
@@ -86,14 +97,16 @@ def check_inputs(args: argparse.Namespace):
     check_distinct(out, png)
     info = None
     if args.task == "a2v":
-        check_audio_input(args.audio_file)
+        info = check_audio_input(args.audio_file)
+        used_span(info.duration, f"{args.audio_file}: its audio", duration)
     if args.task == "v2a":
         info = check_video_input(args.video, duration=duration)
-        if duration is None:
-            if info.duration > MAX_DURATION_S:
-                raise ConfigError(f"{args.video} is {info.duration:.1f} s long; the model generates at most "
-                                  f"{MAX_DURATION_S:g} s: pass --duration")  # fmt: skip
-            duration = info.duration
+        used_span(info.duration, f"{args.video}: the video", duration)
+    if args.task == "continue":
+        info = check_video_input(args.video)
+        if not info.has_audio:
+            raise MediaError(f"{args.video}: has no audio track; continuing a clip needs its video and its audio")
+        used_span(info.duration, f"{args.video}: the clip", None)
     from avflow.pipelines.default_model import read_default_config
 
     sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
@@ -106,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = load_default_model(args.model).to(device, args.precision)
     options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
-    bar = StepBar("generate")
+    bar = StepBar("generate", per_window=sampling.steps)
     try:
         clip = pipe.generate(args.prompt, audio_path=args.audio_file, video_path=args.video, progress=bar, **options)
     finally:
@@ -124,11 +137,17 @@ def run(args: argparse.Namespace) -> int:
             outputs.wrote(clip.save(args.output))
             what = (f"{clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "
                     f"{clip.duration:.2f} s")  # fmt: skip
+            if args.task == "continue":
+                what += f": {args.video} continued by {pipe.config.duration if duration is None else duration:g} s"
+        if clip.windows > 1:
+            what += f"; {clip.windows} windows of {pipe.config.duration:g} s"
         if args.spectrogram:
             outputs.wrote(clip.save_spectrogram(args.spectrogram))
     written = outputs.written
     print(f"wrote {written[0]} ({what})" + (f" and {written[1]}" if len(written) > 1 else ""))
     if args.metrics:
-        for name, value in clip.metrics().items():
-            print(f"  {name:<18} {value:.3f}")
+        from avflow.commands.demo import metric_line
+
+        for name, m in clip.metrics().items():
+            print(metric_line(name, m))
     return 0

@@ -1,6 +1,9 @@
 """Does a generated clip show what its prompt names? Model-free checks on world-style prompts.
 
-From the prompt: the named objects (colour and shape words, the side phrase, the bounce count). From the frames:
+From the prompt: the named objects (colour and shape words, the side phrase, whether it bounces and how often). Each
+object's clause runs from the clause break before its name (the last "; ", ". ", ", while " or " and " between it
+and the previous object: the world's joiners) to the break before the next object, so a clause that starts with its
+side ("on the left, a red ball ...") keeps it and a clause never takes the previous object's words. From the frames:
 per named colour, the pixels within `COLOUR_TOLERANCE` (uint8 RGB) of the world's colour, their connected
 components, the largest component's area, compactness and centroid, and the object's floor contacts (its downward
 motion turning upward, located between frames by fitting the trajectory on both sides).
@@ -32,6 +35,7 @@ SIDE_RANGES = {"left": (0.0, 0.4), "right": (0.6, 1.0), "middle": (0.3, 0.7)}  #
 COUNTS = {"once": 1, "twice": 2, "three times": 3}
 _SIDES = {"left": "left", "right": "right", "middle": "middle", "centre": "middle"}
 _SHAPES = {word: shape for shape, words in SHAPE_WORDS.items() for word in words}
+_CLAUSE_BREAK = re.compile(r";|\.|, while | and ")  # how `avflow.world.caption` joins two objects' clauses
 
 
 @dataclass(frozen=True)
@@ -40,25 +44,27 @@ class NamedObject:
     shape: str  # "circle" or "square"
     side: str | None  # "left", "middle", "right" or None when the clause names none
     bounces: int | None  # the count the clause names ("twice" -> 2), None when vague or absent
+    bouncing: bool = False  # the clause says it bounces or hops (it touches the floor)
 
 
 def parse_prompt(prompt: str) -> list[NamedObject]:
     """The objects a world-style prompt names, in order: 'a red metal ball bounces twice on the left, ...'."""
-    colours = "|".join(COLOURS)
-    shapes = "|".join(_SHAPES)
-    pattern = re.compile(rf"\b({colours})\s+(?:\w+\s+)?({shapes})\b")
-    hits = list(pattern.finditer(prompt.lower()))
+    text = prompt.lower()
+    pattern = re.compile(rf"\b({'|'.join(COLOURS)})\s+(?:\w+\s+)?({'|'.join(_SHAPES)})\b")
+    # "hits the red ball": a mention of another object, not a new one
+    hits = [m for m in pattern.finditer(text) if not text[: m.start()].endswith("the ")]
+    breaks = [0]
+    for a, b in zip(hits[:-1], hits[1:]):
+        joins = list(_CLAUSE_BREAK.finditer(text, a.end(), b.start()))
+        breaks.append(joins[-1].end() if joins else b.start())
+    breaks.append(len(text))
     out = []
     for i, m in enumerate(hits):
-        # the clause of this object: from the previous object's end to the next object's start
-        lo = hits[i - 1].end() if i else 0
-        hi = hits[i + 1].start() if i + 1 < len(hits) else len(prompt)
-        clause = prompt.lower()[lo:hi]
-        if i and re.search(rf"\b(the)\s+{m.group(1)}", prompt.lower()[m.start() - 4 : m.end()]):
-            continue  # "hits the red ball": a mention of another object, not a new one
+        clause = text[breaks[i] : breaks[i + 1]]
         side = next((_SIDES[w] for w in re.findall(r"\b(left|right|middle|centre)\b", clause)), None)
         count = next((n for word, n in COUNTS.items() if re.search(rf"\b{word}\b", clause)), None)
-        out.append(NamedObject(m.group(1), _SHAPES[m.group(2)], side, count))
+        bouncing = re.search(r"\b(bounces|hops)\b", clause) is not None
+        out.append(NamedObject(m.group(1), _SHAPES[m.group(2)], side, count, bouncing))
     unique: dict[str, NamedObject] = {}
     for obj in out:
         unique.setdefault(obj.colour, obj)

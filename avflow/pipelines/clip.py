@@ -1,12 +1,14 @@
-"""A generated clip (video frames + stereo audio): writing it, its spectrogram and its model-free metrics."""
+"""A generated clip (video frames + stereo audio): writing it, its spectrogram and its model-free measures.
+
+`GeneratedClip.metrics()` returns named `avflow.eval.measure.Measure`s (`avflow.eval.clip_metrics.clip_av_metrics`):
+a value where the clip defines it, else none and the reason (never a bare NaN; a blank video has no score).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import Tensor
 
 from avflow.eval.measure import Measure
@@ -15,14 +17,17 @@ from avflow.eval.measure import Measure
 @dataclass(frozen=True, kw_only=True)
 class GeneratedClip:
     frames: Tensor  # (T, H, W, 3) uint8
-    audio: Tensor  # (2, N) float32 [left, right]
+    audio: Tensor  # (2, N) float32 [left, right]; N / sample_rate is the clip's exact length
     sample_rate: int
     fps: float
     prompt: str
+    task: str = "t2av"
+    windows: int = 1  # generation windows of the model's trained length
 
     @property
     def duration(self) -> float:
-        return self.frames.shape[0] / self.fps
+        """Seconds of audio: exactly the asked or given length (the frames cover it, to the next whole frame)."""
+        return self.audio.shape[1] / self.sample_rate
 
     def save(self, path: str | Path) -> Path:
         """An mp4 with h264 video and a stereo AAC track of the video's duration."""
@@ -30,25 +35,11 @@ class GeneratedClip:
 
         return write_video(path, self.frames, self.fps, self.audio, self.sample_rate)
 
-    def log_mel(self) -> np.ndarray:
-        """(80, F) log10 mel of the left + right mix (MMAudio 16 kHz front end; audio resampled if needed)."""
-        from avflow.codecs.mel import MEL_16K, MelSpectrogram
-        from avflow.data.audio import resample
+    def save_spectrogram(self, path: str | Path) -> Path:
+        """Left and right spectrograms with time and frequency axes on a fixed dBFS scale (`data/spectrogram.py`)."""
+        from avflow.data.spectrogram import save_spectrogram
 
-        mono = self.audio.float().mean(0, keepdim=True).numpy()  # (1, N)
-        if self.sample_rate != MEL_16K.sample_rate:
-            mono = resample(mono, self.sample_rate, MEL_16K.sample_rate)
-        with torch.no_grad():
-            return MelSpectrogram(MEL_16K)(torch.from_numpy(np.ascontiguousarray(mono)))[0].numpy()
-
-    def save_spectrogram(self, path: str | Path, scale: int = 3) -> Path:
-        """The log-mel as a PNG (low frequencies at the bottom, 50 dB of range, `avflow.data.spectrogram`'s colours)."""
-        from avflow.data.spectrogram import image, save_png
-
-        mel = self.log_mel()[::-1]  # (80, F), high frequencies first (top row)
-        lo, hi = float(mel.max()) - 5.0, float(mel.max())  # 50 dB of range
-        x = np.clip((mel - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-        return save_png([image(x, mel.shape[1] * scale, mel.shape[0] * scale)], path)
+        return save_spectrogram(self.audio.numpy(), path, self.sample_rate, names=("left", "right"))
 
     def metrics(self) -> dict[str, Measure]:
         """Model-free checks against what is visible in the generated frames (see `clip_av_metrics`): each a value or

@@ -1,42 +1,70 @@
-"""The shipped default joint model: its folder, its `config.json` (a frozen `DefaultModelConfig`) and the loader that
-turns the folder into a `JointPipeline` (joint model + world codecs + text encoder + spatialiser)."""
+"""The shipped default joint model (v2): its folder, its `config.json` (a frozen `DefaultModelConfig`) and the loader
+that turns the folder into a `JointPipeline` (joint model + world codecs + text encoder).
+
+A model folder holds `joint.safetensors` (fp16) and `config.json`; the world codecs it was trained with come from
+`avflow/assets/codecs`, or from the folder that `config.json`'s `codecs` names (relative to the model folder).
+`codecs_checksum` records those codecs: loading the model with any others is a one-line `WeightsError`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from avflow.codecs.world_audio_vae import WorldAudioVAEConfig
-from avflow.codecs.world_video_ae import WorldVideoAEConfig
 from avflow.config import from_dict
 from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.joint import JointConfig
 from avflow.pipelines.generate import JointPipeline
 
-WEIGHT_FILES = ("joint.safetensors", "video_ae.safetensors", "audio_vae.safetensors", "config.json")
+WEIGHT_FILES = ("joint.safetensors", "config.json")
+V1_KEYS = ("video_ae", "audio_vae")  # the first format kept its own codecs in the folder (mono audio + spatialiser)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DefaultModelConfig:
-    """A model folder's `config.json`: the three networks, the clip format, the sampling settings, the text encoder."""
+    """A model folder's `config.json`: the joint network, the codecs it was trained with, the clip format, the
+    sampling settings, the text encoder and how clips longer than `duration` are windowed."""
 
     joint: JointConfig
-    video_ae: WorldVideoAEConfig
-    audio_vae: WorldAudioVAEConfig
-    video_ae_without_output_norms: bool = False  # codec surgery the weights were trained with (`codecs/surgery.py`)
-    audio_vae_without_output_norms: bool = False
+    codecs_checksum: str  # sha256 of the world codecs the model was trained with (`avflow.codecs.world`)
+    codecs: str | None = None  # codec folder relative to the model folder; None: the shipped avflow/assets/codecs
     text_encoder: str = "minilm"
-    duration: float  # default clip length (s)
+    duration: float  # the length the model was trained on (s): default clip length and window length
     fps: float
     height: int
     width: int
     sample_rate: int
     sampling: SamplingConfig  # the model's default sampling settings (`avflow generate --steps / --cfg` override)
+    overlap: float = 0.5  # s of context each window after the first takes from the one before (or the given clip)
+    crossfade: float = 0.25  # s over which the decoded media of consecutive windows are blended (<= overlap)
     default_prompt: str = "a ball bounces on the floor"
     training: dict = field(default_factory=dict)  # how the weights were made (for the model card)
+
+    def __post_init__(self) -> None:
+        j = self.joint
+        if j.audio_streams != ("left", "right"):
+            raise ConfigError(f"joint.audio_streams: the default model generates binaural audio, so it must be "
+                              f"[left, right], got {list(j.audio_streams)}")  # fmt: skip
+        if j.video_fps != self.fps:
+            raise ConfigError(f"fps {self.fps:g} differs from joint.video_fps {j.video_fps:g}")
+        if self.height % 8 or self.width % 8 or min(self.height, self.width) < 8:
+            raise ConfigError(f"height and width must be multiples of 8, got {self.height}x{self.width}")
+        frames = self.duration * self.fps / j.video_temporal_stride  # latent frames per window
+        if not (math.isfinite(frames) and frames >= 2 and abs(frames - round(frames)) < 1e-6):
+            raise ConfigError(f"duration {self.duration:g} s must be a whole number (>= 2) of video latent frames "
+                              f"({j.video_temporal_stride} frames at {self.fps:g} fps each)")  # fmt: skip
+        if not 0 < self.overlap <= self.duration / 2 or not 0 <= self.crossfade <= self.overlap:
+            raise ConfigError(f"need 0 < overlap <= duration / 2 and 0 <= crossfade <= overlap, got overlap "
+                              f"{self.overlap:g}, crossfade {self.crossfade:g}, duration {self.duration:g}"
+                              )  # fmt: skip
+
+    def codec_dir(self, folder: Path) -> Path | None:
+        """The codec folder of a model in `folder` (None: the shipped codecs)."""
+        return None if self.codecs is None else Path(folder) / self.codecs
 
 
 def default_model_dir() -> Path:
@@ -51,17 +79,42 @@ def read_default_config(path: str | Path | None = None) -> DefaultModelConfig:
         data = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{folder}: cannot read config.json: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict) and any(key in data for key in V1_KEYS):
+        raise WeightsError(f"{folder}: a default model of the first format (its own video_ae/audio_vae, mono "
+                           "audio); this avflow reads v2 folders (joint.safetensors + config.json with "
+                           "codecs_checksum)")  # fmt: skip
     try:
         return from_dict(DefaultModelConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{folder / 'config.json'}: {exc}") from None
 
 
+def check_codecs(config: DefaultModelConfig, codecs, folder: Path) -> None:
+    """One-line WeightsError unless the codecs' layout is the one the joint model reads."""
+    j, audio = config.joint, codecs.audio
+    per_frame = j.video_temporal_stride * audio.sample_rate / (config.fps * audio.samples_per_latent)
+    problems = [
+        (audio.sample_rate == config.sample_rate,
+         f"sample_rate {config.sample_rate} vs the codec's {audio.sample_rate}"),
+        (abs(j.audio_latent_rate - audio.latent_rate) < 1e-9,
+         f"joint.audio_latent_rate {j.audio_latent_rate:g} vs the codec's {audio.latent_rate:g}"),
+        (j.audio.latent_dim == 2 * audio.latent_channels,
+         f"joint.audio.latent_dim {j.audio.latent_dim} vs 2 x the codec's {audio.latent_channels} (left, right)"),
+        (j.video.in_channels == codecs.video.latent_channels,
+         f"joint.video.in_channels {j.video.in_channels} vs the codec's {codecs.video.latent_channels}"),
+        (j.video_temporal_stride == codecs.video.temporal_down,
+         f"joint.video_temporal_stride {j.video_temporal_stride} vs the codec's {codecs.video.temporal_down}"),
+        (abs(per_frame - round(per_frame)) < 1e-9 and per_frame >= 1,
+         f"a video latent frame must span whole audio latents, got {per_frame:g}"),
+    ]  # fmt: skip
+    bad = [text for ok, text in problems if not ok]
+    if bad:
+        raise WeightsError(f"{folder}: the model does not fit the codecs in {codecs.folder}: {bad[0]}")
+
+
 def load_default_model(path: str | Path | None = None) -> JointPipeline:
     """The shipped default model (or one exported the same way to `path`) on the CPU, in eval mode."""
-    from avflow.codecs.surgery import without_output_norms
-    from avflow.codecs.world_audio_vae import WorldAudioVAE
-    from avflow.codecs.world_video_ae import WorldVideoAE
+    from avflow.codecs.world import load_world_codecs
     from avflow.encoders.text import load_text_encoder
     from avflow.models.joint import JointModel
     from avflow.weights import load_strict, read_state_dict
@@ -71,20 +124,16 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
     if missing:
         raise WeightsError(f"{folder}: default model files missing: {', '.join(missing)}")
     config = read_default_config(folder)
+    codecs = load_world_codecs(config.codec_dir(folder))
+    codecs.check_trained_with(config.codecs_checksum, f"the model in {folder}")
+    check_codecs(config, codecs, folder)
     try:
         model = JointModel(config.joint)
-        video_ae = WorldVideoAE(config.video_ae)
-        audio_vae = WorldAudioVAE(config.audio_vae)
-        if config.video_ae_without_output_norms:
-            video_ae = without_output_norms(video_ae)
-        if config.audio_vae_without_output_norms:
-            audio_vae = without_output_norms(audio_vae)
-        for module, name in ((model, "joint"), (video_ae, "video_ae"), (audio_vae, "audio_vae")):
-            file = folder / f"{name}.safetensors"
-            state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(file).items()}  # fp16
-            load_strict(module, state, str(file))
-            module.eval().requires_grad_(False)
+        file = folder / "joint.safetensors"
+        state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(file).items()}  # fp16
+        load_strict(model, state, str(file))
+        model.eval().requires_grad_(False)
     except (ValueError, RuntimeError, OSError, WeightsError) as exc:
         raise WeightsError(f"{folder}: cannot load the default model: {str(exc).splitlines()[0]}") from None
-    text_encoder = load_text_encoder(config.text_encoder, max_len=model.config.text_len)
-    return JointPipeline(model, video_ae, audio_vae, text_encoder, config)
+    text_encoder = load_text_encoder(config.text_encoder, max_len=config.joint.text_len)
+    return JointPipeline(model, codecs, text_encoder, config)

@@ -1,44 +1,78 @@
-"""Text-to-audio+video with the joint model: `JointPipeline.generate(...)` (load the shipped one with
+"""Joint generation with the default model (v2): `JointPipeline.generate(...)` (load the shipped one with
 `avflow.pipelines.default_model.load_default_model()`).
 
-The joint model generates a video latent and a mono audio latent; the world video AE and audio VAE (Griffin-Lim)
-decode them, and the spatialiser places the mono track where the visible impacts happen (stereo [left, right]).
-Tasks: `t2av` (both generated), `a2v` (audio given, video generated), `v2a` (video given, audio generated).
+The joint model generates video latents and the binaural codec's `left` and `right` latents together, and the world
+codecs decode them: the stereo [left, right] track comes from the model itself (no spatialiser). Tasks:
+  t2av      text -> video and audio of `duration` s
+  a2v       the given audio (all of it, or its first `duration` s) -> a video for it; the clip keeps that audio
+  v2a       the given video (all of it, or its first `duration` s) -> audio for it; the clip keeps those frames
+  continue  the given clip (a video with audio) -> that clip followed by `duration` s more of both
+What is given is encoded once and held as clean conditions (t = 1 per latent frame). Inputs of any length up to
+MAX_DURATION_S are generated in windows of the model's trained length (`joint_windows.py`); nothing is cut short.
+The text is encoded once, the empty conditions made once, and each window is decoded once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from avflow.errors import AvflowError, ConfigError
+from avflow.errors import AvflowError, ConfigError, MediaError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
-from avflow.pipelines.inputs import MAX_DURATION_S
+from avflow.pipelines.inputs import MAX_DURATION_S, used_span
+from avflow.pipelines.joint_windows import crossfade_into, plan_windows
 from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
 if TYPE_CHECKING:
+    from avflow.codecs.world import WorldCodecs
     from avflow.pipelines.default_model import DefaultModelConfig
 
-TASKS = ("t2av", "a2v", "v2a")
+TASKS = ("t2av", "a2v", "v2a", "continue")
+EARS = ("left", "right")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Given:
+    """What the user gave, from the clip's start: media the clip keeps as they are, and how many latent frames of
+    each stream the model sees as clean conditions."""
+
+    frames: Tensor | None = None  # (F, H, W, 3) uint8 at the model's size and fps
+    audio: Tensor | None = None  # (2, S) float32 [left, right] at the model's sample rate
+    video_latents: int = 0
+    audio_latents: int = 0
+
+
+def start_times(known: Tensor, device: torch.device) -> Tensor:
+    """A window's start times of one stream from its known frames: (1, T) with 1 on the clean ones, or a single time
+    (1,) when every frame is known or none is (the same for the model, and cheaper)."""
+    if bool(known.all()) or not bool(known.any()):
+        return torch.full((1,), float(known[0]), device=device)
+    return known.float()[None].to(device)
 
 
 class JointPipeline:
-    """Joint model + world codecs + MiniLM text encoder + spatialiser."""
+    """Joint model + world codecs (video autoencoder, binaural audio codec) + text encoder."""
 
-    def __init__(self, model, video_ae, audio_vae, text_encoder, config: DefaultModelConfig):
-        self.model, self.video_ae, self.audio_vae, self.text_encoder = model, video_ae, audio_vae, text_encoder
-        self.config = config
+    def __init__(self, model, codecs: WorldCodecs, text_encoder, config: DefaultModelConfig):
+        self.model, self.codecs, self.text_encoder, self.config = model, codecs, text_encoder, config
         self.fps, self.sample_rate = config.fps, config.sample_rate
         self.height, self.width = config.height, config.width
         self.sampling = config.sampling  # the model's defaults
         self.default_prompt = config.default_prompt
         self.precision = DEFAULT_PRECISION  # `avflow.precision`: auto, fp32 or bf16 (set with `to`)
+        self.stride = model.config.video_temporal_stride  # pixel frames per video latent frame
+        self.frame_samples = round(self.stride * self.sample_rate / self.fps)  # audio samples per video latent frame
+        self.audio_per_frame = self.frame_samples // codecs.audio.samples_per_latent  # audio latents per latent frame
+        self.window = round(config.duration * self.fps / self.stride)  # latent frames per window
+        self.overlap = max(1, round(config.overlap * self.fps / self.stride))
 
     @property
     def device(self) -> torch.device:
@@ -47,30 +81,91 @@ class JointPipeline:
     def to(self, device: str | torch.device, precision: str | None = None) -> JointPipeline:
         """Move the networks to `device`, and set the precision (`avflow.precision`; with the default "auto", CUDA
         samples under bf16 autocast where the GPU supports it)."""
-        for module in (self.model, self.video_ae, self.audio_vae):
+        for module in (self.model, self.codecs.video, self.codecs.audio):
             module.to(device)
         self.precision = check_precision(precision or self.precision)
         return self
 
-    def shapes(self, duration: float) -> tuple[int, int]:
-        """(pixel frames, audio latents) for `duration` s: frames a multiple of 4, audio 512 samples per latent."""
-        frames = max(4, int(round(duration * self.fps / 4)) * 4)
-        return frames, int(frames / self.fps * self.sample_rate) // 512
+    def _codec_precision(self) -> AbstractContextManager:
+        """The autocast context of the codecs (media to latents and back) in this pipeline's precision."""
+        return autocast(self.precision, self.device, codec=True)
 
-    def _read_audio(self, path: str | Path, samples: int) -> Tensor:
+    # -- inputs ------------------------------------------------------------------------------------------------------
+
+    def _read_audio(self, path: str | Path, duration: float | None) -> Tensor:
+        """(2, S) [left, right] (mono used for both): all of the file's audio, or its first `duration` s."""
         from avflow.data.media import read_audio
 
-        audio, _ = read_audio(path, sample_rate=self.sample_rate, channels=1)  # (1, N)
-        audio = audio[0, :samples]
-        return torch.nn.functional.pad(audio, (0, samples - audio.shape[0]))
+        audio, _ = read_audio(path, sample_rate=self.sample_rate, channels=2)
+        span = used_span(audio.shape[1] / self.sample_rate, f"{path}: its audio", duration)
+        return audio[:, : round(span * self.sample_rate)]
 
-    def _read_video(self, path: str | Path, frames: int) -> Tensor:
-        from avflow.data.media import read_video
+    def _read_video(self, path: str | Path, duration: float | None) -> tuple[Tensor, float]:
+        """Frames (F, H, W, 3) at the model's fps and size over all of the video or its first `duration` s, and that
+        span in seconds."""
+        from avflow.data.media import probe, read_video
 
-        video = read_video(path, fps=self.fps, size=(self.height, self.width), mode="resize").frames[:frames]
-        if video.shape[0] < frames:  # hold the last frame
-            video = torch.cat([video, video[-1:].expand(frames - video.shape[0], -1, -1, -1)])
-        return video  # (T, H, W, 3) uint8
+        span = used_span(probe(path).duration, f"{path}: the video", duration)
+        frames = read_video(path, fps=self.fps, size=(self.height, self.width), mode="resize", duration=span).frames
+        return frames, span
+
+    def latent_frames(self, frames: int, samples: int) -> int:
+        """Video latent frames of a clip of `frames` pixel frames and `samples` audio samples (covering both)."""
+        return max(math.ceil(frames / self.stride), math.ceil(samples / self.frame_samples))
+
+    def _inputs(self, task: str, duration: float | None, audio_path, video_path) -> tuple[Given, int, int]:
+        """What is given and the clip's length in frames and in audio samples."""
+        samples = lambda frames: round(frames * self.sample_rate / self.fps)  # noqa: E731
+        if task == "t2av":
+            n = max(self.stride, round((self.config.duration if duration is None else duration) * self.fps))
+            return Given(), n, samples(n)
+        if task == "a2v":  # all of the audio latents are given (silence after the sound's end)
+            audio = self._read_audio(audio_path, duration)
+            n, s = max(1, math.ceil(audio.shape[1] * self.fps / self.sample_rate - 1e-6)), audio.shape[1]
+            return Given(audio=audio, audio_latents=self.latent_frames(n, s) * self.audio_per_frame), n, s
+        frames, span = self._read_video(video_path, duration if task == "v2a" else None)
+        if task == "v2a":  # all of the video latent frames are given (the last frame held after the video's end)
+            n, s = frames.shape[0], round(span * self.sample_rate)
+            return Given(frames=frames, video_latents=self.latent_frames(n, s)), n, s
+        from avflow.data.media import probe
+
+        if not probe(video_path).has_audio:
+            raise MediaError(f"{video_path}: has no audio track; continuing a clip needs its video and its audio")
+        n_in = frames.shape[0]
+        audio = self._read_audio(video_path, None)[:, : samples(n_in)]  # the clip's audio over its video's span
+        audio = torch.nn.functional.pad(audio, (0, samples(n_in) - audio.shape[1]))
+        n_add = max(1, round((self.config.duration if duration is None else duration) * self.fps))
+        given = Given(frames=frames, audio=audio, video_latents=n_in // self.stride,
+                      audio_latents=audio.shape[1] // self.codecs.audio.samples_per_latent)  # fmt: skip
+        return given, n_in + n_add, samples(n_in + n_add)
+
+    def _encode_video(self, frames: Tensor, latents: int) -> Tensor:
+        """The first `latents` latent frames of (F, H, W, 3) uint8 frames (the last frame held where F is short),
+        encoded a window at a time (the encoder works per latent frame, so this equals one pass)."""
+        need = latents * self.stride
+        if frames.shape[0] < need:
+            frames = torch.cat([frames, frames[-1:].expand(need - frames.shape[0], -1, -1, -1)])
+        video = frames[:need].permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
+        step = self.window * self.stride
+        with self._codec_precision():
+            parts = [self.codecs.video.encode(video[:, :, i : i + step].to(self.device)) for i in range(0, need, step)]
+        return torch.cat(parts, dim=2).float()  # (1, C, latents, h, w)
+
+    def _encode_audio(self, audio: Tensor, latents: int) -> dict[str, Tensor]:
+        """The first `latents` audio latents of (2, S) audio (silence after its end), `left` and `right`."""
+        need = latents * self.codecs.audio.samples_per_latent
+        audio = torch.nn.functional.pad(audio[:, :need], (0, max(0, need - audio.shape[1])))
+        with self._codec_precision():
+            coded = self.codecs.audio.encode(audio[None].to(self.device))
+        return {ear: z.float() for ear, z in coded.items()}
+
+    def _decode_video(self, latents: Tensor) -> Tensor:
+        """Latents (1, C, T', h, w) -> frames (4 T', H, W, 3) float in [0, 255] on the CPU."""
+        with self._codec_precision():
+            video = self.codecs.video.decode(latents)[0].float().cpu()  # (3, T, H, W) in [-1, 1]
+        return ((video + 1.0) * 127.5).permute(1, 2, 3, 0)
+
+    # -- generation ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def generate(
@@ -85,68 +180,85 @@ class JointPipeline:
         video_path: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> GeneratedClip:
-        from avflow.codecs.world_video_ae import frames_to_video
-
+        """One clip. `duration`: t2av the clip's length, continue the length added (default: the model's), a2v / v2a
+        how much of the input to use (default: all of it)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
-        duration = self.config.duration if duration is None else float(duration)
-        if not duration > 0 or duration > MAX_DURATION_S:
+        if duration is not None and not 0 < float(duration) <= MAX_DURATION_S:
             raise AvflowError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds, got {duration}")
-        sampling = sampling or self.sampling
         if task == "a2v" and audio_path is None:
             raise AvflowError("task a2v needs an audio file (--audio-file FILE)")
-        if task == "v2a" and video_path is None:
-            raise AvflowError("task v2a needs a video file (--video FILE)")
-        n_frames, n_audio = self.shapes(duration)
-        samples = int(round(n_frames / self.fps * self.sample_rate))
-        device = self.device
-        clean, t_start, given_audio, given_frames = {}, {}, None, None
-        if task == "a2v":
-            given_audio = self._read_audio(audio_path, samples)  # (samples,)
-            with autocast(self.precision, device, codec=True):
-                clean["audio"] = self.audio_vae.encode(given_audio[None, : n_audio * 512].to(device)).float()
-            t_start["audio"] = torch.ones(1, device=device)
-        if task == "v2a":
-            given_frames = self._read_video(video_path, n_frames)
-            with autocast(self.precision, device, codec=True):
-                clean["video"] = self.video_ae.encode(frames_to_video(given_frames).to(device)).float()
-            t_start["video"] = torch.ones(1, device=device)
+        if task in ("v2a", "continue") and video_path is None:
+            raise AvflowError(f"task {task} needs a video file (--video FILE)")
+        duration = None if duration is None else float(duration)
+        given, n_frames, n_samples = self._inputs(task, duration, audio_path, video_path)
+        return self._generate(prompt, given, n_frames, n_samples, int(seed), sampling or self.sampling, task,
+                              progress)  # fmt: skip
 
-        g = torch.Generator().manual_seed(int(seed))
-        tv, hv, wv = n_frames // 4, self.height // 8, self.width // 8
-        noise = {
-            "video": torch.randn(1, 16, tv, hv, wv, generator=g).to(device),
-            "audio": torch.randn(1, n_audio, 20, generator=g).to(device),
-        }
+    def _generate(self, prompt, given: Given, n_frames: int, n_samples: int, seed: int, sampling: SamplingConfig,
+                  task: str, progress) -> GeneratedClip:  # fmt: skip
+        device, per_frame = self.device, self.audio_per_frame
+        n_latent = self.latent_frames(n_frames, n_samples)
+        kv, ka = given.video_latents, given.audio_latents
+        hv, wv, c = self.height // 8, self.width // 8, self.codecs.audio.latent_channels
+        video = torch.zeros(1, self.codecs.video.latent_channels, n_latent, hv, wv, device=device)
+        audio = {ear: torch.zeros(1, n_latent * per_frame, c, device=device) for ear in EARS}
+        known_video, known_audio = torch.arange(n_latent) < kv, torch.arange(n_latent * per_frame) < ka
+        if kv:
+            video[:, :, :kv] = self._encode_video(given.frames, kv)
+        if ka:
+            for ear, z in self._encode_audio(given.audio, ka).items():
+                audio[ear][:, :ka] = z
+
+        # the clip's media: what is given, then each window's decoded media crossfaded in
+        frames_out, filled_frames = torch.zeros(n_frames, self.height, self.width, 3), 0
+        audio_out, filled_audio = torch.zeros(n_samples, 2), 0  # (S, 2): time first for crossfade_into
+        if given.frames is not None:
+            filled_frames = min(given.frames.shape[0], n_frames)
+            frames_out[:filled_frames] = given.frames[:filled_frames].float()
+        if given.audio is not None:
+            filled_audio = min(given.audio.shape[1], n_samples)
+            audio_out[:filled_audio] = given.audio[:, :filled_audio].T
+        decode_video, decode_audio = filled_frames < n_frames, filled_audio < n_samples
+        fade_frames = round(self.config.crossfade * self.fps)
+        fade_samples = round(self.config.crossfade * self.sample_rate)
+
         text, mask = self.text_encoder([prompt])
         cond = {"text": text.to(device), "text_mask": mask.to(device)}
-        with autocast(self.precision, device):
-            result = sample_with(sampling, self.model, noise, cond, clean=clean or None, t_start=t_start or None,
-                                 progress=progress)  # fmt: skip
-        streams = {k: v.float() for k, v in result.streams.items()}
+        negative = self.model.empty_conditions(1)  # made once for every step of every window
+        generator = torch.Generator().manual_seed(seed)
+        starts = plan_windows(n_latent, self.window, self.overlap, first_unknown=min(kv, ka // per_frame))
+        for i, s in enumerate(starts):
+            e = min(s + self.window, n_latent)
+            a, b = s * per_frame, e * per_frame
+            noise = {"video": torch.randn(video[:, :, s:e].shape, generator=generator).to(device)}
+            noise |= {ear: torch.randn(audio[ear][:, a:b].shape, generator=generator).to(device) for ear in EARS}
+            clean = {"video": video[:, :, s:e]} | {ear: audio[ear][:, a:b] for ear in EARS}
+            t_audio = start_times(known_audio[a:b], device)  # the two ears share their times
+            t_start = {"video": start_times(known_video[s:e], device), "left": t_audio, "right": t_audio}
+            report = None
+            if progress is not None:
 
-        with autocast(self.precision, device, codec=True):
-            video = self.video_ae.decode(streams["video"])[0].float().cpu() if given_frames is None else None
-            mono = self.audio_vae.decode(streams["audio"])[0].float().cpu() if given_audio is None else None
-        if given_frames is None:
-            frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous()
-        else:
-            frames = given_frames
-        if given_audio is None:  # mono (512 N,)
-            mono = torch.nn.functional.pad(mono, (0, samples - mono.shape[0]))
-        else:
-            mono = given_audio
-        stereo = to_stereo(mono.numpy(), self.sample_rate, frames.numpy(), self.fps)
-        return GeneratedClip(frames=frames, audio=torch.from_numpy(stereo), sample_rate=self.sample_rate, fps=self.fps,
-                             prompt=prompt)  # fmt: skip
+                def report(step: int, total: int, done: int = i * sampling.steps) -> None:  # over all windows
+                    progress(done + step, len(starts) * total)
 
-
-def to_stereo(mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float) -> np.ndarray:
-    """Mono (N,) -> (2, N) float32 [left, right] placed at the visible impacts (the binaural spatialiser)."""
-    from avflow.pipelines.spatialise import spatialise
-
-    stereo = spatialise(mono, sample_rate, frames, fps)
-    peak = float(np.abs(stereo).max()) if stereo.size else 0.0
-    return (stereo * (0.99 / peak) if peak > 0.99 else stereo).astype(np.float32)
+            with autocast(self.precision, device):
+                out = sample_with(sampling, self.model, noise, cond, negative=negative, clean=clean, t_start=t_start,
+                                  progress=report).streams  # fmt: skip
+            video[:, :, s:e] = out["video"].float()
+            for ear in EARS:
+                audio[ear][:, a:b] = out[ear].float()
+            known_video[s:e], known_audio[a:b] = True, True
+            if decode_video:
+                piece = self._decode_video(video[:, :, s:e])
+                filled_frames = crossfade_into(frames_out, filled_frames, s * self.stride, piece, fade_frames)
+            if decode_audio:
+                with self._codec_precision():
+                    wave = self.codecs.audio.decode({ear: audio[ear][:, a:b] for ear in EARS})[0]  # (2, samples)
+                piece = wave.float().clamp(-1.0, 1.0).cpu().T
+                filled_audio = crossfade_into(audio_out, filled_audio, s * self.frame_samples, piece, fade_samples)
+        frames = frames_out.round().clamp(0, 255).to(torch.uint8)
+        return GeneratedClip(frames=frames, audio=audio_out.T.contiguous(), sample_rate=self.sample_rate, fps=self.fps,
+                             prompt=prompt, task=task, windows=len(starts))  # fmt: skip

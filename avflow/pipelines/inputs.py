@@ -15,6 +15,7 @@ from avflow.errors import ConfigError, MediaError
 MIN_DURATION_S = 0.5  # shortest input or output clip, in seconds, for foley, t2a, i2a, generate and binaural
 MAX_DURATION_S = 60.0  # longest clip the joint model generates (`avflow generate`)
 EPS_S = 1e-6  # absorbs float rounding of durations read from timestamps
+SPAN_SLACK_S = 0.05  # an asked duration may exceed an input's length by this much (frame and timestamp rounding)
 
 
 def check_duration(seconds: float | None, what: str = "--duration") -> float | None:
@@ -24,6 +25,19 @@ def check_duration(seconds: float | None, what: str = "--duration") -> float | N
     if not math.isfinite(seconds) or seconds < MIN_DURATION_S - EPS_S:
         raise ConfigError(f"{what} must be at least {MIN_DURATION_S} s, got {seconds:g}")
     return float(seconds)
+
+
+def used_span(available: float, what: str, duration: float | None) -> float:
+    """Seconds of an input `available` s long that are used: all of it (at most MAX_DURATION_S) or its first
+    `duration`; a one-line ConfigError when it is too long to take whole, or shorter than asked."""
+    if duration is None:
+        if available > MAX_DURATION_S + SPAN_SLACK_S:
+            raise ConfigError(f"{what} is {available:.1f} s long; at most {MAX_DURATION_S:g} s are generated at once: "
+                              "give a duration (--duration) to use its first seconds")  # fmt: skip
+        return available
+    if duration > available + SPAN_SLACK_S:
+        raise ConfigError(f"{what} is {available:.3f} s long, shorter than the asked duration of {duration:g} s")
+    return min(duration, available)
 
 
 def check_video_input(path: str | Path, *, duration: float | None = None):

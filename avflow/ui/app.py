@@ -12,6 +12,7 @@ from collections.abc import Callable
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.errors import AvflowError
 from avflow.ui.services import (
+    JOINT_TASKS,
     VIDEO_TYPES,
     Progress,
     Result,
@@ -82,23 +83,37 @@ def build_app(settings: UISettings | None = None):
                             lines=2,
                             elem_id="joint-prompt",
                         )
+                        task = gr.Radio([(what, name) for name, what in JOINT_TASKS.items()], value="t2av",
+                                        label="task", elem_id="joint-task")  # fmt: skip
+                        j_audio = gr.File(label="sound (a video for it)", type="filepath", elem_id="joint-audio")
+                        j_video = gr.File(label="video (sound for it, or a clip with sound to continue)",
+                                          file_types=VIDEO_TYPES, type="filepath",
+                                          elem_id="joint-video-in")  # fmt: skip
+                        gr.Markdown(f"{upload_note} Uploads are used whole, up to {settings.max_joint_input:g} s.")
                         seed = gr.Number(label="seed", value=0, precision=0)
-                        duration = gr.Slider(0.5, settings.max_duration, value=settings.duration, label="duration (s)")
+                        duration = gr.Slider(0.5, settings.max_duration, value=settings.duration,
+                                             label="duration (s): the clip's, or what is added")  # fmt: skip
                         steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
                         cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(), label="cfg_strength")
+                        j_existing = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                              label="the uploaded video's own audio (sound for a video)",
+                                              elem_id="joint-existing-audio")  # fmt: skip
                         go = gr.Button("Generate", variant="primary", elem_id="joint-generate")
                     joint_out = outputs("joint")
 
-                def joint(prompt, seed, duration, steps, cfg_strength, progress=gr.Progress()):  # noqa: B008
+                def joint(prompt, seed, duration, steps, cfg_strength, task, audio, video, existing,  # fmt: skip
+                          progress=gr.Progress()):  # noqa: B008
                     return in_page(
                         lambda report: generate_joint(
-                            prompt, settings, seed=seed, duration=duration, steps=steps, cfg_strength=cfg_strength,
+                            prompt, settings, task=task or "t2av", audio_path=audio, video_path=video, seed=seed,
+                            duration=duration, steps=steps, cfg_strength=cfg_strength, existing_audio=existing,
                             progress=report,
                         ),
                         progress,
-                    )
+                    )  # fmt: skip
 
-                go.click(joint, [prompt, seed, duration, steps, cfg_strength], joint_out, api_name="joint")
+                go.click(joint, [prompt, seed, duration, steps, cfg_strength, task, j_audio, j_video, j_existing],
+                         joint_out, api_name="joint")  # fmt: skip
 
             with gr.Tab("Foley", id="foley", elem_id="tab-foley"):
                 gr.Markdown(foley_weights_message(), elem_id="foley-weights")

@@ -30,7 +30,8 @@ class UISettings:
 
     steps: int = int(os.environ.get("AVFLOW_UI_STEPS", "25"))  # default sampling steps shown in the page
     duration: float = 2.0  # default clip length (s)
-    max_duration: float = 10.0
+    max_duration: float = 10.0  # longest clip the Generate tab makes from text, or adds to a clip (s)
+    max_joint_input: float = 60.0  # longest audio or video the Generate tab takes (a2v, v2a, continue; never cut)
     max_foley_duration: float = 30.0  # foley uses at most this many seconds of an upload
     max_binaural_duration: float = 60.0
     max_file_size: str = "200mb"  # uploads above this are refused by the server
@@ -99,35 +100,82 @@ def joint_cfg_strength() -> float:
     return read_default_config().sampling.cfg_strength
 
 
+JOINT_TASKS = {
+    "t2av": "text -> video with sound",
+    "a2v": "a video for an uploaded sound",
+    "v2a": "sound for an uploaded video",
+    "continue": "continue an uploaded clip",
+}
+
+
+def _joint_input(path: str | Path | None, task: str, settings: UISettings) -> Path:
+    """The upload a task needs: a readable file with audio (a2v) or video (v2a; continue: video and audio), at most
+    `max_joint_input` s long (longer inputs are refused, never cut)."""
+    from avflow.pipelines.inputs import check_audio_input, check_video_input
+
+    if task == "a2v":
+        if not path:
+            raise MediaError("upload a sound first (a2v makes a video for it)")
+        info = check_audio_input(path)
+    else:
+        path = check_video_upload(path)
+        info = check_video_input(path)
+        if task == "continue" and not info.has_audio:
+            raise MediaError(f"{Path(path).name}: has no audio track; continuing a clip needs its video and its audio")
+    if info.duration > settings.max_joint_input:
+        raise MediaError(f"{Path(path).name}: {info.duration:.1f} s is longer than {settings.max_joint_input:g} s")
+    return Path(path)
+
+
 def generate_joint(
     prompt: str,
     settings: UISettings,
     *,
+    task: str = "t2av",
+    audio_path: str | Path | None = None,
+    video_path: str | Path | None = None,
     seed: int = 0,
     duration: float | None = None,
     steps: int | None = None,
     cfg_strength: float | None = None,
+    existing_audio: str = DEFAULT_EXISTING_AUDIO,
     progress: Progress | None = None,
 ) -> Result:
-    """Text -> video with stereo sound from the default model (`cfg_strength` None: the model's)."""
+    """One of the default model's tasks (`cfg_strength` None: the model's): text -> video with sound, a video for an
+    uploaded sound (a2v), sound for an uploaded video (v2a: that video with the new track, its own audio kept,
+    replaced or mixed in as `existing_audio` says) or an uploaded clip continued by `duration` s. Uploads are used
+    whole (windows of the model's length); `duration` is the t2av length or what continue adds."""
     if not prompt or not prompt.strip():
         raise AvflowError("write a prompt first")
+    if task not in JOINT_TASKS:
+        raise AvflowError(f"unknown task {task!r} (choose from {', '.join(JOINT_TASKS)})")
     duration = settings.duration if duration is None else float(duration)
-    if not 0.5 <= duration <= settings.max_duration:
+    if task in ("t2av", "continue") and not 0.5 <= duration <= settings.max_duration:
         raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
     steps = settings.steps if steps is None else int(steps)
     if not 1 <= steps <= 200:
         raise AvflowError(f"steps must be between 1 and 200, not {steps}")
+    given = None if task == "t2av" else _joint_input(audio_path if task == "a2v" else video_path, task, settings)
     model = default_model()
     sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
-    clip = model.generate(prompt.strip(), seed=int(seed), duration=duration, sampling=sampling, progress=progress)
+    clip = model.generate(
+        prompt.strip(), seed=int(seed), duration=duration if task in ("t2av", "continue") else None, sampling=sampling,
+        task=task, audio_path=given if task == "a2v" else None, video_path=given if task != "a2v" else None,
+        progress=progress,
+    )  # fmt: skip
     out = _job_dir(settings)
     video, spectrogram = out / "generated.mp4", out / "spectrogram.png"
-    clip.save(video)
+    if task == "v2a":
+        from avflow.data.media import mux_audio
+
+        mux_audio(given, clip.audio, clip.sample_rate, video, existing_audio=existing_audio)
+    else:
+        clip.save(video)
     clip.save_spectrogram(spectrogram)
-    metrics = clip.metrics() if hasattr(clip, "metrics") else {}
-    summary = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
-    return Result(video, spectrogram, summary)
+    windows = f" in {clip.windows} windows" if clip.windows > 1 else ""
+    metrics = clip.metrics()  # each a value, or no score and the reason (a blank video)
+    measures = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
+    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}. {measures}")
 
 
 # ---------------------------------------------------------------------------------------------------- foley

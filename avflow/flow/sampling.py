@@ -19,7 +19,8 @@ Streams = dict
 
 # Sampler presets: the solver, steps and time-grid shift they set (a model's guidance settings stay its own).
 # "fast" is to reach Euler-25's accuracy (MSE of the final latents against dopri5 at rtol 1e-6) in <= 40 % of
-# Euler-25's time (16 of its 50 network evaluations here); benchmarks/fast_sampler.py measures the candidates.
+# Euler-25's time (16 of its 50 network evaluations here); benchmarks/fast_sampler.py measures the candidates
+# (on an MMAudio-layout network, or with --joint on the default joint model).
 # Provisional choice: the fastest that qualified on the tiny fixture network; docs/foley.md holds the measurement
 # on a trained network, which decides.
 SAMPLER_PRESETS: dict[str, dict[str, Any]] = {

@@ -12,8 +12,9 @@ from avflow.eval import side
 from avflow.eval.clip import measure_clip
 from avflow.eval.events import brightening_events, detect, is_blank
 from avflow.eval.measure import Measure
+from avflow.eval.offset import SyncConfig, match_events, pair_nearest, pairing_tolerance
 from avflow.eval.onsets import audio_onsets
-from avflow.eval.synthetic import flash_clip, modal_click
+from avflow.eval.synthetic import flash_clip, modal_click, pan_binaural
 
 SR = 16000
 
@@ -196,6 +197,58 @@ def test_cues_are_read_at_the_onset_not_at_the_visual_event():
     assert got.side_agreement.value == 1.0
     at_visual = side.event_cues(clip.audio, SR, clip.events)
     assert sum(c.side is not None for c in at_visual) < len(clip.events)  # what the old measure looked at
+
+
+def _flashes_heard_off_frame(seed: int, delay: float, shifts: tuple[float, ...], fps: float = 25.0):
+    """A :func:`flash_clip`'s frames with its audio made again: event ``i``'s click from its side at ``t_v + delay +
+    shifts[i]`` (a flash that began within the frame period around the frame it is first seen in)."""
+    clip = flash_clip(seed, fps=fps, n_events=len(shifts))
+    rng = np.random.default_rng(seed)
+    n = clip.audio.shape[1]
+    audio = 1e-4 * rng.standard_normal((2, n))
+    for e, shift in zip(clip.meta["events"], shifts):
+        click = modal_click(SR, "wood", rng, 0.12)
+        mono = np.zeros(n)
+        start = int(round((e["time"] + delay + shift) * SR))
+        mono[start : start + click.size] = click[: n - start]
+        audio += pan_binaural(mono, SR, np.full(n, e["azimuth"]))
+    return clip.frames, audio.astype(np.float32), clip.fps, clip.meta["events"]
+
+
+@pytest.mark.parametrize("shift", [0.017, -0.015])
+def test_an_onset_within_the_frame_period_is_paired_and_gives_its_side(shift):
+    delay = 0.12
+    frames, audio, fps, truth = _flashes_heard_off_frame(11, delay, (0.0, 0.0, shift, 0.0, 0.0))
+    got = measure_clip(audio, SR, frames, fps)
+    assert got.sync_offset_ms.defined and abs(got.sync_offset_ms.value - 1000 * delay) < 3, got.sync_offset_ms
+    assert pairing_tolerance(1 / fps) == pytest.approx(SyncConfig().fine_tolerance_s + 0.5 / fps)
+    assert sorted(got.sync.pairs[:, 0]) == [0, 1, 2, 3, 4], got.sync.pairs
+    assert [s.cue.side for s in got.sides] == [e["side"] for e in truth]
+    assert abs(got.sides[2].audio_time - (truth[2]["time"] + delay + shift)) < 0.002
+    exact = match_events(got.onsets, got.events)  # times taken as exact: the 10 ms window leaves it out
+    assert sorted(exact.pairs[:, 0]) == [0, 1, 3, 4], exact.pairs
+
+
+@pytest.mark.parametrize("fps", [25.0, 16.0])
+def test_an_onset_far_from_its_event_stays_unpaired(fps):
+    delay = -0.09
+    frames, audio, fps, truth = _flashes_heard_off_frame(12, delay, (0.0, 0.0, 0.06, 0.0), fps)
+    got = measure_clip(audio, SR, frames, fps)
+    assert got.sync_offset_ms.defined and abs(got.sync_offset_ms.value - 1000 * delay) < 3, got.sync_offset_ms
+    assert pairing_tolerance(1 / fps) < 0.06
+    assert sorted(got.sync.pairs[:, 0]) == [0, 1, 3], got.sync.pairs
+    assert [s.cue.side for s in got.sides] == [truth[i]["side"] for i in (0, 1, 3)]
+
+
+def test_pairs_are_one_to_one_and_the_nearest_wins():
+    visual = np.array([1.0, 2.0, 2.03, 3.0])
+    audio = np.array([1.082, 1.104, 2.125, 3.16])  # at lag 0.1: event 0 has onsets 18 ms early and 4 ms late
+    # the nearer onset wins event 0; events 1 and 2 compete for onset 2 (25 and 5 ms off): event 2 gets it and
+    # event 1 stays unpaired (one onset is never paired twice); event 3's onset is 60 ms off
+    for tolerance in (0.03, 0.05):
+        assert pair_nearest(audio, visual, 0.1, tolerance).tolist() == [[0, 1], [2, 2]]
+    assert pair_nearest(audio, visual, 0.1, 0.07).tolist() == [[0, 1], [2, 2], [3, 3]]
+    assert pair_nearest(audio, visual, 0.1, 0.003).shape == (0, 2)
 
 
 def test_compare_event_cues_reports_codec_errors():

@@ -88,7 +88,7 @@ def measure_clip(
         return ClipMeasures(Measure.undefined(reason), Measure.undefined(reason), Measure.undefined(reason),
                             duration, None, events, tracks=tracks)  # fmt: skip
     onsets = audio_onsets(audio, sample_rate, cfg.onsets)
-    match = match_events(onsets, events, cfg.sync)
+    match = match_events(onsets, events, cfg.sync, frame_period_s=1.0 / fps)
     if not binaural:
         return ClipMeasures(match.offset_ms, Measure.undefined(no_side), Measure.undefined(no_side), duration,
                             onsets, events, match, tracks=tracks)  # fmt: skip

@@ -10,7 +10,9 @@ The whole pattern is matched at once: one lag must fit every event, and a sound 
 its first (heard from quiet, it weighs more than the later ones heard over it), not on whichever lies nearest.
 
 The best lag ``d*`` is refined twice to the weighted median of ``t_a − t_v`` over the pairs it matches (within ``τ``,
-then ``τ_fine``). The runner-up ``d₂`` is the best lag at least ``exclusion`` from ``d*``, ``ρ = s(d₂)/s(d*)``.
+then ``τ_fine``): that is the offset ``d``. The events are then paired one to one with the onsets at ``d``
+(:func:`pair_nearest` within :func:`pairing_tolerance`, which allows for frame-quantised visual times): the sides are
+read at these pairs. The runner-up ``d₂`` is the best lag at least ``exclusion`` from ``d*``, ``ρ = s(d₂)/s(d*)``.
 Undefined: no visual events, no onsets, nothing matched, ``ρ ≥ ambiguous_ratio``, or periodic visual events (three
 or more, intervals within ``periodic_cv`` of their mean, shorter than twice the search range) with ``ρ`` at least
 ``distinct_ratio``: their offset is known only up to a multiple of the period. Else
@@ -34,7 +36,7 @@ class SyncConfig:
     max_offset_s: float = 0.3  # lags searched: ±this
     step_s: float = 0.001
     tolerance_s: float = 0.02  # τ: half-width of an onset's triangle in the coarse search
-    fine_tolerance_s: float = 0.01  # τ_fine: pairs kept in the last refinement
+    fine_tolerance_s: float = 0.01  # τ_fine: pairs kept in the last refinement, and paired at exact visual times
     novelty_floor: float = 0.6  # f: weight of an onset heard over a louder sound (1 = ignore novelty)
     exclusion_s: float = 0.04  # the runner-up lag is at least this far from the best one
     ambiguous_ratio: float = 0.95  # runner-up / best at or above this: undefined
@@ -53,8 +55,9 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class SyncResult:
-    """``offset_ms`` (a :class:`Measure`); ``pairs`` ``(P, 2)`` indices (visual event, onset) matched at that offset;
-    ``lags_ms``/``scores`` the score curve; ``runner_up_ms`` the best lag away from the peak (NaN if none)."""
+    """``offset_ms`` (a :class:`Measure`); ``pairs`` ``(P, 2)`` indices (visual event, onset) paired one to one at that
+    offset (:func:`pair_nearest`); ``lags_ms``/``scores`` the score curve; ``runner_up_ms`` the best lag away from the
+    peak (NaN if none)."""
 
     offset_ms: Measure
     pairs: np.ndarray
@@ -90,14 +93,46 @@ def _pairs(onsets: AudioOnsets, events: VisualEvents, lag: float, tol: float, we
     return np.array(out, dtype=int).reshape(-1, 2)
 
 
+def pairing_tolerance(frame_period_s: float, config: SyncConfig | None = None) -> float:
+    """Half-width (s) of the window in which an onset is paired with a visual event at the measured offset:
+    ``τ_pair = τ_fine + T/2``, ``T`` the video's frame period (0 for exactly timed events).
+
+    ``τ_fine`` is what a pair may be off when the visual time is exact: the onset's timing (a level step read over
+    ``window_s`` windows, :mod:`avflow.eval.onsets`) and the ``step_s`` lag grid. A brightening first seen in frame
+    ``k`` began within the frame period before ``k / fps``, the time it is given (a contact is interpolated between
+    frames, no better than that): its true time is uncertain by one frame period, ``±T/2`` about the mean delay that
+    the offset absorbs. With the defaults: 27 ms at 30 fps, 30 ms at 25 fps, 41 ms at 16 fps."""
+    cfg = config or SyncConfig()
+    return cfg.fine_tolerance_s + 0.5 * max(0.0, frame_period_s)
+
+
+def pair_nearest(audio_times: np.ndarray, visual_times: np.ndarray, lag: float, tolerance: float) -> np.ndarray:
+    """One-to-one pairs ``(visual event, onset)`` whose distance ``|t_a − t_v − lag|`` is below ``tolerance``, nearest
+    first: every candidate pair in order of distance is kept unless its event or its onset is already paired (so a
+    wider window never pairs one onset twice, and of two onsets competing for one event the nearer wins).
+    ``(P, 2)`` indices, sorted by event."""
+    dist = np.abs(np.asarray(audio_times)[None, :] - np.asarray(visual_times)[:, None] - lag)  # (V, O)
+    v, a = np.nonzero(dist < tolerance)
+    taken_v, taken_a, out = set(), set(), []
+    for i in np.argsort(dist[v, a], kind="stable"):
+        if v[i] not in taken_v and a[i] not in taken_a:
+            taken_v.add(v[i])
+            taken_a.add(a[i])
+            out.append((int(v[i]), int(a[i])))
+    return np.array(sorted(out), dtype=int).reshape(-1, 2)
+
+
 def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
     order = np.argsort(x)
     cw = np.cumsum(w[order])
     return float(x[order][np.searchsorted(cw, 0.5 * cw[-1])])
 
 
-def match_events(onsets: AudioOnsets, events: VisualEvents, config: SyncConfig | None = None) -> SyncResult:
-    """Offset between visual events and audio onsets (see the module docstring)."""
+def match_events(
+    onsets: AudioOnsets, events: VisualEvents, config: SyncConfig | None = None, *, frame_period_s: float = 0.0
+) -> SyncResult:
+    """Offset between visual events and audio onsets, and their pairs at that offset (see the module docstring);
+    ``frame_period_s`` (``1 / fps``; 0 for exactly timed events) widens the pairing (:func:`pairing_tolerance`)."""
     cfg = config or SyncConfig()
     n_lags = int(round(cfg.max_offset_s / cfg.step_s))
     lags = np.arange(-n_lags, n_lags + 1) * cfg.step_s  # (L,)
@@ -136,13 +171,12 @@ def match_events(onsets: AudioOnsets, events: VisualEvents, config: SyncConfig |
         return SyncResult(Measure.undefined(reason), none, 1000 * lags, scores, runner_ms, 0.0)
     weights = cfg.novelty_floor + (1 - cfg.novelty_floor) * onsets.novelty
     lag = float(lags[best])
-    pairs = none
     for t in (tol, cfg.fine_tolerance_s):
         found = _pairs(onsets, events, lag, t, weights)
         if found.size == 0:
             break
-        pairs = found
-        lag = _weighted_median(onsets.times[pairs[:, 1]] - events.times[pairs[:, 0]], weights[pairs[:, 1]])
+        lag = _weighted_median(onsets.times[found[:, 1]] - events.times[found[:, 0]], weights[found[:, 1]])
+    pairs = pair_nearest(onsets.times, events.times, lag, pairing_tolerance(frame_period_s, cfg))
     coverage = float(np.mean([np.abs(onsets.times - tv - lag).min() < tol for tv in events.times]))
     distinct = float(np.clip((1.0 - ratio) / (1.0 - cfg.distinct_ratio), 0.0, 1.0))
     confidence = distinct * min(1.0, coverage / cfg.min_coverage)

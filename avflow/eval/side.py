@@ -69,28 +69,45 @@ def _stereo(audio: np.ndarray) -> np.ndarray:
     return a
 
 
-def _span(n: int, sample_rate: int, time: float, cfg: CueConfig) -> tuple[int, int] | None:
+def _peak(a: np.ndarray) -> float:
+    """The largest squared sample of ``a`` (0 when empty)."""
+    return float(np.max(a**2)) if a.size else 0.0
+
+
+def _cue_span(a: np.ndarray, sample_rate: int, time: float, cfg: CueConfig, peak: float) -> tuple[int, int] | str:
+    """The cue window ``[lo, hi)`` (samples) of a sound starting at ``time`` in ``a`` ``(2, N)``, or why no cue is
+    read there: the window leaves the clip, or it is silent, its energy ``Σ_{ears, lo ≤ n < hi} a²`` at most
+    ``(hi − lo)·peak·10^(silence_db/10)`` (``peak`` the clip's largest ``a²``)."""
     lo = int(round((time - cfg.pre_s) * sample_rate))
     hi = lo + int(round((cfg.pre_s + cfg.window_s) * sample_rate))
-    return (lo, hi) if lo >= 0 and hi <= n and hi - lo >= 8 else None
+    if lo < 0 or hi > a.shape[1] or hi - lo < 8:
+        return "the cue window lies outside the clip"
+    if float((a[:, lo:hi] ** 2).sum()) <= max(peak * (hi - lo) * 10 ** (cfg.silence_db / 10), EPS):
+        return "silent at this time"
+    return lo, hi
+
+
+def _ild(a: np.ndarray, lo: int, hi: int, cfg: CueConfig) -> Measure:
+    """ILD (dB) over the cue window ``[lo, hi)`` of ``a`` ``(2, N)`` (see the module docstring)."""
+    energy = (a[:, lo:hi] ** 2).sum(axis=1)  # (2,)
+    if cfg.increment and lo - (hi - lo) >= 0:
+        before = (a[:, lo - (hi - lo) : lo] ** 2).sum(axis=1)
+        energy = np.maximum(energy - before, 0.1 * energy)
+    return Measure.of(10.0 * np.log10((energy[0] + EPS) / (energy[1] + EPS)))
+
+
+def _itd(a: np.ndarray, lo: int, hi: int, sample_rate: int, cfg: CueConfig) -> Measure:
+    """ITD (µs) over the cue window ``[lo, hi)`` of ``a`` ``(2, N)``, both ears tapered (see :func:`itd_of`)."""
+    w = _taper(hi - lo, sample_rate)
+    return itd_of(a[0, lo:hi] * w, a[1, lo:hi] * w, sample_rate, cfg.max_itd_s, cfg.upsample, cfg.band_db)
 
 
 def ild_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig | None = None) -> Measure:
     """ILD (dB) of the sound starting at ``time`` (see the module docstring); undefined outside the clip or silent."""
     cfg = config or CueConfig()
     a = _stereo(audio)
-    span = _span(a.shape[1], sample_rate, time, cfg)
-    if span is None:
-        return Measure.undefined("the cue window lies outside the clip")
-    lo, hi = span
-    energy = (a[:, lo:hi] ** 2).sum(axis=1)  # (2,)
-    loudest = float(np.max(a**2)) * (hi - lo)
-    if energy.sum() <= max(loudest * 10 ** (cfg.silence_db / 10), EPS):
-        return Measure.undefined("silent at this time")
-    if cfg.increment and lo - (hi - lo) >= 0:
-        before = (a[:, lo - (hi - lo) : lo] ** 2).sum(axis=1)
-        energy = np.maximum(energy - before, 0.1 * energy)
-    return Measure.of(10.0 * np.log10((energy[0] + EPS) / (energy[1] + EPS)))
+    span = _cue_span(a, sample_rate, time, cfg, _peak(a))
+    return Measure.undefined(span) if isinstance(span, str) else _ild(a, *span, cfg)
 
 
 def _taper(n: int, sample_rate: int) -> np.ndarray:
@@ -134,18 +151,11 @@ def itd_of(
 
 
 def itd_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig | None = None) -> Measure:
-    """ITD (µs) of the sound starting at ``time`` (see the module docstring)."""
+    """ITD (µs) of the sound starting at ``time`` (see the module docstring); undefined outside the clip or silent."""
     cfg = config or CueConfig()
     a = _stereo(audio)
-    span = _span(a.shape[1], sample_rate, time, cfg)
-    if span is None:
-        return Measure.undefined("the cue window lies outside the clip")
-    lo, hi = span
-    loudest = float(np.max(a**2)) * (hi - lo)
-    if float((a[:, lo:hi] ** 2).sum()) <= max(loudest * 10 ** (cfg.silence_db / 10), EPS):
-        return Measure.undefined("silent at this time")
-    w = _taper(hi - lo, sample_rate)
-    return itd_of(a[0, lo:hi] * w, a[1, lo:hi] * w, sample_rate, cfg.max_itd_s, cfg.upsample, cfg.band_db)
+    span = _cue_span(a, sample_rate, time, cfg, _peak(a))
+    return Measure.undefined(span) if isinstance(span, str) else _itd(a, *span, sample_rate, cfg)
 
 
 def _evidence(value: Measure, threshold: float, scale: float) -> float:
@@ -162,9 +172,18 @@ def event_cues(
     ``|ILD|/ild_scale_db`` (1 dB from ``min_ild_db``) or ``confidence·|ITD|/itd_scale_s`` (from ``min_itd_s``),
     each capped at 1, decides."""
     cfg = config or CueConfig()
+    times = np.asarray(times, dtype=np.float64)
+    if times.size == 0:
+        return []
+    a = _stereo(audio)
+    peak = _peak(a)
     out = []
-    for t in np.asarray(times, dtype=np.float64):
-        ild, itd = ild_at(audio, sample_rate, float(t), cfg), itd_at(audio, sample_rate, float(t), cfg)
+    for t in times:
+        span = _cue_span(a, sample_rate, float(t), cfg, peak)
+        if isinstance(span, str):
+            ild = itd = Measure.undefined(span)
+        else:
+            ild, itd = _ild(a, *span, cfg), _itd(a, *span, sample_rate, cfg)
         e_ild = _evidence(ild, cfg.min_ild_db, cfg.ild_scale_db)
         e_itd = _evidence(itd, 1e6 * cfg.min_itd_s, 1e6 * cfg.itd_scale_s)
         strongest = e_ild if abs(e_ild) >= abs(e_itd) else e_itd

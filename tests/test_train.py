@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from avflow.errors import ConfigError
 from avflow.train import checkpoint as ckpt
 from avflow.train.config import ScheduleConfig
 from avflow.train.ema import PowerFunctionEMA, reconstruct, sigma_rel_to_gamma
@@ -222,6 +224,20 @@ def test_lr_schedules():
     assert lr_factor(110, cos, 110) == pytest.approx(0.1)
     step = ScheduleConfig(kind="step", milestones=[5, 8], gamma=0.5)
     assert [lr_factor(s, step, 10) for s in (4, 5, 7, 8)] == [1.0, 0.5, 0.5, 0.25]
+
+
+def test_cosine_warm_restarts():
+    one = ScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    two = ScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1, restarts=[110], restart_peak=0.5)
+    assert [lr_factor(s, two, 310) for s in range(110)] == [lr_factor(s, one, 110) for s in range(110)]
+    assert lr_factor(110, two, 310) == pytest.approx(0.05) and lr_factor(119, two, 310) == pytest.approx(0.5)
+    assert lr_factor(220, two, 310) == pytest.approx(0.1 + 0.4 * 0.5 * (1 + math.cos(math.pi * 100 / 190)))
+    assert lr_factor(310, two, 310) == pytest.approx(0.1)
+    for bad in ({"restarts": [5]}, {"restarts": [50, 40]}, {"restart_peak": 0.0}):
+        with pytest.raises(ConfigError):
+            ScheduleConfig(kind="cosine", warmup_steps=10, **bad)
+    with pytest.raises(ConfigError, match="only for kind cosine"):
+        ScheduleConfig(kind="step", restarts=[50])
 
 
 def in_process_run(tmp_path: Path, name: str, **loop) -> dict:

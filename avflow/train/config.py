@@ -47,13 +47,27 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Linear warm-up, then constant, step (x gamma at each milestone) or cosine decay to min_lr_ratio."""
+    """Linear warm-up, then constant, step (x gamma at each milestone) or cosine decay to min_lr_ratio.
+
+    Cosine only: `restarts` are steps where a new cycle begins (SGDR warm restarts), each with its own warm-up
+    and decay to min_lr_ratio at the next restart or the last step, peaking at `restart_peak` x the base rate.
+    """
 
     kind: Literal["constant", "step", "cosine"] = "constant"
     warmup_steps: int = 0
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
+    restarts: list[int] = field(default_factory=list)
+    restart_peak: float = 1.0
+
+    def __post_init__(self):
+        if self.restarts and self.kind != "cosine":
+            raise ConfigError(f"restarts: only for kind cosine, got kind {self.kind!r}")
+        if any(b <= a for a, b in zip([self.warmup_steps, *self.restarts], self.restarts)):
+            raise ConfigError(f"restarts: must increase and come after warmup_steps, got {self.restarts}")
+        if not 0 < self.restart_peak <= 1:
+            raise ConfigError(f"restart_peak: must be in (0, 1], got {self.restart_peak}")
 
 
 @dataclass

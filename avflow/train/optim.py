@@ -20,14 +20,26 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
 
 
 def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
-    """Multiplier of the base learning rate for optimizer step `step` (0-based)."""
+    """Multiplier of the base learning rate for optimizer step `step` (0-based).
+
+    Cosine cycle from `start` to `end` (the next restart or total_steps) with peak p (1, or restart_peak after a
+    restart) and warm-up w: p (k + 1) / w for k = step - start < w, then m + (p - m) (1 + cos(pi u)) / 2 with
+    u = (k - w) / (end - start - w) and m = min_lr_ratio.
+    """
+    if config.kind == "cosine":
+        cycle = bisect_right(config.restarts, step)
+        start = config.restarts[cycle - 1] if cycle else 0
+        end = config.restarts[cycle] if cycle < len(config.restarts) else total_steps
+        peak = config.restart_peak if cycle else 1.0
+        k, w = step - start, config.warmup_steps
+        if k < w:
+            return peak * (k + 1) / w
+        progress = min(1.0, (k - w) / max(1, end - start - w))
+        return config.min_lr_ratio + (peak - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.kind == "step":
         return config.gamma ** bisect_right(sorted(config.milestones), step)
-    if config.kind == "cosine":
-        progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
-        return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
 
 

@@ -145,3 +145,26 @@ def test_script_end_to_end_on_a_tiny_untrained_model(tmp_path, monkeypatch, caps
                for c in result["clips"])  # fmt: skip
     assert script.main(["--model", str(tmp_path / "nothing"), "--n", "1"]) == 2
     assert "default model files missing" in capsys.readouterr().err
+
+
+def test_tuning_prompt_set_shares_nothing_with_the_card(tmp_path, monkeypatch, capsys):
+    """--make-prompts with another file and --held-out-base: seeds from that base, no combination of the card's
+    prompts, and a base inside the splits' seed range is a one-line error."""
+    script = card_script(monkeypatch)
+    from avflow.world.dataset import clip_seed, split_sizes
+
+    world = tmp_path / "world" / "train"
+    world.mkdir(parents=True)
+    for i in range(split_sizes(10)["train"]):
+        meta = script.scene_meta(clip_seed("train", script.training.WORLD_SEED, i))
+        (world / f"train_{i:06d}.json").write_text(json.dumps(meta))
+    out, base = tmp_path / "tune.json", 4 << 40
+    args = ["--make-prompts", "--prompts", str(out), "--clips", "10", "--train-world", str(tmp_path / "world")]
+    assert script.main([*args, "--held-out-base", str(base), "--singles", "3", "--twos", "1"]) == 0
+    tune = json.loads(out.read_text())
+    assert tune["held_out_seed_base"] == base and [r["objects"] for r in tune["prompts"]] == [1, 1, 1, 2]
+    assert all(r["world_seed"] >= base for r in tune["prompts"])
+    card = {script.combination(script.scene_meta(r["world_seed"])) for r in PROMPTS["prompts"]}
+    assert not card & {script.combination(script.scene_meta(r["world_seed"])) for r in tune["prompts"]}
+    assert script.main([*args, "--held-out-base", "5"]) == 2
+    assert "--held-out-base must be >=" in capsys.readouterr().err

@@ -22,7 +22,8 @@ def test_transfer_carries_ild_and_itd_and_keeps_the_mono(ild_db, delay):
     mono = np.random.default_rng(7).standard_normal(SR).astype(np.float32) * 0.1
     out = transfer_cues(mono, rendered_pair(ild_db, delay))
     assert out.shape == (2, SR)
-    np.testing.assert_allclose(out.mean(0), mono, atol=2e-3)  # (L + R) / 2 is the given mono
+    residual = np.sqrt(np.mean((out.mean(0) - mono) ** 2)) / np.sqrt(np.mean(mono**2))
+    assert residual < 0.03  # (L + R) / 2 is the given mono (exact but in the few bins where |D| is floored)
     assert spatial.ild(out) == pytest.approx(ild_db, abs=1.0)  # sign and magnitude of the ILD
     assert 1e6 * spatial.itd_gcc_phat(out, SR) == pytest.approx(1e6 * delay / SR, abs=70.0)  # ITD > 0: left leads
 

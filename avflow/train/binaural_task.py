@@ -25,9 +25,6 @@ class BinauralFlowTask(FlowMatchingTask):
     """`FlowMatchingTask` whose batches carry cond `video_on` and `mono_on` (B,); each is zeroed per sample from the
     sample's own seed (independent of the batch split)."""
 
-    def __init__(self, config: BinauralFlowConfig):
-        super().__init__(config)
-
     def prepare(self, batch: dict, device: torch.device) -> dict:
         out = super().prepare(batch, device)
         draws = torch.stack([torch.rand(2, generator=torch.Generator().manual_seed(int(s) ^ 0xB1A0))

@@ -123,7 +123,8 @@ def summarise(results: dict) -> dict:
 
 def verdict(table: dict) -> dict:
     """Per task and group: does the model beat each baseline on each spatial measure by more than 2 seed std
-    (the larger of the two methods' stds)?"""
+    (the larger of the two methods' stds)? A baseline whose measure is undefined on every clip (a mono copy has no
+    side) is beaten where the model's is defined."""
     out: dict = {}
     for task, groups in table.items():
         for group, methods in groups.items():
@@ -131,6 +132,10 @@ def verdict(table: dict) -> dict:
             for base in ("mono_copy", "pan", "spatialiser"):
                 for k in MEASURES:
                     a, b = model[k], methods[base][k]
+                    if np.isnan(b["mean"]):
+                        out.setdefault(task, {}).setdefault(group, {}).setdefault(base, {})[k] = bool(
+                            np.isfinite(a["mean"]))
+                        continue
                     margin = 2 * max(a["std"], b["std"])
                     better = (b["mean"] - a["mean"] if LOWER_IS_BETTER[k] else a["mean"] - b["mean"]) > margin
                     out.setdefault(task, {}).setdefault(group, {}).setdefault(base, {})[k] = bool(better)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= test,text,train,oracle
+EXTRAS ?= test,text,train,oracle,hrtf
 
 .PHONY: demo test test-slow bench lint venv clean ui-deps media-deps real-sound-deps
 

@@ -1,17 +1,21 @@
-"""Video-to-binaural on the world's test split: the dual-branch flow model against three baselines, over seeds.
+"""Video-to-binaural v2 on a test split rendered with the KEMAR HRTF (the model was trained on the spherical head):
+the dual-branch model (one export per training seed) against the baselines, per-event measures, one- and
+two-object clips apart, and the measures' noise floor.
 
-Methods (all 16 kHz, [left, right]):
-- model: `BinauralPipeline` (shipped weights, Euler steps, CFG) from the silent video;
-- mono_copy: the oracle mono mix (L + R) / 2 copied to both ears;
-- pan: the oracle mono, constant-power amplitude panned to the detected source position;
-- mono+spatialiser: the oracle mono rendered by `avflow.pipelines.spatialise` (ITD + head shadow). No mono generator
-  is trained for the world, so the ground-truth mono mix stands in for "mono generation": an oracle, favouring it;
-- codec_roundtrip: the ground truth through the feature codec (the ceiling of the model's audio representation).
-Metrics: avflow.eval (ΔILD dB, ΔITD µs, IPD error rad, STFT and ENV distances, follows-object, |sync| ms against
-frame contacts). Prints sampling seconds per clip (the baseline in the same run: the spatialiser's seconds per clip)
-and writes the metric table as JSON.
+Tasks: 1 = silent video -> binaural; 2 = video + the true mono (L + R) / 2 -> binaural.
+Methods (16 kHz, [left, right]):
+- model: `BinauralPipeline` with each --weights file (a training seed), from the video (task 1) or with the mono;
+- mono_copy, pan (`amplitude_pan` from the tracked object), spatialiser (`spatialise`) of a mono: the true mono in
+  task 2; in task 1 the mono downmix of the default joint model's v2a output for the video (the shipped
+  `avflow/assets/default_model`, one draw per seed);
+- noise_floor: the ground truth against a re-render of the same scene with another ambience seed.
+Measures (`avflow.eval.binaural_events`): per-event ILD error dB, ITD error µs, side accuracy, follows-object, and in
+task 2 the onset error of the output's mix against the given mono (ms). Per seed the mean over clips; then mean ± std
+over seeds. The goal: the model beats every baseline on the four spatial measures by more than 2 seed std.
 
-    .venv/bin/python benchmarks/binaural.py --data data/world_binaural --seeds 3 --json docs/binaural_metrics.json
+    python benchmarks/binaural.py --world-test data/binaural_kemar --make-test          # 48 one- + 48 two-object clips
+    python benchmarks/binaural.py --world-test data/binaural_kemar --tasks 1 2 --json docs/binaural_metrics.json \
+        --weights runs/binaural_v2/seed{0,1,2}/binaural.safetensors
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,101 +33,176 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
-from avflow.config import to_dict  # noqa: E402
-from avflow.eval.report import EvalClip, clip_metrics  # noqa: E402
-from avflow.models.binaural import MODEL_FILE, SAMPLING  # noqa: E402
+from avflow.eval.binaural_events import MEASURES, event_measures  # noqa: E402
+from avflow.models.binaural import SAMPLING  # noqa: E402
 from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
 from avflow.pipelines.spatialise import amplitude_pan, spatialise  # noqa: E402
-from avflow.train.binaural_world import clip_ids  # noqa: E402
-from avflow.world.dataset import load_clip  # noqa: E402
+from avflow.world.dataset import load_clip, make_clip, read_manifest, rerender_audio, write_clip  # noqa: E402
 
-METRICS = {
-    "delta_ild_db": "ΔILD dB ↓",
-    "delta_itd_us": "ΔITD µs ↓",
-    "ipd_error_rad": "IPD err rad ↓",
-    "stft_dist": "STFT ↓",
-    "env_dist": "ENV ↓",
-    "follows_object": "follows ↑",
-    "sync_offset_abs_ms": "|sync| ms ↓",
-}
-SPATIAL = ("delta_ild_db", "delta_itd_us", "ipd_error_rad", "follows_object")
+TEST_SEED = 9_000_000  # clip seeds TEST_SEED + i: disjoint from every `avflow world make` split of a run seed < 9
+LOWER_IS_BETTER = {"ild_error_db": True, "itd_error_us": True, "side_accuracy": False, "follows_object": False,
+                   "onset_error_ms": True}  # fmt: skip
+V2A_PROMPT = "objects bounce and collide"  # neutral: no side named
+
+
+def make_test_split(out: Path, n_one: int, n_two: int) -> None:
+    """`out/test`: n_one one-object and n_two two-object clips of the default world's format (64 x 64, 16 fps, 2 s,
+    16 kHz) rendered with the KEMAR HRTF, with a manifest (`n_objects` per row)."""
+    from avflow.world.dataset import with_overrides
+    from avflow.world.scene import WorldConfig
+
+    split = out / "test"
+    split.mkdir(parents=True, exist_ok=True)
+    base = WorldConfig(width=64, height=64, fps=16, duration=2.0, sample_rate=16000, hrtf="kemar")
+    rows = []
+    for i in range(n_one + n_two):
+        k = 1 if i < n_one else 2
+        cid = f"kemar_{k}obj_{i:03d}"
+        clip = make_clip(TEST_SEED + i, with_overrides(base, min_objects=k, max_objects=k), cid)
+        write_clip(clip, split / cid)
+        rows.append({"id": cid, "duration": 2.0, "fps": 16, "sample_rate": 16000, "caption": clip.meta["caption"],
+                     "n_events": len(clip.meta["events"]), "n_objects": k})  # fmt: skip
+    (split / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} KEMAR clips to {split}", file=sys.stderr)
+
+
+def v2a_mono(joint, frames: np.ndarray, fps: float, n: int, seed: int) -> np.ndarray:
+    """The default joint model's v2a sound for the frames, mixed to mono, (n,) float32."""
+    from avflow.data.media import write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video = write_video(Path(tmp) / "v.mp4", frames, fps, crf=0)
+        clip = joint.generate(V2A_PROMPT, task="v2a", video_path=video, seed=seed)
+    mono = np.zeros(n, dtype=np.float32)
+    a = clip.audio.float().mean(0).numpy()[:n]
+    mono[: len(a)] = a
+    return mono
+
+
+def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int], results: dict) -> None:
+    """Score every method on one clip into `results[task][group][method][measure][seed]` (a list over clips)."""
+    clip = load_clip(stem)
+    ref, fps, sr, meta = clip.audio, float(clip.meta["fps"]), int(clip.meta["sample_rate"]), clip.meta
+    group = "one" if len(meta["objects"]) == 1 else "multi"
+
+    def score(task: str, method: str, seed: int, audio: np.ndarray, mono: np.ndarray | None = None) -> None:
+        m = event_measures(audio, ref, sr, clip.frames, fps, meta, mono=mono)
+        cell = results.setdefault(task, {}).setdefault(group, {}).setdefault(method, {})
+        for k, v in m.items():
+            cell.setdefault(k, {}).setdefault(seed, []).append(v.value if v.defined else np.nan)
+
+    floor = rerender_audio(meta, ambience_seed=int(meta["seed"]) + 1)
+    true_mono = ref.mean(0)
+    for task in tasks:
+        score(task, "noise_floor", 0, floor, true_mono if task == "2" else None)
+        for s, pipe in zip(seeds, pipes):
+            mono = true_mono if task == "2" else v2a_mono(joint, clip.frames, fps, ref.shape[1], s)
+            given = mono if task == "2" else None
+            out = pipe.generate(clip.frames, fps, ref.shape[1], mono=given, seed=s, sampling=pipe.sampling)
+            score(task, "model", s, out, given)
+            score(task, "mono_copy", s, np.stack([mono, mono]), given)
+            score(task, "pan", s, amplitude_pan(mono, sr, clip.frames, fps), given)
+            score(task, "spatialiser", s, spatialise(mono, sr, clip.frames, fps), given)
+
+
+def summarise(results: dict) -> dict:
+    """task -> group -> method -> measure -> {mean, std, seeds, clips}: mean over clips per seed, then over seeds."""
+    out: dict = {}
+    for task, groups in results.items():
+        for group, methods in groups.items():
+            for method, measures in methods.items():
+                for k, per_seed in measures.items():
+                    means = [float(np.nanmean(v)) for v in per_seed.values() if np.isfinite(v).any()]
+                    clips = int(np.mean([np.isfinite(v).sum() for v in per_seed.values()]))
+                    out.setdefault(task, {}).setdefault(group, {}).setdefault(method, {})[k] = {
+                        "mean": float(np.mean(means)) if means else float("nan"),
+                        "std": float(np.std(means)) if means else float("nan"), "seeds": len(means), "clips": clips,
+                    }  # fmt: skip
+    return out
+
+
+def verdict(table: dict) -> dict:
+    """Per task and group: does the model beat each baseline on each spatial measure by more than 2 seed std
+    (the larger of the two methods' stds)? A baseline whose measure is undefined on every clip (a mono copy has no
+    side) is beaten where the model's is defined."""
+    out: dict = {}
+    for task, groups in table.items():
+        for group, methods in groups.items():
+            model = methods["model"]
+            for base in ("mono_copy", "pan", "spatialiser"):
+                for k in MEASURES:
+                    a, b = model[k], methods[base][k]
+                    if np.isnan(b["mean"]):
+                        out.setdefault(task, {}).setdefault(group, {}).setdefault(base, {})[k] = bool(
+                            np.isfinite(a["mean"]))
+                        continue
+                    margin = 2 * max(a["std"], b["std"])
+                    better = (b["mean"] - a["mean"] if LOWER_IS_BETTER[k] else a["mean"] - b["mean"]) > margin
+                    out.setdefault(task, {}).setdefault(group, {}).setdefault(base, {})[k] = bool(better)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="world dataset folder (uses its test split)")
-    parser.add_argument("--model", default=str(MODEL_FILE))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--world-test", type=Path, required=True, help="folder with test/ (KEMAR-rendered clips)")
+    parser.add_argument("--make-test", action="store_true", help="render the KEMAR test split into --world-test")
+    parser.add_argument("--n-one", type=int, default=48, help="one-object clips (--make-test)")
+    parser.add_argument("--n-two", type=int, default=48, help="two-object clips (--make-test)")
+    parser.add_argument("--weights", type=Path, nargs="*", default=[], help="one binaural export per training seed")
+    parser.add_argument("--tasks", nargs="+", choices=["1", "2"], default=["1", "2"])
     parser.add_argument("--limit", type=int, default=0, help="test clips (0: all)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None, help="model sampling steps (default: the model's)")
+    parser.add_argument("--cfg", type=float, default=None, help="model cfg_strength (default: the model's)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", default=None, help="write the table here")
+    parser.add_argument("--json", type=Path, default=None, help="write the tables here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.make_test:
+        from avflow.world.binaural import kemar_path
 
-    pipe = BinauralPipeline.from_assets(args.model, sampling=SAMPLING.override(steps=args.steps, cfg_strength=args.cfg))
-    stems = clip_ids(args.data, "test", args.limit)
-    per_seed: dict[str, list[dict[str, list[float]]]] = {}
-    seconds = {"model": [], "mono+spatialiser": []}
-    for seed in range(args.seeds):
-        for index, stem in enumerate(stems):
-            clip = load_clip(stem)
-            ref, fps, sr = clip.audio, clip.meta["fps"], clip.meta["sample_rate"]
-            mono = ref.mean(0)
-            t0 = time.perf_counter()
-            preds = {"model": pipe.generate(clip.frames, fps, ref.shape[1], seed=seed * 100003 + index)}
-            seconds["model"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            preds["mono+spatialiser"] = spatialise(mono, sr, clip.frames, fps)
-            seconds["mono+spatialiser"].append(time.perf_counter() - t0)
-            preds["pan"] = amplitude_pan(mono, sr, clip.frames, fps)
-            preds["mono_copy"] = np.stack([mono, mono])
-            with torch.no_grad():
-                z = pipe.codec.encode(torch.from_numpy(ref)[None])
-                preds["codec_roundtrip"] = pipe.codec.decode(z, ref.shape[1])[0].numpy()
-            ref_clip = EvalClip(stem.name, ref, sr, clip.frames, fps, clip.meta)
-            for name, audio in preds.items():
-                if seed > 0 and name != "model":  # deterministic methods: one pass is every seed
-                    continue
-                m = clip_metrics(EvalClip(stem.name, audio, sr, clip.frames, fps, clip.meta), ref_clip)
-                runs = per_seed.setdefault(name, [])
-                while len(runs) <= seed:
-                    runs.append({k: [] for k in METRICS})
-                for k in METRICS:
-                    runs[seed][k].append(m.get(k, float("nan")))
-        print(f"seed {seed} done", file=sys.stderr)
+        kemar_path()  # one line if the `hrtf` extra (slab) is missing
+        make_test_split(args.world_test, args.n_one, args.n_two)
+        if not args.weights:
+            return
+    missing = [w for w in args.weights if not w.is_file()]
+    if not args.weights or missing:
+        parser.error(f"--weights: give one existing export per seed (missing: {', '.join(map(str, missing))})")
+    rows = read_manifest(args.world_test, "test")
+    rows = rows[: args.limit] if args.limit > 0 else rows
+    sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
+    pipes = [BinauralPipeline.from_assets(w, sampling=sampling) for w in args.weights]
+    seeds = list(range(len(pipes)))
+    joint = None
+    if "1" in args.tasks:
+        from avflow.pipelines.default_model import load_default_model
 
-    table, rows = {}, []
-    for name, runs in per_seed.items():
-        # per-seed means over clips; a metric undefined on every clip (follows-object of identical ears) counts as 0
-        means = {k: [float(np.nanmean(r[k])) if np.isfinite(r[k]).any() else 0.0 for r in runs] for k in METRICS}
-        table[name] = {
-            k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)} for k, v in means.items()
-        }
-        rows.append({"method": name} | {METRICS[k]: f"{table[name][k]['mean']:.3f}±{table[name][k]['std']:.3f}"
-                                        for k in METRICS})  # fmt: skip
-    print_table(rows, f"world test split: {len(stems)} clips x {args.seeds} seeds (model) / 1 pass (deterministic)")
-    ref = table["model"]
-    verdict = {}
-    for base in ("mono_copy", "pan", "mono+spatialiser"):
-        better = {k: (ref[k]["mean"] > table[base][k]["mean"]) if k == "follows_object"
-                  else (ref[k]["mean"] < table[base][k]["mean"]) for k in SPATIAL}  # fmt: skip
-        verdict[base] = better
-    sync_ok = all(ref["sync_offset_abs_ms"]["mean"] <= table[b]["sync_offset_abs_ms"]["mean"] + 5.0 for b in verdict)
-    goal = all(all(v.values()) for v in verdict.values()) and sync_ok
-    title = f"seconds per clip (CPU, {args.threads} thread(s), {pipe.sampling.steps} steps + CFG + decode)"
-    print_table([{"method": k, "seconds/clip": f"{np.mean(v):.3f}"} for k, v in seconds.items()], title)
-    print(f"goal (model beats all three baselines on {', '.join(SPATIAL)}; |sync| within 5 ms): "
-          f"{'MET' if goal else 'NOT MET'}")  # fmt: skip
-    for base, v in verdict.items():
-        print(f"  vs {base}: " + ", ".join(f"{k} {'better' if b else 'worse'}" for k, b in v.items()))
+        joint = load_default_model()
+    results: dict = {}
+    start = time.time()
+    for i, row in enumerate(rows):
+        run_clip(args.world_test / "test" / row["id"], args.tasks, pipes, joint, seeds, results)
+        print(f"{i + 1}/{len(rows)} clips ({time.time() - start:.0f} s)", file=sys.stderr)
+    table = summarise(results)
+    wins = verdict(table)
+    for task in args.tasks:
+        for group in ("one", "multi"):
+            methods = table.get(task, {}).get(group, {})
+            if not methods:
+                continue
+            keys = [*MEASURES, *(["onset_error_ms"] if task == "2" else [])]
+            print_table([{"method": name} | {k: f"{m[k]['mean']:.3f}±{m[k]['std']:.3f}" for k in keys if k in m}
+                         for name, m in methods.items()],
+                        f"task {task}, {group}-object clips (n = {methods['model'][MEASURES[0]]['clips']}), "
+                        f"{len(seeds)} seeds")  # fmt: skip
+            goal = all(all(v.values()) for v in wins[task][group].values())
+            print(f"goal (model beats every baseline by > 2 seed std on {', '.join(MEASURES)}): "
+                  f"{'MET' if goal else 'NOT MET'}")  # fmt: skip
     if args.json:
-        out = {"clips": len(stems), "seeds": args.seeds, "sampling": to_dict(pipe.sampling),
-               "seconds_per_clip": {k: float(np.mean(v)) for k, v in seconds.items()}, "metrics": table,
-               "model_better_than": verdict, "sync_within_5ms": sync_ok, "goal_met": goal}  # fmt: skip
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        out = {"clips": len(rows), "seeds": len(seeds), "weights": [str(w) for w in args.weights],
+               "sampling": {"steps": sampling.steps, "cfg_strength": sampling.cfg_strength}, "metrics": table,
+               "model_better_than": wins, "seconds": time.time() - start}  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,26 @@
-"""Binaural generation: the dual-branch flow model, its conditioning, the feature codec, the spatialiser and the CLI."""
+"""Binaural generation: the dual-branch flow model, its conditioning and task, the cache, the pipeline, the spatialiser
+and the CLI (random tiny weights: nothing here needs a trained model)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from avflow.codecs.binaural_features import FEATURES_FILE, BinauralFeatures, load_features, num_tokens
+from avflow.codecs.world import WorldCodecs
+from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
 from avflow.eval.spatial import ild, itd_gcc_phat
 from avflow.flow import cfg, sample
-from avflow.models.binaural import MODEL_FILE, BinauralConfig, BinauralFlow, load_binaural, save_binaural
+from avflow.models.binaural import BinauralConfig, BinauralFlow, load_binaural, save_binaural
 from avflow.nn.spatiotemporal import video_features
+from avflow.pipelines.binaural import BinauralPipeline
 from avflow.pipelines.spatialise import amplitude_pan, spatialise
-from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
+from avflow.train.binaural_task import BinauralFlowConfig, BinauralFlowTask
 
 SR = 16000
+C = 8  # latent channels of the tiny codec and model
 
 
 def moving_square(t: int = 16, h: int = 16, w: int = 32, side: str = "left", seed: int = 0) -> np.ndarray:
@@ -30,7 +36,7 @@ def moving_square(t: int = 16, h: int = 16, w: int = 32, side: str = "left", see
 
 def tiny_model(seed: int = 0, nonzero: bool = True) -> BinauralFlow:
     torch.manual_seed(seed)
-    model = BinauralFlow(BinauralConfig(dim=32, depth=2, heads=2, bins=8))
+    model = BinauralFlow(BinauralConfig(latent_dim=C, dim=32, depth=2, heads=2, bins=8))
     if nonzero:  # zero-initialised output layers would make every velocity 0 (and any symmetry test trivial)
         with torch.no_grad():
             for p in model.parameters():
@@ -39,65 +45,110 @@ def tiny_model(seed: int = 0, nonzero: bool = True) -> BinauralFlow:
     return model
 
 
-def conditions(frames: np.ndarray, n: int, fps: float = 16.0, bins: int = 8) -> dict[str, torch.Tensor]:
-    f = video_features(frames, fps, n, bins=bins)
-    return {"timing": f["timing"][None], "spatial": f["spatial"][None], "video_on": torch.ones(1)}
+def tiny_codecs() -> WorldCodecs:
+    torch.manual_seed(0)
+    audio = WorldAudioCodec(WorldAudioCodecConfig(latent_channels=C, width=16, frame_blocks=1, latent_blocks=1))
+    return WorldCodecs(video=None, audio=audio.eval().requires_grad_(False), checksum="tiny", folder=Path("tiny"))
 
 
-def test_forward_backward_sampling():
+def conditions(frames: np.ndarray, n: int, mono: torch.Tensor | None = None, bins: int = 8) -> dict[str, torch.Tensor]:
+    f = video_features(frames, 16.0, n, token_rate=32.0, bins=bins)
+    cond = {"timing": f["timing"][None], "spatial": f["spatial"][None], "video_on": torch.ones(1)}
+    on = torch.ones(1) if mono is not None else torch.zeros(1)
+    return cond | {"mono": mono if mono is not None else torch.zeros(1, n, C), "mono_on": on}
+
+
+def test_forward_backward_sampling_and_the_task_drops():
     model = tiny_model(nonzero=False)
     b, n = 2, 9
-    cond = {k: torch.cat([v, v]) for k, v in conditions(moving_square(), n).items()}
-    batch = {
-        "streams": {s: torch.randn(b, n, 20) for s in ("left", "right")},
-        "cond": cond,
-        "seed": torch.tensor([1, 2]),
-    }
-    task = FlowMatchingTask(FlowMatchingConfig(cond_dropout=0.5))
+    cond = {k: torch.cat([v, v]) for k, v in conditions(moving_square(), n, torch.randn(1, n, C)).items()}
+    streams = {s: torch.randn(b, n, C) for s in ("left", "right")}
+    batch = {"streams": streams, "cond": cond, "seed": torch.tensor([1, 2])}
+    task = BinauralFlowTask(BinauralFlowConfig(cond_dropout=0.5))
     loss = task.loss(model, task.prepare(batch, torch.device("cpu")))
     loss.backward()
-    assert torch.isfinite(loss)
-    assert model.out.weight.grad is not None and model.out.weight.grad.abs().sum() > 0
-    assert all(p.grad is not None for p in model.parameters())
-    noise = {s: torch.randn(b, n, 20) for s in ("left", "right")}
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+    for drop, on in ((1.0, 0.0), (0.0, 1.0)):
+        prepared = BinauralFlowTask(BinauralFlowConfig(mono_drop=drop, video_drop=drop)).prepare(batch, "cpu")
+        assert prepared["cond"]["mono_on"].tolist() == [on, on] == prepared["cond"]["video_on"].tolist()
+    noise = {s: torch.randn(b, n, C) for s in ("left", "right")}
     result = sample(tiny_model(), noise, cond, steps=3, guidance=cfg(2.0, cond=tiny_model().empty_conditions(b, n)))
-    assert result.nfe == 6
-    assert all(result.streams[s].shape == (b, n, 20) and torch.isfinite(result.streams[s]).all() for s in noise)
-    off = tiny_model().velocity(noise, {s: torch.zeros(b) for s in noise}, cond, cross_modal=False)
-    on = tiny_model().velocity(noise, {s: torch.zeros(b) for s in noise}, cond)
-    assert not torch.allclose(off["left"], on["left"])  # cross_modal=False really removes the video
+    assert result.nfe == 6 and all(result.streams[s].shape == (b, n, C) for s in noise)
+    t0 = {s: torch.zeros(b) for s in noise}
+    off = tiny_model().velocity(noise, t0, cond, cross_modal=False)
+    no_mono = tiny_model().velocity(noise, t0, cond | {"mono_on": torch.zeros(b)})
+    on = tiny_model().velocity(noise, t0, cond)
+    assert not torch.allclose(off["left"], on["left"]) and not torch.allclose(no_mono["left"], on["left"])
 
 
-def test_mirrored_video_swaps_the_ears():
+@pytest.mark.parametrize("with_mono", [False, True])
+def test_mirrored_video_with_the_same_mono_swaps_the_ears(with_mono: bool):
     """Exact up to float summation order: the tolerance is atol = rtol = 1e-5."""
     model = tiny_model(seed=1).eval()
     frames = moving_square(side="left", seed=3)
     frames[:, 2:6, 20:23] = 200  # a second, static object elsewhere
     n = 12
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(1, n, 20, generator=g), torch.randn(1, n, 20, generator=g)
+    a, b = torch.randn(1, n, C, generator=g), torch.randn(1, n, C, generator=g)
+    mono = torch.randn(1, n, C, generator=g) if with_mono else None
     t = {"left": torch.tensor([0.3]), "right": torch.tensor([0.3])}
     with torch.no_grad():
-        out = model.velocity({"left": a, "right": b}, t, conditions(frames, n))
-        mirrored = model.velocity({"left": b, "right": a}, t, conditions(frames[:, :, ::-1].copy(), n))
+        out = model.velocity({"left": a, "right": b}, t, conditions(frames, n, mono))
+        mirrored = model.velocity({"left": b, "right": a}, t, conditions(frames[:, :, ::-1].copy(), n, mono))
+        swapped = model.velocity({"left": b, "right": a}, t, conditions(frames, n, mono))
     torch.testing.assert_close(mirrored["left"], out["right"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mirrored["right"], out["left"], atol=1e-5, rtol=1e-5)
-    # not trivially symmetric: swapping the ears without mirroring the video changes the result
-    with torch.no_grad():
-        swapped = model.velocity({"left": b, "right": a}, t, conditions(frames, n))
-    assert (swapped["left"] - out["right"]).abs().max() > 1e-3
+    assert (swapped["left"] - out["right"]).abs().max() > 1e-3  # not trivially symmetric
 
 
-def test_feature_codec_shapes_and_level_difference():
-    codec = load_features(FEATURES_FILE)
-    assert isinstance(codec, BinauralFeatures)
-    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(8000).astype(np.float32)) * 0.1
-    audio = torch.stack([noise, 0.3 * noise])[None]  # left louder by 10.5 dB
-    z = codec.encode(audio)
-    assert z["left"].shape == (1, num_tokens(8000), 20) == (1, 16, 20)
-    y = codec.decode(z, 8000, iters=8)[0].numpy()
-    assert y.shape == (2, 8000)
-    assert ild(y) > 6.0 and itd_gcc_phat(y, SR) > 0  # the level difference survives; the ITD follows from it
+def test_model_save_load_roundtrip(tmp_path):
+    model = tiny_model(seed=2)
+    save_binaural(model, tmp_path / "m.safetensors", codecs_checksum="abc")
+    loaded, checksum = load_binaural(tmp_path / "m.safetensors")
+    assert checksum == "abc"
+    x = {s: torch.randn(1, 5, C) for s in ("left", "right")}
+    t = {s: torch.tensor([0.5]) for s in x}
+    cond = loaded.empty_conditions(1, 5)
+    torch.testing.assert_close(loaded.velocity(x, t, cond)["left"], model.half().float().velocity(x, t, cond)["left"])
+
+
+def test_cache_round_trip_and_stale_codecs(tmp_path):
+    import json
+
+    from avflow.errors import WeightsError
+    from avflow.train.binaural_cache import cache_world_split, check_cache
+    from avflow.train.datasets import TensorFile, TensorFileConfig
+    from avflow.world.dataset import make_clip, write_clip
+    from avflow.world.scene import WorldConfig
+
+    split = tmp_path / "world" / "train"
+    split.mkdir(parents=True)
+    config = WorldConfig(width=32, height=32, duration=0.5, max_objects=1)
+    for i in range(2):
+        write_clip(make_clip(i, config, f"c{i}"), split / f"c{i}")
+    (split / "manifest.jsonl").write_text("".join(json.dumps({"id": f"c{i}"}) + "\n" for i in range(2)))
+    codecs = tiny_codecs()
+    out = cache_world_split(tmp_path / "world", "train", tmp_path / "cache.safetensors", codecs, bins=8)
+    data = TensorFile(TensorFileConfig(file=str(out)))
+    item = data[1]
+    assert len(data) == 2 and item["streams"]["left"].shape == (16, C) == item["cond"]["mono"].shape
+    assert item["cond"]["spatial"].shape == (16, 8, 8) and item["cond"]["mono_on"] == 1
+    check_cache(out, codecs)
+    with pytest.raises(WeightsError, match="trained with world codecs"):
+        check_cache(out, WorldCodecs(video=None, audio=codecs.audio, checksum="other", folder=Path("x")))
+
+
+def test_pipeline_with_a_mono_keeps_it_and_without_one_generates():
+    pipe = BinauralPipeline(tiny_model(), tiny_codecs().audio)
+    sampling = pipe.sampling.override(steps=2)
+    frames = moving_square(t=8)
+    mono = np.random.default_rng(0).standard_normal(7000).astype(np.float32) * 0.1
+    out = pipe.generate(frames, 16.0, 7000, mono=mono, seed=0, sampling=sampling)
+    assert out.shape == (2, 7000) and out.dtype == np.float32
+    assert np.corrcoef(out.mean(0), mono)[0, 1] > 0.9  # the given mono's content and timing (random cues: some bins
+    # have nearly opposite ears, where the mix is kept only up to the |D| floor of the cue transfer)
+    alone = pipe.generate(frames, 16.0, 7000, seed=0, sampling=sampling)
+    assert alone.shape == (2, 7000) and np.isfinite(alone).all()
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -112,35 +163,51 @@ def test_spatialiser_follows_the_object(side: str):
     assert sign * ild(pan) > 1.0 and abs(itd_gcc_phat(pan, SR)) < 1e-5
 
 
-def test_model_save_load_roundtrip(tmp_path):
-    model = tiny_model(seed=2)
-    save_binaural(model, tmp_path / "m.safetensors")
-    loaded = load_binaural(tmp_path / "m.safetensors")
-    x = {s: torch.randn(1, 5, 20) for s in ("left", "right")}
-    t = {s: torch.tensor([0.5]) for s in x}
-    cond = loaded.empty_conditions(1, 5)
-    torch.testing.assert_close(loaded.velocity(x, t, cond)["left"], model.half().float().velocity(x, t, cond)["left"])
+def _inputs(tmp_path: Path, mono_seconds: float = 1.25) -> tuple[Path, Path]:
+    from avflow.data.media import write_audio, write_video
 
-
-@pytest.mark.parametrize("mode", ["spatialise", "model"])
-def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, mode: str, capsys):
-    from avflow.cli import main
-    from avflow.data.media import probe, read_audio, write_video
-
-    assert MODEL_FILE.is_file(), "the trained binaural model ships with the package"
     frames = np.repeat(np.repeat(moving_square(t=20, h=16, w=32), 2, axis=1), 2, axis=2)  # (20, 32, 64, 3)
-    mono = np.random.default_rng(0).standard_normal((1, int(1.25 * SR))).astype(np.float32) * 0.05
-    src = write_video(tmp_path / "in.mp4", frames, 16, audio=mono, sample_rate=SR)
+    own = np.random.default_rng(0).standard_normal((1, int(1.25 * SR))).astype(np.float32) * 0.05
+    src = write_video(tmp_path / "in.mp4", frames, 16, audio=own, sample_rate=SR)
+    mono = np.random.default_rng(1).standard_normal((1, int(mono_seconds * 22050))).astype(np.float32) * 0.05
+    return src, write_audio(tmp_path / "mono.wav", mono, 22050)  # another sample rate: resampled
+
+
+@pytest.mark.parametrize("mode, mono", [("spatialise", False), ("spatialise", True), ("model", True),
+                                        ("model", False)])  # fmt: skip
+def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, monkeypatch, capsys, mode: str, mono: bool):
+    from avflow.cli import main
+    from avflow.data.media import probe, read_audio
+    from avflow.models import binaural
+
+    monkeypatch.setattr(binaural, "MODEL_FILE", tmp_path / "in.mp4")  # "installed": a file exists there
+    tiny = classmethod(lambda cls, *a, **k: cls(tiny_model(), tiny_codecs().audio))
+    monkeypatch.setattr(BinauralPipeline, "from_assets", tiny)
+    src, mono_file = _inputs(tmp_path)
     out = tmp_path / "out.mp4"
-    assert main(["binaural", str(src), "-o", str(out), "--mode", mode, "--steps", "4"]) == 0
-    assert "its audio track kept as track 2 (--audio keep)" in capsys.readouterr().out
+    extra = ["--mono", str(mono_file)] if mono else []
+    assert main(["binaural", str(src), "-o", str(out), "--mode", mode, "--steps", "2", *extra]) == 0
+    printed = capsys.readouterr().out
+    assert "its audio track kept as track 2 (--audio keep)" in printed and ("from --mono" in printed) == mono
     info = probe(out)
     assert info.has_audio and info.audio_channels == 2 and info.audio_tracks == 2  # the new track, then the video's
     audio, sr = read_audio(out)
-    assert audio.shape[0] == 2
-    assert abs(audio.shape[1] / sr - probe(src).duration) < 1e-3
-    if mode == "spatialise":  # the `avflow foley --binaural` path: a generated mono track + the video
-        from avflow.pipelines.spatialise import spatialise_video
+    assert audio.shape[0] == 2 and abs(audio.shape[1] / sr - probe(src).duration) < 1e-3
 
-        stereo = spatialise_video(mono[0], SR, str(src))
-        assert stereo.shape == (2, mono.shape[1]) and ild(stereo) > 1.0  # the square is on the left
+
+@pytest.mark.parametrize("case, message", [("missing", "--mono .*: file not found"),
+                                           ("short", "shorter than the video")])  # fmt: skip
+def test_cli_mono_errors_are_one_line_before_any_weights(tmp_path, monkeypatch, capsys, case: str, message: str):
+    import re
+
+    from helpers import WeightReads
+
+    from avflow.cli import main
+
+    src, mono_file = _inputs(tmp_path, mono_seconds=0.8)
+    reads = WeightReads(monkeypatch)
+    mono = tmp_path / "absent.wav" if case == "missing" else mono_file
+    code = main(["binaural", str(src), "-o", str(tmp_path / "out.mp4"), "--mode", "model", "--mono", str(mono)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and re.search(message, err), err
+    assert reads.calls == [] and not (tmp_path / "out.mp4").exists()

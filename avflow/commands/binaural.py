@@ -18,7 +18,7 @@ from avflow.commands.options import (
 from avflow.errors import MediaError
 from avflow.pipelines.inputs import MIN_DURATION_S
 
-HELP = "binaural audio for a video (trained world model, or spatialise the video's own audio track)"
+HELP = "binaural audio for a video (trained world model, from the video alone or with a given mono; or spatialise)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help=f"output mp4: the video with a stereo audio track (default: "
                              f"{OUTPUT_DIR}/VIDEO_NAME_binaural.mp4)")  # fmt: skip
+    parser.add_argument("--mono", type=Path, default=None,
+                        help="a mono sound for the video (any audio file or video, any sample rate, at least as long "
+                             "as the video; its first VIDEO-length seconds are used): made binaural keeping its "
+                             "content and timing (default: the model generates the sound from the video)")  # fmt: skip
     parser.add_argument("--mode", choices=["auto", "model", "spatialise"], default="auto",
-                        help="model: generate with the shipped binaural model; spatialise: render the video's own "
-                             "audio (mixed to mono) from the detected source position; auto: model if its weights "
+                        help="model: the shipped binaural model; spatialise: render --mono (else the video's own "
+                             "audio, mixed to mono) from the detected source position; auto: model if its weights "
                              "are installed")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (model; default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (model; 1 = off; default: the model's "
@@ -46,26 +50,35 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.video.exists():  # the checks that need no media or torch come first
         raise MediaError(f"{args.video}: file not found")
+    if args.mono is not None and not args.mono.is_file():
+        raise MediaError(f"--mono {args.mono}: file not found")
+    inputs = [args.video] + ([args.mono] if args.mono is not None else [])
     out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}_binaural.mp4", VIDEO_SUFFIXES,
-                       overwrite=args.overwrite, inputs=[args.video])  # fmt: skip
+                       overwrite=args.overwrite, inputs=inputs)  # fmt: skip
     wav = None
     if args.wav is not None:
-        wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
+        wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=inputs, what="--wav")
     check_distinct(out, wav)
     from avflow.data.media import mux_audio, write_audio
     from avflow.models.binaural import MODEL_FILE, SAMPLING
-    from avflow.pipelines.binaural import binaural_track
+    from avflow.pipelines.binaural import binaural_track, check_mono
 
     sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
     info = check_video_input(args.video)
+    if args.mono is not None:
+        check_mono(args.mono, info.duration)
     mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
-    if mode == "spatialise" and not info.has_audio:
-        raise MediaError(f"{args.video}: has no audio track to spatialise (use --mode model)")
-    track = binaural_track(args.video, mode=mode, seed=args.seed, sampling=sampling)
+    if mode == "spatialise" and args.mono is None and not info.has_audio:
+        raise MediaError(f"{args.video}: has no audio track to spatialise (give --mono FILE or use --mode model)")
+    if mode == "model" and not MODEL_FILE.is_file():
+        raise MediaError(f"{MODEL_FILE}: no trained binaural model installed (train one with "
+                         "scripts/train_binaural_v2.py, or use --mode spatialise)")  # fmt: skip
+    track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, sampling=sampling)
     with RunOutputs(out, wav) as outputs:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))
         if wav is not None:
             outputs.wrote(write_audio(wav, track.audio, track.sample_rate))
-    print(f"wrote {out} ({track.mode}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz; "
+    how = f"{track.mode}, from --mono" if track.mono else track.mode
+    print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz; "
           f"{describe(args.audio, info.audio_tracks)})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0

@@ -1,7 +1,10 @@
-"""A ViSAudio-style dual-branch binaural generator: streams `left` and `right` (each (B, N, C)) share one DiT trunk.
+"""A ViSAudio-style dual-branch binaural generator on the world's binaural codec: streams `left` and `right` (each
+(B, N, C), the codec's latents) share one DiT trunk.
 
 Both branches' tokens enter one joint self-attention sequence (so each ear sees the other), with per-token adaLN
-conditioning from the flow time, optional text, and the spatio-temporal video features of `avflow.nn.spatiotemporal`.
+conditioning from the flow time and per-token input conditioning from the spatio-temporal video features of
+`avflow.nn.spatiotemporal` and, optionally, a given mono sound (its codec latents, the same for both ears; dropped in
+training with a flag, so one model does video -> binaural and video + mono -> binaural).
 The branch identity is carried by the orientation of the spatial features (each ear sees the frame's columns from its
 own side; see `SpatioTemporalConditioner`), and the input/output heads are shared. A learned left/right embedding
 would break the symmetry, so there is none: mirroring the video exactly swaps the two outputs (up to float
@@ -20,7 +23,7 @@ from torch import Tensor, nn
 
 from avflow.errors import WeightsError
 from avflow.flow.sampling import SamplingConfig
-from avflow.nn.spatiotemporal import TIMING_DIM, SpatioTemporalConditioner, video_features
+from avflow.nn.spatiotemporal import SPATIAL_CHANNELS, TIMING_DIM, SpatioTemporalConditioner, video_features
 from avflow.weights import load_strict, read_safetensors, save_safetensors
 
 SIDES = ("left", "right")
@@ -30,14 +33,12 @@ SAMPLING = SamplingConfig(steps=16, cfg_strength=2.0)  # the shipped model's sam
 
 @dataclass(frozen=True, kw_only=True)
 class BinauralConfig:
-    latent_dim: int = 20
+    latent_dim: int = 32  # the world audio codec's latent channels
     dim: int = 128
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
     bins: int = 16  # horizontal bins of the spatial features
-    text_dim: int = 0  # 0: no text conditioning; else the size of a pooled text embedding (cond["text"])
-    max_tokens: int = 1024
 
 
 def sinusoidal(x: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -80,8 +81,8 @@ class Block(nn.Module):
 class BinauralFlow(nn.Module):
     """velocity({"left", "right"} (B, N, C), t, cond) -> {"left", "right"} (B, N, C).
 
-    cond: timing (B, N, 5), spatial (B, N, 8, bins), video_on (B,) in {0, 1} (0 = no video, for CFG); with
-    text_dim > 0 also text (B, text_dim) and text_on (B,).
+    cond: timing (B, N, 5), spatial (B, N, 8, bins), video_on (B,), mono (B, N, C) codec latents of the given mono,
+    mono_on (B,); an `_on` of 0 replaces that condition by a learned null token (1-token conditions broadcast).
     """
 
     def __init__(self, config: BinauralConfig):
@@ -91,8 +92,9 @@ class BinauralFlow(nn.Module):
         self.inp = nn.Linear(config.latent_dim, d)
         self.video = SpatioTemporalConditioner(d, config.bins)
         self.no_video = nn.Parameter(torch.zeros(d))
+        self.mono = nn.Sequential(nn.Linear(config.latent_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.no_mono = nn.Parameter(torch.zeros(d))
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.text = nn.Linear(config.text_dim, d) if config.text_dim > 0 else None
         self.blocks = nn.ModuleList([Block(d, config.heads, config.mlp_ratio) for _ in range(config.depth)])
         self.out_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.out_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
@@ -107,46 +109,42 @@ class BinauralFlow(nn.Module):
         return self.inp.weight.device
 
     def empty_conditions(self, batch: int, n_tokens: int = 1) -> dict[str, Tensor]:
-        """No video (and no text): zero features with video_on = 0; broadcast over tokens inside `velocity`."""
-        dev = self.device
-        cond = {
+        """No video and no mono: zero features with both flags 0; broadcast over tokens inside `velocity`."""
+        dev, c = self.device, self.config
+        return {
             "timing": torch.zeros(batch, n_tokens, TIMING_DIM, device=dev),
-            "spatial": torch.zeros(batch, n_tokens, 8, self.config.bins, device=dev),
+            "spatial": torch.zeros(batch, n_tokens, SPATIAL_CHANNELS, c.bins, device=dev),
             "video_on": torch.zeros(batch, device=dev),
+            "mono": torch.zeros(batch, n_tokens, c.latent_dim, device=dev),
+            "mono_on": torch.zeros(batch, device=dev),
         }
-        if self.text is not None:
-            cond |= {
-                "text": torch.zeros(batch, self.config.text_dim, device=dev),
-                "text_on": torch.zeros(batch, device=dev),
-            }
-        return cond
 
     def _video(self, cond: dict, side: str, n: int, cross_modal: bool) -> Tensor:
         b = cond["video_on"].shape[0]
         null = self.no_video.expand(b, n, -1)
         if not cross_modal:
             return null
-        timing, spatial = cond["timing"], cond["spatial"]
-        if timing.shape[1] != n:
-            timing = timing.expand(-1, n, -1) if timing.shape[1] == 1 else _fit(timing, n)
-            spatial = spatial.expand(-1, n, -1, -1) if spatial.shape[1] == 1 else _fit(spatial, n)
+        timing, spatial = _fit(cond["timing"], n), _fit(cond["spatial"], n)
         on = cond["video_on"].to(null.dtype).view(b, 1, 1)
         return on * self.video(timing, spatial, side) + (1 - on) * null
 
+    def _mono(self, cond: dict, n: int) -> Tensor:
+        b = cond["mono_on"].shape[0]
+        on = cond["mono_on"].to(self.no_mono.dtype).view(b, 1, 1)
+        return on * self.mono(_fit(cond["mono"], n)) + (1 - on) * self.no_mono.expand(b, n, -1)
+
     def velocity(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
         hs, cs = [], []
+        n = streams["left"].shape[1]
+        mono = self._mono(cond, n)  # (B, N, dim), the same for both ears
         for side in SIDES:
             x = streams[side]  # (B, N, C)
-            b, n, _ = x.shape
+            b = x.shape[0]
             pos = sinusoidal(torch.arange(n, device=x.device), self.config.dim, scale=1.0)  # (N, dim)
             ts = t[side]
             ts = ts[:, None].expand(b, n) if ts.ndim == 1 else ts  # (B, N)
-            c = self.time(sinusoidal(ts, self.config.dim))  # (B, N, dim)
-            if self.text is not None and "text" in cond:
-                c = c + (cond["text_on"].view(b, 1) * self.text(cond["text"]))[:, None]
-            hs.append(self.inp(x) + pos + self._video(cond, side, n, cross_modal))
-            cs.append(c)
-        n = streams["left"].shape[1]
+            cs.append(self.time(sinusoidal(ts, self.config.dim)))  # (B, N, dim)
+            hs.append(self.inp(x) + pos + mono + self._video(cond, side, n, cross_modal))
         h, c = torch.cat(hs, 1), torch.cat(cs, 1)  # (B, 2N, dim): both ears in one attention sequence
         for block in self.blocks:
             h = block(h, c)
@@ -164,24 +162,37 @@ def video_conditions(frames, fps: float, n_tokens: int, token_rate: float, bins:
     return {**video_features(frames, fps, n_tokens, token_rate=token_rate, bins=bins), "video_on": torch.tensor(1.0)}
 
 
+def mono_conditions(mono_latents: Tensor | None, n_tokens: int, latent_dim: int) -> dict[str, Tensor]:
+    """Unbatched mono conditions: the codec latents (N, C) of the given mono with `mono_on` = 1, or zeros and 0."""
+    if mono_latents is None:
+        return {"mono": torch.zeros(n_tokens, latent_dim), "mono_on": torch.tensor(0.0)}
+    return {"mono": mono_latents.float(), "mono_on": torch.tensor(1.0)}
+
+
 def _fit(x: Tensor, n: int) -> Tensor:
-    """Pad (repeat the last token) or trim conditioning along dim 1 to n tokens."""
-    if x.shape[1] >= n:
+    """Broadcast a 1-token condition, or pad (repeat the last token) or trim one along dim 1, to n tokens."""
+    if x.shape[1] == n:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, n, *x.shape[2:])
+    if x.shape[1] > n:
         return x[:, :n]
     return torch.cat([x, x[:, -1:].expand(-1, n - x.shape[1], *x.shape[2:])], 1)
 
 
-def save_binaural(model: BinauralFlow, path: str | Path) -> None:
-    """Weights (fp16) and the config as safetensors metadata."""
+def save_binaural(model: BinauralFlow, path: str | Path, codecs_checksum: str = "") -> None:
+    """Weights (fp16), the config and the world codecs' checksum as safetensors metadata."""
     import json
     from dataclasses import asdict
 
     state = {k: v.detach().half() for k, v in model.state_dict().items()}
-    save_safetensors(state, path, metadata={"config": json.dumps(asdict(model.config))})
+    meta = {"config": json.dumps(asdict(model.config)), "codecs_checksum": codecs_checksum}
+    save_safetensors(state, path, metadata=meta)
 
 
-def load_binaural(path: str | Path) -> BinauralFlow:
-    """A model saved by `save_binaural` (fp32 on the CPU)."""
+def load_binaural(path: str | Path) -> tuple[BinauralFlow, str]:
+    """A model saved by `save_binaural` (fp32 on the CPU, eval mode) and the checksum of the codecs it was trained
+    with."""
     import json
 
     tensors, metadata = read_safetensors(path)
@@ -191,4 +202,4 @@ def load_binaural(path: str | Path) -> BinauralFlow:
         raise WeightsError(f"{path}: not a binaural model checkpoint: {exc}") from None
     model = BinauralFlow(config)
     load_strict(model, {k: v.float() for k, v in tensors.items()}, str(path))
-    return model.eval()
+    return model.eval(), metadata.get("codecs_checksum", "")

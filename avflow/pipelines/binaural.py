@@ -1,47 +1,63 @@
 """Binaural audio for a video: the shipped dual-branch model (`BinauralPipeline`) or the spatialiser, and
 `binaural_track`, the one entry point `avflow binaural` and the UI share.
 
-Assets (shipped, fitted/trained on the procedural world, see `avflow.train.binaural_world`):
-`avflow.codecs.binaural_features.FEATURES_FILE` (the PCA basis) and `avflow.models.binaural.MODEL_FILE` (a small
-`BinauralFlow`).
+Two tasks, one model: from the silent video alone (the generated left/right codec latents decoded), or from the video
+and a given mono (the mono's codec latents condition the model, and the generated pair's interaural cues are carried
+onto the mono by `avflow.pipelines.cue_transfer`, so the output's mix is the mono, sample for sample).
+Assets: `avflow.models.binaural.MODEL_FILE` (fp16, config and world codecs' checksum in its metadata; trained by
+`scripts/train_binaural_v2.py`) and the shipped world codecs (`avflow.codecs.world`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from avflow.codecs.binaural_features import (
-    FEATURES_FILE,
-    SAMPLES_PER_TOKEN,
-    BinauralFeatures,
-    load_features,
-    num_tokens,
-)
 from avflow.errors import MediaError, WeightsError
 from avflow.flow.sampling import SamplingConfig, sample_with
-from avflow.models.binaural import MODEL_FILE, SAMPLING, load_binaural, video_conditions
-from avflow.pipelines.inputs import check_video_input
+from avflow.models.binaural import MODEL_FILE, SAMPLING, load_binaural, mono_conditions, video_conditions
+from avflow.pipelines.cue_transfer import transfer_cues
+from avflow.pipelines.inputs import SPAN_SLACK_S, check_audio_input, check_video_input
 
 SAMPLE_RATE = 16000
-TOKEN_RATE = SAMPLE_RATE / SAMPLES_PER_TOKEN
 MODES = ("auto", "model", "spatialise")
 
 
 class BinauralPipeline:
-    """Video frames -> binaural (2, N) audio with a trained `BinauralFlow` and the feature codec."""
+    """Video frames (+ an optional mono) -> binaural (2, S) audio with a trained `BinauralFlow` and the world's audio
+    codec (`avflow.codecs.world_audio_codec.WorldAudioCodec`)."""
 
-    def __init__(self, model, codec: BinauralFeatures, sampling: SamplingConfig = SAMPLING):
+    def __init__(self, model, codec, sampling: SamplingConfig = SAMPLING):
         self.model, self.codec, self.sampling = model.eval(), codec.eval(), sampling
 
     @classmethod
-    def from_assets(cls, model_file: str | Path = MODEL_FILE, features_file: str | Path = FEATURES_FILE, **kw):
+    def from_assets(cls, model_file: str | Path = MODEL_FILE, codec_dir: str | Path | None = None, **kw):
+        """The model in `model_file` and the world codecs it was trained with (default: the shipped ones)."""
+        from avflow.codecs.world import load_world_codecs
+
         if not Path(model_file).is_file():
-            raise WeightsError(f"{model_file}: no trained binaural model weights")
-        return cls(load_binaural(model_file), load_features(features_file), **kw)
+            raise WeightsError(f"{model_file}: no trained binaural model weights (scripts/train_binaural_v2.py)")
+        model, checksum = load_binaural(model_file)
+        codecs = load_world_codecs(codec_dir)
+        codecs.check_trained_with(checksum, f"the binaural model {model_file}")
+        return cls(model, codecs.audio, **kw)
+
+    def conditions(self, frames: np.ndarray, fps: float, n_tokens: int, mono: np.ndarray | None) -> dict:
+        """Batched (1, ...) conditions: the video's features and, when given, the mono's codec latents."""
+        latents = None
+        if mono is not None:
+            spl = self.codec.samples_per_latent
+            padded = torch.zeros(1, 2, n_tokens * spl)
+            m = torch.as_tensor(np.asarray(mono, dtype=np.float32))[: n_tokens * spl]
+            padded[:, :, : m.shape[0]] = m
+            latents = self.codec.encode(padded)["left"][0]  # (N, C)
+        rate, c = self.codec.latent_rate, self.model.config
+        cond = video_conditions(frames, fps, n_tokens, rate, c.bins) | mono_conditions(latents, n_tokens, c.latent_dim)
+        return {k: v[None] for k, v in cond.items()}
 
     @torch.no_grad()
     def generate(
@@ -49,20 +65,31 @@ class BinauralPipeline:
         frames: np.ndarray,
         fps: float,
         n_samples: int,
+        *,
+        mono: np.ndarray | None = None,
         seed: int = 0,
         sampling: SamplingConfig | None = None,
-        decode_iters: int = 32,
     ) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames -> (2, n_samples) float32 [left, right] at 16 kHz (`sampling`: the model's
-        settings unless given; the negative branch takes the video-off empty conditions)."""
+        """(T, H, W, 3) uint8 frames (+ mono (S,) at 16 kHz) -> (2, n_samples) float32 [left, right] at 16 kHz.
+
+        Guidance's negative branch: no video and no mono (video only), or no video with the same mono (with a
+        mono), so guidance pushes towards what the video says about the sides."""
         sampling = sampling or self.sampling
-        n = num_tokens(n_samples)
-        cond = {k: v[None] for k, v in video_conditions(frames, fps, n, TOKEN_RATE, self.model.config.bins).items()}
-        g = torch.Generator().manual_seed(seed)
+        n = max(1, math.ceil(n_samples / self.codec.samples_per_latent))
+        cond = self.conditions(frames, fps, n, mono)
+        if mono is None:
+            negative = self.model.empty_conditions(1, n)
+        else:
+            negative = cond | {"video_on": torch.zeros(1)}
+        g = torch.Generator().manual_seed(int(seed))
         noise = {s: torch.randn(1, n, self.model.config.latent_dim, generator=g) for s in ("left", "right")}
-        negative = self.model.empty_conditions(1, n)
         result = sample_with(sampling, self.model, noise, cond, negative=negative)
-        return self.codec.decode(result.streams, n_samples, iters=decode_iters)[0].numpy().astype(np.float32)
+        pair = self.codec.decode(result.streams, n_samples)[0].numpy().astype(np.float32)  # (2, n_samples)
+        if mono is None:
+            return pair
+        m = np.zeros(n_samples, dtype=np.float32)
+        m[: min(n_samples, len(mono))] = np.asarray(mono, dtype=np.float32)[:n_samples]
+        return transfer_cues(m, pair)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,39 +98,64 @@ class BinauralTrack:
     sample_rate: int
     mode: str  # "model" or "spatialise"
     duration: float  # seconds of the video
+    mono: bool  # made from a given mono (--mono)
+
+
+def check_mono(path: str | Path, video_duration: float):
+    """The `MediaInfo` of a mono file usable for a video `video_duration` s long: any sample rate (resampled to
+    16 kHz) and channel count (mixed to mono), at least as long as the video (its first `video_duration` s are
+    used, as the track is the video's length); else a one-line MediaError. Reads headers only."""
+    info = check_audio_input(path)
+    if info.duration < video_duration - SPAN_SLACK_S:
+        raise MediaError(f"{path}: the mono is {info.duration:.3f} s long, shorter than the video "
+                         f"({video_duration:.3f} s)")  # fmt: skip
+    return info
+
+
+def read_mono(path: str | Path, n_samples: int) -> np.ndarray:
+    """(n_samples,) float32 at 16 kHz: the file's audio mixed to mono, its first n_samples (zero-padded by at most
+    the length slack of `check_mono`)."""
+    from avflow.data.media import read_audio
+
+    track, _ = read_audio(path, sample_rate=SAMPLE_RATE, channels=1)
+    mono = np.zeros(n_samples, dtype=np.float32)
+    mono[: min(n_samples, track.shape[-1])] = track[0, :n_samples].numpy()
+    return mono
 
 
 def binaural_track(
     video: str | Path,
     *,
     mode: str = "auto",
+    mono: str | Path | None = None,
     seed: int = 0,
     sampling: SamplingConfig | None = None,
     pipeline: BinauralPipeline | None = None,
 ) -> BinauralTrack:
-    """A binaural track as long as `video`: generated by the shipped model (`mode="model"`, with `sampling` or the
-    model's settings; `pipeline` defaults to the shipped assets), or the video's own audio mixed to mono and
-    spatialised from where things move (`"spatialise"`); `"auto"`: the model when its weights are installed."""
-    from avflow.data.media import probe, read_audio, video_frames
+    """A binaural track as long as `video`: generated by the shipped model (`mode="model"`; from the video alone, or
+    with `mono` (a file) keeping that sound's content and timing), or spatialised from where things move
+    (`"spatialise"`: `mono`, else the video's own audio mixed to mono); `"auto"`: the model when its weights are
+    installed."""
+    from avflow.data.media import probe, video_frames
     from avflow.pipelines.spatialise import spatialise
 
     if mode not in MODES:
         raise MediaError(f"unknown binaural mode {mode!r} (choose from {', '.join(MODES)})")
-    check_video_input(video)  # the same minimum length as every other command
+    info = check_video_input(video)  # the same minimum length as every other command
+    if mono is not None:
+        check_mono(mono, info.duration)
     frames, fps, duration = video_frames(video)
     n = int(round(duration * SAMPLE_RATE))
     if mode == "auto":
         mode = "model" if MODEL_FILE.is_file() else "spatialise"
+    if mode == "spatialise" and mono is None and not probe(video).has_audio:
+        raise MediaError(f"{video}: has no audio track to spatialise (give --mono FILE or use the binaural model)")
+    given = read_mono(mono if mono is not None else video, n) if mono is not None or mode == "spatialise" else None
     if mode == "model":
         pipeline = pipeline or BinauralPipeline.from_assets()
-        audio = pipeline.generate(frames, fps, n, seed=seed, sampling=sampling)
+        audio = pipeline.generate(frames, fps, n, mono=given, seed=seed, sampling=sampling)
     else:
-        if not probe(video).has_audio:
-            raise MediaError(f"{video}: has no audio track to spatialise (use the binaural model)")
-        track, _ = read_audio(video, sample_rate=SAMPLE_RATE, channels=1)
-        mono = np.zeros(n, dtype=np.float32)
-        mono[: min(n, track.shape[-1])] = track[0, :n].numpy()
-        audio = spatialise(mono, SAMPLE_RATE, frames, fps)
+        audio = spatialise(given, SAMPLE_RATE, frames, fps)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     audio = audio * (0.99 / peak) if peak > 0.99 else audio
-    return BinauralTrack(audio=audio, sample_rate=SAMPLE_RATE, mode=mode, duration=duration)
+    return BinauralTrack(audio=audio, sample_rate=SAMPLE_RATE, mode=mode, duration=duration, mono=mono is not None)

@@ -10,7 +10,7 @@ from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConf
 from avflow.codecs.world_video_codec import WorldVideoCodec, WorldVideoCodecConfig
 from avflow.models.binaural import BinauralConfig, BinauralFlow
 from avflow.models.joint import JointConfig, JointModel
-from avflow.train.binaural_world import BinauralWorld, BinauralWorldConfig
+from avflow.train.binaural_task import BinauralFlowConfig, BinauralFlowTask
 from avflow.train.codec_tasks import (
     AudioReconstructionConfig,
     AudioReconstructionTask,
@@ -58,6 +58,7 @@ MODELS: dict[str, ComponentSpec] = {
 TASKS: dict[str, ComponentSpec] = {
     "flow_matching": ComponentSpec(FlowMatchingConfig, FlowMatchingTask),
     "joint_flow": ComponentSpec(JointFlowConfig, JointFlowTask),
+    "binaural_flow": ComponentSpec(BinauralFlowConfig, BinauralFlowTask),
     "mmaudio_recipe": ComponentSpec(MMAudioRecipeConfig, MMAudioRecipe),
     "video_reconstruction": ComponentSpec(VideoReconstructionConfig, VideoReconstructionTask),
     "audio_reconstruction": ComponentSpec(AudioReconstructionConfig, AudioReconstructionTask),
@@ -67,6 +68,5 @@ DATASETS: dict[str, ComponentSpec] = {
     "synthetic": ComponentSpec(SyntheticConfig, SyntheticStreams),
     "tensor_file": ComponentSpec(TensorFileConfig, TensorFile),
     "mmaudio_mixture": ComponentSpec(MixtureConfig, MMAudioMixture),
-    "binaural_world": ComponentSpec(BinauralWorldConfig, BinauralWorld),
     "world_clips": ComponentSpec(WorldClipsConfig, WorldClips),
 }

@@ -8,7 +8,9 @@ Methods (16 kHz, [left, right]):
 - mono_copy, pan (`amplitude_pan` from the tracked object), spatialiser (`spatialise`) of a mono: the true mono in
   task 2; in task 1 the mono downmix of the default joint model's v2a output for the video (the shipped
   `avflow/assets/default_model`, one draw per seed);
-- noise_floor: the ground truth against a re-render of the same scene with another ambience seed.
+- noise_floor: the ground truth against a re-render of the same scene with another ambience seed;
+- codec_ceiling: the ground truth through the binaural codec (encode, decode) with its cues carried onto the mono
+  (`transfer_cues`, as the model's task-2 output is made): what a perfect generator of the codec's latents would get.
 Measures (`avflow.eval.binaural_events`): per-event ILD error dB, ITD error µs, side accuracy, follows-object, and in
 task 2 the onset error of the output's mix against the given mono (ms). Per seed the mean over clips; then mean ± std
 over seeds. The goal: the model beats every baseline on the four spatial measures by more than 2 seed std.
@@ -36,6 +38,7 @@ from common import print_table  # noqa: E402
 from avflow.eval.binaural_events import MEASURES, event_measures  # noqa: E402
 from avflow.models.binaural import SAMPLING  # noqa: E402
 from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
+from avflow.pipelines.cue_transfer import transfer_cues  # noqa: E402
 from avflow.pipelines.spatialise import amplitude_pan, spatialise  # noqa: E402
 from avflow.world.dataset import load_clip, make_clip, read_manifest, rerender_audio, write_clip  # noqa: E402
 
@@ -79,7 +82,15 @@ def v2a_mono(joint, frames: np.ndarray, fps: float, n: int, seed: int) -> np.nda
     return mono
 
 
-def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int], results: dict) -> None:
+def codec_roundtrip(codec, audio: np.ndarray) -> np.ndarray:
+    """[left, right] (2, S) through the binaural codec: (2, S) float32."""
+    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]  # (1, 2, S)
+    with torch.no_grad():
+        out = codec.decode(codec.encode(wav), length=wav.shape[-1])  # (1, 2, S)
+    return out[0].numpy()
+
+
+def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int], results: dict, codec=None) -> None:
     """Score every method on one clip into `results[task][group][method][measure][seed]` (a list over clips)."""
     clip = load_clip(stem)
     ref, fps, sr, meta = clip.audio, float(clip.meta["fps"]), int(clip.meta["sample_rate"]), clip.meta
@@ -95,6 +106,8 @@ def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int],
     true_mono = ref.mean(0)
     for task in tasks:
         score(task, "noise_floor", 0, floor, true_mono if task == "2" else None)
+        if task == "2" and codec is not None:
+            score(task, "codec_ceiling", 0, transfer_cues(true_mono, codec_roundtrip(codec, ref)), true_mono)
         for s, pipe in zip(seeds, pipes):
             mono = true_mono if task == "2" else v2a_mono(joint, clip.frames, fps, ref.shape[1], s)
             given = mono if task == "2" else None
@@ -177,10 +190,13 @@ def main() -> None:
         from avflow.pipelines.default_model import load_default_model
 
         joint = load_default_model()
+    from avflow.codecs.world import load_world_codecs
+
+    codec = load_world_codecs().audio
     results: dict = {}
     start = time.time()
     for i, row in enumerate(rows):
-        run_clip(args.world_test / "test" / row["id"], args.tasks, pipes, joint, seeds, results)
+        run_clip(args.world_test / "test" / row["id"], args.tasks, pipes, joint, seeds, results, codec)
         print(f"{i + 1}/{len(rows)} clips ({time.time() - start:.0f} s)", file=sys.stderr)
     table = summarise(results)
     wins = verdict(table)

@@ -103,7 +103,8 @@ GENERATE_CASES = ("generate_", "demo")  # names of the cases that `generate_case
 
 
 def binaural_cases(work: Path) -> dict:
-    """`avflow binaural` in both modes, read back from the exact float32 wav it writes."""
+    """`avflow binaural` read back from the exact float32 wav it writes: the spatialiser, and the model when trained
+    weights are installed (none ship today: docs/binaural.md; the model's path is tested in tests/test_binaural.py)."""
     from helpers import moving_square
 
     from avflow.cli import main
@@ -113,7 +114,9 @@ def binaural_cases(work: Path) -> dict:
     mono = np.random.default_rng(0).standard_normal((1, int(1.25 * SR))).astype(np.float32) * 0.05
     src = write_video(work / "binaural_in.mp4", frames, 16, audio=mono, sample_rate=SR)
     out = {}
-    for mode in ("model", "spatialise"):
+    from avflow.models.binaural import MODEL_FILE
+
+    for mode in ("model", "spatialise") if MODEL_FILE.is_file() else ("spatialise",):
         wav = work / f"binaural_{mode}.wav"
         assert main(["binaural", str(src), "-o", str(work / f"b_{mode}.mp4"), "--mode", mode, "--steps", "4",
                      "--seed", "1", "--wav", str(wav)]) == 0  # fmt: skip

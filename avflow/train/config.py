@@ -128,6 +128,23 @@ class CheckpointConfig:
 
 
 @dataclass
+class InitConfig:
+    """Start from trained weights instead of random ones (before any resume, which then takes precedence), and keep
+    some parameters fixed: e.g. a codec's decoder trained further on its frozen encoder, so models trained on its
+    latents stay valid. `weights`: a safetensors state dict (int8 files as `avflow.weights.quantize_int8` writes them
+    are dequantized), loaded strictly; `freeze`: parameter-name prefixes left out of the optimizer."""
+
+    weights: str | None = None
+    freeze: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ConfigError(f"weights: no such file: {self.weights!r}")
+        if self.freeze and self.weights is None:
+            raise ConfigError("freeze: needs init.weights (frozen random weights would never be trained)")
+
+
+@dataclass
 class DistributedConfig:
     """ddp: replicated weights (DistributedDataParallel); fsdp: weights, gradients and optimizer state sharded
     across processes with FSDP2 (`torch.distributed.fsdp.fully_shard`), one unit per transformer block."""
@@ -148,6 +165,7 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 

@@ -19,18 +19,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from avflow.config import dump_yaml, to_dict
-from avflow.errors import WeightsError
+from avflow.errors import ConfigError, WeightsError
 from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
 from avflow.train import distributed as dist
 from avflow.train import fsdp
 from avflow.train.components import DATASETS, MODELS, TASKS
-from avflow.train.config import TrainConfig, resolve_component
+from avflow.train.config import InitConfig, TrainConfig, resolve_component
 from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
 from avflow.train.optim import build_optimizer, build_scheduler
 from avflow.train.sampler import ResumableBatchSampler
-from avflow.weights import atomic_write, save_safetensors
+from avflow.weights import atomic_write, dequantize_int8, load_strict, read_state_dict, save_safetensors
 
 # Test hook: "N" kills this process with SIGKILL after step N (after its checkpoint), "N:mid" during step N.
 KILL_ENV = "AVFLOW_TRAIN_KILL_AT"
@@ -97,6 +97,19 @@ class MetricsLog:
             f.write(json.dumps({"time": round(time.time(), 1), **values}) + "\n")
 
 
+def _initialize(model: nn.Module, init: InitConfig) -> None:
+    """Load `init.weights` strictly and freeze the parameters whose names start with an `init.freeze` prefix."""
+    if init.weights is not None:
+        load_strict(model, dequantize_int8(read_state_dict(init.weights)), init.weights)
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in init.freeze:
+        if not any(name.startswith(prefix) for name in names):
+            raise ConfigError(f"init.freeze: no parameter name starts with {prefix!r}")
+    for name, param in model.named_parameters():
+        if name.startswith(tuple(init.freeze)):
+            param.requires_grad_(False)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, info: dist.DistInfo):
         self.config, self.info = config, info
@@ -111,6 +124,7 @@ class Trainer:
 
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
+        _initialize(self.model, config.init)
         self.task = TASKS[config.task.name].build(resolve_component(TASKS, config.task, "task"))
         self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels) if config.ema.enabled and info.is_main else None
         self.loss_module = LossModule(self.model, self.task)

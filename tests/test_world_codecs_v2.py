@@ -201,10 +201,58 @@ def test_int8_storage_round_trip_is_close_and_half_the_size():
     groups = torch.nn.functional.pad(weight.reshape(-1), (0, -weight.numel() % INT8_GROUP)).reshape(-1, INT8_GROUP)
     bound = (groups.abs().amax(1) / 127 * 0.5 * 1.01 + 1e-7).repeat_interleave(INT8_GROUP)[: weight.numel()]
     assert ((back["w"] - weight).abs().reshape(-1) <= bound).all()  # half a step of its own group's scale
-    per_row = (weight.abs().amax(dim=(1, 2), keepdim=True) / 127 * 0.5)  # what one scale per row would allow
+    per_row = weight.abs().amax(dim=(1, 2), keepdim=True) / 127 * 0.5  # what one scale per row would allow
     assert (back["w"] - weight).abs().mean() < 0.2 * per_row.mean()
     assert torch.equal(back["steps"], state["steps"])
     fp16_bytes = weight.numel() * 2
     int8_bytes = stored["w"].numel() + stored["w" + INT8_SCALE].numel() * 2
     assert int8_bytes <= 0.55 * fp16_bytes
 
+
+def test_interaural_loss_sees_delays_and_levels():
+    """Zero for the same binaural signal; grows with a wrong ITD (one ear delayed 8 samples) or ILD (6 dB); blind to
+    the common delay of both ears' time course beyond what the cross-spectrum carries."""
+    from avflow.codecs.world_audio_codec import interaural_l1
+
+    g = torch.Generator().manual_seed(0)
+    burst = torch.randn(1, 4000, generator=g) * torch.exp(-torch.arange(4000) / 400.0)  # a decaying noise burst
+    burst = torch.nn.functional.pad(burst, (1000, 3000))  # (1, 8000)
+    ref = torch.cat([burst, torch.roll(burst, 8, dims=-1)])[None]  # (1, 2, 8000): right ear 0.5 ms late
+    assert float(interaural_l1(ref, ref, 0.3)) == 0.0
+    no_itd = torch.cat([burst, burst])[None]
+    wrong_ild = ref * torch.tensor([1.0, 0.5])[None, :, None]
+    for wrong in (no_itd, wrong_ild):
+        assert float(interaural_l1(wrong, ref, 0.3)) > 0.1 * float(interaural_l1(torch.zeros_like(ref), ref, 0.3))
+
+
+def test_audio_codec_extra_loss_terms_add_up():
+    codec = WorldAudioCodec(WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4))
+    audio = torch.randn(2, 2, 2000, generator=torch.Generator().manual_seed(1)) * 0.1
+    plain, parts = codec.loss(audio)
+    full, more = codec.loss(audio, interaural_weight=2.0, fine_stft_weight=0.5)
+    assert set(more) == set(parts) | {"interaural", "fine_stft"}
+    expected = plain.item() + 2.0 * more["interaural"] + 0.5 * more["fine_stft"]
+    assert full.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_saving_a_decoder_trained_on_a_frozen_encoder_keeps_the_checksum(tmp_path):
+    from avflow.codecs.world import latent_checksum
+    from avflow.weights import read_state_dict
+
+    config = WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4)
+    torch.manual_seed(0)
+    first = WorldAudioCodec(config)
+    first.latent_scale.fill_(0.37)
+    save_codec(first, tmp_path / "a", "audio")
+    stored = read_state_dict(tmp_path / "a" / "audio.safetensors")
+    retrained = WorldAudioCodec(config)  # other random decoder (and encoder: replaced by the stored one)
+    save_codec(retrained, tmp_path / "b", "audio", encoder_state=stored)
+    again = read_state_dict(tmp_path / "b" / "audio.safetensors")
+    assert latent_checksum({"audio": first}, {"audio": stored}) == latent_checksum({"audio": first}, {"audio": again})
+    assert not torch.equal(again["head.weight"], stored["head.weight"])
+    changed = WorldAudioCodec(config)
+    save_codec(changed, tmp_path / "c", "audio")  # its own encoder: another latent space
+    other = read_state_dict(tmp_path / "c" / "audio.safetensors")
+    assert latent_checksum({"audio": first}, {"audio": other}) != latent_checksum({"audio": first}, {"audio": stored})
+    with pytest.raises(WeightsError, match="stored encoder's keys differ"):
+        save_codec(retrained, tmp_path / "d", "audio", storage="fp32", encoder_state=stored)

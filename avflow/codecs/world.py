@@ -82,9 +82,17 @@ def load_world_codecs(folder: str | Path | None = None) -> WorldCodecs:
 STORAGE = ("int8", "fp16", "fp32")
 
 
-def save_codec(module: torch.nn.Module, folder: str | Path, name: str, storage: str = "int8") -> None:
+def save_codec(
+    module: torch.nn.Module,
+    folder: str | Path,
+    name: str,
+    storage: str = "int8",
+    encoder_state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write one codec's weights (`{name}.safetensors`: int8 weights with per-row scales by default, see
-    `avflow.weights.quantize_int8`; or fp16, fp32) and its config into `codecs.json`."""
+    `avflow.weights.quantize_int8`; or fp16, fp32) and its config into `codecs.json`. `encoder_state`: a stored
+    state dict (as read from a codec file) whose encoder tensors (`encoder_keys`) are written unchanged instead of
+    the module's, so a decoder trained on a frozen encoder keeps the latent checksum."""
     if storage not in STORAGE:
         raise ConfigError(f"storage must be one of {', '.join(STORAGE)}, got {storage!r}")
     folder = Path(folder)
@@ -93,6 +101,12 @@ def save_codec(module: torch.nn.Module, folder: str | Path, name: str, storage: 
         state = quantize_int8(state)
     elif storage == "fp16":
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    if encoder_state is not None:
+        keys = module.encoder_keys
+        kept = {k: v for k, v in encoder_state.items() if k.startswith(keys)}
+        if {k for k in state if k.startswith(keys)} != set(kept):
+            raise WeightsError(f"{name}: the stored encoder's keys differ from the codec's (other storage or layout)")
+        state = {k: v for k, v in state.items() if not k.startswith(keys)} | kept
     save_safetensors(state, folder / f"{name}.safetensors")
     meta_path = folder / "codecs.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -165,8 +165,18 @@ class WorldAudioCodec(nn.Module):
             wav = wav[..., :length] if length <= full else F.pad(wav, (0, length - full))
         return wav
 
-    def loss(self, audio: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Complex-spectrum L1 + multi-resolution STFT + waveform L1 + latent L2, per ear."""
+    def loss(
+        self, audio: Tensor, *, interaural_weight: float = 0.0, fine_stft_weight: float = 0.0
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Complex-spectrum L1 + multi-resolution STFT + waveform L1 + latent L2, per ear; optionally (training
+        settings, not part of the codec's config, so a decoder trained further keeps the latent checksum):
+
+        - `interaural_weight` x L1 between the power-compressed interaural cross-spectra `X_L X_R^*` of the
+          reconstruction and the input, `|C|^(p-1) C`, at short STFTs (`INTERAURAL_STFTS`): the phase difference
+          (ITD) and level ratio (ILD) of every time-frequency cell, weighted by its energy;
+        - `fine_stft_weight` x auraloss's multi-resolution STFT loss at short windows (`FINE_STFTS`): log magnitudes
+          every 1-4 ms, so energy before an onset (pre-echo of the long synthesis window) costs.
+        """
         self._check(audio)
         c = self.config
         wav = audio.reshape(-1, audio.shape[-1])  # (2B, samples)
@@ -183,7 +193,16 @@ class WorldAudioCodec(nn.Module):
         wave = (rec - wav).abs().mean()
         total = c.complex_weight * complex_l1 + c.stft_weight * stft + c.wave_weight * wave
         total = total + c.latent_l2 * z.square().mean()
-        return total, {"complex_l1": complex_l1.item(), "stft": stft.item(), "wave_l1": wave.item()}
+        parts = {"complex_l1": complex_l1.item(), "stft": stft.item(), "wave_l1": wave.item()}
+        if interaural_weight:
+            interaural = interaural_l1(rec.reshape(audio.shape), audio, c.input_power)
+            total = total + interaural_weight * interaural
+            parts["interaural"] = interaural.item()
+        if fine_stft_weight:
+            fine = _multi_resolution_stft_loss(FINE_STFTS)(rec[:, None], wav[:, None])
+            total = total + fine_stft_weight * fine
+            parts["fine_stft"] = fine.item()
+        return total, parts
 
     @torch.no_grad()
     def fit_latent_scale(self, audio: Tensor) -> float:
@@ -194,9 +213,32 @@ class WorldAudioCodec(nn.Module):
         return float(self.latent_scale)
 
 
+INTERAURAL_STFTS = ((128, 32), (512, 128))  # (n_fft = window, hop) in samples: 8 ms and 32 ms windows at 16 kHz
+FINE_STFTS = ((64, 16), (128, 32), (256, 64))  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
+
+
+def interaural_l1(pred: Tensor, target: Tensor, power: float, stfts=INTERAURAL_STFTS) -> Tensor:
+    """Mean over `stfts` of the L1 between compressed cross-spectra `|C|^(p-1) C`, `C = X_L X_R^*` (Hann windows),
+    of `pred` and `target`, both `(B, 2, samples)` [left, right]."""
+    total = pred.new_zeros(())
+    for n_fft, hop in stfts:
+        window = torch.hann_window(n_fft, device=pred.device)
+        x = torch.stft(torch.cat([pred, target]).flatten(0, 1), n_fft, hop, window=window, return_complex=True)
+        x = x.unflatten(0, (2, -1, 2))  # (pred/target, B, ear, bins, frames)
+        cross = x[:, :, 0] * x[:, :, 1].conj()  # (2, B, bins, frames)
+        cross = cross.abs().clamp_min(1e-7).pow(power - 1.0) * cross
+        total = total + (cross[0] - cross[1]).abs().mean()
+    return total / len(stfts)
+
+
 @cache
-def _multi_resolution_stft_loss() -> nn.Module:
-    """auraloss's multi-resolution STFT loss (spectral convergence + log magnitude at 3 resolutions)."""
+def _multi_resolution_stft_loss(stfts: tuple[tuple[int, int], ...] | None = None) -> nn.Module:
+    """auraloss's multi-resolution STFT loss (spectral convergence + log magnitude): its 3 default resolutions, or
+    `stfts` as (n_fft = window, hop) pairs."""
     from auraloss.freq import MultiResolutionSTFTLoss
 
-    return MultiResolutionSTFTLoss()
+    if stfts is None:
+        return MultiResolutionSTFTLoss()
+    return MultiResolutionSTFTLoss(
+        fft_sizes=[n for n, _ in stfts], hop_sizes=[h for _, h in stfts], win_lengths=[n for n, _ in stfts]
+    )

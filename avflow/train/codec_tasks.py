@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from avflow.codecs.world_audio_codec import interaural_l1
 from avflow.errors import ConfigError
 from avflow.eval.audio_quality import stft_log_distance
 
@@ -58,10 +59,14 @@ class VideoReconstructionTask:
 @dataclass(frozen=True, kw_only=True)
 class AudioReconstructionConfig:
     window: float = 1.0  # seconds per training sample, rounded down to whole latent frames
+    interaural_weight: float = 0.0  # codec loss: interaural cross-spectrum L1 (ITD/ILD per cell; WorldAudioCodec.loss)
+    fine_stft_weight: float = 0.0  # codec loss: short-window STFT loss (pre-echo before onsets)
 
     def __post_init__(self) -> None:
         if self.window <= 0:
             raise ConfigError(f"window: must be > 0 seconds, got {self.window}")
+        if self.interaural_weight < 0 or self.fine_stft_weight < 0:
+            raise ConfigError("interaural_weight, fine_stft_weight: must be >= 0")
 
 
 class AudioReconstructionTask:
@@ -85,13 +90,19 @@ class AudioReconstructionTask:
         return torch.stack([audio[i, :, s : s + w] for i, s in enumerate(starts)])  # (B, 2, w)
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return model.loss(self._windows(model, batch["audio"], batch["seed"].tolist()))[0]
+        windows = self._windows(model, batch["audio"], batch["seed"].tolist())
+        c = self.config
+        if c.interaural_weight or c.fine_stft_weight:  # losses of WorldAudioCodec; other codecs take the plain call
+            return model.loss(windows, interaural_weight=c.interaural_weight, fine_stft_weight=c.fine_stft_weight)[0]
+        return model.loss(windows)[0]
 
     @torch.no_grad()
     def sample(self, model: nn.Module, batch: dict) -> dict[str, float]:
-        """Multi-resolution STFT log-magnitude distance of whole validation clips (per ear, mean)."""
+        """Multi-resolution STFT log-magnitude distance of whole validation clips (per ear, mean) and the interaural
+        cross-spectrum L1 (`interaural_l1`, power 0.3: how far the ITD and ILD of every cell are off)."""
         audio = batch["audio"]
         n = audio.shape[-1] // model.samples_per_latent * model.samples_per_latent
         audio = audio[..., :n]
         rec = model.decode(model.encode(audio), length=n)
-        return {"stft_distance": float(stft_log_distance(rec, audio))}
+        interaural = float(interaural_l1(rec, audio, 0.3))
+        return {"stft_distance": float(stft_log_distance(rec, audio)), "interaural": interaural}

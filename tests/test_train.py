@@ -260,3 +260,52 @@ def test_grad_accumulation_matches_and_bf16_autocast_runs(tmp_path):
     bf16 = in_process_run(tmp_path, "bf16", precision="bf16")
     diff = max((plain[k] - bf16[k]).abs().max().item() for k in plain)
     assert 0 < diff < 0.05  # bf16 autocast changes the numerics a little, and only a little
+
+
+def test_init_weights_and_freeze(tmp_path):
+    """`init.weights` starts a run from trained weights; parameters under `init.freeze` stay exactly as loaded."""
+    from avflow.config import from_dict
+    from avflow.errors import ConfigError
+    from avflow.train.config import TrainConfig, validate
+    from avflow.train.trainer import train
+    from avflow.weights import read_state_dict
+
+    in_process_run(tmp_path, "first")
+    cfg = tiny_config(tmp_path / "second")
+    cfg["train"].update(steps=3, threads=None)
+    cfg["log"].update(val_every=0, sample_every=0)
+    cfg["init"] = {"weights": str(tmp_path / "first" / "model.safetensors"), "freeze": ["inputs.", "time."]}
+    train(validate(from_dict(TrainConfig, cfg)))
+    loaded = read_state_dict(tmp_path / "first" / "model.safetensors")
+    second = final_state(tmp_path / "second", 3)["model"]
+    frozen = [k for k in second if k.startswith(("inputs.", "time."))]
+    assert frozen and all(torch.equal(second[k], loaded[k]) for k in frozen)
+    trained = [k for k in second if k.startswith("outputs.")]
+    assert all(not torch.equal(second[k], loaded[k]) for k in trained)
+    cfg["init"]["freeze"] = ["nothing."]
+    with pytest.raises(ConfigError, match="init.freeze: no parameter name starts with 'nothing.'"):
+        train(validate(from_dict(TrainConfig, cfg | {"out_dir": str(tmp_path / "third")})))
+    with pytest.raises(ConfigError, match="freeze: needs init.weights"):
+        from_dict(TrainConfig, cfg | {"init": {"freeze": ["inputs."]}})
+
+
+def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch):
+    """configs/default_joint_v2_stage2.yaml (an experiment) validates: the shipped model's config, started from the
+    shipped weights at its restart peak (the learning rate its second cycle started from) down to the same floor."""
+    from avflow.train.config import load_train_config
+
+    monkeypatch.chdir(REPO)  # the configs name repository paths
+    cache = tmp_path / "cache.safetensors"
+    cache.write_bytes(b"")  # the configs only check that the files exist
+    caches = [f"data.train.args.file={cache}", f"data.val.args.file={cache}"]
+    first = load_train_config(REPO / "configs" / "default_joint_v2.yaml", caches)
+    second = load_train_config(REPO / "configs" / "default_joint_v2_stage2.yaml", caches)
+    assert second.model == first.model and second.task == first.task and second.train.batch_size == 16
+    assert second.init.weights == "avflow/assets/default_model/joint.safetensors" and not second.init.freeze
+    peak = first.optim.lr * first.schedule.restart_peak
+    assert second.optim.lr == pytest.approx(peak)
+    floor = first.optim.lr * first.schedule.min_lr_ratio
+    assert second.optim.lr * second.schedule.min_lr_ratio == pytest.approx(floor)
+    assert lr_factor(second.train.steps - 1, second.schedule, second.train.steps) == pytest.approx(
+        second.schedule.min_lr_ratio, abs=1e-3
+    )

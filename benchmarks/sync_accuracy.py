@@ -72,17 +72,18 @@ def measure_folder(folder: Path, limit: int | None, truth_offset: bool) -> list[
         cpu = time.process_time() - t0
         true_ms = float(clip.meta.get("offset_ms", 0.0)) if (truth_offset and clip.meta) else 0.0
         m = got.sync_offset_ms
-        right = sided = 0
+        right = wrong = sided = 0
         for e in (clip.meta or {}).get("events", []):
             if e.get("side") is None:
                 continue
             sided += 1
             near = [s for s in got.sides if abs(s.visual_time - e["time"]) < 0.5 / clip.fps]
             right += bool(near and near[0].cue.side == e["side"])
+            wrong += bool(near and near[0].cue.side not in (None, e["side"]))
         rows.append({
             "clip": cid, "true_ms": true_ms, "measured_ms": m.value if m.defined else None,
             "error_ms": m.value - true_ms if m.defined else None, "confidence": m.confidence,
-            "reason": m.reason, "sides_right": right, "sides": sided, "cpu_s": cpu,
+            "reason": m.reason, "sides_right": right, "sides_wrong": wrong, "sides": sided, "cpu_s": cpu,
             "seconds": clip.audio.shape[-1] / clip.sample_rate, "stft_s": stft_seconds(clip.audio),
         })  # fmt: skip
     return rows
@@ -147,6 +148,7 @@ def summary(rows: list[dict], prefix: str = "") -> dict[str, float]:
         "confident": float(sure.mean()),
         "within_20ms_confident": float(np.mean(err[sure] <= 20)) if sure.any() else float("nan"),
         "sides_right": sum(r["sides_right"] for r in rows) / sided if sided and not prefix else float("nan"),
+        "sides_wrong": sum(r["sides_wrong"] for r in rows) / sided if sided and not prefix else float("nan"),
         "cpu_ms_per_s": 1000 * sum(r[f"{prefix}cpu_s"] for r in rows) / dur,
         "stft_ms_per_s": 1000 * sum(r["stft_s"] for r in rows) / dur,
     }

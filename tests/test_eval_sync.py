@@ -297,3 +297,28 @@ def test_cli_eval_skips_unreadable_clips_and_writes_a_report(tmp_path, capsys):
     assert cli_main(["eval", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no readable clip" in err[0] and "not a folder" in err[1]
+
+
+def _click_pair(itd_samples: int, gain_left: float, seed: int = 0) -> np.ndarray:
+    """A wood click at 0.5 s, the right ear delayed by ``itd_samples`` (> 0: left leads) and the left scaled."""
+    click = modal_click(SR, "wood", np.random.default_rng(seed), 0.12)
+    audio = 1e-5 * np.random.default_rng(seed + 1).standard_normal((2, SR))
+    start = SR // 2
+    audio[0, start : start + click.size] += gain_left * click
+    audio[1, start + itd_samples : start + itd_samples + click.size] += click
+    return audio
+
+
+def test_event_side_is_undecided_when_ild_and_itd_disagree():
+    left = side.event_cues(_click_pair(5, 2.0), SR, np.array([0.5]))[0]
+    assert left.side == "left" and left.reason == ""
+    torn = side.event_cues(_click_pair(-5, 2.0), SR, np.array([0.5]))[0]  # louder left, but the right ear leads
+    assert torn.ild_db.value > 0 > torn.itd_us.value
+    assert torn.side is None and "opposite sides" in torn.reason
+
+
+def test_event_cues_undefined_where_no_energy_is_added():
+    audio = _click_pair(5, 2.0)
+    cue = side.event_cues(audio, SR, np.array([0.53]))[0]  # 30 ms into the ringing click: no new sound starts
+    assert cue.side is None and not cue.ild_db.defined and "no energy added" in cue.ild_db.reason
+    assert side.event_cues(audio, SR, np.array([0.5]))[0].ild_db.defined

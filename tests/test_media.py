@@ -273,6 +273,20 @@ def test_write_video_round_trip(tmp_path):
     assert abs(track_seconds(path, "audio") - info.duration) <= 1024 / SR
 
 
+def test_stereo_aac_is_written_at_128_kbps_per_channel(tmp_path):
+    """Binaural output keeps its interaural cues (FFmpeg's default of 128 kb/s for stereo moved them)."""
+    from avflow.data.mux import AAC_BITS_PER_CHANNEL
+
+    frames = torch.zeros(8, 16, 16, 3, dtype=torch.uint8)
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.standard_normal((2, 48000)).astype(np.float32) * 0.3)  # 1 s at 48 kHz
+    path = write_video(tmp_path / "s.mp4", frames, 8, noise, 48000)
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.channels == 2
+        assert stream.bit_rate > 1.5 * 128_000 and AAC_BITS_PER_CHANNEL == 128_000, stream.bit_rate
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 

@@ -13,7 +13,7 @@ the band limit keeps empty frequencies' random phases out): ``X/|X|`` is zero-pa
 interpolation) and the peak of the interpolated ``r`` refined by a parabola, so the estimate is sub-sample. ``r``
 peaks at ``τ > 0`` when the right ear lags, i.e. the left leads. Its confidence is the peak height in [0, 1] (1: one
 delay explains every frequency of the band). An event's audio side is that of the cue with more evidence
-(:func:`event_cues`).
+(:func:`event_cues`); it has none when the two cues point to opposite sides or the window adds no energy.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class EventCue:
     time: float
     ild_db: Measure
     itd_us: Measure
-    side: str | None = None  # "left"/"right" from the stronger of the two cues, None if neither gives one
+    side: str | None = None  # "left"/"right" from the stronger of the two cues, None when undecided (`reason`)
+    reason: str = ""  # why `side` is None
 
 
 def _stereo(audio: np.ndarray) -> np.ndarray:
@@ -165,12 +166,19 @@ def _evidence(value: Measure, threshold: float, scale: float) -> float:
     return float(np.sign(value.value) * min(1.0, abs(value.value) / scale) * value.confidence)
 
 
+def _adds_energy(a: np.ndarray, lo: int, hi: int) -> bool:
+    """Whether the window ``[lo, hi)`` holds more energy (both ears) than the stretch of its length before it."""
+    before = a[:, max(0, lo - (hi - lo)) : lo]
+    return lo - (hi - lo) < 0 or float((a[:, lo:hi] ** 2).sum()) > float((before**2).sum())
+
+
 def event_cues(
     audio: np.ndarray, sample_rate: int, times: np.ndarray, config: CueConfig | None = None
 ) -> list[EventCue]:
     """ILD and ITD of the sounds starting at ``times`` (s), and the side they give: the cue with the larger evidence
     ``|ILD|/ild_scale_db`` (1 dB from ``min_ild_db``) or ``confidence·|ITD|/itd_scale_s`` (from ``min_itd_s``),
-    each capped at 1, decides."""
+    each capped at 1, decides. No side (with its `reason`) when the two cues give opposite sides, or when the window
+    adds no energy over the stretch before it (no sound starts there: the cues would be of what rings on)."""
     cfg = config or CueConfig()
     times = np.asarray(times, dtype=np.float64)
     if times.size == 0:
@@ -182,12 +190,21 @@ def event_cues(
         span = _cue_span(a, sample_rate, float(t), cfg, peak)
         if isinstance(span, str):
             ild = itd = Measure.undefined(span)
+        elif not _adds_energy(a, *span):
+            ild = itd = Measure.undefined("no energy added at this time (no sound starts here)")
         else:
             ild, itd = _ild(a, *span, cfg), _itd(a, *span, sample_rate, cfg)
         e_ild = _evidence(ild, cfg.min_ild_db, cfg.ild_scale_db)
         e_itd = _evidence(itd, 1e6 * cfg.min_itd_s, 1e6 * cfg.itd_scale_s)
+        if e_ild * e_itd < 0:
+            out.append(EventCue(float(t), ild, itd, None, "the ILD and the ITD give opposite sides"))
+            continue
         strongest = e_ild if abs(e_ild) >= abs(e_itd) else e_itd
-        out.append(EventCue(float(t), ild, itd, None if strongest == 0 else ("left" if strongest > 0 else "right")))
+        if strongest == 0:
+            why = ild.reason if not ild.defined else "neither cue reaches its threshold"
+            out.append(EventCue(float(t), ild, itd, None, why))
+        else:
+            out.append(EventCue(float(t), ild, itd, "left" if strongest > 0 else "right"))
     return out
 
 

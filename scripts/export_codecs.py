@@ -7,7 +7,9 @@ Takes the run's EMA weights (`ema_<sigma>.safetensors`, the first profile), sets
 unscaled latents of the first 64 training clips, and writes the weights (int8 with per-row scales unless
 `--storage fp16|fp32`) plus the config into `codecs.json`. A run that froze the encoder (`init.freeze` covers the
 codec's encoder keys, e.g. configs/codecs/world_audio_decoder.yaml) keeps the stored encoder tensors and latent scale
-of its `init.weights` file byte for byte, so the latent checksum and the models trained on these latents stay valid.
+of its `init.weights` file byte for byte, so the latent checksum and the models trained on these latents stay valid;
+so are the other parts it froze (e.g. the decoder under configs/codecs/world_audio_heads.yaml, which trains only the
+decoder heads).
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     frozen = tuple(init.get("freeze") or ())
     encoder = [k for k, _ in model.named_parameters() if k.startswith(model.encoder_keys)]
     if init.get("weights") and frozen and all(k.startswith(frozen) for k in encoder):
-        save_codec(model, args.out, args.which, storage=args.storage, encoder_state=read_state_dict(init["weights"]))
-        print(f"{args.which} codec from {weights} -> {args.out} (encoder and latent scale kept from {init['weights']})")
+        stored = read_state_dict(init["weights"])
+        save_codec(model, args.out, args.which, storage=args.storage, encoder_state=stored, frozen=frozen)
+        print(f"{args.which} codec from {weights} -> {args.out} (encoder, latent scale and frozen parts "
+              f"{', '.join(frozen)} kept from {init['weights']})")
         return 0
     root = args.world or config["data"]["train"]["args"]["root"]
     stream = "frames" if args.which == "video" else "audio"

@@ -289,6 +289,42 @@ def test_init_weights_and_freeze(tmp_path):
         from_dict(TrainConfig, cfg | {"init": {"freeze": ["inputs."]}})
 
 
+def test_init_new_parts_keep_their_initialization(tmp_path):
+    """`init.new` names parts trained from scratch (a head added to a trained model): they start from their own
+    initialization, whether the file has them or not, everything else strictly from the file; without it a missing
+    part is a one-line error."""
+    from avflow.config import from_dict
+    from avflow.errors import ConfigError, WeightsError
+    from avflow.train.config import TrainConfig, validate
+    from avflow.train.trainer import train
+    from avflow.weights import read_state_dict, save_safetensors
+
+    in_process_run(tmp_path, "first")
+    loaded = read_state_dict(tmp_path / "first" / "model.safetensors")
+    partial = {k: v for k, v in loaded.items() if not k.startswith("outputs.")}
+    save_safetensors(partial, tmp_path / "partial.safetensors")
+    cfg = tiny_config(tmp_path / "second")
+    cfg["train"].update(steps=1, threads=None)
+    cfg["log"].update(val_every=0, sample_every=0)
+    cfg["init"] = {"weights": str(tmp_path / "partial.safetensors"), "new": ["outputs."], "freeze": ["inputs."]}
+    train(validate(from_dict(TrainConfig, cfg)))
+    second = final_state(tmp_path / "second", 1)["model"]
+    assert all(torch.equal(second[k], loaded[k]) for k in partial if k.startswith("inputs."))
+    assert all(not torch.equal(second[k], loaded[k]) for k in loaded if k.startswith("outputs."))
+    full_init = {**cfg["init"], "weights": str(tmp_path / "first" / "model.safetensors")}
+    train(validate(from_dict(TrainConfig, cfg | {"out_dir": str(tmp_path / "full"), "init": full_init})))
+    full = final_state(tmp_path / "full", 1)["model"]
+    assert all(torch.equal(full[k], second[k]) for k in second)  # the file's outputs.* were not loaded
+    with pytest.raises(WeightsError, match="missing keys: outputs"):
+        train(validate(from_dict(TrainConfig, cfg | {"out_dir": str(tmp_path / "third"),
+                                                     "init": {"weights": cfg["init"]["weights"]}})))  # fmt: skip
+    with pytest.raises(ConfigError, match="init.new: no parameter or buffer name starts with 'nothing.'"):
+        train(validate(from_dict(TrainConfig, cfg | {"out_dir": str(tmp_path / "fourth"),
+                                                     "init": {**cfg["init"], "new": ["nothing."]}})))  # fmt: skip
+    with pytest.raises(ConfigError, match="new: needs init.weights"):
+        from_dict(TrainConfig, cfg | {"init": {"new": ["outputs."]}})
+
+
 def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch):
     """configs/default_joint_v2_stage2.yaml (an experiment) validates: the shipped model's config, started from the
     shipped weights at its restart peak (the learning rate its second cycle started from) down to the same floor."""

@@ -254,5 +254,150 @@ def test_saving_a_decoder_trained_on_a_frozen_encoder_keeps_the_checksum(tmp_pat
     save_codec(changed, tmp_path / "c", "audio")  # its own encoder: another latent space
     other = read_state_dict(tmp_path / "c" / "audio.safetensors")
     assert latent_checksum({"audio": first}, {"audio": other}) != latent_checksum({"audio": first}, {"audio": stored})
-    with pytest.raises(WeightsError, match="stored encoder's keys differ"):
+    with pytest.raises(WeightsError, match="stored encoder's or frozen parts' keys differ"):
         save_codec(retrained, tmp_path / "d", "audio", storage="fp32", encoder_state=stored)
+
+
+def _delayed_noise(delay: int, samples: int = 8000) -> torch.Tensor:
+    """(1, 2, samples) white noise with the right ear `delay` samples late (the left leads when delay > 0)."""
+    x = torch.randn(1, samples + 32, generator=torch.Generator().manual_seed(3))
+    return torch.stack([x[:, 16 : 16 + samples], x[:, 16 - delay : 16 - delay + samples]], dim=1)
+
+
+@pytest.mark.parametrize("delay", [5, -3, 0])
+def test_latent_itd_reads_a_known_delay_with_the_conventions_sign(delay):
+    """ITD > 0 when the left ear leads (CONVENTIONS.md); a clear delay gets a weight near 1, silence none."""
+    from avflow.codecs.interaural_delay import latent_itd
+
+    audio = _delayed_noise(delay)
+    itd, weight = latent_itd(audio, 500, max_lag=12)
+    assert itd.shape == weight.shape == (1, 16)
+    torch.testing.assert_close(itd[0, 1:-1], torch.full((14,), float(delay)), atol=0.1, rtol=0)
+    assert (weight[0, 1:-1] > 0.8).all()
+    audio[..., 4000:] = 0.0
+    _, weight = latent_itd(audio, 500, max_lag=12)
+    assert (weight[0, 9:] == 0).all()
+
+
+@pytest.mark.parametrize("itd", [3.5, -2.0])
+def test_delay_ears_renders_the_itd_latent_itd_reads(itd):
+    """Delaying the lagging ear of two identical ears by `itd` samples gives back that ITD (linear interpolation of
+    the fractional part: within 0.2 sample); the leading ear is untouched."""
+    from avflow.codecs.interaural_delay import delay_ears, latent_itd
+
+    same = _delayed_noise(0)
+    out = delay_ears(same, torch.full((1, 16), itd), 500)
+    read, _ = latent_itd(out, 500, max_lag=12)
+    torch.testing.assert_close(read[0, 1:-1], torch.full((14,), itd), atol=0.2, rtol=0)
+    leading = 0 if itd > 0 else 1
+    assert torch.equal(out[:, leading], same[:, leading])
+
+
+def test_delay_head_is_antisymmetric_and_decode_applies_it():
+    """Swapping the ears negates the predicted ITD; decode delays the lagging ear by it; without a head decode is
+    unchanged."""
+    from avflow.codecs.interaural_delay import delay_ears
+
+    torch.manual_seed(0)
+    config = WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4)
+    plain = WorldAudioCodec(config)
+    with_head = WorldAudioCodec(WorldAudioCodecConfig(**{**config.__dict__, "itd_width": 8}))
+    with_head.load_state_dict(plain.state_dict(), strict=False)
+    latents = plain.encode(_delayed_noise(4, 4000))
+    itd = with_head.itd(latents["left"], latents["right"])
+    torch.testing.assert_close(with_head.itd(latents["right"], latents["left"]), -itd)
+    base = plain.decode(latents)
+    torch.testing.assert_close(with_head.decode(latents), delay_ears(base, itd, plain.samples_per_latent))
+    assert plain.itd is None
+
+
+def test_delay_head_trains_and_keeps_the_checksum(tmp_path):
+    """`head_loss` (delay head) falls in a few steps on a fixed delay; a codec saved with a head (decoder-only config
+    fields) has the latent checksum of the same codec without one."""
+    from avflow.codecs.world import latent_checksum
+    from avflow.weights import read_state_dict
+
+    torch.manual_seed(0)
+    config = WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4)
+    plain = WorldAudioCodec(config)
+    codec = WorldAudioCodec(WorldAudioCodecConfig(**{**config.__dict__, "itd_width": 16}))
+    codec.load_state_dict(plain.state_dict(), strict=False)
+    audio = torch.cat([_delayed_noise(6, 4000), _delayed_noise(-6, 4000)])
+    opt = torch.optim.Adam(codec.itd.parameters(), 1e-2)
+    first = None
+    for _ in range(40):
+        loss, parts = codec.head_loss(audio)
+        first = first if first is not None else parts["itd_mae_us"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert parts["itd_mae_us"] < 0.5 * first
+    assert all(p.grad is None for p in codec.enc.parameters())  # the encoder runs without gradients
+    with pytest.raises(ConfigError, match="no decoder head"):
+        plain.head_loss(audio)
+    save_codec(plain, tmp_path / "a", "audio")
+    stored = read_state_dict(tmp_path / "a" / "audio.safetensors")
+    with torch.no_grad():
+        codec.head.weight.add_(1.0)  # a frozen part changed in memory is written as stored
+    save_codec(codec, tmp_path / "b", "audio", encoder_state=stored, frozen=("dec.", "head."))
+    a, b = (load_world_codecs_audio(tmp_path / n) for n in ("a", "b"))
+    assert latent_checksum({"audio": a[0]}, {"audio": a[1]}) == latent_checksum({"audio": b[0]}, {"audio": b[1]})
+    assert b[0].itd is not None and a[0].itd is None
+    assert all(torch.equal(b[1][k], v) for k, v in a[1].items())  # every stored tensor of the plain codec kept
+
+
+def load_world_codecs_audio(folder):
+    """The audio codec saved in `folder` and its stored tensors (no video codec needed)."""
+    import json
+
+    from avflow.config import from_dict
+    from avflow.weights import dequantize_int8, load_strict, read_state_dict
+
+    codec = WorldAudioCodec(from_dict(WorldAudioCodecConfig, json.loads((folder / "codecs.json").read_text())["audio"]))
+    stored = read_state_dict(folder / "audio.safetensors")
+    load_strict(codec, dequantize_int8(stored))
+    return codec, stored
+
+
+def test_frame_curve_is_linear_between_centres_and_held_at_the_ends():
+    from avflow.codecs.frame_curves import frame_curve
+
+    curve = frame_curve(torch.tensor([[0.0, 10.0, 4.0]]), hop=10, length=30)
+    assert curve.shape == (1, 30)
+    assert curve[0, :6].eq(0.0).all() and curve[0, 25:].eq(4.0).all()  # before the first / after the last centre
+    torch.testing.assert_close(curve[0, 5:16], torch.arange(11.0))  # centres 5 and 15: 0 -> 10
+    assert float(frame_curve(torch.tensor([[2.5]]), 10, 7).sum()) == 2.5 * 7
+
+
+def test_envelope_head_starts_at_unity_swaps_with_the_ears_and_trains():
+    """A new head leaves the decoder's output as it was; swapping the ears swaps its gains; `head_loss` (envelope
+    head) falls on a clip whose reconstruction is too quiet; the gains stay within ±envelope_max_db."""
+    torch.manual_seed(0)
+    config = WorldAudioCodecConfig(width=16, frame_blocks=1, latent_blocks=1, latent_channels=4)
+    plain = WorldAudioCodec(config)
+    codec = WorldAudioCodec(WorldAudioCodecConfig(**{**config.__dict__, "envelope_width": 16}))
+    codec.load_state_dict(plain.state_dict(), strict=False)
+    # a rising level, a few dB above what this random decoder makes of it (about 1e-3 RMS whatever the input)
+    audio = _delayed_noise(3, 4000) * 0.003 * torch.linspace(0.2, 1.0, 4000)
+    latents = plain.encode(audio)
+    assert torch.equal(codec.decode(latents), plain.decode(latents))  # zero-initialised last layer: gains of 1
+    with torch.no_grad():
+        codec.envelope.net[-1].bias.normal_(0.0, 10.0)
+    gains = codec.envelope(latents["left"], latents["right"])
+    assert gains.shape == (1, 2, 8 * 20)
+    torch.testing.assert_close(codec.envelope(latents["right"], latents["left"]), gains.flip(1))
+    assert gains.abs().max() <= 24.0 * np.log(10) / 20 + 1e-6  # within ±envelope_max_db
+    with torch.no_grad():
+        codec.envelope.net[-1].bias.zero_()
+    opt = torch.optim.Adam(codec.envelope.parameters(), 1e-2)
+    first = codec.head_loss(audio)[1]["envelope_db"]
+    for _ in range(30):
+        loss, parts = codec.head_loss(audio)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert parts["envelope_db"] < 0.5 * first
+    with pytest.raises(ConfigError, match="no decoder head"):
+        plain.head_loss(audio)
+    with pytest.raises(ConfigError, match="envelope_hop dividing"):
+        WorldAudioCodecConfig(envelope_hop=30)

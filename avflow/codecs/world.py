@@ -2,10 +2,11 @@
 
 Every model trained on world latents (the joint model, the binaural model, the experiments) reads its codecs here
 and records `checksum`; loading such a model with other codecs is a one-line `WeightsError`. The checksum covers what
-defines the latent spaces: both codecs' configs and their encoder weights and latent scales as stored (sha256). A
-decoder trained further keeps the checksum, so models trained on the latents stay valid. Files in a codec folder:
-`video.safetensors`, `audio.safetensors` (int8 with a scale per 64 values, `avflow.weights.quantize_int8`; or fp16,
-fp32) and `codecs.json` (`{"video": {config}, "audio": {config}}`).
+defines the latent spaces: both codecs' configs (less decoder-only fields) and their encoder weights and latent
+scales as stored (sha256). A decoder trained further, or given a new decoder part, keeps the checksum, so models
+trained on the latents stay valid. Files in a codec folder: `video.safetensors`, `audio.safetensors` (int8 with a
+scale per 64 values, `avflow.weights.quantize_int8`; or fp16, fp32) and `codecs.json` (`{"video": {config},
+"audio": {config}}`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ def default_codec_dir() -> Path:
 
 
 def latent_checksum(codecs: dict[str, torch.nn.Module], states: dict[str, dict[str, torch.Tensor]]) -> str:
-    """sha256 (hex) over each codec's config and the stored tensors of its encoder (`encoder_keys`), in name order."""
+    """sha256 (hex) over each codec's config (less its `decoder_fields`, which the latents do not depend on) and the
+    stored tensors of its encoder (`encoder_keys`), in name order."""
     h = hashlib.sha256()
     for name in sorted(codecs):
-        h.update(json.dumps({name: to_dict(codecs[name].config)}, sort_keys=True).encode())
+        decoder_only = getattr(codecs[name], "decoder_fields", ())
+        config = {k: v for k, v in to_dict(codecs[name].config).items() if k not in decoder_only}
+        h.update(json.dumps({name: config}, sort_keys=True).encode())
         state = states[name]
         for key in sorted(k for k in state if k.startswith(codecs[name].encoder_keys)):
             tensor = state[key].contiguous().reshape(-1)
@@ -88,11 +92,13 @@ def save_codec(
     name: str,
     storage: str = "int8",
     encoder_state: dict[str, torch.Tensor] | None = None,
+    frozen: tuple[str, ...] = (),
 ) -> None:
     """Write one codec's weights (`{name}.safetensors`: int8 weights with per-row scales by default, see
     `avflow.weights.quantize_int8`; or fp16, fp32) and its config into `codecs.json`. `encoder_state`: a stored
-    state dict (as read from a codec file) whose encoder tensors (`encoder_keys`) are written unchanged instead of
-    the module's, so a decoder trained on a frozen encoder keeps the latent checksum."""
+    state dict (as read from a codec file) whose encoder tensors (`encoder_keys`), and those under the `frozen`
+    prefixes (parts a run kept fixed), are written unchanged instead of the module's, so a decoder trained on a
+    frozen encoder keeps the latent checksum and frozen parts keep their bytes."""
     if storage not in STORAGE:
         raise ConfigError(f"storage must be one of {', '.join(STORAGE)}, got {storage!r}")
     folder = Path(folder)
@@ -102,10 +108,12 @@ def save_codec(
     elif storage == "fp16":
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     if encoder_state is not None:
-        keys = module.encoder_keys
+        keys = tuple(module.encoder_keys) + tuple(frozen)
         kept = {k: v for k, v in encoder_state.items() if k.startswith(keys)}
         if {k for k in state if k.startswith(keys)} != set(kept):
-            raise WeightsError(f"{name}: the stored encoder's keys differ from the codec's (other storage or layout)")
+            raise WeightsError(
+                f"{name}: the stored encoder's or frozen parts' keys differ from the codec's (other storage or layout)"
+            )
         state = {k: v for k, v in state.items() if not k.startswith(keys)} | kept
     save_safetensors(state, folder / f"{name}.safetensors")
     meta_path = folder / "codecs.json"

@@ -2,8 +2,11 @@
 
 Each ear is coded by the same network (so the two streams share one latent space and a left/right mirror of the
 scene mirrors the streams). The way back to a waveform is learned and needs no Griffin-Lim: the decoder predicts
-the complex STFT (log magnitude and phase per bin, as Vocos does) and an inverse STFT makes the samples, so
-onsets and interaural time differences are carried by predicted phase.
+the complex STFT (compressed real and imaginary parts per bin, as Vocos does) and an inverse STFT makes the samples,
+so onsets are carried by predicted phase. Decoder heads that read both ears' latents add what the per-ear decoder
+cannot render: the interaural delay (`interaural_delay.py`, `itd_width`) and, optionally, per-ear gains
+(`envelope.py`, `envelope_width`); their config fields are decoder-only (`decoder_fields`), so adding or retraining
+them leaves the latent space and its checksum as they are.
 
 Layout: STFT frames at `hop` samples (centred Hann window of `n_fft`), `latent_stride` frames per latent, so
 N = samples / (hop * latent_stride) latents per ear (16 kHz, hop 125, stride 4: 32 latents/s, 500 samples each,
@@ -13,6 +16,7 @@ Inputs must be a whole number of latents long. Latents are deterministic; `laten
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -20,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avflow.codecs.envelope import EnvelopeHead, apply_gains, envelope_floor, log_envelope
+from avflow.codecs.interaural_delay import InterauralDelayHead, delay_ears, latent_itd
 from avflow.errors import ConfigError
 
 STREAMS = ("left", "right")
@@ -41,12 +47,24 @@ class WorldAudioCodecConfig:
     complex_weight: float = 1.0  # L1 on the power-compressed complex spectrum (phase-aware: timing and ITD)
     stft_weight: float = 1.0  # multi-resolution STFT loss (spectral convergence + log magnitude, auraloss)
     wave_weight: float = 1.0  # L1 on the waveform
+    itd_width: int = 0  # decoder: width of the interaural delay head (`interaural_delay.py`); 0 = none
+    itd_max_lag: int = 12  # samples: the largest ITD the head is taught (16 kHz: 0.75 ms, a head is ~0.7 ms wide)
+    envelope_width: int = 0  # decoder: width of the per-ear gain head (`envelope.py`); 0 = none
+    envelope_hop: int = 25  # samples per gain (16 kHz: 1.6 ms); must divide hop * latent_stride
+    envelope_max_db: float = 24.0  # the gains stay within ± this
 
     def __post_init__(self) -> None:
         if self.head not in ("cartesian", "polar"):
             raise ConfigError(f"head: must be 'cartesian' or 'polar', got {self.head!r}")
         if self.hop < 1 or self.n_fft < 2 * self.hop or self.latent_stride < 1 or self.latent_channels < 1:
             raise ConfigError(f"audio codec: need n_fft >= 2 hop, hop, latent_stride, latent_channels >= 1: {self}")
+        if self.itd_width < 0 or self.itd_max_lag < 1:
+            raise ConfigError(f"audio codec: need itd_width >= 0 and itd_max_lag >= 1: {self}")
+        if self.envelope_width < 0 or self.envelope_hop < 1 or (self.hop * self.latent_stride) % self.envelope_hop:
+            raise ConfigError(f"audio codec: need envelope_width >= 0 and envelope_hop dividing hop * latent_stride "
+                              f"({self.hop * self.latent_stride}): {self}")  # fmt: skip
+        if not self.envelope_max_db > 0:
+            raise ConfigError(f"audio codec: envelope_max_db must be > 0, got {self.envelope_max_db}")
 
 
 class ConvNeXt1d(nn.Module):
@@ -68,6 +86,8 @@ class WorldAudioCodec(nn.Module):
 
     streams = STREAMS
     encoder_keys = ("enc.", "latent_scale")  # what defines the latent space
+    # config fields the latent space does not depend on (left out of the latent checksum)
+    decoder_fields = ("itd_width", "itd_max_lag", "envelope_width", "envelope_hop", "envelope_max_db")
 
     def __init__(self, config: WorldAudioCodecConfig | None = None):
         super().__init__()
@@ -83,6 +103,13 @@ class WorldAudioCodec(nn.Module):
             nn.ConvTranspose1d(w, w, s, stride=s), *[ConvNeXt1d(w) for _ in range(c.frame_blocks)],
         )  # fmt: skip
         self.head = nn.Conv1d(w, 2 * bins, 1)  # log magnitude and phase per bin
+        self.itd = InterauralDelayHead(c.latent_channels, c.itd_width) if c.itd_width else None
+        per_latent = c.hop * c.latent_stride // c.envelope_hop
+        self.envelope = (
+            EnvelopeHead(c.latent_channels, c.envelope_width, per_latent, c.envelope_max_db)
+            if c.envelope_width
+            else None
+        )
         self.register_buffer("window", torch.hann_window(c.n_fft), persistent=False)
         self.register_buffer("latent_scale", torch.ones(()))
 
@@ -151,16 +178,26 @@ class WorldAudioCodec(nn.Module):
         z = z.transpose(1, 2).reshape(b, 2, -1, z.shape[1])  # (B, 2, N, C)
         return {"left": z[:, 0].contiguous(), "right": z[:, 1].contiguous()}
 
+    def _decode_ears(self, left: Tensor, right: Tensor) -> Tensor:
+        """Latents `(B, N, C)` per ear -> `(B, 2, N * samples_per_latent)`: per-ear decoder, then the interaural
+        delay (when the codec has the head); the envelope gains are not applied."""
+        b, n, _ = left.shape
+        z = torch.stack([left, right], dim=1).reshape(2 * b, n, -1).transpose(1, 2) * self.latent_scale
+        full = n * self.samples_per_latent
+        wav = self._istft(self._decode_spec(z), full).reshape(b, 2, full)
+        if self.itd is not None:
+            wav = delay_ears(wav, self.itd(left, right), self.samples_per_latent)
+        return wav
+
     def decode(self, latents: dict[str, Tensor], length: int | None = None) -> Tensor:
         """`{"left", "right"}` each `(B, N, C)` -> waveform `(B, 2, length or N * samples_per_latent)`."""
         if set(latents) != set(STREAMS) or latents["left"].shape != latents["right"].shape:
             raise ConfigError(f"decode needs 'left' and 'right' latents of one shape, got {sorted(latents)}")
         left, right = latents["left"], latents["right"]
-        b, n, _ = left.shape
-        z = torch.stack([left, right], dim=1).reshape(2 * b, n, -1).transpose(1, 2) * self.latent_scale
-        full = n * self.samples_per_latent
-        wav = self._istft(self._decode_spec(z), full)  # (2B, full)
-        wav = wav.reshape(b, 2, full)
+        wav = self._decode_ears(left, right)
+        full = wav.shape[-1]
+        if self.envelope is not None:
+            wav = apply_gains(wav, self.envelope(left, right), self.config.envelope_hop)
         if length is not None:
             wav = wav[..., :length] if length <= full else F.pad(wav, (0, length - full))
         return wav
@@ -202,6 +239,49 @@ class WorldAudioCodec(nn.Module):
             fine = _multi_resolution_stft_loss(FINE_STFTS)(rec[:, None], wav[:, None])
             total = total + fine_stft_weight * fine
             parts["fine_stft"] = fine.item()
+        return total, parts
+
+    def head_loss(
+        self, audio: Tensor, *, itd_beta: float = 0.5, floor_db: float = 50.0
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The decoder heads the codec has, against `audio` `(B, 2, samples)`, everything else without gradients:
+
+        - interaural delay: smooth L1 (`itd_beta` samples) to the ITD of the input at every latent
+          (`interaural_delay.latent_itd`), weighted by how clear and loud it is; part `itd_mae_us`: that weighted
+          mean |error| in µs, `itd_mae_us_no_delay`: the same for rendering no delay;
+        - envelope: mean |log RMS| difference per ear and `envelope_hop` frame between the gained reconstruction
+          (after the delay head, as decoded) and the input, both floored `floor_db` below the clip's loudest frame;
+          parts `envelope_db` and `envelope_db_no_gains` (the same in dB, with and without the gains).
+
+        The loss is the sum of the heads' terms."""
+        self._check(audio)
+        if self.itd is None and self.envelope is None:
+            raise ConfigError("head_loss: this codec has no decoder head (itd_width and envelope_width are 0)")
+        with torch.no_grad():
+            latents = self.encode(audio)
+        left, right = latents["left"], latents["right"]
+        total, parts = audio.new_zeros(()), {}
+        if self.itd is not None:
+            with torch.no_grad():
+                target, weight = latent_itd(audio, self.samples_per_latent, self.config.itd_max_lag)
+            pred = self.itd(left, right)  # (B, N)
+            norm = weight.sum().clamp_min(1e-8)
+            total = total + (F.smooth_l1_loss(pred, target, reduction="none", beta=itd_beta) * weight).sum() / norm
+            to_us = 1e6 / self.sample_rate
+            parts["itd_mae_us"] = float(((pred.detach() - target).abs() * weight).sum() / norm) * to_us
+            parts["itd_mae_us_no_delay"] = float((target.abs() * weight).sum() / norm) * to_us
+        if self.envelope is not None:
+            hop = self.config.envelope_hop
+            with torch.no_grad():
+                plain = self._decode_ears(left, right)
+                floor = envelope_floor(audio, hop, floor_db)
+                reference = log_envelope(audio, hop, floor)
+            gained = apply_gains(plain, self.envelope(left, right), hop)
+            envelope = (log_envelope(gained, hop, floor) - reference).abs().mean()
+            total = total + envelope
+            to_db = 20 / math.log(10)
+            parts["envelope_db"] = float(envelope.detach()) * to_db
+            parts["envelope_db_no_gains"] = float((log_envelope(plain, hop, floor) - reference).abs().mean()) * to_db
         return total, parts
 
     @torch.no_grad()

@@ -56,6 +56,18 @@ class VideoReconstructionTask:
         return {"psnr": float((10 * torch.log10(4.0 / mse)).mean())}
 
 
+def _audio_windows(model: nn.Module, audio: torch.Tensor, seeds: list[int], seconds: float) -> torch.Tensor:
+    """One window of `seconds` (whole latents) per clip of `audio` `(B, 2, N)`, its start drawn from the clip's seed."""
+    hop = model.samples_per_latent
+    w = int(seconds * model.sample_rate) // hop * hop
+    n = audio.shape[-1]
+    if n < w:
+        raise ConfigError(f"window: clips have {n} samples, fewer than the window of {w}")
+    starts = [hop * int(torch.randint(0, (n - w) // hop + 1, (1,), generator=torch.Generator().manual_seed(s)))
+              for s in seeds]  # fmt: skip
+    return torch.stack([audio[i, :, s : s + w] for i, s in enumerate(starts)])  # (B, 2, w)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AudioReconstructionConfig:
     window: float = 1.0  # seconds per training sample, rounded down to whole latent frames
@@ -79,18 +91,8 @@ class AudioReconstructionTask:
         audio = batch["streams"]["audio"]  # (B, 2, N) float32
         return {"audio": audio.to(device), "seed": batch["seed"]}
 
-    def _windows(self, model: nn.Module, audio: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        hop = model.samples_per_latent
-        w = int(self.config.window * model.sample_rate) // hop * hop
-        n = audio.shape[-1]
-        if n < w:
-            raise ConfigError(f"window: clips have {n} samples, fewer than the window of {w}")
-        starts = [hop * int(torch.randint(0, (n - w) // hop + 1, (1,), generator=torch.Generator().manual_seed(s)))
-                  for s in seeds]  # fmt: skip
-        return torch.stack([audio[i, :, s : s + w] for i, s in enumerate(starts)])  # (B, 2, w)
-
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        windows = self._windows(model, batch["audio"], batch["seed"].tolist())
+        windows = _audio_windows(model, batch["audio"], batch["seed"].tolist(), self.config.window)
         c = self.config
         if c.interaural_weight or c.fine_stft_weight:  # losses of WorldAudioCodec; other codecs take the plain call
             return model.loss(windows, interaural_weight=c.interaural_weight, fine_stft_weight=c.fine_stft_weight)[0]
@@ -106,3 +108,37 @@ class AudioReconstructionTask:
         rec = model.decode(model.encode(audio), length=n)
         interaural = float(interaural_l1(rec, audio, 0.3))
         return {"stft_distance": float(stft_log_distance(rec, audio)), "interaural": interaural}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecoderHeadsConfig:
+    window: float = 1.0  # seconds per training sample, rounded down to whole latent frames
+    itd_beta: float = 0.5  # interaural delay: smooth-L1 transition (samples)
+    floor_db: float = 50.0  # envelope: levels below the clip's loudest frame by more than this count as this
+
+    def __post_init__(self) -> None:
+        if min(self.window, self.itd_beta, self.floor_db) <= 0:
+            raise ConfigError(f"window, itd_beta, floor_db: must be > 0, got {self.window}, {self.itd_beta}, "
+                              f"{self.floor_db}")  # fmt: skip
+
+
+class DecoderHeadsTask:
+    """The audio codec's decoder heads (interaural delay, envelope: `WorldAudioCodec.head_loss`) on windows of
+    binaural world audio; the rest of the codec is meant to be frozen (`init.freeze`), so its latents stay valid."""
+
+    def __init__(self, config: DecoderHeadsConfig):
+        self.config = config
+
+    def prepare(self, batch: dict, device: torch.device) -> dict:
+        return {"audio": batch["streams"]["audio"].to(device), "seed": batch["seed"]}
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        windows = _audio_windows(model, batch["audio"], batch["seed"].tolist(), self.config.window)
+        return model.head_loss(windows, itd_beta=self.config.itd_beta, floor_db=self.config.floor_db)[0]
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """The heads' errors on whole validation clips, with the plain decoder's beside them (`head_loss` parts)."""
+        audio = batch["audio"]
+        audio = audio[..., : audio.shape[-1] // model.samples_per_latent * model.samples_per_latent]
+        return model.head_loss(audio, itd_beta=self.config.itd_beta, floor_db=self.config.floor_db)[1]

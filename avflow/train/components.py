@@ -14,6 +14,8 @@ from avflow.train.binaural_task import BinauralFlowConfig, BinauralFlowTask
 from avflow.train.codec_tasks import (
     AudioReconstructionConfig,
     AudioReconstructionTask,
+    DecoderHeadsConfig,
+    DecoderHeadsTask,
     VideoReconstructionConfig,
     VideoReconstructionTask,
 )
@@ -62,6 +64,7 @@ TASKS: dict[str, ComponentSpec] = {
     "mmaudio_recipe": ComponentSpec(MMAudioRecipeConfig, MMAudioRecipe),
     "video_reconstruction": ComponentSpec(VideoReconstructionConfig, VideoReconstructionTask),
     "audio_reconstruction": ComponentSpec(AudioReconstructionConfig, AudioReconstructionTask),
+    "decoder_heads": ComponentSpec(DecoderHeadsConfig, DecoderHeadsTask),
 }
 
 DATASETS: dict[str, ComponentSpec] = {

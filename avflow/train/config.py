@@ -132,16 +132,22 @@ class InitConfig:
     """Start from trained weights instead of random ones (before any resume, which then takes precedence), and keep
     some parameters fixed: e.g. a codec's decoder trained further on its frozen encoder, so models trained on its
     latents stay valid. `weights`: a safetensors state dict (int8 files as `avflow.weights.quantize_int8` writes them
-    are dequantized), loaded strictly; `freeze`: parameter-name prefixes left out of the optimizer."""
+    are dequantized), loaded strictly but for `new`: name prefixes of parts trained from scratch (e.g. a head added
+    to a trained codec): they keep their random initialization, whether the file has them or not, so a rerun from a
+    file that already holds a trained head starts the same way; `freeze`: parameter-name prefixes left out of the
+    optimizer."""
 
     weights: str | None = None
     freeze: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.weights is not None and not Path(self.weights).is_file():
             raise ConfigError(f"weights: no such file: {self.weights!r}")
         if self.freeze and self.weights is None:
             raise ConfigError("freeze: needs init.weights (frozen random weights would never be trained)")
+        if self.new and self.weights is None:
+            raise ConfigError("new: needs init.weights (it names what the weights file lacks)")
 
 
 @dataclass

@@ -98,10 +98,19 @@ class MetricsLog:
 
 
 def _initialize(model: nn.Module, init: InitConfig) -> None:
-    """Load `init.weights` strictly and freeze the parameters whose names start with an `init.freeze` prefix."""
-    if init.weights is not None:
-        load_strict(model, dequantize_int8(read_state_dict(init.weights)), init.weights)
+    """Load `init.weights` strictly, except the parts under an `init.new` prefix, which keep their random
+    initialization (whether the file has them or not), and freeze the parameters whose names start with an
+    `init.freeze` prefix."""
     names = [name for name, _ in model.named_parameters()]
+    if init.weights is not None:
+        state = dequantize_int8(read_state_dict(init.weights))
+        own = model.state_dict()
+        for prefix in init.new:
+            added = {k: v for k, v in own.items() if k.startswith(prefix)}
+            if not added:
+                raise ConfigError(f"init.new: no parameter or buffer name starts with {prefix!r}")
+            state = {k: v for k, v in state.items() if not k.startswith(prefix)} | added
+        load_strict(model, state, init.weights)
     for prefix in init.freeze:
         if not any(name.startswith(prefix) for name in names):
             raise ConfigError(f"init.freeze: no parameter name starts with {prefix!r}")

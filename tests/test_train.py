@@ -345,3 +345,6 @@ def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch
     assert lr_factor(second.train.steps - 1, second.schedule, second.train.steps) == pytest.approx(
         second.schedule.min_lr_ratio, abs=1e-3
     )
+    longer = load_train_config(REPO / "configs" / "default_joint_v2_stage3.yaml", caches)  # the second try
+    assert longer.model == first.model and longer.task == first.task and longer.init == second.init
+    assert longer.train.steps > second.train.steps and longer.optim.lr < second.optim.lr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avflow.cli import main as cli_main
 from avflow.world.dataset import make_dataset
@@ -60,3 +61,38 @@ def test_codec_trains_through_its_config(which, world, tmp_path, capsys):
     assert card.main([str(run), "--every", "10"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| step | train loss | val_loss |") and len(table) == 2 + STEPS // 10 + 2
+
+
+def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_checksum(world, tmp_path):
+    """configs/codecs/world_audio_heads.yaml from the shipped codec: only the delay head changes, its validation
+    measures are logged, and the export keeps every other stored tensor byte for byte (so the latent checksum)."""
+    import shutil
+
+    from avflow.codecs.world import default_codec_dir, load_world_codecs
+    from avflow.weights import read_state_dict
+
+    run, out = tmp_path / "run", tmp_path / "codecs"
+    overrides = [
+        f"out_dir={run}", f"data.train.args.root={world}", f"data.val.args.root={world}",
+        "data.val.args.split=train", "data.val.args.max_clips=4", "train.steps=4", "train.batch_size=4",
+        "schedule.warmup_steps=1", "log.every=1", "log.val_every=2", "log.val_batches=1", "log.sample_every=2",
+        "checkpoint.every=4",
+    ]  # fmt: skip
+    assert cli_main(["train", str(REPO / "configs" / "codecs" / "world_audio_heads.yaml"), *overrides]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    samples = [r for r in lines if "sample/itd_mae_us" in r]
+    assert [r["step"] for r in samples] == [2, 4] and all(r["sample/itd_mae_us_no_delay"] > 0 for r in samples)
+    out.mkdir()
+    shutil.copy(default_codec_dir() / "video.safetensors", out)
+    shutil.copy(default_codec_dir() / "codecs.json", out)
+    spec = importlib.util.spec_from_file_location("export_codecs", REPO / "scripts" / "export_codecs.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    assert export.main(["audio", str(run), "--out", str(out)]) == 0
+    shipped = read_state_dict(default_codec_dir() / "audio.safetensors")
+    again = read_state_dict(out / "audio.safetensors")
+    assert set(again) == set(shipped)
+    kept = [k for k in shipped if not k.startswith("itd.")]
+    assert all(torch.equal(again[k], shipped[k]) for k in kept)
+    assert any(not torch.equal(again[k], shipped[k]) for k in shipped if k.startswith("itd."))
+    assert load_world_codecs(out).checksum == load_world_codecs().checksum

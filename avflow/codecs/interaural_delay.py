@@ -70,7 +70,9 @@ def latent_itd(
     Per latent: GCC-PHAT of the two ears over a Hann window of two latents centred on it, its peak searched over
     `|lag| <= max_lag` samples on a grid of `1 / upsample` sample and refined by a parabola. Weight: the peak's
     height (how well one delay explains the window) squared, times the window's loudness on a ramp from `floor_db`
-    below the clip's loudest window (0) to it (1), so silence and diffuse ambience teach nothing."""
+    below the clip's loudest window (0) to it (1), so silence and diffuse ambience teach nothing. The estimator is
+    `avflow.eval.side.itd_of`'s (same band limit and sign), batched in torch over every latent of a training batch,
+    where a per-window numpy call would cost more than the training step."""
     b, _, t = audio.shape
     hop = samples_per_latent
     n = t // hop

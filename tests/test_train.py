@@ -326,8 +326,9 @@ def test_init_new_parts_keep_their_initialization(tmp_path):
 
 
 def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch):
-    """configs/default_joint_v2_stage2.yaml (an experiment) validates: the shipped model's config, started from the
-    shipped weights at its restart peak (the learning rate its second cycle started from) down to the same floor."""
+    """configs/default_joint_v2_stage2.yaml (an experiment) validates: the first run's config, started from its
+    10000-step weights at its restart peak (the learning rate its second cycle started from) down to the same floor;
+    configs/default_joint_v2_stage3.yaml (the shipped third cycle) starts from the same weights, longer and lower."""
     from avflow.train.config import load_train_config
 
     monkeypatch.chdir(REPO)  # the configs name repository paths
@@ -335,9 +336,10 @@ def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch
     cache.write_bytes(b"")  # the configs only check that the files exist
     caches = [f"data.train.args.file={cache}", f"data.val.args.file={cache}"]
     first = load_train_config(REPO / "configs" / "default_joint_v2.yaml", caches)
-    second = load_train_config(REPO / "configs" / "default_joint_v2_stage2.yaml", caches)
+    start = [f"init.weights={cache}"]  # scripts/train_default_v2.py writes WORK/joint_10000.safetensors
+    second = load_train_config(REPO / "configs" / "default_joint_v2_stage2.yaml", caches + start)
     assert second.model == first.model and second.task == first.task and second.train.batch_size == 16
-    assert second.init.weights == "avflow/assets/default_model/joint.safetensors" and not second.init.freeze
+    assert second.init.weights == str(cache) and not second.init.freeze
     peak = first.optim.lr * first.schedule.restart_peak
     assert second.optim.lr == pytest.approx(peak)
     floor = first.optim.lr * first.schedule.min_lr_ratio
@@ -345,6 +347,6 @@ def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch
     assert lr_factor(second.train.steps - 1, second.schedule, second.train.steps) == pytest.approx(
         second.schedule.min_lr_ratio, abs=1e-3
     )
-    longer = load_train_config(REPO / "configs" / "default_joint_v2_stage3.yaml", caches)  # the second try
+    longer = load_train_config(REPO / "configs" / "default_joint_v2_stage3.yaml", caches + start)  # shipped
     assert longer.model == first.model and longer.task == first.task and longer.init == second.init
     assert longer.train.steps > second.train.steps and longer.optim.lr < second.optim.lr

@@ -8,7 +8,8 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
              cycle of 4000 steps with a fresh optimizer and EMA, `configs/default_joint_v2_stage3.yaml`
   5. export  the third cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
-    python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000] [--stage all|world|cache|joint|third|export]
+    python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
+        [--stage all|world|cache|joint|third|export]
 
 Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml and
 configs/default_joint_v2_stage3.yaml.

@@ -157,6 +157,7 @@ def export(work: Path, runs: list[Path], info: dict) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     save_safetensors(fp16_ema(runs[-1]), ASSETS / "joint.safetensors")
     model_args = read_yaml(CONFIG)["model"]["args"]
+    parts = [training_time(r) | {"run": r.name} for r in runs]
     config = {
         "joint": model_args,
         "codecs_checksum": codecs.checksum,
@@ -168,9 +169,8 @@ def export(work: Path, runs: list[Path], info: dict) -> None:
         "sample_rate": SAMPLE_RATE,
         "sampling": {"cfg_strength": CFG, "steps": 25, "solver": "euler"},
         "default_prompt": "a red rubber ball bounces three times on the left, then rolls",
-        "training": info | {"runs": [training_time(r) | {"run": r.name} for r in runs],
-                            "steps": sum(training_time(r)["steps"] for r in runs),
-                            "train_wall_minutes": round(sum(training_time(r)["train_wall_minutes"] for r in runs), 1)},
+        "training": info | {"runs": parts, "steps": sum(p["steps"] for p in parts),
+                            "train_wall_minutes": round(sum(p["train_wall_minutes"] for p in parts), 1)},
     }
     atomic_write(ASSETS / "config.json", lambda f: f.write((json.dumps(to_dict(config), indent=2) + "\n").encode()))
     log(f"exported the EMA of {runs[-1]} to {ASSETS}")

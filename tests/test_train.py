@@ -336,6 +336,10 @@ def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch
     cache.write_bytes(b"")  # the configs only check that the files exist
     caches = [f"data.train.args.file={cache}", f"data.val.args.file={cache}"]
     first = load_train_config(REPO / "configs" / "default_joint_v2.yaml", caches)
+    from avflow.config import read_yaml
+
+    for name in ("default_joint_v2_stage2.yaml", "default_joint_v2_stage3.yaml"):  # the script's 10000-step weights
+        assert read_yaml(REPO / "configs" / name)["init"]["weights"] == "runs/default_v2/joint_10000.safetensors"
     start = [f"init.weights={cache}"]  # scripts/train_default_v2.py writes WORK/joint_10000.safetensors
     second = load_train_config(REPO / "configs" / "default_joint_v2_stage2.yaml", caches + start)
     assert second.model == first.model and second.task == first.task and second.train.batch_size == 16

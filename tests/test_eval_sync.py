@@ -10,10 +10,10 @@ import pytest
 from avflow.cli import main as cli_main
 from avflow.eval import side
 from avflow.eval.clip import measure_clip
-from avflow.eval.events import brightening_events, detect, is_blank
+from avflow.eval.events import VisualEvents, brightening_events, detect, is_blank
 from avflow.eval.measure import Measure
-from avflow.eval.offset import SyncConfig, match_events, pair_nearest, pairing_tolerance
-from avflow.eval.onsets import audio_onsets
+from avflow.eval.offset import SyncConfig, SyncResult, match_events, pair_nearest, pairing_tolerance
+from avflow.eval.onsets import AudioOnsets, audio_onsets
 from avflow.eval.synthetic import flash_clip, modal_click, pan_binaural
 
 SR = 16000
@@ -322,3 +322,86 @@ def test_event_cues_undefined_where_no_energy_is_added():
     cue = side.event_cues(audio, SR, np.array([0.53]))[0]  # 30 ms into the ringing click: no new sound starts
     assert cue.side is None and not cue.ild_db.defined and "no energy added" in cue.ild_db.reason
     assert side.event_cues(audio, SR, np.array([0.5]))[0].ild_db.defined
+
+
+def _tone_pair(itd_samples: int, gain_left: float, freq: float = 1500.0) -> np.ndarray:
+    """A steady tone burst at 0.5 s (100 ms), the right ear delayed by ``itd_samples`` and the left scaled."""
+    t = np.arange(int(0.1 * SR)) / SR
+    tone = np.sin(2 * np.pi * freq * t)
+    audio = 1e-5 * np.random.default_rng(3).standard_normal((2, SR))
+    start = SR // 2
+    audio[0, start : start + tone.size] += gain_left * tone
+    audio[1, start + itd_samples : start + itd_samples + tone.size] += tone
+    return audio
+
+
+def test_itd_side_margin_is_high_for_a_click_and_low_for_a_tone():
+    lo, hi = SR // 2 - 48, SR // 2 + 240  # the cue window of a sound at 0.5 s
+    click, tone = _click_pair(3, 1.0), _tone_pair(3, 1.0)
+    assert side.itd_side_margin(click[0, lo:hi], click[1, lo:hi], SR) > 0.5
+    # inside a steady 1.5 kHz tone, a 3 samples' lead correlates as well as 1/1500 s − 3 samples' lag: no side
+    mid = slice(lo + 800, hi + 800)
+    assert side.itd_side_margin(tone[0, mid], tone[1, mid], SR) < 0.1
+    assert side.itd_side_margin(np.zeros(100), np.zeros(100), SR) == 0.0
+
+
+def test_the_much_stronger_cue_decides_when_the_cues_disagree():
+    # a tone 6 dB louder on the right whose left ear leads: the ILD is clear, the tone's ITD fits both sides
+    tone = side.event_cues(_tone_pair(3, 0.5), SR, np.array([0.5]))[0]
+    assert tone.ild_db.value < -3 and tone.itd_us.value > 0
+    assert tone.side == "right" and tone.reason == ""
+    strict = side.event_cues(_tone_pair(3, 0.5), SR, np.array([0.5]), side.CueConfig(dominance=1e9))[0]
+    assert strict.side is None and "opposite sides" in strict.reason
+
+
+def test_energy_rise_finds_a_soft_start_and_nothing_in_steady_noise():
+    rng = np.random.default_rng(4)
+    audio = 1e-3 * rng.standard_normal((2, SR))
+    start = int(0.5 * SR)
+    ramp = np.linspace(0.0, 1.0, int(0.04 * SR))  # a word fading in over 40 ms
+    audio[:, start : start + ramp.size] += 0.3 * ramp * rng.standard_normal(ramp.size)
+    found = side.energy_rise(audio, SR, 0.48, 0.53)
+    assert found is not None and 0.5 <= found <= 0.51
+    assert side.energy_rise(audio, SR, 0.2, 0.25) is None  # noise only
+    assert side.energy_rise(audio, SR, 0.0, 0.05) is None  # no level before the window to compare with
+
+
+def test_an_event_without_a_paired_onset_is_read_at_the_energy_rise():
+    clip = flash_clip(6)
+    onsets = audio_onsets(clip.audio, SR)
+    events = detect(clip.frames, clip.fps)[0]
+    match = match_events(onsets, events, frame_period_s=1.0 / clip.fps)
+    assert match.pairs.shape[0] == len(events) >= 2
+    dropped = type(match)(match.offset_ms, match.pairs[1:], match.lags_ms, match.scores, match.runner_up_ms, 1.0)
+    tol = pairing_tolerance(1.0 / clip.fps)
+    plain = side.event_sides(clip.audio, SR, onsets, events, dropped)
+    anchored = side.event_sides(clip.audio, SR, onsets, events, dropped, anchor_window_s=tol)
+    assert len(plain) == len(events) - 1 and len(anchored) == len(events)
+    first = anchored[0]
+    assert first.anchor == "energy rise" and first.agrees is True
+    assert abs(first.audio_time - onsets.times[match.pairs[0, 1]]) < 0.005
+    assert [s.anchor for s in anchored[1:]] == ["onset"] * (len(events) - 1)
+
+
+def test_at_an_energy_rise_the_cues_must_agree():
+    # the tone of the test above (6 dB louder right, left ear leads) with no onset paired: read at its energy rise,
+    # where a soft start's cues may be mostly noise, so the much stronger ILD does not overrule the ITD there
+    audio = _tone_pair(3, 0.5)
+    width = 64
+    events = VisualEvents(np.array([0.2, 0.5]), np.array(["flash", "flash"]), np.array([8.0, 56.0]), width, np.zeros(2))
+    onsets = AudioOnsets(*(np.array([0.2]),) * 4, np.zeros(0), np.zeros(0))
+    match = SyncResult(Measure.of(0.0, 1.0), np.array([[0, 0]]), np.zeros(1), np.zeros(1), float("nan"), 1.0)
+    read = side.event_sides(audio, SR, onsets, events, match, anchor_window_s=0.03)
+    assert [s.anchor for s in read] == ["onset", "energy rise"]
+    assert abs(read[1].audio_time - 0.5) < 0.005 and read[1].visual_side == "right"
+    assert read[1].cue.side is None and "opposite sides" in read[1].cue.reason
+    assert side.event_cues(audio, SR, np.array([read[1].audio_time]))[0].side == "right"  # at an onset it decides
+
+
+def test_a_weak_cue_gives_no_side_below_min_evidence():
+    audio = _click_pair(0, 1.06)  # 0.5 dB louder left, no delay: ILD evidence about 0.25
+    weak = side.event_cues(audio, SR, np.array([0.5]))[0]
+    assert weak.side == "left"
+    strict = side.event_cues(audio, SR, np.array([0.5]), side.CueConfig(min_evidence=0.5))[0]
+    assert strict.side is None and "too weak" in strict.reason
+    assert side.event_cues(_click_pair(0, 2.0), SR, np.array([0.5]), side.CueConfig(min_evidence=0.5))[0].side == "left"

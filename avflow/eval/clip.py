@@ -15,7 +15,7 @@ import numpy as np
 from avflow.eval import side
 from avflow.eval.events import EventConfig, VisualEvents, detect, is_blank
 from avflow.eval.measure import Measure
-from avflow.eval.offset import SyncConfig, SyncResult, match_events
+from avflow.eval.offset import SyncConfig, SyncResult, match_events, pairing_tolerance
 from avflow.eval.onsets import AudioOnsets, OnsetConfig, audio_onsets
 from avflow.eval.physics import Tracks
 
@@ -92,7 +92,8 @@ def measure_clip(
     if not binaural:
         return ClipMeasures(match.offset_ms, Measure.undefined(no_side), Measure.undefined(no_side), duration,
                             onsets, events, match, tracks=tracks)  # fmt: skip
-    sides = side.event_sides(audio, sample_rate, onsets, events, match, cfg.cues)
+    anchor = pairing_tolerance(1.0 / fps, cfg.sync)
+    sides = side.event_sides(audio, sample_rate, onsets, events, match, cfg.cues, anchor_window_s=anchor)
     n_objects = tracks.centers.shape[1]
     if n_objects == 0 and not np.isfinite(events.x).any():
         follows = Measure.undefined("no object tracked in the video")

@@ -13,12 +13,13 @@ the band limit keeps empty frequencies' random phases out): ``X/|X|`` is zero-pa
 interpolation) and the peak of the interpolated ``r`` refined by a parabola, so the estimate is sub-sample. ``r``
 peaks at ``τ > 0`` when the right ear lags, i.e. the left leads. Its confidence is the peak height in [0, 1] (1: one
 delay explains every frequency of the band). An event's audio side is that of the cue with more evidence
-(:func:`event_cues`); it has none when the two cues point to opposite sides or the window adds no energy.
+(:func:`event_cues`); it has none when the two cues point to opposite sides (unless one is much the stronger) or
+the window adds no energy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,10 +47,20 @@ class CueConfig:
     itd_scale_s: float = 100e-6  # |ITD| that is full evidence (times the ITD's confidence)
     min_azimuth_deg: float = 5.0  # |azimuth| from which a visual event has a side
     silence_db: float = -60.0  # a window this far below the clip's loudest window is silent
+    dominance: float = 2.0  # cues on opposite sides: the stronger decides when its evidence is this many times more
+    margin_band_db: float = 20.0  # the ITD's side margin uses the frequencies within this of the strongest
+    rise_db: float = 6.0  # an event with no onset paired: its sound starts where the level rises this much
+    rise_frame_s: float = 0.005  # frames (hop half of it) in which that rise is looked for
+    min_evidence: float = 0.0  # the deciding cue's evidence must reach this (at onsets: any above its threshold)
+    rise_evidence: float = 0.5  # min_evidence at an energy rise (a soft start is a weaker anchor)
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.pre_s < 0 or self.max_itd_s <= 0 or self.upsample < 1:
             raise ValueError("cue config needs window_s > 0, pre_s >= 0, max_itd_s > 0, upsample >= 1")
+        if self.dominance < 1 or self.rise_db <= 0 or self.rise_frame_s <= 0:
+            raise ValueError("cue config needs dominance >= 1, rise_db > 0, rise_frame_s > 0")
+        if not (0 <= self.min_evidence <= 1 and 0 <= self.rise_evidence <= 1):
+            raise ValueError("cue config needs min_evidence and rise_evidence in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,14 @@ def _ild(a: np.ndarray, lo: int, hi: int, cfg: CueConfig) -> Measure:
     return Measure.of(10.0 * np.log10((energy[0] + EPS) / (energy[1] + EPS)))
 
 
-def _itd(a: np.ndarray, lo: int, hi: int, sample_rate: int, cfg: CueConfig) -> Measure:
-    """ITD (µs) over the cue window ``[lo, hi)`` of ``a`` ``(2, N)``, both ears tapered (see :func:`itd_of`)."""
+def _itd(a: np.ndarray, lo: int, hi: int, sample_rate: int, cfg: CueConfig) -> tuple[Measure, float]:
+    """ITD (µs) over the cue window ``[lo, hi)`` of ``a`` ``(2, N)``, both ears tapered (see :func:`itd_of`), and its
+    side margin (:func:`itd_side_margin`)."""
     w = _taper(hi - lo, sample_rate)
-    return itd_of(a[0, lo:hi] * w, a[1, lo:hi] * w, sample_rate, cfg.max_itd_s, cfg.upsample, cfg.band_db)
+    left, right = a[0, lo:hi] * w, a[1, lo:hi] * w
+    itd = itd_of(left, right, sample_rate, cfg.max_itd_s, cfg.upsample, cfg.band_db)
+    margin = itd_side_margin(left, right, sample_rate, cfg.min_itd_s, cfg.max_itd_s, cfg.upsample, cfg.margin_band_db)
+    return itd, margin
 
 
 def ild_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig | None = None) -> Measure:
@@ -120,18 +135,14 @@ def _taper(n: int, sample_rate: int) -> np.ndarray:
     return w
 
 
-def itd_of(
-    left: np.ndarray,
-    right: np.ndarray,
-    sample_rate: int,
-    max_itd_s: float = 1e-3,
-    upsample: int = 16,
-    band_db: float = 50.0,
-) -> Measure:
-    """Sub-sample ITD (µs, > 0 when ``left`` leads) of two equally long segments (see the module docstring)."""
+def _gcc(
+    left: np.ndarray, right: np.ndarray, sample_rate: int, max_itd_s: float, upsample: int, band_db: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The band-limited GCC-PHAT ``r`` of two equally long segments at lags ``k / (upsample·sr)``, ``|lag| ≤
+    max_itd_s``: ``(lags k, r)``, or None when either is silent (see the module docstring)."""
     n = left.size
     if float(np.sqrt((left @ left) * (right @ right))) <= EPS:
-        return Measure.undefined("silent at this time")
+        return None
     nfft = int(2 ** np.ceil(np.log2(2 * n)))
     cross = np.conj(np.fft.rfft(left, nfft)) * np.fft.rfft(right, nfft)  # r(τ) = Σ L(t)·R(t + τ)
     mag = np.abs(cross)
@@ -141,14 +152,59 @@ def itd_of(
     r = np.fft.irfft(cross, big) * upsample  # (big,) r at lags k / (upsample·sr)
     m = int(np.ceil(max_itd_s * sample_rate * upsample))
     lags = np.arange(-m, m + 1)
-    vals = r[lags % big]
+    return lags, r[lags % big]
+
+
+def _peak_lag(lags: np.ndarray, vals: np.ndarray) -> tuple[float, int]:
+    """The lag (in grid steps, refined by a parabola through the peak and its neighbours) of the largest ``vals``,
+    and the peak's index."""
     j = int(np.argmax(vals))
     frac = 0.0
     if 0 < j < vals.size - 1:
         den = vals[j - 1] - 2 * vals[j] + vals[j + 1]
         frac = float(np.clip(0.5 * (vals[j - 1] - vals[j + 1]) / den, -0.5, 0.5)) if den < 0 else 0.0
-    tau = (lags[j] + frac) / (sample_rate * upsample)
-    return Measure.of(1e6 * tau, float(np.clip(vals[j], 0.0, 1.0)))
+    return float(lags[j] + frac), j
+
+
+def itd_of(
+    left: np.ndarray,
+    right: np.ndarray,
+    sample_rate: int,
+    max_itd_s: float = 1e-3,
+    upsample: int = 16,
+    band_db: float = 50.0,
+) -> Measure:
+    """Sub-sample ITD (µs, > 0 when ``left`` leads) of two equally long segments (see the module docstring)."""
+    curve = _gcc(left, right, sample_rate, max_itd_s, upsample, band_db)
+    if curve is None:
+        return Measure.undefined("silent at this time")
+    lag, j = _peak_lag(*curve)
+    return Measure.of(1e6 * lag / (sample_rate * upsample), float(np.clip(curve[1][j], 0.0, 1.0)))
+
+
+def itd_side_margin(
+    left: np.ndarray,
+    right: np.ndarray,
+    sample_rate: int,
+    min_itd_s: float = 40e-6,
+    max_itd_s: float = 1e-3,
+    upsample: int = 16,
+    band_db: float = 20.0,
+) -> float:
+    """How much better the ITD's side explains the two segments than the other side: ``r(τ*) − max r(τ)`` over the
+    lags ``τ`` of the opposite sign with ``|τ| ≥ min_itd_s``, clipped to [0, 1] (0 when silent). A tone repeats its
+    correlation peak every period, so both sides fit about equally well and its ITD gives no side; a click's
+    correlation has one peak. The band is narrower than the ITD's own (20 dB, not 50): a short window's leakage
+    around a tone would otherwise count as broadband sound (a steady 1.5 kHz tone: margin 0.63 at 50 dB, 0.03 at
+    20 dB; a click: 0.93 and 0.75)."""
+    curve = _gcc(left, right, sample_rate, max_itd_s, upsample, band_db)
+    if curve is None:
+        return 0.0
+    lags, vals = curve
+    j = int(np.argmax(vals))
+    edge = min_itd_s * sample_rate * upsample
+    other = vals[(lags * np.sign(lags[j]) <= -edge)] if lags[j] != 0 else vals[np.abs(lags) >= edge]
+    return float(np.clip(vals[j] - (other.max() if other.size else 0.0), 0.0, 1.0))
 
 
 def itd_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig | None = None) -> Measure:
@@ -156,7 +212,7 @@ def itd_at(audio: np.ndarray, sample_rate: int, time: float, config: CueConfig |
     cfg = config or CueConfig()
     a = _stereo(audio)
     span = _cue_span(a, sample_rate, time, cfg, _peak(a))
-    return Measure.undefined(span) if isinstance(span, str) else _itd(a, *span, sample_rate, cfg)
+    return Measure.undefined(span) if isinstance(span, str) else _itd(a, *span, sample_rate, cfg)[0]
 
 
 def _evidence(value: Measure, threshold: float, scale: float) -> float:
@@ -176,9 +232,12 @@ def event_cues(
     audio: np.ndarray, sample_rate: int, times: np.ndarray, config: CueConfig | None = None
 ) -> list[EventCue]:
     """ILD and ITD of the sounds starting at ``times`` (s), and the side they give: the cue with the larger evidence
-    ``|ILD|/ild_scale_db`` (1 dB from ``min_ild_db``) or ``confidence·|ITD|/itd_scale_s`` (from ``min_itd_s``),
-    each capped at 1, decides. No side (with its `reason`) when the two cues give opposite sides, or when the window
-    adds no energy over the stretch before it (no sound starts there: the cues would be of what rings on)."""
+    ``|ILD|/ild_scale_db`` (1 dB from ``min_ild_db``) or ``margin·|ITD|/itd_scale_s`` (from ``min_itd_s``; ``margin``
+    from :func:`itd_side_margin`, so a tone's ITD, which fits both sides, weighs little), each capped at 1, decides.
+    When the two cues give opposite sides the stronger decides only if its evidence is ``dominance`` times the
+    other's. No side (with its `reason`) when they stay torn, when the deciding evidence is below ``min_evidence``,
+    or when the window adds no energy over the stretch before it (no sound starts there: the cues would be of what
+    rings on)."""
     cfg = config or CueConfig()
     times = np.asarray(times, dtype=np.float64)
     if times.size == 0:
@@ -188,23 +247,27 @@ def event_cues(
     out = []
     for t in times:
         span = _cue_span(a, sample_rate, float(t), cfg, peak)
+        margin = 0.0
         if isinstance(span, str):
             ild = itd = Measure.undefined(span)
         elif not _adds_energy(a, *span):
             ild = itd = Measure.undefined("no energy added at this time (no sound starts here)")
         else:
-            ild, itd = _ild(a, *span, cfg), _itd(a, *span, sample_rate, cfg)
+            ild, (itd, margin) = _ild(a, *span, cfg), _itd(a, *span, sample_rate, cfg)
         e_ild = _evidence(ild, cfg.min_ild_db, cfg.ild_scale_db)
-        e_itd = _evidence(itd, 1e6 * cfg.min_itd_s, 1e6 * cfg.itd_scale_s)
-        if e_ild * e_itd < 0:
+        e_itd = _evidence(Measure.of(itd.value, margin) if itd.defined else itd, 1e6 * cfg.min_itd_s,
+                          1e6 * cfg.itd_scale_s)  # fmt: skip
+        strong, weak = sorted((e_ild, e_itd), key=abs, reverse=True)
+        if strong * weak < 0 and abs(strong) < cfg.dominance * abs(weak):
             out.append(EventCue(float(t), ild, itd, None, "the ILD and the ITD give opposite sides"))
-            continue
-        strongest = e_ild if abs(e_ild) >= abs(e_itd) else e_itd
-        if strongest == 0:
+        elif strong == 0:
             why = ild.reason if not ild.defined else "neither cue reaches its threshold"
             out.append(EventCue(float(t), ild, itd, None, why))
+        elif abs(strong) < cfg.min_evidence:
+            why = f"the cues are too weak here (evidence {abs(strong):.2f} < {cfg.min_evidence:g})"
+            out.append(EventCue(float(t), ild, itd, None, why))
         else:
-            out.append(EventCue(float(t), ild, itd, "left" if strongest > 0 else "right"))
+            out.append(EventCue(float(t), ild, itd, "left" if strong > 0 else "right"))
     return out
 
 
@@ -230,8 +293,10 @@ def compare_event_cues(
 
 @dataclass(frozen=True)
 class EventSide:
-    """One matched event: visual time and azimuth (NaN without a side), audio onset time, its cues, and whether
-    the audio side agrees with the visual one (None when either has no side)."""
+    """One matched event: visual time and azimuth (NaN without a side), audio time of its sound (``anchor``:
+    ``"onset"`` a paired onset, ``"energy rise"`` where the level rises near the expected time, see
+    :func:`event_sides`), its cues, and whether the audio side agrees with the visual one (None when either has no
+    side)."""
 
     visual_time: float
     audio_time: float
@@ -239,6 +304,34 @@ class EventSide:
     visual_side: str | None
     cue: EventCue
     agrees: bool | None
+    anchor: str = "onset"
+
+
+def energy_rise(audio: np.ndarray, sample_rate: int, start: float, stop: float, config: CueConfig | None = None):
+    """The centre of the first frame (both ears, frames of ``rise_frame_s``, hop half of it, starting in ``[start,
+    stop)``) whose level is ``rise_db`` above the mean level of the ``window_s`` before ``start`` and above the silence
+    threshold, or None: where a sound starts softly (a word, a fade) before the onset detector's level step. The
+    frame before it (half a frame earlier) stayed below, so the rise lies in the frame's second half: its centre."""
+    cfg = config or CueConfig()
+    a = _stereo(audio)
+    frame = max(2, int(round(cfg.rise_frame_s * sample_rate)))
+    hop = max(1, frame // 2)
+    lo, hi = int(round(start * sample_rate)), int(round(stop * sample_rate))
+    ref_lo = lo - int(round(cfg.window_s * sample_rate))
+    if ref_lo < 0 or hi + frame > a.shape[1] or hi <= lo:
+        return None
+    power = (a**2).sum(axis=0)  # (N,)
+    ref = float(power[ref_lo:lo].mean())
+    floor = _peak(a) * 10 ** (cfg.silence_db / 10)
+    level = np.lib.stride_tricks.sliding_window_view(power[lo : hi + frame], frame)[::hop].mean(axis=1)  # (F,)
+    rise = np.flatnonzero((level > ref * 10 ** (cfg.rise_db / 10)) & (level > floor))
+    return None if rise.size == 0 else (lo + int(rise[0]) * hop + frame // 2) / sample_rate  # the frame's centre
+
+
+def _visual_side(azimuth: float, cfg: CueConfig) -> str | None:
+    if not np.isfinite(azimuth) or abs(azimuth) < cfg.min_azimuth_deg:
+        return None
+    return "left" if azimuth < 0 else "right"
 
 
 def event_sides(
@@ -248,19 +341,37 @@ def event_sides(
     events: VisualEvents,
     sync: SyncResult,
     config: CueConfig | None = None,
+    *,
+    anchor_window_s: float = 0.0,
 ) -> list[EventSide]:
-    """Sides of the pairs matched by :func:`avflow.eval.offset.match_events`, measured at their audio onsets."""
+    """Sides of the pairs matched by :func:`avflow.eval.offset.match_events`, measured at their audio onsets, sorted
+    by visual time. With ``anchor_window_s > 0`` (e.g. :func:`avflow.eval.offset.pairing_tolerance`) an event left
+    without an onset is read at the :func:`energy_rise` within ``±anchor_window_s`` of ``t_v + offset``, if any;
+    there its ILD and ITD must not disagree and the deciding one must reach ``rise_evidence`` (a soft start's window
+    holds little more than the noise before it)."""
     cfg = config or CueConfig()
     if sync.pairs.size == 0:
         return []
-    cues = event_cues(audio, sample_rate, onsets.times[sync.pairs[:, 1]], cfg)
+    times = {int(v): (float(onsets.times[o]), "onset") for v, o in sync.pairs}
+    if anchor_window_s > 0:
+        lag = sync.offset_ms.value / 1000.0
+        for v in set(range(len(events))) - set(times):
+            expected = float(events.times[v]) + lag
+            t = energy_rise(audio, sample_rate, expected - anchor_window_s, expected + anchor_window_s, cfg)
+            if t is not None:
+                times[v] = (t, "energy rise")
+    cues: dict[int, EventCue] = {}
+    # A soft start's window holds little more than the noise before it: there the cues must agree and be clear.
+    soft = replace(cfg, dominance=float("inf"), min_evidence=max(cfg.min_evidence, cfg.rise_evidence))
+    for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft)):
+        found = sorted(v for v in times if times[v][1] == anchor)
+        cues |= dict(zip(found, event_cues(audio, sample_rate, np.array([times[v][0] for v in found]), anchor_cfg)))
     out = []
-    for (v, _), cue in zip(sync.pairs, cues):
-        az = float(events.azimuth[v])
-        seen = None if not np.isfinite(az) or abs(az) < cfg.min_azimuth_deg else ("left" if az < 0 else "right")
-        heard = cue.side
+    for v in sorted(times):
+        az, cue = float(events.azimuth[v]), cues[v]
+        seen, heard = _visual_side(az, cfg), cue.side
         agrees = None if seen is None or heard is None else seen == heard
-        out.append(EventSide(float(events.times[v]), cue.time, az, seen, cue, agrees))
+        out.append(EventSide(float(events.times[v]), cue.time, az, seen, cue, agrees, times[v][1]))
     return out
 
 

@@ -4,15 +4,17 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
   1. world   2 s clips, 64x64, 16 fps, 16 kHz, 1-2 objects (`--clips`, seed 0) into WORK/world
   2. cache   latents of the shipped world codecs (video; binaural left/right) + MiniLM text states, per split
   3. joint   `avflow train configs/default_joint_v2.yaml` (our trainer) on the cached latents: 10000 steps
-  4. third   its EMA in fp16 (WORK/joint_10000.safetensors, the model shipped before 2026-12-02) -> a third cosine
-             cycle of 4000 steps with a fresh optimizer and EMA, `configs/default_joint_v2_stage3.yaml`
-  5. export  the third cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
+  4. cycles  LATER_CYCLES more cosine cycles of 4000 steps (`configs/default_joint_v2_stage3.yaml`), each from the
+             previous run's EMA in fp16 (written once to WORK/joint_<steps so far>.safetensors: joint_10000 is the
+             model shipped before 2026-12-02, joint_14000 the third cycle's) with a fresh optimizer and EMA, into
+             WORK/joint3, joint4, ...
+  5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
-        [--stage all|world|cache|joint|third|export]
+        [--stage all|world|cache|joint|cycles|export]
 
 Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml and
-configs/default_joint_v2_stage3.yaml.
+configs/default_joint_v2_stage3.yaml; the number of later cycles is LATER_CYCLES below.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "avflow" / "assets" / "default_model"
 CONFIG = REPO / "configs" / "default_joint_v2.yaml"
-THIRD_CONFIG = REPO / "configs" / "default_joint_v2_stage3.yaml"
+CYCLE_CONFIG = REPO / "configs" / "default_joint_v2_stage3.yaml"
+LATER_CYCLES = 4  # cosine cycles after the first run (the third to the sixth)
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
 
@@ -42,7 +45,7 @@ CLIPS, WORLD_SEED = 8000, 0  # the world's size (`--clips`) and run seed
 # Guidance of the exported model: the best of 3, 3.5, 4 on a tuning prompt set that shares no combination with
 # the model card's (`model_card_metrics.py --make-prompts --prompts TUNE.json --held-out-base 4398046511104
 # --singles 64 --twos 24`; MODEL_CARD.md has the table).
-CFG = 3.0
+CFG = 3.5
 
 
 def world_config():
@@ -118,18 +121,32 @@ def fp16_ema(run: Path) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def train_third(work: Path, overrides: list[str]) -> Path:
-    """The third cycle from the 10000-step run's fp16 EMA (written once to WORK/joint_10000.safetensors)."""
+def cycle_plan(work: Path) -> list[tuple[Path, Path]]:
+    """``(start weights, run folder)`` of each later cycle: WORK/joint_10000.safetensors -> WORK/joint3,
+    joint_14000 -> joint4, ...; each start is the fp16 EMA of the run before (step counts from the two configs)."""
+    from avflow.config import read_yaml
+
+    steps = read_yaml(CONFIG)["train"]["steps"]
+    cycle_steps = read_yaml(CYCLE_CONFIG)["train"]["steps"]
+    plan = []
+    for k in range(LATER_CYCLES):
+        plan.append((work / f"joint_{steps + k * cycle_steps}.safetensors", work / f"joint{k + 3}"))
+    return plan
+
+
+def train_cycles(work: Path) -> list[Path]:
+    """Run the later cycles in order (a finished one resumes from its last checkpoint and stops at once)."""
     from avflow.weights import save_safetensors
 
-    start = work / "joint_10000.safetensors"
-    if not start.is_file():
-        save_safetensors(fp16_ema(work / "joint"), start)
-    run = work / "joint3"
-    args = [f"out_dir={run}", f"init.weights={start}", f"data.train.args.file={work / 'cache_train.safetensors'}",
-            f"data.val.args.file={work / 'cache_val.safetensors'}", *overrides]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(THIRD_CONFIG), *args], check=True)
-    return run
+    runs = [work / "joint"]
+    for start, run in cycle_plan(work):
+        if not start.is_file():
+            save_safetensors(fp16_ema(runs[-1]), start)
+        args = [f"out_dir={run}", f"init.weights={start}", f"data.train.args.file={work / 'cache_train.safetensors'}",
+                f"data.val.args.file={work / 'cache_val.safetensors'}"]  # fmt: skip
+        subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CYCLE_CONFIG), *args], check=True)
+        runs.append(run)
+    return runs
 
 
 def training_time(run: Path, gap_s: float = 600.0) -> dict:
@@ -145,6 +162,19 @@ def training_time(run: Path, gap_s: float = 600.0) -> dict:
             "resumed": sum(g > gap_s for g in gaps)}  # fmt: skip
 
 
+def run_record(run: Path) -> dict:
+    """training_time of a run in WORK, or, where its log is not here (trained on another machine), the record the
+    shipped config.json keeps of it."""
+    if (run / "metrics.jsonl").is_file():
+        return training_time(run) | {"run": run.name}
+    shipped = ASSETS / "config.json"
+    kept = json.loads(shipped.read_text())["training"]["runs"] if shipped.is_file() else []
+    for record in kept:
+        if record["run"] == run.name:
+            return record
+    raise SystemExit(f"{run}: no metrics.jsonl, and {shipped} keeps no record of a run named {run.name!r}")
+
+
 def export(work: Path, runs: list[Path], info: dict) -> None:
     """The last run's fp16 EMA and config.json (training time summed over `runs`) into the assets."""
     from avflow.codecs.world import load_world_codecs
@@ -157,7 +187,7 @@ def export(work: Path, runs: list[Path], info: dict) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     save_safetensors(fp16_ema(runs[-1]), ASSETS / "joint.safetensors")
     model_args = read_yaml(CONFIG)["model"]["args"]
-    parts = [training_time(r) | {"run": r.name} for r in runs]
+    parts = [run_record(r) for r in runs]
     config = {
         "joint": model_args,
         "codecs_checksum": codecs.checksum,
@@ -181,7 +211,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=REPO / "runs" / "default_v2")
     p.add_argument("--clips", type=int, default=CLIPS)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--stage", choices=["all", "world", "cache", "joint", "third", "export"], default="all")
+    p.add_argument("--stage", choices=["all", "world", "cache", "joint", "cycles", "export"], default="all")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the joint config")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -192,12 +222,12 @@ def main() -> None:
             cache_split(world, split, args.work)
     if args.stage in ("all", "joint"):
         train_joint(args.work, args.overrides)
-    if args.stage in ("all", "third"):
-        train_third(args.work, [])
+    if args.stage in ("all", "cycles"):
+        train_cycles(args.work)
     if args.stage in ("all", "export"):
         minutes = round((time.time() - start) / 60, 1)
         info = {"clips": args.clips, "objects": list(OBJECTS), "wall_minutes_this_run": minutes}
-        export(args.work, [args.work / "joint", args.work / "joint3"], info)
+        export(args.work, [args.work / "joint"] + [run for _, run in cycle_plan(args.work)], info)
 
 
 if __name__ == "__main__":

@@ -325,6 +325,24 @@ def test_init_new_parts_keep_their_initialization(tmp_path):
         from_dict(TrainConfig, cfg | {"init": {"new": ["outputs."]}})
 
 
+def test_default_model_later_cycles_chain(tmp_path, monkeypatch):
+    """scripts/train_default_v2.py starts each later cycle from the weights the run before it ends on: the first
+    from the 10000-step file the cycle config names, each next one a cycle's steps later, into joint3, joint4, ..."""
+    from avflow.config import read_yaml
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import train_default_v2 as script
+
+    plan = script.cycle_plan(tmp_path)
+    assert len(plan) == script.LATER_CYCLES >= 1
+    named = Path(read_yaml(script.CYCLE_CONFIG)["init"]["weights"]).name
+    assert plan[0][0] == tmp_path / named == tmp_path / "joint_10000.safetensors"
+    cycle_steps = read_yaml(script.CYCLE_CONFIG)["train"]["steps"]
+    for k, (start, run) in enumerate(plan):
+        assert run == tmp_path / f"joint{k + 3}"
+        assert start.name == f"joint_{10000 + k * cycle_steps}.safetensors"
+
+
 def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch):
     """configs/default_joint_v2_stage2.yaml (an experiment) validates: the first run's config, started from its
     10000-step weights at its restart peak (the learning rate its second cycle started from) down to the same floor;

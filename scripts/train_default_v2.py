@@ -104,10 +104,15 @@ def cache_split(world: Path, split: str, work: Path, chunk: int = 16) -> Path:
     return out
 
 
+def cache_overrides(work: Path) -> list[str]:
+    """The config overrides that point a run at WORK's latent caches."""
+    return [f"data.train.args.file={work / 'cache_train.safetensors'}",
+            f"data.val.args.file={work / 'cache_val.safetensors'}"]  # fmt: skip
+
+
 def train_joint(work: Path, overrides: list[str]) -> Path:
     run = work / "joint"
-    args = [f"out_dir={run}", f"data.train.args.file={work / 'cache_train.safetensors'}",
-            f"data.val.args.file={work / 'cache_val.safetensors'}", *overrides]  # fmt: skip
+    args = [f"out_dir={run}", *cache_overrides(work), *overrides]
     subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *args], check=True)
     return run
 
@@ -128,10 +133,8 @@ def cycle_plan(work: Path) -> list[tuple[Path, Path]]:
 
     steps = read_yaml(CONFIG)["train"]["steps"]
     cycle_steps = read_yaml(CYCLE_CONFIG)["train"]["steps"]
-    plan = []
-    for k in range(LATER_CYCLES):
-        plan.append((work / f"joint_{steps + k * cycle_steps}.safetensors", work / f"joint{k + 3}"))
-    return plan
+    starts = [work / f"joint_{steps + k * cycle_steps}.safetensors" for k in range(LATER_CYCLES)]
+    return [(start, work / f"joint{k + 3}") for k, start in enumerate(starts)]
 
 
 def train_cycles(work: Path) -> list[Path]:
@@ -142,8 +145,7 @@ def train_cycles(work: Path) -> list[Path]:
     for start, run in cycle_plan(work):
         if not start.is_file():
             save_safetensors(fp16_ema(runs[-1]), start)
-        args = [f"out_dir={run}", f"init.weights={start}", f"data.train.args.file={work / 'cache_train.safetensors'}",
-                f"data.val.args.file={work / 'cache_val.safetensors'}"]  # fmt: skip
+        args = [f"out_dir={run}", f"init.weights={start}", *cache_overrides(work)]
         subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CYCLE_CONFIG), *args], check=True)
         runs.append(run)
     return runs

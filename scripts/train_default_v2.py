@@ -7,14 +7,17 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
   4. cycles  LATER_CYCLES more cosine cycles of 4000 steps (`configs/default_joint_v2_stage3.yaml`), each from the
              previous run's EMA in fp16 (written once to WORK/joint_<steps so far>.safetensors: joint_10000 is the
              model shipped before 2026-12-02, joint_14000 the third cycle's) with a fresh optimizer and EMA, into
-             WORK/joint3, joint4, ...
+             WORK/joint3, joint4, ...; then GROWN_CYCLES cycles of `configs/default_joint_v2_grow.yaml`, the first
+             growing the video tower from 4 to 8 blocks (its `init.rename/new/zero`), the next ones continuing the
+             grown model, into WORK/grown1, grown2, ...
   5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
         [--stage all|world|cache|joint|cycles|export]
 
-Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml and
-configs/default_joint_v2_stage3.yaml; the number of later cycles is LATER_CYCLES below.
+Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml,
+configs/default_joint_v2_stage3.yaml and configs/default_joint_v2_grow.yaml; the numbers of later cycles are
+LATER_CYCLES and GROWN_CYCLES below.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "avflow" / "assets" / "default_model"
 CONFIG = REPO / "configs" / "default_joint_v2.yaml"
 CYCLE_CONFIG = REPO / "configs" / "default_joint_v2_stage3.yaml"
+GROW_CONFIG = REPO / "configs" / "default_joint_v2_grow.yaml"
 LATER_CYCLES = 4  # cosine cycles after the first run (the third to the sixth)
+GROWN_CYCLES = 2  # cosine cycles of the model grown to 8 video blocks, after the later cycles
+CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
 
@@ -126,15 +133,31 @@ def fp16_ema(run: Path) -> dict:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def cycle_plan(work: Path) -> list[tuple[Path, Path]]:
-    """``(start weights, run folder)`` of each later cycle: WORK/joint_10000.safetensors -> WORK/joint3,
-    joint_14000 -> joint4, ...; each start is the fp16 EMA of the run before (step counts from the two configs)."""
+@dataclass(frozen=True)
+class Cycle:
+    """One later cycle: its config and overrides, the fp16 weights it starts from and its run folder."""
+
+    config: Path
+    overrides: tuple[str, ...]
+    start: Path
+    run: Path
+
+
+def cycle_plan(work: Path) -> list[Cycle]:
+    """The later cycles in order: WORK/joint_10000.safetensors -> WORK/joint3, joint_14000 -> joint4, ... (the
+    stage-3 config LATER_CYCLES times), then grown1, grown2, ... (the grow config GROWN_CYCLES times); each start is
+    the fp16 EMA of the run before, named by the steps trained so far (step counts from the configs)."""
     from avflow.config import read_yaml
 
     steps = read_yaml(CONFIG)["train"]["steps"]
-    cycle_steps = read_yaml(CYCLE_CONFIG)["train"]["steps"]
-    starts = [work / f"joint_{steps + k * cycle_steps}.safetensors" for k in range(LATER_CYCLES)]
-    return [(start, work / f"joint{k + 3}") for k, start in enumerate(starts)]
+    plan = []
+    kinds = [(CYCLE_CONFIG, "joint", k + 3) for k in range(LATER_CYCLES)]
+    kinds += [(GROW_CONFIG, "grown", k + 1) for k in range(GROWN_CYCLES)]
+    for config, name, index in kinds:
+        overrides = tuple(CONTINUE_GROWN) if name == "grown" and index > 1 else ()
+        plan.append(Cycle(config, overrides, work / f"joint_{steps}.safetensors", work / f"{name}{index}"))
+        steps += read_yaml(config)["train"]["steps"]
+    return plan
 
 
 def train_cycles(work: Path) -> list[Path]:
@@ -142,12 +165,12 @@ def train_cycles(work: Path) -> list[Path]:
     from avflow.weights import save_safetensors
 
     runs = [work / "joint"]
-    for start, run in cycle_plan(work):
-        if not start.is_file():
-            save_safetensors(fp16_ema(runs[-1]), start)
-        args = [f"out_dir={run}", f"init.weights={start}", *cache_overrides(work)]
-        subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CYCLE_CONFIG), *args], check=True)
-        runs.append(run)
+    for cycle in cycle_plan(work):
+        if not cycle.start.is_file():
+            save_safetensors(fp16_ema(runs[-1]), cycle.start)
+        args = [f"out_dir={cycle.run}", f"init.weights={cycle.start}", *cache_overrides(work), *cycle.overrides]
+        subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(cycle.config), *args], check=True)
+        runs.append(cycle.run)
     return runs
 
 
@@ -188,7 +211,7 @@ def export(work: Path, runs: list[Path], info: dict) -> None:
     codecs.check_trained_with(trained, "the cached latents")
     ASSETS.mkdir(parents=True, exist_ok=True)
     save_safetensors(fp16_ema(runs[-1]), ASSETS / "joint.safetensors")
-    model_args = read_yaml(CONFIG)["model"]["args"]
+    model_args = read_yaml(cycle_plan(work)[-1].config)["model"]["args"]  # the last run's model
     parts = [run_record(r) for r in runs]
     config = {
         "joint": model_args,
@@ -229,7 +252,7 @@ def main() -> None:
     if args.stage in ("all", "export"):
         minutes = round((time.time() - start) / 60, 1)
         info = {"clips": args.clips, "objects": list(OBJECTS), "wall_minutes_this_run": minutes}
-        export(args.work, [args.work / "joint"] + [run for _, run in cycle_plan(args.work)], info)
+        export(args.work, [args.work / "joint"] + [cycle.run for cycle in cycle_plan(args.work)], info)
 
 
 if __name__ == "__main__":

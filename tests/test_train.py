@@ -327,20 +327,56 @@ def test_init_new_parts_keep_their_initialization(tmp_path):
 
 def test_default_model_later_cycles_chain(tmp_path, monkeypatch):
     """scripts/train_default_v2.py starts each later cycle from the weights the run before it ends on: the first
-    from the 10000-step file the cycle config names, each next one a cycle's steps later, into joint3, joint4, ..."""
+    from the 10000-step file the cycle config names, each next one a cycle's steps later, into joint3, joint4, ...,
+    then the grown cycles into grown1, grown2, ...: the first grows the model (the grow config's init), the next
+    ones load the grown weights plainly."""
     from avflow.config import read_yaml
 
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train_default_v2 as script
 
     plan = script.cycle_plan(tmp_path)
-    assert len(plan) == script.LATER_CYCLES >= 1
+    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES and script.LATER_CYCLES >= 1
     named = Path(read_yaml(script.CYCLE_CONFIG)["init"]["weights"]).name
-    assert plan[0][0] == tmp_path / named == tmp_path / "joint_10000.safetensors"
-    cycle_steps = read_yaml(script.CYCLE_CONFIG)["train"]["steps"]
-    for k, (start, run) in enumerate(plan):
-        assert run == tmp_path / f"joint{k + 3}"
-        assert start.name == f"joint_{10000 + k * cycle_steps}.safetensors"
+    assert plan[0].start == tmp_path / named == tmp_path / "joint_10000.safetensors"
+    steps = 10000
+    for k, cycle in enumerate(plan):
+        grown = k - script.LATER_CYCLES  # index among the grown cycles, < 0 before them
+        name = f"joint{k + 3}" if grown < 0 else f"grown{grown + 1}"
+        assert cycle.run == tmp_path / name
+        assert cycle.config == (script.CYCLE_CONFIG if grown < 0 else script.GROW_CONFIG)
+        assert cycle.overrides == (tuple(script.CONTINUE_GROWN) if grown > 0 else ())
+        assert cycle.start.name == f"joint_{steps}.safetensors"
+        steps += read_yaml(cycle.config)["train"]["steps"]
+    grow_start = Path(read_yaml(script.GROW_CONFIG)["init"]["weights"]).name
+    assert plan[script.LATER_CYCLES].start.name == grow_start  # the config's own start: the later cycles' end
+
+
+def test_grow_config_grows_the_trained_video_tower(tmp_path, monkeypatch):
+    """configs/default_joint_v2_grow.yaml: the stage-3 model with twice the video blocks, the trained block k at
+    2k, every odd block new with its three output projections zeroed, aligners after every second layer (so after
+    each trained block pair, as before); the rest of the config (task, data, schedule) as stage 3."""
+    from avflow.train.config import load_train_config
+
+    monkeypatch.chdir(REPO)
+    cache = tmp_path / "cache.safetensors"
+    cache.write_bytes(b"")
+    over = [f"data.train.args.file={cache}", f"data.val.args.file={cache}", f"init.weights={cache}"]
+    stage3 = load_train_config(REPO / "configs" / "default_joint_v2_stage3.yaml", over)
+    grow = load_train_config(REPO / "configs" / "default_joint_v2_grow.yaml", over)
+    old, new = stage3.model.args, grow.model.args
+    blocks = old["video"]["num_layers"]
+    assert new["video"] == old["video"] | {"num_layers": 2 * blocks}
+    assert new["fusion_options"] == old["fusion_options"] | {"every": 2 * old["fusion_options"]["every"]}
+    assert {k: v for k, v in new.items() if k not in ("video", "fusion_options")} == {
+        k: v for k, v in old.items() if k not in ("video", "fusion_options")}  # fmt: skip
+    assert grow.init.rename == {f"video.blocks.{k}.": f"video.blocks.{2 * k}." for k in range(1, blocks)}
+    added = [f"video.blocks.{2 * k + 1}." for k in range(blocks)]
+    assert grow.init.new == added
+    assert sorted(grow.init.zero) == sorted(f"{b}{p}" for b in added for p in ("attn1.to_out.", "attn2.to_out.",
+                                                                                 "ffn.net.2."))  # fmt: skip
+    for part in ("task", "data", "train", "optim", "schedule", "ema"):
+        assert getattr(grow, part) == getattr(stage3, part), part
 
 
 def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch):
@@ -372,3 +408,55 @@ def test_default_model_third_cycle_config_loads_and_chains(tmp_path, monkeypatch
     longer = load_train_config(REPO / "configs" / "default_joint_v2_stage3.yaml", caches + start)  # shipped
     assert longer.model == first.model and longer.task == first.task and longer.init == second.init
     assert longer.train.steps > second.train.steps and longer.optim.lr < second.optim.lr
+
+
+def test_init_grows_a_trained_joint_model_exactly(tmp_path):
+    """`init.rename` + `init.new` + `init.zero` grow a trained joint model's video tower from 2 to 4 blocks (the
+    trained ones at 0 and 2, new ones between them starting as the identity, aligners after layers 1 and 3): the
+    grown model's velocity equals the trained one's, and the zeroed projections still receive gradients. A rename
+    or zero prefix that matches nothing, or two names renamed onto one, is a one-line error."""
+    from helpers import TEXT_DIM, joint_inputs, perturb
+
+    from avflow.errors import ConfigError
+    from avflow.models.audio_tower import AudioTowerConfig
+    from avflow.models.joint import JointConfig, JointModel
+    from avflow.models.wan import WanConfig
+    from avflow.train.config import InitConfig
+    from avflow.train.trainer import initialize
+    from avflow.weights import save_safetensors
+
+    def config(video_blocks: int, every: int) -> JointConfig:
+        video = WanConfig(num_attention_heads=2, attention_head_dim=12, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=48,
+                          num_layers=video_blocks)  # fmt: skip
+        audio = AudioTowerConfig(text_dim=TEXT_DIM, hidden_dim=32, depth=2, fused_depth=1, num_heads=2, text_seq_len=5)
+        return JointConfig(video=video, audio=audio, fusion="windowed_aligners", alignment="avsync",
+                           fusion_options={"heads": 2, "every": every}, text_dim=TEXT_DIM, text_len=5)  # fmt: skip
+
+    torch.manual_seed(0)
+    trained = perturb(JointModel(config(2, 1)), 0.05).eval()  # zero-initialised aligner outputs carry signal too
+    save_safetensors(trained.state_dict(), tmp_path / "trained.safetensors")
+    added = ("video.blocks.1.", "video.blocks.3.")
+    zero = [f"{b}{part}" for b in added for part in ("attn1.to_out.", "attn2.to_out.", "ffn.net.2.")]
+    grow = {"weights": str(tmp_path / "trained.safetensors"), "rename": {"video.blocks.1.": "video.blocks.2."},
+            "new": list(added), "zero": zero}  # fmt: skip
+    grown = JointModel(config(4, 2)).eval()
+    initialize(grown, InitConfig(**grow))
+    streams, t, cond = joint_inputs()
+    with torch.no_grad():
+        want, got = trained.velocity(streams, t, cond), grown.velocity(streams, t, cond)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)
+    state = grown.state_dict()
+    assert all(not state[k].any() for k in state if k.startswith(tuple(zero)))
+    assert all(state[f"{b}attn1.to_q.weight"].abs().sum() > 0 for b in added)  # the rest of a new block is random
+    sum(v.square().mean() for v in grown.velocity(streams, t, cond).values()).backward()
+    assert all(p.grad.abs().sum() > 0 for n, p in grown.named_parameters() if n.startswith(tuple(zero)) and "weight" in n)
+    for bad, match in (
+        ({"rename": {"video.nothing.": "video.blocks.2."}}, "init.rename: no name in the weights file starts with"),
+        ({"rename": {"video.blocks.1.": "video.blocks.0."}}, "init.rename: two names of the weights file become"),
+        ({"zero": ["video.nothing."]}, "init.zero: no parameter name starts with 'video.nothing.'"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            initialize(JointModel(config(4, 2)), InitConfig(**(grow | bad)))
+    with pytest.raises(ConfigError, match="rename: needs init.weights"):
+        InitConfig(rename={"a.": "b."})

@@ -135,19 +135,25 @@ class InitConfig:
     are dequantized), loaded strictly but for `new`: name prefixes of parts trained from scratch (e.g. a head added
     to a trained codec): they keep their random initialization, whether the file has them or not, so a rerun from a
     file that already holds a trained head starts the same way; `freeze`: parameter-name prefixes left out of the
-    optimizer."""
+    optimizer. Growing a trained model: `rename` maps name prefixes of the file to the model's (all at once, e.g.
+    trained blocks 1, 2, 3 moved to 2, 4, 6 between blocks added as `new`), and `zero` sets the parameters under its
+    prefixes to zero after loading (an added residual block's output projections, so it starts as the identity and
+    the grown model computes what the trained one did)."""
 
     weights: str | None = None
     freeze: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
+    rename: dict[str, str] = field(default_factory=dict)
+    zero: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.weights is not None and not Path(self.weights).is_file():
             raise ConfigError(f"weights: no such file: {self.weights!r}")
         if self.freeze and self.weights is None:
             raise ConfigError("freeze: needs init.weights (frozen random weights would never be trained)")
-        if self.new and self.weights is None:
-            raise ConfigError("new: needs init.weights (it names what the weights file lacks)")
+        for name in ("new", "rename", "zero"):
+            if getattr(self, name) and self.weights is None:
+                raise ConfigError(f"{name}: needs init.weights (it changes how the weights file is loaded)")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avflow.config import dump_yaml, to_dict
@@ -97,13 +97,29 @@ class MetricsLog:
             f.write(json.dumps({"time": round(time.time(), 1), **values}) + "\n")
 
 
-def _initialize(model: nn.Module, init: InitConfig) -> None:
-    """Load `init.weights` strictly, except the parts under an `init.new` prefix, which keep their random
-    initialization (whether the file has them or not), and freeze the parameters whose names start with an
-    `init.freeze` prefix."""
+def _renamed(state: dict[str, Tensor], rename: dict[str, str]) -> dict[str, Tensor]:
+    """The file's keys with their longest `rename` prefix replaced (all at once: {a: b, b: c} moves a to b and b
+    to c)."""
+    for prefix in rename:
+        if not any(k.startswith(prefix) for k in state):
+            raise ConfigError(f"init.rename: no name in the weights file starts with {prefix!r}")
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        prefix = max((p for p in rename if key.startswith(p)), key=len, default=None)
+        name = key if prefix is None else rename[prefix] + key[len(prefix) :]
+        if name in out:
+            raise ConfigError(f"init.rename: two names of the weights file become {name!r}")
+        out[name] = value
+    return out
+
+
+def initialize(model: nn.Module, init: InitConfig) -> None:
+    """Load `init.weights` strictly (after `init.rename`), except the parts under an `init.new` prefix, which keep
+    their random initialization (whether the file has them or not); zero the parameters under an `init.zero`
+    prefix; freeze the parameters whose names start with an `init.freeze` prefix."""
     names = [name for name, _ in model.named_parameters()]
     if init.weights is not None:
-        state = dequantize_int8(read_state_dict(init.weights))
+        state = _renamed(dequantize_int8(read_state_dict(init.weights)), init.rename)
         own = model.state_dict()
         for prefix in init.new:
             added = {k: v for k, v in own.items() if k.startswith(prefix)}
@@ -111,6 +127,13 @@ def _initialize(model: nn.Module, init: InitConfig) -> None:
                 raise ConfigError(f"init.new: no parameter or buffer name starts with {prefix!r}")
             state = {k: v for k, v in state.items() if not k.startswith(prefix)} | added
         load_strict(model, state, init.weights)
+        with torch.no_grad():
+            for prefix in init.zero:
+                params = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+                if not params:
+                    raise ConfigError(f"init.zero: no parameter name starts with {prefix!r}")
+                for p in params:
+                    p.zero_()
     for prefix in init.freeze:
         if not any(name.startswith(prefix) for name in names):
             raise ConfigError(f"init.freeze: no parameter name starts with {prefix!r}")
@@ -133,7 +156,7 @@ class Trainer:
 
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
-        _initialize(self.model, config.init)
+        initialize(self.model, config.init)
         self.task = TASKS[config.task.name].build(resolve_component(TASKS, config.task, "task"))
         self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels) if config.ema.enabled and info.is_main else None
         self.loss_module = LossModule(self.model, self.task)

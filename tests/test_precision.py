@@ -52,12 +52,23 @@ def test_auto_is_bf16_for_the_networks_on_a_bf16_gpu_only(monkeypatch):
     assert precision.autocast_dtype("auto", "cuda") is None
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_help_states_whether_bf16_is_fast_here(monkeypatch, amx):
-    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: amx)
+@pytest.mark.parametrize("native", ["AMX-BF16", "AVX512-BF16", None])
+def test_help_states_whether_bf16_is_fast_here(monkeypatch, native):
+    monkeypatch.setattr(precision, "cpu_bf16_instructions", lambda: native)
     text = precision.precision_help()
     assert f"default: {precision.DEFAULT_PRECISION}" in text and "GPU" in text
-    assert ("bf16 is fast here" in text) == amx and ("slower than fp32" in text) == (not amx)
+    assert ("bf16 is fast here" in text) == bool(native) and ("slower than fp32" in text) == (not native)
+    assert native is None or f"this CPU has {native}" in text
+
+
+@pytest.mark.parametrize(("flags", "native"), [("fpu amx_bf16 avx512_bf16", "AMX-BF16"),
+                                               ("fpu avx512f avx512_bf16", "AVX512-BF16"), ("fpu avx2", None)])
+def test_cpu_bf16_instructions_read_from_the_flags(monkeypatch, tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real = precision.Path
+    monkeypatch.setattr(precision, "Path", lambda p: real(cpuinfo) if p == "/proc/cpuinfo" else real(p))
+    assert precision.cpu_bf16_instructions() == native
 
 
 def relative_rms(a: torch.Tensor, b: torch.Tensor) -> float:

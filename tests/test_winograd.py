@@ -1,13 +1,16 @@
 """Winograd F(4, 3) token convolutions: against the direct convolution in float64, cached and per-call weights, and
-the `winograd_convolutions` scope of the MMAudio blocks (on only inside it, only at float32 CPU inference)."""
+the `winograd_convolutions` scope of the MMAudio blocks (on only inside it, only at float32 CPU inference, and with
+`measured` only on shapes where it measured faster)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from avflow.nn import winograd
+from avflow.nn import mmaudio_blocks, winograd
 from avflow.nn.mmaudio_blocks import ChannelLastConv1d, ConvMLP, winograd_convolutions
 
 
@@ -55,10 +58,11 @@ def test_scope_runs_winograd_inside_only(max_cache_bytes):
     x = torch.randn(2, 21, 12)
     with torch.no_grad():
         direct = mlp(x)
-        with winograd_convolutions(mlp, max_cache_bytes=max_cache_bytes):
+        with winograd_convolutions(mlp, max_cache_bytes=max_cache_bytes, measured=False):
             assert all(c.winograd for c in (mlp.w1, mlp.w2, mlp.w3))
-            assert (mlp.w1.winograd_weight is not None) == (max_cache_bytes > 0)
+            assert mlp.w1.winograd_weight is None  # transformed at the first call, not before
             fast = mlp(x)
+            assert (mlp.w1.winograd_weight is not None) == (max_cache_bytes > 0)
         assert not mlp.w1.winograd and mlp.w1.winograd_weight is None  # restored on exit
         assert torch.equal(mlp(x), direct)
     assert not torch.equal(fast, direct)  # another algorithm ran ...
@@ -70,10 +74,60 @@ def test_scope_leaves_training_and_other_convolutions_alone():
     wide = ChannelLastConv1d(12, 12, kernel_size=7, padding=3)
     x = torch.randn(1, 9, 12)
     direct = mlp(x)
-    with winograd_convolutions(torch.nn.ModuleList([mlp, wide])):
+    with winograd_convolutions(torch.nn.ModuleList([mlp, wide]), measured=False):
         assert not wide.winograd  # only kernel-3 'same' convolutions
         assert torch.equal(mlp(x), direct)  # gradients on: the direct convolution
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             assert not mlp.w1.use_winograd(x)  # lower precision: the direct convolution
     with torch.autocast("cpu", dtype=torch.bfloat16), winograd_convolutions(mlp):
         assert not mlp.w1.winograd and mlp.w1.winograd_weight is None  # nothing cached for nothing
+
+
+def test_direct_is_the_module_convolution():
+    conv = ChannelLastConv1d(6, 5, kernel_size=3, padding=1)
+    x = torch.randn(2, 11, 6)
+    torch.testing.assert_close(winograd.direct(x, conv.weight, conv.bias), conv(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("verdict", [False, True])
+def test_measured_scope_follows_the_recorded_verdict(monkeypatch, verdict):
+    """With `measured`, a shape's convolutions run the way its verdict says; Winograd is timed once per shape."""
+    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
+    timed = []
+
+    def fake_pays_off(x, weight, transformed):
+        timed.append((tuple(x.shape), tuple(weight.shape)))
+        return verdict
+
+    monkeypatch.setattr(winograd, "pays_off", fake_pays_off)
+    mlp = tiny_mlp()
+    x = torch.randn(2, 21, 12)
+    with torch.no_grad():
+        direct = mlp(x)
+        with winograd_convolutions(mlp):
+            first, second = mlp(x), mlp(x)
+            cached = mlp.w1.winograd_weight is not None
+    # w1 and w3 share a shape: two verdicts (12 -> hidden, hidden -> 12), each timed once, not again
+    hidden = mlp.w2.weight.shape[1]
+    assert sorted(timed) == [((2, 21, 12), tuple(mlp.w1.weight.shape)), ((2, 21, hidden), tuple(mlp.w2.weight.shape))]
+    assert torch.equal(first, second)
+    assert cached == verdict  # a shape that runs direct keeps no transformed weight
+    if verdict:
+        assert not torch.equal(first, direct)
+        torch.testing.assert_close(first, direct, atol=1e-5, rtol=1e-5)
+    else:
+        assert torch.equal(first, direct)
+
+
+@pytest.mark.parametrize("slow", ["conv3", "direct"])
+def test_pays_off_picks_the_faster_way(monkeypatch, slow):
+    """A way made 20 ms slower loses the comparison (the real kernels take well under a millisecond here)."""
+    real = getattr(winograd, slow)
+
+    def delayed(*args, **kwargs):
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(winograd, slow, delayed)
+    x, weight = torch.randn(1, 8, 4), torch.randn(4, 4, 3)
+    assert winograd.pays_off(x, weight, None, repeats=2) == (slow == "direct")

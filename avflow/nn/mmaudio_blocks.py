@@ -2,7 +2,8 @@
 joint (latent / CLIP / text) blocks, the final block and the sinusoidal timestep embedder.
 
 Module and parameter names follow the official MMAudio checkpoints. Inside `winograd_convolutions(module)` the
-kernel-3 token convolutions run as Winograd F(4, 3) at float32 CPU inference (`avflow.nn.winograd`).
+kernel-3 token convolutions run as Winograd F(4, 3) at float32 CPU inference (`avflow.nn.winograd`) on the input
+shapes where it measured faster than the direct convolution on this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from avflow.nn.rope import RopeTable, apply_rope
 # Transformed weights cached while `winograd_convolutions` is active (U is twice the size of a conv weight);
 # convolutions beyond this budget transform their weights block by block at every call instead.
 WINOGRAD_CACHE_BYTES = 1 << 30
+# Whether Winograd ran faster than the direct convolution, measured once per process for each
+# (input shape, weight shape, threads); `winograd_convolutions(..., measured=True)` consults it.
+WINOGRAD_PAYS_OFF: dict[tuple[tuple[int, ...], tuple[int, ...], int], bool] = {}
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -65,9 +69,13 @@ class DistinctRows:
 
 class ChannelLastConv1d(nn.Conv1d):
     """Conv1d on (B, N, C) tensors. While `winograd` is set (by `winograd_convolutions`), float32 CPU inference runs
-    as Winograd F(4, 3) with the cached transformed weight `winograd_weight` (or one transformed per call)."""
+    as Winograd F(4, 3): with `winograd_measured` set, only on input shapes where it measured faster
+    (`WINOGRAD_PAYS_OFF`); with `winograd_cached` set, the transformed weight is kept in `winograd_weight` from its
+    first use (otherwise transformed per call)."""
 
     winograd: bool = False
+    winograd_measured: bool = True
+    winograd_cached: bool = False
     winograd_weight: torch.Tensor | None = None
 
     @property
@@ -89,38 +97,58 @@ class ChannelLastConv1d(nn.Conv1d):
             and x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")
+            and (not self.winograd_measured or self.winograd_pays_off(x))
         )
+
+    def winograd_pays_off(self, x: torch.Tensor) -> bool:
+        """Whether Winograd beat the direct convolution on x's shape here (timed on x at the first such call)."""
+        key = (tuple(x.shape), tuple(self.weight.shape), torch.get_num_threads())
+        if key not in WINOGRAD_PAYS_OFF:
+            WINOGRAD_PAYS_OFF[key] = winograd.pays_off(x, self.weight, self.transformed_weight())
+            if not WINOGRAD_PAYS_OFF[key]:
+                self.winograd_weight = None  # timed with it, not kept: this shape runs direct
+        return WINOGRAD_PAYS_OFF[key]
+
+    def transformed_weight(self) -> torch.Tensor | None:
+        """Winograd's transformed weight, kept from the first call where caching is on; None where it is off."""
+        if self.winograd_cached and self.winograd_weight is None:
+            self.winograd_weight = winograd.transform_weight(self.weight.detach())
+        return self.winograd_weight
 
     def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, N, C_in) -> (B, N, C_out); `v`: x's Winograd input transform, when already computed."""
         if self.use_winograd(x):
-            return winograd.conv3(x, self.weight, self.bias, self.winograd_weight, v)
+            return winograd.conv3(x, self.weight, self.bias, self.transformed_weight(), v)
         return super().forward(x.transpose(1, 2)).transpose(1, 2)  # (B, N, C_out)
 
 
 @contextmanager
-def winograd_convolutions(module: nn.Module, max_cache_bytes: int = WINOGRAD_CACHE_BYTES) -> Iterator[None]:
-    """Run the kernel-3 token convolutions of `module` as Winograd F(4, 3) inside this block (inference only).
+def winograd_convolutions(
+    module: nn.Module, max_cache_bytes: int = WINOGRAD_CACHE_BYTES, *, measured: bool = True
+) -> Iterator[None]:
+    """Run the kernel-3 token convolutions of `module` as Winograd F(4, 3) inside this block (inference only);
+    `measured`: only on input shapes where it ran faster than the direct convolution here (timed once per shape and
+    process), otherwise always.
 
-    Transformed weights are cached up to `max_cache_bytes` and dropped on exit; numerics stay within float32
-    rounding of the direct convolution.
+    Transformed weights are cached up to `max_cache_bytes` (made at a convolution's first Winograd call, so shapes
+    that run direct cost no memory) and dropped on exit; numerics stay within float32 rounding of the direct
+    convolution.
     """
     convs = [m for m in module.modules() if isinstance(m, ChannelLastConv1d) and m.winograd_eligible]
     if torch.is_autocast_enabled("cpu"):  # lower precision runs the direct convolutions
         convs = []
     budget = max_cache_bytes
-    with torch.no_grad():
-        for conv in convs:
-            conv.winograd = True
-            size = 2 * conv.weight.numel() * conv.weight.element_size()
-            if conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu" and size <= budget:
-                conv.winograd_weight = winograd.transform_weight(conv.weight)
-                budget -= size
+    for conv in convs:
+        conv.winograd, conv.winograd_measured = True, measured
+        size = 2 * conv.weight.numel() * conv.weight.element_size()
+        if conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu" and size <= budget:
+            conv.winograd_cached = True
+            budget -= size
     try:
         yield
     finally:
         for conv in convs:
-            conv.winograd, conv.winograd_weight = False, None
+            conv.winograd, conv.winograd_measured, conv.winograd_cached, conv.winograd_weight = False, True, False, None
 
 
 class MLP(nn.Module):

@@ -5,10 +5,14 @@ y = A^T [(G g) * (B^T d)]; with channels, each of the six transform positions p 
 M_p = V_p @ U_p^T over all tiles at once, V_p = (B^T d)_p (tiles, C_in) and U_p = (G g)_p (C_out, C_in).
 That is 6 products per 4 outputs where the direct convolution needs 12 (3 taps x 4 outputs). The transforms only
 add, subtract and scale by small powers of two and by 1/6, so in float32 the result stays within a few ulps of
-the direct convolution (tests/test_winograd.py measures it against float64).
+the direct convolution (tests/test_winograd.py measures it against float64). Half the multiplications is not always
+less time: the six products have only N / 4 rows each, and on some CPUs the direct convolution runs near the matmul
+peak, so `pays_off` times both on the input at hand (docs/foley.md has the measurements).
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -92,3 +96,22 @@ def conv3(
     v = transform_input(x) if v is None else v
     y = transform_output(products(v, weight, transformed), x.shape[0], x.shape[1])
     return y if bias is None else y + bias
+
+
+def direct(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The direct convolution on channel-last x (B, N, C_in) -> (B, N, C_out)."""
+    return F.conv1d(x.transpose(1, 2), weight, bias, padding=1).transpose(1, 2)
+
+
+def pays_off(x: torch.Tensor, weight: torch.Tensor, transformed: torch.Tensor | None, repeats: int = 3) -> bool:
+    """Whether `conv3` runs faster than `direct` on x here: the best of `repeats` timed calls of each after one
+    untimed call, the two alternating so that a change of load hits both."""
+    conv3(x, weight, None, transformed), direct(x, weight)
+    fast = slow = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        conv3(x, weight, None, transformed)
+        middle = time.perf_counter()
+        direct(x, weight)
+        fast, slow = min(fast, middle - start), min(slow, time.perf_counter() - middle)
+    return fast < slow

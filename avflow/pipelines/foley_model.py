@@ -33,7 +33,7 @@ def sample_latents(
     The negative branches use the learned empty conditions, with `negative_text_f` (B, Nt, text_dim) in place of
     the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps);
     `progress(done, steps)` hears of every solver step. The network's kernel-3 convolutions run as Winograd F(4, 3)
-    meanwhile (`winograd_convolutions`).
+    meanwhile where that measured faster here (`winograd_convolutions`).
     """
     negative = network.empty_conditions(x0.shape[0], negative_text_f) if sampling.guided else None
     model = generator if generator is not None else network

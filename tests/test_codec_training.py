@@ -64,8 +64,9 @@ def test_codec_trains_through_its_config(which, world, tmp_path, capsys):
 
 
 def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_checksum(world, tmp_path):
-    """configs/codecs/world_audio_heads.yaml from the shipped codec: only the delay head changes, its validation
-    measures are logged, and the export keeps every other stored tensor byte for byte (so the latent checksum)."""
+    """configs/codecs/world_audio_envelope.yaml (the last decoder head, trained from the shipped codec): only the
+    envelope head changes, its validation measures are logged, and the export keeps every other stored tensor byte
+    for byte (so the latent checksum)."""
     import shutil
 
     from avflow.codecs.world import default_codec_dir, load_world_codecs
@@ -78,10 +79,10 @@ def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_ch
         "schedule.warmup_steps=1", "log.every=1", "log.val_every=2", "log.val_batches=1", "log.sample_every=2",
         "checkpoint.every=4",
     ]  # fmt: skip
-    assert cli_main(["train", str(REPO / "configs" / "codecs" / "world_audio_heads.yaml"), *overrides]) == 0
+    assert cli_main(["train", str(REPO / "configs" / "codecs" / "world_audio_envelope.yaml"), *overrides]) == 0
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    samples = [r for r in lines if "sample/itd_mae_us" in r]
-    assert [r["step"] for r in samples] == [2, 4] and all(r["sample/itd_mae_us_no_delay"] > 0 for r in samples)
+    samples = [r for r in lines if "sample/envelope_db" in r]
+    assert [r["step"] for r in samples] == [2, 4] and all(r["sample/envelope_db_no_gains"] > 0 for r in samples)
     out.mkdir()
     shutil.copy(default_codec_dir() / "video.safetensors", out)
     shutil.copy(default_codec_dir() / "codecs.json", out)
@@ -92,7 +93,7 @@ def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_ch
     shipped = read_state_dict(default_codec_dir() / "audio.safetensors")
     again = read_state_dict(out / "audio.safetensors")
     assert set(again) == set(shipped)
-    kept = [k for k in shipped if not k.startswith("itd.")]
+    kept = [k for k in shipped if not k.startswith("envelope.")]
     assert all(torch.equal(again[k], shipped[k]) for k in kept)
-    assert any(not torch.equal(again[k], shipped[k]) for k in shipped if k.startswith("itd."))
+    assert any(not torch.equal(again[k], shipped[k]) for k in shipped if k.startswith("envelope."))
     assert load_world_codecs(out).checksum == load_world_codecs().checksum

@@ -22,3 +22,4 @@ def fixtures() -> Path:
 def _deterministic():
     torch.manual_seed(0)
     yield
+    torch.set_num_threads(1)  # a test that trains with a config's `train.threads` leaves it set for the next

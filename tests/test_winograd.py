@@ -119,6 +119,26 @@ def test_measured_scope_follows_the_recorded_verdict(monkeypatch, verdict):
         assert torch.equal(first, direct)
 
 
+def test_measured_scope_runs_direct_under_deterministic_algorithms(monkeypatch):
+    """A timing must not decide a deterministic run's bits: no timing, the direct convolution's exact output."""
+    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
+    monkeypatch.setattr(winograd, "pays_off", lambda *a, **k: pytest.fail("timed under deterministic algorithms"))
+    mlp = tiny_mlp()
+    x = torch.randn(2, 21, 12)
+    with torch.no_grad():
+        direct = mlp(x)
+        torch.use_deterministic_algorithms(True)
+        try:
+            with winograd_convolutions(mlp):
+                got = mlp(x)
+            with winograd_convolutions(mlp, measured=False):  # asked for always: still Winograd
+                always = mlp(x)
+        finally:
+            torch.use_deterministic_algorithms(False)
+    assert torch.equal(got, direct)
+    assert not torch.equal(always, direct)
+
+
 @pytest.mark.parametrize("slow", ["conv3", "direct"])
 def test_pays_off_picks_the_faster_way(monkeypatch, slow):
     """A way made 20 ms slower loses the comparison (the real kernels take well under a millisecond here)."""

@@ -70,8 +70,9 @@ class DistinctRows:
 class ChannelLastConv1d(nn.Conv1d):
     """Conv1d on (B, N, C) tensors. While `winograd` is set (by `winograd_convolutions`), float32 CPU inference runs
     as Winograd F(4, 3): with `winograd_measured` set, only on input shapes where it measured faster
-    (`WINOGRAD_PAYS_OFF`); with `winograd_cached` set, the transformed weight is kept in `winograd_weight` from its
-    first use (otherwise transformed per call)."""
+    (`WINOGRAD_PAYS_OFF`), and never under `torch.use_deterministic_algorithms(True)` (a choice made by timing would
+    change the output's last bits from run to run); with `winograd_cached` set, the transformed weight is kept in
+    `winograd_weight` from its first use (otherwise transformed per call)."""
 
     winograd: bool = False
     winograd_measured: bool = True
@@ -97,7 +98,10 @@ class ChannelLastConv1d(nn.Conv1d):
             and x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")
-            and (not self.winograd_measured or self.winograd_pays_off(x))
+            and (
+                not self.winograd_measured
+                or (not torch.are_deterministic_algorithms_enabled() and self.winograd_pays_off(x))
+            )
         )
 
     def winograd_pays_off(self, x: torch.Tensor) -> bool:
@@ -128,7 +132,8 @@ def winograd_convolutions(
 ) -> Iterator[None]:
     """Run the kernel-3 token convolutions of `module` as Winograd F(4, 3) inside this block (inference only);
     `measured`: only on input shapes where it ran faster than the direct convolution here (timed once per shape and
-    process), otherwise always.
+    process; direct throughout under `torch.use_deterministic_algorithms(True)`, so that a run's output does not hang
+    on a timing), otherwise always.
 
     Transformed weights are cached up to `max_cache_bytes` (made at a convolution's first Winograd call, so shapes
     that run direct cost no memory) and dropped on exit; numerics stay within float32 rounding of the direct

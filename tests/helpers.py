@@ -120,6 +120,15 @@ def install_tiny_foley(monkeypatch, home: Path, source: Path, files: dict[str, t
     return home
 
 
+def always_winograd(monkeypatch) -> None:
+    """Pin the measured Winograd choice to Winograd on every kernel-3 convolution: timed per shape, it could differ
+    by run and by CPU, and a test of the fast path or of exact bits must not hang on that."""
+    from avflow.nn import mmaudio_blocks, winograd
+
+    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
+    monkeypatch.setattr(winograd, "pays_off", lambda *args, **kwargs: True)
+
+
 def moving_square(t: int = 16, h: int = 16, w: int = 32, side: str = "left", seed: int = 0) -> np.ndarray:
     """Frames (T, H, W, 3) uint8: grey background, a white 4x4 square bouncing vertically on one side."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, always_winograd
 from safetensors.torch import load_file
 
 from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
@@ -19,7 +19,7 @@ from avflow.encoders.synchformer import Synchformer, SynchformerConfig, split_se
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio import MMAudio, load_official_state_dict
 from avflow.models.mmaudio_config import MMAudioConfig
-from avflow.nn import mmaudio_blocks, winograd
+from avflow.nn import winograd
 from avflow.pipelines.foley_model import sample_latents
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import `baseline` from their own folder
@@ -67,9 +67,7 @@ def test_plain_mmaudio_matches_the_fixture_and_the_fast_sampler(fixtures, versio
     calls = []
     conv3 = winograd.conv3
     monkeypatch.setattr(winograd, "conv3", lambda *a, **k: calls.append(1) or conv3(*a, **k))
-    # the fast path as on a CPU where Winograd measured faster (here it may not: the choice is timed per shape)
-    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
-    monkeypatch.setattr(winograd, "pays_off", lambda *a, **k: True)
+    always_winograd(monkeypatch)  # the fast path as on a CPU where Winograd measured faster
     model = MMAudio(MMAudioConfig(**shape)).eval()
     load_official_state_dict(model, weights)
     with torch.no_grad():

@@ -126,16 +126,20 @@ def binaural_cases(work: Path) -> dict:
 
 def foley_cases(work: Path, monkeypatch) -> dict:
     """`avflow foley` (windowed, negative prompt, --cfg) and `avflow t2a` with tiny official-format weights."""
-    from helpers import TINY_FOLEY_MODEL, fixtures_root, install_tiny_foley, sweep_video_frames, tiny_foley_raw_files
+    from helpers import (
+        TINY_FOLEY_MODEL,
+        always_winograd,
+        fixtures_root,
+        install_tiny_foley,
+        sweep_video_frames,
+        tiny_foley_raw_files,
+    )
 
     from avflow.cli import main
     from avflow.data.media import write_video
-    from avflow.nn import mmaudio_blocks, winograd
     from avflow.pipelines.foley_variants import FoleySpec
 
-    # Winograd on every kernel-3 convolution: the measured choice hangs on timings, so its bits would vary by run
-    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
-    monkeypatch.setattr(winograd, "pays_off", lambda *args, **kwargs: True)
+    always_winograd(monkeypatch)
     raw = work / "raw_source"
     raw.mkdir()
     files, spec = tiny_foley_raw_files(raw, fixtures_root())

@@ -215,3 +215,21 @@ def test_eval_json_is_checked_first(tmp_path, capsys):
     assert main(["eval", str(tmp_path), "--json", str(tmp_path / "scores.json"), "--quiet"]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert json.loads((tmp_path / "scores.json").read_text()) == {"old": 1}
+
+
+def test_experiment_on_a_trained_model_argument_errors_are_one_line(capsys, tmp_path):
+    """`avflow experiment NAME --model`: arms that need training, flags that go with training or with --model, a
+    missing model folder and a bad prompt file are one-line errors before any model loads."""
+    bad = tmp_path / "prompts.json"
+    bad.write_text("{}")
+    cases = [
+        (["experiment", "fusion", "--model", "default"], "only arms that differ in guidance"),
+        (["experiment", "guidance", "--nfe", "6"], "--prompts and --nfe go with --model"),
+        (["experiment", "guidance", "--model", "default", "--steps", "3"], "do not apply with --model"),
+        (["experiment", "guidance", "--model", str(tmp_path / "nope")], "no such folder"),
+        (["experiment", "guidance", "--model", "default", "--prompts", str(bad)], "not a prompt file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)

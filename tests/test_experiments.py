@@ -128,3 +128,171 @@ def test_smoke_run(name, tmp_path):
         assert set(result["metrics"]) <= set(arm) and all(0 <= arm[k]["n"] <= 2 for k in result["metrics"])
     again = run_experiment(load_experiment(name), "tiny", size, tmp_path, seeds=2, steps=2, log=lambda *_: None)
     assert res.to_json(again["table"]) == res.to_json(result["table"])  # the rerun reads the finished results
+
+
+# -- guidance experiments on one trained model (avflow.experiments.trained) --------------------------------------------
+
+
+def _world_clips(n: int, base: int = 20_000):
+    from avflow.world.dataset import make_clip
+    from avflow.world.scene import WorldConfig
+
+    world = WorldConfig(width=64, height=64, fps=16, duration=2.0, sample_rate=16000, min_objects=1, max_objects=1)
+    clips = [make_clip(base + i, world) for i in range(n)]
+    rows = [{"id": f"c{i}", "prompt": c.meta["caption"], "seed": i} for i, c in enumerate(clips)]
+    return rows, [(c.frames, 16.0, c.audio, 16000) for c in clips]
+
+
+def test_ground_truth_learns_and_shuffled_audio_sets_the_chance_level():
+    """World clips scored as generated clips: the object shown, sync within a few ms, while each clip's video
+    against the next clip's audio is far off; the bench criterion holds. With the audio 150 ms late it fails."""
+    from avflow.experiments.trained import score_clips
+
+    rows, clips = _world_clips(6)
+    values = score_clips(rows, clips)
+    assert values["object"] == 100.0 and values["sync_ms"] < 10
+    assert values["sync_chance_ms"] > 4 * values["sync_ms"] and values["sync_chance_ms"] > 40
+    assert values["learns"] == 1.0
+    late = [(f, fps, np.concatenate([np.zeros((2, 2400), a.dtype), a[:, :-2400]], axis=1), sr)
+            for f, fps, a, sr in clips]  # fmt: skip
+    values = score_clips(rows, late)
+    assert values["sync_ms"] > 62 and values["learns"] == 0.0
+
+
+def test_trained_model_runs_only_guidance_arms_and_checks_its_inputs(tmp_path):
+    from avflow.errors import ConfigError
+    from avflow.experiments.trained import check_guidance_only, read_prompt_rows
+
+    check_guidance_only(load_experiment("guidance"))
+    for name in ("fusion", "t2v_vs_joint", "alignment"):
+        with pytest.raises(ConfigError, match="only arms that differ in guidance"):
+            check_guidance_only(load_experiment(name))
+    bad = tmp_path / "bad.json"
+    for text in ("not json", '{"prompts": []}', '{"prompts": [{"id": "a"}]}'):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match="bad.json"):
+            read_prompt_rows(bad)
+
+
+def test_guidance_arms_on_a_tiny_model_match_nfe_resume_and_keep_one_setup(tmp_path):
+    """Three guidance arms x two sampling seeds on a tiny random model: each arm within the NFE budget with the steps
+    it allows, every metric reported, the rerun reads the saved results, another setup in the same folder is an
+    error."""
+    from helpers import write_tiny_default_model
+
+    from avflow.errors import ConfigError
+    from avflow.experiments.trained import METRICS, run_on_model
+
+    model = write_tiny_default_model(tmp_path / "model")
+    prompts = tmp_path / "prompts.json"
+    rows = [{"id": "p0", "prompt": "a red ball bounces twice on the left", "seed": 0},
+            {"id": "p1", "prompt": "a blue cube hops once", "seed": 1}]  # fmt: skip
+    prompts.write_text(json.dumps({"prompts": rows}))
+    exp = load_experiment("guidance")
+    out = tmp_path / "out"
+    result = run_on_model(exp, str(model), prompts, out, seeds=2, nfe=6, log=lambda *_: None)
+    table = result["table"]
+    assert set(table) == {"plain_cfg", "modality_cfg", "modality_text_cfg"} and result["metrics"] == METRICS
+    assert table["plain_cfg"]["steps"]["mean"] == 3 and table["modality_text_cfg"]["steps"]["mean"] == 2
+    assert all(row["nfe"]["mean"] <= 6 for row in table.values())
+    assert all(set(METRICS) <= set(row) for row in table.values())
+    assert (out / "results.md").is_file() and "sampling seeds" in (out / "results.md").read_text()
+    again = run_on_model(exp, str(model), prompts, out, seeds=2, nfe=6, log=lambda *_: None)
+    assert res.to_json(again["table"]) == res.to_json(table)
+    with pytest.raises(ConfigError, match="another setup"):
+        run_on_model(exp, str(model), prompts, out, seeds=2, nfe=4, log=lambda *_: None)
+
+
+# -- experiments on the world codecs (SizeConfig.codecs = "world") -----------------------------------------------------
+
+
+def test_world_codecs_prepare_data_writes_their_latents_checksum_and_a_model_that_fits(tmp_path, monkeypatch):
+    """Train and eval clips coded by the shipped world codecs, in the joint model's layout (`streams.video`,
+    `streams.left`, `streams.right`; video only for video-only arms), the checksum in the manifest and the files;
+    a rerun with other codecs and a size the codecs cannot code are one-line errors, the latter before any clip."""
+    from dataclasses import replace
+
+    import torch
+
+    from avflow.codecs.world import load_world_codecs
+    from avflow.errors import ConfigError
+    from avflow.experiments.arm import base_model
+    from avflow.experiments.configs import SIZES
+    from avflow.experiments.world_data import prepare_data
+    from avflow.weights import read_safetensors
+    from avflow.world.dataset import load_clip
+
+    codecs = load_world_codecs()
+    size = replace(SIZES["world_smoke"], n_train=2, n_eval=1)
+    data = tmp_path / "data"
+    manifest = prepare_data(size, data)
+    assert manifest["codecs_checksum"] == codecs.checksum and len(manifest["train"]) == 2
+    frames, samples = round(size.duration * size.fps), round(size.duration * manifest["sample_rate"])
+    video = (codecs.video.latent_channels, *codecs.video.latent_shape(frames, size.height, size.width))  # (C, T', h, w)
+    ear = (codecs.audio.latent_length(samples), codecs.audio.latent_channels)  # (N, C)
+    train, meta = read_safetensors(data / "train_video_audio.safetensors")
+    assert meta["codecs_checksum"] == codecs.checksum
+    assert {k: tuple(v.shape) for k, v in train.items()} == {
+        "streams.video": (2, *video), "streams.left": (2, *ear), "streams.right": (2, *ear),
+        "cond.text": (2, 32, 384), "cond.text_mask": (2, 32),
+    }  # fmt: skip
+    video_only, _ = read_safetensors(data / "train_video.safetensors")
+    assert sorted(k for k in video_only if k.startswith("streams.")) == ["streams.video"]
+    ev, meta = read_safetensors(data / "eval.safetensors")
+    assert meta["codecs_checksum"] == codecs.checksum
+    ref = load_clip(data / "eval" / manifest["eval"][0]["id"])  # the latents are the codecs' coding of the clip
+    with torch.no_grad():
+        frames_in = torch.from_numpy(ref.frames).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0  # (1, 3, T, H, W)
+        torch.testing.assert_close(ev["video"], codecs.video.encode(frames_in), rtol=1e-4, atol=1e-4)
+        ears = codecs.audio.encode(torch.from_numpy(ref.audio)[None])
+    for name in codecs.audio.streams:
+        torch.testing.assert_close(ev[name], ears[name], rtol=1e-4, atol=1e-4)
+
+    model = base_model(size)  # read from the codec objects
+    assert model["video"]["in_channels"] == model["video"]["out_channels"] == codecs.video.latent_channels
+    assert model["video_temporal_stride"] == codecs.video.temporal_down
+    assert model["audio"]["latent_dim"] == 2 * codecs.audio.latent_channels
+    assert model["audio_latent_rate"] == codecs.audio.latent_rate
+    assert model["audio_streams"] == list(codecs.audio.streams) == ["left", "right"]
+
+    assert prepare_data(size, data) == manifest  # the rerun reads the manifest
+    for other in (replace(SIZES["tiny"], n_train=2, n_eval=1), size):
+        if other is size:
+            (data / "manifest.json").write_text(json.dumps(manifest | {"codecs_checksum": "0" * 64}))
+        with pytest.raises(ConfigError, match="made with") as err:
+            prepare_data(other, data)
+        assert "\n" not in str(err.value)
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("a clip was rendered before the size was checked")
+
+    monkeypatch.setattr("avflow.world.dataset.make_clip", no_render)
+    for bad, why in ((dict(width=32, height=32), "32x32 pixels"), (dict(duration=2.1), "34 frames")):
+        with pytest.raises(ConfigError, match=why) as err:
+            prepare_data(replace(size, **bad), tmp_path / "bad")
+        assert "\n" not in str(err.value) and not (tmp_path / "bad").exists()
+        with pytest.raises(ConfigError, match=why):
+            base_model(replace(size, **bad))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["guidance", "t2v_vs_joint"])
+def test_world_codecs_smoke_run(name, tmp_path):
+    """One experiment at "world_smoke": trained on the codecs' latents, decoded through them, scored as before."""
+    from avflow.codecs.world import load_world_codecs
+    from avflow.experiments.configs import SIZES
+    from avflow.experiments.runner import run_experiment
+
+    size = SIZES["world_smoke"]
+    result = run_experiment(load_experiment(name), "world_smoke", size, tmp_path, seeds=2, steps=2,
+                            log=lambda *_: None)  # fmt: skip
+    assert (tmp_path / "results.md").is_file() and (tmp_path / "results.png").is_file()
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["codecs_checksum"] == load_world_codecs().checksum
+    assert set(result["table"]) | set(result["unavailable"]) == {a.name for a in load_experiment(name).arms}
+    assert not result["unavailable"]
+    for arm in result["table"].values():  # every arm reports every metric; n counts the seeds where it is defined
+        assert set(result["metrics"]) <= set(arm) and all(0 <= arm[k]["n"] <= 2 for k in result["metrics"])
+    again = run_experiment(load_experiment(name), "world_smoke", size, tmp_path, seeds=2, steps=2,
+                           log=lambda *_: None)  # fmt: skip
+    assert res.to_json(again["table"]) == res.to_json(result["table"])  # the rerun reads the finished results

@@ -2,7 +2,7 @@
 
 The decoder's 31 ms synthesis window smears a sound's start ahead of it (pre-echo: onsets read about 5 ms early)
 and its attacks come out about 3 dB quiet (docs/codecs.md). A small head reads both ears' latents and predicts, for
-each ear, a log-gain every `hop` samples (16 kHz, hop 25: 1.6 ms), which multiplies the decoded ear:
+each ear, a log-gain every `hop` samples (shipped: 125 at 16 kHz, 7.8 ms), which multiplies the decoded ear:
 
     g_L = h([z_L, z_R]),  g_R = h([z_R, z_L])      (one network for both ears: swapping the ears swaps the gains)
     out_e(t) = exp(g_e(t)) · dec_e(t)               (g_e linear between frame centres, within [−max_db, +max_db])

@@ -15,6 +15,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default: runs/experiments/NAME_SIZE)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the runs train")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="run a guidance-only experiment on one trained model instead of training: 'default' "
+        "(the shipped default model) or a model folder; seeds are then sampling seeds",
+    )
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help="with --model: the held-out prompt file (default: configs/model_card_prompts.json)",
+    )
+    parser.add_argument(
+        "--nfe",
+        type=int,
+        default=None,
+        help="with --model: model evaluations per sample (default: 2 x the model's steps)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,13 +42,43 @@ def run(args: argparse.Namespace) -> int:
     from avflow.experiments.runner import run_experiment
 
     exp = load_experiment(args.name)
-    size = get_size(args.size)
     seeds = args.seeds or exp.seeds
-    steps = args.steps or size.steps
-    if seeds < 1 or steps < 1:
-        raise ConfigError("--seeds and --steps must be >= 1")
-    out = Path(args.out or f"runs/experiments/{exp.name}_{args.size}")
-    result = run_experiment(exp, args.size, size, out, seeds, steps, args.device, args.threads)
+    if args.model is None:
+        if args.prompts is not None or args.nfe is not None:
+            raise ConfigError("--prompts and --nfe go with --model (a guidance experiment on a trained model)")
+        size = get_size(args.size)
+        steps = args.steps or size.steps
+        if seeds < 1 or steps < 1:
+            raise ConfigError("--seeds and --steps must be >= 1")
+        out = Path(args.out or f"runs/experiments/{exp.name}_{args.size}")
+        result = run_experiment(exp, args.size, size, out, seeds, steps, args.device, args.threads)
+    else:
+        result, out = run_trained(args, exp, seeds)
     print((out / "results.md").read_text())
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'} ({result['seconds']:.0f} s)")
     return 0
+
+
+def run_trained(args, exp, seeds: int):
+    """`--model`: the experiment's guidance arms on one trained model, no training."""
+    from pathlib import Path
+
+    import torch
+
+    from avflow.errors import ConfigError
+    from avflow.experiments.trained import check_guidance_only, read_prompt_rows, run_on_model
+
+    if args.steps is not None or args.device != "cpu":
+        raise ConfigError("--steps and --device do not apply with --model (no training; the model samples on the CPU)")
+    if seeds < 1 or (args.nfe is not None and args.nfe < 3):
+        raise ConfigError("--seeds must be >= 1 and --nfe >= 3")
+    check_guidance_only(exp)
+    prompts = Path(args.prompts or Path(__file__).resolve().parents[2] / "configs" / "model_card_prompts.json")
+    read_prompt_rows(prompts)  # a bad file is a one-line error before the model loads
+    model = None if args.model == "default" else args.model
+    if model is not None and not Path(model).is_dir():
+        raise ConfigError(f"--model {model}: no such folder (or 'default' for the shipped model)")
+    torch.set_num_threads(max(1, args.threads))
+    name = "default" if model is None else Path(model).name
+    out = Path(args.out or f"runs/experiments/{exp.name}_model_{name}")
+    return run_on_model(exp, model, prompts, out, seeds, args.nfe), out

@@ -26,21 +26,27 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def base_model(size: SizeConfig) -> dict:
-    """The JointConfig (as a dict) every arm starts from at this size."""
-    return {
+    """The JointConfig (as a dict) every arm starts from at this size; channels, strides and rates are those of the
+    size's codecs (`world_data.stream_layout`)."""
+    layout = wd.stream_layout(size)
+    model = {
         "video": {
             "patch_size": list(size.video_patch), "num_attention_heads": size.video_heads,
-            "attention_head_dim": size.video_head_dim, "in_channels": 3, "out_channels": 3, "text_dim": 384,
-            "ffn_dim": size.video_ffn, "num_layers": size.video_layers, "freq_dim": 64,
+            "attention_head_dim": size.video_head_dim, "in_channels": layout.video_channels,
+            "out_channels": layout.video_channels, "text_dim": 384, "ffn_dim": size.video_ffn,
+            "num_layers": size.video_layers, "freq_dim": 64,
         },
         "audio": {
-            "latent_dim": 2 * size.audio_bands, "text_dim": 384, "hidden_dim": size.audio_hidden,
-            "depth": size.audio_depth, "fused_depth": size.audio_fused_depth, "num_heads": size.audio_heads,
-            "text_seq_len": 32,
+            "latent_dim": len(layout.audio_streams) * layout.audio_channels, "text_dim": 384,
+            "hidden_dim": size.audio_hidden, "depth": size.audio_depth, "fused_depth": size.audio_fused_depth,
+            "num_heads": size.audio_heads, "text_seq_len": 32,
         },
-        "fusion": "bidirectional", "text_dim": 384, "text_len": 32,
-        "video_fps": float(size.fps), "video_temporal_stride": 1, "audio_latent_rate": 16000 / wd.HOP,
+        "fusion": "bidirectional", "text_dim": 384, "text_len": 32, "video_fps": float(size.fps),
+        "video_temporal_stride": layout.video_temporal_stride, "audio_latent_rate": layout.audio_latent_rate,
     }  # fmt: skip
+    if layout.audio_streams != ("audio",):  # only then: the dict (hence the train key) of fixed sizes stays as it was
+        model["audio_streams"] = list(layout.audio_streams)
+    return model
 
 
 def arm_model(arm: ArmConfig, size: SizeConfig) -> dict:
@@ -183,18 +189,14 @@ def run_arm(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeCo
     model.eval()
     ev = read_state_dict(data / "eval.safetensors")
     cond = {"text": ev["cond.text"], "text_mask": ev["cond.text_mask"]}
-    shapes = {"video": tuple(ev["video"].shape), "audio": tuple(ev["audio"].shape)}
+    streams = wd.stream_layout(size).model_streams(arm.streams)  # audio: `audio`, or `left` and `right`
+    shapes = {s: tuple(ev[s].shape) for s in streams}
     steps_s = sampling_steps(arm.guidance, size.nfe)
     sampling = SamplingConfig(steps=steps_s, cfg_strength=exp.cfg_strength, text_cfg_strength=exp.text_cfg_strength,
                               guidance=arm.guidance)  # fmt: skip
     torch.manual_seed(seed)
-    result = generate(model, arm.streams, cond, shapes, sampling, seed=10_000 + seed)
-    video = audio = None
-    if "video" in arm.streams:
-        video = np.stack([wd.decode_video(x) for x in result.streams["video"]])
-    if "audio" in arm.streams:
-        sr = manifest["sample_rate"]
-        audio = np.stack([wd.decode_audio(x, size.audio_bands, sr).numpy() for x in result.streams["audio"]])
+    result = generate(model, streams, cond, shapes, sampling, seed=10_000 + seed)
+    video, audio = wd.decode_streams(result.streams, size, manifest["sample_rate"])  # decoded through the codecs
     metrics = evaluate_samples(video, audio, data, manifest, size)
     metrics |= {"nfe": float(result.nfe), "sampling_steps": float(steps_s)}  # per sample, every branch counted
     return metrics

@@ -69,7 +69,7 @@ class SizeConfig:
     audio_depth: int
     audio_fused_depth: int
     audio_heads: int
-    audio_bands: int  # band energies per ear in the audio stream
+    audio_bands: int  # band energies per ear in the audio stream (fixed codecs only)
     text_encoder: Literal["tiny", "minilm"]
     steps: int
     batch_size: int
@@ -78,6 +78,9 @@ class SizeConfig:
     ema: bool
     heavy_min_events: int = 3  # clips with at least this many impacts are contact-heavy
     free_max_events: int = 0  # clips with at most this many are contact-free
+    # how clips become streams (avflow.experiments.world_data): "fixed" = pixels and band energies, untrained;
+    # "world" = the shipped world codecs' latents (64x64, 16 fps, 16 kHz; frames and samples whole latents)
+    codecs: Literal["fixed", "world"] = "fixed"
 
 
 SIZES: dict[str, SizeConfig] = {
@@ -131,6 +134,33 @@ SIZES: dict[str, SizeConfig] = {
         lr=5e-4,
         nfe=50,
         ema=True,
+    ),  # fmt: skip
+    "world_smoke": SizeConfig(  # the smallest size on the world codecs: only for the slow smoke test
+        width=64,
+        height=64,
+        duration=2.0,
+        fps=16,
+        max_objects=2,
+        n_train=8,
+        n_eval=3,
+        video_patch=(1, 2, 2),  # on the (16, T/4, 8, 8) video latents
+        video_heads=2,
+        video_head_dim=16,
+        video_layers=2,
+        video_ffn=64,
+        audio_hidden=32,
+        audio_depth=2,
+        audio_fused_depth=1,
+        audio_heads=2,
+        audio_bands=0,  # unused: the audio codec sets the audio streams
+        text_encoder="tiny",
+        steps=150,
+        batch_size=4,
+        lr=2e-3,
+        nfe=6,
+        ema=False,
+        heavy_min_events=2,
+        codecs="world",
     ),  # fmt: skip
 }
 

@@ -1,0 +1,139 @@
+"""Sampling-time experiments (guidance) on one trained model: the shipped default model or a model folder exported
+the same way, on held-out prompts, scored by issue 22's prompt targets (`avflow.eval.prompt_targets`).
+
+One model serves every arm, so arms may differ only in their guidance. The seeds are sampling seeds: prompt i of
+seed s is generated with the prompt's own seed + SEED_STRIDE * s. The 2σ rule therefore asks whether the arms differ
+on this model beyond sampling noise, not across training runs. Every arm gets the same model evaluations per sample
+(`nfe`, every guidance branch counted; default: the model's own steps with plain CFG).
+
+Whether the model learned enough for the comparison to mean something (issue 26's bench criterion) is a metric:
+`learns` = 1 for a seed where the named object is shown in >= 60 % of one-object clips and the median sync error is
+<= 62 ms and <= half the shuffled-pair chance level (each clip's video scored against the next clip's audio).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from avflow.errors import ConfigError
+from avflow.experiments.configs import ArmConfig, ExperimentConfig, sampling_steps
+from avflow.experiments.runner import atomic_json, finish, run_arms
+
+SEED_STRIDE = 1000
+LEARNS = {"object": 60.0, "sync_ms": 62.0, "chance_fraction": 0.5}
+RATES = ("object", "object_side", "sound", "contact", "count", "space", "two_objects")  # percent
+METRICS = [*RATES, "sync_ms", "sync_chance_ms", "learns", "nfe"]
+
+
+def check_guidance_only(exp: ExperimentConfig) -> None:
+    """A one-line error when an arm changes the model or its streams (that needs training, not one model)."""
+    for arm in exp.arms:
+        if arm.model or sorted(arm.streams) != ["audio", "video"]:
+            raise ConfigError(f"experiment {exp.name}: arm {arm.name} changes the model or its streams; only arms "
+                              "that differ in guidance run on one trained model (--model)")  # fmt: skip
+
+
+def read_prompt_rows(path: Path) -> list[dict]:
+    """The rows of a held-out prompt file (`scripts/model_card_metrics.py --make-prompts`): id, prompt, seed."""
+    try:
+        rows = json.loads(Path(path).read_text())["prompts"]
+        rows = [{"id": str(r["id"]), "prompt": str(r["prompt"]), "seed": int(r["seed"])} for r in rows]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a prompt file ({exc})") from None
+    if not rows:
+        raise ConfigError(f"{path}: no prompts")
+    return rows
+
+
+def arm_sampling(base, arm: ArmConfig, exp: ExperimentConfig, nfe: int):
+    """The model's sampling settings with the arm's guidance, steps cut to the NFE budget; the guidance strength
+    stays the model's own, the empty-text branch's strength is the experiment's."""
+    return base.override(steps=sampling_steps(arm.guidance, nfe), guidance=arm.guidance,
+                         text_cfg_strength=exp.text_cfg_strength)  # fmt: skip
+
+
+def target_values(clips: list) -> dict[str, float]:
+    """Prompt-target values of a list of `PromptClipMeasures`: rates in percent, sync in ms (NaN: not measurable)."""
+    from avflow.eval.prompt_targets import score
+
+    out = {}
+    for r in score(clips):
+        value = float("nan") if r.value is None else float(r.value)
+        out["sync_ms" if r.target.name == "sync" else r.target.name] = value if r.target.name == "sync" else 100 * value
+    return out
+
+
+def learns(values: dict[str, float]) -> float:
+    """1.0 when the bench criterion holds for these values, else 0.0 (NaN counts as not met)."""
+    ok = (values["object"] >= LEARNS["object"] and values["sync_ms"] <= LEARNS["sync_ms"]
+          and values["sync_ms"] <= LEARNS["chance_fraction"] * values["sync_chance_ms"])  # fmt: skip
+    return 1.0 if ok else 0.0
+
+
+def score_clips(rows: list[dict], clips: list[tuple]) -> dict[str, float]:
+    """Targets of the generated clips `(frames, fps, audio, sample_rate)` per row, the shuffled-pair chance level
+    (row i's prompt and video with row i+1's audio) and the bench criterion."""
+    from avflow.eval.prompt_measures import measure_prompt_clip
+
+    own = [measure_prompt_clip(r["prompt"], f, fps, a, sr) for r, (f, fps, a, sr) in zip(rows, clips, strict=True)]
+    shifted = clips[1:] + clips[:1]
+    shuffled = [measure_prompt_clip(r["prompt"], f, fps, other[2], sr)
+                for r, (f, fps, _, sr), other in zip(rows, clips, shifted, strict=True)]  # fmt: skip
+    values = target_values(own)
+    values["sync_chance_ms"] = target_values(shuffled)["sync_ms"]
+    values["learns"] = learns(values)
+    return values
+
+
+def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: Path, seeds: int,
+                 nfe: int | None = None, log=print) -> dict:  # fmt: skip
+    """Every arm × sampling seed on one trained model (`model`: a folder, None: the shipped default model);
+    resumable per arm × seed. `out` keeps one setup: another model, prompt file or NFE there is a one-line error."""
+    from avflow.pipelines.default_model import load_default_model
+
+    check_guidance_only(exp)
+    rows = read_prompt_rows(prompts)
+    out = Path(out)
+    start = time.perf_counter()
+    pipe = load_default_model(model)
+    nfe = nfe or 2 * pipe.sampling.steps
+    if nfe < 3:
+        raise ConfigError(f"nfe must be >= 3 (one step of the largest preset), got {nfe}")
+    setup = {"model": str(model or "default"), "prompts": str(prompts), "nfe": nfe, "seed_stride": SEED_STRIDE}
+    setup_file = out / "setup.json"
+    if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:
+        raise ConfigError(f"{out} holds results of another setup ({setup_file}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_json(setup_file, setup)
+
+    def one(arm: ArmConfig, seed: int, work: Path) -> dict:
+        sampling = arm_sampling(pipe.sampling, arm, exp, nfe)
+        clips = []
+        for row in rows:
+            gen = pipe.generate(row["prompt"], seed=row["seed"] + SEED_STRIDE * seed, sampling=sampling)
+            clips.append((gen.frames.numpy(), gen.fps, gen.audio.numpy(), gen.sample_rate))
+        values = score_clips(rows, clips)
+        return values | {"nfe": float(sampling.steps * (1 + len(sampling.branches()))), "steps": float(sampling.steps)}
+
+    per_seed = run_arms(exp.arms, list(range(seeds)), out, one, log)
+    cfg = pipe.sampling.cfg_strength
+    params = sum(p.numel() for p in pipe.model.parameters())
+    info = {
+        "seeds": seeds, "size": f"trained model {setup['model']}", "steps": "as trained",
+        "params": {arm.name: params for arm in exp.arms},
+        "unavailable": {}, "nfe": nfe, "prompts": str(prompts), "seconds": time.perf_counter() - start,
+        "notes": [
+            f"One trained model ({setup['model']}) for every arm; seeds are sampling seeds (prompt seed + "
+            f"{SEED_STRIDE} x seed) over {len(rows)} prompts of {Path(prompts).name}, so the 2σ rule measures "
+            "sampling noise on this model, not training noise.",
+            f"NFE per sample <= {nfe}: steps = nfe // model evaluations per step; guidance strength {cfg:g} (the "
+            f"model's), empty-text branch {exp.text_cfg_strength:g} (modality_text).",
+            "Rates in percent (issue 22's prompt targets), sync_ms the median |audio onset - contact| (unmatched "
+            "250 ms), sync_chance_ms the same with each clip's audio taken from the next clip, learns: object >= 60 "
+            "% and sync_ms <= 62 and <= half the chance level.",
+        ],
+    }  # fmt: skip
+    return finish(replace(exp, metrics=METRICS), per_seed, out, info)

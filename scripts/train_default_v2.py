@@ -38,7 +38,7 @@ CONFIG = REPO / "configs" / "default_joint_v2.yaml"
 CYCLE_CONFIG = REPO / "configs" / "default_joint_v2_stage3.yaml"
 GROW_CONFIG = REPO / "configs" / "default_joint_v2_grow.yaml"
 LATER_CYCLES = 4  # cosine cycles after the first run (the third to the sixth)
-GROWN_CYCLES = 3  # cosine cycles of the model grown to 8 video blocks, after the later cycles
+GROWN_CYCLES = 4  # cosine cycles of the model grown to 8 video blocks, after the later cycles
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64

@@ -419,3 +419,33 @@ def test_clean_prefixes_cover_the_same_span_in_both_streams():
             kinds.add("continuation")
             assert k_audio == 8 * k_video and (ta[:k_audio] == 1).all()
     assert kinds == {"a2v", "v2a", "continuation"}
+
+
+def test_cross_modal_dropout_trains_the_modality_aware_negative():
+    """cross_modal_dropout = 1: every step runs the model with the interaction off and empty conditions (the
+    negative branch of modality-aware CFG); 0: as before. The draw is one per step, from its first sample's seed."""
+    from avflow.errors import ConfigError
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def empty_conditions(self, batch):
+            return {"text": torch.zeros(batch, 2, 3)}
+
+        def velocity(self, xt, t, cond, *, cross_modal=True):
+            calls.append((cross_modal, cond["text"].abs().sum().item()))
+            return {s: torch.zeros_like(x) for s, x in xt.items()}
+
+    streams = {"video": torch.randn(4, 16, 4, 2, 2), "left": torch.randn(4, 8, 3), "right": torch.randn(4, 8, 3)}
+    batch = {"streams": streams, "cond": {"text": torch.ones(4, 2, 3)}, "seed": torch.arange(4)}
+    for p, expected in ((0.0, True), (1.0, False)):
+        task = JointFlowTask(JointFlowConfig(ratios={"joint": 1.0}, cond_dropout=0.0, cross_modal_dropout=p))
+        task.loss(Recorder(), task.prepare(batch, torch.device("cpu")))
+        assert calls[-1] == (expected, 24.0 if expected else 0.0)  # the text kept, or all empty
+    task = JointFlowTask(JointFlowConfig(ratios={"joint": 1.0}, cross_modal_dropout=0.3))
+    offs = [not task.prepare({**batch, "seed": torch.arange(s, s + 4)}, torch.device("cpu"))["cross_modal"]
+            for s in range(0, 400, 4)]  # fmt: skip
+    assert 15 <= sum(offs) <= 45  # about 30 of 100 steps
+    with pytest.raises(ConfigError, match="cross_modal_dropout"):
+        JointFlowConfig(cross_modal_dropout=1.5)

@@ -56,12 +56,16 @@ class FlowMatchingTask:
         xt, target, mask = noised_streams(x1, batch["t"], batch["noise"], self.config.sigma_min)
         cond = batch["cond"]
         drop = batch["drop"]
-        if self.config.cond_dropout > 0:
+        if self.config.cond_dropout > 0 or bool(drop.any()):
             empty = model.empty_conditions(drop.shape[0])
             cond = {k: _where_batch(drop, empty[k], v) for k, v in cond.items()}
-        pred = model.velocity(xt, batch["t"], cond)
+        pred = self.velocity(model, xt, batch, cond)
         per_sample = torch.stack([flow_matching_loss(pred[s], target[s], mask[s]) for s in x1]).mean(0)  # (B,)
         return per_sample.mean()
+
+    def velocity(self, model: nn.Module, xt: dict, batch: dict, cond: dict) -> dict:
+        """The model's velocity for the loss; a task may pass more of the batch's draws to the model."""
+        return model.velocity(xt, batch["t"], cond)
 
     @torch.no_grad()
     def sample(self, model: nn.Module, batch: dict) -> dict[str, float]:

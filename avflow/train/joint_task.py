@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from avflow.errors import ConfigError
 from avflow.models.tasks import TaskMixture
 from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 
@@ -14,6 +15,14 @@ from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 class JointFlowConfig(FlowMatchingConfig):
     ratios: dict[str, float] = field(default_factory=lambda: {"joint": 0.6, "a2v": 0.2, "v2a": 0.2})
     prefix: float = 0.0  # probability of a clean prefix in a2v / v2a samples (window-by-window generation)
+    # probability that a whole step runs with the audio-video interaction off and empty conditions: the negative
+    # branch of modality-aware CFG (UniAVGen), which a model never trained so is off its training distribution;
+    # under DDP it leaves the fusion unused in that step (set train.find_unused_parameters)
+    cross_modal_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cross_modal_dropout <= 1.0:
+            raise ConfigError(f"cross_modal_dropout must be in [0, 1], got {self.cross_modal_dropout}")
 
 
 class JointFlowTask(FlowMatchingTask):
@@ -35,4 +44,13 @@ class JointFlowTask(FlowMatchingTask):
         timing = {"video_fps": 1.0, "temporal_stride": 1, "audio_rate": tokens / frames}
         times, _, _ = self.mixture.sample(out["t"]["video"].cpu(), frames, tokens, generator=gens, **timing)
         out["t"] = {"video": times["video"].to(device)} | {s: times["audio"].to(device) for s in audio_streams}
+        out["cross_modal"] = True
+        if self.config.cross_modal_dropout > 0:  # one draw per step, from its first sample's seed
+            g = torch.Generator().manual_seed(int(batch["seed"][0]) ^ 0xC805)
+            if torch.rand(1, generator=g).item() < self.config.cross_modal_dropout:
+                out["cross_modal"] = False
+                out["drop"] = torch.ones_like(out["drop"])  # the negative branch's empty conditions
         return out
+
+    def velocity(self, model, xt: dict, batch: dict, cond: dict) -> dict:
+        return model.velocity(xt, batch["t"], cond, cross_modal=batch["cross_modal"])

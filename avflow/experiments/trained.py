@@ -94,14 +94,14 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
     resumable per arm × seed. `out` keeps one setup: another model, prompt file or NFE there is a one-line error."""
     from avflow.pipelines.default_model import load_default_model
 
-    check_guidance_only(exp)
+    check_guidance_only(exp)  # the arms, the prompt file and the NFE are checked before the model loads
     rows = read_prompt_rows(prompts)
+    if nfe is not None and nfe < 3:
+        raise ConfigError(f"nfe must be >= 3 (one step of the largest preset), got {nfe}")
     out = Path(out)
     start = time.perf_counter()
     pipe = load_default_model(model)
     nfe = nfe or 2 * pipe.sampling.steps
-    if nfe < 3:
-        raise ConfigError(f"nfe must be >= 3 (one step of the largest preset), got {nfe}")
     setup = {"model": str(model or "default"), "prompts": str(prompts), "nfe": nfe, "seed_stride": SEED_STRIDE}
     setup_file = out / "setup.json"
     if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:

@@ -56,7 +56,7 @@ class FlowMatchingTask:
         xt, target, mask = noised_streams(x1, batch["t"], batch["noise"], self.config.sigma_min)
         cond = batch["cond"]
         drop = batch["drop"]
-        if self.config.cond_dropout > 0 or bool(drop.any()):
+        if self.config.cond_dropout > 0 or batch.get("cross_modal") is False:  # (a joint step with it off)
             empty = model.empty_conditions(drop.shape[0])
             cond = {k: _where_batch(drop, empty[k], v) for k, v in cond.items()}
         pred = self.velocity(model, xt, batch, cond)

@@ -235,7 +235,8 @@ def t2av(rows: list[dict], pipe, sampling) -> list:
                                   "generator changed): rebuild the prompts with --make-prompts")  # fmt: skip
             frames, audio, fps, sr = clip.frames, clip.audio, clip.meta["fps"], clip.meta["sample_rate"]
         else:
-            gen = pipe.generate(row["prompt"], seed=row["seed"], sampling=sampling)
+            # world captions are cut at the model's text length, as training cut them (card prompt p37: 68 tokens)
+            gen = pipe.generate(row["prompt"], seed=row["seed"], sampling=sampling, cut_prompt=True)
             frames, audio, fps, sr = gen.frames.numpy(), gen.audio.numpy(), gen.fps, gen.sample_rate
         m = _measure(row["prompt"], frames, fps, audio, sr)
         rec = _record(row, m, time.time() - start)
@@ -260,11 +261,11 @@ def io_tasks(n: int, pipe, sampling, folder: Path) -> dict[str, list]:
             frames, audio = clip.frames, clip.audio
             if pipe is not None and task == "a2v":  # generated frames against the given audio
                 wav = write_audio(folder / f"{cid}.wav", clip.audio, sr)
-                gen = pipe.generate(caption, seed=i, sampling=sampling, task="a2v", audio_path=wav)
+                gen = pipe.generate(caption, seed=i, sampling=sampling, task="a2v", audio_path=wav, cut_prompt=True)
                 frames, fps = gen.frames.numpy(), gen.fps
             elif pipe is not None:  # the given frames against the generated audio (the video file has no audio)
                 mp4 = write_video(folder / f"{cid}.mp4", clip.frames, fps)
-                gen = pipe.generate(caption, seed=i, sampling=sampling, task="v2a", video_path=mp4)
+                gen = pipe.generate(caption, seed=i, sampling=sampling, task="v2a", video_path=mp4, cut_prompt=True)
                 audio, sr = gen.audio.numpy(), gen.sample_rate
             m = _measure(caption, frames, fps, audio, sr)
             rec = _record({"id": cid, "prompt": caption, "seed": i, "task": task}, m, time.time() - start)

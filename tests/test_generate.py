@@ -329,10 +329,21 @@ def test_the_pipeline_refuses_what_it_would_have_to_cut(pipe, tmp_path):
         pipe.generate("a ball", task="continue")
 
 
+def test_a_prompt_longer_than_the_model_reads_is_refused_not_cut(pipe):
+    most = pipe.config.joint.text_len  # the tiny model's text encoder reads a token per word
+    long, cut = " ".join(["ball"] * (most + 3)), " ".join(["ball"] * most)
+    with pytest.raises(AvflowError, match=f"{most + 3} tokens long and this model reads at most {most}"):
+        pipe.generate(long)
+    one_step = pipe.sampling.override(steps=1)
+    got = pipe.generate(long, cut_prompt=True, sampling=one_step)  # asked for: its first `most` tokens
+    assert torch.equal(got.frames, pipe.generate(cut, sampling=one_step).frames)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["generate", "   "], "prompt is empty"),
+        (["generate", " ".join(["ball"] * 20)], "20 tokens long and this model reads at most 16"),  # tiny model: 16
         (["generate", "a ball", "--duration", "0"], "--duration"),
         (["generate", "a ball", "--duration", "-1"], "--duration"),
         (["generate", "a ball", "--task", "a2v"], "--audio-file"),

@@ -258,6 +258,11 @@ def test_minilm_text_encoder_offline(monkeypatch):
     assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2]
     tiny_states, tiny_mask = TinyTextEncoder(max_len=8)(["hello world", ""])
     assert tiny_states.shape == (2, 8, 384) and tiny_mask.sum(1).tolist() == [2, 0]
+    # count_tokens says what the mask would hold without the cut ([CLS] and [SEP] included)
+    assert encoder.count_tokens("a rubber ball bounces twice") == mask[0].sum() < 16
+    long = "a rubber ball bounces twice on the left and then rolls along the floor to the wall"
+    assert encoder.count_tokens(long) > 16 == encoder([long])[1].sum()
+    assert TinyTextEncoder(max_len=2).count_tokens("hello big world") == 3
 
 
 # --- slow: overfit world clips ---

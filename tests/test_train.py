@@ -461,3 +461,26 @@ def test_init_grows_a_trained_joint_model_exactly(tmp_path):
             initialize(JointModel(config(4, 2)), InitConfig(**(grow | bad)))
     with pytest.raises(ConfigError, match="rename: needs init.weights"):
         InitConfig(rename={"a.": "b."})
+
+
+def test_ddp_with_cross_modal_dropout_asks_for_find_unused_parameters(tmp_path, monkeypatch):
+    """Steps with the interaction off leave the fusion without gradients, which DDP only tolerates when told: a
+    distributed run of such a task without `train.find_unused_parameters` is a one-line error before it wraps."""
+    from avflow.errors import ConfigError
+    from avflow.train.config import load_train_config, validate
+    from avflow.train.distributed import DistInfo
+    from avflow.train.trainer import Trainer
+
+    monkeypatch.chdir(REPO)
+    cache = tmp_path / "cache.safetensors"
+    cache.write_bytes(b"")
+    over = [f"data.train.args.file={cache}", f"data.val.args.file={cache}", f"out_dir={tmp_path / 'run'}",
+            "init.weights=avflow/assets/default_model/joint.safetensors", "init.rename={}", "init.new=[]",
+            "init.zero=[]", "task.args.cross_modal_dropout=0.2"]  # fmt: skip
+    config = validate(load_train_config(REPO / "configs" / "default_joint_v2_grow.yaml", over))
+    two_ranks = DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"), backend="gloo")
+    with pytest.raises(ConfigError, match="cross_modal_dropout > 0.*train.find_unused_parameters=true"):
+        Trainer(config, two_ranks)
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    assert not JointFlowTask(JointFlowConfig()).leaves_parameters_unused  # the default never skips the fusion

@@ -49,7 +49,11 @@ def _existing_audio_or_file(value: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="what happens in the scene, e.g. 'a red rubber ball bounces on the left'")
+    parser.add_argument(
+        "prompt",
+        help="what happens in the scene, e.g. 'a red rubber ball bounces on the left' "
+        "(at most the model's text length: 64 tokens for the shipped model, else a one-line error)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--duration", type=float, default=None,

@@ -48,6 +48,10 @@ class MiniLMTextEncoder(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes, [CLS] and [SEP] included (what `max_len` bounds)."""
+        return len(self.tokenizer(text)["input_ids"])
+
     @torch.no_grad()
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         device = next(self.model.parameters()).device
@@ -71,6 +75,10 @@ class TinyTextEncoder(nn.Module):
 
     def tokens(self, text: str) -> list[int]:
         return [zlib.crc32(w.encode()) % self.vocab for w in text.lower().split()][: self.max_len]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes (one per word)."""
+        return len(text.split())
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:

@@ -113,7 +113,9 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
         sampling = arm_sampling(pipe.sampling, arm, exp, nfe)
         clips = []
         for row in rows:
-            gen = pipe.generate(row["prompt"], seed=row["seed"] + SEED_STRIDE * seed, sampling=sampling)
+            gen = pipe.generate(
+                row["prompt"], seed=row["seed"] + SEED_STRIDE * seed, sampling=sampling, cut_prompt=True
+            )  # world captions, cut at the model's text length as in training
             clips.append((gen.frames.numpy(), gen.fps, gen.audio.numpy(), gen.sample_rate))
         values = score_clips(rows, clips)
         return values | {"nfe": float(sampling.steps * (1 + len(sampling.branches()))), "steps": float(sampling.steps)}

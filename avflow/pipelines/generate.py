@@ -179,11 +179,17 @@ class JointPipeline:
         audio_path: str | Path | None = None,
         video_path: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        cut_prompt: bool = False,
     ) -> GeneratedClip:
         """One clip. `duration`: t2av the clip's length, continue the length added (default: the model's), a2v / v2a
-        how much of the input to use (default: all of it)."""
+        how much of the input to use (default: all of it). A prompt longer than the model reads (`text_len` tokens)
+        is an error unless `cut_prompt` (then its first `text_len` tokens are used, as training cut its captions)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
+        tokens, most = self.text_encoder.count_tokens(prompt), self.config.joint.text_len
+        if tokens > most and not cut_prompt:
+            raise AvflowError(f"the prompt is {tokens} tokens long and this model reads at most {most}: shorten it "
+                              "(e.g. one sentence per object)")  # fmt: skip
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
         if duration is not None and not 0 < float(duration) <= MAX_DURATION_S:

@@ -30,6 +30,11 @@ class FlowMatchingTask:
         self.config = config
         self.timesteps = TimestepSampler(config.timesteps, config.logit_mean, config.logit_scale, config.shift)
 
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        """Whether some steps run without some of the model's parameters (DDP must then be told to look for them)."""
+        return False
+
     def prepare(self, batch: dict, device: torch.device) -> dict:
         """Draw each sample's randomness from its own generator (independent of batch split and process count)."""
         streams = batch["streams"]

@@ -17,7 +17,7 @@ class JointFlowConfig(FlowMatchingConfig):
     prefix: float = 0.0  # probability of a clean prefix in a2v / v2a samples (window-by-window generation)
     # probability that a whole step runs with the audio-video interaction off and empty conditions: the negative
     # branch of modality-aware CFG (UniAVGen), which a model never trained so is off its training distribution;
-    # under DDP it leaves the fusion unused in that step (set train.find_unused_parameters)
+    # under DDP it leaves the fusion unused in that step (the trainer asks for train.find_unused_parameters)
     cross_modal_dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -31,6 +31,10 @@ class JointFlowTask(FlowMatchingTask):
     def __init__(self, config: JointFlowConfig):
         super().__init__(config)
         self.mixture = TaskMixture(dict(config.ratios), prefix=config.prefix)
+
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        return self.config.cross_modal_dropout > 0  # those steps skip the fusion
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
         """Each sample's task from its own seed; every audio stream (`audio`, or `left` and `right`) shares the

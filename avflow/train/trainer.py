@@ -164,6 +164,10 @@ class Trainer:
         if self.fsdp:
             self.ddp = fsdp.shard(self.loss_module, self.model, info, config.distributed.reshard_after_forward)
         else:
+            if info.distributed and self.task.leaves_parameters_unused and not loop.find_unused_parameters:
+                raise ConfigError(f"task {config.task.name}: some steps leave parameters unused (e.g. "
+                                  "cross_modal_dropout > 0), which DDP needs to know: set "
+                                  "train.find_unused_parameters=true")  # fmt: skip
             self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
         self.optimizer = build_optimizer(self.model, config.optim)

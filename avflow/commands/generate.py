@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "prompt",
         help="what happens in the scene, e.g. 'a red rubber ball bounces on the left' "
-        "(at most the model's text length: 64 tokens for the shipped model, else a one-line error)",
+        "(at most the model's text length, its config's joint.text_len tokens; longer is a one-line error)",
     )
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

@@ -97,3 +97,36 @@ def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_ch
     assert all(torch.equal(again[k], shipped[k]) for k in kept)
     assert any(not torch.equal(again[k], shipped[k]) for k in shipped if k.startswith("envelope."))
     assert load_world_codecs(out).checksum == load_world_codecs().checksum
+
+
+def test_video_refine_config_trains_the_decoder_alone_and_exports_with_the_same_checksum(world, tmp_path):
+    """configs/codecs/world_video_refine.yaml (the shipped video decoder trained further, with its full-resolution
+    stage, on the frozen encoder): the export keeps the encoder's stored tensors byte for byte, so the latent
+    checksum, and changes the decoder."""
+    import shutil
+
+    from avflow.codecs.world import default_codec_dir, load_world_codecs
+    from avflow.weights import read_state_dict
+
+    run, out = tmp_path / "run", tmp_path / "codecs"
+    overrides = [
+        f"out_dir={run}", f"data.train.args.root={world}", f"data.val.args.root={world}",
+        "data.val.args.split=train", "data.val.args.max_clips=4", "train.steps=3", "train.batch_size=2",
+        "schedule.warmup_steps=1", "log.every=1", "log.val_every=3", "log.val_batches=1", "log.sample_every=0",
+        "checkpoint.every=3", f"init.weights={default_codec_dir() / 'video.safetensors'}",
+    ]  # fmt: skip
+    assert cli_main(["train", str(REPO / "configs" / "codecs" / "world_video_refine.yaml"), *overrides]) == 0
+    out.mkdir()
+    shutil.copy(default_codec_dir() / "audio.safetensors", out)
+    shutil.copy(default_codec_dir() / "codecs.json", out)
+    spec = importlib.util.spec_from_file_location("export_codecs", REPO / "scripts" / "export_codecs.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    assert export.main(["video", str(run), "--out", str(out)]) == 0
+    shipped = read_state_dict(default_codec_dir() / "video.safetensors")
+    again = read_state_dict(out / "video.safetensors")
+    assert set(again) == set(shipped)
+    encoder = [k for k in shipped if k.startswith(("enc_frames.", "enc_fold.", "latent_scale"))]
+    assert encoder and all(torch.equal(again[k], shipped[k]) for k in encoder)
+    assert any(not torch.equal(again[k], shipped[k]) for k in shipped if k.startswith("dec_"))
+    assert load_world_codecs(out).checksum == load_world_codecs().checksum

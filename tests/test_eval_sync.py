@@ -142,6 +142,28 @@ def test_periodic_events_are_ambiguous():
     assert measure_clip(irregular.audio, SR, irregular.frames, irregular.fps).sync_offset_ms.defined
 
 
+def test_an_ambiguous_offset_gives_sides_only_where_every_lag_it_may_be_agrees():
+    clip = flash_clip(1, audio_delay_s=0.04, period_s=0.2, duration=3.0)
+    got = measure_clip(clip.audio, SR, clip.frames, clip.fps)
+    assert not got.sync_offset_ms.defined and got.sync.pairs.size == 0
+    lags = [lag for lag, _ in got.sync.candidates]
+    assert len(lags) >= 2 and abs(lags[0] - 40) < 3  # the true lag first, the others a period away
+    assert all(min(abs(a - b) for b in lags if b != a) > 150 for a in lags)
+    truth = [e["side"] for e in clip.meta["events"]]
+    heard = {round(s.visual_time, 4): s.cue for s in got.sides}
+    for i, (e, want) in enumerate(zip(clip.meta["events"], truth)):
+        cue = heard.get(round(e["time"], 4))
+        # each lag pairs event i with the sound of event i or a neighbour: a side only when all of them agree
+        neighbours = truth[max(0, i - 1) : i + 2]
+        if cue is not None and cue.side is not None:
+            assert cue.side == want and len(set(neighbours)) == 1 and 0 < i < len(truth) - 1, (i, truth)
+        elif 0 < i < len(truth) - 1 and len(set(neighbours)) > 1:
+            assert cue is not None and "ambiguous" in cue.reason, (i, cue)
+    assert sum(c.side is not None for c in heard.values()) >= 3  # this clip has runs of three alike
+    defined = measure_clip(flash_clip(6).audio, SR, flash_clip(6).frames, flash_clip(6).fps).sync
+    assert len(defined.candidates) == 1 and defined.candidates[0][0] == defined.offset_ms.value
+
+
 def test_world_clip_offset_and_contacts():
     from avflow.world.dataset import make_clip
 

@@ -50,6 +50,34 @@ def test_video_codec_rejects_bad_shapes(shape):
         WorldVideoCodec(SMALL_VIDEO).encode(torch.zeros(shape))
 
 
+def test_video_refine_stage_starts_as_the_decoder_and_keeps_the_checksum(tmp_path):
+    """The full-resolution stage (decoder-only config fields) starts as identity, so a codec given one decodes as
+    before; saved on the stored encoder it has the latent checksum of the codec without it."""
+    from avflow.codecs.world import latent_checksum
+    from avflow.weights import read_state_dict
+
+    torch.manual_seed(0)
+    config = WorldVideoCodecConfig(channels=(8, 16, 16), latent_blocks=1)
+    plain = WorldVideoCodec(config).eval()
+    refined = WorldVideoCodec(WorldVideoCodecConfig(**{**config.__dict__, "refine_channels": 8})).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refine.") for k in missing)
+    video = torch.rand(1, 3, 8, 32, 32) * 2 - 1  # (B, 3, T, H, W)
+    with torch.no_grad():
+        z = plain.encode(video)
+        assert torch.equal(refined.encode(video), z)
+        assert torch.allclose(refined.decode(z), plain.decode(z), atol=1e-6)
+        refined.refine.out[-1].weight.normal_()  # a trained stage changes the frames, not the latents
+        assert not torch.allclose(refined.decode(z), plain.decode(z), atol=1e-3)
+    save_codec(plain, tmp_path / "a", "video")
+    stored = read_state_dict(tmp_path / "a" / "video.safetensors")
+    save_codec(refined, tmp_path / "b", "video", encoder_state=stored)
+    again = read_state_dict(tmp_path / "b" / "video.safetensors")
+    assert latent_checksum({"video": plain}, {"video": stored}) == latent_checksum({"video": refined}, {"video": again})
+    with pytest.raises(ConfigError, match="refine_channels"):
+        WorldVideoCodecConfig(refine_channels=4)
+
+
 def test_audio_codec_layout_shapes_and_determinism():
     torch.manual_seed(0)
     codec = WorldAudioCodec(SMALL_AUDIO).eval()

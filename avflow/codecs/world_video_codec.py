@@ -4,7 +4,10 @@ Why this shape: world objects are 4-7 px discs and squares with hard edges, so t
 exact at full resolution. Frames are therefore coded one by one with 2-D stages first (space-to-depth 2x, then two
 stride-2 stages: 8x in space), and only then are the 4 frames of a latent frame folded into channels and mixed
 (4x in time). The decoder mirrors it; a temporal 3-tap convolution on the latent grid gives it the neighbouring
-latent frames, so the frames on either side of a latent boundary see the same context (no seams).
+latent frames, so the frames on either side of a latent boundary see the same context (no seams). An optional
+full-resolution stage (`refine_channels`) then corrects the decoded frames with 3x3 convolutions at H x W: the
+last decoder stage works at H/2 and emits 2x2 sub-pixels, so an object's edge is never seen at full resolution
+before it. It is decoder-only (`decoder_fields`): adding or training it keeps the latent space and its checksum.
 
 Temporal layout (as the conventions): plain T / 4, latent frame j covers pixel frames [4j, 4j + 4). Latents are
 deterministic; `latent_scale` (set by `fit_latent_scale`) makes them unit-variance for the flow models.
@@ -33,10 +36,14 @@ class WorldVideoCodecConfig:
     latent_blocks: int = 2  # blocks on the latent grid (after the 4-frame fold, before the unfold)
     latent_channels: int = 16
     latent_l2: float = 1e-4  # keeps latents bounded for the flow model
+    refine_channels: int = 0  # width of the full-resolution stage after the decoder (0: none)
+    refine_blocks: int = 2  # its residual blocks
 
     def __post_init__(self) -> None:
         if len(self.channels) != 3 or len(self.blocks) != 3 or min(self.channels) < 8:
             raise ConfigError(f"video codec: need 3 stage widths >= 8 and 3 block counts, got {self}")
+        if self.refine_channels and (self.refine_channels < 8 or self.refine_blocks < 0):
+            raise ConfigError(f"video codec: refine_channels must be 0 or >= 8 and refine_blocks >= 0, got {self}")
 
 
 class ResBlock2d(nn.Module):
@@ -71,12 +78,29 @@ def stage(ch: int, blocks: int) -> nn.Sequential:
     return nn.Sequential(*[ResBlock2d(ch) for _ in range(blocks)])
 
 
+class FullResRefine(nn.Module):
+    """Residual correction of decoded frames `(N, 3, H, W)` at full resolution; the output convolution starts at
+    zero, so a decoder given this stage starts as it was."""
+
+    def __init__(self, ch: int, blocks: int):
+        super().__init__()
+        self.inp = nn.Conv2d(3, ch, 3, padding=1)
+        self.blocks = stage(ch, blocks)
+        self.out = nn.Sequential(nn.GroupNorm(min(8, ch), ch), nn.SiLU(), nn.Conv2d(ch, 3, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return frames + self.out(self.blocks(self.inp(frames)))
+
+
 class WorldVideoCodec(nn.Module):
     """Frame-wise 2-D encoder -> 4-frame fold -> latent; latent -> temporal mix -> 4-frame unfold -> 2-D decoder."""
 
     temporal_down = TEMPORAL_DOWN
     spatial_down = SPATIAL_DOWN
     encoder_keys = ("enc_frames.", "enc_fold.", "latent_scale")  # what defines the latent space
+    decoder_fields = ("refine_channels", "refine_blocks")  # config fields the latents do not depend on
 
     def __init__(self, config: WorldVideoCodecConfig | None = None):
         super().__init__()
@@ -101,6 +125,7 @@ class WorldVideoCodec(nn.Module):
             stage(c1, n1), nn.Conv2d(c1, 4 * c0, 1), nn.PixelShuffle(2),
             stage(c0, n0), nn.GroupNorm(8, c0), nn.SiLU(), nn.Conv2d(c0, 12, 3, padding=1),
         )  # fmt: skip
+        self.refine = FullResRefine(c.refine_channels, c.refine_blocks) if c.refine_channels else None
         self.register_buffer("latent_scale", torch.ones(()))
 
     @property
@@ -140,6 +165,8 @@ class WorldVideoCodec(nn.Module):
         x = self.dec_unfold(x.transpose(1, 2).reshape(b * tl, c2, hh, ww))  # (B T', 4 c2, h, w)
         x = self.dec_frames(x.reshape(b * tl * k, c2, hh, ww))  # (B T, 12, 4 h, 4 w)
         frames = F.pixel_shuffle(x, 2)  # (B T, 3, H, W)
+        if self.refine is not None:
+            frames = self.refine(frames)
         return frames.reshape(b, tl * k, 3, 8 * hh, 8 * ww).transpose(1, 2)  # (B, 3, T, H, W)
 
     def encode(self, video: Tensor) -> Tensor:

@@ -18,6 +18,11 @@ or more, intervals within ``periodic_cv`` of their mean, shorter than twice the 
 ``distinct_ratio``: their offset is known only up to a multiple of the period. Else
 ``confidence = clip((1 − ρ)/(1 − distinct_ratio), 0, 1) · clip(coverage / min_coverage, 0, 1)``, ``coverage`` the
 fraction of visual events with an onset within ``τ`` of ``t_v + d*``.
+
+``candidates``: the lags that may be the offset, each refined and paired as above: the offset alone when it is
+defined; when it is undefined as ambiguous or periodic, every peak of ``s`` above ``distinct_ratio·s(d*)`` (peaks at
+least ``exclusion`` apart, best first). A measure that holds at every candidate (an event's side, read at whichever
+onset each candidate pairs it with) holds whatever the offset is.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class SyncConfig:
 class SyncResult:
     """``offset_ms`` (a :class:`Measure`); ``pairs`` ``(P, 2)`` indices (visual event, onset) paired one to one at that
     offset (:func:`pair_nearest`); ``lags_ms``/``scores`` the score curve; ``runner_up_ms`` the best lag away from the
-    peak (NaN if none)."""
+    peak (NaN if none); ``candidates`` the lags the offset may be, with their pairs (see the module docstring)."""
 
     offset_ms: Measure
     pairs: np.ndarray
@@ -65,6 +70,7 @@ class SyncResult:
     scores: np.ndarray
     runner_up_ms: float
     coverage: float
+    candidates: tuple[tuple[float, np.ndarray], ...] = ()  # (lag ms, pairs) per candidate offset, best first
 
 
 def _onset_map(onsets: AudioOnsets, t0: float, n: int, step: float, tol: float, floor: float) -> np.ndarray:
@@ -167,20 +173,39 @@ def match_events(
         reason = f"ambiguous: lags {1000 * lags[best]:+.0f} ms and {runner_ms:+.0f} ms fit about equally well"
     elif period and ratio > cfg.distinct_ratio:
         reason = f"periodic visual events (every {1000 * period:.0f} ms): the offset is ambiguous by the period"
-    if reason:
-        return SyncResult(Measure.undefined(reason), none, 1000 * lags, scores, runner_ms, 0.0)
     weights = cfg.novelty_floor + (1 - cfg.novelty_floor) * onsets.novelty
-    lag = float(lags[best])
-    for t in (tol, cfg.fine_tolerance_s):
-        found = _pairs(onsets, events, lag, t, weights)
-        if found.size == 0:
-            break
-        lag = _weighted_median(onsets.times[found[:, 1]] - events.times[found[:, 0]], weights[found[:, 1]])
-    pairs = pair_nearest(onsets.times, events.times, lag, pairing_tolerance(frame_period_s, cfg))
+    tau_pair = pairing_tolerance(frame_period_s, cfg)
+
+    def refined(lag: float) -> tuple[float, np.ndarray]:
+        for t in (tol, cfg.fine_tolerance_s):
+            found = _pairs(onsets, events, lag, t, weights)
+            if found.size == 0:
+                break
+            lag = _weighted_median(onsets.times[found[:, 1]] - events.times[found[:, 0]], weights[found[:, 1]])
+        return lag, pair_nearest(onsets.times, events.times, lag, tau_pair)
+
+    if reason:
+        peaks = _peaks(scores, cfg.distinct_ratio * scores[best], int(round(cfg.exclusion_s / cfg.step_s)))
+        candidates = tuple((1000.0 * lag, pairs) for lag, pairs in (refined(float(lags[i])) for i in peaks))
+        return SyncResult(Measure.undefined(reason), none, 1000 * lags, scores, runner_ms, 0.0, candidates)
+    lag, pairs = refined(float(lags[best]))
     coverage = float(np.mean([np.abs(onsets.times - tv - lag).min() < tol for tv in events.times]))
     distinct = float(np.clip((1.0 - ratio) / (1.0 - cfg.distinct_ratio), 0.0, 1.0))
     confidence = distinct * min(1.0, coverage / cfg.min_coverage)
-    return SyncResult(Measure.of(1000.0 * lag, confidence), pairs, 1000 * lags, scores, runner_ms, coverage)
+    offset = Measure.of(1000.0 * lag, confidence)
+    return SyncResult(offset, pairs, 1000 * lags, scores, runner_ms, coverage, ((1000.0 * lag, pairs),))
+
+
+def _peaks(scores: np.ndarray, floor: float, exclusion: int) -> list[int]:
+    """Indices of the local maxima of ``scores`` above ``floor``, best first, each at least ``exclusion`` grid steps
+    from a better one."""
+    padded = np.concatenate(([-np.inf], scores, [-np.inf]))
+    local = np.flatnonzero((scores >= padded[:-2]) & (scores >= padded[2:]) & (scores > floor))
+    kept: list[int] = []
+    for i in local[np.argsort(-scores[local], kind="stable")]:
+        if all(abs(int(i) - k) >= exclusion for k in kept):
+            kept.append(int(i))
+    return kept
 
 
 def _period(times: np.ndarray, cfg: SyncConfig) -> float | None:

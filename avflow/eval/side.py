@@ -31,6 +31,7 @@ from avflow.eval.onsets import AudioOnsets
 from avflow.eval.physics import Tracks
 
 EPS = 1e-20
+TORN = "the ILD and the ITD give opposite sides"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,7 @@ class CueConfig:
     rise_frame_s: float = 0.005  # frames (hop half of it) in which that rise is looked for
     min_evidence: float = 0.0  # the deciding cue's evidence must reach this (at onsets: any above its threshold)
     rise_evidence: float = 0.5  # min_evidence at an energy rise (a soft start is a weaker anchor)
+    long_window_s: float = 0.1  # no side over window_s: read again over up to this, until the next onset (0: never)
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.pre_s < 0 or self.max_itd_s <= 0 or self.upsample < 1:
@@ -61,6 +63,8 @@ class CueConfig:
             raise ValueError("cue config needs dominance >= 1, rise_db > 0, rise_frame_s > 0")
         if not (0 <= self.min_evidence <= 1 and 0 <= self.rise_evidence <= 1):
             raise ValueError("cue config needs min_evidence and rise_evidence in [0, 1]")
+        if self.long_window_s < 0:
+            raise ValueError("cue config needs long_window_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -229,7 +233,12 @@ def _adds_energy(a: np.ndarray, lo: int, hi: int) -> bool:
 
 
 def event_cues(
-    audio: np.ndarray, sample_rate: int, times: np.ndarray, config: CueConfig | None = None
+    audio: np.ndarray,
+    sample_rate: int,
+    times: np.ndarray,
+    config: CueConfig | None = None,
+    *,
+    ends: np.ndarray | None = None,
 ) -> list[EventCue]:
     """ILD and ITD of the sounds starting at ``times`` (s), and the side they give: the cue with the larger evidence
     ``|ILD|/ild_scale_db`` (1 dB from ``min_ild_db``) or ``margin·|ITD|/itd_scale_s`` (from ``min_itd_s``; ``margin``
@@ -237,8 +246,24 @@ def event_cues(
     When the two cues give opposite sides the stronger decides only if its evidence is ``dominance`` times the
     other's. No side (with its `reason`) when they stay torn, when the deciding evidence is below ``min_evidence``,
     or when the window adds no energy over the stretch before it (no sound starts there: the cues would be of what
-    rings on)."""
+    rings on).
+
+    With ``ends`` (s, per time: where the next sound starts, e.g. the next onset) an event the short window gives no
+    side for want of evidence (not torn: two sounds at once from both sides stay without one) is read again over
+    ``[t − pre_s, min(t + long_window_s, end − pre_s))`` when that is longer: a soft sound (a breath before a word,
+    a slow attack) shows its side only as it grows, and up to the next onset the window holds no other sound's
+    start. Codec comparisons (:func:`compare_event_cues`) read the short window only."""
     cfg = config or CueConfig()
+    if ends is not None and cfg.long_window_s > cfg.window_s:
+        short = event_cues(audio, sample_rate, times, replace(cfg, long_window_s=0.0))
+        out = []
+        for cue, end in zip(short, np.asarray(ends, dtype=np.float64)):
+            window = min(cfg.long_window_s, float(end) - cfg.pre_s - cue.time)
+            if cue.side is None and cue.reason != TORN and window > cfg.window_s:
+                longer = event_cues(audio, sample_rate, np.array([cue.time]), replace(cfg, window_s=window))[0]
+                cue = longer if longer.side is not None else cue
+            out.append(cue)
+        return out
     times = np.asarray(times, dtype=np.float64)
     if times.size == 0:
         return []
@@ -259,7 +284,7 @@ def event_cues(
                           1e6 * cfg.itd_scale_s)  # fmt: skip
         strong, weak = sorted((e_ild, e_itd), key=abs, reverse=True)
         if strong * weak < 0 and abs(strong) < cfg.dominance * abs(weak):
-            out.append(EventCue(float(t), ild, itd, None, "the ILD and the ITD give opposite sides"))
+            out.append(EventCue(float(t), ild, itd, None, TORN))
         elif strong == 0:
             why = ild.reason if not ild.defined else "neither cue reaches its threshold"
             out.append(EventCue(float(t), ild, itd, None, why))
@@ -334,6 +359,37 @@ def _visual_side(azimuth: float, cfg: CueConfig) -> str | None:
     return "left" if azimuth < 0 else "right"
 
 
+def _read_sides(
+    audio: np.ndarray,
+    sample_rate: int,
+    onsets: AudioOnsets,
+    events: VisualEvents,
+    lag: float,
+    pairs: np.ndarray,
+    cfg: CueConfig,
+    anchor_window_s: float,
+) -> dict[int, tuple[float, str, EventCue]]:
+    """Per visual event: the audio time, anchor and cues of its sound when the offset is ``lag`` (s) and ``pairs``
+    are its (event, onset) pairs (see :func:`event_sides`)."""
+    times = {int(v): (float(onsets.times[o]), "onset") for v, o in pairs}
+    if anchor_window_s > 0:
+        for v in set(range(len(events))) - set(times):
+            expected = float(events.times[v]) + lag
+            t = energy_rise(audio, sample_rate, expected - anchor_window_s, expected + anchor_window_s, cfg)
+            if t is not None:
+                times[v] = (t, "energy rise")
+    cues: dict[int, EventCue] = {}
+    # A soft start's window holds little more than the noise before it: there the cues must agree and be clear.
+    soft = replace(cfg, dominance=float("inf"), min_evidence=max(cfg.min_evidence, cfg.rise_evidence))
+    for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft)):
+        found = sorted(v for v in times if times[v][1] == anchor)
+        at = np.array([times[v][0] for v in found])
+        later = [onsets.times[onsets.times > t + 1e-3] for t in at]  # the next sound starts at the next onset
+        ends = np.array([x.min() if x.size else np.inf for x in later])
+        cues |= dict(zip(found, event_cues(audio, sample_rate, at, anchor_cfg, ends=ends)))
+    return {v: (*times[v], cues[v]) for v in times}
+
+
 def event_sides(
     audio: np.ndarray,
     sample_rate: int,
@@ -348,30 +404,35 @@ def event_sides(
     by visual time. With ``anchor_window_s > 0`` (e.g. :func:`avflow.eval.offset.pairing_tolerance`) an event left
     without an onset is read at the :func:`energy_rise` within ``±anchor_window_s`` of ``t_v + offset``, if any;
     there its ILD and ITD must not disagree and the deciding one must reach ``rise_evidence`` (a soft start's window
-    holds little more than the noise before it)."""
+    holds little more than the noise before it).
+
+    When the offset is undefined as ambiguous, the sides are read at each of its ``candidates`` (lags that fit about
+    equally well): an event has a side only when every candidate pairs it with a sound and all those sounds give the
+    same side (reported at the best candidate's sound): it is the side whatever the offset is. Elsewhere the event
+    has neither a side nor cues (which sound is its own is unknown), with the reason."""
     cfg = config or CueConfig()
-    if sync.pairs.size == 0:
+    candidates = sync.candidates or ((sync.offset_ms.value, sync.pairs),)
+    if any(pairs.size == 0 for _, pairs in candidates):
         return []
-    times = {int(v): (float(onsets.times[o]), "onset") for v, o in sync.pairs}
-    if anchor_window_s > 0:
-        lag = sync.offset_ms.value / 1000.0
-        for v in set(range(len(events))) - set(times):
-            expected = float(events.times[v]) + lag
-            t = energy_rise(audio, sample_rate, expected - anchor_window_s, expected + anchor_window_s, cfg)
-            if t is not None:
-                times[v] = (t, "energy rise")
-    cues: dict[int, EventCue] = {}
-    # A soft start's window holds little more than the noise before it: there the cues must agree and be clear.
-    soft = replace(cfg, dominance=float("inf"), min_evidence=max(cfg.min_evidence, cfg.rise_evidence))
-    for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft)):
-        found = sorted(v for v in times if times[v][1] == anchor)
-        cues |= dict(zip(found, event_cues(audio, sample_rate, np.array([times[v][0] for v in found]), anchor_cfg)))
+    readings = [
+        _read_sides(audio, sample_rate, onsets, events, lag_ms / 1000.0, pairs, cfg, anchor_window_s)
+        for lag_ms, pairs in candidates
+    ]
     out = []
-    for v in sorted(times):
-        az, cue = float(events.azimuth[v]), cues[v]
+    for v in sorted(set().union(*readings)):
+        seen_by = [r[v] for r in readings if v in r]
+        t, anchor, cue = seen_by[0]
+        why = ""
+        if len(seen_by) < len(readings):
+            why = "the offset is ambiguous and not every lag it may be pairs a sound with this event"
+        elif len({c.side for _, _, c in seen_by}) > 1:
+            why = "the offset is ambiguous and the lags it may be give different sides"
+        if why:  # which sound is this event's is unknown: no cue of it either (follows_events skips it)
+            cue = EventCue(cue.time, Measure.undefined(why), Measure.undefined(why), None, why)
+        az = float(events.azimuth[v])
         seen, heard = _visual_side(az, cfg), cue.side
         agrees = None if seen is None or heard is None else seen == heard
-        out.append(EventSide(float(events.times[v]), cue.time, az, seen, cue, agrees, times[v][1]))
+        out.append(EventSide(float(events.times[v]), t, az, seen, cue, agrees, anchor))
     return out
 
 

@@ -425,6 +425,9 @@ def test_envelope_head_starts_at_unity_swaps_with_the_ears_and_trains():
         loss.backward()
         opt.step()
     assert parts["envelope_db"] < 0.5 * first
+    with_stft, parts = codec.head_loss(audio, envelope_stft_weight=0.5)  # the optional spectral term adds on
+    assert "envelope_stft" not in codec.head_loss(audio)[1] and parts["envelope_stft"] > 0
+    torch.testing.assert_close(with_stft, codec.head_loss(audio)[0] + 0.5 * parts["envelope_stft"])
     with pytest.raises(ConfigError, match="no decoder head"):
         plain.head_loss(audio)
     with pytest.raises(ConfigError, match="envelope_hop dividing"):

@@ -242,7 +242,7 @@ class WorldAudioCodec(nn.Module):
         return total, parts
 
     def head_loss(
-        self, audio: Tensor, *, itd_beta: float = 0.5, floor_db: float = 50.0
+        self, audio: Tensor, *, itd_beta: float = 0.5, floor_db: float = 50.0, envelope_stft_weight: float = 0.0
     ) -> tuple[Tensor, dict[str, float]]:
         """The decoder heads the codec has, against `audio` `(B, 2, samples)`, everything else without gradients:
 
@@ -251,7 +251,9 @@ class WorldAudioCodec(nn.Module):
           mean |error| in µs, `itd_mae_us_no_delay`: the same for rendering no delay;
         - envelope: mean |log RMS| difference per ear and `envelope_hop` frame between the gained reconstruction
           (after the delay head, as decoded) and the input, both floored `floor_db` below the clip's loudest frame;
-          parts `envelope_db` and `envelope_db_no_gains` (the same in dB, with and without the gains).
+          parts `envelope_db` and `envelope_db_no_gains` (the same in dB, with and without the gains); plus
+          `envelope_stft_weight` x auraloss's multi-resolution STFT loss of the gained ears against the input (part
+          `envelope_stft`), so the gains do not reshape the spectrum while they level the attacks.
 
         The loss is the sum of the heads' terms."""
         self._check(audio)
@@ -279,6 +281,11 @@ class WorldAudioCodec(nn.Module):
             gained = apply_gains(plain, self.envelope(left, right), hop)
             envelope = (log_envelope(gained, hop, floor) - reference).abs().mean()
             total = total + envelope
+            if envelope_stft_weight:
+                n = gained.shape[-1]
+                stft = _multi_resolution_stft_loss()(gained.reshape(-1, 1, n), audio[..., :n].reshape(-1, 1, n))
+                total = total + envelope_stft_weight * stft
+                parts["envelope_stft"] = float(stft.detach())
             to_db = 20 / math.log(10)
             parts["envelope_db"] = float(envelope.detach()) * to_db
             parts["envelope_db_no_gains"] = float((log_envelope(plain, hop, floor) - reference).abs().mean()) * to_db

@@ -32,6 +32,22 @@ def codec_card():
     return module
 
 
+def export_into_shipped_folder(which: str, run: Path, out: Path) -> None:
+    """scripts/export_codecs.py `which` from `run` into `out`, a folder holding the shipped other codec."""
+    import shutil
+
+    from avflow.codecs.world import default_codec_dir
+
+    other = "audio" if which == "video" else "video"
+    out.mkdir()
+    shutil.copy(default_codec_dir() / f"{other}.safetensors", out)
+    shutil.copy(default_codec_dir() / "codecs.json", out)
+    spec = importlib.util.spec_from_file_location("export_codecs", REPO / "scripts" / "export_codecs.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    assert export.main([which, str(run), "--out", str(out)]) == 0
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("world")
@@ -67,8 +83,6 @@ def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_ch
     """configs/codecs/world_audio_envelope.yaml (the last decoder head, trained from the shipped codec): only the
     envelope head changes, its validation measures are logged, and the export keeps every other stored tensor byte
     for byte (so the latent checksum)."""
-    import shutil
-
     from avflow.codecs.world import default_codec_dir, load_world_codecs
     from avflow.weights import read_state_dict
 
@@ -83,13 +97,7 @@ def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_ch
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     samples = [r for r in lines if "sample/envelope_db" in r]
     assert [r["step"] for r in samples] == [2, 4] and all(r["sample/envelope_db_no_gains"] > 0 for r in samples)
-    out.mkdir()
-    shutil.copy(default_codec_dir() / "video.safetensors", out)
-    shutil.copy(default_codec_dir() / "codecs.json", out)
-    spec = importlib.util.spec_from_file_location("export_codecs", REPO / "scripts" / "export_codecs.py")
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
-    assert export.main(["audio", str(run), "--out", str(out)]) == 0
+    export_into_shipped_folder("audio", run, out)
     shipped = read_state_dict(default_codec_dir() / "audio.safetensors")
     again = read_state_dict(out / "audio.safetensors")
     assert set(again) == set(shipped)
@@ -103,8 +111,6 @@ def test_video_refine_config_trains_the_decoder_alone_and_exports_with_the_same_
     """configs/codecs/world_video_refine.yaml (the shipped video decoder trained further, with its full-resolution
     stage, on the frozen encoder): the export keeps the encoder's stored tensors byte for byte, so the latent
     checksum, and changes the decoder."""
-    import shutil
-
     from avflow.codecs.world import default_codec_dir, load_world_codecs
     from avflow.weights import read_state_dict
 
@@ -116,13 +122,7 @@ def test_video_refine_config_trains_the_decoder_alone_and_exports_with_the_same_
         "checkpoint.every=3", f"init.weights={default_codec_dir() / 'video.safetensors'}",
     ]  # fmt: skip
     assert cli_main(["train", str(REPO / "configs" / "codecs" / "world_video_refine.yaml"), *overrides]) == 0
-    out.mkdir()
-    shutil.copy(default_codec_dir() / "audio.safetensors", out)
-    shutil.copy(default_codec_dir() / "codecs.json", out)
-    spec = importlib.util.spec_from_file_location("export_codecs", REPO / "scripts" / "export_codecs.py")
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
-    assert export.main(["video", str(run), "--out", str(out)]) == 0
+    export_into_shipped_folder("video", run, out)
     shipped = read_state_dict(default_codec_dir() / "video.safetensors")
     again = read_state_dict(out / "video.safetensors")
     assert set(again) == set(shipped)

@@ -432,3 +432,52 @@ def test_envelope_head_starts_at_unity_swaps_with_the_ears_and_trains():
         plain.head_loss(audio)
     with pytest.raises(ConfigError, match="envelope_hop dividing"):
         WorldAudioCodecConfig(envelope_hop=30)
+
+
+def test_short_synthesis_stft_keeps_the_latent_space_and_reconstructs_exactly():
+    """`decoder_hop`/`decoder_n_fft` change the decoder only: same encoder keys, same checksum, same latents; the
+    synthesis STFT's inverse gives a signal back exactly (so the head can render any waveform), but for the last half
+    window (the trailing frame is dropped, as at the encoder); bad values fail."""
+    from avflow.codecs.world import latent_checksum
+
+    short = WorldAudioCodecConfig(**{**SMALL_AUDIO.__dict__, "decoder_hop": 50, "decoder_n_fft": 200})
+    torch.manual_seed(0)
+    plain, fine = WorldAudioCodec(SMALL_AUDIO), WorldAudioCodec(short)
+    encoder = {k: v for k, v in plain.state_dict().items() if k.startswith(plain.encoder_keys)}
+    fine.load_state_dict(encoder, strict=False)
+    assert latent_checksum({"audio": plain}, {"audio": plain.state_dict()}) == latent_checksum(
+        {"audio": fine}, {"audio": fine.state_dict()}
+    )
+    assert fine.head.out_channels == 2 * (200 // 2 + 1) and fine.dec[-2].weight.shape[-1] == 500 // 50
+    audio = torch.randn(2, 2, 4 * fine.samples_per_latent, generator=torch.Generator().manual_seed(2)) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(fine.encode(audio)["left"], plain.encode(audio)["left"])
+        assert fine.decode(fine.encode(audio)).shape == audio.shape
+        wav = audio.reshape(4, -1)
+        spec = fine._stft(wav, synthesis=True)
+        assert spec.shape[-1] == wav.shape[-1] // 50
+        back = fine._istft(spec, wav.shape[-1])  # the trailing frame is dropped: exact but for the last half window
+        torch.testing.assert_close(back[:, :-100], wav[:, :-100], atol=1e-5, rtol=0)
+    for bad in ({"decoder_hop": 60}, {"decoder_hop": 50, "decoder_n_fft": 80}, {"decoder_hop": -1}):
+        with pytest.raises(ConfigError, match="decoder"):
+            WorldAudioCodecConfig(**{**SMALL_AUDIO.__dict__, **bad})
+
+
+def test_codec_loss_scores_the_reconstruction_as_decoded_and_the_level_term_adds_up():
+    """With a delay head, `loss` scores what `decode` returns (the delay applied): its waveform L1 is that of
+    decode(encode(x)); `level_weight` adds the 1.6 ms log-level term (part `level_db`, in dB)."""
+    config = WorldAudioCodecConfig(**{**SMALL_AUDIO.__dict__, "itd_width": 8, "decoder_hop": 25, "decoder_n_fft": 100})
+    torch.manual_seed(0)
+    codec = WorldAudioCodec(config)
+    with torch.no_grad():
+        codec.itd.net[-1].weight.normal_(0.0, 5.0)  # clear delays, so scoring without them would differ
+    audio = torch.randn(2, 2, 4 * codec.samples_per_latent, generator=torch.Generator().manual_seed(4)) * 0.1
+    plain, parts = codec.loss(audio)
+    with torch.no_grad():
+        decoded = codec.decode(codec.encode(audio))
+        undelayed = codec._istft(codec._decode_spec(codec._encode_ears(audio.reshape(4, -1))), audio.shape[-1])
+    assert parts["wave_l1"] == pytest.approx(float((decoded - audio).abs().mean()), rel=1e-5)
+    assert abs(float((undelayed.reshape(audio.shape) - audio).abs().mean()) - parts["wave_l1"]) > 1e-6
+    full, more = codec.loss(audio, level_weight=0.5)
+    assert set(more) == set(parts) | {"level_db"} and more["level_db"] > 0
+    assert full.item() == pytest.approx(plain.item() + 0.5 * more["level_db"] * np.log(10) / 20, rel=1e-5)

@@ -52,6 +52,8 @@ class WorldAudioCodecConfig:
     envelope_width: int = 0  # decoder: width of the per-ear gain head (`envelope.py`); 0 = none
     envelope_hop: int = 25  # samples per gain (16 kHz: 1.6 ms); must divide hop * latent_stride
     envelope_max_db: float = 24.0  # the gains stay within ± this
+    decoder_hop: int = 0  # decoder: hop of the synthesis STFT (samples; 0 = hop); must divide hop * latent_stride
+    decoder_n_fft: int = 0  # decoder: synthesis window (samples; 0 = n_fft). Shorter ones smear attacks less
 
     def __post_init__(self) -> None:
         if self.head not in ("cartesian", "polar"):
@@ -63,8 +65,23 @@ class WorldAudioCodecConfig:
         if self.envelope_width < 0 or self.envelope_hop < 1 or (self.hop * self.latent_stride) % self.envelope_hop:
             raise ConfigError(f"audio codec: need envelope_width >= 0 and envelope_hop dividing hop * latent_stride "
                               f"({self.hop * self.latent_stride}): {self}")  # fmt: skip
+        if self.decoder_hop < 0 or self.decoder_n_fft < 0:
+            raise ConfigError(f"audio codec: decoder_hop and decoder_n_fft must be >= 0 (0 = hop, n_fft): {self}")
+        if (self.hop * self.latent_stride) % self.synthesis_hop or self.synthesis_n_fft < 2 * self.synthesis_hop:
+            raise ConfigError(f"audio codec: need decoder_hop dividing hop * latent_stride ({self.hop * self.latent_stride}) "
+                              f"and decoder_n_fft >= 2 decoder_hop: {self}")  # fmt: skip
         if not self.envelope_max_db > 0:
             raise ConfigError(f"audio codec: envelope_max_db must be > 0, got {self.envelope_max_db}")
+
+    @property
+    def synthesis_hop(self) -> int:
+        """The decoder's STFT hop (samples)."""
+        return self.decoder_hop or self.hop
+
+    @property
+    def synthesis_n_fft(self) -> int:
+        """The decoder's STFT window (samples)."""
+        return self.decoder_n_fft or self.n_fft
 
 
 class ConvNeXt1d(nn.Module):
@@ -87,12 +104,15 @@ class WorldAudioCodec(nn.Module):
     streams = STREAMS
     encoder_keys = ("enc.", "latent_scale")  # what defines the latent space
     # config fields the latent space does not depend on (left out of the latent checksum)
-    decoder_fields = ("itd_width", "itd_max_lag", "envelope_width", "envelope_hop", "envelope_max_db")
+    decoder_fields = (
+        "itd_width", "itd_max_lag", "envelope_width", "envelope_hop", "envelope_max_db", "decoder_hop", "decoder_n_fft",
+    )  # fmt: skip
 
     def __init__(self, config: WorldAudioCodecConfig | None = None):
         super().__init__()
         self.config = c = config or WorldAudioCodecConfig()
         bins, w, s = c.n_fft // 2 + 1, c.width, c.latent_stride
+        up = c.hop * s // c.synthesis_hop  # decoder frames per latent
         self.enc = nn.Sequential(
             nn.Conv1d(2 * bins, w, 3, padding=1), *[ConvNeXt1d(w) for _ in range(c.frame_blocks)],
             nn.Conv1d(w, w, s, stride=s), *[ConvNeXt1d(w) for _ in range(c.latent_blocks)],
@@ -100,9 +120,9 @@ class WorldAudioCodec(nn.Module):
         )  # fmt: skip
         self.dec = nn.Sequential(
             nn.Conv1d(c.latent_channels, w, 3, padding=1), *[ConvNeXt1d(w) for _ in range(c.latent_blocks)],
-            nn.ConvTranspose1d(w, w, s, stride=s), *[ConvNeXt1d(w) for _ in range(c.frame_blocks)],
+            nn.ConvTranspose1d(w, w, up, stride=up), *[ConvNeXt1d(w) for _ in range(c.frame_blocks)],
         )  # fmt: skip
-        self.head = nn.Conv1d(w, 2 * bins, 1)  # log magnitude and phase per bin
+        self.head = nn.Conv1d(w, 2 * (c.synthesis_n_fft // 2 + 1), 1)  # compressed (real, imag) per synthesis bin
         self.itd = InterauralDelayHead(c.latent_channels, c.itd_width) if c.itd_width else None
         per_latent = c.hop * c.latent_stride // c.envelope_hop
         self.envelope = (
@@ -111,6 +131,7 @@ class WorldAudioCodec(nn.Module):
             else None
         )
         self.register_buffer("window", torch.hann_window(c.n_fft), persistent=False)
+        self.register_buffer("synthesis_window", torch.hann_window(c.synthesis_n_fft), persistent=False)
         self.register_buffer("latent_scale", torch.ones(()))
 
     # --- layout ------------------------------------------------------------------------------------------------
@@ -143,11 +164,14 @@ class WorldAudioCodec(nn.Module):
 
     # --- per-ear coding ----------------------------------------------------------------------------------------
 
-    def _stft(self, wav: Tensor) -> Tensor:
-        """`(B, samples)` -> complex `(B, bins, samples / hop)` (centred frames; the trailing frame dropped)."""
+    def _stft(self, wav: Tensor, synthesis: bool = False) -> Tensor:
+        """`(B, samples)` -> complex `(B, bins, samples / hop)` (centred frames; the trailing frame dropped), at the
+        encoder's STFT or (`synthesis`) the decoder's."""
         c = self.config
-        spec = torch.stft(wav, c.n_fft, c.hop, window=self.window, center=True, return_complex=True)
-        return spec[..., : wav.shape[-1] // c.hop]
+        n_fft, hop = (c.synthesis_n_fft, c.synthesis_hop) if synthesis else (c.n_fft, c.hop)
+        window = self.synthesis_window if synthesis else self.window
+        spec = torch.stft(wav, n_fft, hop, window=window, center=True, return_complex=True)
+        return spec[..., : wav.shape[-1] // hop]
 
     def _encode_ears(self, wav: Tensor) -> Tensor:
         """`(E, samples)` -> unscaled latents `(E, C, N)`."""
@@ -156,7 +180,7 @@ class WorldAudioCodec(nn.Module):
         return self.enc(torch.cat([x.real, x.imag], dim=1))
 
     def _decode_spec(self, z: Tensor) -> Tensor:
-        """Unscaled latents `(E, C, N)` -> complex STFT `(E, bins, N * latent_stride)`."""
+        """Unscaled latents `(E, C, N)` -> complex synthesis STFT `(E, bins, N * samples_per_latent / decoder hop)`."""
         a, b = self.head(self.dec(z)).float().chunk(2, dim=1)  # fp32 under bf16 autocast: no complex bfloat16
         if self.config.head == "polar":
             return torch.exp(a.clamp(max=5.0)) * torch.exp(1j * b)
@@ -166,7 +190,8 @@ class WorldAudioCodec(nn.Module):
     def _istft(self, spec: Tensor, length: int) -> Tensor:
         c = self.config
         spec = torch.cat([spec, spec[..., -1:]], dim=-1)  # centred frames: one more than samples / hop
-        return torch.istft(spec, c.n_fft, c.hop, window=self.window, center=True, length=length)
+        n_fft, hop = c.synthesis_n_fft, c.synthesis_hop
+        return torch.istft(spec, n_fft, hop, window=self.synthesis_window, center=True, length=length)
 
     # --- public API --------------------------------------------------------------------------------------------
 
@@ -185,8 +210,14 @@ class WorldAudioCodec(nn.Module):
         z = torch.stack([left, right], dim=1).reshape(2 * b, n, -1).transpose(1, 2) * self.latent_scale
         full = n * self.samples_per_latent
         wav = self._istft(self._decode_spec(z), full).reshape(b, 2, full)
+        return self._apply_heads(wav, left, right, gains=False)
+
+    def _apply_heads(self, wav: Tensor, left: Tensor, right: Tensor, gains: bool = True) -> Tensor:
+        """The per-ear decoded `wav` `(B, 2, samples)` through the interaural delay and (`gains`) the envelope."""
         if self.itd is not None:
             wav = delay_ears(wav, self.itd(left, right), self.samples_per_latent)
+        if gains and self.envelope is not None:
+            wav = apply_gains(wav, self.envelope(left, right), self.config.envelope_hop)
         return wav
 
     def decode(self, latents: dict[str, Tensor], length: int | None = None) -> Tensor:
@@ -203,24 +234,32 @@ class WorldAudioCodec(nn.Module):
         return wav
 
     def loss(
-        self, audio: Tensor, *, interaural_weight: float = 0.0, fine_stft_weight: float = 0.0
+        self, audio: Tensor, *, interaural_weight: float = 0.0, fine_stft_weight: float = 0.0, level_weight: float = 0.0
     ) -> tuple[Tensor, dict[str, float]]:
-        """Complex-spectrum L1 + multi-resolution STFT + waveform L1 + latent L2, per ear; optionally (training
-        settings, not part of the codec's config, so a decoder trained further keeps the latent checksum):
+        """Complex-spectrum L1 (at the synthesis STFT) + multi-resolution STFT + waveform L1 + latent L2, per ear, of
+        the reconstruction as `decode` makes it (through the decoder heads the codec has, which are meant to be
+        frozen then); optionally (training settings, not part of the codec's config, so a decoder trained further
+        keeps the latent checksum):
 
         - `interaural_weight` x L1 between the power-compressed interaural cross-spectra `X_L X_R^*` of the
           reconstruction and the input, `|C|^(p-1) C`, at short STFTs (`INTERAURAL_STFTS`): the phase difference
           (ITD) and level ratio (ILD) of every time-frequency cell, weighted by its energy;
         - `fine_stft_weight` x auraloss's multi-resolution STFT loss at short windows (`FINE_STFTS`): log magnitudes
-          every 1-4 ms, so energy before an onset (pre-echo of the long synthesis window) costs.
+          every 1-4 ms, so energy before an onset (pre-echo of the long synthesis window) costs;
+        - `level_weight` x mean |log short-time RMS difference| per ear and `LEVEL_HOP` samples, both floored
+          `LEVEL_FLOOR_DB` below the clip's loudest frame (`envelope.log_envelope`): the level of every attack.
         """
         self._check(audio)
         c = self.config
         wav = audio.reshape(-1, audio.shape[-1])  # (2B, samples)
-        z = self._encode_ears(wav)
+        z = self._encode_ears(wav)  # (2B, C, N)
         spec = self._decode_spec(z)
         rec = self._istft(spec, wav.shape[-1])
-        target = self._stft(wav)
+        if self.itd is not None or self.envelope is not None:
+            scaled = (z / self.latent_scale).transpose(1, 2).unflatten(0, (-1, 2))  # (B, 2, N, C)
+            rec = self._apply_heads(rec.reshape(audio.shape), scaled[:, 0], scaled[:, 1]).reshape(wav.shape)
+            spec = self._stft(rec, synthesis=True)
+        target = self._stft(wav, synthesis=True)
 
         def compress(s: Tensor) -> Tensor:
             return s.abs().clamp_min(1e-7).pow(c.input_power - 1.0) * s
@@ -239,6 +278,12 @@ class WorldAudioCodec(nn.Module):
             fine = _multi_resolution_stft_loss(FINE_STFTS)(rec[:, None], wav[:, None])
             total = total + fine_stft_weight * fine
             parts["fine_stft"] = fine.item()
+        if level_weight:
+            pair_rec, pair_ref = rec.reshape(audio.shape), audio
+            floor = envelope_floor(pair_ref, LEVEL_HOP, LEVEL_FLOOR_DB)
+            level = (log_envelope(pair_rec, LEVEL_HOP, floor) - log_envelope(pair_ref, LEVEL_HOP, floor)).abs().mean()
+            total = total + level_weight * level
+            parts["level_db"] = level.item() * 20 / math.log(10)
         return total, parts
 
     def head_loss(
@@ -301,7 +346,9 @@ class WorldAudioCodec(nn.Module):
 
 
 INTERAURAL_STFTS = ((128, 32), (512, 128))  # (n_fft = window, hop) in samples: 8 ms and 32 ms windows at 16 kHz
-FINE_STFTS = ((64, 16), (128, 32), (256, 64))  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
+FINE_STFTS = ((64, 16), (128, 32), (256, 64))
+LEVEL_HOP = 25  # samples per level frame of `loss(level_weight=...)` (16 kHz: 1.6 ms)
+LEVEL_FLOOR_DB = 20.0  # levels below the clip's loudest frame by more than this count as this  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
 
 
 def interaural_l1(pred: Tensor, target: Tensor, power: float, stfts=INTERAURAL_STFTS) -> Tensor:

@@ -73,12 +73,13 @@ class AudioReconstructionConfig:
     window: float = 1.0  # seconds per training sample, rounded down to whole latent frames
     interaural_weight: float = 0.0  # codec loss: interaural cross-spectrum L1 (ITD/ILD per cell; WorldAudioCodec.loss)
     fine_stft_weight: float = 0.0  # codec loss: short-window STFT loss (pre-echo before onsets)
+    level_weight: float = 0.0  # codec loss: log short-time level per 1.6 ms (the level of attacks)
 
     def __post_init__(self) -> None:
         if self.window <= 0:
             raise ConfigError(f"window: must be > 0 seconds, got {self.window}")
-        if self.interaural_weight < 0 or self.fine_stft_weight < 0:
-            raise ConfigError("interaural_weight, fine_stft_weight: must be >= 0")
+        if min(self.interaural_weight, self.fine_stft_weight, self.level_weight) < 0:
+            raise ConfigError("interaural_weight, fine_stft_weight, level_weight: must be >= 0")
 
 
 class AudioReconstructionTask:
@@ -94,8 +95,9 @@ class AudioReconstructionTask:
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         windows = _audio_windows(model, batch["audio"], batch["seed"].tolist(), self.config.window)
         c = self.config
-        if c.interaural_weight or c.fine_stft_weight:  # losses of WorldAudioCodec; other codecs take the plain call
-            return model.loss(windows, interaural_weight=c.interaural_weight, fine_stft_weight=c.fine_stft_weight)[0]
+        if c.interaural_weight or c.fine_stft_weight or c.level_weight:  # WorldAudioCodec's; others: the plain call
+            weights = {"interaural_weight": c.interaural_weight, "fine_stft_weight": c.fine_stft_weight}
+            return model.loss(windows, **weights, level_weight=c.level_weight)[0]
         return model.loss(windows)[0]
 
     @torch.no_grad()

@@ -68,7 +68,8 @@ class WorldAudioCodecConfig:
         if self.decoder_hop < 0 or self.decoder_n_fft < 0:
             raise ConfigError(f"audio codec: decoder_hop and decoder_n_fft must be >= 0 (0 = hop, n_fft): {self}")
         if (self.hop * self.latent_stride) % self.synthesis_hop or self.synthesis_n_fft < 2 * self.synthesis_hop:
-            raise ConfigError(f"audio codec: need decoder_hop dividing hop * latent_stride ({self.hop * self.latent_stride}) "
+            per_latent = self.hop * self.latent_stride
+            raise ConfigError(f"audio codec: need decoder_hop dividing hop * latent_stride ({per_latent}) "
                               f"and decoder_n_fft >= 2 decoder_hop: {self}")  # fmt: skip
         if not self.envelope_max_db > 0:
             raise ConfigError(f"audio codec: envelope_max_db must be > 0, got {self.envelope_max_db}")
@@ -346,9 +347,9 @@ class WorldAudioCodec(nn.Module):
 
 
 INTERAURAL_STFTS = ((128, 32), (512, 128))  # (n_fft = window, hop) in samples: 8 ms and 32 ms windows at 16 kHz
-FINE_STFTS = ((64, 16), (128, 32), (256, 64))
+FINE_STFTS = ((64, 16), (128, 32), (256, 64))  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
 LEVEL_HOP = 25  # samples per level frame of `loss(level_weight=...)` (16 kHz: 1.6 ms)
-LEVEL_FLOOR_DB = 20.0  # levels below the clip's loudest frame by more than this count as this  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
+LEVEL_FLOOR_DB = 20.0  # levels below the clip's loudest frame by more than this count as this
 
 
 def interaural_l1(pred: Tensor, target: Tensor, power: float, stfts=INTERAURAL_STFTS) -> Tensor:

@@ -80,9 +80,9 @@ def test_codec_trains_through_its_config(which, world, tmp_path, capsys):
 
 
 def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_checksum(world, tmp_path):
-    """configs/codecs/world_audio_envelope.yaml (the last decoder head, trained from the shipped codec): only the
-    envelope head changes, its validation measures are logged, and the export keeps every other stored tensor byte
-    for byte (so the latent checksum)."""
+    """configs/codecs/world_audio_synthesis_envelope.yaml (the shipped codec's last decoder head, trained on the rest of
+    it, here loaded from the shipped file itself): only the envelope head changes, its validation measures are
+    logged, and the export keeps every other stored tensor byte for byte (so the latent checksum)."""
     from avflow.codecs.world import default_codec_dir, load_world_codecs
     from avflow.weights import read_state_dict
 
@@ -91,9 +91,10 @@ def test_decoder_heads_config_trains_the_head_alone_and_exports_with_the_same_ch
         f"out_dir={run}", f"data.train.args.root={world}", f"data.val.args.root={world}",
         "data.val.args.split=train", "data.val.args.max_clips=4", "train.steps=4", "train.batch_size=4",
         "schedule.warmup_steps=1", "log.every=1", "log.val_every=2", "log.val_batches=1", "log.sample_every=2",
-        "checkpoint.every=4",
+        "checkpoint.every=4", f"init.weights={default_codec_dir() / 'audio.safetensors'}",
     ]  # fmt: skip
-    assert cli_main(["train", str(REPO / "configs" / "codecs" / "world_audio_envelope.yaml"), *overrides]) == 0
+    config = REPO / "configs" / "codecs" / "world_audio_synthesis_envelope.yaml"
+    assert cli_main(["train", str(config), *overrides]) == 0
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     samples = [r for r in lines if "sample/envelope_db" in r]
     assert [r["step"] for r in samples] == [2, 4] and all(r["sample/envelope_db_no_gains"] > 0 for r in samples)

@@ -15,8 +15,17 @@ Measures (`avflow.eval.binaural_events`): per-event ILD error dB, ITD error µs,
 task 2 the onset error of the output's mix against the given mono (ms). Per seed the mean over clips; then mean ± std
 over seeds. The goal: the model beats every baseline on the four spatial measures by more than 2 seed std.
 
+Real recordings (`--real DIR`, task 2 only): clips of `scripts/make_real_sound_set.py` (real sounds on known sides,
+the audio up to 250 ms off the video), the true mono given to every method. Per event with a visual side, at its
+sound's first onset (the clip's json): is the louder channel on that side (ILD of the energy the event adds over
+[onset − 3 ms, onset + 50 ms)), and the side ILD and ITD give together (`avflow.eval.side.event_cues`, as `avflow
+eval` reads sides). The "recording" row scores the clip's own stereo track: the measures' ceiling.
+
     python benchmarks/binaural.py --world-test data/binaural_kemar --make-test          # 48 one- + 48 two-object clips
     python benchmarks/binaural.py --world-test data/binaural_kemar --tasks 1 2 --json docs/binaural_metrics.json \
+        --weights runs/binaural_v2/seed{0,1,2}/binaural.safetensors
+    python scripts/make_real_sound_set.py --out data/real_sound --n 100 --seed 1     # then, task 2 on it:
+    python benchmarks/binaural.py --real data/real_sound --json real.json \
         --weights runs/binaural_v2/seed{0,1,2}/binaural.safetensors
 """
 
@@ -36,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
 from avflow.eval.binaural_events import MEASURES, event_measures  # noqa: E402
+from avflow.eval.side import CueConfig, event_cues, ild_at  # noqa: E402
 from avflow.models.binaural import SAMPLING  # noqa: E402
 from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
 from avflow.pipelines.cue_transfer import transfer_cues  # noqa: E402
@@ -118,6 +128,81 @@ def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int],
             score(task, "spatialiser", s, spatialise(mono, sr, clip.frames, fps), given)
 
 
+LOUDER = CueConfig(window_s=0.05)  # the louder channel over [onset - 3 ms, onset + 50 ms)
+REAL_COUNTS = ("louder_right", "louder_wrong", "side_right", "side_wrong", "events")
+
+
+def real_event_sides(audio: np.ndarray, sample_rate: int, meta: dict) -> dict[str, int]:
+    """Counts over the events with a visual side of a real-sound clip (its json `meta`): louder channel on that side
+    or on the other (ILD > 0 = left louder), and the side of `event_cues` (read until the next event's sound at
+    most) right or wrong; neither when undefined."""
+    events = sorted(meta["events"], key=lambda e: e["audio_time"])
+    starts = np.array([e["audio_time"] + e["onsets"][0] for e in events])
+    ends = np.append(starts[1:], starts[-1] + 1.0) if len(starts) else starts
+    sided = [i for i, e in enumerate(events) if e.get("side") in ("left", "right")]
+    counts = dict.fromkeys(REAL_COUNTS, 0)
+    cues = event_cues(audio, sample_rate, starts[sided], ends=ends[sided])
+    for i, cue in zip(sided, cues):
+        side = events[i]["side"]
+        ild = ild_at(audio, sample_rate, float(starts[i]), LOUDER)
+        if ild.defined and ild.value != 0:
+            counts["louder_right" if (ild.value > 0) == (side == "left") else "louder_wrong"] += 1
+        if cue.side is not None:
+            counts["side_right" if cue.side == side else "side_wrong"] += 1
+        counts["events"] += 1
+    return counts
+
+
+def run_real(folder: Path, limit: int, pipes: list, seeds: list[int]) -> dict:
+    """Task 2 on real-sound clips: method -> seed -> summed counts (`REAL_COUNTS`), plus per-clip rows."""
+    from avflow.data.audio import read_audio
+    from avflow.data.video import video_frames
+
+    stems = sorted(p.with_suffix("") for p in folder.glob("*.json") if p.with_suffix(".mp4").is_file())
+    stems = stems[:limit] if limit > 0 else stems
+    if not stems:
+        sys.exit(f"--real {folder}: no real-sound clips (.mp4 with a .json beside it)")
+    sr, totals, rows, start = 16000, {}, [], time.time()
+
+    def add(method: str, seed: int, audio: np.ndarray, meta: dict, row: dict) -> None:
+        counts = real_event_sides(audio, sr, meta)
+        cell = totals.setdefault(method, {}).setdefault(seed, dict.fromkeys(REAL_COUNTS, 0))
+        for k, v in counts.items():
+            cell[k] += v
+        row[f"{method}/{seed}"] = counts
+
+    for i, stem in enumerate(stems):
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        frames, fps, _ = video_frames(stem.with_suffix(".mp4"))
+        track, _ = read_audio(stem.with_suffix(".mp4"), sample_rate=sr, channels=2)
+        ref = track.numpy().astype(np.float32)  # (2, S)
+        mono = ref.mean(0)
+        row = {"clip": stem.name}
+        add("recording", 0, ref, meta, row)
+        add("mono_copy", 0, np.stack([mono, mono]), meta, row)
+        add("pan", 0, amplitude_pan(mono, sr, frames, fps), meta, row)
+        add("spatialiser", 0, spatialise(mono, sr, frames, fps), meta, row)
+        for s, pipe in zip(seeds, pipes):
+            add("model", s, pipe.generate(frames, fps, ref.shape[1], mono=mono, seed=s, sampling=pipe.sampling), meta,
+                row)  # fmt: skip
+        rows.append(row)
+        print(f"real {i + 1}/{len(stems)} clips ({time.time() - start:.0f} s)", file=sys.stderr)
+    return {"clips": len(stems), "totals": totals, "per_clip": rows}
+
+
+def real_table(real: dict) -> list[dict]:
+    """One row per method: counts summed over clips, per seed; the model's rates as mean ± std over seeds."""
+    out = []
+    for method, per_seed in real["totals"].items():
+        rates = {k: [c[k] / c["events"] if c["events"] else np.nan for c in per_seed.values()]
+                 for k in REAL_COUNTS[:4]}  # fmt: skip
+        row = {"method": method, "seeds": len(per_seed), "events": next(iter(per_seed.values()))["events"]}
+        for k, v in rates.items():
+            row[k] = f"{100 * np.mean(v):.1f}±{100 * np.std(v):.1f} %" if len(v) > 1 else f"{100 * v[0]:.1f} %"
+        out.append(row)
+    return out
+
+
 def summarise(results: dict) -> dict:
     """task -> group -> method -> measure -> {mean, std, seeds, clips}: mean over clips per seed, then over seeds."""
     out: dict = {}
@@ -155,9 +240,16 @@ def verdict(table: dict) -> dict:
     return out
 
 
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world-test", type=Path, required=True, help="folder with test/ (KEMAR-rendered clips)")
+    parser.add_argument("--world-test", type=Path, default=None, help="folder with test/ (KEMAR-rendered clips)")
+    parser.add_argument("--real", type=Path, default=None, help="real-sound clips (scripts/make_real_sound_set.py)")
+    parser.add_argument("--real-limit", type=int, default=0, help="real-sound clips (0: all)")
     parser.add_argument("--make-test", action="store_true", help="render the KEMAR test split into --world-test")
     parser.add_argument("--n-one", type=int, default=48, help="one-object clips (--make-test)")
     parser.add_argument("--n-two", type=int, default=48, help="two-object clips (--make-test)")
@@ -170,6 +262,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the tables here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.world_test is None and args.real is None:
+        parser.error("give --world-test (KEMAR world clips) and/or --real (real-sound clips)")
+    if args.real is not None and not args.real.is_dir():
+        parser.error(f"--real {args.real}: not a folder")
+    if args.make_test and args.world_test is None:
+        parser.error("--make-test needs --world-test")
     if args.make_test:
         from avflow.world.binaural import kemar_path
 
@@ -180,11 +278,20 @@ def main() -> None:
     missing = [w for w in args.weights if not w.is_file()]
     if not args.weights or missing:
         parser.error(f"--weights: give one existing export per seed (missing: {', '.join(map(str, missing))})")
-    rows = read_manifest(args.world_test, "test")
-    rows = rows[: args.limit] if args.limit > 0 else rows
     sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
     pipes = [BinauralPipeline.from_assets(w, sampling=sampling) for w in args.weights]
     seeds = list(range(len(pipes)))
+    real = None
+    if args.real is not None:
+        real = run_real(args.real, args.real_limit, pipes, seeds)
+        print_table(real_table(real), f"task 2 on real recordings ({real['clips']} clips of {args.real}): per event "
+                    "with a visual side, louder channel / ILD+ITD side on it (right) or on the other (wrong)")
+        if args.world_test is None:
+            if args.json:
+                write_json(args.json, {"real": real, "real_table": real_table(real)})
+            return
+    rows = read_manifest(args.world_test, "test")
+    rows = rows[: args.limit] if args.limit > 0 else rows
     joint = None
     if "1" in args.tasks:
         from avflow.pipelines.default_model import load_default_model
@@ -217,8 +324,10 @@ def main() -> None:
         out = {"clips": len(rows), "seeds": len(seeds), "weights": [str(w) for w in args.weights],
                "sampling": {"steps": sampling.steps, "cfg_strength": sampling.cfg_strength}, "metrics": table,
                "model_better_than": wins, "seconds": time.time() - start}  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        if real is not None:
+            out |= {"real": real, "real_table": real_table(real)}
+        write_json(args.json, out)
+
 
 
 if __name__ == "__main__":

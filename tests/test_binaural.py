@@ -211,3 +211,36 @@ def test_cli_mono_errors_are_one_line_before_any_weights(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and re.search(message, err), err
     assert reads.calls == [] and not (tmp_path / "out.mp4").exists()
+
+
+def test_real_recording_sides_count_the_louder_channel_at_each_sided_event():
+    """benchmarks/binaural.py --real: a click 6 dB louder (and leading) in the left ear at a left event reads right,
+    the same click at a right event reads wrong, mirrored ears the other way round; an event without a side is not
+    counted, one where nothing sounds counts neither right nor wrong, nor does a mono copy."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("binaural")
+    sr = 16000
+    rng = np.random.default_rng(0)
+    audio = 1e-4 * rng.standard_normal((2, 2 * sr)).astype(np.float32)  # (2, S): quiet noise floor
+    click = np.hanning(64).astype(np.float32) * rng.standard_normal(64).astype(np.float32)
+    for t in (0.5, 0.9, 1.2, 1.6):  # sounds at 0.5 and 0.9 s (left events), 1.2 s (right event), 1.6 s (no side)
+        i = int(t * sr)
+        audio[0, i : i + 64] += 0.5 * click
+        audio[1, i + 8 : i + 72] += 0.25 * click  # right ear 6 dB quieter and 0.5 ms late: a left source
+    events = [
+        {"audio_time": 0.5, "onsets": [0.0], "side": "left"},
+        {"audio_time": 0.9, "onsets": [0.0], "side": "left"},
+        {"audio_time": 1.2, "onsets": [0.0], "side": "right"},
+        {"audio_time": 1.6, "onsets": [0.0]},
+        {"audio_time": 1.9, "onsets": [0.0], "side": "left"},  # nothing sounds there
+    ]
+    counts = bench.real_event_sides(audio, sr, {"events": events})
+    assert counts == {"louder_right": 2, "louder_wrong": 1, "side_right": 2, "side_wrong": 1, "events": 4}
+    mirrored = bench.real_event_sides(audio[::-1].copy(), sr, {"events": events})
+    assert mirrored == {"louder_right": 1, "louder_wrong": 2, "side_right": 1, "side_wrong": 2, "events": 4}
+    mono = audio.mean(0)
+    assert bench.real_event_sides(np.stack([mono, mono]), sr, {"events": events}) == {
+        "louder_right": 0, "louder_wrong": 0, "side_right": 0, "side_wrong": 0, "events": 4}

@@ -50,6 +50,7 @@ from avflow.models.binaural import SAMPLING  # noqa: E402
 from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
 from avflow.pipelines.cue_transfer import transfer_cues  # noqa: E402
 from avflow.pipelines.spatialise import amplitude_pan, spatialise  # noqa: E402
+from avflow.weights import atomic_write  # noqa: E402
 from avflow.world.dataset import load_clip, make_clip, read_manifest, rerender_audio, write_clip  # noqa: E402
 
 TEST_SEED = 9_000_000  # clip seeds TEST_SEED + i: disjoint from every `avflow world make` split of a run seed < 9
@@ -241,8 +242,8 @@ def verdict(table: dict) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    """`data` as indented JSON, written atomically (the project's `atomic_write`)."""
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=1) + "\n").encode()))
 
 
 def main() -> None:

@@ -170,7 +170,8 @@ def set_tf32(on: bool) -> None:
 
 def measure(run: Run, way: Way) -> tuple[float, tuple[float, float], torch.Tensor | None]:
     """(wall seconds, (peak memory MB, its growth over the start), output) of one call after a garbage collection;
-    best of --repeat calls."""
+    best of --repeat calls. Under inference mode, as the pipelines run (paths that differ in training, such as the
+    vocoder's in-place snake and FFT convolutions, are the ones users get)."""
     set_tf32(way.tf32)
     best, peak, growth, out = math.inf, 0.0, 0.0, None
     for _ in range(run.args.repeat):
@@ -180,7 +181,7 @@ def measure(run: Run, way: Way) -> tuple[float, tuple[float, float], torch.Tenso
         start_mb = current_memory_mb(run.device)
         synchronize(run.device)
         start = time.perf_counter()
-        with autocast(way.precision, run.device):
+        with torch.inference_mode(), autocast(way.precision, run.device):
             out = way.run()
         synchronize(run.device)
         best = min(best, time.perf_counter() - start)
@@ -483,7 +484,8 @@ def stage_vocoder(run: Run, variant: str, config: BigVGANConfig, mel: torch.Tens
         return plain_bigvgan.vocode(p, config, mel.to("meta"))
 
     flops_plain = scale * meta_flops(lambda: BigVGAN(config), count)
-    flops_avflow = scale * meta_flops(lambda: BigVGAN(config), lambda m, p: m(mel.to("meta")))
+    with torch.inference_mode():  # the path inference takes (its long convolutions by FFT, avflow.nn.fft_conv)
+        flops_avflow = scale * meta_flops(lambda: BigVGAN(config), lambda m, p: m(mel.to("meta")))
     ways = [
         Way("plain", lambda: plain_bigvgan.vocode(params, config, mel), flops_plain),
         Way("avflow", lambda: vocoder(mel), flops_avflow),

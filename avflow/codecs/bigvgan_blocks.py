@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avflow.nn import fft_conv
+
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> torch.Tensor:
     """Kaiser-windowed sinc low-pass filter (1, 1, kernel_size), summing to 1; cutoff in cycles per sample."""
@@ -43,11 +45,33 @@ def from_frames(x: torch.Tensor) -> torch.Tensor:
 
 
 def conv_frames(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """A Conv1d applied to x (B, C_in, T) or frames (B, C_in, 1, T); same layout out."""
+    """A Conv1d applied to x (B, C_in, T) or frames (B, C_in, 1, T); same layout out. Float32 CPU inference runs
+    the long kernels by FFT where `fft_conv.pays_off` (not under `torch.use_deterministic_algorithms(True)`)."""
+    if by_fft(conv, x):
+        tokens = x.transpose(1, 2) if x.ndim == 3 else x[:, :, 0].transpose(1, 2)  # (B, T, C_in)
+        y = fft_conv.conv1d_tokens(tokens, conv.weight, conv.bias, conv.dilation[0], fft_conv.N_FFT)
+        return y.transpose(1, 2).contiguous() if x.ndim == 3 else y.transpose(1, 2).unsqueeze(2)
     if x.ndim == 3:
         return conv(x)
     return F.conv2d(
         x, conv.weight.unsqueeze(2), conv.bias, (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0])
+    )
+
+
+def by_fft(conv: nn.Conv1d, x: torch.Tensor) -> bool:
+    """Whether `conv_frames` takes the FFT path for this C -> C 'same' convolution on x."""
+    c_out, c_in, k = conv.weight.shape
+    return (
+        c_out == c_in
+        and conv.stride == (1,)
+        and conv.groups == 1
+        and conv.padding == (conv.dilation[0] * (k - 1) // 2,)
+        and not torch.is_grad_enabled()
+        and x.device.type in ("cpu", "meta")  # meta: FLOP counts see the path the CPU takes
+        and x.dtype == conv.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.are_deterministic_algorithms_enabled()
+        and fft_conv.pays_off(c_in, x.shape[-1], k)
     )
 
 

@@ -36,32 +36,32 @@ def pays_off(channels: int, length: int, kernel_size: int) -> bool:
     return any(kernel_size == k and channels >= c and channels * length >= n for k, c, n in PAYS_OFF)
 
 
-def dft_basis(kernel_size: int, n_fft: int, like: torch.Tensor) -> torch.Tensor:
-    """(2 bins, k): rows cos(2 pi f j / n_fft) for the bins f, then sin(...): the real and imaginary parts of the
-    conjugate DFT of taps j (bins = n_fft / 2 + 1)."""
+def dft_basis(kernel_size: int, n_fft: int) -> torch.Tensor:
+    """(2 bins, k) float64: rows cos(2 pi f j / n_fft) for the bins f, then sin(...): the real and imaginary parts of
+    the conjugate DFT of taps j (bins = n_fft / 2 + 1)."""
     j = torch.arange(kernel_size, dtype=torch.float64)[None, :]
     f = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
     angle = 2 * math.pi * f * j / n_fft
-    return torch.cat([angle.cos(), angle.sin()]).to(like)
+    return torch.cat([angle.cos(), angle.sin()])
 
 
-def forward_basis(n_fft: int, like: torch.Tensor) -> torch.Tensor:
-    """(2 bins, n_fft): the real DFT's cos rows then -sin rows (S_f = sum_n s[n] e^{-2 pi i f n / n_fft})."""
-    basis = dft_basis(n_fft, n_fft, torch.empty(0, dtype=torch.float64))
+def forward_basis(n_fft: int) -> torch.Tensor:
+    """(2 bins, n_fft) float64: the real DFT's cos rows then -sin rows (S_f = sum_n s[n] e^{-2 pi i f n / n_fft})."""
+    basis, bins = dft_basis(n_fft, n_fft), n_fft // 2 + 1
+    return torch.cat([basis[:bins], -basis[bins:]])
+
+
+def inverse_basis(n_fft: int, outputs: int) -> torch.Tensor:
+    """(outputs, 2 bins) float64: the first `outputs` samples of the inverse real DFT from (real, imaginary) bins;
+    bins 0 and n_fft / 2 count once, the others twice (their conjugate twins), and imaginary parts of those two do
+    not count."""
     bins = n_fft // 2 + 1
-    return torch.cat([basis[:bins], -basis[bins:]]).to(like)
-
-
-def inverse_basis(n_fft: int, outputs: int, like: torch.Tensor) -> torch.Tensor:
-    """(outputs, 2 bins): the first `outputs` samples of the inverse real DFT from (real, imaginary) bins; bins 0 and
-    n_fft / 2 count once, the others twice (their conjugate twins), and imaginary parts of those two do not count."""
-    bins = n_fft // 2 + 1
-    basis = dft_basis(outputs, n_fft, torch.empty(0, dtype=torch.float64)).T  # (outputs, 2 bins): cos | sin
+    basis = dft_basis(outputs, n_fft).T  # (outputs, 2 bins): cos | sin
     weight = torch.full((bins,), 2.0, dtype=torch.float64)
     weight[0] = weight[-1] = 1.0
     basis = basis * torch.cat([weight, -weight]) / n_fft  # Re(Y e^{+i a}) = Y_re cos a - Y_im sin a
     basis[:, bins] = basis[:, -1] = 0.0
-    return basis.to(like)
+    return basis
 
 
 def block_length(kernel_size: int, n_fft: int) -> int:
@@ -89,16 +89,17 @@ def conv1d_tokens(
     x = F.pad(x, (0, 0, pad, blocks * block + k - 1 - pad - phase_length))  # (B d, blocks L + k - 1, C)
     rows = x.shape[0] * blocks
     windows = x.unfold(1, n_fft, block).permute(3, 0, 1, 2).reshape(n_fft, rows * channels)  # (n_fft, R C)
-    spectrum = (forward_basis(n_fft, x) @ windows).view(2, bins, rows, channels)  # (re | im, bins, R, C)
+    spectrum = (forward_basis(n_fft).to(x) @ windows).view(2, bins, rows, channels)  # (re | im, bins, R, C)
     products = torch.zeros(2, bins, rows, c_out, dtype=x.dtype, device=x.device)
-    basis, taps = dft_basis(k, n_fft, x), weight.permute(2, 1, 0).reshape(k, c_in * c_out)  # (2 bins, k), (k, C C_out)
+    basis = dft_basis(k, n_fft).to(x)  # (2 bins, k)
+    taps = weight.permute(2, 1, 0).reshape(k, c_in * c_out)  # (k, C_in C_out)
     for start in range(0, c_in, CHANNELS_PER_PASS):  # the weight read once, transformed a slice at a time (in cache)
         c = slice(start, min(start + CHANNELS_PER_PASS, c_in))
         w_re, w_im = (basis @ taps[:, c.start * c_out : c.stop * c_out]).view(2, bins, -1, c_out)  # conj(W_f)
         s_re, s_im = spectrum[..., c]  # (bins, R, slice)
         products[0].baddbmm_(s_re, w_re).baddbmm_(s_im, w_im, alpha=-1)  # re += S_re W_re - S_im W_im
         products[1].baddbmm_(s_re, w_im).baddbmm_(s_im, w_re)  # im += S_re W_im + S_im W_re
-    y = inverse_basis(n_fft, block, x) @ products.view(2 * bins, rows * c_out)  # (L, R C_out)
+    y = inverse_basis(n_fft, block).to(x) @ products.view(2 * bins, rows * c_out)  # (L, R C_out)
     y = y.view(block, -1, blocks, c_out).permute(1, 2, 0, 3).reshape(-1, blocks * block, c_out)[:, :phase_length]
     if dilation > 1:  # back to (B, T, C_out)
         y = y.reshape(batch, dilation, phase_length, c_out).transpose(1, 2).reshape(batch, -1, c_out)[:, :length]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import resource
 import time
@@ -102,6 +103,16 @@ def load_average() -> str:
     except OSError:
         return "unknown"
     return f"{one:.1f} {five:.1f} {fifteen:.1f} on {os.cpu_count()} CPUs"
+
+
+def report(rows: list[dict], threads: int, load_before: tuple[float, ...], facts: str, json_path: Path | None) -> None:
+    """Print the run's facts with the load average before and now, the table of rows; write them as JSON if asked."""
+    load_after = os.getloadavg()
+    print(f"threads={threads}, torch {torch.__version__}, {facts}; load {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after")  # fmt: skip
+    print_table(rows)
+    if json_path:
+        json_path.write_text(json.dumps({"threads": threads, "load": [load_before, load_after], "rows": rows}))
 
 
 def print_table(rows: list[dict], title: str = "") -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -31,9 +30,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import bigvgan as plain_bigvgan  # noqa: E402
-from common import print_table, reset_peak_memory, timed  # noqa: E402
+from common import report, reset_peak_memory, timed  # noqa: E402
+from foley_stages import random_vocoder  # noqa: E402
 
-from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN  # noqa: E402
+from avflow.codecs.bigvgan import BIGVGAN_CONFIGS  # noqa: E402
 from avflow.nn import fft_conv  # noqa: E402
 
 # (channels, samples): BigVGAN 16 kHz's levels for 2 s and 8 s of audio, 44.1 kHz's first level for 8 s
@@ -66,12 +66,7 @@ def row(channels: int, length: int, k: int, dilation: int, repeat: int) -> dict:
 def vocoder_rows(mode: str, seconds: float, rounds: int) -> list[dict]:
     """Plain, avflow direct and avflow as shipped on one vocoder, alternating, cold heap before every call."""
     config = BIGVGAN_CONFIGS[mode]
-    torch.manual_seed(0)
-    vocoder = BigVGAN(config).eval().requires_grad_(False)
-    with torch.no_grad():  # snake parameters away from their init, so that every snake does something
-        for name, p in vocoder.named_parameters():
-            if name.endswith((".alpha", ".beta")):
-                p.normal_(0.0, 0.3)
+    vocoder = random_vocoder(config, torch.device("cpu"))
     params = vocoder.state_dict()
     mel = torch.randn(1, config.num_mels, round(seconds * config.sample_rate / config.hop_length))
     shipped_rule = fft_conv.pays_off
@@ -121,18 +116,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="--vocoder: calls of each way, in turn")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    if args.vocoder:
-        if args.seconds <= 0 or args.rounds < 1:
-            p.error("--seconds must be > 0 and --rounds >= 1")
-        torch.set_num_threads(args.threads)
-        load = os.getloadavg()
-        rows = [row for mode in args.vocoder for row in vocoder_rows(mode, args.seconds, args.rounds)]
-        print(f"threads={args.threads}, torch {torch.__version__}, inference mode, cold heap per call; load "
-              f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")  # fmt: skip
-        print_table(rows)
-        if args.json:
-            args.json.write_text(json.dumps({"threads": args.threads, "load": [load, os.getloadavg()], "rows": rows}))
-        return
+    if args.vocoder and (args.seconds <= 0 or args.rounds < 1):
+        p.error("--seconds must be > 0 and --rounds >= 1")
     shapes = []
     for shape in args.shapes:
         channels, _, length = shape.partition("x")
@@ -142,12 +127,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = os.getloadavg()
-    rows = [row(c, t, k, d, args.repeat) for c, t in shapes for k in args.kernels for d in args.dilations]
-    print(f"threads={args.threads}, torch {torch.__version__}, n_fft {fft_conv.N_FFT}; load {load[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
-    print_table(rows)
-    if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "load": [load, os.getloadavg()], "rows": rows}))
+    if args.vocoder:
+        rows = [row for mode in args.vocoder for row in vocoder_rows(mode, args.seconds, args.rounds)]
+        report(rows, args.threads, load, "whole vocoders, inference mode, cold heap per call", args.json)
+    else:
+        rows = [row(c, t, k, d, args.repeat) for c, t in shapes for k in args.kernels for d in args.dilations]
+        report(rows, args.threads, load, f"n_fft {fft_conv.N_FFT}", args.json)
 
 
 if __name__ == "__main__":

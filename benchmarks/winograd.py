@@ -11,7 +11,6 @@ side in this run and the load average before and after; `--json` writes the rows
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, timed  # noqa: E402
+from common import report, timed  # noqa: E402
 
 from avflow.nn import winograd  # noqa: E402
 
@@ -53,11 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
     rows = [row(name, *shape, n, args.batch, args.repeat) for name, shape in SHAPES.items() for n in args.tokens]
-    print(f"threads={args.threads}, torch {torch.__version__}; load {load[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
-    print_table(rows)
-    if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "load": [load, os.getloadavg()], "rows": rows}))
+    report(rows, args.threads, load, "Winograd F(4, 3) with the cached weight", args.json)
 
 
 if __name__ == "__main__":

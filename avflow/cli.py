@@ -3,7 +3,8 @@
 Each subcommand lives in `avflow/commands/<name>.py` and exposes `HELP` (one line),
 `add_arguments(parser)` and `run(args) -> int`. Command modules and their parsers import nothing heavy (torch, PyAV,
 numpy come in with `run`), so `avflow --help` and argument errors answer in well under a second
-(`benchmarks/cli_startup.py` measures it). Every error is one line.
+(`benchmarks/cli_startup.py` measures it). Every error is one line. Before a command runs, freed memory is set to
+stay in the process heap (`avflow.heap`: fewer page faults; glibc's MALLOC_* variables win where set).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import sys
 
 from avflow.errors import AvflowError
+from avflow.heap import keep_freed_memory
 
 # name -> module implementing it
 COMMANDS: dict[str, str] = {
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
     except SystemExit as exc:  # --help, or an argument error already printed in one line
         return int(exc.code or 0)
+    keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
     try:
         return int(module.run(args) or 0)
     except AvflowError as exc:

@@ -53,15 +53,17 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def reset_peak_memory(device: torch.device | str = "cpu") -> None:
+def reset_peak_memory(device: torch.device | str = "cpu", trim: bool = True) -> None:
     """Restart the peak-memory count: the GPU allocator's, or this process's peak RSS (Linux clear_refs), after
-    handing freed heap memory back to the system (so that an earlier stage's freed blocks do not hide growth)."""
+    handing freed heap memory back to the system unless `trim` is off (so that an earlier stage's freed blocks do
+    not hide growth)."""
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         return
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        if trim:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc
     try:

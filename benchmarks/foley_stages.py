@@ -68,6 +68,7 @@ from avflow.encoders.features import Encoders
 from avflow.encoders.preprocess import clip_normalize, frame_counts, iter_encoder_frames, sync_normalize
 from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP, Synchformer, SynchformerConfig
 from avflow.encoders.tokenizer import CLIPTokenizer
+from avflow.heap import keep_freed_memory
 from avflow.models.mmaudio import MMAudio, build_mmaudio
 from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig, get_config, sequence_lengths
 from avflow.nn.mmaudio_blocks import WINOGRAD_PAYS_OFF
@@ -576,6 +577,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reference", default=None, help="local clone of github.com/hkchengrex/MMAudio (not vendored)")
     parser.add_argument("--end-to-end", action="store_true", help="also run the whole pipeline once (slow)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the run's facts here")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="every way with freed memory kept in the heap, as the avflow command runs "
+                        "(avflow.heap; benchmarks/heap.py compares the two)")  # fmt: skip
     args = parser.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -609,6 +613,7 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def main() -> None:
     args = parse_args()
+    heap = "kept (avflow.heap)" if args.keep_freed_memory and keep_freed_memory() else "glibc's defaults"
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     run = Run(args, device)
@@ -624,7 +629,7 @@ def main() -> None:
         set_tf32(False)
     print(f"{platform.processor() or platform.machine()}, {device}, threads={torch.get_num_threads()}, "
           f"torch {torch.__version__}; matmul peak " + ", ".join(f"{k} {v:.3g}" for k, v in run.peaks.items())
-          + f" GFLOP/s; load {load_before}" + ("; --tiny: narrow models, the numbers only test the script"
+          + f" GFLOP/s; load {load_before}; heap {heap}" + ("; --tiny: narrow models, the numbers only test the script"
                                                if args.tiny else ""), flush=True)  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -691,6 +696,7 @@ def main() -> None:
             "peaks_gflops": run.peaks,
             "load_before": load_before,
             "load_after": load_after,
+            "heap": heap,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
         args.json.write_text(json.dumps({"facts": facts, "rows": run.rows}, indent=1))

@@ -90,15 +90,16 @@ def conv1d_tokens(
     rows = x.shape[0] * blocks
     windows = x.unfold(1, n_fft, block).permute(3, 0, 1, 2).reshape(n_fft, rows * channels)  # (n_fft, R C)
     spectrum = (forward_basis(n_fft).to(x) @ windows).view(2, bins, rows, channels)  # (re | im, bins, R, C)
-    products = torch.zeros(2, bins, rows, c_out, dtype=x.dtype, device=x.device)
+    products = torch.empty(2, bins, rows, c_out, dtype=x.dtype, device=x.device)
     basis = dft_basis(k, n_fft).to(x)  # (2 bins, k)
     taps = weight.permute(2, 1, 0).reshape(k, c_in * c_out)  # (k, C_in C_out)
     for start in range(0, c_in, CHANNELS_PER_PASS):  # the weight read once, transformed a slice at a time (in cache)
         c = slice(start, min(start + CHANNELS_PER_PASS, c_in))
         w_re, w_im = (basis @ taps[:, c.start * c_out : c.stop * c_out]).view(2, bins, -1, c_out)  # conj(W_f)
         s_re, s_im = spectrum[..., c]  # (bins, R, slice)
-        products[0].baddbmm_(s_re, w_re).baddbmm_(s_im, w_im, alpha=-1)  # re += S_re W_re - S_im W_im
-        products[1].baddbmm_(s_re, w_im).baddbmm_(s_im, w_re)  # im += S_re W_im + S_im W_re
+        beta = 0.0 if start == 0 else 1.0  # the first slice overwrites (products start uninitialised)
+        products[0].baddbmm_(s_re, w_re, beta=beta).baddbmm_(s_im, w_im, alpha=-1)  # re += S_re W_re - S_im W_im
+        products[1].baddbmm_(s_re, w_im, beta=beta).baddbmm_(s_im, w_re)  # im += S_re W_im + S_im W_re
     y = inverse_basis(n_fft, block).to(x) @ products.view(2 * bins, rows * c_out)  # (L, R C_out)
     y = y.view(block, -1, blocks, c_out).permute(1, 2, 0, 3).reshape(-1, blocks * block, c_out)[:, :phase_length]
     if dilation > 1:  # back to (B, T, C_out)

@@ -4,7 +4,7 @@ Each subcommand lives in `avflow/commands/<name>.py` and exposes `HELP` (one lin
 `add_arguments(parser)` and `run(args) -> int`. Command modules and their parsers import nothing heavy (torch, PyAV,
 numpy come in with `run`), so `avflow --help` and argument errors answer in well under a second
 (`benchmarks/cli_startup.py` measures it). Every error is one line. Before a command runs, freed memory is set to
-stay in the process heap (`avflow.heap`: fewer page faults; glibc's MALLOC_* variables win where set).
+stay in the process heap (`avflow.heap`: fewer page faults; AVFLOW_KEEP_FREED_MEMORY=0 keeps glibc's defaults).
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
     except SystemExit as exc:  # --help, or an argument error already printed in one line
         return int(exc.code or 0)
-    keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
     try:
+        keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
         return int(module.run(args) or 0)
     except AvflowError as exc:
         print(f"avflow {name}: error: {exc}", file=sys.stderr)

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from avflow import heap
+
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("vocoder-16k-plain", "vocoder-16k", "vocoder-44k-plain", "vocoder-44k", "network-small", "network-large")
 POLICIES = ("default", "keep")
@@ -33,9 +35,7 @@ POLICIES = ("default", "keep")
 def child(workload: str, policy: str, seconds: float, steps: int, threads: int) -> dict:
     """Runs in the child: build, warm up, time one call."""
     if policy == "keep":
-        from avflow.heap import keep_freed_memory
-
-        if not keep_freed_memory():
+        if not heap.keep_freed_memory():
             raise SystemExit("keep_freed_memory() did not apply here (not glibc, or the environment sets malloc)")
     import torch
 
@@ -108,7 +108,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(*args.child, args.seconds, args.steps, args.threads)))
         return
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items() if not heap.sets_malloc(k) and k != heap.SWITCH}  # children decide
     runs: dict[tuple[str, str], list[dict]] = {(w, h): [] for w in args.workloads for h in POLICIES}
     load_before = os.getloadavg()
     for _ in range(args.rounds):

@@ -34,7 +34,7 @@ PAGES_PER_ROUND = sum(((7 * i * i + 3 * i) % 48 + 1) * 256 for i in range(40))  
 
 
 def run_cycles(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items() if not heap.sets_malloc(k) and k != heap.SWITCH}
     out = subprocess.run([sys.executable, "-c", CYCLES, mode], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -51,6 +51,17 @@ def test_keep_freed_memory_stops_page_faults_of_reused_tensors():
 def test_environment_settings_win(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert heap.environment_sets_malloc() and heap.keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv(heap.SWITCH, "0")
+    assert heap.keep_freed_memory() is False
+
+
+def test_a_bad_switch_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    from avflow import cli
+
+    monkeypatch.setenv(heap.SWITCH, "yes")
+    assert cli.main(["info", str(tmp_path / "missing.wav")]) == 2
+    assert capsys.readouterr().err.strip() == f"avflow info: error: {heap.SWITCH} must be 0 or 1, got 'yes'"
 
 
 def test_the_avflow_command_keeps_freed_memory_before_a_command_runs(monkeypatch, capsys, tmp_path):

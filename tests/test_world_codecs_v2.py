@@ -415,6 +415,8 @@ def test_envelope_head_starts_at_unity_swaps_with_the_ears_and_trains():
     assert gains.shape == (1, 2, 8 * 20)
     torch.testing.assert_close(codec.envelope(latents["right"], latents["left"]), gains.flip(1))
     assert gains.abs().max() <= 24.0 * np.log(10) / 20 + 1e-6  # within ±envelope_max_db
+    assert not torch.allclose(codec.decode(latents), plain.decode(latents))
+    assert torch.equal(codec.decode(latents, gains=False), plain.decode(latents))  # the decoder before its gains
     with torch.no_grad():
         codec.envelope.net[-1].bias.zero_()
     opt = torch.optim.Adam(codec.envelope.parameters(), 1e-2)
@@ -428,10 +430,29 @@ def test_envelope_head_starts_at_unity_swaps_with_the_ears_and_trains():
     with_stft, parts = codec.head_loss(audio, envelope_stft_weight=0.5)  # the optional spectral term adds on
     assert "envelope_stft" not in codec.head_loss(audio)[1] and parts["envelope_stft"] > 0
     torch.testing.assert_close(with_stft, codec.head_loss(audio)[0] + 0.5 * parts["envelope_stft"])
+    with_ild, parts = codec.head_loss(audio, envelope_ild_weight=2.0)  # so does the interaural level term
+    assert "envelope_ild_db" not in codec.head_loss(audio)[1] and parts["envelope_ild_db"] > 0
+    torch.testing.assert_close(with_ild, codec.head_loss(audio)[0] + 2.0 * parts["envelope_ild_db"] * np.log(10) / 20)
     with pytest.raises(ConfigError, match="no decoder head"):
         plain.head_loss(audio)
     with pytest.raises(ConfigError, match="envelope_hop dividing"):
         WorldAudioCodecConfig(envelope_hop=30)
+
+
+def test_interaural_level_error_counts_the_loud_frames_only():
+    from avflow.codecs.envelope import interaural_level_error
+
+    floor = torch.full((1, 1, 1), 0.01)
+    reference = torch.tensor([[[0.0, -1.0, -9.0], [0.0, -2.0, -9.0]]])  # frame 2 below the floor (log 0.01 = -4.6)
+    levels = torch.tensor([[[0.5, -1.0, 3.0], [0.0, -1.0, -9.0]]])  # ILD errors 0.5, 1.0 and (not counted) 12
+    torch.testing.assert_close(interaural_level_error(levels, reference, floor), torch.tensor(0.75))
+    assert float(interaural_level_error(reference, reference, floor)) == 0.0
+    quiet = torch.full((1, 2, 3), -9.0)
+    assert float(interaural_level_error(levels, quiet, floor)) == 0.0  # no loud frame: nothing to count
+    from avflow.train.codec_tasks import DecoderHeadsConfig
+
+    with pytest.raises(ConfigError, match="envelope_ild_weight"):
+        DecoderHeadsConfig(envelope_ild_weight=-1.0)
 
 
 def test_short_synthesis_stft_keeps_the_latent_space_and_reconstructs_exactly():

@@ -60,3 +60,11 @@ def envelope_floor(wav: Tensor, hop: int, floor_db: float) -> Tensor:
     frames = wav[..., : wav.shape[-1] // hop * hop].unflatten(-1, (-1, hop))
     peak = frames.square().mean(-1).amax(dim=(1, 2)).add(1e-20).sqrt()  # (B,)
     return (peak * 10 ** (-floor_db / 20))[:, None, None]
+
+
+def interaural_level_error(levels: Tensor, reference: Tensor, floor: Tensor) -> Tensor:
+    """Mean |(left − right) of `levels` − (left − right) of `reference`| (both `(B, 2, K)` natural-log levels from
+    `log_envelope`) over the frames where either reference ear is above `floor` `(B, 1, 1)` (zero when none is)."""
+    loud = (reference > floor.log() + 1e-6).any(dim=1)  # (B, K)
+    diff = ((levels[:, 0] - levels[:, 1]) - (reference[:, 0] - reference[:, 1])).abs()
+    return (diff * loud).sum() / loud.sum().clamp_min(1)

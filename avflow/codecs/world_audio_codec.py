@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avflow.codecs.envelope import EnvelopeHead, apply_gains, envelope_floor, log_envelope
+from avflow.codecs.envelope import EnvelopeHead, apply_gains, envelope_floor, interaural_level_error, log_envelope
 from avflow.codecs.interaural_delay import InterauralDelayHead, delay_ears, latent_itd
 from avflow.errors import ConfigError
 
@@ -221,14 +221,15 @@ class WorldAudioCodec(nn.Module):
             wav = apply_gains(wav, self.envelope(left, right), self.config.envelope_hop)
         return wav
 
-    def decode(self, latents: dict[str, Tensor], length: int | None = None) -> Tensor:
-        """`{"left", "right"}` each `(B, N, C)` -> waveform `(B, 2, length or N * samples_per_latent)`."""
+    def decode(self, latents: dict[str, Tensor], length: int | None = None, *, gains: bool = True) -> Tensor:
+        """`{"left", "right"}` each `(B, N, C)` -> waveform `(B, 2, length or N * samples_per_latent)`; `gains=False`
+        leaves out the envelope head's gains (what the head starts from, e.g. to measure what gains can do)."""
         if set(latents) != set(STREAMS) or latents["left"].shape != latents["right"].shape:
             raise ConfigError(f"decode needs 'left' and 'right' latents of one shape, got {sorted(latents)}")
         left, right = latents["left"], latents["right"]
         wav = self._decode_ears(left, right)
         full = wav.shape[-1]
-        if self.envelope is not None:
+        if gains and self.envelope is not None:
             wav = apply_gains(wav, self.envelope(left, right), self.config.envelope_hop)
         if length is not None:
             wav = wav[..., :length] if length <= full else F.pad(wav, (0, length - full))
@@ -288,7 +289,13 @@ class WorldAudioCodec(nn.Module):
         return total, parts
 
     def head_loss(
-        self, audio: Tensor, *, itd_beta: float = 0.5, floor_db: float = 50.0, envelope_stft_weight: float = 0.0
+        self,
+        audio: Tensor,
+        *,
+        itd_beta: float = 0.5,
+        floor_db: float = 50.0,
+        envelope_stft_weight: float = 0.0,
+        envelope_ild_weight: float = 0.0,
     ) -> tuple[Tensor, dict[str, float]]:
         """The decoder heads the codec has, against `audio` `(B, 2, samples)`, everything else without gradients:
 
@@ -299,7 +306,10 @@ class WorldAudioCodec(nn.Module):
           (after the delay head, as decoded) and the input, both floored `floor_db` below the clip's loudest frame;
           parts `envelope_db` and `envelope_db_no_gains` (the same in dB, with and without the gains); plus
           `envelope_stft_weight` x auraloss's multi-resolution STFT loss of the gained ears against the input (part
-          `envelope_stft`), so the gains do not reshape the spectrum while they level the attacks.
+          `envelope_stft`), so the gains do not reshape the spectrum while they level the attacks; plus
+          `envelope_ild_weight` x the mean |difference| of the interaural level difference (log RMS left − right) per
+          frame, over the frames where either ear of the input is above the floor (part `envelope_ild_db`, and
+          `envelope_ild_db_no_gains`), so the gains are asked for the level difference between the ears directly.
 
         The loss is the sum of the heads' terms."""
         self._check(audio)
@@ -325,8 +335,15 @@ class WorldAudioCodec(nn.Module):
                 floor = envelope_floor(audio, hop, floor_db)
                 reference = log_envelope(audio, hop, floor)
             gained = apply_gains(plain, self.envelope(left, right), hop)
-            envelope = (log_envelope(gained, hop, floor) - reference).abs().mean()
+            levels = log_envelope(gained, hop, floor)  # (B, 2, K)
+            envelope = (levels - reference).abs().mean()
             total = total + envelope
+            if envelope_ild_weight:
+                ild = interaural_level_error(levels, reference, floor)
+                total = total + envelope_ild_weight * ild
+                parts["envelope_ild_db"] = float(ild.detach()) * 20 / math.log(10)
+                unity = interaural_level_error(log_envelope(plain, hop, floor), reference, floor)
+                parts["envelope_ild_db_no_gains"] = float(unity) * 20 / math.log(10)
             if envelope_stft_weight:
                 n = gained.shape[-1]
                 stft = _multi_resolution_stft_loss()(gained.reshape(-1, 1, n), audio[..., :n].reshape(-1, 1, n))

@@ -118,13 +118,15 @@ class DecoderHeadsConfig:
     itd_beta: float = 0.5  # interaural delay: smooth-L1 transition (samples)
     floor_db: float = 50.0  # envelope: levels below the clip's loudest frame by more than this count as this
     envelope_stft_weight: float = 0.0  # envelope: weight of a multi-resolution STFT loss on the gained ears
+    envelope_ild_weight: float = 0.0  # envelope: weight of the per-frame interaural level difference term
 
     def __post_init__(self) -> None:
         if min(self.window, self.itd_beta, self.floor_db) <= 0:
             raise ConfigError(f"window, itd_beta, floor_db: must be > 0, got {self.window}, {self.itd_beta}, "
                               f"{self.floor_db}")  # fmt: skip
-        if self.envelope_stft_weight < 0:
-            raise ConfigError(f"envelope_stft_weight: must be >= 0, got {self.envelope_stft_weight}")
+        if min(self.envelope_stft_weight, self.envelope_ild_weight) < 0:
+            raise ConfigError(f"envelope_stft_weight, envelope_ild_weight: must be >= 0, got "
+                              f"{self.envelope_stft_weight}, {self.envelope_ild_weight}")  # fmt: skip
 
 
 class DecoderHeadsTask:
@@ -137,19 +139,18 @@ class DecoderHeadsTask:
     def prepare(self, batch: dict, device: torch.device) -> dict:
         return {"audio": batch["streams"]["audio"].to(device), "seed": batch["seed"]}
 
+    def _options(self) -> dict:
+        c = self.config
+        return {"itd_beta": c.itd_beta, "floor_db": c.floor_db, "envelope_stft_weight": c.envelope_stft_weight,
+                "envelope_ild_weight": c.envelope_ild_weight}  # fmt: skip
+
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         windows = _audio_windows(model, batch["audio"], batch["seed"].tolist(), self.config.window)
-        c = self.config
-        return model.head_loss(
-            windows, itd_beta=c.itd_beta, floor_db=c.floor_db, envelope_stft_weight=c.envelope_stft_weight
-        )[0]
+        return model.head_loss(windows, **self._options())[0]
 
     @torch.no_grad()
     def sample(self, model: nn.Module, batch: dict) -> dict[str, float]:
         """The heads' errors on whole validation clips, with the plain decoder's beside them (`head_loss` parts)."""
         audio = batch["audio"]
         audio = audio[..., : audio.shape[-1] // model.samples_per_latent * model.samples_per_latent]
-        c = self.config
-        return model.head_loss(
-            audio, itd_beta=c.itd_beta, floor_db=c.floor_db, envelope_stft_weight=c.envelope_stft_weight
-        )[1]
+        return model.head_loss(audio, **self._options())[1]

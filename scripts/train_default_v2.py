@@ -9,7 +9,9 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
              model shipped before 2026-12-02, joint_14000 the third cycle's) with a fresh optimizer and EMA, into
              WORK/joint3, joint4, ...; then GROWN_CYCLES cycles of `configs/default_joint_v2_grow.yaml`, the first
              growing the video tower from 4 to 8 blocks (its `init.rename/new/zero`), the next ones continuing the
-             grown model, into WORK/grown1, grown2, ...
+             grown model, into WORK/grown1, grown2, ...; then TWO_OBJECT_CYCLES more grown cycles (none shipped) on
+             the training cache with every two-object clip's row repeated once (WORK/cache_train_two.safetensors:
+             two-object clips from half of the samples to two thirds), into WORK/two1, two2, ...
   5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
@@ -17,7 +19,7 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
 
 Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml,
 configs/default_joint_v2_stage3.yaml and configs/default_joint_v2_grow.yaml; the numbers of later cycles are
-LATER_CYCLES and GROWN_CYCLES below.
+LATER_CYCLES, GROWN_CYCLES and TWO_OBJECT_CYCLES below.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ CYCLE_CONFIG = REPO / "configs" / "default_joint_v2_stage3.yaml"
 GROW_CONFIG = REPO / "configs" / "default_joint_v2_grow.yaml"
 LATER_CYCLES = 4  # cosine cycles after the first run (the third to the sixth)
 GROWN_CYCLES = 4  # cosine cycles of the model grown to 8 video blocks, after the later cycles
+# grown cycles on the cache with the two-object clips repeated, after the grown cycles; 1 was tried on 2026-12-04 and
+# not shipped (MODEL_CARD.md, "A two-object cycle"), so the shipped schedule has none
+TWO_OBJECT_CYCLES = 0
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
@@ -53,6 +58,9 @@ CLIPS, WORLD_SEED = 8000, 0  # the world's size (`--clips`) and run seed
 # the model card's (`model_card_metrics.py --make-prompts --prompts TUNE.json --held-out-base 4398046511104
 # --singles 64 --twos 24`; MODEL_CARD.md has the table).
 CFG = 3.5
+# Solver and steps of the exported model: midpoint, 13 steps (26 evaluations per guided branch, as Euler's 25 cost
+# about), chosen over Euler 25 on the same tuning set with three seeds per prompt (MODEL_CARD.md, 2026-12-04).
+SOLVER, STEPS = "midpoint", 13
 
 
 def world_config():
@@ -111,6 +119,29 @@ def cache_split(world: Path, split: str, work: Path, chunk: int = 16) -> Path:
     return out
 
 
+def two_object_cache(work: Path) -> Path:
+    """WORK/cache_train_two.safetensors: the training cache with the row of every clip of two objects (read from
+    the world's clip files) repeated once, after all the rows."""
+    from avflow.weights import read_state_dict, save_safetensors
+    from avflow.world.dataset import read_manifest
+
+    out = work / "cache_train_two.safetensors"
+    if out.is_file():
+        return out
+    world = work / "world"
+    rows = read_manifest(world, "train")
+    two = [i for i, row in enumerate(rows)
+           if len(json.loads((world / "train" / f"{row['id']}.json").read_text())["objects"]) == 2]  # fmt: skip
+    cache = read_state_dict(work / "cache_train.safetensors")
+    if next(iter(cache.values())).shape[0] != len(rows):
+        raise SystemExit(f"{work / 'cache_train.safetensors'} does not hold one row per clip of {world}/train")
+    index = torch.tensor(list(range(len(rows))) + two)
+    checksum = json.loads((work / "cache_train.json").read_text())["codecs_checksum"]
+    save_safetensors({k: v[index] for k, v in cache.items()}, out, metadata={"codecs_checksum": checksum})
+    log(f"cache train, two-object clips repeated: {len(two)} of {len(rows)} clips have two objects -> {len(index)}")
+    return out
+
+
 def cache_overrides(work: Path) -> list[str]:
     """The config overrides that point a run at WORK's latent caches."""
     return [f"data.train.args.file={work / 'cache_train.safetensors'}",
@@ -153,8 +184,11 @@ def cycle_plan(work: Path) -> list[Cycle]:
     plan = []
     kinds = [(CYCLE_CONFIG, "joint", k + 3) for k in range(LATER_CYCLES)]
     kinds += [(GROW_CONFIG, "grown", k + 1) for k in range(GROWN_CYCLES)]
+    kinds += [(GROW_CONFIG, "two", k + 1) for k in range(TWO_OBJECT_CYCLES)]
     for config, name, index in kinds:
-        overrides = tuple(CONTINUE_GROWN) if name == "grown" and index > 1 else ()
+        overrides = tuple(CONTINUE_GROWN) if (name == "grown" and index > 1) or name == "two" else ()
+        if name == "two":
+            overrides += (f"data.train.args.file={work / 'cache_train_two.safetensors'}",)
         plan.append(Cycle(config, overrides, work / f"joint_{steps}.safetensors", work / f"{name}{index}"))
         steps += read_yaml(config)["train"]["steps"]
     return plan
@@ -166,6 +200,8 @@ def train_cycles(work: Path) -> list[Path]:
 
     runs = [work / "joint"]
     for cycle in cycle_plan(work):
+        if cycle.run.name.startswith("two"):
+            two_object_cache(work)
         if not cycle.start.is_file():
             save_safetensors(fp16_ema(runs[-1]), cycle.start)
         args = [f"out_dir={cycle.run}", f"init.weights={cycle.start}", *cache_overrides(work), *cycle.overrides]
@@ -222,7 +258,7 @@ def export(work: Path, runs: list[Path], info: dict) -> None:
         "height": SIZE,
         "width": SIZE,
         "sample_rate": SAMPLE_RATE,
-        "sampling": {"cfg_strength": CFG, "steps": 25, "solver": "euler"},
+        "sampling": {"cfg_strength": CFG, "steps": STEPS, "solver": SOLVER},
         "default_prompt": "a red rubber ball bounces three times on the left, then rolls",
         "training": info | {"runs": parts, "steps": sum(p["steps"] for p in parts),
                             "train_wall_minutes": round(sum(p["train_wall_minutes"] for p in parts), 1)},

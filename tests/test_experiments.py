@@ -201,6 +201,26 @@ def test_guidance_arms_on_a_tiny_model_match_nfe_resume_and_keep_one_setup(tmp_p
     assert res.to_json(again["table"]) == res.to_json(table)
     with pytest.raises(ConfigError, match="another setup"):
         run_on_model(exp, str(model), prompts, out, seeds=2, nfe=4, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="another setup"):  # the solver is part of the setup
+        run_on_model(exp, str(model), prompts, out, seeds=2, nfe=6, log=lambda *_: None, solver="midpoint")
+    mid = run_on_model(exp, str(model), prompts, tmp_path / "mid", seeds=1, nfe=8, log=lambda *_: None,
+                       solver="midpoint")["table"]  # fmt: skip
+    assert mid["plain_cfg"]["steps"]["mean"] == 2 and mid["modality_text_cfg"]["steps"]["mean"] == 1
+    assert all(row["nfe"]["mean"] <= 8 for row in mid.values()) and mid["plain_cfg"]["nfe"]["mean"] == 8
+
+
+def test_sampling_steps_match_the_nfe_for_every_fixed_step_solver():
+    """Steps x (1 + branches) x the solver's velocity evaluations per step stay within the NFE budget (midpoint and
+    Heun take two per step); an adaptive solver has no step count to match: a one-line error."""
+    from avflow.errors import ConfigError
+    from avflow.experiments.configs import sampling_steps
+    from avflow.experiments.trained import evaluations_per_step
+
+    assert [sampling_steps("plain", 50, s) for s in ("euler", "midpoint", "heun")] == [25, 12, 12]
+    assert sampling_steps("plain", 52, "midpoint") == 13 and sampling_steps("modality_text", 52, "midpoint") == 8
+    assert evaluations_per_step("midpoint") == 2 and evaluations_per_step("euler") == 1
+    with pytest.raises(ConfigError, match="dopri5"):
+        sampling_steps("plain", 50, "dopri5")
 
 
 # -- experiments on the world codecs (SizeConfig.codecs = "world") -----------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -325,31 +326,65 @@ def test_init_new_parts_keep_their_initialization(tmp_path):
         from_dict(TrainConfig, cfg | {"init": {"new": ["outputs."]}})
 
 
-def test_default_model_later_cycles_chain(tmp_path, monkeypatch):
+@pytest.mark.parametrize("two_object_cycles", [0, 1])
+def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycles):
     """scripts/train_default_v2.py starts each later cycle from the weights the run before it ends on: the first
     from the 10000-step file the cycle config names, each next one a cycle's steps later, into joint3, joint4, ...,
     then the grown cycles into grown1, grown2, ...: the first grows the model (the grow config's init), the next
-    ones load the grown weights plainly."""
+    ones load the grown weights plainly; then the two-object cycles into two1, ..., which load the grown weights
+    plainly and train on the cache with the two-object clips repeated."""
     from avflow.config import read_yaml
 
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train_default_v2 as script
 
+    monkeypatch.setattr(script, "TWO_OBJECT_CYCLES", two_object_cycles)
     plan = script.cycle_plan(tmp_path)
-    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES and script.LATER_CYCLES >= 1
+    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES + script.TWO_OBJECT_CYCLES
+    assert script.LATER_CYCLES >= 1
     named = Path(read_yaml(script.CYCLE_CONFIG)["init"]["weights"]).name
     assert plan[0].start == tmp_path / named == tmp_path / "joint_10000.safetensors"
     steps = 10000
+    two_cache = f"data.train.args.file={tmp_path / 'cache_train_two.safetensors'}"
     for k, cycle in enumerate(plan):
         grown = k - script.LATER_CYCLES  # index among the grown cycles, < 0 before them
-        name = f"joint{k + 3}" if grown < 0 else f"grown{grown + 1}"
+        two = grown - script.GROWN_CYCLES  # index among the two-object cycles, < 0 before them
+        name = f"joint{k + 3}" if grown < 0 else f"grown{grown + 1}" if two < 0 else f"two{two + 1}"
         assert cycle.run == tmp_path / name
         assert cycle.config == (script.CYCLE_CONFIG if grown < 0 else script.GROW_CONFIG)
-        assert cycle.overrides == (tuple(script.CONTINUE_GROWN) if grown > 0 else ())
+        continued = tuple(script.CONTINUE_GROWN) if grown > 0 else ()
+        assert cycle.overrides == (continued + (two_cache,) if two >= 0 else continued)
         assert cycle.start.name == f"joint_{steps}.safetensors"
         steps += read_yaml(cycle.config)["train"]["steps"]
     grow_start = Path(read_yaml(script.GROW_CONFIG)["init"]["weights"]).name
     assert plan[script.LATER_CYCLES].start.name == grow_start  # the config's own start: the later cycles' end
+
+
+def test_two_object_cache_repeats_the_two_object_rows_and_the_cycle_reads_it(tmp_path, monkeypatch):
+    """train_default_v2.two_object_cache: every training row once, then the rows of the two-object clips again (the
+    codecs' checksum kept); the two-object cycle's override of the training file wins over the plain cache's."""
+    from avflow.config import apply_overrides, read_yaml
+    from avflow.weights import read_state_dict, save_safetensors
+    from avflow.world.dataset import make_dataset, read_manifest
+    from avflow.world.scene import WorldConfig
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import train_default_v2 as script
+
+    monkeypatch.setattr(script, "TWO_OBJECT_CYCLES", 1)  # the tried schedule (the shipped one has none)
+    world = tmp_path / "world"
+    make_dataset(world, 12, seed=5, config=WorldConfig(duration=0.5, fps=8, min_objects=1, max_objects=2))
+    rows = read_manifest(world, "train")
+    objects = [len(json.loads((world / "train" / f"{r['id']}.json").read_text())["objects"]) for r in rows]
+    assert 1 in objects and 2 in objects  # this seed draws both
+    save_safetensors({"streams.video": torch.arange(len(rows)).float()[:, None]}, tmp_path / "cache_train.safetensors")
+    (tmp_path / "cache_train.json").write_text(json.dumps({"codecs_checksum": "abc"}))
+    out = script.two_object_cache(tmp_path)
+    twice = [i for i, n in enumerate(objects) if n == 2]
+    assert read_state_dict(out)["streams.video"][:, 0].tolist() == list(range(len(rows))) + twice
+    cycle = script.cycle_plan(tmp_path)[-1]
+    raw = apply_overrides(read_yaml(cycle.config), [*script.cache_overrides(tmp_path), *cycle.overrides])
+    assert raw["data"]["train"]["args"]["file"] == str(out)
 
 
 def test_grow_config_grows_the_trained_video_tower(tmp_path, monkeypatch):

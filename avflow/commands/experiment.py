@@ -30,7 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nfe",
         type=int,
         default=None,
-        help="with --model: model evaluations per sample (default: 2 x the model's steps)",
+        help="with --model: model evaluations per sample (default: 2 x the model's steps x its solver's evaluations "
+        "per step)",
+    )
+    parser.add_argument(
+        "--solver",
+        choices=["euler", "heun", "midpoint"],
+        default=None,
+        help="with --model: the solver of every arm (default: the model's)",
     )
 
 
@@ -44,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.name)
     seeds = args.seeds or exp.seeds
     if args.model is None:
-        if args.prompts is not None or args.nfe is not None:
-            raise ConfigError("--prompts and --nfe go with --model (a guidance experiment on a trained model)")
+        if args.prompts is not None or args.nfe is not None or args.solver is not None:
+            raise ConfigError("--prompts, --nfe and --solver go with --model (guidance on a trained model)")
         size = get_size(args.size)
         steps = args.steps or size.steps
         if seeds < 1 or steps < 1:
@@ -79,4 +86,4 @@ def run_trained(args, exp, seeds: int):
     torch.set_num_threads(max(1, args.threads))
     name = "default" if model is None else Path(model).name
     out = Path(args.out or f"runs/experiments/{exp.name}_model_{name}")
-    return run_on_model(exp, model, prompts, out, seeds, args.nfe), out
+    return run_on_model(exp, model, prompts, out, seeds, args.nfe, solver=args.solver), out

@@ -13,6 +13,7 @@ from typing import Literal
 from avflow.config import from_dict, read_yaml
 from avflow.errors import ConfigError
 from avflow.flow.guidance import PRESETS
+from avflow.flow.solvers import EVALUATIONS_PER_STEP
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -165,7 +166,10 @@ def get_size(name: str) -> SizeConfig:
     return SIZES[name]
 
 
-def sampling_steps(guidance: str, nfe: int) -> int:
-    """Solver steps so that steps × model evaluations per step (1 + the preset's branches) ≤ nfe (the NFE budget is
-    matched across arms)."""
-    return max(1, nfe // (1 + len(PRESETS[guidance])))
+def sampling_steps(guidance: str, nfe: int, solver: str = "euler") -> int:
+    """Solver steps so that steps × model evaluations per step ((1 + the preset's branches) × the solver's velocity
+    evaluations per step) ≤ nfe (the NFE budget is matched across arms)."""
+    if solver not in EVALUATIONS_PER_STEP:
+        raise ConfigError(f"solver {solver!r} takes no fixed number of steps: matching the NFE needs one of "
+                          f"{', '.join(EVALUATIONS_PER_STEP)}")  # fmt: skip
+    return max(1, nfe // ((1 + len(PRESETS[guidance])) * EVALUATIONS_PER_STEP[solver]))

@@ -21,6 +21,7 @@ from pathlib import Path
 from avflow.errors import ConfigError
 from avflow.experiments.configs import ArmConfig, ExperimentConfig, sampling_steps
 from avflow.experiments.runner import atomic_json, finish, run_arms
+from avflow.flow.solvers import EVALUATIONS_PER_STEP
 
 SEED_STRIDE = 1000
 LEARNS = {"object": 60.0, "sync_ms": 62.0, "chance_fraction": 0.5}
@@ -48,10 +49,16 @@ def read_prompt_rows(path: Path) -> list[dict]:
     return rows
 
 
+def evaluations_per_step(solver: str) -> int:
+    """Velocity evaluations per step of a fixed-step solver; a one-line error for one without fixed steps."""
+    sampling_steps("none", 1, solver)  # raises for an adaptive solver
+    return EVALUATIONS_PER_STEP[solver]
+
+
 def arm_sampling(base, arm: ArmConfig, exp: ExperimentConfig, nfe: int):
     """The model's sampling settings with the arm's guidance, steps cut to the NFE budget; the guidance strength
     stays the model's own, the empty-text branch's strength is the experiment's."""
-    return base.override(steps=sampling_steps(arm.guidance, nfe), guidance=arm.guidance,
+    return base.override(steps=sampling_steps(arm.guidance, nfe, base.solver), guidance=arm.guidance,
                          text_cfg_strength=exp.text_cfg_strength)  # fmt: skip
 
 
@@ -89,20 +96,26 @@ def score_clips(rows: list[dict], clips: list[tuple]) -> dict[str, float]:
 
 
 def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: Path, seeds: int,
-                 nfe: int | None = None, log=print) -> dict:  # fmt: skip
-    """Every arm × sampling seed on one trained model (`model`: a folder, None: the shipped default model);
-    resumable per arm × seed. `out` keeps one setup: another model, prompt file or NFE there is a one-line error."""
+                 nfe: int | None = None, log=print, solver: str | None = None) -> dict:  # fmt: skip
+    """Every arm × sampling seed on one trained model (`model`: a folder, None: the shipped default model), with the
+    model's solver or `solver` (a fixed-step one); resumable per arm × seed. `out` keeps one setup: another model,
+    prompt file, solver or NFE there is a one-line error."""
     from avflow.pipelines.default_model import load_default_model
 
     check_guidance_only(exp)  # the arms, the prompt file and the NFE are checked before the model loads
     rows = read_prompt_rows(prompts)
     if nfe is not None and nfe < 3:
         raise ConfigError(f"nfe must be >= 3 (one step of the largest preset), got {nfe}")
+    if solver is not None:
+        evaluations_per_step(solver)
     out = Path(out)
     start = time.perf_counter()
     pipe = load_default_model(model)
-    nfe = nfe or 2 * pipe.sampling.steps
+    base = pipe.sampling.override(solver=solver)
+    nfe = nfe or 2 * base.steps * evaluations_per_step(base.solver)
     setup = {"model": str(model or "default"), "prompts": str(prompts), "nfe": nfe, "seed_stride": SEED_STRIDE}
+    if base.solver != "euler":  # setups of runs made before the solver was recorded stay valid
+        setup["solver"] = base.solver
     setup_file = out / "setup.json"
     if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:
         raise ConfigError(f"{out} holds results of another setup ({setup_file}); choose another --out")
@@ -110,7 +123,7 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
     atomic_json(setup_file, setup)
 
     def one(arm: ArmConfig, seed: int, work: Path) -> dict:
-        sampling = arm_sampling(pipe.sampling, arm, exp, nfe)
+        sampling = arm_sampling(base, arm, exp, nfe)
         clips = []
         for row in rows:
             gen = pipe.generate(
@@ -118,7 +131,8 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
             )  # world captions, cut at the model's text length as in training
             clips.append((gen.frames.numpy(), gen.fps, gen.audio.numpy(), gen.sample_rate))
         values = score_clips(rows, clips)
-        return values | {"nfe": float(sampling.steps * (1 + len(sampling.branches()))), "steps": float(sampling.steps)}
+        per_sample = sampling.steps * (1 + len(sampling.branches())) * evaluations_per_step(sampling.solver)
+        return values | {"nfe": float(per_sample), "steps": float(sampling.steps)}
 
     per_seed = run_arms(exp.arms, list(range(seeds)), out, one, log)
     cfg = pipe.sampling.cfg_strength

@@ -67,6 +67,7 @@ def heun_step(f: VelocityFn, x: Streams, t: float, h: float) -> Streams:
 
 
 FIXED_STEP = {"euler": euler_step, "heun": heun_step, "midpoint": midpoint_step}
+EVALUATIONS_PER_STEP = {"euler": 1, "heun": 2, "midpoint": 2}  # velocity evaluations per fixed step
 
 # Dormand-Prince 5(4) tableau.
 _DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)

@@ -65,6 +65,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     settings = [parse_setting(s) for s in args.settings]
+    if args.clips < 1 or args.threads < 1:
+        raise SystemExit(f"error: --clips and --threads must be >= 1, got {args.clips} and {args.threads}")
     if not (Path(args.world) / args.split / "manifest.jsonl").is_file():
         if args.world != DEFAULT_WORLD:
             raise SystemExit(f"error: no world split at {Path(args.world) / args.split} (`avflow world make`)")

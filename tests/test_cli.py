@@ -226,6 +226,7 @@ def test_experiment_on_a_trained_model_argument_errors_are_one_line(capsys, tmp_
         (["experiment", "fusion", "--model", "default"], "only arms that differ in guidance"),
         (["experiment", "guidance", "--nfe", "6"], "--prompts, --nfe and --solver go with --model"),
         (["experiment", "guidance", "--solver", "heun"], "--solver go with --model"),
+        (["experiment", "guidance", "--model", "default", "--solver", "dopri5"], "needs a fixed-step solver"),
         (["experiment", "guidance", "--model", "default", "--steps", "3"], "do not apply with --model"),
         (["experiment", "guidance", "--model", str(tmp_path / "nope")], "no such folder"),
         (["experiment", "guidance", "--model", "default", "--prompts", str(bad)], "not a prompt file"),

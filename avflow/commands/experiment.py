@@ -35,9 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--solver",
-        choices=["euler", "heun", "midpoint"],
         default=None,
-        help="with --model: the solver of every arm (default: the model's)",
+        help="with --model: the fixed-step solver of every arm, euler, heun or midpoint (default: the model's)",
     )
 
 

@@ -170,6 +170,6 @@ def sampling_steps(guidance: str, nfe: int, solver: str = "euler") -> int:
     """Solver steps so that steps × model evaluations per step ((1 + the preset's branches) × the solver's velocity
     evaluations per step) ≤ nfe (the NFE budget is matched across arms)."""
     if solver not in EVALUATIONS_PER_STEP:
-        raise ConfigError(f"solver {solver!r} takes no fixed number of steps: matching the NFE needs one of "
-                          f"{', '.join(EVALUATIONS_PER_STEP)}")  # fmt: skip
+        raise ConfigError(f"solver {solver!r}: matching the NFE needs a fixed-step solver "
+                          f"({', '.join(EVALUATIONS_PER_STEP)})")  # fmt: skip
     return max(1, nfe // ((1 + len(PRESETS[guidance])) * EVALUATIONS_PER_STEP[solver]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,15 +25,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import CODEC_WORLD, ensure_codec_world, print_table  # noqa: E402
 
 from avflow.codecs.envelope import apply_gains, envelope_floor, log_envelope  # noqa: E402
 from avflow.eval.audio_quality import stft_log_distance  # noqa: E402
 from avflow.eval.event_audio import EventAudio, compare_event_audio  # noqa: E402
 from avflow.world.dataset import load_clip, read_manifest  # noqa: E402
-
-DEFAULT_WORLD = "data/world2s"
-WORLD_ARGS = ["--n", "4000", "--duration", "2", "--fps", "16", "--seed", "0", "--out", DEFAULT_WORLD, "--workers", "2"]
 
 
 def oracle_gains(decoded: torch.Tensor, reference: torch.Tensor, hop: int, floor_db: float) -> torch.Tensor:
@@ -56,7 +52,7 @@ def parse_setting(text: str) -> tuple[int, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", default=DEFAULT_WORLD)
+    p.add_argument("--world", default=CODEC_WORLD)
     p.add_argument("--split", default="val", help="the split to read (default: val, so the test split chooses nothing)")
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--codecs", default=None, help="codec folder (default: the shipped one)")
@@ -67,11 +63,7 @@ def main() -> None:
     settings = [parse_setting(s) for s in args.settings]
     if args.clips < 1 or args.threads < 1:
         raise SystemExit(f"error: --clips and --threads must be >= 1, got {args.clips} and {args.threads}")
-    if not (Path(args.world) / args.split / "manifest.jsonl").is_file():
-        if args.world != DEFAULT_WORLD:
-            raise SystemExit(f"error: no world split at {Path(args.world) / args.split} (`avflow world make`)")
-        print(f"building the codecs' world in {DEFAULT_WORLD} (about a minute on 2 cores)", flush=True)
-        subprocess.run([sys.executable, "-m", "avflow.cli", "world", "make", *WORLD_ARGS], check=True)
+    ensure_codec_world(args.world, args.split)
     torch.set_num_threads(args.threads)
     from avflow.codecs.world import load_world_codecs
 

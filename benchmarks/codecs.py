@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, timed  # noqa: E402
+from common import CODEC_WORLD, ensure_codec_world, print_table, timed  # noqa: E402
 
 from avflow.eval.audio_quality import stft_log_distance  # noqa: E402
 from avflow.eval.event_audio import EventAudio, compare_event_audio  # noqa: E402
@@ -97,7 +97,7 @@ class AudioScores:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", default="data/world2s")
+    p.add_argument("--world", default=CODEC_WORLD)
     p.add_argument("--split", default="test")
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--codecs", default=None, help="codec folder (default: the shipped one)")
@@ -110,6 +110,7 @@ def main() -> None:
 
     new = load_world_codecs(args.codecs)
     old = load_old(Path(args.old))
+    ensure_codec_world(args.world, args.split)
     rows = read_manifest(args.world, args.split)[: args.clips]
     video = {"new": VideoScores()} | ({"old": VideoScores()} if old else {})
     audio = {"new": AudioScores()} | ({"old": AudioScores()} if old else {}) | {"floor": AudioScores()}

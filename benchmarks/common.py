@@ -6,6 +6,8 @@ import ctypes
 import json
 import os
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,3 +131,19 @@ def print_table(rows: list[dict], title: str = "") -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+CODEC_WORLD = "data/world2s"  # the world the codecs trained and are measured on (docs/codecs.md)
+CODEC_WORLD_ARGS = ["--n", "4000", "--duration", "2", "--fps", "16", "--seed", "0", "--out", CODEC_WORLD,
+                    "--workers", "2"]  # fmt: skip
+
+
+def ensure_codec_world(world: str, split: str) -> None:
+    """Build the codecs' world (`avflow world make`, as docs/codecs.md does; about a minute on 2 cores) when `world`
+    is its default path and the split is missing; another missing world is a one-line error."""
+    if (Path(world) / split / "manifest.jsonl").is_file():
+        return
+    if world != CODEC_WORLD:
+        raise SystemExit(f"error: no world split at {Path(world) / split} (`avflow world make` builds one)")
+    print(f"building the codecs' world in {CODEC_WORLD} (about a minute on 2 cores)", flush=True)
+    subprocess.run([sys.executable, "-m", "avflow.cli", "world", "make", *CODEC_WORLD_ARGS], check=True)

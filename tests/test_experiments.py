@@ -213,8 +213,7 @@ def test_sampling_steps_match_the_nfe_for_every_fixed_step_solver():
     """Steps x (1 + branches) x the solver's velocity evaluations per step stay within the NFE budget (midpoint and
     Heun take two per step); an adaptive solver has no step count to match: a one-line error."""
     from avflow.errors import ConfigError
-    from avflow.experiments.configs import sampling_steps
-    from avflow.experiments.trained import evaluations_per_step
+    from avflow.experiments.configs import evaluations_per_step, sampling_steps
 
     assert [sampling_steps("plain", 50, s) for s in ("euler", "midpoint", "heun")] == [25, 12, 12]
     assert sampling_steps("plain", 52, "midpoint") == 13 and sampling_steps("modality_text", 52, "midpoint") == 8

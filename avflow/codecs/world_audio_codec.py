@@ -336,22 +336,23 @@ class WorldAudioCodec(nn.Module):
                 reference = log_envelope(audio, hop, floor)
             gained = apply_gains(plain, self.envelope(left, right), hop)
             levels = log_envelope(gained, hop, floor)  # (B, 2, K)
+            plain_levels = log_envelope(plain, hop, floor)  # no gradient: the frozen decoder's
             envelope = (levels - reference).abs().mean()
             total = total + envelope
+            to_db = 20 / math.log(10)
             if envelope_ild_weight:
                 ild = interaural_level_error(levels, reference, floor)
                 total = total + envelope_ild_weight * ild
-                parts["envelope_ild_db"] = float(ild.detach()) * 20 / math.log(10)
-                unity = interaural_level_error(log_envelope(plain, hop, floor), reference, floor)
-                parts["envelope_ild_db_no_gains"] = float(unity) * 20 / math.log(10)
+                parts["envelope_ild_db"] = float(ild.detach()) * to_db
+                unity = interaural_level_error(plain_levels, reference, floor)
+                parts["envelope_ild_db_no_gains"] = float(unity) * to_db
             if envelope_stft_weight:
                 n = gained.shape[-1]
                 stft = _multi_resolution_stft_loss()(gained.reshape(-1, 1, n), audio[..., :n].reshape(-1, 1, n))
                 total = total + envelope_stft_weight * stft
                 parts["envelope_stft"] = float(stft.detach())
-            to_db = 20 / math.log(10)
             parts["envelope_db"] = float(envelope.detach()) * to_db
-            parts["envelope_db_no_gains"] = float((log_envelope(plain, hop, floor) - reference).abs().mean()) * to_db
+            parts["envelope_db_no_gains"] = float((plain_levels - reference).abs().mean()) * to_db
         return total, parts
 
     @torch.no_grad()

@@ -166,10 +166,15 @@ def get_size(name: str) -> SizeConfig:
     return SIZES[name]
 
 
-def sampling_steps(guidance: str, nfe: int, solver: str = "euler") -> int:
-    """Solver steps so that steps × model evaluations per step ((1 + the preset's branches) × the solver's velocity
-    evaluations per step) ≤ nfe (the NFE budget is matched across arms)."""
+def evaluations_per_step(solver: str) -> int:
+    """Velocity evaluations per step of a fixed-step solver; a one-line error for an adaptive or unknown one."""
     if solver not in EVALUATIONS_PER_STEP:
         raise ConfigError(f"solver {solver!r}: matching the NFE needs a fixed-step solver "
                           f"({', '.join(EVALUATIONS_PER_STEP)})")  # fmt: skip
-    return max(1, nfe // ((1 + len(PRESETS[guidance])) * EVALUATIONS_PER_STEP[solver]))
+    return EVALUATIONS_PER_STEP[solver]
+
+
+def sampling_steps(guidance: str, nfe: int, solver: str = "euler") -> int:
+    """Solver steps so that steps × model evaluations per step ((1 + the preset's branches) × the solver's velocity
+    evaluations per step) ≤ nfe (the NFE budget is matched across arms)."""
+    return max(1, nfe // ((1 + len(PRESETS[guidance])) * evaluations_per_step(solver)))

@@ -19,9 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from avflow.errors import ConfigError
-from avflow.experiments.configs import ArmConfig, ExperimentConfig, sampling_steps
+from avflow.experiments.configs import ArmConfig, ExperimentConfig, evaluations_per_step, sampling_steps
 from avflow.experiments.runner import atomic_json, finish, run_arms
-from avflow.flow.solvers import EVALUATIONS_PER_STEP
 
 SEED_STRIDE = 1000
 LEARNS = {"object": 60.0, "sync_ms": 62.0, "chance_fraction": 0.5}
@@ -47,12 +46,6 @@ def read_prompt_rows(path: Path) -> list[dict]:
     if not rows:
         raise ConfigError(f"{path}: no prompts")
     return rows
-
-
-def evaluations_per_step(solver: str) -> int:
-    """Velocity evaluations per step of a fixed-step solver; a one-line error for one without fixed steps."""
-    sampling_steps("none", 1, solver)  # raises for an adaptive solver
-    return EVALUATIONS_PER_STEP[solver]
 
 
 def arm_sampling(base, arm: ArmConfig, exp: ExperimentConfig, nfe: int):

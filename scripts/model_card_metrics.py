@@ -1,6 +1,6 @@
 """The default model v2 against issue 22's quality targets (item 2), and its a2v / v2a sync on test clips (item 3).
 
-    python scripts/model_card_metrics.py [--model DIR] [--n N] [--io-clips 16] [--steps S] [--cfg W]
+    python scripts/model_card_metrics.py [--model DIR] [--n N] [--seeds K] [--io-clips 16] [--steps S] [--cfg W]
                                          [--solver S] [--shift S] [--guidance G] [--text-cfg W]
                                          [--device cpu|cuda] [--train-world WORLD] [--json OUT]
     python scripts/model_card_metrics.py --ground-truth [--json OUT]   # the measures' ceiling on world clips
@@ -13,7 +13,9 @@ shipped avflow/assets/default_model) with the seed its row states (prompt i: see
 sampling settings unless --steps / --cfg / --solver / --shift / --guidance / --text-cfg. Each clip is scored by
 `avflow.eval.prompt_measures` and the prompt set by `avflow.eval.prompt_targets` (the targets as issue 22 words
 them): a markdown table of targets vs measured values is printed and, with --json, every clip's measures and pairs
-are written.
+are written. --seeds K scores every prompt with K seeds, its row's seed + SEED_STRIDE * k (k = 0 .. K-1; the card's
+three-seed tables): the table pools all clips (rates over every clip, the sync median over every contact), and a
+line per seed offset follows it.
 
 a2v / v2a: the first --io-clips clips of the training world's test split (its seeds are disjoint from the
 training split's), each given to the model with its caption and seed = its index: v2a scores the generated audio's
@@ -56,6 +58,7 @@ import train_default_v2 as training
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = REPO / "configs" / "model_card_prompts.json"
+SEED_STRIDE = 1000  # --seeds: prompt i's k-th seed is its row's seed + SEED_STRIDE * k
 HELD_OUT_BASE = 3 << 40  # held-out scene seeds: past the test split's range [2 << 40, 3 << 40)
 N_SINGLE, N_TWO = 32, 16
 IO_NAMES = ("sync", "contact", "space")  # the targets' measures reported for a2v and v2a
@@ -291,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model folder (default: the shipped avflow/assets/default_model)")
     p.add_argument("--prompts", type=Path, default=PROMPTS, help="held-out prompt file")
     p.add_argument("--n", type=int, default=None, help="use the first N prompts (default: all)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help=f"seeds per prompt: the row's seed + {SEED_STRIDE} k, k < SEEDS; the table pools them")
     p.add_argument("--io-clips", type=int, default=16, help="test clips for a2v and v2a (0: skip)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's)")
@@ -331,7 +336,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--held-out-base must be >= {HELD_OUT_BASE} (past the test split) and counts >= 0")
         make_prompts(args.prompts, args.clips, args.train_world, args.held_out_base, args.singles, args.twos)
         return 0
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     data, rows = read_prompts(args.prompts, args.n)
+    rows = [row | {"seed": row["seed"] + SEED_STRIDE * k, "seed_offset": SEED_STRIDE * k}
+            for k in range(args.seeds) for row in rows]  # fmt: skip
     device = resolve_device(args.device)
     if args.threads:
         import torch
@@ -353,9 +362,16 @@ def run(args: argparse.Namespace) -> int:
         io = io_tasks(args.io_clips, pipe, sampling, Path(tmp))
     seconds = time.time() - start
     results = score([m for _, m in clips])
-    seeds = ", ".join(f"{r['id']}={r['seed']}" for r in rows)
-    report = [f"## t2av: targets vs measured ({what}; {len(rows)} prompts, one seed each: {seeds})", "",
+    offsets = sorted({r["seed_offset"] for r in rows})
+    prompts = len(rows) // len(offsets)
+    seeds = ", ".join(f"{r['id']}={r['seed']}" for r in rows[:prompts])
+    each = "one seed each" if len(offsets) == 1 else f"{len(offsets)} seeds each, pooled: the seeds below + {offsets}"
+    report = [f"## t2av: targets vs measured ({what}; {prompts} prompts, {each}: {seeds})", "",
               markdown_table(results)]  # fmt: skip
+    per_seed = {k: score([m for (rec, m) in clips if rec["seed_offset"] == k]) for k in offsets}
+    if len(offsets) > 1:
+        report += ["", "Per seed offset: " + "; ".join(
+            f"+{k}: " + ", ".join(f"{r.target.name} {r.text}" for r in res) for k, res in per_seed.items())]
     io_results = {task: score([m for _, m in io[task]], IO_NAMES) for task in io}
     for task, res in io_results.items():
         if io[task]:
@@ -374,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
             "prompts_file": str(args.prompts),
             "held_out": held_out,
             "targets": table(results),
+            "per_seed": {str(k): table(res) for k, res in per_seed.items()},
             "io": {task: table(res) for task, res in io_results.items()},
             "clips": [rec for rec, _ in clips],
             "io_clips": {task: [rec for rec, _ in io[task]] for task in io},

@@ -11,7 +11,9 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
              growing the video tower from 4 to 8 blocks (its `init.rename/new/zero`), the next ones continuing the
              grown model, into WORK/grown1, grown2, ...; then TWO_OBJECT_CYCLES more grown cycles (none shipped) on
              the training cache with every two-object clip's row repeated once (WORK/cache_train_two.safetensors:
-             two-object clips from half of the samples to two thirds), into WORK/two1, two2, ...
+             two-object clips from half of the samples to two thirds), into WORK/two1, two2, ...; then
+             VIDEO_WEIGHTED_CYCLES more grown cycles with the video stream's loss weighted as the two ears together
+             (VIDEO_WEIGHTED: `task.args.stream_weights`) under bf16 autocast, into WORK/video1, video2, ...
   5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
@@ -19,7 +21,7 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
 
 Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml,
 configs/default_joint_v2_stage3.yaml and configs/default_joint_v2_grow.yaml; the numbers of later cycles are
-LATER_CYCLES, GROWN_CYCLES and TWO_OBJECT_CYCLES below.
+LATER_CYCLES, GROWN_CYCLES, TWO_OBJECT_CYCLES and VIDEO_WEIGHTED_CYCLES below.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ GROWN_CYCLES = 4  # cosine cycles of the model grown to 8 video blocks, after th
 # grown cycles on the cache with the two-object clips repeated, after the grown cycles; 1 was tried on 2026-12-04 and
 # not shipped (MODEL_CARD.md, "A two-object cycle"), so the shipped schedule has none
 TWO_OBJECT_CYCLES = 0
+# grown cycles whose loss weighs the video as much as both ears together (the unmet targets are the video's), after
+# the two-object cycles, under bf16 autocast (fp32 master weights; 1.3x the fp32 rate on an AVX512-BF16 CPU)
+VIDEO_WEIGHTED_CYCLES = 0
+VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16"]
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
@@ -185,10 +191,13 @@ def cycle_plan(work: Path) -> list[Cycle]:
     kinds = [(CYCLE_CONFIG, "joint", k + 3) for k in range(LATER_CYCLES)]
     kinds += [(GROW_CONFIG, "grown", k + 1) for k in range(GROWN_CYCLES)]
     kinds += [(GROW_CONFIG, "two", k + 1) for k in range(TWO_OBJECT_CYCLES)]
+    kinds += [(GROW_CONFIG, "video", k + 1) for k in range(VIDEO_WEIGHTED_CYCLES)]
     for config, name, index in kinds:
-        overrides = tuple(CONTINUE_GROWN) if (name == "grown" and index > 1) or name == "two" else ()
+        overrides = tuple(CONTINUE_GROWN) if (name == "grown" and index > 1) or name in ("two", "video") else ()
         if name == "two":
             overrides += (f"data.train.args.file={work / 'cache_train_two.safetensors'}",)
+        if name == "video":
+            overrides += tuple(VIDEO_WEIGHTED)
         plan.append(Cycle(config, overrides, work / f"joint_{steps}.safetensors", work / f"{name}{index}"))
         steps += read_yaml(config)["train"]["steps"]
     return plan

@@ -145,6 +145,17 @@ def test_script_end_to_end_on_a_tiny_untrained_model(tmp_path, monkeypatch, caps
                for c in result["clips"])  # fmt: skip
     assert script.main(["--model", str(tmp_path / "nothing"), "--n", "1"]) == 2
     assert "default model files missing" in capsys.readouterr().err
+    # --seeds: each prompt with its seed + 1000 k, the table pooled over every clip, a line per seed offset
+    assert script.main(["--model", str(model), "--n", "2", "--seeds", "2", "--io-clips", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 prompts, 2 seeds each, pooled" in printed and "Per seed offset: +0: object" in printed
+    pooled = json.loads(out.read_text())
+    assert [c["seed"] for c in pooled["clips"]] == [0, 1, 1000, 1001]
+    assert pooled["per_seed"]["0"] == result["targets"]  # the first offset's clips are the one-seed run's
+    n = {t["name"]: t["n"] for t in pooled["targets"]}
+    assert all(n[t["name"]] == t["n"] + u["n"] for t, u in zip(pooled["per_seed"]["0"], pooled["per_seed"]["1000"]))
+    assert script.main(["--model", str(model), "--n", "1", "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
 
 
 def test_tuning_prompt_set_shares_nothing_with_the_card(tmp_path, monkeypatch, capsys):

@@ -326,21 +326,23 @@ def test_init_new_parts_keep_their_initialization(tmp_path):
         from_dict(TrainConfig, cfg | {"init": {"new": ["outputs."]}})
 
 
-@pytest.mark.parametrize("two_object_cycles", [0, 1])
-def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycles):
+@pytest.mark.parametrize("two_object_cycles, video_cycles", [(0, 0), (1, 0), (1, 2)])
+def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycles, video_cycles):
     """scripts/train_default_v2.py starts each later cycle from the weights the run before it ends on: the first
     from the 10000-step file the cycle config names, each next one a cycle's steps later, into joint3, joint4, ...,
     then the grown cycles into grown1, grown2, ...: the first grows the model (the grow config's init), the next
     ones load the grown weights plainly; then the two-object cycles into two1, ..., which load the grown weights
-    plainly and train on the cache with the two-object clips repeated."""
+    plainly and train on the cache with the two-object clips repeated; then the video-weighted cycles into video1,
+    ..., which load them plainly and weigh the video stream's loss (bf16 autocast)."""
     from avflow.config import read_yaml
 
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import train_default_v2 as script
 
     monkeypatch.setattr(script, "TWO_OBJECT_CYCLES", two_object_cycles)
+    monkeypatch.setattr(script, "VIDEO_WEIGHTED_CYCLES", video_cycles)
     plan = script.cycle_plan(tmp_path)
-    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES + script.TWO_OBJECT_CYCLES
+    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES + two_object_cycles + video_cycles
     assert script.LATER_CYCLES >= 1
     named = Path(read_yaml(script.CYCLE_CONFIG)["init"]["weights"]).name
     assert plan[0].start == tmp_path / named == tmp_path / "joint_10000.safetensors"
@@ -349,15 +351,27 @@ def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycl
     for k, cycle in enumerate(plan):
         grown = k - script.LATER_CYCLES  # index among the grown cycles, < 0 before them
         two = grown - script.GROWN_CYCLES  # index among the two-object cycles, < 0 before them
-        name = f"joint{k + 3}" if grown < 0 else f"grown{grown + 1}" if two < 0 else f"two{two + 1}"
+        video = two - two_object_cycles  # index among the video-weighted cycles, < 0 before them
+        name = (f"joint{k + 3}" if grown < 0 else f"grown{grown + 1}" if two < 0 else f"two{two + 1}" if video < 0
+                else f"video{video + 1}")  # fmt: skip
         assert cycle.run == tmp_path / name
         assert cycle.config == (script.CYCLE_CONFIG if grown < 0 else script.GROW_CONFIG)
         continued = tuple(script.CONTINUE_GROWN) if grown > 0 else ()
-        assert cycle.overrides == (continued + (two_cache,) if two >= 0 else continued)
+        extra = (two_cache,) if 0 <= two < two_object_cycles else tuple(script.VIDEO_WEIGHTED) if video >= 0 else ()
+        assert cycle.overrides == continued + extra
         assert cycle.start.name == f"joint_{steps}.safetensors"
         steps += read_yaml(cycle.config)["train"]["steps"]
     grow_start = Path(read_yaml(script.GROW_CONFIG)["init"]["weights"]).name
     assert plan[script.LATER_CYCLES].start.name == grow_start  # the config's own start: the later cycles' end
+    if video_cycles:  # the video-weighted cycles' overrides make a valid config with the video weighted
+        from avflow.train.config import load_train_config
+
+        monkeypatch.chdir(REPO)
+        cache = tmp_path / "cache.safetensors"
+        cache.write_bytes(b"")
+        over = [f"data.train.args.file={cache}", f"data.val.args.file={cache}", f"init.weights={cache}"]
+        config = load_train_config(plan[-1].config, [*over, *plan[-1].overrides])
+        assert config.task.args["stream_weights"] == {"video": 2.0} and config.train.precision == "bf16"
 
 
 def test_two_object_cache_repeats_the_two_object_rows_and_the_cycle_reads_it(tmp_path, monkeypatch):
@@ -519,3 +533,37 @@ def test_ddp_with_cross_modal_dropout_asks_for_find_unused_parameters(tmp_path, 
     from avflow.train.joint_task import JointFlowConfig, JointFlowTask
 
     assert not JointFlowTask(JointFlowConfig()).leaves_parameters_unused  # the default never skips the fusion
+
+
+def test_stream_weights_weigh_each_streams_loss():
+    """`task.args.stream_weights`: loss = sum_s w_s L_s / sum_s w_s over the batch's streams (unnamed streams weigh 1),
+    the default the plain mean; a weight for a stream the data lacks, a negative one or all zero are config errors."""
+    from avflow.flow.loss import flow_matching_loss, noised_streams
+    from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
+
+    class Constant(torch.nn.Module):
+        def velocity(self, xt, t, cond):
+            return {s: torch.full_like(x, 0.5) for s, x in xt.items()}
+
+    g = torch.Generator().manual_seed(0)
+    streams = {"video": torch.randn(3, 4, 5, generator=g), "left": torch.randn(3, 6, 2, generator=g),
+               "right": 3 * torch.randn(3, 6, 2, generator=g)}  # fmt: skip
+    batch = {"streams": streams, "cond": {}, "drop": torch.zeros(3, dtype=torch.bool),
+             "t": {s: torch.rand(3, generator=g) for s in streams},
+             "noise": {s: torch.randn(x.shape, generator=g) for s, x in streams.items()}}  # fmt: skip
+    xt, target, mask = noised_streams(streams, batch["t"], batch["noise"])
+    per = {s: float(flow_matching_loss(torch.full_like(xt[s], 0.5), target[s], mask[s]).mean()) for s in streams}
+
+    def loss(**weights):
+        return float(FlowMatchingTask(FlowMatchingConfig(cond_dropout=0.0, **weights)).loss(Constant(), batch))
+
+    assert loss() == pytest.approx(sum(per.values()) / 3, rel=1e-6)
+    expected = (2 * per["video"] + per["left"] + per["right"]) / 4
+    assert loss(stream_weights={"video": 2.0}) == pytest.approx(expected, rel=1e-6)
+    assert loss(stream_weights={"left": 0.0, "right": 0.0}) == pytest.approx(per["video"], rel=1e-6)
+    with pytest.raises(ConfigError, match=r"names \['audio'\], not a stream of this data"):
+        loss(stream_weights={"audio": 1.0})
+    with pytest.raises(ConfigError, match="every stream weight 0"):
+        loss(stream_weights={"video": 0.0, "left": 0.0, "right": 0.0})
+    with pytest.raises(ConfigError, match="finite and >= 0"):
+        FlowMatchingConfig(stream_weights={"video": -1.0})

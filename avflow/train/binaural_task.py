@@ -17,6 +17,7 @@ class BinauralFlowConfig(FlowMatchingConfig):
     video_drop: float = 0.1  # per-sample probability of training without the video (video_on = 0)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (0.0 <= self.mono_drop <= 1.0 and 0.0 <= self.video_drop <= 1.0):
             raise ConfigError(f"mono_drop and video_drop must be in [0, 1], got {self.mono_drop}, {self.video_drop}")
 

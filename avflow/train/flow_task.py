@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
+from avflow.errors import ConfigError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
 
@@ -21,6 +23,14 @@ class FlowMatchingConfig:
     sigma_min: float = 0.0
     cond_dropout: float = 0.1  # per-sample probability of training on empty conditions (for CFG)
     sample_steps: int = 16  # Euler steps of the sampling hook
+    # relative weight of each stream's loss (a stream not named weighs 1): loss = sum_s w_s L_s / sum_s w_s, e.g.
+    # {video: 2} gives the video as much weight as the two ears `left` and `right` together
+    stream_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = {k: w for k, w in self.stream_weights.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ConfigError(f"stream_weights must be finite and >= 0, got {bad}")
 
 
 class FlowMatchingTask:
@@ -65,8 +75,19 @@ class FlowMatchingTask:
             empty = model.empty_conditions(drop.shape[0])
             cond = {k: _where_batch(drop, empty[k], v) for k, v in cond.items()}
         pred = self.velocity(model, xt, batch, cond)
-        per_sample = torch.stack([flow_matching_loss(pred[s], target[s], mask[s]) for s in x1]).mean(0)  # (B,)
-        return per_sample.mean()
+        weights = self.stream_weights(list(x1))
+        per_stream = torch.stack([flow_matching_loss(pred[s], target[s], mask[s]) * w for s, w in weights.items()])
+        return (per_stream.sum(0) / sum(weights.values())).mean()  # (S, B) -> (B,) -> ()
+
+    def stream_weights(self, streams: list[str]) -> dict[str, float]:
+        """Each stream's loss weight; a name the batch has no stream for, or all weights 0, is a `ConfigError`."""
+        unknown = sorted(set(self.config.stream_weights) - set(streams))
+        if unknown:
+            raise ConfigError(f"task.args.stream_weights names {unknown}, not a stream of this data: {sorted(streams)}")
+        weights = {s: float(self.config.stream_weights.get(s, 1.0)) for s in streams}
+        if sum(weights.values()) <= 0:
+            raise ConfigError(f"task.args.stream_weights gives every stream weight 0: {weights}")
+        return weights
 
     def velocity(self, model: nn.Module, xt: dict, batch: dict, cond: dict) -> dict:
         """The model's velocity for the loss; a task may pass more of the batch's draws to the model."""

@@ -21,6 +21,7 @@ class JointFlowConfig(FlowMatchingConfig):
     cross_modal_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 <= self.cross_modal_dropout <= 1.0:
             raise ConfigError(f"cross_modal_dropout must be in [0, 1], got {self.cross_modal_dropout}")
 

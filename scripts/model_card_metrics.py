@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
     per_seed = {k: score([m for (rec, m) in clips if rec["seed_offset"] == k]) for k in offsets}
     if len(offsets) > 1:
         report += ["", "Per seed offset: " + "; ".join(
-            f"+{k}: " + ", ".join(f"{r.target.name} {r.text}" for r in res) for k, res in per_seed.items())]
+            f"+{k}: " + ", ".join(f"{r.target.name} {r.text()}" for r in res) for k, res in per_seed.items())]
     io_results = {task: score([m for _, m in io[task]], IO_NAMES) for task in io}
     for task, res in io_results.items():
         if io[task]:

@@ -336,8 +336,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--held-out-base must be >= {HELD_OUT_BASE} (past the test split) and counts >= 0")
         make_prompts(args.prompts, args.clips, args.train_world, args.held_out_base, args.singles, args.twos)
         return 0
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds < 1 or (args.ground_truth and args.seeds > 1):
+        raise ConfigError(f"--seeds must be >= 1, and 1 with --ground-truth (a prompt's scene has no seed to vary), "
+                          f"got {args.seeds}")  # fmt: skip
     data, rows = read_prompts(args.prompts, args.n)
     rows = [row | {"seed": row["seed"] + SEED_STRIDE * k, "seed_offset": SEED_STRIDE * k}
             for k in range(args.seeds) for row in rows]  # fmt: skip

@@ -158,6 +158,8 @@ def test_script_end_to_end_on_a_tiny_untrained_model(tmp_path, monkeypatch, caps
     assert all(n[t["name"]] == t["n"] + u["n"] for t, u in zip(pooled["per_seed"]["0"], pooled["per_seed"]["1000"]))
     assert script.main(["--model", str(model), "--n", "1", "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
+    assert script.main(["--ground-truth", "--n", "1", "--seeds", "2"]) == 2
+    assert "1 with --ground-truth" in capsys.readouterr().err
 
 
 def test_tuning_prompt_set_shares_nothing_with_the_card(tmp_path, monkeypatch, capsys):

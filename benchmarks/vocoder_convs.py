@@ -7,9 +7,11 @@ at every call), the ratio, the max |difference| and whether `fft_conv.pays_off` 
 avflow/nn/fft_conv.py is read from this table; the load average before and after is printed.
 
 `--vocoder 16k 44k` times whole vocoders instead (random weights, --seconds of audio, inference mode): the plain
-reference way (benchmarks/baseline/), avflow with every convolution direct (the FFT path switched off) and avflow as
-shipped, called in turn for --rounds rounds, each call after gc and malloc_trim (a cold heap, as in a fresh
-process), so that a slow spell of a shared machine hits all three; the best and the median of each are printed.
+reference way (benchmarks/baseline/), avflow with every convolution direct (the FFT path switched off), avflow as
+shipped and avflow with its anti-aliased activations compiled (`avflow foley --compile`; its first, compiling
+call reported apart as first_call_s), called in turn for --rounds rounds, each call after gc and malloc_trim (a
+cold heap, as in a fresh process), so that a slow spell of a shared machine hits every way alike; the best and the
+median of each are printed.
 
     .venv/bin/python benchmarks/vocoder_convs.py [--threads 2] [--shapes 768x2000 384x8000 ...] [--json OUT]
     .venv/bin/python benchmarks/vocoder_convs.py --vocoder 16k 44k [--seconds 8] [--rounds 3] [--json OUT]
@@ -18,6 +20,7 @@ process), so that a slow spell of a shared machine hits all three; the best and 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import os
 import statistics
@@ -34,6 +37,8 @@ from common import report, reset_peak_memory, timed  # noqa: E402
 from foley_stages import random_vocoder  # noqa: E402
 
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS  # noqa: E402
+from avflow.codecs.fused_activation import compiler_missing  # noqa: E402
+from avflow.heap import keep_freed_memory  # noqa: E402
 from avflow.nn import fft_conv  # noqa: E402
 
 # (channels, samples): BigVGAN 16 kHz's levels for 2 s and 8 s of audio, 44.1 kHz's first level for 8 s
@@ -63,8 +68,10 @@ def row(channels: int, length: int, k: int, dilation: int, repeat: int) -> dict:
             "chosen": fft_conv.pays_off(channels, length, k)}  # fmt: skip
 
 
-def vocoder_rows(mode: str, seconds: float, rounds: int) -> list[dict]:
-    """Plain, avflow direct and avflow as shipped on one vocoder, alternating, cold heap before every call."""
+def vocoder_rows(mode: str, seconds: float, rounds: int, compiled: bool) -> list[dict]:
+    """Plain, avflow direct, avflow as shipped and (`compiled`) avflow with its activations compiled
+    (`BigVGAN.compile_activations`, after one untimed call that compiles) on one vocoder, alternating, cold heap
+    before every call."""
     config = BIGVGAN_CONFIGS[mode]
     vocoder = random_vocoder(config, torch.device("cpu"))
     params = vocoder.state_dict()
@@ -80,6 +87,14 @@ def vocoder_rows(mode: str, seconds: float, rounds: int) -> list[dict]:
 
     ways = {"plain": lambda: plain_bigvgan.vocode(params, config, mel), "avflow direct": lambda: direct(mel),
             "avflow": lambda: vocoder(mel)}  # fmt: skip
+    compile_s = None
+    if compiled:
+        fused = copy.deepcopy(vocoder).compile_activations()
+        with torch.inference_mode():
+            start = time.perf_counter()
+            fused(mel)  # compiles (or reads inductor's disk cache): not timed with the calls
+            compile_s = time.perf_counter() - start
+        ways["avflow compiled"] = lambda: fused(mel)
     times: dict[str, list[float]] = {name: [] for name in ways}
     outputs = {}
     with torch.inference_mode():
@@ -100,6 +115,8 @@ def vocoder_rows(mode: str, seconds: float, rounds: int) -> list[dict]:
                      "speedup_median": round(statistics.median(times["plain"]) / statistics.median(seconds_taken), 2),
                      "max_abs_diff": float((outputs[name] - outputs["plain"]).abs().max()),
                      "all_s": [round(t, 2) for t in seconds_taken]})  # fmt: skip
+        if name == "avflow compiled":
+            rows[-1]["first_call_s"] = round(compile_s, 1)
     return rows
 
 
@@ -111,9 +128,15 @@ def main() -> None:
     p.add_argument("--dilations", type=int, nargs="+", default=[1, 3, 5])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--vocoder", nargs="+", choices=sorted(BIGVGAN_CONFIGS), default=None,
-                   help="time whole vocoders (plain, avflow direct, avflow) instead of single convolutions")
+                   help="time whole vocoders (plain, avflow direct, avflow, avflow compiled) instead of single "
+                        "convolutions")  # fmt: skip
     p.add_argument("--seconds", type=float, default=8.0, help="--vocoder: seconds of audio")
     p.add_argument("--rounds", type=int, default=3, help="--vocoder: calls of each way, in turn")
+    p.add_argument("--no-compiled", action="store_true",
+                   help="--vocoder: leave out the way with compiled activations (it needs a C++ compiler)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="--vocoder: every way with freed memory kept in the heap, as the avflow command runs "
+                        "(avflow.heap; the heap is still trimmed before every call)")  # fmt: skip
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if args.vocoder and (args.seconds <= 0 or args.rounds < 1):
@@ -128,8 +151,14 @@ def main() -> None:
     torch.manual_seed(0)
     load = os.getloadavg()
     if args.vocoder:
-        rows = [row for mode in args.vocoder for row in vocoder_rows(mode, args.seconds, args.rounds)]
-        report(rows, args.threads, load, "whole vocoders, inference mode, cold heap per call", args.json)
+        missing = None if args.no_compiled else compiler_missing()
+        if missing:
+            p.error(f"the compiled way: {missing} (or pass --no-compiled)")
+        compiled = not args.no_compiled
+        heap = "kept (avflow.heap)" if args.keep_freed_memory and keep_freed_memory() else "glibc's defaults"
+        rows = [row for mode in args.vocoder for row in vocoder_rows(mode, args.seconds, args.rounds, compiled)]
+        report(rows, args.threads, load, f"whole vocoders, inference mode, cold heap per call, heap: {heap}",
+               args.json)  # fmt: skip
     else:
         rows = [row(c, t, k, d, args.repeat) for c, t in shapes for k in args.kernels for d in args.dilations]
         report(rows, args.threads, load, f"n_fft {fft_conv.N_FFT}", args.json)

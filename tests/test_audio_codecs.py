@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN, BigVGANConfig
 from avflow.codecs.bigvgan_blocks import AntiAliasedActivation, to_frames
+from avflow.codecs.fused_activation import anti_aliased_snake
 from avflow.codecs.mel import MEL_CONFIGS, MelSpectrogram
 from avflow.codecs.weight_norm import fold_weight_norm
 from avflow.errors import WeightsError
@@ -173,3 +174,50 @@ def test_polyphase_anti_aliased_activation_matches_the_reference_formulation(len
     torch.testing.assert_close(frames[:, :, 0], out, atol=0, rtol=0)
     trained = act(to_frames(x))  # gradients on: out-of-place snake, padding by concatenation
     torch.testing.assert_close(trained[:, :, 0], out, atol=1e-6, rtol=1e-6)
+    act.fused = anti_aliased_snake  # the function torch.compile fuses, run eagerly here
+    with torch.no_grad():
+        fused = act(to_frames(x))
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fused.double()[:, :, 0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(act(to_frames(x)), trained, atol=0, rtol=0)  # training never takes it
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_bigvgan_with_fused_activations_matches_reference(fixtures, version, monkeypatch):
+    """`compile_activations` with the fused function run eagerly (the compiled run is a slow test): the fixture's
+    waveform, and every activation of the vocoder set."""
+    import avflow.codecs.bigvgan as bigvgan
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return anti_aliased_snake(*args)
+
+    monkeypatch.setattr(bigvgan, "compiled_anti_aliased_snake", lambda: counted)
+    config, weights, io = _bigvgan_fixture(fixtures, version)
+    vocoder = BigVGAN(config).load_weights(weights).eval().compile_activations()
+    activations = [m for m in vocoder.modules() if isinstance(m, AntiAliasedActivation)]
+    with torch.no_grad():
+        torch.testing.assert_close(vocoder(io["mel"]), io["waveform"], **TOL)
+    assert len(calls) == len(activations) > 1  # every activation ran fused, once
+
+
+@pytest.mark.slow
+def test_compiled_vocoder_matches_eager_vocoder():
+    """The real torch.compile of the fused activation (needs a C++ compiler): a BigVGAN v1 of random weights,
+    1 s of audio, against the eager vocoder, max |difference| <= 1e-4 (the speed target's numerics)."""
+    from avflow.codecs.fused_activation import compiler_missing
+
+    if compiler_missing():
+        pytest.skip(compiler_missing())
+    torch.manual_seed(0)
+    vocoder = BigVGAN(BIGVGAN_CONFIGS["16k"]).eval()
+    with torch.no_grad():
+        for name, p in vocoder.named_parameters():
+            if name.endswith((".alpha", ".beta")):
+                p.normal_(0.0, 0.3)
+        mel = torch.randn(1, 80, 63)
+        eager = vocoder(mel)
+        fused = vocoder.compile_activations()(mel)
+    assert (fused - eager).abs().max() <= 1e-4

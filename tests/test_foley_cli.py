@@ -321,6 +321,10 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
         "i2a not an image": (["i2a", str(tmp / "notes.mp4"), "-o", str(tmp / "i.wav"), *f], "cannot read as an image"),
         "i2a duration": (["i2a", str(image), "-o", str(tmp / "i.wav"), "--duration", "0.2", *f], "at least 0.5 s"),
     }
+    cases["compile bf16"] = (["foley", str(good), "-o", out, *f, "--compile", "--precision", "bf16"],
+                             "--compile fuses the vocoder's float32 path")  # fmt: skip
+    cases["compile no compiler"] = (["t2a", "rain", "-o", str(tmp / "c.wav"), *f, "--compile"],
+                                    "--compile: $CXX (")  # fmt: skip
     if not torch.cuda.is_available():
         cases["no gpu"] = (["foley", str(good), "-o", out, *f, "--device", "cuda"], "no CUDA GPU is available here")
     return cases
@@ -328,6 +332,7 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
 
 def test_bad_inputs_fail_in_one_line_before_any_weights_are_read(model_json, tmp_path, monkeypatch, capsys):
     cases = bad_inputs(tmp_path, model_json)
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))  # --compile's check (read only with --compile)
     reads = WeightReads(monkeypatch)
     before = listing(tmp_path)
     for name, (argv, message) in cases.items():

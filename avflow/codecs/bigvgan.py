@@ -17,6 +17,7 @@ from avflow.codecs.bigvgan_blocks import (
     conv_transpose_frames,
     to_frames,
 )
+from avflow.codecs.fused_activation import compiled_anti_aliased_snake
 from avflow.codecs.weight_norm import fold_weight_norm
 from avflow.weights import load_strict, read_state_dict
 
@@ -120,6 +121,15 @@ class BigVGAN(nn.Module):
             x = sum(block(x) for block in blocks) / self.num_kernels
         x = conv_frames(self.conv_post, self.activation_post(x))[:, :, 0]  # (B, 1, frames * hop)
         return torch.tanh(x) if self.config.use_tanh_at_final else x.clamp(-1.0, 1.0)
+
+    def compile_activations(self) -> BigVGAN:
+        """Run every anti-aliased activation as one compiled kernel in float32 inference
+        (`avflow.codecs.fused_activation`; compiled at the first call, needs a C++ compiler on the CPU)."""
+        fused = compiled_anti_aliased_snake()
+        for module in self.modules():
+            if isinstance(module, AntiAliasedActivation):
+                module.fused = fused
+        return self
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str = "BigVGAN weights") -> BigVGAN:
         """Load an official generator state dict (weight_g/weight_v, parametrizations or plain weights)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -177,14 +178,16 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(init.clone())
         self.beta = nn.Parameter(init.clone()) if with_beta else None
 
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, 1 / b), each (C,)."""
+        beta = self.alpha if self.beta is None else self.beta
+        alpha, beta = (self.alpha.exp(), beta.exp()) if self.logscale else (self.alpha, beta)
+        return alpha, 1.0 / (beta + 1e-9)
+
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, ...); `out`: where to write the result at inference (e.g. the inside of a padded buffer)."""
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        alpha = self.alpha.view(shape)
-        beta = alpha if self.beta is None else self.beta.view(shape)
-        if self.logscale:
-            alpha, beta = alpha.exp(), beta.exp()
-        inverse = 1.0 / (beta + 1e-9)
+        alpha, inverse = (v.view(shape) for v in self.coefficients())
         if torch.is_grad_enabled():
             return torch.addcmul(x, torch.sin(x * alpha).pow(2), inverse)
         return torch.addcmul(x, (x * alpha).sin_().square_(), inverse, out=out)
@@ -194,7 +197,9 @@ class AntiAliasedActivation(nn.Module):
     """Upsample x2, snake, low-pass and decimate x2 (keeps the snake's harmonics from aliasing), on frames.
 
     Polyphase: the snake runs on the two phases of the upsampled signal, never interleaved; four depthwise 7-tap
-    filters replace the reference's transposed convolution and strided low-pass.
+    filters replace the reference's transposed convolution and strided low-pass. With `fused` set (a compiled
+    `avflow.codecs.fused_activation.anti_aliased_snake`, `BigVGAN.compile_activations`), float32 inference runs
+    that one kernel instead.
     """
 
     def __init__(self, channels: int, with_beta: bool = True, logscale: bool = True):
@@ -202,11 +207,15 @@ class AntiAliasedActivation(nn.Module):
         self.act = Snake(channels, with_beta, logscale)
         self.upsample = UpSample(2, 12)
         self.downsample = DownSample(2, 12)
+        self.fused: Callable[..., torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Frames (B, C, 1, T) -> frames; (B, C, T) -> (B, C, T) (computed on frames)."""
         if x.ndim == 3:
             return from_frames(self(to_frames(x)))
+        if self.fused is not None and self.runs_fused(x):
+            alpha, inverse = self.act.coefficients()
+            return self.fused(x, alpha, inverse, self.upsample.phase_taps(), self.downsample.phase_taps())
         u0, u1 = self.upsample(x)
         if torch.is_grad_enabled():
             return self.downsample(self.act(u0), self.act(u1))
@@ -220,6 +229,11 @@ class AntiAliasedActivation(nn.Module):
             s[..., :3] = first
             s[..., 3 + t :] = last
         return self.downsample.filter_padded(s0, s1)
+
+    @staticmethod
+    def runs_fused(x: torch.Tensor) -> bool:
+        """Whether a fused kernel takes frames x: float32 inference outside autocast (where it was checked)."""
+        return not torch.is_grad_enabled() and x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:

@@ -29,7 +29,7 @@ from avflow.commands.options import (
     check_prompt,
     resolve_device,
 )
-from avflow.errors import AvflowError, MediaError, OutputError
+from avflow.errors import AvflowError, ConfigError, MediaError, OutputError
 from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
 
 HELP = "generate synchronized audio for a video (MMAudio weights) and mux it into an mp4"
@@ -60,6 +60,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "evaluations for the same accuracy (docs/foley.md); --steps still sets the "
                              "steps")  # fmt: skip
     add_precision(parser)
+    parser.add_argument("--compile", action="store_true",
+                        help="run the vocoder's anti-aliased activations as one compiled kernel each (torch.compile; "
+                             "the same audio to float32 rounding, faster vocoding, docs/foley.md); float32 only, "
+                             "needs a C++ compiler on the CPU; the first run compiles (about 10 s on 2 cores), later "
+                             "runs read inductor's disk cache (about 2 s)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
@@ -80,8 +85,23 @@ def check_model_arguments(args: argparse.Namespace):
     sampling = spec.sampling.preset("fast") if args.fast else spec.sampling
     sampling = sampling.override(steps=args.steps, cfg_strength=args.cfg)
     device = resolve_device(args.device)
+    if args.compile:
+        check_compile(args.precision, device)
     check_available(spec, args.model)
     return sampling, device
+
+
+def check_compile(precision: str, device: str) -> None:
+    """--compile's one-line errors: a float32 path only, and on the CPU a C++ compiler for inductor."""
+    if precision == "bf16":
+        raise ConfigError("--compile fuses the vocoder's float32 path; with --precision bf16 it would do nothing: "
+                          "drop one of them")  # fmt: skip
+    if device == "cpu":
+        from avflow.codecs.fused_activation import compiler_missing
+
+        missing = compiler_missing()
+        if missing:
+            raise ConfigError(f"--compile: {missing}")
 
 
 def load_pipeline(args: argparse.Namespace, sampling, device: str):
@@ -89,7 +109,8 @@ def load_pipeline(args: argparse.Namespace, sampling, device: str):
     from avflow.pipelines.foley import FoleyPipeline
 
     return FoleyPipeline.load(args.model, weights=args.weights, device=device, sampling=sampling,
-                              window_s=args.window, overlap_s=args.overlap, precision=args.precision)  # fmt: skip
+                              window_s=args.window, overlap_s=args.overlap, precision=args.precision,
+                              compile_vocoder=args.compile)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -88,18 +88,22 @@ class FoleyPipeline:
         root: Path | None = None,
         device: str | torch.device = "cpu",
         sampling: SamplingConfig | None = None,
+        compile_vocoder: bool = False,
         **kwargs,
     ) -> FoleyPipeline:
         """Load every part of `model` (an official variant's name, its files from the weight cache, or a JSON model
         config), the network from `weights` when given; `sampling` defaults to the model's; `kwargs` go to the
         constructor (window_s, overlap_s, read_s, precision: with the default "auto", a CUDA device runs the networks
-        under bf16 autocast where the GPU supports it)."""
+        under bf16 autocast where the GPU supports it). `compile_vocoder`: the vocoder's anti-aliased activations as one
+        compiled kernel each (`BigVGAN.compile_activations`; float32 only, compiled at the first decode)."""
         spec = resolve_model(model, weights)
         paths = model_files(spec, model, root)
         network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths["network"])
         network = network.to(device).eval()
         vae = AudioVAE.from_file(paths["vae"], spec.vae_config).to(device).eval()
         vocoder = BigVGAN.from_file(paths["vocoder"], spec.vocoder_config).to(device).eval()
+        if compile_vocoder:
+            vocoder.compile_activations()
         foley = FoleyModel(network, vae, vocoder, sampling or spec.sampling)
         clip = load_clip(paths["clip"], spec.clip_config)
         sync = load_synchformer(paths["synchformer"], spec.synchformer_config)

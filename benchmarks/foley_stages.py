@@ -7,6 +7,8 @@ all with random weights. Stages: frame decode + preprocessing, CLIP, Synchformer
             unconditional forwards at batch 1, F.scaled_dot_product_attention, the reference's batching);
   avflow    this package, fp32 (on a GPU with TF32 off, for the parity check);
   avflow bf16 / avflow tf32   with --precision bf16 / on a GPU;
+  avflow compiled   (--compile, vocoder stage) the vocoder's anti-aliased activations compiled, as `avflow foley
+            --compile` runs them (after one untimed call that compiles; its seconds are in the row's note);
   reference the public MMAudio code in a local clone (--reference PATH) on the same weights (network, VAE, vocoder).
 Stages whose code is shared by both ways (frame decode, VAE, mux) are timed once, as "avflow = plain"; the encoder
 stages (frames, CLIP, Synchformer, text) are the same for every variant and are timed for the first one only.
@@ -27,11 +29,13 @@ Run it with PYTHONPATH=. from the repository root (so that this checkout's avflo
     .venv/bin/python benchmarks/foley_stages.py --variants small_16k --stages network vocoder --json out.json
     .venv/bin/python benchmarks/foley_stages.py --precision fp32 bf16 --reference ~/src/MMAudio --end-to-end
     .venv/bin/python benchmarks/foley_stages.py --device cuda                     # TF32 off and on
+    .venv/bin/python benchmarks/foley_stages.py --stages vocoder --compile        # + the compiled vocoder
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import math
@@ -62,6 +66,7 @@ from common import (
 
 from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN, BigVGANConfig
+from avflow.codecs.fused_activation import compiler_missing
 from avflow.data.media import mux_audio, write_video
 from avflow.encoders.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from avflow.encoders.features import Encoders
@@ -106,6 +111,7 @@ SUM_SOURCES = {
     "avflow": ("avflow", "avflow = plain"),
     "avflow bf16": ("avflow bf16", "avflow", "avflow = plain"),
     "avflow tf32": ("avflow tf32", "avflow", "avflow = plain"),
+    "avflow compiled": ("avflow compiled", "avflow", "avflow = plain"),
     "reference": ("reference", "plain", "avflow = plain"),
 }
 
@@ -147,6 +153,7 @@ class Way:
     flops: float | None = None  # for the whole 8 s clip
     precision: str = "fp32"
     tf32: bool = False
+    note: str = ""  # added to the stage's note in this way's row
 
 
 @dataclass
@@ -231,7 +238,7 @@ def time_stage(
                 "speed-up": base_s / seconds if way is not results[0][0] else None,
                 "max |diff|": max_diff,
                 "rel dev": deviation,
-                "note": note,
+                "note": "; ".join(filter(None, (note, way.note))),
             }
         )
     return {way.name: out for way, _, _, out in results}
@@ -492,6 +499,13 @@ def stage_vocoder(run: Run, variant: str, config: BigVGANConfig, mel: torch.Tens
         Way("avflow", lambda: vocoder(mel), flops_avflow),
     ]
     ways += extra_ways(run, ways[1].run, flops_avflow)
+    if run.args.compile:
+        compiled = copy.deepcopy(vocoder).compile_activations()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(mel)  # compiles (or reads inductor's disk cache): not timed with the calls
+        first_call = f"first call (compiling) {time.perf_counter() - start:.1f} s"
+        ways.append(Way("avflow compiled", lambda: compiled(mel), flops_avflow, note=first_call))
     ways += reference_way(
         run, "vocoder", lambda: (lambda v: lambda: v(mel))(reference.vocoder(run.args.reference, config, params)),
         flops_plain,
@@ -577,6 +591,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reference", default=None, help="local clone of github.com/hkchengrex/MMAudio (not vendored)")
     parser.add_argument("--end-to-end", action="store_true", help="also run the whole pipeline once (slow)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the run's facts here")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the vocoder with its activations compiled (`avflow foley --compile`; needs a C++ "
+                             "compiler; fp32 on the CPU)")  # fmt: skip
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="every way with freed memory kept in the heap, as the avflow command runs "
                         "(avflow.heap; benchmarks/heap.py compares the two)")  # fmt: skip
@@ -586,6 +603,8 @@ def parse_args() -> argparse.Namespace:
             setattr(args, key, value)
     if "fp32" not in args.precision:
         args.precision = ["fp32", *args.precision]  # bf16 is measured against fp32
+    if args.compile and (missing := compiler_missing()) and args.device == "cpu":
+        parser.error(f"--compile: {missing}")
     args.audio_seconds = args.audio_seconds or args.duration
     return args
 
@@ -599,7 +618,7 @@ def summary(rows: list[dict]) -> list[dict]:
     for (variant, stage), ways in groups.items():
         base = ways.get("plain") or ways.get("avflow = plain")
         row = {"variant": variant, "stage": stage}
-        for name in ("plain", "avflow = plain", "avflow", "avflow bf16", "avflow tf32", "reference"):
+        for name in ("plain", "avflow = plain", "avflow", "avflow compiled", "avflow bf16", "avflow tf32", "reference"):
             if name in ways:
                 row[f"{name} s"] = ways[name]["seconds"]
                 if base is not None and ways[name] is not base:

@@ -48,9 +48,9 @@ GROWN_CYCLES = 4  # cosine cycles of the model grown to 8 video blocks, after th
 TWO_OBJECT_CYCLES = 0
 # grown cycles whose loss weighs the video as much as both ears together (the unmet targets are the video's), after
 # the two-object cycles, under bf16 autocast (fp32 master weights; about 1.3x the fp32 rate measured on an AVX512-BF16
-# CPU); the third is the model shipped since 2026-12-04, late (MODEL_CARD.md, "The video's loss weighed ..."); a
-# fourth was tried and not shipped (its object side one clip under the third's on the tuning set)
-VIDEO_WEIGHTED_CYCLES = 3
+# CPU); the fifth is the model shipped since 2026-12-05 (MODEL_CARD.md, "The video's loss weighed ..."); the fourth
+# alone was not shipped (its object side one clip under the third's on the tuning set), the fifth continues from it
+VIDEO_WEIGHTED_CYCLES = 5
 VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16"]
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)

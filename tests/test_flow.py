@@ -22,6 +22,7 @@ from avflow.flow import (
     integrate,
     interpolate,
     noised_streams,
+    parse_stream_strengths,
     preset_branches,
     sample,
     sample_with,
@@ -234,6 +235,52 @@ def test_sampling_config_is_validated_once_in_one_line():
         base.steps = 3
     with pytest.raises(TypeError):
         SamplingConfig(2.0)  # keyword-only
+
+
+def test_stream_cfg_strength_guides_each_stream_at_its_own_strength():
+    """One Euler step from t = 0: each stream moves as plain CFG at its own strength would move it."""
+    model = _toy()
+    x = _streams()
+    cond = {"text": torch.randn(2, 5, dtype=torch.float64)}
+    per_stream = SamplingConfig(cfg_strength=3.0, steps=1, stream_cfg_strength={"video": 5.0})
+    out = sample_with(per_stream, model, x, cond).streams
+    at_3 = sample_with(SamplingConfig(cfg_strength=3.0, steps=1), model, x, cond).streams
+    at_5 = sample_with(SamplingConfig(cfg_strength=5.0, steps=1), model, x, cond).streams
+    torch.testing.assert_close(out["audio"], at_3["audio"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out["video"], at_5["video"], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(at_3["video"], at_5["video"])  # the strengths do differ on this model
+    # the modality-aware preset takes the per-stream strength for its main (cross-modal off) branch too
+    (branch,) = SamplingConfig(cfg_strength=3.0, guidance="modality", stream_cfg_strength={"audio": 2.0}).branches(
+        streams=["audio", "video"]
+    )
+    assert branch.cross_modal is False and branch.cfg_strength == {"audio": 2.0, "video": 3.0}
+    # the command line's strengths add to the model's own
+    merged = per_stream.with_stream_cfg({"audio": 2.0})
+    assert merged.stream_cfg_strength == {"video": 5.0, "audio": 2.0}
+    assert per_stream.stream_cfg_strength == {"video": 5.0}
+    # guided as soon as any stream is guided; no branch at all when every stream is at 1
+    assert SamplingConfig(cfg_strength=1.0, stream_cfg_strength={"video": 2.0}).guided
+    assert SamplingConfig(cfg_strength=1.0, stream_cfg_strength={"video": 1.0}).branches(streams=["video"]) == []
+
+
+def test_stream_cfg_strength_errors_are_one_line():
+    for bad, message in (
+        ({"video": 0.0}, "stream_cfg_strength.video must be a finite number > 0"),
+        ({"video": float("nan")}, "stream_cfg_strength.video must be"),
+        (["video", 2.0], "stream_cfg_strength must map stream names to strengths"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            SamplingConfig(cfg_strength=2.0, stream_cfg_strength=bad)
+    config = SamplingConfig(cfg_strength=2.0, stream_cfg_strength={"vidoe": 4.0})
+    with pytest.raises(ConfigError, match="names vidoe, not a stream this model samples .its streams: audio, video"):
+        sample_with(config, _toy(), _streams(), {"text": torch.randn(2, 5, dtype=torch.float64)})
+    with pytest.raises(ConfigError, match="need the sampled streams"):
+        config.branches()
+    assert parse_stream_strengths(["video=4.5", " left =3"]) == {"video": 4.5, "left": 3.0}
+    for bad in ("video", "video=", "=2", "video=strong"):
+        with pytest.raises(ConfigError, match="--stream-cfg takes STREAM=W") as err:
+            parse_stream_strengths([bad])
+        assert "\n" not in str(err.value)
 
 
 def test_sampler_presets_replace_the_solver_only():

@@ -118,6 +118,20 @@ def test_a_first_format_folder_is_a_one_line_error(tmp_path, model_dir):
         read_default_config(old)
 
 
+def test_per_stream_guidance_in_the_folder_is_read_and_checked(tmp_path, model_dir):
+    folder = tmp_path / "per_stream"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    sampling = {**config["sampling"], "stream_cfg_strength": {"video": 4.5}}
+    (folder / "config.json").write_text(json.dumps({**config, "sampling": sampling}))
+    assert read_default_config(folder).sampling.stream_cfg_strength == {"video": 4.5}
+    sampling["stream_cfg_strength"] = {"audio": 4.5}
+    (folder / "config.json").write_text(json.dumps({**config, "sampling": sampling}))
+    with pytest.raises(ConfigError, match="sampling: stream_cfg_strength names audio, not a stream") as err:
+        read_default_config(folder)
+    assert "\n" not in str(err.value)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # every task through `avflow generate`
 
@@ -149,6 +163,11 @@ def test_same_seed_same_clip_and_exact_lengths(pipe):
     c = pipe.generate("a blue ball rolls to the right", seed=2, sampling=two, duration=0.5)
     assert torch.equal(a.frames, b.frames) and torch.equal(a.audio, b.audio)
     assert not torch.equal(a.audio, c.audio)
+    video_only = pipe.generate("a blue ball rolls to the right", seed=1, duration=0.5,
+                               sampling=two.with_stream_cfg({"video": 1.0}))  # fmt: skip
+    assert not torch.equal(a.frames, video_only.frames)  # its own guidance for the video stream
+    with pytest.raises(ConfigError, match="names audio, not a stream"):
+        pipe.generate("a ball", sampling=two.with_stream_cfg({"audio": 2.0}))
     assert a.frames.dtype == torch.uint8 and a.frames.shape == (8, SIZE, SIZE, 3)
     assert a.audio.dtype == torch.float32 and a.audio.shape == (2, 8000) and a.duration == 0.5
     odd = pipe.generate("a ball", sampling=two.override(steps=1), duration=1.1)  # 17.6 frames: to the nearest frame
@@ -352,6 +371,9 @@ def test_a_prompt_longer_than_the_model_reads_is_refused_not_cut(pipe):
         (["generate", "a ball", "--cfg", "0"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
         (["generate", "a ball", "--steps", "0"], "steps must be an integer >= 1"),
+        (["generate", "a ball", "--stream-cfg", "video"], "--stream-cfg takes STREAM=W"),
+        (["generate", "a ball", "--stream-cfg", "audio=4"], "names audio, not a stream this model samples"),
+        (["generate", "a ball", "--stream-cfg", "video=0"], "stream_cfg_strength.video must be a finite number > 0"),
         (["demo", "--cfg", "-1"], "cfg_strength must be a finite number > 0"),
         (["binaural", "/nonexistent/x.mp4", "-o", "y.mp4", "--cfg", "inf"], "x.mp4: file not found"),  # checked first
     ],

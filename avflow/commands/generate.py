@@ -60,8 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g}: t2av the clip's length, continue the "
                              "length to add (default: the model's, 2 s); a2v / v2a the first seconds of the input to "
                              "use (default: all of it)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's own)")
+    parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (1 = off; default: the model's own)")
+    parser.add_argument("--stream-cfg", action="append", default=[], metavar="STREAM=W",
+                        help="the guidance strength of one stream (video, left, right) in place of --cfg; repeat for "
+                             "several (default: the model's own)")  # fmt: skip
     parser.add_argument("--task", choices=list(TASKS), default="t2av",
                         help="; ".join(f"{name}: {what}" for name, what in TASKS.items()))  # fmt: skip
     parser.add_argument("--audio-file", type=Path, default=None,
@@ -111,9 +114,14 @@ def check_inputs(args: argparse.Namespace):
         if not info.has_audio:
             raise MediaError(f"{args.video}: has no audio track; continuing a clip needs its video and its audio")
         used_span(info.duration, f"{args.video}: the clip", None)
+    from avflow.flow.sampling import parse_stream_strengths
     from avflow.pipelines.default_model import read_default_config
 
-    sampling = read_default_config(args.model).sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    config = read_default_config(args.model)
+    sampling = config.sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    if args.stream_cfg:
+        sampling = sampling.with_stream_cfg(parse_stream_strengths(args.stream_cfg))
+        sampling.check_streams(("video", *config.joint.audio_streams))
     return sampling, duration, info, resolve_device(args.device)
 
 

@@ -3,7 +3,7 @@
 from avflow.flow.guidance import PRESETS, GuidanceBranch, cfg, guided_velocity, preset_branches
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.paths import interpolate, velocity_target
-from avflow.flow.sampling import SAMPLER_PRESETS, SamplingConfig, sample_with
+from avflow.flow.sampling import SAMPLER_PRESETS, SamplingConfig, parse_stream_strengths, sample_with
 from avflow.flow.solvers import SampleResult, integrate, sample, time_grid
 from avflow.flow.streams import TIME_DIM, broadcast_time, clean_mask
 from avflow.flow.timesteps import TimestepSampler, shift_time
@@ -24,6 +24,7 @@ __all__ = [
     "integrate",
     "interpolate",
     "noised_streams",
+    "parse_stream_strengths",
     "preset_branches",
     "sample",
     "sample_with",

@@ -64,15 +64,20 @@ PRESETS: dict[str, tuple[PresetBranch, ...]] = {
 
 
 def preset_branches(
-    preset: str, *, cfg_strength: float, text_cfg_strength: float = 1.0, cond: Any = None
+    preset: str, *, cfg_strength: float | dict[str, float], text_cfg_strength: float = 1.0, cond: Any = None
 ) -> list[GuidanceBranch]:
-    """The branches of a preset. `cond`: the conditions every negative branch uses (None: the model's empty ones).
-    Branches of strength 1 are left out: they would not change the velocity, only cost model evaluations."""
+    """The branches of a preset. `cond`: the conditions every negative branch uses (None: the model's empty ones);
+    `cfg_strength` may be a dict by stream (see `GuidanceBranch`). Branches of strength 1 (for every stream) are left
+    out: they would not change the velocity, only cost model evaluations."""
     strengths = {"cfg_strength": cfg_strength, "text_cfg_strength": text_cfg_strength}
+
+    def changes(w: float | dict[str, float]) -> bool:
+        return any(v != 1.0 for v in w.values()) if isinstance(w, dict) else w != 1.0
+
     return [
         GuidanceBranch(cond=cond, cfg_strength=strengths[b.strength], cross_modal=b.cross_modal)
         for b in PRESETS[preset]
-        if strengths[b.strength] != 1.0
+        if changes(strengths[b.strength])
     ]
 
 

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from avflow.errors import ConfigError
@@ -38,10 +39,16 @@ class SamplingConfig:
     shift: float = 1.0  # timestep shift s >= 1: t' = t / (s - (s - 1) t) puts more steps near noise
     guidance: str = "plain"
     text_cfg_strength: float = 1.0  # the empty-text branch of the `modality_text` preset
+    # w of the main branch for the named streams (e.g. {"video": 4.5}); streams not named take cfg_strength
+    stream_cfg_strength: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("cfg_strength", "text_cfg_strength"):
-            value = getattr(self, name)
+        strengths = {"cfg_strength": self.cfg_strength, "text_cfg_strength": self.text_cfg_strength}
+        if not isinstance(self.stream_cfg_strength, dict):
+            raise ConfigError(f"stream_cfg_strength must map stream names to strengths, got "
+                              f"{self.stream_cfg_strength!r}")  # fmt: skip
+        strengths |= {f"stream_cfg_strength.{k}": v for k, v in self.stream_cfg_strength.items()}
+        for name, value in strengths.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a finite number > 0 (1 = no guidance), got {value!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -61,22 +68,57 @@ class SamplingConfig:
             raise ConfigError(f"unknown sampling settings {unknown} (known: {', '.join(sorted(known))})")
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
+    def with_stream_cfg(self, strengths: dict[str, float]) -> SamplingConfig:
+        """A copy whose `stream_cfg_strength` adds (or replaces) these streams' strengths, validated again."""
+        return self.override(stream_cfg_strength={**self.stream_cfg_strength, **strengths})
+
     def preset(self, name: str) -> SamplingConfig:
         """A copy with a sampler preset's solver, steps and shift (`SAMPLER_PRESETS`)."""
         if name not in SAMPLER_PRESETS:
             raise ConfigError(f"unknown sampler preset {name!r} (choose from {', '.join(SAMPLER_PRESETS)})")
         return self.override(**SAMPLER_PRESETS[name])
 
-    def branches(self, negative: Any = None) -> list[GuidanceBranch]:
-        """The preset's negative branches; `negative`: the conditions they use (None: the model's empty ones)."""
+    def check_streams(self, streams: Iterable[str]) -> None:
+        """One-line ConfigError if `stream_cfg_strength` names a stream that is not among `streams`."""
+        streams = list(streams)
+        unknown = sorted(set(self.stream_cfg_strength) - set(streams))
+        if unknown:
+            raise ConfigError(f"stream_cfg_strength names {', '.join(unknown)}, not a stream this model samples "
+                              f"(its streams: {', '.join(streams)})")  # fmt: skip
+
+    def branches(self, negative: Any = None, streams: Iterable[str] | None = None) -> list[GuidanceBranch]:
+        """The preset's negative branches; `negative`: the conditions they use (None: the model's empty ones).
+        `streams`: the sampled streams, needed when `stream_cfg_strength` sets any (their main-branch strengths)."""
+        main: float | dict[str, float] = self.cfg_strength
+        if self.stream_cfg_strength:
+            if streams is None:
+                raise ConfigError("stream_cfg_strength is set: the guidance branches need the sampled streams")
+            self.check_streams(streams)
+            main = {s: float(self.stream_cfg_strength.get(s, self.cfg_strength)) for s in streams}
         return preset_branches(
-            self.guidance, cfg_strength=self.cfg_strength, text_cfg_strength=self.text_cfg_strength, cond=negative
+            self.guidance, cfg_strength=main, text_cfg_strength=self.text_cfg_strength, cond=negative
         )
 
     @property
     def guided(self) -> bool:
-        """Whether any negative branch runs (otherwise the sampler evaluates the conditional velocity only)."""
-        return bool(self.branches())
+        """Whether any negative branch runs (otherwise the sampler evaluates the conditional velocity only).
+        "*" stands for the streams `stream_cfg_strength` does not name (they take `cfg_strength`)."""
+        return bool(self.branches(streams=[*self.stream_cfg_strength, "*"]))
+
+
+def parse_stream_strengths(items: Iterable[str]) -> dict[str, float]:
+    """`["video=4.5", "left=3"]` (the command line's `--stream-cfg STREAM=W`) -> {"video": 4.5, "left": 3.0}."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            strength = float(value)
+        except ValueError:
+            strength = None
+        if not sep or not name.strip() or strength is None:
+            raise ConfigError(f"--stream-cfg takes STREAM=W (e.g. video=4.5), got {item!r}")
+        out[name.strip()] = strength
+    return out
 
 
 def sample_with(
@@ -90,6 +132,6 @@ def sample_with(
         steps=config.steps,
         solver=config.solver,
         shift=config.shift,
-        guidance=config.branches(negative),
+        guidance=config.branches(negative, streams=list(noise)),
         **options,
     )

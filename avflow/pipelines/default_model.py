@@ -51,6 +51,10 @@ class DefaultModelConfig:
                               f"[left, right], got {list(j.audio_streams)}")  # fmt: skip
         if j.video_fps != self.fps:
             raise ConfigError(f"fps {self.fps:g} differs from joint.video_fps {j.video_fps:g}")
+        try:
+            self.sampling.check_streams(("video", *j.audio_streams))
+        except ConfigError as exc:
+            raise ConfigError(f"sampling: {exc}") from None
         if self.height % 8 or self.width % 8 or min(self.height, self.width) < 8:
             raise ConfigError(f"height and width must be multiples of 8, got {self.height}x{self.width}")
         frames = self.duration * self.fps / j.video_temporal_stride  # latent frames per window

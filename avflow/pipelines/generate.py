@@ -198,6 +198,8 @@ class JointPipeline:
             raise AvflowError("task a2v needs an audio file (--audio-file FILE)")
         if task in ("v2a", "continue") and video_path is None:
             raise AvflowError(f"task {task} needs a video file (--video FILE)")
+        if sampling is not None:
+            sampling.check_streams(("video", *EARS))
         duration = None if duration is None else float(duration)
         given, n_frames, n_samples = self._inputs(task, duration, audio_path, video_path)
         return self._generate(prompt, given, n_frames, n_samples, int(seed), sampling or self.sampling, task,

@@ -119,6 +119,31 @@ def test_measured_scope_follows_the_recorded_verdict(monkeypatch, verdict):
         assert torch.equal(first, direct)
 
 
+def test_cached_and_uncached_convolutions_of_one_shape_are_timed_apart(monkeypatch):
+    """Over the cache budget a convolution transforms its weight at every call, which may not pay where the cached
+    one does: its verdict is its own (here: cached pays, uncached does not)."""
+    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
+    timed = []
+
+    def fake_pays_off(x, weight, transformed):
+        timed.append(transformed is not None)
+        return transformed is not None
+
+    monkeypatch.setattr(winograd, "pays_off", fake_pays_off)
+    mlp = tiny_mlp()
+    x = torch.randn(2, 21, 12)
+    budget = 2 * mlp.w1.weight.numel() * mlp.w1.weight.element_size()  # room for w1's transformed weight only
+    with torch.no_grad():
+        direct_w3 = mlp.w3(x)
+        with winograd_convolutions(mlp, max_cache_bytes=budget):
+            assert mlp.w1.winograd_cached and not mlp.w3.winograd_cached  # w1 and w3 share a shape
+            got_w1, got_w3 = mlp.w1(x), mlp.w3(x)
+            mlp.w1(x), mlp.w3(x)  # the verdicts are kept: no more timing
+    assert timed == [True, False]
+    assert torch.equal(got_w3, direct_w3)  # the uncached one runs direct
+    torch.testing.assert_close(got_w1, winograd.direct(x, mlp.w1.weight, mlp.w1.bias), atol=1e-5, rtol=1e-5)
+
+
 def test_measured_scope_runs_direct_under_deterministic_algorithms(monkeypatch):
     """A timing must not decide a deterministic run's bits: no timing, the direct convolution's exact output."""
     monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})

@@ -24,8 +24,10 @@ from avflow.nn.rope import RopeTable, apply_rope
 # convolutions beyond this budget transform their weights block by block at every call instead.
 WINOGRAD_CACHE_BYTES = 1 << 30
 # Whether Winograd ran faster than the direct convolution, measured once per process for each
-# (input shape, weight shape, threads); `winograd_convolutions(..., measured=True)` consults it.
-WINOGRAD_PAYS_OFF: dict[tuple[tuple[int, ...], tuple[int, ...], int], bool] = {}
+# (input shape, weight shape, threads, transformed weight cached); `winograd_convolutions(..., measured=True)`
+# consults it. Cached and uncached convolutions of one shape are timed apart: without the cache every call also
+# transforms the weight, which can make Winograd the slower way where it was the faster with it.
+WINOGRAD_PAYS_OFF: dict[tuple[tuple[int, ...], tuple[int, ...], int, bool], bool] = {}
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -105,8 +107,9 @@ class ChannelLastConv1d(nn.Conv1d):
         )
 
     def winograd_pays_off(self, x: torch.Tensor) -> bool:
-        """Whether Winograd beat the direct convolution on x's shape here (timed on x at the first such call)."""
-        key = (tuple(x.shape), tuple(self.weight.shape), torch.get_num_threads())
+        """Whether Winograd beat the direct convolution on x's shape here (timed on x at the first such call), with
+        this convolution's way of getting the transformed weight (kept, or made block by block at every call)."""
+        key = (tuple(x.shape), tuple(self.weight.shape), torch.get_num_threads(), self.winograd_cached)
         if key not in WINOGRAD_PAYS_OFF:
             WINOGRAD_PAYS_OFF[key] = winograd.pays_off(x, self.weight, self.transformed_weight())
             if not WINOGRAD_PAYS_OFF[key]:

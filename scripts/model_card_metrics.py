@@ -362,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
             from avflow.flow.sampling import parse_stream_strengths
 
             sampling = sampling.with_stream_cfg(parse_stream_strengths(args.stream_cfg))
-            sampling.check_streams(("video", *pipe.model.config.audio_streams))
+            sampling.check_streams(pipe.config.streams)
     what = "ground-truth world clips" if pipe is None else f"model {args.model or 'avflow/assets/default_model'}"
     print(f"t2av: {len(rows)} held-out prompts of {args.prompts.name} ({held_out}); {what}", flush=True)
     start = time.time()

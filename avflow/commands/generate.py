@@ -121,7 +121,7 @@ def check_inputs(args: argparse.Namespace):
     sampling = config.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     if args.stream_cfg:
         sampling = sampling.with_stream_cfg(parse_stream_strengths(args.stream_cfg))
-        sampling.check_streams(("video", *config.joint.audio_streams))
+        sampling.check_streams(config.streams)
     return sampling, duration, info, resolve_device(args.device)
 
 

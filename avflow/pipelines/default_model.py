@@ -52,7 +52,7 @@ class DefaultModelConfig:
         if j.video_fps != self.fps:
             raise ConfigError(f"fps {self.fps:g} differs from joint.video_fps {j.video_fps:g}")
         try:
-            self.sampling.check_streams(("video", *j.audio_streams))
+            self.sampling.check_streams(self.streams)
         except ConfigError as exc:
             raise ConfigError(f"sampling: {exc}") from None
         if self.height % 8 or self.width % 8 or min(self.height, self.width) < 8:
@@ -65,6 +65,11 @@ class DefaultModelConfig:
             raise ConfigError(f"need 0 < overlap <= duration / 2 and 0 <= crossfade <= overlap, got overlap "
                               f"{self.overlap:g}, crossfade {self.crossfade:g}, duration {self.duration:g}"
                               )  # fmt: skip
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The streams the model samples: the video's latents and each ear's."""
+        return ("video", *self.joint.audio_streams)
 
     def codec_dir(self, folder: Path) -> Path | None:
         """The codec folder of a model in `folder` (None: the shipped codecs)."""

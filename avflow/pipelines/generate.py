@@ -199,7 +199,7 @@ class JointPipeline:
         if task in ("v2a", "continue") and video_path is None:
             raise AvflowError(f"task {task} needs a video file (--video FILE)")
         if sampling is not None:
-            sampling.check_streams(("video", *EARS))
+            sampling.check_streams(self.config.streams)
         duration = None if duration is None else float(duration)
         given, n_frames, n_samples = self._inputs(task, duration, audio_path, video_path)
         return self._generate(prompt, given, n_frames, n_samples, int(seed), sampling or self.sampling, task,

@@ -13,7 +13,9 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
              the training cache with every two-object clip's row repeated once (WORK/cache_train_two.safetensors:
              two-object clips from half of the samples to two thirds), into WORK/two1, two2, ...; then
              VIDEO_WEIGHTED_CYCLES more grown cycles with the video stream's loss weighted as the two ears together
-             (VIDEO_WEIGHTED: `task.args.stream_weights`) under bf16 autocast, into WORK/video1, video2, ...
+             (VIDEO_WEIGHTED: `task.args.stream_weights`) under bf16 autocast, into WORK/video1, video2, ...; then
+             MIRRORED_CYCLES more video-weighted cycles on the training cache followed by every training clip mirrored
+             left to right (WORK/cache_train_mirror.safetensors, `avflow.world.mirror`), into WORK/mirror1, ...
   5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
@@ -21,7 +23,7 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
 
 Every step count and learning rate of the schedule is in configs/default_joint_v2.yaml,
 configs/default_joint_v2_stage3.yaml and configs/default_joint_v2_grow.yaml; the numbers of later cycles are
-LATER_CYCLES, GROWN_CYCLES, TWO_OBJECT_CYCLES and VIDEO_WEIGHTED_CYCLES below.
+LATER_CYCLES, GROWN_CYCLES, TWO_OBJECT_CYCLES, VIDEO_WEIGHTED_CYCLES and MIRRORED_CYCLES below.
 """
 
 from __future__ import annotations
@@ -48,10 +50,16 @@ GROWN_CYCLES = 4  # cosine cycles of the model grown to 8 video blocks, after th
 TWO_OBJECT_CYCLES = 0
 # grown cycles whose loss weighs the video as much as both ears together (the unmet targets are the video's), after
 # the two-object cycles, under bf16 autocast (fp32 master weights; about 1.3x the fp32 rate measured on an AVX512-BF16
-# CPU); the fifth is the model shipped since 2026-12-05 (MODEL_CARD.md, "The video's loss weighed ..."); the fourth
-# alone was not shipped (its object side one clip under the third's on the tuning set), the fifth continues from it
+# CPU); the fifth was the model shipped on 2026-12-05 morning (MODEL_CARD.md, "The video's loss weighed ..."); the
+# fourth alone was not shipped (its object side one clip under the third's on the tuning set), the fifth continues
+# from it; a sixth and seventh were tried and not shipped (their object side under the fifth's)
 VIDEO_WEIGHTED_CYCLES = 5
 VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16"]
+# video-weighted grown cycles on the training cache followed by every clip mirrored left to right (WORK/
+# cache_train_mirror.safetensors: the same motions with the opposite side word, for the object-side target), after
+# the video-weighted cycles; the first, mirror1, is the model shipped since 2026-12-05 afternoon (MODEL_CARD.md,
+# "Every clip mirrored")
+MIRRORED_CYCLES = 1
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
@@ -89,14 +97,17 @@ def make_world(work: Path, clips: int, workers: int) -> Path:
     return world
 
 
-def cache_split(world: Path, split: str, work: Path, chunk: int = 16) -> Path:
-    """streams.video (B, 16, 8, 8, 8), streams.left/right (B, 64, C), cond.text (B, 64, 384), cond.text_mask."""
+def cache_split(world: Path, split: str, work: Path, chunk: int = 16, mirrored: bool = False) -> Path:
+    """streams.video (B, 16, 8, 8, 8), streams.left/right (B, 64, C), cond.text (B, 64, 384), cond.text_mask; of
+    every clip mirrored left to right (`avflow.world.mirror`) into WORK/cache_SPLIT_mirrored.safetensors if
+    `mirrored`."""
     from avflow.codecs.world import load_world_codecs
     from avflow.encoders.text import load_text_encoder
     from avflow.weights import save_safetensors
     from avflow.world.dataset import load_clip, read_manifest
+    from avflow.world.mirror import mirror_clip
 
-    out = work / f"cache_{split}.safetensors"
+    out = work / f"cache_{split}{'_mirrored' if mirrored else ''}.safetensors"
     if out.is_file():
         return out
     codecs = load_world_codecs()
@@ -107,6 +118,7 @@ def cache_split(world: Path, split: str, work: Path, chunk: int = 16) -> Path:
     with torch.no_grad():
         for i in range(0, len(rows), chunk):
             clips = [load_clip(world / split / row["id"]) for row in rows[i : i + chunk]]
+            clips = [mirror_clip(c) for c in clips] if mirrored else clips
             frames = torch.stack([torch.from_numpy(c.frames) for c in clips])  # (B, T, H, W, 3)
             video = frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
             parts["video"].append(codecs.video.encode(video))
@@ -122,7 +134,7 @@ def cache_split(world: Path, split: str, work: Path, chunk: int = 16) -> Path:
     tensors = {f"streams.{k}": torch.cat(parts[k]) for k in ("video", "left", "right")}
     tensors |= {f"cond.{k}": torch.cat(parts[k]) for k in ("text", "text_mask")}
     save_safetensors(tensors, out, metadata={"codecs_checksum": codecs.checksum})
-    (work / f"cache_{split}.json").write_text(json.dumps({"codecs_checksum": codecs.checksum}) + "\n")
+    (out.with_suffix(".json")).write_text(json.dumps({"codecs_checksum": codecs.checksum}) + "\n")
     log(f"cache {split}: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()))
     return out
 
@@ -147,6 +159,26 @@ def two_object_cache(work: Path) -> Path:
     checksum = json.loads((work / "cache_train.json").read_text())["codecs_checksum"]
     save_safetensors({k: v[index] for k, v in cache.items()}, out, metadata={"codecs_checksum": checksum})
     log(f"cache train, two-object clips repeated: {len(two)} of {len(rows)} clips have two objects -> {len(index)}")
+    return out
+
+
+def mirror_cache(work: Path) -> Path:
+    """WORK/cache_train_mirror.safetensors: the training cache followed by the same clips mirrored left to right
+    (twice the rows; the validation cache stays as it is, so validation losses compare across cycles)."""
+    from avflow.weights import read_state_dict, save_safetensors
+
+    out = work / "cache_train_mirror.safetensors"
+    if out.is_file():
+        return out
+    mirrored = cache_split(work / "world", "train", work, mirrored=True)
+    plain_file = work / "cache_train.safetensors"
+    checksums = {json.loads(f.with_suffix(".json").read_text())["codecs_checksum"] for f in (plain_file, mirrored)}
+    if len(checksums) != 1:
+        raise SystemExit(f"{work}: the plain and mirrored training caches were made with different codecs")
+    plain, flipped = read_state_dict(plain_file), read_state_dict(mirrored)
+    rows = {k: torch.cat([plain[k], flipped[k]]) for k in plain}
+    save_safetensors(rows, out, metadata={"codecs_checksum": checksums.pop()})
+    log(f"cache train + mirrored: {2 * next(iter(plain.values())).shape[0]} rows")
     return out
 
 
@@ -194,12 +226,16 @@ def cycle_plan(work: Path) -> list[Cycle]:
     kinds += [(GROW_CONFIG, "grown", k + 1) for k in range(GROWN_CYCLES)]
     kinds += [(GROW_CONFIG, "two", k + 1) for k in range(TWO_OBJECT_CYCLES)]
     kinds += [(GROW_CONFIG, "video", k + 1) for k in range(VIDEO_WEIGHTED_CYCLES)]
+    kinds += [(GROW_CONFIG, "mirror", k + 1) for k in range(MIRRORED_CYCLES)]
     for config, name, index in kinds:
-        overrides = tuple(CONTINUE_GROWN) if (name == "grown" and index > 1) or name in ("two", "video") else ()
+        continued = (name == "grown" and index > 1) or name in ("two", "video", "mirror")
+        overrides = tuple(CONTINUE_GROWN) if continued else ()
         if name == "two":
             overrides += (f"data.train.args.file={work / 'cache_train_two.safetensors'}",)
-        if name == "video":
+        if name in ("video", "mirror"):
             overrides += tuple(VIDEO_WEIGHTED)
+        if name == "mirror":
+            overrides += (f"data.train.args.file={work / 'cache_train_mirror.safetensors'}",)
         plan.append(Cycle(config, overrides, work / f"joint_{steps}.safetensors", work / f"{name}{index}"))
         steps += read_yaml(config)["train"]["steps"]
     return plan
@@ -213,6 +249,8 @@ def train_cycles(work: Path) -> list[Path]:
     for cycle in cycle_plan(work):
         if cycle.run.name.startswith("two"):
             two_object_cache(work)
+        if cycle.run.name.startswith("mirror"):
+            mirror_cache(work)
         if not cycle.start.is_file():
             save_safetensors(fp16_ema(runs[-1]), cycle.start)
         args = [f"out_dir={cycle.run}", f"init.weights={cycle.start}", *cache_overrides(work), *cycle.overrides]

@@ -19,6 +19,12 @@ def fixtures() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _own_avflow_home(tmp_path_factory, monkeypatch):
+    """$AVFLOW_HOME in a temporary folder: no test reads or writes the user's cache (weights, Winograd choices)."""
+    monkeypatch.setenv("AVFLOW_HOME", str(tmp_path_factory.mktemp("avflow_home")))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
     yield

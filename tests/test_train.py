@@ -326,14 +326,17 @@ def test_init_new_parts_keep_their_initialization(tmp_path):
         from_dict(TrainConfig, cfg | {"init": {"new": ["outputs."]}})
 
 
-@pytest.mark.parametrize("two_object_cycles, video_cycles", [(0, 0), (1, 0), (1, 2)])
-def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycles, video_cycles):
+@pytest.mark.parametrize(
+    "two_object_cycles, video_cycles, mirrored_cycles", [(0, 0, 0), (1, 0, 0), (1, 2, 0), (0, 2, 2)]
+)
+def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycles, video_cycles, mirrored_cycles):
     """scripts/train_default_v2.py starts each later cycle from the weights the run before it ends on: the first
     from the 10000-step file the cycle config names, each next one a cycle's steps later, into joint3, joint4, ...,
     then the grown cycles into grown1, grown2, ...: the first grows the model (the grow config's init), the next
     ones load the grown weights plainly; then the two-object cycles into two1, ..., which load the grown weights
     plainly and train on the cache with the two-object clips repeated; then the video-weighted cycles into video1,
-    ..., which load them plainly and weigh the video stream's loss (bf16 autocast)."""
+    ..., which load them plainly and weigh the video stream's loss (bf16 autocast); then the mirrored cycles into
+    mirror1, ..., video-weighted too, on the cache with every clip's mirror added."""
     from avflow.config import read_yaml
 
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
@@ -341,23 +344,28 @@ def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycl
 
     monkeypatch.setattr(script, "TWO_OBJECT_CYCLES", two_object_cycles)
     monkeypatch.setattr(script, "VIDEO_WEIGHTED_CYCLES", video_cycles)
+    monkeypatch.setattr(script, "MIRRORED_CYCLES", mirrored_cycles)
     plan = script.cycle_plan(tmp_path)
-    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES + two_object_cycles + video_cycles
+    later = two_object_cycles + video_cycles + mirrored_cycles
+    assert len(plan) == script.LATER_CYCLES + script.GROWN_CYCLES + later
     assert script.LATER_CYCLES >= 1
     named = Path(read_yaml(script.CYCLE_CONFIG)["init"]["weights"]).name
     assert plan[0].start == tmp_path / named == tmp_path / "joint_10000.safetensors"
     steps = 10000
     two_cache = f"data.train.args.file={tmp_path / 'cache_train_two.safetensors'}"
+    mirror_cache = f"data.train.args.file={tmp_path / 'cache_train_mirror.safetensors'}"
     for k, cycle in enumerate(plan):
         grown = k - script.LATER_CYCLES  # index among the grown cycles, < 0 before them
         two = grown - script.GROWN_CYCLES  # index among the two-object cycles, < 0 before them
         video = two - two_object_cycles  # index among the video-weighted cycles, < 0 before them
+        mirror = video - video_cycles  # index among the mirrored cycles, < 0 before them
         name = (f"joint{k + 3}" if grown < 0 else f"grown{grown + 1}" if two < 0 else f"two{two + 1}" if video < 0
-                else f"video{video + 1}")  # fmt: skip
+                else f"video{video + 1}" if mirror < 0 else f"mirror{mirror + 1}")  # fmt: skip
         assert cycle.run == tmp_path / name
         assert cycle.config == (script.CYCLE_CONFIG if grown < 0 else script.GROW_CONFIG)
         continued = tuple(script.CONTINUE_GROWN) if grown > 0 else ()
         extra = (two_cache,) if 0 <= two < two_object_cycles else tuple(script.VIDEO_WEIGHTED) if video >= 0 else ()
+        extra += (mirror_cache,) if mirror >= 0 else ()
         assert cycle.overrides == continued + extra
         assert cycle.start.name == f"joint_{steps}.safetensors"
         steps += read_yaml(cycle.config)["train"]["steps"]
@@ -368,10 +376,43 @@ def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycl
 
         monkeypatch.chdir(REPO)
         cache = tmp_path / "cache.safetensors"
-        cache.write_bytes(b"")
+        for file in (cache, tmp_path / "cache_train_mirror.safetensors"):
+            file.write_bytes(b"")
         over = [f"data.train.args.file={cache}", f"data.val.args.file={cache}", f"init.weights={cache}"]
         config = load_train_config(plan[-1].config, [*over, *plan[-1].overrides])
         assert config.task.args["stream_weights"] == {"video": 2.0} and config.train.precision == "bf16"
+        if mirrored_cycles:
+            assert config.data.train.args["file"] == str(tmp_path / "cache_train_mirror.safetensors")
+
+
+def test_mirror_cache_adds_every_clip_mirrored(tmp_path, monkeypatch):
+    """train_default_v2.mirror_cache: the training cache's rows, then each clip's mirror encoded by the same codecs:
+    the ears' latent streams swapped exactly (the codec's two ears share their weights), the video encoded from
+    the flipped frames, the caption's side words swapped."""
+    from avflow.encoders.text import load_text_encoder
+    from avflow.weights import read_state_dict
+    from avflow.world.dataset import load_clip, make_dataset, read_manifest
+    from avflow.world.mirror import mirror_caption
+    from avflow.world.scene import WorldConfig
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import train_default_v2 as script
+
+    world = tmp_path / "world"
+    make_dataset(world, 5, seed=3, config=WorldConfig(duration=0.5, fps=8, min_objects=1, max_objects=1))
+    plain = script.cache_split(world, "train", tmp_path)
+    out = script.mirror_cache(tmp_path)
+    rows, both = read_state_dict(plain), read_state_dict(out)
+    n = rows["streams.video"].shape[0]
+    assert n == len(read_manifest(world, "train")) and both["streams.video"].shape[0] == 2 * n
+    for key, value in rows.items():
+        assert torch.equal(both[key][:n], value)
+    torch.testing.assert_close(both["streams.left"][n:], rows["streams.right"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(both["streams.right"][n:], rows["streams.left"], atol=1e-5, rtol=0)
+    assert not torch.allclose(both["streams.video"][n:], rows["streams.video"])
+    captions = [load_clip(world / "train" / r["id"]).meta["caption"] for r in read_manifest(world, "train")]
+    states, _ = load_text_encoder("minilm", max_len=script.TEXT_LEN)([mirror_caption(c) for c in captions])
+    torch.testing.assert_close(both["cond.text"][n:], states, atol=1e-5, rtol=1e-5)
 
 
 def test_two_object_cache_repeats_the_two_object_rows_and_the_cycle_reads_it(tmp_path, monkeypatch):

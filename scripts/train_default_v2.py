@@ -58,7 +58,7 @@ VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16
 # video-weighted grown cycles on the training cache followed by every clip mirrored left to right (WORK/
 # cache_train_mirror.safetensors: the same motions with the opposite side word, for the object-side target), after
 # the video-weighted cycles; the first, mirror1, is the model shipped since 2026-12-05 afternoon (MODEL_CARD.md,
-# "Every clip mirrored")
+# "Every clip mirrored"); a second was tried and not shipped (its tuning-set sum and side under the first's)
 MIRRORED_CYCLES = 1
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)

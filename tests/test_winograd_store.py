@@ -66,6 +66,11 @@ def test_choices_of_another_machine_or_an_unreadable_store_are_measured_again(tm
     run(mlp, x, path)
     assert len(timings) == 6
     assert json.loads(path.read_text()) == {machine(): stored[machine()]}
+    path.write_text(json.dumps({machine(): ["not", "a", "table"]}))
+    monkeypatch.setattr(mmaudio_blocks, "WINOGRAD_PAYS_OFF", {})
+    run(mlp, x, path)
+    assert len(timings) == 8
+    assert json.loads(path.read_text()) == {machine(): stored[machine()]}
 
 
 def test_a_store_that_cannot_be_written_warns(tmp_path, timings):

@@ -59,12 +59,15 @@ def parse_key(text: str) -> tuple:
 
 
 def read_store(path: Path) -> dict[str, dict[str, bool]]:
-    """{machine: {key text: Winograd faster}}; an unreadable or foreign file reads as empty (measured again)."""
+    """{machine: {key text: Winograd faster}}; an unreadable or foreign file, or a machine's entry that is not a
+    table, reads as empty (measured again)."""
     try:
         store = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return store if isinstance(store, dict) else {}
+    if not isinstance(store, dict):
+        return {}
+    return {name: choices for name, choices in store.items() if isinstance(choices, dict)}
 
 
 @contextmanager

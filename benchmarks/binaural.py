@@ -5,9 +5,11 @@ two-object clips apart, and the measures' noise floor.
 Tasks: 1 = silent video -> binaural; 2 = video + the true mono (L + R) / 2 -> binaural.
 Methods (16 kHz, [left, right]):
 - model: `BinauralPipeline` with each --weights file (a training seed), from the video (task 1) or with the mono;
-- mono_copy, pan (`amplitude_pan` from the tracked object), spatialiser (`spatialise`) of a mono: the true mono in
-  task 2; in task 1 the mono downmix of the default joint model's v2a output for the video (the shipped
-  `avflow/assets/default_model`, one draw per seed);
+- mono_copy, pan (`amplitude_pan` from the tracked object, anchored as the spatialiser), spatialiser (`spatialise`)
+  of a mono: the true mono in task 2; in task 1 the mono downmix of the default joint model's v2a output for the
+  video (the shipped `avflow/assets/default_model`, one draw per seed);
+- spatialiser_video_clock: the spatialiser without its anchoring on the sound's onsets (`Anchoring(enabled=False)`:
+  the tracked position on the video's clock, as before 2026-12-05), for the before/after in one run;
 - noise_floor: the ground truth against a re-render of the same scene with another ambience seed;
 - codec_ceiling: the ground truth through the binaural codec (encode, decode) with its cues carried onto the mono
   (`transfer_cues`, as the model's task-2 output is made): what a perfect generator of the codec's latents would get.
@@ -26,7 +28,7 @@ eval` reads sides). The "recording" row scores the clip's own stereo track: the 
         --weights runs/binaural_v2/seed{0,1,2}/binaural.safetensors
     python scripts/make_real_sound_set.py --out data/real_sound --n 100 --seed 1     # then, task 2 on it:
     python benchmarks/binaural.py --real data/real_sound --json real.json \
-        --weights runs/binaural_v2/seed{0,1,2}/binaural.safetensors
+        --weights runs/binaural_v2/seed{0,1,2}/binaural.safetensors      # without --weights: the baselines only
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from avflow.eval.side import CueConfig, event_cues, ild_at  # noqa: E402
 from avflow.models.binaural import SAMPLING  # noqa: E402
 from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
 from avflow.pipelines.cue_transfer import transfer_cues  # noqa: E402
-from avflow.pipelines.spatialise import amplitude_pan, spatialise  # noqa: E402
+from avflow.pipelines.spatialise import Anchoring, amplitude_pan, spatialise  # noqa: E402
 from avflow.weights import atomic_write  # noqa: E402
 from avflow.world.dataset import load_clip, make_clip, read_manifest, rerender_audio, write_clip  # noqa: E402
 
@@ -57,6 +59,7 @@ TEST_SEED = 9_000_000  # clip seeds TEST_SEED + i: disjoint from every `avflow w
 LOWER_IS_BETTER = {"ild_error_db": True, "itd_error_us": True, "side_accuracy": False, "follows_object": False,
                    "onset_error_ms": True}  # fmt: skip
 V2A_PROMPT = "objects bounce and collide"  # neutral: no side named
+VIDEO_CLOCK = Anchoring(enabled=False)  # the spatialiser before its anchoring on the sound's onsets
 
 
 def make_test_split(out: Path, n_one: int, n_two: int) -> None:
@@ -127,6 +130,7 @@ def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int],
             score(task, "mono_copy", s, np.stack([mono, mono]), given)
             score(task, "pan", s, amplitude_pan(mono, sr, clip.frames, fps), given)
             score(task, "spatialiser", s, spatialise(mono, sr, clip.frames, fps), given)
+            score(task, "spatialiser_video_clock", s, spatialise(mono, sr, clip.frames, fps, VIDEO_CLOCK), given)
 
 
 LOUDER = CueConfig(window_s=0.05)  # the louder channel over [onset - 3 ms, onset + 50 ms)
@@ -183,6 +187,7 @@ def run_real(folder: Path, limit: int, pipes: list, seeds: list[int]) -> dict:
         add("mono_copy", 0, np.stack([mono, mono]), meta, row)
         add("pan", 0, amplitude_pan(mono, sr, frames, fps), meta, row)
         add("spatialiser", 0, spatialise(mono, sr, frames, fps), meta, row)
+        add("spatialiser_video_clock", 0, spatialise(mono, sr, frames, fps, VIDEO_CLOCK), meta, row)
         for s, pipe in zip(seeds, pipes):
             add("model", s, pipe.generate(frames, fps, ref.shape[1], mono=mono, seed=s, sampling=pipe.sampling), meta,
                 row)  # fmt: skip
@@ -277,8 +282,10 @@ def main() -> None:
         if not args.weights:
             return
     missing = [w for w in args.weights if not w.is_file()]
-    if not args.weights or missing:
+    if missing:
         parser.error(f"--weights: give one existing export per seed (missing: {', '.join(map(str, missing))})")
+    if not args.weights and args.world_test is not None:
+        parser.error("--weights: give one export per seed for the world test (--real alone runs the baselines)")
     sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
     pipes = [BinauralPipeline.from_assets(w, sampling=sampling) for w in args.weights]
     seeds = list(range(len(pipes)))

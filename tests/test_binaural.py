@@ -163,6 +163,40 @@ def test_spatialiser_follows_the_object(side: str):
     assert sign * ild(pan) > 1.0 and abs(itd_gcc_phat(pan, SR)) < 1e-5
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.2, -0.15])
+def test_spatialiser_puts_each_flash_sound_on_its_side(delay_s: float):
+    """Flashes on the left and right, each heard from its side, the track `delay_s` off the video, and a disc drifting
+    silently on the right the whole time: anchored on the onsets matched to the flashes, every sound is rendered on
+    its flash's side; the tracker alone (the spatialiser before anchoring) puts the left flashes' sounds on the
+    drifting disc."""
+    from avflow.eval.side import CueConfig, ild_at
+    from avflow.eval.synthetic import flash_clip
+    from avflow.pipelines.spatialise import Anchoring
+
+    clip = flash_clip(3, audio_delay_s=delay_s, fps=25.0, duration=4.0, n_events=5, sample_rate=SR)
+    frames = clip.frames.copy()  # (T, H, W, 3)
+    t, _, w, _ = frames.shape
+    for k in range(t):
+        y = 6 + (k * 48) // t
+        frames[k, y : y + 6, int(0.85 * w) - 3 : int(0.85 * w) + 3] = (200, 200, 90)
+    mono = clip.audio.mean(0)
+    louder = CueConfig(window_s=0.05)
+
+    def sides_right(audio: np.ndarray) -> int:
+        right = 0
+        for event in clip.meta["events"]:
+            ild_db = ild_at(audio, SR, event["time"] + delay_s, louder)
+            right += ild_db.defined and (ild_db.value > 0) == (event["side"] == "left")
+        return right
+
+    events = len(clip.meta["events"])
+    assert {e["side"] for e in clip.meta["events"]} == {"left", "right"}
+    assert sides_right(clip.audio) == events  # the measure reads the reference right
+    assert sides_right(spatialise(mono, SR, frames, clip.fps)) == events
+    assert sides_right(amplitude_pan(mono, SR, frames, clip.fps)) == events
+    assert sides_right(spatialise(mono, SR, frames, clip.fps, Anchoring(enabled=False))) < events
+
+
 def _inputs(tmp_path: Path, mono_seconds: float = 1.25) -> tuple[Path, Path]:
     from avflow.data.media import write_audio, write_video
 

@@ -4,12 +4,27 @@ Position: objects are tracked (`avflow.eval.physics.track_objects`); each object
 acceleration (second difference of its centre; bounces and collisions), held with a 0.15 s exponential decay (the
 ring of an impact); the source is the score-weighted mean of the objects' x. Where no object has a score (or nothing
 is tracked), the horizontal centroid of the frame-difference energy (what moves makes the sound) is used, then the
-foreground's centroid, then the nearest known position. Rendering: the world's spherical head
-(`avflow.world.binaural.render_sphere`: Woodworth ITD + Brown-Duda head shadow) with the azimuth updated per
-128-sample block. Also the amplitude panner used as a baseline (level only, no time difference).
+foreground's centroid, then the nearest known position.
+
+Anchoring (:class:`Anchoring`): the track above is on the video's clock, and a sound need not be. The mono's onsets
+are matched to the video's events (flashes, appearances, cuts, contacts: `avflow.eval.offset.match_events`, as
+`avflow eval` measures sync); where flashes or appearances are among the pairs, the track is moved onto the audio's
+clock by the offset found, and each onset paired with one takes that event's x (a cut or full-frame flash: the
+centre) from ``lead_s`` before it until the next such onset, ``hold_s`` at most. Contacts keep the tracker's
+position (it follows the object after the bounce), and a match of contacts alone moves nothing: bounces are often
+periodic, their lag ambiguous, and on the world's clips (in sync) the tracker was right where a wrong lag would move
+it. Where the offset is ambiguous between lags, the best-scoring one is used: `avflow eval` reads no side there, but
+a renderer has to put the sound somewhere, and the tracker alone is near chance on such clips (a flash has no object
+to track, so its sound took whatever moved at that time). Measured in docs/binaural.md.
+
+Rendering: the world's spherical head (`avflow.world.binaural.render_sphere`: Woodworth ITD + Brown-Duda head
+shadow) with the azimuth updated per 128-sample block. Also the amplitude panner used as a baseline (level only, no
+time difference), on the same positions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,25 +83,71 @@ def source_positions(frames: np.ndarray, fps: float | None = None, smooth: int =
     return x
 
 
-def block_azimuth(x: np.ndarray, width: int, fps: float, n_samples: int, sample_rate: int) -> np.ndarray:
-    """Per-frame positions (T,) -> azimuth (deg, negative = left) at the renderer's block centres."""
-    return azimuth_deg(np.interp(block_times(n_samples, sample_rate), np.arange(len(x)) / fps, x), width)
+@dataclass(frozen=True, kw_only=True)
+class Anchoring:
+    """How the mono's onsets matched to the video's events place the source (see the module docstring)."""
+
+    enabled: bool = True
+    min_confidence: float = 0.0  # defined offsets measured with less confidence move nothing
+    ambiguous: bool = True  # an ambiguous offset's best-scoring lag is used: a sound must be put somewhere
+    lead_s: float = 0.03  # an anchored position starts this long before its onset (onsets are read to a few ms)
+    hold_s: float = 1.0  # and lasts until the next anchored onset, this long at most
 
 
-def spatialise(mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float) -> np.ndarray:
+def audio_positions(
+    mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
+) -> np.ndarray:
+    """(B,) source x in pixels at the renderer's block centres (:func:`block_times`) of the mono (N,), on the
+    audio's clock: the frames' track moved by the measured offset, flashes' sounds anchored at their events."""
+    from avflow.eval.events import detect
+    from avflow.eval.offset import match_events
+    from avflow.eval.onsets import audio_onsets
+
+    cfg = anchoring or Anchoring()
+    times = block_times(mono.size, sample_rate)  # (B,)
+    x_video = source_positions(frames, fps)  # (T,) on the video's clock
+    frame_times = np.arange(len(x_video)) / fps
+    if not cfg.enabled or len(frames) < 2:
+        return np.interp(times, frame_times, x_video)
+    events, _ = detect(frames, fps)  # x in pixels of `frames`
+    onsets = audio_onsets(mono, sample_rate)
+    match = match_events(onsets, events, frame_period_s=1.0 / fps)
+    offset = match.offset_ms
+    if offset.defined and offset.confidence >= cfg.min_confidence:
+        lag_ms, pairs = offset.value, match.pairs
+    elif cfg.ambiguous and not offset.defined and match.candidates:
+        lag_ms, pairs = match.candidates[0]
+    else:
+        return np.interp(times, frame_times, x_video)
+    pairs = sorted((float(onsets.times[o]), int(e)) for e, o in pairs if events.kinds[e] != "contact")
+    if not pairs:  # bounces only: the tracker follows them on the video's clock, and their lags are often periodic
+        return np.interp(times, frame_times, x_video)
+    x = np.interp(times - lag_ms / 1000.0, frame_times, x_video)
+    for k, (onset, e) in enumerate(pairs):
+        stop = min(onset + cfg.hold_s, pairs[k + 1][0] - cfg.lead_s if k + 1 < len(pairs) else np.inf)
+        event_x = float(events.x[e]) if np.isfinite(events.x[e]) else events.width / 2.0
+        x[(times >= onset - cfg.lead_s) & (times < stop)] = event_x
+    return x
+
+
+def spatialise(
+    mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
+) -> np.ndarray:
     """Mono (N,) + its video frames (T, H, W, 3) -> binaural (2, N) float32 [left, right]."""
     mono = np.asarray(mono, dtype=np.float64).reshape(-1)
-    az = block_azimuth(source_positions(frames, fps), frames.shape[2], fps, mono.size, sample_rate)
+    az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring), frames.shape[2])
     return render_sphere(mono, az, sample_rate).astype(np.float32)
 
 
-def amplitude_pan(mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float) -> np.ndarray:
+def amplitude_pan(
+    mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
+) -> np.ndarray:
     """Constant-power panning following the detected position: L = sqrt2 cos(phi), R = sqrt2 sin(phi),
     phi = (azimuth / FOV + 1/2) pi / 2; no interaural time difference."""
     from avflow.world.binaural import block_to_samples
 
     mono = np.asarray(mono, dtype=np.float64).reshape(-1)
-    az = block_azimuth(source_positions(frames, fps), frames.shape[2], fps, mono.size, sample_rate)
+    az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring), frames.shape[2])
     phi = block_to_samples((az / FIELD_OF_VIEW + 0.5) * np.pi / 2, mono.size)
     return (np.sqrt(2.0) * np.stack([np.cos(phi), np.sin(phi)]) * mono).astype(np.float32)
 

@@ -57,9 +57,11 @@ VIDEO_WEIGHTED_CYCLES = 5
 VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16"]
 # video-weighted grown cycles on the training cache followed by every clip mirrored left to right (WORK/
 # cache_train_mirror.safetensors: the same motions with the opposite side word, for the object-side target), after
-# the video-weighted cycles; the first, mirror1, is the model shipped since 2026-12-05 afternoon (MODEL_CARD.md,
-# "Every clip mirrored"); a second was tried and not shipped (its tuning-set sum and side under the first's)
+# the video-weighted cycles, with training seed 1 (MIRRORED): the first was trained twice from the fifth video-weighted
+# cycle, with the config's seed 0 (shipped 2026-12-05 afternoon) and with seed 1 (shipped since 2026-12-05 evening;
+# MODEL_CARD.md, "Every clip mirrored"); a second cycle from the seed-0 one was tried and not shipped
 MIRRORED_CYCLES = 1
+MIRRORED = ["train.seed=1"]
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly
 DURATION, FPS, SIZE, SAMPLE_RATE, OBJECTS = 2.0, 16, 64, 16000, (1, 2)
 TEXT_LEN = 64
@@ -235,7 +237,7 @@ def cycle_plan(work: Path) -> list[Cycle]:
         if name in ("video", "mirror"):
             overrides += tuple(VIDEO_WEIGHTED)
         if name == "mirror":
-            overrides += (f"data.train.args.file={work / 'cache_train_mirror.safetensors'}",)
+            overrides += (f"data.train.args.file={work / 'cache_train_mirror.safetensors'}", *MIRRORED)
         plan.append(Cycle(config, overrides, work / f"joint_{steps}.safetensors", work / f"{name}{index}"))
         steps += read_yaml(config)["train"]["steps"]
     return plan

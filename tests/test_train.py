@@ -365,7 +365,7 @@ def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycl
         assert cycle.config == (script.CYCLE_CONFIG if grown < 0 else script.GROW_CONFIG)
         continued = tuple(script.CONTINUE_GROWN) if grown > 0 else ()
         extra = (two_cache,) if 0 <= two < two_object_cycles else tuple(script.VIDEO_WEIGHTED) if video >= 0 else ()
-        extra += (mirror_cache,) if mirror >= 0 else ()
+        extra += (mirror_cache, *script.MIRRORED) if mirror >= 0 else ()
         assert cycle.overrides == continued + extra
         assert cycle.start.name == f"joint_{steps}.safetensors"
         steps += read_yaml(cycle.config)["train"]["steps"]
@@ -383,6 +383,7 @@ def test_default_model_later_cycles_chain(tmp_path, monkeypatch, two_object_cycl
         assert config.task.args["stream_weights"] == {"video": 2.0} and config.train.precision == "bf16"
         if mirrored_cycles:
             assert config.data.train.args["file"] == str(tmp_path / "cache_train_mirror.safetensors")
+            assert config.train.seed == 1
 
 
 def test_mirror_cache_adds_every_clip_mirrored(tmp_path, monkeypatch):

@@ -57,9 +57,10 @@ VIDEO_WEIGHTED_CYCLES = 5
 VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16"]
 # video-weighted grown cycles on the training cache followed by every clip mirrored left to right (WORK/
 # cache_train_mirror.safetensors: the same motions with the opposite side word, for the object-side target), after
-# the video-weighted cycles, with training seed 1 (MIRRORED): the first was trained twice from the fifth video-weighted
-# cycle, with the config's seed 0 (shipped 2026-12-05 afternoon) and with seed 1 (shipped since 2026-12-05 evening;
-# MODEL_CARD.md, "Every clip mirrored"); a second cycle from the seed-0 one was tried and not shipped
+# the video-weighted cycles, with training seed 1 (MIRRORED): the first was trained three times from the fifth
+# video-weighted cycle, with the config's seed 0 (shipped 2026-12-05 afternoon), seed 1 (shipped since 2026-12-05
+# evening) and seed 2 (not shipped; MODEL_CARD.md, "Every clip mirrored"); a second cycle from the seed-0 one and
+# averages of the three runs' weights were tried and not shipped
 MIRRORED_CYCLES = 1
 MIRRORED = ["train.seed=1"]
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly

@@ -229,6 +229,8 @@ def test_experiment_on_a_trained_model_argument_errors_are_one_line(capsys, tmp_
         (["experiment", "guidance", "--model", "default", "--solver", "dopri5"], "needs a fixed-step solver"),
         (["experiment", "guidance", "--model", "default", "--steps", "3"], "do not apply with --model"),
         (["experiment", "guidance", "--model", str(tmp_path / "nope")], "no such folder"),
+        (["experiment", "guidance", "--model", "default", str(tmp_path), "--seeds", "2"], "--seeds goes with one"),
+        (["experiment", "guidance", "--model", "default", "default"], "two or more different models"),
         (["experiment", "guidance", "--model", "default", "--prompts", str(bad)], "not a prompt file"),
     ]
     for argv, message in cases:

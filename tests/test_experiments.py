@@ -209,6 +209,55 @@ def test_guidance_arms_on_a_tiny_model_match_nfe_resume_and_keep_one_setup(tmp_p
     assert all(row["nfe"]["mean"] <= 8 for row in mid.values()) and mid["plain_cfg"]["nfe"]["mean"] == 8
 
 
+def test_guidance_arms_on_several_models_take_one_training_seed_each(tmp_path, monkeypatch):
+    """Models of one recipe as training seeds: seed s samples with model s and the prompts' own seeds (the same
+    clips as that model alone at sampling seed 0), the setup names every model; the same model twice, or models
+    that sample differently, are one-line errors."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from helpers import write_tiny_default_model
+
+    import avflow.pipelines.default_model as dm
+    from avflow.errors import ConfigError
+    from avflow.experiments.trained import run_on_model, run_on_models
+
+    a, b = (write_tiny_default_model(tmp_path / name, seed=i) for i, name in enumerate(("a", "b")))
+    prompts = tmp_path / "prompts.json"
+    rows = [{"id": "p0", "prompt": "a red ball bounces twice on the left", "seed": 5},
+            {"id": "p1", "prompt": "a blue cube hops once", "seed": 6}]  # fmt: skip
+    prompts.write_text(json.dumps({"prompts": rows}))
+    full = load_experiment("guidance")
+    exp = replace(full, arms=[a for a in full.arms if a.name == full.baseline])  # one arm: the seeds are the point
+    calls, load = [], dm.load_default_model
+
+    def spying_load(folder=None):
+        pipe = load(folder)
+        generate = pipe.generate
+        pipe.generate = lambda *args, **kw: calls.append((Path(folder).name, kw["seed"])) or generate(*args, **kw)
+        return pipe
+
+    monkeypatch.setattr(dm, "load_default_model", spying_load)
+    out = tmp_path / "out"
+    result = run_on_models(exp, [str(a), str(b)], prompts, out, nfe=3, log=lambda *_: None)
+    assert sorted(set(calls)) == [("a", 5), ("a", 6), ("b", 5), ("b", 6)]
+    assert json.loads((out / "setup.json").read_text())["models"] == [str(a), str(b)]
+    assert result["seeds"] == 2 and "training noise" in (out / "results.md").read_text()
+    alone = run_on_model(exp, str(b), prompts, tmp_path / "b_alone", seeds=1, nfe=3, log=lambda *_: None)
+    for arm in result["table"]:
+        seed_b = json.loads((out / "runs" / arm / "seed_1.json").read_text())["metrics"]
+        b_alone = json.loads((tmp_path / "b_alone" / "runs" / arm / "seed_0.json").read_text())["metrics"]
+        assert res.to_json(seed_b) == res.to_json(b_alone)
+    with pytest.raises(ConfigError, match="two or more different models"):
+        run_on_models(exp, [str(a), str(a)], prompts, tmp_path / "x", nfe=3)
+    config = json.loads((b / "config.json").read_text())
+    config["sampling"]["steps"] += 1
+    (b / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="sample differently"):
+        run_on_models(exp, [str(a), str(b)], prompts, tmp_path / "y", nfe=3)
+    assert alone["seeds"] == 1
+
+
 def test_sampling_steps_match_the_nfe_for_every_fixed_step_solver():
     """Steps x (1 + branches) x the solver's velocity evaluations per step stay within the NFE budget (midpoint and
     Heun take two per step); an adaptive solver has no step count to match: a one-line error."""

@@ -17,9 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument(
         "--model",
+        nargs="+",
         default=None,
-        help="run a guidance-only experiment on one trained model instead of training: 'default' "
-        "(the shipped default model) or a model folder; seeds are then sampling seeds",
+        help="run a guidance-only experiment on trained models instead of training: 'default' (the shipped default "
+        "model) or model folders; one model: seeds are sampling seeds; several (training seeds of one recipe): each "
+        "is one seed",
     )
     parser.add_argument(
         "--prompts",
@@ -72,17 +74,22 @@ def run_trained(args, exp, seeds: int):
     import torch
 
     from avflow.errors import ConfigError
-    from avflow.experiments.trained import run_on_model
+    from avflow.experiments.trained import run_on_model, run_on_models
 
     if args.steps is not None or args.device != "cpu":
         raise ConfigError("--steps and --device do not apply with --model (no training; the model samples on the CPU)")
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
+    if len(args.model) > 1 and args.seeds is not None:
+        raise ConfigError("--seeds goes with one --model (sampling seeds); several models are one seed each")
     prompts = Path(args.prompts or Path(__file__).resolve().parents[2] / "configs" / "model_card_prompts.json")
-    model = None if args.model == "default" else args.model
-    if model is not None and not Path(model).is_dir():
-        raise ConfigError(f"--model {model}: no such folder (or 'default' for the shipped model)")
+    models = [None if m == "default" else m for m in args.model]
+    for model in models:
+        if model is not None and not Path(model).is_dir():
+            raise ConfigError(f"--model {model}: no such folder (or 'default' for the shipped model)")
     torch.set_num_threads(max(1, args.threads))
-    name = "default" if model is None else Path(model).name
-    out = Path(args.out or f"runs/experiments/{exp.name}_model_{name}")
-    return run_on_model(exp, model, prompts, out, seeds, args.nfe, solver=args.solver), out
+    name = "+".join("default" if m is None else Path(m).name for m in models)
+    out = Path(args.out or f"runs/experiments/{exp.name}_model{'s' if len(models) > 1 else ''}_{name}")
+    if len(models) > 1:
+        return run_on_models(exp, models, prompts, out, args.nfe, solver=args.solver), out
+    return run_on_model(exp, models[0], prompts, out, seeds, args.nfe, solver=args.solver), out

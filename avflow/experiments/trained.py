@@ -1,10 +1,12 @@
-"""Sampling-time experiments (guidance) on one trained model: the shipped default model or a model folder exported
-the same way, on held-out prompts, scored by issue 22's prompt targets (`avflow.eval.prompt_targets`).
+"""Sampling-time experiments (guidance) on trained models: the shipped default model or model folders exported the
+same way, on held-out prompts, scored by issue 22's prompt targets (`avflow.eval.prompt_targets`).
 
-One model serves every arm, so arms may differ only in their guidance. The seeds are sampling seeds: prompt i of
-seed s is generated with the prompt's own seed + SEED_STRIDE * s. The 2σ rule therefore asks whether the arms differ
-on this model beyond sampling noise, not across training runs. Every arm gets the same model evaluations per sample
-(`nfe`, every guidance branch counted; default: the model's own steps with plain CFG).
+The models serve every arm, so arms may differ only in their guidance. With one model the seeds are sampling seeds:
+prompt i of seed s is generated with the prompt's own seed + SEED_STRIDE * s, and the 2σ rule asks whether the arms
+differ on this model beyond sampling noise. With several models of one recipe (its training seeds) seed s is model
+s, sampled with the prompts' own seeds, and the rule asks whether they differ across training runs. Every arm gets
+the same model evaluations per sample (`nfe`, every guidance branch counted; default: the model's own steps with
+plain CFG).
 
 Whether the model learned enough for the comparison to mean something (issue 26's bench criterion) is a metric:
 `learns` = 1 for a seed where the named object is shown in >= 60 % of one-object clips and the median sync error is
@@ -93,6 +95,22 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
     """Every arm × sampling seed on one trained model (`model`: a folder, None: the shipped default model), with the
     model's solver or `solver` (a fixed-step one); resumable per arm × seed. `out` keeps one setup: another model,
     prompt file, solver or NFE there is a one-line error."""
+    return _run_arms_on(exp, [model] * seeds, [SEED_STRIDE * s for s in range(seeds)], prompts, out, nfe, log, solver)
+
+
+def run_on_models(exp: ExperimentConfig, models: list[str | None], prompts: Path, out: Path,
+                  nfe: int | None = None, log=print, solver: str | None = None) -> dict:  # fmt: skip
+    """Every arm on several trained models of one recipe (e.g. its training seeds): seed s is `models[s]`, sampled
+    with each prompt's own seed, so the 2σ rule measures training noise (with one draw of sampling noise), not
+    sampling noise alone. The models must sample alike (solver, steps, guidance strength) and have one size."""
+    if len(models) < 2 or len(set(models)) < len(models):
+        raise ConfigError(f"training seeds need two or more different models, got {[m or 'default' for m in models]}")
+    return _run_arms_on(exp, list(models), [0] * len(models), prompts, out, nfe, log, solver)
+
+
+def _run_arms_on(exp: ExperimentConfig, models: list[str | None], offsets: list[int], prompts: Path, out: Path,
+                 nfe: int | None, log, solver: str | None) -> dict:  # fmt: skip
+    """Seed s: model `models[s]`, prompt seeds + `offsets[s]`."""
     from avflow.pipelines.default_model import load_default_model
 
     check_guidance_only(exp)  # the arms, the prompt file and the NFE are checked before the model loads
@@ -103,10 +121,20 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
         evaluations_per_step(solver)
     out = Path(out)
     start = time.perf_counter()
-    pipe = load_default_model(model)
-    base = pipe.sampling.override(solver=solver)
+    pipes = {m: load_default_model(m) for m in dict.fromkeys(models)}  # each distinct model once
+    first = pipes[models[0]]
+    names = [str(m or "default") for m in dict.fromkeys(models)]
+    for m, pipe in pipes.items():
+        if pipe.sampling != first.sampling:
+            raise ConfigError(f"models {names[0]} and {m or 'default'} sample differently; compare one recipe's models")
+    counts = {sum(p.numel() for p in pipe.model.parameters()) for pipe in pipes.values()}
+    if len(counts) > 1:
+        raise ConfigError(f"models {', '.join(names)} differ in size ({sorted(counts)} parameters)")
+    base = first.sampling.override(solver=solver)
     nfe = nfe or 2 * base.steps * evaluations_per_step(base.solver)
-    setup = {"model": str(model or "default"), "prompts": str(prompts), "nfe": nfe, "seed_stride": SEED_STRIDE}
+    training_seeds = len(pipes) > 1
+    setup = {"nfe": nfe, "prompts": str(prompts), "seed_stride": SEED_STRIDE}
+    setup |= {"models": names} if training_seeds else {"model": names[0]}
     if base.solver != "euler":  # setups of runs made before the solver was recorded stay valid
         setup["solver"] = base.solver
     setup_file = out / "setup.json"
@@ -116,28 +144,35 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
     atomic_json(setup_file, setup)
 
     def one(arm: ArmConfig, seed: int, work: Path) -> dict:
+        pipe = pipes[models[seed]]
         sampling = arm_sampling(base, arm, exp, nfe)
         clips = []
         for row in rows:
             gen = pipe.generate(
-                row["prompt"], seed=row["seed"] + SEED_STRIDE * seed, sampling=sampling, cut_prompt=True
+                row["prompt"], seed=row["seed"] + offsets[seed], sampling=sampling, cut_prompt=True
             )  # world captions, cut at the model's text length as in training
             clips.append((gen.frames.numpy(), gen.fps, gen.audio.numpy(), gen.sample_rate))
         values = score_clips(rows, clips)
         per_sample = sampling.steps * (1 + len(sampling.branches())) * evaluations_per_step(sampling.solver)
         return values | {"nfe": float(per_sample), "steps": float(sampling.steps)}
 
-    per_seed = run_arms(exp.arms, list(range(seeds)), out, one, log)
-    cfg = pipe.sampling.cfg_strength
-    params = sum(p.numel() for p in pipe.model.parameters())
+    per_seed = run_arms(exp.arms, list(range(len(models))), out, one, log)
+    cfg = first.sampling.cfg_strength
+    label = ", ".join(names)
+    if training_seeds:
+        seeds_note = (f"{len(models)} trained models of one recipe ({label}), one per seed, each sampled once with "
+                      f"the prompts' own seeds over {len(rows)} prompts of {Path(prompts).name}: the 2σ rule "
+                      "measures training noise (with one draw of sampling noise per model).")  # fmt: skip
+    else:
+        seeds_note = (f"One trained model ({label}) for every arm; seeds are sampling seeds (prompt seed + "
+                      f"{SEED_STRIDE} x seed) over {len(rows)} prompts of {Path(prompts).name}, so the 2σ rule "
+                      "measures sampling noise on this model, not training noise.")  # fmt: skip
     info = {
-        "seeds": seeds, "size": f"trained model {setup['model']}", "steps": "as trained",
-        "params": {arm.name: params for arm in exp.arms},
+        "seeds": len(models), "size": f"trained model{'s' if training_seeds else ''} {label}", "steps": "as trained",
+        "params": {arm.name: next(iter(counts)) for arm in exp.arms},
         "unavailable": {}, "nfe": nfe, "prompts": str(prompts), "seconds": time.perf_counter() - start,
         "notes": [
-            f"One trained model ({setup['model']}) for every arm; seeds are sampling seeds (prompt seed + "
-            f"{SEED_STRIDE} x seed) over {len(rows)} prompts of {Path(prompts).name}, so the 2σ rule measures "
-            "sampling noise on this model, not training noise.",
+            seeds_note,
             f"NFE per sample <= {nfe}: steps = nfe // model evaluations per step; guidance strength {cfg:g} (the "
             f"model's), empty-text branch {exp.text_cfg_strength:g} (modality_text).",
             "Rates in percent (issue 22's prompt targets), sync_ms the median |audio onset - contact| (unmatched "
@@ -145,4 +180,6 @@ def run_on_model(exp: ExperimentConfig, model: str | None, prompts: Path, out: P
             "% and sync_ms <= 62 and <= half the chance level.",
         ],
     }  # fmt: skip
-    return finish(replace(exp, metrics=METRICS), per_seed, out, info)
+    what = f"{len(models)} trained models of one recipe, one per seed" if training_seeds else "one trained model"
+    description = f"{exp.name}: arms that differ only in guidance, at matched NFE, on {what} ({label})."
+    return finish(replace(exp, metrics=METRICS, description=description), per_seed, out, info)

@@ -1,10 +1,12 @@
-"""Video-to-binaural v2 on a test split rendered with the KEMAR HRTF (the model was trained on the spherical head):
+"""Video-to-binaural v2 on a test split rendered with the KEMAR HRTF (a head no baseline is built on; models may be trained on either head):
 the dual-branch model (one export per training seed) against the baselines, per-event measures, one- and
 two-object clips apart, and the measures' noise floor.
 
 Tasks: 1 = silent video -> binaural; 2 = video + the true mono (L + R) / 2 -> binaural.
 Methods (16 kHz, [left, right]):
-- model: `BinauralPipeline` with each --weights file (a training seed), from the video (task 1) or with the mono;
+- model: `BinauralPipeline` with each --weights file (a training seed), from the video (task 1) or with the mono; a
+  cue-stream model (`--representation cues` of scripts/train_binaural_v2.py) places a mono in both tasks: in task 1
+  the baselines' mono (the default model's v2a output), so there it is compared on the same sound;
 - mono_copy, pan (`amplitude_pan` from the tracked object, anchored as the spatialiser), spatialiser (`spatialise`)
   of a mono: the true mono in task 2; in task 1 the mono downmix of the default joint model's v2a output for the
   video (the shipped `avflow/assets/default_model`, one draw per seed);
@@ -12,7 +14,9 @@ Methods (16 kHz, [left, right]):
   the tracked position on the video's clock, as before 2026-12-05), for the before/after in one run;
 - noise_floor: the ground truth against a re-render of the same scene with another ambience seed;
 - codec_ceiling: the ground truth through the binaural codec (encode, decode) with its cues carried onto the mono
-  (`transfer_cues`, as the model's task-2 output is made): what a perfect generator of the codec's latents would get.
+  (`transfer_cues`, as the model's task-2 output is made): what a perfect generator of the codec's latents would get;
+- cue_ceiling: the ground truth's interaural cue streams (`avflow.data.interaural_cues`) rendered onto the true
+  mono: what a perfect generator of the cue streams would get.
 Measures (`avflow.eval.binaural_events`): per-event ILD error dB, ITD error µs, side accuracy, follows-object, and in
 task 2 the onset error of the output's mix against the given mono (ms). Per seed the mean over clips; then mean ± std
 over seeds. The goal: the model beats every baseline on the four spatial measures by more than 2 seed std.
@@ -46,10 +50,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
+from avflow.data import interaural_cues  # noqa: E402
 from avflow.eval.binaural_events import MEASURES, event_measures  # noqa: E402
 from avflow.eval.side import CueConfig, event_cues, ild_at  # noqa: E402
-from avflow.models.binaural import SAMPLING  # noqa: E402
-from avflow.pipelines.binaural import BinauralPipeline  # noqa: E402
+from avflow.models.binaural import CUE_STREAM, SAMPLING  # noqa: E402
+from avflow.pipelines.binaural import BinauralPipeline, v2a_mono  # noqa: E402
 from avflow.pipelines.cue_transfer import transfer_cues  # noqa: E402
 from avflow.pipelines.spatialise import Anchoring, amplitude_pan, spatialise  # noqa: E402
 from avflow.weights import atomic_write  # noqa: E402
@@ -58,7 +63,6 @@ from avflow.world.dataset import load_clip, make_clip, read_manifest, rerender_a
 TEST_SEED = 9_000_000  # clip seeds TEST_SEED + i: disjoint from every `avflow world make` split of a run seed < 9
 LOWER_IS_BETTER = {"ild_error_db": True, "itd_error_us": True, "side_accuracy": False, "follows_object": False,
                    "onset_error_ms": True}  # fmt: skip
-V2A_PROMPT = "objects bounce and collide"  # neutral: no side named
 VIDEO_CLOCK = Anchoring(enabled=False)  # the spatialiser before its anchoring on the sound's onsets
 
 
@@ -83,17 +87,12 @@ def make_test_split(out: Path, n_one: int, n_two: int) -> None:
     print(f"wrote {len(rows)} KEMAR clips to {split}", file=sys.stderr)
 
 
-def v2a_mono(joint, frames: np.ndarray, fps: float, n: int, seed: int) -> np.ndarray:
-    """The default joint model's v2a sound for the frames, mixed to mono, (n,) float32."""
+def frames_v2a_mono(joint, frames: np.ndarray, fps: float, n: int, seed: int) -> np.ndarray:
+    """The default joint model's v2a sound for the frames (`v2a_mono` of a lossless temporary video), (n,)."""
     from avflow.data.media import write_video
 
     with tempfile.TemporaryDirectory() as tmp:
-        video = write_video(Path(tmp) / "v.mp4", frames, fps, crf=0)
-        clip = joint.generate(V2A_PROMPT, task="v2a", video_path=video, seed=seed)
-    mono = np.zeros(n, dtype=np.float32)
-    a = clip.audio.float().mean(0).numpy()[:n]
-    mono[: len(a)] = a
-    return mono
+        return v2a_mono(write_video(Path(tmp) / "v.mp4", frames, fps, crf=0), n, seed, joint=joint)
 
 
 def codec_roundtrip(codec, audio: np.ndarray) -> np.ndarray:
@@ -122,10 +121,14 @@ def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int],
         score(task, "noise_floor", 0, floor, true_mono if task == "2" else None)
         if task == "2" and codec is not None:
             score(task, "codec_ceiling", 0, transfer_cues(true_mono, codec_roundtrip(codec, ref)), true_mono)
+        if task == "2":
+            cues = interaural_cues.encode(ref, CUE_STREAM)
+            score(task, "cue_ceiling", 0, interaural_cues.decode(true_mono, cues, CUE_STREAM), true_mono)
         for s, pipe in zip(seeds, pipes):
-            mono = true_mono if task == "2" else v2a_mono(joint, clip.frames, fps, ref.shape[1], s)
+            mono = true_mono if task == "2" else frames_v2a_mono(joint, clip.frames, fps, ref.shape[1], s)
             given = mono if task == "2" else None
-            out = pipe.generate(clip.frames, fps, ref.shape[1], mono=given, seed=s, sampling=pipe.sampling)
+            placed = mono if pipe.needs_mono else given
+            out = pipe.generate(clip.frames, fps, ref.shape[1], mono=placed, seed=s, sampling=pipe.sampling)
             score(task, "model", s, out, given)
             score(task, "mono_copy", s, np.stack([mono, mono]), given)
             score(task, "pan", s, amplitude_pan(mono, sr, clip.frames, fps), given)
@@ -262,8 +265,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, nargs="*", default=[], help="one binaural export per training seed")
     parser.add_argument("--tasks", nargs="+", choices=["1", "2"], default=["1", "2"])
     parser.add_argument("--limit", type=int, default=0, help="test clips (0: all)")
-    parser.add_argument("--steps", type=int, default=None, help="model sampling steps (default: the model's)")
-    parser.add_argument("--cfg", type=float, default=None, help="model cfg_strength (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None, help="model sampling steps (default: the export's own)")
+    parser.add_argument("--cfg", type=float, default=None, help="model cfg_strength (default: the export's own)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="write the tables here")
     args = parser.parse_args()
@@ -286,8 +289,10 @@ def main() -> None:
         parser.error(f"--weights: give one existing export per seed (missing: {', '.join(map(str, missing))})")
     if not args.weights and args.world_test is not None:
         parser.error("--weights: give one export per seed for the world test (--real alone runs the baselines)")
-    sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
-    pipes = [BinauralPipeline.from_assets(w, sampling=sampling) for w in args.weights]
+    pipes = [BinauralPipeline.from_assets(w) for w in args.weights]  # each with the sampling its export records
+    for pipe in pipes:
+        pipe.sampling = pipe.sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    sampling = pipes[0].sampling if pipes else SAMPLING
     seeds = list(range(len(pipes)))
     real = None
     if args.real is not None:
@@ -330,7 +335,8 @@ def main() -> None:
                   f"{'MET' if goal else 'NOT MET'}")  # fmt: skip
     if args.json:
         out = {"clips": len(rows), "seeds": len(seeds), "weights": [str(w) for w in args.weights],
-               "sampling": {"steps": sampling.steps, "cfg_strength": sampling.cfg_strength}, "metrics": table,
+               "sampling": {"steps": sampling.steps, "cfg_strength": sampling.cfg_strength,
+                            "draws": pipes[0].draws if pipes else 1}, "metrics": table,
                "model_better_than": wins, "seconds": time.time() - start}  # fmt: skip
         if real is not None:
             out |= {"real": real, "real_table": real_table(real)}

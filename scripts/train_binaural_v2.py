@@ -1,6 +1,8 @@
 """Train the video-to-binaural v2 model (`avflow.models.binaural.BinauralFlow`) on a world folder and export it.
 
 Stages (each skipped when its output exists, so a rerun resumes; training resumes from its checkpoints):
+  0. world   with --make-world HEAD only: render `--world` (8000 clips, world seed 1: 6400 train, 800 val, 800
+             test) with the default model's world settings (`train_default_v2.world_config`) and that head
   1. cache   per split (train, val) of `--world` (read only; e.g. the default model's runs/default_v2/world, made
              with the spherical head): codec latents of both ears and of the mono mix, video features
              (`avflow.train.binaural_cache`) into WORK/cache_{split}.safetensors (shared by every seed)
@@ -10,6 +12,11 @@ Stages (each skipped when its output exists, so a rerun resumes; training resume
              (what `avflow binaural` loads)
 
     python scripts/train_binaural_v2.py --world runs/default_v2/world --work runs/binaural_v2 --seed 0 [--ship]
+
+`--representation cues` trains on interaural cue streams instead of codec latents (`avflow.data.interaural_cues`;
+configs/binaural_cues.yaml; no codecs read), e.g. on a world rendered with the KEMAR head (docs/binaural.md):
+    python scripts/train_binaural_v2.py --representation cues --make-world kemar --world runs/binaural_cues/world \
+        --work runs/binaural_cues --seed 0
 """
 
 from __future__ import annotations
@@ -22,53 +29,85 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "binaural_v2.yaml"
+WORLD_CLIPS, WORLD_SEED = 8000, 1  # --make-world: the world's size and run seed (the default model's world is seed 0)
+CONFIGS = {"codec": REPO / "configs" / "binaural_v2.yaml", "cues": REPO / "configs" / "binaural_cues.yaml"}
+# sampling settings an export records, per representation (None: `avflow.models.binaural.SAMPLING`); cue models:
+# no guidance and the mean of 16 draws, chosen on a development split of the KEMAR world (cfg 1, 2, 3 at 16 steps;
+# 1, 4, 8, 16 draws; docs/binaural.md)
+EXPORT_SAMPLING = {"codec": None, "cues": {"steps": 16, "cfg_strength": 1.0}}
+EXPORT_DRAWS = {"codec": 1, "cues": 16}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def cache(world: Path, work: Path, limit: int) -> None:
+def make_world(world: Path, hrtf: str, workers: int) -> None:
+    import dataclasses
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_default_v2
+
+    from avflow.world.dataset import make_dataset
+
+    if (world / "test" / "manifest.jsonl").is_file():
+        return
+    if hrtf == "kemar":
+        from avflow.world.binaural import kemar_path
+
+        kemar_path()  # one line if the `hrtf` extra (slab) is missing
+    config = dataclasses.replace(train_default_v2.world_config(), hrtf=hrtf)
+    start = time.time()
+    sizes = make_dataset(world, WORLD_CLIPS, seed=WORLD_SEED, workers=workers, config=config)
+    log(f"world ({hrtf} head): {sizes} clips in {world} ({time.time() - start:.0f} s)")
+
+
+def cache(world: Path, work: Path, limit: int, representation: str, overrides: list[str]) -> None:
     from avflow.codecs.world import load_world_codecs
-    from avflow.config import read_yaml
+    from avflow.config import apply_overrides, read_yaml
     from avflow.train.binaural_cache import cache_world_split, check_cache
 
-    codecs = load_world_codecs()
-    bins = int(read_yaml(CONFIG)["model"]["args"]["bins"])
+    codecs = load_world_codecs() if representation == "codec" else None
+    bins = int(apply_overrides(read_yaml(CONFIGS[representation]), overrides)["model"]["args"]["bins"])
     for split in ("train", "val"):
         out = work / f"cache_{split}.safetensors"
         if out.is_file():
-            check_cache(out, codecs)
+            made = check_cache(out, codecs, representation).get("bins")
+            if made != str(bins):
+                sys.exit(f"{out}: made with {made} spatial bins, the config asks {bins} (another --work)")
             continue
         start = time.time()
-        cache_world_split(world, split, out, codecs, bins=bins, limit=limit, log=log)
+        cache_world_split(world, split, out, codecs, bins=bins, limit=limit, log=log, representation=representation)
         log(f"cache {split}: {out} ({time.time() - start:.0f} s)")
 
 
-def train(work: Path, seed: int, overrides: list[str]) -> Path:
+def train(work: Path, seed: int, overrides: list[str], representation: str) -> Path:
     run = work / f"seed{seed}"
     args = [f"out_dir={run}", f"train.seed={seed}", f"data.train.args.file={work / 'cache_train.safetensors'}",
             f"data.val.args.file={work / 'cache_val.safetensors'}", *overrides]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *args], check=True)
+    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIGS[representation]), *args], check=True)
     return run
 
 
-def export(work: Path, run: Path, ship: bool) -> Path:
+def export(work: Path, run: Path, ship: bool, representation: str) -> Path:
     from avflow.codecs.world import load_world_codecs
     from avflow.config import from_dict, read_yaml
-    from avflow.models.binaural import MODEL_FILE, BinauralConfig, BinauralFlow, save_binaural
+    from avflow.models.binaural import MODEL_FILE, SAMPLING, BinauralConfig, BinauralFlow, save_binaural
     from avflow.train.binaural_cache import check_cache
     from avflow.weights import load_strict, read_state_dict
 
-    codecs = load_world_codecs()
-    check_cache(work / "cache_train.safetensors", codecs)
+    codecs = load_world_codecs() if representation == "codec" else None
+    check_cache(work / "cache_train.safetensors", codecs, representation)
     model = BinauralFlow(from_dict(BinauralConfig, read_yaml(run / "config.yaml")["model"]["args"], "model.args"))
+    if model.config.representation != representation:
+        sys.exit(f"{run}: trained on {model.config.representation!r}, not {representation!r} (--representation)")
     emas = sorted(run.glob("ema_*.safetensors"))
     file = emas[0] if emas else run / "model.safetensors"
     load_strict(model, read_state_dict(file), str(file))
     out = run / "binaural.safetensors"
-    save_binaural(model, out, codecs_checksum=codecs.checksum)
+    own = EXPORT_SAMPLING[representation]
+    save_binaural(model, out, codecs_checksum=codecs.checksum if codecs is not None else "",
+                  sampling=SAMPLING.override(**own) if own else None, draws=EXPORT_DRAWS[representation])  # fmt: skip
     params = sum(p.numel() for p in model.parameters())
     log(f"exported {file.name}: {params / 1e6:.2f} M parameters, {out.stat().st_size / 1e6:.2f} MB -> {out}")
     if ship:
@@ -85,20 +124,30 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=REPO / "runs" / "binaural_v2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="clips per split in the cache (0: all)")
-    p.add_argument("--stage", choices=["all", "cache", "train", "export"], default="all")
+    p.add_argument("--stage", choices=["all", "world", "cache", "train", "export"], default="all")
+    p.add_argument("--make-world", choices=["sphere", "kemar"], default=None,
+                   help="render --world first with this head (stage 0; skipped when it exists)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=2, help="processes for --make-world")
     p.add_argument("--ship", action="store_true", help="also copy the export to avflow/assets/binaural/")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/binaural_v2.yaml")
+    p.add_argument("--representation", choices=sorted(CONFIGS), default="codec",
+                   help="what the model generates: codec latents (configs/binaural_v2.yaml) or interaural cue "
+                   "streams (configs/binaural_cues.yaml)")  # fmt: skip
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the representation's config")
     args = p.parse_args()
+    if args.make_world is not None and args.stage in ("all", "world"):
+        make_world(args.world, args.make_world, args.workers)
+    if args.stage == "world":
+        return
     if not (args.world / "train" / "manifest.jsonl").is_file():
         p.error(f"--world {args.world}: no train/manifest.jsonl (make a world with `avflow world make`)")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("all", "cache"):
-        cache(args.world, args.work, args.limit)
+        cache(args.world, args.work, args.limit, args.representation, args.overrides)
     run = args.work / f"seed{args.seed}"
     if args.stage in ("all", "train"):
-        train(args.work, args.seed, args.overrides)
+        train(args.work, args.seed, args.overrides, args.representation)
     if args.stage in ("all", "export"):
-        export(args.work, run, args.ship)
+        export(args.work, run, args.ship, args.representation)
 
 
 if __name__ == "__main__":

@@ -112,21 +112,28 @@ def test_model_save_load_roundtrip(tmp_path):
     torch.testing.assert_close(loaded.velocity(x, t, cond)["left"], model.half().float().velocity(x, t, cond)["left"])
 
 
-def test_cache_round_trip_and_stale_codecs(tmp_path):
+def tiny_world(folder: Path, seconds: float = 0.5, clips: int = 2) -> Path:
+    """A world folder with a `train` split of `clips` one-object 32x32 clips of `seconds` each."""
     import json
 
-    from avflow.errors import WeightsError
-    from avflow.train.binaural_cache import cache_world_split, check_cache
-    from avflow.train.datasets import TensorFile, TensorFileConfig
     from avflow.world.dataset import make_clip, write_clip
     from avflow.world.scene import WorldConfig
 
-    split = tmp_path / "world" / "train"
+    split = folder / "train"
     split.mkdir(parents=True)
-    config = WorldConfig(width=32, height=32, duration=0.5, max_objects=1)
-    for i in range(2):
+    config = WorldConfig(width=32, height=32, duration=seconds, max_objects=1)
+    for i in range(clips):
         write_clip(make_clip(i, config, f"c{i}"), split / f"c{i}")
-    (split / "manifest.jsonl").write_text("".join(json.dumps({"id": f"c{i}"}) + "\n" for i in range(2)))
+    (split / "manifest.jsonl").write_text("".join(json.dumps({"id": f"c{i}"}) + "\n" for i in range(clips)))
+    return folder
+
+
+def test_cache_round_trip_and_stale_codecs(tmp_path):
+    from avflow.errors import WeightsError
+    from avflow.train.binaural_cache import cache_world_split, check_cache
+    from avflow.train.datasets import TensorFile, TensorFileConfig
+
+    tiny_world(tmp_path / "world")
     codecs = tiny_codecs()
     out = cache_world_split(tmp_path / "world", "train", tmp_path / "cache.safetensors", codecs, bins=8)
     data = TensorFile(TensorFileConfig(file=str(out)))

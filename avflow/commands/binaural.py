@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from avflow.models.binaural import MODEL_FILE, SAMPLING
     from avflow.pipelines.binaural import binaural_track, check_mono
 
-    sampling = SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)
+    SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
     info = check_video_input(args.video)
     if args.mono is not None:
         check_mono(args.mono, info.duration)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if mode == "model" and not MODEL_FILE.is_file():
         raise MediaError(f"{MODEL_FILE}: no trained binaural model installed (train one with "
                          "scripts/train_binaural_v2.py, or use --mode spatialise)")  # fmt: skip
-    track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, sampling=sampling)
+    track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg)
     with RunOutputs(out, wav) as outputs:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))
         if wav is not None:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avflow.errors import WeightsError
+from avflow.data.interaural_cues import CueStreamConfig
+from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig
 from avflow.nn.spatiotemporal import SPATIAL_CHANNELS, TIMING_DIM, SpatioTemporalConditioner, video_features
 from avflow.weights import load_strict, read_safetensors, save_safetensors
@@ -29,16 +30,30 @@ from avflow.weights import load_strict, read_safetensors, save_safetensors
 SIDES = ("left", "right")
 MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "model.safetensors"  # shipped weights
 SAMPLING = SamplingConfig(steps=16, cfg_strength=2.0)  # the shipped model's sampling settings
+CUE_STREAM = CueStreamConfig()  # the `cues` representation's settings (a model records them in its export)
+REPRESENTATIONS = ("codec", "cues")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BinauralConfig:
-    latent_dim: int = 32  # the world audio codec's latent channels
+    latent_dim: int = 32  # per-ear channels: the world audio codec's latents, or CUE_STREAM.dim
     dim: int = 128
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
     bins: int = 16  # horizontal bins of the spatial features
+    # what each ear's stream is: "codec" = the binaural codec's latents (the mono condition: its codec latents);
+    # "cues" = interaural cue streams relative to a given mono (`avflow.data.interaural_cues`; the mono
+    # condition: its band levels), rendered onto that mono, so a mono is always needed
+    representation: str = "codec"
+
+    def __post_init__(self) -> None:
+        if self.representation not in REPRESENTATIONS:
+            raise ConfigError(f"representation must be one of {', '.join(REPRESENTATIONS)}, got "
+                              f"{self.representation!r}")  # fmt: skip
+        if self.representation == "cues" and self.latent_dim != CUE_STREAM.dim:
+            raise ConfigError(f"the cues representation has {CUE_STREAM.dim} channels per ear, got latent_dim "
+                              f"{self.latent_dim}")  # fmt: skip
 
 
 def sinusoidal(x: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -180,26 +195,66 @@ def _fit(x: Tensor, n: int) -> Tensor:
     return torch.cat([x, x[:, -1:].expand(-1, n - x.shape[1], *x.shape[2:])], 1)
 
 
-def save_binaural(model: BinauralFlow, path: str | Path, codecs_checksum: str = "") -> None:
-    """Weights (fp16), the config and the world codecs' checksum as safetensors metadata."""
+def save_binaural(model: BinauralFlow, path: str | Path, codecs_checksum: str = "",
+                  sampling: SamplingConfig | None = None, draws: int = 1) -> None:  # fmt: skip
+    """Weights (fp16), the config and the world codecs' checksum (or, for cue streams, their settings) as
+    safetensors metadata; with `sampling`, the model's own steps and cfg_strength (else `SAMPLING` applies);
+    `draws`: a cue model's output is the mean of this many draws' cue streams (`binaural_draws`)."""
     import json
     from dataclasses import asdict
 
     state = {k: v.detach().half() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(asdict(model.config)), "codecs_checksum": codecs_checksum}
+    if model.config.representation == "cues":
+        meta["cue_stream"] = json.dumps(asdict(CUE_STREAM))
+    if sampling is not None:
+        meta["sampling"] = json.dumps({"steps": sampling.steps, "cfg_strength": sampling.cfg_strength})
+    if draws != 1:
+        if draws < 1 or model.config.representation != "cues":
+            raise ConfigError(f"draws must be >= 1 and only a cue model averages draws, got {draws}")
+        meta["draws"] = str(draws)
     save_safetensors(state, path, metadata=meta)
+
+
+def binaural_draws(path: str | Path) -> int:
+    """How many draws' cue streams a cue model's output averages (its export's `draws`; 1 when not recorded): the
+    mean estimates the cues the video and the sound imply, where one draw scatters around them (docs/binaural.md)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        recorded = (f.metadata() or {}).get("draws", "1")
+    if not recorded.isdigit() or int(recorded) < 1:
+        raise WeightsError(f"{path}: unreadable draws {recorded!r} in its metadata")
+    return int(recorded)
+
+
+def binaural_sampling(path: str | Path) -> SamplingConfig:
+    """The sampling settings an export records (`save_binaural`'s `sampling`), else `SAMPLING`."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        recorded = (f.metadata() or {}).get("sampling")
+    try:
+        return SAMPLING.override(**json.loads(recorded)) if recorded else SAMPLING
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise WeightsError(f"{path}: unreadable sampling settings in its metadata: {exc}") from None
 
 
 def load_binaural(path: str | Path) -> tuple[BinauralFlow, str]:
     """A model saved by `save_binaural` (fp32 on the CPU, eval mode) and the checksum of the codecs it was trained
-    with."""
+    with ("" for a cue-stream model, whose cue settings must be this code's `CUE_STREAM`)."""
     import json
+    from dataclasses import asdict
 
     tensors, metadata = read_safetensors(path)
     try:
         config = BinauralConfig(**json.loads(metadata["config"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise WeightsError(f"{path}: not a binaural model checkpoint: {exc}") from None
+    if config.representation == "cues" and metadata.get("cue_stream") != json.dumps(asdict(CUE_STREAM)):
+        raise WeightsError(f"{path}: a cue-stream model made with other cue settings than this avflow's CUE_STREAM")
     model = BinauralFlow(config)
     load_strict(model, {k: v.float() for k, v in tensors.items()}, str(path))
     return model.eval(), metadata.get("codecs_checksum", "")

@@ -4,6 +4,9 @@
 Two tasks, one model: from the silent video alone (the generated left/right codec latents decoded), or from the video
 and a given mono (the mono's codec latents condition the model, and the generated pair's interaural cues are carried
 onto the mono by `avflow.pipelines.cue_transfer`, so the output's mix is the mono, sample for sample).
+A model of the `cues` representation generates each ear's level and lead relative to a mono
+(`avflow.data.interaural_cues`) and renders them onto it, so it always needs a mono: from the silent video, the
+sound is the default joint model's v2a output for the video (mixed to mono), which the model then places.
 Assets: `avflow.models.binaural.MODEL_FILE` (fp16, config and world codecs' checksum in its metadata; trained by
 `scripts/train_binaural_v2.py`) and the shipped world codecs (`avflow.codecs.world`).
 """
@@ -17,37 +20,74 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avflow.data import interaural_cues
 from avflow.errors import MediaError, WeightsError
 from avflow.flow.sampling import SamplingConfig, sample_with
-from avflow.models.binaural import MODEL_FILE, SAMPLING, load_binaural, mono_conditions, video_conditions
+from avflow.models.binaural import (
+    CUE_STREAM,
+    MODEL_FILE,
+    SAMPLING,
+    binaural_draws,
+    binaural_sampling,
+    load_binaural,
+    mono_conditions,
+    video_conditions,
+)
 from avflow.pipelines.cue_transfer import transfer_cues
 from avflow.pipelines.inputs import SPAN_SLACK_S, check_audio_input, check_video_input
 
 SAMPLE_RATE = 16000
 MODES = ("auto", "model", "spatialise")
+V2A_PROMPT = "objects bounce and collide"  # the default model's v2a prompt for a cue model's sound: no side named
 
 
 class BinauralPipeline:
     """Video frames (+ an optional mono) -> binaural (2, S) audio with a trained `BinauralFlow` and the world's audio
-    codec (`avflow.codecs.world_audio_codec.WorldAudioCodec`)."""
+    codec (`avflow.codecs.world_audio_codec.WorldAudioCodec`; None for a cue-stream model, which needs no codec)."""
 
-    def __init__(self, model, codec, sampling: SamplingConfig = SAMPLING):
-        self.model, self.codec, self.sampling = model.eval(), codec.eval(), sampling
+    def __init__(self, model, codec=None, sampling: SamplingConfig = SAMPLING, draws: int = 1):
+        if codec is None and not model.config.representation == "cues":
+            raise WeightsError("a binaural model of codec latents needs the world audio codec")
+        if draws < 1 or (draws > 1 and model.config.representation != "cues"):
+            raise WeightsError(f"draws must be >= 1 and only a cue model averages draws, got {draws}")
+        self.model, self.codec, self.sampling = model.eval(), codec.eval() if codec is not None else None, sampling
+        self.draws = draws  # a cue model's output: the mean of this many draws' cue streams
+
+    @property
+    def needs_mono(self) -> bool:
+        """A cue-stream model places a given sound; it cannot make one."""
+        return self.model.config.representation == "cues"
 
     @classmethod
-    def from_assets(cls, model_file: str | Path = MODEL_FILE, codec_dir: str | Path | None = None, **kw):
-        """The model in `model_file` and the world codecs it was trained with (default: the shipped ones)."""
+    def from_assets(cls, model_file: str | Path = MODEL_FILE, codec_dir: str | Path | None = None,
+                    sampling: SamplingConfig | None = None):  # fmt: skip
+        """The model in `model_file` and the world codecs it was trained with (default: the shipped ones; none for a
+        cue-stream model); `sampling`: default, the settings the export records (`binaural_sampling`)."""
         from avflow.codecs.world import load_world_codecs
 
         if not Path(model_file).is_file():
             raise WeightsError(f"{model_file}: no trained binaural model weights (scripts/train_binaural_v2.py)")
         model, checksum = load_binaural(model_file)
+        sampling = sampling or binaural_sampling(model_file)
+        if model.config.representation == "cues":
+            return cls(model, None, sampling, binaural_draws(model_file))
         codecs = load_world_codecs(codec_dir)
         codecs.check_trained_with(checksum, f"the binaural model {model_file}")
-        return cls(model, codecs.audio, **kw)
+        return cls(model, codecs.audio, sampling)
+
+    def n_tokens(self, n_samples: int) -> int:
+        if self.needs_mono:
+            return CUE_STREAM.tokens(n_samples)
+        return max(1, math.ceil(n_samples / self.codec.samples_per_latent))
 
     def conditions(self, frames: np.ndarray, fps: float, n_tokens: int, mono: np.ndarray | None) -> dict:
-        """Batched (1, ...) conditions: the video's features and, when given, the mono's codec latents."""
+        """Batched (1, ...) conditions: the video's features and, when given, the mono's codec latents (or, for a
+        cue-stream model, its band levels)."""
+        if self.needs_mono:
+            feats = torch.from_numpy(interaural_cues.mono_features(np.asarray(mono), CUE_STREAM, n_tokens))
+            cond = video_conditions(frames, fps, n_tokens, CUE_STREAM.token_rate, self.model.config.bins)
+            cond |= mono_conditions(feats, n_tokens, self.model.config.latent_dim)
+            return {k: v[None] for k, v in cond.items()}
         latents = None
         if mono is not None:
             spl = self.codec.samples_per_latent
@@ -75,21 +115,42 @@ class BinauralPipeline:
         Guidance's negative branch: no video and no mono (video only), or no video with the same mono (with a
         mono), so guidance pushes towards what the video says about the sides."""
         sampling = sampling or self.sampling
-        n = max(1, math.ceil(n_samples / self.codec.samples_per_latent))
-        cond = self.conditions(frames, fps, n, mono)
+        if mono is None and self.needs_mono:
+            raise MediaError("this binaural model (interaural cue streams) places a given sound: give it a mono")
+        m = None
+        if mono is not None:
+            m = np.zeros(n_samples, dtype=np.float32)
+            m[: min(n_samples, len(mono))] = np.asarray(mono, dtype=np.float32)[:n_samples]
+        n = self.n_tokens(n_samples)
+        cond = self.conditions(frames, fps, n, m)
         if mono is None:
             negative = self.model.empty_conditions(1, n)
         else:
             negative = cond | {"video_on": torch.zeros(1)}
         g = torch.Generator().manual_seed(int(seed))
-        noise = {s: torch.randn(1, n, self.model.config.latent_dim, generator=g) for s in ("left", "right")}
+        b = self.draws  # one batch of draws (1 but for a cue model)
+        noise = {s: torch.randn(b, n, self.model.config.latent_dim, generator=g) for s in ("left", "right")}
+        if b > 1:
+            cond, negative = ({k: v.expand(b, *v.shape[1:]) for k, v in c.items()} for c in (cond, negative))
         result = sample_with(sampling, self.model, noise, cond, negative=negative)
+        if self.needs_mono:
+            cues = torch.stack([result.streams["left"], result.streams["right"]]).float().mean(1)  # (2, N, C)
+            return interaural_cues.decode(m, cues.numpy(), CUE_STREAM)
         pair = self.codec.decode(result.streams, n_samples)[0].numpy().astype(np.float32)  # (2, n_samples)
-        if mono is None:
-            return pair
-        m = np.zeros(n_samples, dtype=np.float32)
-        m[: min(n_samples, len(mono))] = np.asarray(mono, dtype=np.float32)[:n_samples]
-        return transfer_cues(m, pair)
+        return pair if m is None else transfer_cues(m, pair)
+
+
+def v2a_mono(video: str | Path, n_samples: int, seed: int = 0, joint=None) -> np.ndarray:
+    """The default joint model's v2a sound for `video` (`V2A_PROMPT`), mixed to mono: (n_samples,) float32 at
+    16 kHz, zero-padded or cut to n_samples. `joint`: a loaded `JointPipeline` (default: the shipped model)."""
+    from avflow.pipelines.default_model import load_default_model
+
+    joint = joint or load_default_model()
+    clip = joint.generate(V2A_PROMPT, task="v2a", video_path=video, seed=seed)
+    a = clip.audio.float().mean(0).numpy()[:n_samples]
+    out = np.zeros(n_samples, dtype=np.float32)
+    out[: len(a)] = a
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,13 +190,14 @@ def binaural_track(
     mode: str = "auto",
     mono: str | Path | None = None,
     seed: int = 0,
-    sampling: SamplingConfig | None = None,
+    steps: int | None = None,
+    cfg: float | None = None,
     pipeline: BinauralPipeline | None = None,
 ) -> BinauralTrack:
     """A binaural track as long as `video`: generated by the shipped model (`mode="model"`; from the video alone, or
     with `mono` (a file) keeping that sound's content and timing), or spatialised from where things move
     (`"spatialise"`: `mono`, else the video's own audio mixed to mono); `"auto"`: the model when its weights are
-    installed."""
+    installed. `steps`, `cfg`: override the model's own sampling settings (None keeps them)."""
     from avflow.data.media import probe, video_frames
     from avflow.pipelines.spatialise import spatialise
 
@@ -153,6 +215,9 @@ def binaural_track(
     given = read_mono(mono if mono is not None else video, n) if mono is not None or mode == "spatialise" else None
     if mode == "model":
         pipeline = pipeline or BinauralPipeline.from_assets()
+        if given is None and pipeline.needs_mono:
+            given = v2a_mono(video, n, seed)
+        sampling = pipeline.sampling.override(steps=steps, cfg_strength=cfg)
         audio = pipeline.generate(frames, fps, n, mono=given, seed=seed, sampling=sampling)
     else:
         audio = spatialise(given, SAMPLE_RATE, frames, fps)

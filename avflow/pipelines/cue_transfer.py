@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avflow.data.interaural_cues import apply_cues
+
 
 @dataclass(frozen=True, kw_only=True)
 class CueTransferConfig:
@@ -61,11 +63,7 @@ def transfer_cues(
     cross = torch.complex(_smooth(x.real, cfg.smooth), _smooth(x.imag, cfg.smooth))
     limit = 10.0 ** (cfg.max_ild_db / 20.0)
     r = ((p_l + 1e-20) / (p_r + 1e-20)).sqrt().clamp(1.0 / limit, limit)
-    half = torch.exp(0.5j * torch.angle(cross))  # e^{iφ/2}
-    g_l, g_r = 2.0 * r / (1.0 + r), 2.0 / (1.0 + r)
-    d = (g_l * half + g_r * half.conj()) / 2.0
-    d = d / d.abs().clamp_min(1e-12) * d.abs().clamp_min(cfg.min_norm)
-    out = torch.stack([spec_m * g_l * half / d, spec_m * g_r * half.conj() / d])  # (2, F, T)
+    out = apply_cues(spec_m, r, torch.angle(cross), cfg.min_norm)  # (2, F, T)
     window = torch.hann_window(cfg.n_fft, dtype=torch.float64)
     wav = torch.istft(out, cfg.n_fft, cfg.hop, window=window, center=True, length=s)
     return wav.numpy().astype(np.float32)

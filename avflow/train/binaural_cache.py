@@ -1,20 +1,25 @@
 """The binaural model's training cache: per world clip, the codec latents of both ears, of the mono mix (L + R) / 2,
-and the spatio-temporal video features, stacked in one safetensors file that `tensor_file` reads.
+and the spatio-temporal video features, stacked in one safetensors file that `tensor_file` reads; or, for the
+`cues` representation, both ears' interaural cue streams and the mono's features (`avflow.data.interaural_cues`).
 
 Keys: streams.left / streams.right (B, N, C); cond.mono (B, N, C); cond.timing (B, N, 5); cond.spatial
-(B, N, 8, bins); cond.video_on, cond.mono_on (B,) ones (the task drops them). Metadata: the codecs' checksum and
-`bins`; `check_cache` refuses a cache made with other codecs.
+(B, N, 8, bins); cond.video_on, cond.mono_on (B,) ones (the task drops them). Metadata: `representation`, the
+codecs' checksum (codec) or the cue stream's settings (cues), and `bins`; `check_cache` refuses a cache made with
+other codecs or settings.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from avflow.codecs.world import WorldCodecs
+from avflow.data import interaural_cues
 from avflow.errors import ConfigError
-from avflow.models.binaural import video_conditions
+from avflow.models.binaural import CUE_STREAM, video_conditions
 from avflow.weights import save_safetensors
 
 
@@ -41,9 +46,31 @@ def clip_tensors(codecs: WorldCodecs, audio: torch.Tensor, frames, fps: float, b
     }  # fmt: skip
 
 
-def cache_world_split(world: str | Path, split: str, out: str | Path, codecs: WorldCodecs, *, bins: int = 16,
-                      limit: int = 0, log=None) -> Path:  # fmt: skip
-    """Every clip of `world/split` (its manifest order; the first `limit` when > 0) into `out`."""
+def cue_clip_tensors(audio: torch.Tensor, frames, fps: float, bins: int) -> dict[str, torch.Tensor]:
+    """One clip's audio (2, S) [left, right] and frames -> its unbatched cache entries for the `cues` representation:
+    the ears' cue streams (N, C) and the mono's features (N, C), C = `CUE_STREAM.dim`."""
+    a = audio.double().numpy()
+    n = CUE_STREAM.tokens(a.shape[-1])
+    cues = torch.from_numpy(interaural_cues.encode(a, CUE_STREAM, n))  # (2, N, C)
+    mono = torch.from_numpy(interaural_cues.mono_features(a.mean(0), CUE_STREAM, n))  # (N, C)
+    cond = video_conditions(frames, fps, n, CUE_STREAM.token_rate, bins)
+    return {
+        "streams.left": cues[0], "streams.right": cues[1], "cond.mono": mono, "cond.timing": cond["timing"],
+        "cond.spatial": cond["spatial"], "cond.video_on": cond["video_on"], "cond.mono_on": torch.tensor(1.0),
+    }  # fmt: skip
+
+
+def cache_metadata(representation: str, codecs: WorldCodecs | None, bins: int) -> dict[str, str]:
+    """What a cache (and a model trained on it) was made with: `check_cache` and the model export compare it."""
+    if representation == "cues":
+        return {"representation": "cues", "cue_stream": json.dumps(asdict(CUE_STREAM)), "bins": str(bins)}
+    return {"representation": "codec", "codecs_checksum": codecs.checksum, "bins": str(bins)}
+
+
+def cache_world_split(world: str | Path, split: str, out: str | Path, codecs: WorldCodecs | None, *, bins: int = 16,
+                      limit: int = 0, log=None, representation: str = "codec") -> Path:  # fmt: skip
+    """Every clip of `world/split` (its manifest order; the first `limit` when > 0) into `out`, as codec latents
+    (`representation="codec"`, with `codecs`) or cue streams (`"cues"`, no codecs needed)."""
     from avflow.world.dataset import load_clip, read_manifest
 
     rows = read_manifest(world, split)
@@ -53,21 +80,34 @@ def cache_world_split(world: str | Path, split: str, out: str | Path, codecs: Wo
     parts: dict[str, list[torch.Tensor]] = {}
     for i, row in enumerate(rows):
         clip = load_clip(Path(world) / split / row["id"])
-        entry = clip_tensors(codecs, torch.from_numpy(clip.audio), clip.frames, float(clip.meta["fps"]), bins)
+        audio, fps = torch.from_numpy(clip.audio), float(clip.meta["fps"])
+        if representation == "cues":
+            entry = cue_clip_tensors(audio, clip.frames, fps, bins)
+        else:
+            entry = clip_tensors(codecs, audio, clip.frames, fps, bins)
         for k, v in entry.items():
             parts.setdefault(k, []).append(v)
         if log is not None and (i + 1) % 500 == 0:
             log(f"cache {split}: {i + 1}/{len(rows)}")
     tensors = {k: torch.stack(v) for k, v in parts.items()}
-    return save_safetensors(tensors, out, metadata={"codecs_checksum": codecs.checksum, "bins": str(bins)})
+    return save_safetensors(tensors, out, metadata=cache_metadata(representation, codecs, bins))
 
 
-def check_cache(path: str | Path, codecs: WorldCodecs) -> None:
-    """A one-line error when the cache at `path` was made with other codecs than `codecs`."""
+def check_cache(path: str | Path, codecs: WorldCodecs | None, representation: str = "codec") -> dict[str, str]:
+    """The cache's metadata; a one-line error when the cache at `path` was made for another representation, with
+    other codecs than `codecs` (codec) or other cue stream settings (cues)."""
     from safetensors import safe_open
 
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no binaural cache (make it with scripts/train_binaural_v2.py --stage cache)")
     with safe_open(str(path), "pt") as f:
         metadata = dict(f.metadata() or {})
-    codecs.check_trained_with(metadata.get("codecs_checksum"), f"the cache {path}")
+    made = metadata.get("representation", "codec")
+    if made != representation:
+        raise ConfigError(f"{path}: a cache of the {made!r} representation, not {representation!r}")
+    if representation == "cues":
+        if metadata.get("cue_stream") != json.dumps(asdict(CUE_STREAM)):
+            raise ConfigError(f"{path}: made with other cue stream settings than avflow.models.binaural.CUE_STREAM")
+    else:
+        codecs.check_trained_with(metadata.get("codecs_checksum"), f"the cache {path}")
+    return metadata

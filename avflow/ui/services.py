@@ -285,8 +285,7 @@ def generate_binaural(
     if progress is not None:
         progress(0, 1)
     pipeline = binaural_pipeline() if mode == "model" else None
-    sampling = pipeline.sampling.override(steps=steps) if pipeline is not None else None
-    track = binaural_track(video, mode=mode, seed=int(seed), sampling=sampling, pipeline=pipeline)
+    track = binaural_track(video, mode=mode, seed=int(seed), steps=steps, pipeline=pipeline)
     if progress is not None:
         progress(1, 1)
     out = _job_dir(settings)

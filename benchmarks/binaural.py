@@ -1,6 +1,6 @@
-"""Video-to-binaural v2 on a test split rendered with the KEMAR HRTF (a head no baseline is built on; models may be trained on either head):
-the dual-branch model (one export per training seed) against the baselines, per-event measures, one- and
-two-object clips apart, and the measures' noise floor.
+"""Video-to-binaural v2 on a test split rendered with the KEMAR HRTF (no baseline is built on that head; a model may
+be trained on either): the dual-branch model (one export per training seed) against the baselines, per-event
+measures, one- and two-object clips apart, and the measures' noise floor.
 
 Tasks: 1 = silent video -> binaural; 2 = video + the true mono (L + R) / 2 -> binaural.
 Methods (16 kHz, [left, right]):
@@ -10,6 +10,8 @@ Methods (16 kHz, [left, right]):
 - mono_copy, pan (`amplitude_pan` from the tracked object, anchored as the spatialiser), spatialiser (`spatialise`)
   of a mono: the true mono in task 2; in task 1 the mono downmix of the default joint model's v2a output for the
   video (the shipped `avflow/assets/default_model`, one draw per seed);
+- model_video_clock (--model-video-clock): the model reading the video on the video's clock (`anchoring` off),
+  where it reads it on the given mono's clock by default (`BinauralPipeline.anchoring`);
 - spatialiser_video_clock: the spatialiser without its anchoring on the sound's onsets (`Anchoring(enabled=False)`:
   the tracked position on the video's clock, as before 2026-12-05), for the before/after in one run;
 - noise_floor: the ground truth against a re-render of the same scene with another ambience seed;
@@ -38,6 +40,7 @@ eval` reads sides). The "recording" row scores the clip's own stereo track: the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -103,7 +106,8 @@ def codec_roundtrip(codec, audio: np.ndarray) -> np.ndarray:
     return out[0].numpy()
 
 
-def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int], results: dict, codec=None) -> None:
+def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int], results: dict, codec=None,
+             clock_pipes: list | None = None) -> None:  # fmt: skip
     """Score every method on one clip into `results[task][group][method][measure][seed]` (a list over clips)."""
     clip = load_clip(stem)
     ref, fps, sr, meta = clip.audio, float(clip.meta["fps"]), int(clip.meta["sample_rate"]), clip.meta
@@ -130,6 +134,10 @@ def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int],
             placed = mono if pipe.needs_mono else given
             out = pipe.generate(clip.frames, fps, ref.shape[1], mono=placed, seed=s, sampling=pipe.sampling)
             score(task, "model", s, out, given)
+            if clock_pipes and placed is not None:
+                other = clock_pipes[s].generate(clip.frames, fps, ref.shape[1], mono=placed, seed=s,
+                                                sampling=pipe.sampling)  # fmt: skip
+                score(task, "model_video_clock", s, other, given)
             score(task, "mono_copy", s, np.stack([mono, mono]), given)
             score(task, "pan", s, amplitude_pan(mono, sr, clip.frames, fps), given)
             score(task, "spatialiser", s, spatialise(mono, sr, clip.frames, fps), given)
@@ -161,7 +169,7 @@ def real_event_sides(audio: np.ndarray, sample_rate: int, meta: dict) -> dict[st
     return counts
 
 
-def run_real(folder: Path, limit: int, pipes: list, seeds: list[int]) -> dict:
+def run_real(folder: Path, limit: int, pipes: list, seeds: list[int], clock_pipes: list | None = None) -> dict:
     """Task 2 on real-sound clips: method -> seed -> summed counts (`REAL_COUNTS`), plus per-clip rows."""
     from avflow.data.audio import read_audio
     from avflow.data.video import video_frames
@@ -194,6 +202,9 @@ def run_real(folder: Path, limit: int, pipes: list, seeds: list[int]) -> dict:
         for s, pipe in zip(seeds, pipes):
             add("model", s, pipe.generate(frames, fps, ref.shape[1], mono=mono, seed=s, sampling=pipe.sampling), meta,
                 row)  # fmt: skip
+        for s, pipe in zip(seeds, clock_pipes or []):
+            add("model_video_clock", s, pipe.generate(frames, fps, ref.shape[1], mono=mono, seed=s,
+                                                      sampling=pipe.sampling), meta, row)  # fmt: skip
         rows.append(row)
         print(f"real {i + 1}/{len(stems)} clips ({time.time() - start:.0f} s)", file=sys.stderr)
     return {"clips": len(stems), "totals": totals, "per_clip": rows}
@@ -267,6 +278,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="test clips (0: all)")
     parser.add_argument("--steps", type=int, default=None, help="model sampling steps (default: the export's own)")
     parser.add_argument("--cfg", type=float, default=None, help="model cfg_strength (default: the export's own)")
+    parser.add_argument("--model-video-clock", action="store_true",
+                        help="add each model reading the video on the video's clock (no anchoring on the mono)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="write the tables here")
     args = parser.parse_args()
@@ -293,10 +306,13 @@ def main() -> None:
     for pipe in pipes:
         pipe.sampling = pipe.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     sampling = pipes[0].sampling if pipes else SAMPLING
+    clock_pipes = [copy.copy(p) for p in pipes] if args.model_video_clock else None
+    for pipe in clock_pipes or []:
+        pipe.anchoring = VIDEO_CLOCK
     seeds = list(range(len(pipes)))
     real = None
     if args.real is not None:
-        real = run_real(args.real, args.real_limit, pipes, seeds)
+        real = run_real(args.real, args.real_limit, pipes, seeds, clock_pipes)
         print_table(real_table(real), f"task 2 on real recordings ({real['clips']} clips of {args.real}): per event "
                     "with a visual side, louder channel / ILD+ITD side on it (right) or on the other (wrong)")
         if args.world_test is None:
@@ -316,7 +332,7 @@ def main() -> None:
     results: dict = {}
     start = time.time()
     for i, row in enumerate(rows):
-        run_clip(args.world_test / "test" / row["id"], args.tasks, pipes, joint, seeds, results, codec)
+        run_clip(args.world_test / "test" / row["id"], args.tasks, pipes, joint, seeds, results, codec, clock_pipes)
         print(f"{i + 1}/{len(rows)} clips ({time.time() - start:.0f} s)", file=sys.stderr)
     table = summarise(results)
     wins = verdict(table)

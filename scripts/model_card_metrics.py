@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 import train_default_v2 as training
 
+from avflow.precision import DEFAULT_PRECISION, PRECISIONS
+
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = REPO / "configs" / "model_card_prompts.json"
 SEED_STRIDE = 1000  # --seeds: prompt i's k-th seed is its row's seed + SEED_STRIDE * k
@@ -308,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="one stream's guidance strength in place of --cfg (video, left, right); repeatable")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help=f"numeric precision of generation (avflow.precision; default {DEFAULT_PRECISION})")
     p.add_argument("--ground-truth", action="store_true", help="score the world clips themselves (the ceiling)")
     p.add_argument("--train-world", type=Path, default=None,
                    help="the training world on disk: check the prompts against its captions (--make-prompts: read "
@@ -355,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.ground_truth:
         from avflow.pipelines.default_model import load_default_model
 
-        pipe = load_default_model(args.model).to(device)
+        pipe = load_default_model(args.model).to(device, args.precision)
         sampling = pipe.sampling.override(steps=args.steps, cfg_strength=args.cfg, solver=args.solver,
                                           shift=args.shift, guidance=args.guidance, text_cfg_strength=args.text_cfg)
         if args.stream_cfg:
@@ -387,7 +391,8 @@ def run(args: argparse.Namespace) -> int:
             report += ["", f"## {task}: {len(io[task])} test clips (seed = clip index; no target)", "",
                        markdown_table(res, bounds=False)]  # fmt: skip
     met = sum(r.met for r in results)
-    report += ["", f"{met}/{len(results)} targets met; {seconds:.0f} s on {hardware(device)}"]
+    precision = "" if pipe is None else f", precision {pipe.precision}"
+    report += ["", f"{met}/{len(results)} targets met; {seconds:.0f} s on {hardware(device)}{precision}"]
     print("\n".join(report))
     if args.json:
         table = lambda res: [{"name": r.target.name, "bound": r.target.bound, "value": r.value, "n": r.n,  # noqa: E731
@@ -396,6 +401,7 @@ def run(args: argparse.Namespace) -> int:
             "mode": "ground_truth" if pipe is None else "model",
             "model": None if pipe is None else str(args.model or "avflow/assets/default_model"),
             "sampling": None if sampling is None else to_dict(sampling),
+            "precision": None if pipe is None else pipe.precision,
             "prompts_file": str(args.prompts),
             "held_out": held_out,
             "targets": table(results),

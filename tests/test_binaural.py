@@ -16,7 +16,7 @@ from avflow.flow import cfg, sample
 from avflow.models.binaural import BinauralConfig, BinauralFlow, load_binaural, save_binaural
 from avflow.nn.spatiotemporal import video_features
 from avflow.pipelines.binaural import BinauralPipeline
-from avflow.pipelines.spatialise import amplitude_pan, spatialise
+from avflow.pipelines.spatialise import Anchoring, amplitude_pan, spatialise
 from avflow.train.binaural_task import BinauralFlowConfig, BinauralFlowTask
 
 SR = 16000
@@ -178,7 +178,6 @@ def test_spatialiser_puts_each_flash_sound_on_its_side(delay_s: float):
     drifting disc."""
     from avflow.eval.side import CueConfig, ild_at
     from avflow.eval.synthetic import flash_clip
-    from avflow.pipelines.spatialise import Anchoring
 
     clip = flash_clip(3, audio_delay_s=delay_s, fps=25.0, duration=4.0, n_events=5, sample_rate=SR)
     frames = clip.frames.copy()  # (T, H, W, 3)
@@ -202,6 +201,57 @@ def test_spatialiser_puts_each_flash_sound_on_its_side(delay_s: float):
     assert sides_right(spatialise(mono, SR, frames, clip.fps)) == events
     assert sides_right(amplitude_pan(mono, SR, frames, clip.fps)) == events
     assert sides_right(spatialise(mono, SR, frames, clip.fps, Anchoring(enabled=False))) < events
+
+
+@pytest.mark.parametrize("delay_s", [0.2, -0.15])
+def test_frames_on_the_audio_clock_show_each_flash_while_its_sound_lasts(delay_s: float):
+    """Flashes on both sides, the sound `delay_s` off the video: the clock's lag is the delay (within a frame), and
+    the frames on the audio's clock show each flash on its side at its sound's onset and 0.3 s after it (held), where
+    the video's own frames show it for its two frames only."""
+    from avflow.eval.synthetic import flash_clip
+    from avflow.pipelines.spatialise import audio_clock, frames_on_audio_clock
+
+    clip = flash_clip(4, audio_delay_s=delay_s, fps=25.0, duration=4.0, n_events=5, sample_rate=SR)
+    mono, w = clip.audio.mean(0), clip.frames.shape[2]
+    clock = audio_clock(mono, SR, clip.frames, clip.fps)
+    assert abs(clock.lag_s - delay_s) <= 1.0 / clip.fps and len(clock.anchors) == len(clip.meta["events"])
+    moved = frames_on_audio_clock(clip.frames, clip.fps, clock)
+    assert moved.shape == clip.frames.shape and moved.dtype == clip.frames.dtype
+
+    def flash_side(frames: np.ndarray, seconds: float) -> str | None:
+        grey = frames[int(seconds * clip.fps)].astype(float).mean(-1)
+        left, right = grey[:, : w // 2].max(), grey[:, w // 2 :].max()
+        return None if max(left, right) < 200 else "left" if left > right else "right"
+
+    for event in clip.meta["events"]:
+        onset = event["time"] + delay_s
+        assert flash_side(moved, onset + 0.01) == event["side"] == flash_side(moved, onset + 0.3)
+        assert flash_side(clip.frames, event["time"] + 0.15) is None
+    assert frames_on_audio_clock(clip.frames, clip.fps, audio_clock(mono, SR, clip.frames, clip.fps,
+                                 Anchoring(enabled=False))) is clip.frames  # fmt: skip
+
+
+def test_the_model_reads_the_video_on_the_given_mono_s_clock(monkeypatch):
+    """With a mono, the frames the model's conditions are made from are the audio clock's; without anchoring, or
+    without a mono, the video's own."""
+    from avflow.eval.synthetic import flash_clip
+    from avflow.pipelines.spatialise import audio_clock, frames_on_audio_clock
+
+    clip = flash_clip(5, audio_delay_s=0.2, fps=25.0, duration=2.0, n_events=2, sample_rate=SR)
+    mono, n = clip.audio.mean(0), clip.audio.shape[1]
+    seen = []
+    pipe = BinauralPipeline(tiny_model(), tiny_codecs().audio)
+    original = pipe.conditions
+    monkeypatch.setattr(pipe, "conditions", lambda frames, *a: seen.append(frames) or original(frames, *a))
+    one = pipe.sampling.override(steps=1)
+    pipe.generate(clip.frames, clip.fps, n, mono=mono, sampling=one)
+    expected = frames_on_audio_clock(clip.frames, clip.fps, audio_clock(mono, SR, clip.frames, clip.fps))
+    assert np.array_equal(seen[-1], expected) and not np.array_equal(expected, clip.frames)
+    pipe.anchoring = Anchoring(enabled=False)
+    pipe.generate(clip.frames, clip.fps, n, mono=mono, sampling=one)
+    pipe.anchoring = Anchoring()
+    pipe.generate(clip.frames, clip.fps, n, sampling=one)
+    assert seen[-2] is clip.frames and seen[-1] is clip.frames
 
 
 def _inputs(tmp_path: Path, mono_seconds: float = 1.25) -> tuple[Path, Path]:

@@ -140,6 +140,7 @@ def test_script_end_to_end_on_a_tiny_untrained_model(tmp_path, monkeypatch, caps
     assert "## t2av: targets vs measured" in printed and "| object |" in printed and "## v2a" in printed
     result = json.loads(out.read_text())
     assert result["mode"] == "model" and [c["seed"] for c in result["clips"]] == [0, 1]
+    assert result["precision"] == "auto" and "precision auto" in printed
     assert [t["name"] for t in result["targets"]] == [t.name for t in TARGETS]
     assert {k: len(v) for k, v in result["io_clips"].items()} == {"a2v": 1, "v2a": 1}
     assert all(c["values"]["peak_dbfs"]["value"] is not None or c["values"]["peak_dbfs"]["reason"]
@@ -156,6 +157,10 @@ def test_script_end_to_end_on_a_tiny_untrained_model(tmp_path, monkeypatch, caps
     assert pooled["per_seed"]["0"] == result["targets"]  # the first offset's clips are the one-seed run's
     n = {t["name"]: t["n"] for t in pooled["targets"]}
     assert all(n[t["name"]] == t["n"] + u["n"] for t, u in zip(pooled["per_seed"]["0"], pooled["per_seed"]["1000"]))
+    # --precision reaches the pipeline and the record
+    assert script.main(["--model", str(model), "--n", "1", "--io-clips", "0", "--precision", "bf16",
+                        "--json", str(out)]) == 0  # fmt: skip
+    assert json.loads(out.read_text())["precision"] == "bf16" and "precision bf16" in capsys.readouterr().out
     assert script.main(["--model", str(model), "--n", "1", "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
     assert script.main(["--ground-truth", "--n", "1", "--seeds", "2"]) == 2

@@ -4,8 +4,8 @@ Covers `avflow generate` with the shipped default model (t2av with the model's d
 v2a, continue, a windowed 5 s a2v) and the demo's measures, `avflow binaural` (model and spatialise), tiny-config
 foley (windowed video-to-audio with a negative prompt, t2a), the guidance presets of the experiments and every fusion
 variant's velocity. Outputs are compared by sha256 of their bytes, so any change of numerics fails. Bit-identity only
-holds on the platform the reference was recorded on (same torch / numpy / PyAV builds and CPU kernels, one torch
-thread); elsewhere the test is skipped with the command below.
+holds on the platform the reference was recorded on (same torch / numpy / PyAV builds, CPU model and kernels, one
+torch thread); elsewhere the test is skipped with the command below.
 
 The generate cases belong to the shipped default model: the first model's were dropped with its format, and those of
 the v2 model are recorded once its weights are in avflow/assets/default_model (until then they are not compared;
@@ -34,10 +34,21 @@ REFERENCE = TESTS / "data" / "refactor_reference.json"
 SR = 16000
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo): two CPUs of one instruction set can take different kernel paths
+    (an AMD EPYC and an Intel Xeon, both AVX512, differ in the last bits), so bit-identity is per CPU model."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
 def platform_key() -> dict[str, str]:
     import av
 
     return {
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "torch": torch.__version__,

@@ -190,6 +190,9 @@ class Snake(nn.Module):
         alpha, inverse = (v.view(shape) for v in self.coefficients())
         if torch.is_grad_enabled():
             return torch.addcmul(x, torch.sin(x * alpha).pow(2), inverse)
+        # Inference in x's dtype: under bf16 autocast the float32 coefficients would promote every snake to float32
+        # and back (2.0-2.3x slower vocoders on an AMX CPU, docs/foley.md); a no-op in float32.
+        alpha, inverse = alpha.to(x.dtype), inverse.to(x.dtype)
         return torch.addcmul(x, (x * alpha).sin_().square_(), inverse, out=out)
 
 

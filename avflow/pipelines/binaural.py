@@ -4,6 +4,10 @@
 Two tasks, one model: from the silent video alone (the generated left/right codec latents decoded), or from the video
 and a given mono (the mono's codec latents condition the model, and the generated pair's interaural cues are carried
 onto the mono by `avflow.pipelines.cue_transfer`, so the output's mix is the mono, sample for sample).
+With a mono, the model reads the video on the mono's clock, as the spatialiser places sounds
+(`avflow.pipelines.spatialise.audio_clock`: the mono's onsets matched to the video's flashes and appearances move the
+frames by their lag and hold each event's brightest frame while its sound lasts; contacts alone move nothing), since
+it was trained on clips whose sounds are in sync with what it sees.
 A model of the `cues` representation generates each ear's level and lead relative to a mono
 (`avflow.data.interaural_cues`) and renders them onto it, so it always needs a mono: from the silent video, the
 sound is the default joint model's v2a output for the video (mixed to mono), which the model then places.
@@ -35,9 +39,11 @@ from avflow.models.binaural import (
 )
 from avflow.pipelines.cue_transfer import transfer_cues
 from avflow.pipelines.inputs import SPAN_SLACK_S, check_audio_input, check_video_input
+from avflow.pipelines.spatialise import Anchoring, audio_clock, frames_on_audio_clock
 
 SAMPLE_RATE = 16000
 MODES = ("auto", "model", "spatialise")
+AUDIO_CLOCK = Anchoring()  # a given mono's onsets move the video onto its clock, as for the spatialiser
 V2A_PROMPT = "objects bounce and collide"  # the default model's v2a prompt for a cue model's sound: no side named
 
 
@@ -45,13 +51,15 @@ class BinauralPipeline:
     """Video frames (+ an optional mono) -> binaural (2, S) audio with a trained `BinauralFlow` and the world's audio
     codec (`avflow.codecs.world_audio_codec.WorldAudioCodec`; None for a cue-stream model, which needs no codec)."""
 
-    def __init__(self, model, codec=None, sampling: SamplingConfig = SAMPLING, draws: int = 1):
+    def __init__(self, model, codec=None, sampling: SamplingConfig = SAMPLING, draws: int = 1,
+                 anchoring: Anchoring = AUDIO_CLOCK):  # fmt: skip
         if codec is None and not model.config.representation == "cues":
             raise WeightsError("a binaural model of codec latents needs the world audio codec")
         if draws < 1 or (draws > 1 and model.config.representation != "cues"):
             raise WeightsError(f"draws must be >= 1 and only a cue model averages draws, got {draws}")
         self.model, self.codec, self.sampling = model.eval(), codec.eval() if codec is not None else None, sampling
         self.draws = draws  # a cue model's output: the mean of this many draws' cue streams
+        self.anchoring = anchoring  # how a given mono's onsets move the video onto its clock (enabled=False: never)
 
     @property
     def needs_mono(self) -> bool:
@@ -121,6 +129,8 @@ class BinauralPipeline:
         if mono is not None:
             m = np.zeros(n_samples, dtype=np.float32)
             m[: min(n_samples, len(mono))] = np.asarray(mono, dtype=np.float32)[:n_samples]
+            clock = audio_clock(m, SAMPLE_RATE, frames, fps, self.anchoring)
+            frames = frames_on_audio_clock(frames, fps, clock, self.anchoring)  # the video as the sound has it
         n = self.n_tokens(n_samples)
         cond = self.conditions(frames, fps, n, m)
         if mono is None:

@@ -15,7 +15,9 @@ position (it follows the object after the bounce), and a match of contacts alone
 periodic, their lag ambiguous, and on the world's clips (in sync) the tracker was right where a wrong lag would move
 it. Where the offset is ambiguous between lags, the best-scoring one is used: `avflow eval` reads no side there, but
 a renderer has to put the sound somewhere, and the tracker alone is near chance on such clips (a flash has no object
-to track, so its sound took whatever moved at that time). Measured in docs/binaural.md.
+to track, so its sound took whatever moved at that time). Measured in docs/binaural.md. `audio_clock` is that
+matching (the lag and the anchored onsets); `frames_on_audio_clock` applies it to the frames themselves, for the
+binaural model, which reads the video rather than a track (`avflow.pipelines.binaural`).
 
 Rendering: the world's spherical head (`avflow.world.binaural.render_sphere`: Woodworth ITD + Brown-Duda head
 shadow) with the azimuth updated per 128-sample block. Also the amplitude panner used as a baseline (level only, no
@@ -94,23 +96,30 @@ class Anchoring:
     hold_s: float = 1.0  # and lasts until the next anchored onset, this long at most
 
 
-def audio_positions(
+@dataclass(frozen=True, kw_only=True)
+class AudioClock:
+    """Where a mono's sounds sit against its video: `lag_s` (positive = audio late) moves the video onto the audio's
+    clock, and each anchor (onset s, event s, event x px) holds an event's place from ``lead_s`` before its onset
+    (:func:`anchor_spans`). Lag 0 and no anchors: the video's own clock."""
+
+    lag_s: float = 0.0
+    anchors: tuple[tuple[float, float, float], ...] = ()
+
+
+def audio_clock(
     mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
-) -> np.ndarray:
-    """(B,) source x in pixels at the renderer's block centres (:func:`block_times`) of the mono (N,), on the
-    audio's clock: the frames' track moved by the measured offset, flashes' sounds anchored at their events."""
+) -> AudioClock:
+    """The mono's onsets matched to the video's events (see the module docstring): the lag and the anchored onsets,
+    or the video's own clock where anchoring is off, nothing matched, or only contacts did."""
     from avflow.eval.events import detect
     from avflow.eval.offset import match_events
     from avflow.eval.onsets import audio_onsets
 
     cfg = anchoring or Anchoring()
-    times = block_times(mono.size, sample_rate)  # (B,)
-    x_video = source_positions(frames, fps)  # (T,) on the video's clock
-    frame_times = np.arange(len(x_video)) / fps
     if not cfg.enabled or len(frames) < 2:
-        return np.interp(times, frame_times, x_video)
+        return AudioClock()
     events, _ = detect(frames, fps)  # x in pixels of `frames`
-    onsets = audio_onsets(mono, sample_rate)
+    onsets = audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate)
     match = match_events(onsets, events, frame_period_s=1.0 / fps)
     offset = match.offset_ms
     if offset.defined and offset.confidence >= cfg.min_confidence:
@@ -118,16 +127,56 @@ def audio_positions(
     elif cfg.ambiguous and not offset.defined and match.candidates:
         lag_ms, pairs = match.candidates[0]
     else:
-        return np.interp(times, frame_times, x_video)
+        return AudioClock()
     pairs = sorted((float(onsets.times[o]), int(e)) for e, o in pairs if events.kinds[e] != "contact")
     if not pairs:  # bounces only: the tracker follows them on the video's clock, and their lags are often periodic
-        return np.interp(times, frame_times, x_video)
-    x = np.interp(times - lag_ms / 1000.0, frame_times, x_video)
-    for k, (onset, e) in enumerate(pairs):
-        stop = min(onset + cfg.hold_s, pairs[k + 1][0] - cfg.lead_s if k + 1 < len(pairs) else np.inf)
-        event_x = float(events.x[e]) if np.isfinite(events.x[e]) else events.width / 2.0
-        x[(times >= onset - cfg.lead_s) & (times < stop)] = event_x
+        return AudioClock()
+    anchors = tuple((onset, float(events.times[e]), float(events.x[e]) if np.isfinite(events.x[e])
+                     else events.width / 2.0) for onset, e in pairs)  # fmt: skip
+    return AudioClock(lag_s=lag_ms / 1000.0, anchors=anchors)
+
+
+def anchor_spans(clock: AudioClock, anchoring: Anchoring | None = None) -> list[tuple[float, float]]:
+    """Per anchor, the seconds [start, stop) it holds: from ``lead_s`` before its onset until the next anchor's
+    start, ``hold_s`` after its onset at most."""
+    cfg = anchoring or Anchoring()
+    onsets = [a[0] for a in clock.anchors]
+    return [(onset - cfg.lead_s, min(onset + cfg.hold_s, onsets[k + 1] - cfg.lead_s if k + 1 < len(onsets) else np.inf))
+            for k, onset in enumerate(onsets)]  # fmt: skip
+
+
+def audio_positions(
+    mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
+) -> np.ndarray:
+    """(B,) source x in pixels at the renderer's block centres (:func:`block_times`) of the mono (N,), on the
+    audio's clock: the frames' track moved by the measured offset, flashes' sounds anchored at their events."""
+    times = block_times(np.asarray(mono).size, sample_rate)  # (B,)
+    x_video = source_positions(frames, fps)  # (T,) on the video's clock
+    frame_times = np.arange(len(x_video)) / fps
+    clock = audio_clock(mono, sample_rate, frames, fps, anchoring)
+    x = np.interp(times - clock.lag_s, frame_times, x_video)
+    for (start, stop), (_, _, event_x) in zip(anchor_spans(clock, anchoring), clock.anchors):
+        x[(times >= start) & (times < stop)] = event_x
     return x
+
+
+def frames_on_audio_clock(frames: np.ndarray, fps: float, clock: AudioClock, anchoring: Anchoring | None = None,
+                          peak_frames: int = 5) -> np.ndarray:  # fmt: skip
+    """(T, H, W, 3) frames -> the same count on the audio's clock: frame k shows the frame nearest its time minus the
+    lag, and over an anchor's span the event's brightest frame (of the ``peak_frames`` from its start), held, so a
+    model reading the video sees a short flash where and while its sound is, as the spatialiser places it."""
+    t = frames.shape[0]
+    if clock.lag_s == 0 and not clock.anchors:
+        return frames
+    starts = np.arange(t) / fps  # frame k starts at k / fps (the events' convention)
+    index = np.clip(np.round((starts - clock.lag_s) * fps).astype(int), 0, t - 1)  # (T,)
+    grey = np.asarray(frames, dtype=np.float32).mean(-1)  # (T, H, W)
+    brightness = (grey - np.median(grey, axis=0)).clip(min=0).sum(axis=(1, 2))  # (T,) brightened amount
+    for (start, stop), (_, event_s, _) in zip(anchor_spans(clock, anchoring), clock.anchors):
+        first = int(np.clip(round(event_s * fps), 0, t - 1))
+        peak = first + int(brightness[first : first + peak_frames].argmax())
+        index[(starts + 0.5 / fps >= start) & (starts + 0.5 / fps < stop)] = peak
+    return frames[index]
 
 
 def spatialise(

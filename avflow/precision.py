@@ -84,3 +84,32 @@ def autocast(precision: str, device: str | object = "cpu", *, codec: bool = Fals
         # bf16 activations meet fp32 norm weights: torch then skips its fused kernels and says so at every call
         warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
         yield
+
+
+@contextmanager
+def autocast_weights(module) -> Iterator[None]:
+    """Inside an autocast block, at inference: `module`'s Linear weights and biases held in the autocast dtype for
+    the block, then given back. Autocast casts a float32 weight at every call (it keeps a cast only of weights that
+    require grad), so a sampling loop of many steps casts every matrix at every step; cast once here instead. The
+    values are the ones autocast would make, so outputs are bit-identical; a no-op outside autocast or with gradients
+    on (training keeps its float32 weights). Convolutions are left to autocast: held in bf16 they made MMAudio
+    large's sampling slower on an AMX CPU (docs/foley.md)."""
+    import torch
+    from torch import nn
+
+    first = next(module.parameters(), None)
+    device = first.device.type if first is not None else "cpu"
+    if first is None or torch.is_grad_enabled() or not torch.is_autocast_enabled(device):
+        yield
+        return
+    dtype = torch.get_autocast_dtype(device)
+    held = [p for m in module.modules() if isinstance(m, nn.Linear) for p in (m.weight, m.bias)
+            if p is not None and p.dtype == torch.float32]  # fmt: skip
+    originals = [p.data for p in held]
+    try:
+        for p in held:
+            p.data = p.data.to(dtype)
+        yield
+    finally:
+        for p, data in zip(held, originals):
+            p.data = data

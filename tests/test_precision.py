@@ -153,3 +153,31 @@ def test_generate_in_bf16_stays_near_fp32(tmp_path):
     rms_a, rms_b = a.audio.square().mean().sqrt(), b.audio.square().mean().sqrt()
     assert abs(rms_b / rms_a - 1) < 0.1
     assert 0 < relative_rms(b.audio, a.audio) < 0.1
+
+
+def test_autocast_weights_hold_the_cast_weights_for_the_block_and_give_them_back():
+    """In a bf16 autocast block at inference the Linear weights are held in bf16 (cast once, not at every call; the
+    convolutions are left to autocast): the same output bits as autocast's own casts, the float32 tensors back
+    afterwards; outside autocast or with gradients on nothing is touched."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(8, 8, 3, padding=1)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.SiLU(), torch.nn.Linear(8, 8))
+    x = torch.randn(2, 5, 8)
+    weights = list(net.parameters())
+    before = [p.data_ptr() for p in weights]
+
+    def run() -> torch.Tensor:
+        return conv(net(x).transpose(1, 2))
+
+    with torch.no_grad(), precision.autocast("bf16", "cpu"):
+        plain = run()
+        with precision.autocast_weights(net), precision.autocast_weights(conv):
+            assert all(p.dtype == torch.bfloat16 for p in weights)
+            assert all(p.dtype == torch.float32 for p in conv.parameters())
+            held = run()
+    assert torch.equal(held, plain) and held.dtype == torch.bfloat16
+    assert all(p.data_ptr() == d and p.dtype == torch.float32 for p, d in zip(weights, before))
+    with torch.no_grad(), precision.autocast_weights(net):  # no autocast
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+    with precision.autocast("bf16", "cpu"), precision.autocast_weights(net):  # gradients on: training
+        assert all(p.dtype == torch.float32 for p in net.parameters())

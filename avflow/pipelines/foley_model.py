@@ -16,6 +16,7 @@ from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING
 from avflow.nn.mmaudio_blocks import winograd_convolutions
 from avflow.pipelines.winograd_store import kept_winograd_choices
+from avflow.precision import autocast_weights
 
 
 def sample_latents(
@@ -35,11 +36,11 @@ def sample_latents(
     the empty string when given; `generator` may wrap the network's `velocity` (e.g. for window overlaps);
     `progress(done, steps)` hears of every solver step. The network's kernel-3 convolutions run as Winograd F(4, 3)
     meanwhile where that measured faster on this machine (`winograd_convolutions`; the choices kept per machine by
-    `kept_winograd_choices`).
+    `kept_winograd_choices`). Under autocast the network's weights are cast once for the call (`autocast_weights`).
     """
     negative = network.empty_conditions(x0.shape[0], negative_text_f) if sampling.guided else None
     model = generator if generator is not None else network
-    with kept_winograd_choices(), winograd_convolutions(network):
+    with kept_winograd_choices(), winograd_convolutions(network), autocast_weights(network):
         result = sample_with(
             sampling, model, {"audio": x0}, cond, negative=negative, batched=batched, progress=progress
         )

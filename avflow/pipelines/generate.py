@@ -29,7 +29,7 @@ from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
 from avflow.pipelines.inputs import MAX_DURATION_S, used_span
 from avflow.pipelines.joint_windows import crossfade_into, plan_windows
-from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
+from avflow.precision import DEFAULT_PRECISION, autocast, autocast_weights, check_precision
 
 if TYPE_CHECKING:
     from avflow.codecs.world import WorldCodecs
@@ -252,7 +252,7 @@ class JointPipeline:
                 def report(step: int, total: int, done: int = i * sampling.steps) -> None:  # over all windows
                     progress(done + step, len(starts) * total)
 
-            with autocast(self.precision, device):
+            with autocast(self.precision, device), autocast_weights(self.model):
                 out = sample_with(sampling, self.model, noise, cond, negative=negative, clean=clean, t_start=t_start,
                                   progress=report).streams  # fmt: skip
             video[:, :, s:e] = out["video"].float()

@@ -128,14 +128,14 @@ def run_clip(stem: Path, tasks: list[str], pipes: list, joint, seeds: list[int],
         if task == "2":
             cues = interaural_cues.encode(ref, CUE_STREAM)
             score(task, "cue_ceiling", 0, interaural_cues.decode(true_mono, cues, CUE_STREAM), true_mono)
-        for s, pipe in zip(seeds, pipes):
+        for s, pipe, clock_pipe in zip(seeds, pipes, clock_pipes or [None] * len(pipes)):
             mono = true_mono if task == "2" else frames_v2a_mono(joint, clip.frames, fps, ref.shape[1], s)
             given = mono if task == "2" else None
             placed = mono if pipe.needs_mono else given
             out = pipe.generate(clip.frames, fps, ref.shape[1], mono=placed, seed=s, sampling=pipe.sampling)
             score(task, "model", s, out, given)
-            if clock_pipes and placed is not None:
-                other = clock_pipes[s].generate(clip.frames, fps, ref.shape[1], mono=placed, seed=s,
+            if clock_pipe is not None and placed is not None:
+                other = clock_pipe.generate(clip.frames, fps, ref.shape[1], mono=placed, seed=s,
                                                 sampling=pipe.sampling)  # fmt: skip
                 score(task, "model_video_clock", s, other, given)
             score(task, "mono_copy", s, np.stack([mono, mono]), given)

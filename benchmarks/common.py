@@ -100,6 +100,15 @@ def current_memory_mb(device: torch.device | str = "cpu") -> float:
     return 0.0
 
 
+def difference(a: torch.Tensor | None, b: torch.Tensor | None) -> tuple[float | None, float | None]:
+    """(max |a - b|, RMS(a - b) / RMS(b)) in float32."""
+    if a is None or b is None:
+        return None, None
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    rel = ((a - b).square().mean().sqrt() / b.square().mean().sqrt().clamp_min(1e-12)).item()
+    return (a - b).abs().max().item(), rel
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages with the CPU count, e.g. '3.9 4.1 4.4 on 2 CPUs'."""
     try:

@@ -56,6 +56,7 @@ from baseline.mmaudio import PlainMMAudio
 from common import (
     count_flops,
     current_memory_mb,
+    difference,
     load_average,
     matmul_peak_gflops,
     peak_memory_mb,
@@ -197,15 +198,6 @@ def measure(run: Run, way: Way) -> tuple[float, tuple[float, float], torch.Tenso
         growth = max(growth, peak_memory_mb(run.device) - start_mb)
     set_tf32(False)
     return best, (peak, growth), out
-
-
-def difference(a: torch.Tensor | None, b: torch.Tensor | None) -> tuple[float | None, float | None]:
-    """(max |a - b|, RMS(a - b) / RMS(b)) in float32."""
-    if a is None or b is None:
-        return None, None
-    a, b = a.detach().float().cpu(), b.detach().float().cpu()
-    rel = ((a - b).square().mean().sqrt() / b.square().mean().sqrt().clamp_min(1e-12)).item()
-    return (a - b).abs().max().item(), rel
 
 
 def time_stage(

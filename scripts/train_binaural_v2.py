@@ -17,6 +17,10 @@ Stages (each skipped when its output exists, so a rerun resumes; training resume
 configs/binaural_cues.yaml; no codecs read), e.g. on a world rendered with the KEMAR head (docs/binaural.md):
     python scripts/train_binaural_v2.py --representation cues --make-world kemar --world runs/binaural_cues/world \
         --work runs/binaural_cues --seed 0
+and with the spatialiser's cue streams as a per-ear prior (`model.args.prior=spatialiser`; its own --work, as the
+cache then holds the prior too):
+    python scripts/train_binaural_v2.py --representation cues --make-world kemar --world runs/binaural_cues/world \
+        --work runs/binaural_cues_prior --seed 0 model.args.prior=spatialiser
 """
 
 from __future__ import annotations
@@ -62,22 +66,38 @@ def make_world(world: Path, hrtf: str, workers: int) -> None:
     log(f"world ({hrtf} head): {sizes} clips in {world} ({time.time() - start:.0f} s)")
 
 
-def cache(world: Path, work: Path, limit: int, representation: str, overrides: list[str]) -> None:
-    from avflow.codecs.world import load_world_codecs
+def prior_renderer(prior: str):
+    """The renderer whose cue streams a model with `model.args.prior` is conditioned on (None for "none")."""
+    if prior == "none":
+        return None
+    from avflow.pipelines.spatialise import spatialise
+
+    return {"spatialiser": spatialise}[prior]
+
+
+def model_args(representation: str, overrides: list[str]) -> dict:
     from avflow.config import apply_overrides, read_yaml
+
+    return apply_overrides(read_yaml(CONFIGS[representation]), overrides)["model"]["args"]
+
+
+def cache(world: Path, work: Path, limit: int, representation: str, overrides: list[str], workers: int) -> None:
+    from avflow.codecs.world import load_world_codecs
     from avflow.train.binaural_cache import cache_world_split, check_cache
 
     codecs = load_world_codecs() if representation == "codec" else None
-    bins = int(apply_overrides(read_yaml(CONFIGS[representation]), overrides)["model"]["args"]["bins"])
+    args = model_args(representation, overrides)
+    bins, prior = int(args["bins"]), args.get("prior", "none")
     for split in ("train", "val"):
         out = work / f"cache_{split}.safetensors"
         if out.is_file():
-            made = check_cache(out, codecs, representation).get("bins")
+            made = check_cache(out, codecs, representation, prior).get("bins")
             if made != str(bins):
                 sys.exit(f"{out}: made with {made} spatial bins, the config asks {bins} (another --work)")
             continue
         start = time.time()
-        cache_world_split(world, split, out, codecs, bins=bins, limit=limit, log=log, representation=representation)
+        cache_world_split(world, split, out, codecs, bins=bins, limit=limit, log=log, representation=representation,
+                          prior=prior, render_prior=prior_renderer(prior), workers=workers)  # fmt: skip
         log(f"cache {split}: {out} ({time.time() - start:.0f} s)")
 
 
@@ -97,10 +117,10 @@ def export(work: Path, run: Path, ship: bool, representation: str) -> Path:
     from avflow.weights import load_strict, read_state_dict
 
     codecs = load_world_codecs() if representation == "codec" else None
-    check_cache(work / "cache_train.safetensors", codecs, representation)
     model = BinauralFlow(from_dict(BinauralConfig, read_yaml(run / "config.yaml")["model"]["args"], "model.args"))
     if model.config.representation != representation:
         sys.exit(f"{run}: trained on {model.config.representation!r}, not {representation!r} (--representation)")
+    check_cache(work / "cache_train.safetensors", codecs, representation, model.config.prior)
     emas = sorted(run.glob("ema_*.safetensors"))
     file = emas[0] if emas else run / "model.safetensors"
     load_strict(model, read_state_dict(file), str(file))
@@ -127,7 +147,7 @@ def main() -> None:
     p.add_argument("--stage", choices=["all", "world", "cache", "train", "export"], default="all")
     p.add_argument("--make-world", choices=["sphere", "kemar"], default=None,
                    help="render --world first with this head (stage 0; skipped when it exists)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2, help="processes for --make-world")
+    p.add_argument("--workers", type=int, default=2, help="processes for --make-world and a cue cache")
     p.add_argument("--ship", action="store_true", help="also copy the export to avflow/assets/binaural/")
     p.add_argument("--representation", choices=sorted(CONFIGS), default="codec",
                    help="what the model generates: codec latents (configs/binaural_v2.yaml) or interaural cue "
@@ -141,13 +161,20 @@ def main() -> None:
     if not (args.world / "train" / "manifest.jsonl").is_file():
         p.error(f"--world {args.world}: no train/manifest.jsonl (make a world with `avflow world make`)")
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.stage in ("all", "cache"):
-        cache(args.world, args.work, args.limit, args.representation, args.overrides)
-    run = args.work / f"seed{args.seed}"
-    if args.stage in ("all", "train"):
-        train(args.work, args.seed, args.overrides, args.representation)
-    if args.stage in ("all", "export"):
-        export(args.work, run, args.ship, args.representation)
+    from avflow.errors import ConfigError, WeightsError
+
+    try:
+        if args.stage in ("all", "cache"):
+            cache(args.world, args.work, args.limit, args.representation, args.overrides, args.workers)
+        run = args.work / f"seed{args.seed}"
+        if args.stage in ("all", "train"):
+            train(args.work, args.seed, args.overrides, args.representation)
+        if args.stage in ("all", "export"):
+            export(args.work, run, args.ship, args.representation)
+    except (ConfigError, WeightsError) as exc:
+        sys.exit(f"error: {exc}")
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"error: training failed (exit status {exc.returncode}; its output is above)")
 
 
 if __name__ == "__main__":

@@ -85,10 +85,10 @@ def test_bad_shapes_and_settings_are_one_line_errors():
         BinauralConfig(representation="cues", latent_dim=8)
 
 
-def tiny_cue_model(seed: int = 0) -> BinauralFlow:
+def tiny_cue_model(seed: int = 0, prior: str = "none") -> BinauralFlow:
     torch.manual_seed(seed)
     model = BinauralFlow(BinauralConfig(latent_dim=CUE_STREAM.dim, dim=32, depth=1, heads=2, bins=8,
-                                        representation="cues"))  # fmt: skip
+                                        representation="cues", prior=prior))  # fmt: skip
     with torch.no_grad():
         for p in model.parameters():
             if p.abs().sum() == 0:
@@ -212,3 +212,138 @@ def test_cli_with_a_cue_model_and_no_mono_places_the_default_model_s_v2a_sound(t
     audio, sr = read_audio(out)
     assert audio.shape[0] == 2 and abs(audio.shape[1] / sr - probe(src).duration) < 1e-3
     assert (audio[0] - audio[1]).abs().max().item() > 1e-3
+
+
+def test_prior_is_a_per_ear_video_condition_of_cue_models_only():
+    """The spatialiser prior: per ear (mirrored video + swapped prior = swapped ears, to float summation order,
+    atol = rtol = 1e-5), read only with the video (video_on = 0 ignores it), and a cue model's option only."""
+    from test_binaural import conditions, moving_square
+
+    with pytest.raises(ConfigError, match="needs the cues representation"):
+        BinauralConfig(prior="spatialiser")
+    with pytest.raises(ConfigError, match="prior must be one of"):
+        BinauralConfig(representation="cues", latent_dim=CUE_STREAM.dim, prior="pan")
+    model, n, c = tiny_cue_model(seed=3, prior="spatialiser"), 10, CUE_STREAM.dim
+    g = torch.Generator().manual_seed(1)
+    a, b, mono, prior = (torch.randn(1, *shape, generator=g) for shape in ((n, c), (n, c), (n, c), (2, n, c)))
+    frames = moving_square(side="left", seed=2)
+    t = {"left": torch.tensor([0.4]), "right": torch.tensor([0.4])}
+    cond = conditions(frames, n, mono) | {"prior": prior}
+    mirrored = conditions(frames[:, :, ::-1].copy(), n, mono) | {"prior": prior.flip(1)}
+    with torch.no_grad():
+        out = model.velocity({"left": a, "right": b}, t, cond)
+        mir = model.velocity({"left": b, "right": a}, t, mirrored)
+        other = model.velocity({"left": a, "right": b}, t, cond | {"prior": -prior})
+        off = [model.velocity({"left": a, "right": b}, t, cond | {"prior": p, "video_on": torch.zeros(1)})
+               for p in (prior, -prior)]  # fmt: skip
+    torch.testing.assert_close(mir["left"], out["right"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mir["right"], out["left"], atol=1e-5, rtol=1e-5)
+    assert (other["left"] - out["left"]).abs().max() > 1e-3  # the prior is read
+    torch.testing.assert_close(off[0]["left"], off[1]["left"], atol=0, rtol=0)  # but not without the video
+    assert model.empty_conditions(2, n)["prior"].shape == (2, 2, n, c)
+
+
+def test_prior_cache_holds_the_renderer_s_cue_streams_for_any_number_of_workers(tmp_path):
+    from test_binaural import tiny_world
+
+    from avflow.pipelines.spatialise import spatialise
+    from avflow.train.binaural_cache import cache_world_split, check_cache
+    from avflow.weights import read_safetensors
+    from avflow.world.dataset import load_clip
+
+    world = tiny_world(tmp_path / "world", seconds=0.5, clips=3)
+    files = [cache_world_split(world, "train", tmp_path / f"w{k}.safetensors", None, bins=8, representation="cues",
+                               prior="spatialiser", render_prior=spatialise, workers=k) for k in (1, 2)]  # fmt: skip
+    (one, meta), (two, _) = (read_safetensors(f) for f in files)
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    clip = load_clip(world / "train" / "c1")
+    n = CUE_STREAM.tokens(clip.audio.shape[-1])
+    expected = ic.rendered_streams(spatialise, clip.audio.astype(np.float64).mean(0), clip.frames,
+                                   float(clip.meta["fps"]), CUE_STREAM, n)  # fmt: skip
+    assert one["cond.prior"].shape == (3, 2, n, CUE_STREAM.dim) and meta["prior"] == "spatialiser"
+    torch.testing.assert_close(one["cond.prior"][1], expected)
+    assert check_cache(files[0], None, "cues", "spatialiser")["prior"] == "spatialiser"
+    with pytest.raises(ConfigError, match="made with prior 'spatialiser', the model asks 'none'"):
+        check_cache(files[0], None, "cues", "none")
+    with pytest.raises(ConfigError, match="its name and its renderer"):
+        cache_world_split(world, "train", tmp_path / "x.safetensors", None, representation="cues", prior="spatialiser")
+
+
+def test_prior_pipeline_renders_the_spatialiser_s_cues_as_its_condition(monkeypatch):
+    from test_binaural import moving_square
+
+    import avflow.pipelines.binaural as pb
+
+    pipe = BinauralPipeline(tiny_cue_model(prior="spatialiser"))
+    mono = bursts(0.0, 0.0, seconds=0.75)[0].mean(0)
+    frames, sampling = moving_square(t=12), pipe.sampling.override(steps=2)
+    seen = []
+    real = pb.BinauralPipeline.conditions
+
+    def spy(self, frames, fps, n, mono, prior=None):
+        seen.append(prior)
+        return real(self, frames, fps, n, mono, prior)
+
+    monkeypatch.setattr(pb.BinauralPipeline, "conditions", spy)
+    out = pipe.generate(frames, 16.0, mono.shape[0], mono=mono, seed=0, sampling=sampling)
+    assert out.shape == (2, mono.shape[0]) and np.isfinite(out).all()
+    n = pipe.n_tokens(mono.shape[0])
+    expected = ic.rendered_streams(pb.spatialise, mono, frames, 16.0, CUE_STREAM, n)
+    torch.testing.assert_close(seen[0], expected)
+    with pytest.raises(MediaError, match="give conditions\\(\\) its prior"):
+        real(pipe, frames, 16.0, n, mono)
+
+
+@pytest.mark.slow
+def test_training_script_caches_trains_and_exports_a_model_with_the_spatialiser_prior(tmp_path):
+    """`scripts/train_binaural_v2.py` end to end at toy size: the cache holds the prior, the export records it, a
+    rerun refuses a cache made without the prior."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_binaural import tiny_world
+
+    repo = Path(__file__).resolve().parents[1]
+    world = tiny_world(tmp_path / "world", seconds=0.5, clips=2)
+    shutil.copytree(world / "train", world / "val")
+    work = tmp_path / "work"
+    small = ["train.steps=2", "train.batch_size=2", "log.every=1", "log.val_every=2", "log.val_batches=1",
+             "checkpoint.every=2", "model.args.dim=32", "model.args.depth=1", "model.args.heads=2"]  # fmt: skip
+    script = [sys.executable, str(repo / "scripts" / "train_binaural_v2.py"), "--representation", "cues", "--world",
+              str(world), "--work", str(work), "--workers", "1"]  # fmt: skip
+    done = subprocess.run([*script, "model.args.prior=spatialiser", *small], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pipe = BinauralPipeline.from_assets(work / "seed0" / "binaural.safetensors")
+    assert pipe.model.config.prior == "spatialiser" and pipe.draws == 16
+    again = subprocess.run([*script, "--stage", "cache", *small], capture_output=True, text=True)
+    assert again.returncode != 0 and "made with prior 'spatialiser', the model asks 'none'" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_residual_model_is_the_same_network_on_the_difference_from_the_prior():
+    """residual: v(x_t, t) = v_net(x_t - t p, t) + p per ear (the flow of x_t = a_t x0 + t x1 rewritten for r = x - p),
+    the plain network where the video (and with it the prior) is off; exact up to float order (atol 1e-6)."""
+    from test_binaural import conditions, moving_square
+
+    with pytest.raises(ConfigError, match="set prior too"):
+        BinauralConfig(representation="cues", latent_dim=CUE_STREAM.dim, residual=True)
+    plain = tiny_cue_model(seed=5, prior="spatialiser")
+    residual = BinauralFlow(BinauralConfig(**{**vars(plain.config), "residual": True})).eval()
+    residual.load_state_dict(plain.state_dict())
+    n, c = 8, CUE_STREAM.dim
+    g = torch.Generator().manual_seed(2)
+    x = {s: torch.randn(2, n, c, generator=g) for s in ("left", "right")}
+    prior = torch.randn(2, 2, n, c, generator=g)
+    t = {s: torch.tensor([0.2, 0.7]) for s in x}
+    cond = {k: torch.cat([v, v]) for k, v in conditions(moving_square(), n, torch.randn(1, n, c)).items()}
+    cond |= {"prior": prior, "video_on": torch.tensor([1.0, 0.0])}
+    with torch.no_grad():
+        got = residual.velocity(x, t, cond)
+        shifted = {s: x[s] - t[s].view(-1, 1, 1) * prior[:, i] * cond["video_on"].view(-1, 1, 1)
+                   for i, s in enumerate(("left", "right"))}  # fmt: skip
+        want = plain.velocity(shifted, t, cond)
+    for i, s in enumerate(("left", "right")):
+        torch.testing.assert_close(got[s][0], want[s][0] + prior[0, i], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got[s][1], want[s][1], atol=1e-6, rtol=1e-6)  # video off: no prior

@@ -21,6 +21,7 @@ formula: L/R = r·e^{iφ}, (L + R)/2 = M).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,3 +181,14 @@ def decode(mono: np.ndarray, cues: np.ndarray, cfg: CueStreamConfig) -> np.ndarr
     window = torch.hann_window(cfg.n_fft, dtype=torch.float64)
     out = torch.istft(ears, cfg.n_fft, cfg.hop, window=window, center=True, length=m.shape[0])
     return out.numpy().astype(np.float32)
+
+
+Renderer = Callable[[np.ndarray, int, np.ndarray, float], np.ndarray]  # (mono (S,), rate, frames, fps) -> (2, S)
+
+
+def rendered_streams(render: Renderer, mono: np.ndarray, frames: np.ndarray, fps: float, config: CueStreamConfig,
+                     n_tokens: int) -> torch.Tensor:  # fmt: skip
+    """(2, N, C) float32 cue streams of `render`'s binaural rendering of `mono` (S,) at `config.sample_rate` (e.g. the
+    spatialiser's): a cue model's prior condition, made the same way in its training cache and its pipeline."""
+    pair = np.asarray(render(np.asarray(mono, dtype=np.float64), config.sample_rate, frames, fps), dtype=np.float64)
+    return torch.from_numpy(encode(pair, config, n_tokens)).float()

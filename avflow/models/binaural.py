@@ -32,6 +32,7 @@ MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "m
 SAMPLING = SamplingConfig(steps=16, cfg_strength=2.0)  # the shipped model's sampling settings
 CUE_STREAM = CueStreamConfig()  # the `cues` representation's settings (a model records them in its export)
 REPRESENTATIONS = ("codec", "cues")
+PRIORS = ("none", "spatialiser")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,11 +47,24 @@ class BinauralConfig:
     # "cues" = interaural cue streams relative to a given mono (`avflow.data.interaural_cues`; the mono
     # condition: its band levels), rendered onto that mono, so a mono is always needed
     representation: str = "codec"
+    # a cue model's per-ear prior: "spatialiser" = the cue streams of the rule-based spatialiser's rendering of the
+    # mono (`avflow.pipelines.spatialise`: tracked and anchored positions, spherical head), one more condition per
+    # ear, switched off with the video (it is read from the video); "none": no prior
+    prior: str = "none"
+    # with a prior: the network models the difference from it. The flow is reparametrised inside `velocity` (for
+    # x_t = a_t x0 + t x1: r_t = x_t - t p and v = v_r + p), so training and sampling are those of x unchanged
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.representation not in REPRESENTATIONS:
             raise ConfigError(f"representation must be one of {', '.join(REPRESENTATIONS)}, got "
                               f"{self.representation!r}")  # fmt: skip
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        if self.prior != "none" and self.representation != "cues":
+            raise ConfigError(f"prior {self.prior!r} needs the cues representation, got {self.representation!r}")
+        if self.residual and self.prior == "none":
+            raise ConfigError("residual models the difference from a prior: set prior too")
         if self.representation == "cues" and self.latent_dim != CUE_STREAM.dim:
             raise ConfigError(f"the cues representation has {CUE_STREAM.dim} channels per ear, got latent_dim "
                               f"{self.latent_dim}")  # fmt: skip
@@ -98,6 +112,10 @@ class BinauralFlow(nn.Module):
 
     cond: timing (B, N, 5), spatial (B, N, 8, bins), video_on (B,), mono (B, N, C) codec latents of the given mono,
     mono_on (B,); an `_on` of 0 replaces that condition by a learned null token (1-token conditions broadcast).
+    With `config.prior` set, also prior (B, 2, N, C): the [left, right] cue streams of the spatialiser's rendering,
+    each ear's added to that ear's tokens (so mirrored inputs still give swapped ears), off where video_on is 0;
+    with `config.residual` the network sees x_t - t p and its velocity is v_r + p (p: that ear's prior, 0 where the
+    video is off), so it models the difference from the prior.
     """
 
     def __init__(self, config: BinauralConfig):
@@ -109,6 +127,8 @@ class BinauralFlow(nn.Module):
         self.no_video = nn.Parameter(torch.zeros(d))
         self.mono = nn.Sequential(nn.Linear(config.latent_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.no_mono = nn.Parameter(torch.zeros(d))
+        if config.prior != "none":
+            self.prior = nn.Sequential(nn.Linear(config.latent_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList([Block(d, config.heads, config.mlp_ratio) for _ in range(config.depth)])
         self.out_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -126,13 +146,16 @@ class BinauralFlow(nn.Module):
     def empty_conditions(self, batch: int, n_tokens: int = 1) -> dict[str, Tensor]:
         """No video and no mono: zero features with both flags 0; broadcast over tokens inside `velocity`."""
         dev, c = self.device, self.config
-        return {
+        empty = {
             "timing": torch.zeros(batch, n_tokens, TIMING_DIM, device=dev),
             "spatial": torch.zeros(batch, n_tokens, SPATIAL_CHANNELS, c.bins, device=dev),
             "video_on": torch.zeros(batch, device=dev),
             "mono": torch.zeros(batch, n_tokens, c.latent_dim, device=dev),
             "mono_on": torch.zeros(batch, device=dev),
         }
+        if c.prior != "none":
+            empty["prior"] = torch.zeros(batch, len(SIDES), n_tokens, c.latent_dim, device=dev)
+        return empty
 
     def _video(self, cond: dict, side: str, n: int, cross_modal: bool) -> Tensor:
         b = cond["video_on"].shape[0]
@@ -141,15 +164,26 @@ class BinauralFlow(nn.Module):
             return null
         timing, spatial = _fit(cond["timing"], n), _fit(cond["spatial"], n)
         on = cond["video_on"].to(null.dtype).view(b, 1, 1)
-        return on * self.video(timing, spatial, side) + (1 - on) * null
+        seen = self.video(timing, spatial, side)  # (B, N, dim)
+        if self.config.prior != "none":
+            seen = seen + self.prior(_fit(cond["prior"][:, SIDES.index(side)], n))
+        return on * seen + (1 - on) * null
 
     def _mono(self, cond: dict, n: int) -> Tensor:
         b = cond["mono_on"].shape[0]
         on = cond["mono_on"].to(self.no_mono.dtype).view(b, 1, 1)
         return on * self.mono(_fit(cond["mono"], n)) + (1 - on) * self.no_mono.expand(b, n, -1)
 
+    def _residual_prior(self, cond: dict, side: str, n: int, cross_modal: bool) -> Tensor | None:
+        """(B, N, C) the prior a residual model's stream is the difference from (zeros where the video is off)."""
+        if not self.config.residual:
+            return None
+        p = _fit(cond["prior"][:, SIDES.index(side)], n)
+        on = cond["video_on"].to(p.dtype).view(-1, 1, 1) if cross_modal else torch.zeros_like(p[:, :1, :1])
+        return p * on
+
     def velocity(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
-        hs, cs = [], []
+        hs, cs, priors = [], [], []
         n = streams["left"].shape[1]
         mono = self._mono(cond, n)  # (B, N, dim), the same for both ears
         for side in SIDES:
@@ -158,6 +192,9 @@ class BinauralFlow(nn.Module):
             pos = sinusoidal(torch.arange(n, device=x.device), self.config.dim, scale=1.0)  # (N, dim)
             ts = t[side]
             ts = ts[:, None].expand(b, n) if ts.ndim == 1 else ts  # (B, N)
+            priors.append(self._residual_prior(cond, side, n, cross_modal))
+            if priors[-1] is not None:
+                x = x - ts[..., None].to(x.dtype) * priors[-1]  # r_t = x_t - t p
             cs.append(self.time(sinusoidal(ts, self.config.dim)))  # (B, N, dim)
             hs.append(self.inp(x) + pos + mono + self._video(cond, side, n, cross_modal))
         h, c = torch.cat(hs, 1), torch.cat(cs, 1)  # (B, 2N, dim): both ears in one attention sequence
@@ -165,7 +202,8 @@ class BinauralFlow(nn.Module):
             h = block(h, c)
         shift, scale = self.out_ada(c).chunk(2, dim=-1)
         v = self.out(modulate(self.out_norm(h), shift, scale))
-        return {"left": v[:, :n], "right": v[:, n:]}
+        v = {"left": v[:, :n], "right": v[:, n:]}
+        return {s: v[s] if p is None else v[s] + p for s, p in zip(SIDES, priors)}  # v = v_r + p
 
     def forward(self, streams: dict, t: dict, cond: dict, *, cross_modal: bool = True) -> dict:
         return self.velocity(streams, t, cond, cross_modal=cross_modal)

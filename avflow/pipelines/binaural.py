@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from avflow.models.binaural import (
 )
 from avflow.pipelines.cue_transfer import transfer_cues
 from avflow.pipelines.inputs import SPAN_SLACK_S, check_audio_input, check_video_input
-from avflow.pipelines.spatialise import Anchoring, audio_clock, frames_on_audio_clock
+from avflow.pipelines.spatialise import Anchoring, audio_clock, frames_on_audio_clock, spatialise
 
 SAMPLE_RATE = 16000
 MODES = ("auto", "model", "spatialise")
@@ -88,13 +89,18 @@ class BinauralPipeline:
             return CUE_STREAM.tokens(n_samples)
         return max(1, math.ceil(n_samples / self.codec.samples_per_latent))
 
-    def conditions(self, frames: np.ndarray, fps: float, n_tokens: int, mono: np.ndarray | None) -> dict:
+    def conditions(self, frames: np.ndarray, fps: float, n_tokens: int, mono: np.ndarray | None,
+                   prior: torch.Tensor | None = None) -> dict:  # fmt: skip
         """Batched (1, ...) conditions: the video's features and, when given, the mono's codec latents (or, for a
-        cue-stream model, its band levels)."""
+        cue-stream model, its band levels; `prior` (2, N, C): the prior cue streams a model with a prior reads)."""
         if self.needs_mono:
             feats = torch.from_numpy(interaural_cues.mono_features(np.asarray(mono), CUE_STREAM, n_tokens))
             cond = video_conditions(frames, fps, n_tokens, CUE_STREAM.token_rate, self.model.config.bins)
             cond |= mono_conditions(feats, n_tokens, self.model.config.latent_dim)
+            if self.model.config.prior != "none":
+                if prior is None:
+                    raise MediaError("this binaural model reads the spatialiser's cues: give conditions() its prior")
+                cond["prior"] = prior
             return {k: v[None] for k, v in cond.items()}
         latents = None
         if mono is not None:
@@ -125,14 +131,17 @@ class BinauralPipeline:
         sampling = sampling or self.sampling
         if mono is None and self.needs_mono:
             raise MediaError("this binaural model (interaural cue streams) places a given sound: give it a mono")
-        m = None
+        m, prior = None, None
+        n = self.n_tokens(n_samples)
         if mono is not None:
             m = np.zeros(n_samples, dtype=np.float32)
             m[: min(n_samples, len(mono))] = np.asarray(mono, dtype=np.float32)[:n_samples]
+            if self.model.config.prior == "spatialiser":  # on the video's own frames: it anchors them itself
+                render = partial(spatialise, anchoring=self.anchoring)
+                prior = interaural_cues.rendered_streams(render, m, frames, fps, CUE_STREAM, n)
             clock = audio_clock(m, SAMPLE_RATE, frames, fps, self.anchoring)
             frames = frames_on_audio_clock(frames, fps, clock, self.anchoring)  # the video as the sound has it
-        n = self.n_tokens(n_samples)
-        cond = self.conditions(frames, fps, n, m)
+        cond = self.conditions(frames, fps, n, m, prior)
         if mono is None:
             negative = self.model.empty_conditions(1, n)
         else:
@@ -209,7 +218,6 @@ def binaural_track(
     (`"spatialise"`: `mono`, else the video's own audio mixed to mono); `"auto"`: the model when its weights are
     installed. `steps`, `cfg`: override the model's own sampling settings (None keeps them)."""
     from avflow.data.media import probe, video_frames
-    from avflow.pipelines.spatialise import spatialise
 
     if mode not in MODES:
         raise MediaError(f"unknown binaural mode {mode!r} (choose from {', '.join(MODES)})")

@@ -224,7 +224,8 @@ def real_table(real: dict) -> list[dict]:
 
 
 def summarise(results: dict) -> dict:
-    """task -> group -> method -> measure -> {mean, std, seeds, clips}: mean over clips per seed, then over seeds."""
+    """task -> group -> method -> measure -> {mean, std, seeds, clips, per_seed}: mean over clips per seed (listed in
+    `per_seed`, in the order of --weights), then over seeds."""
     out: dict = {}
     for task, groups in results.items():
         for group, methods in groups.items():
@@ -235,6 +236,7 @@ def summarise(results: dict) -> dict:
                     out.setdefault(task, {}).setdefault(group, {}).setdefault(method, {})[k] = {
                         "mean": float(np.mean(means)) if means else float("nan"),
                         "std": float(np.std(means)) if means else float("nan"), "seeds": len(means), "clips": clips,
+                        "per_seed": means,
                     }  # fmt: skip
     return out
 

@@ -21,6 +21,7 @@ and with the spatialiser's cue streams as a per-ear prior (`model.args.prior=spa
 cache then holds the prior too):
     python scripts/train_binaural_v2.py --representation cues --make-world kemar --world runs/binaural_cues/world \
         --work runs/binaural_cues_prior --seed 0 model.args.prior=spatialiser
+(add `model.args.residual=true` for a model of the difference from that prior; the same cache serves it).
 """
 
 from __future__ import annotations

@@ -136,10 +136,10 @@ class BinauralPipeline:
         if mono is not None:
             m = np.zeros(n_samples, dtype=np.float32)
             m[: min(n_samples, len(mono))] = np.asarray(mono, dtype=np.float32)[:n_samples]
-            if self.model.config.prior == "spatialiser":  # on the video's own frames: it anchors them itself
-                render = partial(spatialise, anchoring=self.anchoring)
+            clock = audio_clock(m, SAMPLE_RATE, frames, fps, self.anchoring)  # measured once, used twice
+            if self.model.config.prior == "spatialiser":  # on the video's own frames, moved by the same clock
+                render = partial(spatialise, anchoring=self.anchoring, clock=clock)
                 prior = interaural_cues.rendered_streams(render, m, frames, fps, CUE_STREAM, n)
-            clock = audio_clock(m, SAMPLE_RATE, frames, fps, self.anchoring)
             frames = frames_on_audio_clock(frames, fps, clock, self.anchoring)  # the video as the sound has it
         cond = self.conditions(frames, fps, n, m, prior)
         if mono is None:

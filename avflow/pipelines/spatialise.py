@@ -146,14 +146,20 @@ def anchor_spans(clock: AudioClock, anchoring: Anchoring | None = None) -> list[
 
 
 def audio_positions(
-    mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
+    mono: np.ndarray,
+    sample_rate: int,
+    frames: np.ndarray,
+    fps: float,
+    anchoring: Anchoring | None = None,
+    clock: AudioClock | None = None,
 ) -> np.ndarray:
     """(B,) source x in pixels at the renderer's block centres (:func:`block_times`) of the mono (N,), on the
-    audio's clock: the frames' track moved by the measured offset, flashes' sounds anchored at their events."""
+    audio's clock: the frames' track moved by the measured offset, flashes' sounds anchored at their events.
+    `clock`: the `audio_clock` of this mono and video when the caller has it already (else it is measured)."""
     times = block_times(np.asarray(mono).size, sample_rate)  # (B,)
     x_video = source_positions(frames, fps)  # (T,) on the video's clock
     frame_times = np.arange(len(x_video)) / fps
-    clock = audio_clock(mono, sample_rate, frames, fps, anchoring)
+    clock = clock if clock is not None else audio_clock(mono, sample_rate, frames, fps, anchoring)
     x = np.interp(times - clock.lag_s, frame_times, x_video)
     for (start, stop), (_, _, event_x) in zip(anchor_spans(clock, anchoring), clock.anchors):
         x[(times >= start) & (times < stop)] = event_x
@@ -180,11 +186,17 @@ def frames_on_audio_clock(frames: np.ndarray, fps: float, clock: AudioClock, anc
 
 
 def spatialise(
-    mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
+    mono: np.ndarray,
+    sample_rate: int,
+    frames: np.ndarray,
+    fps: float,
+    anchoring: Anchoring | None = None,
+    clock: AudioClock | None = None,
 ) -> np.ndarray:
-    """Mono (N,) + its video frames (T, H, W, 3) -> binaural (2, N) float32 [left, right]."""
+    """Mono (N,) + its video frames (T, H, W, 3) -> binaural (2, N) float32 [left, right]; `clock`: as for
+    :func:`audio_positions`."""
     mono = np.asarray(mono, dtype=np.float64).reshape(-1)
-    az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring), frames.shape[2])
+    az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring, clock), frames.shape[2])
     return render_sphere(mono, az, sample_rate).astype(np.float32)
 
 

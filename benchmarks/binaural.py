@@ -280,6 +280,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="test clips (0: all)")
     parser.add_argument("--steps", type=int, default=None, help="model sampling steps (default: the export's own)")
     parser.add_argument("--cfg", type=float, default=None, help="model cfg_strength (default: the export's own)")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="a cue model's draws averaged per output (default: the export's own)")  # fmt: skip
     parser.add_argument("--model-video-clock", action="store_true",
                         help="add each model reading the video on the video's clock (no anchoring on the mono)")
     parser.add_argument("--threads", type=int, default=1)
@@ -305,8 +307,11 @@ def main() -> None:
     if not args.weights and args.world_test is not None:
         parser.error("--weights: give one export per seed for the world test (--real alone runs the baselines)")
     pipes = [BinauralPipeline.from_assets(w) for w in args.weights]  # each with the sampling its export records
+    if args.draws is not None and (args.draws < 1 or any(p.model.config.representation != "cues" for p in pipes)):
+        parser.error(f"--draws: a count >= 1, for cue models only (got {args.draws})")
     for pipe in pipes:
         pipe.sampling = pipe.sampling.override(steps=args.steps, cfg_strength=args.cfg)
+        pipe.draws = pipe.draws if args.draws is None else args.draws
     sampling = pipes[0].sampling if pipes else SAMPLING
     clock_pipes = [copy.copy(p) for p in pipes] if args.model_video_clock else None
     for pipe in clock_pipes or []:

@@ -22,6 +22,9 @@ cache then holds the prior too):
     python scripts/train_binaural_v2.py --representation cues --make-world kemar --world runs/binaural_cues/world \
         --work runs/binaural_cues_prior --seed 0 model.args.prior=spatialiser
 (add `model.args.residual=true` for a model of the difference from that prior; the same cache serves it).
+`--config configs/binaural_cues_prior.yaml` trains that residual model with the events weighed in its loss:
+    python scripts/train_binaural_v2.py --representation cues --config configs/binaural_cues_prior.yaml \
+        --make-world kemar --world runs/binaural_cues/world --work runs/binaural_cues_prior --seed 0
 """
 
 from __future__ import annotations
@@ -76,18 +79,25 @@ def prior_renderer(prior: str):
     return {"spatialiser": spatialise}[prior]
 
 
-def model_args(representation: str, overrides: list[str]) -> dict:
+def model_args(config: Path, representation: str, overrides: list[str]) -> dict:
+    """The config's model arguments with the overrides; a config of another representation is a `ConfigError`."""
     from avflow.config import apply_overrides, read_yaml
+    from avflow.errors import ConfigError
 
-    return apply_overrides(read_yaml(CONFIGS[representation]), overrides)["model"]["args"]
+    args = apply_overrides(read_yaml(config), overrides)["model"]["args"]
+    if args.get("representation", "codec") != representation:
+        raise ConfigError(f"{config}: a model of representation {args.get('representation', 'codec')!r}, not "
+                          f"{representation!r} (--representation)")  # fmt: skip
+    return args
 
 
-def cache(world: Path, work: Path, limit: int, representation: str, overrides: list[str], workers: int) -> None:
+def cache(world: Path, work: Path, limit: int, representation: str, config: Path, overrides: list[str],
+          workers: int) -> None:  # fmt: skip
     from avflow.codecs.world import load_world_codecs
     from avflow.train.binaural_cache import cache_world_split, check_cache
 
     codecs = load_world_codecs() if representation == "codec" else None
-    args = model_args(representation, overrides)
+    args = model_args(config, representation, overrides)
     bins, prior = int(args["bins"]), args.get("prior", "none")
     for split in ("train", "val"):
         out = work / f"cache_{split}.safetensors"
@@ -102,11 +112,11 @@ def cache(world: Path, work: Path, limit: int, representation: str, overrides: l
         log(f"cache {split}: {out} ({time.time() - start:.0f} s)")
 
 
-def train(work: Path, seed: int, overrides: list[str], representation: str) -> Path:
+def train(work: Path, seed: int, overrides: list[str], config: Path) -> Path:
     run = work / f"seed{seed}"
     args = [f"out_dir={run}", f"train.seed={seed}", f"data.train.args.file={work / 'cache_train.safetensors'}",
             f"data.val.args.file={work / 'cache_val.safetensors'}", *overrides]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIGS[representation]), *args], check=True)
+    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(config), *args], check=True)
     return run
 
 
@@ -153,8 +163,14 @@ def main() -> None:
     p.add_argument("--representation", choices=sorted(CONFIGS), default="codec",
                    help="what the model generates: codec latents (configs/binaural_v2.yaml) or interaural cue "
                    "streams (configs/binaural_cues.yaml)")  # fmt: skip
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the representation's config")
+    p.add_argument("--config", type=Path, default=None,
+                   help="training config (default: the representation's, above; e.g. "
+                   "configs/binaural_cues_prior.yaml with --representation cues)")  # fmt: skip
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = p.parse_args()
+    config = args.config or CONFIGS[args.representation]
+    if not config.is_file():
+        p.error(f"--config {config}: no such file")
     if args.make_world is not None and args.stage in ("all", "world"):
         make_world(args.world, args.make_world, args.workers)
     if args.stage == "world":
@@ -166,10 +182,11 @@ def main() -> None:
 
     try:
         if args.stage in ("all", "cache"):
-            cache(args.world, args.work, args.limit, args.representation, args.overrides, args.workers)
+            cache(args.world, args.work, args.limit, args.representation, config, args.overrides, args.workers)
         run = args.work / f"seed{args.seed}"
         if args.stage in ("all", "train"):
-            train(args.work, args.seed, args.overrides, args.representation)
+            model_args(config, args.representation, args.overrides)  # a config of another representation: one line
+            train(args.work, args.seed, args.overrides, config)
         if args.stage in ("all", "export"):
             export(args.work, run, args.ship, args.representation)
     except (ConfigError, WeightsError) as exc:

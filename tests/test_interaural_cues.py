@@ -14,8 +14,10 @@ import torch
 from avflow.data import interaural_cues as ic
 from avflow.errors import ConfigError, MediaError, WeightsError
 from avflow.eval.side import CueConfig, ild_at, itd_at
+from avflow.flow.loss import flow_matching_loss
 from avflow.models.binaural import CUE_STREAM, BinauralConfig, BinauralFlow, load_binaural, save_binaural
 from avflow.pipelines.binaural import BinauralPipeline
+from avflow.train.binaural_task import BinauralFlowConfig, BinauralFlowTask
 from avflow.world.binaural import fractional_delay
 
 SR = 16000
@@ -296,8 +298,9 @@ def test_prior_pipeline_renders_the_spatialiser_s_cues_as_its_condition(monkeypa
 
 @pytest.mark.slow
 def test_training_script_caches_trains_and_exports_a_model_with_the_spatialiser_prior(tmp_path):
-    """`scripts/train_binaural_v2.py` end to end at toy size: the cache holds the prior, the export records it, a
-    rerun refuses a cache made without the prior."""
+    """`scripts/train_binaural_v2.py --config configs/binaural_cues_prior.yaml` end to end at toy size: the cache
+    holds the prior, the export records the residual model; a rerun without the prior refuses the cache, and a config
+    of another representation is refused, each in one line."""
     import shutil
     import subprocess
     import sys
@@ -311,15 +314,22 @@ def test_training_script_caches_trains_and_exports_a_model_with_the_spatialiser_
     work = tmp_path / "work"
     small = ["train.steps=2", "train.batch_size=2", "log.every=1", "log.val_every=2", "log.val_batches=1",
              "checkpoint.every=2", "model.args.dim=32", "model.args.depth=1", "model.args.heads=2"]  # fmt: skip
-    script = [sys.executable, str(repo / "scripts" / "train_binaural_v2.py"), "--representation", "cues", "--world",
-              str(world), "--work", str(work), "--workers", "1"]  # fmt: skip
-    done = subprocess.run([*script, "model.args.prior=spatialiser", *small], capture_output=True, text=True)
+    script = [sys.executable, str(repo / "scripts" / "train_binaural_v2.py"), "--world", str(world), "--work",
+              str(work), "--workers", "1"]  # fmt: skip
+    prior_config = ["--config", str(repo / "configs" / "binaural_cues_prior.yaml")]
+    done = subprocess.run([*script, "--representation", "cues", *prior_config, *small], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     pipe = BinauralPipeline.from_assets(work / "seed0" / "binaural.safetensors")
-    assert pipe.model.config.prior == "spatialiser" and pipe.draws == 16
-    again = subprocess.run([*script, "--stage", "cache", *small], capture_output=True, text=True)
-    assert again.returncode != 0 and "made with prior 'spatialiser', the model asks 'none'" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert pipe.model.config.prior == "spatialiser" and pipe.model.config.residual and pipe.draws == 16
+    trained = (work / "seed0" / "config.yaml").read_text()
+    assert "lead_weight: 4.0" in trained and "event_weight: 4.0" in trained
+    for args, message in (
+        (["--representation", "cues", "--stage", "cache"], "made with prior 'spatialiser', the model asks 'none'"),
+        (["--representation", "codec", *prior_config, "--stage", "train"], "not 'codec' (--representation)"),
+    ):
+        again = subprocess.run([*script, *args, *small], capture_output=True, text=True)
+        assert again.returncode != 0 and message in again.stderr, again.stderr[-2000:]
+        assert len(again.stderr.strip().splitlines()) == 1  # one line, no traceback
 
 
 def test_residual_model_is_the_same_network_on_the_difference_from_the_prior():
@@ -347,3 +357,67 @@ def test_residual_model_is_the_same_network_on_the_difference_from_the_prior():
     for i, s in enumerate(("left", "right")):
         torch.testing.assert_close(got[s][0], want[s][0] + prior[0, i], atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(got[s][1], want[s][1], atol=1e-6, rtol=1e-6)  # video off: no prior
+
+
+def test_weighted_loss_is_the_weighted_mean_of_the_counted_elements():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(3, 5, 4, generator=g), torch.randn(3, 5, 4, generator=g)
+    mask = torch.rand(3, 5, 1, generator=g) > 0.3
+    weight = torch.rand(3, 5, 4, generator=g) * 3
+    err = (pred - target).square()
+    m = mask.expand_as(err).float() * weight
+    expected = (err * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+    torch.testing.assert_close(flow_matching_loss(pred, target, mask, weight), expected)
+    torch.testing.assert_close(flow_matching_loss(pred, target, mask, torch.full((3, 1, 1), 7.0)),
+                               flow_matching_loss(pred, target, mask))  # fmt: skip
+    assert flow_matching_loss(pred, target, mask, torch.zeros(3, 5, 4)).eq(0).all()
+
+
+def test_binaural_task_weighs_the_lead_column_and_the_mono_s_rises():
+    """lead_weight on each ear's last column; tokens where the mono's broadband level (its last feature, in 10 dB)
+    rises weigh 1 + event_weight x rise (rise clamped to [0, 2]); a codec model refuses both, in one line."""
+    n, c = 6, CUE_STREAM.dim
+    level = torch.tensor([[0.0, 0.0, 1.0, 0.5, 3.5, 3.4]])  # rises 0, 0, 1, 0, 3 -> 2, 0
+    mono = torch.zeros(1, n, c)
+    mono[..., -1] = level
+    batch = {"streams": {"left": torch.zeros(1, n, c), "right": torch.zeros(1, n, c)}, "cond": {"mono": mono}}
+    task = BinauralFlowTask(BinauralFlowConfig(lead_weight=4.0, event_weight=3.0))
+    weights = task.element_weights(tiny_cue_model(), batch)
+    tokens = torch.tensor([1.0, 1.0, 4.0, 1.0, 7.0, 1.0])
+    torch.testing.assert_close(weights["left"][0, :, 0], tokens)
+    torch.testing.assert_close(weights["right"][0, :, -1], 4.0 * tokens)
+    assert BinauralFlowTask(BinauralFlowConfig()).element_weights(tiny_cue_model(), batch) == {}
+    codec_model = BinauralFlow(BinauralConfig(latent_dim=8, dim=32, depth=1, heads=2, bins=8))
+    with pytest.raises(ConfigError, match="need model.args.representation=cues"):
+        task.element_weights(codec_model, batch)
+    for bad in ({"lead_weight": 0.0}, {"event_weight": -1.0}, {"event_weight": float("nan")}):
+        with pytest.raises(ConfigError):
+            BinauralFlowConfig(**bad)
+
+
+def test_weighted_binaural_loss_is_the_weighted_mean_over_both_ears():
+    """`FlowMatchingTask.loss` with the binaural weights: per sample and ear the weighted mean squared error of the
+    model's velocity, then the mean over ears and samples."""
+    from test_binaural import conditions, moving_square
+
+    from avflow.flow.loss import noised_streams
+
+    model, n, c = tiny_cue_model(seed=1), 8, CUE_STREAM.dim
+    g = torch.Generator().manual_seed(2)
+    mono = torch.randn(2, n, c, generator=g)
+    mono[..., -1] = torch.tensor([0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.5, 2.0])
+    cond = {k: torch.cat([v, v]) for k, v in conditions(moving_square(), n).items()}
+    cond |= {"mono": mono, "mono_on": torch.ones(2)}
+    batch = {"streams": {s: torch.randn(2, n, c, generator=g) for s in ("left", "right")}, "cond": cond,
+             "seed": torch.tensor([3, 4])}  # fmt: skip
+    task = BinauralFlowTask(BinauralFlowConfig(cond_dropout=0.0, video_drop=0.0, lead_weight=3.0, event_weight=5.0))
+    prepared = task.prepare(batch, torch.device("cpu"))
+    with torch.no_grad():
+        loss = task.loss(model, prepared)
+        xt, target, _ = noised_streams(prepared["streams"], prepared["t"], prepared["noise"])
+        pred = model.velocity(xt, prepared["t"], prepared["cond"])
+    w = task.element_weights(model, prepared)
+    per_ear = [((pred[s] - target[s]).square() * w[s]).flatten(1).sum(1) / w[s].flatten(1).sum(1) for s in w]
+    torch.testing.assert_close(loss, torch.stack(per_ear).mean(0).mean())
+    plain = BinauralFlowTask(BinauralFlowConfig(cond_dropout=0.0, video_drop=0.0)).loss(model, prepared)
+    assert (loss - plain).abs() > 1e-4

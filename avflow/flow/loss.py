@@ -8,19 +8,24 @@ from avflow.flow.paths import interpolate, velocity_target
 from avflow.flow.streams import broadcast_time
 
 
-def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error per sample over the elements where `mask` is True. Returns (B,).
+def flow_matching_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(Weighted) mean squared error per sample over the elements where `mask` is True. Returns (B,).
 
-    `mask` broadcasts against `pred`; clean-condition tokens and padding should be False. A sample with no
-    counted element gets loss 0.
+    `mask` and `weight` (>= 0) broadcast against `pred`; clean-condition tokens and padding should be False. With a
+    weight: sum(w m err) / sum(w m), so a weight that is constant per sample changes nothing. A sample with no counted
+    element (or zero weight everywhere) gets loss 0.
     """
     err = (pred.float() - target.float()).square()  # (B, ...)
-    if mask is None:
+    if mask is None and weight is None:
         return err.flatten(1).mean(1)
-    m = mask.expand_as(err).to(err.dtype)
+    m = torch.ones_like(err) if mask is None else mask.expand_as(err).to(err.dtype)
+    if weight is not None:
+        m = m * weight.float().expand_as(err)
     total = (err * m).flatten(1).sum(1)
     count = m.flatten(1).sum(1)
-    return total / count.clamp_min(1.0)
+    return total / count.clamp_min(1e-12) if weight is not None else total / count.clamp_min(1.0)
 
 
 def noised_streams(

@@ -76,7 +76,9 @@ class FlowMatchingTask:
             cond = {k: _where_batch(drop, empty[k], v) for k, v in cond.items()}
         pred = self.velocity(model, xt, batch, cond)
         weights = self.stream_weights(list(x1))
-        per_stream = torch.stack([flow_matching_loss(pred[s], target[s], mask[s]) * w for s, w in weights.items()])
+        elements = self.element_weights(model, batch)
+        per_stream = torch.stack([flow_matching_loss(pred[s], target[s], mask[s], elements.get(s)) * w
+                                  for s, w in weights.items()])  # fmt: skip
         return (per_stream.sum(0) / sum(weights.values())).mean()  # (S, B) -> (B,) -> ()
 
     def stream_weights(self, streams: list[str]) -> dict[str, float]:
@@ -88,6 +90,10 @@ class FlowMatchingTask:
         if sum(weights.values()) <= 0:
             raise ConfigError(f"task.args.stream_weights gives every stream weight 0: {weights}")
         return weights
+
+    def element_weights(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """Per stream, a loss weight broadcasting against its elements (a stream not named: uniform); none here."""
+        return {}
 
     def velocity(self, model: nn.Module, xt: dict, batch: dict, cond: dict) -> dict:
         """The model's velocity for the loss; a task may pass more of the batch's draws to the model."""

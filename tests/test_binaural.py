@@ -231,6 +231,116 @@ def test_frames_on_the_audio_clock_show_each_flash_while_its_sound_lasts(delay_s
                                  Anchoring(enabled=False))) is clip.frames  # fmt: skip
 
 
+def _match(*lags_ms: float, defined: bool = False, confidence: float = 0.3):
+    """A match whose candidate lags are ``lags_ms`` (best first), candidate i pairing event 0 with onset i."""
+    from avflow.eval.measure import Measure
+    from avflow.eval.offset import SyncResult
+
+    pairs = [np.array([[0, i]]) for i in range(len(lags_ms))]
+    none, curve = np.zeros((0, 2), dtype=int), np.zeros(3)
+    if defined:
+        offset = Measure.of(lags_ms[0], confidence)
+        return SyncResult(offset, pairs[0], curve, curve, float("nan"), 1.0, ((lags_ms[0], pairs[0]),))
+    return SyncResult(Measure.undefined("ambiguous"), none, curve, curve, lags_ms[1], 0.0, tuple(zip(lags_ms, pairs)))
+
+
+def test_an_ambiguous_offset_keeps_the_video_s_clock_where_one_of_its_lags_is_in_sync():
+    """Of an ambiguous offset's lags, the one nearest 0 is taken (with its pairs) if it lies within the pairing
+    tolerance of 0 (τ_fine + half a frame), else the best-scoring one; a defined offset is taken as it is (or not at
+    all under `min_confidence`)."""
+    from avflow.eval.offset import pairing_tolerance
+    from avflow.pipelines.spatialise import anchoring_lag
+
+    frame = 1 / 16
+    edge = 1000 * pairing_tolerance(frame)  # 41.25 ms at 16 fps
+    lag, pairs = anchoring_lag(_match(-240.2, 139.0, 6.0, -0.4), frame)  # a world clip's lags, best first
+    assert lag == -0.4 and pairs.tolist() == [[0, 3]]
+    assert anchoring_lag(_match(-240.2, 139.0, edge - 0.5), frame)[0] == edge - 0.5
+    assert anchoring_lag(_match(-240.2, 139.0, edge + 0.5), frame)[0] == -240.2  # none in sync: the best-scoring
+    assert anchoring_lag(_match(-240.2, 139.0, 20.0), 1 / 100)[0] == -240.2  # 15 ms at 100 fps
+    assert anchoring_lag(_match(-240.2, -0.4), frame, Anchoring(in_sync=False))[0] == -240.2
+    assert anchoring_lag(_match(-240.2, -0.4), frame, Anchoring(ambiguous=False)) is None
+    assert anchoring_lag(_match(-20.0, defined=True), frame)[0] == -20.0  # defined: taken as measured
+    assert anchoring_lag(_match(120.0, defined=True), frame, Anchoring(min_confidence=0.5)) is None
+    with pytest.raises(ValueError, match="min_confidence"):
+        Anchoring(min_confidence=-0.1)
+
+
+def test_the_audio_clock_takes_the_in_sync_lag_of_an_ambiguous_match(monkeypatch):
+    """Through `audio_clock`: a flash clip in sync whose match is made ambiguous, with a wrong lag scoring best,
+    stays on the video's clock and anchors the flashes at their own onsets."""
+    import avflow.eval.offset as offset
+    from avflow.eval.measure import Measure
+    from avflow.eval.offset import SyncResult
+    from avflow.eval.synthetic import flash_clip
+    from avflow.pipelines.spatialise import audio_clock
+
+    clip = flash_clip(6, fps=25.0, duration=3.0, n_events=3, sample_rate=SR)
+    mono = clip.audio.mean(0)
+    real = offset.match_events
+
+    def ambiguous(onsets, events, config=None, *, frame_period_s=0.0):
+        right = real(onsets, events, config, frame_period_s=frame_period_s)
+        assert right.offset_ms.defined and abs(right.offset_ms.value) < 10
+        wrong = (right.offset_ms.value - 240.0, right.pairs[:1])  # best-scoring first, as match_events orders them
+        candidates = (wrong, (right.offset_ms.value, right.pairs))
+        return SyncResult(Measure.undefined("ambiguous"), right.pairs[:0], right.lags_ms, right.scores, -240.0, 0.0,
+                          candidates)  # fmt: skip
+
+    monkeypatch.setattr(offset, "match_events", ambiguous)
+    clock = audio_clock(mono, SR, clip.frames, clip.fps)
+    assert abs(clock.lag_s) < 0.01 and len(clock.anchors) == len(clip.meta["events"])
+    assert all(abs(onset - event_s) < 0.03 for onset, event_s, _ in clock.anchors)
+    assert audio_clock(mono, SR, clip.frames, clip.fps, Anchoring(in_sync=False)).lag_s < -0.2
+
+
+def test_an_anchor_holds_until_the_next_anchored_or_contact_sound():
+    """An anchored event's x holds from `lead_s` before its onset until `lead_s` before the next anchor's or
+    release's (an onset paired with a contact) onset, `hold_s` at most; a release before it changes nothing. Over the
+    released stretch the sound is placed by the tracker (here: the frames' object, on the right)."""
+    from avflow.pipelines.spatialise import AudioClock, anchor_spans, audio_positions
+    from avflow.world.binaural import block_times
+
+    cfg = Anchoring(lead_s=0.03, hold_s=1.0)
+    held = AudioClock(anchors=((0.5, 0.5, 10.0),))
+    assert anchor_spans(held, cfg) == [(0.47, 1.5)]
+    released = AudioClock(anchors=((0.5, 0.5, 10.0), (1.4, 1.4, 20.0)), releases=(0.2, 0.9))
+    assert np.allclose(anchor_spans(released, cfg), [(0.47, 0.87), (1.37, 2.4)])
+    assert np.allclose(anchor_spans(AudioClock(anchors=((0.5, 0.5, 10.0), (0.8, 0.8, 20.0)), releases=(0.9,)), cfg),
+                       [(0.47, 0.77), (0.77, 0.87)])  # fmt: skip
+
+    frames = np.full((32, 16, 64, 3), 40, dtype=np.uint8)  # 2 s at 16 fps, a square moving on the right
+    for k in range(32):
+        frames[k, 6:10, 40 + k // 2 : 44 + k // 2] = 220
+    mono = np.zeros(2 * SR, dtype=np.float32)
+    times = block_times(mono.size, SR)
+    tracked = audio_positions(mono, SR, frames, 16.0, cfg, AudioClock())
+    x = audio_positions(mono, SR, frames, 16.0, cfg, AudioClock(anchors=((0.5, 0.5, 10.0),), releases=(0.9,)))
+    span = (times >= 0.47) & (times < 0.87)
+    assert np.all(x[span] == 10.0) and np.array_equal(x[~span], tracked[~span]) and np.all(tracked > 40)
+
+
+def test_the_audio_clock_releases_anchors_at_onsets_paired_with_contacts(monkeypatch):
+    """Events flash, contact, flash with a click at each: the flashes are anchors, the contact's onset a release."""
+    import avflow.eval.events as events_module
+    from avflow.eval.events import VisualEvents
+    from avflow.pipelines.spatialise import audio_clock
+
+    times = np.array([0.5, 0.9, 1.4])
+    kinds = np.array(["flash", "contact", "flash"], dtype=object)
+    seen = VisualEvents(times=times, kinds=kinds, x=np.array([10.0, 50.0, 20.0]), width=64, curve=np.zeros(32))
+    monkeypatch.setattr(events_module, "detect", lambda frames, fps: (seen, None))
+    rng = np.random.default_rng(0)
+    mono = 1e-4 * rng.standard_normal(2 * SR)
+    for t in times:
+        k = int(t * SR)
+        mono[k : k + 400] += 0.5 * rng.standard_normal(400) * np.exp(-np.arange(400) / 80)
+    clock = audio_clock(mono, SR, np.zeros((32, 16, 64, 3), dtype=np.uint8), 16.0)
+    assert abs(clock.lag_s) < 0.005
+    assert [(round(e, 3), x) for _, e, x in clock.anchors] == [(0.5, 10.0), (1.4, 20.0)]
+    assert len(clock.releases) == 1 and abs(clock.releases[0] - 0.9) < 0.01
+
+
 def test_the_model_reads_the_video_on_the_given_mono_s_clock(monkeypatch):
     """With a mono, the frames the model's conditions are made from are the audio clock's; without anchoring, or
     without a mono, the video's own."""

@@ -10,12 +10,18 @@ Anchoring (:class:`Anchoring`): the track above is on the video's clock, and a s
 are matched to the video's events (flashes, appearances, cuts, contacts: `avflow.eval.offset.match_events`, as
 `avflow eval` measures sync); where flashes or appearances are among the pairs, the track is moved onto the audio's
 clock by the offset found, and each onset paired with one takes that event's x (a cut or full-frame flash: the
-centre) from ``lead_s`` before it until the next such onset, ``hold_s`` at most. Contacts keep the tracker's
-position (it follows the object after the bounce), and a match of contacts alone moves nothing: bounces are often
+centre) from ``lead_s`` before it until the next such onset or the next onset paired with a contact, ``hold_s`` at
+most. Contacts keep the tracker's position (it follows the object after the bounce; an object read as a flash and
+held over its later bounces put a world clip's bounces at the wrong wall), and a match of contacts alone moves
+nothing: bounces are often
 periodic, their lag ambiguous, and on the world's clips (in sync) the tracker was right where a wrong lag would move
-it. Where the offset is ambiguous between lags, the best-scoring one is used: `avflow eval` reads no side there, but
-a renderer has to put the sound somewhere, and the tracker alone is near chance on such clips (a flash has no object
-to track, so its sound took whatever moved at that time). Measured in docs/binaural.md. `audio_clock` is that
+it. Where the offset is ambiguous between lags, one of them is used (:func:`anchoring_lag`): `avflow eval` reads no
+side there, but a renderer has to put the sound somewhere, and the tracker alone is near chance on such clips (a flash
+has no object to track, so its sound took whatever moved at that time). A lag within the pairing tolerance of 0 is
+preferred (`avflow.eval.offset.pairing_tolerance`: τ_fine plus half a frame, as near 0 as frame-quantised events can
+say): the video's own clock then explains the events as well as the others, and a mono given with its video is in
+sync unless its events say otherwise (a white object read as a flash over a dense ambience moved a world clip's whole
+track by −240 ms); else the best-scoring lag. Measured in docs/binaural.md. `audio_clock` is that
 matching (the lag and the anchored onsets); `frames_on_audio_clock` applies it to the frames themselves, for the
 binaural model, which reads the video rather than a track (`avflow.pipelines.binaural`).
 
@@ -27,10 +33,14 @@ time difference), on the same positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from avflow.world.binaural import FIELD_OF_VIEW, azimuth_deg, block_times, render_sphere
+
+if TYPE_CHECKING:
+    from avflow.eval.offset import SyncResult
 
 
 def impact_positions(frames: np.ndarray, fps: float, decay_s: float = 0.15) -> np.ndarray:
@@ -91,19 +101,26 @@ class Anchoring:
 
     enabled: bool = True
     min_confidence: float = 0.0  # defined offsets measured with less confidence move nothing
-    ambiguous: bool = True  # an ambiguous offset's best-scoring lag is used: a sound must be put somewhere
+    ambiguous: bool = True  # an ambiguous offset's lags are used (`anchoring_lag`): a sound must be put somewhere
+    in_sync: bool = True  # of those, one within the pairing tolerance of 0 is preferred to the best-scoring
     lead_s: float = 0.03  # an anchored position starts this long before its onset (onsets are read to a few ms)
     hold_s: float = 1.0  # and lasts until the next anchored onset, this long at most
+
+    def __post_init__(self) -> None:
+        if not (self.min_confidence >= 0 and self.lead_s >= 0 and self.hold_s > 0):
+            raise ValueError("anchoring needs min_confidence and lead_s >= 0, and hold_s > 0")
 
 
 @dataclass(frozen=True, kw_only=True)
 class AudioClock:
     """Where a mono's sounds sit against its video: `lag_s` (positive = audio late) moves the video onto the audio's
     clock, and each anchor (onset s, event s, event x px) holds an event's place from ``lead_s`` before its onset
-    (:func:`anchor_spans`). Lag 0 and no anchors: the video's own clock."""
+    until the next anchor or release (an onset s paired with a contact, whose sound the tracker places;
+    :func:`anchor_spans`). Lag 0 and no anchors: the video's own clock."""
 
     lag_s: float = 0.0
     anchors: tuple[tuple[float, float, float], ...] = ()
+    releases: tuple[float, ...] = ()
 
 
 def audio_clock(
@@ -120,29 +137,50 @@ def audio_clock(
         return AudioClock()
     events, _ = detect(frames, fps)  # x in pixels of `frames`
     onsets = audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate)
-    match = match_events(onsets, events, frame_period_s=1.0 / fps)
-    offset = match.offset_ms
-    if offset.defined and offset.confidence >= cfg.min_confidence:
-        lag_ms, pairs = offset.value, match.pairs
-    elif cfg.ambiguous and not offset.defined and match.candidates:
-        lag_ms, pairs = match.candidates[0]
-    else:
+    chosen = anchoring_lag(match_events(onsets, events, frame_period_s=1.0 / fps), 1.0 / fps, cfg)
+    if chosen is None:
         return AudioClock()
+    lag_ms, pairs = chosen
+    releases = tuple(sorted(float(onsets.times[o]) for e, o in pairs if events.kinds[e] == "contact"))
     pairs = sorted((float(onsets.times[o]), int(e)) for e, o in pairs if events.kinds[e] != "contact")
     if not pairs:  # bounces only: the tracker follows them on the video's clock, and their lags are often periodic
         return AudioClock()
     anchors = tuple((onset, float(events.times[e]), float(events.x[e]) if np.isfinite(events.x[e])
                      else events.width / 2.0) for onset, e in pairs)  # fmt: skip
-    return AudioClock(lag_s=lag_ms / 1000.0, anchors=anchors)
+    return AudioClock(lag_s=lag_ms / 1000.0, anchors=anchors, releases=releases)
+
+
+def anchoring_lag(
+    match: SyncResult, frame_period_s: float, anchoring: Anchoring | None = None
+) -> tuple[float, np.ndarray] | None:
+    """The lag (ms) and the (event, onset) pairs the anchoring takes from a match made at ``frame_period_s``, or None
+    for the video's own clock: a defined offset of at least ``min_confidence``; of an ambiguous one's candidates the
+    nearest 0 if it lies within the pairing tolerance of 0, else the best-scoring (see the module docstring)."""
+    from avflow.eval.offset import pairing_tolerance
+
+    cfg = anchoring or Anchoring()
+    offset = match.offset_ms
+    if offset.defined:
+        return (offset.value, match.pairs) if offset.confidence >= cfg.min_confidence else None
+    if not cfg.ambiguous or not match.candidates:
+        return None
+    nearest = min(match.candidates, key=lambda c: abs(c[0]))
+    in_sync = cfg.in_sync and abs(nearest[0]) <= 1000.0 * pairing_tolerance(frame_period_s)
+    return nearest if in_sync else match.candidates[0]
 
 
 def anchor_spans(clock: AudioClock, anchoring: Anchoring | None = None) -> list[tuple[float, float]]:
-    """Per anchor, the seconds [start, stop) it holds: from ``lead_s`` before its onset until the next anchor's
-    start, ``hold_s`` after its onset at most."""
+    """Per anchor, the seconds [start, stop) it holds: from ``lead_s`` before its onset until ``lead_s`` before the
+    next anchor's or release's onset, ``hold_s`` after its onset at most."""
     cfg = anchoring or Anchoring()
     onsets = [a[0] for a in clock.anchors]
-    return [(onset - cfg.lead_s, min(onset + cfg.hold_s, onsets[k + 1] - cfg.lead_s if k + 1 < len(onsets) else np.inf))
-            for k, onset in enumerate(onsets)]  # fmt: skip
+    ends = np.sort(np.asarray(onsets + list(clock.releases), dtype=np.float64))  # where the next sound takes over
+
+    def stop(onset: float) -> float:
+        later = ends[ends > onset]
+        return min(onset + cfg.hold_s, float(later[0]) - cfg.lead_s if later.size else np.inf)
+
+    return [(onset - cfg.lead_s, stop(onset)) for onset in onsets]
 
 
 def audio_positions(

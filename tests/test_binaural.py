@@ -394,6 +394,24 @@ def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, monkeypatch, caps
     assert info.has_audio and info.audio_channels == 2 and info.audio_tracks == 2  # the new track, then the video's
     audio, sr = read_audio(out)
     assert audio.shape[0] == 2 and abs(audio.shape[1] / sr - probe(src).duration) < 1e-3
+    assert sr == (16000 if mode == "model" else 22050 if mono else SR)  # a spatialised sound keeps its rate
+
+
+def test_a_spatialised_sound_keeps_its_rate_and_its_top_octaves(tmp_path):
+    """The spatialiser renders at the sound's own rate within 16-48 kHz: a 48 kHz noise keeps its energy above
+    8 kHz in both ears (a 16 kHz track would have none); rates outside are brought within."""
+    from avflow.data.media import write_audio, write_video
+    from avflow.pipelines.binaural import binaural_track, spatialise_rate
+
+    assert [spatialise_rate(r) for r in (None, 8000, 22050, 48000, 96000)] == [16000, 16000, 22050, 48000, 48000]
+    frames = np.repeat(np.repeat(moving_square(t=20, h=16, w=32), 2, axis=1), 2, axis=2)  # (20, 32, 64, 3)
+    src = write_video(tmp_path / "in.mp4", frames, 16)
+    noise = np.random.default_rng(2).standard_normal((1, int(1.3 * 48000))).astype(np.float32) * 0.1
+    track = binaural_track(src, mode="spatialise", mono=write_audio(tmp_path / "mono.wav", noise, 48000))
+    assert track.sample_rate == 48000 and abs(track.audio.shape[1] / 48000 - track.duration) < 1e-3
+    spectrum = np.abs(np.fft.rfft(track.audio, axis=-1)) ** 2  # (2, F)
+    freqs = np.fft.rfftfreq(track.audio.shape[1], 1 / 48000)
+    assert np.all(spectrum[:, freqs > 9000].sum(-1) > 0.2 * spectrum.sum(-1))  # white noise: ~60 % above 9 kHz
 
 
 @pytest.mark.parametrize("case, message", [("missing", "--mono .*: file not found"),

@@ -341,6 +341,31 @@ def test_the_audio_clock_releases_anchors_at_onsets_paired_with_contacts(monkeyp
     assert len(clock.releases) == 1 and abs(clock.releases[0] - 0.9) < 0.01
 
 
+def test_each_onset_takes_the_object_hit_in_its_frame_as_the_source():
+    """Two tracked objects, one hit in frame 8 and the other in frame 20: from `lead_s` before the onset at frame 8's
+    time the first is the source (followed as it moves), from `lead_s` before the one at frame 20 the second; an
+    onset where nothing is hit (frame 14) and a later onset of the same object's sound change nothing; the onsets
+    are read on the video's clock (`lag_s` earlier); with one object tracked there is nothing to choose."""
+    from avflow.pipelines.spatialise import onset_sources
+
+    fps, t = 16.0, 32
+    k = np.arange(t, dtype=np.float64)
+    centers = np.zeros((t, 2, 2))
+    centers[:, 0, 0], centers[:, 1, 0] = 10.0 + 0.25 * k, 50.0  # x: the first drifts right, the second stays
+    centers[:, 0, 1] = 30.0 - np.abs(k - 8)  # y: a bounce (a kink) in frame 8
+    centers[:, 1, 1] = 30.0 - np.abs(k - 20)  # and in frame 20
+    centers[25:, 1] = np.nan  # the second leaves the view
+    times = np.arange(0.0, 2.0, 0.01)
+    for lag in (0.0, 0.15):
+        onsets = np.array([8, 11, 14, 20]) / fps + lag
+        x = onset_sources(centers, fps, onsets, times, lag_s=lag, lead_s=0.03)
+        first = (times >= 8 / fps + lag - 0.03) & (times < 20 / fps + lag - 0.03)
+        assert np.all(np.isnan(x[times < 8 / fps + lag - 0.03]))
+        assert np.allclose(x[first], 10.0 + 0.25 * fps * (times[first] - lag))  # followed as it moves
+        assert np.allclose(x[times >= 20 / fps + lag - 0.03], 50.0)  # held where it is no longer seen
+    assert np.all(np.isnan(onset_sources(centers[:, :1], fps, np.array([0.5]), times)))
+
+
 def test_the_model_reads_the_video_on_the_given_mono_s_clock(monkeypatch):
     """With a mono, the frames the model's conditions are made from are the audio clock's; without anchoring, or
     without a mono, the video's own."""

@@ -4,7 +4,10 @@ Position: objects are tracked (`avflow.eval.physics.track_objects`); each object
 acceleration (second difference of its centre; bounces and collisions), held with a 0.15 s exponential decay (the
 ring of an impact); the source is the score-weighted mean of the objects' x. Where no object has a score (or nothing
 is tracked), the horizontal centroid of the frame-difference energy (what moves makes the sound) is used, then the
-foreground's centroid, then the nearest known position.
+foreground's centroid, then the nearest known position. Where two or more objects are tracked, on the sound's own
+clock (:func:`onset_sources`), each onset of the mono where an object is hit (in the onset's frame) makes that object
+the source, followed as it moves, until an onset where another is hit: a new sound starts at an onset, and it is one
+object's, where the weighted mean put two objects' sounds between them.
 
 Anchoring (:class:`Anchoring`): the track above is on the video's clock, and a sound need not be. The mono's onsets
 are matched to the video's events (flashes, appearances, cuts, contacts: `avflow.eval.offset.match_events`, as
@@ -39,22 +42,36 @@ import numpy as np
 
 from avflow.world.binaural import FIELD_OF_VIEW, azimuth_deg, block_times, render_sphere
 
+IMPACT_FLOOR = 0.05  # px per frame²: an object's acceleration above this is an impact (below: tracking jitter)
+
 if TYPE_CHECKING:
     from avflow.eval.offset import SyncResult
 
 
-def impact_positions(frames: np.ndarray, fps: float, decay_s: float = 0.15) -> np.ndarray:
-    """(T,) x of the object(s) that last hit something, NaN where no tracked object has an impact score."""
+def object_centers(frames: np.ndarray) -> np.ndarray:
+    """(T, K, 2) tracked object centres (x, y) in pixels, NaN where an object is not visible."""
     from avflow.eval.physics import track_objects
 
-    tracks = track_objects(frames)
-    c = tracks.centers  # (T, K, 2), NaN where not visible
+    return track_objects(frames).centers
+
+
+def accelerations(centers: np.ndarray) -> np.ndarray:
+    """(T, K) size of each object's acceleration (px per frame², second difference of its centre; 0 where unknown)."""
+    acc = np.zeros(centers.shape[:2])
+    if centers.shape[0] >= 3:
+        acc[1:-1] = np.linalg.norm(centers[2:] - 2 * centers[1:-1] + centers[:-2], axis=-1)
+    return np.nan_to_num(acc)
+
+
+def impact_positions(frames: np.ndarray, fps: float, decay_s: float = 0.15, centers: np.ndarray | None = None
+                     ) -> np.ndarray:  # fmt: skip
+    """(T,) x of the object(s) that last hit something, NaN where no tracked object has an impact score;
+    `centers`: the frames' :func:`object_centers` when the caller has them."""
+    c = object_centers(frames) if centers is None else centers  # (T, K, 2)
     t = c.shape[0]
     if c.shape[1] == 0 or t < 3:
         return np.full(t, np.nan)
-    acc = np.zeros(c.shape[:2])
-    acc[1:-1] = np.linalg.norm(c[2:] - 2 * c[1:-1] + c[:-2], axis=-1)
-    acc = np.nan_to_num(acc)
+    acc = accelerations(c)
     score = np.zeros_like(acc)
     decay = np.exp(-1.0 / (fps * decay_s))
     for k in range(t):
@@ -63,12 +80,13 @@ def impact_positions(frames: np.ndarray, fps: float, decay_s: float = 0.15) -> n
     score = np.where(np.isnan(c[..., 0]), 0.0, score)
     mass = score.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(mass > 0.05, (score * x).sum(1) / mass, np.nan)
+        return np.where(mass > IMPACT_FLOOR, (score * x).sum(1) / mass, np.nan)
 
 
-def source_positions(frames: np.ndarray, fps: float | None = None, smooth: int = 1) -> np.ndarray:
+def source_positions(frames: np.ndarray, fps: float | None = None, smooth: int = 1,
+                     centers: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """(T, H, W, 3) uint8 frames -> (T,) horizontal source position in pixels (frame k shown at k / fps); with fps,
-    the impact-weighted object position is preferred."""
+    the impact-weighted object position is preferred (`centers`: as for :func:`impact_positions`)."""
     grey = np.asarray(frames, dtype=np.float64).mean(-1) / 255.0  # (T, H, W)
     t, _, w = grey.shape
     xs = np.arange(w) + 0.5
@@ -83,7 +101,7 @@ def source_positions(frames: np.ndarray, fps: float | None = None, smooth: int =
         ok = mass > floor * grey.shape[1] * w
         x[ok] = (col[ok] * xs).sum(axis=1) / mass[ok]
     if fps is not None:
-        impact = impact_positions(frames, fps)
+        impact = impact_positions(frames, fps, centers=centers)
         x = np.where(np.isnan(impact), x, impact)
     known = np.flatnonzero(~np.isnan(x))
     if known.size == 0:
@@ -183,6 +201,36 @@ def anchor_spans(clock: AudioClock, anchoring: Anchoring | None = None) -> list[
     return [(onset - cfg.lead_s, stop(onset)) for onset in onsets]
 
 
+def onset_sources(centers: np.ndarray, fps: float, onsets_s: np.ndarray, times: np.ndarray, lag_s: float = 0.0,
+                  lead_s: float = 0.0) -> np.ndarray:  # fmt: skip
+    """(B,) x at `times` (s, on the audio's clock) of the object hit at an onset, followed as it moves, from `lead_s`
+    before that onset until `lead_s` before the next onset where another object is hit; NaN before the first. An
+    onset (`onsets_s`, audio clock) is read in the frame nearest its time on the video's clock (`lag_s` earlier): the
+    object with the largest acceleration over `IMPACT_FLOOR` there is hit; where none is (an echo, the ambience, a
+    later onset of one sound) the source holds. With fewer than two objects tracked there is nothing to choose: all
+    NaN (the impact-weighted track stays). `centers`: (T, K, 2) :func:`object_centers`."""
+    t, k = centers.shape[:2]
+    out = np.full(times.size, np.nan)
+    if k < 2 or t < 3:
+        return out
+    acc = accelerations(centers)  # (T, K)
+    frame_times = np.arange(t) / fps
+    switches: list[tuple[float, int]] = []  # (onset s, object) where the source changes
+    for onset in np.asarray(onsets_s, dtype=np.float64):
+        frame = int(round((onset - lag_s) * fps))
+        if 0 <= frame < t and acc[frame].max() > IMPACT_FLOOR:
+            hit = int(acc[frame].argmax())
+            if not switches or switches[-1][1] != hit:
+                switches.append((float(onset), hit))
+    for n, (onset, hit) in enumerate(switches):
+        stop = switches[n + 1][0] - lead_s if n + 1 < len(switches) else np.inf
+        span = (times >= onset - lead_s) & (times < stop)
+        x, seen = centers[:, hit, 0], ~np.isnan(centers[:, hit, 0])
+        if span.any() and seen.any():
+            out[span] = np.interp(times[span] - lag_s, frame_times[seen], x[seen])
+    return out
+
+
 def audio_positions(
     mono: np.ndarray,
     sample_rate: int,
@@ -192,13 +240,21 @@ def audio_positions(
     clock: AudioClock | None = None,
 ) -> np.ndarray:
     """(B,) source x in pixels at the renderer's block centres (:func:`block_times`) of the mono (N,), on the
-    audio's clock: the frames' track moved by the measured offset, flashes' sounds anchored at their events.
-    `clock`: the `audio_clock` of this mono and video when the caller has it already (else it is measured)."""
+    audio's clock: the frames' track moved by the measured offset, the object hit at each of the mono's onsets from
+    then on (:func:`onset_sources`), flashes' sounds anchored at their events. `clock`: the `audio_clock` of this
+    mono and video when the caller has it already (else it is measured)."""
+    from avflow.eval.onsets import audio_onsets
+
+    cfg = anchoring or Anchoring()
     times = block_times(np.asarray(mono).size, sample_rate)  # (B,)
-    x_video = source_positions(frames, fps)  # (T,) on the video's clock
+    centers = object_centers(frames)  # (T, K, 2)
+    x_video = source_positions(frames, fps, centers=centers)  # (T,) on the video's clock
     frame_times = np.arange(len(x_video)) / fps
     clock = clock if clock is not None else audio_clock(mono, sample_rate, frames, fps, anchoring)
     x = np.interp(times - clock.lag_s, frame_times, x_video)
+    onsets = audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate).times
+    hit = onset_sources(centers, fps, onsets, times, clock.lag_s, cfg.lead_s)  # (B,)
+    x = np.where(np.isnan(hit), x, hit)
     for (start, stop), (_, _, event_x) in zip(anchor_spans(clock, anchoring), clock.anchors):
         x[(times >= start) & (times < stop)] = event_x
     return x

@@ -9,24 +9,23 @@ clock (:func:`onset_sources`), each onset of the mono where an object is hit (in
 the source, followed as it moves, until an onset where another is hit: a new sound starts at an onset, and it is one
 object's, where the weighted mean put two objects' sounds between them.
 
-Anchoring (:class:`Anchoring`): the track above is on the video's clock, and a sound need not be. The mono's onsets
-are matched to the video's events (flashes, appearances, cuts, contacts: `avflow.eval.offset.match_events`, as
-`avflow eval` measures sync); where flashes or appearances are among the pairs, the track is moved onto the audio's
-clock by the offset found, and each onset paired with one takes that event's x (a cut or full-frame flash: the
-centre) from ``lead_s`` before it until the next such onset or the next onset paired with a contact, ``hold_s`` at
-most. Contacts keep the tracker's position (it follows the object after the bounce; an object read as a flash and
-held over its later bounces put a world clip's bounces at the wrong wall), and a match of contacts alone moves
-nothing: bounces are often
-periodic, their lag ambiguous, and on the world's clips (in sync) the tracker was right where a wrong lag would move
-it. Where the offset is ambiguous between lags, one of them is used (:func:`anchoring_lag`): `avflow eval` reads no
-side there, but a renderer has to put the sound somewhere, and the tracker alone is near chance on such clips (a flash
-has no object to track, so its sound took whatever moved at that time). A lag within the pairing tolerance of 0 is
-preferred (`avflow.eval.offset.pairing_tolerance`: τ_fine plus half a frame, as near 0 as frame-quantised events can
-say): the video's own clock then explains the events as well as the others, and a mono given with its video is in
-sync unless its events say otherwise (a white object read as a flash over a dense ambience moved a world clip's whole
-track by −240 ms); else the best-scoring lag. Measured in docs/binaural.md. `audio_clock` is that
-matching (the lag and the anchored onsets); `frames_on_audio_clock` applies it to the frames themselves, for the
-binaural model, which reads the video rather than a track (`avflow.pipelines.binaural`).
+Anchoring (:class:`Anchoring`): the track above is on the video's clock, and a sound need not be. The mono's onsets are
+matched to the video's events (flashes, appearances, cuts, contacts: `avflow.eval.offset.match_events`, as `avflow eval`
+measures sync); where flashes or appearances are among the pairs, the track is moved onto the audio's clock by the
+offset found, and each onset paired with one takes that event's x (a cut or full-frame flash: the centre) from
+``lead_s`` before it until the next such onset or the next onset paired with a contact, ``hold_s`` at most. Contacts
+keep the tracker's position (it follows the object after the bounce; an object read as a flash and held over its later
+bounces put a world clip's bounces at the wrong wall), and a match of contacts alone moves nothing: bounces are often
+periodic, their lag ambiguous, and on the world's clips (in sync) the tracker was right where a wrong lag would move it.
+Where the offset is ambiguous between lags, one of them is used (:func:`anchoring_lag`): `avflow eval` reads no side
+there, but a renderer has to put the sound somewhere, and the tracker alone is near chance on such clips (a flash has no
+object to track, so its sound took whatever moved at that time). A lag within the pairing tolerance of 0 is preferred
+(`avflow.eval.offset.pairing_tolerance`: τ_fine plus half a frame, as near 0 as frame-quantised events can say): the
+video's own clock then explains the events as well as the others, and a mono given with its video is in sync unless its
+events say otherwise (a white object read as a flash over a dense ambience moved a world clip's whole track by −240 ms);
+else the best-scoring lag. Measured in docs/binaural.md. `audio_clock` is that matching (the lag and the anchored
+onsets); `frames_on_audio_clock` applies it to the frames themselves, for the binaural model, which reads the video
+rather than a track (`avflow.pipelines.binaural`).
 
 Rendering: the world's spherical head (`avflow.world.binaural.render_sphere`: Woodworth ITD + Brown-Duda head
 shadow) with the azimuth updated per 128-sample block. Also the amplitude panner used as a baseline (level only, no

@@ -133,11 +133,13 @@ class AudioClock:
     """Where a mono's sounds sit against its video: `lag_s` (positive = audio late) moves the video onto the audio's
     clock, and each anchor (onset s, event s, event x px) holds an event's place from ``lead_s`` before its onset
     until the next anchor or release (an onset s paired with a contact, whose sound the tracker places;
-    :func:`anchor_spans`). Lag 0 and no anchors: the video's own clock."""
+    :func:`anchor_spans`). Lag 0 and no anchors: the video's own clock. `onsets`: the mono's onset times (s) as the
+    match read them, for :func:`audio_positions` (None: not read)."""
 
     lag_s: float = 0.0
     anchors: tuple[tuple[float, float, float], ...] = ()
     releases: tuple[float, ...] = ()
+    onsets: tuple[float, ...] | None = None
 
 
 def audio_clock(
@@ -154,17 +156,18 @@ def audio_clock(
         return AudioClock()
     events, _ = detect(frames, fps)  # x in pixels of `frames`
     onsets = audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate)
+    read = tuple(float(t) for t in onsets.times)
     chosen = anchoring_lag(match_events(onsets, events, frame_period_s=1.0 / fps), 1.0 / fps, cfg)
     if chosen is None:
-        return AudioClock()
+        return AudioClock(onsets=read)
     lag_ms, pairs = chosen
     releases = tuple(sorted(float(onsets.times[o]) for e, o in pairs if events.kinds[e] == "contact"))
     pairs = sorted((float(onsets.times[o]), int(e)) for e, o in pairs if events.kinds[e] != "contact")
     if not pairs:  # bounces only: the tracker follows them on the video's clock, and their lags are often periodic
-        return AudioClock()
+        return AudioClock(onsets=read)
     anchors = tuple((onset, float(events.times[e]), float(events.x[e]) if np.isfinite(events.x[e])
                      else events.width / 2.0) for onset, e in pairs)  # fmt: skip
-    return AudioClock(lag_s=lag_ms / 1000.0, anchors=anchors, releases=releases)
+    return AudioClock(lag_s=lag_ms / 1000.0, anchors=anchors, releases=releases, onsets=read)
 
 
 def anchoring_lag(
@@ -251,8 +254,12 @@ def audio_positions(
     frame_times = np.arange(len(x_video)) / fps
     clock = clock if clock is not None else audio_clock(mono, sample_rate, frames, fps, anchoring)
     x = np.interp(times - clock.lag_s, frame_times, x_video)
-    onsets = audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate).times
-    hit = onset_sources(centers, fps, onsets, times, clock.lag_s, cfg.lead_s)  # (B,)
+    onsets = (
+        clock.onsets
+        if clock.onsets is not None
+        else audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate).times
+    )  # read once where the clock read them
+    hit = onset_sources(centers, fps, np.asarray(onsets), times, clock.lag_s, cfg.lead_s)  # (B,)
     x = np.where(np.isnan(hit), x, hit)
     for (start, stop), (_, _, event_x) in zip(anchor_spans(clock, anchoring), clock.anchors):
         x[(times >= start) & (times < stop)] = event_x

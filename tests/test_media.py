@@ -4,6 +4,9 @@ trips, remuxing with a new AAC track, and one-line errors for bad inputs."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -271,6 +274,40 @@ def test_write_video_round_trip(tmp_path):
     assert level_of(got.frames) == list(range(20))
     torch.testing.assert_close(got.times, torch.tensor([float(k / rate) for k in range(20)], dtype=torch.float64))
     assert abs(track_seconds(path, "audio") - info.duration) <= 1024 / SR
+
+
+WRITE_MOVING_BARS = """
+import hashlib, sys
+import numpy as np
+from avflow.data.mux import write_video
+t = np.arange(24)[:, None, None]
+y, x = np.mgrid[:48, :64]
+frames = np.clip(100 + 80 * np.sin(x[None] / 6.0 + t / 3.0) + 2 * y[None], 0, 255).astype(np.uint8)
+junk = [np.random.default_rng(0).random(1 << 18) for _ in range(20)]  # the heap holds other data
+del junk
+print(hashlib.sha256(write_video(sys.argv[1], frames[..., None].repeat(3, -1), 16).read_bytes()).hexdigest())
+"""
+
+
+def glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not glibc(), reason="glibc's malloc tunables")
+def test_write_video_gives_the_same_bytes_whatever_the_heap_held(tmp_path):
+    """x264's macroblock tree read memory it never wrote: glibc filling fresh blocks with other bytes changed the
+    encoded video (the `avflow` command's heap setting did the same from run to run)."""
+    digests = set()
+    for perturb in (0, 170):
+        tunables = f"glibc.malloc.mmap_max=0:glibc.malloc.perturb={perturb}"
+        env = {**os.environ, "GLIBC_TUNABLES": tunables}
+        out = subprocess.run([sys.executable, "-c", WRITE_MOVING_BARS, str(tmp_path / f"p{perturb}.mp4")], env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1, digests
 
 
 def test_stereo_aac_is_written_at_128_kbps_per_channel(tmp_path):

@@ -21,6 +21,10 @@ from avflow.weights import atomic_write
 
 MUX_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 MP4_OPTIONS = {"movie_timescale": str(MOVIE_TIMESCALE)}
+# x264's macroblock tree reads memory it never wrote: where the heap held other data (glibc with `avflow.heap`, or
+# `glibc.malloc.perturb`), the same frames gave other bytes from run to run (decoded pixels up to 32/255 apart at
+# 64x64 and 320x240). Without it the bytes are the same whatever the heap held.
+X264_PARAMS = "mbtree=0"
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 # FFmpeg's AAC encoder defaults to 128 kb/s for stereo, which moved weak events' interaural cues (8 events of 4
 # real-sound clips, docs/metrics.md: up to 2.45 dB of ILD and 205 us of ITD off the lossless mix, two sides flipped);
@@ -204,7 +208,7 @@ def write_video(
         with av.open(file, "w", format=container_format, options=MP4_OPTIONS) as output:
             stream = output.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset}
+            stream.options = {"crf": str(crf), "preset": preset, "x264-params": X264_PARAMS}
             audio_packets = []
             if audio is not None:
                 data = as_channels_first(audio, str(path))

@@ -214,6 +214,27 @@ def test_audio_resampling_and_channels(tmp_path):
     assert stereo.shape == (2, 16000) and torch.equal(stereo[0], stereo[1])
 
 
+def test_audio_of_more_channels_is_mixed_down_with_its_layout(tmp_path):
+    """Six channels (5.1: FL FR FC LFE BL BR) read as stereo keep the centre in both sides, not just FL and FR."""
+    six = torch.zeros(6, 16000)
+    six[2] = sine(500, 1.0, 16000, channels=1)[0]  # centre only
+    sf.write(str(tmp_path / "six.wav"), six.T.numpy(), 16000, subtype="FLOAT")
+    stereo, sr = read_audio(tmp_path / "six.wav", channels=2)
+    assert sr == 16000 and stereo.shape == (2, 16000)
+    rms = stereo.pow(2).mean(1).sqrt()  # (2,)
+    assert rms.min() > 0.15 and torch.allclose(stereo[0], stereo[1], atol=1e-4), rms
+    assert read_audio(tmp_path / "six.wav")[0].shape == (6, 16000)  # channels not asked: all of them
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_audio_with_nan_or_inf_is_a_one_line_error(tmp_path, bad):
+    audio = sine(300, 0.5, 16000)
+    audio[0, 100] = bad
+    write_audio(tmp_path / "bad.wav", audio, 16000)
+    with pytest.raises(MediaError, match=r"bad\.wav: the audio holds NaN or infinite samples"):
+        read_audio(tmp_path / "bad.wav")
+
+
 def test_audio_from_video(videos):
     audio, sr = read_audio(videos["23.976"])
     assert sr == SR and audio.shape[0] == 2

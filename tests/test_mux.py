@@ -34,15 +34,16 @@ def ffmpeg() -> str:
     return found[0]
 
 
-def make_video(path: Path, frame_starts_s: list[float], audio: np.ndarray | None = None, rate: int = 48000) -> Path:
-    """h264 mp4 whose frame k starts at frame_starts_s[k] (time base 1/90000), optionally with a stereo AAC track
-    from time 0."""
+def make_video(path: Path, frame_starts_s: list[float], audio: np.ndarray | None = None, rate: int = 48000,
+               layout: str = "stereo") -> Path:  # fmt: skip
+    """h264 mp4 whose frame k starts at frame_starts_s[k] (time base 1/90000), optionally with an AAC track (C, N) of
+    `layout` from time 0."""
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=30)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         video.options = {"preset": "veryfast", "bf": "2", "g": "8"}
         video.codec_context.time_base = Fraction(1, 90000)
-        track = out.add_stream("aac", rate=rate, layout="stereo") if audio is not None else None
+        track = out.add_stream("aac", rate=rate, layout=layout) if audio is not None else None
         for k, start in enumerate(frame_starts_s):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (9 * k) % 250, np.uint8), format="rgb24")
             frame.pts, frame.time_base = round(start * 90000), Fraction(1, 90000)
@@ -51,7 +52,7 @@ def make_video(path: Path, frame_starts_s: list[float], audio: np.ndarray | None
         for packet in video.encode(None):
             out.mux(packet)
         if track is not None:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32), format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32), format="fltp", layout=layout)
             frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
             for packet in [*track.encode(frame), *track.encode(None)]:
                 out.mux(packet)
@@ -176,3 +177,21 @@ def test_existing_audio_kept_replaced_or_mixed(ffmpeg, tmp_path):
     with pytest.raises(MediaError, match="must be one of keep, replace, mix"):
         mux_audio(source, generated, 16000, tmp_path / "x.mp4", existing_audio="drop")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_mix_with_a_surround_source_downmixes_it(tmp_path):
+    """A 5.1 track (cameras, films) is mixed down to stereo with its layout before the new track is added: its
+    centre, where dialogue sits, is heard in both ears, and nothing fails after the work."""
+    t = np.arange(48000 * 2) / 48000
+    surround = np.zeros((6, t.size), np.float32)
+    surround[2] = 0.3 * np.sin(2 * np.pi * 300 * t)  # front centre only (5.1: FL FR FC LFE BL BR)
+    source = make_video(tmp_path / "in.mp4", cfr(0.0, frames=45), audio=surround, layout="5.1")
+    generated = np.zeros((2, 24000), np.float32)
+    generated[0, ::4000] = 0.5  # clicks on the left only
+    mixed = mux_audio(source, generated, 16000, tmp_path / "mix.mp4", existing_audio="mix")
+    with av.open(str(mixed)) as container:
+        assert [(s.rate, s.channels) for s in container.streams.audio] == [(16000, 2)]
+    got, _ = read_audio(mixed)
+    tone = got[:, 2000:-2000].numpy()
+    rms = np.sqrt((tone**2).mean(axis=1))  # (2,) the centre's tone, in both ears alike
+    assert rms.min() > 0.1 and abs(rms[0] - rms[1]) < 0.1 * rms.max(), rms

@@ -28,9 +28,13 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, : round(audio.shape[1] * sr_out / sr_in)], dtype=np.float32)
 
 
+DOWNMIX_LAYOUTS = {1: "mono", 2: "stereo"}  # a file of more channels is decoded to these by FFmpeg's downmix
+
+
 def convert_channels(audio: np.ndarray, channels: int | None) -> np.ndarray:
     """(C, N) -> (channels, N): mono is the mean of all channels, stereo from mono duplicates it,
-    stereo from more channels keeps the first two (front left, front right)."""
+    stereo from more channels keeps the first two (front left, front right; `read_audio` downmixes a file of more
+    channels with its layout instead)."""
     if channels is None or audio.shape[0] == channels:
         return audio
     if channels == 1:
@@ -48,15 +52,18 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
     return np.ascontiguousarray(data.T), int(sr)
 
 
-def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream to (C, N) float32. In a file with video, sample 0 sits at the first video
-    frame's time (the origin `read_video` uses): an audio track starting later is padded with silence in front."""
+def _read_pyav(path: Path, downmix: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream to (C, N) float32; a stream of more than `downmix` (1 or 2) channels is mixed
+    down to that many by FFmpeg from its channel layout (a 5.1 track's centre and surrounds go into both sides). In
+    a file with video, sample 0 sits at the first video frame's time (the origin `read_video` uses): an audio track
+    starting later is padded with silence in front."""
     with open_media(path) as container:
         if not container.streams.audio:
             raise MediaError(f"{path}: no audio stream")
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate
-        converter = av.AudioResampler(format="fltp")  # planar float, source layout and rate
+        more = downmix is not None and stream.codec_context.channels > downmix
+        converter = av.AudioResampler(format="fltp", layout=DOWNMIX_LAYOUTS[downmix] if more else None)
         chunks, first_time = [], None
         for packet in container.demux(stream):
             try:
@@ -95,13 +102,31 @@ def read_audio(
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     found = _read_soundfile(path) if path.is_file() else None
-    audio, sr = found if found is not None else _read_pyav(path)
+    if found is not None and channels is not None and found[0].shape[0] > 2:
+        found = None  # more channels than stereo: FFmpeg knows their layout and mixes them down
+    audio, sr = found if found is not None else _read_pyav(path, channels)
     if audio.shape[1] == 0:
         raise MediaError(f"{path}: zero audio duration (no samples)")
+    if not np.isfinite(audio).all():
+        raise MediaError(f"{path}: the audio holds NaN or infinite samples")
     audio = convert_channels(audio, channels)
     if sample_rate is not None:
         audio, sr = resample(audio, sr, int(sample_rate)), int(sample_rate)
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sr
+
+
+def audio_channels(path: str | Path) -> int:
+    """The channel count of a file's first audio track (a one-line MediaError where it has none)."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            return int(sf.info(str(path)).channels)
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            pass
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: no audio stream")
+        return int(container.streams.audio[0].codec_context.channels)
 
 
 def as_channels_first(audio: torch.Tensor | np.ndarray, what: str) -> np.ndarray:

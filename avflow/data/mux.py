@@ -102,12 +102,12 @@ def _mux_interleaved(
 
 def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """`audio` (C, N) plus the source's first audio track (sample 0 at the first video frame), at the wider channel
-    count, scaled down only if the sum would clip."""
-    from avflow.data.audio import convert_channels, read_audio
+    count (a source of more than two channels mixed down to stereo first), scaled down only if the sum would clip."""
+    from avflow.data.audio import audio_channels, convert_channels, read_audio
 
-    source, _ = read_audio(video_path, sample_rate=sample_rate)
+    channels = max(audio.shape[0], min(audio_channels(video_path), 2))
+    source, _ = read_audio(video_path, sample_rate=sample_rate, channels=channels)
     source = source.numpy()
-    channels = max(audio.shape[0], source.shape[0])
     mixed = convert_channels(audio, channels) + convert_channels(_fit_length(source, audio.shape[1]), channels)
     peak = float(np.abs(mixed).max()) if mixed.size else 0.0
     return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32)

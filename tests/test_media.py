@@ -135,6 +135,26 @@ def test_variable_frame_rate(videos):
     assert got.times[-1] <= info.duration
 
 
+def test_mpeg_ts_is_read(tmp_path):
+    """MPEG-TS (camcorders' .mts / .m2ts) has no index: a seek by the stream's timestamps finds no frame, so the
+    reader falls back to the file's start instead of calling the file empty."""
+    path = tmp_path / "v.ts"
+    with av.open(str(path), "w", format="mpegts") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        for k in range(45):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), LEVEL * k, np.uint8), format="rgb24")
+            frame.pts = k
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    got = read_video(path)
+    assert level_of(got.frames) == list(range(45))
+    later = read_video(path, start=0.5, duration=0.5)  # a window after the start: seeks, falls back, skips ahead
+    assert level_of(later.frames) == list(range(15, 30))
+
+
 def test_start_and_duration(videos):
     full = read_video(videos["30"], fps=10)
     part = read_video(videos["30"], fps=10, start=0.5, duration=0.5)

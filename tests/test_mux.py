@@ -195,3 +195,27 @@ def test_mix_with_a_surround_source_downmixes_it(tmp_path):
     tone = got[:, 2000:-2000].numpy()
     rms = np.sqrt((tone**2).mean(axis=1))  # (2,) the centre's tone, in both ears alike
     assert rms.min() > 0.1 and abs(rms[0] - rms[1]) < 0.1 * rms.max(), rms
+
+
+def test_a_video_an_mp4_cannot_hold_is_refused_before_any_work(tmp_path):
+    """VP8 (WebM) cannot be copied into an mp4 unchanged: a one-line error naming the codec, from the check the
+    commands run before generating, and from mux_audio itself; nothing is written."""
+    from avflow.data.mux import check_copyable
+
+    webm = tmp_path / "in.webm"
+    with av.open(str(webm), "w") as out:
+        video = out.add_stream("libvpx", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        for k in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * k, np.uint8), format="rgb24")
+            frame.pts = k
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    with pytest.raises(MediaError, match=r"in\.webm: its vp8 video cannot be copied unchanged into an \.mp4 file"):
+        check_copyable(webm, tmp_path / "out.mp4")
+    with pytest.raises(MediaError, match="vp8"):
+        mux_audio(webm, np.zeros((2, 16000), np.float32), 16000, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    check_copyable(make_video(tmp_path / "h264.mp4", cfr(0.0, frames=10)), tmp_path / "out.mp4")  # h264: fine

@@ -60,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=inputs, what="--wav")
     check_distinct(out, wav)
     from avflow.data.media import mux_audio, write_audio
+    from avflow.data.mux import check_copyable
     from avflow.models.binaural import MODEL_FILE, SAMPLING
     from avflow.pipelines.binaural import binaural_track, check_mono
 
     SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
     info = check_video_input(args.video)
+    check_copyable(args.video, out, args.audio)
     if args.mono is not None:
         check_mono(args.mono, info.duration)
     mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode

@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
     check_distinct(out, wav)
     info = check_video_input(args.video, duration=args.duration)
+    from avflow.data.mux import check_copyable
+
+    check_copyable(args.video, out, args.audio)
     sampling, device = check_model_arguments(args)
     pipeline = load_pipeline(args, sampling, device)
     bar = StepBar("foley", per_window=sampling.steps)
@@ -202,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
 def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tuple[Path, Path, Path | None]], list]:
     """(video, mp4, wav) for every usable input and (video, why) for the others; refuses the whole run when an output
     exists (without --overwrite) or would replace an input."""
+    from avflow.data.mux import check_copyable
     from avflow.pipelines.inputs import check_video_input
 
     folder = args.output or OUTPUT_DIR
@@ -218,6 +222,7 @@ def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tupl
             continue
         try:
             check_video_input(video, duration=args.duration)
+            check_copyable(video, mp4, args.audio)
             for path, what in ((mp4, "-o"), (wav, "--wav")):
                 if path is not None:
                     check_output(path, VIDEO_SUFFIXES if path is mp4 else AUDIO_SUFFIXES, overwrite=True,

@@ -109,6 +109,9 @@ def check_inputs(args: argparse.Namespace):
     if args.task == "v2a":
         info = check_video_input(args.video, duration=duration)
         used_span(info.duration, f"{args.video}: the video", duration)
+        from avflow.data.mux import check_copyable
+
+        check_copyable(args.video, out, args.audio)
     if args.task == "continue":
         info = check_video_input(args.video)
         if not info.has_audio:

@@ -3,6 +3,7 @@ replacing or mixing with the video's own audio)."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable
 from fractions import Fraction
@@ -113,6 +114,29 @@ def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> n
     return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32)
 
 
+def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> None:
+    """A one-line MediaError, before any work, when the streams `mux_audio` copies unchanged from `video_path` (its
+    video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4).
+    Tried on an empty container in memory: the muxer's own answer, not a list of ours."""
+    video_path, out_path = Path(video_path), Path(out_path)
+    container_format = MUX_FORMATS.get(out_path.suffix.lower())
+    if container_format is None:
+        raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
+    with open_media(video_path) as source:
+        if not source.streams.video:
+            raise MediaError(f"{video_path}: no video stream")
+        copied = [source.streams.video[0], *(source.streams.audio if existing_audio == "keep" else [])]
+        with av.open(io.BytesIO(), "w", format=container_format) as output:
+            for stream in copied:
+                codec = stream.codec_context.name
+                try:
+                    output.add_stream_from_template(stream)
+                except (ValueError, av.FFmpegError) as exc:
+                    hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
+                    raise MediaError(f"{video_path}: its {codec} {stream.type} cannot be copied unchanged into an "
+                                     f"{out_path.suffix} file; {hint}") from exc  # fmt: skip
+
+
 def mux_audio(
     video_path: str | Path,
     audio: torch.Tensor | np.ndarray,
@@ -139,6 +163,7 @@ def mux_audio(
         raise MediaError(f"{out_path}: output must differ from the input video")
     info = probe(video_path)
     check_video(info)
+    check_copyable(video_path, out_path, existing_audio)
     if existing_audio == "mix" and info.has_audio:
         data = _mix_with_source(video_path, data, int(sample_rate))
 

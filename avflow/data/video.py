@@ -235,6 +235,10 @@ class _FrameCursor:
         self.container.seek(target_pts, stream=self.stream, backward=True)
         self.frames = self._decode()
         self.current, self.upcoming, self.early = None, self._next(), False
+        if self.upcoming is None:  # nothing after a stream seek (MPEG-TS without an index): from the file's start
+            self.container.seek(0, backward=True)
+            self.frames = self._decode()
+            self.upcoming = self._next()
 
     def _seek(self, t: float) -> None:
         self._restart(math.floor((Fraction(max(t, 0.0)) + self.origin) / self.stream.time_base))

@@ -20,6 +20,7 @@ from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO
 from avflow.errors import AvflowError, MediaError
 
 VIDEO_TYPES = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"]
+OUTPUT_VIDEO = Path("result.mp4")  # the container every tab writes (the name is not used)
 FOLEY_MODEL = "small_16k"
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -71,6 +72,9 @@ def check_video_upload(path: str | Path | None) -> Path:
         raise MediaError(f"{path.name}: not a readable video file") from None
     if not info.has_video or info.n_frames == 0:
         raise MediaError(f"{path.name}: has no video stream")
+    from avflow.data.mux import check_copyable
+
+    check_copyable(path, OUTPUT_VIDEO, "replace")  # its video goes into the result's mp4 unchanged
     return path
 
 

@@ -155,6 +155,33 @@ def test_mpeg_ts_is_read(tmp_path):
     assert level_of(later.frames) == list(range(15, 30))
 
 
+def test_a_rotated_video_is_read_as_players_show_it(tmp_path):
+    """Phones store portrait video as landscape frames with a display rotation: probe gives the shown size and the
+    frames come turned (here 90 degrees counterclockwise: the stored left half, white, is shown at the bottom)."""
+    path = tmp_path / "phone.mp4"
+    stored = np.zeros((32, 48, 3), np.uint8)  # (H, W): landscape as stored
+    stored[:, :24] = 255
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 48, 32, "yuv420p"
+        if not hasattr(video, "set_display_rotation"):
+            pytest.skip("this PyAV cannot write a display rotation")
+        video.set_display_rotation(90)
+        for k in range(10):
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts = k
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    info = probe(path)
+    assert (info.width, info.height, info.quarter_turns) == (32, 48, 1)
+    frames = read_video(path).frames  # (T, 48, 32, 3)
+    assert frames.shape == (10, 48, 32, 3)
+    rows = frames[0].float().mean(dim=(1, 2))  # (48,) brightness per shown row
+    assert rows[:20].max() < 40 and rows[28:].min() > 215, rows
+
+
 def test_start_and_duration(videos):
     full = read_video(videos["30"], fps=10)
     part = read_video(videos["30"], fps=10, start=0.5, duration=0.5)

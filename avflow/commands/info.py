@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{info.path}")
         print(f"  duration: {info.duration:.3f} s")
         if info.has_video:
-            print(f"  video:    {info.width}x{info.height} (W x H), {info.fps:.3f} fps, {info.n_frames} frames")
+            turned = f", shown turned {90 * info.quarter_turns} degrees counterclockwise" if info.quarter_turns else ""
+            print(f"  video:    {info.width}x{info.height} (W x H{turned}), {info.fps:.3f} fps, {info.n_frames} frames")
         if info.has_audio:
             print(f"  audio:    {info.audio_sample_rate} Hz, {info.audio_channels} channel(s)")
         print("\n".join(_stream_lines(path)))

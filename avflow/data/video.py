@@ -41,6 +41,7 @@ class MediaInfo:
     audio_sample_rate: int | None
     audio_channels: int | None
     audio_tracks: int = 0  # number of audio streams
+    quarter_turns: int = 0  # counterclockwise quarter turns players apply to the stored frames (width, height: shown)
 
 
 @dataclass
@@ -110,8 +111,26 @@ def _count_packets(container: av.container.InputContainer, stream: av.video.Vide
     return sum(1 for p in container.demux(stream) if p.size > 0)
 
 
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns (0-3) that show a decoded frame as players do: its display matrix (phones
+    store portrait video as landscape frames with a 90 or 270 degree rotation), rounded to a quarter turn."""
+    return round(getattr(frame, "rotation", 0) / 90) % 4
+
+
+def _first_frame_turns(container: av.container.InputContainer, stream: av.video.VideoStream) -> int:
+    """`quarter_turns` of the stream's first decodable frame (0 where none decodes); FFmpeg exports the display
+    matrix on frames, not on streams, in PyAV."""
+    try:
+        for frame in container.decode(stream):
+            return quarter_turns(frame)
+    except av.FFmpegError:
+        pass
+    return 0
+
+
 def probe(path: str | Path) -> MediaInfo:
-    """Read a file's streams, duration, frame rate and size without decoding frames."""
+    """Read a file's streams, duration, frame rate and size (as shown: a rotated video's turns applied), decoding
+    one frame at most (for its rotation)."""
     path = Path(path)
     with open_media(path) as container:
         video = container.streams.video[0] if container.streams.video else None
@@ -121,18 +140,20 @@ def probe(path: str | Path) -> MediaInfo:
         rate = audio.codec_context.sample_rate if audio is not None else None
         channels = audio.codec_context.channels if audio is not None else None
         if video is not None:
+            turns = _first_frame_turns(container, video)  # first: on the fresh container, before any seek
+            width, height = (video.height, video.width) if turns % 2 else (video.width, video.height)
             n_frames = video.frames or _count_packets(container, video)
             tracks = len(container.streams.audio)
             if n_frames == 0:
-                return MediaInfo(path, 0.0, 0.0, 0, video.width, video.height, True, audio is not None, rate, channels,
-                                 tracks)  # fmt: skip
+                return MediaInfo(path, 0.0, 0.0, 0, width, height, True, audio is not None, rate, channels, tracks,
+                                 turns)  # fmt: skip
             origin, end = video_span(container, video)
             duration = float(end - origin)
             fps = float(video.average_rate or video.guessed_rate or 0.0)
             if duration > 0 and abs(fps - n_frames / duration) > 0.01 * fps:  # header rate off (variable rate)
                 fps = n_frames / duration
-            return MediaInfo(path, duration, fps, n_frames, video.width, video.height, True, audio is not None, rate,
-                             channels, tracks)  # fmt: skip
+            return MediaInfo(path, duration, fps, n_frames, width, height, True, audio is not None, rate, channels,
+                             tracks, turns)  # fmt: skip
         if audio.duration:
             duration = float(audio.duration * audio.time_base)
         elif container.duration:
@@ -266,7 +287,8 @@ class _FrameCursor:
 
 
 def _to_tensor(frame: av.VideoFrame) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))  # (H, W, 3)
+    """(H, W, 3) uint8 as players show the frame (its display rotation applied)."""
+    return torch.from_numpy(np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), quarter_turns(frame))))
 
 
 class _Resizer:

@@ -155,3 +155,12 @@ def test_cli_prints_a_single_line_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.endswith("optim.lr: expected float, got 'abc' (from the command line)") and "\n" not in err
     assert not (tmp_path / "run").exists()  # no work started
+
+
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_a_config_that_is_not_utf8_text_is_one_line(tmp_path, capsys, command):
+    path = tmp_path / "clip.yaml"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42\xff\xfe binary, not YAML")  # e.g. a video renamed .yaml
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{path}: not a UTF-8 text file (a YAML config is expected)") and "\n" not in err

@@ -196,6 +196,11 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     assert "pass --overwrite (or -y)" in capsys.readouterr().err
     assert listing(tmp_path) == before
     assert main(["foley", str(files), "-o", str(tmp_path / "out2"), "-y", *CLI_FAST]) == 0
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("videos/caf\u00e9.mp4\n".encode("latin-1"))  # a list saved in Latin-1
+    assert main(["foley", str(latin), "-o", str(tmp_path / "out3"), *CLI_FAST]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{latin}: not a UTF-8 text file (a .txt list holds one video "
+                                                    "path per line)")  # fmt: skip
 
 
 def test_t2a_and_i2a(cache, rate, tmp_path):

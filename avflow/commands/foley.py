@@ -136,7 +136,10 @@ def list_inputs(source: Path) -> list[Path]:
             raise MediaError(f"{source}: no videos ({', '.join(INPUT_SUFFIXES)}) in this folder")
         return found
     if source.suffix.lower() == ".txt":
-        lines = [ln.strip() for ln in source.read_text().splitlines()]
+        try:
+            lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError:
+            raise MediaError(f"{source}: not a UTF-8 text file (a .txt list holds one video path per line)") from None
         paths = [Path(ln) for ln in lines if ln and not ln.startswith("#")]
         if not paths:
             raise MediaError(f"{source}: lists no videos")

@@ -143,6 +143,7 @@ SIZES: dict[str, SizeConfig] = {
 SIZES["world_smoke"] = replace(SIZES["tiny"], width=64, height=64, n_train=8, n_eval=3, video_patch=(1, 2, 2),
                                audio_bands=0, batch_size=4, nfe=6, codecs="world")  # fmt: skip
 
+
 def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
@@ -154,8 +155,9 @@ def load_experiment(name_or_path: str) -> ExperimentConfig:
         path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown experiment {name_or_path!r} (choose from {', '.join(experiment_names())})")
+    raw = read_yaml(path)  # its errors name the file already
     try:
-        return from_dict(ExperimentConfig, read_yaml(path))
+        return from_dict(ExperimentConfig, raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

@@ -144,6 +144,12 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
                                  "has no audio track"),  # fmt: skip
         "a2v not audio": (["generate", "a", "-o", out, "--task", "a2v", "--audio-file", str(tmp / "notes.wav")],
                           "notes.wav"),  # fmt: skip
+        "t2av given a video": (["generate", "a ball", "-o", out, "--video", str(good)],
+                               "--video is read by --task v2a or --task continue only (--task is t2av)"),  # fmt: skip
+        "v2a given an audio file": (["generate", "a", "-o", out, "--task", "v2a", "--video", str(good), "--audio-file",
+                                     str(good)], "--audio-file is read by --task a2v only"),  # fmt: skip
+        "continue given a policy": (["generate", "a", "-o", out, "--task", "continue", "--video", str(good), "--audio",
+                                     "mix"], "--audio is read by --task v2a only"),  # fmt: skip
         "old --audio FILE": (["generate", "a ball", "-o", out, "--task", "a2v", "--audio", "sound.wav"],
                              "is given with --audio-file FILE"),  # fmt: skip
         "v2a short video": (["generate", "a", "-o", out, "--task", "v2a", "--video", str(short)], "too short (0.312"),
@@ -155,6 +161,8 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "binaural wav output": (["binaural", str(good), "-o", str(tmp / "x.wav")], "must be a .mp4 file"),
         "binaural zero steps": (["binaural", str(good), "-o", out, "--steps", "0"], "steps must be an integer >= 1"),
         "binaural inf cfg": (["binaural", str(good), "-o", out, "--cfg", "inf"], "cfg_strength must be a finite"),
+        "binaural spatialise steps": (["binaural", str(good), "-o", out, "--mode", "spatialise", "--steps", "4"],
+                                      "--steps sets the binaural model's sampling, and --mode spatialise"),  # fmt: skip
         "binaural short clip": (["binaural", str(short), "-o", out], "too short (0.312 s); at least 0.5 s"),
         "binaural nothing to spatialise": (["binaural", str(silent), "-o", out, "--mode", "spatialise"],
                                            "no audio track to spatialise"),  # fmt: skip

@@ -15,7 +15,7 @@ from avflow.commands.options import (
     check_distinct,
     check_output,
 )
-from avflow.errors import MediaError
+from avflow.errors import ConfigError, MediaError
 from avflow.pipelines.inputs import MIN_DURATION_S
 
 HELP = "binaural audio for a video (trained world model, from the video alone or with a given mono; or spatialise)"
@@ -65,11 +65,17 @@ def run(args: argparse.Namespace) -> int:
     from avflow.pipelines.binaural import binaural_track, check_mono
 
     SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
+    mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
+    unused = [flag for flag, value in (("--steps", args.steps), ("--cfg", args.cfg)) if value is not None]
+    if mode == "spatialise" and unused:
+        why = "--mode spatialise" if args.mode == "spatialise" else "no binaural model is installed, so --mode auto"
+        sets, them = ("set", "them") if len(unused) > 1 else ("sets", "it")
+        raise ConfigError(f"{' and '.join(unused)} {sets} the binaural model's sampling, and {why} spatialises "
+                          f"without sampling: drop {them}")  # fmt: skip
     info = check_video_input(args.video)
     check_copyable(args.video, out, args.audio)
     if args.mono is not None:
         check_mono(args.mono, info.duration)
-    mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
     if mode == "spatialise" and args.mono is None and not info.has_audio:
         raise MediaError(f"{args.video}: has no audio track to spatialise (give --mono FILE or use --mode model)")
     if mode == "model" and not MODEL_FILE.is_file():

@@ -24,6 +24,7 @@ from avflow.commands.options import (
     check_distinct,
     check_output,
     check_prompt,
+    existing_audio,
     resolve_device,
 )
 from avflow.errors import ConfigError, MediaError
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", type=Path, default=None,
                         help=f"input video for --task v2a or continue, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (the "
                              "model sees it at its fps and size; v2a writes onto this video)")  # fmt: skip
-    add_existing_audio(parser, when=" (--task v2a)", parse=_existing_audio_or_file)
+    add_existing_audio(parser, when=" (--task v2a)", parse=_existing_audio_or_file, unset=True)
     parser.add_argument("--model", default=None, help="folder with exported weights (default: the shipped model)")
     parser.add_argument("--spectrogram", type=Path, default=None,
                         help="also write the left/right spectrogram PNG here (time, frequency, dBFS)")  # fmt: skip
@@ -82,6 +83,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
     add_precision(parser)
     add_overwrite(parser)
+
+
+def _check_unused(args: argparse.Namespace) -> None:
+    """An input the task would not read is a one-line error, not silently dropped (`--video x.mp4` alone would make a
+    t2av clip that never saw the video)."""
+    used_by = {"--audio-file": (args.audio_file, ("a2v",)), "--video": (args.video, ("v2a", "continue")),
+               "--audio": (args.audio, ("v2a",))}  # fmt: skip
+    for flag, (value, tasks) in used_by.items():
+        if value is not None and args.task not in tasks:
+            needs = " or ".join(f"--task {task}" for task in tasks)
+            raise ConfigError(f"{flag} is read by {needs} only (--task is {args.task}): give {needs.split(' or ')[0]} "
+                              f"or drop {flag}")  # fmt: skip
 
 
 def check_inputs(args: argparse.Namespace):
@@ -96,6 +109,7 @@ def check_inputs(args: argparse.Namespace):
         raise ConfigError("--task a2v needs --audio-file FILE")
     if args.task in ("v2a", "continue") and args.video is None:
         raise ConfigError(f"--task {args.task} needs --video FILE")
+    _check_unused(args)
     inputs = [p for p in (args.audio_file, args.video) if p is not None]
     out = check_output(args.output, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=inputs)
     png = None
@@ -111,7 +125,7 @@ def check_inputs(args: argparse.Namespace):
         used_span(info.duration, f"{args.video}: the video", duration)
         from avflow.data.mux import check_copyable
 
-        check_copyable(args.video, out, args.audio)
+        check_copyable(args.video, out, existing_audio(args.audio))
     if args.task == "continue":
         info = check_video_input(args.video)
         if not info.has_audio:
@@ -144,10 +158,10 @@ def run(args: argparse.Namespace) -> int:
             from avflow.data.audio_tracks import describe
             from avflow.data.media import mux_audio
 
-            outputs.wrote(mux_audio(args.video, clip.audio, clip.sample_rate, args.output,
-                                    existing_audio=args.audio))  # fmt: skip
+            policy = existing_audio(args.audio)
+            outputs.wrote(mux_audio(args.video, clip.audio, clip.sample_rate, args.output, existing_audio=policy))
             track = f"new stereo {clip.sample_rate} Hz track of {clip.duration:.2f} s"
-            what = f"the video of {args.video} unchanged, {track}; {describe(args.audio, info.audio_tracks)}"
+            what = f"the video of {args.video} unchanged, {track}; {describe(policy, info.audio_tracks)}"
         else:
             outputs.wrote(clip.save(args.output))
             what = (f"{clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "

@@ -26,15 +26,24 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
                              "nothing is written)")  # fmt: skip
 
 
-def add_existing_audio(parser: argparse.ArgumentParser, *, when: str = "", parse=str) -> None:
+def add_existing_audio(parser: argparse.ArgumentParser, *, when: str = "", parse=str, unset: bool = False) -> None:
     """`--audio {keep,replace,mix}`: what happens to the video's own audio tracks (`parse` may reject values with a
-    more helpful message than argparse's)."""
+    more helpful message than argparse's). `unset`: the value is None when not given (a command where --audio applies
+    to some tasks only tells "not given" from "keep", then reads `existing_audio(args.audio)`)."""
     from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 
     policies = "; ".join(f"{name}: {what}" for name, what in EXISTING_AUDIO.items())
-    parser.add_argument("--audio", choices=list(EXISTING_AUDIO), default=DEFAULT_EXISTING_AUDIO, type=parse,
-                        metavar="{" + ",".join(EXISTING_AUDIO) + "}",
+    policies += f" (default: {DEFAULT_EXISTING_AUDIO})"
+    parser.add_argument("--audio", choices=list(EXISTING_AUDIO), default=None if unset else DEFAULT_EXISTING_AUDIO,
+                        type=parse, metavar="{" + ",".join(EXISTING_AUDIO) + "}",
                         help=f"the video's own audio tracks{when}: {policies}")  # fmt: skip
+
+
+def existing_audio(value: str | None) -> str:
+    """The --audio policy of a parser built with `add_existing_audio(..., unset=True)`: the default when not given."""
+    from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO
+
+    return DEFAULT_EXISTING_AUDIO if value is None else value
 
 
 def add_device(parser: argparse.ArgumentParser, *, autocast: bool = True) -> None:

@@ -158,6 +158,10 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "v2a onto itself": (["generate", "a", "-o", str(good), "--task", "v2a", "--video", str(good)],
                             "is an input file"),  # fmt: skip
         "demo cfg": (["demo", "--cfg", "-1"], "cfg_strength must be a finite number > 0"),
+        "demo out-dir a file": (["demo", "--out-dir", str(tmp / "taken.mp4")], "taken.mp4 is a file, not a folder"),
+        "demo empty prompt": (["demo", "--prompt", " "], "--prompt is empty: leave --prompt out for the model's demo"),
+        "demo huge seed": (["demo", "--seed", "1" + "0" * 25], "--seed: the seed must be an integer from"),
+        "generate huge seed": (["generate", "a", "-o", out, "--seed", "-" + "9" * 20], "--seed: the seed must be"),
         "binaural wav output": (["binaural", str(good), "-o", str(tmp / "x.wav")], "must be a .mp4 file"),
         "binaural zero steps": (["binaural", str(good), "-o", out, "--steps", "0"], "steps must be an integer >= 1"),
         "binaural inf cfg": (["binaural", str(good), "-o", out, "--cfg", "inf"], "cfg_strength must be a finite"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from helpers import moving_square, write_tiny_default_model
+from helpers import WeightReads, moving_square, write_tiny_default_model
 
 from avflow.data.media import probe, read_audio, write_audio, write_video
 from avflow.errors import AvflowError, MediaError
@@ -110,3 +110,17 @@ def test_uploads_and_missing_weights_are_one_line_errors(settings, tmp_path, mon
     with pytest.raises(AvflowError, match=f"avflow download {services.FOLEY_MODEL}") as err:
         generate_foley(clip, "rain", settings)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed, message", [(None, "whole number, got None"), (2.5, "whole number, got 2.5"),
+                                           (1e30, "an integer from -9223372036854775808")])  # fmt: skip
+def test_a_seed_torch_cannot_take_is_a_one_line_error_before_any_model(settings, tmp_path, monkeypatch, seed, message):
+    reads = WeightReads(monkeypatch)
+    clip = write_video(tmp_path / "in.mp4", moving_square(t=16), 16)
+    for run in (lambda: generate_joint("a ball", settings, seed=seed),
+                lambda: generate_binaural(clip, settings, seed=seed),
+                lambda: generate_foley(clip, "rain", settings, seed=seed)):  # fmt: skip
+        with pytest.raises(AvflowError, match=message) as err:
+            run()
+        assert "\n" not in str(err.value)
+    assert reads.calls == []

@@ -12,6 +12,7 @@ from avflow.commands.options import (
     RunOutputs,
     add_existing_audio,
     add_overwrite,
+    add_seed,
     check_distinct,
     check_output,
 )
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (model; default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (model; 1 = off; default: the model's "
                         "own)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    add_seed(parser)
     add_existing_audio(parser)
     parser.add_argument("--wav", type=Path, default=None,
                         help="also write the stereo track here (.wav or .flac; default: no audio file)")  # fmt: skip

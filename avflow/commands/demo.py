@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from avflow.commands.options import OUTPUT_DIR, StepBar
+from avflow.commands.options import OUTPUT_DIR, StepBar, add_seed, check_output, check_prompt
 
 if TYPE_CHECKING:
     from avflow.eval.measure import Measure
@@ -27,8 +27,9 @@ METRIC_NOTES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None, help="default: the model's demo prompt")
-    parser.add_argument("--out-dir", type=Path, default=OUTPUT_DIR, help="where demo.mp4 and demo_spectrogram.png go")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--out-dir", type=Path, default=OUTPUT_DIR,
+                        help="where demo.mp4 and demo_spectrogram.png go (replaced on each run)")  # fmt: skip
+    add_seed(parser)
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
 
@@ -37,19 +38,21 @@ def run(args: argparse.Namespace) -> int:
     from avflow.pipelines.default_model import load_default_model, read_default_config
 
     start = time.perf_counter()
-    # the settings are checked (one-line errors) before any weights are loaded
+    # the settings and outputs are checked (one-line errors) before any weights are loaded
+    given = check_prompt(args.prompt, "--prompt", required=False, left_out="for the model's demo prompt")
+    video_path = check_output(args.out_dir / "demo.mp4", (".mp4",), overwrite=True, what="--out-dir")
+    png_path = check_output(args.out_dir / "demo_spectrogram.png", (".png",), overwrite=True, what="--out-dir")
     sampling = read_default_config().sampling.override(steps=args.steps, cfg_strength=args.cfg)
     pipe = load_default_model()
-    prompt = args.prompt or pipe.default_prompt
+    prompt = given or pipe.default_prompt
     print(f"prompt: {prompt}")
     bar = StepBar("demo")
     try:
         clip = pipe.generate(prompt, seed=args.seed, sampling=sampling, progress=bar)
     finally:
         bar.close()
-    out = Path(args.out_dir)
-    video = clip.save(out / "demo.mp4")
-    spectrogram = clip.save_spectrogram(out / "demo_spectrogram.png")
+    video = clip.save(video_path)
+    spectrogram = clip.save_spectrogram(png_path)
     print(f"wrote {video} ({clip.duration:.2f} s, {clip.frames.shape[2]}x{clip.frames.shape[1]} at {clip.fps:g} fps, "
           f"binaural {clip.sample_rate} Hz) and {spectrogram}")  # fmt: skip
     print("metrics:")  # each defined for this clip, or `undefined:` and why

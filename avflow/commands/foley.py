@@ -24,6 +24,7 @@ from avflow.commands.options import (
     add_existing_audio,
     add_overwrite,
     add_precision,
+    add_seed,
     check_distinct,
     check_output,
     check_prompt,
@@ -65,7 +66,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "the same audio to float32 rounding, faster vocoding, docs/foley.md); float32 only, "
                              "needs a C++ compiler on the CPU; the first run compiles (about 10 s on 2 cores), later "
                              "runs read inductor's disk cache (about 2 s)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    add_seed(parser, default=42)
     parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
     add_device(parser)

@@ -21,6 +21,7 @@ from avflow.commands.options import (
     add_existing_audio,
     add_overwrite,
     add_precision,
+    add_seed,
     check_distinct,
     check_output,
     check_prompt,
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(at most the model's text length, its config's joint.text_len tokens; longer is a one-line error)",
     )
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    add_seed(parser)
     parser.add_argument("--duration", type=float, default=None,
                         help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g}: t2av the clip's length, continue the "
                              "length to add (default: the model's, 2 s); a2v / v2a the first seconds of the input to "

@@ -26,6 +26,22 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
                              "nothing is written)")  # fmt: skip
 
 
+def _seed(text: str) -> int:
+    from avflow.flow.sampling import check_seed
+
+    try:
+        return check_seed(int(text), "the seed")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_seed(parser: argparse.ArgumentParser, *, default: int = 0) -> None:
+    """`--seed`: the sampling noise's seed, refused in one line when torch's generator cannot take it."""
+    parser.add_argument("--seed", type=_seed, default=default, help=f"random seed (default: {default})")
+
+
 def add_existing_audio(parser: argparse.ArgumentParser, *, when: str = "", parse=str, unset: bool = False) -> None:
     """`--audio {keep,replace,mix}`: what happens to the video's own audio tracks (`parse` may reject values with a
     more helpful message than argparse's). `unset`: the value is None when not given (a command where --audio applies
@@ -80,14 +96,17 @@ def resolve_device(name: str) -> str:
     raise ConfigError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
 
 
-def check_prompt(text: str | None, what: str, *, required: bool) -> str | None:
-    """The prompt as given; an empty or blank prompt is an error (a missing optional one is None)."""
+def check_prompt(
+    text: str | None, what: str, *, required: bool, left_out: str = "to generate without one"
+) -> str | None:
+    """The prompt as given; an empty or blank prompt is an error (a missing optional one is None; `left_out` says
+    what leaving it out does)."""
     if text is None:
         if required:
             raise ConfigError(f"{what} is required")
         return None
     if not text.strip():
-        hint = "describe the sound" if required else f"leave {what} out to generate without one"
+        hint = "describe the sound" if required else f"leave {what} out {left_out}"
         raise ConfigError(f"{what} is empty: {hint}")
     return text
 

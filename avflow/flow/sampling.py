@@ -106,6 +106,21 @@ class SamplingConfig:
         return bool(self.branches(streams=[*self.stream_cfg_strength, "*"]))
 
 
+SEEDS = (-(2**63), 2**64 - 1)  # the seeds torch.Generator.manual_seed takes
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """A sampling seed as an int, or a one-line error (not torch's overflow traceback) when the generator cannot take
+    it; a whole float (a web form's number) counts."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{what} must be a whole number, got {value!r}")
+    if not SEEDS[0] <= value <= SEEDS[1]:
+        raise ConfigError(f"{what} must be an integer from {SEEDS[0]} to {SEEDS[1]}, got {value}")
+    return value
+
+
 def parse_stream_strengths(items: Iterable[str]) -> dict[str, float]:
     """`["video=4.5", "left=3"]` (the command line's `--stream-cfg STREAM=W`) -> {"video": 4.5, "left": 3.0}."""
     out: dict[str, float] = {}

@@ -219,3 +219,53 @@ def test_a_video_an_mp4_cannot_hold_is_refused_before_any_work(tmp_path):
         mux_audio(webm, np.zeros((2, 16000), np.float32), 16000, tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
     check_copyable(make_video(tmp_path / "h264.mp4", cfr(0.0, frames=10)), tmp_path / "out.mp4")  # h264: fine
+
+
+def test_keep_loses_nothing_an_mp4_can_hold(tmp_path):
+    """`--audio keep` copies the kept track from its first sample (here 0.5 s before the first frame, which a seek to
+    the first frame dropped), the file's and the tracks' tags (title, language, track title), the cover art and the
+    display rotation."""
+    src, rate = tmp_path / "rich.mp4", 48000
+    with av.open(str(src), "w") as out:
+        out.metadata["title"] = "my holiday"
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 90000)
+        video.metadata["language"] = "eng"
+        if hasattr(video, "set_display_rotation"):
+            video.set_display_rotation(90)
+        track = out.add_stream("aac", rate=rate, layout="stereo")
+        track.metadata.update({"language": "fra", "title": "commentary"})
+        cover = out.add_stream("png")
+        cover.width, cover.height, cover.pix_fmt = 16, 16, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        for k, start in enumerate(cfr(0.5)):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(start * 90000), Fraction(1, 90000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        frame = av.AudioFrame.from_ndarray(bursts(2.0, rate, 2), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        out.mux([*track.encode(frame), *track.encode(None)])
+        out.mux([*cover.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 200, np.uint8), "rgb24")),
+                 *cover.encode(None)])  # fmt: skip
+
+    def described(path: Path) -> tuple[dict, list, int, bytes]:
+        with av.open(str(path)) as c:
+            tags = {k: v for k, v in c.metadata.items() if k == "title"}
+            streams = [(s.type, s.codec_context.name, int(s.disposition), {k: v for k, v in s.metadata.items()
+                        if k in ("language", "name")}) for s in c.streams]  # fmt: skip
+            kept = c.streams.audio[-1]
+            samples = sum(f.samples for f in c.decode(kept))
+        with av.open(str(path)) as c:
+            picture = next(bytes(p) for p in c.demux(c.streams.video[-1]) if p.size)
+        return tags, streams, samples, picture
+
+    out = mux_audio(src, np.zeros((2, rate), np.float32), rate, tmp_path / "out.mp4", existing_audio="keep")
+    tags, streams, samples, picture = described(src)
+    assert described(out) == (tags, [streams[0], ("audio", "aac", 1, {"language": "und"}), (*streams[1][:2], 0,
+                              streams[1][3]), streams[2]], samples, picture)  # fmt: skip
+    assert tags == {"title": "my holiday"} and samples >= 2 * rate and streams[1][3]["name"] == "commentary"
+    from avflow.data.media import probe
+
+    assert probe(out).quarter_turns == probe(src).quarter_turns

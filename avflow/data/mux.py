@@ -114,6 +114,36 @@ def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> n
     return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32)
 
 
+# Tags each muxer writes for itself; every other file tag (title, comment, creation_time, location...) is copied.
+MUXER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+
+
+def _tags(metadata: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in metadata.items() if key not in MUXER_TAGS}
+
+
+def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream) -> av.stream.Stream:
+    """A stream added to `output` for `stream`'s packets unchanged, with its tags (language, title) and disposition."""
+    copy = output.add_stream_from_template(stream)
+    tags = _tags(stream.metadata)
+    if "name" in tags:  # an mp4 track's title reads back as "name" and is written from "title"
+        tags.setdefault("title", tags.pop("name"))
+    copy.metadata.update(tags)
+    copy.disposition = stream.disposition
+    return copy
+
+
+def _fits(stream: av.stream.Stream, container_format: str) -> bool:
+    """Whether `container_format` can hold `stream`'s packets unchanged (the muxer's answer, on an empty file in
+    memory)."""
+    with av.open(io.BytesIO(), "w", format=container_format) as probe_output:
+        try:
+            probe_output.add_stream_from_template(stream)
+        except (ValueError, av.FFmpegError):
+            return False
+    return True
+
+
 def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> None:
     """A one-line MediaError, before any work, when the streams `mux_audio` copies unchanged from `video_path` (its
     video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4).
@@ -126,15 +156,11 @@ def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio:
         if not source.streams.video:
             raise MediaError(f"{video_path}: no video stream")
         copied = [source.streams.video[0], *(source.streams.audio if existing_audio == "keep" else [])]
-        with av.open(io.BytesIO(), "w", format=container_format) as output:
-            for stream in copied:
-                codec = stream.codec_context.name
-                try:
-                    output.add_stream_from_template(stream)
-                except (ValueError, av.FFmpegError) as exc:
-                    hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
-                    raise MediaError(f"{video_path}: its {codec} {stream.type} cannot be copied unchanged into an "
-                                     f"{out_path.suffix} file; {hint}") from exc  # fmt: skip
+        for stream in copied:
+            if not _fits(stream, container_format):
+                hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
+                raise MediaError(f"{video_path}: its {stream.codec_context.name} {stream.type} cannot be copied "
+                                 f"unchanged into an {out_path.suffix} file; {hint}")  # fmt: skip
 
 
 def mux_audio(
@@ -168,22 +194,33 @@ def mux_audio(
         data = _mix_with_source(video_path, data, int(sample_rate))
 
     def write(file) -> None:
+        with open_media(video_path) as source:
+            start, end = video_span(source, source.streams.video[0])
         output = av.open(file, "w", format=container_format, options=MP4_OPTIONS)
+        # opened afresh: demuxing starts at the file's first packet, so kept audio from before the first frame stays
         with open_media(video_path) as source, output:
             in_video = source.streams.video[0]
             kept = list(source.streams.audio) if existing_audio == "keep" else []
-            start, end = video_span(source, in_video)
-            source.seek(0, stream=in_video, backward=True)
-            out_streams = {in_video.index: output.add_stream_from_template(in_video)}
+            covers = [s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+            output.metadata.update(_tags(source.metadata))
+            out_streams = {in_video.index: _copy_stream(output, in_video)}
             audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
             output.streams.audio[0].disposition = av.stream.Disposition.default
             for stream in kept:
-                out_streams[stream.index] = output.add_stream_from_template(stream)
+                out_streams[stream.index] = _copy_stream(output, stream)
                 out_streams[stream.index].disposition = av.stream.Disposition(0)
+            for stream in covers:  # after the tracks: an mp4 keeps cover art as a tag, not a track
+                if _fits(stream, container_format):
+                    out_streams[stream.index] = _copy_stream(output, stream)
 
             def source_packets() -> Iterable[av.Packet]:
-                for packet in source.demux(in_video, *kept):
-                    if packet.dts is None and packet.pts is None:  # demuxer's end-of-stream marker
+                for packet in source.demux(in_video, *kept, *covers):
+                    if packet.stream_index not in out_streams:
+                        continue
+                    if packet.dts is None and packet.pts is None:  # end-of-stream marker, or the cover's one picture
+                        if packet.stream.disposition & av.stream.Disposition.attached_pic and packet.size:
+                            packet.stream = out_streams[packet.stream_index]
+                            output.mux(packet)  # the muxer keeps it as the cover; it has no time to interleave by
                         continue
                     packet.stream = out_streams[packet.stream_index]
                     yield packet

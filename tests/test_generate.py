@@ -104,6 +104,18 @@ def test_codecs_of_another_training_are_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_a_model_path_that_is_not_a_model_folder_says_what_it_is(tmp_path, model_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    a_file = tmp_path / "config.json"
+    shutil.copy(model_dir / "config.json", a_file)
+    cases = {"nothing": "not found", "empty": "no config.json here; a model folder holds config.json and joint",
+             "config.json": "is a file; give the model's folder"}  # fmt: skip
+    for name, message in cases.items():
+        assert main(["generate", "a ball", "--model", str(tmp_path / name), "-o", str(tmp_path / "o.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{tmp_path / name}: {message}" in err and "\n" not in err, err
+
+
 def test_a_first_format_folder_is_a_one_line_error(tmp_path, model_dir):
     old = tmp_path / "v1"
     shutil.copytree(model_dir, old)

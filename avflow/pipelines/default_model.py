@@ -84,6 +84,13 @@ def default_model_dir() -> Path:
 def read_default_config(path: str | Path | None = None) -> DefaultModelConfig:
     """The `config.json` of a model folder (default: the shipped one), strictly, without loading any weights."""
     folder = Path(path) if path is not None else default_model_dir()
+    if not folder.is_dir():
+        if folder.exists():
+            raise WeightsError(f"{folder}: is a file; give the model's folder (config.json + joint.safetensors)")
+        raise WeightsError(f"{folder}: not found")
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{folder}: no config.json here; a model folder holds config.json and joint.safetensors, "
+                           "as scripts/train_default_v2.py exports them")  # fmt: skip
     try:
         data = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:

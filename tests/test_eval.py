@@ -217,3 +217,24 @@ def test_cli_eval_on_world_folder_and_mp4s(tmp_path, capsys):
     assert result["distribution"]["fd_av"] >= 0
     assert "sync_gt_ms" in capsys.readouterr().out
     assert cli_main(["eval", str(tmp_path / "missing")]) == 2
+
+
+def test_a_large_video_is_measured_at_a_working_size_with_the_same_sides(tmp_path):
+    """A video without ground truth larger than EVAL_MAX_SIDE is read scaled down (a 4 s 4K clip read whole took
+    21 GB): the frames are at most that size, and the clip reads the same offset and sides as at its own size."""
+    from avflow.data.media import write_video
+    from avflow.eval.clip import measure_clip
+    from avflow.eval.report import EVAL_MAX_SIDE, load_eval_clip
+
+    clip = bouncing_clip(1)
+    big = clip.frames.repeat(8, axis=1).repeat(8, axis=2)  # (T, 512, 512, 3)
+    small_path = write_video(tmp_path / "small.mp4", clip.frames, clip.fps, clip.audio, SR, crf=8)
+    big_path = write_video(tmp_path / "big.mp4", big, clip.fps, clip.audio, SR, crf=8)
+    small, large = load_eval_clip(small_path), load_eval_clip(big_path)
+    assert small.frames.shape[1:3] == (64, 64) and large.frames.shape[1:3] == (EVAL_MAX_SIDE, EVAL_MAX_SIDE)
+    got = [measure_clip(c.audio, c.sample_rate, c.frames, c.fps) for c in (small, large)]
+    offsets = [g.sync_offset_ms.get() for g in got]
+    assert all(np.isfinite(offsets)) and abs(offsets[0] - offsets[1]) < 10, offsets
+    assert got[0].side_agreement.get() == got[1].side_agreement.get() == 1.0
+    (tmp_path / "big.json").write_text(json.dumps({"note": "ground truth in the source's pixels"}))
+    assert load_eval_clip(big_path).frames.shape[1:3] == (512, 512)

@@ -23,7 +23,8 @@ from avflow.errors import MediaError
 _EPS = 1e-6  # seconds; absorbs float rounding when matching target times to frame times
 _SEEK_AHEAD_S = 5.0  # seek forward instead of decoding when the next target is this far ahead
 MODES = ("resize", "crop", "letterbox")
-RESIZE_BATCH = 16  # frames resized per torch call
+RESIZE_BATCH = 16  # frames resized per torch call, at most ...
+RESIZE_BATCH_BYTES = 2**25  # ... and at most this many bytes of source frames (32 MiB: two 4K frames, 128 MiB in float)
 
 
 @dataclass
@@ -292,10 +293,11 @@ def _to_tensor(frame: av.VideoFrame) -> torch.Tensor:
 
 
 class _Resizer:
-    """Collects decoded frames and resizes them in small batches (few torch calls, bounded memory)."""
+    """Collects decoded frames and resizes them in small batches: few torch calls for small frames, and memory bounded
+    by `batch_bytes` for large ones (16 4K frames in float took 1.6 GB)."""
 
-    def __init__(self, size: int | tuple[int, int] | None, mode: str, batch: int = RESIZE_BATCH):
-        self.size, self.mode, self.batch = size, mode, batch
+    def __init__(self, size: int | tuple[int, int] | None, mode: str):
+        self.size, self.mode, self.batch, self.batch_bytes = size, mode, RESIZE_BATCH, RESIZE_BATCH_BYTES
         self.done: list[torch.Tensor] = []
         self.pending: list[torch.Tensor] = []
         self.order: list[int] = []  # output frame -> index of its (unique) source frame
@@ -303,7 +305,8 @@ class _Resizer:
     def add(self, frame: av.VideoFrame, repeat: bool = False) -> None:
         if not repeat:
             self.pending.append(_to_tensor(frame))
-            if len(self.pending) >= self.batch:
+            held = len(self.pending) * self.pending[0].numel()
+            if len(self.pending) >= self.batch or held >= self.batch_bytes:
                 self._flush()
         self.order.append(len(self.done) + len(self.pending) - 1)
 

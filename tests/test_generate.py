@@ -497,3 +497,19 @@ def test_make_demo_from_fresh_clone(tmp_path):
     audio, sr = read_audio(clone / "outputs" / "demo.mp4")
     assert np.isfinite(audio.numpy()).all() and abs(audio.shape[1] / sr - info.duration) < 0.05
     print(f"make demo from a fresh clone (cold, with installation): {elapsed:.0f} s")
+
+
+def test_an_input_over_the_limit_says_what_to_do_for_its_task(tmp_path, monkeypatch, capsys):
+    """v2a uses a video's first --duration seconds; a continuation reads all of the clip and --duration is what it
+    adds, so there the advice is to cut the clip."""
+    frames = np.zeros((123, 16, 16, 3), np.uint8)  # 61.5 s at 2 fps
+    sound = np.zeros((1, 8000 * 62), np.float32)
+    long = write_video(tmp_path / "long.mp4", frames, 2, sound, 8000)
+    reads = WeightReads(monkeypatch)
+    advice = {"v2a": "give a duration (--duration) to use its first seconds",
+              "continue": "cut it to its last seconds first (a continuation reads all of the clip"}  # fmt: skip
+    for task, message in advice.items():
+        assert main(["generate", "a", "--task", task, "--video", str(long), "-o", str(tmp_path / "o.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is 61.5 s long; at most 60 s are generated at once" in err and message in err and "\n" not in err
+    assert reads.calls == []

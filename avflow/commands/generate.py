@@ -100,7 +100,13 @@ def _check_unused(args: argparse.Namespace) -> None:
 
 def check_inputs(args: argparse.Namespace):
     """Clear one-line errors before any model is loaded; returns (sampling settings, duration, input info, device)."""
-    from avflow.pipelines.inputs import check_audio_input, check_duration, check_video_input, used_span
+    from avflow.pipelines.inputs import (
+        WHOLE_CLIP_HINT,
+        check_audio_input,
+        check_duration,
+        check_video_input,
+        used_span,
+    )
 
     check_prompt(args.prompt, "the prompt", required=True)  # the checks that need no media or torch come first
     duration = check_duration(args.duration)
@@ -131,7 +137,7 @@ def check_inputs(args: argparse.Namespace):
         info = check_video_input(args.video)
         if not info.has_audio:
             raise MediaError(f"{args.video}: has no audio track; continuing a clip needs its video and its audio")
-        used_span(info.duration, f"{args.video}: the clip", None)
+        used_span(info.duration, f"{args.video}: the clip", None, hint=WHOLE_CLIP_HINT)
     from avflow.flow.sampling import parse_stream_strengths
     from avflow.pipelines.default_model import read_default_config
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from avflow.errors import AvflowError, ConfigError, MediaError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
-from avflow.pipelines.inputs import MAX_DURATION_S, used_span
+from avflow.pipelines.inputs import FIRST_SECONDS_HINT, MAX_DURATION_S, WHOLE_CLIP_HINT, used_span
 from avflow.pipelines.joint_windows import crossfade_into, plan_windows
 from avflow.precision import DEFAULT_PRECISION, autocast, autocast_weights, check_precision
 
@@ -100,12 +100,13 @@ class JointPipeline:
         span = used_span(audio.shape[1] / self.sample_rate, f"{path}: its audio", duration)
         return audio[:, : round(span * self.sample_rate)]
 
-    def _read_video(self, path: str | Path, duration: float | None) -> tuple[Tensor, float]:
+    def _read_video(self, path: str | Path, duration: float | None, whole: bool = False) -> tuple[Tensor, float]:
         """Frames (F, H, W, 3) at the model's fps and size over all of the video or its first `duration` s, and that
-        span in seconds."""
+        span in seconds (`whole`: a clip to continue, which is read whole)."""
         from avflow.data.media import probe, read_video
 
-        span = used_span(probe(path).duration, f"{path}: the video", duration)
+        what, hint = (f"{path}: the clip", WHOLE_CLIP_HINT) if whole else (f"{path}: the video", FIRST_SECONDS_HINT)
+        span = used_span(probe(path).duration, what, duration, hint=hint)
         frames = read_video(path, fps=self.fps, size=(self.height, self.width), mode="resize", duration=span).frames
         return frames, span
 
@@ -123,7 +124,8 @@ class JointPipeline:
             audio = self._read_audio(audio_path, duration)
             n, s = max(1, math.ceil(audio.shape[1] * self.fps / self.sample_rate - 1e-6)), audio.shape[1]
             return Given(audio=audio, audio_latents=self.latent_frames(n, s) * self.audio_per_frame), n, s
-        frames, span = self._read_video(video_path, duration if task == "v2a" else None)
+        frames, span = (self._read_video(video_path, duration) if task == "v2a" else
+                        self._read_video(video_path, None, whole=True))  # fmt: skip
         if task == "v2a":  # all of the video latent frames are given (the last frame held after the video's end)
             n, s = frames.shape[0], round(span * self.sample_rate)
             return Given(frames=frames, video_latents=self.latent_frames(n, s)), n, s

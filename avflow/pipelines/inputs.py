@@ -27,13 +27,18 @@ def check_duration(seconds: float | None, what: str = "--duration") -> float | N
     return float(seconds)
 
 
-def used_span(available: float, what: str, duration: float | None) -> float:
+FIRST_SECONDS_HINT = "give a duration (--duration) to use its first seconds"
+WHOLE_CLIP_HINT = "cut it to its last seconds first (a continuation reads all of the clip; --duration is what it adds)"
+
+
+def used_span(available: float, what: str, duration: float | None, *, hint: str = FIRST_SECONDS_HINT) -> float:
     """Seconds of an input `available` s long that are used: all of it (at most MAX_DURATION_S) or its first
-    `duration`; a one-line ConfigError when it is too long to take whole, or shorter than asked."""
+    `duration`; a one-line ConfigError when it is too long to take whole (ending with `hint`: what to do), or shorter
+    than asked."""
     if duration is None:
         if available > MAX_DURATION_S + SPAN_SLACK_S:
             raise ConfigError(f"{what} is {available:.1f} s long; at most {MAX_DURATION_S:g} s are generated at once: "
-                              "give a duration (--duration) to use its first seconds")  # fmt: skip
+                              f"{hint}")  # fmt: skip
         return available
     if duration > available + SPAN_SLACK_S:
         raise ConfigError(f"{what} is {available:.3f} s long, shorter than the asked duration of {duration:g} s")

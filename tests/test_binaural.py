@@ -399,6 +399,25 @@ def _inputs(tmp_path: Path, mono_seconds: float = 1.25) -> tuple[Path, Path]:
     return src, write_audio(tmp_path / "mono.wav", mono, 22050)  # another sample rate: resampled
 
 
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_silent_video_names_only_ways_that_exist(tmp_path, monkeypatch, capsys, installed: bool):
+    """A silent video has nothing to spatialise: the error offers --mono, and the model only where it is installed
+    (it sent users from spatialise to a model that was not there, and back)."""
+    from avflow.cli import main
+    from avflow.data.media import write_video
+    from avflow.models import binaural
+
+    marker = tmp_path / "model.safetensors"
+    if installed:
+        marker.write_bytes(b"")
+    monkeypatch.setattr(binaural, "MODEL_FILE", marker)
+    silent = write_video(tmp_path / "silent.mp4", moving_square(t=20), 16)
+    assert main(["binaural", str(silent), "-o", str(tmp_path / "o.mp4"), "--mode", "spatialise"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no audio track to spatialise; give --mono FILE" in err and "\n" not in err
+    assert ("or use --mode model" in err) == installed
+
+
 @pytest.mark.parametrize("mode, mono", [("spatialise", False), ("spatialise", True), ("model", True),
                                         ("model", False)])  # fmt: skip
 def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, monkeypatch, capsys, mode: str, mono: bool):

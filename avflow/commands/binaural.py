@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from avflow.data.media import mux_audio, write_audio
     from avflow.data.mux import check_copyable
     from avflow.models.binaural import MODEL_FILE, SAMPLING
-    from avflow.pipelines.binaural import binaural_track, check_mono
+    from avflow.pipelines.binaural import binaural_track, check_mono, nothing_to_spatialise
 
     SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
     mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.mono is not None:
         check_mono(args.mono, info.duration)
     if mode == "spatialise" and args.mono is None and not info.has_audio:
-        raise MediaError(f"{args.video}: has no audio track to spatialise (give --mono FILE or use --mode model)")
+        raise nothing_to_spatialise(str(args.video), "give --mono FILE, a sound made for it (e.g. by `avflow foley`)",
+                                    "use --mode model", installed=MODEL_FILE.is_file())  # fmt: skip
     if mode == "model" and not MODEL_FILE.is_file():
         raise MediaError(f"{MODEL_FILE}: no trained binaural model installed (train one with "
                          "scripts/train_binaural_v2.py, or use --mode spatialise)")  # fmt: skip

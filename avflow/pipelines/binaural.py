@@ -211,6 +211,13 @@ def read_mono(path: str | Path, n_samples: int, sample_rate: int = SAMPLE_RATE) 
     return mono
 
 
+def nothing_to_spatialise(name: str, give_mono: str, use_model: str, *, installed: bool) -> MediaError:
+    """The one-line error for a silent video and no mono to spatialise: what to do instead (`use_model` only where the
+    model's weights are `installed`)."""
+    ways = [give_mono] + ([use_model] if installed else [])
+    return MediaError(f"{name}: has no audio track to spatialise; {' or '.join(ways)}")
+
+
 def binaural_track(
     video: str | Path,
     *,
@@ -237,7 +244,8 @@ def binaural_track(
     if mode == "spatialise" and mono is None:
         sound = probe(video)
         if not sound.has_audio:
-            raise MediaError(f"{video}: has no audio track to spatialise (give --mono FILE or use the binaural model)")
+            raise nothing_to_spatialise(str(video), "give `mono`, a sound file made for it", "use the binaural model",
+                                        installed=MODEL_FILE.is_file())  # fmt: skip
     rate = spatialise_rate(sound.audio_sample_rate) if mode == "spatialise" else SAMPLE_RATE
     frames, fps, duration = video_frames(video)
     n = int(round(duration * rate))

@@ -283,7 +283,7 @@ def generate_binaural(
     from avflow.data.media import mux_audio, probe, write_audio
     from avflow.flow.sampling import check_seed
     from avflow.models.binaural import MODEL_FILE
-    from avflow.pipelines.binaural import binaural_track
+    from avflow.pipelines.binaural import binaural_track, nothing_to_spatialise
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     video = check_video_upload(video_path)
@@ -293,7 +293,8 @@ def generate_binaural(
     if mode == "auto":
         mode = "model" if MODEL_FILE.is_file() else "spatialise"
     if mode == "spatialise" and not info.has_audio:
-        raise MediaError(f"{video.name}: has no audio track to spatialise (choose the binaural model)")
+        raise nothing_to_spatialise(video.name, "upload it with a sound track (e.g. the Foley tab's result)",
+                                    "choose the binaural model", installed=MODEL_FILE.is_file())  # fmt: skip
     if progress is not None:
         progress(0, 1)
     pipeline = binaural_pipeline() if mode == "model" else None

@@ -269,3 +269,41 @@ def test_keep_loses_nothing_an_mp4_can_hold(tmp_path):
     from avflow.data.media import probe
 
     assert probe(out).quarter_turns == probe(src).quarter_turns
+
+
+def test_pcm_from_an_avi_is_kept_with_a_stated_layout(tmp_path, monkeypatch):
+    """PCM read from an AVI has no channel order ("2 channels"), which an mp4 cannot describe: the kept copy is given
+    the usual layout of its channel count (the mux failed at its very end, a traceback after all the work), and a
+    count with no usual layout is refused before any work."""
+    from avflow.data import mux
+    from avflow.data.mux import check_copyable
+
+    def avi(path: Path, layout: str) -> Path:
+        with av.open(str(path), "w") as out:
+            video = out.add_stream("libx264", rate=16)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+            track = out.add_stream("pcm_s16le", rate=16000, layout=layout)
+            for k in range(24):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * k, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = k, Fraction(1, 16)
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+            channels = len(av.AudioLayout(layout).channels)
+            sound = (np.random.default_rng(0).standard_normal((1, 16000 * channels)) * 3000).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(sound, format="s16", layout=layout)
+            frame.sample_rate, frame.pts = 16000, 0
+            out.mux([*track.encode(frame), *track.encode(None)])
+        return path
+
+    stereo = avi(tmp_path / "stereo.avi", "stereo")
+    with av.open(str(stereo)) as c:
+        assert c.streams.audio[0].codec_context.layout.name == "2 channels"  # what the AVI tells
+    out = mux_audio(stereo, np.zeros((2, 16000), np.float32), 16000, tmp_path / "out.mp4", existing_audio="keep")
+    with av.open(str(out)) as c:
+        kept = c.streams.audio[1]
+        assert (kept.codec_context.name, kept.codec_context.layout.name) == ("pcm_s16le", "stereo")
+        assert sum(f.samples for f in c.decode(kept)) == 16000
+    monkeypatch.delitem(mux.ORDERED_LAYOUTS, 2)  # as for a channel count with no usual layout
+    with pytest.raises(MediaError, match="its pcm_s16le audio cannot be copied unchanged into an .mp4 file; use"):
+        check_copyable(stereo, tmp_path / "o.mp4", "keep")
+    check_copyable(stereo, tmp_path / "o.mp4", "replace")

@@ -114,6 +114,7 @@ def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> n
     return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32)
 
 
+ORDERED_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}  # channel count -> FFmpeg's usual layout of it
 # Tags each muxer writes for itself; every other file tag (title, comment, creation_time, location...) is copied.
 MUXER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
 
@@ -123,8 +124,15 @@ def _tags(metadata: dict[str, str]) -> dict[str, str]:
 
 
 def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream) -> av.stream.Stream:
-    """A stream added to `output` for `stream`'s packets unchanged, with its tags (language, title) and disposition."""
+    """A stream added to `output` for `stream`'s packets unchanged, with its tags (language, title) and disposition.
+    Audio whose channels have no stated order (PCM in an AVI) is given the usual layout of its channel count: an mp4
+    cannot describe "2 channels" and failed at its very end; a ValueError where there is none."""
     copy = output.add_stream_from_template(stream)
+    if stream.type == "audio" and stream.codec_context.layout.name.endswith(" channels"):
+        channels = stream.codec_context.channels
+        if channels not in ORDERED_LAYOUTS:
+            raise ValueError(f"{channels} audio channels in no stated order")
+        copy.codec_context.layout = ORDERED_LAYOUTS[channels]
     tags = _tags(stream.metadata)
     if "name" in tags:  # an mp4 track's title reads back as "name" and is written from "title"
         tags.setdefault("title", tags.pop("name"))
@@ -138,7 +146,7 @@ def _fits(stream: av.stream.Stream, container_format: str) -> bool:
     memory)."""
     with av.open(io.BytesIO(), "w", format=container_format) as probe_output:
         try:
-            probe_output.add_stream_from_template(stream)
+            _copy_stream(probe_output, stream)
         except (ValueError, av.FFmpegError):
             return False
     return True

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from avflow.codecs.world import WorldCodecs
 from avflow.codecs.world_audio_codec import WorldAudioCodec, WorldAudioCodecConfig
@@ -397,6 +398,32 @@ def _inputs(tmp_path: Path, mono_seconds: float = 1.25) -> tuple[Path, Path]:
     src = write_video(tmp_path / "in.mp4", frames, 16, audio=own, sample_rate=SR)
     mono = np.random.default_rng(1).standard_normal((1, int(mono_seconds * 22050))).astype(np.float32) * 0.05
     return src, write_audio(tmp_path / "mono.wav", mono, 22050)  # another sample rate: resampled
+
+
+def test_a_model_of_your_own_is_used_with_model(tmp_path, capsys):
+    """`avflow binaural --model FILE` runs a binaural export of one's own (none is installed) on the shipped codecs;
+    a file that is not one is a one-line error before any media is read."""
+    from avflow.cli import main
+    from avflow.codecs.world import load_world_codecs
+    from avflow.data.media import probe
+
+    codecs = load_world_codecs()
+    torch.manual_seed(0)
+    model = BinauralFlow(BinauralConfig(latent_dim=codecs.audio.latent_channels, dim=32, depth=2, heads=2, bins=8))
+    mine = tmp_path / "mine.safetensors"
+    save_binaural(model, mine, codecs_checksum=codecs.checksum)
+    src, _ = _inputs(tmp_path)
+    out = tmp_path / "out.mp4"
+    assert main(["binaural", str(src), "-o", str(out), "--model", str(mine), "--steps", "2", "--audio", "replace"]) == 0
+    assert "(model, " in capsys.readouterr().out
+    assert probe(out).audio_channels == 2 and abs(probe(out).duration - probe(src).duration) < 0.05
+    not_one = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, not_one)
+    for path, message in ((not_one, "not a binaural model checkpoint (no model config"),
+                          (tmp_path, "is a folder; give the .safetensors file")):  # fmt: skip
+        assert main(["binaural", str(src), "-o", str(tmp_path / "o2.mp4"), "--model", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
 
 
 @pytest.mark.parametrize("installed", [False, True])

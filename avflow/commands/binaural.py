@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model: the shipped binaural model; spatialise: render --mono (else the video's own "
                              "audio, mixed to mono) from the detected source position; auto: model if its weights "
                              "are installed")  # fmt: skip
+    parser.add_argument("--model", type=Path, default=None,
+                        help="binaural model weights of your own (the .safetensors that scripts/train_binaural_v2.py "
+                             "exports; default: the installed model, if any); implies --mode model")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (model; default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (model; 1 = off; default: the model's "
                         "own)")  # fmt: skip
@@ -53,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
         raise MediaError(f"{args.video}: file not found")
     if args.mono is not None and not args.mono.is_file():
         raise MediaError(f"--mono {args.mono}: file not found")
+    if args.model is not None:
+        if args.mode == "spatialise":
+            raise ConfigError("--model gives the binaural model's weights, and --mode spatialise uses no model")
+        if not args.model.is_file():
+            raise MediaError(f"--model {args.model}: " + ("is a folder; give the .safetensors file" if
+                             args.model.is_dir() else "file not found"))  # fmt: skip
     inputs = [args.video] + ([args.mono] if args.mono is not None else [])
     out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}_binaural.mp4", VIDEO_SUFFIXES,
                        overwrite=args.overwrite, inputs=inputs)  # fmt: skip
@@ -63,10 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from avflow.data.media import mux_audio, write_audio
     from avflow.data.mux import check_copyable
     from avflow.models.binaural import MODEL_FILE, SAMPLING
-    from avflow.pipelines.binaural import binaural_track, check_mono, nothing_to_spatialise
+    from avflow.pipelines.binaural import BinauralPipeline, binaural_track, check_mono, nothing_to_spatialise
 
     SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
-    mode = ("model" if MODEL_FILE.is_file() else "spatialise") if args.mode == "auto" else args.mode
+    model_file = MODEL_FILE if args.model is None else args.model
+    mode = ("model" if model_file.is_file() else "spatialise") if args.mode == "auto" else args.mode
     unused = [flag for flag, value in (("--steps", args.steps), ("--cfg", args.cfg)) if value is not None]
     if mode == "spatialise" and unused:
         why = "--mode spatialise" if args.mode == "spatialise" else "no binaural model is installed, so --mode auto"
@@ -79,11 +89,14 @@ def run(args: argparse.Namespace) -> int:
         check_mono(args.mono, info.duration)
     if mode == "spatialise" and args.mono is None and not info.has_audio:
         raise nothing_to_spatialise(str(args.video), "give --mono FILE, a sound made for it (e.g. by `avflow foley`)",
-                                    "use --mode model", installed=MODEL_FILE.is_file())  # fmt: skip
-    if mode == "model" and not MODEL_FILE.is_file():
+                                    "use --mode model", installed=model_file.is_file())  # fmt: skip
+    if mode == "model" and not model_file.is_file():
         raise MediaError(f"{MODEL_FILE}: no trained binaural model installed (train one with "
-                         "scripts/train_binaural_v2.py, or use --mode spatialise)")  # fmt: skip
-    track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg)
+                         "scripts/train_binaural_v2.py and give it with --model FILE, or use --mode "
+                         "spatialise)")  # fmt: skip
+    pipeline = BinauralPipeline.from_assets(args.model) if args.model is not None else None  # its errors: one line
+    track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg,
+                           pipeline=pipeline)  # fmt: skip
     with RunOutputs(out, wav) as outputs:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))
         if wav is not None:

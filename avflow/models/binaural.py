@@ -287,6 +287,9 @@ def load_binaural(path: str | Path) -> tuple[BinauralFlow, str]:
     from dataclasses import asdict
 
     tensors, metadata = read_safetensors(path)
+    if "config" not in metadata:
+        raise WeightsError(f"{path}: not a binaural model checkpoint (no model config in its metadata, as "
+                           "scripts/train_binaural_v2.py's export writes)")  # fmt: skip
     try:
         config = BinauralConfig(**json.loads(metadata["config"]))
     except (KeyError, TypeError, ValueError, ConfigError) as exc:

@@ -307,3 +307,55 @@ def test_pcm_from_an_avi_is_kept_with_a_stated_layout(tmp_path, monkeypatch):
     with pytest.raises(MediaError, match="its pcm_s16le audio cannot be copied unchanged into an .mp4 file; use"):
         check_copyable(stereo, tmp_path / "o.mp4", "keep")
     check_copyable(stereo, tmp_path / "o.mp4", "replace")
+
+
+# A minimal ASS header: FFmpeg's text subtitle encoders need one to open.
+ASS_HEADER = b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[Events]\r\nFormat: Layer, Start, End, Style, Text\r\n"
+
+
+def with_subtitles(path: Path, codec: str, text: bytes) -> Path:
+    """A 2 s h264 video with one subtitle (`codec`: mov_text for an mp4, subrip for an mkv) shown from 0.5 s."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        subs = out.add_stream(codec)
+        subs.codec_context.subtitle_header = ASS_HEADER
+        subs.metadata["language"] = "deu"
+        for k in range(32):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 16)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        payload = len(text).to_bytes(2, "big") + text if codec == "mov_text" else text
+        packet = av.Packet(payload)
+        packet.stream, packet.time_base = subs, Fraction(1, 1000)
+        packet.pts = packet.dts = 500
+        packet.duration = 700
+        out.mux(packet)
+    return path
+
+
+def test_subtitles_are_copied_or_named_as_left_out(tmp_path, capsys):
+    """An mp4's subtitles are copied with their language and text; SRT subtitles from an mkv, which an mp4 cannot
+    hold, are named by `left_out` and said in the command's last line rather than dropped silently."""
+    from avflow.cli import main
+    from avflow.data.mux import left_out
+
+    mp4 = with_subtitles(tmp_path / "subs.mp4", "mov_text", b"hello there")
+    out = mux_audio(mp4, np.zeros((2, 32000), np.float32), 16000, tmp_path / "out.mp4")
+    with av.open(str(out)) as c:
+        (subs,) = c.streams.subtitles
+        assert subs.metadata.get("language") == "deu"
+        assert [bytes(p)[2:] for p in c.demux(subs) if p.size > 2] == [b"hello there"]
+    assert left_out(mp4, tmp_path / "o.mp4") == []
+    mkv = with_subtitles(tmp_path / "subs.mkv", "subrip", b"hallo")
+    assert left_out(mkv, tmp_path / "o.mp4") == ["srt subtitles"]
+    from avflow.data.media import write_audio
+
+    mono = write_audio(tmp_path / "mono.wav", bursts(2.0, 16000, 1), 16000)
+    spoken = tmp_path / "spoken.mp4"
+    assert main(["binaural", str(mkv), "--mono", str(mono), "--mode", "spatialise", "-o", str(spoken)]) == 0
+    assert "the video had no audio; its srt subtitles left out (the output's container cannot hold them)" in (
+        capsys.readouterr().out)  # fmt: skip
+    with av.open(str(spoken)) as c:
+        assert not c.streams.subtitles

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=inputs, what="--wav")
     check_distinct(out, wav)
     from avflow.data.media import mux_audio, write_audio
-    from avflow.data.mux import check_copyable
+    from avflow.data.mux import check_copyable, left_out
     from avflow.models.binaural import MODEL_FILE, SAMPLING
     from avflow.pipelines.binaural import BinauralPipeline, binaural_track, check_mono, nothing_to_spatialise
 
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                           f"without sampling: drop {them}")  # fmt: skip
     info = check_video_input(args.video)
     check_copyable(args.video, out, args.audio)
+    dropped = left_out(args.video, out)
     if args.mono is not None:
         check_mono(args.mono, info.duration)
     if mode == "spatialise" and args.mono is None and not info.has_audio:
@@ -103,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
             outputs.wrote(write_audio(wav, track.audio, track.sample_rate))
     how = f"{track.mode}, from --mono" if track.mono else track.mode
     print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz; "
-          f"{describe(args.audio, info.audio_tracks)})" + (f" and {wav}" if wav else ""))  # fmt: skip
+          f"{describe(args.audio, info.audio_tracks, dropped)})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0

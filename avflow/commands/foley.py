@@ -189,9 +189,10 @@ def run(args: argparse.Namespace) -> int:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
     check_distinct(out, wav)
     info = check_video_input(args.video, duration=args.duration)
-    from avflow.data.mux import check_copyable
+    from avflow.data.mux import check_copyable, left_out
 
     check_copyable(args.video, out, args.audio)
+    dropped = left_out(args.video, out)
     sampling, device = check_model_arguments(args)
     pipeline = load_pipeline(args, sampling, device)
     bar = StepBar("foley", per_window=sampling.steps)
@@ -202,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from avflow.data.audio_tracks import describe
 
     print(f"wrote {out} (video unchanged, new {_track(result.sample_rate, channels)} track of {result.duration:.2f} s; "
-          f"{describe(args.audio, info.audio_tracks)})" + (f" and {wav}" if wav else ""))  # fmt: skip
+          f"{describe(args.audio, info.audio_tracks, dropped)})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0
 
 

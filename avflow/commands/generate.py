@@ -164,11 +164,13 @@ def run(args: argparse.Namespace) -> int:
         if args.task == "v2a":
             from avflow.data.audio_tracks import describe
             from avflow.data.media import mux_audio
+            from avflow.data.mux import left_out
 
             policy = existing_audio(args.audio)
             outputs.wrote(mux_audio(args.video, clip.audio, clip.sample_rate, args.output, existing_audio=policy))
             track = f"new stereo {clip.sample_rate} Hz track of {clip.duration:.2f} s"
-            what = f"the video of {args.video} unchanged, {track}; {describe(policy, info.audio_tracks)}"
+            tracks = describe(policy, info.audio_tracks, left_out(args.video, args.output))
+            what = f"the video of {args.video} unchanged, {track}; {tracks}"
         else:
             outputs.wrote(clip.save(args.output))
             what = (f"{clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "

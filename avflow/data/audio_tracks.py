@@ -12,14 +12,17 @@ EXISTING_AUDIO = {
 DEFAULT_EXISTING_AUDIO = "keep"  # nothing is lost
 
 
-def describe(policy: str, source_tracks: int) -> str:
-    """A phrase for the message that reports a written file, e.g. 'its audio track kept as track 2 (--audio keep)'."""
+def describe(policy: str, source_tracks: int, left_out: list[str] | tuple[str, ...] = ()) -> str:
+    """A phrase for the message that reports a written file, e.g. 'its audio track kept as track 2 (--audio keep)';
+    `left_out`: streams the output could not hold (`avflow.data.mux.left_out`), said rather than dropped silently."""
+    dropped = f"; its {', '.join(left_out)} left out (the output's container cannot hold them)" if left_out else ""
     if source_tracks == 0:
-        return "the video had no audio"
+        return "the video had no audio" + dropped
     tracks = "its audio track" if source_tracks == 1 else f"its {source_tracks} audio tracks"
     if policy == "keep":
         where = "track 2" if source_tracks == 1 else f"tracks 2-{source_tracks + 1}"
-        return f"{tracks} kept as {where} (--audio keep)"
+        return f"{tracks} kept as {where} (--audio keep)" + dropped
     if policy == "mix":
-        return f"{'its audio track' if source_tracks == 1 else 'its first audio track'} mixed in (--audio mix)"
-    return f"{tracks} replaced (--audio replace)"
+        first = "its audio track" if source_tracks == 1 else "its first audio track"
+        return f"{first} mixed in (--audio mix)" + dropped
+    return f"{tracks} replaced (--audio replace)" + dropped

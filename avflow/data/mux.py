@@ -152,6 +152,19 @@ def _fits(stream: av.stream.Stream, container_format: str) -> bool:
     return True
 
 
+def left_out(video_path: str | Path, out_path: str | Path) -> list[str]:
+    """The subtitle and cover-art streams of `video_path` that `mux_audio` cannot copy into `out_path`'s container
+    (SRT subtitles from an mkv into an mp4), e.g. ["subrip subtitles"]; the commands say so in their last line."""
+    container_format = MUX_FORMATS.get(Path(out_path).suffix.lower())
+    if container_format is None:
+        raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
+    with open_media(Path(video_path)) as source:
+        extras = [*source.streams.subtitles,
+                  *(s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic)]  # fmt: skip
+        return [f"{s.codec_context.name} {'subtitles' if s.type == 'subtitle' else 'cover art'}" for s in extras
+                if not _fits(s, container_format)]  # fmt: skip
+
+
 def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> None:
     """A one-line MediaError, before any work, when the streams `mux_audio` copies unchanged from `video_path` (its
     video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4).
@@ -184,8 +197,9 @@ def mux_audio(
     with the first video frame, whatever time that frame starts at.
 
     `existing_audio` says what happens to the source's own audio tracks: "keep" copies them unchanged after the new
-    track, "replace" drops them, "mix" adds the first one into the new track (and drops them). The file is written
-    atomically: on any failure nothing is left at out_path."""
+    track, "replace" drops them, "mix" adds the first one into the new track (and drops them). Subtitles and cover art
+    are copied where out_path's container can hold them (`left_out` names those it cannot), and the file's and
+    tracks' tags always. The file is written atomically: on any failure nothing is left at out_path."""
     video_path, out_path = Path(video_path), Path(out_path)
     if existing_audio not in EXISTING_AUDIO:
         raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
@@ -210,6 +224,7 @@ def mux_audio(
             in_video = source.streams.video[0]
             kept = list(source.streams.audio) if existing_audio == "keep" else []
             covers = [s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+            subtitles = [s for s in source.streams.subtitles if _fits(s, container_format)]
             output.metadata.update(_tags(source.metadata))
             out_streams = {in_video.index: _copy_stream(output, in_video)}
             audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
@@ -217,12 +232,14 @@ def mux_audio(
             for stream in kept:
                 out_streams[stream.index] = _copy_stream(output, stream)
                 out_streams[stream.index].disposition = av.stream.Disposition(0)
+            for stream in subtitles:
+                out_streams[stream.index] = _copy_stream(output, stream)
             for stream in covers:  # after the tracks: an mp4 keeps cover art as a tag, not a track
                 if _fits(stream, container_format):
                     out_streams[stream.index] = _copy_stream(output, stream)
 
             def source_packets() -> Iterable[av.Packet]:
-                for packet in source.demux(in_video, *kept, *covers):
+                for packet in source.demux(in_video, *kept, *subtitles, *covers):
                     if packet.stream_index not in out_streams:
                         continue
                     if packet.dts is None and packet.pts is None:  # end-of-stream marker, or the cover's one picture

@@ -278,3 +278,33 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file and folder under `folder` (hidden ones included) with its size and modification time."""
     paths = sorted(Path(folder).rglob("*"))
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}
+
+
+# A minimal ASS header: FFmpeg's text subtitle encoders need one to open.
+ASS_HEADER = b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[Events]\r\nFormat: Layer, Start, End, Style, Text\r\n"
+
+
+def with_subtitles(path: Path, codec: str, text: bytes) -> Path:
+    """A 2 s h264 video with one subtitle (`codec`: mov_text for an mp4, subrip for an mkv) shown from 0.5 s."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        subs = out.add_stream(codec)
+        subs.codec_context.subtitle_header = ASS_HEADER
+        subs.metadata["language"] = "deu"
+        for k in range(32):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 16)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        payload = len(text).to_bytes(2, "big") + text if codec == "mov_text" else text
+        packet = av.Packet(payload)
+        packet.stream, packet.time_base = subs, Fraction(1, 1000)
+        packet.pts = packet.dts = 500
+        packet.duration = 700
+        out.mux(packet)
+    return path

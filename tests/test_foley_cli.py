@@ -22,6 +22,7 @@ from helpers import (
     listing,
     sweep_video_frames,
     tiny_foley_raw_files,
+    with_subtitles,
     write_tiny_model_config,
 )
 
@@ -180,13 +181,15 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     make_video(folder / "b.mp4", 16.0, 0.6)
     (folder / "c.mp4").write_bytes(b"not a video at all" * 10)
     make_video(folder / "d.mp4", 25.0, 0.32)  # shorter than every command accepts
+    with_subtitles(folder / "e.mkv", "subrip", b"hallo")  # its SRT subtitles cannot go into an mp4
     out = tmp_path / "out"
     code = main(["foley", str(folder), "-o", str(out), "--wav", str(tmp_path / "wavs"), *CLI_FAST])
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
-    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav"]  # asked for with --wav
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "e.mp4"]
+    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav", "e.wav"]  # asked for with --wav
     text = capsys.readouterr().out
-    assert "2 of 4 videos done" in text and "c.mp4" in text and "too short" in text
+    assert "3 of 5 videos done" in text and "c.mp4" in text and "too short" in text
+    assert f"  {folder / 'e.mkv'}: its srt subtitles left out (the output's container cannot hold them)" in text
     files = tmp_path / "list.txt"
     files.write_text("videos/a.mp4\n# comment\n\n")
     assert main(["foley", str(files), "-o", str(tmp_path / "out2"), *CLI_FAST]) == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import with_subtitles
 
 from avflow.data.media import mux_audio, read_audio
 from avflow.errors import MediaError
@@ -307,32 +308,6 @@ def test_pcm_from_an_avi_is_kept_with_a_stated_layout(tmp_path, monkeypatch):
     with pytest.raises(MediaError, match="its pcm_s16le audio cannot be copied unchanged into an .mp4 file; use"):
         check_copyable(stereo, tmp_path / "o.mp4", "keep")
     check_copyable(stereo, tmp_path / "o.mp4", "replace")
-
-
-# A minimal ASS header: FFmpeg's text subtitle encoders need one to open.
-ASS_HEADER = b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[Events]\r\nFormat: Layer, Start, End, Style, Text\r\n"
-
-
-def with_subtitles(path: Path, codec: str, text: bytes) -> Path:
-    """A 2 s h264 video with one subtitle (`codec`: mov_text for an mp4, subrip for an mkv) shown from 0.5 s."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=16)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        subs = out.add_stream(codec)
-        subs.codec_context.subtitle_header = ASS_HEADER
-        subs.metadata["language"] = "deu"
-        for k in range(32):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = k, Fraction(1, 16)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        payload = len(text).to_bytes(2, "big") + text if codec == "mov_text" else text
-        packet = av.Packet(payload)
-        packet.stream, packet.time_base = subs, Fraction(1, 1000)
-        packet.pts = packet.dts = 500
-        packet.duration = 700
-        out.mux(packet)
-    return path
 
 
 def test_subtitles_are_copied_or_named_as_left_out(tmp_path, capsys):

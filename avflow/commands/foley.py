@@ -279,4 +279,11 @@ def run_batch(args: argparse.Namespace) -> int:
     if done:
         print(f"outputs in {args.output or OUTPUT_DIR} (each video unchanged with its new track first; its own "
               f"audio: --audio {args.audio})")  # fmt: skip
+        from avflow.data.mux import left_out
+
+        skipped = {video for video, _ in failed}
+        for video, mp4, _ in planned:
+            dropped = left_out(video, mp4) if video not in skipped else []
+            if dropped:
+                print(f"  {video}: its {', '.join(dropped)} left out (the output's container cannot hold them)")
     return 1 if failed else 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from helpers import WeightReads, moving_square, write_tiny_default_model
+from helpers import WeightReads, moving_square, with_subtitles, write_tiny_default_model
 
 from avflow.data.media import probe, read_audio, write_audio, write_video
 from avflow.errors import AvflowError, MediaError
@@ -69,6 +69,9 @@ def test_joint_tab_runs_every_task_on_whole_uploads(settings, tmp_path):
             bytes(p) for p in source.demux(source.streams.video[0]) if p.size
         ]
         assert len(out.streams.audio) == 1 and out.streams.audio[0].channels == 2
+    subtitled = with_subtitles(tmp_path / "subtitled.mkv", "subrip", b"hallo")  # an mp4 cannot hold SRT
+    said = generate_joint("a ball", settings, task="v2a", video_path=subtitled).summary
+    assert "; its srt subtitles left out (an mp4 cannot hold them)." in said
     longer = generate_joint("a ball", settings, task="continue", video_path=clip, duration=1.0)
     assert probe(longer.video).n_frames == 40 + 16 and longer.summary.startswith("continue, 3.50 s")
     with pytest.raises(MediaError, match="upload a sound first"):

@@ -172,17 +172,27 @@ def generate_joint(
     )  # fmt: skip
     out = _job_dir(settings)
     video, spectrogram = out / "generated.mp4", out / "spectrogram.png"
+    dropped = ""
     if task == "v2a":
         from avflow.data.media import mux_audio
 
         mux_audio(given, clip.audio, clip.sample_rate, video, existing_audio=existing_audio)
+        dropped = _left_out_note(given, video)
     else:
         clip.save(video)
     clip.save_spectrogram(spectrogram)
     windows = f" in {clip.windows} windows" if clip.windows > 1 else ""
     metrics = clip.metrics()  # each a value, or no score and the reason (a blank video)
     measures = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
-    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}. {measures}")
+    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}{dropped}. {measures}")
+
+
+def _left_out_note(source: Path, result: Path) -> str:
+    """'; its srt subtitles left out (...)' for the streams of an upload the result could not hold, else ''."""
+    from avflow.data.mux import left_out
+
+    dropped = left_out(source, result)
+    return f"; its {', '.join(dropped)} left out (an mp4 cannot hold them)" if dropped else ""
 
 
 # ---------------------------------------------------------------------------------------------------- foley
@@ -244,6 +254,7 @@ def generate_foley(
     result = mux_audio(video, output.audio[None], output.sample_rate, out / "foley.mp4", existing_audio=existing_audio)
     write_audio(out / "foley.wav", output.audio[None], output.sample_rate)
     summary = f"{output.duration:.2f} s in {output.windows} window(s) at {output.sample_rate} Hz"
+    summary += _left_out_note(video, result)
     return Result(result, _spectrogram_of(result, out), summary, [out / "foley.wav"])
 
 
@@ -304,7 +315,7 @@ def generate_binaural(
     out = _job_dir(settings)
     result = mux_audio(video, track.audio, track.sample_rate, out / "binaural.mp4", existing_audio=existing_audio)
     write_audio(out / "binaural.wav", track.audio, track.sample_rate)
-    summary = f"{track.duration:.2f} s, {track.mode}"
+    summary = f"{track.duration:.2f} s, {track.mode}" + _left_out_note(video, result)
     return Result(result, _spectrogram_of(result, out), summary, [out / "binaural.wav"])
 
 

@@ -154,7 +154,7 @@ def _fits(stream: av.stream.Stream, container_format: str) -> bool:
 
 def left_out(video_path: str | Path, out_path: str | Path) -> list[str]:
     """The subtitle and cover-art streams of `video_path` that `mux_audio` cannot copy into `out_path`'s container
-    (SRT subtitles from an mkv into an mp4), e.g. ["subrip subtitles"]; the commands say so in their last line."""
+    (SRT subtitles from an mkv into an mp4), e.g. ["srt subtitles"]; the commands say so in their last line."""
     container_format = MUX_FORMATS.get(Path(out_path).suffix.lower())
     if container_format is None:
         raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
@@ -223,7 +223,8 @@ def mux_audio(
         with open_media(video_path) as source, output:
             in_video = source.streams.video[0]
             kept = list(source.streams.audio) if existing_audio == "keep" else []
-            covers = [s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+            covers = [s for s in source.streams.video
+                      if s.disposition & av.stream.Disposition.attached_pic and _fits(s, container_format)]  # fmt: skip
             subtitles = [s for s in source.streams.subtitles if _fits(s, container_format)]
             output.metadata.update(_tags(source.metadata))
             out_streams = {in_video.index: _copy_stream(output, in_video)}
@@ -232,16 +233,11 @@ def mux_audio(
             for stream in kept:
                 out_streams[stream.index] = _copy_stream(output, stream)
                 out_streams[stream.index].disposition = av.stream.Disposition(0)
-            for stream in subtitles:
+            for stream in [*subtitles, *covers]:  # after the audio (an mp4 keeps cover art as a tag, not a track)
                 out_streams[stream.index] = _copy_stream(output, stream)
-            for stream in covers:  # after the tracks: an mp4 keeps cover art as a tag, not a track
-                if _fits(stream, container_format):
-                    out_streams[stream.index] = _copy_stream(output, stream)
 
             def source_packets() -> Iterable[av.Packet]:
                 for packet in source.demux(in_video, *kept, *subtitles, *covers):
-                    if packet.stream_index not in out_streams:
-                        continue
                     if packet.dts is None and packet.pts is None:  # end-of-stream marker, or the cover's one picture
                         if packet.stream.disposition & av.stream.Disposition.attached_pic and packet.size:
                             packet.stream = out_streams[packet.stream_index]

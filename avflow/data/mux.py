@@ -119,6 +119,20 @@ ORDERED_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}  # channel count 
 MUXER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
 
 
+def _container_format(path: Path) -> str:
+    """The muxer for an output file's suffix, or a one-line MediaError."""
+    container_format = MUX_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        raise MediaError(f"{path}: can only write {', '.join(MUX_FORMATS)} videos")
+    return container_format
+
+
+def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream]:
+    """The subtitle and cover-art streams that `mux_audio` copies where the output can hold them."""
+    covers = [s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+    return [*source.streams.subtitles, *covers]
+
+
 def _tags(metadata: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in metadata.items() if key not in MUXER_TAGS}
 
@@ -155,14 +169,10 @@ def _fits(stream: av.stream.Stream, container_format: str) -> bool:
 def left_out(video_path: str | Path, out_path: str | Path) -> list[str]:
     """The subtitle and cover-art streams of `video_path` that `mux_audio` cannot copy into `out_path`'s container
     (SRT subtitles from an mkv into an mp4), e.g. ["srt subtitles"]; the commands say so in their last line."""
-    container_format = MUX_FORMATS.get(Path(out_path).suffix.lower())
-    if container_format is None:
-        raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
+    container_format = _container_format(Path(out_path))
     with open_media(Path(video_path)) as source:
-        extras = [*source.streams.subtitles,
-                  *(s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic)]  # fmt: skip
-        return [f"{s.codec_context.name} {'subtitles' if s.type == 'subtitle' else 'cover art'}" for s in extras
-                if not _fits(s, container_format)]  # fmt: skip
+        return [f"{s.codec_context.name} {'subtitles' if s.type == 'subtitle' else 'cover art'}"
+                for s in _extra_streams(source) if not _fits(s, container_format)]  # fmt: skip
 
 
 def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> None:
@@ -170,9 +180,7 @@ def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio:
     video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4).
     Tried on an empty container in memory: the muxer's own answer, not a list of ours."""
     video_path, out_path = Path(video_path), Path(out_path)
-    container_format = MUX_FORMATS.get(out_path.suffix.lower())
-    if container_format is None:
-        raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
+    container_format = _container_format(out_path)
     with open_media(video_path) as source:
         if not source.streams.video:
             raise MediaError(f"{video_path}: no video stream")
@@ -203,9 +211,7 @@ def mux_audio(
     video_path, out_path = Path(video_path), Path(out_path)
     if existing_audio not in EXISTING_AUDIO:
         raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
-    container_format = MUX_FORMATS.get(out_path.suffix.lower())
-    if container_format is None:
-        raise MediaError(f"{out_path}: can only write {', '.join(MUX_FORMATS)} videos")
+    container_format = _container_format(out_path)
     data = as_channels_first(audio, str(out_path))
     if out_path.resolve() == video_path.resolve():
         raise MediaError(f"{out_path}: output must differ from the input video")
@@ -223,9 +229,7 @@ def mux_audio(
         with open_media(video_path) as source, output:
             in_video = source.streams.video[0]
             kept = list(source.streams.audio) if existing_audio == "keep" else []
-            covers = [s for s in source.streams.video
-                      if s.disposition & av.stream.Disposition.attached_pic and _fits(s, container_format)]  # fmt: skip
-            subtitles = [s for s in source.streams.subtitles if _fits(s, container_format)]
+            extras = [s for s in _extra_streams(source) if _fits(s, container_format)]
             output.metadata.update(_tags(source.metadata))
             out_streams = {in_video.index: _copy_stream(output, in_video)}
             audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
@@ -233,11 +237,11 @@ def mux_audio(
             for stream in kept:
                 out_streams[stream.index] = _copy_stream(output, stream)
                 out_streams[stream.index].disposition = av.stream.Disposition(0)
-            for stream in [*subtitles, *covers]:  # after the audio (an mp4 keeps cover art as a tag, not a track)
+            for stream in extras:  # after the audio (an mp4 keeps cover art as a tag, not a track)
                 out_streams[stream.index] = _copy_stream(output, stream)
 
             def source_packets() -> Iterable[av.Packet]:
-                for packet in source.demux(in_video, *kept, *subtitles, *covers):
+                for packet in source.demux(in_video, *kept, *extras):
                     if packet.dts is None and packet.pts is None:  # end-of-stream marker, or the cover's one picture
                         if packet.stream.disposition & av.stream.Disposition.attached_pic and packet.size:
                             packet.stream = out_streams[packet.stream_index]
@@ -282,9 +286,7 @@ def write_video(
         raise MediaError(f"{path}: fps must be > 0, got {fps}")
     if audio is not None and not sample_rate:
         raise MediaError(f"{path}: audio given without a sample_rate")
-    container_format = MUX_FORMATS.get(path.suffix.lower())
-    if container_format is None:
-        raise MediaError(f"{path}: can only write {', '.join(MUX_FORMATS)} videos")
+    container_format = _container_format(path)
     rate = frame_rate(fps)
 
     def write(file) -> None:

@@ -391,7 +391,8 @@ def test_existing_audio_kept_replaced_or_mixed(model_json, tmp_path, capsys):
             tracks[policy] = [(s.rate, s.channels) for s in c.streams.audio]
         assert video_packets(out) == video_packets(video)
     rate = tracks["replace"][0][0]
-    assert tracks == {"keep": [(rate, 1), (48000, 2)], "replace": [(rate, 1)], "mix": [(rate, 2)]}
+    # mix: at the higher of the two rates (the source's 48 kHz keeps its top octaves)
+    assert tracks == {"keep": [(rate, 1), (48000, 2)], "replace": [(rate, 1)], "mix": [(max(rate, 48000), 2)]}
 
 
 # ------------------------------------------------------------------------------------------------------------------

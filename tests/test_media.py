@@ -298,6 +298,61 @@ def test_audio_with_nan_or_inf_is_a_one_line_error(tmp_path, bad):
         read_audio(tmp_path / "bad.wav")
 
 
+def write_pcm_mov(path: Path, audio: np.ndarray, sr: int) -> Path:
+    """A .mov holding (C, N) float32 PCM (read by PyAV, not soundfile), whatever the samples are."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_f32le", rate=sr, layout="stereo" if audio.shape[0] == 2 else "mono")
+        for start in range(0, audio.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start : start + 4096]).reshape(1, -1),
+                                               format="flt", layout=stream.layout.name)  # fmt: skip
+            frame.sample_rate, frame.pts, frame.time_base = sr, start, Fraction(1, sr)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "rate", "out_rate", "seconds"), [
+    ("wav", 44100, 16000, 0.73), ("wav", 16000, None, 0.5), ("mov", 48000, 16000, 1.1), ("mov", 22050, 44100, 0.9),
+    ("video", SR, 22050, 0.9), ("wav", 16000, 8000, 5.0),
+])  # fmt: skip
+def test_first_seconds_of_audio_are_the_whole_reads_samples(videos, tmp_path, kind, rate, out_rate, seconds):
+    """`read_audio(seconds=...)` gives exactly the first samples of the whole file's read (resampled the same way;
+    the whole file where it is shorter), for soundfile and PyAV formats and the audio of a video."""
+    noise = np.random.default_rng(3).uniform(-0.4, 0.4, (2, 2 * rate)).astype(np.float32)  # 2 s
+    if kind == "wav":
+        path = tmp_path / "a.wav"
+        sf.write(str(path), noise.T, rate, subtype="FLOAT")
+    elif kind == "mov":
+        path = write_pcm_mov(tmp_path / "a.mov", noise, rate)
+    else:
+        path = videos["23.976"]
+    whole, sr = read_audio(path, sample_rate=out_rate, channels=1)
+    first, first_sr = read_audio(path, sample_rate=out_rate, channels=1, seconds=seconds)
+    assert first_sr == sr and first.shape[1] == min(round(seconds * sr), whole.shape[1])
+    assert torch.equal(first, whole[:, : first.shape[1]])
+
+
+@pytest.mark.parametrize("kind", ["wav", "mov"])
+def test_first_seconds_of_audio_leave_the_rest_unread(tmp_path, kind):
+    """Only the first seconds are decoded: samples after them that a whole read refuses (infinite) are never seen."""
+    rate = 16000
+    audio = np.random.default_rng(4).uniform(-0.4, 0.4, (2, 10 * rate)).astype(np.float32)
+    audio[:, 8 * rate :] = np.inf
+    path = tmp_path / f"late.{kind}"
+    if kind == "wav":
+        sf.write(str(path), audio.T, rate, subtype="FLOAT")
+    else:
+        write_pcm_mov(path, audio, rate)
+    with pytest.raises(MediaError, match="NaN or infinite"):
+        read_audio(path)
+    first, _ = read_audio(path, sample_rate=8000, seconds=2.0)
+    assert first.shape == (2, 16000) and torch.isfinite(first).all()
+    with pytest.raises(MediaError, match="seconds must be > 0"):
+        read_audio(path, seconds=0)
+
+
 def test_audio_from_video(videos):
     audio, sr = read_audio(videos["23.976"])
     assert sr == SR and audio.shape[0] == 2

@@ -44,19 +44,33 @@ def convert_channels(audio: np.ndarray, channels: int | None) -> np.ndarray:
     return np.ascontiguousarray(audio[:2])
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+def resample_reach(sr_in: int, sr_out: int) -> int:
+    """Input samples past the last one an output sample of `resample` is centred on that still weigh in it (the
+    polyphase filter's half length, scipy's 10 zero crossings of the slower rate): reading this many more than a
+    prefix needs makes the prefix's resampled samples exactly those of the whole file."""
+    if sr_in == sr_out:
+        return 0
+    g = math.gcd(sr_in, sr_out)
+    up, down = sr_out // g, sr_in // g
+    return math.ceil(10 * max(up, down) / up) + 2
+
+
+def _read_soundfile(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, int] | None:
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+        with sf.SoundFile(str(path)) as f:
+            data = f.read(-1 if max_frames is None else max_frames, dtype="float32", always_2d=True)  # (N, C)
+            sr = f.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError):
         return None
     return np.ascontiguousarray(data.T), int(sr)
 
 
-def _read_pyav(path: Path, downmix: int | None = None) -> tuple[np.ndarray, int]:
+def _read_pyav(path: Path, downmix: int | None = None, seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream to (C, N) float32; a stream of more than `downmix` (1 or 2) channels is mixed
     down to that many by FFmpeg from its channel layout (a 5.1 track's centre and surrounds go into both sides). In
     a file with video, sample 0 sits at the first video frame's time (the origin `read_video` uses): an audio track
-    starting later is padded with silence in front."""
+    starting later is padded with silence in front. `seconds`: decoding stops once that much (from sample 0) and a
+    second more are read."""
     with open_media(path) as container:
         if not container.streams.audio:
             raise MediaError(f"{path}: no audio stream")
@@ -64,7 +78,10 @@ def _read_pyav(path: Path, downmix: int | None = None) -> tuple[np.ndarray, int]
         sr = stream.codec_context.sample_rate
         more = downmix is not None and stream.codec_context.channels > downmix
         converter = av.AudioResampler(format="fltp", layout=DOWNMIX_LAYOUTS[downmix] if more else None)
-        chunks, first_time = [], None
+        origin = stream_origin(container.streams.video[0]) if container.streams.video else None
+        # samples to decode from the stream's first one: 1 s over `seconds` covers a late start and the resampler
+        wanted = math.inf if seconds is None else math.ceil((seconds + 1) * sr)
+        chunks, first_time, decoded = [], None, 0
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
@@ -73,14 +90,18 @@ def _read_pyav(path: Path, downmix: int | None = None) -> tuple[np.ndarray, int]
             for frame in frames:
                 if first_time is None and frame.pts is not None:
                     first_time = Fraction(frame.pts) * frame.time_base
+                    if origin is not None and seconds is not None:  # a track starting before the video: skip more
+                        wanted += max(0, math.ceil((origin - first_time) * sr))
                 chunks += [f.to_ndarray() for f in converter.resample(frame)]
+                decoded += frame.samples
+            if decoded >= wanted:
+                break
         chunks += [f.to_ndarray() for f in converter.resample(None)]
         if not chunks:
             raise MediaError(f"{path}: audio stream has no decodable samples")
         audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # (C, N)
         if stream.duration and stream.duration > 0:  # drop the codec's trailing padding
             audio = audio[:, : max(1, round(stream.duration * stream.time_base * sr))]
-        origin = stream_origin(container.streams.video[0]) if container.streams.video else None
         if origin is not None and first_time is not None:
             offset = round((first_time - origin) * sr)
             if offset > 0:
@@ -91,20 +112,24 @@ def _read_pyav(path: Path, downmix: int | None = None) -> tuple[np.ndarray, int]
 
 
 def read_audio(
-    path: str | Path, sample_rate: int | None = None, channels: int | None = None
+    path: str | Path, sample_rate: int | None = None, channels: int | None = None, *, seconds: float | None = None
 ) -> tuple[torch.Tensor, int]:
-    """Read a file's (first) audio track as ((C, N) float32, sample_rate), resampled and converted if asked."""
+    """Read a file's (first) audio track as ((C, N) float32, sample_rate), resampled and converted if asked.
+    `seconds`: only its first seconds (all of them where the file is shorter), the same samples as the whole file's
+    read and cut, without decoding the rest (an hour-long file for a few seconds)."""
     path = Path(path)
     if channels not in (None, 1, 2):
         raise MediaError(f"{path}: channels must be 1 (mono) or 2 (stereo), got {channels}")
     if sample_rate is not None and sample_rate <= 0:
         raise MediaError(f"{path}: sample_rate must be > 0, got {sample_rate}")
+    if seconds is not None and not seconds > 0:
+        raise MediaError(f"{path}: seconds must be > 0, got {seconds}")
     if not path.exists():
         raise MediaError(f"{path}: file not found")
-    found = _read_soundfile(path) if path.is_file() else None
+    found = _read_soundfile(path, _frames_for(path, seconds, sample_rate)) if path.is_file() else None
     if found is not None and channels is not None and found[0].shape[0] > 2:
         found = None  # more channels than stereo: FFmpeg knows their layout and mixes them down
-    audio, sr = found if found is not None else _read_pyav(path, channels)
+    audio, sr = found if found is not None else _read_pyav(path, channels, seconds)
     if audio.shape[1] == 0:
         raise MediaError(f"{path}: zero audio duration (no samples)")
     if not np.isfinite(audio).all():
@@ -112,7 +137,20 @@ def read_audio(
     audio = convert_channels(audio, channels)
     if sample_rate is not None:
         audio, sr = resample(audio, sr, int(sample_rate)), int(sample_rate)
+    if seconds is not None:
+        audio = audio[:, : round(seconds * sr)]
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sr
+
+
+def _frames_for(path: Path, seconds: float | None, sample_rate: int | None) -> int | None:
+    """Frames soundfile reads for the first `seconds` of `path` resampled to `sample_rate` (None: all of them)."""
+    if seconds is None:
+        return None
+    try:
+        sr = int(sf.info(str(path)).samplerate)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None  # not a soundfile format: PyAV reads it
+    return math.ceil(seconds * sr) + resample_reach(sr, int(sample_rate or sr))
 
 
 def audio_channels(path: str | Path) -> int:

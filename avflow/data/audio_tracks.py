@@ -7,7 +7,8 @@ from __future__ import annotations
 EXISTING_AUDIO = {
     "keep": "kept unchanged as further tracks after the new one (players start with the new one)",
     "replace": "dropped; the new track is the only one",
-    "mix": "mixed into the new track (the first one only; the others are dropped)",
+    "mix": "mixed into the new track, at the higher of the two sample rates and over the longer of the two (the "
+    "first one only; the others are dropped)",
 }
 DEFAULT_EXISTING_AUDIO = "keep"  # nothing is lost
 

@@ -31,6 +31,7 @@ AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000,
 # real-sound clips, docs/metrics.md: up to 2.45 dB of ILD and 205 us of ITD off the lossless mix, two sides flipped);
 # at 128 kb/s per channel they stayed within 0.25 dB and 5 us. Binaural output keeps its image.
 AAC_BITS_PER_CHANNEL = 128_000
+MIX_MAX_RATE = 48000  # `--audio mix` sums at the higher of the two rates, up to this
 _NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
 
 
@@ -101,17 +102,21 @@ def _mux_interleaved(
         audio_next = next(pending, None)
 
 
-def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """`audio` (C, N) plus the source's first audio track (sample 0 at the first video frame), at the wider channel
-    count (a source of more than two channels mixed down to stereo first), scaled down only if the sum would clip."""
+def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    """`audio` (C, N) at `sample_rate` plus the source's first audio track (sample 0 at the first video frame), and
+    the rate of the sum: the higher of the two (at most `MIX_MAX_RATE`; the source's top octaves are kept), over the
+    longer of the two (the source goes on after a shorter new track), at the wider channel count (a source of more
+    than two channels mixed down to stereo first), scaled down only if the sum would clip."""
     from avflow.data.audio import audio_channels, convert_channels, read_audio
 
     channels = max(audio.shape[0], min(audio_channels(video_path), 2))
-    source, _ = read_audio(video_path, sample_rate=sample_rate, channels=channels)
-    source = source.numpy()
-    mixed = convert_channels(audio, channels) + convert_channels(_fit_length(source, audio.shape[1]), channels)
+    source, source_rate = read_audio(video_path, channels=channels)
+    rate = max(sample_rate, min(source_rate, MIX_MAX_RATE))
+    source, audio = resample(source.numpy(), source_rate, rate), resample(audio, sample_rate, rate)
+    n = max(audio.shape[1], source.shape[1])
+    mixed = convert_channels(_fit_length(audio, n), channels) + convert_channels(_fit_length(source, n), channels)
     peak = float(np.abs(mixed).max()) if mixed.size else 0.0
-    return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32)
+    return (mixed * (0.99 / peak) if peak > 0.99 else mixed).astype(np.float32), rate
 
 
 ORDERED_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}  # channel count -> FFmpeg's usual layout of it
@@ -128,9 +133,24 @@ def _container_format(path: Path) -> str:
 
 
 def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream]:
-    """The subtitle and cover-art streams that `mux_audio` copies where the output can hold them."""
-    covers = [s for s in source.streams.video if s.disposition & av.stream.Disposition.attached_pic]
-    return [*source.streams.subtitles, *covers]
+    """The streams besides the first video and the audio that `mux_audio` copies where the output can hold them:
+    subtitles, cover art, further video tracks (another angle) and data tracks (telemetry, KLV). A timecode track is
+    not among them where the first video carries its `timecode` tag: the muxer writes the track again from that."""
+    first = source.streams.video[0]
+    timecode = "timecode" in first.metadata
+    videos = [s for s in source.streams.video if s.index != first.index]  # cover art and further tracks
+    data = [s for s in source.streams.data if not (timecode and "timecode" in s.metadata)]
+    return [*source.streams.subtitles, *videos, *data]
+
+
+def _stream_name(stream: av.stream.Stream) -> str:
+    """What a stream is, for a message: "srt subtitles", "png cover art", "vp9 video track", "klv data track"."""
+    if stream.type == "data":
+        return f"{stream.name} data track" if stream.name else "data track"
+    if stream.type == "subtitle":
+        return f"{stream.codec_context.name} subtitles"
+    cover = stream.disposition & av.stream.Disposition.attached_pic
+    return f"{stream.codec_context.name} {'cover art' if cover else 'video track'}"
 
 
 def _tags(metadata: dict[str, str]) -> dict[str, str]:
@@ -157,22 +177,50 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
 
 def _fits(stream: av.stream.Stream, container_format: str) -> bool:
     """Whether `container_format` can hold `stream`'s packets unchanged (the muxer's answer, on an empty file in
-    memory)."""
-    with av.open(io.BytesIO(), "w", format=container_format) as probe_output:
+    memory: it takes some streams and refuses them only when it writes its header)."""
+    probe_output = av.open(io.BytesIO(), "w", format=container_format)
+    try:
+        _copy_stream(probe_output, stream)
+        probe_output.start_encoding()
+    except (ValueError, av.FFmpegError):
+        return False
+    finally:
         try:
-            _copy_stream(probe_output, stream)
-        except (ValueError, av.FFmpegError):
-            return False
+            probe_output.close()
+        except av.FFmpegError:  # a header that was never written
+            pass
     return True
 
 
+def _timed(packets: Iterable[av.Packet]) -> Iterable[av.Packet]:
+    """`packets` where each data packet of no duration (KLV from an MPEG-TS) is given the time to the next one of its
+    stream (the last one, the step before it): the mov muxer drops a last sample of no duration. Each such packet is
+    held until the next of its stream comes (the muxer interleaves by time)."""
+    held: dict[int, av.Packet] = {}
+    steps: dict[int, int] = {}
+    for packet in packets:
+        if packet.stream.type != "data" or packet.duration or packet.dts is None:
+            yield packet
+            continue
+        index = packet.stream_index
+        before = held.pop(index, None)
+        if before is not None:
+            steps[index] = max(1, packet.dts - before.dts)
+            before.duration = steps[index]
+            yield before
+        held[index] = packet
+    for index, packet in held.items():
+        packet.duration = steps.get(index, 1)
+        yield packet
+
+
 def left_out(video_path: str | Path, out_path: str | Path) -> list[str]:
-    """The subtitle and cover-art streams of `video_path` that `mux_audio` cannot copy into `out_path`'s container
-    (SRT subtitles from an mkv into an mp4), e.g. ["srt subtitles"]; the commands say so in their last line."""
+    """The streams of `video_path` besides its video and audio that `mux_audio` cannot copy into `out_path`'s
+    container (SRT subtitles from an mkv, a KLV data track from an MPEG-TS into an mp4), e.g. ["srt subtitles"]; the
+    commands say so in their last line."""
     container_format = _container_format(Path(out_path))
     with open_media(Path(video_path)) as source:
-        return [f"{s.codec_context.name} {'subtitles' if s.type == 'subtitle' else 'cover art'}"
-                for s in _extra_streams(source) if not _fits(s, container_format)]  # fmt: skip
+        return [_stream_name(s) for s in _extra_streams(source) if not _fits(s, container_format)]
 
 
 def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> None:
@@ -205,9 +253,10 @@ def mux_audio(
     with the first video frame, whatever time that frame starts at.
 
     `existing_audio` says what happens to the source's own audio tracks: "keep" copies them unchanged after the new
-    track, "replace" drops them, "mix" adds the first one into the new track (and drops them). Subtitles and cover art
-    are copied where out_path's container can hold them (`left_out` names those it cannot), and the file's and
-    tracks' tags always. The file is written atomically: on any failure nothing is left at out_path."""
+    track, "replace" drops them, "mix" adds the first one into the new track over the longer of the two, at the
+    higher sample rate (and drops the others). Subtitles, cover art, further video tracks and data tracks are copied
+    where out_path's container can hold them (`left_out` names those it cannot), and the file's and tracks' tags
+    always. The file is written atomically: on any failure nothing is left at out_path."""
     video_path, out_path = Path(video_path), Path(out_path)
     if existing_audio not in EXISTING_AUDIO:
         raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
@@ -219,7 +268,7 @@ def mux_audio(
     check_video(info)
     check_copyable(video_path, out_path, existing_audio)
     if existing_audio == "mix" and info.has_audio:
-        data = _mix_with_source(video_path, data, int(sample_rate))
+        data, sample_rate = _mix_with_source(video_path, data, int(sample_rate))
 
     def write(file) -> None:
         with open_media(video_path) as source:
@@ -250,7 +299,7 @@ def mux_audio(
                     packet.stream = out_streams[packet.stream_index]
                     yield packet
 
-            _mux_interleaved(output, source_packets(), audio_packets, delay)
+            _mux_interleaved(output, _timed(source_packets()), audio_packets, delay)
         if delay > 0:  # the new track is the file's second (after the video)
             written = delay_track(file, 1, float(delay))
             if abs(written - delay) > Fraction(1, 10 * MOVIE_TIMESCALE):

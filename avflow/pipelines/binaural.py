@@ -205,7 +205,7 @@ def read_mono(path: str | Path, n_samples: int, sample_rate: int = SAMPLE_RATE) 
     most the length slack of `check_mono`)."""
     from avflow.data.media import read_audio
 
-    track, _ = read_audio(path, sample_rate=sample_rate, channels=1)
+    track, _ = read_audio(path, sample_rate=sample_rate, channels=1, seconds=n_samples / sample_rate)
     mono = np.zeros(n_samples, dtype=np.float32)
     mono[: min(n_samples, track.shape[-1])] = track[0, :n_samples].numpy()
     return mono

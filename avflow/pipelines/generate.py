@@ -93,10 +93,11 @@ class JointPipeline:
     # -- inputs ------------------------------------------------------------------------------------------------------
 
     def _read_audio(self, path: str | Path, duration: float | None) -> Tensor:
-        """(2, S) [left, right] (mono used for both): all of the file's audio, or its first `duration` s."""
+        """(2, S) [left, right] (mono used for both): all of the file's audio, or its first `duration` s (the rest is
+        not decoded)."""
         from avflow.data.media import read_audio
 
-        audio, _ = read_audio(path, sample_rate=self.sample_rate, channels=2)
+        audio, _ = read_audio(path, sample_rate=self.sample_rate, channels=2, seconds=duration)
         span = used_span(audio.shape[1] / self.sample_rate, f"{path}: its audio", duration)
         return audio[:, : round(span * self.sample_rate)]
 

@@ -309,7 +309,7 @@ def bad_inputs(tmp: Path, model: Path) -> dict[str, tuple[list[str], str]]:
         "not a video": (["foley", str(tmp / "notes.mp4"), "-o", out, *f], "cannot read as media"),
         "too short": (["foley", str(short), "-o", out, *f], "too short (0.320 s); at least 0.5 s"),
         "zero duration": (["foley", str(good), "-o", out, "--duration", "0", *f], "--duration must be at least 0.5"),
-        "output suffix": (["foley", str(good), "-o", str(tmp / "o.wav"), *f], "must be a .mp4 file"),
+        "output suffix": (["foley", str(good), "-o", str(tmp / "o.wav"), *f], "must be a .mp4, .m4v or .mov"),
         "output is input": (["foley", str(good), "-o", str(good), *f], "is an input file"),
         "output exists": (["foley", str(good), "-o", str(tmp / "taken.mp4"), *f], "exists; pass --overwrite (or -y)"),
         "wav suffix": (["foley", str(good), "-o", out, "--wav", str(tmp / "a.mp3"), *f], "must be a .wav or .flac"),

@@ -433,3 +433,34 @@ def test_data_tracks_are_copied_where_the_container_holds_them_else_named(tmp_pa
     mov = mux_audio(source, np.zeros((2, 16000), np.float32), 16000, tmp_path / "out.mov")
     assert stream_packets(mov, "data") == stream_packets(source, "data")
     assert len(stream_packets(source, "data")) == 10
+
+
+def test_a_prores_mov_is_written_to_a_mov_and_the_mp4_error_says_so(tmp_path, capsys):
+    """ProRes with PCM (an editor's export) cannot be copied into an mp4: the error says a .mov holds it; the commands
+    take `-o NAME.mov` (every container the muxer writes), where its video and audio packets come through unchanged."""
+    from avflow.cli import main
+    from avflow.commands.options import VIDEO_SUFFIXES
+    from avflow.data.mux import MUX_FORMATS
+
+    assert set(VIDEO_SUFFIXES) == set(MUX_FORMATS)
+    source = tmp_path / "edit.mov"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("prores_ks", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv422p10le"
+        track = out.add_stream("pcm_s16le", rate=48000, layout="stereo")
+        for k in range(32):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+        sound = (np.random.default_rng(0).standard_normal((1, 2 * 96000)) * 3000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(sound, format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux([*track.encode(frame), *track.encode(None)])
+    assert main(["binaural", str(source), "--mode", "spatialise", "-o", str(tmp_path / "b.mp4")]) == 2
+    assert "its prores video cannot be copied unchanged into an .mp4 file; write a .mov, which holds it" in (
+        capsys.readouterr().err)  # fmt: skip
+    assert main(["binaural", str(source), "--mode", "spatialise", "-o", str(tmp_path / "b.mov")]) == 0
+    with av.open(str(tmp_path / "b.mov")) as c:
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [
+            ("video", "prores"), ("audio", "aac"), ("audio", "pcm_s16le")]  # fmt: skip
+    assert stream_packets(tmp_path / "b.mov", "video") == stream_packets(source, "video")
+    assert stream_packets(tmp_path / "b.mov", "audio", 1) == stream_packets(source, "audio")

@@ -25,7 +25,7 @@ HELP = "binaural audio for a video (trained world model, from the video alone or
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path, help=f"input video, at least {MIN_DURATION_S:g} s long")
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help=f"output mp4: the video with a stereo audio track (default: "
+                        help=f"output .mp4 (or .m4v, .mov): the video with a stereo audio track (default: "
                              f"{OUTPUT_DIR}/VIDEO_NAME_binaural.mp4)")  # fmt: skip
     parser.add_argument("--mono", type=Path, default=None,
                         help="a mono sound for the video (any audio file or video, any sample rate, at least as long "

@@ -120,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "paths (one a line)")  # fmt: skip
     add_model_arguments(parser, default_duration=None)
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help=f"OUT.mp4 (default: {OUTPUT_DIR}/VIDEO_NAME.mp4); batch: an output folder "
+                        help=f"OUT.mp4 (or .m4v, .mov; default: {OUTPUT_DIR}/VIDEO_NAME.mp4); batch: an output folder "
                              f"(default: {OUTPUT_DIR})")  # fmt: skip
     add_existing_audio(parser)
     parser.add_argument("--wav", type=Path, default=None,

@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens in the scene, e.g. 'a red rubber ball bounces on the left' "
         "(at most the model's text length, its config's joint.text_len tokens; longer is a one-line error)",
     )
-    parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4", help="output mp4")
+    parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4",
+                        help="output .mp4 (or .m4v, .mov)")  # fmt: skip
     add_seed(parser)
     parser.add_argument("--duration", type=float, default=None,
                         help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g}: t2av the clip's length, continue the "

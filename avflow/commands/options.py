@@ -17,7 +17,7 @@ from avflow.errors import ConfigError, OutputError
 
 OUTPUT_DIR = Path("outputs")  # where every command writes when no output is given
 AUDIO_SUFFIXES = (".wav", ".flac")
-VIDEO_SUFFIXES = (".mp4",)
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")  # the containers `avflow.data.mux` writes (its MUX_FORMATS)
 
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +118,8 @@ def check_output(
     file unless `overwrite`. Nothing is created."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise OutputError(f"{what} {path}: the output must be a {' or '.join(suffixes)} file")
+        names = f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+        raise OutputError(f"{what} {path}: the output must be a {names} file")
     for source in inputs:
         if path.resolve() == Path(source).resolve():
             raise OutputError(f"{what} {path}: this is an input file; choose another output")

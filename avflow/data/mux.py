@@ -236,6 +236,8 @@ def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio:
         for stream in copied:
             if not _fits(stream, container_format):
                 hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
+                if container_format != "mov" and _fits(stream, "mov"):  # ProRes, PCM: QuickTime's own codecs
+                    hint = f"write a .mov, which holds it, or {hint}"
                 raise MediaError(f"{video_path}: its {stream.codec_context.name} {stream.type} cannot be copied "
                                  f"unchanged into an {out_path.suffix} file; {hint}")  # fmt: skip
 

@@ -308,3 +308,21 @@ def with_subtitles(path: Path, codec: str, text: bytes) -> Path:
         packet.duration = 700
         out.mux(packet)
     return path
+
+
+def prores_mov(path: Path) -> Path:
+    """A 2 s QuickTime file as editors export it: ProRes 422 video (64x48, 16 fps) and 48 kHz stereo PCM."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("prores_ks", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv422p10le"
+        track = out.add_stream("pcm_s16le", rate=48000, layout="stereo")
+        for k in range(32):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+        sound = (np.random.default_rng(0).standard_normal((1, 2 * 96000)) * 3000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(sound, format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux([*track.encode(frame), *track.encode(None)])
+    return path

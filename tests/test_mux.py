@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import with_subtitles
+from helpers import prores_mov, with_subtitles
 
 from avflow.data.media import mux_audio, read_audio
 from avflow.errors import MediaError
@@ -443,18 +443,7 @@ def test_a_prores_mov_is_written_to_a_mov_and_the_mp4_error_says_so(tmp_path, ca
     from avflow.data.mux import MUX_FORMATS
 
     assert set(VIDEO_SUFFIXES) == set(MUX_FORMATS)
-    source = tmp_path / "edit.mov"
-    with av.open(str(source), "w") as out:
-        video = out.add_stream("prores_ks", rate=16)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv422p10le"
-        track = out.add_stream("pcm_s16le", rate=48000, layout="stereo")
-        for k in range(32):
-            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 7 * k, np.uint8), format="rgb24")))
-        out.mux(video.encode(None))
-        sound = (np.random.default_rng(0).standard_normal((1, 2 * 96000)) * 3000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(sound, format="s16", layout="stereo")
-        frame.sample_rate, frame.pts = 48000, 0
-        out.mux([*track.encode(frame), *track.encode(None)])
+    source = prores_mov(tmp_path / "edit.mov")
     assert main(["binaural", str(source), "--mode", "spatialise", "-o", str(tmp_path / "b.mp4")]) == 2
     assert "its prores video cannot be copied unchanged into an .mp4 file; write a .mov, which holds it" in (
         capsys.readouterr().err)  # fmt: skip

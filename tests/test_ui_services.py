@@ -6,7 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from helpers import WeightReads, moving_square, with_subtitles, write_tiny_default_model
+from helpers import WeightReads, moving_square, prores_mov, with_subtitles, write_tiny_default_model
 
 from avflow.data.media import probe, read_audio, write_audio, write_video
 from avflow.errors import AvflowError, MediaError
@@ -108,6 +108,8 @@ def test_uploads_and_missing_weights_are_one_line_errors(settings, tmp_path, mon
     fake.write_bytes(b"not a video")
     with pytest.raises(MediaError, match="not a readable video file"):
         check_video_upload(fake)
+    with pytest.raises(MediaError, match=r"prores video cannot be copied unchanged into an \.mp4 file; convert"):
+        check_video_upload(prores_mov(tmp_path / "edit.mov"))  # the page's result is an mp4: no .mov to suggest
     monkeypatch.setenv("AVFLOW_HOME", str(tmp_path / "empty_cache"))
     clip = write_video(tmp_path / "in.mp4", moving_square(t=16), 16)
     with pytest.raises(AvflowError, match=f"avflow download {services.FOLEY_MODEL}") as err:

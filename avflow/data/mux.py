@@ -223,10 +223,13 @@ def left_out(video_path: str | Path, out_path: str | Path) -> list[str]:
         return [_stream_name(s) for s in _extra_streams(source) if not _fits(s, container_format)]
 
 
-def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> None:
+def check_copyable(
+    video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO, *, suggest_mov=True
+) -> None:
     """A one-line MediaError, before any work, when the streams `mux_audio` copies unchanged from `video_path` (its
-    video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4).
-    Tried on an empty container in memory: the muxer's own answer, not a list of ours."""
+    video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4;
+    `suggest_mov`: saying so where a .mov would hold them, for a caller that can write one). Tried on an empty
+    container in memory: the muxer's own answer, not a list of ours."""
     video_path, out_path = Path(video_path), Path(out_path)
     container_format = _container_format(out_path)
     with open_media(video_path) as source:
@@ -236,7 +239,7 @@ def check_copyable(video_path: str | Path, out_path: str | Path, existing_audio:
         for stream in copied:
             if not _fits(stream, container_format):
                 hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
-                if container_format != "mov" and _fits(stream, "mov"):  # ProRes, PCM: QuickTime's own codecs
+                if suggest_mov and container_format != "mov" and _fits(stream, "mov"):  # ProRes, PCM: QuickTime codecs
                     hint = f"write a .mov, which holds it, or {hint}"
                 raise MediaError(f"{video_path}: its {stream.codec_context.name} {stream.type} cannot be copied "
                                  f"unchanged into an {out_path.suffix} file; {hint}")  # fmt: skip

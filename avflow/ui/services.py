@@ -74,7 +74,7 @@ def check_video_upload(path: str | Path | None) -> Path:
         raise MediaError(f"{path.name}: has no video stream")
     from avflow.data.mux import check_copyable
 
-    check_copyable(path, OUTPUT_VIDEO, "replace")  # its video goes into the result's mp4 unchanged
+    check_copyable(path, OUTPUT_VIDEO, "replace", suggest_mov=False)  # its video goes into the result's mp4 as is
     return path
 
 

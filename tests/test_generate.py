@@ -114,6 +114,13 @@ def test_a_model_path_that_is_not_a_model_folder_says_what_it_is(tmp_path, model
         assert main(["generate", "a ball", "--model", str(tmp_path / name), "-o", str(tmp_path / "o.mp4")]) == 2
         err = capsys.readouterr().err.strip()
         assert f"{tmp_path / name}: {message}" in err and "\n" not in err, err
+    other = shutil.copytree(model_dir, tmp_path / "mine")  # weights that do not fit its config: its model, not ours
+    config = json.loads((other / "config.json").read_text())
+    config["joint"]["video"]["num_layers"] += 1
+    (other / "config.json").write_text(json.dumps(config))
+    assert main(["generate", "a ball", "--model", str(other), "-o", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{other}: cannot load its model: " in err and "default" not in err, err
 
 
 def test_a_first_format_folder_is_a_one_line_error(tmp_path, model_dir):

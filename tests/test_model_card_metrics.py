@@ -146,7 +146,7 @@ def test_script_end_to_end_on_a_tiny_untrained_model(tmp_path, monkeypatch, caps
     assert all(c["values"]["peak_dbfs"]["value"] is not None or c["values"]["peak_dbfs"]["reason"]
                for c in result["clips"])  # fmt: skip
     assert script.main(["--model", str(tmp_path / "nothing"), "--n", "1"]) == 2
-    assert "default model files missing" in capsys.readouterr().err
+    assert "nothing: model files missing: " in capsys.readouterr().err
     # --seeds: each prompt with its seed + 1000 k, the table pooled over every clip, a line per seed offset
     assert script.main(["--model", str(model), "--n", "2", "--seeds", "2", "--io-clips", "0", "--json", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -138,7 +138,7 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
     folder = Path(path) if path is not None else default_model_dir()
     missing = [f for f in WEIGHT_FILES if not (folder / f).is_file()]
     if missing:
-        raise WeightsError(f"{folder}: default model files missing: {', '.join(missing)}")
+        raise WeightsError(f"{folder}: {'default ' if path is None else ''}model files missing: {', '.join(missing)}")
     config = read_default_config(folder)
     codecs = load_world_codecs(config.codec_dir(folder))
     codecs.check_trained_with(config.codecs_checksum, f"the model in {folder}")
@@ -150,6 +150,7 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
         load_strict(model, state, str(file))
         model.eval().requires_grad_(False)
     except (ValueError, RuntimeError, OSError, WeightsError) as exc:
-        raise WeightsError(f"{folder}: cannot load the default model: {str(exc).splitlines()[0]}") from None
+        what = "the default model" if path is None else "its model"
+        raise WeightsError(f"{folder}: cannot load {what}: {str(exc).splitlines()[0]}") from None
     text_encoder = load_text_encoder(config.text_encoder, max_len=config.joint.text_len)
     return JointPipeline(model, codecs, text_encoder, config)

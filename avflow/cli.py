@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from avflow.errors import AvflowError
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except AvflowError as exc:
         print(f"avflow {name}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of the output went away (`avflow info clip.mp4 | head -3`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush at exit finds no pipe
+        return 141  # as a command stopped by SIGPIPE
     except OSError as exc:  # a disk that is full, a folder that cannot be written
         print(f"avflow {name}: error: {exc}", file=sys.stderr)
         return 1

@@ -523,6 +523,19 @@ def test_video_without_frames(videos, tmp_path):
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+def test_cli_output_read_by_a_pipe_that_closes_stops_quietly(videos):
+    """`avflow info clip.mp4 | head -1`: the reader goes away first; the command stops with no error line (it
+    printed "avflow info: error: [Errno 32] Broken pipe") and the status of a command stopped by SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "avflow.cli", "info", str(videos["23.976"])], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
 def test_cli_info(videos, tmp_path, capsys):
     assert cli_main(["info", str(videos["23.976"])]) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,14 @@ import av
 import numpy as np
 import pytest
 import torch
-from helpers import WeightReads, listing, moving_square, shipped_default_model_is_v2, write_tiny_default_model
+from helpers import (
+    WeightReads,
+    listing,
+    moving_square,
+    prores_mov,
+    shipped_default_model_is_v2,
+    write_tiny_default_model,
+)
 from safetensors.torch import load_file
 
 from avflow.cli import main
@@ -230,6 +237,18 @@ def test_v2a_writes_onto_the_whole_given_video(model_dir, pipe, tmp_path, capsys
     clip = pipe.generate("a ball", task="v2a", video_path=video, sampling=pipe.sampling.override(steps=1))
     assert torch.equal(clip.frames, read_video(video, fps=FPS, size=(SIZE, SIZE)).frames)  # the given frames
     assert clip.audio.shape == (2, round(probe(video).duration * SR)) and clip.windows == 3
+
+
+def test_v2a_on_a_prores_export_is_written_to_a_mov_unless_told_otherwise(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    prores = prores_mov(tmp_path / "edit.mov")
+    base = ["generate", "a ball", "--task", "v2a", "--video", str(prores), "--model", str(model_dir), "--steps", "1"]
+    assert main(base) == 0
+    assert "wrote outputs/generated.mov" in capsys.readouterr().out
+    with av.open("outputs/generated.mov") as c:
+        assert [s.codec_context.name for s in c.streams] == ["prores", "aac", "pcm_s16le"]
+    assert main([*base, "-o", "out.mp4"]) == 2  # asked for an mp4: what to do instead
+    assert "write a .mov, which holds it" in capsys.readouterr().err and not (tmp_path / "out.mp4").exists()
 
 
 def test_continue_extends_the_clip_by_the_duration(model_dir, pipe, tmp_path):

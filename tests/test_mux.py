@@ -453,3 +453,20 @@ def test_a_prores_mov_is_written_to_a_mov_and_the_mp4_error_says_so(tmp_path, ca
             ("video", "prores"), ("audio", "aac"), ("audio", "pcm_s16le")]  # fmt: skip
     assert stream_packets(tmp_path / "b.mov", "video") == stream_packets(source, "video")
     assert stream_packets(tmp_path / "b.mov", "audio", 1) == stream_packets(source, "audio")
+
+
+def test_an_output_named_for_the_user_is_a_mov_where_only_a_mov_holds_the_video(tmp_path, monkeypatch, capsys):
+    """With no -o, binaural and generate v2a name their output: .mov for a ProRes export (the mp4 they named failed),
+    .mp4 for the rest."""
+    from avflow.cli import main
+    from avflow.data.mux import holding_suffix
+
+    monkeypatch.chdir(tmp_path)
+    prores = prores_mov(tmp_path / "edit.mov")
+    h264 = make_video(tmp_path / "clip.mp4", cfr(0.0, frames=30), audio=bursts(1.0, 48000, 2))
+    assert (holding_suffix(prores), holding_suffix(h264), holding_suffix(tmp_path / "missing.mp4")) == (
+        ".mov", ".mp4", ".mp4")  # fmt: skip
+    assert main(["binaural", str(prores), "--mode", "spatialise"]) == 0
+    assert main(["binaural", str(h264), "--mode", "spatialise"]) == 0
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["clip_binaural.mp4", "edit_binaural.mov"]
+    assert "wrote outputs/edit_binaural.mov" in capsys.readouterr().out

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path, help=f"input video, at least {MIN_DURATION_S:g} s long")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help=f"output .mp4 (or .m4v, .mov): the video with a stereo audio track (default: "
-                             f"{OUTPUT_DIR}/VIDEO_NAME_binaural.mp4)")  # fmt: skip
+                             f"{OUTPUT_DIR}/VIDEO_NAME_binaural.mp4, .mov for a video only a QuickTime file "
+                             "holds, e.g. ProRes)")  # fmt: skip
     parser.add_argument("--mono", type=Path, default=None,
                         help="a mono sound for the video (any audio file or video, any sample rate, at least as long "
                              "as the video; its first VIDEO-length seconds are used): made binaural keeping its "
@@ -63,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
             raise MediaError(f"--model {args.model}: " + ("is a folder; give the .safetensors file" if
                              args.model.is_dir() else "file not found"))  # fmt: skip
     inputs = [args.video] + ([args.mono] if args.mono is not None else [])
-    out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}_binaural.mp4", VIDEO_SUFFIXES,
-                       overwrite=args.overwrite, inputs=inputs)  # fmt: skip
+    from avflow.data.mux import holding_suffix
+
+    default = OUTPUT_DIR / f"{args.video.stem}_binaural{holding_suffix(args.video, args.audio)}"
+    out = check_output(args.output or default, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=inputs)
     wav = None
     if args.wav is not None:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=inputs, what="--wav")

@@ -120,7 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "paths (one a line)")  # fmt: skip
     add_model_arguments(parser, default_duration=None)
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help=f"OUT.mp4 (or .m4v, .mov; default: {OUTPUT_DIR}/VIDEO_NAME.mp4); batch: an output folder "
+                        help=f"OUT.mp4 (or .m4v, .mov; default: {OUTPUT_DIR}/VIDEO_NAME.mp4, .mov for a video only a "
+                             "QuickTime file holds, e.g. ProRes); batch: an output folder "
                              f"(default: {OUTPUT_DIR})")  # fmt: skip
     add_existing_audio(parser)
     parser.add_argument("--wav", type=Path, default=None,
@@ -182,15 +183,15 @@ def run(args: argparse.Namespace) -> int:
     check_windows(args.window, args.overlap)
     if args.video.is_dir() or args.video.suffix.lower() == ".txt":
         return run_batch(args)
-    out = check_output(args.output or OUTPUT_DIR / f"{args.video.stem}.mp4", VIDEO_SUFFIXES,
-                       overwrite=args.overwrite, inputs=[args.video])  # fmt: skip
+    from avflow.data.mux import check_copyable, holding_suffix, left_out
+
+    default = OUTPUT_DIR / f"{args.video.stem}{holding_suffix(args.video, args.audio)}" if not args.output else None
+    out = check_output(args.output or default, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video])
     wav = None
     if args.wav is not None:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
     check_distinct(out, wav)
     info = check_video_input(args.video, duration=args.duration)
-    from avflow.data.mux import check_copyable, left_out
-
     check_copyable(args.video, out, args.audio)
     dropped = left_out(args.video, out)
     sampling, device = check_model_arguments(args)
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
 def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tuple[Path, Path, Path | None]], list]:
     """(video, mp4, wav) for every usable input and (video, why) for the others; refuses the whole run when an output
     exists (without --overwrite) or would replace an input."""
-    from avflow.data.mux import check_copyable
+    from avflow.data.mux import check_copyable, holding_suffix
     from avflow.pipelines.inputs import check_video_input
 
     folder = args.output or OUTPUT_DIR
@@ -220,7 +221,7 @@ def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tupl
         raise OutputError(f"--wav {args.wav}: is a file; in batch mode --wav is a folder")
     planned, failed, names, existing = [], [], set(), []
     for video in inputs:
-        mp4 = folder / f"{video.stem}.mp4"
+        mp4 = folder / f"{video.stem}{holding_suffix(video, args.audio)}"  # .mov for a ProRes export
         wav = args.wav / f"{video.stem}.wav" if args.wav is not None else None
         if mp4.name in names:
             failed.append((video, f"another input also writes {mp4}"))

@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what happens in the scene, e.g. 'a red rubber ball bounces on the left' "
         "(at most the model's text length, its config's joint.text_len tokens; longer is a one-line error)",
     )
-    parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "generated.mp4",
-                        help="output .mp4 (or .m4v, .mov)")  # fmt: skip
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help=f"output .mp4 (or .m4v, .mov; default: {OUTPUT_DIR}/generated.mp4, or .mov for v2a on a "
+                             "video only a QuickTime file holds, e.g. ProRes)")  # fmt: skip
     add_seed(parser)
     parser.add_argument("--duration", type=float, default=None,
                         help=f"seconds, {MIN_DURATION_S:g} to {MAX_DURATION_S:g}: t2av the clip's length, continue the "
@@ -119,6 +120,11 @@ def check_inputs(args: argparse.Namespace):
         raise ConfigError(f"--task {args.task} needs --video FILE")
     _check_unused(args)
     inputs = [p for p in (args.audio_file, args.video) if p is not None]
+    if args.output is None:
+        from avflow.data.mux import holding_suffix
+
+        suffix = holding_suffix(args.video, existing_audio(args.audio)) if args.task == "v2a" else ".mp4"
+        args.output = OUTPUT_DIR / f"generated{suffix}"
     out = check_output(args.output, VIDEO_SUFFIXES, overwrite=args.overwrite, inputs=inputs)
     png = None
     if args.spectrogram is not None:

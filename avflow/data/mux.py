@@ -245,6 +245,19 @@ def check_copyable(
                                  f"unchanged into an {out_path.suffix} file; {hint}")  # fmt: skip
 
 
+def holding_suffix(video_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO) -> str:
+    """The suffix of an output named for the user (none given): ".mp4", or ".mov" where only a QuickTime file holds
+    the streams `mux_audio` copies from `video_path` (ProRes, PCM kept with "keep": an editor's export). An unreadable
+    file gets ".mp4": the checks that follow say what is wrong with it."""
+    for suffix in (".mp4", ".mov"):
+        try:
+            check_copyable(video_path, Path(f"out{suffix}"), existing_audio)
+        except MediaError:
+            continue
+        return suffix
+    return ".mp4"
+
+
 def mux_audio(
     video_path: str | Path,
     audio: torch.Tensor | np.ndarray,

@@ -20,6 +20,7 @@ from helpers import (
     fixtures_root,
     install_tiny_foley,
     listing,
+    prores_mov,
     sweep_video_frames,
     tiny_foley_raw_files,
     with_subtitles,
@@ -182,13 +183,14 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     (folder / "c.mp4").write_bytes(b"not a video at all" * 10)
     make_video(folder / "d.mp4", 25.0, 0.32)  # shorter than every command accepts
     with_subtitles(folder / "e.mkv", "subrip", b"hallo")  # its SRT subtitles cannot go into an mp4
+    prores_mov(folder / "f.mov")  # an editor's export: only a .mov holds it
     out = tmp_path / "out"
     code = main(["foley", str(folder), "-o", str(out), "--wav", str(tmp_path / "wavs"), *CLI_FAST])
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "e.mp4"]
-    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav", "e.wav"]  # asked for with --wav
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "e.mp4", "f.mov"]
+    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == ["a.wav", "b.wav", "e.wav", "f.wav"]  # --wav
     text = capsys.readouterr().out
-    assert "3 of 5 videos done" in text and "c.mp4" in text and "too short" in text
+    assert "4 of 6 videos done" in text and "c.mp4" in text and "too short" in text
     assert f"  {folder / 'e.mkv'}: its srt subtitles left out (the output's container cannot hold them)" in text
     files = tmp_path / "list.txt"
     files.write_text("videos/a.mp4\n# comment\n\n")

@@ -353,6 +353,55 @@ def test_first_seconds_of_audio_leave_the_rest_unread(tmp_path, kind):
         read_audio(path, seconds=0)
 
 
+def with_cover(path: Path, video: bool) -> Path:
+    """A file whose first stream is cover art (a one-picture png stream, as music files carry), then 1 s of stereo
+    audio (mp3 in an .mp3, else AAC) and, with `video`, 1 s of h264 at 16 fps whose frame k has level LEVEL * k."""
+    with av.open(str(path), "w") as out:
+        cover = out.add_stream("png")
+        cover.width, cover.height, cover.pix_fmt = 16, 16, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        track = out.add_stream("libmp3lame" if path.suffix == ".mp3" else "aac", rate=SR, layout="stereo")
+        if video:
+            stream = out.add_stream("libx264", rate=16)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+            for k in range(16):
+                frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), LEVEL * k, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = k, Fraction(1, 16)
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        sound = np.random.default_rng(0).uniform(-0.3, 0.3, (2, SR)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(sound, format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = SR, 0, Fraction(1, SR)
+        out.mux([*track.encode(frame), *track.encode(None)])
+        out.mux([*cover.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 200, np.uint8), "rgb24")),
+                 *cover.encode(None)])  # fmt: skip
+    return path
+
+
+def test_cover_art_is_not_the_video(tmp_path, capsys):
+    """A music file's album picture is a one-picture "video" stream: it made every command fail with "[Errno 1]
+    Operation not permitted" (probe seeking in it). A file with only cover art is audio; in a video file with cover
+    art first, the video is the one that moves."""
+    from avflow.pipelines.inputs import check_audio_input, check_video_input
+
+    song = with_cover(tmp_path / "song.mp3", video=False)
+    info = probe(song)
+    assert (info.has_video, info.has_audio, info.n_frames) == (False, True, 0) and abs(info.duration - 1.0) < 0.05
+    assert check_audio_input(song).has_audio and read_audio(song)[0].shape[0] == 2
+    with pytest.raises(MediaError, match="no video stream"):
+        check_video_input(song)
+    assert cli_main(["info", str(song)]) == 0
+    assert "16x16  cover art" in capsys.readouterr().out
+    clip = with_cover(tmp_path / "clip.mp4", video=True)
+    info = probe(clip)
+    assert (info.has_video, info.n_frames, info.width, info.fps) == (True, 16, 32, 16.0)
+    assert level_of(read_video(clip).frames) == list(range(16))
+    out = mux_audio(clip, np.zeros((2, SR), np.float32), SR, tmp_path / "out.mp4")
+    with av.open(str(out)) as c:  # the moving video is the main track; the cover is kept after the audio
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [
+            ("video", "h264"), ("audio", "aac"), ("audio", "aac"), ("video", "png")]  # fmt: skip
+
+
 def test_audio_from_video(videos):
     audio, sr = read_audio(videos["23.976"])
     assert sr == SR and audio.shape[0] == 2

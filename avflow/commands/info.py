@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _stream_lines(path) -> list[str]:
+    import av
+
     from avflow.data.video import open_media
 
     lines = []
@@ -21,7 +23,9 @@ def _stream_lines(path) -> list[str]:
         for s in container.streams:
             codec = s.codec_context.name if s.codec_context is not None else "?"
             line = f"  stream {s.index}: {s.type:<8} {codec}"
-            if s.type == "video":
+            if s.type == "video" and s.disposition & av.stream.Disposition.attached_pic:
+                line += f"  {s.width}x{s.height}  cover art"
+            elif s.type == "video":
                 rate = s.average_rate or s.guessed_rate
                 line += f"  {s.width}x{s.height}  {float(rate or 0):.3f} fps ({rate})  {s.frames} frames"
             elif s.type == "audio":

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from avflow.data.video import open_media, stream_origin
+from avflow.data.video import main_video, open_media, stream_origin
 from avflow.errors import MediaError
 from avflow.weights import atomic_write
 
@@ -78,7 +78,8 @@ def _read_pyav(path: Path, downmix: int | None = None, seconds: float | None = N
         sr = stream.codec_context.sample_rate
         more = downmix is not None and stream.codec_context.channels > downmix
         converter = av.AudioResampler(format="fltp", layout=DOWNMIX_LAYOUTS[downmix] if more else None)
-        origin = stream_origin(container.streams.video[0]) if container.streams.video else None
+        video = main_video(container)
+        origin = stream_origin(video) if video is not None else None
         # samples to decode from the stream's first one: 1 s over `seconds` covers a late start and the resampler
         wanted = math.inf if seconds is None else math.ceil((seconds + 1) * sr)
         chunks, first_time, decoded = [], None, 0

@@ -16,7 +16,7 @@ import torch
 from avflow.data.audio import as_channels_first, resample
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track
-from avflow.data.video import check_video, open_media, probe, video_span
+from avflow.data.video import check_video, main_video, open_media, probe, video_span
 from avflow.errors import MediaError
 from avflow.weights import atomic_write
 
@@ -136,7 +136,7 @@ def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream
     """The streams besides the first video and the audio that `mux_audio` copies where the output can hold them:
     subtitles, cover art, further video tracks (another angle) and data tracks (telemetry, KLV). A timecode track is
     not among them where the first video carries its `timecode` tag: the muxer writes the track again from that."""
-    first = source.streams.video[0]
+    first = main_video(source)
     timecode = "timecode" in first.metadata
     videos = [s for s in source.streams.video if s.index != first.index]  # cover art and further tracks
     data = [s for s in source.streams.data if not (timecode and "timecode" in s.metadata)]
@@ -233,9 +233,10 @@ def check_copyable(
     video_path, out_path = Path(video_path), Path(out_path)
     container_format = _container_format(out_path)
     with open_media(video_path) as source:
-        if not source.streams.video:
+        video = main_video(source)
+        if video is None:
             raise MediaError(f"{video_path}: no video stream")
-        copied = [source.streams.video[0], *(source.streams.audio if existing_audio == "keep" else [])]
+        copied = [video, *(source.streams.audio if existing_audio == "keep" else [])]
         for stream in copied:
             if not _fits(stream, container_format):
                 hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
@@ -290,11 +291,11 @@ def mux_audio(
 
     def write(file) -> None:
         with open_media(video_path) as source:
-            start, end = video_span(source, source.streams.video[0])
+            start, end = video_span(source, main_video(source))
         output = av.open(file, "w", format=container_format, options=MP4_OPTIONS)
         # opened afresh: demuxing starts at the file's first packet, so kept audio from before the first frame stays
         with open_media(video_path) as source, output:
-            in_video = source.streams.video[0]
+            in_video = main_video(source)
             kept = list(source.streams.audio) if existing_audio == "keep" else []
             extras = [s for s in _extra_streams(source) if _fits(s, container_format)]
             output.metadata.update(_tags(source.metadata))

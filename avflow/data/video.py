@@ -68,6 +68,13 @@ def open_media(path: str | Path) -> av.container.InputContainer:
         raise MediaError(f"{path}: cannot read as media ({reason}); not a media file or corrupt") from None
 
 
+def main_video(container: av.container.InputContainer) -> av.video.VideoStream | None:
+    """The video stream that is read and copied: the first one that is not cover art (the album picture of an mp3 or
+    an m4a is a one-picture video stream marked `attached_pic`); None where there is none."""
+    covers = av.stream.Disposition.attached_pic
+    return next((s for s in container.streams.video if not s.disposition & covers), None)
+
+
 def stream_origin(stream: av.stream.Stream) -> Fraction:
     """The stream's first presentation time in seconds (exact)."""
     start = stream.start_time if stream.start_time is not None else 0
@@ -134,7 +141,7 @@ def probe(path: str | Path) -> MediaInfo:
     one frame at most (for its rotation)."""
     path = Path(path)
     with open_media(path) as container:
-        video = container.streams.video[0] if container.streams.video else None
+        video = main_video(container)
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
             raise MediaError(f"{path}: no video or audio stream")
@@ -382,7 +389,7 @@ def _open_video(path: Path) -> tuple[MediaInfo, av.container.InputContainer, _Fr
     info = probe(path)
     check_video(info)
     container = open_media(path)
-    stream = container.streams.video[0]
+    stream = main_video(container)
     stream.thread_type = "AUTO"
     return info, container, _FrameCursor(container, stream)
 

@@ -317,8 +317,16 @@ def test_cli_eval_skips_unreadable_clips_and_writes_a_report(tmp_path, capsys):
     (only_broken / "x.mp4").write_bytes(b"nope")
     assert cli_main(["eval", str(only_broken)]) == 2
     assert cli_main(["eval", str(tmp_path / "missing")]) == 2
+    assert cli_main(["eval", str(out)]) == 2  # a file that is not a clip
+    assert cli_main(["eval", str(folder / "c0.mp4"), "--ref", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "no readable clip" in err[0] and "not a folder" in err[1]
+    assert len(err) == 4 and "no readable clip" in err[0] and "missing: not found" in err[1], err
+    assert "res.json: not a clip" in err[2] and "give a file to pair with one clip's file" in err[3], err
+    # one clip's file: scored as a folder of one (it was "not a folder")
+    assert cli_main(["eval", str(folder / "c0.mp4"), "--json", str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["n_clips"] == 1 and one["clips"]["c0"]["sync_offset_ms"] == result["clips"]["c0"]["sync_offset_ms"]
+    assert "c0: sync_offset_ms=+" in capsys.readouterr().out
 
 
 def _click_pair(itd_samples: int, gain_left: float, seed: int = 0) -> np.ndarray:

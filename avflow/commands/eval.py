@@ -1,4 +1,4 @@
-"""`avflow eval PRED_DIR [--ref DIR] [--json OUT] [--report DIR]`: model-free sync, spatial, physics and distribution
+"""`avflow eval CLIPS [--ref DIR] [--json OUT] [--report DIR]`: model-free sync, spatial, physics and distribution
 metrics; each clip reports its defined metrics, the folder the median |offset| and the ±20 / ±62 ms rates."""
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ SHOWN = ("sync_offset_ms", "sync_error_ms", "sync_gt_ms", "side_agreement", "fol
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pred_dir", help="folder of clips: world format (.wav+.npz+.json) or .mp4 / .wav files")
-    parser.add_argument("--ref", default=None, help="reference folder; clips pair by relative path without suffix")
+    parser.add_argument("pred_dir", metavar="CLIPS",
+                        help="folder of clips: world format (.wav+.npz+.json) or video / .wav files; or one clip's "
+                             "file")  # fmt: skip
+    parser.add_argument("--ref", default=None,
+                        help="reference folder (clips pair by relative path without suffix), or file for one clip")
     parser.add_argument("--json", default=None, metavar="OUT", help="write all per-clip and summary metrics here")
     parser.add_argument("--report", default=None, metavar="DIR", help="write DIR/index.html with per-clip timelines")
     parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
@@ -29,9 +32,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     imported (one-line errors)."""
     from avflow.errors import MediaError, OutputError
 
-    for what, folder in (("PRED_DIR", args.pred_dir), ("--ref", args.ref)):
-        if folder is not None and not Path(folder).is_dir():
-            raise MediaError(f"{what} {folder}: not a folder")
+    for what, place in (("CLIPS", args.pred_dir), ("--ref", args.ref)):
+        if place is not None and not Path(place).exists():
+            raise MediaError(f"{what} {place}: not found")
+    if args.ref is not None and Path(args.ref).is_file() != Path(args.pred_dir).is_file():
+        raise MediaError(f"--ref {args.ref}: give a file to pair with one clip's file, a folder with a folder")
     if args.json is not None:
         check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
     if args.report is not None:

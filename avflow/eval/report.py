@@ -21,7 +21,7 @@ from avflow.eval.measure import Measure
 from avflow.eval.offset import match_events
 from avflow.eval.onsets import audio_onsets
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 AUDIO_SUFFIXES = (".wav", ".flac")
 # Frames of a video without ground truth are read with their long side at most this (px, aspect kept): the measures
 # find flashes, contacts and objects at this size (world clips are 64 px, the real-sound set 128), and a 4 s 4K clip
@@ -42,13 +42,19 @@ class EvalClip:
 
 
 def find_clips(folder: str | Path) -> dict[str, Path]:
-    """Clip id (path relative to ``folder`` without suffix) -> the file or world stem that holds it.
+    """Clip id (path relative to ``folder`` without suffix) -> the file or world stem that holds it; a single video
+    or audio file is one clip, its id its name without suffix.
 
     World clips (``.npz`` + ``.wav``) win over an ``.mp4`` preview of the same stem; an ``.mp4`` wins over a
     same-stem ``.wav`` (which then replaces the mp4's audio track when loading); a lone ``.wav`` is audio-only."""
     root = Path(folder)
+    if root.is_file():
+        if root.suffix.lower() not in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
+            raise MediaError(f"{root}: not a clip (a video: {', '.join(VIDEO_SUFFIXES)}; audio: "
+                             f"{', '.join(AUDIO_SUFFIXES)}; world clips: their folder)")  # fmt: skip
+        return {root.stem: root}
     if not root.is_dir():
-        raise MediaError(f"{root}: not a folder")
+        raise MediaError(f"{root}: not found")
     groups: dict[str, dict[str, Path]] = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
@@ -254,6 +260,8 @@ def evaluate(
     start = time.perf_counter()
     pred_paths = find_clips(pred_dir)
     ref_paths = find_clips(ref_dir) if ref_dir is not None else {}
+    if Path(pred_dir).is_file() and ref_dir is not None and Path(ref_dir).is_file():  # two files: each other's pair
+        ref_paths = {cid: path for cid, path in zip(pred_paths, ref_paths.values(), strict=True)}
     per_clip: dict[str, dict[str, Measure]] = {}
     details: dict[str, ClipMeasures] = {}
     skipped: dict[str, str] = {}
@@ -341,7 +349,7 @@ def format_table(result: dict) -> str:
     """The summary as aligned text: per metric the clips where it is defined, its median (offsets: median |x| and
     the fractions within ±20 and ±62 ms), then the Fréchet distances."""
     lines = [
-        f"{result['n_clips']} clips from {result['pred_dir']}"
+        f"{result['n_clips']} clip{'s' if result['n_clips'] != 1 else ''} from {result['pred_dir']}"
         + (f" ({result['n_paired']} paired with {result['ref_dir']})" if result["ref_dir"] else "")
         + (f"; {result['n_skipped']} unreadable, skipped" if result.get("n_skipped") else "")
     ]

@@ -470,3 +470,32 @@ def test_an_output_named_for_the_user_is_a_mov_where_only_a_mov_holds_the_video(
     assert main(["binaural", str(h264), "--mode", "spatialise"]) == 0
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["clip_binaural.mp4", "edit_binaural.mov"]
     assert "wrote outputs/edit_binaural.mov" in capsys.readouterr().out
+
+
+def test_chapters_are_copied_and_their_track_is_not_called_left_out(tmp_path):
+    """A film's chapters (an mp4 keeps them in a text track the demuxer reads itself) were lost; they are copied with
+    their times and titles, and their track is not named as a data track left out."""
+    from avflow.data.mux import left_out
+
+    source = make_video(tmp_path / "film.mp4", cfr(0.0, frames=60))
+    chaptered = tmp_path / "chaptered.mp4"
+    with av.open(str(source)) as src, av.open(str(chaptered), "w") as out:
+        video = out.add_stream_from_template(src.streams.video[0])
+        out.set_chapters([{"id": 1, "start": 0, "end": 1000, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "Intro"}},
+                          {"id": 2, "start": 1000, "end": 2000, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "Main"}}])  # fmt: skip
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+
+    def chapters(path: Path) -> list[tuple[float, str]]:
+        with av.open(str(path)) as c:
+            return [(float(ch["start"] * ch["time_base"]), ch["metadata"].get("title")) for ch in c.chapters()]
+
+    assert chapters(chaptered) == [(0.0, "Intro"), (1.0, "Main")]
+    assert left_out(chaptered, tmp_path / "o.mp4") == []
+    for suffix in (".mp4", ".mov"):
+        out = mux_audio(chaptered, np.zeros((2, 16000), np.float32), 16000, tmp_path / f"out{suffix}")
+        assert chapters(out) == chapters(chaptered), suffix

@@ -135,11 +135,14 @@ def _container_format(path: Path) -> str:
 def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream]:
     """The streams besides the first video and the audio that `mux_audio` copies where the output can hold them:
     subtitles, cover art, further video tracks (another angle) and data tracks (telemetry, KLV). A timecode track is
-    not among them where the first video carries its `timecode` tag: the muxer writes the track again from that."""
+    not among them where the first video carries its `timecode` tag: the muxer writes the track again from that; nor
+    is a chapter track (chapters are copied as chapters)."""
     first = main_video(source)
     timecode = "timecode" in first.metadata
     videos = [s for s in source.streams.video if s.index != first.index]  # cover art and further tracks
-    data = [s for s in source.streams.data if not (timecode and "timecode" in s.metadata)]
+    # a stream the demuxer discards is one it reads itself: an mp4's chapter track (chapters are copied as such)
+    data = [s for s in source.streams.data
+            if not (timecode and "timecode" in s.metadata) and s.discard != av.stream.Discard.all]  # fmt: skip
     return [*source.streams.subtitles, *videos, *data]
 
 
@@ -274,8 +277,8 @@ def mux_audio(
     `existing_audio` says what happens to the source's own audio tracks: "keep" copies them unchanged after the new
     track, "replace" drops them, "mix" adds the first one into the new track over the longer of the two, at the
     higher sample rate (and drops the others). Subtitles, cover art, further video tracks and data tracks are copied
-    where out_path's container can hold them (`left_out` names those it cannot), and the file's and tracks' tags
-    always. The file is written atomically: on any failure nothing is left at out_path."""
+    where out_path's container can hold them (`left_out` names those it cannot), and the chapters and the file's and
+    tracks' tags always. The file is written atomically: on any failure nothing is left at out_path."""
     video_path, out_path = Path(video_path), Path(out_path)
     if existing_audio not in EXISTING_AUDIO:
         raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
@@ -299,6 +302,7 @@ def mux_audio(
             kept = list(source.streams.audio) if existing_audio == "keep" else []
             extras = [s for s in _extra_streams(source) if _fits(s, container_format)]
             output.metadata.update(_tags(source.metadata))
+            output.set_chapters(source.chapters())  # the muxer writes its own chapter track
             out_streams = {in_video.index: _copy_stream(output, in_video)}
             audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
             output.streams.audio[0].disposition = av.stream.Disposition.default

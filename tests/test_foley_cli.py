@@ -175,6 +175,26 @@ def test_iter_window_frames_counts(tmp_path):
     assert windows[-1].start_s + windows[-1].duration == pytest.approx(2.3, abs=1 / 31.25)
 
 
+def test_a_folder_of_camcorder_and_broadcast_files_is_read(tmp_path):
+    """A camcorder's .MTS and a recorder's .ts (MPEG-TS) were not picked from a folder ("no videos"): every command
+    that scans a folder or takes an upload reads one list of video suffixes, and FFmpeg reads these files."""
+    from avflow.commands.foley import list_inputs
+    from avflow.data.media import probe
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    for name in ("00001.MTS", "show.ts"):
+        with av.open(str(folder / name), "w", format="mpegts") as out:
+            video = out.add_stream("libx264", rate=25)
+            video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+            for k in range(25):
+                out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 9 * k, np.uint8), "rgb24")))
+            out.mux(video.encode(None))
+    (folder / "notes.txt").write_text("not a video")
+    assert [p.name for p in list_inputs(folder)] == ["00001.MTS", "show.ts"]
+    assert probe(folder / "00001.MTS").n_frames == 25
+
+
 def test_batch_skips_bad_files(cache, tmp_path, capsys):
     folder = tmp_path / "videos"
     folder.mkdir()

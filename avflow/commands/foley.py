@@ -30,11 +30,12 @@ from avflow.commands.options import (
     check_prompt,
     resolve_device,
 )
+from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
 from avflow.errors import AvflowError, ConfigError, MediaError, OutputError
 from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
 
 HELP = "generate synchronized audio for a video (MMAudio weights) and mux it into an mp4"
-INPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")  # videos picked from a folder
+INPUT_SUFFIXES = VIDEO_FILE_SUFFIXES  # videos picked from a folder
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: float | None, prompt: bool = True):

@@ -16,9 +16,10 @@ import torch
 from torch.utils.data import Dataset
 
 from avflow.data.cache import FeatureCache
+from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
 from avflow.errors import AvflowError, ConfigError
 
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+VIDEO_EXTS = VIDEO_FILE_SUFFIXES
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
 CONDITION_STREAMS = ("clip_f", "sync_f", "text_f")
 

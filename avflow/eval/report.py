@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
 from avflow.errors import MediaError
 from avflow.eval import distribution, physics, side, spatial, sync
 from avflow.eval.clip import ClipConfig, ClipMeasures, measure_clip
@@ -21,7 +22,7 @@ from avflow.eval.measure import Measure
 from avflow.eval.offset import match_events
 from avflow.eval.onsets import audio_onsets
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+VIDEO_SUFFIXES = VIDEO_FILE_SUFFIXES
 AUDIO_SUFFIXES = (".wav", ".flac")
 # Frames of a video without ground truth are read with their long side at most this (px, aspect kept): the measures
 # find flashes, contacts and objects at this size (world clips are 64 px, the real-sound set 128), and a 4 s 4K clip

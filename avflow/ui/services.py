@@ -17,9 +17,10 @@ from pathlib import Path
 
 from avflow import hub
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO
+from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
 from avflow.errors import AvflowError, MediaError
 
-VIDEO_TYPES = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"]
+VIDEO_TYPES = list(VIDEO_FILE_SUFFIXES)
 OUTPUT_VIDEO = Path("result.mp4")  # the container every tab writes (the name is not used)
 FOLEY_MODEL = "small_16k"
 Progress = Callable[[int, int], None]  # (done, total)

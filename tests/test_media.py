@@ -178,6 +178,29 @@ def test_a_rotated_video_is_read_as_players_show_it(tmp_path):
     assert rows[:20].max() < 40 and rows[28:].min() > 215, rows
 
 
+def test_frames_an_edit_list_hides_are_not_counted(tmp_path):
+    """A clip trimmed without re-encoding keeps the frames from the keyframe before its cut, hidden by the mp4's edit
+    list: they were counted as shown, so 40 frames at 25 fps read as 50 at 31.25 fps, and every measure that timed
+    the native frames by that rate (the binaural spatialiser, `avflow eval`) put them at the wrong times."""
+    path = tmp_path / "trimmed.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        video.options = {"g": "50"}
+        for k in range(-10, 40):  # 10 frames before time 0: the muxer hides them with an edit list
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), LEVEL * (k + 10), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 25)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 50  # the header counts the hidden ones
+    info = probe(path)
+    assert (info.n_frames, info.fps, info.duration) == (40, 25.0, 1.6)
+    clip = read_video(path)
+    assert clip.frames.shape[0] == 40 and clip.fps == 25.0 and level_of(clip.frames)[0] == 10
+    assert abs(float(clip.times[-1]) - 39 / 25) < 1e-6
+
+
 def test_start_and_duration(videos):
     full = read_video(videos["30"], fps=10)
     part = read_video(videos["30"], fps=10, start=0.5, duration=0.5)

@@ -119,6 +119,13 @@ def _count_packets(container: av.container.InputContainer, stream: av.video.Vide
     return sum(1 for p in container.demux(stream) if p.size > 0)
 
 
+def _hidden_frames(stream: av.video.VideoStream) -> int:
+    """Frames of the stream that are never shown: the lead-in an mp4's edit list hides (a clip trimmed without
+    re-encoding keeps the frames from the keyframe before its cut), counted in the demuxer's index (empty where the
+    container has none, e.g. MPEG-TS, which has no edit lists)."""
+    return sum(1 for entry in stream.index_entries if entry.is_discard)
+
+
 def quarter_turns(frame: av.VideoFrame) -> int:
     """Counterclockwise quarter turns (0-3) that show a decoded frame as players do: its display matrix (phones
     store portrait video as landscape frames with a 90 or 270 degree rotation), rounded to a quarter turn."""
@@ -150,7 +157,7 @@ def probe(path: str | Path) -> MediaInfo:
         if video is not None:
             turns = _first_frame_turns(container, video)  # first: on the fresh container, before any seek
             width, height = (video.height, video.width) if turns % 2 else (video.width, video.height)
-            n_frames = video.frames or _count_packets(container, video)
+            n_frames = (video.frames or _count_packets(container, video)) - _hidden_frames(video)  # shown ones
             tracks = len(container.streams.audio)
             if n_frames == 0:
                 return MediaInfo(path, 0.0, 0.0, 0, width, height, True, audio is not None, rate, channels, tracks,

@@ -469,6 +469,21 @@ def test_cli_writes_stereo_mp4_of_the_video_duration(tmp_path, monkeypatch, caps
     assert sr == (16000 if mode == "model" else 22050 if mono else SR)  # a spatialised sound keeps its rate
 
 
+def test_a_mono_longer_than_the_video_is_said_to_be_cut(tmp_path, capsys):
+    """The track is the video's length: of a longer --mono only its first seconds are used, and the command's line
+    says so (it was cut without a word; a mono of the video's length within rounding says nothing)."""
+    from avflow.cli import main
+
+    src, mono_file = _inputs(tmp_path, mono_seconds=4.0)
+    assert main(["binaural", str(src), "-o", str(tmp_path / "o.mp4"), "--mode", "spatialise", "--mono",
+                 str(mono_file)]) == 0  # fmt: skip
+    assert "from --mono (its first 1.25 s of 4.00 s: the video's length)" in capsys.readouterr().out
+    src, mono_file = _inputs(tmp_path, mono_seconds=1.26)
+    assert main(["binaural", str(src), "-o", str(tmp_path / "o.mp4"), "--mode", "spatialise", "--mono",
+                 str(mono_file), "-y"]) == 0  # fmt: skip
+    assert "from --mono, 1.25 s" in capsys.readouterr().out
+
+
 def test_a_spatialised_sound_keeps_its_rate_and_its_top_octaves(tmp_path):
     """The spatialiser renders at the sound's own rate within 16-48 kHz: a 48 kHz noise keeps its energy above
     8 kHz in both ears (a 16 kHz track would have none); rates outside are brought within."""

@@ -17,7 +17,7 @@ from avflow.commands.options import (
     check_output,
 )
 from avflow.errors import ConfigError, MediaError
-from avflow.pipelines.inputs import MIN_DURATION_S
+from avflow.pipelines.inputs import MIN_DURATION_S, SPAN_SLACK_S
 
 HELP = "binaural audio for a video (trained world model, from the video alone or with a given mono; or spatialise)"
 
@@ -89,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
     info = check_video_input(args.video)
     check_copyable(args.video, out, args.audio)
     dropped = left_out(args.video, out)
-    if args.mono is not None:
-        check_mono(args.mono, info.duration)
+    mono_info = check_mono(args.mono, info.duration) if args.mono is not None else None
     if mode == "spatialise" and args.mono is None and not info.has_audio:
         raise nothing_to_spatialise(str(args.video), "give --mono FILE, a sound made for it (e.g. by `avflow foley`)",
                                     "use --mode model", installed=model_file.is_file())  # fmt: skip
@@ -106,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         if wav is not None:
             outputs.wrote(write_audio(wav, track.audio, track.sample_rate))
     how = f"{track.mode}, from --mono" if track.mono else track.mode
+    if mono_info is not None and mono_info.duration > track.duration + SPAN_SLACK_S:  # said, not cut silently
+        how += f" (its first {track.duration:.2f} s of {mono_info.duration:.2f} s: the video's length)"
     print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz; "
           f"{describe(args.audio, info.audio_tracks, dropped)})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0

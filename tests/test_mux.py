@@ -499,3 +499,39 @@ def test_chapters_are_copied_and_their_track_is_not_called_left_out(tmp_path):
     for suffix in (".mp4", ".mov"):
         out = mux_audio(chaptered, np.zeros((2, 16000), np.float32), 16000, tmp_path / f"out{suffix}")
         assert chapters(out) == chapters(chaptered), suffix
+
+
+@pytest.mark.parametrize("tag", ["hvc1", "hev1"])
+def test_the_video_s_codec_tag_is_kept_where_the_container_takes_it(tmp_path, tag):
+    """A phone's HEVC is tagged 'hvc1', which Apple's players need: the mp4 muxer wrote 'hev1' over it (the packets
+    unchanged, the file no longer playing in QuickTime or on the phone). A tag the container does not take (an AVI's
+    'MJPG' into an mp4) is left to the muxer, as before."""
+    source = tmp_path / f"{tag}.mp4"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libx265", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"x265-params": "log-level=error"}
+        video.codec_context.codec_tag = tag
+        for k in range(16):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * k, np.uint8), "rgb24")))
+        out.mux(video.encode(None))
+
+    def video_tag(path: Path) -> str:
+        with av.open(str(path)) as c:
+            return c.streams.video[0].codec_context.codec_tag
+
+    assert video_tag(source) == tag
+    for suffix in (".mp4", ".mov"):
+        out = mux_audio(source, np.zeros((2, 16000), np.float32), 16000, tmp_path / f"out{suffix}")
+        assert video_tag(out) == tag, suffix
+        assert stream_packets(out, "video") == stream_packets(source, "video")
+    avi = tmp_path / "cam.avi"
+    with av.open(str(avi), "w") as out:
+        video = out.add_stream("mjpeg", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuvj420p"
+        for k in range(16):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * k, np.uint8), "rgb24")))
+        out.mux(video.encode(None))
+    assert video_tag(avi) == "MJPG"
+    out = mux_audio(avi, np.zeros((2, 16000), np.float32), 16000, tmp_path / "cam.mp4")
+    assert video_tag(out) != "MJPG" and stream_packets(out, "video") == stream_packets(avi, "video")

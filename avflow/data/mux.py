@@ -165,6 +165,9 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
     Audio whose channels have no stated order (PCM in an AVI) is given the usual layout of its channel count: an mp4
     cannot describe "2 channels" and failed at its very end; a ValueError where there is none."""
     copy = output.add_stream_from_template(stream)
+    tag = _kept_tag(stream, output.format.name)
+    if tag:
+        copy.codec_context.codec_tag = tag
     if stream.type == "audio" and stream.codec_context.layout.name.endswith(" channels"):
         channels = stream.codec_context.channels
         if channels not in ORDERED_LAYOUTS:
@@ -176,6 +179,29 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
     copy.metadata.update(tags)
     copy.disposition = stream.disposition
     return copy
+
+
+def _kept_tag(stream: av.stream.Stream, container_format: str) -> str | None:
+    """The source video's codec tag where `container_format` takes it, else None (the muxer picks its own). A phone's
+    HEVC is tagged 'hvc1', which Apple's players need; the mp4 muxer writes 'hev1' unless told. A tag the container
+    does not take (an AVI's 'MJPG') is left to the muxer (the muxer's answer, on an empty file in memory)."""
+    cover = stream.disposition & av.stream.Disposition.attached_pic
+    tag = stream.codec_context.codec_tag.strip("\x00 ") if stream.type == "video" and not cover else ""
+    if not tag:
+        return None
+    probe_output = av.open(io.BytesIO(), "w", format=container_format)
+    try:
+        copy = probe_output.add_stream_from_template(stream)
+        copy.codec_context.codec_tag = tag
+        probe_output.start_encoding()
+    except (ValueError, av.FFmpegError):
+        return None
+    finally:
+        try:
+            probe_output.close()
+        except av.FFmpegError:  # a header that was never written
+            pass
+    return tag
 
 
 def _fits(stream: av.stream.Stream, container_format: str) -> bool:

@@ -535,3 +535,27 @@ def test_the_video_s_codec_tag_is_kept_where_the_container_takes_it(tmp_path, ta
     assert video_tag(avi) == "MJPG"
     out = mux_audio(avi, np.zeros((2, 16000), np.float32), 16000, tmp_path / "cam.mp4")
     assert video_tag(out) != "MJPG" and stream_packets(out, "video") == stream_packets(avi, "video")
+
+
+def test_a_phone_s_metadata_keys_are_kept(tmp_path):
+    """An iPhone keeps where a video was shot in `com.apple.quicktime.location.ISO6709`, a QuickTime `mdta` key the
+    muxer writes only when asked: it was dropped (with the make, model and software keys); a file without such keys
+    is written as before."""
+    source = make_video(tmp_path / "plain.mp4", cfr(0.0, frames=30))
+    phone = tmp_path / "IMG_0001.mov"
+    keys = {"com.apple.quicktime.location.ISO6709": "+48.8584+002.2945+035.000/", "com.apple.quicktime.make": "Apple",
+            "title": "tour"}  # fmt: skip
+    with av.open(str(source)) as src, av.open(str(phone), "w", options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata.update(keys)
+        video = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+    for suffix in (".mp4", ".mov"):
+        out = mux_audio(phone, np.zeros((2, 16000), np.float32), 16000, tmp_path / f"out{suffix}")
+        with av.open(str(out)) as c:
+            assert {k: c.metadata.get(k) for k in keys} == keys, suffix
+    out = mux_audio(source, np.zeros((2, 16000), np.float32), 16000, tmp_path / "plain_out.mp4")
+    with av.open(str(out)) as c:
+        assert not any("." in key for key in c.metadata)

@@ -156,6 +156,13 @@ def _stream_name(stream: av.stream.Stream) -> str:
     return f"{stream.codec_context.name} {'cover art' if cover else 'video track'}"
 
 
+def _metadata_options(metadata: dict[str, str]) -> dict[str, str]:
+    """Muxer options that keep the source's file tags: a phone's keys in reverse-DNS form (an iPhone's
+    `com.apple.quicktime.location.ISO6709`, an Android's `com.android.version`) live in QuickTime's `mdta` metadata,
+    which the muxer writes only when asked (it dropped them, the place a video was shot among them)."""
+    return {"movflags": "use_metadata_tags"} if any("." in key for key in _tags(metadata)) else {}
+
+
 def _tags(metadata: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in metadata.items() if key not in MUXER_TAGS}
 
@@ -321,7 +328,8 @@ def mux_audio(
     def write(file) -> None:
         with open_media(video_path) as source:
             start, end = video_span(source, main_video(source))
-        output = av.open(file, "w", format=container_format, options=MP4_OPTIONS)
+            options = {**MP4_OPTIONS, **_metadata_options(source.metadata)}
+        output = av.open(file, "w", format=container_format, options=options)
         # opened afresh: demuxing starts at the file's first packet, so kept audio from before the first frame stays
         with open_media(video_path) as source, output:
             in_video = main_video(source)

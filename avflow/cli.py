@@ -13,8 +13,9 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
-from avflow.errors import AvflowError
+from avflow.errors import AvflowError, MediaWarning
 from avflow.heap import keep_freed_memory
 
 # name -> module implementing it
@@ -100,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():  # restores the warnings' printer afterwards
+            warnings.showwarning = _note_printer(name, warnings.showwarning)
+            return int(module.run(args) or 0)
     except AvflowError as exc:
         print(f"avflow {name}: error: {exc}", file=sys.stderr)
         return 2
@@ -113,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _note_printer(name: str, show):
+    """`warnings.showwarning` that prints a MediaWarning (media handled rather than refused, e.g. a damaged packet
+    skipped) as one line, "avflow COMMAND: note: ..."; other warnings as Python prints them."""
+
+    def printer(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MediaWarning):
+            print(f"avflow {name}: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return printer
 
 
 def _description(module) -> str:

@@ -21,3 +21,8 @@ class ConfigError(AvflowError):
 
 class OutputError(AvflowError):
     """An output path cannot be used: wrong suffix, it would replace an input, or it exists (without --overwrite)."""
+
+
+class MediaWarning(UserWarning):
+    """Something in a user's media that was handled rather than refused (a damaged packet skipped); the CLI prints
+    it as one line, the web UI adds it to the result's summary."""

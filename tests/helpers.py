@@ -326,3 +326,42 @@ def prores_mov(path: Path) -> Path:
         frame.sample_rate, frame.pts = 48000, 0
         out.mux([*track.encode(frame), *track.encode(None)])
     return path
+
+
+def damaged_ts(path: Path, damaged: tuple[int, ...] = (5, 9)) -> Path:
+    """A 2 s MPEG-TS (h264 32x32 at 16 fps, 16 kHz stereo AAC noise) whose audio packets numbered `damaged` (from 1)
+    have their ADTS header zeroed, as a broken recording or broadcast capture has: the mp4 muxer refuses them."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    good = io.BytesIO()
+    with av.open(good, "w", format="mpegts") as out:
+        video = out.add_stream("libx264", rate=16)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream("aac", rate=16000, layout="stereo")
+        for k in range(32):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 7 * k, np.uint8), "rgb24")))
+        out.mux(video.encode(None))
+        noise = np.random.default_rng(0).uniform(-0.2, 0.2, (2, 32000)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(noise, format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
+        out.mux([*audio.encode(frame), *audio.encode(None)])
+    good.seek(0)
+    with av.open(good, format="mpegts") as source, av.open(str(path), "w", format="mpegts") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        n_audio = 0
+        for packet in source.demux():
+            if packet.dts is None:
+                continue
+            index = packet.stream_index
+            if packet.stream.type == "audio":
+                n_audio += 1
+                if n_audio in damaged:
+                    broken = av.Packet(b"\0\0\0\0" + bytes(packet)[4:])
+                    broken.pts, broken.dts, broken.time_base = packet.pts, packet.dts, packet.time_base
+                    packet = broken
+            packet.stream = copies[index]
+            out.mux(packet)
+    return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import prores_mov, with_subtitles
+from helpers import damaged_ts, prores_mov, with_subtitles
 
 from avflow.data.media import mux_audio, read_audio
 from avflow.errors import MediaError
@@ -559,3 +559,25 @@ def test_a_phone_s_metadata_keys_are_kept(tmp_path):
     out = mux_audio(source, np.zeros((2, 16000), np.float32), 16000, tmp_path / "plain_out.mp4")
     with av.open(str(out)) as c:
         assert not any("." in key for key in c.metadata)
+
+
+def test_damaged_packets_the_muxer_refuses_are_skipped_and_said(tmp_path, capsys):
+    """A broken recording's AAC packets with a mangled header: the mp4 muxer refused them, a traceback after all the
+    work. They are skipped (as players skip them) and said: a MediaWarning, a note line from the command, or
+    `notes` for the web UI; every other packet is written."""
+    from avflow.cli import main
+    from avflow.errors import MediaWarning
+
+    source = damaged_ts(tmp_path / "capture.ts")
+    silence = np.zeros((2, 32000), np.float32)
+    with pytest.warns(MediaWarning, match=r"capture\.ts: 2 damaged packets of its aac audio track skipped"):
+        out = mux_audio(source, silence, 16000, tmp_path / "out.mp4")
+    assert len(stream_packets(out, "audio", 1)) == len(stream_packets(source, "audio")) - 2
+    assert len(stream_packets(out, "video")) == len(stream_packets(source, "video"))  # (Annex B -> length-prefixed)
+    notes: list[str] = []
+    mux_audio(source, silence, 16000, tmp_path / "out2.mp4", notes=notes)
+    assert notes == ["2 damaged packets of its aac audio track skipped (the muxer refused them; players skip them "
+                     "too)"]  # fmt: skip
+    assert main(["binaural", str(source), "--mode", "spatialise", "-o", str(tmp_path / "b.mp4")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"avflow binaural: note: {source}: {notes[0]}"]

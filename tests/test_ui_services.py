@@ -6,7 +6,14 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from helpers import WeightReads, moving_square, prores_mov, with_subtitles, write_tiny_default_model
+from helpers import (
+    WeightReads,
+    damaged_ts,
+    moving_square,
+    prores_mov,
+    with_subtitles,
+    write_tiny_default_model,
+)
 
 from avflow.data.media import probe, read_audio, write_audio, write_video
 from avflow.errors import AvflowError, MediaError
@@ -95,6 +102,14 @@ def test_binaural_tab_spatialises_the_uploaded_audio(settings, tmp_path):
     with pytest.raises(MediaError, match="no audio track") as err:
         generate_binaural(silent, settings, mode="spatialise")
     assert "\n" not in str(err.value)
+
+
+def test_a_damaged_upload_s_skipped_packets_are_in_the_summary(settings, tmp_path):
+    """The packets of an upload the muxer refuses (a broken capture's mangled AAC headers) are skipped and named in
+    the result's summary, not a traceback after the work."""
+    result = generate_binaural(damaged_ts(tmp_path / "capture.ts"), settings, mode="spatialise")
+    assert result.video.is_file()
+    assert "; 2 damaged packets of its aac audio track skipped (the muxer refused them" in result.summary
 
 
 def test_uploads_and_missing_weights_are_one_line_errors(settings, tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
+from collections import Counter
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +19,7 @@ from avflow.data.audio import as_channels_first, resample
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track
 from avflow.data.video import check_video, main_video, open_media, probe, video_span
-from avflow.errors import MediaError
+from avflow.errors import MediaError, MediaWarning
 from avflow.weights import atomic_write
 
 MUX_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
@@ -87,19 +89,26 @@ def _mux_interleaved(
     source_packets: Iterable[av.Packet],
     audio_packets: list[av.Packet],
     audio_delay: Fraction = Fraction(0),
-) -> None:
+) -> Counter[int]:
     """Mux the source's packets in order, slipping each new audio packet in before the first later source packet
-    (new audio packets are presented `audio_delay` after their timestamps)."""
+    (new audio packets are presented `audio_delay` after their timestamps). A damaged source packet the muxer refuses
+    (an AAC frame whose ADTS header a broken MPEG-TS mangled: its bitstream filter fails) is skipped, as players skip
+    it; returned: the count skipped per output stream index."""
+    skipped: Counter[int] = Counter()
     pending = iter(audio_packets)
     audio_next = next(pending, None)
     for packet in source_packets:
         while audio_next is not None and _packet_time(audio_next) + audio_delay <= _packet_time(packet):
             output.mux(audio_next)
             audio_next = next(pending, None)
-        output.mux(packet)
+        try:
+            output.mux(packet)
+        except av.InvalidDataError:
+            skipped[packet.stream.index] += 1
     while audio_next is not None:
         output.mux(audio_next)
         audio_next = next(pending, None)
+    return skipped
 
 
 def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -147,11 +156,13 @@ def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream
 
 
 def _stream_name(stream: av.stream.Stream) -> str:
-    """What a stream is, for a message: "srt subtitles", "png cover art", "vp9 video track", "klv data track"."""
+    """What a stream is, for a message: "srt subtitles", "png cover art", "aac audio track", "klv data track"."""
     if stream.type == "data":
         return f"{stream.name} data track" if stream.name else "data track"
     if stream.type == "subtitle":
         return f"{stream.codec_context.name} subtitles"
+    if stream.type == "audio":
+        return f"{stream.codec_context.name} audio track"
     cover = stream.disposition & av.stream.Disposition.attached_pic
     return f"{stream.codec_context.name} {'cover art' if cover else 'video track'}"
 
@@ -302,6 +313,7 @@ def mux_audio(
     out_path: str | Path,
     *,
     existing_audio: str = DEFAULT_EXISTING_AUDIO,
+    notes: list[str] | None = None,
 ) -> Path:
     """Write out_path with video_path's video packets unchanged (no re-encode) and `audio` (C, N) as a new AAC track,
     the first and default one, padded with silence or trimmed to exactly the video's span: its sample 0 is presented
@@ -311,7 +323,9 @@ def mux_audio(
     track, "replace" drops them, "mix" adds the first one into the new track over the longer of the two, at the
     higher sample rate (and drops the others). Subtitles, cover art, further video tracks and data tracks are copied
     where out_path's container can hold them (`left_out` names those it cannot), and the chapters and the file's and
-    tracks' tags always. The file is written atomically: on any failure nothing is left at out_path."""
+    tracks' tags always. The file is written atomically: on any failure nothing is left at out_path. What is handled
+    rather than refused (a damaged source packet the muxer cannot take is skipped) is said in a `MediaWarning`, or
+    appended to `notes` where given (without the file's name)."""
     video_path, out_path = Path(video_path), Path(out_path)
     if existing_audio not in EXISTING_AUDIO:
         raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
@@ -356,13 +370,23 @@ def mux_audio(
                     packet.stream = out_streams[packet.stream_index]
                     yield packet
 
-            _mux_interleaved(output, _timed(source_packets()), audio_packets, delay)
+            names = {copy.index: _stream_name(source.streams[index]) for index, copy in out_streams.items()}
+            skipped = _mux_interleaved(output, _timed(source_packets()), audio_packets, delay)
+            damaged.update({names[index]: n for index, n in skipped.items()})
         if delay > 0:  # the new track is the file's second (after the video)
             written = delay_track(file, 1, float(delay))
             if abs(written - delay) > Fraction(1, 10 * MOVIE_TIMESCALE):
                 raise MediaError(f"{out_path}: the muxer wrote an unexpected movie timescale; audio delay {written} s")
 
+    damaged: dict[str, int] = {}
     atomic_write(out_path, write)
+    for name, n in damaged.items():
+        packets = f"{n} damaged packet{'s' if n > 1 else ''}"
+        note = f"{packets} of its {name} skipped (the muxer refused them; players skip them too)"
+        if notes is not None:
+            notes.append(note)
+        else:
+            warnings.warn(MediaWarning(f"{video_path}: {note}"), stacklevel=2)
     return out_path
 
 

@@ -149,10 +149,15 @@ def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream
     first = main_video(source)
     timecode = "timecode" in first.metadata
     videos = [s for s in source.streams.video if s.index != first.index]  # cover art and further tracks
-    # a stream the demuxer discards is one it reads itself: an mp4's chapter track (chapters are copied as such)
-    data = [s for s in source.streams.data
-            if not (timecode and "timecode" in s.metadata) and s.discard != av.stream.Discard.all]  # fmt: skip
+    data = [s for s in source.streams.data if not (timecode and "timecode" in s.metadata) and not _read_as_chapters(s)]
     return [*source.streams.subtitles, *videos, *data]
+
+
+def _read_as_chapters(stream: av.stream.Stream) -> bool:
+    """Whether the demuxer reads the stream itself, discarding its packets: an mp4's chapter track (the chapters are
+    copied as such). PyAV before 18 does not tell; there such a track is named as a data track left out."""
+    discard = getattr(av.stream, "Discard", None)
+    return discard is not None and getattr(stream, "discard", None) == discard.all
 
 
 def _stream_name(stream: av.stream.Stream) -> str:

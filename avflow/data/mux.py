@@ -7,7 +7,7 @@ import io
 import math
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -204,35 +204,12 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
     return copy
 
 
-def _kept_tag(stream: av.stream.Stream, container_format: str) -> str | None:
-    """The source video's codec tag where `container_format` takes it, else None (the muxer picks its own). A phone's
-    HEVC is tagged 'hvc1', which Apple's players need; the mp4 muxer writes 'hev1' unless told. A tag the container
-    does not take (an AVI's 'MJPG') is left to the muxer (the muxer's answer, on an empty file in memory)."""
-    cover = stream.disposition & av.stream.Disposition.attached_pic
-    tag = stream.codec_context.codec_tag.strip("\x00 ") if stream.type == "video" and not cover else ""
-    if not tag:
-        return None
+def _muxer_takes(container_format: str, add: Callable[[av.container.OutputContainer], object]) -> bool:
+    """Whether `container_format`'s muxer writes its header with the stream `add` puts into it: the muxer's own answer,
+    on an empty file in memory (some streams are taken when added and refused only at the header)."""
     probe_output = av.open(io.BytesIO(), "w", format=container_format)
     try:
-        copy = probe_output.add_stream_from_template(stream)
-        copy.codec_context.codec_tag = tag
-        probe_output.start_encoding()
-    except (ValueError, av.FFmpegError):
-        return None
-    finally:
-        try:
-            probe_output.close()
-        except av.FFmpegError:  # a header that was never written
-            pass
-    return tag
-
-
-def _fits(stream: av.stream.Stream, container_format: str) -> bool:
-    """Whether `container_format` can hold `stream`'s packets unchanged (the muxer's answer, on an empty file in
-    memory: it takes some streams and refuses them only when it writes its header)."""
-    probe_output = av.open(io.BytesIO(), "w", format=container_format)
-    try:
-        _copy_stream(probe_output, stream)
+        add(probe_output)
         probe_output.start_encoding()
     except (ValueError, av.FFmpegError):
         return False
@@ -242,6 +219,24 @@ def _fits(stream: av.stream.Stream, container_format: str) -> bool:
         except av.FFmpegError:  # a header that was never written
             pass
     return True
+
+
+def _kept_tag(stream: av.stream.Stream, container_format: str) -> str | None:
+    """The source video's codec tag where `container_format` takes it, else None (the muxer picks its own). A phone's
+    HEVC is tagged 'hvc1', which Apple's players need; the mp4 muxer writes 'hev1' unless told. A tag the container
+    does not take (an AVI's 'MJPG') is left to the muxer."""
+    cover = stream.disposition & av.stream.Disposition.attached_pic
+    tag = stream.codec_context.codec_tag.strip("\x00 ") if stream.type == "video" and not cover else ""
+
+    def tagged(output: av.container.OutputContainer) -> None:
+        output.add_stream_from_template(stream).codec_context.codec_tag = tag
+
+    return tag if tag and _muxer_takes(container_format, tagged) else None
+
+
+def _fits(stream: av.stream.Stream, container_format: str) -> bool:
+    """Whether `container_format` can hold `stream`'s packets unchanged."""
+    return _muxer_takes(container_format, lambda output: _copy_stream(output, stream))
 
 
 def _timed(packets: Iterable[av.Packet]) -> Iterable[av.Packet]:
@@ -377,7 +372,8 @@ def mux_audio(
 
             names = {copy.index: _stream_name(source.streams[index]) for index, copy in out_streams.items()}
             skipped = _mux_interleaved(output, _timed(source_packets()), audio_packets, delay)
-            damaged.update({names[index]: n for index, n in skipped.items()})
+            for index, n in skipped.items():
+                damaged[names[index]] = damaged.get(names[index], 0) + n
         if delay > 0:  # the new track is the file's second (after the video)
             written = delay_track(file, 1, float(delay))
             if abs(written - delay) > Fraction(1, 10 * MOVIE_TIMESCALE):

@@ -409,6 +409,7 @@ def test_existing_audio_kept_replaced_or_mixed(model_json, tmp_path, capsys):
         assert main(["foley", str(video), "-o", str(out), "--audio", policy, *fast(model_json)]) == 0
         text = capsys.readouterr().out
         assert f"--audio {policy}" in text
+        assert ("its audio track mixed in at 48000 Hz (--audio mix)" in text) == (policy == "mix")  # the sum's rate
         with av.open(str(out)) as c:
             tracks[policy] = [(s.rate, s.channels) for s in c.streams.audio]
         assert video_packets(out) == video_packets(video)

@@ -104,9 +104,11 @@ def run(args: argparse.Namespace) -> int:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))
         if wav is not None:
             outputs.wrote(write_audio(wav, track.audio, track.sample_rate))
+    rates = (track.sample_rate, info.audio_sample_rate) if info.has_audio else None
     how = f"{track.mode}, from --mono" if track.mono else track.mode
     if mono_info is not None and mono_info.duration > track.duration + SPAN_SLACK_S:  # said, not cut silently
         how += f" (its first {track.duration:.2f} s of {mono_info.duration:.2f} s: the video's length)"
+    tracks = describe(args.audio, info.audio_tracks, dropped, rates=rates)
     print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz; "
-          f"{describe(args.audio, info.audio_tracks, dropped)})" + (f" and {wav}" if wav else ""))  # fmt: skip
+          f"{tracks})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0

@@ -204,8 +204,10 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     from avflow.data.audio_tracks import describe
 
+    rates = (result.sample_rate, info.audio_sample_rate) if info.has_audio else None
+    tracks = describe(args.audio, info.audio_tracks, dropped, rates=rates)
     print(f"wrote {out} (video unchanged, new {_track(result.sample_rate, channels)} track of {result.duration:.2f} s; "
-          f"{describe(args.audio, info.audio_tracks, dropped)})" + (f" and {wav}" if wav else ""))  # fmt: skip
+          f"{tracks})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0
 
 

@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
             policy = existing_audio(args.audio)
             outputs.wrote(mux_audio(args.video, clip.audio, clip.sample_rate, args.output, existing_audio=policy))
             track = f"new stereo {clip.sample_rate} Hz track of {clip.duration:.2f} s"
-            tracks = describe(policy, info.audio_tracks, left_out(args.video, args.output))
+            rates = (clip.sample_rate, info.audio_sample_rate) if info.has_audio else None
+            tracks = describe(policy, info.audio_tracks, left_out(args.video, args.output), rates=rates)
             what = f"the video of {args.video} unchanged, {track}; {tracks}"
         else:
             outputs.wrote(clip.save(args.output))

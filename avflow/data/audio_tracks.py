@@ -11,11 +11,20 @@ EXISTING_AUDIO = {
     "first one only; the others are dropped)",
 }
 DEFAULT_EXISTING_AUDIO = "keep"  # nothing is lost
+MIX_MAX_RATE = 48000  # "mix" sums at the higher of the two rates, up to this
 
 
-def describe(policy: str, source_tracks: int, left_out: list[str] | tuple[str, ...] = ()) -> str:
+def mix_rate(new_rate: int, source_rate: int) -> int:
+    """The sample rate of "mix"'s sum: the higher of the new track's and the source's, at most MIX_MAX_RATE."""
+    return max(new_rate, min(source_rate, MIX_MAX_RATE))
+
+
+def describe(
+    policy: str, source_tracks: int, left_out: list[str] | tuple[str, ...] = (), *, rates: tuple[int, int] | None = None
+) -> str:
     """A phrase for the message that reports a written file, e.g. 'its audio track kept as track 2 (--audio keep)';
-    `left_out`: streams the output could not hold (`avflow.data.mux.left_out`), said rather than dropped silently."""
+    `left_out`: streams the output could not hold (`avflow.data.mux.left_out`), said rather than dropped silently;
+    `rates`: the new track's and the source's sample rates, for the rate a mix is written at."""
     dropped = f"; its {', '.join(left_out)} left out (the output's container cannot hold them)" if left_out else ""
     if source_tracks == 0:
         return "the video had no audio" + dropped
@@ -25,5 +34,6 @@ def describe(policy: str, source_tracks: int, left_out: list[str] | tuple[str, .
         return f"{tracks} kept as {where} (--audio keep)" + dropped
     if policy == "mix":
         first = "its audio track" if source_tracks == 1 else "its first audio track"
-        return f"{first} mixed in (--audio mix)" + dropped
+        at = f" at {mix_rate(*rates)} Hz" if rates else ""
+        return f"{first} mixed in{at} (--audio mix)" + dropped
     return f"{tracks} replaced (--audio replace)" + dropped

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from avflow.data.audio import as_channels_first, resample
-from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
+from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO, mix_rate
 from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track
 from avflow.data.video import check_video, main_video, open_media, probe, video_span
 from avflow.errors import MediaError, MediaWarning
@@ -33,7 +33,6 @@ AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000,
 # real-sound clips, docs/metrics.md: up to 2.45 dB of ILD and 205 us of ITD off the lossless mix, two sides flipped);
 # at 128 kb/s per channel they stayed within 0.25 dB and 5 us. Binaural output keeps its image.
 AAC_BITS_PER_CHANNEL = 128_000
-MIX_MAX_RATE = 48000  # `--audio mix` sums at the higher of the two rates, up to this
 _NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
 
 
@@ -113,14 +112,14 @@ def _mux_interleaved(
 
 def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     """`audio` (C, N) at `sample_rate` plus the source's first audio track (sample 0 at the first video frame), and
-    the rate of the sum: the higher of the two (at most `MIX_MAX_RATE`; the source's top octaves are kept), over the
+    the rate of the sum: the higher of the two (`mix_rate`; the source's top octaves are kept), over the
     longer of the two (the source goes on after a shorter new track), at the wider channel count (a source of more
     than two channels mixed down to stereo first), scaled down only if the sum would clip."""
     from avflow.data.audio import audio_channels, convert_channels, read_audio
 
     channels = max(audio.shape[0], min(audio_channels(video_path), 2))
     source, source_rate = read_audio(video_path, channels=channels)
-    rate = max(sample_rate, min(source_rate, MIX_MAX_RATE))
+    rate = mix_rate(sample_rate, source_rate)
     source, audio = resample(source.numpy(), source_rate, rate), resample(audio, sample_rate, rate)
     n = max(audio.shape[1], source.shape[1])
     mixed = convert_channels(_fit_length(audio, n), channels) + convert_channels(_fit_length(source, n), channels)

@@ -250,5 +250,17 @@ def test_cli_and_errors(tmp_path, capsys):
     assert (tmp_path / "w" / "train" / "train_000000.wav").is_file()
     assert cli_main(["world", "make", "--n", "1", "--out", str(tmp_path / "w"), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+    # before any clip: an --out that is a file (was an errno), an odd size with mp4 previews (failed at the first
+    # preview), a clip of no frames (was written)
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    cases = {("--out", str(taken / "w")): f"{taken} is a file, not a folder",
+             ("--size", "33", "32", "--preview"): "--preview writes h264, which needs an even --size; got 33 32",
+             ("--duration", "0.01"): "a world clip needs at least 2 frames: 0.01 s at 16 fps gives 0"}  # fmt: skip
+    for extra, message in cases.items():
+        assert cli_main(["world", "--n", "1", "--out", str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "x").exists()
     with pytest.raises(MediaError, match="missing"):
         load_clip(tmp_path / "nothing")

@@ -59,6 +59,9 @@ class WorldConfig:
             raise ConfigError(f"world size must be at least 8x8 pixels, got {self.width}x{self.height}")
         if self.fps <= 0 or self.duration <= 0 or self.sample_rate < 4000:
             raise ConfigError("world fps and duration must be positive and sample_rate at least 4000")
+        if self.n_frames < 2:  # one frame shows no motion, and none writes no clip
+            raise ConfigError(f"a world clip needs at least 2 frames: {self.duration:g} s at {self.fps} fps gives "
+                              f"{self.n_frames}")  # fmt: skip
         if not 1 <= self.min_objects <= self.max_objects <= len(COLOURS):
             raise ConfigError(f"need 1 <= min_objects <= max_objects <= {len(COLOURS)}")
         if bad := [m for m in self.materials if m not in MATERIALS]:

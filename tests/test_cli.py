@@ -244,6 +244,12 @@ def test_experiment_on_a_trained_model_argument_errors_are_one_line(capsys, tmp_
         (["experiment", "guidance", "--model", "default", str(tmp_path), "--seeds", "2"], "--seeds goes with one"),
         (["experiment", "guidance", "--model", "default", "default"], "two or more different models"),
         (["experiment", "guidance", "--model", "default", "--prompts", str(bad)], "not a prompt file"),
+        # 0 was taken as "not given" (a whole default run started) or as one thread; a file for the output folder
+        (["experiment", "fusion", "--seeds", "0"], "--seeds must be >= 1, got 0"),
+        (["experiment", "fusion", "--steps", "0"], "--steps must be >= 1, got 0"),
+        (["experiment", "fusion", "--threads", "0"], "--threads must be >= 1, got 0"),
+        (["experiment", "fusion", "--out", str(bad / "x")], f"{bad} is a file, not a folder"),
+        (["experiment", "guidance", "--model", "default", "--out", str(bad)], f"{bad} is a file, not a folder"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

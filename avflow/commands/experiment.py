@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from avflow.commands.options import check_folder
+
 HELP = "run a controlled experiment (experiments/NAME.yaml): train arms x seeds, evaluate, write tables + plot"
 
 
@@ -43,22 +45,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from avflow.errors import ConfigError
     from avflow.experiments.configs import get_size, load_experiment
     from avflow.experiments.runner import run_experiment
 
+    for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--threads", args.threads)):
+        if value is not None and value < 1:  # 0 was taken as "not given" (the default) or as one thread
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     exp = load_experiment(args.name)
-    seeds = args.seeds or exp.seeds
+    seeds = exp.seeds if args.seeds is None else args.seeds
     if args.model is None:
         if args.prompts is not None or args.nfe is not None or args.solver is not None:
             raise ConfigError("--prompts, --nfe and --solver go with --model (guidance on a trained model)")
         size = get_size(args.size)
-        steps = args.steps or size.steps
-        if seeds < 1 or steps < 1:
-            raise ConfigError("--seeds and --steps must be >= 1")
-        out = Path(args.out or f"runs/experiments/{exp.name}_{args.size}")
+        steps = size.steps if args.steps is None else args.steps
+        out = check_folder(args.out or f"runs/experiments/{exp.name}_{args.size}", "--out")
         result = run_experiment(exp, args.size, size, out, seeds, steps, args.device, args.threads)
     else:
         result, out = run_trained(args, exp, seeds)
@@ -78,8 +80,6 @@ def run_trained(args, exp, seeds: int):
 
     if args.steps is not None or args.device != "cpu":
         raise ConfigError("--steps and --device do not apply with --model (no training; the model samples on the CPU)")
-    if seeds < 1:
-        raise ConfigError("--seeds must be >= 1")
     if len(args.model) > 1 and args.seeds is not None:
         raise ConfigError("--seeds goes with one --model (sampling seeds); several models are one seed each")
     prompts = Path(args.prompts or Path(__file__).resolve().parents[2] / "configs" / "model_card_prompts.json")
@@ -87,9 +87,10 @@ def run_trained(args, exp, seeds: int):
     for model in models:
         if model is not None and not Path(model).is_dir():
             raise ConfigError(f"--model {model}: no such folder (or 'default' for the shipped model)")
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     name = "+".join("default" if m is None else Path(m).name for m in models)
-    out = Path(args.out or f"runs/experiments/{exp.name}_model{'s' if len(models) > 1 else ''}_{name}")
+    default = f"runs/experiments/{exp.name}_model{'s' if len(models) > 1 else ''}_{name}"
+    out = check_folder(args.out or default, "--out")
     if len(models) > 1:
         return run_on_models(exp, models, prompts, out, args.nfe, solver=args.solver), out
     return run_on_model(exp, models[0], prompts, out, seeds, args.nfe, solver=args.solver), out

@@ -133,6 +133,15 @@ def check_output(
     return path
 
 
+def check_folder(path: str | Path, what: str) -> Path:
+    """An output folder that may be made: neither it nor a folder above it is a file. Nothing is created."""
+    path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"{what} {path}: {blocking} is a file, not a folder")
+    return path
+
+
 def check_distinct(*paths: Path | None) -> None:
     """Two outputs of one run must not be the same file."""
     seen: set[Path] = set()

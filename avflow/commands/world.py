@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from avflow.errors import ConfigError, OutputError
+from avflow.commands.options import check_folder
+from avflow.errors import ConfigError
 
 HELP = "make procedural audio-visual world datasets with known ground truth"
 
@@ -35,10 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    out = Path(args.out)
-    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise OutputError(f"--out {args.out}: {blocking} is a file, not a folder")
+    check_folder(args.out, "--out")
     if args.preview and (args.size[0] % 2 or args.size[1] % 2):
         raise ConfigError(f"--preview writes h264, which needs an even --size; got {args.size[0]} {args.size[1]}")
     config = WorldConfig(height=args.size[0], width=args.size[1], fps=args.fps, duration=args.duration,

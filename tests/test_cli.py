@@ -255,3 +255,18 @@ def test_experiment_on_a_trained_model_argument_errors_are_one_line(capsys, tmp_
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_ui_arguments_the_server_would_refuse_are_one_line_errors(tmp_path, capsys):
+    """A port out of range and an upload limit the server cannot parse were tracebacks from inside gradio, an output
+    folder that is a file an errno: one line each, before gradio is imported (these run without the [ui] extra)."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    cases = {("--port", "70000"): "--port must be from 1 to 65535, got 70000",
+             ("--max-file-size", "1.5gb"): "--max-file-size '1.5gb': give a whole number and a unit",
+             ("--max-file-size", "abc"): "--max-file-size 'abc': give a whole number and a unit",
+             ("--output-dir", str(taken)): f"{taken} is a file, not a folder"}  # fmt: skip
+    for extra, message in cases.items():
+        assert main(["ui", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err

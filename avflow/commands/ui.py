@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from pathlib import Path
 
+from avflow.commands.options import check_folder
 from avflow.errors import AvflowError
 
 HELP = "serve the web UI (needs the [ui] extra: pip install 'avflow[ui]')"
+FILE_SIZE = re.compile(r"(\d+)(b|kb|mb|gb|tb)", re.IGNORECASE)  # what the server's upload limit takes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,11 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
 
 
-def run(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("gradio") is None:
-        raise AvflowError("the UI needs gradio: pip install 'avflow[ui]'")
+def check_arguments(args: argparse.Namespace) -> None:
+    """One-line errors for what the server would otherwise refuse with a traceback (a port out of range, a size it
+    cannot parse) or an errno (an output folder that is a file), before gradio is imported."""
     if args.steps < 1 or args.concurrency < 1:
         raise AvflowError("--steps and --concurrency must be at least 1")
+    if not 1 <= args.port <= 65535:
+        raise AvflowError(f"--port must be from 1 to 65535, got {args.port}")
+    size = FILE_SIZE.fullmatch(args.max_file_size.replace(" ", ""))
+    if size is None or int(size.group(1)) == 0:
+        raise AvflowError(f"--max-file-size {args.max_file_size!r}: give a whole number and a unit, e.g. 200mb, 2gb")
+    check_folder(args.output_dir, "--output-dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    if importlib.util.find_spec("gradio") is None:
+        raise AvflowError("the UI needs gradio: pip install 'avflow[ui]'")
     from avflow.ui.app import launch
     from avflow.ui.services import UISettings
 

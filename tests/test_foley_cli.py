@@ -195,6 +195,21 @@ def test_a_folder_of_camcorder_and_broadcast_files_is_read(tmp_path):
     assert probe(folder / "00001.MTS").n_frames == 25
 
 
+def test_batch_outputs_of_two_inputs_never_land_on_one_file(cache, tmp_path, capsys):
+    """clip.mp4 and a ProRes clip.mov write clip.mp4 and clip.mov, but with --wav both would write clip.wav (the
+    second over the first): that input is skipped and said; without --wav both are made."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_video(folder / "clip.mp4", 16.0, 1.0)
+    prores_mov(folder / "clip.mov")
+    out = tmp_path / "out"
+    assert main(["foley", str(folder), "-o", str(out), "--wav", str(tmp_path / "wavs"), *CLI_FAST]) == 1
+    assert f"another input also writes {tmp_path / 'wavs' / 'clip.wav'}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mov"]  # the first in name order
+    assert main(["foley", str(folder), "-o", str(tmp_path / "out2"), *CLI_FAST]) == 0
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["clip.mov", "clip.mp4"]
+
+
 def test_batch_skips_bad_files(cache, tmp_path, capsys):
     folder = tmp_path / "videos"
     folder.mkdir()

@@ -222,12 +222,13 @@ def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tupl
         raise OutputError(f"-o {folder}: is a file; in batch mode -o is an output folder")
     if args.wav is not None and args.wav.exists() and not args.wav.is_dir():
         raise OutputError(f"--wav {args.wav}: is a file; in batch mode --wav is a folder")
-    planned, failed, names, existing = [], [], set(), []
+    planned, failed, taken, existing = [], [], set(), []
     for video in inputs:
         mp4 = folder / f"{video.stem}{holding_suffix(video, args.audio)}"  # .mov for a ProRes export
         wav = args.wav / f"{video.stem}.wav" if args.wav is not None else None
-        if mp4.name in names:
-            failed.append((video, f"another input also writes {mp4}"))
+        clash = next((p for p in (mp4, wav) if p is not None and p in taken), None)  # a.mp4 and a ProRes a.mov: a.wav
+        if clash is not None:
+            failed.append((video, f"another input also writes {clash}"))
             continue
         try:
             check_video_input(video, duration=args.duration)
@@ -241,7 +242,7 @@ def _plan_batch(args: argparse.Namespace, inputs: list[Path]) -> tuple[list[tupl
         except AvflowError as exc:
             failed.append((video, str(exc)))
             continue
-        names.add(mp4.name)
+        taken.update(p for p in (mp4, wav) if p is not None)
         existing += [p for p in (mp4, wav) if p is not None and p.exists()]
         planned.append((video, mp4, wav))
     if existing and not args.overwrite:

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of clips: world format (.wav+.npz+.json) or video / .wav files; or one clip's "
                              "file")  # fmt: skip
     parser.add_argument("--ref", default=None,
-                        help="reference folder (clips pair by relative path without suffix), or file for one clip")
+                        help="reference folder (clips pair by relative path without suffix), or file for one "
+                             "clip")  # fmt: skip
     parser.add_argument("--json", default=None, metavar="OUT", help="write all per-clip and summary metrics here")
     parser.add_argument("--report", default=None, metavar="DIR", help="write DIR/index.html with per-clip timelines")
     parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")

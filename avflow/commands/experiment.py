@@ -45,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from avflow.errors import ConfigError
     from avflow.experiments.configs import get_size, load_experiment
     from avflow.experiments.runner import run_experiment

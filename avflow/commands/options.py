@@ -127,9 +127,7 @@ def check_output(
         raise OutputError(f"{what} {path}: is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite (or -y) to replace it")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise OutputError(f"{what} {path}: {blocking} is a file, not a folder")
+    check_folder(path.parent, what)
     return path
 
 

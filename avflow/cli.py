@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-from avflow.errors import AvflowError, MediaWarning
+from avflow.errors import AvflowError, Note
 from avflow.heap import keep_freed_memory
 
 # name -> module implementing it
@@ -119,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _note_printer(name: str, show):
-    """`warnings.showwarning` that prints a MediaWarning (media handled rather than refused, e.g. a damaged packet
-    skipped) as one line, "avflow COMMAND: note: ..."; other warnings as Python prints them."""
+    """`warnings.showwarning` that prints a `Note` (input handled rather than refused: a damaged packet skipped, the
+    network taken from a training checkpoint) as one line, "avflow COMMAND: note: ..."; other warnings as Python
+    prints them."""
 
     def printer(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, MediaWarning):
+        if issubclass(category, Note):
             print(f"avflow {name}: note: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)

@@ -23,6 +23,16 @@ class OutputError(AvflowError):
     """An output path cannot be used: wrong suffix, it would replace an input, or it exists (without --overwrite)."""
 
 
-class MediaWarning(UserWarning):
-    """Something in a user's media that was handled rather than refused (a damaged packet skipped); the CLI prints
-    it as one line, the web UI adds it to the result's summary."""
+class Note(UserWarning):
+    """Something in a user's input that was handled rather than refused; the CLI prints it as one line,
+    "avflow COMMAND: note: ..."."""
+
+
+class MediaWarning(Note):
+    """Something in a user's media that was handled rather than refused (a damaged packet skipped); the web UI adds
+    it to the result's summary."""
+
+
+class WeightsWarning(Note):
+    """Which part of a user's weights file was used where the file holds more than weights (a training
+    checkpoint: the network or its EMA, not the optimizer)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avflow.errors import WeightsError
+from avflow.errors import WeightsError, WeightsWarning
 
 
 def _first_line(exc: BaseException) -> str:
@@ -37,12 +38,18 @@ def read_torch(path: str | Path, map_location: str | torch.device = "cpu") -> An
         raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None
 
 
+COMPILED = "_orig_mod."  # torch.compile's wrapper inserts this segment into every key under it
+DDP = "module."  # DistributedDataParallel / DataParallel prefix every key with this
+
+
 def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
     """The flat state dict of a weights file.
 
     `subkey`: the state dict may sit under this key of the file's top-level dict (e.g. "generator" in BigVGAN's
-    files, "state_dict" in some open_clip ones); a file that already is a flat state dict is taken as is. A DDP
-    `module.` prefix on every key is removed.
+    files, "state_dict" in some open_clip ones); a file that already is a flat state dict is taken as is. A training
+    checkpoint of MMAudio's trainer or of `avflow train` gives its network (`training_checkpoint_weights`, said in a
+    `WeightsWarning`). The wrappers' key prefixes are removed: DDP's `module.` on every key, torch.compile's
+    `_orig_mod.` wherever it sits.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,12 +66,93 @@ def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
             raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None
     if subkey and isinstance(state, dict) and isinstance(state.get(subkey), Mapping):
         state = dict(state[subkey])
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    elif isinstance(state, dict) and not _is_flat(state):
+        found = training_checkpoint_weights(state)
+        if found is not None:
+            state, whose, what = found
+            warnings.warn(WeightsWarning(f"{path}: a training checkpoint of {whose}: {what}"), stacklevel=2)
+    if not isinstance(state, dict) or not _is_flat(state):
         under = f" (looked under {subkey!r})" if subkey else ""
-        raise WeightsError(f"{path}: does not hold a flat state dict of tensors{under}")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+        inside = f"; it holds {describe_keys(map(str, state))}" if isinstance(state, dict) and state else ""
+        raise WeightsError(f"{path}: does not hold a flat state dict of tensors{under}{inside}")
+    return unwrapped(state)
+
+
+def _is_flat(state: Mapping) -> bool:
+    return all(isinstance(v, Tensor) for v in state.values())
+
+
+def unwrapped(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`state` with the key prefixes of training wrappers removed: DDP's `module.` when every key has it, and
+    torch.compile's `_orig_mod.` segment wherever it appears (a compiled model or a compiled part of one)."""
+    state = {k.replace("." + COMPILED, ".").removeprefix(COMPILED): v for k, v in state.items()}
+    if state and all(k.startswith(DDP) for k in state):
+        state = {k.removeprefix(DDP): v for k, v in state.items()}
     return state
+
+
+def with_averages(state: Mapping[str, Tensor], averages: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A model's state dict with the EMA `averages` in place of the parameters they average, each in the model's
+    dtype (the buffers, which an EMA does not average, as they are)."""
+    return {k: averages[k].to(v.dtype) if k in averages else v for k, v in state.items()}
+
+
+def training_checkpoint_weights(state: Mapping) -> tuple[dict[str, Tensor], str, str] | None:
+    """(network state dict, whose checkpoint, what was taken) from a training checkpoint, or None when `state` is
+    not one.
+
+    MMAudio's trainer (`*_ckpt_last.pth`: it, weights, optimizer, scheduler, ema): its `weights`, the network as
+    trained (its post-hoc EMA state cannot be read as weights; the run's `*_ema_final.pth` is the EMA). `avflow
+    train` (`checkpoints/step_*.pt`: step, model, ema, optimizer, ...): the EMA of its smallest sigma_rel in place of
+    the parameters, what the run's `ema_<sigma_rel>.safetensors` export holds at that step, or `model` where it kept
+    no EMA.
+    """
+    weights, model, ema = state.get("weights"), state.get("model"), state.get("ema")
+    if isinstance(weights, Mapping) and _is_flat(weights) and ("optimizer" in state or "it" in state):
+        it = state.get("it")
+        at = f" at iteration {it}" if isinstance(it, int) else ""
+        what = "its network as trained is used, not an EMA (the run's *_ema_final.pth holds the EMA)"
+        return dict(weights), f"MMAudio's trainer{at}", what
+    if not (isinstance(model, Mapping) and _is_flat(model) and "step" in state):
+        return None
+    whose = f"avflow train at step {state['step']}"
+    try:
+        sigmas = [float(s) for s in ema["sigma_rels"]]
+        i = min(range(len(sigmas)), key=sigmas.__getitem__)
+        averages = ema["averages"][i]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return dict(model), whose, "its network as trained (it kept no EMA)"
+    return with_averages(model, averages), whose, f"its EMA (sigma_rel {sigmas[i]:g})"
+
+
+def run_weights(folder: str | Path) -> tuple[dict[str, Tensor], str]:
+    """The network of a training run folder (`avflow train`'s out_dir) and where it came from: the EMA export of the
+    smallest sigma_rel (`ema_<sigma_rel>.safetensors`, written when a run ends) unless a checkpoint is newer (a run
+    resumed and stopped later), else the newest `checkpoints/step_*.pt` (its EMA, `training_checkpoint_weights`),
+    else `model.safetensors`."""
+    folder = Path(folder)
+    exports = sorted(folder.glob("ema_*.safetensors"), key=lambda p: _sigma_of(p.stem))
+    checkpoints = sorted((folder / "checkpoints").glob("step_*.pt"))
+    newest = checkpoints[-1] if checkpoints else None
+    if exports and (newest is None or exports[0].stat().st_mtime >= newest.stat().st_mtime):
+        return read_state_dict(exports[0]), f"its EMA export {exports[0].name}"
+    if newest is not None:
+        state = read_torch(newest)
+        found = training_checkpoint_weights(state) if isinstance(state, dict) else None
+        if found is None:
+            raise WeightsError(f"{newest}: not a training checkpoint of avflow train (no step and model in it)")
+        return unwrapped(found[0]), f"{newest.relative_to(folder)} ({found[2]})"
+    if (folder / "model.safetensors").is_file():
+        return read_state_dict(folder / "model.safetensors"), "its model.safetensors (no EMA export)"
+    raise WeightsError(f"{folder}: a training run without weights yet (no ema_*.safetensors, checkpoints/step_*.pt "
+                       "or model.safetensors)")  # fmt: skip
+
+
+def _sigma_of(stem: str) -> float:
+    try:
+        return float(stem.removeprefix("ema_"))
+    except ValueError:
+        return float("inf")
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -99,7 +187,8 @@ def load_strict(
     """Copy `state` into `module`; a WeightsError names every missing, unexpected, non-tensor or misshapen key.
 
     Keys ending with one of `optional` (e.g. recomputable filter buffers) may be absent. `assign` replaces the
-    module's tensors instead of copying into them (for modules built on the meta device).
+    module's tensors instead of copying into them (for modules built on the meta device), each in the module's
+    dtype as a copy would be (weights saved in fp16 or bf16 load into an fp32 module).
     """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(optional)]
@@ -121,8 +210,16 @@ def load_strict(
         problems.append(f"shape mismatch: {describe_keys(misshapen, limit=3)}")
     if problems:
         raise WeightsError(f"{source}: does not match {type(module).__name__}: " + "; ".join(problems))
+    if assign:
+        state = {k: _as_dtype(v, expected[k].dtype) for k, v in state.items()}
     module.load_state_dict(dict(state), strict=not optional, assign=assign)
     return module
+
+
+def _as_dtype(value: Tensor, dtype: torch.dtype) -> Tensor:
+    """A floating-point tensor in the floating-point `dtype` it is loaded into; anything else as it is."""
+    same_kind = value.is_floating_point() and dtype.is_floating_point
+    return value.to(dtype) if same_kind and value.dtype != dtype else value
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:

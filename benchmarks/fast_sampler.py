@@ -19,12 +19,12 @@ The network, one of:
   the presets). Conditions: --features FILE (safetensors with clip_f, sync_f, text_f, batch 1 or --inputs) or, by
   default, random ones shaped like real features (unit-norm CLIP image and text rows, unit-variance Synchformer
   features).
-- the joint model (--joint PATH): a training run folder (config.yaml; weights: its first ema_*.safetensors, as the
-  export takes, else the newest usable checkpoints/step_*.pt, its EMA of the smallest sigma_rel) or an exported
-  model folder (config.json with "joint" and optionally "sampling"; joint.safetensors). It generates every stream
-  from noise (t2av: video and the audio streams together), conditioned on the text and text_mask of the first
-  --inputs rows of --joint-cache (a latent cache of scripts/train_default_v2.py: streams.<name> set the shapes,
-  cond.text and cond.text_mask the conditions), with the model's guidance (its "sampling"; else CFG 3.0).
+- the joint model (--joint PATH): a training run folder (config.yaml; weights: `avflow.weights.run_weights`, its
+  EMA export of the smallest sigma_rel, else the newest checkpoints/step_*.pt, its EMA of the smallest sigma_rel),
+  or an exported model folder (config.json with "joint" and optionally "sampling"; joint.safetensors). It generates
+  every stream from noise (t2av: video and the audio streams together), conditioned on the text and text_mask of
+  the first --inputs rows of --joint-cache (a latent cache of scripts/train_default_v2.py: streams.<name> set the
+  shapes, cond.text and cond.text_mask the conditions), with the model's guidance (its "sampling"; else CFG 3.0).
 
     .venv/bin/python benchmarks/fast_sampler.py --fixture             # also without arguments (`make bench`)
     .venv/bin/python benchmarks/fast_sampler.py path/to/audio_tower/ --features feats.safetensors --json out.json
@@ -60,9 +60,8 @@ from avflow.models.joint import JointConfig, JointModel
 from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
 from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig, get_config
 from avflow.nn.mmaudio_blocks import winograd_convolutions
-from avflow.train.checkpoint import load_latest
 from avflow.train.config import ComponentConfig
-from avflow.weights import load_strict, read_state_dict
+from avflow.weights import load_strict, read_state_dict, run_weights
 
 FIXTURE = Path(os.environ.get("AVFLOW_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
 REFERENCE = "euler:25:1"
@@ -184,30 +183,6 @@ def mmaudio_problem(args: argparse.Namespace) -> Problem:
 # --- the joint model -------------------------------------------------------------------------------------------
 
 
-def checkpoint_weights(state: dict) -> tuple[dict[str, torch.Tensor], str]:
-    """A training checkpoint's model state with its EMA of the smallest sigma_rel in place of the parameters (the
-    profile the export takes), or the raw weights when it has no EMA; and a description."""
-    weights, ema = dict(state["model"]), state.get("ema")
-    if not ema:
-        return weights, f"step {state['step']}, raw weights (no EMA)"
-    i = min(range(len(ema["sigma_rels"])), key=lambda k: ema["sigma_rels"][k])
-    return weights | dict(ema["averages"][i]), f"step {state['step']}, EMA sigma_rel {ema['sigma_rels'][i]:g}"
-
-
-def run_weights(run: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """A training run's weights: its first ema_*.safetensors (as scripts/train_default_v2.py exports), else the
-    newest usable checkpoint's EMA; and where they came from."""
-    emas = sorted(run.glob("ema_*.safetensors"))
-    if emas:
-        return read_state_dict(emas[0]), str(emas[0])
-    found = load_latest(run / "checkpoints")
-    if found is None:
-        raise AvflowError(f"{run}: no ema_*.safetensors and no usable checkpoints/step_*.pt in this run folder")
-    path, state = found
-    weights, how = checkpoint_weights(state)
-    return weights, f"{path} ({how})"
-
-
 def load_joint(path: Path) -> tuple[JointModel, dict, str]:
     """The joint model in eval mode, its folder's sampling settings ({} when it states none) and its source.
 
@@ -225,6 +200,7 @@ def load_joint(path: Path) -> tuple[JointModel, dict, str]:
             raise AvflowError(f"{path}: a training run of model {comp.name!r}, not of the joint model")
         config = from_dict(JointConfig, comp.args, "model.args")
         (weights, source), sampling = run_weights(path), {}
+        source = f"{path}: {source}"
     else:
         raise AvflowError(f"{path}: neither a training run folder (config.yaml) nor an exported model folder "
                           "(config.json + joint.safetensors)")  # fmt: skip

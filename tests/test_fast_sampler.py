@@ -98,7 +98,7 @@ def test_joint_run_folder_takes_the_checkpoints_smallest_sigma_ema(joint_files, 
     exported folder (fp16 there: close, not equal) at --cfg 2."""
     run = run_joint(joint_files["run"], joint_files["cache"], tmp_path / "run.json", "--cfg", "2")
     exported = run_joint(joint_files["model"], joint_files["cache"], tmp_path / "model.json")
-    assert "EMA sigma_rel 0.05" in run["facts"]["source"]
+    assert "step_00000010.pt (its EMA (sigma_rel 0.05))" in run["facts"]["source"]
     for a, b in zip(run["rows"], exported["rows"]):
         assert a["MSE"] == pytest.approx(b["MSE"], rel=0.2)
 

@@ -503,13 +503,62 @@ def test_finetune_recipe_output_runs_through_foley(model_json, tmp_path, capsys)
 
     video = make_video(tmp_path / "in.mp4", 24.0, 1.5)
     wavs = {}
-    for name, weights in (("base", None), ("pth", pth), ("safetensors", exported)):
+    ema, step = run / "ema_0.05.safetensors", run / "checkpoints" / "step_00000002.pt"  # the last step's checkpoint
+    runs = (("base", None), ("pth", pth), ("safetensors", exported), ("ema", ema), ("step", step))
+    for name, weights in runs:
         wavs[name] = tmp_path / f"{name}.wav"
         extra = [] if weights is None else ["--weights", str(weights)]
         argv = ["foley", str(video), "-o", str(tmp_path / f"{name}.mp4"), "--wav", str(wavs[name]), "--prompt", "rain"]
         assert main([*argv, *fast(model_json), *extra]) == 0
         assert video_packets(tmp_path / f"{name}.mp4") == video_packets(video)
+        if name == "step":  # the checkpoint gives its EMA, and says so
+            assert "step_00000002.pt: a training checkpoint of avflow train at step 2: its EMA (sigma_rel 0.05)" in (
+                capsys.readouterr().err
+            )
     audio = {name: sf.read(str(path))[0] for name, path in wavs.items()}
     assert np.array_equal(audio["pth"], audio["safetensors"])  # the same fine-tuned network either way
+    assert np.array_equal(audio["step"], audio["ema"])  # the checkpoint's EMA is the run's export at that step
+    assert not np.array_equal(audio["ema"], audio["safetensors"])
     assert not np.allclose(audio["pth"], audio["base"], atol=1e-4)  # and not the network it started from
     assert np.isfinite(audio["pth"]).all() and np.abs(audio["pth"]).max() > 0
+
+
+def test_network_weights_as_users_bring_them(model_json, tmp_path, capsys):
+    """`--weights` of the same network saved as people save it: in fp16 or bf16 (as fp32 weights rounded the same
+    way), by a torch.compile'd or DDP-wrapped model (key prefixes), inside a training checkpoint of MMAudio's
+    trainer (the network, said in a note)."""
+    from avflow.pipelines.foley_variants import load_model_config
+
+    spec = load_model_config(model_json)
+    network = torch.load(spec.network, weights_only=True)  # the tiny official-layout .pth
+    files = {
+        "plain": network,
+        "compiled": {f"_orig_mod.{k}": v for k, v in network.items()},
+        "ddp_compiled": {f"module._orig_mod.{k}": v for k, v in network.items()},
+        "mmaudio_ckpt": {
+            "it": 7,
+            "weights": network,
+            "optimizer": {"state": {}, "param_groups": []},
+            "scheduler": {"last_epoch": 7},
+            "ema": None,
+        },  # fmt: skip
+    }
+    for dtype in (torch.float16, torch.bfloat16):
+        name = str(dtype).removeprefix("torch.")
+        files[name] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in network.items()}
+        files[f"{name}_in_fp32"] = {k: v.float() for k, v in files[name].items()}
+    audio = {}
+    for name, state in files.items():
+        torch.save(state, tmp_path / f"{name}.pth")
+        out = tmp_path / f"{name}.wav"
+        argv = ["t2a", "rain", "--duration", "0.7", "-o", str(out), *fast(model_json), "--weights"]
+        assert main([*argv, str(tmp_path / f"{name}.pth")]) == 0, name
+        err = capsys.readouterr().err
+        assert ("MMAudio's trainer at iteration 7: its network as trained is used" in err) == (name == "mmaudio_ckpt")
+        assert "Traceback" not in err
+        audio[name] = sf.read(str(out))[0]
+    for name in ("compiled", "ddp_compiled", "mmaudio_ckpt"):
+        assert np.array_equal(audio[name], audio["plain"]), name
+    for name in ("float16", "bfloat16"):
+        assert np.array_equal(audio[name], audio[f"{name}_in_fp32"]), name
+        assert not np.array_equal(audio[name], audio["plain"]), name  # rounded: really read from the half file

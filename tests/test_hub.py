@@ -71,6 +71,27 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         read_state_dict(bad)
 
 
+def test_wrapper_prefixes_and_containers(tmp_path):
+    """Keys of a DDP- or torch.compile-wrapped model lose the wrappers' prefixes (DDP's only when every key has it);
+    a dict that holds more than tensors and is no training checkpoint is refused, naming what it holds."""
+    sd = {"a.weight": torch.randn(3, 2), "b.bias": torch.randn(3)}
+    cases = {
+        "ddp": ({f"module.{k}": v for k, v in sd.items()}, sd),
+        "compiled_part": ({"a._orig_mod.weight": sd["a.weight"], "b.bias": sd["b.bias"]}, sd),
+        "one_module_key": (
+            {"module.weight": sd["a.weight"], "b.bias": sd["b.bias"]},
+            {"module.weight": sd["a.weight"], "b.bias": sd["b.bias"]},
+        ),  # fmt: skip
+    }
+    for name, (saved, expected) in cases.items():
+        torch.save(saved, tmp_path / f"{name}.pth")
+        got = read_state_dict(tmp_path / f"{name}.pth")
+        assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected), name
+    torch.save({"epoch": 3, "net": sd, "note": "x"}, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"does not hold a flat state dict of tensors; it holds epoch, net, note"):
+        read_state_dict(tmp_path / "other.pth")
+
+
 def test_download_cli_lists_models(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AVFLOW_HOME", str(tmp_path))
     assert main(["download", "--list"]) == 0

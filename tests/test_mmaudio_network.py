@@ -177,3 +177,18 @@ def test_loader_errors_name_the_key(fixtures, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="bad.pth"):
         load_official_state_dict(model, bad)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_network_of_another_official_shape_is_named(fixtures, name):
+    """A checkpoint of one official variant loaded into a network of another shape (a fine-tune of small_16k given
+    with the default large_44k_v2, say) is named as that variant in one line; the file's keys and shapes are the
+    official ones the fixture records (meta tensors: no memory)."""
+    official = json.loads((fixtures / "mmaudio" / "official_state_dicts.json").read_text())
+    state = {k: torch.empty(shape, device="meta") for k, shape in official[name]["state_dict"].items()}
+    meta = json.loads((fixtures / "mmaudio" / "network_tiny_v1.json").read_text())
+    tiny = build_mmaudio(MMAudioConfig(**meta["constructor"]), device="meta")
+    with pytest.raises(WeightsError, match=rf"holds a {name} network .*not one of this model's shape") as error:
+        load_official_state_dict(tiny, state, name="finetune.pth")
+    assert "\n" not in str(error.value) and "missing keys" not in str(error.value)
+    load_official_state_dict(build_mmaudio(name, device="meta"), state)  # into its own shape it loads

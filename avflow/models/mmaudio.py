@@ -14,8 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, WeightsError
 from avflow.models.mmaudio_config import (
+    CONFIGS,
     SYNC_TOKENS_PER_SEGMENT,
     MMAudioConfig,
     SequenceLengths,
@@ -281,6 +282,26 @@ def load_official_state_dict(
     state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     for k in STALE_CHECKPOINT_KEYS:
         state.pop(k, None)
-    load_strict(model, state, where, assign=any(p.is_meta for p in model.parameters()))
+    try:
+        load_strict(model, state, where, assign=any(p.is_meta for p in model.parameters()))
+    except WeightsError:
+        variants = official_variants_of(state)
+        if not variants:
+            raise
+        raise WeightsError(f"{where}: holds a {' or '.join(variants)} network (the official variant's keys and "
+                           f"shapes), not one of this model's shape (hidden {model.config.hidden_dim}, depth "
+                           f"{model.config.depth}, latent {model.config.latent_dim})") from None  # fmt: skip
     model.clear_caches()
     return model
+
+
+def official_variants_of(state: dict[str, torch.Tensor]) -> list[str]:
+    """The official variants (`CONFIGS`) whose network has exactly `state`'s keys and shapes (built on the meta
+    device: no memory, about 0.3 s for all five)."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    found = []
+    for variant in CONFIGS:
+        expected = build_mmaudio(variant, device="meta").state_dict()
+        if {k: tuple(v.shape) for k, v in expected.items() if k not in STALE_CHECKPOINT_KEYS} == shapes:
+            found.append(variant)
+    return found

@@ -48,8 +48,9 @@ class PowerFunctionEMA:
 
     def averaged_state_dict(self, model: nn.Module, index: int = 0) -> dict[str, torch.Tensor]:
         """The model's state dict with profile `index`'s averages in place of its parameters (model dtypes)."""
-        state = model.state_dict()
-        return {k: self.averages[index][k].to(v.dtype) if k in self.averages[index] else v for k, v in state.items()}
+        from avflow.weights import with_averages
+
+        return with_averages(model.state_dict(), self.averages[index])
 
     def state_dict(self) -> dict:
         return {"sigma_rels": list(self.sigma_rels), "steps": self.steps, "averages": self.averages}

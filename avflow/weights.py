@@ -125,27 +125,38 @@ def training_checkpoint_weights(state: Mapping) -> tuple[dict[str, Tensor], str,
     return with_averages(model, averages), whose, f"its EMA (sigma_rel {sigmas[i]:g})"
 
 
-def run_weights(folder: str | Path) -> tuple[dict[str, Tensor], str]:
-    """The network of a training run folder (`avflow train`'s out_dir) and where it came from: the EMA export of the
-    smallest sigma_rel (`ema_<sigma_rel>.safetensors`, written when a run ends) unless a checkpoint is newer (a run
-    resumed and stopped later), else the newest `checkpoints/step_*.pt` (its EMA, `training_checkpoint_weights`),
-    else `model.safetensors`."""
+def run_weights_file(folder: str | Path) -> Path:
+    """The file holding a training run folder's network (`avflow train`'s out_dir), found without reading weights:
+    the EMA export of the smallest sigma_rel (`ema_<sigma_rel>.safetensors`, written when a run ends) unless a
+    checkpoint is newer (a run resumed and stopped later), else the newest `checkpoints/step_*.pt`, else
+    `model.safetensors`."""
     folder = Path(folder)
     exports = sorted(folder.glob("ema_*.safetensors"), key=lambda p: _sigma_of(p.stem))
     checkpoints = sorted((folder / "checkpoints").glob("step_*.pt"))
     newest = checkpoints[-1] if checkpoints else None
     if exports and (newest is None or exports[0].stat().st_mtime >= newest.stat().st_mtime):
-        return read_state_dict(exports[0]), f"its EMA export {exports[0].name}"
+        return exports[0]
     if newest is not None:
-        state = read_torch(newest)
-        found = training_checkpoint_weights(state) if isinstance(state, dict) else None
-        if found is None:
-            raise WeightsError(f"{newest}: not a training checkpoint of avflow train (no step and model in it)")
-        return unwrapped(found[0]), f"{newest.relative_to(folder)} ({found[2]})"
+        return newest
     if (folder / "model.safetensors").is_file():
-        return read_state_dict(folder / "model.safetensors"), "its model.safetensors (no EMA export)"
+        return folder / "model.safetensors"
     raise WeightsError(f"{folder}: a training run without weights yet (no ema_*.safetensors, checkpoints/step_*.pt "
                        "or model.safetensors)")  # fmt: skip
+
+
+def run_weights(folder: str | Path) -> tuple[dict[str, Tensor], str]:
+    """The network of a training run folder (the file `run_weights_file` picks; of a checkpoint, its EMA as
+    `training_checkpoint_weights` takes it) and where it came from."""
+    folder = Path(folder)
+    file = run_weights_file(folder)
+    if file.suffix == ".safetensors":
+        ema = file.name.startswith("ema_")
+        return read_state_dict(file), f"its EMA export {file.name}" if ema else "its model.safetensors (no EMA export)"
+    state = read_torch(file)
+    found = training_checkpoint_weights(state) if isinstance(state, dict) else None
+    if found is None:
+        raise WeightsError(f"{file}: not a training checkpoint of avflow train (no step and model in it)")
+    return unwrapped(found[0]), f"{file.relative_to(folder)} ({found[2]})"
 
 
 def _sigma_of(stem: str) -> float:
@@ -165,6 +176,17 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
     try:
         with safe_open(str(path), "pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file
+        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, from its header alone (no tensor is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
     except Exception as exc:  # noqa: BLE001 - truncated or foreign file
         raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
 

@@ -539,3 +539,89 @@ def test_an_input_over_the_limit_says_what_to_do_for_its_task(tmp_path, monkeypa
         err = capsys.readouterr().err.strip()
         assert "is 61.5 s long; at most 60 s are generated at once" in err and message in err and "\n" not in err
     assert reads.calls == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# a training run of the joint model (a fine-tune of a model folder by `avflow train`) given as --model
+
+
+def tiny_latent_cache(path: Path, model_dir: Path, rows: int = 4, checksum: str | None = None) -> Path:
+    """A latent cache as scripts/train_default_v2.py writes one, for the tiny folder's codecs (2 s clips of noise
+    encoded; random text states), recording the codecs' checksum (or `checksum`) in its metadata."""
+    from avflow.codecs.world import load_world_codecs
+    from avflow.weights import save_safetensors
+
+    config, codecs = read_default_config(model_dir), load_world_codecs(model_dir / "codecs")
+    g = torch.Generator().manual_seed(0)
+    frames = round(config.duration * config.fps)
+    video = torch.rand(rows, 3, frames, config.height, config.width, generator=g) * 2 - 1
+    samples = codecs.audio.latent_length(round(config.duration * SR)) * codecs.audio.samples_per_latent
+    with torch.no_grad():
+        latents = codecs.audio.encode(0.1 * torch.randn(rows, 2, samples, generator=g))
+        tensors = {"streams.video": codecs.video.encode(video), "streams.left": latents["left"],
+                   "streams.right": latents["right"],
+                   "cond.text": torch.randn(rows, config.joint.text_len, config.joint.text_dim, generator=g),
+                   "cond.text_mask": torch.arange(config.joint.text_len).expand(rows, -1) < 5}  # fmt: skip
+    return save_safetensors(tensors, path, metadata={"codecs_checksum": checksum or codecs.checksum})
+
+
+def fine_tune(model_dir: Path, run: Path, cache: Path, steps: int = 2) -> Path:
+    """`avflow train` of the default model's later-cycle recipe from the folder's weights, tiny settings."""
+    from avflow.config import to_dict
+
+    joint = json.dumps(to_dict(read_default_config(model_dir).joint))
+    overrides = [f"out_dir={run}", f"init.weights={model_dir / 'joint.safetensors'}", f"model.args={joint}",
+                 f"data.train.args.file={cache}", f"data.val.args.file={cache}", f"train.steps={steps}",
+                 "train.batch_size=2", "schedule.warmup_steps=1", "optim.lr=1e-2", f"checkpoint.every={steps}",
+                 "log.val_every=0"]  # fmt: skip
+    assert main(["train", str(REPO / "configs" / "default_joint_v2_stage3.yaml"), *overrides]) == 0
+    return run
+
+
+def test_a_training_run_generates_with_its_ema_and_the_settings_it_started_from(model_dir, tmp_path, capsys):
+    """`--model RUN` of a fine-tune: the run's network with its EMA export (the weights `avflow.weights.run_weights`
+    gives, what an exported folder of it would hold) and the clip format, sampling and codecs of the folder its
+    init.weights came from; the codecs checksum read from the run's training cache. Said in one note."""
+    from avflow.codecs.world import load_world_codecs
+
+    run = fine_tune(model_dir, tmp_path / "run", tiny_latent_cache(tmp_path / "cache.safetensors", model_dir))
+    capsys.readouterr()
+    config, base = read_default_config(run), read_default_config(model_dir)
+    assert config.joint == base.joint and config.sampling == base.sampling and config.duration == base.duration
+    assert config.codecs_checksum == load_world_codecs(model_dir / "codecs").checksum
+    exported = shutil.copytree(model_dir, tmp_path / "exported")  # the run exported as a model folder by hand
+    shutil.copy(run / "ema_0.05.safetensors", exported / "joint.safetensors")
+    tuned, by_hand, start = load_default_model(run), load_default_model(exported), load_default_model(model_dir)
+    mine, theirs, before = (p.model.state_dict() for p in (tuned, by_hand, start))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert not all(torch.equal(mine[k], before[k]) for k in before)  # trained: not the folder it started from
+
+    out = tmp_path / "clip.mp4"
+    argv = ["generate", "a ball", "--model", str(run), "--duration", "1", "--steps", "1", "-o", str(out)]
+    assert main(argv) == 0 and probe(out).n_frames == FPS
+    err = capsys.readouterr().err
+    assert f"note: {run}: its EMA export ema_0.05.safetensors, with the clip format, sampling and codecs of " in err
+
+    (run / "ema_0.05.safetensors").unlink()  # stopped before the export: its newest checkpoint's EMA
+    (run / "ema_0.1.safetensors").unlink()
+    from_checkpoint = load_default_model(run).model.state_dict()
+    assert all(torch.equal(from_checkpoint[k], mine[k]) for k in mine)
+
+
+def test_a_training_run_that_cannot_generate_says_why(model_dir, tmp_path, capsys):
+    cache = tiny_latent_cache(tmp_path / "other_codecs.safetensors", model_dir, checksum="0" * 64)
+    run = fine_tune(model_dir, tmp_path / "other", cache)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(run / "config.yaml", empty / "config.yaml")
+    binaural = tmp_path / "binaural"
+    binaural.mkdir()
+    (binaural / "config.yaml").write_text("model: {name: binaural_flow, args: {}}\n")
+    capsys.readouterr()
+    cases = {run: "trained with world codecs 000000000000", empty: "a training run without weights yet",
+             binaural: "a training run of the 'binaural_flow' model"}  # fmt: skip
+    for folder, message in cases.items():
+        assert main(["generate", "a ball", "--model", str(folder), "-o", str(tmp_path / "o.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "o.mp4").exists()

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="run a guidance-only experiment on trained models instead of training: 'default' (the shipped default "
-        "model) or model folders; one model: seeds are sampling seeds; several (training seeds of one recipe): each "
+        "model), model folders or training run folders of the joint model (avflow train's out_dir); one model: seeds "
+        "are sampling seeds; several (training seeds of one recipe): each "
         "is one seed",
     )
     parser.add_argument(

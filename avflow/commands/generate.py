@@ -78,7 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"input video for --task v2a or continue, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (the "
                              "model sees it at its fps and size; v2a writes onto this video)")  # fmt: skip
     add_existing_audio(parser, when=" (--task v2a)", parse=_existing_audio_or_file, unset=True)
-    parser.add_argument("--model", default=None, help="folder with exported weights (default: the shipped model)")
+    parser.add_argument("--model", default=None,
+                        help="a model folder (config.json + joint.safetensors; default: the shipped model) or a "
+                             "training run folder of the joint model (avflow train's out_dir: its EMA, with the "
+                             "settings of the model folder it started from)")  # fmt: skip
     parser.add_argument("--spectrogram", type=Path, default=None,
                         help="also write the left/right spectrogram PNG here (time, frequency, dBFS)")  # fmt: skip
     parser.add_argument("--metrics", action="store_true",

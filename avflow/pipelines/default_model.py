@@ -4,23 +4,29 @@ that turns the folder into a `JointPipeline` (joint model + world codecs + text 
 A model folder holds `joint.safetensors` (fp16) and `config.json`; the world codecs it was trained with come from
 `avflow/assets/codecs`, or from the folder that `config.json`'s `codecs` names (relative to the model folder).
 `codecs_checksum` records those codecs: loading the model with any others is a one-line `WeightsError`.
+
+A training run folder of the joint model (`avflow train`'s out_dir, e.g. a fine-tune of the shipped model) loads
+too (`run_model_config`): its network and weights (`avflow.weights.run_weights`: the EMA) with the other settings of
+the model folder it started from.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from avflow.config import from_dict
-from avflow.errors import ConfigError, WeightsError
+from avflow.errors import ConfigError, WeightsError, WeightsWarning
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.joint import JointConfig
 from avflow.pipelines.generate import JointPipeline
 
 WEIGHT_FILES = ("joint.safetensors", "config.json")
+RUN_CONFIG = "config.yaml"  # what `avflow train` writes into a run's out_dir
 V1_KEYS = ("video_ae", "audio_vae")  # the first format kept its own codecs in the folder (mono audio + spatialiser)
 
 
@@ -89,8 +95,11 @@ def read_default_config(path: str | Path | None = None) -> DefaultModelConfig:
             raise WeightsError(f"{folder}: is a file; give the model's folder (config.json + joint.safetensors)")
         raise WeightsError(f"{folder}: not found")
     if not (folder / "config.json").is_file():
+        if (folder / RUN_CONFIG).is_file():
+            return run_model_config(folder)[0]
         raise WeightsError(f"{folder}: no config.json here; a model folder holds config.json and joint.safetensors, "
-                           "as scripts/train_default_v2.py exports them")  # fmt: skip
+                           "as scripts/train_default_v2.py exports them (or give a training run folder of the joint "
+                           f"model: its {RUN_CONFIG} and weights)")  # fmt: skip
     try:
         data = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -103,6 +112,69 @@ def read_default_config(path: str | Path | None = None) -> DefaultModelConfig:
         return from_dict(DefaultModelConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{folder / 'config.json'}: {exc}") from None
+
+
+def run_model_config(folder: Path) -> tuple[DefaultModelConfig, Path]:
+    """A training run of the joint model (`avflow train`'s out_dir: its `config.yaml`) as a model config, and the
+    model folder it inherits from.
+
+    The joint network is the run's (`model.args`); the clip format, sampling, text encoder, windows and codecs are
+    those of the model folder its `init.weights` came from (a fine-tune of the shipped model, or of a folder of
+    one's own), else the shipped model's. The codecs checksum is the run's training data's (`data.train.args.file`,
+    a latent cache whose metadata records it) where that file is at hand, else the inherited folder's.
+    """
+    from avflow.config import read_yaml, to_dict
+    from avflow.weights import run_weights_file
+
+    try:
+        data = read_yaml(folder / RUN_CONFIG)
+    except ConfigError as exc:
+        raise WeightsError(f"{folder}: {exc}") from None
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    if model.get("name") != "joint":
+        raise WeightsError(f"{folder}: a training run of the {model.get('name')!r} model; a joint model's run (or "
+                           "model folder) generates")  # fmt: skip
+    run_weights_file(folder)  # a run without weights yet says so before anything loads
+    base_dir = _inherited_folder(data)
+    base = read_default_config(base_dir)
+    checksum = _data_codecs_checksum(data)
+    codecs = base.codec_dir(base_dir)
+    fields = to_dict(base) | {
+        "joint": model.get("args") or {},
+        "codecs": None if codecs is None else str(codecs.resolve()),
+        "codecs_checksum": checksum or base.codecs_checksum,
+        "training": {"run": str(folder), "settings_from": str(base_dir)},
+    }
+    try:
+        return from_dict(DefaultModelConfig, fields), base_dir
+    except ConfigError as exc:
+        raise ConfigError(f"{folder / RUN_CONFIG}: model.args with the settings of {base_dir}: {exc}") from None
+
+
+def _inherited_folder(run_config: dict) -> Path:
+    """The model folder whose `joint.safetensors` a run started from (`init.weights`), else the shipped model's."""
+    init = run_config.get("init") if isinstance(run_config.get("init"), dict) else {}
+    weights = init.get("weights")
+    if isinstance(weights, str) and weights:
+        folder = Path(weights).parent
+        if (folder / "config.json").is_file():
+            return folder
+    return default_model_dir()
+
+
+def _data_codecs_checksum(run_config: dict) -> str | None:
+    """The codecs checksum in the metadata of a run's training cache (`data.train.args.file`), None where the file
+    is not at hand or records none."""
+    from avflow.weights import read_metadata
+
+    try:
+        file = Path(run_config["data"]["train"]["args"]["file"])
+    except (KeyError, TypeError):
+        return None
+    try:
+        return read_metadata(file).get("codecs_checksum") if file.is_file() else None
+    except WeightsError:
+        return None
 
 
 def check_codecs(config: DefaultModelConfig, codecs, folder: Path) -> None:
@@ -133,11 +205,12 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
     from avflow.codecs.world import load_world_codecs
     from avflow.encoders.text import load_text_encoder
     from avflow.models.joint import JointModel
-    from avflow.weights import load_strict, read_state_dict
+    from avflow.weights import load_strict, read_state_dict, run_weights
 
     folder = Path(path) if path is not None else default_model_dir()
+    run = path is not None and not (folder / "config.json").is_file() and (folder / RUN_CONFIG).is_file()
     missing = [f for f in WEIGHT_FILES if not (folder / f).is_file()]
-    if missing:
+    if missing and not run:
         raise WeightsError(f"{folder}: {'default ' if path is None else ''}model files missing: {', '.join(missing)}")
     config = read_default_config(folder)
     codecs = load_world_codecs(config.codec_dir(folder))
@@ -145,9 +218,17 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
     check_codecs(config, codecs, folder)
     try:
         model = JointModel(config.joint)
-        file = folder / "joint.safetensors"
-        state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(file).items()}  # fp16
-        load_strict(model, state, str(file))
+        if run:
+            state, source = run_weights(folder)
+            source = f"{folder}: {source}"
+            settings = config.training["settings_from"]
+            warnings.warn(WeightsWarning(f"{source}, with the clip format, sampling and codecs of {settings}"),
+                          stacklevel=2)  # fmt: skip
+        else:
+            source = str(folder / "joint.safetensors")
+            state = read_state_dict(source)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # fp16
+        load_strict(model, state, source)
         model.eval().requires_grad_(False)
     except (ValueError, RuntimeError, OSError, WeightsError) as exc:
         what = "the default model" if path is None else "its model"

@@ -243,6 +243,32 @@ def test_a_video_an_mp4_cannot_hold_is_refused_before_any_work(tmp_path):
     check_copyable(make_video(tmp_path / "h264.mp4", cfr(0.0, frames=10)), tmp_path / "out.mp4")  # h264: fine
 
 
+@pytest.mark.parametrize("container", ["mp4", "webm", "mkv"])
+def test_av1_is_copied_unchanged(tmp_path, container):
+    """AV1 (a YouTube download, an Android screen recording, a camera's new exports) is read by libdav1d, a decoder
+    no encoder shares a name with: it was refused as "its libdav1d video cannot be copied unchanged into an .mp4"
+    and now goes into the mp4 packet for packet, whatever container it came in."""
+    from avflow.data.mux import check_copyable
+
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this PyAV build has no AV1 encoder to make the test file")
+    source = tmp_path / f"in.{container}"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libsvtav1", rate=16, options={"preset": "11"})
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        for k in range(24):
+            frame = np.zeros((64, 64, 3), np.uint8)
+            frame[:, (4 * k) % 56 : (4 * k) % 56 + 8] = 255  # a moving bar
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(video.encode(None))
+    check_copyable(source, tmp_path / "out.mp4")
+    mux_audio(source, np.zeros((2, 24000), np.float32), 16000, tmp_path / "out.mp4")
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        assert written.streams.video[0].codec_context.codec.id == av.codec.Codec("av1", "r").id
+        assert written.streams.video[0].codec_tag == "av01"
+    assert [p[2] for p in packets(tmp_path / "out.mp4", "video")] == [p[2] for p in packets(source, "video")]
+
+
 def test_keep_loses_nothing_an_mp4_can_hold(tmp_path):
     """`--audio keep` copies the kept track from its first sample (here 0.5 s before the first frame, which a seek to
     the first frame dropped), the file's and the tracks' tags (title, language, track title), the cover art and the

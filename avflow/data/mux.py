@@ -186,7 +186,7 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
     """A stream added to `output` for `stream`'s packets unchanged, with its tags (language, title) and disposition.
     Audio whose channels have no stated order (PCM in an AVI) is given the usual layout of its channel count: an mp4
     cannot describe "2 channels" and failed at its very end; a ValueError where there is none."""
-    copy = output.add_stream_from_template(stream)
+    copy = _stream_like(output, stream)
     tag = _kept_tag(stream, output.format.name)
     if tag:
         copy.codec_context.codec_tag = tag
@@ -201,6 +201,16 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
     copy.metadata.update(tags)
     copy.disposition = stream.disposition
     return copy
+
+
+def _stream_like(output: av.container.OutputContainer, stream: av.stream.Stream) -> av.stream.Stream:
+    """A stream added to `output` with `stream`'s codec parameters. PyAV looks up an encoder by the decoder's name,
+    and a stream read by a decoder no encoder shares a name with (AV1 through libdav1d) takes the decoder's codec,
+    which carries the same codec id: packets are copied, never encoded."""
+    try:
+        return output.add_stream_from_template(stream)
+    except av.codec.codec.UnknownCodecError:
+        return output.add_stream_from_template(stream, opaque=True)
 
 
 def _muxer_takes(container_format: str, add: Callable[[av.container.OutputContainer], object]) -> bool:
@@ -228,7 +238,7 @@ def _kept_tag(stream: av.stream.Stream, container_format: str) -> str | None:
     tag = stream.codec_context.codec_tag.strip("\x00 ") if stream.type == "video" and not cover else ""
 
     def tagged(output: av.container.OutputContainer) -> None:
-        output.add_stream_from_template(stream).codec_context.codec_tag = tag
+        _stream_like(output, stream).codec_context.codec_tag = tag
 
     return tag if tag and _muxer_takes(container_format, tagged) else None
 

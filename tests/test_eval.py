@@ -238,3 +238,63 @@ def test_a_large_video_is_measured_at_a_working_size_with_the_same_sides(tmp_pat
     assert got[0].side_agreement.get() == got[1].side_agreement.get() == 1.0
     (tmp_path / "big.json").write_text(json.dumps({"note": "ground truth in the source's pixels"}))
     assert load_eval_clip(big_path).frames.shape[1:3] == (512, 512)
+
+
+def test_a_folder_is_scored_one_clip_at_a_time_with_the_same_frechet_distances(tmp_path, monkeypatch):
+    """`avflow eval` of a folder kept every clip's frames until the end (for the Fréchet distances): a folder of
+    long videos grew without bound. Each clip's frames are freed once it is measured and embedded (no clip but the
+    current one alive when progress is reported), and the distances equal those of all clips embedded at once (an
+    extra reference without a prediction counted, as before)."""
+    import gc
+    import weakref
+
+    from avflow.data.media import write_video
+    from avflow.eval import report
+    from avflow.world.dataset import make_clip, write_clip
+
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    for seed in range(4):
+        clip = make_clip(seed)
+        write_clip(clip, ref / f"c{seed}")
+        if seed < 3:  # c3: a reference without a prediction
+            write_video(pred / f"c{seed}.mp4", clip.frames, 16, shift_audio(clip.audio, 0.03 * seed), SR)
+    alive: list[weakref.ref] = []
+    load = report.load_eval_clip
+
+    def tracked(path, cid=None):
+        clip = load(path, cid)
+        alive.append(weakref.ref(clip.frames))
+        return clip
+
+    def progress(cid, measures):
+        gc.collect()
+        assert sum(r() is not None for r in alive) <= 2, cid  # this clip and its reference only
+
+    monkeypatch.setattr(report, "load_eval_clip", tracked)
+    result = report.evaluate(pred, ref, progress=progress)
+    monkeypatch.setattr(report, "load_eval_clip", load)
+    preds = [load(pred / f"c{s}.mp4", f"c{s}") for s in range(3)]
+    refs = [load(ref / f"c{s}", f"c{s}") for s in range(4)]
+    for modality in ("av", "audio", "video"):
+        embed = distribution.StatsEmbedder(modality)
+        a = np.stack([embed(c.audio, c.sample_rate, c.frames, c.fps) for c in preds])
+        b = np.stack([embed(c.audio, c.sample_rate, c.frames, c.fps) for c in refs])
+        assert result["distribution"][f"fd_{modality}"] == distribution.frechet_distance(a, b), modality
+
+
+def test_normal_flow_two_grey_frames_at_a_time_equals_the_whole_video_in_float():
+    """The flow magnitude reads two grey frames at a time (a float copy of the whole video took 4x its size): the
+    same numbers as the formula over the whole video converted at once."""
+    frames = np.random.default_rng(0).integers(0, 256, (9, 24, 32, 3), dtype=np.uint8)
+    frames[4:] = frames[4:] // 2  # some frames darker: flow where the picture changes
+    grey = frames.astype(np.float32).mean(axis=-1) / 255.0
+    expected = np.zeros(len(frames))
+    for k in range(1, len(frames)):
+        gy, gx = np.gradient(0.5 * (grey[k] + grey[k - 1]))
+        gmag = np.hypot(gx, gy)
+        sel = gmag > 0.02
+        expected[k] = np.mean(np.abs(grey[k] - grey[k - 1])[sel] / gmag[sel])
+    expected[0] = expected[1]
+    assert np.array_equal(sync.normal_flow_magnitude(frames), expected)

@@ -331,7 +331,12 @@ class _Resizer:
 
     def result(self) -> torch.Tensor:
         self._flush()
-        return torch.stack(self.done)[torch.tensor(self.order)] if self.order else torch.empty(0)
+        if not self.order:
+            return torch.empty(0)
+        frames = torch.stack(self.done)
+        if self.order == list(range(len(self.done))):  # no source frame repeated: no second copy
+            return frames
+        return frames[torch.tensor(self.order)]
 
 
 def _read_span(

@@ -216,12 +216,27 @@ def clip_metrics(clip: EvalClip, ref: EvalClip | None = None) -> dict[str, float
     return {k: float(m.value) for k, m in clip_measures(clip, ref).measures.items() if m.defined}
 
 
-def _embed(clips: list[EvalClip], modality: str) -> np.ndarray | None:
-    usable = [c for c in clips if modality == "audio" or c.frames is not None]
-    if len(usable) < 2:
-        return None
-    emb = distribution.StatsEmbedder(modality)
-    return np.stack([emb(c.audio, c.sample_rate, c.frames, c.fps) for c in usable])
+MODALITIES = ("av", "audio", "video")  # the Fréchet distances between a folder and its references
+
+
+def _embeddings(clip: EvalClip) -> dict[str, np.ndarray]:
+    """The clip's statistics embedding per modality it has (the video ones need frames): all the Fréchet distances
+    need of it, so a folder's clips are not held in memory."""
+    return {
+        m: distribution.StatsEmbedder(m)(clip.audio, clip.sample_rate, clip.frames, clip.fps)
+        for m in MODALITIES
+        if m == "audio" or clip.frames is not None
+    }
+
+
+def _frechet(pred: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """fd_<modality> between the two sets where each has two or more clips with that modality."""
+    dist = {}
+    for m in MODALITIES:
+        a, b = [e[m] for e in pred if m in e], [e[m] for e in ref if m in e]
+        if len(a) >= 2 and len(b) >= 2:
+            dist[f"fd_{m}"] = distribution.frechet_distance(np.stack(a), np.stack(b))
+    return dist
 
 
 SIGNED_MS = ("sync_offset_ms", "sync_gt_ms", "sync_error_ms")  # offsets: summarised by |x| and the ±20/±62 ms rates
@@ -266,7 +281,7 @@ def evaluate(
     per_clip: dict[str, dict[str, Measure]] = {}
     details: dict[str, ClipMeasures] = {}
     skipped: dict[str, str] = {}
-    pred_clips, ref_clips = [], []
+    pred_embeddings, ref_embeddings = [], {}  # a clip's frames are dropped once it is measured and embedded
     for cid, path in pred_paths.items():
         try:
             clip = load_eval_clip(path, cid)
@@ -286,24 +301,24 @@ def evaluate(
         per_clip[cid] = result.measures
         if keep_details:
             details[cid] = result.details
-        pred_clips.append(clip)
+        if ref_paths:
+            pred_embeddings.append(_embeddings(clip))
+            if ref is not None:
+                ref_embeddings[cid] = _embeddings(ref)
         if progress:
             progress(cid, result.measures)
     if not per_clip:
         first = next(iter(skipped.items()))
         raise MediaError(f"{pred_dir}: no readable clip ({len(skipped)} skipped; {first[0]}: {first[1]})")
     for cid, path in ref_paths.items():
-        try:
-            ref_clips.append(load_eval_clip(path, cid))
-        except MediaError:
-            continue
+        if cid not in ref_embeddings:
+            try:
+                ref_embeddings[cid] = _embeddings(load_eval_clip(path, cid))
+            except MediaError:
+                continue
     summary = summarize(per_clip)
-    dist: dict[str, float] = {}
-    if ref_clips:
-        for modality in ("av", "audio", "video"):
-            a, b = _embed(pred_clips, modality), _embed(ref_clips, modality)
-            if a is not None and b is not None:
-                dist[f"fd_{modality}"] = distribution.frechet_distance(a, b)
+    refs = [ref_embeddings[cid] for cid in ref_paths if cid in ref_embeddings]  # in the folder's order, as before
+    dist = _frechet(pred_embeddings, refs) if refs else {}
     out = {
         "pred_dir": str(pred_dir),
         "ref_dir": None if ref_dir is None else str(ref_dir),

@@ -5,6 +5,8 @@ Layout under `$AVFLOW_HOME` (default `$XDG_CACHE_HOME/avflow` or `~/.cache/avflo
   weights/STEM.safetensors the converted state dict that avflow loads
 Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_download=True`). With
 `AVFLOW_OFFLINE=1` or `HF_HUB_OFFLINE=1`, a missing file is an immediate error that says what to download.
+Files one already has (an MMAudio checkout's `weights/` and `ext_weights/`, a Hugging Face cache) are taken from a
+folder instead (`avflow download MODEL --from DIR`: `find_local`, `import_local`), checked as a download is.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def require(asset: Asset | str, root: Path | None = None) -> None:
     why = "offline mode is on" if offline() else "downloads happen only on request"
     raise WeightsError(
         f"{asset.name} is not in the cache {root or home()} ({why}); run `avflow download MODEL` "
-        f"with network access, or place the official file at {raw_path(asset, root)}"
+        f"with network access, or `avflow download MODEL --from DIR` where DIR holds the official files"
     )
 
 
@@ -184,3 +186,40 @@ def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = 
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     return {stem: fetch(stem, root, allow_download=allow_download) for stem in MODELS[model]}
+
+
+def find_local(asset: Asset, folder: Path) -> Path | None:
+    """A copy of `asset` under `folder`, found by name without reading it: its published name (MMAudio's
+    `weights/` and `ext_weights/`), or for a Hugging Face file its name in the repo inside the repo's folder of a
+    Hugging Face cache (`models--ORG--NAME/snapshots/*/FILE`). The first in path order, or None."""
+    found = sorted(p for p in Path(folder).rglob(asset.name) if p.is_file())
+    if not found and asset.hf_repo:
+        repo_folder = "models--" + asset.hf_repo.replace("/", "--")
+        found = sorted(p for p in Path(folder).rglob(asset.hf_file) if p.is_file() and repo_folder in p.parts)
+    return found[0] if found else None
+
+
+def import_local(asset: Asset, source: Path, root: Path | None = None) -> Path:
+    """`source` (a copy of `asset` one already has) into the cache as if downloaded: its published MD5 checked
+    first (a different file is a one-line error and nothing enters the cache), hard-linked into raw/ where the file
+    system allows (no second copy of gigabytes), else copied; then converted. Returns the converted path."""
+    import shutil
+
+    from avflow.weights import md5_file
+
+    if asset.md5:
+        got = md5_file(source)
+        if got != asset.md5:
+            raise WeightsError(f"{source}: MD5 {got} is not the published {asset.md5} of {asset.name}; not taken")
+    raw = raw_path(asset, root)
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    tmp = raw.with_name(f".{raw.name}.import{os.getpid()}")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, raw)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return convert(asset, root, verify=False)

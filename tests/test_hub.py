@@ -100,3 +100,52 @@ def test_download_cli_lists_models(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AVFLOW_OFFLINE", "1")
     assert main(["download", "small_16k"]) == 2
     assert "offline" in capsys.readouterr().err
+
+
+def test_download_from_a_folder_one_already_has(tmp_path, monkeypatch, capsys):
+    """`avflow download MODEL --from DIR` takes the files an MMAudio checkout (weights/, ext_weights/) or a Hugging
+    Face cache (models--ORG--NAME/snapshots/*/FILE) already holds: MD5-checked, linked into the cache (no second
+    copy), converted; what is not there is downloaded as usual (offline: the one-line error names it). A file with
+    another MD5 is refused and nothing enters the cache."""
+    home, checkout = tmp_path / "home", tmp_path / "MMAudio"
+    monkeypatch.setenv("AVFLOW_HOME", str(home))
+    monkeypatch.setenv("AVFLOW_OFFLINE", "1")
+    states = {name: {"w": torch.randn(4, 3), "b": torch.randn(4)} for name in ("net", "vae", "voc")}
+    (checkout / "weights").mkdir(parents=True)
+    (checkout / "ext_weights").mkdir()
+    torch.save(states["net"], checkout / "weights" / "tiny_net.pth")
+    torch.save({"generator": states["voc"]}, checkout / "ext_weights" / "tiny_voc.pt")
+    snapshot = checkout / "hf" / "models--org--tiny-vae" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    torch.save(states["vae"], snapshot / "model.pth")
+    torch.save({"w": torch.zeros(1)}, checkout / "model.pth")  # the same file name outside the repo's folder
+    assets = {
+        "tiny_net": hub.Asset("tiny_net.pth", md5=md5_file(checkout / "weights" / "tiny_net.pth")),
+        "tiny_voc": hub.Asset(
+            "tiny_voc.pt", md5=md5_file(checkout / "ext_weights" / "tiny_voc.pt"), subkey="generator"
+        ),
+        "tiny_vae": hub.Asset("tiny_vae.pth", hf_repo="org/tiny-vae", hf_file="model.pth"),
+        "tiny_clip": hub.Asset("tiny_clip.pth", url="http://127.0.0.1:9/none", md5="0" * 32),
+    }
+    for stem, asset in assets.items():
+        monkeypatch.setitem(hub.ASSETS, stem, asset)
+    monkeypatch.setitem(hub.MODELS, "tiny", list(assets))
+
+    assert main(["download", "tiny", "--from", str(checkout)]) == 2  # tiny_clip is nowhere: offline, named
+    captured = capsys.readouterr()
+    assert "tiny_clip.pth is not in the cache" in captured.err and "--from DIR" in captured.err
+    for stem, name in (("tiny_net", "net"), ("tiny_voc", "voc"), ("tiny_vae", "vae")):
+        got = read_state_dict(hub.converted_path(assets[stem]))
+        assert all(torch.equal(got[k], states[name][k]) for k in states[name]), stem
+    assert "MD5 checked" in captured.out and "no published MD5 to check" in captured.out
+    assert hub.raw_path(assets["tiny_net"]).stat().st_ino == (checkout / "weights" / "tiny_net.pth").stat().st_ino
+
+    monkeypatch.setitem(hub.ASSETS, "tiny_clip", hub.Asset("tiny_clip.pth", md5="0" * 32))
+    torch.save({"w": torch.ones(2)}, checkout / "tiny_clip.pth")  # not the published file
+    assert main(["download", "tiny", "--from", str(checkout)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tiny_clip.pth: MD5" in err and "is not the published 000000" in err and "\n" not in err
+    assert not hub.raw_path(assets["tiny_clip"]).exists() and not hub.converted_path(assets["tiny_clip"]).exists()
+    for bad, message in ((tmp_path / "nowhere", "no such folder"), (checkout / "model.pth", "is a file")):
+        assert main(["download", "tiny", "--from", str(bad)]) == 2
+        assert message in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from avflow import hub
 
@@ -12,6 +13,10 @@ HELP = "download, verify (MD5/SHA) and convert to safetensors the weights a mode
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", choices=sorted(hub.MODELS), help="model to fetch")
     parser.add_argument("--list", action="store_true", help="list models, their files and what is cached")
+    parser.add_argument("--from", dest="source", type=Path, default=None, metavar="DIR",
+                        help="take the files from this folder where they are there (an MMAudio checkout's weights/ "
+                             "and ext_weights/, a Hugging Face cache), MD5-checked as downloads are; download the "
+                             "rest")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,8 +28,21 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {hub.ASSETS[stem].name:<40} {state}")
         print(f"cache: {hub.home()}")
         return 0
-    paths = hub.fetch_model(args.model, allow_download=True)
-    for stem, path in paths.items():
-        print(f"{stem:<32} {path}")
+    if args.source is not None and not args.source.is_dir():
+        from avflow.errors import ConfigError
+
+        raise ConfigError(f"--from {args.source}: " + ("is a file; give the folder that holds the weights"
+                                                       if args.source.exists() else "no such folder"))  # fmt: skip
+    for stem in hub.MODELS[args.model]:
+        asset = hub.ASSETS[stem]
+        local = None
+        if args.source is not None and not hub.converted_path(asset).exists():
+            local = hub.find_local(asset, args.source)
+        if local is not None:
+            path = hub.import_local(asset, local)
+            checked = "MD5 checked" if asset.md5 else "no published MD5 to check"
+            print(f"{stem:<32} {path} (from {local}, {checked})")
+        else:
+            print(f"{stem:<32} {hub.fetch(stem, allow_download=True)}")
     print(f"{args.model}: ready (works offline from now on)")
     return 0

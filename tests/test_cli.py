@@ -259,13 +259,17 @@ def test_experiment_on_a_trained_model_argument_errors_are_one_line(capsys, tmp_
 
 def test_ui_arguments_the_server_would_refuse_are_one_line_errors(tmp_path, capsys):
     """A port out of range and an upload limit the server cannot parse were tracebacks from inside gradio, an output
-    folder that is a file an errno: one line each, before gradio is imported (these run without the [ui] extra)."""
-    taken = tmp_path / "taken.txt"
+    folder that is a file an errno; models it could not load: one line each, before gradio is imported (these run
+    without the [ui] extra)."""
+    taken, gone = tmp_path / "taken.txt", tmp_path / "gone.pth"
     taken.write_text("x")
     cases = {("--port", "70000"): "--port must be from 1 to 65535, got 70000",
              ("--max-file-size", "1.5gb"): "--max-file-size '1.5gb': give a whole number and a unit",
              ("--max-file-size", "abc"): "--max-file-size 'abc': give a whole number and a unit",
-             ("--output-dir", str(taken)): f"{taken} is a file, not a folder"}  # fmt: skip
+             ("--output-dir", str(taken)): f"{taken} is a file, not a folder",
+             ("--model", str(tmp_path)): "no config.json here",
+             ("--foley-model", "huge_99k"): "unknown model 'huge_99k'",
+             ("--foley-weights", str(gone)): f"--foley-weights {gone}: file not found"}  # fmt: skip
     for extra, message in cases.items():
         assert main(["ui", *extra]) == 2
         err = capsys.readouterr().err.strip()

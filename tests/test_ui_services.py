@@ -38,14 +38,14 @@ def tiny_model(tmp_path_factory):
 def _tiny_default_model(tiny_model, monkeypatch):
     """The services load the shipped default model once per process: here the tiny folder, loaded afresh."""
     monkeypatch.setattr(default_model, "default_model_dir", lambda: tiny_model)
-    services._default_model.cache_clear()
+    services._joint_model.cache_clear()
     yield
-    services._default_model.cache_clear()
+    services._joint_model.cache_clear()
 
 
-def test_guidance_defaults_come_from_the_models():
-    assert services.joint_cfg_strength() == read_default_config().sampling.cfg_strength
-    assert services.foley_cfg_strength() == SAMPLING.cfg_strength
+def test_guidance_defaults_come_from_the_models(settings):
+    assert services.joint_cfg_strength(settings) == read_default_config().sampling.cfg_strength
+    assert services.foley_cfg_strength(settings) == SAMPLING.cfg_strength
 
 
 def test_joint_tab_writes_a_clip_and_its_spectrogram(settings):
@@ -144,3 +144,42 @@ def test_a_seed_torch_cannot_take_is_a_one_line_error_before_any_model(settings,
             run()
         assert "\n" not in str(err.value)
     assert reads.calls == []
+
+
+def test_the_tabs_run_models_of_one_s_own(tiny_model, tmp_path, monkeypatch):
+    """`avflow ui --model FOLDER --foley-model CONFIG.json --foley-weights FILE`: the Generate tab samples the given
+    joint model (not the shipped one), the Foley tab the given foley model with its network checkpoint, and the
+    page's defaults and weights message are theirs."""
+    import json
+
+    import soundfile as sf
+    import torch
+    from helpers import fixtures_root, tiny_foley_raw_files, write_tiny_model_config
+
+    mine = write_tiny_default_model(tmp_path / "mine", seed=7)  # another joint model than the "shipped" tiny one
+    config = json.loads((mine / "config.json").read_text())
+    config["sampling"]["cfg_strength"] = 1.5
+    (mine / "config.json").write_text(json.dumps(config))
+    folder = tmp_path / "foley"
+    folder.mkdir()
+    files, spec = tiny_foley_raw_files(folder, fixtures_root())
+    foley_json = write_tiny_model_config(folder, files, spec)
+    network = torch.load(folder / "tiny_net.pth", weights_only=True)
+    torch.save({k: v * 1.5 for k, v in network.items()}, tmp_path / "finetune.pth")
+    monkeypatch.setenv("AVFLOW_HOME", str(tmp_path / "empty_cache"))  # nothing from the weight cache is needed
+
+    base = UISettings(output_dir=tmp_path / "out", steps=2)
+    own = UISettings(output_dir=tmp_path / "out", steps=2, model=str(mine), foley_model=str(foley_json),
+                     foley_weights=str(tmp_path / "finetune.pth"))  # fmt: skip
+    assert services.joint_cfg_strength(own) == 1.5 != services.joint_cfg_strength(base)
+    assert services.missing_foley_weights(own) == [] and "finetune.pth" in services.foley_weights_message(own)
+    clips = [generate_joint("a red ball bounces", s, seed=1, duration=0.5).video for s in (base, own)]
+    assert not np.array_equal(*(read_audio(c)[0].numpy() for c in clips))  # the other model sampled
+    clip = write_video(tmp_path / "in.mp4", moving_square(t=24), 16)
+    sounds = []
+    for weights in (None, str(tmp_path / "finetune.pth")):
+        settings = UISettings(output_dir=tmp_path / "out", steps=2, foley_model=str(foley_json), foley_weights=weights)
+        result = generate_foley(clip, "rain", settings, seed=3)
+        wav = next(f for f in result.extra_files if f.suffix == ".wav")
+        sounds.append(sf.read(str(wav))[0])
+    assert sounds[0].shape == sounds[1].shape and not np.array_equal(*sounds)  # the fine-tune's network, not the base

@@ -25,11 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-size", default=defaults.max_file_size, help="upload limit, e.g. 200mb")
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where results are written")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    parser.add_argument("--model", default=None,
+                        help="the Generate tab's joint model: a model folder or a training run folder, as `avflow "
+                             "generate --model` takes (default: the shipped model)")  # fmt: skip
+    parser.add_argument("--foley-model", default=defaults.foley_model,
+                        help="the Foley tab's model: an official MMAudio name or a model config .json, as `avflow "
+                             "foley --model` takes")  # fmt: skip
+    parser.add_argument("--foley-weights", default=None,
+                        help="network weights on top of --foley-model, as `avflow foley --weights` takes")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """One-line errors for what the server would otherwise refuse with a traceback (a port out of range, a size it
-    cannot parse) or an errno (an output folder that is a file), before gradio is imported."""
+    cannot parse) or an errno (an output folder that is a file), and for models it could not load (a folder with no
+    joint model, an unknown foley model, a weights file that is not there), before gradio is imported."""
     if args.steps < 1 or args.concurrency < 1:
         raise AvflowError("--steps and --concurrency must be at least 1")
     if not 1 <= args.port <= 65535:
@@ -38,6 +47,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     if size is None or int(size.group(1)) == 0:
         raise AvflowError(f"--max-file-size {args.max_file_size!r}: give a whole number and a unit, e.g. 200mb, 2gb")
     check_folder(args.output_dir, "--output-dir")
+    from avflow.pipelines.default_model import read_default_config
+    from avflow.pipelines.foley_variants import resolve_model
+
+    if args.model is not None:
+        read_default_config(args.model)  # a folder that holds no joint model says so now, not in the page
+    resolve_model(args.foley_model, args.foley_weights, weights_option="--foley-weights")  # unknown or missing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_file_size=args.max_file_size,
         output_dir=args.output_dir,
+        model=args.model,
+        foley_model=args.foley_model,
+        foley_weights=args.foley_weights,
     )
     launch(settings, host=args.host, port=args.port, share=args.share)
     return 0

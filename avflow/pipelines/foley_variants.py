@@ -107,9 +107,10 @@ def known_models() -> str:
     return ", ".join(m for m in VARIANTS if m in hub.MODELS)
 
 
-def resolve_model(model: str, weights: str | Path | None = None) -> FoleySpec:
+def resolve_model(model: str, weights: str | Path | None = None, *, weights_option: str = "--weights") -> FoleySpec:
     """The spec of `model`, an official variant's name or a JSON model config, with the network's weights taken from
-    `weights` when given; one-line errors for unknown names and unreadable files. Reads no weights."""
+    `weights` when given (the option that gave it: `weights_option`); one-line errors for unknown names and
+    unreadable files. Reads no weights."""
     model = str(model)
     if model.lower().endswith(".json"):
         spec = load_model_config(model)
@@ -118,7 +119,7 @@ def resolve_model(model: str, weights: str | Path | None = None) -> FoleySpec:
     else:
         raise WeightsError(f"unknown model {model!r}; choose from {known_models()}, or give a model config .json")
     if weights is not None:
-        spec = replace(spec, network=str(check_weights_file(weights)))
+        spec = replace(spec, network=str(check_weights_file(weights, weights_option)))
     return spec
 
 

@@ -94,7 +94,7 @@ def build_app(settings: UISettings | None = None):
                         duration = gr.Slider(0.5, settings.max_duration, value=settings.duration,
                                              label="duration (s): the clip's, or what is added")  # fmt: skip
                         steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
-                        cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(), label="cfg_strength")
+                        cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(settings), label="cfg_strength")
                         j_existing = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                               label="the uploaded video's own audio (sound for a video)",
                                               elem_id="joint-existing-audio")  # fmt: skip
@@ -116,7 +116,7 @@ def build_app(settings: UISettings | None = None):
                          joint_out, api_name="joint")  # fmt: skip
 
             with gr.Tab("Foley", id="foley", elem_id="tab-foley"):
-                gr.Markdown(foley_weights_message(), elem_id="foley-weights")
+                gr.Markdown(foley_weights_message(settings), elem_id="foley-weights")
                 with gr.Row():
                     with gr.Column():
                         f_video = gr.File(label="video", file_types=VIDEO_TYPES, type="filepath", elem_id="foley-video")
@@ -125,7 +125,7 @@ def build_app(settings: UISettings | None = None):
                         f_negative = gr.Textbox(label="negative prompt (optional)")
                         f_seed = gr.Number(label="seed", value=0, precision=0)
                         f_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
-                        f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(), label="cfg_strength")
+                        f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(settings), label="cfg_strength")
                         f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")

@@ -22,7 +22,7 @@ from avflow.errors import AvflowError, MediaError
 
 VIDEO_TYPES = list(VIDEO_FILE_SUFFIXES)
 OUTPUT_VIDEO = Path("result.mp4")  # the container every tab writes (the name is not used)
-FOLEY_MODEL = "small_16k"
+FOLEY_MODEL = "small_16k"  # the foley tab's model unless `avflow ui --foley-model` names another
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -40,6 +40,9 @@ class UISettings:
     concurrency: int = 2  # requests generating at once; the rest wait in the queue
     max_queue: int = 16
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avflow-ui")
+    model: str | None = None  # the Generate tab's joint model: a model folder or training run (None: the shipped one)
+    foley_model: str = FOLEY_MODEL  # an official MMAudio name or a model config .json (`avflow foley --model`)
+    foley_weights: str | None = None  # a network checkpoint on top of it (`avflow foley --weights`)
 
 
 @dataclass
@@ -86,23 +89,24 @@ _joint_lock = threading.Lock()
 
 
 @functools.cache
-def _default_model():
+def _joint_model(path: str | None):
     from avflow.pipelines.default_model import load_default_model
 
-    return load_default_model()
+    return load_default_model(path)
 
 
-def default_model():
-    """The shipped joint model, loaded once per process (thread-safe)."""
+def joint_model(settings: UISettings):
+    """The Generate tab's joint model (the shipped one unless `settings.model`), loaded once per process
+    (thread-safe)."""
     with _joint_lock:
-        return _default_model()
+        return _joint_model(settings.model)
 
 
-def joint_cfg_strength() -> float:
-    """The shipped joint model's guidance strength (its config), shown as the page's default."""
+def joint_cfg_strength(settings: UISettings) -> float:
+    """The joint model's guidance strength (its config), shown as the page's default."""
     from avflow.pipelines.default_model import read_default_config
 
-    return read_default_config().sampling.cfg_strength
+    return read_default_config(settings.model).sampling.cfg_strength
 
 
 JOINT_TASKS = {
@@ -164,7 +168,7 @@ def generate_joint(
     if not 1 <= steps <= 200:
         raise AvflowError(f"steps must be between 1 and 200, not {steps}")
     given = None if task == "t2av" else _joint_input(audio_path if task == "a2v" else video_path, task, settings)
-    model = default_model()
+    model = joint_model(settings)
     sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
     clip = model.generate(
         prompt.strip(), seed=seed, duration=duration if task in ("t2av", "continue") else None, sampling=sampling,
@@ -202,26 +206,38 @@ def _write_onto(source: Path, audio, sample_rate: int, result: Path, existing_au
 # ---------------------------------------------------------------------------------------------------- foley
 
 
-def foley_cfg_strength() -> float:
-    """The foley model's guidance strength (its variant's sampling settings), shown as the page's default."""
+def _foley_spec(settings: UISettings):
     from avflow.pipelines.foley_variants import resolve_model
 
-    return resolve_model(FOLEY_MODEL).sampling.cfg_strength
+    return resolve_model(settings.foley_model, settings.foley_weights)
 
 
-def missing_foley_weights(model: str = FOLEY_MODEL) -> list[str]:
-    """Files of an official MMAudio model that are not converted in the cache yet."""
-    return [hub.ASSETS[s].name for s in hub.MODELS[model] if not hub.converted_path(hub.ASSETS[s]).exists()]
+def foley_cfg_strength(settings: UISettings) -> float:
+    """The foley model's guidance strength (its sampling settings), shown as the page's default."""
+    return _foley_spec(settings).sampling.cfg_strength
 
 
-def foley_weights_message(model: str = FOLEY_MODEL) -> str:
-    missing = missing_foley_weights(model)
+def missing_foley_weights(settings: UISettings) -> list[str]:
+    """The weight-cache files the foley model needs that are not in the cache yet (files a model config or
+    `foley_weights` names are checked when the server starts)."""
+    from avflow.pipelines.foley_variants import PARTS, is_weights_file
+
+    spec = _foley_spec(settings)
+    stems = [getattr(spec, part) for part in PARTS if not is_weights_file(getattr(spec, part))]
+    return [hub.ASSETS[s].name for s in stems
+            if not (hub.converted_path(hub.ASSETS[s]).exists() or hub.raw_path(hub.ASSETS[s]).exists())]  # fmt: skip
+
+
+def foley_weights_message(settings: UISettings) -> str:
+    model, missing = settings.foley_model, missing_foley_weights(settings)
+    own = f" with the network {settings.foley_weights}" if settings.foley_weights else ""
     if not missing:
-        return f"Official MMAudio `{model}` weights found in the cache ({hub.home()})."
+        return f"Foley model `{model}`{own}: its weights are at hand (cache {hub.home()})."
+    fetch = f"`avflow download {model}`" if model in hub.MODELS else "`avflow download` of the official model"
     return (
-        f"The foley tab needs the official MMAudio `{model}` weights, which are not in the cache {hub.home()} "
-        f"(missing: {', '.join(missing)}). Get them once with `avflow download {model}` on a machine with network "
-        "access; they work offline afterwards."
+        f"The foley tab needs the weights of `{model}`{own}, which are not in the cache {hub.home()} (missing: "
+        f"{', '.join(missing)}). Get them once with {fetch} on a machine with network access (or `--from DIR` "
+        "where you have them); they work offline afterwards."
     )
 
 
@@ -243,14 +259,13 @@ def generate_foley(
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     video = check_video_upload(video_path)
-    if missing_foley_weights():
-        raise AvflowError(foley_weights_message())
+    if missing_foley_weights(settings):
+        raise AvflowError(foley_weights_message(settings))
     from avflow.data.media import write_audio
-    from avflow.pipelines.foley_variants import resolve_model
 
     steps = settings.steps if steps is None else int(steps)
-    sampling = resolve_model(FOLEY_MODEL).sampling.override(steps=steps, cfg_strength=cfg_strength)
-    output = foley_pipeline().generate_video(
+    sampling = _foley_spec(settings).sampling.override(steps=steps, cfg_strength=cfg_strength)
+    output = foley_pipeline(settings).generate_video(
         video, prompt or None, negative_prompt or None, duration=settings.max_foley_duration, seed=seed,
         sampling=sampling, progress=progress,
     )  # fmt: skip
@@ -266,18 +281,20 @@ _foley_lock = threading.Lock()
 
 
 @functools.cache
-def _foley_pipeline():
+def _foley_pipeline(model: str, weights: str | None):
     import torch
 
     from avflow.pipelines.foley import FoleyPipeline
 
-    return FoleyPipeline.load(FOLEY_MODEL, device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return FoleyPipeline.load(model, weights=weights, device=device)
 
 
-def foley_pipeline():
-    """The official-weights foley pipeline, loaded once per process (thread-safe)."""
+def foley_pipeline(settings: UISettings):
+    """The foley tab's pipeline (`settings.foley_model`, with `foley_weights`), loaded once per process
+    (thread-safe)."""
     with _foley_lock:
-        return _foley_pipeline()
+        return _foley_pipeline(settings.foley_model, settings.foley_weights)
 
 
 # ---------------------------------------------------------------------------------------------------- binaural

@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from helpers import damaged_ts, prores_mov, with_subtitles
 
 from avflow.data.media import mux_audio, read_audio
@@ -267,6 +268,48 @@ def test_av1_is_copied_unchanged(tmp_path, container):
         assert written.streams.video[0].codec_context.codec.id == av.codec.Codec("av1", "r").id
         assert written.streams.video[0].codec_tag == "av01"
     assert [p[2] for p in packets(tmp_path / "out.mp4", "video")] == [p[2] for p in packets(source, "video")]
+
+
+def test_an_mkv_cut_short_is_read_and_copied_whole(ffmpeg, tmp_path):
+    """A recorder that stops abruptly (OBS writes MKV so that a crash leaves a playable file) leaves an MKV without
+    its index, where no seek works and a failed one leaves the demuxer at the end: every command failed with
+    "[Errno 1] Operation not permitted". The frames it holds are counted, read (whole, from a start, in windows)
+    and copied packet for packet. (Made by ffmpeg, as recorders do: with an AAC track, its seeks fail.)"""
+    from avflow.data.media import iter_video_windows, probe, read_video
+
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30", "-f", "lavfi", "-i",
+                    "sine=f=440:sample_rate=48000", "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-c:a",
+                    "aac", "-shortest", str(whole)], check=True)  # fmt: skip
+
+    def seeks(path: Path) -> bool:
+        with av.open(str(path)) as container:
+            try:
+                container.seek(0, stream=container.streams.video[0], backward=True)
+            except av.FFmpegError:
+                return False
+        return True
+
+    for tenths in (3, 4, 5, 6):  # where the cut falls in a cluster decides whether the demuxer can seek
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * tenths // 10])  # the index at the end is gone
+        if not seeks(cut):
+            break
+    assert not seeks(cut)
+    with av.open(str(cut)) as container:
+        held = [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+    with av.open(str(whole)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert 30 < len(held) < len(frames)
+    info = probe(cut)
+    assert info.n_frames == len(held) and abs(info.duration - len(held) / 30) <= 1e-3  # matroska: ms timestamps
+    got = read_video(cut)
+    assert len(got.frames) == len(held) and np.array_equal(got.frames.numpy(), np.stack(frames[: len(held)]))
+    later = read_video(cut, start=0.5, duration=0.5)
+    assert torch.equal(later.frames, got.frames[15:30])
+    windows = list(iter_video_windows(cut, window_s=0.4))
+    assert torch.equal(torch.cat([w.frames for w in windows]), got.frames)
+    out = mux_audio(cut, np.zeros((1, 16000), np.float32), 16000, tmp_path / "out.mp4")
+    assert [p[2] for p in packets(out, "video")] == held
 
 
 def test_keep_loses_nothing_an_mp4_can_hold(tmp_path):

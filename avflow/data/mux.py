@@ -349,8 +349,8 @@ def mux_audio(
         data, sample_rate = _mix_with_source(video_path, data, int(sample_rate))
 
     def write(file) -> None:
+        start, end = video_span(video_path)
         with open_media(video_path) as source:
-            start, end = video_span(source, main_video(source))
             options = {**MP4_OPTIONS, **_metadata_options(source.metadata)}
         output = av.open(file, "w", format=container_format, options=options)
         # opened afresh: demuxing starts at the file's first packet, so kept audio from before the first frame stays

@@ -81,24 +81,28 @@ def stream_origin(stream: av.stream.Stream) -> Fraction:
     return Fraction(start) * stream.time_base
 
 
-def video_span(container: av.container.InputContainer, stream: av.video.VideoStream) -> tuple[Fraction, Fraction]:
-    """(first frame time, end of last frame) in seconds, from packet timestamps.
+def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
+    """(first frame time, end of last frame) in seconds of the file's video, from packet timestamps.
 
     Muxers can store a stream duration shorter than the frames it holds (variable frame rate with B-frames), so the
-    end is read from the packets after the last keyframe instead of from the header.
+    end is read from the packets after the last keyframe instead of from the header; where the file cannot seek (an
+    MKV cut short, without its index: a failed seek leaves its demuxer at the end) or the seek overshoots, from every
+    packet, on the file opened afresh.
     """
-    origin = stream_origin(stream)
-    end = None
-    try:
-        container.seek(2**62, stream=stream, backward=True)
-        end = _last_packet_end(container, stream)
-    except av.FFmpegError:
-        end = None
-    if end is None:  # unseekable or the seek overshot: scan the whole stream
-        container.seek(0, stream=stream, backward=True)
-        end = _last_packet_end(container, stream)
-    if stream.duration:
-        end = max(end or origin, origin + Fraction(stream.duration) * stream.time_base)
+    with open_media(path) as container:
+        stream = main_video(container)
+        origin, duration = stream_origin(stream), stream.duration
+        try:
+            container.seek(2**62, stream=stream, backward=True)
+            end = _last_packet_end(container, stream)
+        except av.FFmpegError:
+            end = None
+    if end is None:
+        with open_media(path) as container:
+            stream = main_video(container)
+            end = _last_packet_end(container, stream)
+    if duration:
+        end = max(end or origin, origin + Fraction(duration) * stream.time_base)
     return origin, (end if end is not None else origin)
 
 
@@ -114,9 +118,29 @@ def _last_packet_end(container: av.container.InputContainer, stream: av.video.Vi
     return end
 
 
-def _count_packets(container: av.container.InputContainer, stream: av.video.VideoStream) -> int:
-    container.seek(0, stream=stream, backward=True)
-    return sum(1 for p in container.demux(stream) if p.size > 0)
+def _scan(path: Path) -> tuple[int, Fraction, Fraction]:
+    """(packets with data, first frame time, end of last frame) of the file's video, from every packet of the file
+    opened afresh: for containers whose header does not count the frames (MKV, WebM, MPEG-TS), with no seek (an
+    MKV cut short cannot)."""
+    with open_media(path) as container:
+        stream = main_video(container)
+        fallback = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
+        count, timed, untimed = 0, None, None  # latest pts + duration, latest pts of a packet without a duration
+        for packet in container.demux(stream):
+            count += packet.size > 0
+            if packet.pts is None:
+                continue
+            if packet.duration:
+                timed = max(timed, packet.pts + packet.duration) if timed is not None else packet.pts + packet.duration
+            else:
+                untimed = max(untimed, packet.pts) if untimed is not None else packet.pts
+        ends = [Fraction(timed) * stream.time_base] if timed is not None else []
+        ends += [Fraction(untimed) * stream.time_base + fallback] if untimed is not None else []
+        end = max(ends) if ends else None  # as `_last_packet_end` over every packet
+        origin = stream_origin(stream)
+        if stream.duration:
+            end = max(end or origin, origin + Fraction(stream.duration) * stream.time_base)
+        return count, origin, (end if end is not None else origin)
 
 
 def _hidden_frames(stream: av.video.VideoStream) -> int:
@@ -157,12 +181,14 @@ def probe(path: str | Path) -> MediaInfo:
         if video is not None:
             turns = _first_frame_turns(container, video)  # first: on the fresh container, before any seek
             width, height = (video.height, video.width) if turns % 2 else (video.width, video.height)
-            n_frames = (video.frames or _count_packets(container, video)) - _hidden_frames(video)  # shown ones
             tracks = len(container.streams.audio)
+            counted, origin, end = _scan(path) if not video.frames else (video.frames, None, None)
+            n_frames = counted - _hidden_frames(video)  # the shown ones
             if n_frames == 0:
                 return MediaInfo(path, 0.0, 0.0, 0, width, height, True, audio is not None, rate, channels, tracks,
                                  turns)  # fmt: skip
-            origin, end = video_span(container, video)
+            if end is None:
+                origin, end = video_span(path)
             duration = float(end - origin)
             fps = float(video.average_rate or video.guessed_rate or 0.0)
             if duration > 0 and abs(fps - n_frames / duration) > 0.01 * fps:  # header rate off (variable rate)
@@ -243,15 +269,30 @@ def _interpolate(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class _FrameCursor:
-    """Walks a video stream forward, answering 'which frame is shown at time t'; seeks only when needed."""
+    """Walks a video stream forward, answering 'which frame is shown at time t'; seeks only when needed. It owns its
+    container (a context manager): where the file cannot seek (an MKV cut short has no index), it opens the file
+    again and decodes forward from the start."""
 
-    def __init__(self, container: av.container.InputContainer, stream: av.video.VideoStream):
-        self.container, self.stream = container, stream
-        self.origin = stream_origin(stream)
+    def __init__(self, path: Path):
+        self.path = path
+        self.container, self.stream = self._open()
+        self.origin = stream_origin(self.stream)
         self.current: tuple[av.VideoFrame, float] | None = None
         self.upcoming: tuple[av.VideoFrame, float] | None = None
         self.frames: Iterator[av.VideoFrame] | None = None
         self.early = False  # current is the first frame, shown for a time before its own
+
+    def _open(self) -> tuple[av.container.InputContainer, av.video.VideoStream]:
+        container = open_media(self.path)
+        stream = main_video(container)
+        stream.thread_type = "AUTO"
+        return container, stream
+
+    def __enter__(self) -> _FrameCursor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         for packet in self.container.demux(self.stream):
@@ -268,13 +309,24 @@ class _FrameCursor:
         return None
 
     def _restart(self, target_pts: int) -> None:
-        self.container.seek(target_pts, stream=self.stream, backward=True)
+        try:
+            self.container.seek(target_pts, stream=self.stream, backward=True)
+        except av.FFmpegError:  # a file that cannot seek
+            self._from_start()
         self.frames = self._decode()
         self.current, self.upcoming, self.early = None, self._next(), False
         if self.upcoming is None:  # nothing after a stream seek (MPEG-TS without an index): from the file's start
-            self.container.seek(0, backward=True)
+            self._from_start()
             self.frames = self._decode()
             self.upcoming = self._next()
+
+    def _from_start(self) -> None:
+        """Back to the file's first packet: a seek to its start, else (no seek works) the file opened again."""
+        try:
+            self.container.seek(0, backward=True)
+        except av.FFmpegError:
+            self.container.close()
+            self.container, self.stream = self._open()
 
     def _seek(self, t: float) -> None:
         self._restart(math.floor((Fraction(max(t, 0.0)) + self.origin) / self.stream.time_base))
@@ -397,13 +449,10 @@ def _check_request(path: Path, fps: float | None, size: int | tuple[int, int] | 
         raise MediaError(f"{path}: size must be a positive int or (H, W), got {size!r}")
 
 
-def _open_video(path: Path) -> tuple[MediaInfo, av.container.InputContainer, _FrameCursor]:
+def _open_video(path: Path) -> tuple[MediaInfo, _FrameCursor]:
     info = probe(path)
     check_video(info)
-    container = open_media(path)
-    stream = main_video(container)
-    stream.thread_type = "AUTO"
-    return info, container, _FrameCursor(container, stream)
+    return info, _FrameCursor(path)
 
 
 def read_video(
@@ -421,8 +470,8 @@ def read_video(
     """
     path = Path(path)
     _check_request(path, fps, size, mode)
-    info, container, cursor = _open_video(path)
-    with container:
+    info, cursor = _open_video(path)
+    with cursor:
         start, end = _span(info, float(start), duration)
         frames = _read_span(cursor, info, fps, size, mode, start, end)
     if frames is None:
@@ -457,8 +506,8 @@ def iter_video_windows(
     _check_request(path, fps, size, mode)
     if not window_s > 0 or not 0 <= overlap_s < window_s:
         raise MediaError(f"{path}: need window_s > 0 and 0 <= overlap_s < window_s, got {window_s}, {overlap_s}")
-    info, container, cursor = _open_video(path)
-    with container:
+    info, cursor = _open_video(path)
+    with cursor:
         if fps is None:  # windows [i * stride, i * stride + window_s) over the source frames
             stride = window_s - overlap_s
             for i in range(max(1, math.ceil(info.duration / stride - 1e-9))):

@@ -8,7 +8,7 @@ resized one at a time, so memory holds only the output frames of one call or win
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -94,50 +94,50 @@ def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
         origin, duration = stream_origin(stream), stream.duration
         try:
             container.seek(2**62, stream=stream, backward=True)
-            end = _last_packet_end(container, stream)
+            end = _last_packet_end(container.demux(stream), stream)
         except av.FFmpegError:
             end = None
     if end is None:
         with open_media(path) as container:
             stream = main_video(container)
-            end = _last_packet_end(container, stream)
+            end = _last_packet_end(container.demux(stream), stream)
     if duration:
         end = max(end or origin, origin + Fraction(duration) * stream.time_base)
     return origin, (end if end is not None else origin)
 
 
-def _last_packet_end(container: av.container.InputContainer, stream: av.video.VideoStream) -> Fraction | None:
-    fallback = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
-    end = None
-    for packet in container.demux(stream):
+def _last_packet_end(packets: Iterable[av.Packet], stream: av.video.VideoStream) -> Fraction | None:
+    """The latest end (pts + duration, or + one frame at the stream's rate where a packet has none) of `packets`, in
+    seconds; timestamps are compared as integers, so a scan of every packet of a long video stays cheap."""
+    timed, untimed = None, None  # latest pts + duration; latest pts of a packet without a duration
+    for packet in packets:
         if packet.pts is None:
             continue
-        t = Fraction(packet.pts) * stream.time_base
-        t += Fraction(packet.duration) * stream.time_base if packet.duration else fallback
-        end = t if end is None else max(end, t)
-    return end
+        if packet.duration:
+            timed = max(timed, packet.pts + packet.duration) if timed is not None else packet.pts + packet.duration
+        else:
+            untimed = max(untimed, packet.pts) if untimed is not None else packet.pts
+    fallback = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
+    ends = [Fraction(timed) * stream.time_base] if timed is not None else []
+    ends += [Fraction(untimed) * stream.time_base + fallback] if untimed is not None else []
+    return max(ends) if ends else None
 
 
 def _scan(path: Path) -> tuple[int, Fraction, Fraction]:
     """(packets with data, first frame time, end of last frame) of the file's video, from every packet of the file
     opened afresh: for containers whose header does not count the frames (MKV, WebM, MPEG-TS), with no seek (an
     MKV cut short cannot)."""
+    count = 0
+
+    def counted(packets: Iterable[av.Packet]) -> Iterator[av.Packet]:
+        nonlocal count
+        for packet in packets:
+            count += packet.size > 0
+            yield packet
+
     with open_media(path) as container:
         stream = main_video(container)
-        fallback = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
-        count, timed, untimed = 0, None, None  # latest pts + duration, latest pts of a packet without a duration
-        for packet in container.demux(stream):
-            count += packet.size > 0
-            if packet.pts is None:
-                continue
-            if packet.duration:
-                timed = max(timed, packet.pts + packet.duration) if timed is not None else packet.pts + packet.duration
-            else:
-                untimed = max(untimed, packet.pts) if untimed is not None else packet.pts
-        ends = [Fraction(timed) * stream.time_base] if timed is not None else []
-        ends += [Fraction(untimed) * stream.time_base + fallback] if untimed is not None else []
-        end = max(ends) if ends else None  # as `_last_packet_end` over every packet
-        origin = stream_origin(stream)
+        origin, end = stream_origin(stream), _last_packet_end(counted(container.demux(stream)), stream)
         if stream.duration:
             end = max(end or origin, origin + Fraction(stream.duration) * stream.time_base)
         return count, origin, (end if end is not None else origin)

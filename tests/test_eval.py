@@ -198,17 +198,25 @@ def test_fd_separates_world_with_swapped_materials():
     assert between > 10 * halves, (between, halves)
 
 
-def test_cli_eval_on_world_folder_and_mp4s(tmp_path, capsys):
+def world_folders(tmp_path, refs: int, preds: int, delay_s) -> tuple:
+    """(ref, pred): world clips c0.. as references, the first `preds` of them as mp4s with their audio delayed by
+    `delay_s(seed)`."""
     from avflow.data.media import write_video
     from avflow.world.dataset import make_clip, write_clip
 
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     ref.mkdir()
     pred.mkdir()
-    for seed in range(2):
+    for seed in range(refs):
         clip = make_clip(seed)
         write_clip(clip, ref / f"c{seed}")
-        write_video(pred / f"c{seed}.mp4", clip.frames, 16, shift_audio(clip.audio, 0.05), SR)
+        if seed < preds:
+            write_video(pred / f"c{seed}.mp4", clip.frames, 16, shift_audio(clip.audio, delay_s(seed)), SR)
+    return ref, pred
+
+
+def test_cli_eval_on_world_folder_and_mp4s(tmp_path, capsys):
+    ref, pred = world_folders(tmp_path, 2, 2, lambda seed: 0.05)
     out = tmp_path / "res.json"
     assert cli_main(["eval", str(pred), "--ref", str(ref), "--json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
@@ -248,18 +256,9 @@ def test_a_folder_is_scored_one_clip_at_a_time_with_the_same_frechet_distances(t
     import gc
     import weakref
 
-    from avflow.data.media import write_video
     from avflow.eval import report
-    from avflow.world.dataset import make_clip, write_clip
 
-    ref, pred = tmp_path / "ref", tmp_path / "pred"
-    ref.mkdir()
-    pred.mkdir()
-    for seed in range(4):
-        clip = make_clip(seed)
-        write_clip(clip, ref / f"c{seed}")
-        if seed < 3:  # c3: a reference without a prediction
-            write_video(pred / f"c{seed}.mp4", clip.frames, 16, shift_audio(clip.audio, 0.03 * seed), SR)
+    ref, pred = world_folders(tmp_path, 4, 3, lambda seed: 0.03 * seed)  # c3: a reference without a prediction
     alive: list[weakref.ref] = []
     load = report.load_eval_clip
 

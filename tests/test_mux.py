@@ -182,6 +182,40 @@ def test_existing_audio_kept_replaced_or_mixed(ffmpeg, tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_mix_keeps_the_other_tracks_and_the_first_track_s_language(tmp_path):
+    """A video with an English and a French track, `--audio mix`: the French track was dropped and the mixed track
+    lost its language. The sum takes the first track's language and title; the other follows unchanged (not
+    default), as `describe` says."""
+    from avflow.data.audio_tracks import describe
+
+    source = tmp_path / "two.mp4"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        tracks = []
+        for language, title in (("eng", "English"), ("fra", "Français")):
+            track = out.add_stream("aac", rate=48000, layout="mono")
+            track.metadata.update({"language": language, "title": title})
+            tracks.append(track)
+        for k in range(50):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 5 * k, np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+        for i, track in enumerate(tracks):
+            sound = bursts(2.0, 48000, 1, seed=i)
+            frame = av.AudioFrame.from_ndarray(sound, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, 0
+            out.mux([*track.encode(frame), *track.encode(None)])
+    mixed = mux_audio(source, bursts(2.0, 16000, 1, seed=5), 16000, tmp_path / "mix.mp4", existing_audio="mix")
+    with av.open(str(mixed)) as container:
+        audio = container.streams.audio
+        assert [(s.metadata.get("language"), bool(s.disposition & av.stream.Disposition.default)) for s in audio] == [
+            ("eng", True), ("fra", False)]  # fmt: skip
+        assert audio[0].metadata.get("title", audio[0].metadata.get("name")) == "English"
+    assert packets(mixed, "audio", 1) == packets(source, "audio", 1)  # the French track, unchanged
+    assert packets(mixed, "audio", 0) != packets(source, "audio", 0)  # the English one holds the new sound too
+    assert describe("mix", 2) == "its first audio track mixed in, its other audio track kept as track 2 (--audio mix)"
+
+
 def test_mix_keeps_the_source_after_a_shorter_new_track_and_its_top_octaves(tmp_path):
     """`--audio mix` with a new track shorter than the video (v2a of its first seconds) keeps the video's own sound
     after the new track ends (it was cut to the new track's length, then silence), and a 48 kHz source keeps what

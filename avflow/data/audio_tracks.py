@@ -7,8 +7,8 @@ from __future__ import annotations
 EXISTING_AUDIO = {
     "keep": "kept unchanged as further tracks after the new one (players start with the new one)",
     "replace": "dropped; the new track is the only one",
-    "mix": "mixed into the new track, at the higher of the two sample rates and over the longer of the two (the "
-    "first one only; the others are dropped)",
+    "mix": "the first one mixed into the new track (which takes its language and title), at the higher of the two "
+    "sample rates and over the longer of the two; any others kept unchanged after it",
 }
 DEFAULT_EXISTING_AUDIO = "keep"  # nothing is lost
 MIX_MAX_RATE = 48000  # "mix" sums at the higher of the two rates, up to this
@@ -35,5 +35,8 @@ def describe(
     if policy == "mix":
         first = "its audio track" if source_tracks == 1 else "its first audio track"
         at = f" at {mix_rate(*rates)} Hz" if rates else ""
-        return f"{first} mixed in{at} (--audio mix)" + dropped
+        others = source_tracks - 1
+        kept = "" if not others else (", its other audio track kept as track 2" if others == 1 else
+                                      f", its {others} other audio tracks kept as tracks 2-{others + 1}")  # fmt: skip
+        return f"{first} mixed in{at}{kept} (--audio mix)" + dropped
     return f"{tracks} replaced (--audio replace)" + dropped

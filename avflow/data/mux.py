@@ -195,12 +195,24 @@ def _copy_stream(output: av.container.OutputContainer, stream: av.stream.Stream)
         if channels not in ORDERED_LAYOUTS:
             raise ValueError(f"{channels} audio channels in no stated order")
         copy.codec_context.layout = ORDERED_LAYOUTS[channels]
+    copy.metadata.update(_track_tags(stream))
+    copy.disposition = stream.disposition
+    return copy
+
+
+def _track_tags(stream: av.stream.Stream) -> dict[str, str]:
+    """A source track's tags (language, title) as an output track is given them."""
     tags = _tags(stream.metadata)
     if "name" in tags:  # an mp4 track's title reads back as "name" and is written from "title"
         tags.setdefault("title", tags.pop("name"))
-    copy.metadata.update(tags)
-    copy.disposition = stream.disposition
-    return copy
+    return tags
+
+
+def _kept_audio(source: av.container.InputContainer, existing_audio: str) -> list[av.stream.Stream]:
+    """The source's audio tracks copied unchanged after the new one: all with "keep", all but the first (which
+    the new track holds) with "mix", none with "replace"."""
+    tracks = list(source.streams.audio)
+    return {"keep": tracks, "mix": tracks[1:]}.get(existing_audio, [])
 
 
 def _stream_like(output: av.container.OutputContainer, stream: av.stream.Stream) -> av.stream.Stream:
@@ -292,7 +304,7 @@ def check_copyable(
         video = main_video(source)
         if video is None:
             raise MediaError(f"{video_path}: no video stream")
-        copied = [video, *(source.streams.audio if existing_audio == "keep" else [])]
+        copied = [video, *_kept_audio(source, existing_audio)]
         for stream in copied:
             if not _fits(stream, container_format):
                 hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
@@ -330,11 +342,12 @@ def mux_audio(
 
     `existing_audio` says what happens to the source's own audio tracks: "keep" copies them unchanged after the new
     track, "replace" drops them, "mix" adds the first one into the new track over the longer of the two, at the
-    higher sample rate (and drops the others). Subtitles, cover art, further video tracks and data tracks are copied
-    where out_path's container can hold them (`left_out` names those it cannot), and the chapters and the file's and
-    tracks' tags always. The file is written atomically: on any failure nothing is left at out_path. What is handled
-    rather than refused (a damaged source packet the muxer cannot take is skipped) is said in a `MediaWarning`, or
-    appended to `notes` where given (without the file's name)."""
+    higher sample rate (the new track takes its language and title) and copies the others unchanged after it.
+    Subtitles, cover art, further video tracks and data tracks are copied where out_path's container can hold them
+    (`left_out` names those it cannot), and the chapters and the file's and tracks' tags always. The file is written
+    atomically: on any failure nothing is left at out_path. What is handled rather than refused (a damaged source
+    packet the muxer cannot take is skipped) is said in a `MediaWarning`, or appended to `notes` where given
+    (without the file's name)."""
     video_path, out_path = Path(video_path), Path(out_path)
     if existing_audio not in EXISTING_AUDIO:
         raise MediaError(f"existing audio policy must be one of {', '.join(EXISTING_AUDIO)}, got {existing_audio!r}")
@@ -356,13 +369,15 @@ def mux_audio(
         # opened afresh: demuxing starts at the file's first packet, so kept audio from before the first frame stays
         with open_media(video_path) as source, output:
             in_video = main_video(source)
-            kept = list(source.streams.audio) if existing_audio == "keep" else []
+            kept = _kept_audio(source, existing_audio)
             extras = [s for s in _extra_streams(source) if _fits(s, container_format)]
             output.metadata.update(_tags(source.metadata))
             output.set_chapters(source.chapters())  # the muxer writes its own chapter track
             out_streams = {in_video.index: _copy_stream(output, in_video)}
             audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
             output.streams.audio[0].disposition = av.stream.Disposition.default
+            if existing_audio == "mix" and source.streams.audio:  # the sum is the first track's, with the new sound
+                output.streams.audio[0].metadata.update(_track_tags(source.streams.audio[0]))
             for stream in kept:
                 out_streams[stream.index] = _copy_stream(output, stream)
                 out_streams[stream.index].disposition = av.stream.Disposition(0)

@@ -460,6 +460,28 @@ def test_subtitles_are_copied_or_named_as_left_out(tmp_path, capsys):
         assert not c.streams.subtitles
 
 
+def test_an_mkv_s_attachments_are_named_as_left_out(tmp_path):
+    """An MKV's attached fonts (for its styled subtitles), which no mp4 or mov holds, were dropped without a word:
+    `left_out` names each, as the commands' last line says."""
+    from avflow.data.audio_tracks import describe
+    from avflow.data.mux import left_out
+
+    mkv = tmp_path / "styled.mkv"
+    with av.open(str(mkv), "w") as out:
+        out.add_attachment("Subtitles-Regular.ttf", "application/x-truetype-font", b"\x00\x01\x00\x00" + bytes(60))
+        video = out.add_stream("libx264", rate=16)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        for k in range(16):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 9 * k, np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+    names = left_out(mkv, tmp_path / "o.mp4")
+    assert names == ["attachment Subtitles-Regular.ttf"] == left_out(mkv, tmp_path / "o.mov")
+    out = mux_audio(mkv, np.zeros((1, 16000), np.float32), 16000, tmp_path / "o.mp4")
+    assert [p[2] for p in packets(out, "video")] == [p[2] for p in packets(mkv, "video")]
+    assert describe("keep", 0, names).endswith("its attachment Subtitles-Regular.ttf left out (the output's "
+                                               "container cannot hold them)")  # fmt: skip
+
+
 def two_angles(path: Path, timecode: str | None = None) -> Path:
     """1 s at 10 fps with two h264 video tracks (two camera angles); with `timecode`, a timecode track for the first."""
     with av.open(str(path), "w") as out:

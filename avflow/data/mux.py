@@ -142,14 +142,15 @@ def _container_format(path: Path) -> str:
 
 def _extra_streams(source: av.container.InputContainer) -> list[av.stream.Stream]:
     """The streams besides the first video and the audio that `mux_audio` copies where the output can hold them:
-    subtitles, cover art, further video tracks (another angle) and data tracks (telemetry, KLV). A timecode track is
-    not among them where the first video carries its `timecode` tag: the muxer writes the track again from that; nor
-    is a chapter track (chapters are copied as chapters)."""
+    subtitles, cover art, further video tracks (another angle), data tracks (telemetry, KLV) and attachments (an
+    MKV's subtitle fonts; no mp4 or mov holds them, so they are named as left out). A timecode track is not among
+    them where the first video carries its `timecode` tag: the muxer writes the track again from that; nor is a
+    chapter track (chapters are copied as chapters)."""
     first = main_video(source)
     timecode = "timecode" in first.metadata
     videos = [s for s in source.streams.video if s.index != first.index]  # cover art and further tracks
     data = [s for s in source.streams.data if not (timecode and "timecode" in s.metadata) and not _read_as_chapters(s)]
-    return [*source.streams.subtitles, *videos, *data]
+    return [*source.streams.subtitles, *videos, *data, *getattr(source.streams, "attachments", ())]
 
 
 def _read_as_chapters(stream: av.stream.Stream) -> bool:
@@ -160,9 +161,12 @@ def _read_as_chapters(stream: av.stream.Stream) -> bool:
 
 
 def _stream_name(stream: av.stream.Stream) -> str:
-    """What a stream is, for a message: "srt subtitles", "png cover art", "aac audio track", "klv data track"."""
+    """What a stream is, for a message: "srt subtitles", "png cover art", "aac audio track", "klv data track",
+    "attachment DejaVuSans.ttf"."""
     if stream.type == "data":
         return f"{stream.name} data track" if stream.name else "data track"
+    if stream.type == "attachment":
+        return f"attachment {stream.metadata['filename']}" if "filename" in stream.metadata else "attachment"
     if stream.type == "subtitle":
         return f"{stream.codec_context.name} subtitles"
     if stream.type == "audio":

@@ -504,7 +504,7 @@ def test_finetune_recipe_output_runs_through_foley(model_json, tmp_path, capsys)
     video = make_video(tmp_path / "in.mp4", 24.0, 1.5)
     wavs = {}
     ema, step = run / "ema_0.05.safetensors", run / "checkpoints" / "step_00000002.pt"  # the last step's checkpoint
-    runs = (("base", None), ("pth", pth), ("safetensors", exported), ("ema", ema), ("step", step))
+    runs = (("base", None), ("pth", pth), ("safetensors", exported), ("ema", ema), ("step", step), ("run", run))
     for name, weights in runs:
         wavs[name] = tmp_path / f"{name}.wav"
         extra = [] if weights is None else ["--weights", str(weights)]
@@ -518,6 +518,7 @@ def test_finetune_recipe_output_runs_through_foley(model_json, tmp_path, capsys)
     audio = {name: sf.read(str(path))[0] for name, path in wavs.items()}
     assert np.array_equal(audio["pth"], audio["safetensors"])  # the same fine-tuned network either way
     assert np.array_equal(audio["step"], audio["ema"])  # the checkpoint's EMA is the run's export at that step
+    assert np.array_equal(audio["run"], audio["ema"])  # the run folder: its EMA export, its network's shape
     assert not np.array_equal(audio["ema"], audio["safetensors"])
     assert not np.allclose(audio["pth"], audio["base"], atol=1e-4)  # and not the network it started from
     assert np.isfinite(audio["pth"]).all() and np.abs(audio["pth"]).max() > 0
@@ -562,3 +563,23 @@ def test_network_weights_as_users_bring_them(model_json, tmp_path, capsys):
     for name in ("float16", "bfloat16"):
         assert np.array_equal(audio[name], audio[f"{name}_in_fp32"]), name
         assert not np.array_equal(audio[name], audio["plain"]), name  # rounded: really read from the half file
+
+
+def test_a_weights_folder_that_is_no_fitting_run_is_one_line(model_json, tmp_path, capsys):
+    """`--weights FOLDER`: a folder that is no `avflow train` run, a run of another model, or a run whose network
+    reads other latents than --model's codecs: one line each, before any weights are read."""
+    from avflow.config import dump_yaml
+
+    cases = {"empty": (None, "a folder without config.yaml"),
+             "joint": ({"model": {"name": "joint", "args": {}}}, "a training run of the 'joint' model"),
+             "other": ({"model": {"name": "mmaudio", "args": {"variant": "small_44k"}}},
+                       "does not fit this model: latent_dim 40 (its codecs and encoders read ")}  # fmt: skip
+    for name, (config, message) in cases.items():
+        (tmp_path / name).mkdir()
+        if config is not None:
+            (tmp_path / name / "config.yaml").write_text(dump_yaml(config))
+        argv = ["t2a", "rain", "--duration", "0.7", "-o", str(tmp_path / "o.wav"), *fast(model_json)]
+        assert main([*argv, "--weights", str(tmp_path / name)]) == 2, name
+        err = _error(capsys)
+        assert message in err, err
+    assert not (tmp_path / "o.wav").exists()

@@ -48,9 +48,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "model config .json of your own (weights files and configs of every part, see "
                              "docs/foley.md)")  # fmt: skip
     parser.add_argument("--weights", type=Path, default=None,
-                        help="network weights to use instead of the model's: an official-layout .pth or a "
-                             ".safetensors export, e.g. a fine-tune from `avflow train configs/mmaudio_finetune.yaml`; "
-                             "its layout must match --model's network")  # fmt: skip
+                        help="network weights to use instead of the model's: an official-layout .pth, a "
+                             ".safetensors export or a training checkpoint, or the run folder of a fine-tune from "
+                             "`avflow train configs/mmaudio_finetune.yaml` (its EMA and its network's shape); the "
+                             "network must fit --model's codecs and encoders")  # fmt: skip
     length = "all of the video" if default_duration is None else f"{default_duration:g}"
     parser.add_argument("--duration", type=float, default=default_duration,
                         help=f"seconds to generate, at least {MIN_DURATION_S:g} (default: {length})")  # fmt: skip

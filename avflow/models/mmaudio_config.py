@@ -4,7 +4,7 @@ duration gives, and the published sampling settings."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from avflow.errors import ConfigError
@@ -112,3 +112,12 @@ def get_config(name: str) -> MMAudioConfig:
     if name not in CONFIGS:
         raise ConfigError(f"unknown MMAudio variant {name!r}; choose from {', '.join(CONFIGS)}")
     return CONFIGS[name]
+
+
+def variant_config(name: str, overrides: dict | None = None) -> MMAudioConfig:
+    """A variant's config with some fields replaced (`model.args.variant` / `overrides` of a training run, e.g. a
+    network of another depth); an unknown field is a one-line ConfigError."""
+    try:
+        return replace(get_config(name), **(overrides or {}))
+    except TypeError as exc:
+        raise ConfigError(f"overrides of {name}: {exc}") from None

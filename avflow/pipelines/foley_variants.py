@@ -109,8 +109,8 @@ def known_models() -> str:
 
 def resolve_model(model: str, weights: str | Path | None = None, *, weights_option: str = "--weights") -> FoleySpec:
     """The spec of `model`, an official variant's name or a JSON model config, with the network's weights taken from
-    `weights` when given (the option that gave it: `weights_option`); one-line errors for unknown names and
-    unreadable files. Reads no weights."""
+    `weights` when given (a weights file, or an `avflow train` run folder: `with_training_run`; the option that gave
+    it: `weights_option`); one-line errors for unknown names and unreadable files. Reads no weights."""
     model = str(model)
     if model.lower().endswith(".json"):
         spec = load_model_config(model)
@@ -118,9 +118,45 @@ def resolve_model(model: str, weights: str | Path | None = None, *, weights_opti
         spec = VARIANTS[model]
     else:
         raise WeightsError(f"unknown model {model!r}; choose from {known_models()}, or give a model config .json")
-    if weights is not None:
+    if weights is not None and Path(weights).is_dir():
+        spec = with_training_run(spec, Path(weights), weights_option)
+    elif weights is not None:
         spec = replace(spec, network=str(check_weights_file(weights, weights_option)))
     return spec
+
+
+# the network config fields its codecs and encoders read: a run of another shape must keep these
+TIED_FIELDS = ("latent_dim", "sample_rate", "hop_length", "clip_dim", "sync_dim", "text_dim")
+
+
+def with_training_run(spec: FoleySpec, run: Path, option: str = "--weights") -> FoleySpec:
+    """`spec` with the network of an `avflow train` run of MMAudio (its out_dir): the run's network config
+    (`model.args.variant` and `overrides`: a fine-tune of another depth needs no model config .json) and its
+    weights (`avflow.weights.run_weights_file`: the EMA export, else the newest checkpoint, whose EMA is read). A
+    folder that is no such run, or a network whose latents or features do not fit the spec's other parts, is a
+    one-line error; reads no weights."""
+    from avflow.config import read_yaml
+    from avflow.models.mmaudio_config import variant_config
+    from avflow.weights import run_weights_file
+
+    if not (run / "config.yaml").is_file():
+        raise WeightsError(f"{option} {run}: a folder without config.yaml; give a weights file or the out_dir of an "
+                           "`avflow train` run")  # fmt: skip
+    model = read_yaml(run / "config.yaml").get("model") or {}
+    if not isinstance(model, dict) or model.get("name") != "mmaudio":
+        name = model.get("name") if isinstance(model, dict) else None
+        raise WeightsError(f"{option} {run}: a training run of the {name!r} model, not of an MMAudio network")
+    args = model.get("args") or {}
+    try:
+        config = variant_config(str(args.get("variant", "small_16k")), args.get("overrides") or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{option} {run}: model.args: {exc}") from None
+    differ = [f"{k} {getattr(config, k)} (its codecs and encoders read {getattr(spec.network_config, k)})"
+              for k in TIED_FIELDS if getattr(config, k) != getattr(spec.network_config, k)]  # fmt: skip
+    if differ:
+        raise WeightsError(f"{option} {run}: the run trained a network that does not fit this model: "
+                           f"{differ[0]}; give the --model it was trained for ({args.get('variant')})")  # fmt: skip
+    return replace(spec, network=str(run_weights_file(run)), network_config=config)
 
 
 def _download_hint(stem: str, model: str) -> str:

@@ -4,7 +4,7 @@ missing modalities, independent CFG dropout per condition, logit-normal timestep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +17,7 @@ from avflow.errors import ConfigError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
 from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
-from avflow.models.mmaudio_config import get_config
+from avflow.models.mmaudio_config import variant_config
 
 # ----------------------------------------------------------------------------------------------------------------
 # Model
@@ -37,9 +37,9 @@ class MMAudioModelConfig:
 def build_model(args: MMAudioModelConfig) -> MMAudio:
     """The network, loaded strictly from `init` when given; fresh networks get latent statistics mean 0, std 1."""
     try:
-        config = replace(get_config(args.variant), **args.overrides)
-    except TypeError as exc:
-        raise ConfigError(f"model.args.overrides: {exc}") from None
+        config = variant_config(args.variant, args.overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"model.args: {exc}") from None
     model = build_mmaudio(config)
     if args.init is not None:
         load_official_state_dict(model, args.init)

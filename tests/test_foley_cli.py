@@ -195,6 +195,24 @@ def test_a_folder_of_camcorder_and_broadcast_files_is_read(tmp_path):
     assert probe(folder / "00001.MTS").n_frames == 25
 
 
+def test_a_folder_scan_passes_over_hidden_files(cache, tmp_path, capsys):
+    """A folder copied from a Mac to a shared drive holds `._clip.mp4` beside `clip.mp4` (its attributes, not a
+    video): the batch counted it as a failed video and exited 1, `avflow eval` as a skipped clip. Hidden files and
+    files in hidden folders are passed over, as file browsers and `ls` do."""
+    from avflow.eval.report import find_clips
+
+    folder = tmp_path / "from_a_mac"
+    folder.mkdir()
+    make_video(folder / "clip.mp4", 24.0, 1.0)
+    (folder / "._clip.mp4").write_bytes(b"\x00\x05\x16\x07" + bytes(4092))  # AppleDouble
+    (folder / ".thumbs").mkdir()
+    make_video(folder / ".thumbs" / "clip.mp4", 24.0, 1.0)
+    out = tmp_path / "out"
+    assert main(["foley", str(folder), "-o", str(out), *CLI_FAST]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"] and "._clip" not in capsys.readouterr().out
+    assert list(find_clips(folder)) == ["clip"]
+
+
 def test_batch_outputs_of_two_inputs_never_land_on_one_file(cache, tmp_path, capsys):
     """clip.mp4 and a ProRes clip.mov write clip.mp4 and clip.mov, but with --wav both would write clip.wav (the
     second over the first): that input is skipped and said; without --wav both are made."""

@@ -30,7 +30,7 @@ from avflow.commands.options import (
     check_prompt,
     resolve_device,
 )
-from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
+from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES, hidden
 from avflow.errors import AvflowError, ConfigError, MediaError, OutputError
 from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
 
@@ -133,9 +133,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_inputs(source: Path) -> list[Path]:
-    """Videos in a folder (sorted), or the paths of a .txt list (relative to the list's folder)."""
+    """Videos in a folder (sorted; hidden files passed over, as `file_kinds.hidden` says), or the paths of a .txt
+    list (relative to the list's folder)."""
     if source.is_dir():
-        found = sorted(p for p in source.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
+        found = sorted(p for p in source.iterdir()
+                       if p.suffix.lower() in INPUT_SUFFIXES and p.is_file() and not hidden(p, source))  # fmt: skip
         if not found:
             raise MediaError(f"{source}: no videos ({', '.join(INPUT_SUFFIXES)}) in this folder")
         return found

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
+from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES, hidden
 from avflow.errors import MediaError
 from avflow.eval import distribution, physics, side, spatial, sync
 from avflow.eval.clip import ClipConfig, ClipMeasures, measure_clip
@@ -47,7 +47,8 @@ def find_clips(folder: str | Path) -> dict[str, Path]:
     or audio file is one clip, its id its name without suffix.
 
     World clips (``.npz`` + ``.wav``) win over an ``.mp4`` preview of the same stem; an ``.mp4`` wins over a
-    same-stem ``.wav`` (which then replaces the mp4's audio track when loading); a lone ``.wav`` is audio-only."""
+    same-stem ``.wav`` (which then replaces the mp4's audio track when loading); a lone ``.wav`` is audio-only. Hidden
+    files and folders are passed over (`file_kinds.hidden`: macOS's ``._clip.mp4``)."""
     root = Path(folder)
     if root.is_file():
         if root.suffix.lower() not in VIDEO_SUFFIXES + AUDIO_SUFFIXES:
@@ -58,7 +59,7 @@ def find_clips(folder: str | Path) -> dict[str, Path]:
         raise MediaError(f"{root}: not found")
     groups: dict[str, dict[str, Path]] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        if path.is_file() and not hidden(path, root):
             cid = path.relative_to(root).with_suffix("").as_posix()
             groups.setdefault(cid, {})[path.suffix.lower()] = path
     found: dict[str, Path] = {}

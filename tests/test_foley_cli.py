@@ -254,6 +254,10 @@ def test_batch_skips_bad_files(cache, tmp_path, capsys):
     assert "pass --overwrite (or -y)" in capsys.readouterr().err
     assert listing(tmp_path) == before
     assert main(["foley", str(files), "-o", str(tmp_path / "out2"), "-y", *CLI_FAST]) == 0
+    pasted = tmp_path / "pasted.txt"  # Notepad's byte order mark, CRLF line ends, Explorer's "Copy as path" quotes
+    pasted.write_bytes(b"\xef\xbb\xbf" + f'"{folder / "a.mp4"}"\r\n\'videos/b.mp4\'\r\n'.encode())
+    assert main(["foley", str(pasted), "-o", str(tmp_path / "out4"), *CLI_FAST]) == 0
+    assert sorted(p.name for p in (tmp_path / "out4").iterdir()) == ["a.mp4", "b.mp4"]
     latin = tmp_path / "latin.txt"
     latin.write_bytes("videos/caf\u00e9.mp4\n".encode("latin-1"))  # a list saved in Latin-1
     assert main(["foley", str(latin), "-o", str(tmp_path / "out3"), *CLI_FAST]) == 2

@@ -132,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--binaural", action="store_true", help="spatialise the track from the video (stereo)")
 
 
+def _unquoted(line: str) -> str:
+    """A path as pasted: Windows' "Copy as path" wraps it in double quotes, a shell user may use single ones."""
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+        return line[1:-1]
+    return line
+
+
 def list_inputs(source: Path) -> list[Path]:
     """Videos in a folder (sorted; hidden files passed over, as `file_kinds.hidden` says), or the paths of a .txt
     list (relative to the list's folder)."""
@@ -142,11 +149,11 @@ def list_inputs(source: Path) -> list[Path]:
             raise MediaError(f"{source}: no videos ({', '.join(INPUT_SUFFIXES)}) in this folder")
         return found
     if source.suffix.lower() == ".txt":
-        try:
-            lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
+        try:  # "utf-8-sig": Windows editors may start the file with a byte order mark
+            lines = [ln.strip() for ln in source.read_text(encoding="utf-8-sig").splitlines()]
         except UnicodeDecodeError:
             raise MediaError(f"{source}: not a UTF-8 text file (a .txt list holds one video path per line)") from None
-        paths = [Path(ln) for ln in lines if ln and not ln.startswith("#")]
+        paths = [Path(_unquoted(ln)) for ln in lines if ln and not ln.startswith("#")]
         if not paths:
             raise MediaError(f"{source}: lists no videos")
         return [p if p.is_absolute() else source.parent / p for p in paths]

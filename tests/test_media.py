@@ -153,6 +153,21 @@ def test_mpeg_ts_is_read(tmp_path):
     assert level_of(later.frames) == list(range(15, 30))
 
 
+def test_info_shows_the_pixel_aspect_of_anamorphic_video(tmp_path, capsys):
+    """DV, DVDs and some cameras store non-square pixels (720x480 shown as 853x480): `avflow info` printed the
+    stored size only."""
+    path = tmp_path / "dv.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 72, 48, "yuv420p"
+        video.codec_context.sample_aspect_ratio = Fraction(32, 27)
+        for k in range(10):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 72, 3), 20 * k, np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+    assert cli_main(["info", str(path)]) == 0
+    assert "72x48  25.000 fps (25)  10 frames  pixels 32:27, shown 85x48" in capsys.readouterr().out
+
+
 def test_a_rotated_video_is_read_as_players_show_it(tmp_path):
     """Phones store portrait video as landscape frames with a display rotation: probe gives the shown size and the
     frames come turned (here 90 degrees counterclockwise: the stored left half, white, is shown at the bottom)."""

@@ -28,6 +28,9 @@ def _stream_lines(path) -> list[str]:
             elif s.type == "video":
                 rate = s.average_rate or s.guessed_rate
                 line += f"  {s.width}x{s.height}  {float(rate or 0):.3f} fps ({rate})  {s.frames} frames"
+                pixel = s.sample_aspect_ratio  # anamorphic video (DV, DVDs, some cameras): pixels are not square
+                if pixel and pixel != 1:
+                    line += f"  pixels {pixel.numerator}:{pixel.denominator}, shown {round(s.width * pixel)}x{s.height}"
             elif s.type == "audio":
                 line += f"  {s.codec_context.sample_rate} Hz  {s.codec_context.channels} ch ({s.layout.name})"
             if s.duration is not None and s.time_base is not None:

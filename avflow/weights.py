@@ -127,19 +127,18 @@ def training_checkpoint_weights(state: Mapping) -> tuple[dict[str, Tensor], str,
 
 def run_weights_file(folder: str | Path) -> Path:
     """The file holding a training run folder's network (`avflow train`'s out_dir), found without reading weights:
-    the EMA export of the smallest sigma_rel (`ema_<sigma_rel>.safetensors`, written when a run ends) unless a
-    checkpoint is newer (a run resumed and stopped later), else the newest `checkpoints/step_*.pt`, else
-    `model.safetensors`."""
+    what the run exported when it ended (the EMA of the smallest sigma_rel, `ema_<sigma_rel>.safetensors`; without
+    an EMA, `model.safetensors`) unless a checkpoint is newer (a run resumed and stopped later), else the newest
+    `checkpoints/step_*.pt`."""
     folder = Path(folder)
     exports = sorted(folder.glob("ema_*.safetensors"), key=lambda p: _sigma_of(p.stem))
+    final = exports[0] if exports else folder / "model.safetensors"
     checkpoints = sorted((folder / "checkpoints").glob("step_*.pt"))
     newest = checkpoints[-1] if checkpoints else None
-    if exports and (newest is None or exports[0].stat().st_mtime >= newest.stat().st_mtime):
-        return exports[0]
+    if final.is_file() and (newest is None or final.stat().st_mtime >= newest.stat().st_mtime):
+        return final
     if newest is not None:
         return newest
-    if (folder / "model.safetensors").is_file():
-        return folder / "model.safetensors"
     raise WeightsError(f"{folder}: a training run without weights yet (no ema_*.safetensors, checkpoints/step_*.pt "
                        "or model.safetensors)")  # fmt: skip
 

@@ -602,10 +602,19 @@ def test_a_training_run_generates_with_its_ema_and_the_settings_it_started_from(
     err = capsys.readouterr().err
     assert f"note: {run}: its EMA export ema_0.05.safetensors, with the clip format, sampling and codecs of " in err
 
-    (run / "ema_0.05.safetensors").unlink()  # stopped before the export: its newest checkpoint's EMA
-    (run / "ema_0.1.safetensors").unlink()
-    from_checkpoint = load_default_model(run).model.state_dict()
+    checkpoint = run / "checkpoints" / "step_00000002.pt"  # a run resumed and stopped after its export: the
+    later = (run / "ema_0.05.safetensors").stat().st_mtime + 10  # newer checkpoint's EMA (here the same step's)
+    os.utime(checkpoint, (later, later))
+    with pytest.warns(UserWarning, match=r"checkpoints/step_00000002\.pt \(its EMA \(sigma_rel 0\.05\)\)"):
+        from_checkpoint = load_default_model(run).model.state_dict()
     assert all(torch.equal(from_checkpoint[k], mine[k]) for k in mine)
+    for export in run.glob("ema_*.safetensors"):  # a run without an EMA exports model.safetensors only
+        export.unlink()
+    os.utime(checkpoint, (later - 20, later - 20))
+    with pytest.warns(UserWarning, match=r"its model\.safetensors \(no EMA export\)"):
+        raw = load_default_model(run).model.state_dict()
+    trained = load_file(run / "model.safetensors")
+    assert all(torch.equal(raw[k], trained[k].float()) for k in trained)
 
 
 def test_a_training_run_that_cannot_generate_says_why(model_dir, tmp_path, capsys):

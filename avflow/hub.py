@@ -6,7 +6,10 @@ Layout under `$AVFLOW_HOME` (default `$XDG_CACHE_HOME/avflow` or `~/.cache/avflo
 Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_download=True`). With
 `AVFLOW_OFFLINE=1` or `HF_HUB_OFFLINE=1`, a missing file is an immediate error that says what to download.
 Files one already has (an MMAudio checkout's `weights/` and `ext_weights/`, a Hugging Face cache) are taken from a
-folder instead (`avflow download MODEL --from DIR`: `find_local`, `import_local`), checked as a download is.
+folder instead (`avflow download MODEL --from DIR`: `find_local`, `import_local`), checked as a download is. A file
+of one's own on the Hugging Face Hub is named `hf://ORG/NAME/PATH` (`hf://ORG/NAME@REVISION/PATH`) where a command
+takes a weights file: naming it is the request (`hub_file`); huggingface_hub keeps and verifies it, and offline only
+its cached copy is used.
 """
 
 from __future__ import annotations
@@ -223,3 +226,37 @@ def import_local(asset: Asset, source: Path, root: Path | None = None) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return convert(asset, root, verify=False)
+
+
+HUB_SCHEME = "hf://"
+
+
+def is_hub_file(ref: str | Path) -> bool:
+    """Whether a weights reference names a file on the Hugging Face Hub (`hf://...`)."""
+    return str(ref).startswith(HUB_SCHEME)
+
+
+def parse_hub_file(ref: str) -> tuple[str, str, str | None]:
+    """(repo id, path in the repo, revision or None) of `hf://ORG/NAME/PATH` or `hf://ORG/NAME@REVISION/PATH`."""
+    parts = str(ref)[len(HUB_SCHEME) :].split("/")
+    if len(parts) < 3 or not all(parts):
+        raise WeightsError(f"{ref}: a Hub file is named hf://ORG/NAME/PATH (or hf://ORG/NAME@REVISION/PATH)")
+    name, _, revision = parts[1].partition("@")
+    return f"{parts[0]}/{name}", "/".join(parts[2:]), revision or None
+
+
+def hub_file(ref: str, *, download: bool = True) -> Path:
+    """The local copy of a Hub file (`hf://...`), downloaded on this request where it is not cached yet (not with
+    `download=False`, nor in offline mode: then a missing copy is a one-line error naming the file)."""
+    from huggingface_hub import hf_hub_download
+
+    repo, filename, revision = parse_hub_file(ref)
+    cached_only = offline() or not download
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=cached_only))
+    except Exception as exc:  # noqa: BLE001 - not cached, network, auth, missing file: all end here
+        if cached_only:
+            why = "offline mode is on" if offline() else "not downloaded yet"
+            raise WeightsError(f"{ref}: not in the Hugging Face cache ({why})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"could not download {ref}: {first[:200]}") from None

@@ -5,6 +5,7 @@ arguments checked before any weights are read; outputs never written unasked, ne
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -605,3 +606,50 @@ def test_a_weights_folder_that_is_no_fitting_run_is_one_line(model_json, tmp_pat
         err = _error(capsys)
         assert message in err, err
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_weights_from_the_hugging_face_hub(model_json, tmp_path, monkeypatch, capsys):
+    """`--weights hf://ORG/NAME/PATH`: a fine-tune shared on the Hub, fetched through huggingface_hub (a stand-in
+    here: no network in tests) on this request only, its revision passed on; offline, a copy not cached yet is a
+    one-line error before any weights are read; a malformed name or a file of another kind likewise."""
+    import huggingface_hub
+
+    from avflow.pipelines.foley_variants import load_model_config
+
+    network = Path(load_model_config(model_json).network)  # the tiny official-layout .pth
+    hub_copy = tmp_path / "hub_cache" / "finetune.pth"
+    hub_copy.parent.mkdir()
+    state = torch.load(network, weights_only=True)
+    torch.save({k: v * 1.5 for k, v in state.items()}, hub_copy)
+    calls = []
+
+    def fake_download(repo_id, filename, *, revision=None, local_files_only=False):
+        calls.append((repo_id, filename, revision, local_files_only))
+        if local_files_only and not os.environ.get("FAKE_HUB_CACHED"):
+            raise FileNotFoundError("not in the cache")
+        return str(hub_copy)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    argv = ["t2a", "rain", "--duration", "0.7", *fast(model_json)]
+    ref = "hf://someone/tiny-foley@v2/weights/finetune.pth"
+    assert main([*argv, "-o", str(tmp_path / "hub.wav"), "--weights", ref]) == 0
+    assert calls == [("someone/tiny-foley", "weights/finetune.pth", "v2", False)]  # checked without it, then fetched
+    assert main([*argv, "-o", str(tmp_path / "local.wav"), "--weights", str(hub_copy)]) == 0
+    assert np.array_equal(sf.read(str(tmp_path / "hub.wav"))[0], sf.read(str(tmp_path / "local.wav"))[0])
+
+    monkeypatch.setenv("AVFLOW_OFFLINE", "1")
+    monkeypatch.setenv("FAKE_HUB_CACHED", "1")  # offline with a cached copy: used
+    assert main([*argv, "-o", str(tmp_path / "cached.wav"), "--weights", ref]) == 0
+    assert calls[-1][-1] is True  # cached copies only
+    monkeypatch.delenv("FAKE_HUB_CACHED")
+    reads = WeightReads(monkeypatch)
+    cases = {ref: "not in the Hugging Face cache (offline mode is on)",
+             "hf://someone/finetune.pth": "a Hub file is named hf://ORG/NAME/PATH",
+             "hf://someone/tiny-foley/README.md": "expected a .pth"}  # fmt: skip
+    capsys.readouterr()
+    for bad, message in cases.items():
+        assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", bad]) == 2, bad
+        assert message in _error(capsys)
+    assert reads.calls == [] and not (tmp_path / "o.wav").exists()

@@ -220,10 +220,10 @@ def foley_cfg_strength(settings: UISettings) -> float:
 def missing_foley_weights(settings: UISettings) -> list[str]:
     """The weight-cache files the foley model needs that are not in the cache yet (files a model config or
     `foley_weights` names are checked when the server starts)."""
-    from avflow.pipelines.foley_variants import PARTS, is_weights_file
+    from avflow.pipelines.foley_variants import PARTS, is_cache_asset
 
     spec = _foley_spec(settings)
-    stems = [getattr(spec, part) for part in PARTS if not is_weights_file(getattr(spec, part))]
+    stems = [getattr(spec, part) for part in PARTS if is_cache_asset(getattr(spec, part))]
     return [hub.ASSETS[s].name for s in stems
             if not (hub.converted_path(hub.ASSETS[s]).exists() or hub.raw_path(hub.ASSETS[s]).exists())]  # fmt: skip
 

@@ -282,6 +282,23 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+RUN_CONFIG = "config.yaml"  # what `avflow train` writes into a run's out_dir
+
+
+def read_run_config(folder: str | Path, model: str) -> dict:
+    """The config of a training run folder (`avflow train`'s out_dir) whose model is `model`; a folder without one,
+    or a run of another model, is a one-line ConfigError that names it."""
+    folder = Path(folder)
+    if not (folder / RUN_CONFIG).is_file():
+        raise ConfigError(f"{folder}: a folder without {RUN_CONFIG}, not the out_dir of an `avflow train` run")
+    data = read_yaml(folder / RUN_CONFIG)
+    section = data.get("model")
+    name = section.get("name") if isinstance(section, dict) else None
+    if name != model:
+        raise ConfigError(f"{folder}: a training run of the {name!r} model, not of the {model!r} model")
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
     """Dataclass `cls` from an optional YAML file plus `key=value` overrides."""
     raw = read_yaml(path) if path is not None else {}

@@ -15,6 +15,7 @@ its cached copy is used.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,11 +185,31 @@ def require(asset: Asset | str, root: Path | None = None) -> None:
     )
 
 
-def fetch_model(model: str, root: Path | None = None, *, allow_download: bool = False) -> dict[str, Path]:
-    """All converted files a model needs, by asset stem."""
+def fetch_model(
+    model: str,
+    root: Path | None = None,
+    *,
+    allow_download: bool = False,
+    local: Path | None = None,
+    report: Callable[[str, Path, str], None] | None = None,
+) -> dict[str, Path]:
+    """All converted files a model needs, by asset stem; a file not in the cache yet is taken from the folder
+    `local` where it is there (`find_local`, `import_local`), else fetched. `report(stem, path, how)` hears of each
+    file as it is ready (a download of gigabytes takes a while)."""
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    return {stem: fetch(stem, root, allow_download=allow_download) for stem in MODELS[model]}
+    paths = {}
+    for stem in MODELS[model]:
+        asset = ASSETS[stem]
+        found = find_local(asset, local) if local is not None and not converted_path(asset, root).exists() else None
+        if found is not None:
+            paths[stem] = import_local(asset, found, root)
+            how = f"from {found}, " + ("MD5 checked" if asset.md5 else "no published MD5 to check")
+        else:
+            paths[stem], how = fetch(stem, root, allow_download=allow_download), ""
+        if report is not None:
+            report(stem, paths[stem], how)
+    return paths
 
 
 def find_local(asset: Asset, folder: Path) -> Path | None:

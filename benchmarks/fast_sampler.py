@@ -52,7 +52,7 @@ from common import load_average, print_table
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from avflow.config import from_dict, read_yaml
+from avflow.config import RUN_CONFIG, from_dict, read_run_config
 from avflow.errors import AvflowError
 from avflow.flow.sampling import SamplingConfig
 from avflow.flow.solvers import sample
@@ -60,7 +60,6 @@ from avflow.models.joint import JointConfig, JointModel
 from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
 from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig, get_config
 from avflow.nn.mmaudio_blocks import winograd_convolutions
-from avflow.train.config import ComponentConfig
 from avflow.weights import load_strict, read_state_dict, run_weights
 
 FIXTURE = Path(os.environ.get("AVFLOW_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
@@ -194,11 +193,8 @@ def load_joint(path: Path) -> tuple[JointModel, dict, str]:
             raise AvflowError(f"{path / 'config.json'}: not JSON ({exc})") from None
         config = from_dict(JointConfig, data.get("joint"), "joint")
         weights, source, sampling = read_state_dict(path / "joint.safetensors"), str(path), data.get("sampling", {})
-    elif (path / "config.yaml").is_file():
-        comp = from_dict(ComponentConfig, read_yaml(path / "config.yaml").get("model"), "model")
-        if comp.name != "joint":
-            raise AvflowError(f"{path}: a training run of model {comp.name!r}, not of the joint model")
-        config = from_dict(JointConfig, comp.args, "model.args")
+    elif (path / RUN_CONFIG).is_file():
+        config = from_dict(JointConfig, read_run_config(path, "joint")["model"].get("args"), "model.args")
         (weights, source), sampling = run_weights(path), {}
         source = f"{path}: {source}"
     else:

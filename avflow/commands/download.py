@@ -33,16 +33,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--from {args.source}: " + ("is a file; give the folder that holds the weights"
                                                        if args.source.exists() else "no such folder"))  # fmt: skip
-    for stem in hub.MODELS[args.model]:
-        asset = hub.ASSETS[stem]
-        local = None
-        if args.source is not None and not hub.converted_path(asset).exists():
-            local = hub.find_local(asset, args.source)
-        if local is not None:
-            path = hub.import_local(asset, local)
-            checked = "MD5 checked" if asset.md5 else "no published MD5 to check"
-            print(f"{stem:<32} {path} (from {local}, {checked})")
-        else:
-            print(f"{stem:<32} {hub.fetch(stem, allow_download=True)}")
+
+    def report(stem: str, path: Path, how: str) -> None:
+        print(f"{stem:<32} {path}" + (f" ({how})" if how else ""))
+
+    hub.fetch_model(args.model, allow_download=True, local=args.source, report=report)
     print(f"{args.model}: ready (works offline from now on)")
     return 0

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from avflow.config import from_dict
+from avflow.config import RUN_CONFIG, from_dict
 from avflow.errors import ConfigError, WeightsError, WeightsWarning
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.joint import JointConfig
 from avflow.pipelines.generate import JointPipeline
 
 WEIGHT_FILES = ("joint.safetensors", "config.json")
-RUN_CONFIG = "config.yaml"  # what `avflow train` writes into a run's out_dir
 V1_KEYS = ("video_ae", "audio_vae")  # the first format kept its own codecs in the folder (mono audio + spatialiser)
 
 
@@ -123,17 +122,11 @@ def run_model_config(folder: Path) -> tuple[DefaultModelConfig, Path]:
     one's own), else the shipped model's. The codecs checksum is the run's training data's (`data.train.args.file`,
     a latent cache whose metadata records it) where that file is at hand, else the inherited folder's.
     """
-    from avflow.config import read_yaml, to_dict
+    from avflow.config import read_run_config, to_dict
     from avflow.weights import run_weights_file
 
-    try:
-        data = read_yaml(folder / RUN_CONFIG)
-    except ConfigError as exc:
-        raise WeightsError(f"{folder}: {exc}") from None
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    if model.get("name") != "joint":
-        raise WeightsError(f"{folder}: a training run of the {model.get('name')!r} model; a joint model's run (or "
-                           "model folder) generates")  # fmt: skip
+    data = read_run_config(folder, "joint")
+    model = data["model"]
     run_weights_file(folder)  # a run without weights yet says so before anything loads
     base_dir = _inherited_folder(data)
     base = read_default_config(base_dir)

@@ -154,22 +154,15 @@ def with_training_run(spec: FoleySpec, run: Path, option: str = "--weights") -> 
     weights (`avflow.weights.run_weights_file`: the EMA export, else the newest checkpoint, whose EMA is read). A
     folder that is no such run, or a network whose latents or features do not fit the spec's other parts, is a
     one-line error; reads no weights."""
-    from avflow.config import read_yaml
+    from avflow.config import read_run_config
     from avflow.models.mmaudio_config import variant_config
     from avflow.weights import run_weights_file
 
-    if not (run / "config.yaml").is_file():
-        raise WeightsError(f"{option} {run}: a folder without config.yaml; give a weights file or the out_dir of an "
-                           "`avflow train` run")  # fmt: skip
-    model = read_yaml(run / "config.yaml").get("model") or {}
-    if not isinstance(model, dict) or model.get("name") != "mmaudio":
-        name = model.get("name") if isinstance(model, dict) else None
-        raise WeightsError(f"{option} {run}: a training run of the {name!r} model, not of an MMAudio network")
-    args = model.get("args") or {}
     try:
+        args = read_run_config(run, "mmaudio")["model"].get("args") or {}
         config = variant_config(str(args.get("variant", "small_16k")), args.get("overrides") or {})
     except ConfigError as exc:
-        raise ConfigError(f"{option} {run}: model.args: {exc}") from None
+        raise ConfigError(f"{option} {exc}") from None
     differ = [f"{k} {getattr(config, k)} (its codecs and encoders read {getattr(spec.network_config, k)})"
               for k in TIED_FIELDS if getattr(config, k) != getattr(spec.network_config, k)]  # fmt: skip
     if differ:

@@ -3,13 +3,15 @@
 Layout under `$AVFLOW_HOME` (default `$XDG_CACHE_HOME/avflow` or `~/.cache/avflow`):
   raw/NAME                 the file as published (kept so checksums can be re-verified)
   weights/STEM.safetensors the converted state dict that avflow loads
+  urls/KEY/NAME            a file named by its URL (KEY from the URL), NAME.sha256 its digest at download
 Nothing is fetched unless the user asks (`avflow download MODEL`, or `allow_download=True`). With
 `AVFLOW_OFFLINE=1` or `HF_HUB_OFFLINE=1`, a missing file is an immediate error that says what to download.
 Files one already has (an MMAudio checkout's `weights/` and `ext_weights/`, a Hugging Face cache) are taken from a
 folder instead (`avflow download MODEL --from DIR`: `find_local`, `import_local`), checked as a download is. A file
 of one's own on the Hugging Face Hub is named `hf://ORG/NAME/PATH` (`hf://ORG/NAME@REVISION/PATH`) where a command
 takes a weights file: naming it is the request (`hub_file`); huggingface_hub keeps and verifies it, and offline only
-its cached copy is used.
+its cached copy is used. A file at a URL (`https://HOST/PATH/NAME`, optionally pinned as `...#sha256=HEX`) is taken
+the same way (`url_file`): downloaded once into urls/, its SHA-256 recorded then and compared with the pin on every use.
 """
 
 from __future__ import annotations
@@ -108,11 +110,7 @@ def raw_path(asset: Asset, root: Path | None = None) -> Path:
 
 def _download(asset: Asset, dest: Path) -> None:
     import shutil
-    import tempfile
-    import urllib.error
-    import urllib.request
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if asset.hf_repo:
         from huggingface_hub import hf_hub_download
 
@@ -120,24 +118,40 @@ def _download(asset: Asset, dest: Path) -> None:
             got = hf_hub_download(asset.hf_repo, asset.hf_file)
         except Exception as exc:  # network, auth, missing file: all end here
             raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {exc}") from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(got, dest)
         return
+    _download_url(asset.url, dest, asset.name)
+
+
+def _download_url(url: str, dest: Path, label: str) -> str:
+    """Stream `url` into `dest` atomically (a progress bar named `label`; a failed download leaves nothing) and
+    return the file's SHA-256."""
+    import hashlib
+    import http.client
+    import urllib.error
+    import urllib.request
+
     from tqdm import tqdm
 
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{asset.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(asset.url, timeout=60) as resp:
+    from avflow.weights import atomic_write
+
+    digest = hashlib.sha256()
+
+    def write(out) -> None:
+        with urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0)
-            with tqdm(total=total, unit="B", unit_scale=True, desc=asset.name) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label) as bar:
                 while block := resp.read(1 << 20):
                     out.write(block)
+                    digest.update(block)
                     bar.update(len(block))
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise WeightsError(f"could not download {asset.url}: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    try:
+        atomic_write(dest, write)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError, ValueError) as exc:
+        raise WeightsError(f"could not download {url}: {exc}") from None
+    return digest.hexdigest()
 
 
 def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path:
@@ -281,3 +295,84 @@ def hub_file(ref: str, *, download: bool = True) -> Path:
             raise WeightsError(f"{ref}: not in the Hugging Face cache ({why})") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"could not download {ref}: {first[:200]}") from None
+
+
+URL_SCHEMES = ("https://", "http://")
+
+
+def is_url_file(ref: str | Path) -> bool:
+    """Whether a weights reference names a file at a URL (`https://...`)."""
+    return str(ref).lower().startswith(URL_SCHEMES)
+
+
+def is_remote_file(ref: str | Path) -> bool:
+    """Whether a weights reference names a file to download on request: on the Hub (`hf://`) or at a URL."""
+    return is_hub_file(ref) or is_url_file(ref)
+
+
+def parse_url_file(ref: str) -> tuple[str, str, str | None]:
+    """(the URL without its fragment, the file's name, the pinned SHA-256 or None) of
+    `https://HOST/PATH/NAME[?QUERY][#sha256=HEX]`."""
+    import posixpath
+    import re
+    import urllib.parse
+
+    url, _, fragment = str(ref).partition("#")
+    parts = urllib.parse.urlsplit(url)
+    name = posixpath.basename(urllib.parse.unquote(parts.path))
+    if not parts.netloc or not name or name in (".", ".."):
+        raise WeightsError(f"{ref}: a URL of a weights file is https://HOST/PATH/NAME (optionally #sha256=HEX)")
+    key, _, value = fragment.partition("=")
+    if fragment and (key.lower() != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{64}", value)):
+        raise WeightsError(f"{ref}: the one fragment a weights URL takes is #sha256= and 64 hex digits")
+    return url, name, value.lower() if fragment else None
+
+
+def url_cache_path(ref: str, root: Path | None = None) -> Path:
+    """Where the file at a URL is kept: urls/KEY/NAME, KEY from the URL without its fragment."""
+    import hashlib
+
+    url, name, _ = parse_url_file(ref)
+    return (root or home()) / "urls" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def url_file(ref: str, *, download: bool = True, root: Path | None = None) -> Path:
+    """The local copy of the file at a URL, downloaded on this request where it is not in the cache yet (not with
+    `download=False`, nor in offline mode: then a missing copy is a one-line error naming the URL). Its SHA-256,
+    recorded at download beside it (NAME.sha256), must equal the URL's pin where it has one; a download without a
+    pin says the digest to pin it with (a WeightsWarning note)."""
+    import warnings
+
+    from avflow.errors import WeightsWarning
+
+    url, name, pin = parse_url_file(ref)
+    dest = url_cache_path(ref, root)
+    record = dest.with_name(dest.name + ".sha256")
+    if not (dest.is_file() and record.is_file()):
+        if offline() or not download:
+            why = "offline mode is on" if offline() else "not downloaded yet"
+            raise WeightsError(f"{url}: not in the cache {dest.parent} ({why})")
+        digest = _download_url(url, dest, name)
+        if pin is not None and digest != pin:
+            dest.unlink()
+            record.unlink(missing_ok=True)
+            if not any(dest.parent.iterdir()):
+                dest.parent.rmdir()
+            raise WeightsError(f"{url}: the download's SHA-256 {digest} is not the {pin} the URL pins; nothing kept")
+        from avflow.weights import atomic_write
+
+        atomic_write(record, lambda f: f.write(digest.encode()))
+        if pin is None:
+            warnings.warn(WeightsWarning(f"downloaded {url} (SHA-256 {digest}; end the URL with #sha256={digest} "
+                                         "to have later uses checked)"), stacklevel=2)  # fmt: skip
+    digest = record.read_text().strip()
+    if pin is not None and digest != pin:
+        why = "the file at the URL changed, or the pin is wrong"
+        raise WeightsError(f"{url}: the cached copy's SHA-256 {digest} is not the {pin} the URL pins ({why}); "
+                           f"delete {dest.parent} to download it again")  # fmt: skip
+    return dest
+
+
+def remote_file(ref: str, *, download: bool = True) -> Path:
+    """The local copy of a Hub file (`hub_file`) or of a file at a URL (`url_file`)."""
+    return hub_file(ref, download=download) if is_hub_file(ref) else url_file(ref, download=download)

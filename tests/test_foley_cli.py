@@ -653,3 +653,90 @@ def test_weights_from_the_hugging_face_hub(model_json, tmp_path, monkeypatch, ca
         assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", bad]) == 2, bad
         assert message in _error(capsys)
     assert reads.calls == [] and not (tmp_path / "o.wav").exists()
+
+
+@pytest.fixture
+def weights_server(tmp_path):
+    """A plain HTTP server on localhost serving the folder it returns (no network leaves the machine), and its
+    base URL; requests are counted."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the server's name for it
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_weights_from_a_url(model_json, weights_server, tmp_path, monkeypatch, capsys):
+    """`--weights https://HOST/PATH/NAME[#sha256=HEX]`: a fine-tune at a URL (a local server here), downloaded on
+    this request into $AVFLOW_HOME/urls once and used as the same file given locally; the note gives its SHA-256 to
+    pin; a pin that does not match keeps nothing; offline, a URL not downloaded yet, a missing file, a name of another
+    kind and a malformed pin are one-line errors before any weights are read."""
+    import hashlib
+
+    from avflow.pipelines.foley_variants import load_model_config
+
+    served, base, requests = weights_server
+    state = torch.load(Path(load_model_config(model_json).network), weights_only=True)
+    fine_tune = served / "runs" / "finetune.pth"
+    fine_tune.parent.mkdir()
+    torch.save({k: v * 1.5 for k, v in state.items()}, fine_tune)
+    digest = hashlib.sha256(fine_tune.read_bytes()).hexdigest()
+    monkeypatch.delenv("AVFLOW_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    argv = ["t2a", "rain", "--duration", "0.7", *fast(model_json)]
+    url = f"{base}/runs/finetune.pth"
+
+    assert main([*argv, "-o", str(tmp_path / "url.wav"), "--weights", url]) == 0
+    err = capsys.readouterr().err
+    assert f"note: downloaded {url} (SHA-256 {digest}; end the URL with #sha256={digest}" in err
+    kept = list((Path(os.environ["AVFLOW_HOME"]) / "urls").rglob("finetune.pth"))
+    assert len(kept) == 1 and kept[0].read_bytes() == fine_tune.read_bytes()
+    assert main([*argv, "-o", str(tmp_path / "local.wav"), "--weights", str(fine_tune)]) == 0
+    assert np.array_equal(sf.read(str(tmp_path / "url.wav"))[0], sf.read(str(tmp_path / "local.wav"))[0])
+
+    assert main([*argv, "-o", str(tmp_path / "pinned.wav"), "--weights", f"{url}#sha256={digest.upper()}"]) == 0
+    monkeypatch.setenv("AVFLOW_OFFLINE", "1")  # offline: the kept copy serves
+    assert main([*argv, "-o", str(tmp_path / "offline.wav"), "--weights", url]) == 0
+    assert requests == ["/runs/finetune.pth"]  # downloaded once
+    assert np.array_equal(sf.read(str(tmp_path / "offline.wav"))[0], sf.read(str(tmp_path / "url.wav"))[0])
+
+    capsys.readouterr()
+    monkeypatch.delenv("AVFLOW_OFFLINE")
+    wrong = "0" * 64
+    (served / "runs" / "other.pth").write_bytes(fine_tune.read_bytes())
+    cases = {f"{base}/runs/missing.pth": "could not download",  # the download is the loading's first step
+             f"{base}/runs/other.pth#sha256={wrong}": f"download's SHA-256 {digest} is not the {wrong}"}  # fmt: skip
+    for bad, message in cases.items():
+        assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", bad]) == 2, bad
+        last = capsys.readouterr().err.strip().splitlines()[-1]  # after the download's progress bar
+        assert last.startswith("avflow t2a: error: ") and message in last, bad
+    monkeypatch.setenv("AVFLOW_OFFLINE", "1")
+    reads = WeightReads(monkeypatch)
+    cases = {f"{base}/runs/other.pth": "not in the cache",  # offline, and its download kept nothing
+             f"{url}#sha256={wrong}": f"the cached copy's SHA-256 {digest} is not the {wrong} the URL pins",
+             f"{url}#md5=abc": "the one fragment a weights URL takes is #sha256=",
+             f"{base}/runs/notes.txt": "expected a .pth",
+             "https:///finetune.pth": "a URL of a weights file is https://HOST/PATH/NAME"}  # fmt: skip
+    for bad, message in cases.items():
+        assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", bad]) == 2, bad
+        assert message in _error(capsys), bad
+    assert reads.calls == [] and not (tmp_path / "o.wav").exists()
+    kept = sorted(str(p.relative_to(kept[0].parents[1])) for p in kept[0].parents[1].rglob("*"))
+    assert kept == [kept[0], f"{kept[0]}/finetune.pth", f"{kept[0]}/finetune.pth.sha256"]  # nothing else kept

@@ -49,8 +49,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "docs/foley.md)")  # fmt: skip
     parser.add_argument("--weights", default=None,
                         help="network weights to use instead of the model's: an official-layout .pth, a "
-                             ".safetensors export or a training checkpoint (a file, or hf://ORG/NAME/PATH on the "
-                             "Hugging Face Hub, downloaded on this request), or the run folder of a fine-tune from "
+                             ".safetensors export or a training checkpoint (a file, hf://ORG/NAME/PATH on the "
+                             "Hugging Face Hub or an https:// URL (pinned with #sha256=HEX where you know it), "
+                             "downloaded on this request), or the run folder of a fine-tune from "
                              "`avflow train configs/mmaudio_finetune.yaml` (its EMA and its network's shape); the "
                              "network must fit --model's codecs and encoders")  # fmt: skip
     length = "all of the video" if default_duration is None else f"{default_duration:g}"

@@ -29,7 +29,8 @@ class FoleySpec:
     Each weight field (`PARTS`) is either an asset of the weight cache (a stem of `avflow.hub.ASSETS`, fetched by
     `avflow download`), a weights file (a name ending in .pth, .pt, .safetensors or .bin: official checkpoints or
     the project's safetensors exports, read directly; in a JSON model config, relative to the config's folder) or a
-    file on the Hugging Face Hub (`hf://ORG/NAME/PATH`, downloaded when the model loads, as the user asked).
+    file to download when the model loads, as the user asked: on the Hugging Face Hub (`hf://ORG/NAME/PATH`) or at
+    a URL (`https://HOST/PATH/NAME`, optionally pinned with `#sha256=HEX`).
     """
 
     network: str
@@ -65,23 +66,23 @@ VARIANTS: dict[str, FoleySpec] = {name: _official(name) for name in CONFIGS}
 
 
 def is_weights_file(ref: str | Path) -> bool:
-    """Whether a weight field names a local file (by its suffix) rather than a cache asset or a Hub file."""
-    return not hub.is_hub_file(ref) and Path(ref).suffix.lower() in WEIGHT_SUFFIXES
+    """Whether a weight field names a local file (by its suffix) rather than a cache asset or a remote file."""
+    return not hub.is_remote_file(ref) and Path(ref).suffix.lower() in WEIGHT_SUFFIXES
 
 
 def is_cache_asset(ref: str | Path) -> bool:
     """Whether a weight field names an asset of the weight cache (fetched by `avflow download`)."""
-    return not is_weights_file(ref) and not hub.is_hub_file(ref)
+    return not is_weights_file(ref) and not hub.is_remote_file(ref)
 
 
-def check_hub_file(ref: str, what: str = "--weights") -> str:
-    """A Hub file (`hf://...`) whose name is well formed and ends in a weights suffix, and that is cached where it
-    cannot be downloaded (offline mode); else a one-line WeightsError. Reads no weights."""
-    hub.parse_hub_file(ref)
-    if Path(ref).suffix.lower() not in WEIGHT_SUFFIXES:
+def check_remote_file(ref: str, what: str = "--weights") -> str:
+    """A Hub file (`hf://...`) or a file at a URL whose name is well formed and ends in a weights suffix, and that
+    is cached where it cannot be downloaded (offline mode); else a one-line WeightsError. Reads no weights."""
+    name = hub.parse_hub_file(ref)[1] if hub.is_hub_file(ref) else hub.parse_url_file(ref)[1]
+    if Path(name).suffix.lower() not in WEIGHT_SUFFIXES:
         raise WeightsError(f"{what} {ref}: expected a {', '.join(WEIGHT_SUFFIXES)} file")
     if hub.offline():
-        hub.hub_file(ref, download=False)
+        hub.remote_file(ref, download=False)
     return ref
 
 
@@ -135,8 +136,8 @@ def resolve_model(model: str, weights: str | Path | None = None, *, weights_opti
         spec = VARIANTS[model]
     else:
         raise WeightsError(f"unknown model {model!r}; choose from {known_models()}, or give a model config .json")
-    if weights is not None and hub.is_hub_file(weights):
-        spec = replace(spec, network=check_hub_file(str(weights), weights_option))
+    if weights is not None and hub.is_remote_file(weights):
+        spec = replace(spec, network=check_remote_file(str(weights), weights_option))
     elif weights is not None and Path(weights).is_dir():
         spec = with_training_run(spec, Path(weights), weights_option)
     elif weights is not None:
@@ -192,8 +193,8 @@ def check_available(spec: FoleySpec, model: str, root: Path | None = None) -> No
         if is_weights_file(ref):
             check_weights_file(ref, part)
             continue
-        if hub.is_hub_file(ref):
-            check_hub_file(ref, part)
+        if hub.is_remote_file(ref):
+            check_remote_file(ref, part)
             continue
         try:
             hub.require(ref, root)
@@ -209,8 +210,8 @@ def model_files(spec: FoleySpec, model: str, root: Path | None = None) -> dict[s
         if is_weights_file(ref):
             files[part] = Path(ref)
             continue
-        if hub.is_hub_file(ref):
-            files[part] = hub.hub_file(ref)  # named by the user: the request to download it
+        if hub.is_remote_file(ref):
+            files[part] = hub.remote_file(ref)  # named by the user: the request to download it
             continue
         try:
             files[part] = hub.fetch(ref, root)

@@ -10,7 +10,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -34,9 +34,22 @@ def data_path(default: Any = _NO_DEFAULT, kind: Literal["file", "dir", "any"] = 
     return dataclasses.field(default=default, metadata={"must_exist": kind})
 
 
-# PyYAML follows YAML 1.1, which reads `1e-4` as a string; accept YAML 1.2 floats as well.
+# PyYAML follows YAML 1.1, which reads `1e-4` as a string; accept YAML 1.2 floats as well. A key given twice in one
+# mapping is an error (PyYAML keeps the last silently, so a second `optim:` section would replace the first).
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` (its keys may be given again: overrides)
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+                )
+            if isinstance(key, Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(

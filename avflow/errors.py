@@ -36,3 +36,7 @@ class MediaWarning(Note):
 class WeightsWarning(Note):
     """Which part of a user's weights file was used where the file holds more than weights (a training
     checkpoint: the network or its EMA, not the optimizer)."""
+
+
+class TrainingWarning(Note):
+    """How a training run went on from its folder: the checkpoint it resumed, the settings changed since."""

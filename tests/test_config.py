@@ -94,6 +94,19 @@ def test_yaml_reads_exponent_floats_and_reports_syntax_errors(tmp_path):
         load_config(Outer, tmp_path / "missing.yaml")
 
 
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys, so a second `optim:` section at the end of a file would silently
+    replace the first; here it is an error naming both lines. YAML merge keys still override what they merge."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("steps: 1\noptim:\n  lr: 0.001\n  betas: [0.9, 0.99]\nlog: {every: 5}\noptim: {decay: 0.5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Outer, path)
+    assert str(info.value) == f"{path}: invalid YAML at line 6: duplicate key 'optim' (first at line 2)"
+    with pytest.raises(ConfigError, match="line 2: duplicate key 'lr' \\(first at line 1\\)"):
+        parse_yaml("lr: 1\nlr: 2\n")
+    assert parse_yaml("base: &b {x: 1, y: 2}\nd: {<<: *b, y: 5}\n")["d"] == {"x": 1, "y": 5}
+
+
 def train_yaml(tmp_path: Path) -> Path:
     cfg = {
         "out_dir": str(tmp_path / "run"),

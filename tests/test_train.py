@@ -609,3 +609,124 @@ def test_stream_weights_weigh_each_streams_loss():
         loss(stream_weights={"video": 0.0, "left": 0.0, "right": 0.0})
     with pytest.raises(ConfigError, match="finite and >= 0"):
         FlowMatchingConfig(stream_weights={"video": -1.0})
+
+
+def _train_in_process(cfg: dict, folder: Path, *overrides: str) -> int:
+    from avflow.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.in.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return main(["train", str(path), *overrides])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("optim.grad_clip=-1", "optim.grad_clip: must be > 0"), ("optim.betas=[2, 3]", "optim.betas: each must be in"),
+     ("schedule.gamma=-1", "schedule.gamma: must be > 0"), ("schedule.min_lr_ratio=5", "schedule.min_lr_ratio"),
+     ("schedule.warmup_steps=-10", "schedule.warmup_steps: must be >= 0"),
+     ("schedule.milestones=[-5]", "schedule.milestones: must be steps > 0"), ("log.every=0", "log.every: must be"),
+     ("log.val_batches=0", "log.val_batches"), ("checkpoint.every=0", "checkpoint.every: must be >= 1"),
+     ("train.threads=0", "train.threads: must be >= 1"), ("ema.snapshot_every=-1", "ema.snapshot_every"),
+     ("out_dir=", "out_dir: must name a folder")],
+)  # fmt: skip
+def test_settings_out_of_range_are_one_line_errors(override, message, tmp_path, capsys):
+    """Numbers that would train backwards (a negative clip or decay factor), divide by zero or fail deep inside
+    torch are refused when the config loads, naming the key."""
+    assert _train_in_process(tiny_config(tmp_path / "run"), tmp_path, override, "--print-config") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+
+
+def test_resuming_names_the_checkpoint_and_what_changed(tmp_path, capsys):
+    """A run continued with other settings says from which step and what changed, and keeps the config the earlier
+    steps were trained with; a checkpoint of another network, or `checkpoint.resume=none` among another run's
+    checkpoints, is refused before anything is built; a finished run says there is nothing to do."""
+    cfg = tiny_config(tmp_path / "run")
+    cfg["train"]["steps"] = 4
+    cfg["log"]["sample_every"] = 0
+    assert _train_in_process(cfg, tmp_path) == 0
+    capsys.readouterr()
+    assert _train_in_process(cfg, tmp_path) == 0
+    assert "already trained to step 4 (train.steps 4); nothing to do" in capsys.readouterr().out
+
+    cfg["train"]["steps"], cfg["optim"]["lr"] = 6, 5e-3
+    assert _train_in_process(cfg, tmp_path) == 0
+    err = capsys.readouterr().err
+    assert "note: resuming" in err
+    assert "from step_00000004.pt (step 4 of 6); changed since: optim.lr 0.01 -> 0.005" in err
+    kept = yaml.safe_load((tmp_path / "run" / "config_until_step_00000004.yaml").read_text())
+    now = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert kept["optim"]["lr"] == 1e-2 and now["optim"]["lr"] == 5e-3
+
+    cfg["train"]["steps"] = 8
+    cfg["model"]["args"]["hidden"] = 32
+    assert _train_in_process(cfg, tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds another network than this config builds (model.args.hidden 16 -> 32)" in err
+    assert _train_in_process(tiny_config(tmp_path / "run"), tmp_path, "checkpoint.resume=none") == 2
+    assert "holds a run's checkpoints (up to step 6); checkpoint.resume=none" in capsys.readouterr().err
+    assert max(s for s, _ in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")) == 6  # nothing changed
+
+
+def test_a_folder_of_other_files_is_not_written_over(tmp_path, capsys):
+    """A `config.yaml` (or weights) that no run wrote is not replaced; other files beside a run (a data cache) are
+    fine; out_dir naming a file is refused."""
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "config.yaml").write_text("my precious config\n")
+    cfg = tiny_config(own)
+    cfg["train"]["steps"] = 2
+    assert _train_in_process(cfg, tmp_path / "a") == 2
+    assert "holds config.yaml, which no training run wrote" in capsys.readouterr().err
+    assert (own / "config.yaml").read_text() == "my precious config\n" and len(list(own.iterdir())) == 1
+    (own / "config.yaml").unlink()
+    (own / "cache_train.safetensors").write_bytes(b"cache")
+    assert _train_in_process(cfg, tmp_path / "a") == 0
+    assert (own / "cache_train.safetensors").read_bytes() == b"cache" and (own / "model.safetensors").is_file()
+    (tmp_path / "file").write_text("x")
+    assert _train_in_process(tiny_config(tmp_path / "file"), tmp_path / "a") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_model_that_does_not_fit_its_data_leaves_no_folder(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "run")
+    cfg["data"]["train"]["args"]["streams"] = {"audio": [8, 5], "video": [4, 6]}
+    assert _train_in_process(cfg, tmp_path / "a") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the first training step failed, so the model, the task and the data" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_saves_the_step_and_the_same_command_goes_on_exactly(reference, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (SIGINT) in step 3 of a single-process run: the step finishes and is saved (the checkpoints are every
+    2 steps), the command says so and exits 130; the same command then ends where an uninterrupted run does, and a
+    metrics line cut short by a kill does not stop it."""
+    import signal
+
+    from avflow.train.trainer import Trainer
+
+    step = Trainer.train_step
+
+    def interrupted_in_step_3(self, batches):
+        if self.step == 2 and not os.environ.get("SIGNALLED"):
+            os.environ["SIGNALLED"] = "1"
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, batches)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_in_step_3)
+    monkeypatch.delenv("SIGNALLED", raising=False)
+    cfg = tiny_config(tmp_path / "run")
+    cfg["log"]["tensorboard"] = True
+    assert _train_in_process(cfg, tmp_path) == 130
+    assert "stopped at step 3 of 6 and saved it" in capsys.readouterr().err
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == [3, 2]
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # no export of a run that did not finish
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3')  # a line cut short
+    assert _train_in_process(cfg, tmp_path) == 0
+    want, got = final_state(reference), final_state(tmp_path / "run")
+    for k in want["model"]:
+        assert torch.equal(want["model"][k], got["model"][k]), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 6

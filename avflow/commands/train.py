@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "train a model from a YAML config (works as is under torchrun --nproc_per_node=N)"
 
@@ -24,6 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from avflow.train.trainer import train
 
     result = train(config)
-    if result.loss is not None and result.checkpoint is not None:
+    if result.interrupted:
+        print(f"stopped at step {result.step} of {config.train.steps} and saved it ({result.checkpoint}); the same "
+              "command goes on from there", file=sys.stderr)  # fmt: skip
+        return 130
+    if result.loss is None:
+        print(f"{config.out_dir}: already trained to step {result.step} (train.steps {config.train.steps}); nothing "
+              "to do (a larger train.steps goes on)")  # fmt: skip
+    elif result.checkpoint is not None:
         print(f"step {result.step}: loss {result.loss:.5f}, {result.samples_per_s:.1f} samples/s, {result.checkpoint}")
     return 0

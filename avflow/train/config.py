@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,8 +42,16 @@ class OptimConfig:
     grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
 
     def __post_init__(self):
-        if self.lr <= 0:
+        if not 0 < self.lr < math.inf:
             raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        if not 0 < self.eps < math.inf:
+            raise ConfigError(f"eps: must be > 0, got {self.eps}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
+            raise ConfigError(f"grad_clip: must be > 0 (or null: no clipping), got {self.grad_clip}")
 
 
 @dataclass
@@ -62,6 +71,14 @@ class ScheduleConfig:
     restart_peak: float = 1.0
 
     def __post_init__(self):
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if any(b <= a for a, b in zip([0, *self.milestones], self.milestones)):
+            raise ConfigError(f"milestones: must be steps > 0 in increasing order, got {self.milestones}")
+        if not 0 < self.gamma < math.inf:
+            raise ConfigError(f"gamma: must be > 0, got {self.gamma}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
         if self.restarts and self.kind != "cosine":
             raise ConfigError(f"restarts: only for kind cosine, got kind {self.kind!r}")
         if any(b <= a for a, b in zip([self.warmup_steps, *self.restarts], self.restarts)):
@@ -79,6 +96,8 @@ class EMAConfig:
     snapshot_every: int = 0  # save both profiles every N steps for post-hoc reconstruction; 0 = never
 
     def __post_init__(self):
+        if self.snapshot_every < 0:
+            raise ConfigError(f"snapshot_every: must be >= 0 (0 = never), got {self.snapshot_every}")
         if self.enabled and not self.sigma_rels:
             raise ConfigError("sigma_rels: needs at least one value when enabled")
         for s in self.sigma_rels:
@@ -102,6 +121,8 @@ class LoopConfig:
         for name in ("steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be >= 1 (or null: torch's default), got {self.threads}")
 
 
 @dataclass
@@ -113,6 +134,12 @@ class LogConfig:
     tensorboard: bool = True
     progress: bool = True
 
+    def __post_init__(self):
+        for name, least in (("every", 1), ("val_every", 0), ("val_batches", 1), ("sample_every", 0)):
+            if getattr(self, name) < least:
+                never = " (0 = never)" if least == 0 else ""
+                raise ConfigError(f"{name}: must be >= {least}{never}, got {getattr(self, name)}")
+
 
 @dataclass
 class CheckpointConfig:
@@ -121,6 +148,8 @@ class CheckpointConfig:
     resume: str = "auto"  # auto (latest valid in out_dir), none, or a checkpoint file
 
     def __post_init__(self):
+        if self.every < 1:
+            raise ConfigError(f"every: must be >= 1, got {self.every}")
         if self.keep_last < 1:
             raise ConfigError(f"keep_last: must be >= 1, got {self.keep_last}")
         if self.resume not in ("auto", "none") and not Path(self.resume).is_file():
@@ -179,6 +208,10 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     init: InitConfig = field(default_factory=InitConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def __post_init__(self):
+        if not str(self.out_dir).strip():
+            raise ConfigError("out_dir: must name a folder, got an empty name")
 
 
 def resolve_component(table: dict, comp: ComponentConfig, path: str) -> Any:

@@ -8,6 +8,8 @@ import json
 import os
 import random
 import signal
+import sys
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avflow.config import dump_yaml, to_dict
-from avflow.errors import ConfigError, WeightsError
+from avflow.errors import ConfigError, TrainingWarning, WeightsError
 from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
 from avflow.train import distributed as dist
@@ -30,6 +32,7 @@ from avflow.train.config import InitConfig, TrainConfig, resolve_component
 from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
 from avflow.train.optim import build_optimizer, build_scheduler
+from avflow.train.run_folder import check_out_dir, resume_changes
 from avflow.train.sampler import ResumableBatchSampler
 from avflow.weights import atomic_write, dequantize_int8, load_strict, read_state_dict, save_safetensors
 
@@ -44,6 +47,7 @@ class TrainResult:
     val_loss: float | None
     samples_per_s: float
     checkpoint: Path | None
+    interrupted: bool = False  # stopped by Ctrl-C: saved at `step`, not exported; the same command resumes it
 
 
 class LossModule(nn.Module):
@@ -56,6 +60,32 @@ class LossModule(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.task.loss(self.model, batch)
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) in a single-process run asks the loop to stop after the step under way and save it (steps
+    since the last checkpoint are not lost); a second Ctrl-C stops at once, as Python does. Under torchrun every
+    rank gets the signal at a different point of a collective, so there the default stays."""
+
+    def __init__(self, enabled: bool):
+        self.requested = False
+        self.previous = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        print("\nstopping after this step to save it (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def seed_all(seed: int) -> None:
@@ -80,6 +110,14 @@ def _kill_point() -> tuple[int, str] | None:
     return int(step), phase or "end"
 
 
+def _logged_step(line: str) -> float:
+    """The step of one metrics.jsonl line; infinite (dropped on resume) for a line cut short by a kill."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class MetricsLog:
     """`metrics.jsonl` in the output folder: one JSON line per logged step (loss, lr, validation, sampling).
 
@@ -90,8 +128,8 @@ class MetricsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
-            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
-            path.write_text("".join(line + "\n" for line in keep))
+            keep = [line for line in path.read_text().splitlines() if _logged_step(line) <= resumed_step]
+            atomic_write(path, lambda f: f.write("".join(line + "\n" for line in keep).encode()))
 
     def write(self, **values) -> None:
         with open(self.path, "a") as f:
@@ -154,21 +192,24 @@ class Trainer:
         self.device = info.device
         self.dtype = autocast_dtype(loop.precision, self.device)
         self.kill = _kill_point()
+        self.task = TASKS[config.task.name].build(resolve_component(TASKS, config.task, "task"))
+        self.fsdp = config.distributed.strategy == "fsdp" and info.distributed
+        ddp = info.distributed and not self.fsdp
+        if ddp and self.task.leaves_parameters_unused and not loop.find_unused_parameters:
+            raise ConfigError(f"task {config.task.name}: some steps leave parameters unused (e.g. "
+                              "cross_modal_dropout > 0), which DDP needs to know: set "
+                              "train.find_unused_parameters=true")  # fmt: skip
+        check_out_dir(self.out_dir, config.checkpoint.resume)
+        resume_path, resume_state = self._find_checkpoint()  # before the model is built: another network is refused
 
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
         initialize(self.model, config.init)
-        self.task = TASKS[config.task.name].build(resolve_component(TASKS, config.task, "task"))
         self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels) if config.ema.enabled and info.is_main else None
         self.loss_module = LossModule(self.model, self.task)
-        self.fsdp = config.distributed.strategy == "fsdp" and info.distributed
         if self.fsdp:
             self.ddp = fsdp.shard(self.loss_module, self.model, info, config.distributed.reshard_after_forward)
         else:
-            if info.distributed and self.task.leaves_parameters_unused and not loop.find_unused_parameters:
-                raise ConfigError(f"task {config.task.name}: some steps leave parameters unused (e.g. "
-                                  "cross_modal_dropout > 0), which DDP needs to know: set "
-                                  "train.find_unused_parameters=true")  # fmt: skip
             self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -188,8 +229,12 @@ class Trainer:
             )
             self.val_loader = self._loader(SeededDataset(val_set, loop.seed + 1), val_sampler)
         self.step, self.epoch, self.position = 0, 0, 0
-        self.resumed_from = self._resume()
-        if self.resumed_from is None:
+        self.resumed_from = resume_path
+        if resume_path is not None:
+            state = resume_state if resume_state is not None else ckpt.load_checkpoint(resume_path, verify=False)
+            self._load_state(state, resume_path)
+            del state, resume_state
+        else:
             seed_all(loop.seed + info.rank)  # per-rank streams for dropout and the like
 
     def _loader(self, dataset, sampler) -> DataLoader:
@@ -204,11 +249,15 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
-    def _resume(self) -> Path | None:
+    def _find_checkpoint(self) -> tuple[Path | None, dict | None]:
+        """The checkpoint to resume (`checkpoint.resume`) and, on rank 0, its state, checked against this config
+        (`run_folder.resume_changes`): a checkpoint of another network is a one-line error on every rank, other
+        changes are named in a note. Other ranks read the state later."""
         mode = self.config.checkpoint.resume
         if mode == "none":
-            return None
+            return None, None
         state, message = None, None
+        self.resumed_config = None  # the config the resumed steps were trained with (rank 0)
         if self.info.is_main:
             try:
                 if mode == "auto":
@@ -218,23 +267,28 @@ class Trainer:
                     path, state = Path(mode), ckpt.load_checkpoint(Path(mode))
             except WeightsError as exc:
                 path, message = None, str(exc)
+            if state is not None:
+                refused, changed = resume_changes(state["config"], to_dict(self.config))
+                if refused:
+                    path, state, message = None, None, (
+                        f"{path}: the checkpoint holds another network than this config builds ({refused[0]}"
+                        f"{f' and {len(refused) - 1} more' if len(refused) > 1 else ''}): give another out_dir, "
+                        "or the model config it was trained with"
+                    )
+                else:
+                    self.resumed_config = state["config"]
+                    changed = f"; changed since: {'; '.join(changed)}" if changed else ""
+                    warnings.warn(TrainingWarning(f"resuming {self.out_dir} from {path.name} (step {state['step']} "
+                                                  f"of {self.config.train.steps}){changed}"), stacklevel=2)  # fmt: skip
             shared = (str(path) if path else None, message)
         else:
             shared = None
         path, message = dist.broadcast_object(shared, self.info)
         if message is not None:
             raise WeightsError(message)
-        if path is None:
-            return None
-        if state is None:
-            state = ckpt.load_checkpoint(Path(path), verify=False)
-        self._load_state(state, Path(path))
-        return Path(path)
+        return (Path(path), state) if path is not None else (None, None)
 
     def _load_state(self, state: dict, path: Path) -> None:
-        saved_batch = state["config"]["train"]["batch_size"]
-        if saved_batch != self.config.train.batch_size:
-            warnings.warn(f"{path}: trained with batch_size {saved_batch}, resuming with a different one", stacklevel=2)
         if self.fsdp:
             fsdp.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
@@ -376,18 +430,33 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------------------
 
+    def _open_folder(self):
+        """The run's folder, once a step has trained (a first step that fails leaves no folder behind): its
+        config.yaml (the config the resumed steps were trained with kept beside it where this one differs), the
+        metrics log and TensorBoard's writer (rank 0; None, None elsewhere)."""
+        if not self.info.is_main:
+            return None, None
+        config, out_dir = self.config, self.out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saved = getattr(self, "resumed_config", None)
+        earlier = out_dir / f"config_until_step_{self.resumed_step:08d}.yaml"
+        if saved is not None and resume_changes(saved, to_dict(config))[1] and not earlier.exists():
+            atomic_write(earlier, lambda f: f.write(dump_yaml(saved).encode()))
+        atomic_write(out_dir / "config.yaml", lambda f: f.write(dump_yaml(config).encode()))
+        metrics_log = MetricsLog(out_dir / "metrics.jsonl", self.resumed_step)
+        writer = None
+        if config.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            step = self.resumed_step
+            writer = SummaryWriter(str(out_dir / "tb"), purge_step=step + 1 if step else None)
+        return metrics_log, writer
+
     def fit(self) -> TrainResult:
         config, info = self.config, self.info
         main = info.is_main
-        if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.out_dir / "config.yaml", lambda f: f.write(dump_yaml(config).encode()))
-        writer = None
-        metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", self.step) if main else None
-        if main and config.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+        self.resumed_step = self.step
+        metrics_log, writer = None, None
         from tqdm import tqdm
 
         bar = tqdm(
@@ -402,60 +471,76 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         last_loss, val_loss, rate, last_ckpt = None, None, 0.0, None
         self.model.train()
-        while self.step < config.train.steps:
-            loss = self.train_step(batches)
-            self.step += 1
-            self.position += 1
-            if self.position == self.sampler.batches_per_epoch:
-                self.epoch, self.position = self.epoch + 1, 0
-            if self.fsdp and config.ema.enabled:  # the EMA (rank 0) follows the gathered full weights
-                full = fsdp.StateView(fsdp.full_model_state(self.model))
-                if self.ema is not None:
-                    self.ema.update(full)
-            elif self.ema is not None:
-                self.ema.update(self.model)
-            loss_sum += loss
-            loss_n += 1
-            window_steps += 1
-            bar.update(1)
-            last = self.step == config.train.steps
-            if self.step % config.log.every == 0 or last:
-                mean = dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * info.world_size)
-                last_loss = float(mean)
-                rate = window_steps * config.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
-                lr = self.scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
-                if metrics_log is not None:
-                    metrics_log.write(step=self.step, loss=last_loss, lr=lr, samples_per_s=rate)
-                if writer is not None:
-                    writer.add_scalar("train/loss", last_loss, self.step)
-                    writer.add_scalar("train/lr", lr, self.step)
-                    writer.add_scalar("train/samples_per_s", rate, self.step)
-                    writer.add_scalar("train/epoch", self.epoch, self.step)
-                loss_sum.zero_()
-                loss_n, window_start, window_steps = 0, time.perf_counter(), 0
-            if config.log.val_every and (self.step % config.log.val_every == 0 or last):
-                val_loss = self.validate()
-                if metrics_log is not None and val_loss is not None:
-                    metrics_log.write(step=self.step, val_loss=val_loss)
-                if writer is not None and val_loss is not None:
-                    writer.add_scalar("val/loss", val_loss, self.step)
-            if config.log.sample_every and self.step % config.log.sample_every == 0:
-                sampled = self.sample_metrics()
-                if metrics_log is not None and sampled:
-                    metrics_log.write(step=self.step, **{f"sample/{k}": v for k, v in sampled.items()})
-                for name, value in sampled.items():
+        stop = _StopRequest(enabled=not info.distributed)
+        try:
+            while self.step < config.train.steps:
+                if self.step == self.resumed_step:
+                    try:
+                        loss = self.train_step(batches)
+                    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                        raise ConfigError(f"the first training step failed, so the model, the task and the data may "
+                                          f"not fit each other: {_first_line(exc)}") from exc  # fmt: skip
+                    metrics_log, writer = self._open_folder()
+                else:
+                    loss = self.train_step(batches)
+                self.step += 1
+                self.position += 1
+                if self.position == self.sampler.batches_per_epoch:
+                    self.epoch, self.position = self.epoch + 1, 0
+                if self.fsdp and config.ema.enabled:  # the EMA (rank 0) follows the gathered full weights
+                    full = fsdp.StateView(fsdp.full_model_state(self.model))
+                    if self.ema is not None:
+                        self.ema.update(full)
+                elif self.ema is not None:
+                    self.ema.update(self.model)
+                loss_sum += loss
+                loss_n += 1
+                window_steps += 1
+                bar.update(1)
+                last = self.step == config.train.steps
+                if self.step % config.log.every == 0 or last:
+                    mean = dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * info.world_size)
+                    last_loss = float(mean)
+                    rate = window_steps * config.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
+                    lr = self.scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+                    if metrics_log is not None:
+                        metrics_log.write(step=self.step, loss=last_loss, lr=lr, samples_per_s=rate)
                     if writer is not None:
-                        writer.add_scalar(f"sample/{name}", value, self.step)
-                dist.barrier(info)
-            if self.ema is not None and config.ema.snapshot_every and self.step % config.ema.snapshot_every == 0:
-                self.ema.snapshot(self.out_dir / "ema_snapshots" / f"step_{self.step:08d}.safetensors")
-            if self.step % config.checkpoint.every == 0 or last:
-                last_ckpt = self.save()
-            self._maybe_kill(self.step, "end")
+                        writer.add_scalar("train/loss", last_loss, self.step)
+                        writer.add_scalar("train/lr", lr, self.step)
+                        writer.add_scalar("train/samples_per_s", rate, self.step)
+                        writer.add_scalar("train/epoch", self.epoch, self.step)
+                    loss_sum.zero_()
+                    loss_n, window_start, window_steps = 0, time.perf_counter(), 0
+                if config.log.val_every and (self.step % config.log.val_every == 0 or last):
+                    val_loss = self.validate()
+                    if metrics_log is not None and val_loss is not None:
+                        metrics_log.write(step=self.step, val_loss=val_loss)
+                    if writer is not None and val_loss is not None:
+                        writer.add_scalar("val/loss", val_loss, self.step)
+                if config.log.sample_every and self.step % config.log.sample_every == 0:
+                    sampled = self.sample_metrics()
+                    if metrics_log is not None and sampled:
+                        metrics_log.write(step=self.step, **{f"sample/{k}": v for k, v in sampled.items()})
+                    for name, value in sampled.items():
+                        if writer is not None:
+                            writer.add_scalar(f"sample/{name}", value, self.step)
+                    dist.barrier(info)
+                if self.ema is not None and config.ema.snapshot_every and self.step % config.ema.snapshot_every == 0:
+                    self.ema.snapshot(self.out_dir / "ema_snapshots" / f"step_{self.step:08d}.safetensors")
+                if self.step % config.checkpoint.every == 0 or last or stop.requested:
+                    last_ckpt = self.save()
+                self._maybe_kill(self.step, "end")
+                if stop.requested:
+                    break
+        finally:
+            stop.close()
         bar.close()
         if writer is not None:
             writer.close()
+        if stop.requested:
+            return TrainResult(self.step, last_loss, val_loss, rate, last_ckpt, interrupted=True)
         self.export_weights()
         return TrainResult(self.step, last_loss, val_loss, rate, last_ckpt)
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from avflow.cli import main as cli_main
-from avflow.errors import MediaError
+from avflow.errors import ConfigError, MediaError, OutputError
+from avflow.world import dataset as world_dataset
 from avflow.world.binaural import azimuth_deg, block_times, render_binaural
 from avflow.world.caption import MATERIAL_WORDS, SIDE_WORDS, make_caption, object_clause, object_side
-from avflow.world.dataset import load_clip, make_clip, make_dataset, render_audio, rerender_audio, write_clip
+from avflow.world.dataset import clip_seed, load_clip, make_clip, make_dataset, render_audio, rerender_audio, write_clip
 from avflow.world.scene import Event, Scene, SceneObject, WorldConfig, sample_scene, simulate
 
 SEEDS = (3, 11, 42)
@@ -264,3 +266,133 @@ def test_cli_and_errors(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     with pytest.raises(MediaError, match="missing"):
         load_clip(tmp_path / "nothing")
+
+
+TINY = ("--size", "16", "16", "--fps", "8", "--duration", "0.25", "--sample-rate", "4000")  # 2 frames, 1000 samples
+TINY_CONFIG = WorldConfig(height=16, width=16, fps=8, duration=0.25, sample_rate=4000)
+
+
+def _world(out, n: int, *extra: str) -> int:
+    return cli_main(["world", "--n", str(n), "--out", str(out), *TINY, *extra])
+
+
+def _files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _check_consistent(root, seed: int) -> list[str]:
+    """The clip ids on disk, asserting that they are exactly the manifests' rows and all of `seed`."""
+    ids = []
+    for split in ("train", "val", "test"):
+        rows = [json.loads(line)["id"] for line in (root / split / "manifest.jsonl").read_text().splitlines()]
+        on_disk = sorted({p.stem for p in (root / split).iterdir() if p.name != "manifest.jsonl"})
+        assert on_disk == rows, (split, on_disk, rows)
+        for index, clip_id in enumerate(rows):
+            assert json.loads((root / split / f"{clip_id}.json").read_text())["seed"] == clip_seed(split, seed, index)
+        ids += rows
+    return ids
+
+
+def test_a_dataset_of_other_settings_is_refused_unless_overwrite(tmp_path, capsys):
+    """Writing into a dataset made with other settings (was: clips of two seeds mixed, the manifest listing only the
+    new ones) is a one-line error naming the setting, before anything is written; -y replaces the dataset whole."""
+    out = tmp_path / "wA"
+    assert _world(out, 10) == 0
+    capsys.readouterr()
+    before = _files(out)
+    cases = {("--n", "5", "--seed", "3"): "--seed 0 (this run: --seed 3)",
+             ("--fps", "16"): "--fps 8 (this run: --fps 16)",
+             ("--size", "16", "24"): "--size 16 16 (this run: --size 16 24)",
+             ("--sample-rate", "8000"): "--sample-rate 4000 (this run: --sample-rate 8000)",
+             ("--duration", "0.5"): "--duration 0.25 (this run: --duration 0.5)"}  # fmt: skip
+    for extra, message in cases.items():
+        assert _world(out, 10, *extra) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and "--overwrite" in err and "\n" not in err, err
+    with pytest.raises(OutputError, match=r"max_objects=4 \(this run: max_objects=2\)"):  # any generation option
+        make_dataset(out, 10, config=WorldConfig(**{**TINY_CONFIG.__dict__, "max_objects": 2}))
+    assert _files(out) == before  # nothing rendered or removed
+    # with -y the old dataset goes entirely: 5 clips of seed 3, no clip of seed 0 left beside them
+    assert _world(out, 5, "--seed", "3", "-y") == 0
+    assert len(_check_consistent(out, 3)) == 5
+    assert json.loads((out / "dataset.json").read_text())["seed"] == 3
+
+
+def test_a_dataset_without_a_settings_file_is_judged_by_its_clips(tmp_path):
+    """A dataset written before dataset.json existed: its clip jsons say which settings it was made with."""
+    make_dataset(tmp_path, 3, seed=0, config=TINY_CONFIG)
+    (tmp_path / "dataset.json").unlink()
+    with pytest.raises(OutputError, match=r"--seed 0 \(this run: --seed 1\)"):
+        make_dataset(tmp_path, 3, seed=1, config=TINY_CONFIG)
+    assert make_dataset(tmp_path, 4, seed=0, config=TINY_CONFIG) == {"train": 2, "val": 1, "test": 1}
+    assert json.loads((tmp_path / "dataset.json").read_text())["seed"] == 0
+    assert len(_check_consistent(tmp_path, 0)) == 4
+
+
+def test_clips_beyond_n_are_refused_so_manifest_and_files_agree(tmp_path, capsys):
+    """A smaller --n (or a bigger one whose train split is smaller: 14 -> 15 splits 12/1/1 -> 11/2/2) would leave
+    clips that no manifest lists: refused in one line, unless -y, which makes the dataset anew at that size."""
+    assert _world(tmp_path, 10) == 0
+    before = _files(tmp_path)
+    capsys.readouterr()
+    assert _world(tmp_path, 5) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds 10 clips of this dataset, 5 of them beyond what --n 5 makes" in err and "--n 10 to keep" in err
+    assert "\n" not in err and _files(tmp_path) == before
+    assert make_dataset(tmp_path, 14, config=TINY_CONFIG) == {"train": 12, "val": 1, "test": 1}  # extends
+    assert {k: v for k, v in _files(tmp_path).items() if "000007" in k} == {
+        k: v for k, v in before.items() if "000007" in k
+    }  # kept, not made again
+    with pytest.raises(OutputError, match="1 of them beyond what --n 15 makes.* --n 14 to keep them"):
+        make_dataset(tmp_path, 15, config=TINY_CONFIG)
+    assert make_dataset(tmp_path, 5, config=TINY_CONFIG, overwrite=True) == {"train": 3, "val": 1, "test": 1}
+    assert len(_check_consistent(tmp_path, 0)) == 5
+
+
+def test_non_finite_numbers_are_refused_in_one_line(tmp_path, capsys):
+    """--duration nan / inf were tracebacks (cannot convert float NaN to integer; OverflowError)."""
+    cases = {("--duration", "nan"): "world duration must be a finite number, got nan",
+             ("--duration", "inf"): "world duration must be a finite number, got inf",
+             ("--duration=-inf",): "world duration must be a finite number, got -inf",
+             ("--duration", "1e308"): "world duration 1e+308 s is too long"}  # fmt: skip
+    for extra, message in cases.items():
+        assert cli_main(["world", "--n", "1", "--out", str(tmp_path / "w"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "w").exists()
+    for field in ("fps", "duration", "gravity", "rolling_friction", "rest_speed", "min_event_speed", "ambience",
+                  "gain"):  # fmt: skip
+        for value in (float("nan"), float("inf"), -float("inf")):
+            with pytest.raises(ConfigError, match=f"world {field} must be a finite number"):
+                WorldConfig(**{field: value})
+
+
+def test_a_clip_too_big_for_the_memory_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """--size 20000 20000 died in a MemoryError traceback and left empty folders."""
+    monkeypatch.setattr("avflow.world.dataset.available_memory", lambda: 2 * 10**9)
+    out = tmp_path / "w"
+    assert cli_main(["world", "--n", "1", "--out", str(out), "--size", "20000", "20000", "--duration", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "one clip of 16 frames of 20000x20000 pixels" in err and "needs about 134.4 GB" in err, err
+    assert "2.0 GB is available" in err and "\n" not in err
+    need = world_dataset.clip_memory(TINY_CONFIG)
+    monkeypatch.setattr("avflow.world.dataset.available_memory", lambda: int(1.5 * need))
+    assert _world(out, 2, "--workers", "2") == 2  # two clips at once do not fit, one does
+    assert "2 clips at once (--workers)" in capsys.readouterr().err
+    assert not out.exists()
+    assert _world(out, 2) == 0
+
+
+@pytest.mark.parametrize("size, fps, sample_rate, objects", [(16, 8, 16000, 4), (128, 16, 4000, 4), (96, 8, 4000, 9)])
+def test_clip_memory_bounds_what_a_clip_holds(tmp_path, size, fps, sample_rate, objects):
+    """The estimate the memory check uses is above the peak that making and writing a clip reaches, and close."""
+    config = WorldConfig(height=size, width=size, fps=fps, duration=0.5, sample_rate=sample_rate,
+                         min_objects=objects, max_objects=objects)  # fmt: skip
+    make_clip(1, config)  # warm the caches (the ambience bank) that later clips share
+    tracemalloc.start()
+    try:
+        write_clip(make_clip(1, config), tmp_path / "clip")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= world_dataset.clip_memory(config) <= 2.5 * peak

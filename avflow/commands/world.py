@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from avflow.commands.options import check_folder
+from avflow.commands.options import add_overwrite, check_folder
 from avflow.errors import ConfigError
 
 HELP = "make procedural audio-visual world datasets with known ground truth"
@@ -16,8 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=["make"], default="make",
                         help="what to do (only `make` for now, so it may be left out)")  # fmt: skip
     parser.add_argument("--n", type=int, required=True, help="number of clips over all splits (about 80/10/10)")
-    parser.add_argument("--out", required=True, help="output folder; gets train/, val/, test/ (clips already there "
-                        "from the same seed and settings are kept: a rerun resumes, a bigger --n extends)")  # fmt: skip
+    parser.add_argument("--out", required=True, help="output folder; gets train/, val/, test/ and dataset.json (the "
+                        "settings). Clips already there from the same seed and settings are kept: a rerun resumes, a "
+                        "bigger --n extends. A dataset of other settings, or one with clips beyond --n, is an error "
+                        "unless --overwrite")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; splits use disjoint clip-seed ranges")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--preview", action="store_true", help="also write an mp4 preview per clip")
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
     parser.add_argument("--sample-rate", type=int, default=16000, help="audio samples per second")
     parser.add_argument("--hrtf", choices=["sphere", "kemar"], default="sphere", help="binaural model")
+    add_overwrite(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r{done[0]}/{args.n} clips", end="", file=sys.stderr, flush=True)
 
     sizes = make_dataset(args.out, args.n, seed=args.seed, workers=args.workers, preview=preview, config=config,
-                         progress=progress)  # fmt: skip
+                         progress=progress, overwrite=args.overwrite)  # fmt: skip
     elapsed = time.perf_counter() - start
     print(file=sys.stderr)
     print(f"wrote {sum(sizes.values())} clips to {args.out} ({', '.join(f'{k} {v}' for k, v in sizes.items())}) "

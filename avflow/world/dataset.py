@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing as mp
+import os
+import re
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -13,7 +15,8 @@ import numpy as np
 import soundfile as sf
 from scipy.io import wavfile
 
-from avflow.errors import ConfigError, MediaError
+from avflow.errors import ConfigError, MediaError, OutputError
+from avflow.weights import atomic_write
 from avflow.world.binaural import block_times, render_binaural
 from avflow.world.caption import make_caption, object_side
 from avflow.world.render import frame_times, render_frames
@@ -23,6 +26,9 @@ from avflow.world.sound import ambience, object_sources
 SPLITS = ("train", "val", "test")
 SPLIT_SEED_BASE = {"train": 0, "val": 1 << 40, "test": 2 << 40}  # disjoint clip-seed ranges per split
 SEEDS_PER_RUN = 1_000_000  # clip seed = split base + seed * SEEDS_PER_RUN + index
+SETTINGS_FILE = "dataset.json"  # at a dataset's root: the seed and world config all its clips are made with
+CLIP_FILE = re.compile(r"(train|val|test)_(\d{6,})\.(wav|npz|json|mp4)")  # the files of one clip, by split and index
+OPTIONS = {"seed": "--seed", "fps": "--fps", "duration": "--duration", "sample_rate": "--sample-rate", "hrtf": "--hrtf"}
 
 
 @dataclass
@@ -205,16 +211,159 @@ def preview_available() -> bool:
     return True
 
 
+def clip_memory(config: WorldConfig) -> int:
+    """Bytes one clip holds at its peak while it is made and written (an upper bound, measured in the tests): per
+    pixel the frames (3) and the masks of up to `max_objects` (K), both again while the npz is written, plus the
+    renderer's scratch; per audio sample the K mono sources and the binaural mix in float64."""
+    pixels = config.n_frames * config.height * config.width
+    return pixels * (3 * config.max_objects + 9) + config.n_samples * 8 * (config.max_objects + 20)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work now (Linux MemAvailable, else the free pages), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.0f} MB"
+
+
+def check_memory(config: WorldConfig, parallel: int) -> None:
+    """One-line error, before anything is written, when `parallel` clips at once would not fit in the memory
+    available now (they would die with a MemoryError, or swap the machine to a halt)."""
+    need, free = clip_memory(config) * parallel, available_memory()
+    if free is None or need <= free:
+        return
+    each = f"{parallel} clips at once (--workers), each" if parallel > 1 else "one clip"
+    raise ConfigError(f"{each} of {config.n_frames} frames of {config.height}x{config.width} pixels and "
+                      f"{config.n_samples} audio samples needs about {_size(need)} of memory while it is made, but "
+                      f"{_size(free)} is available: use a smaller --size, --duration or --fps"
+                      + (" or fewer --workers" if parallel > 1 else ""))  # fmt: skip
+
+
+def _settings(seed: int, config: dict) -> dict:
+    """What makes a dataset's clips what they are, as its settings file holds it (json types)."""
+    return json.loads(json.dumps({"seed": seed, "config": config}))
+
+
+def _clips_on_disk(out: Path) -> dict[str, set[int]]:
+    """The indices of the clips of which any file is in out/{split}/, per split."""
+    found: dict[str, set[int]] = {split: set() for split in SPLITS}
+    for split in SPLITS:
+        if (out / split).is_dir():
+            for path in (out / split).iterdir():
+                if (m := CLIP_FILE.fullmatch(path.name)) and m[1] == split:
+                    found[split].add(int(m[2]))
+    return found
+
+
+def _settings_on_disk(out: Path, clips: dict[str, set[int]]) -> list[dict]:
+    """The settings the dataset in `out` was made with: its settings file, or (a dataset written before there was
+    one) those of every clip json there."""
+    record = out / SETTINGS_FILE
+    if record.exists():
+        try:
+            settings = json.loads(record.read_text())
+            return [_settings(settings["seed"], settings["config"])]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OutputError(f"{record}: cannot read the dataset's settings ({exc}); pass --overwrite (or -y) to "
+                              "replace the dataset") from None  # fmt: skip
+    found = []
+    for split, indices in clips.items():
+        for index in sorted(indices):
+            try:
+                meta = json.loads((out / split / f"{split}_{index:06d}.json").read_text())
+                settings = _settings((meta["seed"] - SPLIT_SEED_BASE[split]) // SEEDS_PER_RUN, meta["config"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # no json yet (an interrupted write): the clip is made again
+            if settings not in found:
+                found.append(settings)
+    return found
+
+
+def _options(settings: dict) -> dict[str, str]:
+    """A dataset's settings as the `avflow world` options that give them (`--size H W`), else as `field=value`."""
+    config = settings["config"]
+    words = {"seed": f"--seed {settings['seed']}", "size": f"--size {config.get('height')} {config.get('width')}"}
+    for key, value in config.items():
+        if key not in ("height", "width"):
+            value = ",".join(map(str, value)) if isinstance(value, list) else value
+            words[key] = f"{OPTIONS[key]} {value}" if key in OPTIONS else f"{key}={value}"
+    return words
+
+
+def _smallest_n(clips: dict[str, set[int]]) -> int:
+    """The smallest --n whose splits hold every clip index in `clips` (a bigger one may not: 14 clips split 12/1/1,
+    15 split 11/2/2)."""
+    n = max(1, sum(map(len, clips.values())))
+    while any(indices and max(indices) >= split_sizes(n)[split] for split, indices in clips.items()):
+        n += 1
+    return n
+
+
+def check_existing(out: Path, n: int, seed: int, config: WorldConfig) -> None:
+    """One-line error unless `out` is empty of world clips or holds this very dataset (same seed and config, so a
+    rerun resumes it or a bigger --n extends it) with no clip beyond the `n` asked for (the manifests list `n`).
+    Reads nothing of a clip but its json, and that only where there is no settings file."""
+    clips = _clips_on_disk(out)
+    want = _settings(seed, asdict(config))
+    for have in _settings_on_disk(out, clips):
+        if have != want:
+            old, new = _options(have), _options(want)
+            keys = [k for k in {**old, **new} if old.get(k) != new.get(k)]
+            raise OutputError(f"{out} holds a world dataset made with other settings: "
+                              f"{', '.join(old.get(k, f'no {k}') for k in keys)} (this run: "
+                              f"{', '.join(new.get(k, f'no {k}') for k in keys)}); pass --overwrite (or -y) to "
+                              "replace it, or choose another --out")  # fmt: skip
+    sizes = split_sizes(n)
+    beyond = {split: {i for i in indices if i >= sizes[split]} for split, indices in clips.items()}
+    if extra := sum(map(len, beyond.values())):
+        held = sum(map(len, clips.values()))
+        raise OutputError(f"{out} holds {held} clips of this dataset, {extra} of them beyond what --n {n} makes: pass "
+                          f"--overwrite (or -y) to replace it with {n} clips, or --n {_smallest_n(clips)} to keep "
+                          "them")  # fmt: skip
+
+
+def remove_dataset(out: Path) -> None:
+    """Deletes the world dataset in `out` (its clips, manifests and settings file); other files stay."""
+    for split in SPLITS:
+        if (out / split).is_dir():
+            for path in (out / split).iterdir():
+                if ((m := CLIP_FILE.fullmatch(path.name)) and m[1] == split) or path.name == "manifest.jsonl":
+                    path.unlink()
+    (out / SETTINGS_FILE).unlink(missing_ok=True)
+
+
 def make_dataset(out: str | Path, n: int, seed: int = 0, workers: int = 1, preview: bool = False,
-                 config: WorldConfig | None = None, progress=None) -> dict[str, int]:  # fmt: skip
-    """Writes out/{train,val,test}/ clips and out/{split}/manifest.jsonl; returns the split sizes."""
+                 config: WorldConfig | None = None, progress=None,
+                 overwrite: bool = False) -> dict[str, int]:  # fmt: skip
+    """Writes out/{train,val,test}/ clips, out/{split}/manifest.jsonl and out/dataset.json (the settings); returns
+    the split sizes. A folder holding another dataset, or clips beyond the `n` asked for, is refused before anything
+    is written unless `overwrite`, which deletes that dataset first; clips already there from the same settings are
+    kept (a rerun resumes, a bigger `n` extends)."""
     if n < 1 or n > SEEDS_PER_RUN:
         raise ConfigError(f"--n must be between 1 and {SEEDS_PER_RUN}, got {n}")
     if not 0 <= seed < (1 << 40) // SEEDS_PER_RUN:
         raise ConfigError(f"--seed must be between 0 and {(1 << 40) // SEEDS_PER_RUN - 1}, got {seed}")
     config = config or WorldConfig()
     out = Path(out)
+    check_memory(config, min(workers, n))
+    if overwrite:
+        remove_dataset(out)
+    else:
+        check_existing(out, n, seed, config)
     sizes = split_sizes(n)
+    settings = json.dumps(_settings(seed, asdict(config)), indent=1) + "\n"
+    atomic_write(out / SETTINGS_FILE, lambda f: f.write(settings.encode()))
     jobs = []
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ are roots of polynomials and are solved for directly instead of being found on a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -55,6 +56,12 @@ class WorldConfig:
     gain: float = 0.12  # overall output gain before peak protection
 
     def __post_init__(self) -> None:
+        for name in (f.name for f in fields(self) if f.type in ("int", "float")):  # NaN passes every comparison
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ConfigError(f"world {name} must be a finite number, got {value!r}")
+        if not math.isfinite(self.duration * max(self.fps, self.sample_rate)):
+            raise ConfigError(f"world duration {self.duration:g} s is too long to count its frames and samples")
         if self.width < 8 or self.height < 8:
             raise ConfigError(f"world size must be at least 8x8 pixels, got {self.width}x{self.height}")
         if self.fps <= 0 or self.duration <= 0 or self.sample_rate < 4000:

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.data.image import read_image
+    from avflow.data.image import image_size
 
-    read_image(args.image)  # readable, before any weights
+    image_size(args.image)  # a readable image, before any weights (its header only: it is decoded once, in generation)
     prompt = check_prompt(args.prompt, "--prompt", required=False)
     negative = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
     out = check_output(args.output or OUTPUT_DIR / f"{args.image.stem}.wav", AUDIO_SUFFIXES,

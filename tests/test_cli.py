@@ -118,6 +118,9 @@ def test_world_action_may_be_left_out(tmp_path):
 # generate, binaural and eval: bad inputs before any weights are read
 
 
+UNWRITABLE = "/proc/avflow-test"  # Linux's /proc takes no new file or folder, not even from root
+
+
 def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     frames = np.repeat(np.repeat(moving_square(t=20, h=16, w=32), 2, axis=1), 2, axis=2)  # (20, 32, 64, 3)
     sound = np.random.default_rng(0).uniform(-0.1, 0.1, (1, 2 * SR)).astype(np.float32)
@@ -127,6 +130,10 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "taken.mp4").write_bytes(b"an existing output")
     (tmp / "notes.wav").write_text("not audio")
     out = str(tmp / "o.mp4")
+    for name in ("clip.safetensors", "sync.pth", "vae.pth"):
+        (tmp / name).write_bytes(b"weights")
+    weights = ["--clip-weights", str(tmp / "clip.safetensors"), "--synchformer-weights", str(tmp / "sync.pth"),
+                     "--vae-weights", str(tmp / "vae.pth")]  # fmt: skip
     return {
         "empty prompt": (["generate", "  ", "-o", out], "the prompt is empty"),
         "zero duration": (["generate", "a ball", "-o", out, "--duration", "0"], "--duration must be at least 0.5 s"),
@@ -174,6 +181,25 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "binaural wav suffix": (["binaural", str(good), "-o", out, "--wav", str(tmp / "a.ogg")], "a .wav or .flac"),
         "eval missing ref": (["eval", str(tmp), "--ref", str(tmp / "nothing")], "--ref"),
         "eval json suffix": (["eval", str(tmp), "--json", str(tmp / "scores.txt")], "must be a .json file"),
+        "t2a an hour and more": (["t2a", "rain", "-o", str(tmp / "r.wav"), "--duration", "1e9"], "at most 3600 s"),
+        "foley past the video": (["foley", str(good), "-o", out, "--duration", "100"],
+                                 "video is 1.250 s long, shorter than the asked duration of 100 s"),  # fmt: skip
+        "cache nan duration": (["cache", "build", str(tmp / "c"), "--source", "world", "--media", str(tmp),
+                                *weights, "--duration", "nan"], "--duration must be at least 0.5 s"),  # fmt: skip
+        "cache missing weights": (["cache", "build", str(tmp / "c"), "--source", "world", "--media", str(tmp),
+                                   "--clip-weights", str(tmp / "no.safetensors"), *weights[2:]],
+                                  "--clip-weights " + str(tmp / "no.safetensors") + ": file not found"),  # fmt: skip
+        **{f"{argv[0]} {what} unwritable": (argv, f"{what} {UNWRITABLE}") for what, argv in (
+            ("-o", ["generate", "a ball", "-o", f"{UNWRITABLE}/o.mp4"]),
+            ("-o", ["t2a", "rain", "-o", f"{UNWRITABLE}/o.wav"]),
+            ("-o", ["binaural", str(good), "-o", f"{UNWRITABLE}/o.mp4"]),
+            ("--json", ["eval", str(tmp), "--json", f"{UNWRITABLE}/s.json"]),
+            ("--report", ["eval", str(tmp), "--report", f"{UNWRITABLE}/report"]),
+            ("--out-dir", ["demo", "--out-dir", f"{UNWRITABLE}/demo"]),
+            ("--out", ["world", "--n", "4", "--out", f"{UNWRITABLE}/world"]),
+            ("out_dir", ["train", str(REPO / "configs" / "toy.yaml"), f"out_dir={UNWRITABLE}/run"]),
+            ("OUT", ["cache", "build", f"{UNWRITABLE}/c", "--source", "world", "--media", str(tmp), *weights]),
+        )},
     }
 
 

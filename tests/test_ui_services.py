@@ -183,3 +183,7 @@ def test_the_tabs_run_models_of_one_s_own(tiny_model, tmp_path, monkeypatch):
         wav = next(f for f in result.extra_files if f.suffix == ".wav")
         sounds.append(sf.read(str(wav))[0])
     assert sounds[0].shape == sounds[1].shape and not np.array_equal(*sounds)  # the fine-tune's network, not the base
+    assert sounds[0].shape[0] == round(1.5 * services._foley_spec(settings).network_config.sample_rate)  # all of it
+    short = UISettings(output_dir=tmp_path / "out", steps=2, foley_model=str(foley_json), max_foley_duration=1.0)
+    with pytest.raises(MediaError, match=r"in.mp4: 1.5 s is longer than 1 s"):  # refused, not cut to 1 s
+        generate_foley(clip, "rain", short, seed=3)

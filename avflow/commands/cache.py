@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
-from avflow.commands.options import add_device, resolve_device
+from avflow.commands.options import add_device, check_folder, resolve_device
+from avflow.errors import ConfigError, MediaWarning
 
 HELP = "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text features per clip; torchrun-parallel)"
 
@@ -33,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _records(args: argparse.Namespace):
     from avflow.data import datasets as ds
-    from avflow.errors import ConfigError
 
     if args.media is None:
         raise ConfigError("--media is required")
@@ -48,6 +49,21 @@ def _records(args: argparse.Namespace):
     return ds.read_captions(args.table, args.media)
 
 
+def check_build_arguments(args: argparse.Namespace) -> None:
+    """The clip duration, the three weights files and the cache folder, before the table is read or torch imported
+    (one-line errors)."""
+    from avflow.pipelines.foley_variants import check_weights_file
+    from avflow.pipelines.inputs import check_duration
+
+    check_duration(args.duration)
+    for what, path in (("--clip-weights", args.clip_weights), ("--synchformer-weights", args.synchformer_weights),
+                       ("--vae-weights", args.vae_weights)):  # fmt: skip
+        check_weights_file(path, what)
+    if args.shard_size < 1:
+        raise ConfigError(f"--shard-size must be at least 1, got {args.shard_size}")
+    check_folder(args.out, "OUT")
+
+
 def run(args: argparse.Namespace) -> int:
     from avflow.data.cache import FeatureCache
 
@@ -56,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         streams = sorted(cache.load(cache.ids[0])) if len(cache) else []
         print(f"{cache.folder}: {len(cache)} clips, streams {', '.join(streams)}, weights {cache.checksum}")
         return 0
+    check_build_arguments(args)
 
     import torch
 
@@ -66,10 +83,14 @@ def run(args: argparse.Namespace) -> int:
     from avflow.train import distributed as dist
 
     records, report = _records(args)
+    if args.source == "world" and records and not any(r.world.with_suffix(".mp4").is_file() for r in records):
+        warnings.warn(MediaWarning(f"{args.media}: no mp4 previews (the world was made without --preview), so the "
+                                   "cache gets audio and text features only, no CLIP or Synchformer features; "
+                                   "`avflow world ... --preview` makes them"), stacklevel=1)  # fmt: skip
     device = resolve_device(args.device)
     info = dist.setup("cuda" if device.startswith("cuda") else "cpu")
     try:
-        if info.is_main:
+        if info.is_main and not (report.bad_rows or report.missing):  # else its note has said it
             print(report.summary())
         checksum = weights_checksum(args.clip_weights, args.synchformer_weights, args.vae_weights)
         device = info.device

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from avflow.commands.options import add_overwrite, check_output
+from avflow.commands.options import add_overwrite, check_folder, check_output
 
 HELP = "score clips: sync offset (ms), sides, spatial audio, physics and Fréchet distance; no downloads"
 
@@ -46,6 +46,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise OutputError(f"--report {report}: exists and is not a folder")
         if (report / "index.html").exists() and not args.overwrite:
             raise OutputError(f"{report / 'index.html'} exists; pass --overwrite (or -y) to replace it")
+        check_folder(report, "--report")
 
 
 def _clean(value):

@@ -9,7 +9,9 @@ This module imports nothing heavy (torch, PyAV): the parsers that use it must bu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -127,17 +129,44 @@ def check_output(
         raise OutputError(f"{what} {path}: is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite (or -y) to replace it")
-    check_folder(path.parent, what)
+    problem = folder_problem(path.parent)
+    if problem is not None:
+        raise OutputError(f"{what} {path}: {problem}")
     return path
 
 
 def check_folder(path: str | Path, what: str) -> Path:
-    """An output folder that may be made: neither it nor a folder above it is a file. Nothing is created."""
-    path = Path(path)
+    """An output folder that may be made and written in (`folder_problem`); nothing is left created."""
+    problem = folder_problem(Path(path))
+    if problem is not None:
+        raise OutputError(f"{what} {path}: {problem}")
+    return Path(path)
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why files cannot be written in folder `path` (made where missing), or None: it or a folder above it is a
+    file, or the deepest of them that exists takes no new file (where it is `path` itself) or folder. That is tried,
+    since permission bits do not tell (root may write anywhere but on a read-only or virtual file system such as
+    /proc); the probe is removed at once and the folder's times put back."""
     blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        raise OutputError(f"{what} {path}: {blocking} is a file, not a folder")
-    return path
+        return f"{blocking} is a file, not a folder"
+    existing = next(p for p in (path, *path.parents, Path(".")) if p.is_dir())
+    times = existing.stat()
+    try:
+        if existing == path:
+            fd, probe = tempfile.mkstemp(dir=existing, prefix=".avflow-write-check-")
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".avflow-write-check-"))
+    except OSError as exc:
+        return f"cannot write in {existing} ({exc.strerror or exc})"
+    try:  # the folder as it was, its modification time included
+        os.utime(existing, ns=(times.st_atime_ns, times.st_mtime_ns))
+    except OSError:
+        pass
+    return None
 
 
 def check_distinct(*paths: Path | None) -> None:

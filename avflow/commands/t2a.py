@@ -7,6 +7,7 @@ from pathlib import Path
 
 from avflow.commands.foley import add_model_arguments, check_model_arguments, load_pipeline
 from avflow.commands.options import AUDIO_SUFFIXES, OUTPUT_DIR, StepBar, check_output, check_prompt
+from avflow.pipelines.inputs import check_sound_duration
 
 HELP = "generate audio from a text prompt (MMAudio weights)"
 
@@ -22,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = check_prompt(args.prompt, "the prompt", required=True)
     negative = check_prompt(args.negative_prompt, "--negative-prompt", required=False)
     out = check_output(args.output, AUDIO_SUFFIXES, overwrite=args.overwrite)
+    check_sound_duration(args.duration)
     sampling, device = check_model_arguments(args)
     from avflow.data.media import write_audio
 

@@ -22,8 +22,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0
+    from avflow.commands.options import check_folder
     from avflow.train.trainer import train
 
+    check_folder(config.out_dir, "out_dir")  # a folder it can write in, before anything is built
     result = train(config)
     if result.interrupted:
         print(f"stopped at step {result.step} of {config.train.steps} and saved it ({result.checkpoint}); the same "

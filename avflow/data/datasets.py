@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from avflow.data.cache import FeatureCache
 from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
-from avflow.errors import AvflowError, ConfigError
+from avflow.errors import AvflowError, ConfigError, MediaWarning
 
 VIDEO_EXTS = VIDEO_FILE_SUFFIXES
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -54,7 +54,7 @@ class ReadReport:
 
     def warn(self) -> ReadReport:
         if self.bad_rows or self.missing:
-            warnings.warn(self.summary(), stacklevel=3)
+            warnings.warn(MediaWarning(self.summary()), stacklevel=3)
         return self
 
 

@@ -15,6 +15,7 @@ from avflow.errors import ConfigError, MediaError
 MIN_DURATION_S = 0.5  # shortest input or output clip, in seconds, for foley, t2a, i2a, generate and binaural
 MAX_DURATION_S = 60.0  # longest clip the joint model generates (`avflow generate`)
 EPS_S = 1e-6  # absorbs float rounding of durations read from timestamps
+MAX_SOUND_S = 3600.0  # longest sound t2a and i2a make (at 44.1 kHz, 635 MB of float32 held until it is written)
 SPAN_SLACK_S = 0.05  # an asked duration may exceed an input's length by this much (frame and timestamp rounding)
 
 
@@ -24,6 +25,16 @@ def check_duration(seconds: float | None, what: str = "--duration") -> float | N
         return None
     if not math.isfinite(seconds) or seconds < MIN_DURATION_S - EPS_S:
         raise ConfigError(f"{what} must be at least {MIN_DURATION_S} s, got {seconds:g}")
+    return float(seconds)
+
+
+def check_sound_duration(seconds: float) -> float:
+    """A length for a sound made from text or an image alone (t2a, i2a): at least MIN_DURATION_S and at most
+    MAX_SOUND_S (nothing else bounds it: a typo's 1e9 s would plan 1e8 windows before the first step), else a
+    one-line ConfigError."""
+    check_duration(seconds)
+    if seconds > MAX_SOUND_S:
+        raise ConfigError(f"--duration must be at most {MAX_SOUND_S:g} s (one hour), got {seconds:g}")
     return float(seconds)
 
 
@@ -57,6 +68,9 @@ def check_video_input(path: str | Path, *, duration: float | None = None):
     used = info.duration if duration is None else min(float(duration), info.duration)
     if used < MIN_DURATION_S - EPS_S:
         raise MediaError(f"{path}: video is too short ({used:.3f} s); at least {MIN_DURATION_S} s is needed")
+    if duration is not None and duration > info.duration + SPAN_SLACK_S:
+        raise MediaError(f"{path}: video is {info.duration:.3f} s long, shorter than the asked duration of "
+                         f"{duration:g} s")  # fmt: skip
     return info
 
 

@@ -34,7 +34,7 @@ class UISettings:
     duration: float = 2.0  # default clip length (s)
     max_duration: float = 10.0  # longest clip the Generate tab makes from text, or adds to a clip (s)
     max_joint_input: float = 60.0  # longest audio or video the Generate tab takes (a2v, v2a, continue; never cut)
-    max_foley_duration: float = 30.0  # foley uses at most this many seconds of an upload
+    max_foley_duration: float = 30.0  # longest upload the foley tab takes (longer ones are refused, never cut)
     max_binaural_duration: float = 60.0
     max_file_size: str = "200mb"  # uploads above this are refused by the server
     concurrency: int = 2  # requests generating at once; the rest wait in the queue
@@ -259,6 +259,11 @@ def generate_foley(
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     video = check_video_upload(video_path)
+    from avflow.pipelines.inputs import check_video_input
+
+    info = check_video_input(video)
+    if info.duration > settings.max_foley_duration:  # refused, never cut
+        raise MediaError(f"{video.name}: {info.duration:.1f} s is longer than {settings.max_foley_duration:g} s")
     if missing_foley_weights(settings):
         raise AvflowError(foley_weights_message(settings))
     from avflow.data.media import write_audio
@@ -266,7 +271,7 @@ def generate_foley(
     steps = settings.steps if steps is None else int(steps)
     sampling = _foley_spec(settings).sampling.override(steps=steps, cfg_strength=cfg_strength)
     output = foley_pipeline(settings).generate_video(
-        video, prompt or None, negative_prompt or None, duration=settings.max_foley_duration, seed=seed,
+        video, prompt or None, negative_prompt or None, seed=seed,
         sampling=sampling, progress=progress,
     )  # fmt: skip
     out = _job_dir(settings)

@@ -85,16 +85,163 @@ def test_resume_skips_finished_and_continues_interrupted(tmp_path):
         return {"x": float(seed + (arm.name == "b")), "steps": float(int(progress.read_text()))}
 
     arms = _exp().arms
+    settings = lambda arm, seed: {"steps": 3}  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
-        run_arms(arms, [0, 1], tmp_path, stub, log=lambda *_: None)
+        run_arms(arms, [0, 1], tmp_path, stub, settings, log=lambda *_: None)
     assert result_path(tmp_path, "a", 1).is_file() and result_path(tmp_path, "b", 0).is_file()
     assert not result_path(tmp_path, "b", 1).exists()
     first = list(calls)
-    per_seed = run_arms(arms, [0, 1], tmp_path, stub, log=lambda *_: None)
+    per_seed = run_arms(arms, [0, 1], tmp_path, stub, settings, log=lambda *_: None)
     assert calls[len(first) :] == [("b", 1, 1)]  # only the interrupted one ran again, from its saved step
     assert per_seed == {"a": [{"x": 0.0, "steps": 3.0}, {"x": 1.0, "steps": 3.0}],
                         "b": [{"x": 1.0, "steps": 3.0}, {"x": 2.0, "steps": 3.0}]}  # fmt: skip
     assert not list(tmp_path.rglob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_a_result_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
+    """Each result records its settings; a rerun with the same ones reuses it, one with other settings (or a result
+    that records none) is refused before anything runs, naming the first setting that differs."""
+    from avflow.errors import ConfigError
+
+    calls = []
+
+    def stub(arm, seed, work):
+        calls.append((arm.name, seed))
+        return {"x": float(seed)}
+
+    arms, log = _exp().arms, lambda *_: None
+    settings = lambda steps: lambda arm, seed: {"steps": steps, "seed": seed, "model": {"fusion": arm.name}}  # noqa: E731
+    run_arms(arms[:1], [0], tmp_path, stub, settings(2), log)
+    assert json.loads(result_path(tmp_path, "a", 0).read_text())["settings"] == {"steps": 2, "seed": 0,
+                                                                                "model": {"fusion": "a"}}  # fmt: skip
+    assert run_arms(arms[:1], [0], tmp_path, stub, settings(2), log) == {"a": [{"x": 0.0}]} and len(calls) == 1
+    for again in (settings(6), lambda arm, seed: settings(2)(arm, seed) | {"model": {"fusion": "c"}}):
+        with pytest.raises(ConfigError, match="another --out") as err:
+            run_arms(arms, [0, 1], tmp_path, stub, again, log)
+        assert "\n" not in str(err.value) and len(calls) == 1  # refused before anything ran
+    assert "seed_0.json was made with steps 2 (this run: 6);" in str(
+        pytest.raises(ConfigError, run_arms, arms, [0], tmp_path, stub, settings(6), log).value
+    )
+    with pytest.raises(ConfigError, match='model.fusion "a" \\(this run: "c"\\)'):
+        run_arms(arms, [0], tmp_path, stub, lambda arm, seed: settings(2)(arm, seed) | {"model": {"fusion": "c"}}, log)
+    old = result_path(tmp_path, "a", 0)
+    old.write_text(json.dumps({"arm": "a", "seed": 0, "metrics": {"x": 0.0}}))  # written before settings were
+    with pytest.raises(ConfigError, match="no recorded settings"):
+        run_arms(arms, [0], tmp_path, stub, settings(2), log)
+    assert len(calls) == 1
+
+
+def _stub_training(monkeypatch) -> list:
+    """`arm.run_arm` replaced by a stub that records its calls (no training): metrics from the steps and seed."""
+    calls = []
+
+    def run_arm(exp, arm, model_cfg, size, steps, seed, *args):
+        calls.append((arm.name, steps, seed))
+        return {"sync_gt_abs_ms": float(steps + seed), "fd_av": 1.0}
+
+    monkeypatch.setattr("avflow.experiments.arm.run_arm", run_arm)
+    return calls
+
+
+def test_an_experiment_rerun_with_other_steps_size_or_arms_refuses_its_old_results(tmp_path, monkeypatch):
+    """`avflow experiment` twice in one --out: the same settings reuse the results; other steps, another size or an
+    arm defined otherwise are a one-line error before any training (they were reused under the new labels); the
+    data folder refuses another size as well."""
+    from dataclasses import replace
+
+    from avflow.errors import ConfigError
+    from avflow.experiments.configs import SIZES
+    from avflow.experiments.runner import run_experiment
+    from avflow.experiments.world_data import prepare_data
+
+    calls = _stub_training(monkeypatch)
+    exp = ExperimentConfig(name="e", description="d", arms=[ArmConfig("a"), ArmConfig("b", guidance="modality")],
+                           metrics=["sync_gt_abs_ms", "fd_av"], baseline="a", seeds=1)  # fmt: skip
+    size = replace(SIZES["tiny"], n_train=2, n_eval=1)
+    run = lambda exp=exp, size=size, steps=2: run_experiment(exp, "tiny", size, tmp_path, 1, steps, log=lambda *_: None)  # noqa: E731
+    first = run()
+    assert first["table"]["a"]["sync_gt_abs_ms"]["mean"] == 2.0 and len(calls) == 2
+    assert run()["table"] == first["table"] and len(calls) == 2  # the same settings: reused
+    other_arm = replace(exp, arms=[ArmConfig("a"), ArmConfig("b", guidance="plain")])
+    for kwargs, why in (
+        ({"steps": 6}, "steps 2 (this run: 6)"),
+        ({"size": replace(size, n_train=3)}, "size.n_train 2 (this run: 3)"),
+        ({"size": replace(size, lr=1e-3)}, "size.lr 0.002 (this run: 0.001)"),
+        ({"exp": other_arm}, 'b/seed_0.json was made with guidance "modality" (this run: "plain")'),
+    ):
+        with pytest.raises(ConfigError, match="use another --out") as err:
+            run(**kwargs)
+        assert why in str(err.value) and "\n" not in str(err.value)
+        assert len(calls) == 2  # refused before any training
+    with pytest.raises(ConfigError, match=r"n_train 2 \(this run: 3\); use another --out"):
+        prepare_data(replace(size, n_train=3), tmp_path / "data")
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "settings"}))
+    with pytest.raises(ConfigError, match="no recorded settings"):
+        prepare_data(size, tmp_path / "data")
+
+
+def _write_experiment(tmp_path, arms: str, metrics: str = "[sync_gt_abs_ms, fd_av]", baseline: str = "bidirectional"):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: e\ndescription: d\nbaseline: {baseline}\nmetrics: {metrics}\narms:\n{arms}")
+    return path
+
+
+def test_typos_in_an_experiment_are_one_line_errors_at_load(tmp_path, monkeypatch):
+    """A misspelt model key (in the baseline or any arm) or metric name is a one-line error naming its key path
+    when the experiment loads; only a fusion or alignment that is not implemented makes an arm "not available",
+    and never the baseline. The baseline is never replaced by another arm."""
+    from avflow.errors import ConfigError
+    from avflow.experiments.configs import SIZES
+    from avflow.experiments.runner import plan_arms
+
+    full = "  - {name: full_attention, model: {fusion: full_attention, fusion_options: {heads: 2, layers: 2}}}\n"
+    bidir = "  - {name: bidirectional, model: {fusion: bidirectional, fusion_options: {heads: 2}}}\n"
+    metrics = "[sync_gt_abs_ms, fd_av]"
+    missing_baseline = bidir.replace("fusion: bidirectional", "fusion: cross_attention")  # not implemented
+    for arms, names, why in (
+        (full + bidir.replace("fusion:", "fusoin:"), metrics, "arms[1].model.fusoin: unknown key (expected one of:"),
+        (full.replace("layers", "layrs") + bidir, metrics, "arms[0].model.fusion_options.layrs: unknown key"),
+        (full + bidir.replace("heads: 2", "heads: two"), metrics, "arms[1].model.fusion_options.heads: expected int"),
+        (full + bidir.replace("{fusion", "{video: {num_layer: 3}, fusion"), metrics, "arms[1].model.video.num_layer"),
+        (full + bidir, "[fd_av, sync_gt_abs_msx]", "metrics[1]: unknown metric 'sync_gt_abs_msx' (did you mean"),
+        (full + missing_baseline, metrics, "baseline: arm bidirectional is not available (fusion 'cross_attention' is"),
+        ("  - {name: bidirectional, streams: [video]}\n", "[sync_gt_abs_ms]", "no arm generates audio"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_experiment(str(_write_experiment(tmp_path, arms, names)))
+        assert why in str(err.value) and "exp.yaml: " in str(err.value) and "\n" not in str(err.value), err.value
+
+    missing = _write_experiment(tmp_path, full.replace("fusion: full_attention", "fusion: cross_attention") + bidir)
+    models, _, unavailable = plan_arms(load_experiment(str(missing)), SIZES["tiny"])
+    assert list(models) == ["bidirectional"] and list(unavailable) == ["full_attention"]
+    assert unavailable["full_attention"].startswith("fusion 'cross_attention' is not implemented")
+    too_deep = full.replace("full_attention, fusion_options: {heads: 2, layers: 2}",
+                            "windowed_aligners, fusion_options: {every: 3}")  # fmt: skip
+    exp = load_experiment(str(_write_experiment(tmp_path, too_deep + bidir)))  # fits the default widths
+    with pytest.raises(ConfigError, match=r"arm full_attention: model.fusion_options.every: .* 2 layers"):
+        plan_arms(exp, SIZES["tiny"])  # not at tiny's: an error, not "not available"
+    with pytest.raises(ConfigError, match="baseline a has no results"):
+        finish(_exp(), {"b": _per_seed()["b"]}, tmp_path, {"seeds": 2, "size": "tiny", "steps": 3})
+
+
+def test_the_metric_names_are_those_the_evaluation_reports(tmp_path):
+    """`EVAL_METRICS` (what an experiment's `metrics` are checked against) is what `arm.evaluate_samples` reports
+    on world clips, with the sampling budget; arms without audio report the video ones."""
+    from dataclasses import replace
+
+    from avflow.experiments import world_data as wd
+    from avflow.experiments.arm import evaluate_samples
+    from avflow.experiments.configs import EVAL_METRICS, SIZES, metric_names
+    from avflow.weights import read_state_dict
+
+    size = replace(SIZES["tiny"], n_train=1, n_eval=2)
+    manifest = wd.prepare_data(size, tmp_path)
+    ev = read_state_dict(tmp_path / "eval.safetensors")
+    video, audio = wd.decode_streams({"video": ev["video"], "audio": ev["audio"]}, size, manifest["sample_rate"])
+    budget = {"nfe", "sampling_steps"}  # added by run_arm
+    assert set(evaluate_samples(video, audio, tmp_path, manifest, size)) | budget == set(EVAL_METRICS)
+    assert set(evaluate_samples(video, None, tmp_path, manifest, size)) | budget == set(metric_names(["video"]))
 
 
 @pytest.mark.parametrize("name", ["t2v_vs_joint", "fusion", "alignment", "guidance"])

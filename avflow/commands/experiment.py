@@ -14,7 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the experiment's, 3)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the size's)")
     parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="world and model size")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/experiments/NAME_SIZE)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: runs/experiments/NAME_SIZE); a rerun there reuses the results made with the "
+        "same settings and refuses those made with others",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the runs train")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument(

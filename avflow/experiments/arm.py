@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avflow.config import from_dict
+from avflow.config import from_dict, to_dict
 from avflow.errors import ConfigError
 from avflow.experiments import world_data as wd
 from avflow.experiments.configs import ArmConfig, ExperimentConfig, SizeConfig, sampling_steps
@@ -86,10 +86,35 @@ def pad_to_budget(models: dict[str, dict], counts: dict[str, int], arms: dict[st
     return models, counts
 
 
-def train_key(model: dict, streams: list[str]) -> str:
-    """Arms with the same model and streams share one training run per seed (e.g. the guidance arms)."""
-    blob = json.dumps({"model": model, "streams": sorted(streams)}, sort_keys=True)
+def device_type(device: str) -> str:
+    """Where `device` ("cpu", "cuda", "auto") trains: the training precision follows it (bf16 autocast on CUDA)."""
+    return "cuda" if device == "cuda" or device == "auto" and torch.cuda.is_available() else "cpu"
+
+
+def training_settings(size: SizeConfig, steps: int, device: str) -> dict:
+    """What a training run depends on besides its model, streams, seed and data (one data set per output folder)."""
+    device = device_type(device)
+    return {"steps": steps, "batch_size": size.batch_size, "lr": size.lr, "ema": size.ema, "device": device}
+
+
+def train_key(model: dict, streams: list[str], training: dict) -> str:
+    """Arms with the same model, streams and `training_settings` share one training run per seed (e.g. the guidance
+    arms); other steps (or batch size, ...) train in another folder, never resume this one's weights."""
+    blob = json.dumps({"model": model, "streams": sorted(streams), "training": training}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,
+                 checksum: str | None, device: str = "cpu") -> dict:  # fmt: skip
+    """Everything the metrics of one arm × seed depend on, recorded with them (`runner.run_arms` reuses a result
+    only when they are equal): the steps, the seed, the size (data, widths, training, NFE, contact split), the
+    codecs, the training device, the arm's resolved model (padded to the budget), streams and guidance, and the
+    guidance strengths."""
+    return {
+        "steps": steps, "seed": seed, "size": to_dict(size), "codecs_checksum": checksum, "device": device_type(device),
+        "model": model_cfg, "streams": list(arm.streams), "guidance": arm.guidance, "cfg_strength": exp.cfg_strength,
+        "text_cfg_strength": exp.text_cfg_strength,
+    }  # fmt: skip
 
 
 def train_arm(model: dict, streams: list[str], size: SizeConfig, steps: int, seed: int, data: Path, out: Path,
@@ -182,7 +207,8 @@ def run_arm(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeCo
     """Train (shared per train key), generate the eval set, score it; returns the metrics."""
     from avflow.weights import load_strict, read_state_dict
 
-    run_dir = work / f"train_{train_key(model_cfg, arm.streams)}" / f"seed_{seed}"
+    key = train_key(model_cfg, arm.streams, training_settings(size, steps, device))
+    run_dir = work / f"train_{key}" / f"seed_{seed}"
     weights = train_arm(model_cfg, arm.streams, size, steps, seed, data, run_dir, device, threads)
     model = build_model(model_cfg)
     load_strict(model, read_state_dict(weights), str(weights))

@@ -6,6 +6,8 @@ Every arm of an experiment shares the data, steps, seeds and sampling NFE; arms 
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -14,8 +16,21 @@ from avflow.config import from_dict, read_yaml
 from avflow.errors import ConfigError
 from avflow.flow.guidance import PRESETS
 from avflow.flow.solvers import EVALUATIONS_PER_STEP
+from avflow.models.joint import JointConfig
+from avflow.nn.fusion import FUSIONS
+from avflow.nn.temporal_alignment import ALIGNMENTS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+
+# What a trained arm is scored on (`arm.evaluate_samples`, names only; an experiment's `metrics` must be among them):
+# the measures of `avflow.eval.report.clip_measures` on a world clip (no reference, no offset in its meta; one
+# undefined on every clip is NaN, its name kept), the trajectory residual split by contact, the Fréchet distances
+# and the sampling budget per sample. Arms without audio get the `phys_` ones, `fd_video` and the budget only.
+CLIP_METRICS = ("n_onsets", "sync_offset_ms", "sync_offset_abs_ms", "sync_gt_ms", "sync_gt_abs_ms", "side_gt_agreement",
+                "side_agreement", "follows_object", "av_align", "phys_residual_px", "phys_gravity_fit",
+                "phys_permanence", "phys_energy_growth", "ild_db", "itd_us")  # fmt: skip
+EVAL_METRICS = (*CLIP_METRICS, "phys_residual_px_heavy", "phys_residual_px_free", "fd_av", "fd_audio", "fd_video",
+                "nfe", "sampling_steps")  # fmt: skip
 
 
 @dataclass
@@ -157,9 +172,57 @@ def load_experiment(name_or_path: str) -> ExperimentConfig:
         raise ConfigError(f"unknown experiment {name_or_path!r} (choose from {', '.join(experiment_names())})")
     raw = read_yaml(path)  # its errors name the file already
     try:
-        return from_dict(ExperimentConfig, raw)
+        exp = from_dict(ExperimentConfig, raw)
+        check_experiment(exp)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return exp
+
+
+def metric_names(streams: list[str]) -> tuple[str, ...]:
+    """The metrics an arm with these streams is scored on: `EVAL_METRICS`, without audio only the video ones."""
+    if "audio" in streams:
+        return EVAL_METRICS
+    return tuple(m for m in EVAL_METRICS if m.startswith("phys_") or m in ("fd_video", "nfe", "sampling_steps"))
+
+
+def unavailable_reason(model: dict) -> str:
+    """Why an arm cannot run: its model names a fusion or temporal alignment the joint model does not implement (yet),
+    the one reason an arm is reported as "not available"; "" when both exist."""
+    fusion, alignment = model.get("fusion"), model.get("alignment")
+    if isinstance(fusion, str) and fusion not in FUSIONS:
+        return f"fusion {fusion!r} is not implemented (avflow.nn.fusion.FUSIONS: {', '.join(FUSIONS)})"
+    if isinstance(alignment, str) and alignment not in ALIGNMENTS:
+        return f"alignment {alignment!r} is not implemented (avflow.nn.temporal_alignment: {', '.join(ALIGNMENTS)})"
+    return ""
+
+
+def check_arm_model(model: dict, path: str) -> None:
+    """The arm's overrides build a JointConfig (on its defaults) strictly: an unknown key, a wrong type or options
+    that do not fit are a one-line ConfigError naming the key path. A variant not implemented is left out (its arm
+    is not available, not wrong); `runner.plan_arms` checks the model again at the size's widths."""
+    reason = unavailable_reason(model)
+    skip = {"fusion", "fusion_options", "alignment"} if reason.startswith("fusion") else {"alignment"} if reason else ()
+    from_dict(JointConfig, {k: v for k, v in model.items() if k not in skip}, path)
+
+
+def check_experiment(exp: ExperimentConfig) -> None:
+    """Before anything trains: every arm's model (`check_arm_model`), a baseline that can run, and metric names the
+    arms are scored on (an unknown one would only show as n/a); one-line ConfigErrors naming the key path."""
+    for i, arm in enumerate(exp.arms):
+        check_arm_model(arm.model, f"arms[{i}].model")
+    baseline = next(a for a in exp.arms if a.name == exp.baseline)
+    if reason := unavailable_reason(baseline.model):
+        raise ConfigError(f"baseline: arm {exp.baseline} is not available ({reason}); choose another baseline")
+    scored = [m for m in EVAL_METRICS if any(m in metric_names(a.streams) for a in exp.arms)]
+    for i, metric in enumerate(exp.metrics):
+        if metric in EVAL_METRICS and metric not in scored:
+            raise ConfigError(f"metrics[{i}]: no arm generates audio, so none is scored on {metric!r}")
+        if metric not in scored:
+            close = difflib.get_close_matches(metric, scored, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            names = ", ".join(scored)
+            raise ConfigError(f"metrics[{i}]: unknown metric {metric!r} ({hint}the arms are scored on {names})")
 
 
 def get_size(name: str) -> SizeConfig:
@@ -180,3 +243,36 @@ def sampling_steps(guidance: str, nfe: int, solver: str = "euler") -> int:
     """Solver steps so that steps × model evaluations per step ((1 + the preset's branches) × the solver's velocity
     evaluations per step) ≤ nfe (the NFE budget is matched across arms)."""
     return max(1, nfe // ((1 + len(PRESETS[guidance])) * evaluations_per_step(solver)))
+
+
+_ABSENT = "(not set)"  # stands for a setting one side of `settings_difference` lacks
+
+
+def _first_difference(recorded, now, path: str) -> tuple[str, object, object] | None:
+    """(key path, recorded value, value now) where two JSON trees first differ, in `now`'s key order; None if equal."""
+    if isinstance(recorded, dict) and isinstance(now, dict):
+        for key in [*now, *(k for k in recorded if k not in now)]:
+            where = f"{path}.{key}" if path else key
+            if key not in recorded or key not in now:
+                return where, recorded.get(key, _ABSENT), now.get(key, _ABSENT)
+            if found := _first_difference(recorded[key], now[key], where):
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(now, list) and len(recorded) == len(now):
+        pairs = zip(recorded, now, strict=True)
+        return next((d for i, (r, n) in enumerate(pairs) if (d := _first_difference(r, n, f"{path}[{i}]"))), None)
+    return None if recorded == now else (path, recorded, now)
+
+
+def _short(value) -> str:
+    text = value if value is _ABSENT else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def settings_difference(recorded: dict | None, now: dict) -> str:
+    """The first setting that differs between those recorded with a result and this run's (compared as JSON), e.g.
+    "steps 2 (this run: 6)", or that none were recorded (a result written before they were); empty when equal."""
+    if recorded is None:
+        return "no recorded settings (written before avflow recorded them)"
+    found = _first_difference(recorded, json.loads(json.dumps(now)), "")
+    return "" if found is None else f"{found[0]} {_short(found[1])} (this run: {_short(found[2])})"

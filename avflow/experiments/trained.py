@@ -156,7 +156,12 @@ def _run_arms_on(exp: ExperimentConfig, models: list[str | None], offsets: list[
         per_sample = sampling.steps * (1 + len(sampling.branches())) * evaluations_per_step(sampling.solver)
         return values | {"nfe": float(per_sample), "steps": float(sampling.steps)}
 
-    per_seed = run_arms(exp.arms, list(range(len(models))), out, one, log)
+    def settings(arm: ArmConfig, seed: int) -> dict:
+        model = str(models[seed] or "default")
+        return setup | {"model": model, "prompt_seed_offset": offsets[seed], "guidance": arm.guidance,
+                        "text_cfg_strength": exp.text_cfg_strength}  # fmt: skip
+
+    per_seed = run_arms(exp.arms, list(range(len(models))), out, one, settings, log)
     cfg = first.sampling.cfg_strength
     label = ", ".join(names)
     if training_seeds:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from avflow.errors import ConfigError
-from avflow.experiments.configs import SizeConfig
+from avflow.experiments.configs import SizeConfig, settings_difference
 
 HOP = 256
 N_FFT = 512
@@ -231,22 +231,44 @@ def check_data_codecs(manifest: dict, checksum: str | None, folder: Path) -> Non
                           f"{codecs_name(checksum)}; use another output folder")  # fmt: skip
 
 
+def codecs_checksum(size: SizeConfig) -> str | None:
+    """The world codecs' checksum for a size that codes with them (checked to fit), None for the fixed codecs."""
+    return world_codecs(size).checksum if size.codecs == "world" else None
+
+
+def data_settings(size: SizeConfig, data_seed: int = 0) -> dict:
+    """What the clips and streams of a data folder depend on (besides the codecs' checksum), recorded in its
+    manifest: the world, the clip counts, the audio bands, the text encoder, the codecs and the data seed."""
+    fields = ("width", "height", "duration", "fps", "max_objects", "n_train", "n_eval", "audio_bands", "text_encoder",
+              "codecs")  # fmt: skip
+    return {name: getattr(size, name) for name in fields} | {"data_seed": data_seed}
+
+
+def check_data_settings(manifest: dict, settings: dict, folder: Path) -> None:
+    """One-line ConfigError when the data folder was made for other settings (or recorded none)."""
+    if diff := settings_difference(manifest.get("settings"), settings):
+        raise ConfigError(f"{folder} holds streams made with {diff}; use another --out (or delete {folder})")
+
+
 def prepare_data(size: SizeConfig, folder: Path, data_seed: int = 0) -> dict:
     """Render the train and eval world clips once (shared by all arms) and write the stream files.
 
     Writes `train_video.safetensors`, `train_video_audio.safetensors` (`streams.*` and `cond.*` for `tensor_file`),
     `eval.safetensors` (eval streams, for their shapes, and conditions) and `eval/` world clips (the references);
-    returns the manifest (also `manifest.json`; with world codecs it and the files record the codecs' checksum).
+    returns the manifest (also `manifest.json`; it records the `data_settings`, and with world codecs it and the
+    files record the codecs' checksum). A folder made for other settings or codecs is a one-line ConfigError.
     """
     from avflow.weights import atomic_write, save_safetensors
     from avflow.world.dataset import make_clip, write_clip
 
     folder = Path(folder)
-    checksum = world_codecs(size).checksum if size.codecs == "world" else None  # checks the size before rendering
+    checksum = codecs_checksum(size)  # checks the size before rendering
+    settings = data_settings(size, data_seed)
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         check_data_codecs(manifest, checksum, folder)
+        check_data_settings(manifest, settings, folder)
         return manifest
     config = world_config(size)
     (folder / "eval").mkdir(parents=True, exist_ok=True)
@@ -274,6 +296,7 @@ def prepare_data(size: SizeConfig, folder: Path, data_seed: int = 0) -> dict:
         else:
             save_safetensors({**stacked, **cond}, folder / "eval.safetensors", meta)
     manifest["sample_rate"] = config.sample_rate
+    manifest["settings"] = settings
     if checksum:
         manifest["codecs_checksum"] = checksum
     atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))

@@ -26,7 +26,8 @@ from avflow.data.media import (
     write_audio,
     write_video,
 )
-from avflow.errors import MediaError
+from avflow.data.video import video_span
+from avflow.errors import MediaError, MediaWarning
 
 RATES = {"16": Fraction(16), "23.976": Fraction(24000, 1001), "30": Fraction(30)}
 LEVEL = 5  # frame k is a flat grey of level LEVEL * k, so a decoded frame tells its index
@@ -214,6 +215,69 @@ def test_frames_an_edit_list_hides_are_not_counted(tmp_path):
     clip = read_video(path)
     assert clip.frames.shape[0] == 40 and clip.fps == 25.0 and level_of(clip.frames)[0] == 10
     assert abs(float(clip.times[-1]) - 39 / 25) < 1e-6
+
+
+def faststart_mp4(path: Path, frames: int, audio_s: float | None) -> Path:
+    """mp4 with its index at the front (`+faststart`: phones, web exports), 25 fps h264 with B-frames (noise sliding
+    sideways: bytes enough that a cut falls among the frames, motion enough for B-frames) or, with frames 0, mono AAC
+    only."""
+    noise = np.random.default_rng(0).integers(0, 256, (48, 128, 3), np.uint8)
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as out:
+        if frames:
+            video = out.add_stream("libx264", rate=25)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+            video.options = {"g": "12", "bf": "2"}
+        track = out.add_stream("aac", rate=SR, layout="mono") if audio_s else None
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(noise[:, 2 * k % 64 :][:, :64]), format="rgb24")
+            frame.pts = k
+            out.mux(video.encode(frame))
+        if frames:
+            out.mux(video.encode(None))
+        if track is not None:
+            frame = av.AudioFrame.from_ndarray(sine(440, audio_s, SR, 1).numpy(), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = SR, 0, Fraction(1, SR)
+            out.mux([*track.encode(frame), *track.encode(None)])
+    return path
+
+
+@pytest.mark.parametrize("where", ["half", "B-frame"])
+def test_an_mp4_cut_short_is_as_long_as_what_it_holds(tmp_path, where):
+    """An mp4 with its index at the front whose data was cut short (a copy or a download that stopped) was as long
+    as its header says: `avflow info` gave 2 s and 50 frames for the 1 s it holds, reading repeated the last frame
+    held to the end, and foley wrote a 2 s track for it. It is as long as the frames it holds whole (its index gives
+    each one's place and size), up to the first one missing: cut in a B-frame, the frame decoded before it but shown
+    after it is held and not counted."""
+    whole, cut = faststart_mp4(tmp_path / "whole.mp4", 50, 2.0), tmp_path / "cut.mp4"
+    with av.open(str(whole)) as c:
+        full = [(p.pts, p.pos, bytes(p)) for p in c.demux(c.streams.video[0]) if p.size]
+    reordered = (pos + len(data) // 2 for (pts, pos, data), (before, _, _) in zip(full[20:], full[19:]) if pts < before)
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2 if where == "half" else next(reordered)])
+    with pytest.warns(MediaWarning, match=r"cut\.mp4: cut short: holds [01]\.\d\d s of the 2\.00 s its header states"):
+        info = probe(cut)
+    with av.open(str(cut)) as c:
+        assert c.streams.video[0].frames == 50  # the header counts them all
+        held = [p for p in c.demux(c.streams.video[0]) if p.size]  # the last one: the part of a frame
+        complete = {p.pts for p, (_, _, same) in zip(held, full) if bytes(p) == same}
+    shown = next(k for k, (pts, _, _) in enumerate(sorted(full)) if pts not in complete)  # before the first missing
+    assert 10 < shown < 40 and info.n_frames == shown and (info.fps, info.duration) == (25.0, shown / 25)
+    assert where == "half" or max(complete) > sorted(full)[shown][0]  # a frame shown after the missing one is held
+    assert video_span(cut) == (0, Fraction(shown, 25))
+    assert torch.equal(read_video(cut).frames, read_video(whole).frames[:shown])
+    assert len(read_video(cut, fps=10).frames) == math.ceil(shown / 2.5)
+    assert sum(len(w.frames) for w in iter_video_windows(cut, window_s=0.4)) == shown
+    out = mux_audio(cut, sine(440, 2.0, SR), SR, tmp_path / "foley.mp4", existing_audio="replace")
+    assert abs(track_seconds(out, "audio") - shown / 25) <= 1024 / SR  # the new track: as long as the video held
+
+
+def test_an_m4a_cut_short_is_as_long_as_what_it_holds(tmp_path):
+    """AAC in an mp4 (.m4a) cut short likewise: as long as the samples it holds whole, which is what reads."""
+    whole, cut = faststart_mp4(tmp_path / "whole.m4a", 0, 4.0), tmp_path / "cut.m4a"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.warns(MediaWarning, match=r"cut short: holds \d\.\d\d s of the 4\.00 s its header states"):
+        info = probe(cut)
+    audio, _ = read_audio(cut)
+    assert 1.0 < info.duration < 3.0 and abs(info.duration - audio.shape[1] / SR) <= 1024 / SR
 
 
 def test_start_and_duration(videos):

@@ -8,6 +8,7 @@ resized one at a time, so memory holds only the output frames of one call or win
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,13 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avflow.errors import MediaError
+from avflow.errors import MediaError, MediaWarning
 
 _EPS = 1e-6  # seconds; absorbs float rounding when matching target times to frame times
 _SEEK_AHEAD_S = 5.0  # seek forward instead of decoding when the next target is this far ahead
 MODES = ("resize", "crop", "letterbox")
 RESIZE_BATCH = 16  # frames resized per torch call, at most ...
 RESIZE_BATCH_BYTES = 2**25  # ... and at most this many bytes of source frames (32 MiB: two 4K frames, 128 MiB in float)
+_NOTED_CUT_SHORT: set[tuple[str, int, int]] = set()  # files `probe` said were cut short: (path, size, mtime)
 
 
 @dataclass
@@ -87,16 +89,19 @@ def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
     Muxers can store a stream duration shorter than the frames it holds (variable frame rate with B-frames), so the
     end is read from the packets after the last keyframe instead of from the header; where the file cannot seek (an
     MKV cut short, without its index: a failed seek leaves its demuxer at the end) or the seek overshoots, from every
-    packet, on the file opened afresh.
+    packet, on the file opened afresh. An mp4 cut short ends with the last frame it holds whole (`_cut_video`).
     """
     with open_media(path) as container:
         stream = main_video(container)
-        origin, duration = stream_origin(stream), stream.duration
+        origin, duration, held, end = stream_origin(stream), stream.duration, _held_samples(container, stream), None
         try:
-            container.seek(2**62, stream=stream, backward=True)
-            end = _last_packet_end(container.demux(stream), stream)
+            if held is None:
+                container.seek(2**62, stream=stream, backward=True)
+                end = _last_packet_end(container.demux(stream), stream)
         except av.FFmpegError:
-            end = None
+            pass
+    if held is not None:
+        return _cut_video(Path(path), held)[1:]
     if end is None:
         with open_media(path) as container:
             stream = main_video(container)
@@ -143,6 +148,88 @@ def _scan(path: Path) -> tuple[int, Fraction, Fraction]:
         return count, origin, (end if end is not None else origin)
 
 
+def _held_samples(container: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
+    """How many of the stream's samples (decode order) lie whole in the file where its mp4 / mov index, at the front
+    (`-movflags +faststart`, as phones and web exports write it), lists more: the file was cut short (a copy or a
+    download that stopped) and its header's duration and frame count are not what it holds. None where every sample
+    is there or the container has no such index (MKV, MPEG-TS: their packets are counted)."""
+    entries, size = stream.index_entries, container.size
+    if "mov" not in container.format.name.split(",") or size <= 0:
+        return None
+    if not len(entries):  # samples counted but none placed: the index itself is cut short
+        return 0 if stream.frames else None
+    if entries[len(entries) - 1].pos + entries[len(entries) - 1].size <= size:
+        return None
+    return next(k for k in range(len(entries)) if entries[k].pos + entries[k].size > size)
+
+
+def _cut_video(path: Path, held: int) -> tuple[int, Fraction, Fraction]:
+    """(frames shown, first frame time, end) of the video of an mp4 cut short that holds its first `held` samples
+    (decode order) whole: up to the first time no held frame shows. Every frame shown before the first missing
+    sample's decode time is held (a frame is never shown before it is decoded); from there the held frames that
+    follow without a gap extend it (B-frames: one decoded later but shown earlier may be missing). Their times come
+    from the packets of the last two keyframes' groups held (frames shown late sit just before the last), no
+    decoding."""
+    with open_media(path) as container:
+        stream = main_video(container)
+        entries, origin = stream.index_entries, stream_origin(stream)
+        if held == 0:
+            return 0, origin, origin
+        whole = {entries[k].pos for k in range(held)}
+        keys = [k for k in range(held - 1, -1, -1) if entries[k].is_keyframe][:2]
+        key = keys[-1] if keys else 0
+        shown = sum(not entries[k].is_discard for k in range(held))
+        end, from_timestamp = max(origin, Fraction(entries[held].timestamp) * stream.time_base), entries[key].timestamp
+    spans = _whole_spans(path, from_timestamp, whole)
+    if spans is None or len(spans) < held - key:  # the seek failed or overshot: every packet from the start
+        spans = _whole_spans(path, None, whole) or []
+    for start, stop in sorted(spans):
+        if start > end:
+            break
+        end = max(end, stop)
+    shown -= sum(start >= end for start, _ in spans)  # held frames shown after a missing one
+    return max(shown, 0), origin, end
+
+
+def _whole_spans(path: Path, timestamp: int | None, whole: set[int]) -> list[tuple[Fraction, Fraction]] | None:
+    """(start, end) in seconds of the video packets at the positions `whole` (pts + duration, or + one frame at the
+    stream's rate where a packet has none), demuxed from the keyframe at or before `timestamp` (the file's start
+    where None); None where that fails."""
+    spans = []
+    with open_media(path) as container:
+        stream = main_video(container)
+        frame = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
+        try:
+            if timestamp is not None:
+                container.seek(timestamp, stream=stream, backward=True)
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.pos in whole:
+                    start = Fraction(packet.pts) * stream.time_base
+                    spans.append((start, start + (Fraction(packet.duration) * stream.time_base or frame)))
+        except av.FFmpegError:
+            return None
+    return spans
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float:
+    """The stream's duration in seconds as its header states it (the file's where the stream states none)."""
+    if stream.duration:
+        return float(Fraction(stream.duration) * stream.time_base)
+    return (container.duration or 0) / av.time_base
+
+
+def _note_cut_short(path: Path, holds: float, states: float) -> None:
+    """Say that a file holds less than its header states, once per file (and its size and time) in a process: a
+    command probes its input several times, and the warnings module's own once-only memory is reset by any import
+    that adds a warnings filter."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _NOTED_CUT_SHORT:
+        _NOTED_CUT_SHORT.add(key)
+        note = f"{path}: cut short: holds {holds:.2f} s of the {states:.2f} s its header states"
+        warnings.warn(MediaWarning(note), stacklevel=3)
+
+
 def _hidden_frames(stream: av.video.VideoStream) -> int:
     """Frames of the stream that are never shown: the lead-in an mp4's edit list hides (a clip trimmed without
     re-encoding keeps the frames from the keyframe before its cut), counted in the demuxer's index (empty where the
@@ -176,14 +263,22 @@ def probe(path: str | Path) -> MediaInfo:
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
             raise MediaError(f"{path}: no video or audio stream")
+        blind = next((s for s in (video, audio) if s is not None and s.codec_context is None), None)
+        if blind is not None:
+            raise MediaError(f"{path}: its {blind.type} stream has no decoder (an unknown codec, or its header cut)")
         rate = audio.codec_context.sample_rate if audio is not None else None
         channels = audio.codec_context.channels if audio is not None else None
         if video is not None:
             turns = _first_frame_turns(container, video)  # first: on the fresh container, before any seek
             width, height = (video.height, video.width) if turns % 2 else (video.width, video.height)
             tracks = len(container.streams.audio)
-            counted, origin, end = _scan(path) if not video.frames else (video.frames, None, None)
-            n_frames = counted - _hidden_frames(video)  # the shown ones
+            held = _held_samples(container, video)
+            if held is not None:
+                n_frames, origin, end = _cut_video(path, held)
+                _note_cut_short(path, float(end - origin), _header_duration(container, video))
+            else:
+                counted, origin, end = _scan(path) if not video.frames else (video.frames, None, None)
+                n_frames = counted - _hidden_frames(video)  # the shown ones
             if n_frames == 0:
                 return MediaInfo(path, 0.0, 0.0, 0, width, height, True, audio is not None, rate, channels, tracks,
                                  turns)  # fmt: skip
@@ -195,7 +290,12 @@ def probe(path: str | Path) -> MediaInfo:
                 fps = n_frames / duration
             return MediaInfo(path, duration, fps, n_frames, width, height, True, audio is not None, rate, channels,
                              tracks, turns)  # fmt: skip
-        if audio.duration:
+        held = _held_samples(container, audio)
+        if held is not None:  # an m4a cut short: up to its first sample not whole (audio: decode order is time order)
+            start, entries = audio.start_time or 0, audio.index_entries
+            duration = float(max(0, entries[held].timestamp - start) * audio.time_base) if held else 0.0
+            _note_cut_short(path, duration, _header_duration(container, audio))
+        elif audio.duration:
             duration = float(audio.duration * audio.time_base)
         elif container.duration:
             duration = container.duration / av.time_base
@@ -286,6 +386,8 @@ class _FrameCursor:
         container = open_media(self.path)
         stream = main_video(container)
         stream.thread_type = "AUTO"
+        held = _held_samples(container, stream)
+        self.cut_pos = stream.index_entries[held].pos if held else None  # an mp4 cut short: its first frame not whole
         return container, stream
 
     def __enter__(self) -> _FrameCursor:
@@ -296,6 +398,8 @@ class _FrameCursor:
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         for packet in self.container.demux(self.stream):
+            if packet.is_corrupt and packet.pos == self.cut_pos:
+                continue  # the part of a frame an mp4 cut short holds: decoded, frame threads lose the ones before
             try:
                 yield from packet.decode()
             except av.InvalidDataError:  # a corrupt packet: skip it, keep going

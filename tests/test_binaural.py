@@ -484,6 +484,21 @@ def test_a_mono_longer_than_the_video_is_said_to_be_cut(tmp_path, capsys):
     assert "from --mono, 1.25 s" in capsys.readouterr().out
 
 
+def test_a_video_mixed_with_its_own_spatialised_copy_is_refused_and_a_silent_sound_is_said(tmp_path, capsys):
+    """Spatialising the video's own audio with `--audio mix` would add the sound to itself at two interaural delays
+    (a comb filter): one line, nothing written; a silent --mono gives a silent track, and a note says so."""
+    from avflow.cli import main
+    from avflow.data.media import write_audio
+
+    src, _ = _inputs(tmp_path)
+    out = tmp_path / "o.mp4"
+    assert main(["binaural", str(src), "-o", str(out), "--mode", "spatialise", "--audio", "mix"]) == 2
+    assert "would add the video's sound to its own spatialised copy" in capsys.readouterr().err and not out.exists()
+    silence = write_audio(tmp_path / "silence.wav", np.zeros((1, 2 * SR), np.float32), SR)
+    assert main(["binaural", str(src), "-o", str(out), "--mode", "spatialise", "--mono", str(silence)]) == 0
+    assert "note: " + str(silence) + ": the sound is silent (peak below -90 dBFS)" in capsys.readouterr().err
+
+
 def test_a_spatialised_sound_keeps_its_rate_and_its_top_octaves(tmp_path):
     """The spatialiser renders at the sound's own rate within 16-48 kHz: a 48 kHz noise keeps its energy above
     8 kHz in both ears (a 16 kHz track would have none); rates outside are brought within."""
@@ -502,6 +517,7 @@ def test_a_spatialised_sound_keeps_its_rate_and_its_top_octaves(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [("missing", "--mono .*: file not found"),
+                                           ("folder", "--mono .*: is a folder; give a sound file"),
                                            ("short", "shorter than the video")])  # fmt: skip
 def test_cli_mono_errors_are_one_line_before_any_weights(tmp_path, monkeypatch, capsys, case: str, message: str):
     import re
@@ -512,7 +528,7 @@ def test_cli_mono_errors_are_one_line_before_any_weights(tmp_path, monkeypatch, 
 
     src, mono_file = _inputs(tmp_path, mono_seconds=0.8)
     reads = WeightReads(monkeypatch)
-    mono = tmp_path / "absent.wav" if case == "missing" else mono_file
+    mono = {"missing": tmp_path / "absent.wav", "folder": tmp_path}.get(case, mono_file)
     code = main(["binaural", str(src), "-o", str(tmp_path / "out.mp4"), "--mode", "model", "--mono", str(mono)])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and re.search(message, err), err

@@ -143,6 +143,7 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "existing output": (["generate", "a ball", "-o", str(tmp / "taken.mp4")], "exists; pass --overwrite (or -y)"),
         "spectrogram suffix": (["generate", "a ball", "-o", out, "--spectrogram", str(tmp / "s.jpg")], "a .png file"),
         "zero steps": (["generate", "a ball", "-o", out, "--steps", "0"], "steps must be an integer >= 1"),
+        "huge steps": (["generate", "a ball", "-o", out, "--steps", "1" + "0" * 20], "and <= 10000, got 1000000"),
         "nan cfg": (["generate", "a ball", "-o", out, "--cfg", "nan"], "cfg_strength must be a finite number > 0"),
         "a2v without audio": (["generate", "a ball", "-o", out, "--task", "a2v"], "--task a2v needs --audio-file"),
         "continue without video": (["generate", "a ball", "-o", out, "--task", "continue"],
@@ -246,6 +247,29 @@ def test_generate_v2a_writes_onto_the_given_video(tmp_path, capsys):
                  "--audio", "replace", "-y"]) == 0  # fmt: skip
     with av.open(str(out)) as c:
         assert len(c.streams.audio) == 1
+
+
+def test_a_run_that_fails_after_replacing_an_output_puts_the_old_file_back(tmp_path, monkeypatch, capsys):
+    """`-y` with two outputs: the mp4 is replaced, then the spectrogram fails (a full disk): the user's old mp4 is
+    there again, byte for byte, and nothing else is left; a run that succeeds leaves no copy of the old file."""
+    from avflow.pipelines.clip import GeneratedClip
+
+    out, png = tmp_path / "mine.mp4", tmp_path / "spec.png"
+    out.write_bytes(b"the user's own video")
+    argv = ["generate", "a ball", "--steps", "1", "-o", str(out), "--spectrogram", str(png), "-y"]
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GeneratedClip, "save_spectrogram", full_disk)
+        before = listing(tmp_path)
+        assert main(argv) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's own video" and listing(tmp_path) == before
+    assert main(argv) == 0
+    assert out.read_bytes() != b"the user's own video" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mine.mp4", "spec.png"]  # fmt: skip
 
 
 def test_eval_json_is_checked_first(tmp_path, capsys):

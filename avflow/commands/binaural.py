@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mono", type=Path, default=None,
                         help="a mono sound for the video (any audio file or video, any sample rate, at least as long "
                              "as the video; its first VIDEO-length seconds are used): made binaural keeping its "
-                             "content and timing (default: the model generates the sound from the video)")  # fmt: skip
+                             "content and timing (the model's track is 16 kHz; the spatialiser keeps the sound's "
+                             "rate within 16-48 kHz) (default: the model generates the sound from the "
+                             "video)")  # fmt: skip
     parser.add_argument("--mode", choices=["auto", "model", "spatialise"], default="auto",
                         help="model: the shipped binaural model; spatialise: render --mono (else the video's own "
                              "audio, mixed to mono) from the detected source position; auto: model if its weights "
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.video.exists():  # the checks that need no media or torch come first
         raise MediaError(f"{args.video}: file not found")
     if args.mono is not None and not args.mono.is_file():
-        raise MediaError(f"--mono {args.mono}: file not found")
+        raise MediaError(f"--mono {args.mono}: " + ("is a folder; give a sound file" if args.mono.is_dir()
+                         else "file not found"))  # fmt: skip
     if args.model is not None:
         if args.mode == "spatialise":
             raise ConfigError("--model gives the binaural model's weights, and --mode spatialise uses no model")
@@ -90,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     check_copyable(args.video, out, args.audio)
     dropped = left_out(args.video, out)
     mono_info = check_mono(args.mono, info.duration) if args.mono is not None else None
+    if mode == "spatialise" and args.mono is None and args.audio == "mix" and info.has_audio:
+        raise ConfigError("--audio mix would add the video's sound to its own spatialised copy (one sound at two "
+                          "interaural delays, a comb filter, not a place): use --audio keep or replace")  # fmt: skip
     if mode == "spatialise" and args.mono is None and not info.has_audio:
         raise nothing_to_spatialise(str(args.video), "give --mono FILE, a sound made for it (e.g. by `avflow foley`)",
                                     "use --mode model", installed=model_file.is_file())  # fmt: skip

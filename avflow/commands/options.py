@@ -206,11 +206,16 @@ class StepBar:
 
 class RunOutputs:
     """The files one run writes. When a later step fails, the files already written (`wrote`) and the folders made
-    for them are removed again, so a failed run leaves every folder as it was."""
+    for them are removed again and a file that was there before (replaced with --overwrite) is put back, so a failed
+    run leaves every folder as it was. The old file is kept as a hard link beside it while the run lasts (every
+    writer replaces its output by renaming a finished temporary file, so the link keeps the old bytes; a copy
+    where links are not allowed)."""
 
     def __init__(self, *paths: Path | None):
         parents = [p for path in paths if path is not None for p in (path.parent, *path.parent.parents)]
         self.made = sorted({p for p in parents if not p.exists()}, key=lambda p: len(p.parts), reverse=True)
+        self.targets = [Path(p) for p in paths if p is not None]
+        self.kept: dict[Path, Path] = {}  # an output that existed -> its old bytes, until the run ends
         self.written: list[Path] = []
 
     def wrote(self, path: Path) -> Path:
@@ -218,15 +223,31 @@ class RunOutputs:
         return path
 
     def __enter__(self) -> RunOutputs:
+        import shutil
+
+        for path in self.targets:
+            if path.is_file() and path not in self.kept:
+                old = path.with_name(f".{path.name}.before{os.getpid()}")
+                try:
+                    os.link(path, old)
+                except OSError:  # another file system's rules: a copy
+                    shutil.copy2(path, old)
+                self.kept[path] = old
         return self
 
     def __exit__(self, kind, exc, traceback) -> bool:
         if kind is not None:
             for path in self.written:
-                path.unlink(missing_ok=True)
+                if path not in self.kept:
+                    path.unlink(missing_ok=True)
+            for path, old in self.kept.items():
+                os.replace(old, path)  # the file as it was
             for folder in self.made:  # deepest first; a folder that is not empty stays
                 try:
                     folder.rmdir()
                 except OSError:
                     pass
+        else:
+            for old in self.kept.values():
+                old.unlink(missing_ok=True)
         return False

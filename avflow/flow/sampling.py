@@ -29,6 +29,9 @@ SAMPLER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+MAX_STEPS = 10_000  # far past where a flow's sampling stops changing; a typo's 1e20 would not allocate a time grid
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplingConfig:
     """Solver, steps and timestep shift; the guidance preset (`avflow.flow.guidance.PRESETS`) and its strengths."""
@@ -51,8 +54,8 @@ class SamplingConfig:
         for name, value in strengths.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a finite number > 0 (1 = no guidance), got {value!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be an integer >= 1 and <= {MAX_STEPS}, got {self.steps!r}")
         if self.solver not in SOLVERS:
             raise ConfigError(f"unknown solver {self.solver!r} (choose from {', '.join(SOLVERS)})")
         if not (isinstance(self.shift, (int, float)) and math.isfinite(self.shift) and self.shift >= 1):

@@ -18,6 +18,7 @@ Assets: `avflow.models.binaural.MODEL_FILE` (fp16, config and world codecs' chec
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from avflow.data import interaural_cues
-from avflow.errors import MediaError, WeightsError
+from avflow.errors import MediaError, MediaWarning, WeightsError
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.models.binaural import (
     CUE_STREAM,
@@ -45,6 +46,7 @@ from avflow.pipelines.spatialise import Anchoring, audio_clock, frames_on_audio_
 SAMPLE_RATE = 16000  # the model's rate (the world's)
 SPATIALISE_RATES = (16000, 48000)  # the spatialiser renders a sound at its own rate, brought within these
 MODES = ("auto", "model", "spatialise")
+SILENT_PEAK = 10 ** (-90 / 20)  # a sound whose peak is below -90 dBFS is taken as silence (a note says so)
 AUDIO_CLOCK = Anchoring()  # a given mono's onsets move the video onto its clock, as for the spatialiser
 V2A_PROMPT = "objects bounce and collide"  # the default model's v2a prompt for a cue model's sound: no side named
 
@@ -250,6 +252,10 @@ def binaural_track(
     frames, fps, duration = video_frames(video)
     n = int(round(duration * rate))
     given = read_mono(mono if mono is not None else video, n, rate) if sound is not None else None
+    if given is not None and not np.abs(given).max(initial=0.0) > SILENT_PEAK:
+        source = f"{mono}: the sound" if mono is not None else f"{video}: its own audio"
+        warnings.warn(MediaWarning(f"{source} is silent (peak below -90 dBFS), and so is its binaural track"),
+                      stacklevel=2)  # fmt: skip
     if mode == "model":
         pipeline = pipeline or BinauralPipeline.from_assets()
         if given is None and pipeline.needs_mono:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,6 +294,20 @@ def test_follows_object_is_undefined_without_a_tracked_object():
     assert not m.defined and "no object tracked" in m.reason
 
 
+def _write_m4a(path: Path, audio: np.ndarray, rate: int) -> Path:
+    """(C, N) float audio as AAC in an .m4a (FFmpeg's own encoder)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=rate, layout="stereo" if audio.shape[0] == 2 else "mono")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32), format="fltp",
+                                           layout=stream.layout.name)  # fmt: skip
+        frame.sample_rate = rate
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            out.mux(packet)
+    return path
+
+
 def test_cli_eval_skips_unreadable_clips_and_writes_a_report(tmp_path, capsys):
     from avflow.data.media import write_video
 
@@ -303,10 +318,12 @@ def test_cli_eval_skips_unreadable_clips_and_writes_a_report(tmp_path, capsys):
         write_video(folder / f"c{seed}.mp4", clip.frames, clip.fps, clip.audio, SR)
         (folder / f"c{seed}.json").write_text(json.dumps(clip.meta))
     (folder / "broken.mp4").write_bytes(b"not a video")
+    _write_m4a(folder / "voice.m4a", flash_clip(2).audio, SR)  # a sound alone, compressed: an audio-only clip
     out, report = tmp_path / "res.json", tmp_path / "report"
     assert cli_main(["eval", str(folder), "--json", str(out), "--report", str(report)]) == 0
     result = json.loads(out.read_text())
-    assert result["n_clips"] == 2 and result["n_skipped"] == 1 and "broken" in result["skipped"]
+    assert result["n_clips"] == 3 and result["n_skipped"] == 1 and "broken" in result["skipped"]
+    assert "voice" in result["clips"]  # it was passed over without a word
     assert result["summary"]["sync_error_ms"]["within_20ms"] == 1.0
     assert abs(result["clips"]["c0"]["sync_offset_ms"] - 100) < 10  # AAC at 16 kHz smears clicks a few ms early
     assert (report / "index.html").is_file() and (report / "timelines" / "c0.png").is_file()

@@ -10,6 +10,8 @@ from pathlib import Path
 # .mkv .ogv .flv), older desktops (.avi .wmv); FFmpeg reads each whatever its suffix says
 VIDEO_FILE_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg",
                        ".3gp", ".ogv", ".flv", ".wmv")  # fmt: skip
+# sound files: lossless (.wav .flac .aif .aiff) and compressed (.mp3 .m4a .aac .ogg .opus), all read through FFmpeg
+AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 
 
 def hidden(path: Path, root: Path) -> bool:

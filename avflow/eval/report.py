@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES, hidden
+from avflow.data.file_kinds import AUDIO_FILE_SUFFIXES, VIDEO_FILE_SUFFIXES, hidden
 from avflow.errors import MediaError
 from avflow.eval import distribution, physics, side, spatial, sync
 from avflow.eval.clip import ClipConfig, ClipMeasures, measure_clip
@@ -23,7 +23,7 @@ from avflow.eval.offset import match_events
 from avflow.eval.onsets import audio_onsets
 
 VIDEO_SUFFIXES = VIDEO_FILE_SUFFIXES
-AUDIO_SUFFIXES = (".wav", ".flac")
+AUDIO_SUFFIXES = AUDIO_FILE_SUFFIXES  # audio-only clips
 # Frames of a video without ground truth are read with their long side at most this (px, aspect kept): the measures
 # find flashes, contacts and objects at this size (world clips are 64 px, the real-sound set 128), and a 4 s 4K clip
 # read whole took 21 GB and 81 s. Measures in px are in the pixels of the frames as read.

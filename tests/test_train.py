@@ -730,3 +730,23 @@ def test_ctrl_c_saves_the_step_and_the_same_command_goes_on_exactly(reference, t
         assert torch.equal(want["model"][k], got["model"][k]), k
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 6
+
+
+def test_a_clip_cut_short_or_a_small_validation_set_is_named(tmp_path):
+    """World clips of another length are a one-line error naming the file (np.stack's traceback before); a batch
+    larger than the validation set names that set, not the training set."""
+    import soundfile as sf
+
+    from avflow.train.datasets import WorldClips, WorldClipsConfig
+    from avflow.world.dataset import make_dataset
+    from avflow.world.scene import WorldConfig
+
+    make_dataset(tmp_path / "w", 6, config=WorldConfig(width=16, height=16, fps=8, duration=1.0))
+    assert len(WorldClips(WorldClipsConfig(root=str(tmp_path / "w")))) == 4
+    cut = tmp_path / "w" / "train" / "train_000002.wav"
+    audio, rate = sf.read(cut)
+    sf.write(cut, audio[:100], rate, subtype="FLOAT")
+    with pytest.raises(ConfigError, match=r"train_000002\.wav: audio of shape \(2, 100\), the other clips' \(2, 16"):
+        WorldClips(WorldClipsConfig(root=str(tmp_path / "w")))
+    with pytest.raises(ConfigError, match=r"train.batch_size: 4 is larger than the validation set data.val \(2 sampl"):
+        ResumableBatchSampler(2, 4, 1, 0, 1, 0, shuffle=False, dataset="the validation set data.val")

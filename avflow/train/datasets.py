@@ -121,6 +121,16 @@ class WorldClipsConfig:
             raise ConfigError(f"max_clips: must be >= 1, got {self.max_clips}")
 
 
+def _same_shapes(shapes: list[tuple], files: list[str], what: str) -> None:
+    """A one-line ConfigError naming the first file whose `what` differs in shape from most clips' (a clip cut
+    short, or one made with other settings), before they are stacked."""
+    common = max(set(shapes), key=shapes.count)
+    odd = next((i for i, shape in enumerate(shapes) if shape != common), None)
+    if odd is not None:
+        raise ConfigError(f"{files[odd]}: {what} of shape {tuple(shapes[odd])}, the other clips' "
+                          f"{tuple(common)} (cut short, or made with other settings)")  # fmt: skip
+
+
 class WorldClips(Dataset):
     """Raw frames and/or binaural audio of a world split, held in memory (codec training)."""
 
@@ -130,7 +140,12 @@ class WorldClips(Dataset):
         rows = read_manifest(cfg.root, cfg.split)[: cfg.max_clips]
         if not rows:
             raise ConfigError(f"root: {cfg.root}/{cfg.split} has no clips")
-        clips = [load_clip(f"{cfg.root}/{cfg.split}/{row['id']}") for row in rows]
+        stems = [f"{cfg.root}/{cfg.split}/{row['id']}" for row in rows]
+        clips = [load_clip(stem) for stem in stems]
+        if "frames" in cfg.streams:
+            _same_shapes([c.frames.shape for c in clips], [stem + ".npz" for stem in stems], "frames")
+        if "audio" in cfg.streams:
+            _same_shapes([c.audio.shape for c in clips], [stem + ".wav" for stem in stems], "audio")
         self.streams = {}
         if "frames" in cfg.streams:
             self.streams["frames"] = torch.from_numpy(np.stack([c.frames for c in clips]))  # (N, T, H, W, 3)

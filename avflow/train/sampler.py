@@ -18,7 +18,16 @@ class ResumableBatchSampler:
     """
 
     def __init__(
-        self, size: int, global_batch: int, grad_accum: int, rank: int, world_size: int, seed: int, shuffle: bool = True
+        self,
+        size: int,
+        global_batch: int,
+        grad_accum: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        shuffle: bool = True,
+        *,
+        dataset: str = "the dataset",  # named in the error when it holds less than one batch (e.g. "data.val")
     ):
         if global_batch % (grad_accum * world_size):
             raise ConfigError(
@@ -26,7 +35,7 @@ class ResumableBatchSampler:
                 f"{grad_accum} x {world_size}"
             )
         if size < global_batch:
-            raise ConfigError(f"train.batch_size: {global_batch} is larger than the dataset ({size} samples)")
+            raise ConfigError(f"train.batch_size: {global_batch} is larger than {dataset} ({size} samples)")
         self.size, self.global_batch, self.grad_accum = size, global_batch, grad_accum
         self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
         self.micro = global_batch // (grad_accum * world_size)

@@ -216,17 +216,16 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config.schedule, loop.steps)
 
         train_set = DATASETS[config.data.train.name].build(resolve_component(DATASETS, config.data.train, "data.train"))
-        self.sampler = ResumableBatchSampler(
-            len(train_set), loop.batch_size, loop.grad_accum, info.rank, info.world_size, loop.seed, config.data.shuffle
-        )
+        self.sampler = ResumableBatchSampler(len(train_set), loop.batch_size, loop.grad_accum, info.rank,
+                                             info.world_size, loop.seed, config.data.shuffle,
+                                             dataset="the training set data.train")  # fmt: skip
         self.train_loader = self._loader(SeededDataset(train_set, loop.seed), self.sampler)
         self.val_loader = None
         if config.data.val is not None:
             val_set = DATASETS[config.data.val.name].build(resolve_component(DATASETS, config.data.val, "data.val"))
             micro = self.sampler.micro
-            val_sampler = ResumableBatchSampler(
-                len(val_set), micro * info.world_size, 1, info.rank, info.world_size, 0, shuffle=False
-            )
+            val_sampler = ResumableBatchSampler(len(val_set), micro * info.world_size, 1, info.rank, info.world_size, 0,
+                                                shuffle=False, dataset="the validation set data.val")  # fmt: skip
             self.val_loader = self._loader(SeededDataset(val_set, loop.seed + 1), val_sampler)
         self.step, self.epoch, self.position = 0, 0, 0
         self.resumed_from = resume_path

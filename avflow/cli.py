@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=f"avflow {name}", description=_description(module))
     module.add_arguments(parser)
     try:
-        args = parser.parse_args(argv[1:])
+        # a command whose positionals run on (`train CONFIG key=value ...`) takes its options between them too
+        parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED", False) else parser.parse_args
+        args = parse(argv[1:])
     except SystemExit as exc:  # --help, or an argument error already printed in one line
         return int(exc.code or 0)
     try:

@@ -163,6 +163,12 @@ def test_missing_required_section(tmp_path):
         load_train_config(path)
 
 
+def test_print_config_may_come_before_the_overrides(tmp_path, capsys):
+    """`avflow train CONFIG --print-config key=value`: the override applies (it was "unrecognized arguments")."""
+    assert main(["train", str(train_yaml(tmp_path)), "--print-config", "optim.lr=0.5"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["optim"]["lr"] == 0.5
+
+
 def test_cli_prints_a_single_line_and_exits_2(tmp_path, capsys):
     assert main(["train", str(train_yaml(tmp_path)), "optim.lr=abc"]) == 2
     err = capsys.readouterr().err.strip()

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 HELP = "train a model from a YAML config (works as is under torchrun --nproc_per_node=N)"
+INTERMIXED = True  # `avflow train CONFIG --print-config optim.lr=1e-3`: options anywhere among the overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

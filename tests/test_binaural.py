@@ -499,6 +499,25 @@ def test_a_video_mixed_with_its_own_spatialised_copy_is_refused_and_a_silent_sou
     assert "note: " + str(silence) + ": the sound is silent (peak below -90 dBFS)" in capsys.readouterr().err
 
 
+def test_a_cue_model_on_a_video_too_long_for_v2a_is_refused_before_the_default_model(tmp_path, monkeypatch):
+    """A cue model places a sound the default model's v2a makes, which takes at most 60 s: a longer video without
+    --mono is refused before that model loads or a frame is read (it failed after both, naming a --duration that
+    `avflow binaural` does not have)."""
+    from avflow.data import media
+    from avflow.data.media import write_video
+    from avflow.errors import MediaError
+    from avflow.pipelines import binaural
+
+    monkeypatch.setattr(BinauralPipeline, "from_assets", classmethod(lambda cls, *a, **k: cls(tiny_model(),
+                                                                                         tiny_codecs().audio)))
+    monkeypatch.setattr(BinauralPipeline, "needs_mono", property(lambda self: True))
+    monkeypatch.setattr(binaural, "v2a_mono", lambda *a, **k: pytest.fail("the default model was loaded"))
+    monkeypatch.setattr(media, "video_frames", lambda *a, **k: pytest.fail("frames were read"))
+    long = write_video(tmp_path / "long.mp4", np.zeros((124, 16, 16, 3), np.uint8), 2)  # 62 s at 2 fps
+    with pytest.raises(MediaError, match=r"long.mp4: the video is 62.0 s long, .* at most 60 s: give --mono FILE"):
+        binaural.binaural_track(long, mode="model")
+
+
 def test_a_spatialised_sound_keeps_its_rate_and_its_top_octaves(tmp_path):
     """The spatialiser renders at the sound's own rate within 16-48 kHz: a 48 kHz noise keeps its energy above
     8 kHz in both ears (a 16 kHz track would have none); rates outside are brought within."""

@@ -40,7 +40,7 @@ from avflow.models.binaural import (
     video_conditions,
 )
 from avflow.pipelines.cue_transfer import transfer_cues
-from avflow.pipelines.inputs import SPAN_SLACK_S, check_audio_input, check_video_input
+from avflow.pipelines.inputs import MAX_DURATION_S, SPAN_SLACK_S, check_audio_input, check_video_input
 from avflow.pipelines.spatialise import Anchoring, audio_clock, frames_on_audio_clock, spatialise
 
 SAMPLE_RATE = 16000  # the model's rate (the world's)
@@ -248,6 +248,12 @@ def binaural_track(
         if not sound.has_audio:
             raise nothing_to_spatialise(str(video), "give `mono`, a sound file made for it", "use the binaural model",
                                         installed=MODEL_FILE.is_file())  # fmt: skip
+    if mode == "model":
+        pipeline = pipeline or BinauralPipeline.from_assets()
+        if sound is None and pipeline.needs_mono and info.duration > MAX_DURATION_S + SPAN_SLACK_S:
+            raise MediaError(f"{video}: the video is {info.duration:.1f} s long, and this binaural model makes "
+                             f"its sound with the default model's v2a, at most {MAX_DURATION_S:g} s: give --mono "
+                             "FILE (a sound made for it, e.g. by `avflow foley`), or cut the video")  # fmt: skip
     rate = spatialise_rate(sound.audio_sample_rate) if mode == "spatialise" else SAMPLE_RATE
     frames, fps, duration = video_frames(video)
     n = int(round(duration * rate))
@@ -257,7 +263,6 @@ def binaural_track(
         warnings.warn(MediaWarning(f"{source} is silent (peak below -90 dBFS), and so is its binaural track"),
                       stacklevel=2)  # fmt: skip
     if mode == "model":
-        pipeline = pipeline or BinauralPipeline.from_assets()
         if given is None and pipeline.needs_mono:
             given = v2a_mono(video, n, seed)
         sampling = pipeline.sampling.override(steps=steps, cfg_strength=cfg)

@@ -176,6 +176,23 @@ def test_iter_window_frames_counts(tmp_path):
     assert windows[-1].start_s + windows[-1].duration == pytest.approx(2.3, abs=1 / 31.25)
 
 
+def test_large_frames_are_read_in_shorter_chunks_to_the_same_frames(tmp_path, monkeypatch):
+    """Half a second of 4K60 RGB is 750 MB: chunks are cut to CHUNK_BYTES of source frames (at least one frame), and
+    the encoders get the very same frames (targets go by timestamp)."""
+    from avflow.pipelines import foley_frames
+
+    video = make_video(tmp_path / "v.mp4", 30.0, 1.3)  # 32 x 48 pixels: 4608 bytes a frame
+    windows = plan_windows(1.3, WINDOW, OVERLAP, 31.25)
+    whole = list(iter_window_frames(video, windows))
+    assert foley_frames.chunk_seconds(video, 0.5) == 0.5
+    monkeypatch.setattr(foley_frames, "CHUNK_BYTES", 9216)  # two frames
+    assert foley_frames.chunk_seconds(video, 0.5) == pytest.approx(2 / 30)
+    monkeypatch.setattr(foley_frames, "CHUNK_BYTES", 1)
+    assert foley_frames.chunk_seconds(video, 0.5) == pytest.approx(1 / 30)  # one frame at least
+    for got, want in zip(iter_window_frames(video, windows), whole, strict=True):
+        assert torch.equal(got.clip, want.clip) and torch.equal(got.sync, want.sync)
+
+
 def test_a_folder_of_camcorder_and_broadcast_files_is_read(tmp_path):
     """A camcorder's .MTS and a recorder's .ts (MPEG-TS) were not picked from a folder ("no videos"): every command
     that scans a folder or takes an upload reads one list of video suffixes, and FFmpeg reads these files."""

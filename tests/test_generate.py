@@ -263,9 +263,22 @@ def test_continue_extends_the_clip_by_the_duration(model_dir, pipe, tmp_path):
     frames = read_video(given, fps=FPS, size=(SIZE, SIZE)).frames
     audio = read_audio(given, sample_rate=SR, channels=2)[0][:, : 48 * 1000]
     assert clip.frames.shape[0] == 88 and clip.audio.shape == (2, 88000) and clip.duration == 5.5
-    fade_frames, fade_samples = 4, 4000  # the model's crossfade, 0.25 s, at the join
-    assert torch.equal(clip.frames[: 48 - fade_frames], frames[: 48 - fade_frames])  # the given clip, unchanged
-    assert torch.equal(clip.audio[:, : 48000 - fade_samples], audio[:, : 48000 - fade_samples])
+    assert torch.equal(clip.frames[:48], frames) and torch.equal(clip.audio[:, :48000], audio)  # the given clip
+
+
+def test_continue_never_crossfades_into_the_given_clip(pipe, tmp_path):
+    """Every frame and sample of the clip as the model read it comes out unchanged, however the windows fall: 30
+    frames (not whole latent frames), and a last window moved back over the given clip's end; the windows are still
+    crossfaded with each other."""
+    given = clip_file(tmp_path / "given.mp4", 30 / FPS)
+    frames = read_video(given, fps=FPS, size=(SIZE, SIZE)).frames
+    audio = read_audio(given, sample_rate=SR, channels=2)[0][:, :30000]
+    assert frames.shape[0] == 30 and audio.shape[1] == 30000
+    one_step = pipe.sampling.override(steps=1)
+    for added in (1.0, 2.0, 2.25):  # one window; two, the second moved back; two
+        clip = pipe.generate("a ball", task="continue", video_path=given, duration=added, sampling=one_step)
+        assert torch.equal(clip.frames[:30], frames) and torch.equal(clip.audio[:, :30000], audio), added
+        assert clip.frames.shape[0] == 30 + round(added * FPS) and not torch.equal(clip.frames[30], frames[-1])
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -339,6 +352,11 @@ def test_plan_and_crossfade():
     filled = crossfade_into(out, filled, 2, torch.full((8,), 4.0), fade=2)
     assert filled == 10
     torch.testing.assert_close(out, torch.tensor([1, 1, 1, 1, 2, 3, 4, 4, 4, 4.0]))  # kept, blended, new
+    given = torch.zeros(10)  # the first 5 items are the user's: never blended, whatever the overlap
+    filled = crossfade_into(given, 5, 3, torch.ones(6), fade=2, keep=5)
+    assert filled == 9 and given.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 0]
+    filled = crossfade_into(given, filled, 4, torch.full((6,), 4.0), fade=5, keep=5)  # over the user's and a piece's
+    torch.testing.assert_close(given, torch.tensor([0, 0, 0, 0, 0, 1.6, 2.2, 2.8, 3.4, 4]))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -371,6 +389,59 @@ def test_inputs_are_never_cut_silently(model_dir, tmp_path, monkeypatch, capsys)
     assert reads.calls == [] and listing(tmp_path) == before
 
 
+def clip_with_longer_audio(path: Path, video_s: float, audio_s: float) -> Path:
+    """A .mov whose stereo PCM runs past its video (64x64 h264 at FPS): as a recording stopped late on one stream."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        track = out.add_stream("pcm_s16le", rate=SR, layout="stereo")
+        for frame in moving_square(t=round(video_s * FPS), h=64, w=64):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(video.encode(None))
+        sound = (stereo_clicks(audio_s) * 20000).astype(np.int16).T.reshape(1, -1)  # interleaved
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sound), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = SR, 0
+        out.mux([*track.encode(frame), *track.encode(None)])
+    return path
+
+
+def test_continue_says_how_much_audio_past_the_video_it_leaves_out(model_dir, pipe, tmp_path, capsys):
+    """The continuation starts after the clip's last frame: audio running on past it is not used, and a note says
+    how much (timestamp rounding, up to SPAN_SLACK_S, says nothing)."""
+    longer = clip_with_longer_audio(tmp_path / "longer.mov", 1.5, 2.5)
+    assert abs(probe(longer).duration - 1.5) < 0.01
+    with pytest.warns(UserWarning, match=r"longer\.mov: its audio runs 1\.00 s past its video's end; that part is "
+                                         r"not used"):  # fmt: skip
+        clip = pipe.generate("a ball", task="continue", video_path=longer, duration=1.0,
+                             sampling=pipe.sampling.override(steps=1))  # fmt: skip
+    assert clip.duration == 2.5 and clip.frames.shape[0] == 40
+    out = tmp_path / "o.mp4"
+    assert main(["generate", "a ball", "--task", "continue", "--video", str(longer), "--model", str(model_dir),
+                 "--steps", "1", "-o", str(out), "--duration", "1"]) == 0  # fmt: skip
+    assert "avflow generate: note: " in capsys.readouterr().err
+    even = clip_with_longer_audio(tmp_path / "even.mov", 1.5, 1.52)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.generate("a ball", task="continue", video_path=even, sampling=pipe.sampling.override(steps=1))
+
+
+def test_sampling_that_diverges_is_a_one_line_error_before_anything_is_written(model_dir, pipe, tmp_path, capsys):
+    """A guidance strength far too large makes non-finite latents: refused at the first window, not written as a
+    black video (NaN cast to uint8) nor handed to the audio encoder."""
+    with pytest.raises(ConfigError, match=r"sampling diverged \(non-finite values in .*\) with cfg_strength 1e\+20; "
+                                          r"use a smaller --cfg / --stream-cfg"):  # fmt: skip
+        pipe.generate("a ball", duration=1.0, sampling=pipe.sampling.override(steps=1, cfg_strength=1e20))
+    out = tmp_path / "o.mp4"
+    for flags in (["--cfg", "1e20"], ["--stream-cfg", "video=1e30"]):
+        assert main(["generate", "a ball", "--model", str(model_dir), "--steps", "2", "--duration", "1", "-o",
+                     str(out), *flags]) == 2, flags  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("avflow generate: error: sampling diverged") and not out.exists(), err
+    assert "video 1e+30" in err
+
+
 def test_the_pipeline_refuses_what_it_would_have_to_cut(pipe, tmp_path):
     long_sound = write_audio(tmp_path / "long.wav", np.zeros((1, 61 * SR), np.float32), SR)
     with pytest.raises(ConfigError, match="at most 60 s"):
@@ -396,10 +467,30 @@ def test_a_prompt_longer_than_the_model_reads_is_refused_not_cut(pipe):
     assert torch.equal(got.frames, pipe.generate(cut, sampling=one_step).frames)
 
 
+def test_a_prompt_too_long_is_refused_before_any_weights_are_read(model_dir, tmp_path, monkeypatch, capsys):
+    """The commands count the prompt's tokens with the text encoder's tokenizer alone: the tiny folder's (a token
+    per word, 16 at most) and the shipped model's MiniLM (64 at most, [CLS] and [SEP] counted)."""
+    reads = WeightReads(monkeypatch)
+    long, out = " ".join(["ball"] * 20), str(tmp_path / "o.mp4")
+    cases = {"generate": (["generate", long, "--model", str(model_dir), "-o", out], 16, None),
+             "shipped": (["generate", " ".join(["ball"] * 70), "-o", out], 64, None),  # MiniLM: 72 tokens
+             "demo": (["demo", "--prompt", long, "--out-dir", str(tmp_path)], 16, model_dir)}  # fmt: skip
+    for name, (argv, most, folder) in cases.items():
+        if folder is not None:  # `avflow demo` always uses the shipped model: the tiny folder in its place
+            monkeypatch.setattr(default_model, "default_model_dir", lambda folder=folder: folder)
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert f"tokens long and this model reads at most {most}" in err and "\n" not in err, (name, err)
+    from avflow.pipelines.generate import prompt_tokens
+
+    assert prompt_tokens("a red ball", "tiny") == 3 and prompt_tokens("a red ball", "minilm") == 5
+    assert reads.calls == [] and listing(tmp_path) == {}
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["generate", "   "], "prompt is empty"),
+        (["generate", "   "], "the prompt is empty: describe the scene"),
         (["generate", " ".join(["ball"] * 20)], "20 tokens long and this model reads at most 16"),  # tiny model: 16
         (["generate", "a ball", "--duration", "0"], "--duration"),
         (["generate", "a ball", "--duration", "-1"], "--duration"),
@@ -420,6 +511,31 @@ def test_bad_inputs_are_one_line_errors(argv, message, shipped, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a2v_audio_with_nan_samples_is_refused_before_the_model_loads_and_read_once(model_dir, tmp_path, monkeypatch,
+                                                                                   capsys):  # fmt: skip
+    """The a2v input is decoded in the checks (its used span, at most 60 s): NaN or infinite samples are a one-line
+    error before any weights are read; a good one is passed on to the model, not decoded again."""
+    from avflow.data import media
+
+    bad = stereo_clicks(2.0)
+    bad[0, 5000:5010] = np.nan
+    nan_file = write_audio(tmp_path / "nan.wav", bad, SR)
+    out = tmp_path / "o.mp4"
+    reads = WeightReads(monkeypatch)
+    assert main(["generate", "a ball", "--task", "a2v", "--audio-file", str(nan_file), "--model", str(model_dir),
+                 "-o", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "nan.wav: the audio holds NaN or infinite samples" in err and "\n" not in err
+    assert reads.calls == [] and not out.exists()
+    monkeypatch.undo()
+    decoded, real = [], media.read_audio
+    monkeypatch.setattr(media, "read_audio", lambda *a, **o: decoded.append(a[0]) or real(*a, **o))
+    good = write_audio(tmp_path / "good.wav", stereo_clicks(2.0), SR)
+    assert main(["generate", "a ball", "--task", "a2v", "--audio-file", str(good), "--model", str(model_dir),
+                 "--steps", "1", "-o", str(out)]) == 0  # fmt: skip
+    assert decoded == [good]
 
 
 def test_unreadable_media_is_one_line_error(tmp_path, shipped, capsys):

@@ -36,15 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avflow.pipelines.default_model import load_default_model, read_default_config
+    from avflow.pipelines.generate import check_prompt_tokens, prompt_tokens
 
     start = time.perf_counter()
     # the settings and outputs are checked (one-line errors) before any weights are loaded
     given = check_prompt(args.prompt, "--prompt", required=False, left_out="for the model's demo prompt")
     video_path = check_output(args.out_dir / "demo.mp4", (".mp4",), overwrite=True, what="--out-dir")
     png_path = check_output(args.out_dir / "demo_spectrogram.png", (".png",), overwrite=True, what="--out-dir")
-    sampling = read_default_config().sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    config = read_default_config()
+    sampling = config.sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    prompt = given or config.default_prompt
+    check_prompt_tokens(prompt_tokens(prompt, config.text_encoder), config.joint.text_len)  # the tokenizer only
     pipe = load_default_model()
-    prompt = given or pipe.default_prompt
     print(f"prompt: {prompt}")
     bar = StepBar("demo")
     try:

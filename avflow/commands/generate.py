@@ -4,7 +4,8 @@ Tasks: t2av (text to a clip of --duration), a2v (a video for --audio-file), v2a 
 clip --video followed by --duration more seconds). Inputs of any length up to 60 s (MAX_DURATION_S) are made in windows
 of the model's length; nothing is cut short. t2av, a2v and continue write the clip at the model's size and fps; v2a
 writes the new stereo track onto the given video (its packets unchanged, its own audio kept, replaced or mixed in as
-`--audio` says). Every argument and input is checked before the model's weights are read.
+`--audio` says). Every argument and input is checked before the model's weights are read: the prompt's length with
+the text encoder's tokenizer, a2v's audio decoded (NaN or infinite samples refused; it is not decoded again).
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def _check_unused(args: argparse.Namespace) -> None:
 
 
 def check_inputs(args: argparse.Namespace):
-    """Clear one-line errors before any model is loaded; returns (sampling settings, duration, input info, device)."""
+    """Clear one-line errors before any model is loaded; returns (sampling settings, duration, input info, device,
+    a2v's audio as read for the model, else None)."""
     from avflow.pipelines.inputs import (
         WHOLE_CLIP_HINT,
         check_audio_input,
@@ -113,6 +115,8 @@ def check_inputs(args: argparse.Namespace):
         used_span,
     )
 
+    if args.prompt is not None and not args.prompt.strip():  # a scene, not a sound (`check_prompt`'s hint)
+        raise ConfigError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
     check_prompt(args.prompt, "the prompt", required=True)  # the checks that need no media or torch come first
     duration = check_duration(args.duration)
     if duration is not None and duration > MAX_DURATION_S:
@@ -150,24 +154,29 @@ def check_inputs(args: argparse.Namespace):
         used_span(info.duration, f"{args.video}: the clip", None, hint=WHOLE_CLIP_HINT)
     from avflow.flow.sampling import parse_stream_strengths
     from avflow.pipelines.default_model import read_default_config
+    from avflow.pipelines.generate import check_prompt_tokens, prompt_tokens, read_given_audio
 
     config = read_default_config(args.model)
     sampling = config.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     if args.stream_cfg:
         sampling = sampling.with_stream_cfg(parse_stream_strengths(args.stream_cfg))
         sampling.check_streams(config.streams)
-    return sampling, duration, info, resolve_device(args.device)
+    device = resolve_device(args.device)
+    check_prompt_tokens(prompt_tokens(args.prompt, config.text_encoder), config.joint.text_len)  # the tokenizer only
+    audio = read_given_audio(args.audio_file, config.sample_rate, duration) if args.task == "a2v" else None
+    return sampling, duration, info, device, audio
 
 
 def run(args: argparse.Namespace) -> int:
-    sampling, duration, info, device = check_inputs(args)
+    sampling, duration, info, device, given_audio = check_inputs(args)
     from avflow.pipelines.default_model import load_default_model
 
     pipe = load_default_model(args.model).to(device, args.precision)
     options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
     bar = StepBar("generate", per_window=sampling.steps)
     try:
-        clip = pipe.generate(args.prompt, audio_path=args.audio_file, video_path=args.video, progress=bar, **options)
+        clip = pipe.generate(args.prompt, audio_path=args.audio_file, video_path=args.video, given_audio=given_audio,
+                             progress=bar, **options)  # fmt: skip
     finally:
         bar.close()
     with RunOutputs(args.output, args.spectrogram) as outputs:

@@ -9,12 +9,18 @@ codecs decode them: the stereo [left, right] track comes from the model itself (
   continue  the given clip (a video with audio) -> that clip followed by `duration` s more of both
 What is given is encoded once and held as clean conditions (t = 1 per latent frame). Inputs of any length up to
 MAX_DURATION_S are generated in windows of the model's trained length (`joint_windows.py`); nothing is cut short.
-The text is encoded once, the empty conditions made once, and each window is decoded once.
+The text is encoded once, the empty conditions made once, and each window is decoded once. The given media come out
+as they were read (windows are crossfaded with each other, never into them). Sampling that diverges (a guidance
+strength far too large) is a one-line error at the first window with non-finite values, before anything is written.
+The checks a command runs before loading the model: `prompt_tokens` / `check_prompt_tokens` (the tokenizer alone) and
+`read_given_audio` (an a2v input decoded once, passed on as `given_audio`).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -24,10 +30,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from avflow.errors import AvflowError, ConfigError, MediaError
+from avflow.errors import AvflowError, ConfigError, MediaError, MediaWarning
 from avflow.flow.sampling import SamplingConfig, sample_with
 from avflow.pipelines.clip import GeneratedClip
-from avflow.pipelines.inputs import FIRST_SECONDS_HINT, MAX_DURATION_S, WHOLE_CLIP_HINT, used_span
+from avflow.pipelines.inputs import FIRST_SECONDS_HINT, MAX_DURATION_S, SPAN_SLACK_S, WHOLE_CLIP_HINT, used_span
 from avflow.pipelines.joint_windows import crossfade_into, plan_windows
 from avflow.precision import DEFAULT_PRECISION, autocast, autocast_weights, check_precision
 
@@ -48,6 +54,52 @@ class Given:
     audio: Tensor | None = None  # (2, S) float32 [left, right] at the model's sample rate
     video_latents: int = 0
     audio_latents: int = 0
+
+
+def prompt_tokens(prompt: str, text_encoder: str) -> int:
+    """Tokens the text encoder a model's config names (`text_encoder`) takes for `prompt`, as its `count_tokens`
+    counts them, from its tokenizer alone: no weights are read, so a command refuses a prompt that is too long before
+    it loads the model."""
+    if text_encoder == "tiny":  # `TinyTextEncoder`: one token per word
+        return len(prompt.split())
+    if text_encoder != "minilm":
+        raise ConfigError(f"unknown text encoder {text_encoder!r} (choose from minilm, tiny)")
+    from avflow.encoders.text import minilm_dir
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as `MiniLMTextEncoder`: nothing touches the Hub
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    return len(tokenizer(prompt)["input_ids"])  # [CLS] and [SEP] included, as `MiniLMTextEncoder.count_tokens`
+
+
+def check_prompt_tokens(tokens: int, most: int) -> None:
+    """A one-line error for a prompt of `tokens` tokens where the model reads at most `most` (never cut silently)."""
+    if tokens > most:
+        raise AvflowError(f"the prompt is {tokens} tokens long and this model reads at most {most}: shorten it "
+                          "(e.g. one sentence per object)")  # fmt: skip
+
+
+def read_given_audio(path: str | Path, sample_rate: int, duration: float | None) -> Tensor:
+    """(2, S) [left, right] at `sample_rate` (mono used for both): all of the file's audio, or its first `duration`
+    s (the rest is not decoded); NaN or infinite samples are a one-line MediaError. A command reads an a2v input
+    with this in its checks and passes it on (`given_audio`), so it is decoded once and refused before any weights."""
+    from avflow.data.media import read_audio
+
+    audio, _ = read_audio(path, sample_rate=sample_rate, channels=2, seconds=duration)
+    span = used_span(audio.shape[1] / sample_rate, f"{path}: its audio", duration)
+    return audio[:, : round(span * sample_rate)]
+
+
+def check_finite(tensors: dict[str, Tensor], sampling: SamplingConfig) -> None:
+    """A one-line error where sampling diverged (non-finite latents or media, from a guidance strength far too
+    large): written, NaN would be a black video or refused by the audio encoder."""
+    bad = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        strengths = ", ".join([f"cfg_strength {sampling.cfg_strength:g}",
+                               *(f"{k} {w:g}" for k, w in sampling.stream_cfg_strength.items())])  # fmt: skip
+        raise ConfigError(f"sampling diverged (non-finite values in {', '.join(bad)}) with {strengths}; use a "
+                          "smaller --cfg / --stream-cfg")  # fmt: skip
 
 
 def start_times(known: Tensor, device: torch.device) -> Tensor:
@@ -95,11 +147,7 @@ class JointPipeline:
     def _read_audio(self, path: str | Path, duration: float | None) -> Tensor:
         """(2, S) [left, right] (mono used for both): all of the file's audio, or its first `duration` s (the rest is
         not decoded)."""
-        from avflow.data.media import read_audio
-
-        audio, _ = read_audio(path, sample_rate=self.sample_rate, channels=2, seconds=duration)
-        span = used_span(audio.shape[1] / self.sample_rate, f"{path}: its audio", duration)
-        return audio[:, : round(span * self.sample_rate)]
+        return read_given_audio(path, self.sample_rate, duration)
 
     def _read_video(self, path: str | Path, duration: float | None, whole: bool = False) -> tuple[Tensor, float]:
         """Frames (F, H, W, 3) at the model's fps and size over all of the video or its first `duration` s, and that
@@ -115,14 +163,16 @@ class JointPipeline:
         """Video latent frames of a clip of `frames` pixel frames and `samples` audio samples (covering both)."""
         return max(math.ceil(frames / self.stride), math.ceil(samples / self.frame_samples))
 
-    def _inputs(self, task: str, duration: float | None, audio_path, video_path) -> tuple[Given, int, int]:
-        """What is given and the clip's length in frames and in audio samples."""
+    def _inputs(self, task: str, duration: float | None, audio_path, video_path,
+                given_audio: Tensor | None = None) -> tuple[Given, int, int]:  # fmt: skip
+        """What is given and the clip's length in frames and in audio samples (`given_audio`: a2v's audio already
+        read)."""
         samples = lambda frames: round(frames * self.sample_rate / self.fps)  # noqa: E731
         if task == "t2av":
             n = max(self.stride, round((self.config.duration if duration is None else duration) * self.fps))
             return Given(), n, samples(n)
         if task == "a2v":  # all of the audio latents are given (silence after the sound's end)
-            audio = self._read_audio(audio_path, duration)
+            audio = self._read_audio(audio_path, duration) if given_audio is None else given_audio
             n, s = max(1, math.ceil(audio.shape[1] * self.fps / self.sample_rate - 1e-6)), audio.shape[1]
             return Given(audio=audio, audio_latents=self.latent_frames(n, s) * self.audio_per_frame), n, s
         frames, span = (self._read_video(video_path, duration) if task == "v2a" else
@@ -135,7 +185,13 @@ class JointPipeline:
         if not probe(video_path).has_audio:
             raise MediaError(f"{video_path}: has no audio track; continuing a clip needs its video and its audio")
         n_in = frames.shape[0]
-        audio = self._read_audio(video_path, None)[:, : samples(n_in)]  # the clip's audio over its video's span
+        audio = self._read_audio(video_path, None)
+        past = (audio.shape[1] - samples(n_in)) / self.sample_rate
+        if past > SPAN_SLACK_S:  # more than timestamp rounding: say what is left out
+            note = (f"{video_path}: its audio runs {past:.2f} s past its video's end; that part is not used (the "
+                    "continuation starts after the clip's last frame)")  # fmt: skip
+            warnings.warn(MediaWarning(note), stacklevel=3)
+        audio = audio[:, : samples(n_in)]  # the clip's audio over its video's span
         audio = torch.nn.functional.pad(audio, (0, samples(n_in) - audio.shape[1]))
         n_add = max(1, round((self.config.duration if duration is None else duration) * self.fps))
         given = Given(frames=frames, audio=audio, video_latents=n_in // self.stride,
@@ -183,28 +239,29 @@ class JointPipeline:
         video_path: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
         cut_prompt: bool = False,
+        given_audio: Tensor | None = None,
     ) -> GeneratedClip:
         """One clip. `duration`: t2av the clip's length, continue the length added (default: the model's), a2v / v2a
         how much of the input to use (default: all of it). A prompt longer than the model reads (`text_len` tokens)
-        is an error unless `cut_prompt` (then its first `text_len` tokens are used, as training cut its captions)."""
+        is an error unless `cut_prompt` (then its first `text_len` tokens are used, as training cut its captions).
+        `given_audio`: a2v's audio as `read_given_audio(audio_path, self.sample_rate, duration)` returned it (read
+        in a command's checks; not decoded again)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
-        tokens, most = self.text_encoder.count_tokens(prompt), self.config.joint.text_len
-        if tokens > most and not cut_prompt:
-            raise AvflowError(f"the prompt is {tokens} tokens long and this model reads at most {most}: shorten it "
-                              "(e.g. one sentence per object)")  # fmt: skip
+        if not cut_prompt:
+            check_prompt_tokens(self.text_encoder.count_tokens(prompt), self.config.joint.text_len)
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
         if duration is not None and not 0 < float(duration) <= MAX_DURATION_S:
             raise AvflowError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds, got {duration}")
-        if task == "a2v" and audio_path is None:
+        if task == "a2v" and audio_path is None and given_audio is None:
             raise AvflowError("task a2v needs an audio file (--audio-file FILE)")
         if task in ("v2a", "continue") and video_path is None:
             raise AvflowError(f"task {task} needs a video file (--video FILE)")
         if sampling is not None:
             sampling.check_streams(self.config.streams)
         duration = None if duration is None else float(duration)
-        given, n_frames, n_samples = self._inputs(task, duration, audio_path, video_path)
+        given, n_frames, n_samples = self._inputs(task, duration, audio_path, video_path, given_audio)
         return self._generate(prompt, given, n_frames, n_samples, int(seed), sampling or self.sampling, task,
                               progress)  # fmt: skip
 
@@ -232,6 +289,7 @@ class JointPipeline:
         if given.audio is not None:
             filled_audio = min(given.audio.shape[1], n_samples)
             audio_out[:filled_audio] = given.audio[:, :filled_audio].T
+        kept_frames, kept_audio = filled_frames, filled_audio  # the user's media: never crossfaded into
         decode_video, decode_audio = filled_frames < n_frames, filled_audio < n_samples
         fade_frames = round(self.config.crossfade * self.fps)
         fade_samples = round(self.config.crossfade * self.sample_rate)
@@ -258,18 +316,23 @@ class JointPipeline:
             with autocast(self.precision, device), autocast_weights(self.model):
                 out = sample_with(sampling, self.model, noise, cond, negative=negative, clean=clean, t_start=t_start,
                                   progress=report).streams  # fmt: skip
+            check_finite(out, sampling)
             video[:, :, s:e] = out["video"].float()
             for ear in EARS:
                 audio[ear][:, a:b] = out[ear].float()
             known_video[s:e], known_audio[a:b] = True, True
             if decode_video:
                 piece = self._decode_video(video[:, :, s:e])
-                filled_frames = crossfade_into(frames_out, filled_frames, s * self.stride, piece, fade_frames)
+                check_finite({"decoded video": piece}, sampling)
+                filled_frames = crossfade_into(frames_out, filled_frames, s * self.stride, piece, fade_frames,
+                                               keep=kept_frames)  # fmt: skip
             if decode_audio:
                 with self._codec_precision():
                     wave = self.codecs.audio.decode({ear: audio[ear][:, a:b] for ear in EARS})[0]  # (2, samples)
+                check_finite({"decoded audio": wave}, sampling)
                 piece = wave.float().clamp(-1.0, 1.0).cpu().T
-                filled_audio = crossfade_into(audio_out, filled_audio, s * self.frame_samples, piece, fade_samples)
+                filled_audio = crossfade_into(audio_out, filled_audio, s * self.frame_samples, piece, fade_samples,
+                                              keep=kept_audio)  # fmt: skip
         frames = frames_out.round().clamp(0, 255).to(torch.uint8)
         return GeneratedClip(frames=frames, audio=audio_out.T.contiguous(), sample_rate=self.sample_rate, fps=self.fps,
                              prompt=prompt, task=task, windows=len(starts))  # fmt: skip

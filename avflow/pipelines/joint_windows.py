@@ -6,7 +6,8 @@ the first starts `window - overlap` frames after the one before, so its first `o
 generated (or given), passed to the model as clean conditions at t = 1 per frame: the continuation task. The first
 window starts `overlap` frames before the first frame to generate (context from a given clip) and the last one is
 moved back to end with the clip, so every window has the trained length when the clip is long enough.
-Each window is decoded on its own; `crossfade_into` joins consecutive decoded pieces.
+Each window is decoded on its own; `crossfade_into` joins consecutive decoded pieces (never blending into what the
+user gave: a clip to continue comes out as it was read).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ def plan_windows(total: int, window: int, overlap: int, first_unknown: int = 0) 
     return starts
 
 
-def crossfade_into(out: Tensor, filled: int, start: int, piece: Tensor, fade: int) -> int:
+def crossfade_into(out: Tensor, filled: int, start: int, piece: Tensor, fade: int, keep: int = 0) -> int:
     """Write `piece` into `out` at `start` (time along dim 0; whatever runs past `out` is dropped) and return the new
     end of what `out` holds. Where the piece overlaps media already there (before `filled`), the earlier media stay
-    until the last `fade` items of the overlap, across which the two blend linearly (weights excluding 0 and 1)."""
+    until the last `fade` items of the overlap, across which the two blend linearly (weights excluding 0 and 1).
+    The first `keep` items (the user's own media) are never blended: a piece joins them with a cut."""
     end = min(start + piece.shape[0], out.shape[0])
     overlap = max(0, min(filled, end) - start)
-    n = min(fade, overlap)
+    n = max(0, min(fade, overlap, start + overlap - keep))
     at = start + overlap - n
     if n:
         w = (torch.arange(1, n + 1, dtype=out.dtype, device=out.device) / (n + 1)).view(-1, *[1] * (out.ndim - 1))

@@ -18,7 +18,7 @@ import torch
 from helpers import damaged_ts, prores_mov, with_subtitles
 
 from avflow.data.media import mux_audio, read_audio
-from avflow.errors import MediaError
+from avflow.errors import MediaError, MediaWarning
 
 TOLERANCE_S = 1e-3
 
@@ -163,7 +163,8 @@ def test_existing_audio_kept_replaced_or_mixed(ffmpeg, tmp_path):
         assert [(s.rate, s.channels) for s in container.streams.audio] == [(16000, 1)]
 
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(24000) / 16000)).astype(np.float32)[None]  # (1, N)
-    mixed = mux_audio(source, tone, 16000, tmp_path / "mix.mp4", existing_audio="mix")
+    with pytest.warns(MediaWarning, match="its audio goes on 0.50 s past the video's end"):  # 2 s of it, 1.5 s video
+        mixed = mux_audio(source, tone, 16000, tmp_path / "mix.mp4", existing_audio="mix")
     with av.open(str(mixed)) as container:  # at the source's rate, the higher one
         assert [(s.rate, s.channels) for s in container.streams.audio] == [(48000, 2)]
     got, _ = read_audio(mixed, sample_rate=16000)
@@ -245,7 +246,8 @@ def test_mix_with_a_surround_source_downmixes_it(tmp_path):
     source = make_video(tmp_path / "in.mp4", cfr(0.0, frames=45), audio=surround, layout="5.1")
     generated = np.zeros((2, 24000), np.float32)
     generated[0, ::4000] = 0.5  # clicks on the left only
-    mixed = mux_audio(source, generated, 16000, tmp_path / "mix.mp4", existing_audio="mix")
+    with pytest.warns(MediaWarning, match="goes on 0.50 s past the video's end"):
+        mixed = mux_audio(source, generated, 16000, tmp_path / "mix.mp4", existing_audio="mix")
     with av.open(str(mixed)) as container:
         assert [(s.rate, s.channels) for s in container.streams.audio] == [(48000, 2)]
     got, _ = read_audio(mixed)
@@ -707,3 +709,142 @@ def test_damaged_packets_the_muxer_refuses_are_skipped_and_said(tmp_path, capsys
     assert main(["binaural", str(source), "--mode", "spatialise", "-o", str(tmp_path / "b.mp4")]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"avflow binaural: note: {source}: {notes[0]}"]
+
+
+def test_mix_goes_on_past_the_video_s_end_where_its_audio_does(tmp_path):
+    """`--audio mix` onto a 1 s video whose own audio lasts 2.5 s: the sum was cut at the video's end with nothing
+    said (`--audio keep` keeps all of it, and the help promised the longer of the two). The mixed track lasts as long
+    as the video's audio, which goes on whole after the video ends, and a note says so."""
+    t = np.arange(round(2.5 * 48000)) / 48000
+    original = np.repeat(0.3 * np.sin(2 * np.pi * 440 * t)[None], 2, axis=0).astype(np.float32)
+    source = make_video(tmp_path / "in.mp4", cfr(0.0, frames=30), audio=original)  # 1 s of video
+    generated = bursts(1.0, 16000, 1)
+    with pytest.warns(MediaWarning, match=r"in\.mp4: its audio goes on 1\.50 s past the video's end, and so does"):
+        mixed = mux_audio(source, generated, 16000, tmp_path / "mix.mp4", existing_audio="mix")
+    got, rate = read_audio(mixed)
+    assert rate == 48000 and abs(got.shape[1] / rate - 2.5) <= 1e-3, got.shape[1] / rate
+    late = got[:, round(1.2 * rate) : round(2.4 * rate)].numpy()  # after the video's end: the source alone
+    rms = np.sqrt((late**2).mean(axis=1))
+    assert (abs(rms - 0.3 / np.sqrt(2)) < 0.02).all(), rms
+    notes: list[str] = []
+    short = make_video(tmp_path / "short.mp4", cfr(0.0, frames=30), audio=original[:, : round(1.05 * 48000)])
+    mux_audio(short, generated, 16000, tmp_path / "mix2.mp4", existing_audio="mix", notes=notes)
+    assert notes == []  # an audio track that ends within 0.1 s of the video: the usual, not said
+    assert abs(read_audio(tmp_path / "mix2.mp4")[0].shape[1] / 48000 - 1.05) <= 1e-3  # and not cut either
+
+
+def faststart_mp4(path: Path, frames: int = 50) -> Path:
+    """mp4 with its index at the front (`+faststart`: phones, web exports), 25 fps h264 with B-frames (noise sliding
+    sideways: bytes enough that a cut falls among the frames, motion enough for B-frames), and 2 s of AAC."""
+    noise = np.random.default_rng(0).integers(0, 256, (48, 128, 3), np.uint8)
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"g": "12", "bf": "2"}
+        track = out.add_stream("aac", rate=48000, layout="mono")
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(noise[:, 2 * k % 64 :][:, :64]), format="rgb24")
+            frame.pts = k
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        frame = av.AudioFrame.from_ndarray(bursts(2.0, 48000, 1), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, 0, Fraction(1, 48000)
+        out.mux([*track.encode(frame), *track.encode(None)])
+    return path
+
+
+def decoded_frames(ffmpeg: str, path: Path) -> list[str]:
+    """The checksums of the video frames the ffmpeg tool shows, in order."""
+    done = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "framemd5", "-"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return [line.split(",")[-1].strip() for line in done.stdout.splitlines() if not line.startswith("#")]
+
+
+def stream_seconds(path: Path) -> list[float]:
+    """Each stream's duration as ffprobe reports it (from the edit list: what players present)."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=duration", "-of", "json", str(path)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return [float(stream["duration"]) for stream in json.loads(done.stdout)["streams"]]
+
+
+@pytest.mark.parametrize("where", ["P-frame", "B-frame", "audio"])
+def test_an_mp4_cut_short_is_copied_as_far_as_it_holds_whole_frames(ffmpeg, tmp_path, where):
+    """An mp4 with its index at the front, cut short: the readers hold the samples whose bytes are all in the file,
+    up to the first one missing, and the new track is that long; but the part of a sample at the cut was copied (cut
+    in a frame: the output's video one frame longer than its new track, its header 2.08 s for 1.92), and, cut in a
+    B-frame, the frames decoded before it but shown after it were presented too. The packets copied are the whole
+    ones; those frames stay for the frames before them that reference them, unshown (the edit list ends where the
+    frames held do): players show the frames the readers hold, and the video and the new track end together."""
+    from avflow.data.media import probe
+
+    whole, cut = faststart_mp4(tmp_path / "whole.mp4"), tmp_path / "cut.mp4"
+    with av.open(str(whole)) as c:
+        full = [(p.pts, p.pos, bytes(p), p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size]
+    with av.open(str(whole)) as c:
+        sound = [(p.pos, p.size) for p in c.demux(c.streams.audio[0]) if p.size]
+    later = [(pts, pos, len(data), key, before) for (pts, pos, data, key), (before, *_) in zip(full[20:], full[19:])]
+    cuts = {"P-frame": next(pos + size // 2 for pts, pos, size, key, before in later if pts > before and not key),
+            "B-frame": next(pos + size // 2 for pts, pos, size, key, before in later if pts < before),
+            "audio": sound[40][0] + sound[40][1] // 2}  # fmt: skip
+    size = cuts[where]
+    cut.write_bytes(whole.read_bytes()[:size])
+    with pytest.warns(MediaWarning, match="cut short"):
+        shown = probe(cut).n_frames
+    out = mux_audio(cut, np.zeros((1, 48000), np.float32), 16000, tmp_path / "out.mp4", existing_audio="keep")
+    intact = [(pts, data) for pts, pos, data, _ in full if pos + len(data) <= size]
+    assert [(pts, data) for pts, _, data in packets(out, "video")] == intact  # the whole packets, all of them
+    kept = packets(out, "audio", 1)
+    assert kept == packets(whole, "audio")[: len(kept)]  # the kept track: its whole packets
+    assert where != "B-frame" or max(pts for pts, _ in intact) >= shown  # a frame shown after the missing one, held
+    assert decoded_frames(ffmpeg, out) == decoded_frames(ffmpeg, whole)[:shown]
+    video_s, new_s, _ = stream_seconds(out)
+    assert abs(video_s - shown / 25) <= TOLERANCE_S and abs(new_s - shown / 25) <= TOLERANCE_S, (video_s, new_s)
+
+
+def test_a_track_delayed_by_the_video_s_start_presents_exactly_the_video_s_span(tmp_path):
+    """A video whose streams start at 5 s (`-output_ts_offset 5`): ffprobe says its new track lasts 64 ms (the AAC
+    priming) longer than at 0 s. The file presents exactly the video's span from the first real sample: an empty
+    edit of 5 s, then the media from past the priming for the video's 1.2 s; FFmpeg's demuxer reports a delayed
+    track's duration without its edit list (its bound counts the empty edit), and decodes the same samples as for a
+    track at 0 s."""
+    from avflow.data.mp4_edits import _boxes, _child, _movie
+
+    def edits(path: Path, track: int) -> list[tuple[int, int]]:
+        with open(path, "rb") as file:
+            moov = _movie(file)[1]
+        trak = [box for box in _boxes(moov, 8, len(moov)) if box[0] == b"trak"][track]
+        elst = _child(moov, _child(moov, trak, b"edts"), b"elst")
+        count = int.from_bytes(moov[elst[2] + 4 : elst[2] + 8], "big")
+        return [tuple(int(x) for x in np.frombuffer(moov, ">i4", 2, elst[2] + 8 + 12 * k)) for k in range(count)]
+
+    generated = bursts(1.2, 16000, 1)
+    at_5 = mux_audio(make_video(tmp_path / "at5.mp4", cfr(5.0)), generated, 16000, tmp_path / "out5.mp4")
+    at_0 = mux_audio(make_video(tmp_path / "at0.mp4", cfr(0.0)), generated, 16000, tmp_path / "out0.mp4")
+    assert edits(at_5, 1) == [(5000, -1), (1200, 1024)] and edits(at_0, 1) == [(1200, 1024)]
+    with av.open(str(at_5)) as c5, av.open(str(at_0)) as c0:
+        assert sum(f.samples for f in c5.decode(audio=0)) == sum(f.samples for f in c0.decode(audio=0))
+
+
+def test_shorten_track_ends_a_track_earlier_also_without_an_edit_list(ffmpeg, tmp_path):
+    """`shorten_track` on a video without an edit list (an mp4 need not have one for a track presented whole from 0;
+    FFmpeg writes one, so here its `edts` is made a `free` box, which readers skip): it is given one, and players show
+    0.4 s less of it; the movie is as long as its longest track."""
+    from avflow.data.mp4_edits import shorten_track
+
+    source = tmp_path / "plain.mp4"
+    with av.open(str(source), "w", options={"movie_timescale": "1000"}) as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"bf": "0"}
+        for k in range(50):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * k, np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+    source.write_bytes(source.read_bytes().replace(b"edts", b"free"))
+    before = decoded_frames(ffmpeg, source)
+    assert len(before) == 50 and stream_seconds(source) == [2.0]
+    with open(source, "r+b") as file:
+        assert shorten_track(file, 0, Fraction(2, 5)) == Fraction(2, 5)
+    assert decoded_frames(ffmpeg, source) == before[:40]
+    assert stream_seconds(source) == [1.6]
+    with av.open(str(source)) as container:
+        assert container.duration == 1_600_000

@@ -8,7 +8,8 @@ EXISTING_AUDIO = {
     "keep": "kept unchanged as further tracks after the new one (players start with the new one)",
     "replace": "dropped; the new track is the only one",
     "mix": "the first one mixed into the new track (which takes its language and title), at the higher of the two "
-    "sample rates and over the longer of the two; any others kept unchanged after it",
+    "sample rates and over the longer of the two (past the video's end where its audio goes on); any others kept "
+    "unchanged after it",
 }
 DEFAULT_EXISTING_AUDIO = "keep"  # nothing is lost
 MIX_MAX_RATE = 48000  # "mix" sums at the higher of the two rates, up to this

@@ -17,8 +17,8 @@ import torch
 
 from avflow.data.audio import as_channels_first, resample
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO, mix_rate
-from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track
-from avflow.data.video import check_video, main_video, open_media, probe, video_span
+from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track, shorten_track
+from avflow.data.video import check_video, held_samples, main_video, open_media, probe, video_span
 from avflow.errors import MediaError, MediaWarning
 from avflow.weights import atomic_write
 
@@ -34,6 +34,9 @@ AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000,
 # at 128 kb/s per channel they stayed within 0.25 dB and 5 us. Binaural output keeps its image.
 AAC_BITS_PER_CHANNEL = 128_000
 _NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
+# "mix" over a source whose audio goes on this much past the video's end says so: the output's audio outlasts the
+# video. Less is the usual (a camera's audio ends within a frame or an AAC frame of its video) and not worth a line.
+MIX_PAST_END_NOTE_S = 0.1
 
 
 def frame_rate(fps: float | Fraction) -> Fraction:
@@ -113,8 +116,9 @@ def _mux_interleaved(
 def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     """`audio` (C, N) at `sample_rate` plus the source's first audio track (sample 0 at the first video frame), and
     the rate of the sum: the higher of the two (`mix_rate`; the source's top octaves are kept), over the
-    longer of the two (the source goes on after a shorter new track), at the wider channel count (a source of more
-    than two channels mixed down to stereo first), scaled down only if the sum would clip."""
+    longer of the two (the source goes on after a shorter new track, and past the video's end where it does), at the
+    wider channel count (a source of more than two channels mixed down to stereo first), scaled down only if the sum
+    would clip."""
     from avflow.data.audio import audio_channels, convert_channels, read_audio
 
     channels = max(audio.shape[0], min(audio_channels(video_path), 2))
@@ -264,6 +268,16 @@ def _fits(stream: av.stream.Stream, container_format: str) -> bool:
     return _muxer_takes(container_format, lambda output: _copy_stream(output, stream))
 
 
+def _cut_at(source: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
+    """Of an mp4 / mov cut short, the file position of the stream's first sample not whole in the file (its index at
+    the front lists more): that packet (part of a sample) and any after it are not copied, as the readers hold the
+    samples before it (`avflow.data.video`). None where every sample is whole or the container has no such index."""
+    held = held_samples(source, stream)
+    if held is None:
+        return None
+    return stream.index_entries[held].pos if len(stream.index_entries) else 0
+
+
 def _timed(packets: Iterable[av.Packet]) -> Iterable[av.Packet]:
     """`packets` where each data packet of no duration (KLV from an MPEG-TS) is given the time to the next one of its
     stream (the last one, the step before it): the mov muxer drops a last sample of no duration. Each such packet is
@@ -342,11 +356,15 @@ def mux_audio(
 ) -> Path:
     """Write out_path with video_path's video packets unchanged (no re-encode) and `audio` (C, N) as a new AAC track,
     the first and default one, padded with silence or trimmed to exactly the video's span: its sample 0 is presented
-    with the first video frame, whatever time that frame starts at.
+    with the first video frame, whatever time that frame starts at. Of an mp4 cut short, the packets whose bytes are
+    all in the file are copied, and the video is presented for the span the readers give it (`video_span`; frames
+    held but shown after a missing one stay, unshown, as frames before them may reference them).
 
     `existing_audio` says what happens to the source's own audio tracks: "keep" copies them unchanged after the new
-    track, "replace" drops them, "mix" adds the first one into the new track over the longer of the two, at the
-    higher sample rate (the new track takes its language and title) and copies the others unchanged after it.
+    track, "replace" drops them, "mix" adds the first one into the new track (fitted to the video's span) over the
+    longer of the two, past the video's end where the source's audio goes on (as "keep" keeps it; said where it is
+    over MIX_PAST_END_NOTE_S), at the higher sample rate (the new track takes its language and title) and copies the
+    others unchanged after it.
     Subtitles, cover art, further video tracks and data tracks are copied where out_path's container can hold them
     (`left_out` names those it cannot), and the chapters and the file's and tracks' tags always. The file is written
     atomically: on any failure nothing is left at out_path. What is handled rather than refused (a damaged source
@@ -362,11 +380,17 @@ def mux_audio(
     info = probe(video_path)
     check_video(info)
     check_copyable(video_path, out_path, existing_audio)
+    start, end = video_span(video_path)
+    length, said = end - start, []
     if existing_audio == "mix" and info.has_audio:
-        data, sample_rate = _mix_with_source(video_path, data, int(sample_rate))
+        fitted = _fit_length(data, round(length * int(sample_rate)))
+        data, sample_rate = _mix_with_source(video_path, fitted, int(sample_rate))
+        past = Fraction(data.shape[1], sample_rate) - length
+        if past > MIX_PAST_END_NOTE_S:
+            said.append(f"its audio goes on {float(past):.2f} s past the video's end, and so does the mixed track")
+        length = max(length, Fraction(data.shape[1], sample_rate))
 
     def write(file) -> None:
-        start, end = video_span(video_path)
         with open_media(video_path) as source:
             options = {**MP4_OPTIONS, **_metadata_options(source.metadata)}
         output = av.open(file, "w", format=container_format, options=options)
@@ -378,7 +402,7 @@ def mux_audio(
             output.metadata.update(_tags(source.metadata))
             output.set_chapters(source.chapters())  # the muxer writes its own chapter track
             out_streams = {in_video.index: _copy_stream(output, in_video)}
-            audio_packets, delay = _encode_aac(output, data, int(sample_rate), end - start, start)
+            audio_packets, delay = _encode_aac(output, data, int(sample_rate), length, start)
             output.streams.audio[0].disposition = av.stream.Disposition.default
             if existing_audio == "mix" and source.streams.audio:  # the sum is the first track's, with the new sound
                 output.streams.audio[0].metadata.update(_track_tags(source.streams.audio[0]))
@@ -388,13 +412,22 @@ def mux_audio(
             for stream in extras:  # after the audio (an mp4 keeps cover art as a tag, not a track)
                 out_streams[stream.index] = _copy_stream(output, stream)
 
+            cuts = {s.index: cut for s in (in_video, *kept, *extras) if (cut := _cut_at(source, s)) is not None}
+            video_end = start  # the end of the last frame copied
+
             def source_packets() -> Iterable[av.Packet]:
+                nonlocal video_end
                 for packet in source.demux(in_video, *kept, *extras):
                     if packet.dts is None and packet.pts is None:  # end-of-stream marker, or the cover's one picture
                         if packet.stream.disposition & av.stream.Disposition.attached_pic and packet.size:
                             packet.stream = out_streams[packet.stream_index]
                             output.mux(packet)  # the muxer keeps it as the cover; it has no time to interleave by
                         continue
+                    if packet.pos >= cuts.get(packet.stream_index, math.inf):  # not whole: an mp4 cut short
+                        continue
+                    if packet.stream_index == in_video.index and packet.pts is not None:
+                        shown_to = Fraction(packet.pts + (packet.duration or 0)) * packet.time_base
+                        video_end = max(video_end, shown_to)
                     packet.stream = out_streams[packet.stream_index]
                     yield packet
 
@@ -402,6 +435,9 @@ def mux_audio(
             skipped = _mux_interleaved(output, _timed(source_packets()), audio_packets, delay)
             for index, n in skipped.items():
                 damaged[names[index]] = damaged.get(names[index], 0) + n
+            cut_short = in_video.index in cuts
+        if cut_short and video_end > end:  # frames held but shown after a missing one: presented up to it
+            shorten_track(file, 0, video_end - end)
         if delay > 0:  # the new track is the file's second (after the video)
             written = delay_track(file, 1, float(delay))
             if abs(written - delay) > Fraction(1, 10 * MOVIE_TIMESCALE):
@@ -411,7 +447,8 @@ def mux_audio(
     atomic_write(out_path, write)
     for name, n in damaged.items():
         packets = f"{n} damaged packet{'s' if n > 1 else ''}"
-        note = f"{packets} of its {name} skipped (the muxer refused them; players skip them too)"
+        said.append(f"{packets} of its {name} skipped (the muxer refused them; players skip them too)")
+    for note in said:
         if notes is not None:
             notes.append(note)
         else:

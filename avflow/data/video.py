@@ -93,7 +93,7 @@ def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
     """
     with open_media(path) as container:
         stream = main_video(container)
-        origin, duration, held, end = stream_origin(stream), stream.duration, _held_samples(container, stream), None
+        origin, duration, held, end = stream_origin(stream), stream.duration, held_samples(container, stream), None
         try:
             if held is None:
                 container.seek(2**62, stream=stream, backward=True)
@@ -148,7 +148,7 @@ def _scan(path: Path) -> tuple[int, Fraction, Fraction]:
         return count, origin, (end if end is not None else origin)
 
 
-def _held_samples(container: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
+def held_samples(container: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
     """How many of the stream's samples (decode order) lie whole in the file where its mp4 / mov index, at the front
     (`-movflags +faststart`, as phones and web exports write it), lists more: the file was cut short (a copy or a
     download that stopped) and its header's duration and frame count are not what it holds. None where every sample
@@ -272,7 +272,7 @@ def probe(path: str | Path) -> MediaInfo:
             turns = _first_frame_turns(container, video)  # first: on the fresh container, before any seek
             width, height = (video.height, video.width) if turns % 2 else (video.width, video.height)
             tracks = len(container.streams.audio)
-            held = _held_samples(container, video)
+            held = held_samples(container, video)
             if held is not None:
                 n_frames, origin, end = _cut_video(path, held)
                 _note_cut_short(path, float(end - origin), _header_duration(container, video))
@@ -290,7 +290,7 @@ def probe(path: str | Path) -> MediaInfo:
                 fps = n_frames / duration
             return MediaInfo(path, duration, fps, n_frames, width, height, True, audio is not None, rate, channels,
                              tracks, turns)  # fmt: skip
-        held = _held_samples(container, audio)
+        held = held_samples(container, audio)
         if held is not None:  # an m4a cut short: up to its first sample not whole (audio: decode order is time order)
             start, entries = audio.start_time or 0, audio.index_entries
             duration = float(max(0, entries[held].timestamp - start) * audio.time_base) if held else 0.0
@@ -386,7 +386,7 @@ class _FrameCursor:
         container = open_media(self.path)
         stream = main_video(container)
         stream.thread_type = "AUTO"
-        held = _held_samples(container, stream)
+        held = held_samples(container, stream)
         self.cut_pos = stream.index_entries[held].pos if held else None  # an mp4 cut short: its first frame not whole
         return container, stream
 

@@ -799,6 +799,7 @@ def test_an_mp4_cut_short_is_copied_as_far_as_it_holds_whole_frames(ffmpeg, tmp_
     assert decoded_frames(ffmpeg, out) == decoded_frames(ffmpeg, whole)[:shown]
     video_s, new_s, _ = stream_seconds(out)
     assert abs(video_s - shown / 25) <= TOLERANCE_S and abs(new_s - shown / 25) <= TOLERANCE_S, (video_s, new_s)
+    assert abs(probe(out).duration - shown / 25) <= TOLERANCE_S  # avflow reads it as players show it, fed back in
 
 
 def test_a_track_delayed_by_the_video_s_start_presents_exactly_the_video_s_span(tmp_path):

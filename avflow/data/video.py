@@ -116,7 +116,7 @@ def _last_packet_end(packets: Iterable[av.Packet], stream: av.video.VideoStream)
     seconds; timestamps are compared as integers, so a scan of every packet of a long video stays cheap."""
     timed, untimed = None, None  # latest pts + duration; latest pts of a packet without a duration
     for packet in packets:
-        if packet.pts is None:
+        if packet.pts is None or packet.is_discard:  # a frame an edit list does not show (held, not presented)
             continue
         if packet.duration:
             timed = max(timed, packet.pts + packet.duration) if timed is not None else packet.pts + packet.duration

@@ -111,17 +111,25 @@ def raw_path(asset: Asset, root: Path | None = None) -> Path:
 def _download(asset: Asset, dest: Path) -> None:
     import shutil
 
+    from avflow.weights import atomic_write
+
     if asset.hf_repo:
         from huggingface_hub import hf_hub_download
 
         try:
             got = hf_hub_download(asset.hf_repo, asset.hf_file)
         except Exception as exc:  # network, auth, missing file: all end here
-            raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {exc}") from None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(got, dest)
+            raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {_first(exc)}") from None
+        with open(got, "rb") as source:  # a full disk leaves nothing half-copied in raw/
+            atomic_write(dest, lambda out: shutil.copyfileobj(source, out, 1 << 22))
         return
     _download_url(asset.url, dest, asset.name)
+
+
+def _first(exc: BaseException) -> str:
+    """The first line of an exception's message (urllib's redirect errors run to three)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _download_url(url: str, dest: Path, label: str) -> str:
@@ -140,17 +148,27 @@ def _download_url(url: str, dest: Path, label: str) -> str:
 
     def write(out) -> None:
         with urllib.request.urlopen(url, timeout=60) as resp:
+            kind = resp.headers.get("Content-Type", "")
+            if kind.startswith(("text/html", "application/xhtml")):  # a login or error page served with 200
+                raise WeightsError(f"could not download {url}: the server sent a web page ({kind}), not a file")
             total = int(resp.headers.get("Content-Length") or 0)
+            got = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=label) as bar:
                 while block := resp.read(1 << 20):
                     out.write(block)
                     digest.update(block)
+                    got += len(block)
                     bar.update(len(block))
+            if total and got != total:  # the connection closed early: read() does not say so
+                raise WeightsError(f"could not download {url}: {got} of its {total} bytes came (the connection "
+                                   "closed early); nothing kept")  # fmt: skip
+            if got == 0:
+                raise WeightsError(f"could not download {url}: the server sent an empty file")
 
     try:
         atomic_write(dest, write)
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError, ValueError) as exc:
-        raise WeightsError(f"could not download {url}: {exc}") from None
+        raise WeightsError(f"could not download {url}: {_first(exc)}") from None
     return digest.hexdigest()
 
 
@@ -162,7 +180,7 @@ def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path
     if verify and asset.md5:
         got = md5_file(raw)
         if got != asset.md5:
-            raise WeightsError(f"{raw}: MD5 {got} is not the published {asset.md5}; delete it and download again")
+            raise WeightsError(f"{raw}: MD5 {got} is not the published {asset.md5}")
     state = read_state_dict(raw, subkey=asset.subkey)
     return save_safetensors(state, converted_path(asset, root), metadata={"source": asset.name})
 
@@ -174,14 +192,32 @@ def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool 
             raise WeightsError(f"unknown weight file {asset!r}; known: {', '.join(ASSETS)}")
         asset = ASSETS[asset]
     dest = converted_path(asset, root)
-    if dest.exists():
+    if dest.exists() and _readable_safetensors(dest):
         return dest
+    dest.unlink(missing_ok=True)  # cut short or damaged: made again from raw/
     raw = raw_path(asset, root)
     if not raw.exists():
         if not allow_download or offline():
             require(asset, root)
         _download(asset, raw)
-    return convert(asset, root, verify=verify)
+    try:
+        return convert(asset, root, verify=verify)
+    except WeightsError as exc:  # a raw file that is not the asset stays no longer: the next download replaces it
+        raw.unlink(missing_ok=True)
+        raise WeightsError(f"{raw} was not usable and is removed from the cache; run `avflow download MODEL` "
+                           f"again ({exc})") from None
+
+
+def _readable_safetensors(path: Path) -> bool:
+    """Whether a converted file's header reads and its data is all there (cheap: the tensors are not read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+        return True
+    except Exception:  # noqa: BLE001 - safetensors raises its own and OS errors alike
+        return False
 
 
 def require(asset: Asset | str, root: Path | None = None) -> None:
@@ -220,7 +256,10 @@ def fetch_model(
             paths[stem] = import_local(asset, found, root)
             how = f"from {found}, " + ("MD5 checked" if asset.md5 else "no published MD5 to check")
         else:
-            paths[stem], how = fetch(stem, root, allow_download=allow_download), ""
+            try:
+                paths[stem], how = fetch(stem, root, allow_download=allow_download), ""
+            except WeightsError as exc:  # the command to run, named
+                raise WeightsError(str(exc).replace("avflow download MODEL", f"avflow download {model}")) from None
         if report is not None:
             report(stem, paths[stem], how)
     return paths
@@ -245,6 +284,7 @@ def import_local(asset: Asset, source: Path, root: Path | None = None) -> Path:
 
     from avflow.weights import md5_file
 
+    source = Path(source).resolve()  # a Hugging Face cache's files are relative links into its blobs/
     if asset.md5:
         got = md5_file(source)
         if got != asset.md5:
@@ -260,7 +300,11 @@ def import_local(asset: Asset, source: Path, root: Path | None = None) -> Path:
         os.replace(tmp, raw)
     finally:
         tmp.unlink(missing_ok=True)
-    return convert(asset, root, verify=False)
+    try:
+        return convert(asset, root, verify=False)
+    except WeightsError as exc:  # not the asset after all (no published MD5 to tell): nothing stays in the cache
+        raw.unlink(missing_ok=True)
+        raise WeightsError(f"{exc}; not taken") from None
 
 
 HUB_SCHEME = "hf://"
@@ -366,6 +410,10 @@ def url_file(ref: str, *, download: bool = True, root: Path | None = None) -> Pa
             warnings.warn(WeightsWarning(f"downloaded {url} (SHA-256 {digest}; end the URL with #sha256={digest} "
                                          "to have later uses checked)"), stacklevel=2)  # fmt: skip
     digest = record.read_text().strip()
+    if pin is not None and digest == pin:  # a pin is checked against the bytes there, not only the record
+        from avflow.weights import sha256_file
+
+        digest = sha256_file(dest)
     if pin is not None and digest != pin:
         why = "the file at the URL changed, or the pin is wrong"
         raise WeightsError(f"{url}: the cached copy's SHA-256 {digest} is not the {pin} the URL pins ({why}); "

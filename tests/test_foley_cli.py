@@ -317,23 +317,27 @@ def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys):
     assert "unknown model" in _error(capsys)
     assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST, "--cfg", "0"]) == 2
     assert "cfg_strength must be a finite number > 0" in _error(capsys)
-    # A corrupt converted file, then a corrupt official file: one line, nothing written.
+    # A converted file cut short is made again from the official one it came from; a corrupt official file is one
+    # line, is removed from the cache (the next download replaces it), and nothing is written.
     converted = hub.fetch("tiny_net")
     assert converted == cache / "weights" / "tiny_net.safetensors"
-    converted.write_bytes(converted.read_bytes()[:3000])
-    assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
-    assert "tiny_net.safetensors" in _error(capsys)
+    whole = converted.read_bytes()
+    converted.write_bytes(whole[:3000])
+    assert main(["foley", str(good), "-o", str(tmp_path / "repaired.mp4"), *CLI_FAST]) == 0
+    assert converted.read_bytes() == whole
+    capsys.readouterr()
     converted.unlink()
-    (cache / "raw" / "tiny_net.pth").write_bytes(b"\x00garbage" * 50)
-    assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
-    assert "tiny_net.pth" in _error(capsys)
-    monkey_asset = hub.ASSETS["tiny_net"]
-    hub.ASSETS["tiny_net"] = replace(monkey_asset, md5="")  # no published sum: the reader itself must fail cleanly
-    try:
-        assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
-        assert "tiny_net.pth" in _error(capsys)
-    finally:
-        hub.ASSETS["tiny_net"] = monkey_asset
+    for md5 in (hub.ASSETS["tiny_net"].md5, ""):  # the published sum's check, then (none published) the reader's
+        (cache / "raw" / "tiny_net.pth").write_bytes(b"\x00garbage" * 50)
+        monkey_asset = hub.ASSETS["tiny_net"]
+        hub.ASSETS["tiny_net"] = replace(monkey_asset, md5=md5)
+        try:
+            assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
+            err = _error(capsys)
+            assert "tiny_net.pth was not usable and is removed from the cache; run `avflow download" in err, err
+        finally:
+            hub.ASSETS["tiny_net"] = monkey_asset
+        assert not (cache / "raw" / "tiny_net.pth").exists()
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -687,6 +691,14 @@ def weights_server(tmp_path):
     class Handler(SimpleHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the server's name for it
             requests.append(self.path)
+            if self.path.startswith(("/short/", "/page/")):  # half a file sent; a web page for a file's name
+                data = (folder / self.path.split("/", 2)[2]).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html" if self.path.startswith("/page/") else "application/x")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if self.path.startswith("/short/") else data)
+                return
             super().do_GET()
 
         def log_message(self, *args):  # quiet
@@ -738,8 +750,13 @@ def test_weights_from_a_url(model_json, weights_server, tmp_path, monkeypatch, c
     monkeypatch.delenv("AVFLOW_OFFLINE")
     wrong = "0" * 64
     (served / "runs" / "other.pth").write_bytes(fine_tune.read_bytes())
+    (served / "runs" / "empty.pth").write_bytes(b"")
+    size = fine_tune.stat().st_size
     cases = {f"{base}/runs/missing.pth": "could not download",  # the download is the loading's first step
-             f"{base}/runs/other.pth#sha256={wrong}": f"download's SHA-256 {digest} is not the {wrong}"}  # fmt: skip
+             f"{base}/runs/other.pth#sha256={wrong}": f"download's SHA-256 {digest} is not the {wrong}",
+             f"{base}/short/runs/finetune.pth": f"{size // 2} of its {size} bytes came (the connection closed early)",
+             f"{base}/page/runs/finetune.pth": "the server sent a web page (text/html), not a file",
+             f"{base}/runs/empty.pth": "the server sent an empty file"}  # fmt: skip
     for bad, message in cases.items():
         assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", bad]) == 2, bad
         last = capsys.readouterr().err.strip().splitlines()[-1]  # after the download's progress bar
@@ -755,5 +772,10 @@ def test_weights_from_a_url(model_json, weights_server, tmp_path, monkeypatch, c
         assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", bad]) == 2, bad
         assert message in _error(capsys), bad
     assert reads.calls == [] and not (tmp_path / "o.wav").exists()
+    other = {k: v * 0 for k, v in state.items()}  # the kept copy replaced by other weights: a pin tells
+    torch.save(other, kept[0])
+    assert main([*argv, "-o", str(tmp_path / "o.wav"), "--weights", f"{url}#sha256={digest}"]) == 2
+    assert f"the cached copy's SHA-256 {hashlib.sha256(kept[0].read_bytes()).hexdigest()} is not" in _error(capsys)
+    kept[0].write_bytes(fine_tune.read_bytes())
     kept = sorted(str(p.relative_to(kept[0].parents[1])) for p in kept[0].parents[1].rglob("*"))
     assert kept == [kept[0], f"{kept[0]}/finetune.pth", f"{kept[0]}/finetune.pth.sha256"]  # nothing else kept

@@ -117,7 +117,9 @@ def test_download_from_a_folder_one_already_has(tmp_path, monkeypatch, capsys):
     torch.save({"generator": states["voc"]}, checkout / "ext_weights" / "tiny_voc.pt")
     snapshot = checkout / "hf" / "models--org--tiny-vae" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
-    torch.save(states["vae"], snapshot / "model.pth")
+    (snapshot.parents[1] / "blobs").mkdir()
+    torch.save(states["vae"], snapshot.parents[1] / "blobs" / "deadbeef")
+    (snapshot / "model.pth").symlink_to("../../blobs/deadbeef")  # as huggingface_hub keeps its files
     torch.save({"w": torch.zeros(1)}, checkout / "model.pth")  # the same file name outside the repo's folder
     assets = {
         "tiny_net": hub.Asset("tiny_net.pth", md5=md5_file(checkout / "weights" / "tiny_net.pth")),
@@ -146,6 +148,11 @@ def test_download_from_a_folder_one_already_has(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "tiny_clip.pth: MD5" in err and "is not the published 000000" in err and "\n" not in err
     assert not hub.raw_path(assets["tiny_clip"]).exists() and not hub.converted_path(assets["tiny_clip"]).exists()
+    (snapshot.parents[1] / "blobs" / "deadbeef").write_bytes(b"<html>not a checkpoint</html>")  # no MD5 to tell
+    hub.converted_path(assets["tiny_vae"]).unlink()
+    hub.raw_path(assets["tiny_vae"]).unlink()
+    assert main(["download", "tiny", "--from", str(checkout)]) == 2
+    assert "not taken" in capsys.readouterr().err and not hub.raw_path(assets["tiny_vae"]).exists()
     for bad, message in ((tmp_path / "nowhere", "no such folder"), (checkout / "model.pth", "is a file")):
         assert main(["download", "tiny", "--from", str(bad)]) == 2
         assert message in capsys.readouterr().err

@@ -287,11 +287,20 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_safetensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write tensors (copied to the CPU, contiguous, storage not shared) as safetensors, atomically."""
-    from safetensors.torch import save
+    """Write tensors (on the CPU, contiguous, storage not shared) as safetensors, atomically. A tensor is copied
+    only where it must be (on another device, not contiguous, or sharing storage with one before it), and the file
+    is written from the tensors, not built in memory first: converting a checkpoint of N bytes took about 4 N."""
+    from safetensors.torch import save_file
 
-    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
-    atomic_write(Path(path), lambda f: f.write(data))
+    owned, storages = {}, set()
+    for name, value in tensors.items():
+        value = value.detach().cpu().contiguous()
+        storage = value.untyped_storage().data_ptr()
+        if storage in storages or value.untyped_storage().nbytes() != value.numel() * value.element_size():
+            value = value.clone()  # shared with another tensor, or a view of a larger one: its own bytes
+        storages.add(value.untyped_storage().data_ptr())
+        owned[name] = value
+    atomic_write(Path(path), lambda f: save_file(owned, f.name, metadata=metadata))
     return Path(path)
 
 

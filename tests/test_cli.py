@@ -324,3 +324,25 @@ def test_ui_arguments_the_server_would_refuse_are_one_line_errors(tmp_path, caps
         assert main(["ui", *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err
+
+
+def test_info_shows_every_readable_file_and_names_the_others(tmp_path, capsys):
+    """`avflow info a.mp4 broken.mp4 b.wav`: the readable ones are shown, the other named in one line, exit 2 (the
+    first bad file stopped the rest); an MKV's stream line does not claim 0 frames (its header does not count them)."""
+    from helpers import with_subtitles
+
+    from avflow.data.media import write_audio
+
+    good = with_subtitles(tmp_path / "a.mkv", "subrip", b"hallo")
+    (tmp_path / "broken.mp4").write_text("not a video")
+    sound = write_audio(tmp_path / "b.wav", np.zeros((1, SR), np.float32), SR)
+    assert main(["info", str(good), str(tmp_path / "broken.mp4"), str(sound)]) == 2
+    out, err = capsys.readouterr()
+    assert str(good) in out and str(sound) in out and " 0 frames" not in out
+    assert err.count("\n") == 1 and "broken.mp4: cannot read as media" in err
+
+
+def test_download_into_a_cache_it_cannot_write_is_one_line_first(monkeypatch, capsys):
+    monkeypatch.setenv("AVFLOW_HOME", UNWRITABLE)
+    assert main(["download", "small_16k"]) == 2
+    assert f"the weight cache (AVFLOW_HOME) {UNWRITABLE}: cannot write in /proc" in capsys.readouterr().err

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from {args.source}: " + ("is a file; give the folder that holds the weights"
                                                        if args.source.exists() else "no such folder"))  # fmt: skip
 
+    from avflow.commands.options import check_folder
+
+    check_folder(hub.home(), "the weight cache (AVFLOW_HOME)")  # before any file is checked or fetched
+
     def report(stem: str, path: Path, how: str) -> None:
         print(f"{stem:<32} {path}" + (f" ({how})" if how else ""))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 HELP = "show a media file's streams, duration, fps, frame size and audio rate / channels"
 
@@ -27,7 +28,8 @@ def _stream_lines(path) -> list[str]:
                 line += f"  {s.width}x{s.height}  cover art"
             elif s.type == "video":
                 rate = s.average_rate or s.guessed_rate
-                line += f"  {s.width}x{s.height}  {float(rate or 0):.3f} fps ({rate})  {s.frames} frames"
+                line += f"  {s.width}x{s.height}  {float(rate or 0):.3f} fps ({rate})"
+                line += f"  {s.frames} frames" if s.frames else ""  # MKV, WebM, TS: not in the header
                 pixel = s.sample_aspect_ratio  # anamorphic video (DV, DVDs, some cameras): pixels are not square
                 if pixel and pixel != 1:
                     line += f"  pixels {pixel.numerator}:{pixel.denominator}, shown {round(s.width * pixel)}x{s.height}"
@@ -41,9 +43,18 @@ def _stream_lines(path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from avflow.data.video import probe
+    from avflow.errors import AvflowError
 
+    failed = 0
     for path in args.file:
-        info = probe(path)
+        try:
+            info = probe(path)
+        except AvflowError as exc:  # one file that cannot be read: said, and the others shown
+            if len(args.file) == 1:
+                raise
+            print(f"avflow info: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:
             print(json.dumps({k: (str(v) if k == "path" else v) for k, v in vars(info).items()}))
             continue
@@ -55,4 +66,4 @@ def run(args: argparse.Namespace) -> int:
         if info.has_audio:
             print(f"  audio:    {info.audio_sample_rate} Hz, {info.audio_channels} channel(s)")
         print("\n".join(_stream_lines(path)))
-    return 0
+    return 2 if failed else 0

@@ -7,7 +7,6 @@ line); the models are loaded once per process and shared by the requests. The pa
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 import threading
 import uuid
@@ -30,7 +29,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 class UISettings:
     """Server-side limits and defaults of the app."""
 
-    steps: int = int(os.environ.get("AVFLOW_UI_STEPS", "25"))  # default sampling steps shown in the page
+    steps: int = 25  # default sampling steps shown in the page (`avflow ui --steps`)
     duration: float = 2.0  # default clip length (s)
     max_duration: float = 10.0  # longest clip the Generate tab makes from text, or adds to a clip (s)
     max_joint_input: float = 60.0  # longest audio or video the Generate tab takes (a2v, v2a, continue; never cut)

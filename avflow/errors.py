@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most `limit` characters), else its type's name: what a one-line
+    error quotes of a library's exception (urllib's redirect errors and torch's run to many lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class AvflowError(Exception):
     """Base class for errors a user can fix (bad file, bad argument, missing weights)."""
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from avflow.errors import WeightsError
+from avflow.errors import WeightsError, first_line
 
 MMAUDIO_HF = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights/"
 MMAUDIO_GH = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/"
@@ -119,17 +119,11 @@ def _download(asset: Asset, dest: Path) -> None:
         try:
             got = hf_hub_download(asset.hf_repo, asset.hf_file)
         except Exception as exc:  # network, auth, missing file: all end here
-            raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {_first(exc)}") from None
+            raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {first_line(exc)}") from None
         with open(got, "rb") as source:  # a full disk leaves nothing half-copied in raw/
             atomic_write(dest, lambda out: shutil.copyfileobj(source, out, 1 << 22))
         return
     _download_url(asset.url, dest, asset.name)
-
-
-def _first(exc: BaseException) -> str:
-    """The first line of an exception's message (urllib's redirect errors run to three)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _download_url(url: str, dest: Path, label: str) -> str:
@@ -168,7 +162,7 @@ def _download_url(url: str, dest: Path, label: str) -> str:
     try:
         atomic_write(dest, write)
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError, ValueError) as exc:
-        raise WeightsError(f"could not download {url}: {_first(exc)}") from None
+        raise WeightsError(f"could not download {url}: {first_line(exc)}") from None
     return digest.hexdigest()
 
 
@@ -337,8 +331,7 @@ def hub_file(ref: str, *, download: bool = True) -> Path:
         if cached_only:
             why = "offline mode is on" if offline() else "not downloaded yet"
             raise WeightsError(f"{ref}: not in the Hugging Face cache ({why})") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"could not download {ref}: {first[:200]}") from None
+        raise WeightsError(f"could not download {ref}: {first_line(exc, 200)}") from None
 
 
 URL_SCHEMES = ("https://", "http://")

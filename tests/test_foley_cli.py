@@ -179,17 +179,20 @@ def test_iter_window_frames_counts(tmp_path):
 def test_large_frames_are_read_in_shorter_chunks_to_the_same_frames(tmp_path, monkeypatch):
     """Half a second of 4K60 RGB is 750 MB: chunks are cut to CHUNK_BYTES of source frames (at least one frame), and
     the encoders get the very same frames (targets go by timestamp)."""
+    from avflow.data.media import probe
     from avflow.pipelines import foley_frames
 
     video = make_video(tmp_path / "v.mp4", 30.0, 1.3)  # 32 x 48 pixels: 4608 bytes a frame
     windows = plan_windows(1.3, WINDOW, OVERLAP, 31.25)
+    info = probe(video)
     whole = list(iter_window_frames(video, windows))
-    assert foley_frames.chunk_seconds(video, 0.5) == 0.5
+    assert foley_frames.chunk_seconds(info, 0.5) == 0.5
     monkeypatch.setattr(foley_frames, "CHUNK_BYTES", 9216)  # two frames
-    assert foley_frames.chunk_seconds(video, 0.5) == pytest.approx(2 / 30)
+    assert foley_frames.chunk_seconds(info, 0.5) == pytest.approx(2 / 30)
     monkeypatch.setattr(foley_frames, "CHUNK_BYTES", 1)
-    assert foley_frames.chunk_seconds(video, 0.5) == pytest.approx(1 / 30)  # one frame at least
-    for got, want in zip(iter_window_frames(video, windows), whole, strict=True):
+    assert foley_frames.chunk_seconds(info, 0.5) == pytest.approx(1 / 30)  # one frame at least
+    for got, want in zip(iter_window_frames(video, windows, foley_frames.chunk_seconds(info, 0.5)), whole,
+                         strict=True):
         assert torch.equal(got.clip, want.clip) and torch.equal(got.sync, want.sync)
 
 

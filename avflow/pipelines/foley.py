@@ -37,7 +37,7 @@ from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
-from avflow.pipelines.foley_frames import iter_window_frames
+from avflow.pipelines.foley_frames import chunk_seconds, iter_window_frames
 from avflow.pipelines.foley_model import FoleyModel
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
 from avflow.pipelines.foley_variants import model_files, resolve_model
@@ -162,7 +162,7 @@ class FoleyPipeline:
         text_f, negative_f = self._text(prompt), self._text(negative_prompt)
 
         def features() -> Iterator[tuple[Window, Tensor, Tensor]]:
-            frames = iter_window_frames(path, windows, self.read_s)
+            frames = iter_window_frames(path, windows, chunk_seconds(info, self.read_s))
             while True:
                 with self._timed("features"):
                     wf = next(frames, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from avflow.data.media import iter_video_windows
+from avflow.data.media import MediaInfo, iter_video_windows
 from avflow.encoders.preprocess import clip_frames_transform, frame_counts, sync_frames_transform
 from avflow.pipelines.foley_windows import EPS, Window
 
@@ -50,12 +50,10 @@ class _Targets:
 CHUNK_BYTES = 96 << 20  # decoded source frames held at once (RGB); half a second of 4K at 60 fps is 750 MB
 
 
-def chunk_seconds(path: str | Path, read_s: float) -> float:
-    """`read_s`, shortened so that one chunk of the source's RGB frames stays within CHUNK_BYTES (at least one
-    frame). Which frames the encoders get does not depend on it: targets are matched by timestamp."""
-    from avflow.data.media import probe
-
-    info = probe(path)
+def chunk_seconds(info: MediaInfo, read_s: float) -> float:
+    """`read_s`, shortened so that one chunk of the video's RGB frames (`info`: its `probe`) stays within
+    CHUNK_BYTES (at least one frame). Which frames the encoders get does not depend on it: targets are matched by
+    timestamp."""
     fps = info.fps if info.fps and math.isfinite(info.fps) else 30.0
     frame_bytes = max(1, info.width * info.height * 3)
     return min(read_s, max(1.0 / fps, CHUNK_BYTES / (frame_bytes * fps)))
@@ -65,9 +63,8 @@ def iter_window_frames(path: str | Path, windows: list[Window], read_s: float = 
     """Stream the video once; yield each window's CLIP (8 fps) and Synchformer (25 fps) frames when complete.
 
     Only windows overlapping the current read position hold frames, so memory is bounded by about two windows of
-    encoder-sized frames plus `read_s` seconds of source frames (fewer for large frames: `chunk_seconds`).
+    encoder-sized frames plus `read_s` seconds of source frames (for large frames, `chunk_seconds` gives less).
     """
-    read_s = chunk_seconds(path, read_s)
     pending = list(windows)
     active: list[tuple[Window, _Targets, _Targets]] = []
 

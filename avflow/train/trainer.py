@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avflow.config import dump_yaml, to_dict
-from avflow.errors import ConfigError, TrainingWarning, WeightsError
+from avflow.errors import ConfigError, TrainingWarning, WeightsError, first_line
 from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
 from avflow.train import distributed as dist
@@ -81,11 +81,6 @@ class _StopRequest:
     def close(self) -> None:
         if self.previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, self.previous)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def seed_all(seed: int) -> None:
@@ -478,7 +473,7 @@ class Trainer:
                         loss = self.train_step(batches)
                     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
                         raise ConfigError(f"the first training step failed, so the model, the task and the data may "
-                                          f"not fit each other: {_first_line(exc)}") from exc  # fmt: skip
+                                          f"not fit each other: {first_line(exc)}") from exc  # fmt: skip
                     metrics_log, writer = self._open_folder()
                 else:
                     loss = self.train_step(batches)

@@ -85,8 +85,8 @@ def test_help_states_every_default(name):
     for p in parsers:
         text = " ".join(p.format_help().split())
         for action in p._actions:
-            if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
-                continue
+            if not action.option_strings or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+                continue  # 0 and 0.0 are shown (they equal False, yet are real defaults)
             shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
             assert f"default: {shown}" in text, (name, action.option_strings, action.default)
 
@@ -319,7 +319,8 @@ def test_ui_arguments_the_server_would_refuse_are_one_line_errors(tmp_path, caps
              ("--output-dir", str(taken)): f"{taken} is a file, not a folder",
              ("--model", str(tmp_path)): "no config.json here",
              ("--foley-model", "huge_99k"): "unknown model 'huge_99k'",
-             ("--foley-weights", str(gone)): f"--foley-weights {gone}: file not found"}  # fmt: skip
+             ("--foley-weights", str(gone)): f"--foley-weights {gone}: file not found",
+             ("--steps", "0"): "--steps and --concurrency must be at least 1"}  # fmt: skip
     for extra, message in cases.items():
         assert main(["ui", *extra]) == 2
         err = capsys.readouterr().err.strip()

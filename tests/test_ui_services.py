@@ -17,6 +17,7 @@ from helpers import (
 
 from avflow.data.media import probe, read_audio, write_audio, write_video
 from avflow.errors import AvflowError, MediaError
+from avflow.models import binaural as binaural_model
 from avflow.models.mmaudio_config import SAMPLING
 from avflow.pipelines import default_model
 from avflow.pipelines.default_model import read_default_config
@@ -46,6 +47,18 @@ def _tiny_default_model(tiny_model, monkeypatch):
 def test_guidance_defaults_come_from_the_models(settings):
     assert services.joint_cfg_strength(settings) == read_default_config().sampling.cfg_strength
     assert services.foley_cfg_strength(settings) == SAMPLING.cfg_strength
+
+
+def test_steps_start_at_each_model_own_unless_given(tmp_path, monkeypatch):
+    """Every tab started at 25 steps: for the joint model (13 midpoint steps of its own) twice the cost of `avflow
+    generate`. Now each slider starts at its model's steps, and `avflow ui --steps N` at N."""
+    monkeypatch.setattr(binaural_model, "MODEL_FILE", tmp_path / "none.safetensors")  # as shipped: no model
+    own = UISettings(output_dir=tmp_path / "ui")
+    assert services.joint_steps(own) == read_default_config().sampling.steps
+    assert services.foley_steps(own) == SAMPLING.steps
+    assert services.binaural_steps(own) == binaural_model.SAMPLING.steps
+    given = UISettings(output_dir=tmp_path / "ui", steps=7)
+    assert services.joint_steps(given) == services.foley_steps(given) == services.binaural_steps(given) == 7
 
 
 def test_joint_tab_writes_a_clip_and_its_spectrogram(settings):

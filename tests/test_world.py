@@ -250,6 +250,10 @@ def test_dataset_resumes_and_remakes_what_differs(tmp_path):
 def test_cli_and_errors(tmp_path, capsys):
     assert cli_main(["world", "make", "--n", "1", "--out", str(tmp_path / "w"), "--duration", "1"]) == 0
     assert (tmp_path / "w" / "train" / "train_000000.wav").is_file()
+    assert "wrote 1 clips to" in capsys.readouterr().out
+    # a rerun that extends says what it made and what it kept (it said "wrote 2 clips" for one new clip)
+    assert cli_main(["world", "make", "--n", "2", "--out", str(tmp_path / "w"), "--duration", "1"]) == 0
+    assert "wrote 1 clips to " + str(tmp_path / "w") + ", kept the 1 already there" in capsys.readouterr().out
     assert cli_main(["world", "make", "--n", "1", "--out", str(tmp_path / "w"), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
     # before any clip: an --out that is a file (was an errno), an odd size with mp4 previews (failed at the first

@@ -19,7 +19,7 @@ from avflow.commands.options import (
 from avflow.errors import ConfigError, MediaError
 from avflow.pipelines.inputs import MIN_DURATION_S, SPAN_SLACK_S
 
-HELP = "binaural audio for a video (trained world model, from the video alone or with a given mono; or spatialise)"
+HELP = "binaural audio for a video: its own audio or a given mono spatialised, or an installed binaural model's"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a mono sound for the video (any audio file or video, any sample rate, at least as long "
                              "as the video; its first VIDEO-length seconds are used): made binaural keeping its "
                              "content and timing (the model's track is 16 kHz; the spatialiser keeps the sound's "
-                             "rate within 16-48 kHz) (default: the model generates the sound from the "
-                             "video)")  # fmt: skip
+                             "rate within 16-48 kHz) (default: the video's own audio; with a binaural model, a "
+                             "sound it generates from the video)")  # fmt: skip
     parser.add_argument("--mode", choices=["auto", "model", "spatialise"], default="auto",
-                        help="model: the shipped binaural model; spatialise: render --mono (else the video's own "
+                        help="model: an installed binaural model (none ships; scripts/train_binaural_v2.py "
+                             "--ship installs one) or --model's; spatialise: render --mono (else the video's own "
                              "audio, mixed to mono) from the detected source position; auto: model if its weights "
                              "are installed")  # fmt: skip
     parser.add_argument("--model", type=Path, default=None,
                         help="binaural model weights of your own (the .safetensors that scripts/train_binaural_v2.py "
                              "exports; default: the installed model, if any); implies --mode model")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (model; default: the model's own)")
+    parser.add_argument("--steps", type=int, default=None, help="solver steps (model; default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (model; 1 = off; default: the model's "
                         "own)")  # fmt: skip
     add_seed(parser)

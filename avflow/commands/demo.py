@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, default=OUTPUT_DIR,
                         help="where demo.mp4 and demo_spectrogram.png go (replaced on each run)")  # fmt: skip
     add_seed(parser)
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (default: the model's; 1 = off)")
 
 

@@ -129,8 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: {OUTPUT_DIR})")  # fmt: skip
     add_existing_audio(parser)
     parser.add_argument("--wav", type=Path, default=None,
-                        help="also write the generated audio here (.wav: float32, .flac: 24-bit); batch: a folder "
-                             "for one VIDEO_NAME.wav each (default: no audio file)")  # fmt: skip
+                        help="also write the generated audio here (.wav: float32, .flac: 24-bit; mono, stereo "
+                             "with --binaural); batch: a folder for one VIDEO_NAME.wav each (default: no audio "
+                             "file)")  # fmt: skip
     parser.add_argument("--binaural", action="store_true", help="spatialise the track from the video (stereo)")
 
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = UISettings()
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="sampling steps to start with")
+    parser.add_argument("--steps", type=int, default=None, help="steps each tab starts at (default: its model's)")
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="requests generating at once")
     parser.add_argument("--max-file-size", default=defaults.max_file_size, help="upload limit, e.g. 200mb")
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where results are written")
@@ -39,7 +39,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     """One-line errors for what the server would otherwise refuse with a traceback (a port out of range, a size it
     cannot parse) or an errno (an output folder that is a file), and for models it could not load (a folder with no
     joint model, an unknown foley model, a weights file that is not there), before gradio is imported."""
-    if args.steps < 1 or args.concurrency < 1:
+    if (args.steps is not None and args.steps < 1) or args.concurrency < 1:
         raise AvflowError("--steps and --concurrency must be at least 1")
     if not 1 <= args.port <= 65535:
         raise AvflowError(f"--port must be from 1 to 65535, got {args.port}")

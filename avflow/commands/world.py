@@ -49,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if preview and not preview_available():
         print("avflow world: avflow.data.media.write_video is not available; skipping mp4 previews", file=sys.stderr)
         preview = False
-    done = [0]
+    done, made = [0], [0]
     start = time.perf_counter()
 
-    def progress(row: dict) -> None:
+    def progress(row: dict, new: bool) -> None:
         done[0] += 1
+        made[0] += new
         if done[0] % 50 == 0 or done[0] == args.n:
             print(f"\r{done[0]}/{args.n} clips", end="", file=sys.stderr, flush=True)
 
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
                          progress=progress, overwrite=args.overwrite)  # fmt: skip
     elapsed = time.perf_counter() - start
     print(file=sys.stderr)
-    print(f"wrote {sum(sizes.values())} clips to {args.out} ({', '.join(f'{k} {v}' for k, v in sizes.items())}) "
-          f"in {elapsed:.1f} s")  # fmt: skip
+    splits = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    kept = sum(sizes.values()) - made[0]
+    print(f"wrote {made[0]} clips to {args.out}" + (f", kept the {kept} already there" if kept else "")
+          + f" ({splits}) in {elapsed:.1f} s")  # fmt: skip
     return 0

@@ -17,12 +17,15 @@ from avflow.ui.services import (
     Progress,
     Result,
     UISettings,
+    binaural_steps,
     foley_cfg_strength,
+    foley_steps,
     foley_weights_message,
     generate_binaural,
     generate_foley,
     generate_joint,
     joint_cfg_strength,
+    joint_steps,
 )
 
 log = logging.getLogger("avflow.ui")
@@ -93,7 +96,7 @@ def build_app(settings: UISettings | None = None):
                         seed = gr.Number(label="seed", value=0, precision=0)
                         duration = gr.Slider(0.5, settings.max_duration, value=settings.duration,
                                              label="duration (s): the clip's, or what is added")  # fmt: skip
-                        steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
+                        steps = gr.Slider(1, 100, value=joint_steps(settings), step=1, label="steps")
                         cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(settings), label="cfg_strength")
                         j_existing = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                               label="the uploaded video's own audio (sound for a video)",
@@ -124,7 +127,7 @@ def build_app(settings: UISettings | None = None):
                         f_prompt = gr.Textbox(label="prompt (optional)")
                         f_negative = gr.Textbox(label="negative prompt (optional)")
                         f_seed = gr.Number(label="seed", value=0, precision=0)
-                        f_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
+                        f_steps = gr.Slider(1, 100, value=foley_steps(settings), step=1, label="steps")
                         f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(settings), label="cfg_strength")
                         f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
@@ -155,7 +158,7 @@ def build_app(settings: UISettings | None = None):
                         gr.Markdown(upload_note)
                         b_mode = gr.Radio(list(BINAURAL_MODES), value="auto", label="how", elem_id="binaural-mode")
                         b_seed = gr.Number(label="seed", value=0, precision=0)
-                        b_steps = gr.Slider(1, 100, value=settings.steps, step=1, label="steps")
+                        b_steps = gr.Slider(1, 100, value=binaural_steps(settings), step=1, label="steps")
                         b_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="bin-existing-audio")  # fmt: skip
                         b_go = gr.Button("Make binaural", variant="primary", elem_id="binaural-generate")

@@ -175,19 +175,23 @@ def _written_meta(stem: Path, seed: int, config: WorldConfig) -> dict | None:
     return meta if complete and same else None
 
 
-def _job(args: tuple) -> dict:
+def _job(args: tuple) -> tuple[dict, bool]:
+    """One clip written (or kept when already there from the same seed and config): its manifest row, and whether
+    it was made now."""
     split, index, seed, out, config, preview = args
     clip_id = f"{split}_{index:06d}"
     stem = Path(out) / split / clip_id
     m = _written_meta(stem, clip_seed(split, seed, index), config)
-    if m is None:  # not made yet, or made from another seed or config: (re)render
+    made = m is None
+    if made:  # not made yet, or made from another seed or config: (re)render
         clip = make_clip(clip_seed(split, seed, index), config, clip_id)
         write_clip(clip, stem)
         if preview:
             write_preview(clip, stem)
         m = clip.meta
-    return {"id": clip_id, "duration": m["duration"], "fps": m["fps"], "sample_rate": m["sample_rate"],
-            "caption": m["caption"], "n_events": len(m["events"])}  # fmt: skip
+    row = {"id": clip_id, "duration": m["duration"], "fps": m["fps"], "sample_rate": m["sample_rate"],
+           "caption": m["caption"], "n_events": len(m["events"])}  # fmt: skip
+    return row, made
 
 
 def write_preview(clip: WorldClip, stem: Path) -> bool:
@@ -349,7 +353,8 @@ def make_dataset(out: str | Path, n: int, seed: int = 0, workers: int = 1, previ
     """Writes out/{train,val,test}/ clips, out/{split}/manifest.jsonl and out/dataset.json (the settings); returns
     the split sizes. A folder holding another dataset, or clips beyond the `n` asked for, is refused before anything
     is written unless `overwrite`, which deletes that dataset first; clips already there from the same settings are
-    kept (a rerun resumes, a bigger `n` extends)."""
+    kept (a rerun resumes, a bigger `n` extends). `progress(row, made)` after each clip (`made`: written now, not
+    kept)."""
     if n < 1 or n > SEEDS_PER_RUN:
         raise ConfigError(f"--n must be between 1 and {SEEDS_PER_RUN}, got {n}")
     if not 0 <= seed < (1 << 40) // SEEDS_PER_RUN:
@@ -371,16 +376,17 @@ def make_dataset(out: str | Path, n: int, seed: int = 0, workers: int = 1, previ
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
             rows = []
-            for row in pool.imap(_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+            for row, made in pool.imap(_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 rows.append(row)
                 if progress:
-                    progress(row)
+                    progress(row, made)
     else:
         rows = []
         for job in jobs:
-            rows.append(_job(job))
+            row, made = _job(job)
+            rows.append(row)
             if progress:
-                progress(rows[-1])
+                progress(row, made)
     for split in SPLITS:
         lines = [json.dumps(r) for r in rows if r["id"].startswith(split + "_")]
         (out / split / "manifest.jsonl").write_text("".join(line + "\n" for line in lines))

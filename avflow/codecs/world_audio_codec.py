@@ -11,14 +11,17 @@ them leaves the latent space and its checksum as they are.
 Layout: STFT frames at `hop` samples (centred Hann window of `n_fft`), `latent_stride` frames per latent, so
 N = samples / (hop * latent_stride) latents per ear (16 kHz, hop 125, stride 4: 32 latents/s, 500 samples each,
 so a 16 fps video frame spans exactly 2 latents).
-Inputs must be a whole number of latents long. Latents are deterministic; `latent_scale` makes them unit-variance.
+Inputs must be a whole number of latents long, floating (cast to the weights' dtype; integer samples are an error)
+and finite. Latents are deterministic; `latent_scale` makes them unit-variance.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -157,11 +160,41 @@ class WorldAudioCodec(nn.Module):
     def latent_length(self, samples: int) -> int:
         return samples // self.samples_per_latent
 
-    def _check(self, audio: Tensor) -> None:
-        if audio.ndim != 3 or audio.shape[1] != 2:
-            raise ConfigError(f"audio must be (B, 2, samples) [left, right], got {tuple(audio.shape)}")
+    def _floating(self, x: Tensor, what: str, expected: str) -> Tensor:
+        """`x` in the weights' dtype: floating inputs are cast (float64 or bf16 codes as the fp32 weights would),
+        integer ones are a one-line error saying what was `expected` (int16 samples are not in [-1, 1])."""
+        if not isinstance(x, Tensor):
+            raise ConfigError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ConfigError(f"{what} must be {expected}, got {x.dtype}")
+        return x.to(self.head.weight.dtype)
+
+    def _check(self, audio: Tensor) -> Tensor:
+        """`audio` `(B, 2, samples)`, B >= 1, a positive whole number of latents long, finite; cast to the weights'
+        dtype (`_floating`)."""
+        audio = self._floating(audio, "audio", "float samples in [-1, 1]")
+        if audio.ndim != 3 or audio.shape[1] != 2 or audio.shape[0] < 1:
+            raise ConfigError(f"audio must be (B, 2, samples) [left, right] with B >= 1, got {tuple(audio.shape)}")
         if audio.shape[-1] % self.samples_per_latent or audio.shape[-1] == 0:
             raise ConfigError(f"audio length {audio.shape[-1]} is not a positive multiple of {self.samples_per_latent}")
+        if not torch.isfinite(audio).all():
+            raise ConfigError("audio holds NaN or infinite samples")
+        return audio
+
+    def _check_latents(self, latents: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(left, right) of `decode`'s latents, each `(B, N, C)` with B, N >= 1 and C the codec's, floating (cast to
+        the weights' dtype)."""
+        if not isinstance(latents, Mapping) or set(latents) != set(STREAMS):
+            got = sorted(latents) if isinstance(latents, Mapping) else type(latents).__name__
+            raise ConfigError(f"decode needs a dict of 'left' and 'right' latents, got {got}")
+        left, right = (self._floating(latents[s], f"{s} latents", "float (unit-scale latents)") for s in STREAMS)
+        if left.shape != right.shape:
+            raise ConfigError(f"decode needs 'left' and 'right' latents of one shape, got {tuple(left.shape)} and "
+                              f"{tuple(right.shape)}")  # fmt: skip
+        if left.ndim != 3 or min(left.shape[:2], default=0) < 1 or left.shape[-1] != self.latent_channels:
+            raise ConfigError(f"latents must be (B, N, {self.latent_channels}) with B, N >= 1, got "
+                              f"{tuple(left.shape)}")  # fmt: skip
+        return left, right
 
     # --- per-ear coding ----------------------------------------------------------------------------------------
 
@@ -197,8 +230,9 @@ class WorldAudioCodec(nn.Module):
     # --- public API --------------------------------------------------------------------------------------------
 
     def encode(self, audio: Tensor) -> dict[str, Tensor]:
-        """`(B, 2, samples)` [left, right] -> `{"left": (B, N, C), "right": (B, N, C)}` unit-scale latents."""
-        self._check(audio)
+        """`(B, 2, samples)` [left, right] float -> `{"left": (B, N, C), "right": (B, N, C)}` unit-scale latents.
+        Floating audio is cast to the weights' dtype; integer audio is an error."""
+        audio = self._check(audio)
         b = audio.shape[0]
         z = self._encode_ears(audio.reshape(2 * b, -1)) / self.latent_scale  # (2B, C, N)
         z = z.transpose(1, 2).reshape(b, 2, -1, z.shape[1])  # (B, 2, N, C)
@@ -222,11 +256,13 @@ class WorldAudioCodec(nn.Module):
         return wav
 
     def decode(self, latents: dict[str, Tensor], length: int | None = None, *, gains: bool = True) -> Tensor:
-        """`{"left", "right"}` each `(B, N, C)` -> waveform `(B, 2, length or N * samples_per_latent)`; `gains=False`
-        leaves out the envelope head's gains (what the head starts from, e.g. to measure what gains can do)."""
-        if set(latents) != set(STREAMS) or latents["left"].shape != latents["right"].shape:
-            raise ConfigError(f"decode needs 'left' and 'right' latents of one shape, got {sorted(latents)}")
-        left, right = latents["left"], latents["right"]
+        """`{"left", "right"}` each `(B, N, C)` -> waveform `(B, 2, length or N * samples_per_latent)`: cut to
+        `length`, or zero-padded to it where longer (`length >= 0`); `gains=False` leaves out the envelope head's gains
+        (what the head starts from, e.g. to measure what gains can do). Floating latents are cast to the weights'
+        dtype."""
+        if length is not None and (isinstance(length, bool) or not isinstance(length, Integral) or length < 0):
+            raise ConfigError(f"decode: length must be an int >= 0 (samples), got {length!r}")
+        left, right = self._check_latents(latents)
         wav = self._decode_ears(left, right)
         full = wav.shape[-1]
         if gains and self.envelope is not None:
@@ -251,7 +287,7 @@ class WorldAudioCodec(nn.Module):
         - `level_weight` x mean |log short-time RMS difference| per ear and `LEVEL_HOP` samples, both floored
           `LEVEL_FLOOR_DB` below the clip's loudest frame (`envelope.log_envelope`): the level of every attack.
         """
-        self._check(audio)
+        audio = self._check(audio)
         c = self.config
         wav = audio.reshape(-1, audio.shape[-1])  # (2B, samples)
         z = self._encode_ears(wav)  # (2B, C, N)
@@ -312,7 +348,7 @@ class WorldAudioCodec(nn.Module):
           `envelope_ild_db_no_gains`), so the gains are asked for the level difference between the ears directly.
 
         The loss is the sum of the heads' terms."""
-        self._check(audio)
+        audio = self._check(audio)
         if self.itd is None and self.envelope is None:
             raise ConfigError("head_loss: this codec has no decoder head (itd_width and envelope_width are 0)")
         with torch.no_grad():
@@ -358,7 +394,7 @@ class WorldAudioCodec(nn.Module):
     @torch.no_grad()
     def fit_latent_scale(self, audio: Tensor) -> float:
         """Set `latent_scale` to the std of the unscaled latents of `audio` `(B, 2, samples)`."""
-        self._check(audio)
+        audio = self._check(audio)
         z = self._encode_ears(audio.reshape(-1, audio.shape[-1]))
         self.latent_scale.fill_(float(z.std()) or 1.0)
         return float(self.latent_scale)

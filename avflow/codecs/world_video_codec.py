@@ -11,10 +11,14 @@ before it. It is decoder-only (`decoder_fields`): adding or training it keeps th
 
 Temporal layout (as the conventions): plain T / 4, latent frame j covers pixel frames [4j, 4j + 4). Latents are
 deterministic; `latent_scale` (set by `fit_latent_scale`) makes them unit-variance for the flow models.
+
+Inputs (video and latents) are floating: cast to the weights' dtype; integer ones are an error, and so is a video
+outside [-1, 1] by more than `RANGE_LIMIT` (0..255 frames, not yet scaled).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +29,8 @@ from avflow.errors import ConfigError
 
 TEMPORAL_DOWN = 4
 SPATIAL_DOWN = 8
+RANGE_LIMIT = 1.5  # |video| above this is not [-1, 1] video (the decoder's output is clamped to [-1, 1])
+SCALE_HINT = "divide by 127.5 and subtract 1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,17 +142,45 @@ class WorldVideoCodec(nn.Module):
     def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
         return frames // TEMPORAL_DOWN, height // SPATIAL_DOWN, width // SPATIAL_DOWN
 
-    @staticmethod
-    def check(video: Tensor) -> None:
-        if video.ndim != 5:
-            raise ConfigError(f"video must be (B, 3, T, H, W), got {tuple(video.shape)}")
-        _, c, t, h, w = video.shape
-        if c != 3 or t % TEMPORAL_DOWN or h % SPATIAL_DOWN or w % SPATIAL_DOWN:
-            raise ConfigError(f"video {tuple(video.shape)} needs 3 channels, T % 4 == 0 and H, W % 8 == 0")
+    @classmethod
+    def check(cls, video: Tensor) -> None:
+        """One-line ConfigError unless `video` is a float `(B, 3, T, H, W)` tensor in [-1, 1] (within `RANGE_LIMIT`)
+        with B >= 1 and T, H, W positive multiples of the codec's strides (`temporal_down`, `spatial_down`): a
+        shorter or ragged video has no whole latent."""
+        if not isinstance(video, Tensor) or video.ndim != 5:
+            raise ConfigError(f"video must be a (B, 3, T, H, W) tensor, got {_shape(video)}")
+        b, c, t, h, w = video.shape
+        kt, ks = cls.temporal_down, cls.spatial_down
+        if b < 1 or c != 3 or min(t // kt, h // ks, w // ks) < 1 or t % kt or h % ks or w % ks:
+            raise ConfigError(f"video {tuple(video.shape)} needs B >= 1, 3 channels, T a positive multiple of {kt} and "
+                              f"H, W positive multiples of {ks}")  # fmt: skip
+        if not video.is_floating_point():
+            raise ConfigError(f"video must be float in [-1, 1], got {video.dtype}: {SCALE_HINT}")
+        lo, hi = torch.aminmax(video.detach())
+        peak = float(torch.maximum(-lo, hi))
+        if not math.isfinite(peak):
+            raise ConfigError("video holds NaN or infinite values")
+        if peak > RANGE_LIMIT:
+            raise ConfigError(f"video expects [-1, 1]; got values up to {peak:.4g}: {SCALE_HINT}")
+
+    def _weights_dtype(self, x: Tensor) -> Tensor:
+        """Checked floating input in the weights' dtype (float64 or bf16 codes as the fp32 weights would)."""
+        return x.to(self.dec_in.weight.dtype)
+
+    def _check_latents(self, z: Tensor) -> Tensor:
+        """`z` `(B, latent_channels, T', h, w)` with every size >= 1, floating, in the weights' dtype (a one-line
+        ConfigError otherwise)."""
+        c = self.latent_channels
+        if not isinstance(z, Tensor) or z.ndim != 5 or z.shape[1] != c or min(z.shape) < 1:
+            raise ConfigError(f"latents must be a (B, {c}, T', h, w) tensor with B, T', h, w >= 1, got {_shape(z)}")
+        if not z.is_floating_point():
+            raise ConfigError(f"latents must be float (unit-scale latents), got {z.dtype}")
+        return self._weights_dtype(z)
 
     def encode_unscaled(self, video: Tensor) -> Tensor:
         """`(B, 3, T, H, W)` -> `(B, C, T/4, H/8, W/8)` before `latent_scale`."""
         self.check(video)
+        video = self._weights_dtype(video)
         b, _, t, h, w = video.shape
         k = TEMPORAL_DOWN
         frames = video.transpose(1, 2).reshape(b * t, 3, h, w)  # (B T, 3, H, W)
@@ -158,6 +192,7 @@ class WorldVideoCodec(nn.Module):
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         """`(B, C, T', h, w)` -> `(B, 3, 4 T', 8 h, 8 w)`."""
+        z = self._check_latents(z)
         b, _, tl, hh, ww = z.shape
         k = TEMPORAL_DOWN
         x = self.dec_mix(self.dec_in(z))  # (B, c2, T', h, w)
@@ -175,7 +210,7 @@ class WorldVideoCodec(nn.Module):
 
     def decode(self, latents: Tensor) -> Tensor:
         """Latents -> video in [-1, 1] (clamped)."""
-        return self.decode_unscaled(latents * self.latent_scale).clamp(-1.0, 1.0)
+        return self.decode_unscaled(self._check_latents(latents) * self.latent_scale).clamp(-1.0, 1.0)
 
     def loss(self, video: Tensor) -> tuple[Tensor, dict[str, float]]:
         """L1 + MSE reconstruction plus a small latent L2 penalty."""
@@ -190,3 +225,7 @@ class WorldVideoCodec(nn.Module):
         """Set `latent_scale` to the std of the unscaled latents of `videos`."""
         self.latent_scale.fill_(float(self.encode_unscaled(videos).std()) or 1.0)
         return float(self.latent_scale)
+
+
+def _shape(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, Tensor) else type(x).__name__

@@ -14,6 +14,7 @@ import numpy as np
 
 from avflow.eval import side
 from avflow.eval.events import EventConfig, VisualEvents, detect, is_blank
+from avflow.eval.inputs import check_audio, check_frames
 from avflow.eval.measure import Measure
 from avflow.eval.offset import SyncConfig, SyncResult, match_events, pairing_tolerance
 from avflow.eval.onsets import AudioOnsets, OnsetConfig, audio_onsets
@@ -67,9 +68,11 @@ def measure_clip(
     """Sync offset (ms, positive = audio late), side agreement and follows-object of one clip.
 
     ``audio`` ``(C, N)`` or ``(N,)`` float; ``frames`` ``(T, H, W, 3)`` uint8 with frame ``k`` at ``k / fps`` (None for
-    audio only); ``tracks`` optionally replaces the colour tracker (e.g. tracks from ground-truth masks)."""
+    audio only); ``tracks`` optionally replaces the colour tracker (e.g. tracks from ground-truth masks). Audio
+    samples-first, not float or not finite, and frames not uint8 are a ValueError (:mod:`avflow.eval.inputs`)."""
     cfg = config or ClipConfig()
-    audio = np.asarray(audio, dtype=np.float32)
+    audio = check_audio(audio, "audio", dtype=np.float32)
+    frames = None if frames is None else check_frames(frames, "frames")
     duration = audio.shape[-1] / sample_rate
     binaural = audio.ndim == 2 and audio.shape[0] == 2
     no_side = None if binaural else "the audio is not binaural (2 channels)"

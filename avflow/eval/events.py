@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter, uniform_filter
 
+from avflow.eval.inputs import check_frames
 from avflow.eval.physics import Tracks, track_objects
 
 KINDS = ("flash", "global", "contact", "truth")
@@ -252,8 +253,10 @@ def truth_events(times: np.ndarray, azimuth: np.ndarray | None = None) -> Visual
 
 def is_blank(frames: np.ndarray, tolerance: float = 3.0) -> bool:
     """True when the video shows one flat colour throughout: every frame's spatial std and the spread of the frame
-    means over time below ``tolerance`` levels in every channel (on every 4th pixel). A flat frame that flashes is
-    not blank."""
+    means over time below ``tolerance`` levels (0..255) in every channel (on every 4th pixel). A flat frame that
+    flashes is not blank. ``frames`` ``(T, H, W, 3)`` uint8: float frames in [0, 1] would all look blank, so other
+    dtypes and layouts are a ValueError (:func:`avflow.eval.inputs.check_frames`)."""
+    frames = check_frames(frames, "frames")
     f = np.asarray(frames[:, ::4, ::4], dtype=np.float32).reshape(len(frames), -1, 3)
     if f.size == 0:
         return True

@@ -30,6 +30,8 @@ from scipy.fft import rfft
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import resample_poly
 
+from avflow.eval.inputs import check_audio
+
 
 @dataclass(frozen=True, kw_only=True)
 class OnsetConfig:
@@ -111,9 +113,10 @@ def band_rise(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = 
 
 
 def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = None) -> AudioOnsets:
-    """Onsets of ``audio`` ``(C, N)`` or ``(N,)`` (see the module docstring)."""
+    """Onsets of ``audio`` ``(C, N)`` or ``(N,)`` float (see the module docstring); samples-first, integer or
+    non-finite audio is a ValueError (:func:`avflow.eval.inputs.check_audio`), not "no onsets"."""
     cfg = config or OnsetConfig()
-    a = np.atleast_2d(np.asarray(audio, dtype=np.float64))
+    a = np.atleast_2d(check_audio(audio, "audio"))
     power = (a * a).sum(axis=0)  # (N,)
     hop = max(1, round(cfg.hop_s * sample_rate))
     win = max(hop, round(cfg.window_s * sample_rate))

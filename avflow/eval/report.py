@@ -29,6 +29,12 @@ AUDIO_SUFFIXES = AUDIO_FILE_SUFFIXES  # audio-only clips
 # read whole took 21 GB and 81 s. Measures in px are in the pixels of the frames as read.
 EVAL_MAX_SIDE = 320
 
+SILENT_EAR = "an ear is silent (no interaural cue)"
+# A decoded clip and its reference may differ in length by codec framing (an AAC frame is 1024 samples, 64 ms at
+# 16 kHz); the paired measures compare the common part of two lengths this close, and no further apart.
+PAIR_SLACK_S = 0.1
+PAIRED = ("delta_ild_db", "delta_itd_us", "ipd_error_rad", "stft_dist", "env_dist", "mag_dist", "phase_dist", "snr_db")
+
 
 @dataclass
 class EvalClip:
@@ -101,14 +107,22 @@ def load_eval_clip(path: Path, cid: str | None = None) -> EvalClip:
             raise MediaError(f"{meta_path}: unreadable ground truth json: {exc}") from exc
     if path.suffix.lower() in AUDIO_SUFFIXES:
         audio, sr = read_audio(path)
-        return EvalClip(cid, audio.numpy(), sr, None, 0.0, meta)
+        return EvalClip(cid, _mono_or_stereo(audio.numpy(), path), sr, None, 0.0, meta)
     video = read_video(path, size=None if meta is not None else _working_size(path))  # truth is in source px
     wav = path.with_suffix(".wav")
     try:
         audio, sr = read_audio(wav if wav.is_file() else path)
     except MediaError as exc:
         raise MediaError(f"{path}: no audio to evaluate ({exc})") from exc
-    return EvalClip(cid, audio.numpy(), sr, video.frames.numpy(), float(video.fps), meta)
+    return EvalClip(cid, _mono_or_stereo(audio.numpy(), path), sr, video.frames.numpy(), float(video.fps), meta)
+
+
+def _mono_or_stereo(audio: np.ndarray, path: Path) -> np.ndarray:
+    """``audio`` (C, N) when C is 1 or 2 (what the measures take); a MediaError (the clip is skipped with it)
+    otherwise."""
+    if audio.shape[0] > 2:
+        raise MediaError(f"{path}: {audio.shape[0]} audio channels; the measures take mono or stereo (mix it down)")
+    return audio
 
 
 def _working_size(path: Path) -> tuple[int, int] | None:
@@ -195,21 +209,32 @@ def clip_measures(clip: EvalClip, ref: EvalClip | None = None, config: ClipConfi
         growth = physics.energy_growth(tracks, clip.fps, g) if np.isfinite(g) else np.nan
         out["phys_energy_growth"] = _wrap(growth, "no bounce seen (or no gravity to weigh energy)")
     if binaural:
-        out["ild_db"] = Measure.of(spatial.ild(audio))
-        out["itd_us"] = Measure.of(1e6 * spatial.itd_gcc_phat(audio, sr))
+        out["ild_db"] = _wrap(spatial.ild(audio), SILENT_EAR)
+        out["itd_us"] = _wrap(1e6 * spatial.itd_gcc_phat(audio, sr), SILENT_EAR)
         if ref is not None and ref.audio.ndim == 2 and ref.audio.shape[0] == 2 and ref.sample_rate == sr:
-            p, r = audio, ref.audio
-            out |= {
-                "delta_ild_db": Measure.of(spatial.delta_ild(p, r)),
-                "delta_itd_us": Measure.of(spatial.delta_itd(p, r, sr)),
-                "ipd_error_rad": Measure.of(spatial.ipd_error(p, r)),
-                "stft_dist": Measure.of(spatial.stft_distance(p, r)),
-                "env_dist": Measure.of(spatial.envelope_distance(p, r)),
-                "mag_dist": Measure.of(spatial.magnitude_distance(p, r)),
-                "phase_dist": Measure.of(spatial.phase_distance(p, r)),
-                "snr_db": Measure.of(spatial.snr(p, r)),
-            }
+            out |= _paired_spatial(audio, ref.audio, sr)
     return ClipResult(out, details)
+
+
+def _paired_spatial(p: np.ndarray, r: np.ndarray, sr: int) -> dict[str, Measure]:
+    """The binaural measures of pred ``p`` against ref ``r`` (both (2, N)). The metrics refuse two lengths, so the
+    cut to the shorter is made here, explicitly, and only within ``PAIR_SLACK_S``; further apart every paired
+    measure is undefined and says both lengths."""
+    if abs(p.shape[1] - r.shape[1]) > PAIR_SLACK_S * sr:
+        why = f"the clip and its reference differ in length ({p.shape[1] / sr:.3f} s vs {r.shape[1] / sr:.3f} s)"
+        return {k: Measure.undefined(why) for k in PAIRED}
+    n = min(p.shape[1], r.shape[1])
+    p, r = p[:, :n], r[:, :n]  # explicit cut of codec framing (see PAIR_SLACK_S)
+    return {
+        "delta_ild_db": _wrap(spatial.delta_ild(p, r), SILENT_EAR),
+        "delta_itd_us": _wrap(spatial.delta_itd(p, r, sr), SILENT_EAR),
+        "ipd_error_rad": _wrap(spatial.ipd_error(p, r), SILENT_EAR),
+        "stft_dist": Measure.of(spatial.stft_distance(p, r)),
+        "env_dist": Measure.of(spatial.envelope_distance(p, r)),
+        "mag_dist": Measure.of(spatial.magnitude_distance(p, r)),
+        "phase_dist": Measure.of(spatial.phase_distance(p, r)),
+        "snr_db": _wrap(spatial.snr(p, r), "the reference is silent"),
+    }
 
 
 def clip_metrics(clip: EvalClip, ref: EvalClip | None = None) -> dict[str, float]:

@@ -2,6 +2,11 @@
 
 Signs (CONVENTIONS.md): ``ILD = 20·log10(rms_L / rms_R)`` dB, positive = left louder; ``ITD > 0`` when the left ear
 leads (s); ``azimuth = (x_center / W − 0.5)·90°``, negative = left.
+
+A cue that cannot be measured is NaN, never a number from the edge of a search range or an ε floor: ILD, ITD and
+IPD need sound in both ears (a channel whose RMS is at most ``EPS`` is silent), SNR a reference with sound. Callers
+average with NaN-aware means or count the undefined ones (:class:`avflow.eval.measure.Measure`). Paired metrics need
+``pred`` and ``ref`` of one shape: a caller that compares different lengths cuts them itself.
 """
 
 from __future__ import annotations
@@ -9,36 +14,58 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import hilbert
 
+from avflow.eval.inputs import check_audio
+
 EPS = 1e-12
+NAN = float("nan")
 
 
-def _stereo(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float64)
-    if audio.ndim != 2 or audio.shape[0] != 2:
-        raise ValueError(f"binaural metrics need (2, N) audio, got shape {audio.shape}")
-    return audio
+def _stereo(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    """``(2, N)`` finite float audio as float64 (a one-line ValueError otherwise, e.g. for ``(N, 2)``)."""
+    return check_audio(audio, f"binaural metrics: {what}", channels=(2,), mono=False)
 
 
 def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred, ref = _stereo(pred), _stereo(ref)
-    n = min(pred.shape[1], ref.shape[1])
-    return pred[:, :n], ref[:, :n]
+    """Both ``(2, N)`` with one N: a shorter pred is not scored on the overlap only (0.1 s of 1 s would score a
+    perfect SNR)."""
+    pred, ref = _stereo(pred, "pred"), _stereo(ref, "ref")
+    if pred.shape != ref.shape:
+        raise ValueError(f"binaural metrics: pred and ref must have one shape, got pred {pred.shape} and ref "
+                         f"{ref.shape}")  # fmt: skip
+    return pred, ref
+
+
+def _rms(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean(a**2, axis=-1))  # (2,) per channel
+
+
+def _silent_ear(a: np.ndarray) -> bool:
+    """True when some channel of ``(2, N)`` audio has no sound (RMS at most ``EPS``)."""
+    return bool(_rms(a).min() <= EPS)
 
 
 def ild(audio: np.ndarray) -> float:
-    """``ILD = 20·log10(rms_L / rms_R)`` dB over the whole signal."""
+    """``ILD = 20·log10(rms_L / rms_R)`` dB over the whole signal; NaN when an ear is silent (no level to compare)."""
     a = _stereo(audio)
-    rms = np.sqrt(np.mean(a**2, axis=1)) + EPS
+    if _silent_ear(a):
+        return NAN
+    rms = _rms(a) + EPS
     return float(20.0 * np.log10(rms[0] / rms[1]))
 
 
 def itd_gcc_phat(audio: np.ndarray, sample_rate: int, max_itd_s: float = 1e-3) -> float:
     """ITD (s) by GCC-PHAT: ``r(τ) = IFFT[conj(L)·R / |conj(L)·R|]``, ``ITD = argmax_{|τ| ≤ max} r(τ)`` refined by a
-    parabola; ``r(τ)`` correlates ``L(t)`` with ``R(t + τ)``, so ``ITD > 0`` when the right ear lags (left leads)."""
+    parabola; ``r(τ)`` correlates ``L(t)`` with ``R(t + τ)``, so ``ITD > 0`` when the right ear lags (left leads).
+    NaN when an ear is silent or the cross-spectrum is zero (no common frequency): the argmax of nothing would be
+    the edge of the search range."""
     a = _stereo(audio)
+    if _silent_ear(a):
+        return NAN
     n = a.shape[1]
     nfft = int(2 ** np.ceil(np.log2(2 * n)))
     cross = np.conj(np.fft.rfft(a[0], nfft)) * np.fft.rfft(a[1], nfft)
+    if not np.abs(cross).max() > EPS:
+        return NAN
     r = np.fft.irfft(cross / (np.abs(cross) + EPS), nfft)
     m = max(1, int(np.ceil(max_itd_s * sample_rate)))
     lags = np.arange(-m, m + 1)
@@ -52,12 +79,12 @@ def itd_gcc_phat(audio: np.ndarray, sample_rate: int, max_itd_s: float = 1e-3) -
 
 
 def delta_ild(pred: np.ndarray, ref: np.ndarray) -> float:
-    """``ΔILD = |ILD(pred) − ILD(ref)|`` dB."""
+    """``ΔILD = |ILD(pred) − ILD(ref)|`` dB; NaN when either ILD is (a silent ear)."""
     return abs(ild(pred) - ild(ref))
 
 
 def delta_itd(pred: np.ndarray, ref: np.ndarray, sample_rate: int) -> float:
-    """``ΔITD = |ITD(pred) − ITD(ref)|`` in µs, both by GCC-PHAT."""
+    """``ΔITD = |ITD(pred) − ITD(ref)|`` in µs, both by GCC-PHAT; NaN when either ITD is (a silent ear)."""
     return 1e6 * abs(itd_gcc_phat(pred, sample_rate) - itd_gcc_phat(ref, sample_rate))
 
 
@@ -73,11 +100,16 @@ def _spec(x: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
 
 def ipd_error(pred: np.ndarray, ref: np.ndarray, n_fft: int = 512, hop: int = 128) -> float:
     """Energy-weighted mean absolute interaural phase difference error (rad):
-    ``IPD = ∠(S_L·conj(S_R))`` per TF bin; ``Σ w·|wrap(IPD_pred − IPD_ref)| / Σ w`` with ``w = |S_L^ref|·|S_R^ref|``."""
+    ``IPD = ∠(S_L·conj(S_R))`` per TF bin; ``Σ w·|wrap(IPD_pred − IPD_ref)| / Σ w`` with ``w = |S_L^ref|·|S_R^ref|``.
+    NaN when an ear of either is silent or the weights are all zero (no bin where both reference ears sound)."""
     p, r = _pair(pred, ref)
+    if _silent_ear(p) or _silent_ear(r):
+        return NAN
     sp, sr = _spec(p, n_fft, hop, n_fft), _spec(r, n_fft, hop, n_fft)
     d = np.angle(sp[0] * np.conj(sp[1]) * np.conj(sr[0] * np.conj(sr[1])))  # wrapped difference
-    w = np.abs(sr[0]) * np.abs(sr[1])
+    w = np.abs(sr[0]) * np.abs(sr[1])  # (F, frames)
+    if not w.sum() > EPS:
+        return NAN
     return float((w * np.abs(d)).sum() / (w.sum() + EPS))
 
 
@@ -111,8 +143,11 @@ def phase_distance(pred: np.ndarray, ref: np.ndarray) -> float:
 
 def snr(pred: np.ndarray, ref: np.ndarray, eps: float = 1e-12) -> float:
     """PseudoBinaural SNR (dB): ``10·log10((mean(ref²) + ε) / (mean((pred − ref)²) + ε))``; higher is better.
-    The reference code uses ``ε = 1e-4``, which caps the SNR of quiet (not peak-normalised) audio; here ε is tiny."""
+    The reference code uses ``ε = 1e-4``, which caps the SNR of quiet (not peak-normalised) audio; here ε is tiny.
+    NaN when the reference is silent (no signal to compare the error with)."""
     p, r = _pair(pred, ref)
+    if not _rms(r.ravel()) > EPS:
+        return NAN
     return float(10.0 * np.log10((np.mean(r**2) + eps) / (np.mean((p - r) ** 2) + eps)))
 
 

@@ -5,17 +5,21 @@ reasons for being undefined is :mod:`avflow.eval.offset` (onsets: :mod:`avflow.e
 
 Sign convention (CONVENTIONS.md): an offset is ``t_audio - t_visual``; positive means the audio is late.
 Audio is ``(C, N)`` or ``(N,)`` float; frames are ``(T, H, W, 3)`` uint8 with frame ``k`` shown at ``k / fps``.
+Other layouts, dtypes and non-finite audio are a one-line ValueError (:mod:`avflow.eval.inputs`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from avflow.eval.inputs import check_audio, check_frames
 from avflow.eval.physics import Tracks, reversals, track_objects
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float64)
+    """``(C, N)`` or ``(N,)`` float audio -> ``(N,)`` float64 mix, checked first: ``(N, 2)`` audio would otherwise
+    be N channels of 2 samples, too short for any onset."""
+    audio = check_audio(audio, "audio")
     return audio.mean(axis=0) if audio.ndim == 2 else audio
 
 
@@ -204,6 +208,7 @@ def av_align(audio: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float
     flow magnitude (:func:`normal_flow_magnitude`); an audio peak is matched if some video peak lies within
     ``±1/fps``; ``AV-Align = I / (|A| + |V| − I)`` with ``I`` the number of matched audio peaks.
     """
+    frames = check_frames(frames, "frames")  # float frames would see no motion (the flow reads 0..255)
     a = detect_onsets(audio, sample_rate)
     flow = normal_flow_magnitude(frames)
     inner = flow[1:-1]

@@ -11,11 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avflow.eval.inputs import check_frames
+
 COLOUR_TOLERANCE = 40.0  # uint8 RGB Euclidean distance
 
 
 def frame_psnr(reference: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
-    """PSNR (dB, peak 255) of each frame of uint8 `(T, H, W, 3)` videos -> `(T,)`."""
+    """PSNR (dB, peak 255) of each frame of uint8 `(T, H, W, 3)` videos -> `(T,)`. The peak holds for uint8 only:
+    float frames (in [-1, 1] a 25 % error would read as 54 dB) or two shapes are a one-line ValueError."""
+    reference = check_frames(reference, "reference")
+    reconstruction = check_frames(reconstruction, "reconstruction")
+    if reference.shape != reconstruction.shape:
+        raise ValueError(f"reference and reconstruction must have one shape, got {reference.shape} and "
+                         f"{reconstruction.shape}")  # fmt: skip
     diff = reference.astype(np.float64) - reconstruction.astype(np.float64)
     mse = np.maximum(np.mean(diff * diff, axis=(1, 2, 3)), 1e-10)
     return 10.0 * np.log10(255.0**2 / mse)

@@ -28,6 +28,15 @@ class GuidanceBranch:
     cross_modal: bool = True
     t_range: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        """The strengths `SamplingConfig` takes (a one-line ConfigError otherwise: its rule, in one place)."""
+        from avflow.flow.sampling import SamplingConfig  # which imports this module
+
+        if isinstance(self.cfg_strength, dict):
+            SamplingConfig(cfg_strength=1.0, stream_cfg_strength=self.cfg_strength)
+        else:
+            SamplingConfig(cfg_strength=self.cfg_strength)
+
     def active(self, t: float) -> bool:
         if self.t_range is None:
             return True

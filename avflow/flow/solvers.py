@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from avflow.errors import ConfigError
 from avflow.flow.guidance import GuidanceBranch, guided_velocity
 from avflow.flow.streams import clean_mask
 from avflow.flow.timesteps import shift_time
@@ -137,6 +138,37 @@ def integrate(
     return x
 
 
+def check_settings(steps: int, solver: str, shift: float) -> None:
+    """`SamplingConfig`'s one-line ConfigErrors for these solver settings (its rules, in one place)."""
+    from avflow.flow.sampling import SamplingConfig  # which imports this module
+
+    SamplingConfig(cfg_strength=1.0, steps=steps, solver=solver, shift=shift)
+
+
+def check_stream_names(noise: Streams, **given: Streams) -> None:
+    """A one-line ConfigError where `noise` is empty, or `clean` / `t_start` name a stream it does not have (their
+    frames would be dropped silently)."""
+    if not noise:
+        raise ConfigError("noise holds no stream: nothing to sample")
+    for what, streams in given.items():
+        unknown = sorted(set(streams) - set(noise))
+        if unknown:
+            raise ConfigError(f"{what} names {', '.join(map(repr, unknown))}, not a sampled stream (the streams: "
+                              f"{', '.join(map(repr, noise))})")  # fmt: skip
+
+
+def check_start(stream: str, t_start: torch.Tensor, noise: torch.Tensor) -> None:
+    """A one-line ConfigError unless `t_start` is (B,) or (B, T) of `noise`'s batch holding 0 (sampled from noise) or
+    1 (a clean condition) only: the sampler integrates every other frame from t = 0."""
+    b = noise.shape[0]
+    if t_start.ndim not in (1, 2) or t_start.shape[0] != b:
+        raise ConfigError(f"t_start[{stream!r}] must be ({b},) or ({b}, T), got shape {tuple(t_start.shape)}")
+    odd = (t_start != 0) & (t_start != 1)
+    if bool(odd.any()):
+        raise ConfigError(f"t_start[{stream!r}] must hold 0 (sampled from noise) or 1 (a clean frame) only, got "
+                          f"{t_start[odd][0].item():g}")  # fmt: skip
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -156,22 +188,30 @@ def sample(
 ) -> SampleResult:
     """Sample every stream of `noise` with `model.velocity` (`progress(done, steps)` after every fixed step).
 
-    `t_start[s]` is (B,) or (B, T) per latent frame; frames at 1 are clean conditions copied from `clean[s]` and
-    stay bit-identical; the model sees t = 1 there and the current solver time elsewhere.
+    `t_start[s]` is (B,) or (B, T) per latent frame, each 0 or 1; frames at 1 are clean conditions copied from
+    `clean[s]` (the shape of `noise[s]`) and stay bit-identical; the model sees t = 1 there and the current solver
+    time elsewhere. Bad settings, strengths (`GuidanceBranch`), stream names or start times are one-line ConfigErrors
+    before the first step.
     """
+    check_settings(steps, solver, shift)
     clean = clean or {}
     t_start = t_start or {}
+    check_stream_names(noise, clean=clean, t_start=t_start)
     b = next(iter(noise.values())).shape[0]
     masks: dict[str, torch.Tensor] = {}
     t_shape: dict[str, torch.Tensor] = {}
     x0: Streams = {}
     for s, n in noise.items():
         ts = t_start.get(s, torch.zeros(b, device=n.device))
+        check_start(s, ts, n)
         t_shape[s] = ts
         m = clean_mask(ts, n, s)
         if bool(m.any()):
             if s not in clean:
                 raise ValueError(f"stream {s!r} has clean frames (t_start = 1) but no clean tensor was given")
+            if clean[s].shape != n.shape:
+                raise ConfigError(f"clean[{s!r}] must have the shape of its noise, {tuple(n.shape)}, got "
+                                  f"{tuple(clean[s].shape)}")  # fmt: skip
             masks[s] = m
             x0[s] = torch.where(m, clean[s].to(n.dtype), n)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -9,8 +10,8 @@ import torch
 
 def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
     """t' = t / (s - (s - 1) t). For s > 1 more of [0, 1] maps near t = 0 (noise)."""
-    if shift < 1.0:
-        raise ValueError(f"timestep shift must be >= 1, got {shift}")
+    if not (math.isfinite(shift) and shift >= 1.0):  # NaN compares False: refused, not a grid of NaN
+        raise ValueError(f"timestep shift must be a finite number >= 1, got {shift}")
     return t / (shift - (shift - 1.0) * t)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from avflow.errors import ConfigError
+from avflow.flow.streams import time_dim
 from avflow.models.audio_tower import AudioTower, AudioTowerConfig
 from avflow.models.wan import WanConfig, WanVideoTower
 from avflow.nn.fusion import FusionOptions, build_fusion, check_fusion, fusion_options
@@ -107,6 +108,34 @@ class JointModel(nn.Module):
         names = self.config.audio_streams
         return dict(zip(names, velocity.chunk(len(names), dim=-1)))
 
+    def _check_shapes(self, streams: dict[str, Tensor], t: dict[str, Tensor], cond: dict[str, Tensor]) -> None:
+        """A one-line ConfigError naming the stream (or the text) and the expected vs actual shape; shape comparisons
+        only (it runs at every sampling step)."""
+        c, first = self.config, next(iter(streams))
+        audio = next((streams[s] for s in c.audio_streams if s in streams), None)
+        width = c.audio.latent_dim // len(c.audio_streams)
+        for name, x in streams.items():
+            if name == "video":
+                channels = c.video.in_channels
+                want, ok = f"(B, {channels}, T, H, W)", x.ndim == 5 and x.shape[1] == channels
+            else:  # the audio streams share their length
+                n = audio.shape[1] if audio.ndim == 3 else "N"
+                want, ok = f"(B, {n}, {width})", x.ndim == 3 and x.shape[1:] == (n, width)
+            if not ok:
+                raise ConfigError(f"stream {name!r}: latents must be {want}, got {tuple(x.shape)}")
+        batch = streams[first].shape[0]
+        for name, x in streams.items():
+            if x.shape[0] != batch:
+                raise ConfigError(f"stream {name!r}: a batch of {x.shape[0]}, where {first!r} has {batch}")
+            ts, frames = t.get(name), x.shape[time_dim(name)]
+            if not isinstance(ts, Tensor) or ts.shape not in ((batch,), (batch, frames)):
+                got = f"shape {tuple(ts.shape)}" if isinstance(ts, Tensor) else repr(ts)
+                raise ConfigError(f"stream {name!r}: t must be a tensor ({batch},) or ({batch}, {frames}), got {got}")
+        text = cond.get("text") if isinstance(cond, dict) else None
+        if not isinstance(text, Tensor) or text.ndim != 3 or text.shape[0] != batch or text.shape[2] != c.text_dim:
+            got = f"shape {tuple(text.shape)}" if isinstance(text, Tensor) else repr(text)
+            raise ConfigError(f"cond['text'] must be a tensor ({batch}, S, {c.text_dim}), got {got}")
+
     def velocity(
         self, streams: dict[str, Tensor], t: dict[str, Tensor], cond: dict[str, Tensor], *, cross_modal: bool = True
     ) -> dict[str, Tensor]:
@@ -115,6 +144,7 @@ class JointModel(nn.Module):
         if set(streams) - audio_names - {"video"} or not streams or given_audio not in (set(), audio_names):
             want = " and ".join(repr(s) for s in self.config.audio_streams)
             raise ConfigError(f"joint model streams are 'video' and/or {want}, got {sorted(streams)}")
+        self._check_shapes(streams, t, cond)
         text = self._text(cond)
         c = self.config
         out = {}

@@ -38,6 +38,8 @@ def sequence_lengths(
     sync_downsample: int = 2,
 ) -> SequenceLengths:
     """8 s -> 250 latents at 16 kHz (hop 256), 345 at 44.1 kHz (hop 512); 64 CLIP frames; 192 sync tokens."""
+    if not math.isfinite(duration):  # NaN would reach int() as a bare ValueError
+        raise ConfigError(f"duration must be a finite number of seconds, got {duration}")
     latent = int(math.ceil(duration * sample_rate / hop_length / latent_downsample))
     clip = int(duration * clip_fps)
     sync_frames = duration * sync_fps

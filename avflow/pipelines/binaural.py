@@ -28,7 +28,7 @@ import torch
 
 from avflow.data import interaural_cues
 from avflow.errors import MediaError, MediaWarning, WeightsError
-from avflow.flow.sampling import SamplingConfig, sample_with
+from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
 from avflow.models.binaural import (
     CUE_STREAM,
     MODEL_FILE,
@@ -131,7 +131,7 @@ class BinauralPipeline:
 
         Guidance's negative branch: no video and no mono (video only), or no video with the same mono (with a
         mono), so guidance pushes towards what the video says about the sides."""
-        sampling = sampling or self.sampling
+        sampling, seed = sampling or self.sampling, check_seed(seed)
         if mono is None and self.needs_mono:
             raise MediaError("this binaural model (interaural cue streams) places a given sound: give it a mono")
         m, prior = None, None
@@ -149,7 +149,7 @@ class BinauralPipeline:
             negative = self.model.empty_conditions(1, n)
         else:
             negative = cond | {"video_on": torch.zeros(1)}
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(seed)
         b = self.draws  # one batch of draws (1 but for a cue model)
         noise = {s: torch.randn(b, n, self.model.config.latent_dim, generator=g) for s in ("left", "right")}
         if b > 1:
@@ -239,6 +239,7 @@ def binaural_track(
 
     if mode not in MODES:
         raise MediaError(f"unknown binaural mode {mode!r} (choose from {', '.join(MODES)})")
+    seed = check_seed(seed)  # before any model is loaded
     info = check_video_input(video)  # the same minimum length as every other command
     sound = check_mono(mono, info.duration) if mono is not None else None
     if mode == "auto":

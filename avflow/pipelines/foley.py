@@ -35,14 +35,14 @@ from avflow.codecs.bigvgan import BigVGAN
 from avflow.data.image import read_image
 from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
-from avflow.flow.sampling import SamplingConfig
+from avflow.flow.sampling import SamplingConfig, check_seed
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
 from avflow.pipelines.foley_frames import chunk_seconds, iter_window_frames
 from avflow.pipelines.foley_model import FoleyModel
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
 from avflow.pipelines.foley_variants import model_files, resolve_model
 from avflow.pipelines.foley_windows import Window, plan_windows
-from avflow.pipelines.inputs import check_duration, check_video_input
+from avflow.pipelines.inputs import check_duration, check_sound_duration, check_video_input
 from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
 Progress = Callable[[int, int], None]  # (solver steps done, steps in all windows)
@@ -156,6 +156,7 @@ class FoleyPipeline:
     ) -> FoleyOutput:
         """Audio for the video's first `duration` seconds (default: all of it), window by window; `progress` hears
         of every solver step of every window."""
+        seed = check_seed(seed)
         info = check_video_input(path, duration=check_duration(duration))
         total = info.duration if duration is None else min(float(duration), info.duration)
         windows = plan_windows(total, self.window_s, self.overlap_s, self.latent_rate)
@@ -192,7 +193,7 @@ class FoleyPipeline:
         progress: Progress | None = None,
     ) -> FoleyOutput:
         """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window."""
-        duration = check_duration(duration, "duration")
+        seed, duration = check_seed(seed), check_sound_duration(duration)
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
         audio = self._generate_windows(
             ((w, None, None) for w in windows),
@@ -219,7 +220,7 @@ class FoleyPipeline:
         progress: Progress | None = None,
     ) -> FoleyOutput:
         """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features."""
-        duration = check_duration(duration, "duration")
+        seed, duration = check_seed(seed), check_sound_duration(duration)
         pixels = read_image(path)  # (H, W, 3) uint8
         frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W)
         with self._autocast():

@@ -11,7 +11,7 @@ from torch import nn
 from avflow.codecs.audio_vae import AudioVAE
 from avflow.codecs.bigvgan import BigVGAN
 from avflow.errors import ConfigError
-from avflow.flow.sampling import SamplingConfig, sample_with
+from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
 from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING
 from avflow.nn.mmaudio_blocks import winograd_convolutions
@@ -87,7 +87,25 @@ class FoleyModel(nn.Module):
                 f"{name} features must be ({batch}, {length}, {empty.shape[-1]}) for this duration, "
                 f"got {tuple(feats.shape)}"
             )
+        if not bool(torch.isfinite(feats).all()):
+            raise ConfigError(f"{name} features hold NaN or infinite values")
         return feats.to(self.device, empty.dtype)
+
+    @staticmethod
+    def _batch(batch: int | None, features: dict[str, torch.Tensor | None]) -> int:
+        """The batch size: `batch`, else the given features' (each a (B, tokens, dim) tensor), else 1; at least 1
+        and the same for every given feature, else a one-line ConfigError."""
+        for name, feats in features.items():
+            if feats is not None and (not isinstance(feats, torch.Tensor) or feats.ndim != 3):
+                got = f"shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor) else type(feats).__name__
+                raise ConfigError(f"{name} features must be a tensor (B, tokens, dim), got {got}")
+        given = [f.shape[0] for f in features.values() if f is not None]
+        batch = batch if batch is not None else (given[0] if given else 1)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError(f"batch must be a whole number >= 1, got {batch!r}")
+        if any(b != batch for b in given):
+            raise ConfigError(f"conditioning features disagree on the batch size: {given} (batch={batch})")
+        return batch
 
     @torch.no_grad()
     def generate(
@@ -106,11 +124,11 @@ class FoleyModel(nn.Module):
 
         clip_f (B, 8 fps frames, clip_dim), sync_f (B, sync tokens, sync_dim), text_f (B, tokens, text_dim);
         a missing one is replaced by the network's learned empty features (text only: clip_f = sync_f = None).
+        Bad features (shape, NaN), batch, seed or duration are one-line ConfigErrors before sampling.
         """
-        given = [f.shape[0] for f in (clip_f, sync_f, text_f, negative_text_f) if f is not None]
-        batch = batch if batch is not None else (given[0] if given else 1)
-        if any(b != batch for b in given):
-            raise ConfigError(f"conditioning features disagree on the batch size: {given} (batch={batch})")
+        seed = check_seed(seed)
+        features = {"CLIP": clip_f, "sync": sync_f, "text": text_f, "negative text": negative_text_f}
+        batch = self._batch(batch, features)
         lengths = self.network.set_duration(duration)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         shape = (batch, lengths.latent, self.network.config.latent_dim)

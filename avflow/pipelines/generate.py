@@ -13,7 +13,8 @@ The text is encoded once, the empty conditions made once, and each window is dec
 as they were read (windows are crossfaded with each other, never into them). Sampling that diverges (a guidance
 strength far too large) is a one-line error at the first window with non-finite values, before anything is written.
 The checks a command runs before loading the model: `prompt_tokens` / `check_prompt_tokens` (the tokenizer alone) and
-`read_given_audio` (an a2v input decoded once, passed on as `given_audio`).
+`read_given_audio` (an a2v input decoded once, passed on as `given_audio`); a tensor given there from Python goes
+through the same checks (`check_given_audio`), before any sampling.
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ import torch
 from torch import Tensor
 
 from avflow.errors import AvflowError, ConfigError, MediaError, MediaWarning
-from avflow.flow.sampling import SamplingConfig, sample_with
+from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
 from avflow.pipelines.clip import GeneratedClip
-from avflow.pipelines.inputs import FIRST_SECONDS_HINT, MAX_DURATION_S, SPAN_SLACK_S, WHOLE_CLIP_HINT, used_span
+from avflow.pipelines.inputs import (
+    FIRST_SECONDS_HINT,
+    MAX_DURATION_S,
+    SPAN_SLACK_S,
+    WHOLE_CLIP_HINT,
+    check_duration,
+    used_span,
+)
 from avflow.pipelines.joint_windows import crossfade_into, plan_windows
 from avflow.precision import DEFAULT_PRECISION, autocast, autocast_weights, check_precision
 
@@ -87,8 +95,52 @@ def read_given_audio(path: str | Path, sample_rate: int, duration: float | None)
     from avflow.data.media import read_audio
 
     audio, _ = read_audio(path, sample_rate=sample_rate, channels=2, seconds=duration)
-    span = used_span(audio.shape[1] / sample_rate, f"{path}: its audio", duration)
+    return first_seconds(audio, sample_rate, duration, f"{path}: its audio")
+
+
+def first_seconds(audio: Tensor, sample_rate: int, duration: float | None, what: str) -> Tensor:
+    """All of (C, S) audio or its first `duration` s, as `used_span` allows (at most MAX_DURATION_S taken whole, never
+    shorter than asked; else a one-line ConfigError naming `what`)."""
+    span = used_span(audio.shape[1] / sample_rate, what, duration)
     return audio[:, : round(span * sample_rate)]
+
+
+def check_given_audio(audio, sample_rate: int, duration: float | None) -> Tensor:
+    """a2v's audio given as a tensor, through `read_given_audio`'s checks: float (2, S) [left, right] at
+    `sample_rate` (cast to float32), all of it or its first `duration` s (`first_seconds`), at least MIN_DURATION_S,
+    finite; else a one-line error. Integer PCM and numpy arrays are refused (their scale is the caller's to say)."""
+    if not isinstance(audio, Tensor):
+        raise ConfigError(f"given_audio must be a torch.Tensor (2, S), got {type(audio).__name__} "
+                          "(torch.from_numpy converts an array)")  # fmt: skip
+    if not audio.is_floating_point():
+        raise ConfigError(f"given_audio must hold float samples in [-1, 1], got {audio.dtype} (divide integer PCM "
+                          "by its full scale, e.g. 32768)")  # fmt: skip
+    if audio.ndim != 2 or audio.shape[0] != 2:
+        raise ConfigError(f"given_audio must be (2, S) [left, right] at {sample_rate} Hz, got shape "
+                          f"{tuple(audio.shape)}")  # fmt: skip
+    audio = first_seconds(audio, sample_rate, duration, "given_audio")
+    check_duration(audio.shape[1] / sample_rate, "given_audio")  # as `check_audio_input` for a file
+    if not bool(torch.isfinite(audio).all()):
+        raise MediaError("given_audio holds NaN or infinite samples")
+    return audio.float()
+
+
+def check_clip_duration(duration: float | None) -> float | None:
+    """`duration` as `avflow generate --duration` takes it: None, or MIN_DURATION_S to MAX_DURATION_S seconds; else
+    a one-line ConfigError."""
+    duration = check_duration(None if duration is None else float(duration), "duration")
+    if duration is not None and duration > MAX_DURATION_S:
+        raise ConfigError(f"duration must be at most {MAX_DURATION_S:g} s, got {duration:g}")
+    return duration
+
+
+def check_unused(task: str, audio_path, video_path, given_audio) -> None:
+    """An input `task` would not read is a one-line error, not silently dropped (as the command's own check)."""
+    used_by = {"audio_path": (audio_path, ("a2v",)), "given_audio": (given_audio, ("a2v",)),
+               "video_path": (video_path, ("v2a", "continue"))}  # fmt: skip
+    for name, (value, tasks) in used_by.items():
+        if value is not None and task not in tasks:
+            raise ConfigError(f"{name} is read by task {' or '.join(tasks)} only (task is {task})")
 
 
 def check_finite(tensors: dict[str, Tensor], sampling: SamplingConfig) -> None:
@@ -244,26 +296,27 @@ class JointPipeline:
         """One clip. `duration`: t2av the clip's length, continue the length added (default: the model's), a2v / v2a
         how much of the input to use (default: all of it). A prompt longer than the model reads (`text_len` tokens)
         is an error unless `cut_prompt` (then its first `text_len` tokens are used, as training cut its captions).
-        `given_audio`: a2v's audio as `read_given_audio(audio_path, self.sample_rate, duration)` returned it (read
-        in a command's checks; not decoded again)."""
+        `given_audio`: a2v's audio as a float (2, S) [left, right] tensor at `self.sample_rate`, e.g. as
+        `read_given_audio(audio_path, self.sample_rate, duration)` returned it (read in a command's checks; not
+        decoded again): checked as a file's audio is (`check_given_audio`), and `duration` uses its first seconds."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
         if not cut_prompt:
             check_prompt_tokens(self.text_encoder.count_tokens(prompt), self.config.joint.text_len)
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
-        if duration is not None and not 0 < float(duration) <= MAX_DURATION_S:
-            raise AvflowError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds, got {duration}")
+        seed, duration = check_seed(seed), check_clip_duration(duration)
         if task == "a2v" and audio_path is None and given_audio is None:
             raise AvflowError("task a2v needs an audio file (--audio-file FILE)")
         if task in ("v2a", "continue") and video_path is None:
             raise AvflowError(f"task {task} needs a video file (--video FILE)")
+        check_unused(task, audio_path, video_path, given_audio)
         if sampling is not None:
             sampling.check_streams(self.config.streams)
-        duration = None if duration is None else float(duration)
+        if given_audio is not None:
+            given_audio = check_given_audio(given_audio, self.sample_rate, duration)
         given, n_frames, n_samples = self._inputs(task, duration, audio_path, video_path, given_audio)
-        return self._generate(prompt, given, n_frames, n_samples, int(seed), sampling or self.sampling, task,
-                              progress)  # fmt: skip
+        return self._generate(prompt, given, n_frames, n_samples, seed, sampling or self.sampling, task, progress)
 
     def _generate(self, prompt, given: Given, n_frames: int, n_samples: int, seed: int, sampling: SamplingConfig,
                   task: str, progress) -> GeneratedClip:  # fmt: skip

@@ -39,12 +39,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from avflow.errors import MediaError
 from avflow.world.binaural import FIELD_OF_VIEW, azimuth_deg, block_times, render_sphere
 
 IMPACT_FLOOR = 0.05  # px per frame²: an object's acceleration above this is an impact (below: tracking jitter)
 
 if TYPE_CHECKING:
     from avflow.eval.offset import SyncResult
+
+
+def mono_track(mono: np.ndarray) -> np.ndarray:
+    """A mono track (N,) or (1, N) as float64 (N,); any other shape (a stereo pair) is a one-line MediaError."""
+    track = np.asarray(mono, dtype=np.float64)
+    if track.ndim == 2 and track.shape[0] == 1:
+        track = track[0]
+    if track.ndim != 1:
+        raise MediaError(f"mono must be (N,) or (1, N) samples, got shape {track.shape} (mix a stereo pair down first)")
+    return track
 
 
 def object_centers(frames: np.ndarray) -> np.ndarray:
@@ -155,7 +166,7 @@ def audio_clock(
     if not cfg.enabled or len(frames) < 2:
         return AudioClock()
     events, _ = detect(frames, fps)  # x in pixels of `frames`
-    onsets = audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate)
+    onsets = audio_onsets(mono_track(mono), sample_rate)
     read = tuple(float(t) for t in onsets.times)
     chosen = anchoring_lag(match_events(onsets, events, frame_period_s=1.0 / fps), 1.0 / fps, cfg)
     if chosen is None:
@@ -248,16 +259,14 @@ def audio_positions(
     from avflow.eval.onsets import audio_onsets
 
     cfg = anchoring or Anchoring()
-    times = block_times(np.asarray(mono).size, sample_rate)  # (B,)
+    times = block_times(mono_track(mono).size, sample_rate)  # (B,)
     centers = object_centers(frames)  # (T, K, 2)
     x_video = source_positions(frames, fps, centers=centers)  # (T,) on the video's clock
     frame_times = np.arange(len(x_video)) / fps
     clock = clock if clock is not None else audio_clock(mono, sample_rate, frames, fps, anchoring)
     x = np.interp(times - clock.lag_s, frame_times, x_video)
     onsets = (
-        clock.onsets
-        if clock.onsets is not None
-        else audio_onsets(np.asarray(mono, dtype=np.float64).reshape(-1), sample_rate).times
+        clock.onsets if clock.onsets is not None else audio_onsets(mono_track(mono), sample_rate).times
     )  # read once where the clock read them
     hit = onset_sources(centers, fps, np.asarray(onsets), times, clock.lag_s, cfg.lead_s)  # (B,)
     x = np.where(np.isnan(hit), x, hit)
@@ -295,7 +304,7 @@ def spatialise(
 ) -> np.ndarray:
     """Mono (N,) + its video frames (T, H, W, 3) -> binaural (2, N) float32 [left, right]; `clock`: as for
     :func:`audio_positions`."""
-    mono = np.asarray(mono, dtype=np.float64).reshape(-1)
+    mono = mono_track(mono)
     az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring, clock), frames.shape[2])
     return render_sphere(mono, az, sample_rate).astype(np.float32)
 
@@ -307,7 +316,7 @@ def amplitude_pan(
     phi = (azimuth / FOV + 1/2) pi / 2; no interaural time difference."""
     from avflow.world.binaural import block_to_samples
 
-    mono = np.asarray(mono, dtype=np.float64).reshape(-1)
+    mono = mono_track(mono)
     az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring), frames.shape[2])
     phi = block_to_samples((az / FIELD_OF_VIEW + 0.5) * np.pi / 2, mono.size)
     return (np.sqrt(2.0) * np.stack([np.cos(phi), np.sin(phi)]) * mono).astype(np.float32)

@@ -256,9 +256,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     done = False
     try:
         with open(tmp, "w+b") as f:  # readable too, for writers that patch what they wrote
+            mode = os.fstat(f.fileno()).st_mode & 0o777  # a new file's permissions under the user's umask
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that recreated the file by name: safetensors' save_file
+            os.chmod(tmp, mode)  # makes it 0600, unreadable to the other users of a shared cache or run folder
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         done = True
     finally:

@@ -5,7 +5,8 @@ config reads). Refused before anything is built: an out_dir that is a file; a fo
 no run wrote (no `checkpoints/`, no `metrics.jsonl`, no `config.yaml` of a training config), which the run would
 replace; and `checkpoint.resume=none` in a
 folder holding another run's checkpoints, which would mix two runs (a later resume picks the newest step of either).
-Resuming compares the checkpoint's config with this one (`resume_changes`): another network is refused, any other
+Resuming compares the checkpoint's config with this one (`resume_changes`): another network is refused, and so is
+another `init.freeze` or `ema.sigma_rels` (`resume_refusal`: the optimizer and EMA states would not fit), any other
 change is named in a note, and the config the earlier steps were trained with is kept as `config_until_step_N.yaml`.
 """
 
@@ -50,6 +51,24 @@ def resume_changes(saved: Mapping, current: Mapping) -> tuple[list[str], list[st
             continue
         (refused if _listed(key, REFUSED) else noted).append(f"{key} {old} -> {new}")
     return refused, noted
+
+
+def resume_refusal(saved: Mapping, current: Mapping, checkpoint: Path) -> str | None:
+    """Why `checkpoint` (saved with config `saved`) cannot go on under `current` although it holds the same network,
+    in one line; None where it can. Its optimizer state is per trainable parameter, matched by position (another
+    `init.freeze` would give Adam moments to other parameters, or not load), and its EMA state per profile."""
+    before, after = flat(saved), flat(current)
+    checks = [("init.freeze", "the optimizer state is per trainable parameter")]
+    if before.get("ema.enabled", True) and after.get("ema.enabled", True):
+        checks.append(("ema.sigma_rels", "the EMA state holds one average per profile"))
+    for key, why in checks:
+        old, new = before.get(key), after.get(key)
+        if key == "ema.sigma_rels":
+            old, new = [float(s) for s in old or ()], [float(s) for s in new or ()]
+        if old != new:
+            return (f"{key} changed since {Path(checkpoint).name} ({old} -> {new}): {why}; keep {key} to resume, "
+                    f"or start a new out_dir from these weights (init.weights={checkpoint})")  # fmt: skip
+    return None
 
 
 def _run_config(path: Path) -> bool:

@@ -32,7 +32,7 @@ from avflow.train.config import InitConfig, TrainConfig, resolve_component
 from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
 from avflow.train.optim import build_optimizer, build_scheduler
-from avflow.train.run_folder import check_out_dir, resume_changes
+from avflow.train.run_folder import check_out_dir, resume_changes, resume_refusal
 from avflow.train.sampler import ResumableBatchSampler
 from avflow.weights import atomic_write, dequantize_int8, load_strict, read_state_dict, save_safetensors
 
@@ -250,7 +250,7 @@ class Trainer:
         mode = self.config.checkpoint.resume
         if mode == "none":
             return None, None
-        state, message = None, None
+        state, message, refusal = None, None, None
         self.resumed_config = None  # the config the resumed steps were trained with (rank 0)
         if self.info.is_main:
             try:
@@ -263,7 +263,10 @@ class Trainer:
                 path, message = None, str(exc)
             if state is not None:
                 refused, changed = resume_changes(state["config"], to_dict(self.config))
-                if refused:
+                refusal = None if refused else resume_refusal(state["config"], to_dict(self.config), path)
+                if refusal is not None:
+                    path, state = None, None
+                elif refused:
                     path, state, message = None, None, (
                         f"{path}: the checkpoint holds another network than this config builds ({refused[0]}"
                         f"{f' and {len(refused) - 1} more' if len(refused) > 1 else ''}): give another out_dir, "
@@ -274,37 +277,46 @@ class Trainer:
                     changed = f"; changed since: {'; '.join(changed)}" if changed else ""
                     warnings.warn(TrainingWarning(f"resuming {self.out_dir} from {path.name} (step {state['step']} "
                                                   f"of {self.config.train.steps}){changed}"), stacklevel=2)  # fmt: skip
-            shared = (str(path) if path else None, message)
+            shared = (str(path) if path else None, message, refusal)
         else:
             shared = None
-        path, message = dist.broadcast_object(shared, self.info)
+        path, message, refusal = dist.broadcast_object(shared, self.info)
+        if refusal is not None:
+            raise ConfigError(refusal)
         if message is not None:
             raise WeightsError(message)
         return (Path(path), state) if path is not None else (None, None)
 
     def _load_state(self, state: dict, path: Path) -> None:
+        # The loaded optimizer and scheduler states carry the saved config's lr, betas, eps and weight decay (per
+        # group, as build_optimizer made them): keep this config's, so that a changed optim.* takes effect.
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        base_lrs = list(self.scheduler.base_lrs)
         if self.fsdp:
             fsdp.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
-            group["lr"] = base * fn(self.scheduler.last_epoch)  # this config's schedule, even if it was extended
+        self.scheduler.load_state_dict(state["scheduler"])  # its step; its lambdas are this config's schedule
+        self.scheduler.base_lrs = base_lrs
+        for group, hyper, base, fn in zip(self.optimizer.param_groups, configured, base_lrs,
+                                          self.scheduler.lr_lambdas):  # fmt: skip
+            group.update(hyper)
+            group["lr"] = base * fn(self.scheduler.last_epoch)  # this config's schedule at the resumed step
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if self.ema is not None:
             if state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
             else:
-                warnings.warn(f"{path}: no EMA state; the EMA restarts from the current weights", stacklevel=2)
+                warnings.warn(TrainingWarning(f"{path}: no EMA state; the EMA restarts from the current weights"),
+                              stacklevel=2)  # fmt: skip
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         rngs = state["rng"]
         if len(rngs) == self.info.world_size:
             ckpt.set_rng_state(rngs[self.info.rank])
         else:
-            warnings.warn(
-                f"{path}: saved by {len(rngs)} processes, resumed by {self.info.world_size}; RNG streams are reseeded",
-                stacklevel=2,
-            )
+            reseeded = f"saved by {len(rngs)} processes, resumed by {self.info.world_size}; RNG streams are reseeded"
+            warnings.warn(TrainingWarning(f"{path}: {reseeded}"), stacklevel=2)
             seed_all(self.config.train.seed + self.step * 1000 + self.info.rank)
 
     def save(self) -> Path | None:
@@ -471,7 +483,7 @@ class Trainer:
                 if self.step == self.resumed_step:
                     try:
                         loss = self.train_step(batches)
-                    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                    except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
                         raise ConfigError(f"the first training step failed, so the model, the task and the data may "
                                           f"not fit each other: {first_line(exc)}") from exc  # fmt: skip
                     metrics_log, writer = self._open_folder()

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--duration", type=float, default=8.0, help="seconds per clip")
     build.add_argument("--shard-size", type=int, default=256, help="clips per shard")
     add_device(build, autocast=False)
-    build.add_argument("--overwrite", action="store_true", help="rebuild a cache made with other weights")
+    build.add_argument("--overwrite", action="store_true",
+                       help="rebuild a cache made with other weights, --mode or --duration (its old clips are "
+                       "removed once the new ones are written)")  # fmt: skip
     info = sub.add_parser("info", help="print a cache's clip count, streams and weights checksum")
     info.add_argument("out", help="cache folder")
 
@@ -68,9 +70,15 @@ def run(args: argparse.Namespace) -> int:
     from avflow.data.cache import FeatureCache
 
     if args.action == "info":
-        cache = FeatureCache(args.out)
-        streams = sorted(cache.load(cache.ids[0])) if len(cache) else []
-        print(f"{cache.folder}: {len(cache)} clips, streams {', '.join(streams)}, weights {cache.checksum}")
+        cache = FeatureCache(args.out)  # every shard's streams and shapes (headers only)
+        streams = sorted(cache.streams)
+        line = f"{cache.folder}: {len(cache)} clips, streams {', '.join(streams)}, weights {cache.checksum}"
+        if cache.settings:
+            line += ", " + ", ".join(f"{k} {v}" for k, v in cache.settings.items())
+        partial = [f"{k} {cache.stream_counts[k]}/{len(cache)}" for k in streams if cache.stream_counts[k] < len(cache)]
+        if partial:
+            line += f" (clips with: {', '.join(partial)})"
+        print(line)
         return 0
     check_build_arguments(args)
 
@@ -78,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
 
     from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE
     from avflow.codecs.mel import MEL_CONFIGS, MelSpectrogram
-    from avflow.data.cache import MediaExtractor, build_cache, weights_checksum
+    from avflow.data.cache import MediaExtractor, build_cache, check_manifest, weights_checksum
     from avflow.encoders.features import Encoders
     from avflow.train import distributed as dist
 
     records, report = _records(args)
+    if not records:  # before the models load and before anything in OUT is touched
+        raise ConfigError(f"{report.summary()}: no usable clips, nothing built; the cache in {args.out} is unchanged")
+    checksum = weights_checksum(args.clip_weights, args.synchformer_weights, args.vae_weights)
+    settings = {"mode": args.mode, "duration": args.duration}
+    check_manifest(args.out, checksum, f"mmaudio-{args.mode}", settings, args.overwrite)
     if args.source == "world" and records and not any(r.world.with_suffix(".mp4").is_file() for r in records):
         warnings.warn(MediaWarning(f"{args.media}: no mp4 previews (the world was made without --preview), so the "
                                    "cache gets audio and text features only, no CLIP or Synchformer features; "
@@ -92,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         if info.is_main and not (report.bad_rows or report.missing):  # else its note has said it
             print(report.summary())
-        checksum = weights_checksum(args.clip_weights, args.synchformer_weights, args.vae_weights)
         device = info.device
         encoders = Encoders.from_pretrained(args.clip_weights, args.synchformer_weights, device=device)
         vae = AudioVAE.from_file(args.vae_weights, AUDIO_VAE_CONFIGS[args.mode]).to(device)
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 MediaExtractor(encoders, vae, mel, args.duration, device),
                 checksum,
                 extractor_name=f"mmaudio-{args.mode}",
+                settings=settings,
                 shard_size=args.shard_size,
                 rank=info.rank,
                 world_size=info.world_size,

@@ -63,7 +63,9 @@ def _open_table(path: Path) -> list[list[str]]:
         raise ConfigError(f"{path}: caption table not found")
     text = path.read_text(encoding="utf-8", errors="replace")
     delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
-    return list(csv.reader(text.splitlines(), delimiter=delimiter))
+    if delimiter == "\t":  # tab-separated: no quoting, so a caption starting with `"` is kept as written
+        return [line.split("\t") if line else [] for line in text.splitlines()]
+    return list(csv.reader(text.splitlines(), delimiter=delimiter))  # CSV: quoted fields may hold commas
 
 
 def _check_dir(folder: Path) -> Path:
@@ -159,6 +161,7 @@ def read_captions(table: str | Path, media_dir: str | Path):
     """A generic text-audio (or video) set: rows `file_or_id<TAB or ,>caption`, an optional header line."""
     table, media = Path(table), _check_dir(media_dir)
     report, records = ReadReport(str(table)), []
+    seen: dict[str, int] = {}  # clip id -> line
     for line, row in enumerate(_open_table(table), 1):
         if not row or (line == 1 and row[0].strip().lower() in ("id", "file", "path", "filename", "name")):
             continue
@@ -172,8 +175,13 @@ def read_captions(table: str | Path, media_dir: str | Path):
         if path is None:
             report.missing.append((Path(name).stem, str(direct)))
             continue
+        clip_id = Path(name).stem
+        if clip_id in seen:  # ids are file names without folder and extension: one would silently replace the other
+            report.bad_rows.append((line, f"{name}: clip id {clip_id!r} already used on line {seen[clip_id]}"))
+            continue
+        seen[clip_id] = line
         is_video = path.suffix.lower() in VIDEO_EXTS
-        records.append(ClipRecord(Path(name).stem, caption, video=path if is_video else None, audio=path))
+        records.append(ClipRecord(clip_id, caption, video=path if is_video else None, audio=path))
     report.kept = len(records)
     return records, report.warn()
 

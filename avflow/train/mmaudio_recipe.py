@@ -99,10 +99,19 @@ class MMAudioMixture(Dataset):
             if not len(c):
                 raise ConfigError(f"{c.folder}: feature cache is empty")
         self.weights = torch.tensor(list(config.sources.values()), dtype=torch.float64)
+        # every stream of every clip (shard headers: no tensor read), not the first clip's: a clip without video
+        # features gets empty ones, and clips whose shapes differ are a one-line error now, not a failed step later
         self.shapes: dict[str, tuple[int, ...]] = {}
+        where: dict[str, str] = {}
         for c in self.caches:
-            for k, v in c.load(c.ids[0]).items():
-                self.shapes.setdefault(k, tuple(v.shape))
+            for k, shape in c.streams.items():
+                if k not in self.shapes:
+                    self.shapes[k], where[k] = shape, f"clip {c.example[k]!r} of {c.folder}"
+                elif self.shapes[k] != shape:
+                    raise ConfigError(
+                        f"data.args.sources: stream {k!r} of clip {c.example[k]!r} of {c.folder} has shape {shape}, "
+                        f"of {where[k]} {self.shapes[k]} (caches built with another --duration or --mode?)"
+                    )
         if "audio" not in self.shapes:
             raise ConfigError("data.args.sources: no cache has an `audio` latent stream")
 

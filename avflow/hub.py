@@ -214,6 +214,20 @@ def _readable_safetensors(path: Path) -> bool:
         return False
 
 
+def cache_state(asset: Asset, root: Path | None = None) -> str:
+    """What the cache holds of an asset, in words (`avflow download --list`): a readable converted file, the
+    published file only (converted when first used), a damaged converted file (made again from the published one,
+    or not without it), or nothing. Reads headers only."""
+    converted, raw = converted_path(asset, root), raw_path(asset, root)
+    if converted.exists():
+        if _readable_safetensors(converted):
+            return "cached"
+        return "damaged (made again from the published file when used)" if raw.exists() else (
+            "damaged (run `avflow download MODEL` again)"
+        )  # fmt: skip
+    return "published file (converted when first used)" if raw.exists() else "missing"
+
+
 def require(asset: Asset | str, root: Path | None = None) -> None:
     """A one-line WeightsError unless the asset is in the cache (converted or as published); reads no weights."""
     if isinstance(asset, str):

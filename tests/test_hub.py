@@ -97,6 +97,13 @@ def test_download_cli_lists_models(tmp_path, monkeypatch, capsys):
     assert main(["download", "--list"]) == 0
     out = capsys.readouterr().out
     assert "small_16k" in out and "mmaudio_small_16k.pth" in out and "missing" in out
+    # a converted file cut short was listed as "cached" (only its existence was looked at)
+    asset = hub.ASSETS["mmaudio_small_16k"]
+    hub.converted_path(asset).parent.mkdir(parents=True, exist_ok=True)
+    hub.converted_path(asset).write_bytes(b"\x10\x00\x00")
+    assert main(["download", "--list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if asset.name in x)
+    assert "damaged (run `avflow download MODEL` again)" in line and "cached" not in line
     monkeypatch.setenv("AVFLOW_OFFLINE", "1")
     assert main(["download", "small_16k"]) == 2
     assert "offline" in capsys.readouterr().err

@@ -24,8 +24,7 @@ def run(args: argparse.Namespace) -> int:
         for name, stems in hub.MODELS.items():
             print(name)
             for stem in stems:
-                state = "cached" if hub.converted_path(hub.ASSETS[stem]).exists() else "missing"
-                print(f"  {hub.ASSETS[stem].name:<40} {state}")
+                print(f"  {hub.ASSETS[stem].name:<40} {hub.cache_state(hub.ASSETS[stem])}")
         print(f"cache: {hub.home()}")
         return 0
     if args.source is not None and not args.source.is_dir():

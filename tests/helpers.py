@@ -51,6 +51,26 @@ def vae_fixture_for(fixtures: Path, latent_dim: int) -> str:
     return fitting[0]
 
 
+def tiny_foley_model(fixtures: Path, steps: int):
+    """The tiny fixture network with the VAE fixture of the same latent width and the 16 kHz vocoder, as a
+    FoleyModel sampling with `steps` steps."""
+    from avflow.codecs.audio_vae import AudioVAE
+    from avflow.codecs.bigvgan import BigVGAN
+    from avflow.models.mmaudio import load_official_state_dict
+    from avflow.models.mmaudio_config import SAMPLING
+    from avflow.pipelines.foley_model import FoleyModel
+
+    mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
+    network = MMAudio(MMAudioConfig(**constructor(mm / "network_tiny_v1.json")))
+    load_official_state_dict(network, mm / "network_tiny_v1.weights.safetensors")
+    vae_name = vae_fixture_for(fixtures, network.config.latent_dim)
+    vae = AudioVAE(AudioVAEConfig(**constructor(mm / f"{vae_name}.json")))
+    vae.load_weights(load_file(mm / f"{vae_name}.weights.safetensors"))
+    vocoder = BigVGAN(BigVGANConfig.from_dict(constructor(bv / "bigvgan_v1_tiny.json")))
+    vocoder.load_weights(load_file(bv / "bigvgan_v1_tiny.weights.safetensors"))
+    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SAMPLING.override(steps=steps))
+
+
 def randomize_(model: torch.nn.Module, seed: int, scale: float = 0.2) -> torch.nn.Module:
     """Overwrite every parameter with seeded Gaussian values (so zero-initialised paths carry signal)."""
     gen = torch.Generator().manual_seed(seed)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import TEXT_DIM, constructor, perturb, vae_fixture_for, write_tiny_default_model
-from safetensors.torch import load_file
+from helpers import TEXT_DIM, perturb, tiny_foley_model, write_tiny_default_model
 
 from avflow.errors import ConfigError, MediaError
 from avflow.flow import GuidanceBranch, cfg, sample, shift_time
@@ -177,21 +176,7 @@ def test_sampler_refuses_unknown_streams_and_start_times_it_would_ignore():
 @pytest.fixture
 def foley(fixtures):
     """The tiny fixture network with the VAE fixture of the same latent width and the 16 kHz vocoder, one step."""
-    from avflow.codecs.audio_vae import AudioVAE, AudioVAEConfig
-    from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
-    from avflow.models.mmaudio import MMAudio, load_official_state_dict
-    from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig
-    from avflow.pipelines.foley_model import FoleyModel
-
-    mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
-    network = MMAudio(MMAudioConfig(**constructor(mm / "network_tiny_v1.json")))
-    load_official_state_dict(network, mm / "network_tiny_v1.weights.safetensors")
-    vae_name = vae_fixture_for(fixtures, network.config.latent_dim)
-    vae = AudioVAE(AudioVAEConfig(**constructor(mm / f"{vae_name}.json")))
-    vae.load_weights(load_file(mm / f"{vae_name}.weights.safetensors"))
-    vocoder = BigVGAN(BigVGANConfig.from_dict(constructor(bv / "bigvgan_v1_tiny.json")))
-    vocoder.load_weights(load_file(bv / "bigvgan_v1_tiny.weights.safetensors"))
-    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SAMPLING.override(steps=1))
+    return tiny_foley_model(fixtures, steps=1)
 
 
 def test_foley_model_refuses_bad_features_batch_duration_and_seed(foley):

@@ -6,14 +6,14 @@ import json
 
 import pytest
 import torch
-from helpers import constructor, vae_fixture_for
+from helpers import constructor, tiny_foley_model
 from safetensors.torch import load_file
 
 from avflow.codecs.audio_vae import AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
 from avflow.errors import ConfigError
 from avflow.flow.sampling import SamplingConfig
-from avflow.models.mmaudio import MMAudio, load_official_state_dict
+from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig
 from avflow.pipelines.foley_model import FoleyModel
 
@@ -21,15 +21,7 @@ from avflow.pipelines.foley_model import FoleyModel
 @pytest.fixture
 def foley_16k(fixtures) -> FoleyModel:
     """The tiny fixture network with the VAE fixture of the same latent width and the 16 kHz vocoder."""
-    mm, bv = fixtures / "mmaudio", fixtures / "bigvgan"
-    network = MMAudio(MMAudioConfig(**constructor(mm / "network_tiny_v1.json")))
-    load_official_state_dict(network, mm / "network_tiny_v1.weights.safetensors")
-    vae_name = vae_fixture_for(fixtures, network.config.latent_dim)
-    vae = AudioVAE(AudioVAEConfig(**constructor(mm / f"{vae_name}.json")))
-    vae.load_weights(load_file(mm / f"{vae_name}.weights.safetensors"))
-    vocoder = BigVGAN(BigVGANConfig.from_dict(constructor(bv / "bigvgan_v1_tiny.json")))
-    vocoder.load_weights(load_file(bv / "bigvgan_v1_tiny.weights.safetensors"))
-    return FoleyModel(network.eval(), vae.eval(), vocoder.eval(), SAMPLING.override(steps=4))
+    return tiny_foley_model(fixtures, steps=4)
 
 
 def test_sampling_matches_reference_latents(fixtures, foley_16k):

@@ -198,8 +198,9 @@ def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool 
         return convert(asset, root, verify=verify)
     except WeightsError as exc:  # a raw file that is not the asset stays no longer: the next download replaces it
         raw.unlink(missing_ok=True)
+        again = "with network access, or with --from DIR" if offline() else "again"
         raise WeightsError(f"{raw} was not usable and is removed from the cache; run `avflow download MODEL` "
-                           f"again ({exc})") from None
+                           f"{again} ({exc})") from None
 
 
 def _readable_safetensors(path: Path) -> bool:

@@ -199,6 +199,9 @@ def test_foley_model_refuses_bad_features_batch_duration_and_seed(foley):
     with pytest.raises(ConfigError) as err:
         foley.generate(float("nan"))
     one_line(err, "duration must be a finite number of seconds, got nan")
+    with pytest.raises(ConfigError) as err:
+        foley.generate(1e9)
+    one_line(err, "duration must be at most 3600 s (one hour), got 1e+09")
 
 
 def test_foley_pipeline_checks_seed_and_sound_length_before_planning_windows(foley, monkeypatch, tmp_path):
@@ -216,7 +219,12 @@ def test_foley_pipeline_checks_seed_and_sound_length_before_planning_windows(fol
     ):
         with pytest.raises(ConfigError) as err:
             call(duration=1e9)
-        one_line(err, "at most 3600 s", "got 1e+09")
+        one_line(err, "duration must be at most 3600 s", "got 1e+09")
+        assert "--duration" not in str(err.value)  # the Python argument is named, not the CLI's option
+        with pytest.raises(ConfigError) as err:
+            call(duration=0.1)
+        one_line(err, "duration must be at least 0.5 s")
+        assert "--duration" not in str(err.value)
         for seed, words in BAD_SEEDS:
             with pytest.raises(ConfigError) as err:
                 call(duration=1.0, seed=seed)

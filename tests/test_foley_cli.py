@@ -307,7 +307,7 @@ def _error(capsys) -> str:
     return err
 
 
-def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys, monkeypatch):
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("hello")
     assert main(["foley", str(not_video), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
@@ -330,14 +330,17 @@ def test_bad_inputs_are_one_line_errors(cache, tmp_path, capsys):
     assert converted.read_bytes() == whole
     capsys.readouterr()
     converted.unlink()
-    for md5 in (hub.ASSETS["tiny_net"].md5, ""):  # the published sum's check, then (none published) the reader's
+    # the published sum's check, then (none published) the reader's, then offline, where "again" cannot help
+    for md5, offline in ((hub.ASSETS["tiny_net"].md5, ""), ("", ""), ("", "1")):
         (cache / "raw" / "tiny_net.pth").write_bytes(b"\x00garbage" * 50)
         monkey_asset = hub.ASSETS["tiny_net"]
         hub.ASSETS["tiny_net"] = replace(monkey_asset, md5=md5)
+        monkeypatch.setenv("AVFLOW_OFFLINE", offline)
         try:
             assert main(["foley", str(good), "-o", str(tmp_path / "o.mp4"), *CLI_FAST]) == 2
             err = _error(capsys)
             assert "tiny_net.pth was not usable and is removed from the cache; run `avflow download" in err, err
+            assert ("with network access, or with --from DIR" in err) == bool(offline), err
         finally:
             hub.ASSETS["tiny_net"] = monkey_asset
         assert not (cache / "raw" / "tiny_net.pth").exists()

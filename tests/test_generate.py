@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 
 from avflow.cli import main
 from avflow.data.media import probe, read_audio, read_video, write_audio, write_video
-from avflow.errors import AvflowError, ConfigError, WeightsError
+from avflow.errors import AvflowError, ConfigError, MediaError, WeightsError
 from avflow.pipelines import default_model
 from avflow.pipelines.default_model import WEIGHT_FILES, load_default_model, read_default_config
 
@@ -455,6 +455,16 @@ def test_the_pipeline_refuses_what_it_would_have_to_cut(pipe, tmp_path):
         pipe.generate("a ball", duration=0)
     with pytest.raises(AvflowError, match="task continue needs a video"):
         pipe.generate("a ball", task="continue")
+    # files under the commands' minimum are refused from Python too (they ran on a 0.2 s input before)
+    short_sound = write_audio(tmp_path / "short.wav", np.zeros((1, SR // 5), np.float32), SR)
+    with pytest.raises(MediaError, match=r"short.wav: audio is too short \(0.200 s\); at least 0.5 s"):
+        pipe.generate("a ball", task="a2v", audio_path=short_sound)
+    short_clip = clip_file(tmp_path / "short.mp4", 0.25)
+    for task in ("v2a", "continue"):
+        with pytest.raises(MediaError, match="short.mp4: video is too short"):
+            pipe.generate("a ball", task=task, video_path=short_clip)
+    with pytest.raises(MediaError, match="long.wav: no video stream"):
+        pipe.generate("a ball", task="v2a", video_path=long_sound)
 
 
 def test_a_prompt_longer_than_the_model_reads_is_refused_not_cut(pipe):

@@ -193,7 +193,7 @@ class FoleyPipeline:
         progress: Progress | None = None,
     ) -> FoleyOutput:
         """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window."""
-        seed, duration = check_seed(seed), check_sound_duration(duration)
+        seed, duration = check_seed(seed), check_sound_duration(duration, "duration")
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
         audio = self._generate_windows(
             ((w, None, None) for w in windows),
@@ -220,7 +220,7 @@ class FoleyPipeline:
         progress: Progress | None = None,
     ) -> FoleyOutput:
         """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features."""
-        seed, duration = check_seed(seed), check_sound_duration(duration)
+        seed, duration = check_seed(seed), check_sound_duration(duration, "duration")
         pixels = read_image(path)  # (H, W, 3) uint8
         frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W)
         with self._autocast():

@@ -15,6 +15,7 @@ from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
 from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING
 from avflow.nn.mmaudio_blocks import winograd_convolutions
+from avflow.pipelines.inputs import MAX_SOUND_S
 from avflow.pipelines.winograd_store import kept_winograd_choices
 from avflow.precision import autocast_weights
 
@@ -127,6 +128,9 @@ class FoleyModel(nn.Module):
         Bad features (shape, NaN), batch, seed or duration are one-line ConfigErrors before sampling.
         """
         seed = check_seed(seed)
+        if duration > MAX_SOUND_S:  # one window of a typo's 1e9 s would allocate its noise before any check
+            raise ConfigError(f"duration must be at most {MAX_SOUND_S:g} s (one hour), got {duration:g}; "
+                              "FoleyPipeline windows long clips")  # fmt: skip
         features = {"CLIP": clip_f, "sync": sync_f, "text": text_f, "negative text": negative_text_f}
         batch = self._batch(batch, features)
         lengths = self.network.set_duration(duration)

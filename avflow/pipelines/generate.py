@@ -39,7 +39,9 @@ from avflow.pipelines.inputs import (
     MAX_DURATION_S,
     SPAN_SLACK_S,
     WHOLE_CLIP_HINT,
+    check_audio_input,
     check_duration,
+    check_video_input,
     used_span,
 )
 from avflow.pipelines.joint_windows import crossfade_into, plan_windows
@@ -198,16 +200,18 @@ class JointPipeline:
 
     def _read_audio(self, path: str | Path, duration: float | None) -> Tensor:
         """(2, S) [left, right] (mono used for both): all of the file's audio, or its first `duration` s (the rest is
-        not decoded)."""
+        not decoded); a file without audio or shorter than MIN_DURATION_S is a one-line MediaError, as in commands."""
+        check_audio_input(path)
         return read_given_audio(path, self.sample_rate, duration)
 
     def _read_video(self, path: str | Path, duration: float | None, whole: bool = False) -> tuple[Tensor, float]:
         """Frames (F, H, W, 3) at the model's fps and size over all of the video or its first `duration` s, and that
         span in seconds (`whole`: a clip to continue, which is read whole)."""
-        from avflow.data.media import probe, read_video
+        from avflow.data.media import read_video
 
         what, hint = (f"{path}: the clip", WHOLE_CLIP_HINT) if whole else (f"{path}: the video", FIRST_SECONDS_HINT)
-        span = used_span(probe(path).duration, what, duration, hint=hint)
+        info = check_video_input(path, duration=None if whole else duration)  # no video, too short: one line
+        span = used_span(info.duration, what, duration, hint=hint)
         frames = read_video(path, fps=self.fps, size=(self.height, self.width), mode="resize", duration=span).frames
         return frames, span
 

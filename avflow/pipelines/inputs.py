@@ -28,13 +28,13 @@ def check_duration(seconds: float | None, what: str = "--duration") -> float | N
     return float(seconds)
 
 
-def check_sound_duration(seconds: float) -> float:
+def check_sound_duration(seconds: float, what: str = "--duration") -> float:
     """A length for a sound made from text or an image alone (t2a, i2a): at least MIN_DURATION_S and at most
     MAX_SOUND_S (nothing else bounds it: a typo's 1e9 s would plan 1e8 windows before the first step), else a
-    one-line ConfigError."""
-    check_duration(seconds)
+    one-line ConfigError naming it as `what` (the option, or the argument from Python)."""
+    check_duration(seconds, what)
     if seconds > MAX_SOUND_S:
-        raise ConfigError(f"--duration must be at most {MAX_SOUND_S:g} s (one hour), got {seconds:g}")
+        raise ConfigError(f"{what} must be at most {MAX_SOUND_S:g} s (one hour), got {seconds:g}")
     return float(seconds)
 
 

@@ -4,7 +4,9 @@
 - `avsync` (AVSyncRoPE): positions in units of one video latent frame. Video frame j -> j; audio latent n ->
   n / τ + offset with τ = Δt_video / Δt_audio (audio latents per video latent frame) and the offset that puts
   tokens at the same wall-clock time on the same position.
-- `seconds` (LTX-2 style): both streams on one axis of wall-clock seconds (times `per_second`).
+- `seconds` (LTX-2 style): both streams on one axis of wall-clock seconds (times `per_second`). RoPE reads only
+  position differences, so this is `avsync` with its positions scaled by Δt_video · per_second: the same tokens line
+  up, at another rotary frequency per second (the alignment experiment's two arms differ in that scale only).
 
 The cross-modal layers rotate with Wan's 3-D RoPE: the temporal part takes these positions, and audio tokens sit at
 the centre of the video grid in the spatial parts (`av_rotary`).

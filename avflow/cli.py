@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-from avflow.errors import AvflowError, Note
+from avflow.errors import AvflowError, ConfigError, Note
 from avflow.heap import keep_freed_memory
 
 # name -> module implementing it
@@ -102,13 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv[1:])
     except SystemExit as exc:  # --help, or an argument error already printed in one line
         return int(exc.code or 0)
+    rank = torchrun_rank()
     try:
         keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
         with warnings.catch_warnings():  # restores the warnings' printer afterwards
-            warnings.showwarning = _note_printer(name, warnings.showwarning)
+            warnings.showwarning = _note_printer(name, warnings.showwarning, rank)
             return int(module.run(args) or 0)
-    except AvflowError as exc:
-        print(f"avflow {name}: error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # the same settings on every rank: rank 0 says it once
+        if rank == 0:
+            print(f"avflow {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except AvflowError as exc:  # may be this rank's own (its data, its device): every rank says it, named
+        print(f"avflow {name}: error: {rank_prefix(rank)}{exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of the output went away (`avflow info clip.mp4 | head -3`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush at exit finds no pipe
@@ -121,14 +126,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _note_printer(name: str, show):
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (its RANK variable), 0 outside it. Read here without torch, which
+    `avflow --help` and argument errors never import."""
+    rank = os.environ.get("RANK", "0")
+    return int(rank) if rank.isdigit() else 0
+
+
+def rank_prefix(rank: int) -> str:
+    """"[rank N] " for a process other than rank 0 (whose lines read as a single process's)."""
+    return f"[rank {rank}] " if rank else ""
+
+
+def _note_printer(name: str, show, rank: int = 0):
     """`warnings.showwarning` that prints a `Note` (input handled rather than refused: a damaged packet skipped, the
-    network taken from a training checkpoint) as one line, "avflow COMMAND: note: ..."; other warnings as Python
-    prints them."""
+    network taken from a training checkpoint) as one line, "avflow COMMAND: note: ...", on rank 0 only under
+    torchrun (every rank resumes the same checkpoint; one says how); other warnings as Python prints them."""
 
     def printer(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, Note):
-            print(f"avflow {name}: note: {message}", file=sys.stderr)
+            if rank == 0:
+                print(f"avflow {name}: note: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
 

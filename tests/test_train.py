@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, TrainingWarning
 from avflow.train import checkpoint as ckpt
 from avflow.train.config import ScheduleConfig
 from avflow.train.ema import PowerFunctionEMA, reconstruct, sigma_rel_to_gamma
@@ -133,9 +133,29 @@ def test_truncated_checkpoint_falls_back_to_previous(reference, tmp_path):
     shutil.copytree(reference / "checkpoints", folder)
     latest = ckpt.checkpoint_path(folder, 6)
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
-    with pytest.warns(RuntimeWarning, match=r"step_00000006\.pt.*truncated"):
+    with pytest.warns(TrainingWarning, match=r"step_00000006\.pt.*truncated"):
         path, state = ckpt.load_latest(folder)
     assert path.name == "step_00000004.pt" and state["step"] == 4
+
+
+def test_under_torchrun_rank_0_alone_reports_what_every_rank_shares(reference, tmp_path):
+    """Every rank loads the same config and resumes the same checkpoint: a config error, the notes on how the run
+    goes on (a damaged checkpoint skipped, the RNG streams reseeded) and the result are said once, by rank 0, as
+    `avflow train: note: ...` lines (they were printed by every rank, and the fallback as a Python warning)."""
+    proc = run_train(tiny_config(tmp_path / "bad"), tmp_path / "bad", 2, None, "train.batch_size=33")
+    assert proc.returncode != 0 and proc.stderr.count("avflow train: error:") == 1, proc.stderr[-3000:]
+    assert "batch_size: 33 is not divisible" in proc.stderr
+    run = tmp_path / "resume" / "run"
+    shutil.copytree(reference, run)
+    latest = ckpt.checkpoint_path(run / "checkpoints", 6)
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    proc = run_train(tiny_config(run), tmp_path / "resume", 2, None, "train.steps=8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("avflow train: note:")]
+    assert sum("falling back to the previous checkpoint" in n for n in notes) == 1, proc.stderr[-3000:]
+    assert sum("resumed by 2" in n for n in notes) == 1, proc.stderr[-3000:]
+    assert "RuntimeWarning" not in proc.stderr
+    assert proc.stdout.count("step 8: loss") == 1, proc.stdout
 
 
 def test_checkpoint_without_manifest_or_with_bad_bytes_is_skipped(reference, tmp_path):
@@ -145,7 +165,7 @@ def test_checkpoint_without_manifest_or_with_bad_bytes_is_skipped(reference, tmp
     data = bytearray(ckpt.checkpoint_path(folder, 4).read_bytes())
     data[len(data) // 2] ^= 0xFF  # silent corruption, same size
     ckpt.checkpoint_path(folder, 4).write_bytes(bytes(data))
-    with pytest.warns(RuntimeWarning) as record:
+    with pytest.warns(TrainingWarning) as record:
         path, _ = ckpt.load_latest(folder)
     assert path.name == "step_00000002.pt"
     messages = " | ".join(str(w.message) for w in record)

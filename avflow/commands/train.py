@@ -24,10 +24,13 @@ def run(args: argparse.Namespace) -> int:
         print(dump_yaml(config), end="")
         return 0
     from avflow.commands.options import check_folder
+    from avflow.train.distributed import env_ranks
     from avflow.train.trainer import train
 
     check_folder(config.out_dir, "out_dir")  # a folder it can write in, before anything is built
     result = train(config)
+    if env_ranks()[0] != 0:  # under torchrun every rank has the same result: rank 0 reports it
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"stopped at step {result.step} of {config.train.steps} and saved it ({result.checkpoint}); the same "
               "command goes on from there", file=sys.stderr)  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avflow.errors import WeightsError
+from avflow.errors import TrainingWarning, WeightsError
 from avflow.weights import atomic_write, read_torch, save_torch, sha256_file
 
 NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -83,7 +83,7 @@ def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple
         try:
             return path, load_checkpoint(path, map_location)
         except WeightsError as exc:
-            warnings.warn(f"{exc}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=2)
+            warnings.warn(TrainingWarning(f"{exc}; falling back to the previous checkpoint"), stacklevel=2)
     return None
 
 

@@ -552,7 +552,7 @@ def test_init_grows_a_trained_joint_model_exactly(tmp_path):
             "new": list(added), "zero": zero}  # fmt: skip
     grown = JointModel(config(4, 2)).eval()
     initialize(grown, InitConfig(**grow))
-    streams, t, cond = joint_inputs()
+    streams, t, cond = joint_inputs(tokens=24)  # 3 latent frames at 16 fps: 0.75 s of audio latents at 31.25 Hz
     with torch.no_grad():
         want, got = trained.velocity(streams, t, cond), grown.velocity(streams, t, cond)
     for name in want:
@@ -595,6 +595,17 @@ def test_ddp_with_cross_modal_dropout_asks_for_find_unused_parameters(tmp_path, 
     from avflow.train.joint_task import JointFlowConfig, JointFlowTask
 
     assert not JointFlowTask(JointFlowConfig()).leaves_parameters_unused  # the default never skips the fusion
+
+
+def test_the_joint_task_trains_every_task_by_default():
+    """The joint task's default mixture is the model's one default: joint, a2v, v2a and continuation (it left
+    continuation out, so a model trained on the defaults could not continue a clip)."""
+    from avflow.models.tasks import TASKS, TaskMixture
+    from avflow.train.joint_task import JointFlowConfig, JointFlowTask
+
+    ratios = JointFlowConfig().ratios
+    assert ratios == TaskMixture().ratios and set(ratios) == set(TASKS) and all(r > 0 for r in ratios.values())
+    assert set(JointFlowTask(JointFlowConfig()).mixture.ratios) == set(TASKS)
 
 
 def test_stream_weights_weigh_each_streams_loss():

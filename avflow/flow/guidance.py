@@ -3,6 +3,9 @@
 v = v_c + sum_k (w_k - 1) (v_c - v_k), w_k = each branch's `cfg_strength`. Plain CFG is one branch with empty
 conditions; a negative prompt is a branch whose conditions encode that prompt; modality-aware CFG (UniAVGen) is a
 branch with `cross_modal=False` (and, as in UniAVGen, empty text).
+
+A branch changes the conditions it names; keys of the conditional `cond` that its conditions lack pass through
+unchanged (e.g. the joint model's `region_mask`, which has no empty value), so every branch sees them.
 """
 
 from __future__ import annotations
@@ -112,6 +115,13 @@ def concat_conditions(conds: list[Any]) -> Any:
     raise ValueError(f"cannot batch conditions of type {type(first).__name__} that differ between branches")
 
 
+def _with_passed_through(branch_cond: Any, cond: Any) -> Any:
+    """A negative branch's conditions plus the keys of the conditional `cond` they lack (dicts; else as given)."""
+    if isinstance(branch_cond, dict) and isinstance(cond, dict):
+        return {**{k: v for k, v in cond.items() if k not in branch_cond}, **branch_cond}
+    return branch_cond
+
+
 def _evaluate(model, x: Streams, t: Streams, conds: list[Any], cross_modal: bool, batched: bool) -> list[Streams]:
     """Velocity for each condition in `conds`, in one batched forward or one forward each."""
     if not batched or len(conds) == 1:
@@ -142,7 +152,8 @@ def guided_velocity(
         raise ValueError("branches with a t_range need the solver time")
     active = [br for br in branches if br.active(time if time is not None else 0.0)]
     batch = _batch_size(x)
-    conds = [br.cond if br.cond is not None else model.empty_conditions(batch) for br in active]
+    conds = [_with_passed_through(br.cond if br.cond is not None else model.empty_conditions(batch), cond)
+             for br in active]  # fmt: skip
 
     # Group the conditional branch (cross_modal=True) with every negative branch of the same cross_modal flag.
     groups: dict[bool, list[int]] = {True: [-1]}

@@ -7,6 +7,9 @@ each (a binaural codec's per-ear latents, generated together: the audio tower se
 stream are `(B,)` or per latent frame `(B, T)` / `(B, N)` (the audio streams share one); t = 1 marks clean
 condition frames (tasks in `tasks.py`).
 `cond` is `{"text": (B, S, text_dim), "text_mask": (B, S) bool}`; masked text tokens are zeroed (Wan's padding).
+With a region-modulating fusion (`windowed_aligners` with `region_modulation`) `cond` may also hold `region_mask`, a
+known region that replaces the predicted one (formats in `avflow.nn.fusion.region_modulation`); it is no droppable
+condition (see `empty_conditions`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,32 @@ def audio_token_seconds(n: int, rate: float, device=None) -> Tensor:
     return (torch.arange(n, device=device, dtype=torch.float64) + 0.5) / rate
 
 
+def reads_rates(config: JointConfig) -> bool:
+    """Whether the fusion places audio and video tokens in time by `video_fps`, `video_temporal_stride` and
+    `audio_latent_rate`: the windowed aligners (masks, interpolation) and a temporal RoPE alignment (avsync, seconds)
+    do; bidirectional fusion, no fusion and index positions (alignment none) read no rate."""
+    return config.fusion == "windowed_aligners" or (config.fusion != "none" and config.alignment != "none")
+
+
+def check_rates(config: JointConfig, frames: int, tokens: int, name: str = "stream 'audio'") -> None:
+    """One-line ConfigError (starting with `name`) unless `tokens` audio latents span what `frames` video latent
+    frames span at the configured rates to less than one video latent frame plus one audio latent: |N − T·τ| < τ + 1,
+    τ the audio latents per video latent frame. That is what rounding each stream of one clip to whole latents (either
+    way) leaves; the joint pipeline's windows (a2v, v2a, continue, windowed t2av) and world-codec caches match exactly,
+    and floored audio hops with frames rounded to whole ones (the fixed codecs) stay within it."""
+    c = config
+    per_frame = c.video_temporal_stride * c.audio_latent_rate / c.video_fps
+    want = frames * per_frame
+    if abs(tokens - want) >= per_frame + 1:
+        raise ConfigError(
+            f"{name}: {tokens} latents at {c.audio_latent_rate:g}/s span {tokens / c.audio_latent_rate:.4g} s, "
+            f"but {frames} video latent frames at {c.video_fps:g} fps (stride {c.video_temporal_stride}) span "
+            f"{frames * c.video_temporal_stride / c.video_fps:.4g} s = {want:.4g} audio latents; the two may differ by "
+            f"less than one video latent frame plus one audio latent ({per_frame + 1:.4g}): the data do not have "
+            f"the configured video_fps, video_temporal_stride and audio_latent_rate"
+        )
+
+
 class JointModel(nn.Module):
     """Video tower + audio tower + fusion; velocity in the t = 1 data convention."""
 
@@ -86,7 +115,15 @@ class JointModel(nn.Module):
         dims, blocks = (self.video.dim, self.audio.dim), (self.video.n_blocks, self.audio.n_blocks)
         self.fusion = build_fusion(c.fusion, *dims, *blocks, c.fusion_config, alignment)
 
+    @property
+    def region_modulation(self) -> bool:
+        """Whether the fusion predicts region masks (`velocity(..., aux=)` hands them out)."""
+        return getattr(self.fusion, "region", None) is not None
+
     def empty_conditions(self, batch: int) -> dict[str, Tensor]:
+        """Empty text. A `region_mask` has no empty value: it says where the video is, not what to generate, so the
+        guidance branches and the dropped samples of training keep the given one (the helpers pass the `cond` keys
+        these lack through unchanged: `flow.guidance`, `train.flow_task`)."""
         device = next(self.parameters()).device
         c = self.config
         return {
@@ -110,7 +147,9 @@ class JointModel(nn.Module):
 
     def _check_shapes(self, streams: dict[str, Tensor], t: dict[str, Tensor], cond: dict[str, Tensor]) -> None:
         """A one-line ConfigError naming the stream (or the text) and the expected vs actual shape; shape comparisons
-        only (it runs at every sampling step)."""
+        only (it runs at every sampling step). Where the fusion reads the rates (`reads_rates`), the audio latents
+        must span the video latent frames' span at them to less than one video latent frame plus one audio latent
+        (`check_rates`)."""
         c, first = self.config, next(iter(streams))
         audio = next((streams[s] for s in c.audio_streams if s in streams), None)
         width = c.audio.latent_dim // len(c.audio_streams)
@@ -123,6 +162,9 @@ class JointModel(nn.Module):
                 want, ok = f"(B, {n}, {width})", x.ndim == 3 and x.shape[1:] == (n, width)
             if not ok:
                 raise ConfigError(f"stream {name!r}: latents must be {want}, got {tuple(x.shape)}")
+        if "video" in streams and audio is not None and reads_rates(c):
+            names = ("streams " if len(c.audio_streams) > 1 else "stream ") + " and ".join(map(repr, c.audio_streams))
+            check_rates(c, streams["video"].shape[2], audio.shape[1], names)
         batch = streams[first].shape[0]
         for name, x in streams.items():
             if x.shape[0] != batch:
@@ -137,8 +179,17 @@ class JointModel(nn.Module):
             raise ConfigError(f"cond['text'] must be a tensor ({batch}, S, {c.text_dim}), got {got}")
 
     def velocity(
-        self, streams: dict[str, Tensor], t: dict[str, Tensor], cond: dict[str, Tensor], *, cross_modal: bool = True
+        self,
+        streams: dict[str, Tensor],
+        t: dict[str, Tensor],
+        cond: dict[str, Tensor],
+        *,
+        cross_modal: bool = True,
+        aux: dict | None = None,
     ) -> dict[str, Tensor]:
+        """The velocity of each stream. `aux`: a dict this call fills with what a loss needs beyond the velocity:
+        with a region-modulating fusion on (both streams, `cross_modal`), `region_masks` (the predicted masks `(B, L)`,
+        one per aligner, with their graph) and `region_grid` (the video token grid (T', H', W'))."""
         audio_names = set(self.config.audio_streams)
         given_audio = set(streams) & audio_names
         if set(streams) - audio_names - {"video"} or not streams or given_audio not in (set(), audio_names):
@@ -155,9 +206,11 @@ class JointModel(nn.Module):
             a = self.audio.embed(xa, ta, text)
             v.seconds = video_frame_seconds(v.grid[0], c.video_fps, c.video_temporal_stride, xv.device)
             a.seconds = audio_token_seconds(a.grid[0], c.audio_latent_rate, xa.device)
-            if cond.get("region_mask") is not None:  # teacher-forced region mask for region-aware fusion
+            if cond.get("region_mask") is not None:  # a given region replaces the predicted one (region modulation)
                 v.extras["region_mask"] = cond["region_mask"]
             self.fusion.run(self.video, self.audio, v, a, cross_modal)
+            if aux is not None and v.extras.get("predicted_region_masks"):
+                aux["region_masks"], aux["region_grid"] = v.extras["predicted_region_masks"], tuple(v.grid)
             return {"video": -self.video.head(v), **self._audio_out(self.audio.head(a))}
         if "video" in streams:
             out["video"] = self.video.velocity(streams["video"], t["video"], text)

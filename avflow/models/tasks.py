@@ -66,13 +66,15 @@ def loss_masks(t: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"video": (t["video"] < 1.0)[:, None, :, None, None], "audio": (t["audio"] < 1.0)[:, :, None]}
 
 
+# every task of the joint model, so one trained model does joint generation, a2v, v2a and continuation
+DEFAULT_RATIOS: dict[str, float] = {"joint": 0.5, "a2v": 0.15, "v2a": 0.15, "continuation": 0.2}
+
+
 @dataclass
 class TaskMixture:
     """Training task mixture: each sample draws a task with these ratios (normalised); continuation draws k."""
 
-    ratios: dict[str, float] = field(
-        default_factory=lambda: {"joint": 0.5, "a2v": 0.15, "v2a": 0.15, "continuation": 0.2}
-    )
+    ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
     max_k_video: int | None = None  # continuation draws k in [1, max_k_video] (default: half the frames)
     prefix: float = 0.0  # probability that an a2v / v2a sample also has a clean prefix of k frames (windows)
 

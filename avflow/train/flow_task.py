@@ -73,7 +73,8 @@ class FlowMatchingTask:
         drop = batch["drop"]
         if self.config.cond_dropout > 0 or batch.get("cross_modal") is False:  # (a joint step with it off)
             empty = model.empty_conditions(drop.shape[0])
-            cond = {k: _where_batch(drop, empty[k], v) for k, v in cond.items()}
+            # a key the empty conditions lack (e.g. a region mask) is no droppable condition: every sample keeps it
+            cond = {k: _where_batch(drop, empty[k], v) if k in empty else v for k, v in cond.items()}
         pred = self.velocity(model, xt, batch, cond)
         weights = self.stream_weights(list(x1))
         elements = self.element_weights(model, batch)

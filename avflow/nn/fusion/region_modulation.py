@@ -1,6 +1,10 @@
-"""Region-aware modulation (UniAVGen): a head predicting a soft spatial mask over video tokens that gates how much the
-audio-video interaction touches each token, optionally supervised by region masks (in the world, the object masks
-downsampled to the latent grid, `region_target`).
+"""Region-aware modulation (UniAVGen's face-aware modulation): a head predicting a soft spatial mask over video tokens
+that gates how much the audio-video interaction touches each token, supervised by region masks (`mask_loss`).
+
+A region mask is `(B, T', H', W')` on the video token grid or `(B, L)`, or per-object masks `(B, T, K, H, W)` at any
+resolution (the world's object masks), which `token_mask` pools onto the token grid (`region_target`). The joint task
+(`avflow.train.joint_task`, `mask_loss_weight`) supervises the head's predictions with `cond["region_mask"]`; the
+modulation itself uses the prediction in training (see `windowed_aligners`).
 """
 
 from __future__ import annotations
@@ -44,11 +48,23 @@ def region_target(masks: Tensor, grid: tuple[int, int, int]) -> Tensor:
     return F.adaptive_avg_pool3d(union, grid)[:, 0]
 
 
+def token_mask(mask: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """A region mask on the token grid `grid` = (T', H', W'): object masks `(B, T, K, H, W)` pooled by `region_target`,
+    any other mask as given (`flat_mask` checks it)."""
+    return region_target(mask, tuple(grid)) if mask.ndim == 5 else mask
+
+
 def mask_loss(pred_mask: Tensor | list[Tensor], target_mask: Tensor) -> Tensor:
-    """Binary cross-entropy between predicted masks `(B, L)` (or a list of them, averaged) and a target `(B, ...)`."""
+    """Binary cross-entropy between predicted masks `(B, L)` (or a list of them, averaged) and a target `(B, ...)`.
+
+    Computed in float32 by hand (`F.binary_cross_entropy` refuses autocast), with the predictions clamped to
+    [1e-6, 1 - 1e-6]."""
     preds = pred_mask if isinstance(pred_mask, list | tuple) else [pred_mask]
     if not preds:
         raise ConfigError("mask_loss got no predicted masks (is region modulation on?)")
     target = flat_mask(target_mask, *preds[0].shape)
-    losses = [F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), target) for p in preds]
+    losses = []
+    for p in preds:
+        p = p.float().clamp(1e-6, 1 - 1e-6)
+        losses.append(-(target * p.log() + (1 - target) * (1 - p).log()).mean())
     return torch.stack(losses).mean()

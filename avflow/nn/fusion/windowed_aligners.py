@@ -1,15 +1,21 @@
 """Asymmetric windowed aligners (UniAVGen), placed after every k-th layer.
 
 - audio-to-video: each video latent frame's tokens attend to the audio tokens within `window` latent frames of it
-  (|t_audio − t_frame| < (window + ½)·Δt_video, an attention mask built from the streams' seconds);
+  (those whose nearest latent frame is within `window` frames, an attention mask built from the streams' seconds;
+  `window_mask`);
 - video-to-audio: each audio token attends to the video tokens of the frame interpolated linearly between the two
   latent frames around its time (keys and values interpolated).
 
 Both outputs are zero-initialised, so a fresh joint model computes what its towers compute. With
 `region_modulation=True` a head predicts a soft spatial mask over video tokens that scales the audio-to-video update
-of each token and the weight of each video token as context for audio; a mask given in `v.extras["region_mask"]`
-(teacher forcing, e.g. `cond["region_mask"]`) replaces the prediction. Predicted masks of the last forward pass are
-kept in `predicted_masks` for `mask_loss`.
+of each token and the weight of each video token as context for audio. A mask given in `v.extras["region_mask"]`
+(`cond["region_mask"]` of the joint model; formats in `region_modulation`) replaces the prediction: a known region at
+sampling, kept by every guidance branch. The joint task does not give it in training: it supervises the prediction
+with it (`mask_loss`), so the aligners learn with the masks they get at sampling, where there is usually none to give,
+and the flow loss reaches the head too (UniAVGen modulates with the prediction and decays the mask loss).
+The predictions of a forward pass, with their graph, go to `v.extras["predicted_region_masks"]` (one `(B, L)` per
+aligner; the joint model hands them out through `velocity(..., aux=)`); the module keeps only detached copies of the
+last pass in `predicted_masks` (for inspection), so it holds no graph after a forward and deep-copies at any time.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from torch import Tensor, nn
 from avflow.errors import ConfigError
 from avflow.nn.fusion.base import Fusion, FusionOptions, TowerState
 from avflow.nn.fusion.full_attention import check_heads, state_rotary
-from avflow.nn.fusion.region_modulation import RegionModulation, flat_mask
+from avflow.nn.fusion.region_modulation import RegionModulation, flat_mask, token_mask
 from avflow.nn.temporal_alignment import TemporalAlignment, as_alignment, frame_period
 from avflow.nn.wan_blocks import WanAttention, WanRotary, apply_rotary
 
@@ -35,9 +41,10 @@ class WindowedAlignerOptions(FusionOptions):
     region_modulation: bool = False  # predicted soft spatial masks gate the interaction per video token
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.window < 0:
-            got = f"every={self.every} window={self.window}"
-            raise ConfigError(f"every: windowed_aligners needs every >= 1 and window >= 0, got {got}")
+        if self.every < 1:
+            raise ConfigError(f"every: windowed_aligners needs every >= 1, got {self.every}")
+        if self.window < 0:
+            raise ConfigError(f"window: windowed_aligners needs window >= 0, got {self.window}")
 
     def check(self, video_dim: int, audio_dim: int, n_layers: int) -> None:
         check_heads(video_dim, self.heads)
@@ -46,9 +53,29 @@ class WindowedAlignerOptions(FusionOptions):
             raise ConfigError(f"fusion_options.every: windowed_aligners with {where}")
 
 
+TIE = 1e-9  # in frame periods: a token this close to the half-way point between two frames is on it (float noise)
+
+
+def frame_offsets(video_seconds: Tensor, audio_seconds: Tensor, period: float) -> Tensor:
+    """-> long `(T, N)`: how many latent frames after frame j the frame nearest audio token n is (frame times
+    `t_j`, spaced `period`); a token half-way between two frames is nearest the earlier one. Frame times are the mean
+    of their pixel frames' start times (`video_frame_seconds`), half a pixel frame before the frame's span's centre,
+    so such a token lies in the earlier frame's span; audio times are latent centres."""
+    delta = (audio_seconds[None, :] - video_seconds[:, None]) / period  # in frame periods
+    return torch.ceil(delta - 0.5 - TIE).long()
+
+
 def window_mask(video_seconds: Tensor, audio_seconds: Tensor, period: float, window: int, tokens_per_frame: int):
-    """-> bool `(T*S, N)`: video token (frame j) sees audio token n iff |t_n − t_j| < (window + ½)·period."""
-    near = (audio_seconds[None, :] - video_seconds[:, None]).abs() < (window + 0.5) * period  # (T, N)
+    """-> bool `(T*S, N)`: video token (frame j) sees audio token n iff the frame nearest t_n (`frame_offsets`) is
+    within `window` frames of j, i.e. (window + ½)·period ≥ t_n − t_j > −(window + ½)·period: each audio token is in
+    the window 0 neighbourhood of exactly one frame. The first frame's neighbourhood reaches back to the clip's start
+    and the last one's on to its end (and past it), so no audio token is left out; only the first and the last frame
+    get those tokens (the others' windows keep their width of (2 window + 1)·period, so away from ties the masks are
+    those of |t_n − t_j| < (window + ½)·period, which the shipped model was trained with)."""
+    offset = frame_offsets(video_seconds, audio_seconds, period)  # (T, N)
+    near = offset.abs() <= window
+    near[0] |= offset[0] < 0
+    near[-1] |= offset[-1] > 0
     return near.repeat_interleave(tokens_per_frame, dim=0)
 
 
@@ -154,7 +181,7 @@ class WindowedAlignerFusion(Fusion):
         self.audio_to_video = nn.ModuleList([AudioToVideoAligner(video_dim, audio_dim, heads) for _ in self.layers])
         self.video_to_audio = nn.ModuleList([VideoToAudioAligner(video_dim, audio_dim, heads) for _ in self.layers])
         self.region = nn.ModuleList([RegionModulation(video_dim) for _ in self.layers]) if region_modulation else None
-        self.predicted_masks: list[Tensor] = []
+        self.predicted_masks: list[Tensor] = []  # detached copies of the last pass's predictions (no graph)
         self.cache: dict | None = None
 
     def prepare(self, v: TowerState, a: TowerState) -> dict:
@@ -179,12 +206,17 @@ class WindowedAlignerFusion(Fusion):
         self.cache = None
 
     def region_mask(self, slot: int, v: TowerState) -> Tensor | None:
+        """The mask gating aligner `slot`: the given `v.extras["region_mask"]`, else the head's prediction; the
+        prediction goes to `v.extras["predicted_region_masks"]` either way (a detached copy to `predicted_masks`)."""
         if self.region is None:
             return None
         predicted = self.region[slot](v.x)  # (B, Lv)
-        self.predicted_masks.append(predicted)
-        forced = v.extras.get("region_mask")
-        return predicted if forced is None else flat_mask(forced, *predicted.shape).to(predicted.dtype)
+        v.extras.setdefault("predicted_region_masks", []).append(predicted)
+        self.predicted_masks.append(predicted.detach())
+        given = v.extras.get("region_mask")
+        if given is None:
+            return predicted
+        return flat_mask(token_mask(given, v.grid), *predicted.shape).to(predicted.dtype)
 
     def exchange(self, layer: int, v: TowerState, a: TowerState) -> None:
         if layer not in self.slot:

@@ -200,10 +200,14 @@ class Trainer:
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
         initialize(self.model, config.init)
-        self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels) if config.ema.enabled and info.is_main else None
+        self.ema = None  # rank 0's EMA of the whole model; under fsdp every rank's EMA of its shards
+        if config.ema.enabled and info.is_main and not self.fsdp:
+            self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels)
         self.loss_module = LossModule(self.model, self.task)
         if self.fsdp:
             self.ddp = fsdp.shard(self.loss_module, self.model, info, config.distributed.reshard_after_forward)
+            if config.ema.enabled:
+                self.ema = fsdp.ShardedEMA(self.model, config.ema.sigma_rels, info.is_main)
         else:
             self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
@@ -306,8 +310,8 @@ class Trainer:
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if self.ema is not None:
             if state.get("ema") is not None:
-                self.ema.load_state_dict(state["ema"])
-            else:
+                self.ema.load_state_dict(state["ema"])  # fsdp: every rank keeps its shards of the full averages
+            elif self.info.is_main:
                 warnings.warn(TrainingWarning(f"{path}: no EMA state; the EMA restarts from the current weights"),
                               stacklevel=2)  # fmt: skip
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
@@ -322,11 +326,12 @@ class Trainer:
     def save(self) -> Path | None:
         rngs = dist.gather_objects(ckpt.rng_state(), self.info)
         path = None
-        if self.fsdp:  # collectives: every rank gathers, rank 0 writes
+        if self.fsdp:  # collectives: every rank joins the gathers, rank 0 alone keeps the states (on CPU) and writes
             model_state = fsdp.full_model_state(self.model)
             optim_state = fsdp.full_optimizer_state(self.model, self.optimizer)
         else:
             model_state, optim_state = self.model.state_dict(), self.optimizer.state_dict()
+        ema_state = self.ema.state_dict() if self.ema is not None else None  # fsdp: a collective as well
         if self.info.is_main:
             state = {
                 "step": self.step,
@@ -335,7 +340,7 @@ class Trainer:
                 "model": model_state,
                 "optimizer": optim_state,
                 "scheduler": self.scheduler.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "ema": ema_state,
                 "rng": rngs,
                 "config": to_dict(self.config),
             }
@@ -345,13 +350,16 @@ class Trainer:
 
     def export_weights(self) -> None:
         """`model.safetensors` and `ema_<sigma_rel>.safetensors` in the output folder (rank 0)."""
-        view = fsdp.StateView(fsdp.full_model_state(self.model)) if self.fsdp else self.model
+        view, ema = self.model, self.ema
+        if self.fsdp:  # collectives: the full weights and averages on rank 0 (CPU), nothing elsewhere
+            view = fsdp.StateView(fsdp.full_model_state(self.model))
+            ema = self.ema.gathered() if self.ema is not None else None
         if not self.info.is_main:
             return
         save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
-        if self.ema is not None:
-            for i, s in enumerate(self.ema.sigma_rels):
-                ema_state = self.ema.averaged_state_dict(view, i)
+        if ema is not None:
+            for i, s in enumerate(ema.sigma_rels):
+                ema_state = ema.averaged_state_dict(view, i)
                 save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
 
     # --- steps -------------------------------------------------------------------------------------------------
@@ -493,11 +501,7 @@ class Trainer:
                 self.position += 1
                 if self.position == self.sampler.batches_per_epoch:
                     self.epoch, self.position = self.epoch + 1, 0
-                if self.fsdp and config.ema.enabled:  # the EMA (rank 0) follows the gathered full weights
-                    full = fsdp.StateView(fsdp.full_model_state(self.model))
-                    if self.ema is not None:
-                        self.ema.update(full)
-                elif self.ema is not None:
+                if self.ema is not None:  # fsdp: every rank averages its shards, with no communication
                     self.ema.update(self.model)
                 loss_sum += loss
                 loss_n += 1

@@ -187,6 +187,21 @@ def _write_experiment(tmp_path, arms: str, metrics: str = "[sync_gt_abs_ms, fd_a
     return path
 
 
+def test_an_experiment_under_torchrun_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    """Under torchrun every process ran every arm and wrote the same results: one line from rank 0, nothing made."""
+    from avflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for rank in ("0", "1"):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        assert main(["experiment", "fusion", "--seeds", "1", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == ("" if rank == "1" else "avflow experiment: error: avflow experiment runs in one process (its "
+                       "arms train one after the other, with --threads); run it without torchrun"), err  # fmt: skip
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()
+
+
 def test_typos_in_an_experiment_are_one_line_errors_at_load(tmp_path, monkeypatch):
     """A misspelt model key (in the baseline or any arm) or metric name is a one-line error naming its key path
     when the experiment loads; only a fusion or alignment that is not implemented makes an arm "not available",

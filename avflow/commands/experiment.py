@@ -54,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from avflow.errors import ConfigError
     from avflow.experiments.configs import get_size, load_experiment
     from avflow.experiments.runner import run_experiment
+    from avflow.train.distributed import env_ranks
 
+    if env_ranks()[1] > 1:  # every process would run every arm and write the same results
+        raise ConfigError("avflow experiment runs in one process (its arms train one after the other, with "
+                          "--threads); run it without torchrun")  # fmt: skip
     for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--threads", args.threads)):
         if value is not None and value < 1:  # 0 was taken as "not given" (the default) or as one thread
             raise ConfigError(f"{flag} must be >= 1, got {value}")

@@ -45,6 +45,14 @@ class ResumableBatchSampler:
     def set_state(self, epoch: int, position: int) -> None:
         self.epoch, self.position = epoch, position
 
+    def resumed_position(self, epoch: int, position: int, saved_batch: int) -> tuple[int, int]:
+        """Where a run goes on that has done `position` global batches of `saved_batch` samples in `epoch`, in
+        global batches of this sampler's size: by samples consumed (the epoch's permutation does not depend on the
+        batch size), rounded down to a whole batch (at most one batch less one sample seen twice, none skipped);
+        the next epoch where this one has no whole batch left."""
+        position = position * saved_batch // self.global_batch
+        return (epoch, position) if position < self.batches_per_epoch else (epoch + 1, 0)
+
     def permutation(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.size)

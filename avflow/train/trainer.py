@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from avflow.config import dump_yaml, to_dict
 from avflow.errors import ConfigError, TrainingWarning, WeightsError, first_line
@@ -219,13 +219,16 @@ class Trainer:
                                              info.world_size, loop.seed, config.data.shuffle,
                                              dataset="the training set data.train")  # fmt: skip
         self.train_loader = self._loader(SeededDataset(train_set, loop.seed), self.sampler)
-        self.val_loader = None
+        self.val_set, self.val_loader = None, None
         if config.data.val is not None:
             val_set = DATASETS[config.data.val.name].build(resolve_component(DATASETS, config.data.val, "data.val"))
-            micro = self.sampler.micro
-            val_sampler = ResumableBatchSampler(len(val_set), micro * info.world_size, 1, info.rank, info.world_size, 0,
-                                                shuffle=False, dataset="the validation set data.val")  # fmt: skip
-            self.val_loader = self._loader(SeededDataset(val_set, loop.seed + 1), val_sampler)
+            # Global batches of train.batch_size in order, run as the training's micro-batches (grad_accum per global
+            # batch, split across the ranks), so that val_loss covers the same samples however the run is split.
+            val_sampler = ResumableBatchSampler(len(val_set), loop.batch_size, loop.grad_accum, info.rank,
+                                                info.world_size, 0, shuffle=False,
+                                                dataset="the validation set data.val")  # fmt: skip
+            self.val_set = SeededDataset(val_set, loop.seed + 1)
+            self.val_loader = self._loader(self.val_set, val_sampler)
         self.step, self.epoch, self.position = 0, 0, 0
         self.resumed_from = resume_path
         if resume_path is not None:
@@ -250,12 +253,13 @@ class Trainer:
     def _find_checkpoint(self) -> tuple[Path | None, dict | None]:
         """The checkpoint to resume (`checkpoint.resume`) and, on rank 0, its state, checked against this config
         (`run_folder.resume_changes`): a checkpoint of another network is a one-line error on every rank, other
-        changes are named in a note. Other ranks read the state later."""
+        changes are named in a note (said when the state loads). Other ranks read the state later."""
         mode = self.config.checkpoint.resume
         if mode == "none":
             return None, None
         state, message, refusal = None, None, None
         self.resumed_config = None  # the config the resumed steps were trained with (rank 0)
+        self.resume_note = None  # (what is resumed, the settings changed since) for rank 0's note
         if self.info.is_main:
             try:
                 if mode == "auto":
@@ -278,9 +282,9 @@ class Trainer:
                     )
                 else:
                     self.resumed_config = state["config"]
-                    changed = f"; changed since: {'; '.join(changed)}" if changed else ""
-                    warnings.warn(TrainingWarning(f"resuming {self.out_dir} from {path.name} (step {state['step']} "
-                                                  f"of {self.config.train.steps}){changed}"), stacklevel=2)  # fmt: skip
+                    # said in _load_state, which knows where in the data the run goes on
+                    self.resume_note = (f"resuming {self.out_dir} from {path.name} (step {state['step']} of "
+                                        f"{self.config.train.steps})", changed)  # fmt: skip
             shared = (str(path) if path else None, message, refusal)
         else:
             shared = None
@@ -292,6 +296,7 @@ class Trainer:
         return (Path(path), state) if path is not None else (None, None)
 
     def _load_state(self, state: dict, path: Path) -> None:
+        self._resume_data_position(state)
         # The loaded optimizer and scheduler states carry the saved config's lr, betas, eps and weight decay (per
         # group, as build_optimizer made them): keep this config's, so that a changed optim.* takes effect.
         configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
@@ -314,7 +319,7 @@ class Trainer:
             elif self.info.is_main:
                 warnings.warn(TrainingWarning(f"{path}: no EMA state; the EMA restarts from the current weights"),
                               stacklevel=2)  # fmt: skip
-        self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        self.step = int(state["step"])
         rngs = state["rng"]
         if len(rngs) == self.info.world_size:
             ckpt.set_rng_state(rngs[self.info.rank])
@@ -322,6 +327,30 @@ class Trainer:
             reseeded = f"saved by {len(rngs)} processes, resumed by {self.info.world_size}; RNG streams are reseeded"
             warnings.warn(TrainingWarning(f"{path}: {reseeded}"), stacklevel=2)
             seed_all(self.config.train.seed + self.step * 1000 + self.info.rank)
+
+    def _resume_data_position(self, state: dict) -> None:
+        """The epoch and global batch the resumed run goes on from, and rank 0's note on the resume. The position
+        is counted in global batches of the saved config's `train.batch_size`: with another batch size it goes on
+        by samples consumed (`ResumableBatchSampler.resumed_position`), which the note says."""
+        epoch, position = int(state["epoch"]), int(state["position"])
+        saved_batch = int(state.get("config", {}).get("train", {}).get("batch_size", self.sampler.global_batch))
+        self.epoch, self.position = self.sampler.resumed_position(epoch, position, saved_batch)
+        if self.resume_note is None:
+            return
+        what, changed = self.resume_note
+        if saved_batch != self.sampler.global_batch:
+            seen, size = position * saved_batch, self.sampler.size
+            if self.epoch > epoch:
+                how = (f"{seen} of epoch {epoch}'s {size} samples seen, less than a batch left: epoch {self.epoch} "
+                       "from its start")  # fmt: skip
+            else:
+                start = self.position * self.sampler.global_batch
+                again = f", {seen - start} of the {seen} seen again" if seen > start else f", after the {seen} seen"
+                how = f"epoch {epoch} from its sample {start}{again}"
+            changed = [f"{c} (the data goes on by samples: {how})" if c.startswith("train.batch_size ") else c
+                       for c in changed]  # fmt: skip
+        changed = f"; changed since: {'; '.join(changed)}" if changed else ""
+        warnings.warn(TrainingWarning(f"{what}{changed}"), stacklevel=3)
 
     def save(self) -> Path | None:
         rngs = dist.gather_objects(ckpt.rng_state(), self.info)
@@ -409,13 +438,15 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        """Mean validation loss over up to `log.val_batches` batches, averaged over all ranks."""
+        """Mean validation loss per sample over the first `log.val_batches` global batches of `train.batch_size`
+        validation samples (fewer where the set holds fewer), each run as the training's micro-batches on every rank:
+        the same samples and value for any process count and `train.grad_accum`."""
         if self.val_loader is None:
             return None
         self.model.eval()
         total = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i, raw in enumerate(self.val_loader):
-            if i >= self.config.log.val_batches:
+            if i >= self.config.log.val_batches * self.config.train.grad_accum:  # this rank's micro-batches
                 break
             batch = self._prepare(raw)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
@@ -428,7 +459,8 @@ class Trainer:
 
     @torch.no_grad()
     def sample_metrics(self) -> dict[str, float]:
-        """Task sampling metrics on the first validation batch, with the first EMA profile's weights (rank 0)."""
+        """Task sampling metrics on the first `train.batch_size // train.grad_accum` validation samples (a single
+        process's micro-batch, whatever the process count), with the first EMA profile's weights (rank 0)."""
         sample = getattr(self.task, "sample", None)
         if sample is None or self.val_loader is None or not self.info.is_main or self.fsdp:
             return {}  # fsdp: sampling needs the whole model on one rank; use the exported weights instead
@@ -437,7 +469,8 @@ class Trainer:
             model = copy.deepcopy(self.model)
             model.load_state_dict(self.ema.averaged_state_dict(self.model, 0))
         model.eval()
-        batch = self._prepare(next(iter(self.val_loader)))
+        count = self.config.train.batch_size // self.config.train.grad_accum  # the set holds a global batch
+        batch = self._prepare(default_collate([self.val_set[(i, 0)] for i in range(count)]))  # as the loader's epoch 0
         metrics = sample(model, batch)
         self.model.train()
         return metrics

@@ -206,7 +206,7 @@ def test_audiocaps_caption_and_world_readers(tmp_path):
 
 def test_recipe_dropout_rates_are_independent_and_missing_modalities_are_empty():
     rates = {"clip": 0.1, "sync": 0.3, "text": 0.5}
-    recipe = MMAudioRecipe(MMAudioRecipeConfig(clip_dropout=0.1, sync_dropout=0.3, text_dropout=0.5))
+    recipe = MMAudioRecipe(MMAudioRecipeConfig(clip_dropout=0.1, sync_dropout=0.3, text_dropout=0.5, video_dropout=0.0))
     n, b = 4000, 200
     drops = {k: [] for k in rates}
     ts = []
@@ -235,7 +235,7 @@ def test_recipe_dropout_rates_are_independent_and_missing_modalities_are_empty()
         "cond": {"has_video": torch.tensor([0.0, 1, 1, 0]), "has_text": torch.tensor([1.0, 0, 1, 1])},
         "seed": torch.arange(4),
     }
-    zero = MMAudioRecipe(MMAudioRecipeConfig(clip_dropout=0.0, sync_dropout=0.0, text_dropout=0.0))
+    zero = MMAudioRecipe(MMAudioRecipeConfig(clip_dropout=0.0, sync_dropout=0.0, text_dropout=0.0, video_dropout=0.0))
     out = zero.prepare(batch, torch.device("cpu"))
     assert out["drop"]["clip"].tolist() == [True, False, False, True] == out["drop"]["sync"].tolist()
     assert out["drop"]["text"].tolist() == [False, True, False, False]

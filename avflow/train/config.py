@@ -39,6 +39,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
+    decay_all: bool = False  # weight decay on every parameter (MMAudio); False: none on biases and 1-D (norm gains)
     grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
 
     def __post_init__(self):

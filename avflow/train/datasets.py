@@ -81,6 +81,8 @@ class SeededDataset(Dataset):
     """Wraps a dataset indexed by `(index, epoch)` and adds a per-sample `seed` for the task's noise and timesteps.
 
     The seed depends only on (base seed, epoch, index), so results do not depend on the number of processes.
+    A dataset whose items depend on the epoch (a mixture that visits every clip once before any repeats) has
+    `item_at_epoch(index, epoch) -> item`, which is then used instead of `dataset[index]`.
     """
 
     def __init__(self, dataset: Dataset, base_seed: int):
@@ -92,7 +94,8 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, epoch = key
-        item = dict(self.dataset[index])
+        at_epoch = getattr(self.dataset, "item_at_epoch", None)
+        item = dict(at_epoch(index, epoch) if at_epoch is not None else self.dataset[index])
         item["seed"] = sample_seed(self.base_seed, epoch, index)
         return item
 

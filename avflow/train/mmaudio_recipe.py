@@ -1,9 +1,12 @@
-"""The MMAudio training recipe: video-audio + audio-text mixtures from feature caches, learned empty conditions for
-missing modalities, independent CFG dropout per condition, logit-normal timesteps; official-layout export."""
+"""The MMAudio training recipe: video-audio + audio-text mixtures from feature caches (every clip of a source once
+before any repeats), learned empty conditions for missing modalities, CFG dropout of the video (CLIP and sync
+together) and of the text, logit-normal timesteps, latent statistics from the data for networks trained from
+scratch; official-layout export."""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,14 +31,27 @@ class MMAudioModelConfig:
     variant: str = "small_16k"  # a name in avflow.models.mmaudio_config.CONFIGS
     overrides: dict[str, int | float | bool] = field(default_factory=dict)  # MMAudioConfig fields (tiny test nets)
     init: str | None = None  # official-layout checkpoint (.pth / .safetensors) to fine-tune from
+    # The per-channel latent_mean / latent_std the network normalizes its latents with. auto: the init checkpoint's
+    # (kept bit-exact); a network without init needs one of: a feature cache folder (mean and std over its clips'
+    # `audio` latents, as MMAudio's compute_latent_stats on its first video dataset), a weights file holding
+    # latent_mean / latent_std, or none (mean 0, std 1: normalize_latents then does nothing).
+    latent_stats: str = "auto"
 
     def __post_init__(self):
         if self.init is not None and not Path(self.init).is_file():
             raise ConfigError(f"init: checkpoint not found: {self.init}")
+        if self.latent_stats not in ("auto", "none"):
+            if self.init is not None:
+                raise ConfigError(f"latent_stats: {self.latent_stats!r} with init: a fine-tune keeps the "
+                                  "checkpoint's statistics (its network was trained with them); leave latent_stats "
+                                  "auto")  # fmt: skip
+            if not Path(self.latent_stats).exists():
+                raise ConfigError(f"latent_stats: no such feature cache folder or weights file: {self.latent_stats}")
 
 
 def build_model(args: MMAudioModelConfig) -> MMAudio:
-    """The network, loaded strictly from `init` when given; fresh networks get latent statistics mean 0, std 1."""
+    """The network, loaded strictly from `init` when given (its latent statistics with it); a fresh network gets
+    its latent statistics from `latent_stats`."""
     try:
         config = variant_config(args.variant, args.overrides)
     except ConfigError as exc:
@@ -43,11 +59,63 @@ def build_model(args: MMAudioModelConfig) -> MMAudio:
     model = build_mmaudio(config)
     if args.init is not None:
         load_official_state_dict(model, args.init)
+        return model
+    if args.latent_stats == "auto":
+        raise ConfigError(
+            "model.args.latent_stats: a network trained from scratch (no model.args.init) needs its latents' "
+            "statistics: name the first video-audio feature cache of data.train.args.sources (e.g. "
+            "model.args.latent_stats=caches/vggsound_train: per-channel mean and std of its latents, as MMAudio), "
+            "a weights file holding latent_mean / latent_std, or none (mean 0, std 1)"
+        )
+    if args.latent_stats == "none":
+        mean, std = torch.zeros(config.latent_dim), torch.ones(config.latent_dim)
+    elif Path(args.latent_stats).is_dir():
+        mean, std = latent_stats_of_cache(args.latent_stats)
     else:
-        with torch.no_grad():
-            model.latent_mean.zero_()
-            model.latent_std.fill_(1.0)
+        mean, std = _latent_stats_of_file(args.latent_stats)
+    where = f"model.args.latent_stats {args.latent_stats}"
+    if mean.numel() != config.latent_dim or std.numel() != config.latent_dim:
+        raise ConfigError(f"{where}: statistics of {mean.numel()} channels, the network's latents have "
+                          f"{config.latent_dim}")  # fmt: skip
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise ConfigError(f"{where}: non-finite statistics or a std of 0 (a constant latent channel)")
+    with torch.no_grad():
+        model.latent_mean.copy_(mean.reshape(model.latent_mean.shape))
+        model.latent_std.copy_(std.reshape(model.latent_std.shape))
     return model
+
+
+def latent_stats_of_cache(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of the `audio` latents of every clip of a feature cache (MMAudio's
+    `compute_latent_stats`: over clips and latent frames of the VAE means), accumulated in float64; float32."""
+    cache = FeatureCache(folder)
+    if "audio" not in cache.streams:
+        raise ConfigError(f"model.args.latent_stats: {cache.folder}: no clip has an `audio` latent stream")
+    total = total_sq = None
+    count = 0
+    for clip_id in cache.ids:
+        f, keys = cache._open(cache.where[clip_id])
+        key = f"{clip_id}/audio"
+        if key not in keys.get(clip_id, ()):
+            continue
+        x = f.get_tensor(key).double().reshape(-1, cache.streams["audio"][-1])  # (N, C)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        total_sq = x.square().sum(0) if total_sq is None else total_sq + x.square().sum(0)
+        count += x.shape[0]
+    if count < 2:
+        raise ConfigError(f"model.args.latent_stats: {cache.folder}: too few latent frames for a std ({count})")
+    mean = total / count
+    var = (total_sq - count * mean.square()) / (count - 1)
+    return mean.float(), var.clamp_min(0).sqrt().float()
+
+
+def _latent_stats_of_file(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from avflow.weights import read_state_dict
+
+    state = read_state_dict(path)
+    if "latent_mean" not in state or "latent_std" not in state:
+        raise ConfigError(f"model.args.latent_stats: {path}: holds no latent_mean / latent_std")
+    return state["latent_mean"].float().flatten(), state["latent_std"].float().flatten()
 
 
 def export_official(model: MMAudio, path: str | Path) -> tuple[Path, Path]:
@@ -70,14 +138,16 @@ def export_official(model: MMAudio, path: str | Path) -> tuple[Path, Path]:
 
 @dataclass
 class MixtureConfig:
-    sources: dict[str, float]  # cache folder -> sampling weight (e.g. VGGSound 1.0, AudioCaps 0.5)
-    size: int = 10000  # samples per epoch
+    sources: dict[str, float]  # cache folder -> share of each epoch's items (e.g. VGGSound 1.0, AudioCaps 0.5)
+    size: int = 10000  # items per epoch (split over the sources in proportion to their weights)
     seed: int = 0
     checksum: str | None = None  # expected weights checksum of every cache (None = not checked)
 
     def __post_init__(self):
         if not self.sources:
             raise ConfigError("sources: needs at least one cache folder")
+        if self.size < 1:
+            raise ConfigError(f"size: must be >= 1, got {self.size}")
         for folder, w in self.sources.items():
             if not Path(folder).is_dir():
                 raise ConfigError(f"sources: cache folder not found: {folder}")
@@ -86,7 +156,10 @@ class MixtureConfig:
 
 
 class MMAudioMixture(Dataset):
-    """Item i picks a source with probability ∝ weight and a clip in it, both fixed by (seed, i).
+    """Each epoch, source s gets `shares[s]` of the `size` items (size x weight / total weight, rounded) and visits
+    its clips in a fresh random order, every clip once before any repeats (`source_of`). With weight = repeats x
+    clips and size = the sum, every clip is seen exactly `repeats` times an epoch, as MMAudio's shuffled
+    concatenation of its datasets (VGGSound x 5).
 
     Missing conditions (no video in audio-text sets, no caption) are zero tensors of the right shape with
     `has_video` / `has_text` = 0, so the recipe swaps in the learned empty conditions.
@@ -114,19 +187,48 @@ class MMAudioMixture(Dataset):
                     )
         if "audio" not in self.shapes:
             raise ConfigError("data.args.sources: no cache has an `audio` latent stream")
+        # items per epoch of each source: `size` split in proportion to the weights (largest remainders)
+        exact = [config.size * w / sum(config.sources.values()) for w in config.sources.values()]
+        self.shares = [math.floor(x) for x in exact]
+        by_remainder = sorted(range(len(exact)), key=lambda s: (self.shares[s] - exact[s], s))
+        for s in by_remainder[: config.size - sum(self.shares)]:
+            self.shares[s] += 1
+        self.starts = [sum(self.shares[:s]) for s in range(len(self.shares))]
+        self._perms: tuple[int, dict[tuple, torch.Tensor]] = (-1, {})
 
     def __len__(self) -> int:
         return self.config.size
 
-    def source_of(self, i: int) -> tuple[int, int]:
+    def _perm(self, epoch: int, key: tuple[int, int], n: int) -> torch.Tensor:
+        """randperm(n) seeded by (seed, key), kept while items of `epoch` are asked for."""
         from avflow.train.datasets import sample_seed
 
-        g = torch.Generator().manual_seed(sample_seed(self.config.seed, -1, i))
-        s = int(torch.multinomial(self.weights, 1, generator=g))
-        return s, int(torch.randint(len(self.caches[s]), (1,), generator=g))
+        cached_epoch, perms = self._perms
+        if cached_epoch != epoch:
+            perms = {}
+            self._perms = (epoch, perms)
+        if key not in perms:
+            g = torch.Generator().manual_seed(sample_seed(self.config.seed, key[0], -1 - key[1]))
+            perms[key] = torch.randperm(n, generator=g)
+        return perms[key]
 
-    def __getitem__(self, i: int) -> dict:
-        s, j = self.source_of(i)
+    def source_of(self, i: int, epoch: int = 0) -> tuple[int, int]:
+        """(source, clip index) of item i in `epoch`.
+
+        The epoch's items are dealt to the sources in a (seed, epoch) random order, `shares[s]` to source s; source
+        s's k-th item of epoch e is position p = e * shares[s] + k of an endless sequence of permutations of its
+        clips (permutation c = p // clips, seeded by (seed, c, s)): every clip once before any repeats, in a new
+        order each time round, whatever the epoch boundaries. Fixed by (seed, epoch, i): a resume gets the same.
+        """
+        slot = int(self._perm(epoch, (epoch, 0), self.config.size)[i])
+        s = bisect_right(self.starts, slot) - 1  # the last source starting at or before slot (shares may be 0)
+        n = len(self.caches[s])
+        cycle, r = divmod(epoch * self.shares[s] + slot - self.starts[s], n)
+        return s, int(self._perm(epoch, (cycle, 1 + s), n)[r])
+
+    def item_at_epoch(self, i: int, epoch: int) -> dict:
+        """Item i of `epoch` (`SeededDataset` asks for items this way when a dataset has this method)."""
+        s, j = self.source_of(i, epoch)
         item = self.caches[s].load(self.caches[s].ids[j])
         cond = {k: item.get(k, torch.zeros(self.shapes[k])) for k in ("clip_f", "sync_f", "text_f") if k in self.shapes}
         if "audio_std" in self.shapes:  # VAE posterior std; 0 where a source has none (its latent is the mean)
@@ -134,6 +236,9 @@ class MMAudioMixture(Dataset):
         cond["has_video"] = torch.tensor(float("clip_f" in item and "sync_f" in item))
         cond["has_text"] = torch.tensor(float("text_f" in item))
         return {"streams": {"audio": item["audio"]}, "cond": cond}
+
+    def __getitem__(self, i: int) -> dict:
+        return self.item_at_epoch(i, 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,14 +252,18 @@ class MMAudioRecipeConfig:
     logit_scale: float = 1.0
     shift: float = 1.0
     sigma_min: float = 0.0
-    clip_dropout: float = 0.1  # each condition is replaced by its learned empty feature independently
-    sync_dropout: float = 0.1
+    # CFG dropout: a dropped condition is replaced by the network's learned empty feature. video_dropout drops CLIP
+    # and sync together (one draw per sample: MMAudio's null_video), text_dropout the text (its own draw, as MMAudio);
+    # clip_dropout / sync_dropout add independent drops of one of them (0: MMAudio).
+    video_dropout: float = 0.1
     text_dropout: float = 0.1
+    clip_dropout: float = 0.0
+    sync_dropout: float = 0.0
     normalize_latents: bool = True  # train on (latent - latent_mean) / latent_std, as MMAudio
     sample_posterior: bool = True  # latent = mean + std * N(0, 1) when the cache has `audio_std` (as MMAudio)
 
     def __post_init__(self):
-        for name in ("clip_dropout", "sync_dropout", "text_dropout"):
+        for name in ("video_dropout", "text_dropout", "clip_dropout", "sync_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
 
@@ -165,6 +274,8 @@ DROPPED = ("clip", "sync", "text")
 class MMAudioRecipe:
     """Flow matching on the `audio` latent with per-condition empty features; randomness per sample seed."""
 
+    leaves_parameters_unused = False  # dropped conditions are selected with torch.where: every parameter has a grad
+
     def __init__(self, config: MMAudioRecipeConfig):
         self.config = config
         self.timesteps = TimestepSampler(config.timesteps, config.logit_mean, config.logit_scale, config.shift)
@@ -174,7 +285,7 @@ class MMAudioRecipe:
         audio = batch["streams"]["audio"]
         cond = batch["cond"]
         posterior = self.config.sample_posterior and "audio_std" in cond
-        noise, t, drop, eps = [], [], [], []
+        noise, t, drop, eps, video = [], [], [], [], []
         for seed in batch["seed"].tolist():
             g = torch.Generator().manual_seed(seed)
             noise.append(torch.randn(audio.shape[1:], generator=g, dtype=audio.dtype))
@@ -182,7 +293,9 @@ class MMAudioRecipe:
             drop.append(torch.rand(3, generator=g) < self.rates)
             if posterior:
                 eps.append(torch.randn(audio.shape[1:], generator=g, dtype=audio.dtype))
+            video.append(torch.rand((), generator=g) < self.config.video_dropout)  # last: the draws above unchanged
         drop = torch.stack(drop)  # (B, 3) clip, sync, text
+        drop[:, :2] |= torch.stack(video)[:, None]  # CLIP and sync dropped together
         if posterior:
             audio = audio + cond["audio_std"] * torch.stack(eps)  # (B, N, C)
         b = audio.shape[0]

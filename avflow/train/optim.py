@@ -12,10 +12,12 @@ from avflow.train.config import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; biases and 1-D parameters (norm gains) get no weight decay."""
+    """AdamW; biases and 1-D parameters (norm gains) get no weight decay unless `decay_all` (MMAudio: every
+    parameter). The two groups exist either way, so a run resumes with `decay_all` changed."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    low_dim = config.weight_decay if config.decay_all else 0.0
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": low_dim}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.eps)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import re
 from pathlib import Path
 
@@ -15,15 +16,19 @@ FILE_SIZE = re.compile(r"(\d+)(b|kb|mb|gb|tb)", re.IGNORECASE)  # what the serve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from avflow.ui.services import UISettings
+    from avflow.ui.services import STEPS_RANGE, UISettings
 
     defaults = UISettings()
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port")
-    parser.add_argument("--steps", type=int, default=None, help="steps each tab starts at (default: its model's)")
+    low, high = STEPS_RANGE
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"steps each tab starts at, {low} to {high} (default: its model's)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="requests generating at once")
     parser.add_argument("--max-file-size", default=defaults.max_file_size, help="upload limit, e.g. 200mb")
     parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where results are written")
+    parser.add_argument("--keep-hours", type=float, default=defaults.keep_hours,
+                        help="hours a result is kept, in --output-dir and in gradio's cache, before it is removed")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     parser.add_argument("--model", default=None,
                         help="the Generate tab's joint model: a model folder or a training run folder, as `avflow "
@@ -39,8 +44,15 @@ def check_arguments(args: argparse.Namespace) -> None:
     """One-line errors for what the server would otherwise refuse with a traceback (a port out of range, a size it
     cannot parse) or an errno (an output folder that is a file), and for models it could not load (a folder with no
     joint model, an unknown foley model, a weights file that is not there), before gradio is imported."""
-    if (args.steps is not None and args.steps < 1) or args.concurrency < 1:
-        raise AvflowError("--steps and --concurrency must be at least 1")
+    from avflow.ui.services import STEPS_RANGE
+
+    low, high = STEPS_RANGE  # the page's steps sliders take these too
+    if (args.steps is not None and args.steps < low) or args.concurrency < 1:
+        raise AvflowError(f"--steps and --concurrency must be at least {low}")
+    if args.steps is not None and args.steps > high:
+        raise AvflowError(f"--steps must be from {low} to {high} (the page's steps sliders), got {args.steps}")
+    if not 0 < args.keep_hours < math.inf:  # nan too
+        raise AvflowError(f"--keep-hours must be a number of hours above 0, got {args.keep_hours:g}")
     if not 1 <= args.port <= 65535:
         raise AvflowError(f"--port must be from 1 to 65535, got {args.port}")
     size = FILE_SIZE.fullmatch(args.max_file_size.replace(" ", ""))
@@ -67,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_file_size=args.max_file_size,
         output_dir=args.output_dir,
+        keep_hours=args.keep_hours,
         model=args.model,
         foley_model=args.foley_model,
         foley_weights=args.foley_weights,

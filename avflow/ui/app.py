@@ -1,23 +1,32 @@
 """The `avflow ui` web app (Gradio): the page layout of the joint generation, foley and binaural tabs.
 
 Gradio is imported only inside `build_app`, so the core package does not need it. Each tab calls one plain function
-of `avflow.ui.services` and shows its `AvflowError` as a one-line message.
+of `avflow.ui.services` in a worker thread and shows its `AvflowError` as a one-line message; a request whose tab
+was closed or reloaded (or whose API client went away) stops at its next sampling step and frees its slot.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: gradio finds a handler's `request: gr.Request` by its evaluated annotation
 
+import asyncio
 import logging
-from collections.abc import Callable
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.errors import AvflowError
 from avflow.ui.services import (
     JOINT_TASKS,
+    STEPS_RANGE,
     VIDEO_TYPES,
+    Cancelled,
     Progress,
     Result,
     UISettings,
+    binaural_modes,
     binaural_steps,
+    cancellable,
     foley_cfg_strength,
     foley_steps,
     foley_weights_message,
@@ -26,12 +35,13 @@ from avflow.ui.services import (
     generate_joint,
     joint_cfg_strength,
     joint_steps,
+    public_text,
+    remove_old_jobs,
 )
 
 log = logging.getLogger("avflow.ui")
 
 BINAURAL_MODES = {"auto": "auto", "binaural model": "model", "spatialise the video's own audio": "spatialise"}
-
 
 
 def one_line(exc: BaseException) -> str:
@@ -40,28 +50,117 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class Requests:
+    """The cancel signals of the requests running now, by gradio session: a tab closed or reloaded ends its session
+    (gradio's unload event), which stops the session's requests at their next sampling step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str | None, set[threading.Event]] = {}
+
+    @contextmanager
+    def signal(self, session: str | None) -> Iterator[threading.Event]:
+        """A cancel signal for one request of `session`, set by `cancel(session)` while inside."""
+        token = threading.Event()
+        with self._lock:
+            self._sessions.setdefault(session, set()).add(token)
+        try:
+            yield token
+        finally:
+            with self._lock:
+                tokens = self._sessions.get(session, set())
+                tokens.discard(token)
+                if not tokens:
+                    self._sessions.pop(session, None)
+
+    def cancel(self, session: str | None) -> int:
+        """Set the signals of `session`'s running requests; how many."""
+        with self._lock:
+            tokens = list(self._sessions.get(session, ()))
+        for token in tokens:
+            token.set()
+        return len(tokens)
+
+
+def client_gone() -> Callable[[], bool]:
+    """Whether the gradio event now running has lost its client: gradio marks an event dead (`alive`) when its
+    client's event stream closes (a closed tab, a killed API client), but tells a running function nothing. This
+    reads gradio's queue (not public API; where this gradio has none of it, never gone): the unload event covers
+    browsers and gradio clients, this the API clients that keep no heartbeat."""
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        event = blocks._queue.event_ids_to_events.get(event_id) if blocks is not None and event_id else None
+    except Exception:  # another gradio
+        event = None
+    if event is None or not hasattr(event, "alive"):
+        return lambda: False
+    return lambda: not event.alive
+
+
 def build_app(settings: UISettings | None = None):
     """The Gradio Blocks app (not launched)."""
+    import anyio  # gradio's
     import gradio as gr
 
     settings = settings or UISettings()
+    requests = Requests()
 
-    def in_page(call: Callable[[Progress], Result], progress) -> tuple:
-        """Run one tab's call with gradio progress; errors become one-line gr.Error messages in the page."""
-        progress(0.0, desc="starting")
+    def error(message: str) -> Exception:
+        return gr.Error(message, duration=None, print_exception=False)  # stays until closed, not a bare "Error"
 
-        def report(done: int, total: int) -> None:
+    def run(call: Callable[[Progress], Result], progress, cancelled: Callable[[], bool]) -> tuple:
+        """One tab's call (in a worker thread) with gradio progress, stopped at its next sampling step once
+        `cancelled()`; errors become one-line gr.Error messages in the page."""
+
+        def sampling(done: int, total: int) -> None:
             progress((done, max(total, 1)), desc="sampling", unit="steps")
 
         try:
-            result = call(report)
+            if cancelled():
+                raise Cancelled("cancelled before it started")
+            progress(0.0, desc="starting")
+            result = call(cancellable(sampling, cancelled))
+            if cancelled():  # after its last step: no one to show it to, nothing to keep
+                job = result.video.parent
+                if job.parent.resolve() == settings.output_dir.resolve():
+                    shutil.rmtree(job, ignore_errors=True)
+                raise Cancelled("cancelled after its last step")
+        except Cancelled as exc:
+            log.info("ui request stopped, no longer wanted: %s", exc)
+            raise error("cancelled: the page or client that asked for it went away") from None
         except AvflowError as exc:
-            raise gr.Error(one_line(exc), print_exception=False) from None
+            raise error(one_line(exc)) from None
         except Exception as exc:  # anything else: log it server-side, show one line in the page
             log.exception("ui request failed")
-            raise gr.Error(f"{type(exc).__name__}: {one_line(exc)}", print_exception=False) from None
+            raise error(f"{type(exc).__name__}: {public_text(one_line(exc), settings=settings)}") from None
         files = [str(result.video), *map(str, result.extra_files)]
         return str(result.video), str(result.spectrogram), files, result.summary
+
+    async def in_page(call: Callable[[Progress], Result], progress, request) -> tuple:
+        """Run one tab's call in a worker thread until it returns, or until it stops at its next sampling step once
+        the request is no longer wanted: its session ended (the unload event: a tab closed or reloaded), its client
+        gone (`client_gone`), or its gradio task cancelled (the slot is then held until the worker has stopped)."""
+        gone = client_gone()
+        with requests.signal(getattr(request, "session_hash", None)) as token:
+
+            def cancelled() -> bool:
+                if not token.is_set() and gone():
+                    token.set()
+                return token.is_set()
+
+            # anyio's worker threads (as gradio's own for a plain function; with gradio's context, which its progress
+            # bar reads), not the event loop's small default executor
+            work = asyncio.ensure_future(anyio.to_thread.run_sync(run, call, progress, cancelled))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                token.set()
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # retrieved: the cancelled request's own gr.Error goes nowhere
+                raise
 
     def outputs(tab: str):
         with gr.Column():
@@ -74,7 +173,8 @@ def build_app(settings: UISettings | None = None):
         return [video, spectrogram, files, summary]
 
     upload_note = f"Accepted: {', '.join(VIDEO_TYPES)}; at most {settings.max_file_size}."
-    with gr.Blocks(title="avflow") as demo:
+    keep = max(1, round(settings.keep_hours * 3600))  # gradio's copies of the results: as long as the job folders
+    with gr.Blocks(title="avflow", delete_cache=(min(keep, 3600), keep)) as demo:
         gr.Markdown("# avflow\nSynchronized audio-visual generation with flow matching.")
         with gr.Tabs():
             with gr.Tab("Generate", id="joint", elem_id="tab-joint"):
@@ -96,7 +196,7 @@ def build_app(settings: UISettings | None = None):
                         seed = gr.Number(label="seed", value=0, precision=0)
                         duration = gr.Slider(0.5, settings.max_duration, value=settings.duration,
                                              label="duration (s): the clip's, or what is added")  # fmt: skip
-                        steps = gr.Slider(1, 100, value=joint_steps(settings), step=1, label="steps")
+                        steps = gr.Slider(*STEPS_RANGE, value=joint_steps(settings), step=1, label="steps")
                         cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(settings), label="cfg_strength")
                         j_existing = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                               label="the uploaded video's own audio (sound for a video)",
@@ -104,15 +204,16 @@ def build_app(settings: UISettings | None = None):
                         go = gr.Button("Generate", variant="primary", elem_id="joint-generate")
                     joint_out = outputs("joint")
 
-                def joint(prompt, seed, duration, steps, cfg_strength, task, audio, video, existing,  # fmt: skip
-                          progress=gr.Progress()):  # noqa: B008
-                    return in_page(
+                async def joint(prompt, seed, duration, steps, cfg_strength, task, audio, video, existing,  # fmt: skip
+                                request: gr.Request, progress=gr.Progress()):  # noqa: B008
+                    return await in_page(
                         lambda report: generate_joint(
                             prompt, settings, task=task or "t2av", audio_path=audio, video_path=video, seed=seed,
                             duration=duration, steps=steps, cfg_strength=cfg_strength, existing_audio=existing,
                             progress=report,
                         ),
                         progress,
+                        request,
                     )  # fmt: skip
 
                 go.click(joint, [prompt, seed, duration, steps, cfg_strength, task, j_audio, j_video, j_existing],
@@ -127,20 +228,22 @@ def build_app(settings: UISettings | None = None):
                         f_prompt = gr.Textbox(label="prompt (optional)")
                         f_negative = gr.Textbox(label="negative prompt (optional)")
                         f_seed = gr.Number(label="seed", value=0, precision=0)
-                        f_steps = gr.Slider(1, 100, value=foley_steps(settings), step=1, label="steps")
+                        f_steps = gr.Slider(*STEPS_RANGE, value=foley_steps(settings), step=1, label="steps")
                         f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(settings), label="cfg_strength")
                         f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")
                     foley_out = outputs("foley")
 
-                def foley(video, prompt, negative, seed, steps, cfg_strength, audio, progress=gr.Progress()):  # noqa: B008
-                    return in_page(
+                async def foley(video, prompt, negative, seed, steps, cfg_strength, audio,  # fmt: skip
+                                request: gr.Request, progress=gr.Progress()):  # noqa: B008
+                    return await in_page(
                         lambda report: generate_foley(
                             video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps,
                             cfg_strength=cfg_strength, existing_audio=audio, progress=report,
                         ),
                         progress,
+                        request,
                     )  # fmt: skip
 
                 f_go.click(
@@ -156,24 +259,34 @@ def build_app(settings: UISettings | None = None):
                     with gr.Column():
                         b_video = gr.File(label="video", file_types=VIDEO_TYPES, type="filepath", elem_id="bin-video")
                         gr.Markdown(upload_note)
-                        b_mode = gr.Radio(list(BINAURAL_MODES), value="auto", label="how", elem_id="binaural-mode")
+                        modes = [label for label, mode in BINAURAL_MODES.items() if mode in binaural_modes()]
+                        b_mode = gr.Radio(modes, value="auto", label="how", elem_id="binaural-mode")  # "model": if any
                         b_seed = gr.Number(label="seed", value=0, precision=0)
-                        b_steps = gr.Slider(1, 100, value=binaural_steps(settings), step=1, label="steps")
+                        b_steps = gr.Slider(*STEPS_RANGE, value=binaural_steps(settings), step=1, label="steps")
                         b_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="bin-existing-audio")  # fmt: skip
                         b_go = gr.Button("Make binaural", variant="primary", elem_id="binaural-generate")
                     binaural_out = outputs("binaural")
 
-                def binaural(video, mode, seed, steps, audio, progress=gr.Progress()):  # noqa: B008
-                    return in_page(
+                async def binaural(video, mode, seed, steps, audio, request: gr.Request,  # fmt: skip
+                                   progress=gr.Progress()):  # noqa: B008
+                    return await in_page(
                         lambda report: generate_binaural(
                             video, settings, mode=BINAURAL_MODES.get(mode, "auto"), seed=seed, steps=steps,
                             existing_audio=audio, progress=report,
                         ),
                         progress,
+                        request,
                     )  # fmt: skip
 
                 b_go.click(binaural, [b_video, b_mode, b_seed, b_steps, b_audio], binaural_out, api_name="binaural")
+
+        def end_session(request: gr.Request) -> None:
+            """A tab closed or reloaded (its heartbeat gone): its requests stop at their next sampling step."""
+            if stopped := requests.cancel(getattr(request, "session_hash", None)):
+                log.info("ui session ended: stopping its %d running request(s)", stopped)
+
+        demo.unload(end_session)
 
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.max_queue)
     return demo
@@ -182,6 +295,7 @@ def build_app(settings: UISettings | None = None):
 def launch(settings: UISettings, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
     """Build and serve the app until interrupted."""
     settings.output_dir.mkdir(parents=True, exist_ok=True)
+    remove_old_jobs(settings)  # a previous server's, older than --keep-hours (then with each new result)
     demo = build_app(settings)
     demo.launch(
         server_name=host,

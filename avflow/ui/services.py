@@ -1,27 +1,41 @@
 """What the web UI's tabs do, without Gradio: plain functions that take file paths and numbers and return file paths.
 
 `generate_joint`, `generate_foley` and `generate_binaural` raise `AvflowError` for bad input (the page shows it as one
-line); the models are loaded once per process and shared by the requests. The page itself is `avflow.ui.app`.
+line, naming uploads by their own names) and `Cancelled` where their progress callback says the request is no longer
+wanted (`cancellable`); the notes raised while they run end the result's summary. Job folders older than
+`UISettings.keep_hours` are removed as new ones are made. The models are loaded once per process and shared by the
+requests. The page itself is `avflow.ui.app`.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import os
+import re
+import shutil
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import avflow
 from avflow import hub
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO
 from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
-from avflow.errors import AvflowError, MediaError
+from avflow.errors import AvflowError, MediaError, Note
 
 VIDEO_TYPES = list(VIDEO_FILE_SUFFIXES)
 OUTPUT_VIDEO = Path("result.mp4")  # the container every tab writes (the name is not used)
 FOLEY_MODEL = "small_16k"  # the foley tab's model unless `avflow ui --foley-model` names another
+STEPS_RANGE = (1, 200)  # sampling steps a request may ask for: the page's sliders, `avflow ui --steps`, every tab
+KEEP_HOURS = 24.0  # results (job folders, gradio's copies) are removed this many hours after they were made
+JOB_NAME = re.compile(r"[0-9a-f]{12}")  # a job folder's name (`_job_dir`): the only folders the cleanup removes
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -39,6 +53,7 @@ class UISettings:
     concurrency: int = 2  # requests generating at once; the rest wait in the queue
     max_queue: int = 16
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avflow-ui")
+    keep_hours: float = KEEP_HOURS  # job folders older than this are removed (`avflow ui --keep-hours`)
     model: str | None = None  # the Generate tab's joint model: a model folder or training run (None: the shipped one)
     foley_model: str = FOLEY_MODEL  # an official MMAudio name or a model config .json (`avflow foley --model`)
     foley_weights: str | None = None  # a network checkpoint on top of it (`avflow foley --weights`)
@@ -54,10 +69,156 @@ class Result:
     extra_files: list[Path] = field(default_factory=list)  # offered for download beside the video
 
 
+class Cancelled(Exception):
+    """A request no longer wanted (its tab closed or reloaded, its API client gone): raised by its progress callback
+    (`cancellable`) at the next sampling step; the tab's call then stops and leaves no job folder."""
+
+
+def cancellable(progress: Progress | None, cancelled: Callable[[], bool]) -> Progress:
+    """`progress` that first raises `Cancelled` once `cancelled()` says that the request is no longer wanted."""
+
+    def report(done: int, total: int) -> None:
+        if cancelled():
+            raise Cancelled(f"cancelled at step {done} of {total}")
+        if progress is not None:
+            progress(done, total)
+
+    return report
+
+
+def check_steps(steps: float | None) -> int | None:
+    """`steps` as a whole number within STEPS_RANGE (None stays None: the model's own), else a one-line error."""
+    if steps is None:
+        return None
+    low, high = STEPS_RANGE
+    try:
+        whole = int(steps)
+    except (TypeError, ValueError):
+        raise AvflowError(f"steps must be a whole number between {low} and {high}, not {steps!r}") from None
+    if not low <= whole <= high:
+        raise AvflowError(f"steps must be between {low} and {high}, not {whole}")
+    return whole
+
+
+_calls = threading.local()  # the tab call running in this thread: its job folders and its notes
+
+
 def _job_dir(settings: UISettings) -> Path:
+    """A new job folder in `settings.output_dir`, after removing those older than `settings.keep_hours`."""
+    remove_old_jobs(settings)
     path = settings.output_dir / uuid.uuid4().hex[:12]
     path.mkdir(parents=True, exist_ok=True)
+    jobs = getattr(_calls, "jobs", None)
+    if jobs is not None:  # removed again if the call fails or is cancelled
+        jobs.append(path)
     return path
+
+
+def remove_old_jobs(settings: UISettings, now: float | None = None) -> list[Path]:
+    """Remove the job folders in `settings.output_dir` last written more than `settings.keep_hours` ago (only folders
+    named as `_job_dir` names them, nothing else an --output-dir holds); returns those removed."""
+    cutoff = (time.time() if now is None else now) - settings.keep_hours * 3600
+    removed: list[Path] = []
+    try:
+        entries = list(settings.output_dir.iterdir())
+    except OSError:  # not made yet
+        return removed
+    for entry in entries:
+        try:
+            old = JOB_NAME.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
+            old = old and entry.stat().st_mtime < cutoff
+        except OSError:  # removed meanwhile by another request
+            continue
+        if old:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def public_text(text: str, uploads: Iterable[str | Path | None] = (), settings: UISettings | None = None) -> str:
+    """`text` (a message or note for the page) naming each upload by its own file name and no folder of this server:
+    a path in the temp folder (gradio's uploads), the output folder or avflow's install folder keeps its name only."""
+    for upload in uploads:
+        if upload:
+            path = Path(upload)
+            for full in sorted({str(path), str(path.absolute()), os.path.realpath(path)}, key=len, reverse=True):
+                text = text.replace(full, path.name)
+    roots = [tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR"), str(Path(avflow.__file__).parent)]
+    roots += [str(settings.output_dir.absolute())] if settings is not None else []
+    for root in {os.path.realpath(r) for r in roots if r} | {os.path.abspath(r) for r in roots if r}:
+        if root.rstrip("/"):
+            text = re.sub(rf"(?<![\w.~/-]){re.escape(root.rstrip('/'))}/(?:[^\s/'\"]+/)*", "", text)
+    return text
+
+
+_notes_lock = threading.Lock()
+_shown_before: list[Callable] = []  # the warnings printer `_show_note` passes other warnings on to
+
+
+def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
+    notes = getattr(_calls, "notes", None)
+    if notes is not None and issubclass(category, Note):
+        notes.append(str(message))
+    elif _shown_before and not getattr(_calls, "showing", False):
+        _calls.showing = True  # a printer put in front of this one later must not come back here for ever
+        try:
+            _shown_before[-1](message, category, filename, lineno, file, line)
+        finally:
+            _calls.showing = False
+
+
+@contextmanager
+def collecting_notes() -> Iterator[list[str]]:
+    """The `Note` warnings (input handled rather than refused: a silent video, a damaged packet skipped) raised in this
+    thread while inside, every one of them; other threads' and other warnings go to the printer in place as before."""
+    with _notes_lock:
+        if warnings.showwarning is not _show_note:  # in front of the printer in place (the CLI's, a test runner's)
+            _shown_before[:] = [warnings.showwarning]
+            warnings.showwarning = _show_note
+        if ("always", None, Note, None, 0) not in warnings.filters:  # not only the first at each place
+            warnings.simplefilter("always", Note)
+    notes: list[str] = []
+    _calls.notes = notes
+    try:
+        yield notes
+    finally:
+        _calls.notes = None
+
+
+def _remove(folders: Iterable[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tab_call(fn):
+    """A tab's service: the notes raised while it runs end its result's summary; its messages and notes name uploads
+    by their own names (never a folder of this server); a call that fails or is cancelled leaves no job folder."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        settings = bound.arguments.get("settings")
+        uploads = [bound.arguments.get(name) for name in ("video_path", "audio_path")]
+        jobs: list[Path] = []
+        _calls.jobs = jobs
+        try:
+            with collecting_notes() as notes:
+                result = fn(*args, **kwargs)
+        except AvflowError as exc:
+            exc.args = (public_text(str(exc), uploads, settings),)
+            _remove(jobs)
+            raise
+        except BaseException:
+            _remove(jobs)
+            raise
+        finally:
+            _calls.jobs = None
+        said = dict.fromkeys(public_text(note, uploads, settings) for note in notes)
+        result.summary += "".join(f"\n\nNote: {note}" for note in said if note not in result.summary)
+        return result
+
+    return call
 
 
 def check_video_upload(path: str | Path | None) -> Path:
@@ -142,6 +303,7 @@ def _joint_input(path: str | Path | None, task: str, settings: UISettings) -> Pa
     return Path(path)
 
 
+@_tab_call
 def generate_joint(
     prompt: str,
     settings: UISettings,
@@ -164,15 +326,17 @@ def generate_joint(
         raise AvflowError("write a prompt first")
     if task not in JOINT_TASKS:
         raise AvflowError(f"unknown task {task!r} (choose from {', '.join(JOINT_TASKS)})")
+    for box, upload, readers in (("sound", audio_path, ("a2v",)), ("video", video_path, ("v2a", "continue"))):
+        if upload and task not in readers:  # refused, not silently ignored
+            raise MediaError(f"{task} does not use the uploaded {box} {Path(upload).name}: remove it from the {box} "
+                             f"box, or choose the task {' or '.join(readers)}")  # fmt: skip
     from avflow.flow.sampling import check_seed
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     duration = settings.duration if duration is None else float(duration)
     if task in ("t2av", "continue") and not 0.5 <= duration <= settings.max_duration:
         raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
-    steps = settings.steps if steps is None else int(steps)  # None: the model's own
-    if steps is not None and not 1 <= steps <= 200:
-        raise AvflowError(f"steps must be between 1 and 200, not {steps}")
+    steps = check_steps(settings.steps if steps is None else steps)  # None: the model's own
     given = None if task == "t2av" else _joint_input(audio_path if task == "a2v" else video_path, task, settings)
     model = joint_model(settings)
     sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
@@ -260,6 +424,7 @@ def foley_weights_message(settings: UISettings) -> str:
     )
 
 
+@_tab_call
 def generate_foley(
     video_path: str | Path | None,
     prompt: str,
@@ -277,6 +442,7 @@ def generate_foley(
     from avflow.flow.sampling import check_seed
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
+    steps = check_steps(settings.steps if steps is None else steps)  # None: the model's own
     video = check_video_upload(video_path)
     from avflow.pipelines.inputs import check_video_input
 
@@ -287,7 +453,6 @@ def generate_foley(
         raise AvflowError(foley_weights_message(settings))
     from avflow.data.media import write_audio
 
-    steps = settings.steps if steps is None else int(steps)  # None: the model's own
     sampling = _foley_spec(settings).sampling.override(steps=steps, cfg_strength=cfg_strength)
     output = foley_pipeline(settings).generate_video(
         video, prompt or None, negative_prompt or None, seed=seed,
@@ -324,6 +489,17 @@ def foley_pipeline(settings: UISettings):
 # ---------------------------------------------------------------------------------------------------- binaural
 
 
+BINAURAL_MODES = ("auto", "model", "spatialise")  # `binaural_track`'s modes
+
+
+def binaural_modes() -> list[str]:
+    """The Binaural tab's choices on this server: "model" only where a binaural model is installed."""
+    from avflow.models.binaural import MODEL_FILE
+
+    return [mode for mode in BINAURAL_MODES if mode != "model" or MODEL_FILE.is_file()]
+
+
+@_tab_call
 def generate_binaural(
     video_path: str | Path | None,
     settings: UISettings,
@@ -342,6 +518,10 @@ def generate_binaural(
     from avflow.pipelines.binaural import binaural_track, nothing_to_spatialise
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
+    steps = check_steps(steps)
+    if mode == "model" and not MODEL_FILE.is_file():  # not where it would be on this server's disk
+        raise AvflowError("no binaural model is installed on this server: choose auto or spatialise (the video's own "
+                          "audio, placed where things move)")  # fmt: skip
     video = check_video_upload(video_path)
     info = probe(video)
     if info.duration > settings.max_binaural_duration:

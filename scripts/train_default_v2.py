@@ -16,7 +16,10 @@ Stages (each skipped when its output exists, so a rerun resumes; the joint stage
              (VIDEO_WEIGHTED: `task.args.stream_weights`) under bf16 autocast, into WORK/video1, video2, ...; then
              MIRRORED_CYCLES more video-weighted cycles on the training cache followed by every training clip mirrored
              left to right (WORK/cache_train_mirror.safetensors, `avflow.world.mirror`), into WORK/mirror1, ...
-  5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/
+  5. export  the last cycle's EMA in fp16 + config.json (with the codecs' checksum) into avflow/assets/default_model/:
+             the network as the trainer resolves it (every default written out) and one record per run (its config,
+             start, overrides, seed, precision, stream weights, training data, steps, minutes; a run whose log is not
+             in WORK keeps the steps and minutes the shipped config.json records, said in a note)
 
     python scripts/train_default_v2.py --work runs/default_v2 [--clips 8000]
         [--stage all|world|cache|joint|cycles|export]
@@ -275,34 +278,106 @@ def training_time(run: Path, gap_s: float = 600.0) -> dict:
             "resumed": sum(g > gap_s for g in gaps)}  # fmt: skip
 
 
-def run_record(run: Path) -> dict:
-    """training_time of a run in WORK, or, where its log is not here (trained on another machine), the record the
-    shipped config.json keeps of it."""
+def run_config(work: Path, run: Path) -> tuple[dict, Path, tuple[str, ...]]:
+    """A run's config as it trained (its folder's config.yaml where the run is in WORK, else the script's config for
+    it with the script's overrides: the start weights, WORK's caches, the cycle's own), that config file and the
+    cycle's own overrides."""
+    from avflow.config import apply_overrides, read_yaml
+
+    cycle = {c.run: c for c in cycle_plan(work)}.get(run)
+    config, overrides = (cycle.config, cycle.overrides) if cycle else (CONFIG, ())
+    if (run / "config.yaml").is_file():
+        return read_yaml(run / "config.yaml"), config, overrides
+    start = [f"init.weights={cycle.start}"] if cycle else []
+    return apply_overrides(read_yaml(config), [*start, *cache_overrides(work), *overrides]), config, overrides
+
+
+def resolved_joint(args: dict) -> dict:
+    """The JointConfig the trainer builds from a config's `model.args` with every setting written out: the code's
+    defaults (in_channels, text_dim, video_fps, ...) and the fusion's typed options (region_modulation, ...), so
+    config.json says the whole network and a changed default cannot change the shipped model unnoticed."""
+    from avflow.config import from_dict, to_dict
+    from avflow.models.joint import JointConfig
+
+    config = from_dict(JointConfig, args, "model.args")
+    return to_dict(config) | {"fusion_options": to_dict(config.fusion_config)}
+
+
+def _in_work(path: str | None, work: Path) -> str | None:
+    """A file under WORK as WORK/NAME (the record does not depend on where WORK was), others as given."""
+    if not path:
+        return None
+    try:
+        return "WORK/" + Path(path).resolve().relative_to(work.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def run_settings(work: Path, run: Path) -> dict:
+    """What defines a run besides its config file's schedule: its name, folder, config file, start weights and the
+    script's own overrides for it, with the settings they set: training seed, precision, each stream's loss weight
+    and the training data (`run_config`: as the run trained where its folder is in WORK). The name is the folder's,
+    with the card's letter for another training seed than the config's (mirror1b: mirror1's cycle with seed 1)."""
+    from avflow.config import from_dict, read_yaml, to_dict
+    from avflow.train.components import TASKS
+    from avflow.train.config import LoopConfig
+
+    raw, config, overrides = run_config(work, run)
+    loop = from_dict(LoopConfig, raw.get("train") or {}, "train")
+    task = from_dict(TASKS[raw["task"]["name"]].config, raw["task"].get("args") or {}, "task.args")
+    seed = loop.seed
+    name = run.name
+    if seed != from_dict(LoopConfig, read_yaml(config).get("train") or {}, "train").seed:
+        name += chr(ord("a") + seed) if 0 < seed < 26 else f"_seed{seed}"
+    return {
+        "run": name,
+        "dir": run.name,
+        "config": config.resolve().relative_to(REPO).as_posix(),
+        "start": _in_work((raw.get("init") or {}).get("weights"), work),
+        "overrides": [o.replace(str(work), "WORK") for o in overrides],
+        "seed": seed,
+        "precision": loop.precision,
+        "stream_weights": to_dict(task.stream_weights),
+        "train_data": _in_work(raw["data"]["train"]["args"]["file"], work),
+    }
+
+
+def run_record(work: Path, run: Path) -> dict:
+    """A run's settings (`run_settings`) with its steps and training minutes: training_time of its log in WORK, or,
+    where its log is not here (trained on another machine), the steps and minutes the shipped config.json records
+    for the run of that name and settings (said in a note)."""
+    settings = run_settings(work, run)
     if (run / "metrics.jsonl").is_file():
-        return training_time(run) | {"run": run.name}
+        return settings | training_time(run)
     shipped = ASSETS / "config.json"
     kept = json.loads(shipped.read_text())["training"]["runs"] if shipped.is_file() else []
     for record in kept:
-        if record["run"] == run.name:
-            return record
-    raise SystemExit(f"{run}: no metrics.jsonl, and {shipped} keeps no record of a run named {run.name!r}")
+        if record["run"] != settings["run"]:
+            continue
+        differ = [f"{k} {record[k]!r} -> {v!r}" for k, v in settings.items() if k in record and record[k] != v]
+        if differ:
+            raise SystemExit(f"{run}: no metrics.jsonl, and the run {shipped} records was trained otherwise than the "
+                             f"script trains it now ({'; '.join(differ)}): train it again")  # fmt: skip
+        log(f"note: {run}: no metrics.jsonl in WORK; its steps and training minutes are those {shipped} records for "
+            f"{settings['run']!r} (trained elsewhere)")  # fmt: skip
+        return settings | {k: record[k] for k in ("steps", "train_wall_minutes", "resumed")}
+    raise SystemExit(f"{run}: no metrics.jsonl, and {shipped} keeps no record of a run named {settings['run']!r}")
 
 
 def export(work: Path, runs: list[Path], info: dict) -> None:
-    """The last run's fp16 EMA and config.json (training time summed over `runs`) into the assets."""
+    """The last run's fp16 EMA and config.json (its resolved network, each run's record, training time summed over
+    `runs`) into the assets."""
     from avflow.codecs.world import load_world_codecs
-    from avflow.config import read_yaml, to_dict
+    from avflow.config import to_dict
     from avflow.weights import atomic_write, save_safetensors
 
     codecs = load_world_codecs()
     trained = json.loads((work / "cache_train.json").read_text())["codecs_checksum"]
     codecs.check_trained_with(trained, "the cached latents")
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    save_safetensors(fp16_ema(runs[-1]), ASSETS / "joint.safetensors")
-    model_args = read_yaml(cycle_plan(work)[-1].config)["model"]["args"]  # the last run's model
-    parts = [run_record(r) for r in runs]
+    joint = resolved_joint(run_config(work, runs[-1])[0]["model"]["args"])  # the last run's model
+    parts = [run_record(work, r) for r in runs]
     config = {
-        "joint": model_args,
+        "joint": joint,
         "codecs_checksum": codecs.checksum,
         "text_encoder": "minilm",
         "duration": DURATION,
@@ -315,6 +390,8 @@ def export(work: Path, runs: list[Path], info: dict) -> None:
         "training": info | {"runs": parts, "steps": sum(p["steps"] for p in parts),
                             "train_wall_minutes": round(sum(p["train_wall_minutes"] for p in parts), 1)},
     }
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    save_safetensors(fp16_ema(runs[-1]), ASSETS / "joint.safetensors")
     atomic_write(ASSETS / "config.json", lambda f: f.write((json.dumps(to_dict(config), indent=2) + "\n").encode()))
     log(f"exported the EMA of {runs[-1]} to {ASSETS}")
 

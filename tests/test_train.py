@@ -221,6 +221,34 @@ def test_posthoc_reconstruction_approximates_a_tracked_profile(tmp_path):
     assert error < 0.1 * spread, (error, spread)
 
 
+def test_posthoc_weights_sum_to_one_so_a_constant_stays_itself(tmp_path):
+    """Every EMA profile has unit mass: a tensor constant over training (an untrained buffer, a frozen weight) is
+    reconstructed as itself for any sigma_rel, even from a few snapshots (plain least squares scaled it by 0.91 for
+    four snapshots and sigma_rel 0.2), and a stored profile is still reconstructed exactly."""
+    import numpy as np
+
+    from avflow.train.ema import posthoc_coefficients
+
+    model = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.fill_(0.5)
+        model.bias.fill_(-2.0)
+    stored = PowerFunctionEMA(model, (0.05, 0.1))
+    paths = []
+    for step in range(1, 41):
+        stored.update(model)
+        if step % 10 == 0:
+            paths.append(tmp_path / f"s{step}.safetensors")
+            stored.snapshot(paths[-1])
+    for sigma_rel in (0.02, 0.07, 0.2):
+        rebuilt = reconstruct(paths, sigma_rel)
+        assert torch.allclose(rebuilt["weight"], torch.full((4, 4), 0.5), atol=1e-5), (sigma_rel, rebuilt["weight"])
+        assert torch.allclose(rebuilt["bias"], torch.full((4,), -2.0), atol=1e-5)
+    profiles = [(sigma_rel_to_gamma(s), float(t)) for t in (10, 20, 30, 40) for s in (0.05, 0.1)]
+    own = posthoc_coefficients(profiles, profiles[-1])
+    assert np.allclose(own, np.eye(len(profiles))[-1], atol=1e-6), own
+
+
 def test_sampler_splits_global_batches_and_resumes():
     size, batch = 23, 6
     full = ResumableBatchSampler(size, batch, 1, 0, 1, seed=5)

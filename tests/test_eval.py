@@ -221,8 +221,10 @@ def test_cli_eval_on_world_folder_and_mp4s(tmp_path, capsys):
     assert cli_main(["eval", str(pred), "--ref", str(ref), "--json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["n_clips"] == 2 and result["n_paired"] == 2
-    assert abs(result["mean"]["sync_gt_ms"] - 50) < 10  # generated audio scored against the reference's events
-    assert result["distribution"]["fd_av"] >= 0
+    assert abs(result["summary"]["sync_gt_ms"]["median"] - 50) < 10  # generated audio vs the reference's events
+    assert "sync_gt_ms" not in result["mean"] and result["mean"]["sync_gt_abs_ms"] > 0  # never a signed mean
+    assert result["distribution"] == {} and result["distribution_n"]["fd_av"] == {"n_pred": 2, "n_ref": 2}
+    assert "16 feature dimensions" in result["distribution_undefined"]["fd_av"]  # 2 clips: no Fréchet distance
     assert "sync_gt_ms" in capsys.readouterr().out
     assert cli_main(["eval", str(tmp_path / "missing")]) == 2
 
@@ -272,6 +274,7 @@ def test_a_folder_is_scored_one_clip_at_a_time_with_the_same_frechet_distances(t
         assert sum(r() is not None for r in alive) <= 2, cid  # this clip and its reference only
 
     monkeypatch.setattr(report, "load_eval_clip", tracked)
+    monkeypatch.setattr(report, "FD_DIM", 2)  # 3 and 4 clips: defined only below the embedding's 16 dimensions
     result = report.evaluate(pred, ref, progress=progress)
     monkeypatch.setattr(report, "load_eval_clip", load)
     preds = [load(pred / f"c{s}.mp4", f"c{s}") for s in range(3)]

@@ -170,7 +170,7 @@ def test_frame_psnr_and_boundary_gap():
     rec[4] += 10
     psnr = frame_psnr(ref, rec)
     assert psnr[3] == pytest.approx(10 * np.log10(255**2 / 100))
-    assert psnr[0] > 100  # identical frames: capped by the 1e-10 MSE floor
+    assert psnr[0] == 100.0  # identical frames: capped at 100 dB (PSNR_CAP_DB)
     assert boundary_psnr_gap(psnr) < -50
 
 

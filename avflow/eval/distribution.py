@@ -1,4 +1,8 @@
-"""Fréchet distance between sets of clips over a pluggable embedder; the default needs no download."""
+"""Fréchet distance between sets of clips over a pluggable embedder; the default needs no download.
+
+The default (:class:`StatsEmbedder`) is hand-made statistics (log-mel, colour, motion) under a random projection to
+16 dimensions, not a learned network: its ``fd_*`` do not compare with published FAD, FVD or FID numbers, only with
+each other, between sets of the same sizes (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -15,18 +19,34 @@ class Embedder(Protocol):
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
     """``FD = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2·(Σ_a^{½} Σ_b Σ_a^{½})^{½})`` between Gaussians fitted to the rows of
-    ``a (N, D)`` and ``b (M, D)``; the matrix square roots come from symmetric eigendecompositions (``eps·I`` added)."""
+    ``a (N, D)`` and ``b (M, D)``; the matrix square roots come from symmetric eigendecompositions (negative
+    rounding clipped), with ``eps`` times the mean feature variance added to each diagonal, so the result scales
+    with the features (``FD(s·a, s·b) = s²·FD(a, b)``; an absolute 1e-6 added 33 % to features of variance 1e-6).
+
+    A plug-in estimate: on two samples of one distribution it is positive, and falls about as 1/N (docs/metrics.md);
+    compare values only between sets of the same sizes, with more clips than dimensions (:func:`frechet_defined`)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"need two (N>=2, D) feature sets with equal D, got {a.shape} and {b.shape}")
     mu = a.mean(0) - b.mean(0)
-    eye = eps * np.eye(a.shape[1])
-    sa, sb = np.cov(a, rowvar=False) + eye, np.cov(b, rowvar=False) + eye
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    eye = eps * (np.trace(sa) + np.trace(sb)) / (2 * a.shape[1]) * np.eye(a.shape[1])
+    sa, sb = sa + eye, sb + eye
     w, v = np.linalg.eigh(sa)
     root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.linalg.eigvalsh(root_a @ sb @ root_a)
     fd = mu @ mu + np.trace(sa) + np.trace(sb) - 2.0 * np.sqrt(np.clip(cross, 0, None)).sum()
     return max(0.0, float(fd))  # rounding can leave a tiny negative for identical sets
+
+
+def frechet_defined(n_pred: int, n_ref: int, dim: int) -> str:
+    """Why a Fréchet distance between sets of ``n_pred`` and ``n_ref`` clips in ``dim`` dimensions is not reported
+    ("" when it is): each set needs more clips than dimensions, or its covariance is singular and the distance is
+    mostly the small-sample bias."""
+    if min(n_pred, n_ref) > dim:
+        return ""
+    return (f"{n_pred} prediction{'s' if n_pred != 1 else ''} and {n_ref} reference{'s' if n_ref != 1 else ''}: "
+            f"each set needs more clips than the {dim} feature dimensions")  # fmt: skip
 
 
 def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
@@ -39,15 +59,26 @@ def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0.0, None)
 
 
+FEATURE_RATE = 16000  # Hz: audio statistics are taken at this rate, whatever the clip's
+
+
 def audio_stats(audio: np.ndarray, sample_rate: int, n_mels: int = 32) -> np.ndarray:
-    """Mean and std over time of the 32-band log-mel spectrogram (n_fft 512, hop 256, Hann, mono mix), ``(64,)``."""
+    """Mean and std over time of the 32-band log-mel spectrogram (n_fft 512, hop 256, Hann, 20 Hz to 8 kHz) of the
+    mono mix resampled to ``FEATURE_RATE`` (16 kHz; `avflow.data.audio.resample`), ``(64,)``. At the file's own rate
+    the same sound at 48 kHz scored 325.7 against itself at 16 kHz (window, hop and mel range all moved)."""
     x = np.asarray(audio, np.float32)
     x = x.mean(0) if x.ndim == 2 else x
+    if sample_rate != FEATURE_RATE:
+        from avflow.data.audio import resample
+
+        if int(sample_rate) != sample_rate:
+            raise ValueError(f"audio statistics: sample rate must be a whole number of Hz, got {sample_rate}")
+        x = resample(x[None], int(sample_rate), FEATURE_RATE)[0]
     if x.size < 512:
         x = np.pad(x, (0, 512 - x.size))
     frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::256] * np.hanning(514)[1:-1].astype(np.float32)
     spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (T, 257)
-    logmel = np.log10(spec @ _mel_filters(sample_rate, 512, n_mels).T + 1e-8).T  # (M, T)
+    logmel = np.log10(spec @ _mel_filters(FEATURE_RATE, 512, n_mels).T + 1e-8).T  # (M, T)
     return np.concatenate([logmel.mean(1), logmel.std(1)])
 
 
@@ -72,8 +103,8 @@ class StatsEmbedder:
     fixed seeded Gaussian random projection to ``dim`` (``P ~ N(0, 1/dim)``).
 
     ``modality``: ``"av"`` (both), ``"audio"`` or ``"video"``. Block weights: log-mel statistics (log10 power) ×1,
-    colour statistics ×2, motion statistics ×10; on world clips this gives the sound ~10× the video's variance, since
-    colour statistics of random backgrounds are mostly nuisance.
+    colour statistics ×2, motion statistics ×10 (colour statistics of random backgrounds are mostly nuisance); on 200
+    world test clips 99 % of the ``"av"`` embedding's variance is the sound's, so ``fd_av`` is mostly ``fd_audio``.
     """
 
     AUDIO_DIM, VIDEO_DIM = 64, 37

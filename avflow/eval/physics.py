@@ -211,6 +211,10 @@ def fit_trajectory(
             & (np.where(np.isinf(left), right, left) < rest_speed)
             & (np.where(np.isinf(right), left, right) < rest_speed)
         )
+        # a frame next to a resting one, one slow step from it, is at the rest position already: a landing (or a
+        # lift-off) happens in the step on its other side, so it is fitted with the rest, never across the contact
+        # (a last low bounce that ends at rest was fitted as flight through the landing)
+        still = still | np.concatenate([still[1:], [False]]) | np.concatenate([[False], still[:-1]])
     yb = reversals(y, min_speed, down_up_only=True)
     xb = reversals(x, min_speed)
     flight = [p for run in _runs(~still) for p in _cut(run, yb) if p.size >= 3]
@@ -218,10 +222,10 @@ def fit_trajectory(
     for run in _runs(still):  # resting / rolling on a support
         res.append(y[run] - y[run].mean())
         rolling = np.concatenate([np.abs(np.diff(x[run])) >= rest_speed, [False]])
-        for part in _runs(rolling):
-            res.append(_line_residual(t[part], x[part], 2))
+        for part in _runs(rolling):  # indices into `run`
+            res.append(_line_residual(t[run[part]], x[run[part]], 2))
         for part in _runs(~rolling):
-            res.append(x[part] - x[part].mean())
+            res.append(x[run[part]] - x[run[part]].mean())
     g_fit = float("nan")
     n_pts = sum(s.size for s in flight)
     if flight and n_pts > 2 * len(flight) + 1:
@@ -302,12 +306,54 @@ def object_permanence(tracks: Tracks, margin: float = 2.0) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def object_contacts(tracks: Tracks, margin_px: float = 1.0) -> np.ndarray:
+    """``(T, K)`` bool: frames next to a possible contact of object ``k`` with another tracked object. Each object is
+    a disc of the area it shows (radius ``sqrt(median area / π)``; a square of half side ``s`` gets ``1.13·s``). Two
+    objects touch in the step from frame ``i`` to ``i + 1`` (both frames flagged) when their relative position comes
+    within the sum of the radii plus ``margin_px`` at a frame, or on the line of their relative motion before the
+    step carried on into it, or on that after the step carried back into it (between objects in flight gravity
+    cancels, so a collision lies on both lines; objects that only pass close by come near on neither)."""
+    c = tracks.centers
+    T, K = c.shape[:2]
+    out = np.zeros((T, K), dtype=bool)
+    radius = np.zeros(K)
+    for k in range(K):
+        seen = np.isfinite(c[:, k, 0])
+        radius[k] = np.sqrt(np.median(tracks.areas[seen, k]) / np.pi) if seen.any() else 0.0
+
+    def closest(p: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Distance from 0 of the segments ``p + τ·v``, ``τ ∈ [0, 1]`` (rows; NaN where unseen)."""
+        tau = np.clip(-(p * v).sum(-1) / np.maximum((v * v).sum(-1), 1e-12), 0.0, 1.0)
+        return np.linalg.norm(p + tau[:, None] * v, axis=-1)
+
+    for i in range(K):
+        for j in range(i + 1, K):
+            reach = radius[i] + radius[j] + margin_px
+            rel = c[:, j] - c[:, i]  # (T, 2), NaN where either is unseen
+            step = np.diff(rel, axis=0)  # (T-1, 2): step s goes from frame s to s + 1
+            touch = np.zeros(max(T - 1, 0), dtype=bool)  # contact within step s
+            with np.errstate(invalid="ignore"):
+                at = np.linalg.norm(rel, axis=1) <= reach
+                touch[1:] |= closest(rel[1:-1], step[:-1]) <= reach  # the motion before step s, carried on
+                touch[:-1] |= closest(rel[1:-1], -step[1:]) <= reach  # the motion after step s, carried back
+            near = at.copy()
+            near[:-1] |= touch
+            near[1:] |= touch
+            out[:, i] |= near
+            out[:, j] |= near
+    return out
+
+
 def energy_growth(tracks: Tracks, fps: float, gravity: float, tolerance: float = 0.1) -> float:
     """Fraction of bounce-to-bounce intervals whose specific mechanical energy grows by more than ``tolerance``.
 
     ``E(t) = g·(H − y) + ½·(ẋ² + ẏ²)`` (px²/s², central differences); per interval between ``y`` bounces the
-    median ``E`` is compared with the previous interval's. 0 = energy never grows; NaN with no bounces."""
+    median ``E`` is compared with the previous interval's. A pair of intervals during which the object may touch
+    another (:func:`object_contacts`, from the first interval's first frame to the second's last) is not compared: a
+    collision between objects moves energy from one to the other. 0 = energy never grows; NaN with no pair of
+    intervals to compare."""
     H = tracks.frame_size[0]
+    touching = object_contacts(tracks)  # (T, K)
     grown, total = 0, 0
     for k in range(tracks.centers.shape[1]):
         ok = np.isfinite(tracks.centers[:, k, 0])
@@ -317,9 +363,14 @@ def energy_growth(tracks: Tracks, fps: float, gravity: float, tolerance: float =
             x, y = tracks.centers[run, k, 0], tracks.centers[run, k, 1]
             vx, vy = np.gradient(x) * fps, np.gradient(y) * fps
             energy = gravity * (H - y) + 0.5 * (vx**2 + vy**2)
+            for before, after in reversals(x, 0.3):  # a wall: the central differences around it mix both sides
+                energy[before : after + 1] = np.nan
             segs = [s for s in _segments(len(y), reversals(y, 0.3, down_up_only=True)) if s.size >= 3]
-            meds = [float(np.median(energy[s[1:-1]])) for s in segs]
-            for e0, e1 in zip(meds[:-1], meds[1:]):
+            meds = [float(np.nanmedian(energy[s[1:-1]])) if np.isfinite(energy[s[1:-1]]).any() else np.nan
+                    for s in segs]  # fmt: skip
+            for a, b, e0, e1 in zip(segs[:-1], segs[1:], meds[:-1], meds[1:]):
+                if not np.isfinite(e0 + e1) or touching[run[a[0]] : run[b[-1]] + 1, k].any():
+                    continue  # a contact with another object within or between the two intervals
                 total += 1
                 grown += int(e1 > (1 + tolerance) * e0)
     return grown / total if total else float("nan")

@@ -2,7 +2,8 @@
 
 Every measure is a :class:`avflow.eval.measure.Measure`: a clip reports the measures that are defined, and the reason
 for each that is not; a folder reports per metric the clips where it is defined and its median (offsets: the median
-|offset| and the fractions within ±20 and ±62 ms), never a mean that mixes signs."""
+|offset| and the fractions within ±20 and ±62 ms), never a mean that mixes signs; the Fréchet distances come with
+the two set sizes, and are undefined with no more clips than the embedding's dimensions (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -207,19 +208,33 @@ def clip_measures(clip: EvalClip, ref: EvalClip | None = None, config: ClipConfi
         out["phys_permanence"] = _wrap(physics.object_permanence(tracks), "no object tracked")
         g = gravity if gravity is not None else fit["gravity_fit"]
         growth = physics.energy_growth(tracks, clip.fps, g) if np.isfinite(g) else np.nan
-        out["phys_energy_growth"] = _wrap(growth, "no bounce seen (or no gravity to weigh energy)")
+        out["phys_energy_growth"] = _wrap(growth, NO_ENERGY_PAIRS)
     if binaural:
         out["ild_db"] = _wrap(spatial.ild(audio), SILENT_EAR)
         out["itd_us"] = _wrap(1e6 * spatial.itd_gcc_phat(audio, sr), SILENT_EAR)
-        if ref is not None and ref.audio.ndim == 2 and ref.audio.shape[0] == 2 and ref.sample_rate == sr:
-            out |= _paired_spatial(audio, ref.audio, sr)
+    if ref is not None:
+        out |= _paired_spatial(audio, sr, ref.audio, ref.sample_rate)
     return ClipResult(out, details)
 
 
-def _paired_spatial(p: np.ndarray, r: np.ndarray, sr: int) -> dict[str, Measure]:
-    """The binaural measures of pred ``p`` against ref ``r`` (both (2, N)). The metrics refuse two lengths, so the
-    cut to the shorter is made here, explicitly, and only within ``PAIR_SLACK_S``; further apart every paired
-    measure is undefined and says both lengths."""
+NO_ENERGY_PAIRS = ("no two bounce intervals to compare (no bounce seen, or each pair around a contact between "
+                   "objects), or no gravity to weigh energy")  # fmt: skip
+
+
+def _paired_spatial(p: np.ndarray, sr: int, r: np.ndarray, ref_sr: int) -> dict[str, Measure]:
+    """The binaural measures of pred ``p`` (at ``sr``) against ref ``r`` (at ``ref_sr``), both (C, N): every one
+    undefined with the reason when either is mono; a prediction at another rate is resampled to the reference's
+    (`avflow.data.audio.resample`; they vanished without a word before). The metrics refuse two lengths, so the cut
+    to the shorter is made here, explicitly, and only within ``PAIR_SLACK_S``; further apart every paired measure is
+    undefined and says both lengths."""
+    mono = [name for name, a in (("the clip", p), ("its reference", r)) if a.shape[0] != 2]
+    if mono:
+        why = f"{' and '.join(mono)} {'is' if len(mono) == 1 else 'are'} mono (the paired measures compare two ears)"
+        return {k: Measure.undefined(why) for k in PAIRED}
+    if sr != ref_sr:
+        from avflow.data.audio import resample
+
+        p, sr = resample(np.asarray(p, np.float32), int(sr), int(ref_sr)), int(ref_sr)
     if abs(p.shape[1] - r.shape[1]) > PAIR_SLACK_S * sr:
         why = f"the clip and its reference differ in length ({p.shape[1] / sr:.3f} s vs {r.shape[1] / sr:.3f} s)"
         return {k: Measure.undefined(why) for k in PAIRED}
@@ -255,23 +270,33 @@ def _embeddings(clip: EvalClip) -> dict[str, np.ndarray]:
     }
 
 
-def _frechet(pred: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """fd_<modality> between the two sets where each has two or more clips with that modality."""
-    dist = {}
+FD_DIM = distribution.StatsEmbedder().dim  # the embedding's dimensions: each set needs more clips than this
+
+
+def _frechet(pred: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]]) -> dict[str, Measure | dict]:
+    """Per modality ``fd_<m>``: a :class:`Measure` (undefined with the reason when either set has no more clips
+    with that modality than ``FD_DIM``: `distribution.frechet_defined`) and under ``n_<m>`` the two set sizes."""
+    out: dict[str, Measure | dict] = {}
     for m in MODALITIES:
         a, b = [e[m] for e in pred if m in e], [e[m] for e in ref if m in e]
-        if len(a) >= 2 and len(b) >= 2:
-            dist[f"fd_{m}"] = distribution.frechet_distance(np.stack(a), np.stack(b))
-    return dist
+        if not a and not b:
+            continue  # neither set has this modality (audio-only clips: no fd_video, no fd_av)
+        sizes = {"n_pred": len(a), "n_ref": len(b)}
+        why = distribution.frechet_defined(len(a), len(b), FD_DIM)
+        if not a or not b:
+            why = f"no {'prediction' if not a else 'reference'} has {'frames' if m != 'audio' else 'audio'}"
+        fd = Measure.of(distribution.frechet_distance(np.stack(a), np.stack(b))) if not why else Measure.undefined(why)
+        out[f"fd_{m}"], out[f"n_{m}"] = fd, sizes
+    return out
 
 
 SIGNED_MS = ("sync_offset_ms", "sync_gt_ms", "sync_error_ms")  # offsets: summarised by |x| and the ±20/±62 ms rates
 
 
 def summarize(per_clip: dict[str, dict[str, Measure]]) -> dict[str, dict[str, float]]:
-    """Per metric over the clips where it is defined: ``n_defined``, ``mean``, ``median``; for offsets also
-    ``median_abs``, ``within_20ms``, ``within_62ms`` (fractions of the defined clips) and ``confident`` (fraction
-    with confidence ≥ 0.5)."""
+    """Per metric over the clips where it is defined: ``n_defined``, ``mean``, ``median``; for offsets (SIGNED_MS)
+    no ``mean`` (+120 and −120 ms would average to 0) but ``mean_abs``, ``median_abs``, ``within_20ms``,
+    ``within_62ms`` (fractions of the defined clips) and ``confident`` (fraction with confidence ≥ 0.5)."""
     keys = sorted({k for m in per_clip.values() for k in m})
     out: dict[str, dict[str, float]] = {}
     for k in keys:
@@ -282,7 +307,9 @@ def summarize(per_clip: dict[str, dict[str, Measure]]) -> dict[str, dict[str, fl
             row |= {"mean": float(v.mean()), "median": float(np.median(v))}
             if k in SIGNED_MS:
                 a = np.abs(v)
+                del row["mean"]
                 row |= {
+                    "mean_abs": float(a.mean()),
                     "median_abs": float(np.median(a)),
                     "within_20ms": float(np.mean(a <= 20.0)),
                     "within_62ms": float(np.mean(a <= 62.0)),
@@ -344,7 +371,7 @@ def evaluate(
                 continue
     summary = summarize(per_clip)
     refs = [ref_embeddings[cid] for cid in ref_paths if cid in ref_embeddings]  # in the folder's order, as before
-    dist = _frechet(pred_embeddings, refs) if refs else {}
+    fd = _frechet(pred_embeddings, refs) if refs else {}
     out = {
         "pred_dir": str(pred_dir),
         "ref_dir": None if ref_dir is None else str(ref_dir),
@@ -353,8 +380,10 @@ def evaluate(
         "n_skipped": len(skipped),
         "skipped": skipped,
         "summary": summary,
-        "mean": {k: row["mean"] for k, row in summary.items() if "mean" in row},
-        "distribution": dist,
+        "mean": {k: row["mean"] for k, row in summary.items() if "mean" in row},  # never a signed offset's
+        "distribution": {k: m.value for k, m in fd.items() if isinstance(m, Measure) and m.defined},
+        "distribution_n": {f"fd_{k[2:]}": n for k, n in fd.items() if not isinstance(n, Measure)},
+        "distribution_undefined": {k: m.reason for k, m in fd.items() if isinstance(m, Measure) and not m.defined},
         "clips": {cid: {k: m.value for k, m in ms.items() if m.defined} for cid, ms in per_clip.items()},
         "confidence": {cid: {k: round(m.confidence, 4) for k, m in ms.items() if m.defined and m.confidence < 1}
                        for cid, ms in per_clip.items()},
@@ -377,12 +406,20 @@ DESCRIPTIONS: dict[str, str] = {
     "side_agreement": "matched events whose sound is on the visual side (1 best)",
     "side_gt_agreement": "ground-truth events whose sound is on their side (1 best)",
     "av_align": "AV-Align IoU of audio and motion peaks (higher is better)",
-    "phys_residual_px": "gravity-and-bounce fit residual (px, lower is better)",
+    "phys_residual_px": "gravity-and-bounce fit residual (px, lower is better; ground truth 0.38)",
+    "phys_gravity_fit": "gravity fitted to the flights (px/s^2; world: 320, ground truth fits 318)",
     "phys_permanence": "object permanence (1 = nothing vanishes)",
-    "phys_energy_growth": "fraction of bounces that gain energy (lower is better)",
+    "phys_energy_growth": "fraction of bounce intervals that gain >10 % energy, contacts of objects left out (0 best)",
     "follows_object": "ILD at each sound's onset follows its object's side (+1 best, -1 swapped)",
+    "ild_db": "interaural level difference, 20 log10(rms_L/rms_R) (dB, + = left louder)",
+    "itd_us": "interaural time difference by GCC-PHAT (us, + = left leads)",
     "delta_ild_db": "|ILD - ILD_ref| (dB)",
     "delta_itd_us": "|ITD - ITD_ref| (us)",
+    "ipd_error_rad": "energy-weighted |IPD - IPD_ref| over STFT bins (rad, lower is better)",
+    "stft_dist": "Mono2Binaural STFT distance: sum over ears of mean squared Re/Im difference (lower is better)",
+    "env_dist": "Mono2Binaural envelope distance: sum over ears of RMS Hilbert-envelope difference (lower is better)",
+    "mag_dist": "PseudoBinaural magnitude distance: sum over ears of mean squared |STFT| difference (lower is better)",
+    "phase_dist": "PseudoBinaural phase distance: mean |angle difference| of the L-R STFT (rad, lower is better)",
     "snr_db": "SNR vs reference (dB, higher is better)",
 }
 
@@ -396,7 +433,8 @@ def format_table(result: dict) -> str:
         + (f"; {result['n_skipped']} unreadable, skipped" if result.get("n_skipped") else "")
     ]
     summary = result["summary"]
-    width = max([len(k) for k in summary] + [len(k) for k in result["distribution"]] + [6])
+    sizes, undefined = result.get("distribution_n", {}), result.get("distribution_undefined", {})
+    width = max([len(k) for k in summary] + [len(k) for k in sizes] + [6])
     lines.append(f"{'metric':<{width}}  {'defined':>7}  {'median':>9}  note")
     for k, row in summary.items():
         n = f"{int(row['n_defined'])}/{result['n_clips']}"
@@ -408,7 +446,16 @@ def format_table(result: dict) -> str:
             note = (f"|x| median {row['median_abs']:.1f} ms, within ±20 ms {row['within_20ms']:.0%}, "
                     f"±62 ms {row['within_62ms']:.0%}, confident {row['confident']:.0%}; {note}")  # fmt: skip
         lines.append(f"{k:<{width}}  {n:>7}  {row['median']:>9.4g}  {note}")
-    for k, v in result["distribution"].items():
-        lines.append(f"{k:<{width}}  {'':>7}  {v:>9.4g}  Fréchet distance to the reference set ({k[3:]} statistics)")
+    for k, n in sizes.items():
+        sets = f"{n['n_pred']} vs {n['n_ref']} clips"
+        if k in result["distribution"]:
+            rate = "" if k == "fd_video" else ", audio at 16 kHz"
+            lines.append(f"{k:<{width}}  {'':>7}  {result['distribution'][k]:>9.4g}  Fréchet distance to the reference "
+                         f"set ({k[3:]} statistics{rate}), {sets}")  # fmt: skip
+        else:
+            lines.append(f"{k:<{width}}  {'':>7}  {'-':>9}  {undefined.get(k, '')}")
+    if sizes:
+        lines.append("(fd_*: hand-made statistics, not FAD/FVD/FID; biased upward by about 300/N on world clips, so "
+                     "only values from sets of the same sizes compare: docs/metrics.md)")  # fmt: skip
     lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)

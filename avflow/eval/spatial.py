@@ -114,11 +114,13 @@ def ipd_error(pred: np.ndarray, ref: np.ndarray, n_fft: int = 512, hop: int = 12
 
 
 def stft_distance(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Mono2Binaural STFT distance: ``Σ_c sqrt(mean((Re, Im)[S_c^pred − S_c^ref]²))`` with n_fft 512, hop 160,
-    window 400 (Gao & Grauman 2019)."""
+    """Mono2Binaural STFT distance: ``Σ_c mean((Re, Im)[S_c^pred − S_c^ref]²)`` (the mean over the stacked real and
+    imaginary parts, no square root: squared error, so twice the error reads four times) with n_fft 512, hop 160,
+    window 400, centred (Gao & Grauman 2019, their ``evaluate.py``; zero padding here where librosa may reflect).
+    Until 2026-12-06 a square root was taken per ear (docs/metrics.md)."""
     p, r = _pair(pred, ref)
     d = _spec(p, 512, 160, 400) - _spec(r, 512, 160, 400)  # (2, F, T)
-    return float(sum(np.sqrt(0.5 * np.mean(d[c].real ** 2 + d[c].imag ** 2)) for c in range(2)))
+    return float(sum(0.5 * np.mean(d[c].real ** 2 + d[c].imag ** 2) for c in range(2)))
 
 
 def envelope_distance(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -104,16 +104,23 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# What the scores mean (`evaluate_samples` and the `avflow.eval` measures it runs): bumped when one changes, so a
+# result scored before is refused by the settings check rather than averaged with new ones. 2 (2026-12-06): no
+# signed offsets, `<metric>_n` counts, the physics fixes (rest frames, rolling index, object contacts left out of
+# energy growth), the Fréchet features at 16 kHz and the scaled eps (docs/metrics.md).
+METRICS_VERSION = 2
+
+
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,
                  checksum: str | None, device: str = "cpu") -> dict:  # fmt: skip
     """Everything the metrics of one arm × seed depend on, recorded with them (`runner.run_arms` reuses a result
     only when they are equal): the steps, the seed, the size (data, widths, training, NFE, contact split), the
-    codecs, the training device, the arm's resolved model (padded to the budget), streams and guidance, and the
-    guidance strengths."""
+    codecs, the training device, the arm's resolved model (padded to the budget), streams and guidance, the
+    guidance strengths, and `METRICS_VERSION` (results without it were scored before version 2)."""
     return {
         "steps": steps, "seed": seed, "size": to_dict(size), "codecs_checksum": checksum, "device": device_type(device),
         "model": model_cfg, "streams": list(arm.streams), "guidance": arm.guidance, "cfg_strength": exp.cfg_strength,
-        "text_cfg_strength": exp.text_cfg_strength,
+        "text_cfg_strength": exp.text_cfg_strength, "metrics_version": METRICS_VERSION,
     }  # fmt: skip
 
 
@@ -163,9 +170,11 @@ def generate(model, streams: list[str], cond: dict, shapes: dict, sampling: Samp
 
 def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: Path, manifest: dict,
                      size: SizeConfig) -> dict[str, float]:  # fmt: skip
-    """Per-clip metrics against ground truth, means, the contact split and Fréchet distances to the references."""
+    """Per-clip metrics against ground truth, each the mean over the clips where it is defined with that count as
+    `<metric>_n` (signed offsets left out: `configs.SIGNED_METRICS`), the contact split and the Fréchet distances to
+    the references (`fd_*_n`: clips per set)."""
     from avflow.eval import distribution
-    from avflow.eval.report import EvalClip, clip_measures
+    from avflow.eval.report import SIGNED_MS, EvalClip, clip_measures
     from avflow.world.dataset import load_clip
 
     sr = manifest["sample_rate"]
@@ -175,7 +184,7 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
         frames = video[i] if video is not None else None
         wav = audio[i] if audio is not None else np.zeros_like(ref.audio)
         clip = EvalClip(row["id"], wav, sr, frames, float(size.fps), ref.meta)
-        m = {k: v.get() for k, v in clip_measures(clip).measures.items()}  # undefined -> NaN, key kept
+        m = {k: v.get() for k, v in clip_measures(clip).measures.items() if k not in SIGNED_MS}  # undefined: NaN
         if audio is None:
             m = {k: v for k, v in m.items() if k.startswith("phys_")}
         m["n_events"] = row["n_events"]
@@ -187,6 +196,7 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
     for k in keys:
         v = np.array([m.get(k, math.nan) for m in per_clip], dtype=float)
         out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+        out[f"{k}_n"] = float(np.isfinite(v).sum())  # clips where it is defined
         for label, keep in (
             ("heavy", [m["n_events"] >= size.heavy_min_events for m in per_clip]),
             ("free", [m["n_events"] <= size.free_max_events for m in per_clip]),
@@ -194,11 +204,13 @@ def evaluate_samples(video: np.ndarray | None, audio: np.ndarray | None, data: P
             if k.startswith("phys_residual"):
                 sel = v[np.array(keep)]
                 out[f"{k}_{label}"] = float(np.nanmean(sel)) if np.isfinite(sel).any() else math.nan
+                out[f"{k}_{label}_n"] = float(np.isfinite(sel).sum())
     for modality in ["video"] if audio is None else ["av", "audio", "video"]:
         emb = distribution.StatsEmbedder(modality)
         a = np.stack([emb(c.audio, c.sample_rate, c.frames, c.fps) for c in preds])
         b = np.stack([emb(c.audio, c.sample_rate, c.frames, c.fps) for c in refs])
         out[f"fd_{modality}"] = distribution.frechet_distance(a, b)
+        out[f"fd_{modality}_n"] = float(len(preds))  # clips per set (predictions = references)
     return out
 
 

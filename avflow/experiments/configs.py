@@ -23,14 +23,17 @@ from avflow.nn.temporal_alignment import ALIGNMENTS
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 # What a trained arm is scored on (`arm.evaluate_samples`, names only; an experiment's `metrics` must be among them):
-# the measures of `avflow.eval.report.clip_measures` on a world clip (no reference, no offset in its meta; one
-# undefined on every clip is NaN, its name kept), the trajectory residual split by contact, the Fréchet distances
-# and the sampling budget per sample. Arms without audio get the `phys_` ones, `fd_video` and the budget only.
-CLIP_METRICS = ("n_onsets", "sync_offset_ms", "sync_offset_abs_ms", "sync_gt_ms", "sync_gt_abs_ms", "side_gt_agreement",
-                "side_agreement", "follows_object", "av_align", "phys_residual_px", "phys_gravity_fit",
-                "phys_permanence", "phys_energy_growth", "ild_db", "itd_us")  # fmt: skip
-EVAL_METRICS = (*CLIP_METRICS, "phys_residual_px_heavy", "phys_residual_px_free", "fd_av", "fd_audio", "fd_video",
-                "nfe", "sampling_steps")  # fmt: skip
+# the measures of `avflow.eval.report.clip_measures` on a world clip (no reference, no offset in its meta), each the
+# mean over the clips where it is defined (NaN, its name kept, when it is defined on none) with that count as
+# `<metric>_n`; the trajectory residual split by contact, the Fréchet distances (`fd_*_n`: clips per set) and the
+# sampling budget per sample. Arms without audio get the `phys_` ones, `fd_video` and the budget only. Signed
+# offsets are not scored: a mean across clips lets +120 and −120 ms cancel (SIGNED_METRICS names their |x|).
+CLIP_METRICS = ("n_onsets", "sync_offset_abs_ms", "sync_gt_abs_ms", "side_gt_agreement", "side_agreement",
+                "follows_object", "av_align", "phys_residual_px", "phys_gravity_fit", "phys_permanence",
+                "phys_energy_growth", "ild_db", "itd_us")  # fmt: skip
+SIGNED_METRICS = {"sync_offset_ms": "sync_offset_abs_ms", "sync_gt_ms": "sync_gt_abs_ms"}  # signed -> its |x|
+_AVERAGED = (*CLIP_METRICS, "phys_residual_px_heavy", "phys_residual_px_free", "fd_av", "fd_audio", "fd_video")
+EVAL_METRICS = (*_AVERAGED, *(f"{m}_n" for m in _AVERAGED), "nfe", "sampling_steps")
 
 
 @dataclass
@@ -183,7 +186,8 @@ def metric_names(streams: list[str]) -> tuple[str, ...]:
     """The metrics an arm with these streams is scored on: `EVAL_METRICS`, without audio only the video ones."""
     if "audio" in streams:
         return EVAL_METRICS
-    return tuple(m for m in EVAL_METRICS if m.startswith("phys_") or m in ("fd_video", "nfe", "sampling_steps"))
+    video = ("fd_video", "fd_video_n", "nfe", "sampling_steps")
+    return tuple(m for m in EVAL_METRICS if m.startswith("phys_") or m in video)
 
 
 def unavailable_reason(model: dict) -> str:
@@ -216,6 +220,9 @@ def check_experiment(exp: ExperimentConfig) -> None:
         raise ConfigError(f"baseline: arm {exp.baseline} is not available ({reason}); choose another baseline")
     scored = [m for m in EVAL_METRICS if any(m in metric_names(a.streams) for a in exp.arms)]
     for i, metric in enumerate(exp.metrics):
+        if metric in SIGNED_METRICS:
+            raise ConfigError(f"metrics[{i}]: {metric} is a signed offset, and its mean across clips lets +120 and "
+                              f"-120 ms cancel; use {SIGNED_METRICS[metric]} (its |x|)")  # fmt: skip
         if metric in EVAL_METRICS and metric not in scored:
             raise ConfigError(f"metrics[{i}]: no arm generates audio, so none is scored on {metric!r}")
         if metric not in scored:

@@ -131,7 +131,8 @@ def test_train_config_loads_and_validates_component_args(tmp_path):
     "overrides, message",
     [
         (["optim.lr=abc"], "optim.lr: expected float, got 'abc' (from the command line)"),
-        (["optim.lrr=1"], "optim.lrr: unknown key (expected one of: lr, betas, eps, weight_decay, decay_all, grad_clip)"),
+        (["optim.lrr=1"],
+         "optim.lrr: unknown key (expected one of: lr, betas, eps, weight_decay, decay_all, grad_clip)"),
         (["model.args.hidden=abc"], "model.args.hidden: expected int, got 'abc' (from the command line)"),
         (["model.args.width=3"], "model.args.width: unknown key (expected one of: streams, hidden, depth, "),
         (["model.name=nope"], "model.name: unknown model 'nope' (choose from toy_flow"),

@@ -18,8 +18,8 @@ from avflow.commands.options import (
     AUDIO_SUFFIXES,
     OUTPUT_DIR,
     VIDEO_SUFFIXES,
+    RunBar,
     RunOutputs,
-    StepBar,
     add_device,
     add_existing_audio,
     add_overwrite,
@@ -32,6 +32,7 @@ from avflow.commands.options import (
 )
 from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES, hidden
 from avflow.errors import AvflowError, ConfigError, MediaError, OutputError
+from avflow.pipelines.foley_windows import DEFAULT_SEED, TRAINED_S
 from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
 
 HELP = "generate synchronized audio for a video (MMAudio weights) and mux it into an mp4"
@@ -42,7 +43,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
     """Options shared by foley, t2a and i2a (t2a takes its prompt as a positional argument instead of --prompt)."""
     if prompt:
         parser.add_argument("--prompt", default=None, help="text prompt (optional)")
-    parser.add_argument("--negative-prompt", default=None, help="text to steer away from (optional)")
+    parser.add_argument("--negative-prompt", default=None,
+                        help="text to steer away from (optional); it works through guidance, so it needs --cfg > 1 "
+                             "(an error otherwise)")  # fmt: skip
     parser.add_argument("--model", default="large_44k_v2",
                         help=f"an official model ({', '.join(hub.MODELS)}; `avflow download NAME` fetches it) or a "
                              "model config .json of your own (weights files and configs of every part, see "
@@ -54,12 +57,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "downloaded on this request), or the run folder of a fine-tune from "
                              "`avflow train configs/mmaudio_finetune.yaml` (its EMA and its network's shape); the "
                              "network must fit --model's codecs and encoders")  # fmt: skip
-    length = "all of the video" if default_duration is None else f"{default_duration:g}"
+    length = "all of the video" if default_duration is None else "%(default)s"
     parser.add_argument("--duration", type=float, default=default_duration,
                         help=f"seconds to generate, at least {MIN_DURATION_S:g} (default: {length})")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's own)")
-    parser.add_argument("--cfg", type=float, default=None, help="guidance strength cfg_strength, 1 = off "
-                        "(default: the model's own)")  # fmt: skip
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="guidance strength cfg_strength, 1 = off (default: the model's own); below 1 is an "
+                             "error: MMAudio runs unguided there, which --cfg 1 does")  # fmt: skip
     parser.add_argument("--fast", action="store_true",
                         help="the fast sampler preset instead of the model's own solver and steps: fewer network "
                              "evaluations for the same accuracy (docs/foley.md); --steps still sets the "
@@ -70,17 +74,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "the same audio to float32 rounding, faster vocoding, docs/foley.md); float32 only, "
                              "needs a C++ compiler on the CPU; the first run compiles (about 10 s on 2 cores), later "
                              "runs read inductor's disk cache (about 2 s)")  # fmt: skip
-    add_seed(parser, default=42)
-    parser.add_argument("--window", type=float, default=8.0, help="generation window in seconds (long inputs)")
+    add_seed(parser, default=DEFAULT_SEED)
+    parser.add_argument("--window", type=float, default=TRAINED_S,
+                        help="longest generation window in seconds, finite (long inputs are cut into the fewest "
+                             "windows of at most this length, evenly spread; default: %(default)s, the models' "
+                             f"training length; a note above {2 * TRAINED_S:g} s)")  # fmt: skip
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap between windows in seconds")
     add_device(parser)
     add_overwrite(parser)
 
 
 def check_model_arguments(args: argparse.Namespace):
-    """(sampling settings, device) after checking the model, its files, the sampling and window settings and the
-    device; one-line errors, no weights read."""
-    from avflow.pipelines.foley_windows import check_windows
+    """(sampling settings, device) after checking the model, its files, the sampling, guidance and window settings
+    and the device; one-line errors, no weights read (a note for a window much longer than the training length)."""
+    import warnings
+
+    from avflow.errors import Note
+    from avflow.pipelines.foley_windows import check_guidance, check_windows, window_note
 
     check_duration(args.duration)
     check_windows(args.window, args.overlap)
@@ -89,6 +99,10 @@ def check_model_arguments(args: argparse.Namespace):
     spec = resolve_model(args.model, args.weights)
     sampling = spec.sampling.preset("fast") if args.fast else spec.sampling
     sampling = sampling.override(steps=args.steps, cfg_strength=args.cfg)
+    check_guidance(sampling.cfg_strength, args.negative_prompt, cfg="--cfg", negative="--negative-prompt")
+    note = window_note(args.window)
+    if note:
+        warnings.warn(note, Note, stacklevel=2)
     device = resolve_device(args.device)
     if args.compile:
         check_compile(args.precision, device)
@@ -169,6 +183,8 @@ def process(pipeline, args: argparse.Namespace, video: Path, out_mp4: Path, wav:
 
     result = pipeline.generate_video(video, args.prompt, args.negative_prompt, duration=args.duration, seed=args.seed,
                                      progress=progress)  # fmt: skip
+    if isinstance(progress, RunBar):
+        progress.writing("spatialising, writing" if args.binaural else "writing")
     audio = result.audio[None]
     if args.binaural:  # stereo: the mono track rendered at the detected source position
         from avflow.pipelines.spatialise import spatialise_video
@@ -178,11 +194,21 @@ def process(pipeline, args: argparse.Namespace, video: Path, out_mp4: Path, wav:
         outputs.wrote(mux_audio(video, audio, result.sample_rate, out_mp4, existing_audio=args.audio))
         if wav is not None:
             outputs.wrote(write_audio(wav, audio, result.sample_rate))
+    if isinstance(progress, RunBar):
+        progress.finish()
     return result, audio.shape[0]
 
 
 def _track(rate: int, channels: int) -> str:
     return f"{rate / 1000:g} kHz {'mono' if channels == 1 else 'stereo'}"
+
+
+def _new_track(rate: int, channels: int, generated: float, video: float) -> str:
+    """What the new track holds: as long as the video, generated over `generated` seconds and silent after them."""
+    if generated < video - 0.005:
+        return (f"new {_track(rate, channels)} track: {generated:.2f} s generated, silent to the video's end "
+                f"({video:.2f} s)")  # fmt: skip
+    return f"new {_track(rate, channels)} track of {generated:.2f} s"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     dropped = left_out(args.video, out)
     sampling, device = check_model_arguments(args)
     pipeline = load_pipeline(args, sampling, device)
-    bar = StepBar("foley", per_window=sampling.steps)
+    bar = RunBar("foley")
     try:
         result, channels = process(pipeline, args, args.video, out, wav, progress=bar)
     finally:
@@ -219,8 +245,8 @@ def run(args: argparse.Namespace) -> int:
 
     rates = (result.sample_rate, info.audio_sample_rate) if info.has_audio else None
     tracks = describe(args.audio, info.audio_tracks, dropped, rates=rates)
-    print(f"wrote {out} (video unchanged, new {_track(result.sample_rate, channels)} track of {result.duration:.2f} s; "
-          f"{tracks})" + (f" and {wav}" if wav else ""))  # fmt: skip
+    track = _new_track(result.sample_rate, channels, result.duration, info.duration)
+    print(f"wrote {out} (video unchanged, {track}; {tracks})" + (f" and {wav}" if wav else ""))
     return 0
 
 
@@ -279,7 +305,7 @@ def run_batch(args: argparse.Namespace) -> int:
         bar = tqdm(planned, desc="foley", unit="video")
         for video, mp4, wav in bar:
             bar.set_postfix_str(video.name)
-            steps = StepBar(video.name, per_window=sampling.steps, leave=False)
+            steps = RunBar(video.name, leave=False)
             try:
                 process(pipeline, args, video, mp4, wav, progress=steps)
             except AvflowError as exc:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from avflow.commands.foley import add_model_arguments, check_model_arguments, load_pipeline
-from avflow.commands.options import AUDIO_SUFFIXES, OUTPUT_DIR, StepBar, check_output, check_prompt
+from avflow.commands.options import AUDIO_SUFFIXES, OUTPUT_DIR, RunBar, check_output, check_prompt
 from avflow.pipelines.inputs import check_sound_duration
 
 HELP = "generate audio for a still image (MMAudio's experimental image mode)"
@@ -33,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from avflow.data.media import write_audio
 
     pipeline = load_pipeline(args, sampling, device)
-    bar = StepBar("i2a", per_window=sampling.steps)
+    bar = RunBar("i2a")
     try:
         result = pipeline.generate_image(args.image, prompt, negative, duration=args.duration, seed=args.seed,
                                          progress=bar)  # fmt: skip
+        bar.writing()
+        write_audio(out, result.channels_first(), result.sample_rate)
+        bar.finish()
     finally:
         bar.close()
-    write_audio(out, result.channels_first(), result.sample_rate)
     print(f"wrote {out} ({result.duration:.2f} s at {result.sample_rate} Hz)")
     return 0

@@ -204,6 +204,51 @@ class StepBar:
             self.bar = None
 
 
+class RunBar:
+    """A tqdm bar over a whole generation run, fed by `FoleyPipeline`'s `progress(done, total)` (work units from
+    before the first window's features to the complete audio; `avflow.pipelines.foley.RunProgress`) and its
+    `stage(text)` ("window 2/3: sampling", shown after the bar). It shows per cent, elapsed time and an ETA from the
+    average rate since the start (tqdm's smoothing=0: windows take about equal time, so the ETA is right at every
+    window's end). `tail`: the share of the bar kept for what the command does after generating (muxing, writing the
+    files), which `writing()` announces and `finish()` fills."""
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+
+    def __init__(self, desc: str, *, tail: float = 0.02, leave: bool = True):
+        self.desc, self.tail, self.leave = desc, tail, leave
+        self.bar = None
+        self.text = ""
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            extra = max(1, round(total * self.tail)) if self.tail > 0 else 0
+            self.bar = tqdm(total=total + extra, desc=self.desc, leave=self.leave, file=sys.stderr, smoothing=0,
+                            bar_format=self.FORMAT, dynamic_ncols=True, postfix=self.text or None)  # fmt: skip
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def stage(self, text: str) -> None:
+        self.text = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+
+    def writing(self, what: str = "writing") -> None:
+        self.stage(what)
+
+    def finish(self) -> None:
+        """The command's work is done: the bar at its total."""
+        if self.bar is not None:
+            self.bar.set_postfix_str("done", refresh=False)
+            self.bar.update(self.bar.total - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class RunOutputs:
     """The files one run writes. When a later step fails, the files already written (`wrote`) and the folders made
     for them are removed again and a file that was there before (replaced with --overwrite) is put back, so a failed

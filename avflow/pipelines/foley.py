@@ -1,10 +1,11 @@
 """Video (or text, or an image) to audio with an MMAudio variant, for videos of any frame rate and any length.
 
-Long videos are generated in overlapping windows of `window_s` seconds (the model's training length, 8 s).
+Long videos are generated in overlapping windows of at most `window_s` seconds (the model's training length, 8 s).
 
 Seam policy (soft inpainting + crossfade):
-  * Window k starts `window_s - overlap_s` seconds after window k-1, snapped to the latent grid; its first
-    `n` latent frames overlap the previous window's last `n`.
+  * The windows (`plan_windows`) are the fewest of at most `window_s` seconds that cover the input with starts on
+    the latent grid, spread evenly, each overlapping the next by `overlap_s`; window k's first `n` latent frames
+    overlap the previous window's last `n`.
   * While window k is sampled, the overlap follows the previous window's final latents re-noised to the current t
     (RePaint-style replacement, done through the velocity so that every solver step stays on that path), weighted by
     a linear ramp a = 1 -> 0 across the overlap: v = a v_known + (1 - a) v_network with
@@ -41,11 +42,91 @@ from avflow.pipelines.foley_frames import chunk_seconds, iter_window_frames
 from avflow.pipelines.foley_model import FoleyModel
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
 from avflow.pipelines.foley_variants import model_files, resolve_model
-from avflow.pipelines.foley_windows import Window, plan_windows
+from avflow.pipelines.foley_windows import DEFAULT_SEED, Window, check_guidance, plan_windows
 from avflow.pipelines.inputs import check_duration, check_sound_duration, check_video_input
 from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 
-Progress = Callable[[int, int], None]  # (solver steps done, steps in all windows)
+Progress = Callable[[int, int], None]  # (work units done, units of the whole run): see `RunProgress`
+PROGRESS_UNITS = 1000  # progress units per window
+# How a window's units are shared between its stages before any window has been timed (CPU runs of the official
+# models spend most of a window in the encoders; GPU runs in sampling). Later windows share them as the windows
+# before them took time, stage by stage.
+FIRST_WINDOW_SHARES = {"features": 5.0, "sampling": 4.0, "decoding": 1.0}
+IMAGE_SHARE = 0.5  # i2a: encoding the one image, in the first window
+
+
+class RunProgress:
+    """The `progress(done, total)` of a whole generation run: `total` = windows x PROGRESS_UNITS, and each window's
+    units are shared between its stages (features, the solver steps, decoding) in proportion to the seconds each
+    stage took per window so far (`FIRST_WINDOW_SHARES` for the first window). `progress` is called with done = 0
+    before any work, at the start of every stage and after every solver step, never going back, and with
+    done = total only once the audio is complete. A callback that has a `stage(text)` method also hears which window
+    and stage run ("window 2/3: sampling")."""
+
+    def __init__(self, progress: Progress | None, windows: int, features: str | None) -> None:
+        self.progress, self.windows = progress, windows
+        self.features = features  # "video": every window; "image": the first window; None: no encoder stage
+        self.total = windows * PROGRESS_UNITS
+        self.seconds: dict[str, float] = {}  # per stage, summed over the windows that ran it
+        self.counts: dict[str, int] = {}
+        self.window, self.stage, self.began, self.done = -1, None, 0.0, 0
+        self.bounds: dict[str, tuple[int, int]] = {}
+
+    def _stages(self, window: int) -> list[str]:
+        encode = self.features == "video" or self.features == "image" and window == 0
+        return (["features"] if encode else []) + ["sampling", "decoding"]
+
+    def _share(self, window: int) -> dict[str, tuple[int, int]]:
+        """(first unit, end unit) of each stage of `window`, within the window."""
+        stages = self._stages(window)
+        timed = all(self.counts.get(s) for s in stages) and sum(self.seconds.get(s, 0.0) for s in stages) > 0
+        if timed:
+            weights = {s: self.seconds[s] / self.counts[s] for s in stages}
+        else:
+            weights = {s: FIRST_WINDOW_SHARES[s] for s in stages}
+            if self.features == "image" and "features" in weights:
+                weights["features"] = IMAGE_SHARE
+        total, at, bounds = sum(weights.values()), 0.0, {}
+        for s in stages:
+            first = round(at / total * PROGRESS_UNITS)
+            at += weights[s]
+            bounds[s] = (first, round(at / total * PROGRESS_UNITS))
+        return bounds
+
+    def _report(self, done: int) -> None:
+        self.done = max(self.done, min(done, self.total))
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def _close_stage(self) -> None:
+        if self.stage is not None:
+            now = time.perf_counter()
+            self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.began
+            self.counts[self.stage] = self.counts.get(self.stage, 0) + 1
+            self.stage = None
+
+    def begin(self, window: int, stage: str) -> None:
+        """`stage` of `window` (0-based) starts (again: nothing changes)."""
+        if (window, stage) == (self.window, self.stage):
+            return
+        self._close_stage()
+        if window != self.window:
+            self.window, self.bounds = window, self._share(window)
+        self.stage, self.began = stage, time.perf_counter()
+        describe = getattr(self.progress, "stage", None)
+        if callable(describe):
+            describe(f"window {window + 1}/{self.windows}: {stage}")
+        self._report(window * PROGRESS_UNITS + self.bounds[stage][0])
+
+    def step(self, done: int, steps: int) -> None:
+        """`done` of the current window's `steps` solver steps are done."""
+        first, end = self.bounds["sampling"]
+        self._report(self.window * PROGRESS_UNITS + first + round((end - first) * min(done, steps) / max(1, steps)))
+
+    def finish(self) -> None:
+        """The run's audio is complete."""
+        self._close_stage()
+        self._report(self.total)
 
 
 @dataclass
@@ -150,16 +231,21 @@ class FoleyPipeline:
         negative_prompt: str | None = None,
         *,
         duration: float | None = None,
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         sampling: SamplingConfig | None = None,
         progress: Progress | None = None,
     ) -> FoleyOutput:
-        """Audio for the video's first `duration` seconds (default: all of it), window by window; `progress` hears
-        of every solver step of every window."""
+        """Audio for the video's first `duration` seconds (default: all of it), window by window. `progress(done,
+        total)` hears of the whole run, from before the first window's features to the complete audio
+        (`RunProgress`). A `negative_prompt` needs cfg_strength > 1, and cfg_strength < 1 is refused
+        (`check_guidance`)."""
         seed = check_seed(seed)
+        self._check_guidance(sampling, negative_prompt)
         info = check_video_input(path, duration=check_duration(duration))
         total = info.duration if duration is None else min(float(duration), info.duration)
         windows = plan_windows(total, self.window_s, self.overlap_s, self.latent_rate)
+        run = RunProgress(progress, len(windows), "video")
+        run.begin(0, "features")
         text_f, negative_f = self._text(prompt), self._text(negative_prompt)
 
         def features() -> Iterator[tuple[Window, Tensor, Tensor]]:
@@ -176,7 +262,7 @@ class FoleyPipeline:
                         sync_f = self.encoders.encode_sync(wf.sync[None]).float()  # (1, n_sync_tokens, D)
                 yield wf.window, clip_f, sync_f
 
-        audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling, len(windows), progress)
+        audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling, run)
         return FoleyOutput(audio, self.sample_rate, total, len(windows))
 
     # -- text and image -------------------------------------------------------------------------------------------
@@ -188,13 +274,17 @@ class FoleyPipeline:
         negative_prompt: str | None = None,
         *,
         duration: float = 8.0,
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         sampling: SamplingConfig | None = None,
         progress: Progress | None = None,
     ) -> FoleyOutput:
-        """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window."""
+        """Text-to-audio: empty CLIP and sync features, windowed like video when longer than a window; `progress`
+        and the guidance checks as in `generate_video`."""
         seed, duration = check_seed(seed), check_sound_duration(duration, "duration")
+        self._check_guidance(sampling, negative_prompt)
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
+        run = RunProgress(progress, len(windows), None)
+        run.begin(0, "sampling")
         audio = self._generate_windows(
             ((w, None, None) for w in windows),
             self._text(prompt),
@@ -202,8 +292,7 @@ class FoleyPipeline:
             duration,
             seed,
             sampling,
-            len(windows),
-            progress,
+            run,
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
@@ -215,17 +304,21 @@ class FoleyPipeline:
         negative_prompt: str | None = None,
         *,
         duration: float = 8.0,
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         sampling: SamplingConfig | None = None,
         progress: Progress | None = None,
     ) -> FoleyOutput:
-        """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features."""
+        """Image-to-audio (MMAudio's image mode): the image as every CLIP frame, empty Synchformer features;
+        `progress` and the guidance checks as in `generate_video`."""
         seed, duration = check_seed(seed), check_sound_duration(duration, "duration")
+        self._check_guidance(sampling, negative_prompt)
+        windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
+        run = RunProgress(progress, len(windows), "image")
+        run.begin(0, "features")
         pixels = read_image(path)  # (H, W, 3) uint8
         frame = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W)
         with self._autocast():
             image_f = self.encoders.encode_clip(clip_frames_transform(frame)[None]).float()  # (1, 1, D)
-        windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
 
         def feats():
             for w in windows:
@@ -233,11 +326,15 @@ class FoleyPipeline:
                 yield w, image_f.expand(1, n_clip, -1), None
 
         audio = self._generate_windows(
-            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, sampling, len(windows), progress
+            feats(), self._text(prompt), self._text(negative_prompt), duration, seed, sampling, run
         )
         return FoleyOutput(audio, self.sample_rate, duration, len(windows))
 
     # -- the windowed core ----------------------------------------------------------------------------------------
+
+    def _check_guidance(self, sampling: SamplingConfig | None, negative_prompt: str | None) -> None:
+        """`check_guidance` on the strength this call samples with (`sampling`, else the model's)."""
+        check_guidance((sampling or self.model.sampling).cfg_strength, negative_prompt)
 
     def _fit(self, feats: Tensor | None, length: int) -> Tensor | None:
         """Cut or repeat-pad features along time to `length` (guards one-frame rounding differences)."""
@@ -256,17 +353,27 @@ class FoleyPipeline:
         total_s: float,
         seed: int,
         sampling: SamplingConfig | None,
-        n_windows: int,
-        progress: Progress | None = None,
+        run: RunProgress,
     ) -> np.ndarray:
+        """The audio of `windows` (each with its CLIP and sync features, computed as it is drawn), joined; `run`
+        hears of every stage of every window (features: while the next window is drawn, when the run encodes video)
+        and finishes when the audio is complete."""
         net, model = self.model.network, self.model
-        steps = (sampling or model.sampling).steps
         sr, per_latent = self.sample_rate, 2 * net.config.hop_length
         generator = torch.Generator().manual_seed(seed)
         out: list[np.ndarray] = []
         prev: tuple[int, Tensor] | None = None  # (start latent, normalized latents (1, N, C)) of the last window
         tail: tuple[int, Tensor] | None = None  # (start sample, decoded audio not yet final)
-        for w, clip_f, sync_f in windows:
+        items, index = iter(windows), 0
+        while True:
+            if run.features == "video" and index < run.windows:
+                run.begin(index, "features")
+            item = next(items, None)
+            if item is None:
+                break
+            w, clip_f, sync_f = item
+            index += 1
+            run.begin(w.index, "sampling")
             lengths = net.set_duration(w.duration)
             clip_f, sync_f = self._fit(clip_f, lengths.clip), self._fit(sync_f, lengths.sync)
             x0 = torch.randn((1, lengths.latent, net.config.latent_dim), generator=generator).to(
@@ -279,19 +386,14 @@ class FoleyPipeline:
                 n = min(p_lat.shape[1] - offset, lengths.latent)
                 if n > 0:
                     generator_net = OverlapInpainting(net, p_lat[:, offset : offset + n], x0, ramp(n))
-            report = None
-            if progress is not None:
-
-                def report(step: int, _: int, done: int = w.index * steps) -> None:  # steps over all windows
-                    progress(done + step, n_windows * steps)
-
             with self._timed("sampling"), self._autocast():
                 latents = self.model.sample_normalized(
                     x0, clip_f, sync_f, text_f, negative_text_f=negative_f, sampling=sampling, generator=generator_net,
-                    progress=report,
+                    progress=run.step,
                 )  # fmt: skip
             latents = latents.float()
             self._note("latents", latents.shape[1] / self.latent_rate)
+            run.begin(w.index, "decoding")
             with self._timed("decoding"), self._autocast(codec=True):
                 wav = model.decode(net.unnormalize(latents), round(w.duration * sr))[0].float().cpu()  # (samples,)
             self._note("window_audio", len(wav) / sr)
@@ -316,4 +418,5 @@ class FoleyPipeline:
         n_total = round(total_s * sr)
         audio = audio[:n_total] if len(audio) >= n_total else np.pad(audio, (0, n_total - len(audio)))
         audio = audio.astype(np.float32)
+        run.finish()
         return audio

@@ -15,6 +15,7 @@ from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
 from avflow.models.mmaudio import MMAudio
 from avflow.models.mmaudio_config import SAMPLING
 from avflow.nn.mmaudio_blocks import winograd_convolutions
+from avflow.pipelines.foley_windows import DEFAULT_SEED
 from avflow.pipelines.inputs import MAX_SOUND_S
 from avflow.pipelines.winograd_store import kept_winograd_choices
 from avflow.precision import autocast_weights
@@ -118,10 +119,11 @@ class FoleyModel(nn.Module):
         *,
         negative_text_f: torch.Tensor | None = None,
         batch: int | None = None,
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         sampling: SamplingConfig | None = None,
     ) -> torch.Tensor:
-        """Waveform (B, round(duration * sample_rate)) in [-1, 1]; the same seed gives the same audio.
+        """Waveform (B, round(duration * sample_rate)) in [-1, 1]; the same seed gives the same audio (default:
+        `DEFAULT_SEED`, the foley commands' --seed).
 
         clip_f (B, 8 fps frames, clip_dim), sync_f (B, sync tokens, sync_dim), text_f (B, tokens, text_dim);
         a missing one is replaced by the network's learned empty features (text only: clip_f = sync_f = None).

@@ -67,9 +67,12 @@ def build_model(args: MMAudioModelConfig) -> MMAudio:
             "model.args.latent_stats=caches/vggsound_train: per-channel mean and std of its latents, as MMAudio), "
             "a weights file holding latent_mean / latent_std, or none (mean 0, std 1)"
         )
-    if args.latent_stats == "none":
-        mean, std = torch.zeros(config.latent_dim), torch.ones(config.latent_dim)
-    elif Path(args.latent_stats).is_dir():
+    if args.latent_stats == "none":  # mean 0, std 1 (build_mmaudio leaves NaN); also on the meta device
+        with torch.no_grad():
+            model.latent_mean.fill_(0.0)
+            model.latent_std.fill_(1.0)
+        return model
+    if Path(args.latent_stats).is_dir():
         mean, std = latent_stats_of_cache(args.latent_stats)
     else:
         mean, std = _latent_stats_of_file(args.latent_stats)
@@ -94,11 +97,10 @@ def latent_stats_of_cache(folder: str | Path) -> tuple[torch.Tensor, torch.Tenso
     total = total_sq = None
     count = 0
     for clip_id in cache.ids:
-        f, keys = cache._open(cache.where[clip_id])
-        key = f"{clip_id}/audio"
-        if key not in keys.get(clip_id, ()):
+        latents = cache.load(clip_id).get("audio")
+        if latents is None:  # an audio-text or video-only clip of a mixed cache
             continue
-        x = f.get_tensor(key).double().reshape(-1, cache.streams["audio"][-1])  # (N, C)
+        x = latents.double().reshape(-1, cache.streams["audio"][-1])  # (N, C)
         total = x.sum(0) if total is None else total + x.sum(0)
         total_sq = x.square().sum(0) if total_sq is None else total_sq + x.square().sum(0)
         count += x.shape[0]

@@ -40,7 +40,8 @@ def shard(root: nn.Module, model: nn.Module, info: DistInfo, reshard_after_forwa
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
     except ImportError as exc:  # pragma: no cover - old torch
-        raise ConfigError(f"distributed.strategy: fsdp needs torch.distributed.fsdp.fully_shard ({exc})") from None
+        raise ConfigError(f"distributed.strategy: fsdp needs torch>=2.6 (torch.distributed.fsdp.fully_shard); this "
+                          f"is torch {torch.__version__} ({exc})") from None  # fmt: skip
     if not info.distributed:
         return root  # one process: nothing to shard
     mesh = init_device_mesh(info.device.type, (info.world_size,))

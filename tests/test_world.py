@@ -132,6 +132,29 @@ def test_left_and_right_edges_give_opposite_ild_and_itd(hrtf):
     assert signs["left"][1] == pytest.approx(-signs["right"][1])
 
 
+def test_event_azimuths_are_the_sounding_objects_centres():
+    """CONVENTIONS: azimuth = (x_center / W - 0.5) * 90 of the object that sounds; a wall hit's contact point sits at
+    the frame's edge (±45°, which it always read before) while the sound is rendered from the object's centre."""
+    cfg = WorldConfig()
+    walls = 0
+    for seed in range(6):
+        clip = make_clip(seed, cfg)
+        track = np.array(clip.meta["trajectories"])  # (K, T, 2) at frame times k / fps
+        for e in clip.meta["events"]:
+            frame = min(int(round(e["time"] * cfg.fps)), cfg.n_frames - 1)
+            x = track[e["object"], frame, 0]  # within a frame's motion (a few px) of the centre at the event
+            assert abs(e["azimuth"] - (x / cfg.width - 0.5) * 90) < 10, (seed, e)
+            if e["other"] is not None:
+                x = track[e["other"], frame, 0]
+                assert abs(e["other_azimuth"] - (x / cfg.width - 0.5) * 90) < 10, (seed, e)
+            else:
+                assert e["other_azimuth"] is None
+            if e["surface"] == "wall":
+                walls += 1
+                assert abs(e["azimuth"]) < 45 - 1e-6, e  # the centre is a radius inside the wall
+    assert walls > 0
+
+
 def test_centre_source_is_balanced():
     scene = _resting_scene(0.5)
     cfg = scene.config

@@ -53,8 +53,14 @@ def test_mirrored_clip_matches_the_mirrored_scene(seed):
     assert np.allclose(energy[::-1], mirror_energy)
     # the ground truth: sides, caption, events and trajectories of the mirrored scene
     assert [o["side"] for o in mirror.meta["objects"]] == [object_side(scene, k) for k in range(len(scene.objects))]
+    centres = scene.trajectories.at(np.array([e.time for e in scene.events]))[:, :, 0]  # (K, E) x of each object
+    azimuth = lambda k, i: (centres[k, i] / config.width - 0.5) * 90  # noqa: E731
     assert [e["azimuth"] for e in mirror.meta["events"]] == pytest.approx(
-        [(e.position[0] / config.width - 0.5) * 90 for e in scene.events], abs=1e-6
+        [azimuth(e.object, i) for i, e in enumerate(scene.events)], abs=1e-6
+    )
+    others = [(i, e.other) for i, e in enumerate(scene.events) if e.other is not None]
+    assert [mirror.meta["events"][i]["other_azimuth"] for i, _ in others] == pytest.approx(
+        [azimuth(k, i) for i, k in others], abs=1e-6
     )
     track = np.array(mirror.meta["trajectories"])  # (K, T, 2)
     assert np.abs(track - scene.trajectories.at(np.arange(config.n_frames) / config.fps)).max() < 2e-3

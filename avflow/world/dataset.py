@@ -58,12 +58,17 @@ def ground_truth(scene: Scene, clip_id: str, caption: str, audio_gain: float) ->
     for k, o in enumerate(scene.objects):
         objects.append({**asdict(o), "rgb": list(o.rgb), "side": object_side(scene, k)})
     events = []
-    for e in scene.events:
+    # the sounding objects' centres at each event (CONVENTIONS: azimuth from x_center; the contact point of a wall hit
+    # is always at ±45°, the object rendered at its centre)
+    centres = scene.trajectories.at(np.array([e.time for e in scene.events]))[:, :, 0] if scene.events else None
+    azimuth = lambda k, i: float((centres[k, i] / config.width - 0.5) * 90.0)  # noqa: E731
+    for i, e in enumerate(scene.events):
         events.append({
             "time": e.time, "object": e.object, "other": e.other, "surface": e.surface,
             "position": list(e.position), "speed": e.speed, "material": scene.objects[e.object].material,
             "other_material": None if e.other is None else scene.objects[e.other].material,
-            "azimuth": (e.position[0] / config.width - 0.5) * 90.0,
+            "azimuth": azimuth(e.object, i),
+            "other_azimuth": None if e.other is None else azimuth(e.other, i),  # both objects of a collision sound
         })  # fmt: skip
     return {
         "id": clip_id,

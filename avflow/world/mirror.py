@@ -44,7 +44,8 @@ def mirror_meta(meta: dict) -> dict:
         for o in meta["objects"]
     ]  # fmt: skip
     events = [
-        {**e, "position": [width - e["position"][0], *e["position"][1:]], "azimuth": -e["azimuth"]}
+        {**e, "position": [width - e["position"][0], *e["position"][1:]], "azimuth": -e["azimuth"],
+         **({"other_azimuth": -e["other_azimuth"]} if e.get("other_azimuth") is not None else {})}
         for e in meta["events"]
     ]
     trajectories = [[[round(width - x, 3), y] for x, y in track] for track in meta["trajectories"]]  # (K, T, 2)

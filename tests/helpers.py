@@ -385,3 +385,37 @@ def damaged_ts(path: Path, damaged: tuple[int, ...] = (5, 9)) -> Path:
             packet.stream = copies[index]
             out.mux(packet)
     return path
+
+
+def run_train(cfg: dict, folder: Path, nproc: int = 1, env: dict | None = None, *overrides: str):
+    """`avflow train` on `cfg` (written to FOLDER/config.in.yaml) in a subprocess run from `folder`, as one process or
+    `nproc` torchrun ranks (gloo on the CPU), one thread each; the CompletedProcess with its captured output."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.in.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    launch = [sys.executable, "-m", "avflow.cli"]
+    if nproc > 1:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        launch += ["-m", "avflow.cli"]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(
+        [*launch, "train", str(path), *overrides], cwd=folder, env=full_env, capture_output=True, text=True, timeout=300
+    )
+
+
+def tiny_joint_tensors(n: int = 8) -> dict[str, torch.Tensor]:
+    """A `tensor_file` of `n` clips for tiny joint models: 3x4x4 video latents (16 channels), 24 audio latents of 20
+    (0.75 s at 16 fps and 32 Hz) and 5 text tokens of TEXT_DIM."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        "streams.video": torch.randn(n, 16, 3, 4, 4, generator=g),
+        "streams.audio": torch.randn(n, 24, 20, generator=g),
+        "cond.text": torch.randn(n, 5, TEXT_DIM, generator=g),
+        "cond.text_mask": torch.ones(n, 5, dtype=torch.bool),
+    }

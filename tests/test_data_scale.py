@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import run_train
 
 from avflow.data.cache import FeatureCache, StaleCacheError, build_cache, weights_checksum
 from avflow.data.datasets import (
@@ -339,20 +336,6 @@ def test_official_key_layout_of_full_size_variant(fixtures):
 # FSDP2
 
 
-def _run(cfg: dict, folder: Path, nproc: int) -> subprocess.CompletedProcess:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    launch = [sys.executable, "-m", "avflow.cli"]
-    if nproc > 1:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-        launch += ["avflow.cli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [*launch, "train", str(path)], cwd=folder, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 FSDP_TOL = 1e-5  # max |param difference| between FSDP2 on 2 processes and 1 process after 4 AdamW steps
 
 
@@ -370,11 +353,11 @@ def test_fsdp_two_cpu_processes_match_one_and_resume(tmp_path):
         "log": {"every": 2, "tensorboard": False, "progress": False},
         "checkpoint": {"every": 2, "keep_last": 3},
     }
-    one = _run(cfg, tmp_path / "one", 1)
+    one = run_train(cfg, tmp_path / "one", 1)
     assert one.returncode == 0, one.stderr[-3000:]
     cfg["out_dir"] = str(tmp_path / "two" / "run")
     cfg["distributed"] = {"strategy": "fsdp"}
-    two = _run(cfg, tmp_path / "two", 2)
+    two = run_train(cfg, tmp_path / "two", 2)
     assert two.returncode == 0, two.stderr[-3000:]
     a = torch.load(tmp_path / "one/run/checkpoints/step_00000004.pt", weights_only=True)
     b = torch.load(tmp_path / "two/run/checkpoints/step_00000004.pt", weights_only=True)
@@ -388,7 +371,7 @@ def test_fsdp_two_cpu_processes_match_one_and_resume(tmp_path):
     ckpts = tmp_path / "two/run/checkpoints"
     (ckpts / "step_00000004.pt").rename(tmp_path / "full.pt")
     (ckpts / "step_00000004.json").unlink()
-    again = _run(cfg, tmp_path / "two", 2)
+    again = run_train(cfg, tmp_path / "two", 2)
     assert again.returncode == 0, again.stderr[-3000:]
     c = torch.load(ckpts / "step_00000004.pt", weights_only=True)
     ref = torch.load(tmp_path / "full.pt", weights_only=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import run_train, tiny_joint_tensors
 from safetensors.torch import load_file, save_file
 
 from avflow.config import read_yaml
@@ -100,19 +100,6 @@ def test_positional_optimizer_state_becomes_torchs_named_state_exactly():
 # Two processes (gloo on CPU)
 
 
-def _run(cfg: dict, folder: Path, nproc: int) -> subprocess.CompletedProcess:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.in.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    launch = [sys.executable, "-m", "avflow.cli"]
-    if nproc > 1:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-        launch += ["avflow.cli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([*launch, "train", str(path)], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-
-
 def _worst(a: dict, b: dict) -> float:
     assert sorted(a) == sorted(b)
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -144,17 +131,8 @@ JOINT = {
 
 
 def _joint_data(folder: Path) -> str:
-    """8 clips of 3x4x4 video latents, 24 audio latents and 5 text tokens."""
-    g = torch.Generator().manual_seed(0)
-    n = 8
-    data = {
-        "streams.video": torch.randn(n, 16, 3, 4, 4, generator=g),
-        "streams.audio": torch.randn(n, 24, 20, generator=g),
-        "cond.text": torch.randn(n, 5, 24, generator=g),
-        "cond.text_mask": torch.ones(n, 5, dtype=torch.bool),
-    }
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(data, str(folder / "joint.safetensors"))
+    save_file(tiny_joint_tensors(), str(folder / "joint.safetensors"))
     return str(folder / "joint.safetensors")
 
 
@@ -168,7 +146,7 @@ def test_joint_model_under_fsdp_trains_and_equals_ddp(tmp_path):
         cfg["out_dir"] = str(tmp_path / strategy / "run")
         cfg["data"]["train"] = {"name": "tensor_file", "args": {"file": data}}
         cfg["distributed"] = {"strategy": strategy}
-        proc = _run(cfg, tmp_path / strategy, 2)
+        proc = run_train(cfg, tmp_path / strategy, 2)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[strategy] = tmp_path / strategy / "run"
     ddp, sharded = (torch.load(ckpt.checkpoint_path(runs[s] / "checkpoints", 3), weights_only=True) for s in runs)
@@ -199,7 +177,7 @@ def _toy(out_dir: Path) -> dict:
 def test_a_single_process_checkpoint_resumes_under_fsdp(tmp_path):
     """Step 2 of a single-process run (optimizer state by position) resumed by two FSDP2 processes ends where the
     uninterrupted single-process run does: weights, optimizer moments and step, EMA (checkpoint, snapshot, export)."""
-    one = _run(_toy(tmp_path / "one" / "run"), tmp_path / "one", 1)
+    one = run_train(_toy(tmp_path / "one" / "run"), tmp_path / "one", 1)
     assert one.returncode == 0, one.stderr[-3000:]
     shutil.copytree(tmp_path / "one" / "run" / "checkpoints", tmp_path / "two" / "run" / "checkpoints")
     for step in (4,):
@@ -207,7 +185,7 @@ def test_a_single_process_checkpoint_resumes_under_fsdp(tmp_path):
             (tmp_path / "two" / "run" / "checkpoints" / f"step_{step:08d}.{ext}").unlink()
     cfg = _toy(tmp_path / "two" / "run")
     cfg["distributed"] = {"strategy": "fsdp"}
-    two = _run(cfg, tmp_path / "two", 2)
+    two = run_train(cfg, tmp_path / "two", 2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "resuming" in two.stderr and "step_00000002" in two.stderr
 

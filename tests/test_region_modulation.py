@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TEXT_DIM, joint_inputs, perturb
+from helpers import TEXT_DIM, joint_inputs, perturb, tiny_joint_tensors
 from safetensors.torch import save_file
 
 from avflow.errors import ConfigError
@@ -25,14 +25,6 @@ from avflow.train.flow_task import FlowMatchingConfig, FlowMatchingTask
 from avflow.train.joint_task import JointFlowConfig, JointFlowTask
 
 REGION = {"heads": 2, "every": 1, "window": 1, "region_modulation": True}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def region_model(seed: int = 0, scale: float = 0.0) -> JointModel:
@@ -243,16 +235,10 @@ AUDIT_CONFIG = {  # /tmp/audit2_variants/train/wa_region.yaml: region modulation
 
 def audit_data(folder: Path, with_masks: bool) -> Path:
     """The audit's tensor file: 8 clips of 3x4x4 video latents, 24 audio latents, 5 text tokens (and region masks)."""
-    g = torch.Generator().manual_seed(0)
-    n = 8
-    data = {
-        "streams.video": torch.randn(n, 16, 3, 4, 4, generator=g),
-        "streams.audio": torch.randn(n, 24, 20, generator=g),
-        "cond.text": torch.randn(n, 5, 24, generator=g),
-        "cond.text_mask": torch.ones(n, 5, dtype=torch.bool),
-    }
+    data = tiny_joint_tensors()
     if with_masks:
-        data["cond.region_mask"] = (torch.rand(n, 3, 2, 2, generator=g) > 0.5).float()
+        g = torch.Generator().manual_seed(1)
+        data["cond.region_mask"] = (torch.rand(len(data["cond.text"]), 3, 2, 2, generator=g) > 0.5).float()
     path = folder / ("region.safetensors" if with_masks else "plain.safetensors")
     save_file(data, str(path))
     return path

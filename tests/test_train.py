@@ -6,13 +6,12 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import run_train
 
 from avflow.errors import ConfigError, TrainingWarning
 from avflow.train import checkpoint as ckpt
@@ -50,20 +49,6 @@ def tiny_config(out_dir: Path) -> dict:
         },
         "checkpoint": {"every": 2, "keep_last": 3},
     }
-
-
-def run_train(cfg: dict, folder: Path, nproc: int = 1, env: dict | None = None, *overrides: str):
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.in.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    launch = [sys.executable, "-m", "avflow.cli"]
-    if nproc > 1:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        launch += ["-m", "avflow.cli"]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run(
-        [*launch, "train", str(path), *overrides], cwd=folder, env=full_env, capture_output=True, text=True, timeout=300
-    )
 
 
 def final_state(out_dir: Path, step: int = 6) -> dict:

@@ -177,8 +177,8 @@ class InitConfig:
     zero: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise ConfigError(f"weights: no such file: {self.weights!r}")
+        # whether `weights` exists is checked by the trainer, and only where nothing is resumed: a resumed run's
+        # weights are its checkpoint's, so a run moved to another machine needs no copy of the file it started from
         if self.freeze and self.weights is None:
             raise ConfigError("freeze: needs init.weights (frozen random weights would never be trained)")
         for name in ("new", "rename", "zero"):

@@ -147,12 +147,13 @@ def _renamed(state: dict[str, Tensor], rename: dict[str, str]) -> dict[str, Tens
     return out
 
 
-def initialize(model: nn.Module, init: InitConfig) -> None:
+def initialize(model: nn.Module, init: InitConfig, resuming: bool = False) -> None:
     """Load `init.weights` strictly (after `init.rename`), except the parts under an `init.new` prefix, which keep
     their random initialization (whether the file has them or not); zero the parameters under an `init.zero`
-    prefix; freeze the parameters whose names start with an `init.freeze` prefix."""
+    prefix; freeze the parameters whose names start with an `init.freeze` prefix. `resuming`: a checkpoint will
+    replace every weight, so the file is not read (nor needed), only the freeze applied."""
     names = [name for name, _ in model.named_parameters()]
-    if init.weights is not None:
+    if init.weights is not None and not resuming:
         state = _renamed(dequantize_int8(read_state_dict(init.weights)), init.rename)
         own = model.state_dict()
         for prefix in init.new:
@@ -196,10 +197,12 @@ class Trainer:
                               "train.find_unused_parameters=true")  # fmt: skip
         check_out_dir(self.out_dir, config.checkpoint.resume)
         resume_path, resume_state = self._find_checkpoint()  # before the model is built: another network is refused
+        if resume_path is None and config.init.weights is not None and not Path(config.init.weights).is_file():
+            raise ConfigError(f"init.weights: no such file: {config.init.weights!r}")
 
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
-        initialize(self.model, config.init)
+        initialize(self.model, config.init, resuming=resume_path is not None)
         self.ema = None  # rank 0's EMA of the whole model; under fsdp every rank's EMA of its shards
         if config.ema.enabled and info.is_main and not self.fsdp:
             self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels)

@@ -532,9 +532,9 @@ def generate_binaural(
         raise nothing_to_spatialise(video.name, "upload it with a sound track (e.g. the Foley tab's result)",
                                     "choose the binaural model", installed=MODEL_FILE.is_file())  # fmt: skip
     if progress is not None:
-        progress(0, 1)
+        progress(0, 1)  # a cancelled request stops here, before any model; the model's steps report (and stop) below
     pipeline = binaural_pipeline() if mode == "model" else None
-    track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline)
+    track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline, progress=progress)
     if progress is not None:
         progress(1, 1)
     out = _job_dir(settings)

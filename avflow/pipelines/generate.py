@@ -74,8 +74,9 @@ def prompt_tokens(prompt: str, text_encoder: str) -> int:
         return len(prompt.split())
     if text_encoder != "minilm":
         raise ConfigError(f"unknown text encoder {text_encoder!r} (choose from minilm, tiny)")
-    from avflow.encoders.text import minilm_dir
+    from avflow.encoders.text import check_text_extra, minilm_dir
 
+    check_text_extra(text_encoder)  # one line, not transformers' ModuleNotFoundError
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as `MiniLMTextEncoder`: nothing touches the Hub
     from transformers import AutoTokenizer
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avflow.codecs.world_audio_codec import interaural_l1
+from avflow.codecs.world_audio_codec import check_auraloss, interaural_l1
 from avflow.errors import ConfigError
 from avflow.eval.audio_quality import stft_log_distance
 
@@ -86,6 +86,7 @@ class AudioReconstructionTask:
     """Windows of `window` seconds of binaural world audio `(B, 2, samples)`, aligned to latent frames."""
 
     def __init__(self, config: AudioReconstructionConfig):
+        check_auraloss("task audio_reconstruction")  # WorldAudioCodec.loss: one line before the model and the data
         self.config = config
 
     def prepare(self, batch: dict, device: torch.device) -> dict:
@@ -134,6 +135,8 @@ class DecoderHeadsTask:
     binaural world audio; the rest of the codec is meant to be frozen (`init.freeze`), so its latents stay valid."""
 
     def __init__(self, config: DecoderHeadsConfig):
+        if config.envelope_stft_weight:  # WorldAudioCodec.head_loss's STFT term
+            check_auraloss("task decoder_heads with envelope_stft_weight > 0")
         self.config = config
 
     def prepare(self, batch: dict, device: torch.device) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import importlib.util
 import json
 import os
 import random
@@ -177,9 +178,18 @@ def initialize(model: nn.Module, init: InitConfig, resuming: bool = False) -> No
             param.requires_grad_(False)
 
 
+def check_tensorboard(config: TrainConfig) -> None:
+    """A one-line ConfigError where `log.tensorboard` is on and TensorBoard (the [train] extra) is not installed
+    (found, not imported: cheap), before anything is built (not an ImportError after the first step)."""
+    if config.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("log.tensorboard needs the [train] extra (tensorboard): pip install 'avflow[train]', or set "
+                          "log.tensorboard=false")  # fmt: skip
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, info: dist.DistInfo):
         self.config, self.info = config, info
+        check_tensorboard(config)  # every rank, before the task, the model and the data are built
         loop = config.train
         if loop.threads:
             torch.set_num_threads(loop.threads)
@@ -487,6 +497,12 @@ class Trainer:
         if not self.info.is_main:
             return None, None
         config, out_dir = self.config, self.out_dir
+        if config.log.tensorboard:  # imported before anything is written: an import that fails leaves no folder
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # found by `check_tensorboard` but broken (e.g. a protobuf it cannot use)
+                raise ConfigError(f"log.tensorboard: TensorBoard cannot be imported ({first_line(exc)}): pip install "
+                                  "'avflow[train]', or set log.tensorboard=false") from None  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
         saved = getattr(self, "resumed_config", None)
         earlier = out_dir / f"config_until_step_{self.resumed_step:08d}.yaml"
@@ -496,8 +512,6 @@ class Trainer:
         metrics_log = MetricsLog(out_dir / "metrics.jsonl", self.resumed_step)
         writer = None
         if config.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             step = self.resumed_step
             writer = SummaryWriter(str(out_dir / "tb"), purge_step=step + 1 if step else None)
         return metrics_log, writer

@@ -330,8 +330,11 @@ def generate_joint(
         if upload and task not in readers:  # refused, not silently ignored
             raise MediaError(f"{task} does not use the uploaded {box} {Path(upload).name}: remove it from the {box} "
                              f"box, or choose the task {' or '.join(readers)}")  # fmt: skip
+    from avflow.encoders.text import check_text_extra
     from avflow.flow.sampling import check_seed
+    from avflow.pipelines.default_model import read_default_config
 
+    check_text_extra(read_default_config(settings.model).text_encoder)  # no [text] extra: one line, before any model
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     duration = settings.duration if duration is None else float(duration)
     if task in ("t2av", "continue") and not 0.5 <= duration <= settings.max_duration:

@@ -332,7 +332,7 @@ def run_settings(work: Path, run: Path) -> dict:
     return {
         "run": name,
         "dir": run.name,
-        "config": config.resolve().relative_to(REPO).as_posix(),
+        "config": config.relative_to(REPO).as_posix(),  # configs/NAME, not resolved: configs/ links into avflow/assets
         "start": _in_work((raw.get("init") or {}).get("weights"), work),
         "overrides": [o.replace(str(work), "WORK") for o in overrides],
         "seed": seed,

@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sound it generates from the video)")  # fmt: skip
     parser.add_argument("--mode", choices=["auto", "model", "spatialise"], default="auto",
                         help="model: an installed binaural model (none ships; scripts/train_binaural_v2.py "
-                             "--ship installs one) or --model's; spatialise: render --mono (else the video's own "
-                             "audio, mixed to mono) from the detected source position; auto: model if its weights "
-                             "are installed")  # fmt: skip
+                             "--ship in the avflow source repository installs one) or --model's; spatialise: render "
+                             "--mono (else the video's own audio, mixed to mono) from the detected source position; "
+                             "auto: model if its weights are installed")  # fmt: skip
     parser.add_argument("--model", type=Path, default=None,
                         help="binaural model weights of your own (the .safetensors that scripts/train_binaural_v2.py "
                              "exports; default: the installed model, if any); implies --mode model")  # fmt: skip
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
                                     "use --mode model", installed=model_file.is_file())  # fmt: skip
     if mode == "model" and not model_file.is_file():
         raise MediaError(f"{MODEL_FILE}: no trained binaural model installed (train one with "
-                         "scripts/train_binaural_v2.py and give it with --model FILE, or use --mode "
-                         "spatialise)")  # fmt: skip
+                         "scripts/train_binaural_v2.py of the avflow source repository and give it with --model "
+                         "FILE, or use --mode spatialise)")  # fmt: skip
     pipeline = BinauralPipeline.from_assets(args.model) if args.model is not None else None  # its errors: one line
     track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg,
                            pipeline=pipeline)  # fmt: skip

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from avflow.commands.options import check_folder
 
-HELP = "run a controlled experiment (experiments/NAME.yaml): train arms x seeds, evaluate, write tables + plot"
+HELP = "run a controlled experiment (a shipped name or a YAML file): train arms x seeds, evaluate, write tables + plot"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="experiment name (t2v_vs_joint, fusion, alignment, guidance) or a YAML path")
+    from avflow import assets_dir
+
+    shipped = ", ".join(sorted(p.stem for p in (assets_dir() / "experiments").glob("*.yaml")))
+    parser.add_argument("name", help=f"a shipped experiment's name ({shipped}) or a YAML path")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the experiment's, 3)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the size's)")
     parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="world and model size")
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompts",
         default=None,
-        help="with --model: the held-out prompt file (default: configs/model_card_prompts.json)",
+        help="with --model: the held-out prompt file (default: the shipped model_card_prompts.json)",
     )
     parser.add_argument(
         "--nfe",
@@ -78,10 +82,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_prompts() -> Path:
+    """The held-out prompts of the model card, shipped in the package (configs/model_card_prompts.json)."""
+    from avflow import assets_dir
+
+    return assets_dir() / "configs" / "model_card_prompts.json"
+
+
 def run_trained(args, exp, seeds: int):
     """`--model`: the experiment's guidance arms on one trained model, no training."""
-    from pathlib import Path
-
     import torch
 
     from avflow.errors import ConfigError
@@ -91,7 +100,7 @@ def run_trained(args, exp, seeds: int):
         raise ConfigError("--steps and --device do not apply with --model (no training; the model samples on the CPU)")
     if len(args.model) > 1 and args.seeds is not None:
         raise ConfigError("--seeds goes with one --model (sampling seeds); several models are one seed each")
-    prompts = Path(args.prompts or Path(__file__).resolve().parents[2] / "configs" / "model_card_prompts.json")
+    prompts = Path(args.prompts or default_prompts())
     models = [None if m == "default" else m for m in args.model]
     for model in models:
         if model is not None and not Path(model).is_dir():

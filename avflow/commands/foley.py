@@ -49,13 +49,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
     parser.add_argument("--model", default="large_44k_v2",
                         help=f"an official model ({', '.join(hub.MODELS)}; `avflow download NAME` fetches it) or a "
                              "model config .json of your own (weights files and configs of every part, see "
-                             "docs/foley.md)")  # fmt: skip
+                             "docs/foley.md in the avflow source repository)")  # fmt: skip
     parser.add_argument("--weights", default=None,
                         help="network weights to use instead of the model's: an official-layout .pth, a "
                              ".safetensors export or a training checkpoint (a file, hf://ORG/NAME/PATH on the "
                              "Hugging Face Hub or an https:// URL (pinned with #sha256=HEX where you know it), "
                              "downloaded on this request), or the run folder of a fine-tune from "
-                             "`avflow train configs/mmaudio_finetune.yaml` (its EMA and its network's shape); the "
+                             "`avflow train mmaudio_finetune` (its EMA and its network's shape); the "
                              "network must fit --model's codecs and encoders")  # fmt: skip
     length = "all of the video" if default_duration is None else "%(default)s"
     parser.add_argument("--duration", type=float, default=default_duration,

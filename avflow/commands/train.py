@@ -1,16 +1,23 @@
-"""`avflow train CONFIG.yaml [key=value ...]`: one process, or one rank under torchrun."""
+"""`avflow train CONFIG.yaml|NAME [key=value ...]`: one process, or one rank under torchrun. NAME: a training recipe
+shipped in the package (avflow/assets/configs), e.g. `toy` or `codecs/world_audio`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-HELP = "train a model from a YAML config (works as is under torchrun --nproc_per_node=N)"
+HELP = "train a model from a YAML config or a shipped recipe's name (works as is under torchrun --nproc_per_node=N)"
 INTERMIXED = True  # `avflow train CONFIG --print-config optim.lr=1e-3`: options anywhere among the overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML file mapping onto avflow.train.config.TrainConfig")
+    parser.add_argument(
+        "config",
+        help="YAML file mapping onto avflow.train.config.TrainConfig, or the name of a recipe shipped with avflow "
+        "(toy, mmaudio_finetune, codecs/world_audio, ...; configs/toy.yaml also names the shipped toy where no such "
+        "file exists); an existing file always wins",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=3e-4")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
@@ -19,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from avflow.config import dump_yaml
     from avflow.train.config import load_train_config
 
-    config = load_train_config(args.config, args.overrides)  # every config error surfaces here, before any work
+    path = resolve_config(args.config)  # an existing file, or a shipped recipe's name
+    config = load_train_config(path, args.overrides)  # every config error surfaces here, before any work
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0
@@ -41,3 +49,37 @@ def run(args: argparse.Namespace) -> int:
     elif result.checkpoint is not None:
         print(f"step {result.step}: loss {result.loss:.5f}, {result.samples_per_s:.1f} samples/s, {result.checkpoint}")
     return 0
+
+
+def shipped_recipes() -> list[str]:
+    """The training recipes shipped in the package (avflow/assets/configs) by name: `toy`, `codecs/world_audio`, ..."""
+    from avflow import assets_dir
+
+    root = assets_dir() / "configs"
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def resolve_config(config: str) -> Path:
+    """`avflow train`'s CONFIG: an existing file as is; else a shipped recipe by name (`toy`, `toy.yaml`,
+    `codecs/world_audio`, or the source repository's `configs/toy.yaml` run from anywhere); else a one-line
+    ConfigError naming the shipped recipes."""
+    import difflib
+
+    from avflow import assets_dir
+    from avflow.errors import ConfigError
+
+    path = Path(config)
+    if path.is_file():
+        return path
+    names = shipped_recipes()
+    name = path.as_posix().removeprefix("configs/").removesuffix(".yaml")
+    if name in names:
+        return assets_dir() / "configs" / f"{name}.yaml"
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    groups: dict[str, list[str]] = {}  # folder ('' at the top) -> its recipes, so the one line stays short
+    for n in names:
+        folder, _, stem = n.rpartition("/")
+        groups.setdefault(folder, []).append(stem)
+    shipped = ", ".join([*groups.pop("", []), *(f"{len(stems)} under {f}/" for f, stems in groups.items())])
+    raise ConfigError(f"{config}: no such config file, nor a shipped recipe ({hint}shipped: {shipped})")

@@ -4,7 +4,8 @@ Writes DIR/dataset.json (seed and settings) and per split DIR/{train,val,test}/m
 {id}.wav (float32 stereo [left, right], sample-exact), {id}.npz (frames uint8 (T, H, W, 3), masks bool (T, K, H, W)),
 {id}.json (ground truth: events, trajectories of object centres in px at frame starts k/fps, caption, config) and,
 with --preview, {id}.mp4. Azimuth negative = left; ILD > 0 left louder; ITD > 0 left leads. The same --seed and
-settings give identical files for any --workers. Every key, unit and known limitation: docs/world.md."""
+settings give identical files for any --workers. Every key, unit and known limitation: docs/world.md (in the avflow
+source repository)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Experiment and size configs: dataclasses (the source of truth) mapped strictly from `experiments/NAME.yaml`.
+"""Experiment and size configs: dataclasses (the source of truth) mapped strictly from `experiments/NAME.yaml`
+(shipped in the package, avflow/assets/experiments).
 
 Every arm of an experiment shares the data, steps, seeds and sampling NFE; arms differ only by model overrides
 (onto `avflow.models.joint.JointConfig`), the streams trained and generated, and the guidance at sampling time.
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from avflow import assets_dir
 from avflow.config import from_dict, read_yaml
 from avflow.errors import ConfigError
 from avflow.flow.guidance import PRESETS
@@ -20,7 +22,7 @@ from avflow.models.joint import JointConfig
 from avflow.nn.fusion import FUSIONS
 from avflow.nn.temporal_alignment import ALIGNMENTS
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS_DIR = assets_dir() / "experiments"  # in the package: an installed avflow has them too
 
 # What a trained arm is scored on (`arm.evaluate_samples`, names only; an experiment's `metrics` must be among them):
 # the measures of `avflow.eval.report.clip_measures` on a world clip (no reference, no offset in its meta), each the

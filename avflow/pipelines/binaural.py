@@ -79,7 +79,8 @@ class BinauralPipeline:
         from avflow.codecs.world import load_world_codecs
 
         if not Path(model_file).is_file():
-            raise WeightsError(f"{model_file}: no trained binaural model weights (scripts/train_binaural_v2.py)")
+            raise WeightsError(f"{model_file}: no trained binaural model weights (scripts/train_binaural_v2.py of the "
+                               "avflow source repository trains one)")  # fmt: skip
         model, checksum = load_binaural(model_file)
         sampling = sampling or binaural_sampling(model_file)
         if model.config.representation == "cues":

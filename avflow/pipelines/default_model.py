@@ -97,8 +97,8 @@ def read_default_config(path: str | Path | None = None) -> DefaultModelConfig:
         if (folder / RUN_CONFIG).is_file():
             return run_model_config(folder)[0]
         raise WeightsError(f"{folder}: no config.json here; a model folder holds config.json and joint.safetensors, "
-                           "as scripts/train_default_v2.py exports them (or give a training run folder of the joint "
-                           f"model: its {RUN_CONFIG} and weights)")  # fmt: skip
+                           "as scripts/train_default_v2.py (avflow source repository) exports them (or give a "
+                           f"training run folder of the joint model: its {RUN_CONFIG} and weights)")  # fmt: skip
     try:
         data = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:

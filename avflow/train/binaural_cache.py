@@ -137,7 +137,8 @@ def check_cache(path: str | Path, codecs: WorldCodecs | None, representation: st
     from safetensors import safe_open
 
     if not Path(path).is_file():
-        raise ConfigError(f"{path}: no binaural cache (make it with scripts/train_binaural_v2.py --stage cache)")
+        raise ConfigError(f"{path}: no binaural cache (make it with scripts/train_binaural_v2.py --stage cache, in the "
+                          "avflow source repository)")  # fmt: skip
     with safe_open(str(path), "pt") as f:
         metadata = dict(f.metadata() or {})
     made = metadata.get("representation", "codec")

@@ -26,13 +26,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
-def read_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """`torch.load(path, weights_only=True)`: tensors, containers and plain values only; no pickled code runs."""
+def read_torch(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors, containers and plain values only; no pickled code runs.
+    `mmap`: the tensors map the file (copy-on-write) instead of being read into memory: pages are read when used, and
+    processes reading one file share them (a resume under torchrun: every rank reads the same checkpoint)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: file not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # any unpickling failure means a corrupt or foreign file
         why = _first_line(exc)
         raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None

@@ -74,7 +74,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", verify
     reason = problem(path) if verify else None
     if reason is not None:
         raise WeightsError(f"{path}: corrupt checkpoint: {reason}")
-    return read_torch(path, map_location)
+    # mapped, not read: a resume copies what it needs out of it (every rank its shards, under fsdp), so no process
+    # holds a second full copy of model, optimizer and EMA states while it loads; writes to it stay private
+    return read_torch(path, map_location, mmap=True)
 
 
 def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:

@@ -86,7 +86,9 @@ def train(args, out: Path) -> None:
         f"data.train.args.file={work / 'cache_train.safetensors'}",
         f"data.val.args.file={work / 'cache_val.safetensors'}",
     ]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *overrides], check=True)
+    from avflow.train.child import run_child
+
+    run_child([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *overrides], out)
 
 
 def main() -> None:
@@ -115,7 +117,10 @@ def main() -> None:
     if args.steps == 0:
         folders.append(export(fresh_state(config, args.start), config, args.out / "model_0"))
     else:
-        train(args, args.out)
+        try:
+            train(args, args.out)
+        except subprocess.CalledProcessError as exc:  # the trainer printed its own one-line error
+            raise SystemExit(f"error: training failed (exit status {exc.returncode}; its output is above)") from None
         for step in [*args.at, None]:
             name = f"model_{step or args.steps}"
             folders.append(export(ema_state(args.out, step), config, args.out / name))

@@ -58,8 +58,8 @@ def make_world(world: Path, hrtf: str, workers: int) -> None:
 
     from avflow.world.dataset import make_dataset
 
-    if (world / "test" / "manifest.jsonl").is_file():
-        return
+    # always through make_dataset: it keeps the clips already made and refuses, in one line, a world of other
+    # settings (another head or seed) or size (skipping it when the world exists took any world)
     if hrtf == "kemar":
         from avflow.world.binaural import kemar_path
 
@@ -102,7 +102,7 @@ def cache(world: Path, work: Path, limit: int, representation: str, config: Path
     for split in ("train", "val"):
         out = work / f"cache_{split}.safetensors"
         if out.is_file():
-            made = check_cache(out, codecs, representation, prior).get("bins")
+            made = check_cache(out, codecs, representation, prior, world=world, split=split, limit=limit).get("bins")
             if made != str(bins):
                 sys.exit(f"{out}: made with {made} spatial bins, the config asks {bins} (another --work)")
             continue
@@ -116,7 +116,9 @@ def train(work: Path, seed: int, overrides: list[str], config: Path) -> Path:
     run = work / f"seed{seed}"
     args = [f"out_dir={run}", f"train.seed={seed}", f"data.train.args.file={work / 'cache_train.safetensors'}",
             f"data.val.args.file={work / 'cache_val.safetensors'}", *overrides]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(config), *args], check=True)
+    from avflow.train.child import run_child
+
+    run_child([sys.executable, "-m", "avflow.cli", "train", str(config), *args], run)
     return run
 
 
@@ -157,7 +159,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="clips per split in the cache (0: all)")
     p.add_argument("--stage", choices=["all", "world", "cache", "train", "export"], default="all")
     p.add_argument("--make-world", choices=["sphere", "kemar"], default=None,
-                   help="render --world first with this head (stage 0; skipped when it exists)")  # fmt: skip
+                   help="render --world first with this head (stage 0; its clips already there are kept)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="processes for --make-world and a cue cache")
     p.add_argument("--ship", action="store_true", help="also copy the export to avflow/assets/binaural/")
     p.add_argument("--representation", choices=sorted(CONFIGS), default="codec",
@@ -168,18 +170,25 @@ def main() -> None:
                    "configs/binaural_cues_prior.yaml with --representation cues)")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = p.parse_args()
+    if args.limit < 0:
+        p.error(f"--limit must be >= 0 (0: all clips), got {args.limit}")
     config = args.config or CONFIGS[args.representation]
     if not config.is_file():
         p.error(f"--config {config}: no such file")
+    if args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
+    from avflow.errors import AvflowError
+
     if args.make_world is not None and args.stage in ("all", "world"):
-        make_world(args.world, args.make_world, args.workers)
+        try:
+            make_world(args.world, args.make_world, args.workers)
+        except AvflowError as exc:  # a world of other settings or size there, the hrtf extra missing
+            sys.exit(f"error: {exc}")
     if args.stage == "world":
         return
     if not (args.world / "train" / "manifest.jsonl").is_file():
         p.error(f"--world {args.world}: no train/manifest.jsonl (make a world with `avflow world make`)")
     args.work.mkdir(parents=True, exist_ok=True)
-    from avflow.errors import ConfigError, WeightsError
-
     try:
         if args.stage in ("all", "cache"):
             cache(args.world, args.work, args.limit, args.representation, config, args.overrides, args.workers)
@@ -189,7 +198,7 @@ def main() -> None:
             train(args.work, args.seed, args.overrides, config)
         if args.stage in ("all", "export"):
             export(args.work, run, args.ship, args.representation)
-    except (ConfigError, WeightsError) as exc:
+    except AvflowError as exc:  # ConfigError, WeightsError, MediaError (a world's missing manifest), ...
         sys.exit(f"error: {exc}")
     except subprocess.CalledProcessError as exc:
         sys.exit(f"error: training failed (exit status {exc.returncode}; its output is above)")

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from avflow.train.child import run_child
+
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "avflow" / "assets" / "default_model"
 CONFIG = REPO / "configs" / "default_joint_v2.yaml"
@@ -97,10 +99,36 @@ def make_world(work: Path, clips: int, workers: int) -> Path:
     from avflow.world.dataset import make_dataset
 
     world = work / "world"
-    if not (world / "test" / "manifest.jsonl").is_file():
-        sizes = make_dataset(world, clips, seed=WORLD_SEED, workers=workers, config=world_config())
-        log(f"world: {sizes} clips in {world}")
+    # always through make_dataset: it keeps the clips already made and refuses a world of other settings or more
+    # clips than `clips` in one line (skipping it when the world exists would take a world of another --clips)
+    sizes = make_dataset(world, clips, seed=WORLD_SEED, workers=workers, config=world_config())
+    log(f"world: {sizes} clips in {world}")
     return world
+
+
+def checked_cache(file: Path, rows: int, made_from: str, checksum: str | None = None) -> Path:
+    """`file` where it opens, holds `rows` rows in every tensor (one per clip of `made_from`) and, where it records
+    one, the codecs checksum `checksum` (when given); else a one-line ConfigError naming the file to delete."""
+    from safetensors import safe_open
+
+    from avflow.errors import ConfigError, first_line
+
+    again = f"delete {file} and rerun to make it again"
+    try:
+        with safe_open(str(file), "pt") as f:
+            metadata = f.metadata() or {}
+            counts = {(f.get_slice(k).get_shape() or [None])[0] for k in f.keys()}
+    except Exception as exc:  # safetensors' own error (an empty or truncated file) or an OSError
+        raise ConfigError(f"{file}: a damaged cache ({first_line(exc)}); {again}") from None
+    if counts != {rows}:
+        held = "/".join(str(c) for c in sorted(counts, key=str)) or "no"
+        raise ConfigError(f"{file}: {held} rows, not the {rows} of {made_from} (made from another world or "
+                          f"--clips); {again}")  # fmt: skip
+    recorded = metadata.get("codecs_checksum")
+    if checksum is not None and recorded is not None and recorded != checksum:
+        raise ConfigError(f"{file}: made with world codecs {recorded[:12]}..., the codecs now are {checksum[:12]}...; "
+                          f"{again}")  # fmt: skip
+    return file
 
 
 def cache_split(world: Path, split: str, work: Path, chunk: int = 16, mirrored: bool = False) -> Path:
@@ -114,11 +142,11 @@ def cache_split(world: Path, split: str, work: Path, chunk: int = 16, mirrored: 
     from avflow.world.mirror import mirror_clip
 
     out = work / f"cache_{split}{'_mirrored' if mirrored else ''}.safetensors"
-    if out.is_file():
-        return out
-    codecs = load_world_codecs()
-    text_encoder = load_text_encoder("minilm", max_len=TEXT_LEN)
     rows = read_manifest(world, split)
+    codecs = load_world_codecs()
+    if out.is_file():
+        return checked_cache(out, len(rows), f"{world}/{split}", codecs.checksum)
+    text_encoder = load_text_encoder("minilm", max_len=TEXT_LEN)
     parts: dict[str, list[torch.Tensor]] = {"video": [], "left": [], "right": [], "text": [], "text_mask": []}
     start = time.time()
     with torch.no_grad():
@@ -152,12 +180,12 @@ def two_object_cache(work: Path) -> Path:
     from avflow.world.dataset import read_manifest
 
     out = work / "cache_train_two.safetensors"
-    if out.is_file():
-        return out
     world = work / "world"
     rows = read_manifest(world, "train")
     two = [i for i, row in enumerate(rows)
            if len(json.loads((world / "train" / f"{row['id']}.json").read_text())["objects"]) == 2]  # fmt: skip
+    if out.is_file():
+        return checked_cache(out, len(rows) + len(two), f"{world}/train with its two-object clips repeated")
     cache = read_state_dict(work / "cache_train.safetensors")
     if next(iter(cache.values())).shape[0] != len(rows):
         raise SystemExit(f"{work / 'cache_train.safetensors'} does not hold one row per clip of {world}/train")
@@ -172,10 +200,12 @@ def mirror_cache(work: Path) -> Path:
     """WORK/cache_train_mirror.safetensors: the training cache followed by the same clips mirrored left to right
     (twice the rows; the validation cache stays as it is, so validation losses compare across cycles)."""
     from avflow.weights import read_state_dict, save_safetensors
+    from avflow.world.dataset import read_manifest
 
     out = work / "cache_train_mirror.safetensors"
     if out.is_file():
-        return out
+        clips = len(read_manifest(work / "world", "train"))
+        return checked_cache(out, 2 * clips, f"{work / 'world'}/train and its mirror")
     mirrored = cache_split(work / "world", "train", work, mirrored=True)
     plain_file = work / "cache_train.safetensors"
     checksums = {json.loads(f.with_suffix(".json").read_text())["codecs_checksum"] for f in (plain_file, mirrored)}
@@ -197,17 +227,77 @@ def cache_overrides(work: Path) -> list[str]:
 def train_joint(work: Path, overrides: list[str]) -> Path:
     run = work / "joint"
     args = [f"out_dir={run}", *cache_overrides(work), *overrides]
-    subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *args], check=True)
+    run_child([sys.executable, "-m", "avflow.cli", "train", str(CONFIG), *args], run)
     return run
+
+
+def ema_file(run: Path) -> Path:
+    """The run's first EMA file (or its raw weights' file): the weights `fp16_ema` reads."""
+    emas = sorted(run.glob("ema_*.safetensors"))
+    return emas[0] if emas else run / "model.safetensors"
 
 
 def fp16_ema(run: Path) -> dict:
     """The run's first EMA (or its raw weights) in fp16, as shipped."""
     from avflow.weights import read_state_dict
 
-    emas = sorted(run.glob("ema_*.safetensors"))
-    state = read_state_dict(emas[0] if emas else run / "model.safetensors")
+    state = read_state_dict(ema_file(run))
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def check_finished(run: Path) -> None:
+    """A one-line ConfigError where `run`'s newest checkpoint is short of the train.steps its config.yaml asks (its
+    EMA file is then an earlier run's, or none); a run without a config.yaml here (trained elsewhere) passes."""
+    from avflow.config import read_yaml
+    from avflow.errors import ConfigError
+    from avflow.train.checkpoint import list_checkpoints
+
+    if not (run / "config.yaml").is_file():
+        return
+    steps = (read_yaml(run / "config.yaml").get("train") or {}).get("steps")
+    saved = list_checkpoints(run / "checkpoints")
+    if steps is not None and saved and saved[0][0] < steps:
+        raise ConfigError(f"{run} is at step {saved[0][0]} of its train.steps {steps}: the next cycle starts from its "
+                          "end, so train it to the end first (rerun the same command)")  # fmt: skip
+
+
+def write_start(cycle: Cycle, source: Path) -> None:
+    """cycle.start: the fp16 EMA of the run before (`source`) with the sha256 of the file it came from in its
+    metadata (`source_sha256`). An existing start is kept where it is of that file as it is now (by the recorded
+    sha256; a start without one by its tensors) or where `source`'s weights are not here (trained elsewhere);
+    otherwise (`source` trained again since) it is written again, or refused in one line where `cycle.run` has
+    already trained from it. `source` must have reached its train.steps (`check_finished`)."""
+    from safetensors import safe_open
+
+    from avflow.errors import ConfigError
+    from avflow.train.checkpoint import list_checkpoints
+    from avflow.weights import read_state_dict, save_safetensors, sha256_file
+
+    file = ema_file(source)
+    if not file.is_file():
+        if cycle.start.is_file():
+            return  # the run before was trained elsewhere: its start file is all there is
+        raise ConfigError(f"{source}: no EMA or model weights to start {cycle.run.name} from (train it first)")
+    check_finished(source)
+    digest = sha256_file(file)
+    if cycle.start.is_file():
+        try:
+            with safe_open(str(cycle.start), "pt") as f:
+                recorded = (f.metadata() or {}).get("source_sha256")
+        except Exception:  # a damaged file (safetensors' own error): as one of other weights
+            recorded = "damaged"
+        if recorded == digest:
+            return
+        if recorded is None:  # written before starts recorded their source: compare the weights
+            have, want = read_state_dict(cycle.start), fp16_ema(source)
+            if have.keys() == want.keys() and all(torch.equal(have[k], want[k]) for k in want):
+                return
+        if list_checkpoints(cycle.run / "checkpoints"):
+            raise ConfigError(f"{cycle.start} is not the EMA {file} holds now ({source} was trained again?), and "
+                              f"{cycle.run} has trained from it: delete {cycle.run} and {cycle.start} to train it "
+                              "again from the new weights")  # fmt: skip
+        log(f"{cycle.start}: not the EMA {file} holds now ({source} was trained again?); written again")
+    save_safetensors(fp16_ema(source), cycle.start, metadata={"source": file.name, "source_sha256": digest})
 
 
 @dataclass(frozen=True)
@@ -249,18 +339,15 @@ def cycle_plan(work: Path) -> list[Cycle]:
 
 def train_cycles(work: Path) -> list[Path]:
     """Run the later cycles in order (a finished one resumes from its last checkpoint and stops at once)."""
-    from avflow.weights import save_safetensors
-
     runs = [work / "joint"]
     for cycle in cycle_plan(work):
         if cycle.run.name.startswith("two"):
             two_object_cache(work)
         if cycle.run.name.startswith("mirror"):
             mirror_cache(work)
-        if not cycle.start.is_file():
-            save_safetensors(fp16_ema(runs[-1]), cycle.start)
+        write_start(cycle, runs[-1])
         args = [f"out_dir={cycle.run}", f"init.weights={cycle.start}", *cache_overrides(work), *cycle.overrides]
-        subprocess.run([sys.executable, "-m", "avflow.cli", "train", str(cycle.config), *args], check=True)
+        run_child([sys.executable, "-m", "avflow.cli", "train", str(cycle.config), *args], cycle.run)
         runs.append(cycle.run)
     return runs
 
@@ -404,20 +491,42 @@ def main() -> None:
     p.add_argument("--stage", choices=["all", "world", "cache", "joint", "cycles", "export"], default="all")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the joint config")
     args = p.parse_args()
+    from avflow.commands.options import folder_problem
+    from avflow.errors import AvflowError
+    from avflow.world.dataset import SEEDS_PER_RUN
+
+    if not 1 <= args.clips <= SEEDS_PER_RUN:
+        p.error(f"--clips must be between 1 and {SEEDS_PER_RUN}, got {args.clips}")
+    if args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
+
+    if (problem := folder_problem(args.work)) is not None:
+        p.error(f"--work {args.work}: {problem}")
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    world = make_world(args.work, args.clips, args.workers)
-    if args.stage in ("all", "cache"):
-        for split in ("train", "val"):
-            cache_split(world, split, args.work)
-    if args.stage in ("all", "joint"):
-        train_joint(args.work, args.overrides)
-    if args.stage in ("all", "cycles"):
-        train_cycles(args.work)
-    if args.stage in ("all", "export"):
-        minutes = round((time.time() - start) / 60, 1)
-        info = {"clips": args.clips, "objects": list(OBJECTS), "wall_minutes_this_run": minutes}
-        export(args.work, [args.work / "joint"] + [cycle.run for cycle in cycle_plan(args.work)], info)
+    try:
+        world = make_world(args.work, args.clips, args.workers)
+        if args.stage != "world":  # the stages after it check the caches there (and the cache stage makes them)
+            for split in ("train", "val"):
+                if args.stage in ("all", "cache") or (args.work / f"cache_{split}.safetensors").is_file():
+                    cache_split(world, split, args.work)
+        if args.stage in ("all", "joint"):
+            train_joint(args.work, args.overrides)
+        if args.stage in ("all", "cycles"):
+            train_cycles(args.work)
+        if args.stage in ("all", "export"):
+            from avflow.world.dataset import read_manifest
+
+            minutes = round((time.time() - start) / 60, 1)
+            clips = sum(len(read_manifest(world, split)) for split in ("train", "val", "test"))  # the world's, used
+            info = {"clips": clips, "objects": list(OBJECTS), "wall_minutes_this_run": minutes}
+            export(args.work, [args.work / "joint"] + [cycle.run for cycle in cycle_plan(args.work)], info)
+    except AvflowError as exc:  # ConfigError, WeightsError, OutputError (a world of other settings), ...
+        sys.exit(f"error: {exc}")
+    except subprocess.CalledProcessError as exc:  # the trainer printed its own one-line error
+        sys.exit(f"error: training failed (exit status {exc.returncode}; its output is above)")
+    except OSError as exc:  # a full disk, a folder that cannot be written
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ Keys: streams.left / streams.right (B, N, C); cond.mono (B, N, C); cond.timing (
 (B, N, 8, bins); cond.video_on, cond.mono_on (B,) ones (the task drops them); with a prior (cues only), cond.prior
 (B, 2, N, C): the cue streams of a rule-based rendering of the mono mix (the caller passes the renderer, e.g.
 `avflow.pipelines.spatialise.spatialise`, which this layer does not import). Metadata: `representation`, the
-codecs' checksum (codec) or the cue stream's settings (cues), `bins` and `prior`; `check_cache` refuses a cache
-made with other codecs or settings.
+codecs' checksum (codec) or the cue stream's settings (cues), `bins` and `prior`; the world it was made from
+(`world`: its folder; `world_settings`: its dataset.json), `split`, `limit` and `rows`; `check_cache` refuses a cache
+made with other codecs or settings, from another world or with another number of clips, or damaged.
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def cache_metadata(representation: str, codecs: WorldCodecs | None, bins: int, p
     return {"representation": "codec", "codecs_checksum": codecs.checksum, "bins": str(bins), "prior": "none"}
 
 
+def world_metadata(world: str | Path, split: str, limit: int, rows: int) -> dict[str, str]:
+    """Where a cache's clips came from: the world folder (resolved), its settings file's content (compact JSON; ""
+    for a world without one), the split, the `limit` asked and the rows it holds; `check_cache` compares them."""
+    from avflow.world.dataset import SETTINGS_FILE
+
+    settings = Path(world) / SETTINGS_FILE
+    text = json.dumps(json.loads(settings.read_text()), sort_keys=True) if settings.is_file() else ""
+    return {"world": str(Path(world).resolve()), "world_settings": text, "split": split, "limit": str(limit),
+            "rows": str(rows)}  # fmt: skip
+
+
+def expected_rows(world: str | Path, split: str, limit: int) -> int:
+    """The rows a cache of `world/split` with `limit` holds: the manifest's clips, at most `limit` when > 0."""
+    from avflow.world.dataset import read_manifest
+
+    n = len(read_manifest(world, split))
+    return min(n, limit) if limit > 0 else n
+
+
 def _cue_entry(job: tuple) -> dict[str, np.ndarray]:
     """One clip's `cues` entries as arrays (a worker's unit of `cache_world_split`; tensors sent back from worker
     processes each hold a file descriptor, and thousands in flight exhaust the process's limit)."""
@@ -96,6 +116,8 @@ def cache_world_split(world: str | Path, split: str, out: str | Path, codecs: Wo
     number)."""
     from avflow.world.dataset import load_clip, read_manifest
 
+    if limit < 0:
+        raise ConfigError(f"a cache's limit of clips must be >= 0 (0: all), got {limit}")
     if (prior != "none") != (render_prior is not None) or (prior != "none" and representation != "cues"):
         raise ConfigError(f"a cache's prior needs the cues representation, its name and its renderer, got "
                           f"prior {prior!r} for {representation!r}")  # fmt: skip
@@ -127,20 +149,31 @@ def cache_world_split(world: str | Path, split: str, out: str | Path, codecs: Wo
         if pool is not None:
             pool.shutdown()
     tensors = {k: torch.stack(v) for k, v in parts.items()}
-    return save_safetensors(tensors, out, metadata=cache_metadata(representation, codecs, bins, prior))
+    metadata = cache_metadata(representation, codecs, bins, prior) | world_metadata(world, split, limit, len(rows))
+    return save_safetensors(tensors, out, metadata=metadata)
 
 
 def check_cache(path: str | Path, codecs: WorldCodecs | None, representation: str = "codec",
-                prior: str | None = None) -> dict[str, str]:  # fmt: skip
-    """The cache's metadata; a one-line error when the cache at `path` was made for another representation, with
-    other codecs than `codecs` (codec), other cue stream settings (cues) or, when `prior` is given, another prior."""
+                prior: str | None = None, *, world: str | Path | None = None, split: str | None = None,
+                limit: int = 0) -> dict[str, str]:  # fmt: skip
+    """The cache's metadata; a one-line error when the cache at `path` is damaged, was made for another
+    representation, with other codecs than `codecs` (codec), other cue stream settings (cues) or, when `prior` is
+    given, another prior; with `world` and `split`, when it was made from another world folder or world settings
+    (where it records them) or holds another number of clips than that split with `limit` gives."""
     from safetensors import safe_open
+
+    from avflow.errors import first_line
 
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no binaural cache (make it with scripts/train_binaural_v2.py --stage cache, in the "
                           "avflow source repository)")  # fmt: skip
-    with safe_open(str(path), "pt") as f:
-        metadata = dict(f.metadata() or {})
+    again = f"delete {path} to make it again (scripts/train_binaural_v2.py --stage cache)"
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = dict(f.metadata() or {})
+            rows = {(f.get_slice(k).get_shape() or [None])[0] for k in f.keys()}
+    except Exception as exc:  # safetensors' own error (an empty or truncated file) or an OSError
+        raise ConfigError(f"{path}: a damaged cache ({first_line(exc)}); {again}") from None
     made = metadata.get("representation", "codec")
     if made != representation:
         raise ConfigError(f"{path}: a cache of the {made!r} representation, not {representation!r}")
@@ -152,4 +185,17 @@ def check_cache(path: str | Path, codecs: WorldCodecs | None, representation: st
     made_prior = metadata.get("prior", "none")
     if prior is not None and made_prior != prior:
         raise ConfigError(f"{path}: a cache made with prior {made_prior!r}, the model asks {prior!r} (another --work)")
+    if world is not None and split is not None:
+        now = world_metadata(world, split, limit, expected_rows(world, split, limit))
+        differ = [
+            f"{k} {metadata[k]!r}, now {now[k]!r}" for k in ("world", "split") if metadata.get(k, now[k]) != now[k]
+        ]
+        if metadata.get("world_settings", now["world_settings"]) != now["world_settings"]:
+            differ.append(f"other world settings than {Path(world) / 'dataset.json'}")
+        if differ:
+            raise ConfigError(f"{path}: made from another world ({'; '.join(differ)}); {again}")
+        if rows != {int(now["rows"])}:
+            held = "/".join(str(r) for r in sorted(rows, key=str)) or "no"
+            raise ConfigError(f"{path}: holds {held} clips, {world}/{split} with --limit {limit} gives {now['rows']} "
+                              f"(made with another --limit or world); {again}")  # fmt: skip
     return metadata

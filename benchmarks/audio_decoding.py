@@ -8,11 +8,12 @@ duration; < 1 is faster than real time), against the real-time baseline of 1.0.
 
 from __future__ import annotations
 
-import argparse
 import math
+import os
 import time
 
 import torch
+from common import ArgumentParser, device_type, load_facts, positive_float, positive_int, run_main
 
 from avflow.codecs.audio_vae import AUDIO_VAE_CONFIGS, AudioVAE
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS, BigVGAN
@@ -56,17 +57,18 @@ def bench_mode(mode: str, seconds: float, repeats: int, device: torch.device) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="audio duration to decode")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per stage (best is kept)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=positive_float, default=2.0, help="audio duration to decode")
+    parser.add_argument("--repeats", type=positive_int, default=1, help="timed runs per stage (best is kept)")
+    parser.add_argument("--device", type=device_type, default="cpu")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--modes", nargs="+", default=["16k", "44k"], choices=["16k", "44k"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    device = torch.device(args.device)
+    device = args.device
+    load_before = os.getloadavg()
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} audio={args.seconds}s")
     header = f"{'mode':<5} {'audio s':>8} {'params M':>9} {'VAE s/s':>9} {'vocoder s/s':>12} {'RTF':>7} {'vs RT':>7}"
     print(header)
@@ -79,7 +81,8 @@ def main() -> None:
             f"{r['vocoder_s_per_s']:>12.3f} {r['rtf']:>7.3f} {speed:>7}"
         )
     print("RTF = (VAE + vocoder seconds) / audio seconds; baseline real time = 1.0")
+    print(load_facts(load_before))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,12 +23,20 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-from common import difference, load_average, matmul_peak_gflops, print_table
+from common import (
+    ArgumentParser,
+    check_output,
+    difference,
+    load_average,
+    matmul_peak_gflops,
+    positive_int,
+    print_table,
+    run_main,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = REPO / "configs" / "model_card_prompts.json"
@@ -97,23 +105,29 @@ def fixture_rows(fixtures: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default-model folder (default: the shipped one)")
-    p.add_argument("--n", type=int, default=8, help="held-out card prompts (default: 8)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--n", type=positive_int, default=8, help="held-out card prompts (default: 8)")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--fixtures", type=Path, default=None,
                    help="reference fixtures (default: $AVFLOW_FIXTURES or ../shared/fixtures)")  # fmt: skip
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    check_output(p, args.json)
     fixtures = args.fixtures or Path(os.environ.get("AVFLOW_FIXTURES", REPO.parent / "shared" / "fixtures"))
     if not (fixtures / "mmaudio").is_dir():
-        print(f"error: reference fixtures not found at {fixtures}/mmaudio (set --fixtures or AVFLOW_FIXTURES)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if args.n < 1:
-        print(f"error: --n must be >= 1, got {args.n}", file=sys.stderr)
-        return 2
+        p.error(f"reference fixtures not found at {fixtures}/mmaudio (set --fixtures or AVFLOW_FIXTURES)")
+    if args.model is not None:  # what load_default_model reads: an exported folder, or a training run's
+        from avflow.config import RUN_CONFIG
+        from avflow.pipelines.default_model import WEIGHT_FILES
+
+        folder = Path(args.model)
+        missing = [f for f in WEIGHT_FILES if not (folder / f).is_file()]
+        if not folder.is_dir():
+            p.error(f"--model {folder}: no such folder")
+        if missing and not (folder / RUN_CONFIG).is_file():
+            p.error(f"--model {folder}: model files missing: {', '.join(missing)} (nor a training run's {RUN_CONFIG})")
     if args.threads:
         torch.set_num_threads(args.threads)
     from avflow.heap import keep_freed_memory
@@ -142,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import ArgumentParser, check_output, non_negative_int, positive_int, print_table, run_main  # noqa: E402
 
 from avflow.data import interaural_cues  # noqa: E402
 from avflow.eval.binaural_events import MEASURES, event_measures  # noqa: E402
@@ -268,25 +268,27 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world-test", type=Path, default=None, help="folder with test/ (KEMAR-rendered clips)")
     parser.add_argument("--real", type=Path, default=None, help="real-sound clips (scripts/make_real_sound_set.py)")
-    parser.add_argument("--real-limit", type=int, default=0, help="real-sound clips (0: all)")
+    parser.add_argument("--real-limit", type=non_negative_int, default=0, help="real-sound clips (0: all)")
     parser.add_argument("--make-test", action="store_true", help="render the KEMAR test split into --world-test")
-    parser.add_argument("--n-one", type=int, default=48, help="one-object clips (--make-test)")
-    parser.add_argument("--n-two", type=int, default=48, help="two-object clips (--make-test)")
+    parser.add_argument("--n-one", type=non_negative_int, default=48, help="one-object clips (--make-test)")
+    parser.add_argument("--n-two", type=non_negative_int, default=48, help="two-object clips (--make-test)")
     parser.add_argument("--weights", type=Path, nargs="*", default=[], help="one binaural export per training seed")
     parser.add_argument("--tasks", nargs="+", choices=["1", "2"], default=["1", "2"])
-    parser.add_argument("--limit", type=int, default=0, help="test clips (0: all)")
-    parser.add_argument("--steps", type=int, default=None, help="model sampling steps (default: the export's own)")
+    parser.add_argument("--limit", type=non_negative_int, default=0, help="test clips (0: all)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="model sampling steps (default: the export's own)")  # fmt: skip
     parser.add_argument("--cfg", type=float, default=None, help="model cfg_strength (default: the export's own)")
     parser.add_argument("--draws", type=int, default=None,
                         help="a cue model's draws averaged per output (default: the export's own)")  # fmt: skip
     parser.add_argument("--model-video-clock", action="store_true",
                         help="add each model reading the video on the video's clock (no anchoring on the mono)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="write the tables here")
     args = parser.parse_args()
+    check_output(parser, args.json)
     torch.set_num_threads(args.threads)
     if args.world_test is None and args.real is None:
         parser.error("give --world-test (KEMAR world clips) and/or --real (real-sound clips)")
@@ -368,4 +370,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

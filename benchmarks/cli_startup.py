@@ -8,13 +8,13 @@ Errors that must read a media file or build the sampling settings import them (P
 
 from __future__ import annotations
 
-import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import print_table
+from common import ArgumentParser, load_facts, positive_int, print_table, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 1.0
@@ -39,18 +39,19 @@ def run_once(argv: list[str] | None) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs per case (the best is reported)")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=positive_int, default=5, help="runs per case (the best is reported)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     rows = []
     for name, argv in CASES.items():
         times = [run_once(argv) for _ in range(args.repeat)]
         best = min(times)
         rows.append({"case": name, "best_s": best, "median_s": sorted(times)[len(times) // 2],
                      "under_1s": "yes" if best < TARGET_S else "NO"})  # fmt: skip
-    print_table(rows, f"avflow start-up ({args.repeat} runs per case, fresh process each)")
+    print_table(rows, f"avflow start-up ({args.repeat} runs per case, fresh process each; {load_facts(load_before)})")
     return 0 if all(r["under_1s"] == "yes" for r in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

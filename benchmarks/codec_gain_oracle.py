@@ -25,7 +25,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CODEC_WORLD, ensure_codec_world, print_table  # noqa: E402
+from common import (  # noqa: E402
+    CODEC_WORLD,
+    ArgumentParser,
+    check_output,
+    ensure_codec_world,
+    positive_int,
+    print_table,
+    run_main,
+)
 
 from avflow.codecs.envelope import apply_gains, envelope_floor, log_envelope  # noqa: E402
 from avflow.eval.audio_quality import stft_log_distance  # noqa: E402
@@ -51,15 +59,16 @@ def parse_setting(text: str) -> tuple[int, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default=CODEC_WORLD)
     p.add_argument("--split", default="val", help="the split to read (default: val, so the test split chooses nothing)")
-    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--clips", type=positive_int, default=64)
     p.add_argument("--codecs", default=None, help="codec folder (default: the shipped one)")
     p.add_argument("--settings", nargs="+", default=["125:20", "125:50", "50:50", "25:50"], help="HOP:FLOOR_DB")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    check_output(p, args.json)
     settings = [parse_setting(s) for s in args.settings]
     if args.clips < 1 or args.threads < 1:
         raise SystemExit(f"error: --clips and --threads must be >= 1, got {args.clips} and {args.threads}")
@@ -101,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

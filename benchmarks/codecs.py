@@ -31,7 +31,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CODEC_WORLD, ensure_codec_world, print_table, timed  # noqa: E402
+from common import (  # noqa: E402
+    CODEC_WORLD,
+    ArgumentParser,
+    check_output,
+    ensure_codec_world,
+    positive_int,
+    print_table,
+    run_main,
+    timed,
+)
 
 from avflow.eval.audio_quality import stft_log_distance  # noqa: E402
 from avflow.eval.event_audio import EventAudio, compare_event_audio  # noqa: E402
@@ -96,15 +105,16 @@ class AudioScores:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default=CODEC_WORLD)
     p.add_argument("--split", default="test")
-    p.add_argument("--clips", type=int, default=64)
+    p.add_argument("--clips", type=positive_int, default=64)
     p.add_argument("--codecs", default=None, help="codec folder (default: the shipped one)")
     p.add_argument("--old", default="avflow/assets/default_model", help="folder of the old world AE/VAE")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    check_output(p, args.json)
     torch.set_num_threads(args.threads)
     from avflow.codecs.world import load_world_codecs
 
@@ -230,4 +240,4 @@ def measure_speed(new, old) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

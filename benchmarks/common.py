@@ -1,7 +1,9 @@
-"""Shared helpers for the benchmark scripts: timing, the machine's matmul peak, memory peaks, FLOPs, tables."""
+"""Shared helpers for the benchmark scripts: timing, the machine's matmul peak, memory peaks, FLOPs, tables, the load
+average, and one-line errors for bad input (argument types, an unwritable --json, avflow's errors)."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
@@ -118,14 +120,106 @@ def load_average() -> str:
     return f"{one:.1f} {five:.1f} {fifteen:.1f} on {os.cpu_count()} CPUs"
 
 
+def load_facts(before: tuple[float, ...]) -> str:
+    """The 1-minute load average before (os.getloadavg() taken when timing began) and now, with the CPU count."""
+    try:
+        now = f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        now = "unknown"
+    return f"load {before[0]:.2f} before, {now} after on {os.cpu_count()} CPUs"
+
+
 def report(rows: list[dict], threads: int, load_before: tuple[float, ...], facts: str, json_path: Path | None) -> None:
-    """Print the run's facts with the load average before and now, the table of rows; write them as JSON if asked."""
+    """Print the run's facts with the load average before and now, the table of rows; write them as JSON if asked
+    (`check_output` refuses an unwritable path up front)."""
     load_after = os.getloadavg()
-    print(f"threads={threads}, torch {torch.__version__}, {facts}; load {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after")  # fmt: skip
+    print(f"threads={threads}, torch {torch.__version__}, {facts}; {load_facts(load_before)}")
     print_table(rows)
     if json_path:
         json_path.write_text(json.dumps({"threads": threads, "load": [load_before, load_after], "rows": rows}))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors, `PROG: error: MESSAGE (see PROG --help)`, as the avflow command's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def device_type(text: str) -> torch.device:
+    """argparse type: a torch device this machine has (cpu, cuda, cuda:1)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU here")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text}: cpu or cuda")
+    return device
+
+
+def check_output(parser: argparse.ArgumentParser, path: Path | str | None, flag: str = "--json") -> None:
+    """Refuse (parser.error, before any slow work) an output file that could not be written at the end: its folder
+    missing or not writable, or the path a folder. None (not asked for) passes."""
+    if path is None:
+        return
+    path = Path(path)
+    folder = path.resolve().parent
+    if path.is_dir():
+        parser.error(f"{flag} {path}: is a folder, not a file")
+    if not folder.is_dir():
+        parser.error(f"{flag} {path}: no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"{flag} {path}: not writable")
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a benchmark's `main` and exit with its status; an avflow error (bad input the user can fix: a missing
+    file, bad weights, a bad setting) ends the run as one line on stderr, status 2, instead of a traceback."""
+    from avflow.errors import AvflowError  # here, not on import: sync_accuracy's worker imports this with an old avflow
+
+    try:
+        code = main()
+    except AvflowError as exc:
+        text = str(exc).strip()
+        print(f"{Path(sys.argv[0]).name}: error: {text.splitlines()[0] if text else type(exc).__name__}",
+              file=sys.stderr)  # fmt: skip
+        code = 2
+    sys.exit(code)
 
 
 def print_table(rows: list[dict], title: str = "") -> None:

@@ -7,14 +7,14 @@ instead the reference is the clip's own duration (real-time factor) and the cost
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, timed  # noqa: E402
+from common import ArgumentParser, load_facts, positive_int, print_table, run_main, timed  # noqa: E402
 
 from avflow.eval import distribution, physics, spatial, sync  # noqa: E402
 from avflow.eval.clip import measure_clip  # noqa: E402
@@ -25,9 +25,10 @@ from avflow.world.dataset import make_clip  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clips", type=int, default=4)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=positive_int, default=4)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     clips = []
     for seed in range(args.clips):
         w = make_clip(seed)
@@ -64,8 +65,10 @@ def main() -> None:
         sec = per_clip(fn)
         base = sec if base is None else base
         rows.append({"stage": name, "ms/clip": 1000 * sec, "x baseline": sec / base, "x real time": duration / sec})
-    print_table(rows, title=f"avflow eval metric suite, {len(clips)} world clips of {duration:.1f} s")
+    print_table(
+        rows, title=f"avflow eval metric suite, {len(clips)} world clips of {duration:.1f} s; {load_facts(load_before)}"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -48,7 +48,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import load_average, print_table
+from common import (
+    ArgumentParser,
+    check_output,
+    load_average,
+    load_facts,
+    positive_float,
+    positive_int,
+    print_table,
+    run_main,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -72,9 +81,18 @@ JOINT_CFG = 3.0  # the joint model's CFG when its folder states none (scripts/tr
 
 
 def parse_candidate(text: str) -> tuple[str, int, float]:
-    """'heun:5:2' -> ('heun', 5, 2.0)."""
-    solver, steps, shift = text.split(":")
-    return solver, int(steps), float(shift)
+    """'heun:5:2' -> ('heun', 5, 2.0); a ValueError naming the problem for anything else."""
+    parts = text.split(":")
+    fixed = ("euler", "heun", "midpoint")
+    if len(parts) != 3 or parts[0] not in fixed:
+        raise ValueError(f"{text!r}: give solver:steps:shift, solver one of {', '.join(fixed)} (e.g. heun:5:2)")
+    try:
+        steps, shift = int(parts[1]), float(parts[2])
+    except ValueError:
+        raise ValueError(f"{text!r}: steps an integer, shift a number (e.g. heun:5:2)") from None
+    if steps < 1 or not shift > 0:
+        raise ValueError(f"{text!r}: steps >= 1 and shift > 0")
+    return parts[0], steps, shift
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,23 +334,31 @@ def verdict(rows: list[dict], budget: float) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", nargs="?", help="MMAudio weights file or model folder (none: --fixture)")
     parser.add_argument("--fixture", action="store_true", help="the tiny fixture network (tests the script only)")
     parser.add_argument("--variant", default="small_16k", help="MMAudio variant of a weights file")
     parser.add_argument("--config-json", default=None, help="MMAudioConfig fields of a weights file")
-    parser.add_argument("--duration", type=float, default=None, help="MMAudio clip seconds (default: the config's)")
+    parser.add_argument("--duration", type=positive_float, default=None,
+                        help="MMAudio clip seconds (default: the config's)")  # fmt: skip
     parser.add_argument("--features", default=None, help="MMAudio conditions: safetensors with clip_f, sync_f, text_f")
     parser.add_argument("--joint", default=None, help="the joint model: a training run folder or an exported one")
     parser.add_argument("--joint-cache", default=None, help="the joint model's latent cache (shapes, texts)")
-    parser.add_argument("--inputs", type=int, default=8, help="noise draws (>= 8 for the issue's measurement)")
+    parser.add_argument("--inputs", type=positive_int, default=8, help="noise draws (>= 8 for the issue's measurement)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's)")
-    parser.add_argument("--rtol", type=float, default=1e-6, help="dopri5 rtol and atol of the reference solution")
+    parser.add_argument("--rtol", type=positive_float, default=1e-6,
+                        help="dopri5 rtol and atol of the reference solution")  # fmt: skip
     parser.add_argument("--candidates", nargs="+", default=CANDIDATES, help="solver:steps:shift")
-    parser.add_argument("--budget", type=float, default=0.4, help="largest time relative to Euler 25")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=positive_float, default=0.4, help="largest time relative to Euler 25")
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    check_output(parser, args.json)
+    for text in args.candidates:
+        try:
+            parse_candidate(text)
+        except ValueError as exc:
+            parser.error(f"--candidates {exc}")
     mmaudio_only = [name for name in ("weights", "fixture", "features", "duration") if getattr(args, name)]
     if args.joint and mmaudio_only:
         parser.error(f"--joint measures the joint model: drop {', '.join(mmaudio_only)} (MMAudio-layout networks)")
@@ -347,6 +373,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     try:
         problem = joint_problem(args) if args.joint else mmaudio_problem(args)
     except AvflowError as exc:
@@ -359,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = rank(rows, args.budget)
     print_table(rows, f"sampler presets vs dopri5 (rtol {args.rtol:g}), {args.inputs} inputs")
     print(verdict(rows, args.budget))
+    print(load_facts(load_before))
     if args.json:
         facts = {"source": problem.source, "inputs": args.inputs, "streams": shapes,
                  "guidance": problem.sampling.guidance, "cfg": problem.sampling.cfg_strength, "rtol": args.rtol,
@@ -369,4 +397,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

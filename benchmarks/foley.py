@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import print_table
+from common import ArgumentParser, load_facts, positive_float, positive_int, print_table, run_main
 
 from avflow.codecs.audio_vae import AUDIO_VAE_16K, AudioVAE, AudioVAEConfig
 from avflow.codecs.bigvgan import BIGVGAN_V1_16K, BigVGAN, BigVGANConfig
@@ -130,11 +131,11 @@ def memory_child(video: str, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=3.0, help="video length for the speed table")
-    parser.add_argument("--lengths", type=float, nargs="*", default=[10.0, 60.0, 300.0], help="memory table")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=positive_int, default=4)
+    parser.add_argument("--seconds", type=positive_float, default=3.0, help="video length for the speed table")
+    parser.add_argument("--lengths", type=positive_float, nargs="*", default=[10.0, 60.0, 300.0], help="memory table")
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--full-encoders", action="store_true", help="official-size CLIP and Synchformer (slow)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -144,6 +145,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_before = os.getloadavg()
     print(f"cpu, threads={torch.get_num_threads()}, torch {torch.__version__}, Euler {args.steps} steps, CFG 4.5")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -171,7 +173,8 @@ def main() -> None:
             for r in rows:
                 r["vs shortest"] = f"{r['growth over loaded MB'] / max(base, 1e-9):.2f}x"
             print_table(rows, "peak memory, tiny config, one subprocess per length (target: flat in length)")
+    print(load_facts(load_before))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

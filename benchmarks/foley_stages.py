@@ -40,7 +40,6 @@ import gc
 import json
 import math
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -54,14 +53,20 @@ from baseline import encoders as plain_encoders
 from baseline import reference
 from baseline.mmaudio import PlainMMAudio
 from common import (
+    ArgumentParser,
+    check_output,
     count_flops,
     current_memory_mb,
+    device_type,
     difference,
     load_average,
     matmul_peak_gflops,
     peak_memory_mb,
+    positive_float,
+    positive_int,
     print_table,
     reset_peak_memory,
+    run_main,
     synchronize,
 )
 
@@ -76,7 +81,7 @@ from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP, Synchforme
 from avflow.encoders.tokenizer import CLIPTokenizer
 from avflow.heap import keep_freed_memory
 from avflow.models.mmaudio import MMAudio, build_mmaudio
-from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig, get_config, sequence_lengths
+from avflow.models.mmaudio_config import CONFIGS, SAMPLING, MMAudioConfig, get_config, sequence_lengths
 from avflow.nn.mmaudio_blocks import WINOGRAD_PAYS_OFF
 from avflow.pipelines.foley import FoleyPipeline
 from avflow.pipelines.foley_model import FoleyModel, sample_latents
@@ -562,24 +567,27 @@ def end_to_end_run(run: Run, variant: str, models: Models, clip: CLIP) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="the short run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="narrow models of the same structure (tests the script)")
-    parser.add_argument("--variants", nargs="+", default=None, help=f"default: {' '.join(FULL['variants'])}")
+    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(CONFIGS),
+                        help=f"default: {' '.join(FULL['variants'])}")  # fmt: skip
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    parser.add_argument("--duration", type=float, default=None, help=f"clip seconds (default: {FULL['duration']:g})")
-    parser.add_argument("--steps", type=int, default=None, help=f"Euler steps (default: {FULL['steps']})")
+    parser.add_argument("--duration", type=positive_float, default=None,
+                        help=f"clip seconds (default: {FULL['duration']:g})")  # fmt: skip
+    parser.add_argument("--steps", type=positive_int, default=None, help=f"Euler steps (default: {FULL['steps']})")
     parser.add_argument("--cfg", type=float, default=SAMPLING.cfg_strength, help="CFG strength")
-    parser.add_argument("--clip-frames", type=int, default=None,
+    parser.add_argument("--clip-frames", type=positive_int, default=None,
                         help=f"CLIP frames timed (8 a second), scaled (default: {FULL['clip_frames']})")  # fmt: skip
-    parser.add_argument("--sync-segments", type=int, default=None,
+    parser.add_argument("--sync-segments", type=positive_int, default=None,
                         help=f"Synchformer segments timed, scaled (default: {FULL['sync_segments']})")  # fmt: skip
-    parser.add_argument("--audio-seconds", type=float, default=None, help="VAE/vocoder seconds timed (default: all)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--audio-seconds", type=positive_float, default=None,
+                        help="VAE/vocoder seconds timed (default: all)")  # fmt: skip
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", type=device_type, default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
-    parser.add_argument("--repeat", type=int, default=1, help="timed calls per way (the best counts)")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="timed calls per way (the best counts)")
     parser.add_argument("--reference", default=None, help="local clone of github.com/hkchengrex/MMAudio (not vendored)")
     parser.add_argument("--end-to-end", action="store_true", help="also run the whole pipeline once (slow)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the run's facts here")
@@ -590,12 +598,13 @@ def parse_args() -> argparse.Namespace:
                         help="every way with freed memory kept in the heap, as the avflow command runs "
                         "(avflow.heap; benchmarks/heap.py compares the two)")  # fmt: skip
     args = parser.parse_args()
+    check_output(parser, args.json)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if "fp32" not in args.precision:
         args.precision = ["fp32", *args.precision]  # bf16 is measured against fp32
-    if args.compile and (missing := compiler_missing()) and args.device == "cpu":
+    if args.compile and (missing := compiler_missing()) and args.device.type == "cpu":
         parser.error(f"--compile: {missing}")
     args.audio_seconds = args.audio_seconds or args.duration
     return args
@@ -708,11 +717,11 @@ def main() -> None:
             "load_before": load_before,
             "load_after": load_after,
             "heap": heap,
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "args": {k: str(v) if isinstance(v, Path | torch.device) else v for k, v in vars(args).items()},
         }
         args.json.write_text(json.dumps({"facts": facts, "rows": run.rows}, indent=1))
         print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

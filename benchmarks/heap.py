@@ -108,6 +108,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(*args.child, args.seconds, args.steps, args.threads)))
         return
+    sys.path.insert(0, str(HERE))
+    from common import check_output, report  # not in the children: each starts with its own heap
+
+    check_output(p, args.json)
     env = {k: v for k, v in os.environ.items() if not heap.sets_malloc(k) and k != heap.SWITCH}  # children decide
     runs: dict[tuple[str, str], list[dict]] = {(w, h): [] for w in args.workloads for h in POLICIES}
     load_before = os.getloadavg()
@@ -130,9 +134,6 @@ def main() -> None:
                      "system_s": round(statistics.median(m["system_s"] for m in measured), 2),
                      "peak_rss_mb": round(max(m["peak_rss_mb"] for m in measured)),
                      "all_s": [round(w, 2) for w in walls]})  # fmt: skip
-    sys.path.insert(0, str(HERE))
-    from common import report
-
     report(rows, args.threads, load_before, f"child process per run, {args.seconds} s, {args.rounds} rounds", args.json)
 
 

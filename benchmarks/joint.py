@@ -9,7 +9,7 @@ The peak is a large fp32 matmul measured in the same run; the baseline is a plai
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_gflops, timed  # noqa: E402
+from common import ArgumentParser, load_facts, matmul_peak_gflops, non_negative_int, positive_int, run_main, timed  # noqa: E402
 
 from avflow.flow.loss import flow_matching_loss, noised_streams  # noqa: E402
 from avflow.flow.solvers import sample  # noqa: E402
@@ -31,13 +31,14 @@ def flops_of(fn) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=25, help="Euler steps for sampling")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps for sampling")
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--fusion", default="bidirectional")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -111,7 +112,8 @@ def main() -> None:
         f"sampling: {sample_s:.2f} s per clip ({args.steps} Euler steps, batch 1), "
         f"{nfe_flops / 1e9:.2f} GFLOP, {100 * nfe_flops / sample_s / peak:.1f}% of peak"
     )
+    print(load_facts(load_before))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

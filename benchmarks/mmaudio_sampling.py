@@ -15,15 +15,26 @@ thread, the compute actually spent) and the ratio of both. `--threads 0` uses to
 
 from __future__ import annotations
 
-import argparse
+import os
 import time
 
 import torch
 from baseline.mmaudio import PlainMMAudio
-from common import count_flops, matmul_peak_gflops, print_table, timed
+from common import (
+    ArgumentParser,
+    count_flops,
+    load_facts,
+    matmul_peak_gflops,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_table,
+    run_main,
+    timed,
+)
 
 from avflow.models.mmaudio import MMAudio, build_mmaudio
-from avflow.models.mmaudio_config import SAMPLING
+from avflow.models.mmaudio_config import CONFIGS, SAMPLING
 from avflow.pipelines.foley_model import sample_latents
 
 
@@ -88,13 +99,14 @@ def time_decoding(model: MMAudio, latents: torch.Tensor) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="small_16k")
-    parser.add_argument("--duration", type=float, default=8.0, help="clip seconds")
-    parser.add_argument("--steps", type=int, default=25, help="Euler steps")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="small_16k", choices=sorted(CONFIGS))
+    parser.add_argument("--duration", type=positive_float, default=8.0, help="clip seconds")
+    parser.add_argument("--steps", type=positive_int, default=25, help="Euler steps")
     parser.add_argument("--cfg", type=float, default=4.5, help="CFG strength")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (0: torch default)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -149,7 +161,8 @@ def main() -> None:
     print(f"max |fast - plain|: {diff:.2e} (target <= 1e-4: {'met' if diff <= 1e-4 else 'NOT met'})")
     per_s = "" if t_decode is None else f" ({t_decode / args.duration:.3f} s per second of audio)"
     print(f"decode (VAE + vocoder): {'n/a' if t_decode is None else f'{t_decode:.2f} s'}{per_s}")
+    print(load_facts(load_before))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

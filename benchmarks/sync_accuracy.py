@@ -43,7 +43,37 @@ ROOT = Path(__file__).resolve().parents[1]
 LEGACY = "--legacy-worker"  # internal: `--legacy-worker TREE FOLDER OUT LIMIT` measures with an old avflow in TREE
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, sys.argv[sys.argv.index(LEGACY) + 1] if LEGACY in sys.argv else str(ROOT))
-from common import print_table  # noqa: E402
+from common import ArgumentParser, positive_int, print_table, run_main  # noqa: E402
+
+SETS = ("real", "world")
+
+
+def sets_type(text: str) -> list[str]:
+    """argparse type of --sets: real, world, or both comma-separated."""
+    names = text.split(",")
+    if not names or any(n not in SETS for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from real, world, real,world")
+    return names
+
+
+def check_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An existing --real folder is measured as it is: --real-seed / --real-n given for it must match the settings
+    its set.json records (scripts/make_real_sound_set.py), else are refused; without a set.json, one note."""
+    given = {k: v for k, v in (("seed", args.real_seed), ("n", args.real_n)) if v is not None}
+    if not given:
+        return
+    record = args.real / "set.json"
+    if not record.is_file():
+        print(f"note: --real {args.real} exists (no set.json to check): measured as it is; --real-seed / --real-n "
+              "only build a missing folder", file=sys.stderr)  # fmt: skip
+        return
+    try:
+        made = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"--real {args.real}: unreadable set.json ({exc})")
+    differ = [f"--real-{k} {v} (the folder's: {made.get(k)})" for k, v in given.items() if made.get(k) != v]
+    if differ:
+        parser.error(f"--real {args.real} was made with other settings: {', '.join(differ)}")
 
 
 def build_real(folder: Path, n: int, seed: int) -> None:
@@ -162,26 +192,42 @@ def main() -> None:
         tree, folder, out, limit = sys.argv[sys.argv.index(LEGACY) + 1 :]
         legacy_worker(Path(folder), Path(out), int(limit) or None)
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=ROOT / "data" / "real_sound")
-    parser.add_argument("--real-n", type=int, default=100)
-    parser.add_argument("--real-seed", type=int, default=1, help="builder seed (development used 0 and 2)")
-    parser.add_argument("--world", type=Path, default=ROOT / "data" / "world" / "test")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many clips per set")
+    parser.add_argument("--real-n", type=positive_int, default=None, help="clips of a --real set built here (100)")
+    parser.add_argument("--real-seed", type=int, default=None,
+                        help="builder seed of a --real set built here (1; development used 0 and 2)")  # fmt: skip
+    parser.add_argument("--world", type=Path, default=None,
+                        help="world test clips (default /world/test, skipped with a note if missing)")  # fmt: skip
+    parser.add_argument("--limit", type=positive_int, default=None, help="at most this many clips per set")
     parser.add_argument("--before", default=None, metavar="REV", help="also measure with `avflow eval` of this commit")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-clip tables here")
-    parser.add_argument("--sets", default="real,world", help="which sets to measure: real, world or both")
+    parser.add_argument("--sets", type=sets_type, default=list(SETS), help="which sets to measure: real, world or "
+                        "real,world (default)")  # fmt: skip
     args = parser.parse_args()
+    if "world" in args.sets and args.world is None:  # the default: `make bench` on a fresh clone has none
+        args.world = ROOT / "data" / "world" / "test"
+        if not args.world.is_dir():
+            print(f"no world clips at {args.world}: skipped (make them with `avflow world make --out ...`)",
+                  file=sys.stderr)  # fmt: skip
+            args.sets = [s for s in args.sets if s != "world"]
+    elif "world" in args.sets and not args.world.is_dir():
+        parser.error(f"--world {args.world}: no such folder (make the clips with `avflow world make --out ...`, or "
+                     "give --sets real)")  # fmt: skip
+    if "real" in args.sets and args.real.is_dir():
+        check_real(parser, args)
+    if args.csv is not None:
+        try:
+            args.csv.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--csv {args.csv}: cannot make the folder ({exc.strerror or exc})")
     folders = {}
-    if "real" in args.sets.split(","):
+    if "real" in args.sets:
         if not args.real.is_dir():
-            build_real(args.real, args.real_n, args.real_seed)
+            build_real(args.real, args.real_n or 100, 1 if args.real_seed is None else args.real_seed)
         folders["real-sound"] = args.real
-    if "world" in args.sets.split(","):
-        if args.world.is_dir():
-            folders["world (offset 0)"] = args.world
-        else:
-            print(f"no world clips at {args.world}: make them with `avflow world make --out ...`", file=sys.stderr)
+    if "world" in args.sets:
+        folders["world (offset 0)"] = args.world
     sets = {}
     for name, folder in folders.items():
         sets[name] = measure_folder(folder, args.limit, name == "real-sound")
@@ -222,4 +268,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

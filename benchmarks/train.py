@@ -6,7 +6,6 @@ measured in the same run. Usage: .venv/bin/python benchmarks/train.py [--steps 6
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import ArgumentParser, load_facts, positive_int, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 STREAMS = {"audio": [32, 20], "video": [4, 64]}
@@ -52,11 +52,16 @@ def measure(nproc: int, threads: int, args) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=positive_int, default=60)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--hidden", type=positive_int, default=256)
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps: give >= 2 (the rate is measured over the second half)")
+    if args.batch % 2:
+        parser.error(f"--batch {args.batch}: give an even global batch (two processes share it)")
+    load_before = os.getloadavg()
     print(
         f"toy flow model, hidden {args.hidden}, depth 4, global batch {args.batch}, {args.steps} steps, CPU, "
         f"{os.cpu_count()} cores visible"
@@ -67,7 +72,8 @@ def main() -> None:
     print(f"{'configuration':<32} {'samples/s':>10} {'vs baseline':>12} {'wall s':>8}")
     for name, rate, wall in results:
         print(f"{name:<32} {rate:>10.1f} {rate / base:>11.2f}x {wall:>8.1f}")
+    print(load_facts(load_before))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

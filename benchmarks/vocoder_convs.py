@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import bigvgan as plain_bigvgan  # noqa: E402
-from common import report, reset_peak_memory, timed  # noqa: E402
+from common import ArgumentParser, check_output, positive_int, report, reset_peak_memory, run_main, timed  # noqa: E402
 from foley_stages import random_vocoder  # noqa: E402
 
 from avflow.codecs.bigvgan import BIGVGAN_CONFIGS  # noqa: E402
@@ -121,12 +121,12 @@ def vocoder_rows(mode: str, seconds: float, rounds: int, compiled: bool) -> list
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), help="CHANNELSxSAMPLES")
-    p.add_argument("--kernels", type=int, nargs="+", default=[3, 7, 11])
-    p.add_argument("--dilations", type=int, nargs="+", default=[1, 3, 5])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--kernels", type=positive_int, nargs="+", default=[3, 7, 11])
+    p.add_argument("--dilations", type=positive_int, nargs="+", default=[1, 3, 5])
+    p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--vocoder", nargs="+", choices=sorted(BIGVGAN_CONFIGS), default=None,
                    help="time whole vocoders (plain, avflow direct, avflow, avflow compiled) instead of single "
                         "convolutions")  # fmt: skip
@@ -139,6 +139,7 @@ def main() -> None:
                         "(avflow.heap; the heap is still trimmed before every call)")  # fmt: skip
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    check_output(p, args.json)
     if args.vocoder and (args.seconds <= 0 or args.rounds < 1):
         p.error("--seconds must be > 0 and --rounds >= 1")
     shapes = []
@@ -165,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report, timed  # noqa: E402
+from common import ArgumentParser, check_output, positive_int, report, run_main, timed  # noqa: E402
 
 from avflow.nn import winograd  # noqa: E402
 
@@ -42,13 +42,14 @@ def row(name: str, c_in: int, c_out: int, tokens: int, batch: int, repeat: int) 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tokens", type=int, nargs="+", default=[32, 63, 125, 250, 500, 1000])
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=5)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--tokens", type=positive_int, nargs="+", default=[32, 63, 125, 250, 500, 1000])
+    p.add_argument("--batch", type=positive_int, default=2)
+    p.add_argument("--repeat", type=positive_int, default=5)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    check_output(p, args.json)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
     rows = [row(name, *shape, n, args.batch, args.repeat) for name, shape in SHAPES.items() for n in args.tokens]
@@ -56,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

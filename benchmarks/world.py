@@ -6,13 +6,13 @@ single-process and through `make_dataset` with 2 workers (including file writing
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import ArgumentParser, load_facts, non_negative_int, positive_int, run_main
 
 from avflow.world.caption import make_caption
 from avflow.world.dataset import make_clip, make_dataset, render_audio, write_clip
@@ -29,10 +29,11 @@ def _timed(fn, *args, **kwargs):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clips", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=positive_int, default=20)
+    parser.add_argument("--workers", type=non_negative_int, default=2)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     config = WorldConfig()
     make_clip(0, config)  # warm-up (imports, caches)
     stages: dict[str, list[tuple[float, float]]] = {k: [] for k in ("simulate", "frames", "audio", "caption", "write")}
@@ -52,7 +53,7 @@ def main() -> None:
 
     print(f"world benchmark: {args.clips} clips of {config.duration:g} s, {config.width}x{config.height} @ "
           f"{config.fps} fps, {config.sample_rate} Hz; mean {np.mean(n_events):.1f} events/clip; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+          f"{load_facts(load_before)}")  # fmt: skip
     print(f"{'stage':<28}{'wall ms':>10}{'cpu ms':>10}")
     for name, values in stages.items():
         arr = np.asarray(values) * 1000
@@ -76,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

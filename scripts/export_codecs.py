@@ -24,22 +24,40 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avflow.codecs.world import STORAGE, save_codec
-    from avflow.config import from_dict, read_yaml
-    from avflow.train.components import MODELS
-    from avflow.train.datasets import WorldClips, WorldClipsConfig
-    from avflow.weights import load_strict, read_state_dict
+    from avflow.cli import Parser
+    from avflow.codecs.world import STORAGE
+    from avflow.errors import AvflowError, first_line
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["video", "audio"])
     parser.add_argument("run", type=Path, help="training output folder (has config.yaml and ema_*.safetensors)")
     parser.add_argument("--out", type=Path, default=REPO / "avflow" / "assets" / "codecs")
     parser.add_argument("--world", default=None, help="world dataset for the latent scale (default: the run's)")
     parser.add_argument("--storage", choices=STORAGE, default="int8", help="weights on disk (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not (args.run / "config.yaml").is_file():
+        parser.error(f"{args.run}: not a training output folder (no config.yaml)")
+    try:
+        return export(args)
+    except AvflowError as exc:
+        print(f"export_codecs.py: error: {first_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write the codec of the run `args.run` (its EMA, else its model weights) to `args.out`."""
+    from avflow.codecs.world import save_codec
+    from avflow.config import from_dict, read_yaml
+    from avflow.errors import ConfigError
+    from avflow.train.components import MODELS
+    from avflow.train.datasets import WorldClips, WorldClipsConfig
+    from avflow.weights import load_strict, read_state_dict
 
     config = read_yaml(args.run / "config.yaml")
-    spec = MODELS[config["model"]["name"]]
+    name = (config.get("model") or {}).get("name")
+    if name not in MODELS:
+        raise ConfigError(f"{args.run / 'config.yaml'}: unknown model.name {name!r} (choose from {', '.join(MODELS)})")
+    spec = MODELS[name]
     model = spec.build(from_dict(spec.config, config["model"]["args"]))
     emas = sorted(args.run.glob("ema_*.safetensors"))
     weights = emas[0] if emas else args.run / "model.safetensors"

@@ -33,6 +33,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 
+from avflow.cli import Parser
 from avflow.data.media import write_video
 from avflow.world.binaural import BLOCK, render_sphere
 
@@ -271,17 +272,48 @@ def make_clip(seed: int, sounds: dict[str, np.ndarray], sr: int, width: int = 12
     return frames, fps, audio.astype(np.float32), truth
 
 
+def check_out(parser: argparse.ArgumentParser, out: Path, settings: dict) -> None:
+    """Make --out (or refuse it in one line, before any clip): it must be writable, and a folder holding a set must
+    hold this one (its set.json: seed, n, sample rate), so that two runs never mix two sets; the same settings again
+    rebuild it in place."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        parser.error(f"--out {out}: cannot write there ({exc.strerror or exc})")
+    record, seed = out / "set.json", settings["seed"]
+    if record.is_file():
+        try:
+            made = json.loads(record.read_text())
+        except ValueError:
+            parser.error(f"--out {out}: its set.json is not JSON (remove the folder, or give another --out)")
+        differ = [f"{k} {settings[k]} (the folder's: {made.get(k)})" for k in settings if made.get(k) != settings[k]]
+        if differ:
+            parser.error(f"--out {out} holds a set made with other settings: {', '.join(differ)}; give another --out")
+    elif others := sorted(c.name for c in out.glob("real_*.json") if not c.name.startswith(f"real_{seed:03d}_")):
+        parser.error(f"--out {out} holds clips of another seed ({others[0]}, ...); give another --out")
+    record.write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for {id}.mp4 + {id}.json")
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed·100000 + i")
     parser.add_argument("--sample-rate", type=int, default=48000)
     parser.add_argument("--wav", action="store_true", help="also write the lossless {id}.wav (read instead of AAC)")
     args = parser.parse_args()
-    check_packages()
+    if args.n < 1:
+        parser.error(f"--n: give >= 1 clips (got {args.n})")
+    if args.sample_rate < 8000:
+        parser.error(f"--sample-rate: give >= 8000 Hz (got {args.sample_rate})")
+    if args.seed < 0:
+        parser.error(f"--seed: give >= 0 (got {args.seed})")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_packages()
+    check_out(parser, out, {"seed": args.seed, "n": args.n, "sample_rate": args.sample_rate})
     with tempfile.TemporaryDirectory() as tmp:
         sounds = load_sounds(args.sample_rate, Path(tmp))
     for i in range(args.n):

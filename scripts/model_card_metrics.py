@@ -343,6 +343,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--held-out-base must be >= {HELD_OUT_BASE} (past the test split) and counts >= 0")
         make_prompts(args.prompts, args.clips, args.train_world, args.held_out_base, args.singles, args.twos)
         return 0
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n must be >= 1 (leave it out for every prompt), got {args.n}")
+    if args.json is not None and (args.json.is_dir() or not args.json.resolve().parent.is_dir()):
+        raise ConfigError(f"--json {args.json}: not a file in an existing folder (the results are written there)")
     if args.seeds < 1 or (args.ground_truth and args.seeds > 1):
         raise ConfigError(f"--seeds must be >= 1, and 1 with --ground-truth (a prompt's scene has no seed to vary), "
                           f"got {args.seeds}")  # fmt: skip

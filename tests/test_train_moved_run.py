@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 import torch
-
-from tests.test_train import final_state, in_process_run, tiny_config
+from test_train import final_state, in_process_run, tiny_config
 
 
 def _run(cfg: dict, **train):

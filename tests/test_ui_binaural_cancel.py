@@ -8,15 +8,15 @@ import threading
 
 import numpy as np
 import pytest
+from test_binaural import tiny_codecs, tiny_model
+from test_interaural_cues import tiny_cue_model
+from test_ui_services import _clip
 
 from avflow.models import binaural as binaural_model
 from avflow.pipelines import binaural as binaural_pipeline
 from avflow.pipelines.binaural import BinauralPipeline, binaural_track
 from avflow.ui import services
 from avflow.ui.services import UISettings, generate_binaural
-from tests.test_binaural import tiny_codecs, tiny_model
-from tests.test_interaural_cues import tiny_cue_model
-from tests.test_ui_services import _clip
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import av
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 
 from avflow.data.video import main_video, open_media, stream_origin
 from avflow.errors import MediaError
@@ -23,6 +22,8 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """(C, N) float32 at sr_in -> (C, round(N * sr_out / sr_in)) at sr_out (polyphase, scipy)."""
     if sr_in == sr_out:
         return audio
+    from scipy.signal import resample_poly  # here, not at the top: scipy takes a while to import
+
     g = math.gcd(sr_in, sr_out)
     out = resample_poly(audio, sr_out // g, sr_in // g, axis=1)
     return np.ascontiguousarray(out[:, : round(audio.shape[1] * sr_out / sr_in)], dtype=np.float32)

@@ -1,8 +1,11 @@
 """Probe media files and read video frames at a requested fps and size (PyAV).
 
 Times are seconds from the first video frame (the video stream's first presentation timestamp), computed as
-`pts * time_base`, so 23.976 fps and variable-frame-rate files map to exact times. Frames are decoded lazily and
-resized one at a time, so memory holds only the output frames of one call or window.
+`pts * time_base`, so 23.976 fps and variable-frame-rate files map to exact times. Frames are decoded lazily,
+resized a few at a time and copied into one output tensor allocated up front, so memory holds the output frames of one
+call or window once (not a list of batches and then their stacked copy: 2.8x the output at the peak).
+
+torch is imported in the functions that read frames, not here: `probe` (what `avflow info` runs) needs only PyAV.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from avflow.errors import MediaError, MediaWarning
+
+if TYPE_CHECKING:
+    import torch
 
 _EPS = 1e-6  # seconds; absorbs float rounding when matching target times to frame times
 _SEEK_AHEAD_S = 5.0  # seek forward instead of decoding when the next target is this far ahead
@@ -342,6 +347,8 @@ def resize_frames(frames: torch.Tensor, size: int | tuple[int, int] | None, mode
     out_h, out_w = output_size(h, w, size, mode)
     if (out_h, out_w) == (h, w):
         return frames
+    import torch
+
     if mode == "resize":
         return _interpolate(frames, out_h, out_w)
     if mode == "crop":
@@ -360,6 +367,9 @@ def resize_frames(frames: torch.Tensor, size: int | tuple[int, int] | None, mode
 def _interpolate(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if frames.shape[1:3] == (height, width):
         return frames
+    import torch
+    import torch.nn.functional as F
+
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     x = F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (T, H', W', 3)
@@ -459,40 +469,88 @@ class _FrameCursor:
 
 def _to_tensor(frame: av.VideoFrame) -> torch.Tensor:
     """(H, W, 3) uint8 as players show the frame (its display rotation applied)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), quarter_turns(frame))))
 
 
 class _Resizer:
-    """Collects decoded frames and resizes them in small batches: few torch calls for small frames, and memory bounded
-    by `batch_bytes` for large ones (16 4K frames in float took 1.6 GB)."""
+    """Resizes decoded frames in small batches (few torch calls for small frames, and memory bounded by `batch_bytes`
+    for large ones: 16 4K frames in float took 1.6 GB) and copies each batch into one output tensor, allocated for
+    `expected` frames at the first batch and grown by half where more come (trimmed by a view at the end). Frames
+    that need no resizing (`size` None or the frame's own) go straight into it. A repeated source frame (`add(...,
+    repeat=True)`: the frame of the previous call again) is converted and resized once and copied."""
 
-    def __init__(self, size: int | tuple[int, int] | None, mode: str):
+    def __init__(self, size: int | tuple[int, int] | None, mode: str, expected: int = 1):
         self.size, self.mode, self.batch, self.batch_bytes = size, mode, RESIZE_BATCH, RESIZE_BATCH_BYTES
-        self.done: list[torch.Tensor] = []
-        self.pending: list[torch.Tensor] = []
+        self.expected = max(1, expected)
+        self.out: torch.Tensor | None = None  # (capacity, H, W, 3) uint8; rows [0, placed) written
+        self.pending: list[torch.Tensor] = []  # source frames not yet resized (the last ones added)
         self.order: list[int] = []  # output frame -> index of its (unique) source frame
+        self.unique = 0  # source frames added
+        self.placed = 0
 
     def add(self, frame: av.VideoFrame, repeat: bool = False) -> None:
-        if not repeat:
-            self.pending.append(_to_tensor(frame))
-            held = len(self.pending) * self.pending[0].numel()
-            if len(self.pending) >= self.batch or held >= self.batch_bytes:
-                self._flush()
-        self.order.append(len(self.done) + len(self.pending) - 1)
+        if repeat and self.unique:
+            self.order.append(self.unique - 1)
+            if not self.pending:  # its source frame is in the output already: copied now
+                self._place(None, self.unique)
+            return
+        image = _to_tensor(frame)
+        if self.pending and image.shape != self.pending[0].shape:  # the stream's frame size changed
+            self._flush()
+        self.order.append(self.unique)
+        self.unique += 1
+        if output_size(*image.shape[:2], self.size, self.mode) == image.shape[:2]:  # nothing to resize
+            self._flush()
+            self._place(image[None], self.unique - 1)
+            return
+        self.pending.append(image)
+        held = len(self.pending) * self.pending[0].numel()
+        if len(self.pending) >= self.batch or held >= self.batch_bytes:
+            self._flush()
 
     def _flush(self) -> None:
         if self.pending:
-            self.done.extend(resize_frames(torch.stack(self.pending), self.size, self.mode))
+            import torch
+
+            first, batch = self.unique - len(self.pending), torch.stack(self.pending)
             self.pending = []
+            self._place(resize_frames(batch, self.size, self.mode), first)
+
+    def _place(self, images: torch.Tensor | None, first: int) -> None:
+        """Write the output frames not yet written: `images` are the source frames first, first + 1, ... resized
+        (None: only repeats of the last frame written)."""
+        import torch
+
+        n, p = len(self.order), self.placed
+        shape = images.shape[1:] if images is not None else self.out.shape[1:]
+        if self.out is None:
+            self.out = torch.empty((max(n, self.expected), *shape), dtype=torch.uint8)
+        elif n > len(self.out):  # more frames than expected (variable frame rate): half as much room again
+            room = max(n, len(self.out) + len(self.out) // 2 + 1)
+            grown = torch.empty((room, *self.out.shape[1:]), dtype=torch.uint8)
+            grown[:p] = self.out[:p]
+            self.out = grown
+        while p < n and self.order[p] < first:  # repeats of the last frame written
+            self.out[p] = self.out[p - 1]
+            p += 1
+        if p < n:
+            rows = self.order[p:n]
+            if rows == list(range(first, first + len(images))):
+                self.out[p:n] = images
+            else:
+                self.out[p:n] = images[torch.tensor(rows) - first]
+        self.placed = n
 
     def result(self) -> torch.Tensor:
+        import torch
+
         self._flush()
         if not self.order:
             return torch.empty(0)
-        frames = torch.stack(self.done)
-        if self.order == list(range(len(self.done))):  # no source frame repeated: no second copy
-            return frames
-        return frames[torch.tensor(self.order)]
+        frames = self.out[: len(self.order)]
+        return frames.clone() if 2 * len(frames) < len(self.out) else frames  # far fewer than expected: let it go
 
 
 def _read_span(
@@ -505,7 +563,14 @@ def _read_span(
     end: float,
 ) -> VideoFrames | None:
     """Frames in [start, end): on the grid start + k/fps, or every source frame there when fps is None."""
-    resizer = _Resizer(size, mode)
+    import torch
+
+    if fps is not None:
+        count = expected = max(0, math.ceil((end - start) * fps - 1e-6))
+    else:  # the source frames there, from the mean rate: a tenth more room, at most the file's frames
+        rate = info.fps if math.isfinite(info.fps) and info.fps > 0 else info.n_frames / info.duration
+        expected = min(info.n_frames, math.ceil((end - start) * rate * 1.1) + 2)
+    resizer = _Resizer(size, mode, expected)
     times: list[float] = []
     if fps is None:
         found = cursor.frame_at(start)
@@ -518,7 +583,7 @@ def _read_span(
             times.append(t)
     else:
         last_frame = None
-        for k in range(max(0, math.ceil((end - start) * fps - 1e-6))):
+        for k in range(count):
             t = start + k / fps
             found = cursor.frame_at(t)
             if found is None:
@@ -630,6 +695,8 @@ def iter_video_windows(
             frames = _read_span(cursor, info, fps, size, mode, first / fps, last / fps)
             if frames is None:
                 raise MediaError(f"{path}: no frames decoded in [{first / fps:.3f}, {last / fps:.3f}) s")
+            import torch
+
             frames.times = torch.arange(first, first + len(frames.times), dtype=torch.float64) / fps
             yield frames
             if last >= total:

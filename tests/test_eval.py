@@ -246,7 +246,7 @@ def test_a_large_video_is_measured_at_a_working_size_with_the_same_sides(tmp_pat
     offsets = [g.sync_offset_ms.get() for g in got]
     assert all(np.isfinite(offsets)) and abs(offsets[0] - offsets[1]) < 10, offsets
     assert got[0].side_agreement.get() == got[1].side_agreement.get() == 1.0
-    (tmp_path / "big.json").write_text(json.dumps({"note": "ground truth in the source's pixels"}))
+    (tmp_path / "big.json").write_text(json.dumps({"offset_ms": 0.0, "note": "ground truth in the source's pixels"}))
     assert load_eval_clip(big_path).frames.shape[1:3] == (512, 512)
 
 

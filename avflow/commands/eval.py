@@ -18,7 +18,11 @@ SHOWN = ("sync_offset_ms", "sync_error_ms", "sync_gt_ms", "side_agreement", "fol
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pred_dir", metavar="CLIPS",
                         help="folder of clips: world format (.wav+.npz+.json) or video / .wav files; or one clip's "
-                             "file")  # fmt: skip
+                             "file. A video's frames are held in memory while it is measured (long side 320 px): "
+                             "a video whose frames would take more than 1.6 GB (5 min 8 s of 16:9 at 30 fps, half "
+                             "at 60 fps; ~3.8 GB of memory) is skipped with that reason before it is decoded: cut "
+                             "it into parts. A same-name .json is ground truth only with events, offset_ms or "
+                             "config in it")  # fmt: skip
     parser.add_argument("--ref", default=None,
                         help="reference folder (clips pair by relative path without suffix), or file for one "
                              "clip")  # fmt: skip

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter, uniform_filter
 
 from avflow.eval.inputs import check_frames
-from avflow.eval.physics import Tracks, track_objects
+from avflow.eval.physics import Tracks, _chunks, track_objects
 
 KINDS = ("flash", "global", "contact", "truth")
 
@@ -83,6 +83,27 @@ def _block_mean(frames: np.ndarray, width: int) -> tuple[np.ndarray, int]:
     return out / (f * f), f
 
 
+class BlockMeans:
+    """``frames`` ``(T, H, W, 3)`` block-averaged as :func:`_block_mean` does, computed for the frames asked for
+    (``view[a:b]``, ``view[::k]``) rather than for the whole clip at once: a float copy of a long video's analysis
+    frames is no longer held (287 MB per minute of 64 px frames, for the brightening and again for the tracker)."""
+
+    def __init__(self, frames: np.ndarray, width: int):
+        self.frames, self.width = frames, width
+        T, H, W, C = frames.shape
+        self.factor = max(1, int(np.ceil(W / width)))
+        f = self.factor
+        self.shape = (T, H // f, W // f, C) if f > 1 else (T, H, W, C)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError("BlockMeans takes slices of frames")
+        return _block_mean(self.frames[index], self.width)[0]
+
+
 def _rise(plane: np.ndarray, r: int) -> np.ndarray:
     """``plane[k] − max of plane[k − 1] within at least r pixels`` for ``plane`` ``(T, h, w)`` with even ``h, w``:
     the neighbourhood maximum runs on 2×2 max-pooled frames with radius ``ceil(r / 2)`` (a quarter of the work; the
@@ -94,30 +115,45 @@ def _rise(plane: np.ndarray, r: int) -> np.ndarray:
     return (plane[1:].reshape(T - 1, h // 2, 2, w // 2, 2) - near[:, :, None, :, None]).reshape(T - 1, h, w)
 
 
-def _brightening(x: np.ndarray, factor: int, width: int, fps: float, cfg: EventConfig) -> VisualEvents:
+def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> VisualEvents:
     """Brightening events of block-averaged frames ``x`` ``(T, h, w, 3)`` (``factor`` px per block, ``width`` of the
-    original frames)."""
+    original frames): an array or a :class:`BlockMeans`, read in chunks of frames (each quantity is per frame or per
+    pair of frames, so the chunks give the whole clip's values exactly)."""
     T, h, w, _ = x.shape
     if T < 2:
         return VisualEvents(np.zeros(0), np.zeros(0, dtype=object), np.zeros(0), width, np.zeros(T))
     r = max(1, int(round(cfg.radius * w)))
     n = int(np.ceil(256 / cfg.bin))
     he, we = h + h % 2, w + w % 2
-    x = np.pad(x, ((0, 0), (0, he - h), (0, we - w), (0, 0)), mode="edge") if (he, we) != (h, w) else x
-    rise = np.full((T - 1, he, we), -np.inf, dtype=np.float32)
-    codes = np.zeros((T, he, we), dtype=np.int32)
-    for c in range(3):  # one contiguous colour plane at a time
-        plane = np.ascontiguousarray(x[..., c])  # (T, he, we)
-        np.maximum(rise, _rise(plane, r), out=rise)
-        codes = codes * n + np.minimum((plane * (1.0 / cfg.bin)).astype(np.int32), n - 1)
-    rise, codes = rise[:, :h, :w], np.ascontiguousarray(codes[:, :h, :w])
-    offsets = (np.arange(T, dtype=np.int64) * n**3)[:, None, None]
-    hist = np.bincount((codes + offsets).ravel(), minlength=T * n**3).reshape(T, n, n, n).astype(np.float32)
-    mass = uniform_filter(hist, size=(1, 3, 3, 3), mode="constant") * 27  # (T, n, n, n) pixels in the 27 bins
-    new = (np.maximum(mass[1:] - mass[:-1], 0.0) / np.maximum(mass[1:], 1.0)).reshape(T - 1, -1)  # (T-1, n³)
-    fresh = np.take_along_axis(new, codes[1:].reshape(T - 1, -1), axis=1).reshape(rise.shape)  # (T-1, h, w)
-    bright = np.where(rise > cfg.threshold, fresh, 0.0)  # (T-1, h, w) brightened fraction of each pixel
-    area = np.concatenate([[0.0], bright.mean(axis=(1, 2))])  # (T,)
+    area = np.zeros(T)  # (T,) brightened area of each frame (frame 0: none)
+    weights: dict[int, np.ndarray] = {}  # frame -> (w,) column weights of its brightening, where it may be an event
+    for part in _chunks(T - 1, h, w):
+        a, b = part.start, part.stop  # transitions a..b-1: frame k + 1 against frame k
+        xs = np.asarray(x[a : b + 1])  # (t + 1, h, w, 3)
+        t = b - a
+        if (he, we) != (h, w):
+            xs = np.pad(xs, ((0, 0), (0, he - h), (0, we - w), (0, 0)), mode="edge")
+        rise = np.full((t, he, we), -np.inf, dtype=np.float32)
+        codes = np.zeros((t + 1, he, we), dtype=np.int32)
+        for c in range(3):  # one contiguous colour plane at a time
+            plane = np.ascontiguousarray(xs[..., c])  # (t + 1, he, we)
+            np.maximum(rise, _rise(plane, r), out=rise)
+            codes = codes * n + np.minimum((plane * (1.0 / cfg.bin)).astype(np.int32), n - 1)
+        del xs, plane
+        rise, codes = rise[:, :h, :w], np.ascontiguousarray(codes[:, :h, :w])
+        offsets = (np.arange(t + 1, dtype=np.int64) * n**3)[:, None, None]
+        hist = np.bincount((codes + offsets).ravel(), minlength=(t + 1) * n**3).reshape(t + 1, n, n, n)
+        mass = uniform_filter(hist.astype(np.float32), size=(1, 3, 3, 3), mode="constant") * 27  # pixels in 27 bins
+        del hist
+        new = (np.maximum(mass[1:] - mass[:-1], 0.0) / np.maximum(mass[1:], 1.0)).reshape(t, -1)  # (t, n³)
+        del mass
+        fresh = np.take_along_axis(new, codes[1:].reshape(t, -1), axis=1).reshape(rise.shape)  # (t, h, w)
+        del new, codes
+        bright = np.where(rise > cfg.threshold, fresh, 0.0)  # (t, h, w) brightened fraction of each pixel
+        del fresh
+        area[a + 1 : b + 1] = bright.mean(axis=(1, 2))
+        for j in np.flatnonzero(area[a + 1 : b + 1] >= cfg.min_area):
+            weights[a + 1 + int(j)] = (bright[j] * rise[j]).sum(axis=0)  # (w,)
     hit = area >= cfg.min_area
     starts = np.flatnonzero(hit & ~np.concatenate([[False], hit[:-1]]))
     kinds, xs = [], []
@@ -127,7 +163,7 @@ def _brightening(x: np.ndarray, factor: int, width: int, fps: float, cfg: EventC
             kinds.append("global")
             xs.append(np.nan)
         else:
-            weight = (bright[k - 1] * rise[k - 1]).sum(axis=0)  # (w,)
+            weight = weights[int(k)]  # (w,)
             kinds.append("flash")
             xs.append(float((weight * cols).sum() / weight.sum()))
     return VisualEvents(starts / fps, np.array(kinds, dtype=object), np.array(xs, dtype=float), width, area)
@@ -136,8 +172,8 @@ def _brightening(x: np.ndarray, factor: int, width: int, fps: float, cfg: EventC
 def brightening_events(frames: np.ndarray, fps: float, config: EventConfig | None = None) -> VisualEvents:
     """Flashes, appearances and cuts of ``frames`` ``(T, H, W, 3)`` uint8 (see the module docstring)."""
     cfg = config or EventConfig()
-    x, factor = _block_mean(frames, cfg.analysis_width)
-    return _brightening(x, factor, int(frames.shape[2]), fps, cfg)
+    x = BlockMeans(frames, cfg.analysis_width)
+    return _brightening(x, x.factor, int(frames.shape[2]), fps, cfg)
 
 
 def _line(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,11 +293,14 @@ def is_blank(frames: np.ndarray, tolerance: float = 3.0) -> bool:
     flashes is not blank. ``frames`` ``(T, H, W, 3)`` uint8: float frames in [0, 1] would all look blank, so other
     dtypes and layouts are a ValueError (:func:`avflow.eval.inputs.check_frames`)."""
     frames = check_frames(frames, "frames")
-    f = np.asarray(frames[:, ::4, ::4], dtype=np.float32).reshape(len(frames), -1, 3)
-    if f.size == 0:
+    T, H, W, _ = frames.shape
+    if T == 0 or -(-H // 4) * -(-W // 4) == 0:
         return True
-    means = f.mean(axis=1)  # (T, 3)
-    return bool(f.std(axis=1).max() < tolerance and np.ptp(means, axis=0).max() < tolerance)
+    means, spread = np.zeros((T, 3), dtype=np.float32), np.zeros((T, 3), dtype=np.float32)
+    for part in _chunks(T, -(-H // 4), -(-W // 4)):  # per frame: a chunk of frames at a time, never a whole float copy
+        f = np.asarray(frames[part, ::4, ::4], dtype=np.float32).reshape(part.stop - part.start, -1, 3)
+        means[part], spread[part] = f.mean(axis=1), f.std(axis=1)
+    return bool(spread.max() < tolerance and np.ptp(means, axis=0).max() < tolerance)
 
 
 def detect(
@@ -272,7 +311,8 @@ def detect(
     ``tracks`` are given. A flash changes the colour of what the tracker follows and so moves its centroid: contacts
     from 2 frames before a brightening to ``flash_frames + 1`` after it are dropped."""
     cfg = config or EventConfig()
-    x, factor = _block_mean(frames, cfg.analysis_width)
+    x = BlockMeans(frames, cfg.analysis_width)  # block-averaged a chunk of frames at a time, never whole
+    factor = x.factor
     H, W = int(frames.shape[1]), int(frames.shape[2])
     bright = _brightening(x, factor, W, fps, cfg)
     if tracks is None:

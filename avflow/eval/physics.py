@@ -62,6 +62,19 @@ def _is_blend(c: np.ndarray, s: np.ndarray, bg: np.ndarray, tol: float) -> bool:
     return 0.0 < a < 1.0 and float(np.linalg.norm(c - bg - a * d)) < 0.5 * tol
 
 
+# Frames are tracked in chunks of about this many pixels (frames × H × W): the float copies of a chunk (frames,
+# background, difference, colour distances) are a few tens of MB whatever the clip's length, where whole-video copies
+# took 287 MB per minute of 64 px frames (a 5 min clip 1.4 GB). Every quantity is per frame, so the chunks give the
+# same tracks, bit for bit, as the whole clip at once.
+TRACK_CHUNK_PIXELS = 1 << 20
+
+
+def _chunks(T: int, H: int, W: int, pixels: int | None = None) -> list[slice]:
+    """Consecutive frame ranges of about ``pixels`` (default TRACK_CHUNK_PIXELS) pixels each, at least one frame."""
+    step = max(1, (pixels or TRACK_CHUNK_PIXELS) // max(1, H * W))
+    return [slice(a, min(a + step, T)) for a in range(0, T, step)]
+
+
 def track_objects(
     frames: np.ndarray,
     max_objects: int = 4,
@@ -79,22 +92,39 @@ def track_objects(
     colour ``c`` (so objects at rest stay found); its 1-pixel ring adds the soft coverage
     ``α = clip(((f − B)·(c − B)) / ‖c − B‖², 0, 1)``, so anti-aliased edges give sub-pixel centroids.
     Visible where the weight ``Σ ≥ min_area``.
+
+    ``frames`` ``(T, H, W, 3)``: any array (uint8 or float) or an object with ``shape`` and slicing along the frames
+    (e.g. frames computed on demand); it is read in chunks of frames (``TRACK_CHUNK_PIXELS``), never copied whole.
     """
-    f = np.asarray(frames, dtype=np.float32)  # (T, H, W, 3)
-    T, H, W, _ = f.shape
-    bg = np.median(f[:: -(-T // 64)], axis=0)  # (H, W, 3) over at most 64 evenly spaced frames
-    drift = np.median((f[:, ::2, ::2] - bg[::2, ::2]).reshape(T, -1, 3), axis=1)  # (T, 3) on every 4th pixel
-    bg = bg + drift[:, None, None, :]  # (T, H, W, 3) follows global drift
-    diff = f - bg  # (T, H, W, 3)
-    fg = np.einsum("thwc,thwc->thw", diff, diff) > threshold**2
+    T, H, W, _ = frames.shape
+    chunks = _chunks(T, H, W)
+    bg = np.median(np.asarray(frames[:: -(-T // 64)], dtype=np.float32), axis=0)  # (H, W, 3) over <= 64 frames
+    drift = np.zeros((T, 3), dtype=np.float32)  # each frame's median deviation, on every 4th pixel
+    found: list[np.ndarray] = []  # the foreground pixels' colours, as stored in `frames` (uint8: 3 bytes each)
+    codes_parts: list[np.ndarray] = []
+    for part in chunks:
+        raw = np.asarray(frames[part])
+        f = raw.astype(np.float32)  # (t, H, W, 3)
+        n = f.shape[0]
+        drift[part] = np.median((f[:, ::2, ::2] - bg[::2, ::2]).reshape(n, -1, 3), axis=1)
+        diff = f - (bg + drift[part][:, None, None, :])  # (t, H, W, 3)
+        fg = np.einsum("thwc,thwc->thw", diff, diff) > threshold**2
+        del diff
+        colours = f[fg]  # (p, 3)
+        bins = np.floor(colours / 32.0).astype(int)
+        codes_parts.append((bins[:, 0] * 64 + bins[:, 1] * 8 + bins[:, 2]).astype(np.int16))
+        found.append(raw[fg])
+        del f, fg, colours, bins
     empty = Tracks(np.full((T, 0, 2), np.nan), np.zeros((T, 0)), (H, W))
-    if fg.sum() < min_area:
+    n_fg = sum(c.size for c in codes_parts)
+    if n_fg < min_area:
         return empty
-    colours = f[fg]  # (P, 3)
-    bins = np.floor(colours / 32.0).astype(int)
-    codes = bins[:, 0] * 64 + bins[:, 1] * 8 + bins[:, 2]
+    colours = np.concatenate(found).astype(np.float32)  # (P, 3), in the order of the whole clip's f[fg]
+    del found
+    codes = np.concatenate(codes_parts)
+    del codes_parts
     keys, counts = np.unique(codes, return_counts=True)
-    bg_first = bg[0].reshape(-1, 3)
+    bg_first = (bg + drift[0]).reshape(-1, 3)
     bg_mean = bg_first.mean(0)  # blends of objects with it are edges
     seeds: list[np.ndarray] = []
     for key in keys[np.argsort(-counts)]:
@@ -111,31 +141,40 @@ def track_objects(
     if not seeds:
         return empty
     centres = _refine(colours[:: max(1, colours.shape[0] // 20000)], np.array(seeds), 0.5 * threshold)  # (K, 3)
+    del colours, codes
     K = len(centres)
     gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(K) * 1e9
     c32 = centres.astype(np.float32)
-    d2 = np.zeros((T, H, W, K), dtype=np.float32)  # squared colour distance, one contiguous channel at a time
-    for ch in range(3):
-        d2 += (np.ascontiguousarray(f[..., ch])[..., None] - c32[:, ch]) ** 2
-    nearest = d2.argmin(-1)  # (T, H, W)
+    tols = [min(threshold, 0.5 * float(gaps[k].min())) for k in range(K)]
     ys, xs = np.mgrid[0:H, 0:W] + 0.5
     centers = np.full((T, K, 2), np.nan)
     areas = np.zeros((T, K))
+    for part in chunks:
+        f = np.asarray(frames[part], dtype=np.float32)  # (t, H, W, 3)
+        bgt = bg + drift[part][:, None, None, :]  # (t, H, W, 3) follows global drift
+        diff = f - bgt
+        d2 = np.zeros(f.shape[:3] + (K,), dtype=np.float32)  # squared colour distance, one channel at a time
+        for ch in range(3):
+            d2 += (np.ascontiguousarray(f[..., ch])[..., None] - c32[:, ch]) ** 2
+        del f
+        nearest = d2.argmin(-1)  # (t, H, W)
+        for k in range(K):
+            core = (d2[..., k] < tols[k] ** 2) & (nearest == k)  # (t, H, W); also when at rest
+            ring = np.nonzero(_shift_max(core) & ~core)
+            d = c32[k] - bgt[ring]  # (R, 3) object colour minus background, on the ring only
+            dd = (d * d).sum(-1)
+            alpha = np.where(dd > threshold**2, np.clip((diff[ring] * d).sum(-1) / np.maximum(dd, 1e-6), 0.0, 1.0),
+                             0.0)  # fmt: skip
+            weight = core.astype(np.float32)
+            weight[ring] = alpha
+            area = weight.sum(axis=(1, 2))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                centers[part, k, 0] = (weight * xs).sum(axis=(1, 2)) / area
+                centers[part, k, 1] = (weight * ys).sum(axis=(1, 2)) / area
+            areas[part, k] = area
+        del bgt, diff, d2, nearest
     for k in range(K):
-        tol = min(threshold, 0.5 * float(gaps[k].min()))
-        core = (d2[..., k] < tol**2) & (nearest == k)  # (T, H, W); also when at rest
-        ring = np.nonzero(_shift_max(core) & ~core)
-        d = c32[k] - bg[ring]  # (R, 3) object colour minus background, on the ring only
-        dd = (d * d).sum(-1)
-        alpha = np.where(dd > threshold**2, np.clip((diff[ring] * d).sum(-1) / np.maximum(dd, 1e-6), 0.0, 1.0), 0.0)
-        weight = core.astype(np.float32)
-        weight[ring] = alpha
-        area = weight.sum(axis=(1, 2))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            centers[:, k, 0] = (weight * xs).sum(axis=(1, 2)) / area
-            centers[:, k, 1] = (weight * ys).sum(axis=(1, 2)) / area
-        areas[:, k] = area
-        centers[area < min_area, k] = np.nan
+        centers[areas[:, k] < min_area, k] = np.nan
     return Tracks(centers=centers, areas=areas, frame_size=(H, W))
 
 

@@ -29,6 +29,12 @@ AUDIO_SUFFIXES = AUDIO_FILE_SUFFIXES  # audio-only clips
 # find flashes, contacts and objects at this size (world clips are 64 px, the real-sound set 128), and a 4 s 4K clip
 # read whole took 21 GB and 81 s. Measures in px are in the pixels of the frames as read.
 EVAL_MAX_SIDE = 320
+# A clip's frames are held whole while it is measured (at the working size; a clip with ground truth at its own size),
+# so memory grows with its length: measured peak RSS 0.70 GB for 10 s and 1.12 GB for 60 s of 720p, 3.73 GB for 5 min
+# of 360p, all read at 320x180 (5.2 MB/s of frames; ~11 MB/s in all with the decoder's and the audio measures' copies).
+# A clip whose frames would take more than this many bytes is refused in one line before it is decoded (about 3.8 GB
+# peak): 5 min 8 s of 16:9 video at 30 fps, half that at 60 fps.
+EVAL_MAX_FRAME_BYTES = 1_600_000_000
 
 SILENT_EAR = "an ear is silent (no interaural cue)"
 # A decoded clip and its reference may differ in length by codec framing (an AAC frame is 1024 samples, 64 ms at
@@ -94,28 +100,44 @@ def _read_world(stem: Path, cid: str) -> EvalClip:
 
 def load_eval_clip(path: Path, cid: str | None = None) -> EvalClip:
     """Read a world stem, a video file (its audio track, or a same-stem .wav beside it) or an audio file."""
-    from avflow.data.media import read_audio, read_video
+    from avflow.data.media import probe, read_audio, read_video
 
     cid = cid or path.stem
     if path.suffix == "":
         return _read_world(path, cid)
-    meta_path = path.with_suffix(".json")
-    meta = None
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise MediaError(f"{meta_path}: unreadable ground truth json: {exc}") from exc
+    meta = _ground_truth(path.with_suffix(".json"))
     if path.suffix.lower() in AUDIO_SUFFIXES:
         audio, sr = read_audio(path)
         return EvalClip(cid, _mono_or_stereo(audio.numpy(), path), sr, None, 0.0, meta)
-    video = read_video(path, size=None if meta is not None else _working_size(path))  # truth is in source px
+    info = probe(path)
+    size = None if meta is not None else _working_size(info)  # truth is in source px
+    _check_length(path, info, size)
+    video = read_video(path, size=size)
     wav = path.with_suffix(".wav")
     try:
         audio, sr = read_audio(wav if wav.is_file() else path)
     except MediaError as exc:
         raise MediaError(f"{path}: no audio to evaluate ({exc})") from exc
     return EvalClip(cid, _mono_or_stereo(audio.numpy(), path), sr, video.frames.numpy(), float(video.fps), meta)
+
+
+# What the measures read of a clip's json (`clip_measures`): its events, its true offset, the world's config
+# (gravity). A same-name json holding none of them (a user's own notes, a download's metadata) is not ground truth: it
+# is ignored, and the video is read at the working size (such a json switched a 10 s 1080p clip to full-resolution
+# frames: 4.05 GB and 60 s instead of 1.29 GB and 24 s).
+GROUND_TRUTH_KEYS = ("events", "offset_ms", "config")
+
+
+def _ground_truth(meta_path: Path) -> dict | None:
+    """The clip's ground truth from ``meta_path``: a json object with any of GROUND_TRUTH_KEYS (world clips, the
+    real-sound set), else None (no file, or a json of something else); an unreadable one is a MediaError."""
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MediaError(f"{meta_path}: unreadable ground truth json: {exc}") from exc
+    return meta if isinstance(meta, dict) and any(k in meta for k in GROUND_TRUTH_KEYS) else None
 
 
 def _mono_or_stereo(audio: np.ndarray, path: Path) -> np.ndarray:
@@ -126,11 +148,23 @@ def _mono_or_stereo(audio: np.ndarray, path: Path) -> np.ndarray:
     return audio
 
 
-def _working_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) with the long side EVAL_MAX_SIDE for a larger video, else None (read as it is)."""
-    from avflow.data.media import probe
+def _check_length(path: Path, info, size: tuple[int, int] | None) -> None:
+    """A one-line MediaError, before decoding, for a video whose frames at ``size`` (None: its own) would take more
+    than EVAL_MAX_FRAME_BYTES; it says the longest clip of this size and rate that is measured."""
+    h, w = size if size is not None else (info.height, info.width)
+    fps = float(info.fps) if info.fps and info.fps > 0 else 30.0
+    n_frames = max(int(info.n_frames or 0), int(np.ceil(float(info.duration or 0.0) * fps)))
+    per_frame = 3 * max(1, h) * max(1, w)
+    if n_frames * per_frame > EVAL_MAX_FRAME_BYTES:
+        longest = EVAL_MAX_FRAME_BYTES / per_frame / fps
+        raise MediaError(f"{path}: {info.duration:.0f} s long; avflow eval holds a clip's frames in memory ({w}x{h} "
+                         f"at {fps:g} fps: {per_frame * fps / 1e6:.1f} MB/s) and measures clips up to "
+                         f"{longest:.0f} s of it ({EVAL_MAX_FRAME_BYTES / 1e9:g} GB of frames): cut it into parts "
+                         "(e.g. ffmpeg -ss START -t SECONDS)")  # fmt: skip
 
-    info = probe(path)
+
+def _working_size(info) -> tuple[int, int] | None:
+    """(H, W) with the long side EVAL_MAX_SIDE for a larger video (`probe`'s ``info``), else None (read as it is)."""
     scale = EVAL_MAX_SIDE / max(info.height, info.width, 1)
     return None if scale >= 1 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
 

@@ -93,23 +93,58 @@ def impact_positions(frames: np.ndarray, fps: float, decay_s: float = 0.15, cent
         return np.where(mass > IMPACT_FLOOR, (score * x).sum(1) / mass, np.nan)
 
 
+# Frames are read a chunk of about this many pixels at a time (frames × H × W, or rows of all frames for a temporal
+# median): float64 grey copies of the whole video (grey, motion, foreground) took 132 MB per minute of 64 px frames.
+# Every quantity is per frame, per pair of frames or per pixel, so the result is the whole clip's, bit for bit.
+CHUNK_PIXELS = 1 << 20
+
+
+def _frame_chunks(t: int, h: int, w: int) -> list[slice]:
+    step = max(1, CHUNK_PIXELS // max(1, h * w))
+    return [slice(a, min(a + step, t)) for a in range(0, t, step)]
+
+
+def _grey(frames: np.ndarray, dtype=np.float64, unit: bool = True) -> np.ndarray:
+    """(t, H, W, 3) uint8 -> (t, H, W) grey as ``dtype``: the mean of the channels, / 255 with ``unit``."""
+    grey = np.asarray(frames, dtype=dtype).mean(-1)
+    return grey / 255.0 if unit else grey
+
+
+def grey_median(frames: np.ndarray, dtype=np.float64, unit: bool = True) -> np.ndarray:
+    """(H, W) per-pixel temporal median of the frames' :func:`_grey`, computed over a few rows of every frame at a
+    time: ``np.median(_grey(frames), axis=0)`` exactly, without the whole video's grey copy."""
+    t, h, w = frames.shape[:3]
+    rows = max(1, CHUNK_PIXELS // max(1, t * w))
+    return np.concatenate([np.median(_grey(frames[:, r : r + rows], dtype, unit), axis=0) for r in range(0, h, rows)])
+
+
 def source_positions(frames: np.ndarray, fps: float | None = None, smooth: int = 1,
                      centers: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """(T, H, W, 3) uint8 frames -> (T,) horizontal source position in pixels (frame k shown at k / fps); with fps,
-    the impact-weighted object position is preferred (`centers`: as for :func:`impact_positions`)."""
-    grey = np.asarray(frames, dtype=np.float64).mean(-1) / 255.0  # (T, H, W)
-    t, _, w = grey.shape
+    the impact-weighted object position is preferred (`centers`: as for :func:`impact_positions`). Read a chunk of
+    frames at a time (:data:`CHUNK_PIXELS`)."""
+    t, h, w = frames.shape[:3]
     xs = np.arange(w) + 0.5
-    motion = np.zeros_like(grey)
-    motion[1:] = np.abs(np.diff(grey, axis=0))
-    motion[0] = motion[1] if t > 1 else 0.0
-    fg = np.abs(grey - np.median(grey, axis=0, keepdims=True))
+    median = grey_median(frames)  # (H, W)
+    first_motion = np.abs(np.diff(_grey(frames[:2]), axis=0))[0] if t > 1 else None  # frame 0 takes frame 1's
     x = np.full(t, np.nan)
-    for weights, floor in ((fg, 1e-3), (motion, 1e-3)):  # motion overrides the foreground where there is motion
-        col = np.where(weights > 0.02, weights, 0.0).sum(axis=1)  # (T, W)
-        mass = col.sum(axis=1)
-        ok = mass > floor * grey.shape[1] * w
-        x[ok] = (col[ok] * xs).sum(axis=1) / mass[ok]
+    for part in _frame_chunks(t, h, w):
+        a, b = part.start, part.stop
+        grey = _grey(frames[max(a - 1, 0) : b])  # with the frame before the chunk, for the motion
+        motion = np.abs(np.diff(grey, axis=0))  # (b - max(a - 1, 0) - 1, H, W): frames max(a, 1)..b-1
+        if a == 0:
+            motion = np.concatenate([(first_motion if first_motion is not None else np.zeros((h, w)))[None],
+                                     motion])  # fmt: skip
+        else:
+            grey = grey[1:]
+        fg = np.abs(grey - median)
+        seg = x[part]  # a view: written in place
+        for weights, floor in ((fg, 1e-3), (motion, 1e-3)):  # motion overrides the foreground where there is motion
+            col = np.where(weights > 0.02, weights, 0.0).sum(axis=1)  # (t, W)
+            mass = col.sum(axis=1)
+            ok = mass > floor * h * w
+            seg[ok] = (col[ok] * xs).sum(axis=1) / mass[ok]
+        del grey, motion, fg
     if fps is not None:
         impact = impact_positions(frames, fps, centers=centers)
         x = np.where(np.isnan(impact), x, impact)
@@ -285,8 +320,11 @@ def frames_on_audio_clock(frames: np.ndarray, fps: float, clock: AudioClock, anc
         return frames
     starts = np.arange(t) / fps  # frame k starts at k / fps (the events' convention)
     index = np.clip(np.round((starts - clock.lag_s) * fps).astype(int), 0, t - 1)  # (T,)
-    grey = np.asarray(frames, dtype=np.float32).mean(-1)  # (T, H, W)
-    brightness = (grey - np.median(grey, axis=0)).clip(min=0).sum(axis=(1, 2))  # (T,) brightened amount
+    median = grey_median(frames, np.float32, unit=False)  # (H, W), chunk by chunk
+    brightness = np.zeros(t, dtype=np.float32)  # (T,) brightened amount
+    for part in _frame_chunks(t, *frames.shape[1:3]):
+        grey = np.asarray(frames[part], dtype=np.float32).mean(-1)
+        brightness[part] = (grey - median).clip(min=0).sum(axis=(1, 2))
     for (start, stop), (_, event_s, _) in zip(anchor_spans(clock, anchoring), clock.anchors):
         first = int(np.clip(round(event_s * fps), 0, t - 1))
         peak = first + int(brightness[first : first + peak_frames].argmax())
@@ -306,7 +344,7 @@ def spatialise(
     :func:`audio_positions`."""
     mono = mono_track(mono)
     az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring, clock), frames.shape[2])
-    return render_sphere(mono, az, sample_rate).astype(np.float32)
+    return render_sphere(mono, az, sample_rate, dtype=np.float32)  # float32 as written, no float64 copy
 
 
 def amplitude_pan(

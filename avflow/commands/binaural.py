@@ -10,6 +10,7 @@ from avflow.commands.options import (
     OUTPUT_DIR,
     VIDEO_SUFFIXES,
     RunOutputs,
+    StepBar,
     add_existing_audio,
     add_overwrite,
     add_seed,
@@ -105,8 +106,13 @@ def run(args: argparse.Namespace) -> int:
                          "scripts/train_binaural_v2.py of the avflow source repository and give it with --model "
                          "FILE, or use --mode spatialise)")  # fmt: skip
     pipeline = BinauralPipeline.from_assets(args.model) if args.model is not None else None  # its errors: one line
-    track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg,
-                           pipeline=pipeline)  # fmt: skip
+    bar = StepBar("binaural") if mode == "model" else None  # the spatialiser samples nothing
+    try:
+        track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg,
+                               pipeline=pipeline, progress=bar)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
     with RunOutputs(out, wav) as outputs:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))
         if wav is not None:

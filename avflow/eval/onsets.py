@@ -32,6 +32,8 @@ from scipy.signal import resample_poly
 
 from avflow.eval.inputs import check_audio
 
+CHUNK = 1 << 16  # samples (and band-detector frames) handled at a time; the results do not depend on it
+
 
 @dataclass(frozen=True, kw_only=True)
 class OnsetConfig:
@@ -89,45 +91,89 @@ def _peaks(curve: np.ndarray, threshold: float, gap: int) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
+def _decimate(a: np.ndarray, q: int) -> np.ndarray:
+    """``resample_poly(a.astype(float64), 1, q, axis=-1).astype(float32)`` of ``(C, N)`` audio bit for bit, a chunk at
+    a time: each chunk starts at a multiple of ``q`` and is read with a margin wider than the filter (10·q taps each
+    side), so every output sample sums the same taps of the same samples in the same order as over the whole track
+    (zero taps beyond the margin add nothing)."""
+    n = a.shape[1]
+    out = np.empty((a.shape[0], -(-n // q)), dtype=np.float32)
+    step, margin = q * max(1, CHUNK // q), q * (10 + 64)
+    for s in range(0, n, step):
+        lo, hi = max(0, s - margin), min(n, s + step + margin)
+        y = resample_poly(np.asarray(a[:, lo:hi], dtype=np.float64), 1, q, axis=-1)
+        first, count = s // q, -(-min(step, n - s) // q)
+        out[:, first : first + count] = y[:, (s - lo) // q : (s - lo) // q + count]
+    return out
+
+
 def band_rise(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The band detector ``odf`` (dB) and its times (s, the split between the two frames): ``(odf (K,), t (K,))``."""
+    """The band detector ``odf`` (dB) and its times (s, the split between the two frames): ``(odf (K,), t (K,))``.
+    The decimation and the STFT go a chunk at a time (the whole track's values, bit for bit)."""
     cfg = config or OnsetConfig()
-    a = np.atleast_2d(np.asarray(audio, dtype=np.float64))  # (C, N)
+    a = np.atleast_2d(np.asarray(audio))  # (C, N), converted to float64 a chunk at a time
     q = max(1, int(sample_rate // cfg.band_rate))
     if q > 1:
-        a, sample_rate = resample_poly(a, 1, q, axis=-1), sample_rate / q
+        a, sample_rate = _decimate(a, q), sample_rate / q
+    else:
+        a = np.concatenate([np.asarray(a[:, s : s + CHUNK], dtype=np.float64).astype(np.float32)
+                            for s in range(0, a.shape[1], CHUNK)], axis=1)  # fmt: skip
     hop = max(1, round(cfg.band_hop_s * sample_rate))
     n = max(2, round(cfg.window_s * sample_rate)) * 2
     if a.shape[1] < 2 * n + hop:
         return np.zeros(0), np.zeros(0)
-    frames = sliding_window_view(a.astype(np.float32), n, axis=-1)[:, ::hop]  # (C, F, n)
-    spec = rfft(frames * np.hanning(n + 1)[:-1].astype(np.float32), axis=-1)  # (C, F, n/2 + 1)
-    power = (spec.real**2 + spec.imag**2).sum(axis=0)  # (F, n/2 + 1)
+    frames = sliding_window_view(a, n, axis=-1)[:, ::hop]  # (C, F, n)
+    window = np.hanning(n + 1)[:-1].astype(np.float32)
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
     edges = np.geomspace(60.0, sample_rate / 2, cfg.n_bands + 1)
-    band = np.add.reduceat(power, np.searchsorted(freqs, edges[:-1]), axis=1)[:, : cfg.n_bands]  # (F, B)
+    starts = np.searchsorted(freqs, edges[:-1])
+    step = max(1, CHUNK // n)
+    parts = []
+    for k in range(0, frames.shape[1], step):
+        spec = rfft(frames[:, k : k + step] * window, axis=-1)  # (C, f, n/2 + 1)
+        power = (spec.real**2 + spec.imag**2).sum(axis=0)  # (f, n/2 + 1)
+        parts.append(np.add.reduceat(power, starts, axis=1)[:, : cfg.n_bands])  # (f, B)
+    band = np.concatenate(parts)  # (F, B)
     level = 10 * np.log10(band + band.max() * 10 ** (cfg.floor_db / 10) + 1e-30)
     lag = n // hop  # frame k starts at t = k·hop; frame k − lag ends there
     odf = np.maximum(level[lag:] - level[:-lag], 0.0).mean(axis=1)  # (F - lag,)
     return odf, (np.arange(lag, level.shape[0]) * hop) / sample_rate
 
 
+def _power_csum_at(a: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, float]:
+    """``csum[idx]`` of ``csum = [0, cumsum(Σ_c a²)]`` (float64) for ``a`` ``(C, N)`` and indices in ``[0, N]``, and
+    the largest ``Σ_c a²``, bit for bit, a chunk of samples at a time (the running sum continues from chunk to
+    chunk)."""
+    out, carry, top = np.zeros(idx.size), np.zeros(1), -np.inf
+    for s in range(0, a.shape[1], CHUNK):
+        x = np.asarray(a[:, s : s + CHUNK], dtype=np.float64)
+        power = (x * x).sum(axis=0)
+        top = max(top, float(power.max()))
+        csum = np.cumsum(np.concatenate([carry, power]))  # csum[s .. s + len]
+        inside = (idx >= s) & (idx < s + power.size)
+        out[inside] = csum[idx[inside] - s]
+        carry = csum[-1:]
+    out[idx == a.shape[1]] = carry[0]
+    return out, top
+
+
 def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = None) -> AudioOnsets:
     """Onsets of ``audio`` ``(C, N)`` or ``(N,)`` float (see the module docstring); samples-first, integer or
     non-finite audio is a ValueError (:func:`avflow.eval.inputs.check_audio`), not "no onsets"."""
     cfg = config or OnsetConfig()
-    a = np.atleast_2d(check_audio(audio, "audio"))
-    power = (a * a).sum(axis=0)  # (N,)
+    a = np.asarray(audio)
+    a = np.atleast_2d(check_audio(a, "audio", dtype=a.dtype))  # float64 a chunk at a time, no whole-track copies
     hop = max(1, round(cfg.hop_s * sample_rate))
     win = max(hop, round(cfg.window_s * sample_rate))
     odf, odf_t = band_rise(a, sample_rate, cfg)
-    empty = np.zeros(0)
-    if odf.size == 0 or power.max() <= 0:
-        return AudioOnsets(empty, empty, empty, empty, odf_t, odf)
     # broadband level step on the same hop grid
-    csum = np.concatenate([[0.0], np.cumsum(power)])
-    pos = np.arange(win, power.size - win + 1, hop)  # (K,) split points in samples
-    after, before = (csum[pos + win] - csum[pos]) / win, (csum[pos] - csum[pos - win]) / win
+    pos = np.arange(win, a.shape[1] - win + 1, hop)  # (K,) split points in samples
+    at, top = _power_csum_at(a, np.concatenate([pos - win, pos, pos + win]))
+    empty = np.zeros(0)
+    if odf.size == 0 or top <= 0:
+        return AudioOnsets(empty, empty, empty, empty, odf_t, odf)
+    c_before, c_pos, c_after = at.reshape(3, pos.size)
+    after, before = (c_after - c_pos) / win, (c_pos - c_before) / win
     loudest = float(after.max())
     floor = loudest * 10 ** (cfg.floor_db / 10)
     level_after = 10 * np.log10((after + floor) / loudest)  # (K,) dB re the loudest window

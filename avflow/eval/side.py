@@ -31,6 +31,7 @@ from avflow.eval.onsets import AudioOnsets
 from avflow.eval.physics import Tracks
 
 EPS = 1e-20
+CHUNK = 1 << 16  # samples squared at a time for the clip's loudest sample (the result does not depend on it)
 TORN = "the ILD and the ITD give opposite sides"
 
 
@@ -79,15 +80,25 @@ class EventCue:
 
 
 def _stereo(audio: np.ndarray) -> np.ndarray:
-    a = np.asarray(audio, dtype=np.float64)
+    """``(2, N)`` audio; float audio stays in its dtype and the cues convert the samples they read to float64 (the
+    values of a float64 copy of the whole track, without it), other audio is converted here."""
+    a = np.asarray(audio)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
     if a.ndim != 2 or a.shape[0] != 2:
         raise ValueError(f"binaural cues need (2, N) audio, got shape {a.shape}")
     return a
 
 
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
 def _peak(a: np.ndarray) -> float:
-    """The largest squared sample of ``a`` (0 when empty)."""
-    return float(np.max(a**2)) if a.size else 0.0
+    """The largest squared sample of ``a`` ``(2, N)`` as float64 (0 when empty), a chunk of samples at a time."""
+    if not a.size:
+        return 0.0
+    return float(np.max([np.max(_f64(a[:, s : s + CHUNK]) ** 2) for s in range(0, a.shape[1], CHUNK)]))
 
 
 def _cue_span(a: np.ndarray, sample_rate: int, time: float, cfg: CueConfig, peak: float) -> tuple[int, int] | str:
@@ -98,16 +109,16 @@ def _cue_span(a: np.ndarray, sample_rate: int, time: float, cfg: CueConfig, peak
     hi = lo + int(round((cfg.pre_s + cfg.window_s) * sample_rate))
     if lo < 0 or hi > a.shape[1] or hi - lo < 8:
         return "the cue window lies outside the clip"
-    if float((a[:, lo:hi] ** 2).sum()) <= max(peak * (hi - lo) * 10 ** (cfg.silence_db / 10), EPS):
+    if float((_f64(a[:, lo:hi]) ** 2).sum()) <= max(peak * (hi - lo) * 10 ** (cfg.silence_db / 10), EPS):
         return "silent at this time"
     return lo, hi
 
 
 def _ild(a: np.ndarray, lo: int, hi: int, cfg: CueConfig) -> Measure:
     """ILD (dB) over the cue window ``[lo, hi)`` of ``a`` ``(2, N)`` (see the module docstring)."""
-    energy = (a[:, lo:hi] ** 2).sum(axis=1)  # (2,)
+    energy = (_f64(a[:, lo:hi]) ** 2).sum(axis=1)  # (2,)
     if cfg.increment and lo - (hi - lo) >= 0:
-        before = (a[:, lo - (hi - lo) : lo] ** 2).sum(axis=1)
+        before = (_f64(a[:, lo - (hi - lo) : lo]) ** 2).sum(axis=1)
         energy = np.maximum(energy - before, 0.1 * energy)
     return Measure.of(10.0 * np.log10((energy[0] + EPS) / (energy[1] + EPS)))
 
@@ -116,7 +127,7 @@ def _itd(a: np.ndarray, lo: int, hi: int, sample_rate: int, cfg: CueConfig) -> t
     """ITD (µs) over the cue window ``[lo, hi)`` of ``a`` ``(2, N)``, both ears tapered (see :func:`itd_of`), and its
     side margin (:func:`itd_side_margin`)."""
     w = _taper(hi - lo, sample_rate)
-    left, right = a[0, lo:hi] * w, a[1, lo:hi] * w
+    left, right = _f64(a[0, lo:hi]) * w, _f64(a[1, lo:hi]) * w
     itd = itd_of(left, right, sample_rate, cfg.max_itd_s, cfg.upsample, cfg.band_db)
     margin = itd_side_margin(left, right, sample_rate, cfg.min_itd_s, cfg.max_itd_s, cfg.upsample, cfg.margin_band_db)
     return itd, margin
@@ -228,8 +239,8 @@ def _evidence(value: Measure, threshold: float, scale: float) -> float:
 
 def _adds_energy(a: np.ndarray, lo: int, hi: int) -> bool:
     """Whether the window ``[lo, hi)`` holds more energy (both ears) than the stretch of its length before it."""
-    before = a[:, max(0, lo - (hi - lo)) : lo]
-    return lo - (hi - lo) < 0 or float((a[:, lo:hi] ** 2).sum()) > float((before**2).sum())
+    before = _f64(a[:, max(0, lo - (hi - lo)) : lo])
+    return lo - (hi - lo) < 0 or float((_f64(a[:, lo:hi]) ** 2).sum()) > float((before**2).sum())
 
 
 def event_cues(
@@ -345,10 +356,10 @@ def energy_rise(audio: np.ndarray, sample_rate: int, start: float, stop: float, 
     ref_lo = lo - int(round(cfg.window_s * sample_rate))
     if ref_lo < 0 or hi + frame > a.shape[1] or hi <= lo:
         return None
-    power = (a**2).sum(axis=0)  # (N,)
-    ref = float(power[ref_lo:lo].mean())
+    power = (_f64(a[:, ref_lo : hi + frame]) ** 2).sum(axis=0)  # samples ref_lo .. hi + frame only
+    ref = float(power[: lo - ref_lo].mean())
     floor = _peak(a) * 10 ** (cfg.silence_db / 10)
-    level = np.lib.stride_tricks.sliding_window_view(power[lo : hi + frame], frame)[::hop].mean(axis=1)  # (F,)
+    level = np.lib.stride_tricks.sliding_window_view(power[lo - ref_lo :], frame)[::hop].mean(axis=1)  # (F,)
     rise = np.flatnonzero((level > ref * 10 ** (cfg.rise_db / 10)) & (level > floor))
     return None if rise.size == 0 else (lo + int(rise[0]) * hop + frame // 2) / sample_rate  # the frame's centre
 

@@ -18,6 +18,7 @@ from avflow.eval.inputs import check_audio
 
 EPS = 1e-12
 NAN = float("nan")
+CHUNK = 1 << 16  # samples squared at a time by the whole-track measures (the results do not depend on it)
 
 
 def _stereo(audio: np.ndarray, what: str = "audio") -> np.ndarray:
@@ -35,6 +36,31 @@ def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pred, ref
 
 
+def _checked(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    """``(2, N)`` finite float audio as :func:`_stereo` checks it, in its own dtype: the whole-track measures convert
+    a row or a chunk at a time to float64 (the same values as a float64 copy of the whole track, without it)."""
+    a = np.asarray(audio)
+    return check_audio(a, f"binaural metrics: {what}", channels=(2,), mono=False, dtype=a.dtype)
+
+
+def _sum_squares(x: np.ndarray) -> float:
+    """``np.sum(x.astype(float64) ** 2)`` of a 1-D ``x`` bit for bit, squaring at most ``CHUNK`` samples at a time:
+    the halves follow numpy's pairwise summation (above its block of 128 it sums two halves, the first rounded down
+    to a multiple of 8), and numpy itself sums each piece."""
+    n = x.size
+    if n <= CHUNK:
+        y = np.asarray(x, dtype=np.float64)
+        return float(np.add.reduce(y * y))
+    half = n // 2
+    half -= half % 8
+    return _sum_squares(x[:half]) + _sum_squares(x[half:])
+
+
+def _rms_rows(a: np.ndarray) -> np.ndarray:
+    """:func:`_rms` of ``(2, N)`` audio in any float dtype, bit for bit, without a whole-track copy."""
+    return np.sqrt(np.array([_sum_squares(row) / row.size for row in a]))
+
+
 def _rms(a: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(a**2, axis=-1))  # (2,) per channel
 
@@ -46,10 +72,10 @@ def _silent_ear(a: np.ndarray) -> bool:
 
 def ild(audio: np.ndarray) -> float:
     """``ILD = 20·log10(rms_L / rms_R)`` dB over the whole signal; NaN when an ear is silent (no level to compare)."""
-    a = _stereo(audio)
-    if _silent_ear(a):
+    rms = _rms_rows(_checked(audio))
+    if rms.min() <= EPS:
         return NAN
-    rms = _rms(a) + EPS
+    rms = rms + EPS
     return float(20.0 * np.log10(rms[0] / rms[1]))
 
 
@@ -58,15 +84,24 @@ def itd_gcc_phat(audio: np.ndarray, sample_rate: int, max_itd_s: float = 1e-3) -
     parabola; ``r(τ)`` correlates ``L(t)`` with ``R(t + τ)``, so ``ITD > 0`` when the right ear lags (left leads).
     NaN when an ear is silent or the cross-spectrum is zero (no common frequency): the argmax of nothing would be
     the edge of the search range."""
-    a = _stereo(audio)
-    if _silent_ear(a):
+    a = _checked(audio)
+    if _rms_rows(a).min() <= EPS:
         return NAN
     n = a.shape[1]
     nfft = int(2 ** np.ceil(np.log2(2 * n)))
-    cross = np.conj(np.fft.rfft(a[0], nfft)) * np.fft.rfft(a[1], nfft)
-    if not np.abs(cross).max() > EPS:
+    # One whole-track spectrum at a time, the products in place: the same values as conj(L)·R / (|conj(L)·R| + EPS)
+    # (a cross-correlation over the whole track has no bit-identical chunked form), half the memory.
+    cross = np.fft.rfft(np.asarray(a[0], dtype=np.float64), nfft)
+    np.conjugate(cross, out=cross)
+    np.multiply(cross, np.fft.rfft(np.asarray(a[1], dtype=np.float64), nfft), out=cross)
+    mag = np.abs(cross)
+    if not mag.max() > EPS:
         return NAN
-    r = np.fft.irfft(cross / (np.abs(cross) + EPS), nfft)
+    mag += EPS
+    np.divide(cross, mag, out=cross)
+    del mag
+    r = np.fft.irfft(cross, nfft)
+    del cross
     m = max(1, int(np.ceil(max_itd_s * sample_rate)))
     lags = np.arange(-m, m + 1)
     vals = r[lags % nfft]
@@ -155,13 +190,29 @@ def snr(pred: np.ndarray, ref: np.ndarray, eps: float = 1e-12) -> float:
 
 def ild_track(audio: np.ndarray, sample_rate: int, times: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
     """ILD (dB) and mean energy in windows ``[t, t + window_s)`` starting at each of ``times``: (ild (T,), energy)."""
-    a = _stereo(audio)
+    a = _checked(audio)
     win = max(1, int(round(window_s * sample_rate)))
     starts = np.clip(np.round(np.asarray(times) * sample_rate).astype(int), 0, max(0, a.shape[1] - 1))
-    csum = np.concatenate([np.zeros((2, 1)), np.cumsum(a**2, axis=1)], axis=1)
     ends = np.minimum(starts + win, a.shape[1])
-    e = (csum[:, ends] - csum[:, starts]) / np.maximum(ends - starts, 1)  # (2, T)
+    e = (_energy_csum_at(a, ends) - _energy_csum_at(a, starts)) / np.maximum(ends - starts, 1)  # (2, T)
     return 10.0 * np.log10((e[0] + EPS) / (e[1] + EPS)), e.mean(axis=0)
+
+
+def _energy_csum_at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``csum[:, idx]`` of ``csum = [0, cumsum(a², axis=1)]`` (``(2, N + 1)``, float64) for ``a`` ``(2, N)`` and indices
+    ``idx`` in ``[0, N]``, bit for bit, a chunk of samples at a time (a running sum is sequential: each chunk's starts
+    from the last one's)."""
+    idx = np.asarray(idx)
+    out = np.zeros((a.shape[0], idx.size))
+    carry = np.zeros(a.shape[0])
+    for s in range(0, a.shape[1], CHUNK):
+        sq = np.asarray(a[:, s : s + CHUNK], dtype=np.float64) ** 2
+        csum = np.cumsum(np.concatenate([carry[:, None], sq], axis=1), axis=1)  # csum[:, s .. s + len]
+        inside = (idx >= s) & (idx < s + sq.shape[1])
+        out[:, inside] = csum[:, idx[inside] - s]
+        carry = csum[:, -1]
+    out[:, idx == a.shape[1]] = carry[:, None]
+    return out
 
 
 def follows_object(

@@ -79,7 +79,10 @@ def check_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 def build_real(folder: Path, n: int, seed: int) -> None:
     script = ROOT / "scripts" / "make_real_sound_set.py"
     cmd = [sys.executable, str(script), "--out", str(folder), "--n", str(n), "--seed", str(seed)]
-    subprocess.run(cmd, check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    done = subprocess.run(cmd, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    if done.returncode:  # the builder printed its own one-line reason (e.g. `make real-sound-deps` missing)
+        sys.exit(f"sync_accuracy.py: error: building the real-sound set in {folder} failed (exit status "
+                 f"{done.returncode}; its message is above)")
 
 
 def stft_seconds(audio: np.ndarray) -> float:

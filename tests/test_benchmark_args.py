@@ -77,3 +77,15 @@ def test_data_benchmark_runs_to_its_table():
                           cwd=REPO, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loader, 0 workers" in done.stdout and "load " in done.stdout and "best loader / step" in done.stdout
+
+
+def test_a_failed_real_sound_build_ends_in_one_line_of_its_own(tmp_path):
+    """sync_accuracy builds a missing --real set with scripts/make_real_sound_set.py; where that fails (here: --real
+    under a file, so the folder cannot be made) the builder's one line is followed by the benchmark's, not by a
+    CalledProcessError traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = run("benchmarks/sync_accuracy.py", "--sets", "real", "--real", str(blocker / "real"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith("sync_accuracy.py: error: building the real-sound set") and len(lines) <= 2, lines

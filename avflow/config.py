@@ -34,8 +34,8 @@ def data_path(default: Any = _NO_DEFAULT, kind: Literal["file", "dir", "any"] = 
     return dataclasses.field(default=default, metadata={"must_exist": kind})
 
 
-# PyYAML follows YAML 1.1, which reads `1e-4` as a string; accept YAML 1.2 floats as well. A key given twice in one
-# mapping is an error (PyYAML keeps the last silently, so a second `optim:` section would replace the first).
+# A key given twice in one mapping is an error (PyYAML keeps the last silently, so a second `optim:` section would
+# replace the first).
 class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -51,9 +51,30 @@ class _Loader(yaml.SafeLoader):
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        """YAML 1.2 integers: decimal (a leading zero too: `0123` is 123), `0o` octal, `0x` hex (and `0b` binary)."""
+        text = str(self.construct_scalar(node)).replace("_", "")
+        digits = text.lstrip("+-")
+        base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2].lower(), 10)
+        try:
+            number = int(digits[2:] if base != 10 else digits, base)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, f"not an integer: {text!r}", node.start_mark) from None
+        return -number if text.startswith("-") else number
 
+
+# PyYAML reads ints and floats by YAML 1.1, which changes some values silently: `0123` is octal (83), `1:30` is
+# sexagesimal (90); and `1e-4` is a string. Ints and floats are read by YAML 1.2 here instead (`1:30` is a string).
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YAML12_INT = re.compile(r"^(?:[-+]?0b[01_]+|[-+]?0o[0-7_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?[0-9][0-9_]*)$")
+_Loader.add_implicit_resolver(_INT, _YAML12_INT, list("-+0123456789"))
+_Loader.add_constructor(_INT, _Loader.construct_yaml_int)
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
+    _FLOAT,
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
@@ -64,6 +85,14 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+# Writes what `_Loader` reads back unchanged, and what YAML 1.1 readers do too: a string `0o17` is quoted.
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_implicit_resolver(_INT, _YAML12_INT, list("-+0123456789"))
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
@@ -97,7 +126,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _got(value: Any) -> str:
-    text = repr(str(value) if isinstance(value, CliValue) else value)
+    text = "null" if value is None else repr(str(value) if isinstance(value, CliValue) else value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return text + (" (from the command line)" if isinstance(value, CliValue) else "")
 
@@ -119,7 +148,7 @@ def _accepts_str(tp: Any) -> bool:
 def convert(value: Any, tp: Any, path: str = "") -> Any:
     """Check `value` against the type `tp` (converting int -> float, str -> Path, lists -> tuples)."""
     if tp is Any:
-        return value
+        return _untyped(value, path)
     if isinstance(value, CliValue):
         text = str(value)
         if text.lower() in ("null", "none", "~") and _accepts_none(tp):
@@ -191,6 +220,29 @@ def convert(value: Any, tp: Any, path: str = "") -> Any:
     raise TypeError(f"{path}: unsupported config field type {tp!r}")
 
 
+_YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
+def _untyped(value: Any, path: str) -> Any:
+    """A command-line value for a field of no declared type (`Any`, a bare `dict`'s values) read as YAML, as it
+    would be in a file (`true` a bool, `1` an int, `{a: 1}` a mapping) instead of kept as text. Text (`abc`, `none`,
+    an empty value, invalid YAML) stays a CliValue, so a typed check later still reads it as from the command line."""
+    if isinstance(value, dict):
+        return {k: _untyped(v, _join(path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untyped(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, CliValue):
+        return value
+    text = str(value)
+    try:
+        parsed = parse_yaml(text, f"{path}={text}")
+    except ConfigError:
+        return value
+    if isinstance(parsed, str) or parsed is None and text.strip() not in _YAML_NULLS:
+        return value
+    return parsed
+
+
 def _accepts_none(tp: Any) -> bool:
     return tp is Any or typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
 
@@ -208,9 +260,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     """Build dataclass `cls` from a mapping, strictly: unknown keys, wrong types and missing fields are errors."""
     if isinstance(data, cls):
         return data
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
+    if not isinstance(data, Mapping):  # null too: `optim=null` must not put back the defaults silently
         raise ConfigError(f"{path or '<root>'}: expected a mapping ({cls.__name__}), got {_got(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -322,4 +372,4 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def dump_yaml(obj: Any) -> str:
-    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+    return yaml.dump(to_dict(obj), Dumper=_Dumper, sort_keys=False)

@@ -203,10 +203,29 @@ def unavailable_reason(model: dict) -> str:
     return ""
 
 
+# How close (difflib ratio) an unknown fusion or alignment name must be to an implemented one to count as its typo:
+# full_atention 0.96, av_sync 0.92, avsnyc 0.83 are; cross_attention (0.69 to full_attention), a variant of its own
+# not implemented yet, is not (its arm is "not available").
+TYPO_CUTOFF = 0.8
+
+
+def check_variant_names(model: dict, path: str) -> None:
+    """A fusion or alignment name that is not implemented but close to one that is (`TYPO_CUTOFF`) is a typo: a
+    one-line ConfigError naming the key path and the name meant, not an arm reported as "not available"."""
+    for key, known in (("fusion", FUSIONS), ("alignment", ALIGNMENTS)):
+        name = model.get(key)
+        if isinstance(name, str) and name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=TYPO_CUTOFF)
+            if close:
+                raise ConfigError(f"{path}.{key}: unknown {key} {name!r} (did you mean {close[0]!r}?)")
+
+
 def check_arm_model(model: dict, path: str) -> None:
-    """The arm's overrides build a JointConfig (on its defaults) strictly: an unknown key, a wrong type or options
-    that do not fit are a one-line ConfigError naming the key path. A variant not implemented is left out (its arm
-    is not available, not wrong); `runner.plan_arms` checks the model again at the size's widths."""
+    """The arm's overrides build a JointConfig (on its defaults) strictly: an unknown key, a wrong type, options
+    that do not fit or a misspelt variant name (`check_variant_names`) are a one-line ConfigError naming the key
+    path. A variant not implemented is left out (its arm is not available, not wrong); `runner.plan_arms` checks the
+    model again at the size's widths."""
+    check_variant_names(model, path)
     reason = unavailable_reason(model)
     skip = {"fusion", "fusion_options", "alignment"} if reason.startswith("fusion") else {"alignment"} if reason else ()
     from_dict(JointConfig, {k: v for k, v in model.items() if k not in skip}, path)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import torch
 
+from avflow.errors import ConfigError
+
 Streams = dict[str, torch.Tensor]
 
 
@@ -81,6 +83,8 @@ def preset_branches(
     """The branches of a preset. `cond`: the conditions every negative branch uses (None: the model's empty ones);
     `cfg_strength` may be a dict by stream (see `GuidanceBranch`). Branches of strength 1 (for every stream) are left
     out: they would not change the velocity, only cost model evaluations."""
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ConfigError(f"unknown guidance preset {preset!r} (choose from {', '.join(PRESETS)})")
     strengths = {"cfg_strength": cfg_strength, "text_cfg_strength": text_cfg_strength}
 
     def changes(w: float | dict[str, float]) -> bool:
@@ -91,6 +95,34 @@ def preset_branches(
         for b in PRESETS[preset]
         if changes(strengths[b.strength])
     ]
+
+
+def check_branches(branches: Any) -> tuple[GuidanceBranch, ...]:
+    """`branches` as the sampler takes them (a list or tuple of GuidanceBranch, () for none), or a one-line
+    ConfigError naming what is accepted: a preset name needs its strengths (`preset_branches`, or `sample_with` and
+    `SamplingConfig.guidance`), and a bare number is not read as some branch's strength silently."""
+    accepted = "a list of GuidanceBranch (e.g. cfg(4.5) or preset_branches('modality', cfg_strength=4.5); () for none)"
+    if not isinstance(branches, (list, tuple)):
+        raise ConfigError(f"guidance must be {accepted}, got {_what_instead(branches)}")
+    for i, branch in enumerate(branches):
+        if not isinstance(branch, GuidanceBranch):
+            raise ConfigError(f"guidance[{i}] must be a GuidanceBranch (guidance: {accepted}), got "
+                              f"{_what_instead(branch)}")  # fmt: skip
+    return tuple(branches)
+
+
+def _what_instead(value: Any) -> str:
+    """A given guidance that is not a branch, in a few words, with what was probably meant."""
+    if isinstance(value, str) and value not in PRESETS:
+        return f"the string {value!r} (the guidance presets: {', '.join(PRESETS)})"
+    if isinstance(value, str):
+        return (f"the preset name {value!r} (use preset_branches({value!r}, cfg_strength=W), or "
+                f"sample_with(SamplingConfig(guidance={value!r}, cfg_strength=W), ...))")  # fmt: skip
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"the number {value!r} (plain CFG of strength {value!r} is cfg({value!r}))"
+    if isinstance(value, GuidanceBranch):
+        return "one GuidanceBranch (put it in a list)"
+    return type(value).__name__
 
 
 def _batch_size(x: Streams) -> int:
@@ -146,8 +178,17 @@ def guided_velocity(
     """The guided velocity and the number of function evaluations (per sample, every branch counted).
 
     `time` is the solver's scalar time, used for branch intervals. With `batched`, branches that share
-    `cross_modal` run in one forward together with the conditional branch.
+    `cross_modal` run in one forward together with the conditional branch. `branches` that are not a list of
+    GuidanceBranch are a one-line ConfigError (`check_branches`).
     """
+    return checked_guided_velocity(model, x, t, cond, check_branches(branches), time=time, batched=batched)
+
+
+def checked_guided_velocity(
+    model, x: Streams, t: Streams, cond: Any, branches: tuple[GuidanceBranch, ...], *, time: float | None,
+    batched: bool,
+) -> tuple[Streams, int]:  # fmt: skip
+    """`guided_velocity` for branches `check_branches` has passed: the sampler checks them once, not every step."""
     if any(br.t_range is not None for br in branches) and time is None:
         raise ValueError("branches with a t_range need the solver time")
     active = [br for br in branches if br.active(time if time is not None else 0.0)]

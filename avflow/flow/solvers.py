@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from avflow.errors import ConfigError
-from avflow.flow.guidance import GuidanceBranch, guided_velocity
+from avflow.flow.guidance import GuidanceBranch, check_branches, checked_guided_velocity
 from avflow.flow.streams import clean_mask
 from avflow.flow.timesteps import shift_time
 
@@ -191,9 +191,11 @@ def sample(
     `t_start[s]` is (B,) or (B, T) per latent frame, each 0 or 1; frames at 1 are clean conditions copied from
     `clean[s]` (the shape of `noise[s]`) and stay bit-identical; the model sees t = 1 there and the current solver
     time elsewhere. Bad settings, strengths (`GuidanceBranch`), stream names or start times are one-line ConfigErrors
-    before the first step.
+    before the first step, and so is `guidance` that is not a list of branches (`check_branches`: a preset name goes
+    to `preset_branches` or `sample_with`, a strength W to `cfg(W)`).
     """
     check_settings(steps, solver, shift)
+    guidance = check_branches(guidance)  # once here: the loop below runs the checked branches
     clean = clean or {}
     t_start = t_start or {}
     check_stream_names(noise, clean=clean, t_start=t_start)
@@ -221,7 +223,7 @@ def sample(
     def f(x: Streams, t: float) -> Streams:
         nonlocal nfe
         tt = {s: torch.where(ts >= 1.0, torch.ones_like(ts), torch.full_like(ts, t)) for s, ts in t_shape.items()}
-        v, n_eval = guided_velocity(model, x, tt, cond, guidance, time=t, batched=batched)
+        v, n_eval = checked_guided_velocity(model, x, tt, cond, guidance, time=t, batched=batched)
         nfe += n_eval
         return {s: torch.where(masks[s], torch.zeros_like(v[s]), v[s]) if s in masks else v[s] for s in x}
 

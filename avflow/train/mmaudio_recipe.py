@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from avflow.data.cache import FeatureCache
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, OutputError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
 from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
@@ -121,15 +121,23 @@ def _latent_stats_of_file(path: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def export_official(model: MMAudio, path: str | Path) -> tuple[Path, Path]:
-    """Write `path.pth` (torch.save of the official keys) and `path.safetensors`; both load strictly with
-    `load_official_state_dict` and with the official code's `load_weights`."""
-    from avflow.weights import atomic_write, save_safetensors
+    """Write `BASE.pth` (torch.save of the official keys) and `BASE.safetensors`; both load strictly with
+    `load_official_state_dict` and with the official code's `load_weights`.
+
+    `path` is the base name, its suffixes appended, so dots in it stay (`ft_sigma0.05` -> `ft_sigma0.05.pth`, not
+    `ft_sigma0.pth`); a path ending in .pth or .safetensors names one of the pair (its base is the rest). Existing
+    files of that name are replaced, each atomically (a reader sees the old file or the new one), as the other
+    Python save helpers (`save_torch`, `save_safetensors`) do."""
+    from avflow.weights import save_safetensors, save_torch
 
     path = Path(path)
-    base = path.with_suffix("") if path.suffix in (".pth", ".safetensors") else path
+    name = path.name[: -len(path.suffix)] if path.suffix in (".pth", ".safetensors") else path.name
+    if not name or path.is_dir():
+        raise OutputError(f"{path}: export_official takes a base file name (BASE.pth and BASE.safetensors are "
+                          "written), not a folder")  # fmt: skip
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    pth, st = base.with_suffix(".pth"), base.with_suffix(".safetensors")
-    atomic_write(pth, lambda f: torch.save(state, f))
+    pth, st = path.with_name(f"{name}.pth"), path.with_name(f"{name}.safetensors")
+    save_torch(state, pth)
     save_safetensors(state, st)
     return pth, st
 

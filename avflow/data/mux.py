@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
+from typing import IO
 
 import av
 import numpy as np
@@ -134,6 +135,32 @@ def _mix_with_source(video_path: Path, audio: np.ndarray, sample_rate: int) -> t
 ORDERED_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}  # channel count -> FFmpeg's usual layout of it
 # Tags each muxer writes for itself; every other file tag (title, comment, creation_time, location...) is copied.
 MUXER_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder"})
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The operating system's refusal behind `exc`: itself, or for PyAV's "Error in PyAV callback" (our file object's
+    write failed inside FFmpeg) the OSError it was raised while handling; None for FFmpeg's own errors."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and not isinstance(exc, av.FFmpegError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """`atomic_write(path, write)`, where the system refusing the bytes (a full disk, a quota, a read-only folder) is a
+    one-line MediaError, "no space left on device writing OUT", not PyAV's "[Errno 1447131472] Error in PyAV callback:
+    '.OUT.tmp3914'" (the OSError hidden in its context) or a traceback. Nothing is left at `path` either way."""
+    try:
+        atomic_write(path, write)
+    except (av.error.PyAVCallbackError, OSError) as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        reason = (cause.strerror or str(cause) or type(cause).__name__).strip()
+        raise MediaError(f"{reason[:1].lower()}{reason[1:]} writing {path}") from None
 
 
 def _container_format(path: Path) -> str:
@@ -444,7 +471,7 @@ def mux_audio(
                 raise MediaError(f"{out_path}: the muxer wrote an unexpected movie timescale; audio delay {written} s")
 
     damaged: dict[str, int] = {}
-    atomic_write(out_path, write)
+    _write_file(out_path, write)
     for name, n in damaged.items():
         packets = f"{n} damaged packet{'s' if n > 1 else ''}"
         said.append(f"{packets} of its {name} skipped (the muxer refused them; players skip them too)")
@@ -504,5 +531,5 @@ def write_video(
 
             _mux_interleaved(output, video_packets(), audio_packets)
 
-    atomic_write(path, write)
+    _write_file(path, write)
     return path

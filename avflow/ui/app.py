@@ -2,7 +2,8 @@
 
 Gradio is imported only inside `build_app`, so the core package does not need it. Each tab calls one plain function
 of `avflow.ui.services` in a worker thread and shows its `AvflowError` as a one-line message; a request whose tab
-was closed or reloaded (or whose API client went away) stops at its next sampling step and frees its slot.
+was closed or reloaded (or whose API client went away) stops at its next sampling step and frees its slot. `launch`
+writes results in a folder of --output-dir that avflow owns (JOBS_FOLDER) and serves that folder only.
 """
 
 # no `from __future__ import annotations`: gradio finds a handler's `request: gr.Request` by its evaluated annotation
@@ -13,13 +14,16 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.errors import AvflowError
 from avflow.ui.services import (
+    CFG_RANGE,
     JOINT_TASKS,
     STEPS_RANGE,
     VIDEO_TYPES,
+    WAITING,
     Cancelled,
     Progress,
     Result,
@@ -42,6 +46,8 @@ from avflow.ui.services import (
 log = logging.getLogger("avflow.ui")
 
 BINAURAL_MODES = {"auto": "auto", "binaural model": "model", "spatialise the video's own audio": "spatialise"}
+JOBS_FOLDER = "avflow-ui-jobs"  # the folder of --output-dir that `launch` writes results in, and the only one it serves
+WAITING_TEXT = "waiting: another request is using this model"  # the progress bar's line while a request waits its turn
 
 
 def one_line(exc: BaseException) -> str:
@@ -82,6 +88,13 @@ class Requests:
         return len(tokens)
 
 
+def checked_by_the_tab(component):
+    """`component` (a slider) passing what it gets to the tab unchanged: the tab's own check refuses a value out of its
+    range in a line that names it and stays (gradio's bounds check showed a message that vanished after 10 s)."""
+    component.preprocess = lambda payload: payload
+    return component
+
+
 def client_gone() -> Callable[[], bool]:
     """Whether the gradio event now running has lost its client: gradio marks an event dead (`alive`) when its
     client's event stream closes (a closed tab, a killed API client), but tells a running function nothing. This
@@ -115,7 +128,10 @@ def build_app(settings: UISettings | None = None):
         `cancelled()`; errors become one-line gr.Error messages in the page."""
 
         def sampling(done: int, total: int) -> None:
-            progress((done, max(total, 1)), desc="sampling", unit="steps")
+            if (done, total) == WAITING:  # another request has the model: this one waits its turn
+                progress(0.0, desc=WAITING_TEXT)
+            else:
+                progress((done, max(total, 1)), desc="sampling", unit="steps")
 
         try:
             if cancelled():
@@ -190,14 +206,15 @@ def build_app(settings: UISettings | None = None):
                                         label="task", elem_id="joint-task")  # fmt: skip
                         j_audio = gr.File(label="sound (a video for it)", type="filepath", elem_id="joint-audio")
                         j_video = gr.File(label="video (sound for it, or a clip with sound to continue)",
-                                          file_types=VIDEO_TYPES, type="filepath",
-                                          elem_id="joint-video-in")  # fmt: skip
+                                          type="filepath", elem_id="joint-video-in")  # fmt: skip
                         gr.Markdown(f"{upload_note} Uploads are used whole, up to {settings.max_joint_input:g} s.")
                         seed = gr.Number(label="seed", value=0, precision=0)
-                        duration = gr.Slider(0.5, settings.max_duration, value=settings.duration,
-                                             label="duration (s): the clip's, or what is added")  # fmt: skip
-                        steps = gr.Slider(*STEPS_RANGE, value=joint_steps(settings), step=1, label="steps")
-                        cfg_strength = gr.Slider(1.0, 10.0, value=joint_cfg_strength(settings), label="cfg_strength")
+                        duration = checked_by_the_tab(gr.Slider(0.5, settings.max_duration, value=settings.duration,
+                                                      label="duration (s): the clip's, or what is added"))  # fmt: skip
+                        steps = checked_by_the_tab(gr.Slider(*STEPS_RANGE, value=joint_steps(settings), step=1,
+                                                             label="steps"))  # fmt: skip
+                        cfg_strength = checked_by_the_tab(gr.Slider(*CFG_RANGE, value=joint_cfg_strength(settings),
+                                                                    label="cfg_strength"))  # fmt: skip
                         j_existing = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                               label="the uploaded video's own audio (sound for a video)",
                                               elem_id="joint-existing-audio")  # fmt: skip
@@ -223,13 +240,15 @@ def build_app(settings: UISettings | None = None):
                 gr.Markdown(foley_weights_message(settings), elem_id="foley-weights")
                 with gr.Row():
                     with gr.Column():
-                        f_video = gr.File(label="video", file_types=VIDEO_TYPES, type="filepath", elem_id="foley-video")
+                        f_video = gr.File(label="video", type="filepath", elem_id="foley-video")  # the tab checks it
                         gr.Markdown(upload_note)
                         f_prompt = gr.Textbox(label="prompt (optional)")
                         f_negative = gr.Textbox(label="negative prompt (optional)")
                         f_seed = gr.Number(label="seed", value=0, precision=0)
-                        f_steps = gr.Slider(*STEPS_RANGE, value=foley_steps(settings), step=1, label="steps")
-                        f_cfg_strength = gr.Slider(1.0, 10.0, value=foley_cfg_strength(settings), label="cfg_strength")
+                        f_steps = checked_by_the_tab(gr.Slider(*STEPS_RANGE, value=foley_steps(settings), step=1,
+                                                               label="steps"))  # fmt: skip
+                        f_cfg_strength = checked_by_the_tab(gr.Slider(*CFG_RANGE, value=foley_cfg_strength(settings),
+                                                                      label="cfg_strength"))  # fmt: skip
                         f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")
@@ -257,12 +276,13 @@ def build_app(settings: UISettings | None = None):
                 gr.Markdown("Give a video a binaural (left/right) track that follows what moves on screen.")
                 with gr.Row():
                     with gr.Column():
-                        b_video = gr.File(label="video", file_types=VIDEO_TYPES, type="filepath", elem_id="bin-video")
+                        b_video = gr.File(label="video", type="filepath", elem_id="bin-video")  # the tab checks it
                         gr.Markdown(upload_note)
                         modes = [label for label, mode in BINAURAL_MODES.items() if mode in binaural_modes()]
                         b_mode = gr.Radio(modes, value="auto", label="how", elem_id="binaural-mode")  # "model": if any
                         b_seed = gr.Number(label="seed", value=0, precision=0)
-                        b_steps = gr.Slider(*STEPS_RANGE, value=binaural_steps(settings), step=1, label="steps")
+                        b_steps = checked_by_the_tab(gr.Slider(*STEPS_RANGE, value=binaural_steps(settings), step=1,
+                                                               label="steps"))  # fmt: skip
                         b_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
                                            label="the video's own audio", elem_id="bin-existing-audio")  # fmt: skip
                         b_go = gr.Button("Make binaural", variant="primary", elem_id="binaural-generate")
@@ -293,7 +313,9 @@ def build_app(settings: UISettings | None = None):
 
 
 def launch(settings: UISettings, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
-    """Build and serve the app until interrupted."""
+    """Build and serve the app until interrupted. Results are written in `settings.output_dir`'s JOBS_FOLDER, the only
+    folder of it the server serves and cleans up (`--output-dir` served whole let anyone download any file in it)."""
+    settings = replace(settings, output_dir=settings.output_dir / JOBS_FOLDER)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     remove_old_jobs(settings)  # a previous server's, older than --keep-hours (then with each new result)
     demo = build_app(settings)

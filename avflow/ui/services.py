@@ -3,8 +3,10 @@
 `generate_joint`, `generate_foley` and `generate_binaural` raise `AvflowError` for bad input (the page shows it as one
 line, naming uploads by their own names) and `Cancelled` where their progress callback says the request is no longer
 wanted (`cancellable`); the notes raised while they run end the result's summary. Job folders older than
-`UISettings.keep_hours` are removed as new ones are made. The models are loaded once per process and shared by the
-requests. The page itself is `avflow.ui.app`.
+`UISettings.keep_hours` are removed as new ones are made; results are named after the upload (`holiday_foley.mp4`).
+The models are loaded once per process and shared by the requests, one request at a time on each (`model_turn`: their
+networks keep per-call state); a request waiting for its turn says so through its progress (`WAITING`). The page
+itself is `avflow.ui.app`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +37,13 @@ VIDEO_TYPES = list(VIDEO_FILE_SUFFIXES)
 OUTPUT_VIDEO = Path("result.mp4")  # the container every tab writes (the name is not used)
 FOLEY_MODEL = "small_16k"  # the foley tab's model unless `avflow ui --foley-model` names another
 STEPS_RANGE = (1, 200)  # sampling steps a request may ask for: the page's sliders, `avflow ui --steps`, every tab
+CFG_RANGE = (1.0, 10.0)  # the page's guidance sliders; a request above the top is refused (below: each model's check)
 KEEP_HOURS = 24.0  # results (job folders, gradio's copies) are removed this many hours after they were made
 JOB_NAME = re.compile(r"[0-9a-f]{12}")  # a job folder's name (`_job_dir`): the only folders the cleanup removes
-Progress = Callable[[int, int], None]  # (done, total)
+Progress = Callable[[int, int], None]  # (done, total); WAITING: waiting for its turn on a model
+WAITING = (0, 0)  # what a request's progress hears while another request has its model (`model_turn`)
+WAIT_POLL_S = 1.0  # a waiting request's progress hears WAITING this often (a cancelled one then stops waiting)
+RESULT_STEM_CHARS = 60  # longest name (before its suffix) a result is given from an upload's name or a prompt
 
 
 @dataclass
@@ -52,6 +59,7 @@ class UISettings:
     max_file_size: str = "200mb"  # uploads above this are refused by the server
     concurrency: int = 2  # requests generating at once; the rest wait in the queue
     max_queue: int = 16
+    # where job folders are made (`avflow ui --output-dir`; `app.launch` makes it that folder's own `avflow-ui-jobs`)
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avflow-ui")
     keep_hours: float = KEEP_HOURS  # job folders older than this are removed (`avflow ui --keep-hours`)
     model: str | None = None  # the Generate tab's joint model: a model folder or training run (None: the shipped one)
@@ -86,18 +94,81 @@ def cancellable(progress: Progress | None, cancelled: Callable[[], bool]) -> Pro
     return report
 
 
+def _number(value, what: str) -> float:
+    """`value` as a float, else a one-line error naming `what`."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise AvflowError(f"{what} must be a number, not {value!r}") from None
+
+
+def _shown(value: float) -> str:
+    """A number as a message quotes it: 7, 2.7, 1e+30, nan."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def check_steps(steps: float | None) -> int | None:
-    """`steps` as a whole number within STEPS_RANGE (None stays None: the model's own), else a one-line error."""
+    """`steps` as a whole number within STEPS_RANGE (None stays None: the model's own), else a one-line error: 2.7
+    is refused, not cut to 2."""
     if steps is None:
         return None
     low, high = STEPS_RANGE
+    value = _number(steps, f"steps (a whole number between {low} and {high})")
+    if not value.is_integer():  # 2.7, nan, inf
+        raise AvflowError(f"steps must be a whole number between {low} and {high}, not {_shown(value)}")
+    if not low <= value <= high:
+        raise AvflowError(f"steps must be between {low} and {high}, not {_shown(value)}")
+    return int(value)
+
+
+def check_cfg_strength(cfg_strength: float | None) -> float | None:
+    """`cfg_strength` up to the top of CFG_RANGE (None stays None: the model's own), else a one-line error before any
+    model (1e30 ran the whole job into NaN); the low end is each model's own check (the foley model's says why)."""
+    if cfg_strength is None:
+        return None
+    high = CFG_RANGE[1]
+    value = _number(cfg_strength, f"cfg_strength (at most {high:g})")
+    if value > high:
+        raise AvflowError(f"cfg_strength must be at most {high:g}, not {_shown(value)}")
+    return value
+
+
+def safe_stem(name: str | Path | None, fallback: str) -> str:
+    """An upload's name without its folder and suffix, fit to name a download: letters and digits of any script, '-'
+    and '.' kept, each other run of characters one '_', at most RESULT_STEM_CHARS; `fallback` where none is left."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(str(name)).stem if name else "").strip("._-")
+    return stem[:RESULT_STEM_CHARS].rstrip("._-") or fallback
+
+
+def prompt_stem(prompt: str, fallback: str = "generated") -> str:
+    """A short name for a result made from text: the prompt's first words, "a_red_ball_bounces_on"."""
+    words = re.findall(r"[^\W_]+", prompt.lower())[:5]
+    return "_".join(words)[:RESULT_STEM_CHARS].rstrip("_") or fallback
+
+
+_turns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a lock per shared model (`model_turn`)
+_turns_lock = threading.Lock()
+
+
+@contextmanager
+def model_turn(model, progress: Progress | None) -> Iterator[None]:
+    """Inside: this request alone runs `model` (a pipeline shared by the requests). Pipelines keep per-call state in
+    their networks (MMAudio's clip length and rotary tables: two Foley requests at once failed with "MMAudio expects
+    208 latents for this duration, got 94"; the joint model's Linear weights held cast for a run under autocast).
+    While another request has it, `progress` hears WAITING every WAIT_POLL_S (the page shows that the request waits;
+    a cancelled one stops waiting there)."""
+    with _turns_lock:
+        turn = _turns.setdefault(model, threading.Lock())
+    if not turn.acquire(blocking=False):
+        while True:
+            if progress is not None:
+                progress(*WAITING)
+            if turn.acquire(timeout=WAIT_POLL_S):
+                break
     try:
-        whole = int(steps)
-    except (TypeError, ValueError):
-        raise AvflowError(f"steps must be a whole number between {low} and {high}, not {steps!r}") from None
-    if not low <= whole <= high:
-        raise AvflowError(f"steps must be between {low} and {high}, not {whole}")
-    return whole
+        yield
+    finally:
+        turn.release()
 
 
 _calls = threading.local()  # the tab call running in this thread: its job folders and its notes
@@ -340,16 +411,19 @@ def generate_joint(
     if task in ("t2av", "continue") and not 0.5 <= duration <= settings.max_duration:
         raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
     steps = check_steps(settings.steps if steps is None else steps)  # None: the model's own
+    cfg_strength = check_cfg_strength(cfg_strength)
     given = None if task == "t2av" else _joint_input(audio_path if task == "a2v" else video_path, task, settings)
     model = joint_model(settings)
     sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
-    clip = model.generate(
-        prompt.strip(), seed=seed, duration=duration if task in ("t2av", "continue") else None, sampling=sampling,
-        task=task, audio_path=given if task == "a2v" else None, video_path=given if task != "a2v" else None,
-        progress=progress,
-    )  # fmt: skip
+    with model_turn(model, progress):
+        clip = model.generate(
+            prompt.strip(), seed=seed, duration=duration if task in ("t2av", "continue") else None, sampling=sampling,
+            task=task, audio_path=given if task == "a2v" else None, video_path=given if task != "a2v" else None,
+            progress=progress,
+        )  # fmt: skip
     out = _job_dir(settings)
-    video, spectrogram = out / "generated.mp4", out / "spectrogram.png"
+    name = prompt_stem(prompt) if given is None else f"{safe_stem(given, 'upload')}_{task}"
+    video, spectrogram = out / f"{name}.mp4", out / f"{name}_spectrogram.png"
     dropped = ""
     if task == "v2a":
         _, dropped = _write_onto(given, clip.audio, clip.sample_rate, video, existing_audio)
@@ -446,6 +520,7 @@ def generate_foley(
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     steps = check_steps(settings.steps if steps is None else steps)  # None: the model's own
+    cfg_strength = check_cfg_strength(cfg_strength)
     video = check_video_upload(video_path)
     from avflow.pipelines.inputs import check_video_input
 
@@ -457,16 +532,19 @@ def generate_foley(
     from avflow.data.media import write_audio
 
     sampling = _foley_spec(settings).sampling.override(steps=steps, cfg_strength=cfg_strength)
-    output = foley_pipeline(settings).generate_video(
-        video, prompt or None, negative_prompt or None, seed=seed,
-        sampling=sampling, progress=progress,
-    )  # fmt: skip
+    pipeline = foley_pipeline(settings)
+    with model_turn(pipeline, progress):
+        output = pipeline.generate_video(
+            video, prompt or None, negative_prompt or None, seed=seed,
+            sampling=sampling, progress=progress,
+        )  # fmt: skip
     out = _job_dir(settings)
-    result, note = _write_onto(video, output.audio[None], output.sample_rate, out / "foley.mp4", existing_audio)
-    write_audio(out / "foley.wav", output.audio[None], output.sample_rate)
+    name = f"{safe_stem(video, 'video')}_foley"
+    result, note = _write_onto(video, output.audio[None], output.sample_rate, out / f"{name}.mp4", existing_audio)
+    wav = write_audio(out / f"{name}.wav", output.audio[None], output.sample_rate)
     summary = f"{output.duration:.2f} s in {output.windows} window(s) at {output.sample_rate} Hz"
     summary += note
-    return Result(result, _spectrogram_of(result, out), summary, [out / "foley.wav"])
+    return Result(result, _spectrogram_of(result, out), summary, [wav])
 
 
 _foley_lock = threading.Lock()
@@ -536,15 +614,17 @@ def generate_binaural(
                                     "choose the binaural model", installed=MODEL_FILE.is_file())  # fmt: skip
     if progress is not None:
         progress(0, 1)  # a cancelled request stops here, before any model; the model's steps report (and stop) below
-    pipeline = binaural_pipeline() if mode == "model" else None
-    track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline, progress=progress)
+    pipeline = binaural_pipeline() if mode == "model" else None  # spatialising uses no shared model
+    with model_turn(pipeline, progress) if pipeline is not None else nullcontext():
+        track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline, progress=progress)
     if progress is not None:
         progress(1, 1)
     out = _job_dir(settings)
-    result, note = _write_onto(video, track.audio, track.sample_rate, out / "binaural.mp4", existing_audio)
-    write_audio(out / "binaural.wav", track.audio, track.sample_rate)
+    name = f"{safe_stem(video, 'video')}_binaural"
+    result, note = _write_onto(video, track.audio, track.sample_rate, out / f"{name}.mp4", existing_audio)
+    wav = write_audio(out / f"{name}.wav", track.audio, track.sample_rate)
     summary = f"{track.duration:.2f} s, {track.mode}" + note
-    return Result(result, _spectrogram_of(result, out), summary, [out / "binaural.wav"])
+    return Result(result, _spectrogram_of(result, out), summary, [wav])
 
 
 _binaural_lock = threading.Lock()
@@ -566,4 +646,4 @@ def binaural_pipeline():
 def _spectrogram_of(media: Path, out: Path) -> Path:
     from avflow.data.spectrogram import save_file_spectrogram
 
-    return save_file_spectrogram(media, out / "spectrogram.png")
+    return save_file_spectrogram(media, out / f"{media.stem}_spectrogram.png")

@@ -1,14 +1,18 @@
 """Weights on disk, one helper per job: reading state dicts, strict loading that names bad keys, atomic writes and
 checksums. Every loader in avflow (the weight cache, MMAudio, codecs, encoders, training exports) goes through here.
 
-Reading: `.safetensors` with safetensors, anything else (official `.pth` / `.pt` / `.bin`) with
-`torch.load(weights_only=True)`, so no pickled code runs. Every failure is a one-line `WeightsError` naming the file.
+Reading: by the file's content, whatever its suffix (`sniff_format`): safetensors with safetensors, torch files
+(official `.pth` / `.pt` / `.bin`, Lightning `.ckpt`) with `torch.load(weights_only=True)`, so no pickled code runs.
+Loading into a module (`load_strict`) also checks what the tensors hold: no NaN or infinity, no integers where the
+module holds floats. Every failure is a one-line `WeightsError` naming the file (and, for a file of another kind of
+network, that kind: `identify_state_dict`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -20,10 +24,43 @@ from torch import Tensor, nn
 
 from avflow.errors import WeightsError, WeightsWarning
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour codes (torch puts some in its messages)
+
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = ANSI.sub("", str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def sniff_format(path: str | Path) -> str | None:
+    """What a weights file holds by its first bytes, whatever its name: "torch" (torch.save's zip archive, or the
+    legacy pickle format), "safetensors" (an 8-byte little-endian header length, then the JSON header), or None
+    (neither: empty, truncated to nothing or foreign)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return "torch"
+    if len(head) == 9 and head[8:] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
+    return None
+
+
+def _unreadable(path: Path, exc: BaseException) -> WeightsError:
+    """The one-line error of a file torch or safetensors could not read; a pickled object that a weights-only read
+    refuses (a whole nn.Module saved with torch.save(model)) is named, with how to re-save its weights."""
+    text = ANSI.sub("", str(exc))
+    pickled = re.search(r"GLOBAL ([\w.]+)", text)
+    if pickled:
+        name = pickled.group(1)
+        return WeightsError(f"{path}: holds a pickled {name.rsplit('.', 1)[-1]} object ({name}), not a state dict; "
+                            "re-save it with torch.save(model.state_dict(), PATH)")  # fmt: skip
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    why = f"weights-only unpickler: {unpickler.group(1).strip()}" if unpickler else _first_line(exc)
+    return WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why[:200]})")
 
 
 def read_torch(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
@@ -33,39 +70,71 @@ def read_torch(path: str | Path, map_location: str | torch.device = "cpu", mmap:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: file not found")
+    if sniff_format(path) == "safetensors":
+        raise WeightsError(f"{path}: a safetensors file, not a torch checkpoint")
     try:
+        if str(path).endswith(".safetensors"):  # torch.load hands such a name to safetensors; a file it reads itself
+            with open(path, "rb") as f:
+                return torch.load(f, map_location=map_location, weights_only=True)
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # any unpickling failure means a corrupt or foreign file
-        why = _first_line(exc)
-        raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None
+        raise _unreadable(path, exc) from None
 
 
 COMPILED = "_orig_mod."  # torch.compile's wrapper inserts this segment into every key under it
+WRAPPER_SEGMENTS = (  # segments that wrappers insert into the keys of the modules they wrap, wherever they sit
+    COMPILED,
+    "_fsdp_wrapped_module.",  # FullyShardedDataParallel (FSDP1, unflattened state dict)
+    "_checkpoint_wrapped_module.",  # activation checkpointing's checkpoint_wrapper
+)
 DDP = "module."  # DistributedDataParallel / DataParallel prefix every key with this
+STATE_KEYS = ("ema", "model", "state_dict", "module", "network", "params", "generator")  # where files keep one
+OWNER_PREFIXES = ("model.", "net.")  # a training framework's attribute holding the network (Lightning: model.)
+
+
+def _read_by_content(path: Path) -> Any:
+    """The object in a weights file, read by what its bytes hold (safetensors or torch), not by its suffix; a
+    suffix that says otherwise is said in a WeightsWarning. A file of neither kind is read by its suffix, which
+    names the failure."""
+    found = sniff_format(path)
+    named = "safetensors" if path.suffix.lower() == ".safetensors" else "torch"
+    if found is not None and found != named:
+        what = "a safetensors file" if found == "safetensors" else "a torch checkpoint"
+        warnings.warn(WeightsWarning(f"{path}: {what} despite its {path.suffix or 'missing'} suffix; read as one"),
+                      stacklevel=3)  # fmt: skip
+    if (found or named) == "torch":
+        return read_torch(path)
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # truncated or foreign file
+        raise _unreadable(path, exc) from None
+
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")  # the names weights files go by (read by content)
+
+
+def weight_files_in(folder: str | Path) -> list[str]:
+    """The names of the files in `folder` (not below it) that end in a `WEIGHT_SUFFIXES` suffix, sorted: for the
+    error of a folder of another layout (a Hugging Face style config.json + model.safetensors)."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
 
 
 def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
-    """The flat state dict of a weights file.
+    """The flat state dict of a weights file, read by its content (`sniff_format`), whatever its suffix.
 
     `subkey`: the state dict may sit under this key of the file's top-level dict (e.g. "generator" in BigVGAN's
     files, "state_dict" in some open_clip ones); a file that already is a flat state dict is taken as is. A training
     checkpoint of MMAudio's trainer or of `avflow train` gives its network (`training_checkpoint_weights`, said in a
-    `WeightsWarning`). The wrappers' key prefixes are removed: DDP's `module.` on every key, torch.compile's
-    `_orig_mod.` wherever it sits.
+    `WeightsWarning`); another dict holding one state dict under a `STATE_KEYS` key (`{"ema": ...}`, Lightning's
+    `{"state_dict": ..., "epoch": ...}`) gives that one, said likewise. The wrappers' key prefixes are removed: DDP's
+    `module.` on every key, torch.compile's, FSDP's and checkpoint_wrapper's segments wherever they sit.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    if path.suffix != ".safetensors":
-        state: Any = read_torch(path)
-    else:
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # truncated or foreign file
-            why = _first_line(exc)
-            raise WeightsError(f"{path}: not a readable checkpoint (corrupt or of another format; {why})") from None
+    state = _read_by_content(path)
     if subkey and isinstance(state, dict) and isinstance(state.get(subkey), Mapping):
         state = dict(state[subkey])
     elif isinstance(state, dict) and not _is_flat(state):
@@ -73,11 +142,40 @@ def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
         if found is not None:
             state, whose, what = found
             warnings.warn(WeightsWarning(f"{path}: a training checkpoint of {whose}: {what}"), stacklevel=2)
+        elif (wrapped := _wrapped_state_dict(path, state)) is not None:
+            state, what = wrapped
+            warnings.warn(WeightsWarning(f"{path}: {what}"), stacklevel=2)
     if not isinstance(state, dict) or not _is_flat(state):
-        under = f" (looked under {subkey!r})" if subkey else ""
-        inside = f"; it holds {describe_keys(map(str, state))}" if isinstance(state, dict) and state else ""
-        raise WeightsError(f"{path}: does not hold a flat state dict of tensors{under}{inside}")
+        raise WeightsError(f"{path}: does not hold a flat state dict of tensors{_what_instead(state, subkey)}")
     return unwrapped(state)
+
+
+def _wrapped_state_dict(path: Path, state: Mapping) -> tuple[dict[str, Tensor], str] | None:
+    """(state dict, what was taken) of a dict holding exactly one state dict under a `STATE_KEYS` key, else
+    None; several such state dicts are a WeightsError naming them (which one is meant is the user's choice)."""
+    found = [k for k in STATE_KEYS if isinstance(state.get(k), Mapping) and state[k] and _is_flat(state[k])]
+    if len(found) > 1:
+        raise WeightsError(f"{path}: holds {len(found)} state dicts ({', '.join(found)}); re-save the one to use, "
+                           f"e.g. torch.save(checkpoint[{found[0]!r}], PATH)")  # fmt: skip
+    if not found:
+        return None
+    others = [str(k) for k in state if k != found[0]]
+    beside = f" (beside {describe_keys(others)})" if others else ""
+    return dict(state[found[0]]), f"the state dict under {found[0]!r} is used{beside}"
+
+
+def _what_instead(state: Any, subkey: str) -> str:
+    """What a file that is no flat state dict holds, for its error: the entries that are no tensors, the keys of
+    a dict of other things, or the type of what it holds."""
+    under = f" (looked under {subkey!r})" if subkey else ""
+    if not isinstance(state, dict):
+        return f"{under}; it holds a {type(state).__name__}"
+    if not state:
+        return f"{under}; it is empty"
+    others = [f"{k} ({type(v).__name__})" for k, v in state.items() if not isinstance(v, Tensor)]
+    if len(others) < len(state):
+        return f"{under}; entries that are no tensors: {describe_keys(others)}"
+    return f"{under}; it holds {describe_keys(map(str, state))}"
 
 
 def _is_flat(state: Mapping) -> bool:
@@ -85,18 +183,40 @@ def _is_flat(state: Mapping) -> bool:
 
 
 def unwrapped(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """`state` with the key prefixes of training wrappers removed: DDP's `module.` when every key has it, and
-    torch.compile's `_orig_mod.` segment wherever it appears (a compiled model or a compiled part of one)."""
-    state = {k.replace("." + COMPILED, ".").removeprefix(COMPILED): v for k, v in state.items()}
+    """`state` with the key prefixes of training wrappers removed: DDP's `module.` when every key has it, and the
+    segments of torch.compile (`_orig_mod.`), FSDP and checkpoint_wrapper wherever they appear (a wrapped model or a
+    wrapped part of one)."""
+    state = {_without_segments(k): v for k, v in state.items()}
     if state and all(k.startswith(DDP) for k in state):
         state = {k.removeprefix(DDP): v for k, v in state.items()}
     return state
+
+
+def _without_segments(key: str) -> str:
+    for segment in WRAPPER_SEGMENTS:
+        key = key.replace("." + segment, ".").removeprefix(segment)
+    return key
 
 
 def with_averages(state: Mapping[str, Tensor], averages: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """A model's state dict with the EMA `averages` in place of the parameters they average, each in the model's
     dtype (the buffers, which an EMA does not average, as they are)."""
     return {k: averages[k].to(v.dtype) if k in averages else v for k, v in state.items()}
+
+
+def merge_lora_state(state: Mapping[str, Tensor], scale: float) -> dict[str, Tensor]:
+    """`state` with every LoRA adapter (`P.lora_a` and `P.lora_b` beside `P.weight`, as
+    `avflow.models.peft.LoRALinear` saves them) folded into its linear, `P.weight + scale · P.lora_b @ P.lora_a`, its
+    keys dropped: the state dict of the plain network, which loads strictly. `scale`: LoRA's alpha / rank."""
+    out = dict(state)
+    for key in state:
+        if key != "lora_a" and not key.endswith(".lora_a"):
+            continue
+        base = key.removesuffix("lora_a")
+        if base + "lora_b" in state and base + "weight" in state:
+            a, b = out.pop(key), out.pop(base + "lora_b")
+            out[base + "weight"] = state[base + "weight"] + scale * b @ a
+    return out
 
 
 def training_checkpoint_weights(state: Mapping) -> tuple[dict[str, Tensor], str, str] | None:
@@ -107,7 +227,7 @@ def training_checkpoint_weights(state: Mapping) -> tuple[dict[str, Tensor], str,
     trained (its post-hoc EMA state cannot be read as weights; the run's `*_ema_final.pth` is the EMA). `avflow
     train` (`checkpoints/step_*.pt`: step, model, ema, optimizer, ...): the EMA of its smallest sigma_rel in place of
     the parameters, what the run's `ema_<sigma_rel>.safetensors` export holds at that step, or `model` where it kept
-    no EMA.
+    no EMA; the LoRA adapters of a run with a `peft` section (its `lora_scale`) folded in, as its exports have them.
     """
     weights, model, ema = state.get("weights"), state.get("model"), state.get("ema")
     if isinstance(weights, Mapping) and _is_flat(weights) and ("optimizer" in state or "it" in state):
@@ -118,13 +238,15 @@ def training_checkpoint_weights(state: Mapping) -> tuple[dict[str, Tensor], str,
     if not (isinstance(model, Mapping) and _is_flat(model) and "step" in state):
         return None
     whose = f"avflow train at step {state['step']}"
+    scale = state.get("lora_scale")
+    plain = dict if scale is None else lambda weights: merge_lora_state(weights, float(scale))
     try:
         sigmas = [float(s) for s in ema["sigma_rels"]]
         i = min(range(len(sigmas)), key=sigmas.__getitem__)
         averages = ema["averages"][i]
     except (TypeError, KeyError, IndexError, ValueError):
-        return dict(model), whose, "its network as trained (it kept no EMA)"
-    return with_averages(model, averages), whose, f"its EMA (sigma_rel {sigmas[i]:g})"
+        return plain(model), whose, "its network as trained (it kept no EMA)"
+    return plain(with_averages(model, averages)), whose, f"its EMA (sigma_rel {sigmas[i]:g})"
 
 
 def run_weights_file(folder: str | Path) -> Path:
@@ -199,6 +321,110 @@ def describe_keys(keys: Iterable[str], limit: int = 6) -> str:
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+KINDS = (  # (what a state dict holds, key prefixes each found in its keys); the first that fits names it
+    ("an avflow joint model", ("audio.", "video.", "fusion.")),
+    ("an MMAudio network", ("audio_input_proj.",)),
+    ("an audio VAE", ("decoder.conv_in", "data_mean")),
+    ("a BigVGAN vocoder", ("conv_pre", "ups.")),
+    ("a Synchformer", ("vfeat_extractor.",)),
+    ("a CLIP model", ("visual.",)),
+    ("a CLIP model", ("token_embedding",)),
+)
+# the official layouts by their input and latent widths, as in avflow.codecs' AUDIO_VAE_CONFIGS and BIGVGAN_CONFIGS
+VAE_LAYOUTS = {(80, 20): "16k", (128, 40): "44k"}  # (mel bins, latent channels)
+BIGVGAN_LAYOUTS = {80: "16k", 128: "44k"}  # mel bins
+
+
+def identify_state_dict(keys: Iterable[str]) -> str | None:
+    """What a state dict with these keys holds ("an audio VAE", "an MMAudio network", ...: `KINDS`), or None where
+    it is no kind that avflow loads. Keys only: for naming a file given in place of another."""
+    keys = list(keys)
+    for kind, prefixes in KINDS:
+        if all(any(k.startswith(p) for k in keys) for p in prefixes):
+            return kind
+    return None
+
+
+def _layout(kind: str | None, state: Mapping[str, Tensor]) -> str | None:
+    """The official layout ("16k" / "44k") of an audio VAE or BigVGAN state dict, by its tensors' shapes."""
+    if kind == "an audio VAE":
+        mean, conv = state.get("data_mean"), state.get("decoder.conv_in.weight")
+        if isinstance(mean, Tensor) and isinstance(conv, Tensor) and mean.ndim == conv.ndim == 3:
+            return VAE_LAYOUTS.get((mean.shape[1], conv.shape[1]))
+    if kind == "a BigVGAN vocoder":  # conv_pre's weight (out, mels, 7), or weight norm's weight_v beside weight_g
+        convs = [v for k, v in state.items() if k.startswith("conv_pre.") and isinstance(v, Tensor) and v.ndim == 3]
+        mels = [v.shape[1] for v in convs]
+        return BIGVGAN_LAYOUTS.get(max(mels)) if mels else None
+    return None
+
+
+def _with_layout(kind: str, state: Mapping[str, Any]) -> str:
+    layout = _layout(kind, state)
+    return f"{kind} of the {layout} layout" if layout else kind
+
+
+def _other_kind(state: Mapping[str, Any], expected: Mapping[str, Tensor]) -> str | None:
+    """What a state dict that does not fit a module (whose state dict is `expected`) holds instead, where both are
+    kinds avflow knows (`identify_state_dict`) and differ, or are the same kind in two official layouts; else None."""
+    kind, own = identify_state_dict(map(str, state)), identify_state_dict(expected)
+    if kind is None or own is None:
+        return None
+    if kind != own:
+        tops = sorted({k.split(".")[0] + (".*" if "." in k else "") for k in map(str, state)})
+        return f"holds {_with_layout(kind, state)}, not {own} (its keys: {describe_keys(tops)})"
+    layout, own_layout = _layout(kind, state), _layout(own, expected)
+    if layout and own_layout and layout != own_layout:
+        return f"holds {kind} of the {layout} layout, not of the {own_layout} layout that this model reads"
+    return None
+
+
+def _key_problems(expected: Mapping[str, Tensor], state: Mapping[str, Any], optional: tuple[str, ...]) -> list[str]:
+    """What keeps `state` from fitting a module whose state dict is `expected`: missing, unexpected, non-tensor,
+    misshapen keys, and integer tensors where the module holds floats (floats of any width are cast)."""
+    missing = [k for k in expected if k not in state and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in expected]
+    both = [k for k in expected if k in state]
+    not_tensors = [k for k in both if not isinstance(state[k], Tensor)]
+    tensors = [k for k in both if isinstance(state[k], Tensor)]
+    misshapen = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in tensors
+                 if tuple(state[k].shape) != tuple(expected[k].shape)]  # fmt: skip
+    kinds = [f"{k} {_dtype_name(state[k])} != {_dtype_name(expected[k])}" for k in tensors
+             if expected[k].is_floating_point() and not state[k].is_floating_point()]  # fmt: skip
+    found = (("missing keys", missing, 6), ("unexpected keys", unexpected, 6), ("not tensors", not_tensors, 6),
+             ("shape mismatch", misshapen, 3), ("dtype mismatch", kinds, 3))  # fmt: skip
+    return [f"{what}: {describe_keys(keys, limit=limit)}" for what, keys, limit in found if keys]
+
+
+def _dtype_name(value: Tensor) -> str:
+    return str(value.dtype).removeprefix("torch.")
+
+
+def _without_owner_prefix(
+    state: Mapping[str, Any], expected: Mapping[str, Tensor], optional: tuple[str, ...]
+) -> Mapping[str, Any]:
+    """`state` without a prefix every key has (`OWNER_PREFIXES`: Lightning's `model.`) where the keys fit the module
+    only without it; else `state` as it is."""
+    if not state or not _key_problems(expected, state, optional):
+        return state
+    for prefix in OWNER_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            stripped = {k.removeprefix(prefix): v for k, v in state.items()}
+            if not _key_problems(expected, stripped, optional):
+                return stripped
+    return state
+
+
+def non_finite(state: Mapping[str, Any], keys: Iterable[str] | None = None) -> list[str]:
+    """The keys (of `keys`, default all) whose floating-point tensors hold NaN or infinity: one pass over each."""
+    found = []
+    for k in state if keys is None else keys:
+        value = state.get(k)
+        if isinstance(value, Tensor) and value.is_floating_point() and not value.is_meta:
+            if not bool(torch.isfinite(value).all()):
+                found.append(k)
+    return found
+
+
 def load_strict(
     module: nn.Module,
     state: Mapping[str, Tensor],
@@ -207,32 +433,36 @@ def load_strict(
     optional: tuple[str, ...] = (),
     assign: bool = False,
 ) -> nn.Module:
-    """Copy `state` into `module`; a WeightsError names every missing, unexpected, non-tensor or misshapen key.
+    """Copy `state` into `module`; a WeightsError names every missing, unexpected, non-tensor, misshapen or
+    integer-where-float key and every tensor holding NaN or infinity, or what the file holds instead (another kind
+    of network, an int8 file of `quantize_int8`).
 
-    Keys ending with one of `optional` (e.g. recomputable filter buffers) may be absent. `assign` replaces the
-    module's tensors instead of copying into them (for modules built on the meta device), each in the module's
-    dtype as a copy would be (weights saved in fp16 or bf16 load into an fp32 module).
+    Keys ending with one of `optional` (e.g. recomputable filter buffers) may be absent. A prefix on every key that
+    only keeps them from fitting (`OWNER_PREFIXES`) is removed. `assign` replaces the module's tensors instead of
+    copying into them (for modules built on the meta device), each in the module's dtype as a copy would be
+    (weights saved in fp16 or bf16 load into an fp32 module).
     """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith(optional)]
-    unexpected = [k for k in state if k not in expected]
-    not_tensors = [k for k in state if k in expected and not isinstance(state[k], Tensor)]
-    misshapen = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != tuple(v.shape)
-    ]
+    state = _without_owner_prefix(state, expected, optional)
+    mismatch = _key_problems(expected, state, optional)
+    other = _other_kind(state, expected) if mismatch else None
+    if other is not None:
+        raise WeightsError(f"{source}: {other}")
+    if any(k.endswith(INT8_SCALE) for k in state) and not any(k.endswith(INT8_SCALE) for k in expected):
+        raise WeightsError(f"{source}: an int8 file of avflow's quantize_int8 (int8 weights with {INT8_SCALE} "
+                           "scales), which this loader does not read; give fp32/fp16 weights, or read it with "
+                           "avflow.weights.dequantize_int8 first")  # fmt: skip
     problems = []
-    if missing:
-        problems.append(f"missing keys: {describe_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {describe_keys(unexpected)}")
-    if not_tensors:
-        problems.append(f"not tensors: {describe_keys(not_tensors)}")
-    if misshapen:
-        problems.append(f"shape mismatch: {describe_keys(misshapen, limit=3)}")
+    if mismatch:
+        kind = identify_state_dict(map(str, state))
+        holds = f"holds {_with_layout(kind, state)}; " if kind and identify_state_dict(expected) is None else ""
+        problems.append(f"{holds}does not match {type(module).__name__}: " + "; ".join(mismatch))
+    bad = non_finite(state, [k for k in expected if k in state])
+    if bad:
+        problems.append(f"non-finite values in {len(bad)} tensor{'s' if len(bad) > 1 else ''} "
+                        f"({describe_keys(bad, limit=3)})")  # fmt: skip
     if problems:
-        raise WeightsError(f"{source}: does not match {type(module).__name__}: " + "; ".join(problems))
+        raise WeightsError(f"{source}: " + "; ".join(problems))
     if assign:
         state = {k: _as_dtype(v, expected[k].dtype) for k, v in state.items()}
     module.load_state_dict(dict(state), strict=not optional, assign=assign)

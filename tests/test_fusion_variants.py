@@ -90,10 +90,12 @@ def test_fusion_alignment_combination(case, alignment):
     assert flows(model, cross_modal=False) == [False, False]
 
 
-@pytest.mark.parametrize("alignment", list(ALIGNMENTS))
-def test_no_fusion_under_every_alignment(alignment):
-    model = perturb(JointModel(tiny_config("none", {}, alignment)))
+def test_no_fusion_moves_nothing_across_and_takes_no_alignment():
+    model = perturb(JointModel(tiny_config("none", {}, "none")))
     assert flows(model, cross_modal=True) == [False, False]
+    for alignment in set(ALIGNMENTS) - {"none"}:  # no temporal RoPE to align: refused, not ignored
+        with pytest.raises(ConfigError, match="no temporal RoPE"):
+            JointModel(tiny_config("none", {}, alignment))
 
 
 def test_rope_free_bidirectional_rejects_alignment_and_bad_names():

@@ -16,11 +16,13 @@ modulate each audio token with its own time; the text stream uses the smallest t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from avflow.errors import ConfigError
 from avflow.nn.attention import joint_attention
 from avflow.nn.mmaudio_blocks import MLP, ChannelLastConv1d, ConvMLP, DiTBlock, FinalBlock, TimestepEmbedder
 from avflow.nn.rope import RopeTable, rope_table
@@ -41,6 +43,23 @@ class AudioTowerConfig:
     mlp_ratio: float = 4.0
     text_seq_len: int = 32
     v2: bool = False  # MMAudio v2 details: SiLU input activations, hidden_dim timestep frequencies, max_period 1
+
+    def __post_init__(self) -> None:
+        """Sizes the network can be built with (MMAudioConfig's checks plus positive sizes), each a one-line
+        ConfigError naming the field, so a bad size fails when the config loads, not at the first step."""
+        for name in ("latent_dim", "text_dim", "hidden_dim", "depth", "num_heads", "text_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0):
+            raise ConfigError(f"mlp_ratio: must be a positive number, got {self.mlp_ratio}")
+        if self.hidden_dim % self.num_heads or (self.hidden_dim // self.num_heads) % 2:
+            raise ConfigError(
+                f"hidden_dim: {self.hidden_dim} must split into num_heads={self.num_heads} heads of even size (RoPE)"
+            )
+        if not 0 <= self.fused_depth <= self.depth:  # depth - fused_depth joint blocks (none: text by global cond)
+            raise ConfigError(
+                f"fused_depth: need 0 <= fused_depth <= depth, got fused_depth={self.fused_depth}, depth={self.depth}"
+            )
 
 
 class AudioTextBlock(nn.Module):

@@ -14,7 +14,8 @@ condition (see `empty_conditions`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,9 @@ class JointConfig:
     video: WanConfig = field(default_factory=WanConfig)
     audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
     fusion: str = "bidirectional"  # a variant of avflow.nn.fusion.FUSIONS
-    fusion_options: dict = field(default_factory=dict)  # its options dataclass as a mapping; {}: the variant's defaults
+    # its options dataclass as a mapping; stored resolved (every field, defaults filled in) so that `{}` and the
+    # defaults spelled out are one network when a checkpoint's config is compared with this one
+    fusion_options: dict = field(default_factory=dict)
     alignment: str = "none"  # temporal RoPE of cross-modal attention: none | avsync | seconds (temporal_alignment)
     text_dim: int = 384
     text_len: int = 32
@@ -44,6 +47,7 @@ class JointConfig:
     audio_streams: tuple[str, ...] = ("audio",)  # ("audio",) or ("left", "right"), side by side in channels
 
     def __post_init__(self) -> None:
+        self._check_rates_and_sizes()
         if self.audio_streams not in (("audio",), ("left", "right")):
             raise ConfigError(f"audio_streams: must be ['audio'] or ['left', 'right'], got {list(self.audio_streams)}")
         if self.audio.latent_dim % len(self.audio_streams):
@@ -58,8 +62,20 @@ class JointConfig:
                 f"alignment: unknown temporal alignment {self.alignment!r} (choose from {', '.join(ALIGNMENTS)})"
             )
         n_layers = max(self.video.num_layers, self.audio.depth)
-        check_fusion(self.fusion, self.fusion_options, self.alignment, video_dim=self.video.dim,
-                     audio_dim=self.audio.hidden_dim, n_layers=n_layers)  # fmt: skip
+        typed = check_fusion(self.fusion, self.fusion_options, self.alignment, video_dim=self.video.dim,
+                             audio_dim=self.audio.hidden_dim, n_layers=n_layers)  # fmt: skip
+        object.__setattr__(self, "fusion_options", asdict(typed))
+
+    def _check_rates_and_sizes(self) -> None:
+        """The rates the towers' tokens are placed in time by (`video_frame_seconds`, `check_rates`, the temporal
+        alignment divide by them) and the text sizes: one-line ConfigErrors naming the field."""
+        for name in ("video_fps", "audio_latent_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be a positive number, got {value}")
+        for name in ("video_temporal_stride", "text_dim", "text_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
     @property
     def fusion_config(self) -> FusionOptions:

@@ -3,7 +3,8 @@
 `LoRALinear` is an `nn.Linear` (same `weight`/`bias` keys, so tower checkpoints still load) with a trainable
 low-rank update `scale · B A x`, B initialised to zero (a fresh adapter changes nothing). `apply_peft` freezes
 `model.video` and `model.audio`, leaves `model.fusion` trainable and wraps the towers' attention/MLP linears in LoRA
-when `lora_rank > 0`; `merge_lora` folds the adapters back into plain linears.
+when `lora_rank > 0`; `merge_lora` folds the adapters back into plain linears, `avflow.weights.merge_lora_state`
+into a state dict (what `avflow train` does to the weights it exports with a `peft` section).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avflow.errors import ConfigError
+from avflow.weights import merge_lora_state
+
+TOWERS = ("video", "audio")  # a joint model's towers, the modules `apply_peft` freezes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +30,17 @@ class PeftConfig:
     # adaLN modulation, embedders and heads are left out
     lora_targets: tuple[str, ...] = ("attn", "ffn", "linear1")
     towers: tuple[str, ...] = ("video", "audio")
+
+    def __post_init__(self):
+        if self.lora_rank < 0:
+            raise ConfigError(f"lora_rank: must be >= 0 (0: no LoRA, only fusion trains), got {self.lora_rank}")
+        if not 0 < self.lora_alpha < math.inf:
+            raise ConfigError(f"lora_alpha: must be > 0, got {self.lora_alpha}")
+        if not self.lora_targets or not all(self.lora_targets):
+            raise ConfigError(f"lora_targets: needs at least one non-empty name part, got {list(self.lora_targets)}")
+        unknown = [t for t in self.towers if t not in TOWERS]
+        if unknown or not self.towers or len(set(self.towers)) < len(self.towers):
+            raise ConfigError(f"towers: one or both of {', '.join(TOWERS)}, each once, got {list(self.towers)}")
 
 
 class LoRALinear(nn.Linear):
@@ -49,10 +64,7 @@ class LoRALinear(nn.Linear):
     def merged(self) -> nn.Linear:
         """A plain linear with the update folded in."""
         out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.weight.device)
-        with torch.no_grad():
-            out.weight.copy_(self.weight + self.scale * self.lora_b @ self.lora_a)
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
+        out.load_state_dict(merge_lora_state(self.state_dict(), self.scale))  # as exported weights are folded
         return out
 
 

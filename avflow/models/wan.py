@@ -20,6 +20,10 @@ from avflow.nn.towers import TowerState
 from avflow.nn.wan_blocks import WanBlock, WanConditionEmbedder, WanRotary
 from avflow.weights import load_strict
 
+# WanRotary splits a head into height and width parts of 2 * (head_dim // 6) each and gives time the rest: each axis
+# gets at least one rotary pair from 6 on (an odd head dim leaves a channel no pair rotates)
+MIN_HEAD_DIM = 6
+
 
 @dataclass(frozen=True, kw_only=True)
 class WanConfig:
@@ -36,6 +40,24 @@ class WanConfig:
     num_layers: int = 4
     cross_attn_norm: bool = True
     eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        """Sizes the network can be built and run with, each a one-line ConfigError naming the field, so a bad size
+        fails when the config loads, not with a shape error at the first step."""
+        if len(self.patch_size) != 3 or any(p < 1 for p in self.patch_size):
+            raise ConfigError(f"patch_size: must be 3 sizes >= 1 (time, height, width), got {list(self.patch_size)}")
+        for name in ("num_attention_heads", "in_channels", "out_channels", "text_dim", "ffn_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.attention_head_dim < MIN_HEAD_DIM or self.attention_head_dim % 2:
+            raise ConfigError(
+                f"attention_head_dim: must be even and >= {MIN_HEAD_DIM} (the 3-D RoPE gives time, height and width "
+                f"an even part of at least 2 each), got {self.attention_head_dim}"
+            )
+        if self.freq_dim < 2 or self.freq_dim % 2:
+            raise ConfigError(f"freq_dim: must be even and >= 2 (cos and sin halves), got {self.freq_dim}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"eps: must be a positive number, got {self.eps}")
 
     @property
     def dim(self) -> int:

@@ -193,6 +193,18 @@ def check_codecs(config: DefaultModelConfig, codecs, folder: Path) -> None:
         raise WeightsError(f"{folder}: the model does not fit the codecs in {codecs.folder}: {bad[0]}")
 
 
+def _other_weights(folder: Path, missing: list[str]) -> str:
+    """For a model folder without its joint.safetensors: the weights files it holds instead and what to do (the
+    file is read by its content, so a renamed .pth loads too), or nothing."""
+    from avflow.weights import weight_files_in
+
+    files = weight_files_in(folder) if WEIGHT_FILES[0] in missing and folder.is_dir() else []
+    if not files:
+        return ""
+    which = f"it holds {files[0]}" if len(files) == 1 else f"it holds {', '.join(files[:6])}"
+    return f"; {which}: a model folder's weights are read from {WEIGHT_FILES[0]}, rename the file that holds them"
+
+
 def load_default_model(path: str | Path | None = None) -> JointPipeline:
     """The shipped default model (or one exported the same way to `path`) on the CPU, in eval mode."""
     from avflow.codecs.world import load_world_codecs
@@ -204,7 +216,8 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
     run = path is not None and not (folder / "config.json").is_file() and (folder / RUN_CONFIG).is_file()
     missing = [f for f in WEIGHT_FILES if not (folder / f).is_file()]
     if missing and not run:
-        raise WeightsError(f"{folder}: {'default ' if path is None else ''}model files missing: {', '.join(missing)}")
+        raise WeightsError(f"{folder}: {'default ' if path is None else ''}model files missing: {', '.join(missing)}"
+                           f"{_other_weights(folder, missing)}")  # fmt: skip
     config = read_default_config(folder)
     codecs = load_world_codecs(config.codec_dir(folder))
     codecs.check_trained_with(config.codecs_checksum, f"the model in {folder}")

@@ -17,9 +17,9 @@ from avflow.encoders.synchformer import SynchformerConfig
 from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.mmaudio_config import CONFIGS, SAMPLING, MMAudioConfig
+from avflow.weights import WEIGHT_SUFFIXES, describe_keys, weight_files_in
 
 PARTS = ("network", "vae", "vocoder", "synchformer", "clip")  # the weight fields of a FoleySpec
-WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,10 +27,10 @@ class FoleySpec:
     """The weights and configs of one foley model.
 
     Each weight field (`PARTS`) is either an asset of the weight cache (a stem of `avflow.hub.ASSETS`, fetched by
-    `avflow download`), a weights file (a name ending in .pth, .pt, .safetensors or .bin: official checkpoints or
-    the project's safetensors exports, read directly; in a JSON model config, relative to the config's folder) or a
-    file to download when the model loads, as the user asked: on the Hugging Face Hub (`hf://ORG/NAME/PATH`) or at
-    a URL (`https://HOST/PATH/NAME`, optionally pinned with `#sha256=HEX`).
+    `avflow download`), a weights file (a name ending in .pth, .pt, .safetensors, .bin or .ckpt: official checkpoints,
+    Lightning checkpoints or the project's safetensors exports, read directly; in a JSON model config, relative to
+    the config's folder) or a file to download when the model loads, as the user asked: on the Hugging Face Hub
+    (`hf://ORG/NAME/PATH`) or at a URL (`https://HOST/PATH/NAME`, optionally pinned with `#sha256=HEX`).
     """
 
     network: str
@@ -155,10 +155,13 @@ def with_training_run(spec: FoleySpec, run: Path, option: str = "--weights") -> 
     weights (`avflow.weights.run_weights_file`: the EMA export, else the newest checkpoint, whose EMA is read). A
     folder that is no such run, or a network whose latents or features do not fit the spec's other parts, is a
     one-line error; reads no weights."""
-    from avflow.config import read_run_config
+    from avflow.config import RUN_CONFIG, read_run_config
     from avflow.models.mmaudio_config import variant_config
     from avflow.weights import run_weights_file
 
+    if not (run / RUN_CONFIG).is_file():
+        raise ConfigError(f"{option} {run}: a folder without {RUN_CONFIG}, not the out_dir of an `avflow train` run; "
+                          f"{weights_in_folder(run, option)}")  # fmt: skip
     try:
         args = read_run_config(run, "mmaudio")["model"].get("args") or {}
         config = variant_config(str(args.get("variant", "small_16k")), args.get("overrides") or {})
@@ -170,6 +173,17 @@ def with_training_run(spec: FoleySpec, run: Path, option: str = "--weights") -> 
         raise WeightsError(f"{option} {run}: the run trained a network that does not fit this model: "
                            f"{differ[0]}; give the --model it was trained for ({args.get('variant')})")  # fmt: skip
     return replace(spec, network=str(run_weights_file(run)), network_config=config)
+
+
+def weights_in_folder(folder: Path, option: str = "--weights") -> str:
+    """What weights files a folder holds, and how to give one (for the error of a folder given where a run folder
+    or a file was expected: a Hugging Face style folder of config.json + model.safetensors)."""
+    files = weight_files_in(folder)
+    if not files:
+        return f"it holds no weights file ({', '.join(WEIGHT_SUFFIXES)})"
+    if len(files) == 1:
+        return f"it holds {files[0]}: give that file with {option}"
+    return f"it holds {describe_keys(files)}: give one of them with {option}"
 
 
 def _download_hint(stem: str, model: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 from avflow.config import apply_overrides, from_dict, read_yaml, to_dict
 from avflow.errors import ConfigError
+from avflow.models.peft import PeftConfig
 
 
 @dataclass
@@ -209,10 +211,19 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     init: InitConfig = field(default_factory=InitConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    # the joint model's towers frozen (fusion trained), optionally with LoRA on them (avflow.models.peft); null: off.
+    # A mapping that is no valid PeftConfig is kept as `dict` and read again below, so its error says what is wrong
+    # (a `PeftConfig | None` field's error would only say that the mapping does not fit).
+    peft: PeftConfig | dict | None = None
 
     def __post_init__(self):
         if not str(self.out_dir).strip():
             raise ConfigError("out_dir: must name a folder, got an empty name")
+        if isinstance(self.peft, dict):
+            self.peft = from_dict(PeftConfig, self.peft, "peft")
+        if self.peft is not None and self.init.weights is None:
+            raise ConfigError("peft: needs init.weights (the pretrained towers it freezes; random ones would never "
+                              "be trained)")  # fmt: skip
 
 
 def resolve_component(table: dict, comp: ComponentConfig, path: str) -> Any:
@@ -220,6 +231,30 @@ def resolve_component(table: dict, comp: ComponentConfig, path: str) -> Any:
     if comp.name not in table:
         raise ConfigError(f"{path}.name: unknown {path.split('.')[-1]} {comp.name!r} (choose from {', '.join(table)})")
     return from_dict(table[comp.name].config, comp.args, f"{path}.args")
+
+
+def resolved_model(saved: dict) -> dict:
+    """A saved run config (a checkpoint's) with its model's args resolved as `validate` resolves this config's (the
+    defaults filled in, e.g. a joint model's fusion options), so that the same network compares equal however sparse
+    an earlier version saved it; as saved where its model no longer resolves (the comparison then names what
+    differs)."""
+    from avflow.train.components import MODELS
+
+    try:
+        model = from_dict(ComponentConfig, saved["model"], "model")
+        args = to_dict(resolve_component(MODELS, model, "model"))
+    except (ConfigError, KeyError, TypeError):
+        return saved
+    return {**saved, "model": {**saved["model"], "args": args}}
+
+
+def check_peft(peft: PeftConfig, name: str, model_config: type) -> None:
+    """A one-line ConfigError where the model (its config dataclass `model_config`) has no tower `peft` names."""
+    fields = {f.name for f in dataclasses.fields(model_config)}
+    missing = [tower for tower in peft.towers if tower not in fields]
+    if missing:
+        raise ConfigError(f"peft: the {name!r} model has no {missing[0]} tower to freeze (peft is for the joint "
+                          "model: its video and audio towers frozen, its fusion trained)")  # fmt: skip
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -231,6 +266,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         parts.append((DATASETS, config.data.val, "data.val"))
     for table, comp, path in parts:
         comp.args = to_dict(resolve_component(table, comp, path))
+    if config.peft is not None:
+        check_peft(config.peft, config.model.name, MODELS[config.model.name].config)
     loop = config.train
     if loop.batch_size % loop.grad_accum:
         raise ConfigError(f"train.batch_size: {loop.batch_size} is not divisible by train.grad_accum={loop.grad_accum}")

@@ -24,18 +24,26 @@ from torch.utils.data import DataLoader, default_collate
 
 from avflow.config import dump_yaml, to_dict
 from avflow.errors import ConfigError, TrainingWarning, WeightsError, first_line
+from avflow.models.peft import PeftConfig, apply_peft, trainable_summary
 from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
 from avflow.train import distributed as dist
 from avflow.train import fsdp
 from avflow.train.components import DATASETS, MODELS, TASKS
-from avflow.train.config import InitConfig, TrainConfig, resolve_component
+from avflow.train.config import InitConfig, TrainConfig, resolve_component, resolved_model
 from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
 from avflow.train.optim import build_optimizer, build_scheduler
 from avflow.train.run_folder import check_out_dir, resume_changes, resume_refusal
 from avflow.train.sampler import ResumableBatchSampler
-from avflow.weights import atomic_write, dequantize_int8, load_strict, read_state_dict, save_safetensors
+from avflow.weights import (
+    atomic_write,
+    dequantize_int8,
+    load_strict,
+    merge_lora_state,
+    read_state_dict,
+    save_safetensors,
+)
 
 # Test hook: "N" kills this process with SIGKILL after step N (after its checkpoint), "N:mid" during step N.
 KILL_ENV = "AVFLOW_TRAIN_KILL_AT"
@@ -178,6 +186,52 @@ def initialize(model: nn.Module, init: InitConfig, resuming: bool = False) -> No
             param.requires_grad_(False)
 
 
+def setup_peft(model: nn.Module, peft: PeftConfig, is_main: bool) -> None:
+    """Freeze the joint model's towers and wrap their linears in LoRA (`peft`), after `initialize` loaded the
+    pretrained plain weights (whose files hold no adapter); rank 0 says what trains, in one line on stderr."""
+    wrapped = apply_peft(model, peft)
+    if is_main:
+        lora = f"LoRA rank {peft.lora_rank} on {len(wrapped)} linears" if wrapped else "no LoRA"
+        print(f"peft: towers {', '.join(peft.towers)} frozen, {lora}; {trainable_summary(model)}", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+
+class TrainableView:
+    """A model's `named_parameters` limited to those that train: the EMA of a `peft` run averages the fusion and the
+    adapters only, not a constant copy of the frozen towers (their weights are taken as they are when exported)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def named_parameters(self):
+        return ((name, p) for name, p in self.model.named_parameters() if p.requires_grad)
+
+
+def as_saved(config: TrainConfig, saved: dict) -> dict:
+    """`config` as a dict to compare with a checkpoint's config `saved`: a `peft: null` is left out where `saved`,
+    written before that section existed, has none (nothing changed)."""
+    current = to_dict(config)
+    if current.get("peft") is None and "peft" not in saved:
+        current.pop("peft", None)
+    return current
+
+
+def _peft_text(peft: dict | None) -> str:
+    return "null" if peft is None else "{" + ", ".join(f"{k}: {v}" for k, v in peft.items()) + "}"
+
+
+def peft_changes(saved: dict, current: dict) -> list[str]:
+    """How the `peft` section changed since a checkpoint ("key saved -> now"): its trainable parameters and
+    adapters are another network's, so any change is refused."""
+    old, new = saved.get("peft"), current.get("peft")
+    if old == new:
+        return []
+    if old is None or new is None:
+        return [f"peft {_peft_text(old)} -> {_peft_text(new)}"]
+    keys = sorted(old.keys() | new.keys())
+    return [f"peft.{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+
+
 def check_tensorboard(config: TrainConfig) -> None:
     """A one-line ConfigError where `log.tensorboard` is on and TensorBoard (the [train] extra) is not installed
     (found, not imported: cheap), before anything is built (not an ImportError after the first step)."""
@@ -213,14 +267,19 @@ class Trainer:
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)
         initialize(self.model, config.init, resuming=resume_path is not None)
+        if config.peft is not None:  # after the plain weights loaded; a resumed checkpoint then sets the adapters
+            setup_peft(self.model, config.peft, info.is_main)
+        peft = config.peft
+        self.lora_scale = peft.lora_alpha / peft.lora_rank if peft is not None and peft.lora_rank else None
+        averaged = TrainableView(self.model) if config.peft is not None else self.model
         self.ema = None  # rank 0's EMA of the whole model; under fsdp every rank's EMA of its shards
         if config.ema.enabled and info.is_main and not self.fsdp:
-            self.ema = PowerFunctionEMA(self.model, config.ema.sigma_rels)
+            self.ema = PowerFunctionEMA(averaged, config.ema.sigma_rels)
         self.loss_module = LossModule(self.model, self.task)
         if self.fsdp:
             self.ddp = fsdp.shard(self.loss_module, self.model, info, config.distributed.reshard_after_forward)
             if config.ema.enabled:
-                self.ema = fsdp.ShardedEMA(self.model, config.ema.sigma_rels, info.is_main)
+                self.ema = fsdp.ShardedEMA(averaged, config.ema.sigma_rels, info.is_main)
         else:
             self.ddp = dist.wrap_ddp(self.loss_module, info, loop.find_unused_parameters)
         self.forward = torch.compile(self.ddp) if loop.compile else self.ddp
@@ -283,18 +342,22 @@ class Trainer:
             except WeightsError as exc:
                 path, message = None, str(exc)
             if state is not None:
-                refused, changed = resume_changes(state["config"], to_dict(self.config))
-                refusal = None if refused else resume_refusal(state["config"], to_dict(self.config), path)
+                saved = resolved_model(state["config"])  # as this version resolves it (e.g. sparse fusion options)
+                current = as_saved(self.config, saved)
+                refused, changed = resume_changes(saved, current)
+                refused = peft_changes(saved, current) + refused
+                refusal = None if refused else resume_refusal(saved, current, path)
                 if refusal is not None:
                     path, state = None, None
                 elif refused:
+                    section = "peft section" if refused[0].startswith("peft") else "model config"
                     path, state, message = None, None, (
                         f"{path}: the checkpoint holds another network than this config builds ({refused[0]}"
                         f"{f' and {len(refused) - 1} more' if len(refused) > 1 else ''}): give another out_dir, "
-                        "or the model config it was trained with"
+                        f"or the {section} it was trained with"
                     )
                 else:
-                    self.resumed_config = state["config"]
+                    self.resumed_config = saved
                     # said in _load_state, which knows where in the data the run goes on
                     self.resume_note = (f"resuming {self.out_dir} from {path.name} (step {state['step']} of "
                                         f"{self.config.train.steps})", changed)  # fmt: skip
@@ -386,23 +449,27 @@ class Trainer:
                 "rng": rngs,
                 "config": to_dict(self.config),
             }
+            if self.lora_scale is not None:  # how `avflow.weights` folds the adapters when it reads this as weights
+                state["lora_scale"] = self.lora_scale
             path = ckpt.save_checkpoint(self.ckpt_dir, self.step, state, self.config.checkpoint.keep_last)
         dist.barrier(self.info)
         return path
 
     def export_weights(self) -> None:
-        """`model.safetensors` and `ema_<sigma_rel>.safetensors` in the output folder (rank 0)."""
+        """`model.safetensors` and `ema_<sigma_rel>.safetensors` in the output folder (rank 0): the plain network's
+        weights, LoRA adapters (`peft`) folded in, which `--model RUN_DIR` loads into the model `model.args` builds."""
         view, ema = self.model, self.ema
         if self.fsdp:  # collectives: the full weights and averages on rank 0 (CPU), nothing elsewhere
             view = fsdp.StateView(fsdp.full_model_state(self.model))
             ema = self.ema.gathered() if self.ema is not None else None
         if not self.info.is_main:
             return
-        save_safetensors(view.state_dict(), self.out_dir / "model.safetensors")
+        plain = dict if self.lora_scale is None else lambda state: merge_lora_state(state, self.lora_scale)
+        save_safetensors(plain(view.state_dict()), self.out_dir / "model.safetensors")
         if ema is not None:
             for i, s in enumerate(ema.sigma_rels):
                 ema_state = ema.averaged_state_dict(view, i)
-                save_safetensors(ema_state, self.out_dir / f"ema_{s:g}.safetensors")
+                save_safetensors(plain(ema_state), self.out_dir / f"ema_{s:g}.safetensors")
 
     # --- steps -------------------------------------------------------------------------------------------------
 
@@ -506,7 +573,7 @@ class Trainer:
         out_dir.mkdir(parents=True, exist_ok=True)
         saved = getattr(self, "resumed_config", None)
         earlier = out_dir / f"config_until_step_{self.resumed_step:08d}.yaml"
-        if saved is not None and resume_changes(saved, to_dict(config))[1] and not earlier.exists():
+        if saved is not None and resume_changes(saved, as_saved(config, saved))[1] and not earlier.exists():
             atomic_write(earlier, lambda f: f.write(dump_yaml(saved).encode()))
         atomic_write(out_dir / "config.yaml", lambda f: f.write(dump_yaml(config).encode()))
         metrics_log = MetricsLog(out_dir / "metrics.jsonl", self.resumed_step)

@@ -51,10 +51,16 @@ def check_fusion(
 ) -> FusionOptions:
     """Options that fit the variant, the towers (widths, layers) and the temporal alignment; else ConfigError."""
     typed = fusion_options(name, options)
-    if alignment != "none" and name != "none" and not FUSIONS[name].module.takes_alignment:
-        raise ConfigError(f"alignment: fusion {name!r} has no temporal RoPE to align; use alignment 'none'")
+    check_alignment(name, alignment)
     typed.check(video_dim, audio_dim, n_layers)
     return typed
+
+
+def check_alignment(name: str, alignment: str) -> None:
+    """ConfigError unless variant `name` can use the temporal alignment `alignment`: one other than 'none' needs a
+    variant with a temporal RoPE in its cross-modal attention (no fusion has none)."""
+    if alignment != "none" and not FUSIONS[name].module.takes_alignment:
+        raise ConfigError(f"alignment: fusion {name!r} has no temporal RoPE to align; use alignment 'none'")
 
 
 def build_fusion(
@@ -66,9 +72,12 @@ def build_fusion(
     options: Mapping | FusionOptions | None = None,
     alignment: TemporalAlignment | None = None,
 ) -> Fusion:
-    """The fusion module `name` with its (typed or mapping) options; `alignment` for variants that take one."""
+    """The fusion module `name` with its (typed or mapping) options; `alignment` for variants that take one (another
+    than 'none' given to a variant without a temporal RoPE is a ConfigError, as in `check_fusion`)."""
     variant = FUSIONS.get(name)
     typed = fusion_options(name, options)
+    if alignment is not None:
+        check_alignment(name, alignment.name)
     extra = {"alignment": alignment} if variant.module.takes_alignment and alignment is not None else {}
     return variant.module(video_dim, audio_dim, video_blocks, audio_blocks, typed, **extra)
 
@@ -81,6 +90,7 @@ __all__ = [
     "TowerState",
     "block_schedule",
     "build_fusion",
+    "check_alignment",
     "check_fusion",
     "fusion_options",
 ]

@@ -30,6 +30,10 @@ class OutputError(AvflowError):
     """An output path cannot be used: wrong suffix, it would replace an input, or it exists (without --overwrite)."""
 
 
+class TrainingError(AvflowError):
+    """A training run cannot go on: its loss stopped being finite (the checkpoints before it are kept)."""
+
+
 class Note(UserWarning):
     """Something in a user's input that was handled rather than refused; the CLI prints it as one line,
     "avflow COMMAND: note: ..."."""

@@ -6,6 +6,7 @@ import copy
 import gc
 import importlib.util
 import json
+import math
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
 from avflow.config import dump_yaml, to_dict
-from avflow.errors import ConfigError, TrainingWarning, WeightsError, first_line
+from avflow.errors import ConfigError, TrainingError, TrainingWarning, WeightsError, first_line
 from avflow.models.peft import PeftConfig, apply_peft, trainable_summary
 from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
@@ -516,6 +517,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total / accum
 
+    def _finite_mean_loss(self, loss_sum: torch.Tensor, loss_n: int) -> float:
+        """The mean loss over the last `loss_n` steps of every rank (a collective: all ranks call it at the same
+        steps); a TrainingError where it is not finite, before anything more is written: the checkpoints already
+        saved hold finite weights, and the run can resume from the last of them with a lower optim.lr."""
+        mean = float(dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * self.info.world_size))
+        if not math.isfinite(mean):
+            first = self.step - loss_n + 1
+            steps = f"step {self.step}" if loss_n == 1 else f"steps {first}-{self.step}"
+            saved = ckpt.list_checkpoints(self.ckpt_dir) if self.info.is_main else []
+            kept = saved[0][0] if saved else None
+            resume = (f"its last checkpoint (step {kept}) is kept: resume from it with a lower optim.lr"
+                      if kept else "no checkpoint was saved before it")  # fmt: skip
+            raise TrainingError(f"the training loss is {mean} over {steps}: the run diverged (or the data holds "
+                                f"non-finite values); {resume}, a smaller optim.grad_clip, or check the data")
+        return mean
+
     @torch.no_grad()
     def validate(self) -> float | None:
         """Mean validation loss per sample over the first `log.val_batches` global batches of `train.batch_size`
@@ -626,8 +643,7 @@ class Trainer:
                 bar.update(1)
                 last = self.step == config.train.steps
                 if self.step % config.log.every == 0 or last:
-                    mean = dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * info.world_size)
-                    last_loss = float(mean)
+                    last_loss = self._finite_mean_loss(loss_sum, loss_n)
                     rate = window_steps * config.train.batch_size / max(time.perf_counter() - window_start, 1e-9)
                     lr = self.scheduler.get_last_lr()[0]
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
@@ -657,6 +673,8 @@ class Trainer:
                 if self.ema is not None and config.ema.snapshot_every and self.step % config.ema.snapshot_every == 0:
                     self.ema.snapshot(self.out_dir / "ema_snapshots" / f"step_{self.step:08d}.safetensors")
                 if self.step % config.checkpoint.every == 0 or last or stop.requested:
+                    if loss_n:  # steps since the last logged loss: a diverged network is not saved over a good one
+                        self._finite_mean_loss(loss_sum, loss_n)
                     last_ckpt = self.save()
                 self._maybe_kill(self.step, "end")
                 if stop.requested:

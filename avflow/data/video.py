@@ -573,12 +573,7 @@ def _read_span(
     resizer = _Resizer(size, mode, expected)
     times: list[float] = []
     if fps is None:
-        found = cursor.frame_at(start)
-        if found is not None and start - _EPS <= found[1] < end - _EPS:
-            resizer.add(found[0])
-            times.append(found[1])
-        while cursor.upcoming is not None and cursor.upcoming[1] < end - _EPS:
-            frame, t = cursor.advance()
+        for frame, t in _span_frames(cursor, start, end):
             resizer.add(frame)
             times.append(t)
     else:
@@ -595,6 +590,25 @@ def _read_span(
         return None
     frames = resizer.result()
     return VideoFrames(frames, torch.tensor(times, dtype=torch.float64), info.fps if fps is None else fps)
+
+
+def _span_frames(cursor: _FrameCursor, start: float, end: float) -> Iterator[tuple[av.VideoFrame, float]]:
+    """The source frames shown in [start, end), each with its own time, not yet converted."""
+    found = cursor.frame_at(start)
+    if found is not None and start - _EPS <= found[1] < end - _EPS:
+        yield found
+    while cursor.upcoming is not None and cursor.upcoming[1] < end - _EPS:
+        yield cursor.advance()
+
+
+def _source_spans(info: MediaInfo, window_s: float, overlap_s: float) -> Iterator[tuple[float, float]]:
+    """[start, end) of the windows over the source frames: `window_s` long, every `window_s - overlap_s`."""
+    stride = window_s - overlap_s
+    for i in range(max(1, math.ceil(info.duration / stride - 1e-9))):
+        start = i * stride
+        yield start, min(info.duration, start + window_s)
+        if start + window_s >= info.duration - _EPS:
+            return
 
 
 def _span(info: MediaInfo, start: float, duration: float | None) -> tuple[float, float]:
@@ -678,14 +692,10 @@ def iter_video_windows(
     info, cursor = _open_video(path)
     with cursor:
         if fps is None:  # windows [i * stride, i * stride + window_s) over the source frames
-            stride = window_s - overlap_s
-            for i in range(max(1, math.ceil(info.duration / stride - 1e-9))):
-                start = i * stride
-                frames = _read_span(cursor, info, None, size, mode, start, min(info.duration, start + window_s))
+            for start, end in _source_spans(info, window_s, overlap_s):
+                frames = _read_span(cursor, info, None, size, mode, start, end)
                 if frames is not None:
                     yield frames
-                if start + window_s >= info.duration - _EPS:
-                    break
             return
         total = max(1, math.ceil(info.duration * fps - 1e-6))  # grid points k/fps inside the file
         window = max(1, round(window_s * fps))
@@ -701,3 +711,29 @@ def iter_video_windows(
             yield frames
             if last >= total:
                 break
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """A decoded source frame and its time (seconds from the first frame), not yet converted: converting to RGB
+    costs about as much as decoding, so a reader that uses a few of the frames converts only those."""
+
+    frame: av.VideoFrame
+    time: float
+
+    def image(self) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB as players show it (display rotation applied): the pixels `read_video` gives."""
+        return _to_tensor(self.frame)
+
+
+def iter_source_frames(path: str | Path, window_s: float = 0.5) -> Iterator[SourceFrame]:
+    """Every source frame with its time, in order, unconverted: the very frames (and times) that
+    `iter_video_windows(path, window_s)` (fps and size None) returns, read the same way a window at a time."""
+    path = Path(path)
+    if not window_s > 0:
+        raise MediaError(f"{path}: need window_s > 0, got {window_s}")
+    info, cursor = _open_video(path)
+    with cursor:
+        for start, end in _source_spans(info, window_s, 0.0):
+            for frame, t in _span_frames(cursor, start, end):
+                yield SourceFrame(frame, t)

@@ -7,6 +7,7 @@ plus the features), so long videos are fine. Shapes for d seconds: clip_f (B, in
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP, Synchforme
 from avflow.encoders.tokenizer import CLIPTokenizer
 from avflow.errors import MediaError, WeightsError
 from avflow.weights import load_strict, read_state_dict
+
+SYNC_RUN = 16  # Synchformer segments normalised at a time (136 frames: 82 MB in float32 at 224x224)
 
 
 def load_clip(path: str | Path, config: CLIPConfig | None = None) -> CLIP:
@@ -59,6 +62,22 @@ class ConditionFeatures:
 
     def as_cond(self) -> dict[str, Tensor | None]:
         return {"clip_f": self.clip_f, "sync_f": self.sync_f, "text_f": self.text_f}
+
+
+def _batches(runs: Iterable[Tensor], size: int) -> Iterator[Tensor]:
+    """Regroup consecutive runs of rows into contiguous batches of `size` rows (the last may be shorter)."""
+    held: list[Tensor] = []
+    count = 0
+    for run in runs:
+        while len(run):
+            take = min(size - count, len(run))
+            held.append(run[:take])
+            count, run = count + take, run[take:]
+            if count == size:
+                yield torch.cat(held)
+                held, count = [], 0
+    if held:
+        yield torch.cat(held)
 
 
 class Encoders(nn.Module):
@@ -122,15 +141,24 @@ class Encoders(nn.Module):
         """(B, T, 3, 224, 224) frames -> (B, S * 8, D), S = (T - 16) // 8 + 1 segments, segment-major.
 
         uint8 frames are pixels; float frames are already normalised to [-1, 1] (MMAudio's encode_video_with_sync)."""
-        segments = split_segments(frames)  # (B, S, 16, 3, H, W) view
-        b, s = segments.shape[:2]
-        flat = segments.flatten(0, 1)  # (B*S, 16, 3, H, W)
-        out = []
-        for i in range(0, b * s, self.sync_batch):
-            x = flat[i : i + self.sync_batch].to(self.device)
-            x = sync_normalize(x, self.dtype) if x.dtype == torch.uint8 else x.to(self.dtype)
-            out.append(self.synchformer(x[:, None])[:, 0])  # (n, 8, D)
+        b, s = split_segments(frames).shape[:2]  # (B, S, 16, 3, H, W)
+        out = [
+            self.synchformer(x[:, None])[:, 0]  # (n, 8, D)
+            for x in _batches(self._sync_runs(frames, s), self.sync_batch)
+        ]
         return torch.cat(out).unflatten(0, (b, s)).flatten(1, 2)
+
+    def _sync_runs(self, frames: Tensor, s: int) -> Iterator[Tensor]:
+        """The S segments of each video of `frames` (B, T, 3, H, W), in order, as (n, 16, 3, H, W) views of runs of
+        SYNC_RUN segments normalised together: segments overlap by half, so normalising each segment alone did
+        every frame twice; a run does its frames once (the 8 it shares with the next run twice) and holds no more
+        than SYNC_RUN segments' frames in float."""
+        for video in frames:
+            for first in range(0, s, SYNC_RUN):
+                n = min(SYNC_RUN, s - first)
+                span = video[SEGMENT_STEP * first : SEGMENT_STEP * (first + n - 1) + SEGMENT_FRAMES].to(self.device)
+                x = sync_normalize(span, self.dtype) if span.dtype == torch.uint8 else span.to(self.dtype)
+                yield split_segments(x[None])[0]
 
     @torch.no_grad()
     def encode_text(self, texts: str | list[str]) -> Tensor:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from avflow.data.media import MediaInfo, iter_video_windows
+from avflow.data.media import MediaInfo
+from avflow.data.video import SourceFrame, iter_source_frames
 from avflow.encoders.preprocess import clip_frames_transform, frame_counts, sync_frames_transform
 from avflow.pipelines.foley_windows import EPS, Window
 
@@ -22,6 +23,23 @@ class WindowFrames:
     sync: Tensor  # (n_sync, 3, 224, 224) uint8
 
 
+class _Frame:
+    """A source frame, converted to (3, H, W) uint8 only when a target takes it (RGB conversion costs about what
+    decoding does; at 60 fps CLIP and Synchformer take under half the frames), and each transform applied once."""
+
+    def __init__(self, source: SourceFrame):
+        self.source, self.time = source, source.time
+        self.image: Tensor | None = None
+        self.resized: dict[Callable, Tensor] = {}
+
+    def transformed(self, transform: Callable[[Tensor], Tensor]) -> Tensor:
+        if transform not in self.resized:
+            if self.image is None:
+                self.image = self.source.image().permute(2, 0, 1)  # (3, H, W)
+            self.resized[transform] = transform(self.image[None])[0]
+        return self.resized[transform]
+
+
 class _Targets:
     """Frame targets start + k / fps, k < count; each takes the first source frame at or after it."""
 
@@ -29,17 +47,14 @@ class _Targets:
         self.start, self.fps, self.count, self.transform = start, fps, count, transform
         self.frames: list[Tensor] = []
 
-    def take(self, t: float, frame: Tensor, cache: dict) -> None:
+    def take(self, t: float, frame: _Frame) -> None:
         while len(self.frames) < self.count and self.start + len(self.frames) / self.fps <= t + EPS:
-            key = id(self.transform)
-            if key not in cache:
-                cache[key] = self.transform(frame[None])[0]
-            self.frames.append(cache[key])
+            self.frames.append(frame.transformed(self.transform))
 
-    def finish(self, last: Tensor | None, cache: dict) -> Tensor:
+    def finish(self, last: _Frame | None) -> Tensor:
         """Targets past the last source frame repeat it."""
         while len(self.frames) < self.count and last is not None:
-            self.take(math.inf, last, cache)
+            self.take(math.inf, last)
         return torch.stack(self.frames)
 
     @property
@@ -63,7 +78,8 @@ def iter_window_frames(path: str | Path, windows: list[Window], read_s: float = 
     """Stream the video once; yield each window's CLIP (8 fps) and Synchformer (25 fps) frames when complete.
 
     Only windows overlapping the current read position hold frames, so memory is bounded by about two windows of
-    encoder-sized frames plus `read_s` seconds of source frames (for large frames, `chunk_seconds` gives less).
+    encoder-sized frames plus one source frame: frames are decoded `read_s` seconds at a time and converted to RGB
+    only where a target takes them (which frames the targets take does not depend on `read_s`).
     """
     pending = list(windows)
     active: list[tuple[Window, _Targets, _Targets]] = []
@@ -81,21 +97,18 @@ def iter_window_frames(path: str | Path, windows: list[Window], read_s: float = 
             )
 
     last = None
-    for chunk in iter_video_windows(path, window_s=read_s, overlap_s=0.0, fps=None, size=None):
-        frames = chunk.frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
-        for frame, t in zip(frames, chunk.times.tolist()):
-            open_until(t)
-            cache: dict = {}
-            for _, clip_t, sync_t in active:
-                clip_t.take(t, frame, cache)
-                sync_t.take(t, frame, cache)
-            last = frame
-            while active and active[0][1].done and active[0][2].done:
-                w, clip_t, sync_t = active.pop(0)
-                yield WindowFrames(window=w, clip=torch.stack(clip_t.frames), sync=torch.stack(sync_t.frames))
+    for source in iter_source_frames(path, window_s=read_s):
+        frame = _Frame(source)
+        open_until(frame.time)
+        for _, clip_t, sync_t in active:
+            clip_t.take(frame.time, frame)
+            sync_t.take(frame.time, frame)
+        last = frame
+        while active and active[0][1].done and active[0][2].done:
+            w, clip_t, sync_t = active.pop(0)
+            yield WindowFrames(window=w, clip=torch.stack(clip_t.frames), sync=torch.stack(sync_t.frames))
         if not active and not pending:
             return
     open_until(math.inf)
     for w, clip_t, sync_t in active:
-        cache = {}
-        yield WindowFrames(window=w, clip=clip_t.finish(last, cache), sync=sync_t.finish(last, cache))
+        yield WindowFrames(window=w, clip=clip_t.finish(last), sync=sync_t.finish(last))

@@ -7,6 +7,7 @@ skipped and counted in the `ReadReport` (never a crash). A missing table or fold
 from __future__ import annotations
 
 import csv
+import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from avflow.data.cache import FeatureCache
 from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
-from avflow.errors import AvflowError, ConfigError, MediaWarning
+from avflow.errors import AvflowError, ConfigError, MediaWarning, Note
 
 VIDEO_EXTS = VIDEO_FILE_SUFFIXES
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -58,14 +59,72 @@ class ReadReport:
         return self
 
 
-def _open_table(path: Path) -> list[list[str]]:
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # caption tables; a `.txt` is read like a `.csv` (tab-separated if its
+# first line has a tab, as Excel's "Unicode text" export is)
+
+
+QUOTING_HINT = 'quote a whole caption, doubling a quote inside it ("")'
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableRow:
+    """One row of a caption table: the line it starts on (a quoted field may span lines), its cells, and why it
+    could not be parsed (`error`, cells then empty)."""
+
+    line: int
+    cells: list[str]
+    error: str | None = None
+
+
+def _decode_table(path: Path) -> str:
+    """The table's text: UTF-8 (a leading BOM, as Excel writes, dropped) or UTF-16 with a BOM; other bytes are a
+    one-line error naming the line rather than captions with replacement characters."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not {encoding.removesuffix('-sig').upper()} text (byte 0x{data[exc.start]:02x}); "
+            "save the table as UTF-8"
+        ) from None
+
+
+def _open_table(path: Path) -> tuple[list[TableRow], str]:
+    """The rows of a CSV/TSV table that hold something, and its delimiter.
+
+    A `.tsv` (or a table whose first line has a tab) has no quoting: captions keep their `"`. In a CSV a quoted
+    field may hold commas, doubled quotes and line breaks; a quote misplaced is a row with an `error`, a quote never
+    closed (it would swallow the rest of the table) a one-line ConfigError.
+    """
     if not path.is_file():
         raise ConfigError(f"{path}: caption table not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in text.split("\n", 1)[0]) else ","
-    if delimiter == "\t":  # tab-separated: no quoting, so a caption starting with `"` is kept as written
-        return [line.split("\t") if line else [] for line in text.splitlines()]
-    return list(csv.reader(text.splitlines(), delimiter=delimiter))  # CSV: quoted fields may hold commas
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        got = f"not {path.suffix}" if path.suffix else "no suffix"
+        accepted = f"{', '.join(TABLE_SUFFIXES[:-1])} or {TABLE_SUFFIXES[-1]}"
+        raise ConfigError(f"{path}: a caption table is a {accepted} file (CSV or tab-separated), {got}")
+    text = _decode_table(path)
+    first = text.split("\n", 1)[0]
+    tabs = path.suffix.lower() == ".tsv" or "\t" in first
+    delimiter = "\t" if tabs else ","
+    options = {"quoting": csv.QUOTE_NONE} if tabs else {"strict": True}
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, **options)
+    rows, end = [], 0
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return rows, delimiter
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                raise ConfigError(f"{path}: line {start}: a quote opened on this row is never closed") from None
+            rows.append(TableRow(line=start, cells=[], error=f"bad quoting ({exc}): {QUOTING_HINT}"))
+        else:
+            if any(c.strip() for c in cells):
+                rows.append(TableRow(line=start, cells=cells))
+        end = reader.line_num
 
 
 def _check_dir(folder: Path) -> Path:
@@ -91,17 +150,28 @@ def _number(text: str) -> float:
     return value
 
 
+def _extra_cells(cells: list[str], width: int) -> bool:
+    """Whether a row has something past its table's `width` columns (empty trailing cells, as spreadsheets pad
+    rows with, are not)."""
+    return any(c.strip() for c in cells[width:])
+
+
 def read_vggsound(table: str | Path, media_dir: str | Path, split: str | None = None):
     """VGGSound CSV rows `ytid,start,label,split` (no header); files `{ytid}_{start:06d}.mp4` (or `{ytid}_{start}`)."""
     table, media = Path(table), _check_dir(media_dir)
     report, records = ReadReport(str(table)), []
-    for line, row in enumerate(_open_table(table), 1):
-        if not row or row[0].strip().lower() in ("ytid", "# ytid"):
+    rows, _ = _open_table(table)
+    for line, row, error in ((r.line, r.cells, r.error) for r in rows):
+        if not error and row[0].strip().lower() in ("ytid", "# ytid"):
             continue
         report.rows += 1
         try:
-            if len(row) < 3:
-                raise ValueError(f"expected ytid,start,label[,split], got {len(row)} fields")
+            if error:
+                raise ValueError(error)
+            if len(row) < 3 or _extra_cells(row, 4):
+                raise ValueError(
+                    f"expected ytid,start,label[,split], got {len(row)} fields (quote a label with a comma)"
+                )
             ytid, start, label = row[0].strip(), int(_number(row[1])), row[2].strip()
             row_split = row[3].strip() if len(row) > 3 else None
             if not ytid or not label:
@@ -127,19 +197,19 @@ def read_audiocaps(table: str | Path, media_dir: str | Path):
     `{youtube_id}_{start_time}`, `Y{youtube_id}` or youtube_id (wav/flac/mp3/ogg, or a video)."""
     table, media = Path(table), _check_dir(media_dir)
     report, records = ReadReport(str(table)), []
-    rows = _open_table(table)
-    header = [h.strip().lower() for h in rows[0]] if rows else []
+    rows, _ = _open_table(table)
+    header = [h.strip().lower() for h in rows[0].cells] if rows else []
     need = ("audiocap_id", "youtube_id", "start_time", "caption")
     if any(n not in header for n in need):
         raise ConfigError(f"{table}: expected an AudioCaps header {','.join(need)}, got {','.join(header)}")
     col = {n: header.index(n) for n in need}
-    for line, row in enumerate(rows[1:], 2):
-        if not row:
-            continue
+    for line, row, error in ((r.line, r.cells, r.error) for r in rows[1:]):
         report.rows += 1
         try:
-            if len(row) < len(header):
-                raise ValueError(f"expected {len(header)} fields, got {len(row)}")
+            if error:
+                raise ValueError(error)
+            if len(row) < len(header) or _extra_cells(row, len(header)):
+                raise ValueError(f"expected {len(header)} fields, got {len(row)} (quote a caption with a comma)")
             cap_id, ytid = row[col["audiocap_id"]].strip(), row[col["youtube_id"]].strip()
             start, caption = int(_number(row[col["start_time"]])), row[col["caption"]].strip()
             if not cap_id or not ytid or not caption:
@@ -157,19 +227,70 @@ def read_audiocaps(table: str | Path, media_dir: str | Path):
     return records, report.warn()
 
 
+FILE_COLUMNS = ("id", "file", "path", "filename", "file_name", "name", "video", "audio", "clip")
+CAPTION_COLUMNS = ("caption", "captions", "text", "description")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptionColumns:
+    """Where a captions table keeps each row's file and caption; `width` columns are named (header) or expected."""
+
+    file: int = 0
+    caption: int = 1
+    width: int = 2
+    ignored: tuple[str, ...] = ()  # other columns a header names
+
+
+def caption_columns(cells: list[str]) -> CaptionColumns | None:
+    """The columns a header row names, or None for a data row. A header starts with a file column name
+    (`file`, `path`, `video`, ...) or names a `caption` column; the caption is its `caption`/`text`/`description`
+    column (else the second), the file its first file column (else the first other)."""
+    names = [c.strip().lower() for c in cells]
+    if names[0] not in FILE_COLUMNS and not any(n in ("caption", "captions") for n in names):
+        return None
+    caption = next((i for i, n in enumerate(names) if n in CAPTION_COLUMNS), 1)
+    file = next((i for i, n in enumerate(names) if n in FILE_COLUMNS and i != caption), 0 if caption else 1)
+    named = [i for i, n in enumerate(names) if n]
+    width = max(file + 1, caption + 1, named[-1] + 1 if named else 0)
+    ignored = tuple(cells[i].strip() for i in named if i not in (file, caption))
+    return CaptionColumns(file=file, caption=caption, width=width, ignored=ignored)
+
+
+def _caption_row_problem(cells: list[str], columns: CaptionColumns, delimiter: str, header: bool) -> str | None:
+    """Why a captions row cannot be used (too few or too many cells, no file name), or None."""
+    sep = "<TAB>" if delimiter == "\t" else delimiter
+    if len(cells) <= max(columns.file, columns.caption):
+        return f"expected `file{sep}caption`, got {len(cells)} field{'s' * (len(cells) != 1)}"
+    if _extra_cells(cells, columns.width):
+        hint = "a tab-separated caption cannot hold a tab" if delimiter == "\t" else "quote a caption with a comma"
+        table = f"the header names {columns.width}" if header else f"expected `file{sep}caption`"
+        return f"{len(cells)} fields, {table} ({hint})"
+    if not cells[columns.file].strip():
+        return "empty file name"
+    return None
+
+
 def read_captions(table: str | Path, media_dir: str | Path):
-    """A generic text-audio (or video) set: rows `file_or_id<TAB or ,>caption`, an optional header line."""
+    """A generic text-audio (or video) set: rows `file_or_id<TAB or ,>caption`, an optional header line
+    (`file,caption[,other columns]`: see `caption_columns`). An empty caption is a clip without one (None: no text
+    feature, the learned empty condition); a caption is kept as written (a quoted one may span lines)."""
     table, media = Path(table), _check_dir(media_dir)
     report, records = ReadReport(str(table)), []
+    rows, delimiter = _open_table(table)
+    header = caption_columns(rows[0].cells) if rows and not rows[0].error else None
+    columns = header or CaptionColumns()
+    if header is not None and header.ignored:
+        names = ", ".join(header.ignored)
+        warnings.warn(Note(f"{table}: column{'s' * (len(header.ignored) > 1)} {names} ignored (only the file "
+                           "and caption columns are read)"), stacklevel=2)  # fmt: skip
     seen: dict[str, int] = {}  # clip id -> line
-    for line, row in enumerate(_open_table(table), 1):
-        if not row or (line == 1 and row[0].strip().lower() in ("id", "file", "path", "filename", "name")):
-            continue
+    for row in rows[header is not None :]:
         report.rows += 1
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            report.bad_rows.append((line, f"expected `file<sep>caption`, got {len(row)} fields or empty values"))
+        problem = row.error or _caption_row_problem(row.cells, columns, delimiter, header is not None)
+        if problem:
+            report.bad_rows.append((row.line, problem))
             continue
-        name, caption = row[0].strip(), ",".join(row[1:]).strip()
+        name, caption = row.cells[columns.file].strip(), row.cells[columns.caption].strip() or None
         direct = media / name
         path = direct if direct.suffix and direct.is_file() else _find(media, [name], AUDIO_EXTS + VIDEO_EXTS)
         if path is None:
@@ -177,9 +298,9 @@ def read_captions(table: str | Path, media_dir: str | Path):
             continue
         clip_id = Path(name).stem
         if clip_id in seen:  # ids are file names without folder and extension: one would silently replace the other
-            report.bad_rows.append((line, f"{name}: clip id {clip_id!r} already used on line {seen[clip_id]}"))
+            report.bad_rows.append((row.line, f"{name}: clip id {clip_id!r} already used on line {seen[clip_id]}"))
             continue
-        seen[clip_id] = line
+        seen[clip_id] = row.line
         is_video = path.suffix.lower() in VIDEO_EXTS
         records.append(ClipRecord(clip_id, caption, video=path if is_video else None, audio=path))
     report.kept = len(records)

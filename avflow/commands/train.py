@@ -23,14 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avflow.config import dump_yaml
     from avflow.train.config import load_train_config
 
     path = resolve_config(args.config)  # an existing file, or a shipped recipe's name
-    config = load_train_config(path, args.overrides)  # every config error surfaces here, before any work
     if args.print_config:
-        print(dump_yaml(config), end="")
-        return 0
+        return print_config(path, args.overrides)
+    config = load_train_config(path, args.overrides)  # every config error surfaces here, before any work
     from avflow.commands.options import check_folder
     from avflow.train.distributed import env_ranks
     from avflow.train.trainer import train
@@ -48,6 +46,29 @@ def run(args: argparse.Namespace) -> int:
               "to do (a larger train.steps goes on)")  # fmt: skip
     elif result.checkpoint is not None:
         print(f"step {result.step}: loss {result.loss:.5f}, {result.samples_per_s:.1f} samples/s, {result.checkpoint}")
+    return 0
+
+
+def print_config(path, overrides: list[str]) -> int:
+    """Print the resolved config. One that does not resolve (e.g. a recipe whose data are not on this machine yet:
+    what a user runs --print-config to find out) is printed as written, the overrides applied, and its error follows
+    (exit 2): the keys to override are on the page either way."""
+    from avflow.config import apply_overrides, dump_yaml, read_yaml
+    from avflow.errors import ConfigError
+    from avflow.train.config import load_train_config
+
+    try:
+        config = load_train_config(path, overrides)
+    except ConfigError:
+        try:
+            written = apply_overrides(read_yaml(path), list(overrides))
+        except ConfigError:
+            written = None
+        if written is not None:
+            print(f"# as written ({path}, overrides applied): it does not resolve, see the error below")
+            print(dump_yaml(written), end="")
+        raise
+    print(dump_yaml(config), end="")
     return 0
 
 

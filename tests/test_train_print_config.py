@@ -12,7 +12,7 @@ def test_a_recipe_whose_data_are_missing_is_printed_as_written_then_its_error(tm
     assert main(["train", "mmaudio_finetune", "--print-config", "optim.lr=3e-5"]) == 2
     out, err = capsys.readouterr()
     printed = yaml.safe_load(out)
-    assert "sources" in printed["data"]["train"]["args"] and printed["optim"]["lr"] == 3e-5
+    assert "sources" in printed["data"]["train"]["args"] and float(printed["optim"]["lr"]) == 3e-5
     assert len(err.strip().splitlines()) == 1 and "cache folder not found" in err
 
 

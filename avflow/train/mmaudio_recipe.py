@@ -5,9 +5,10 @@ scratch; official-layout export."""
 
 from __future__ import annotations
 
+import json
 import math
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -15,12 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from avflow.data.cache import FeatureCache
+from avflow.codecs.mel import MEL_CONFIGS
+from avflow.data.cache import MANIFEST, FeatureCache
 from avflow.errors import ConfigError, OutputError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
 from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
-from avflow.models.mmaudio_config import variant_config
+from avflow.models.mmaudio_config import MMAudioConfig, sequence_lengths, variant_config
 
 # ----------------------------------------------------------------------------------------------------------------
 # Model
@@ -165,6 +167,40 @@ class MixtureConfig:
                 raise ConfigError(f"sources: weight of {folder} must be > 0, got {w}")
 
 
+def _extractor_of(cache: FeatureCache) -> str:
+    """The extractor name a cache's manifest records ("" when unnamed, e.g. an older avflow's)."""
+    return json.loads((cache.folder / MANIFEST).read_text()).get("extractor", "")
+
+
+def build_differences(a: FeatureCache, b: FeatureCache) -> list[str]:
+    """How cache b was built otherwise than cache a: encoder weights, extractor, extraction settings (mode,
+    duration). An extractor or setting one of them does not record (an older avflow's manifest, a cache built from
+    Python without settings) is unknown, not a difference."""
+    found = []
+    if a.checksum != b.checksum:
+        found.append(f"encoder weights (checksum {a.checksum} vs {b.checksum})")
+    ea, eb = _extractor_of(a), _extractor_of(b)
+    if ea and eb and ea != eb:
+        found.append(f"extractor {ea} vs {eb}")
+    sa, sb = a.settings or {}, b.settings or {}
+    found += [f"--{key} {sa[key]} vs {sb[key]}" for key in sorted(sa.keys() & sb.keys()) if sa[key] != sb[key]]
+    return found
+
+
+def check_same_build(caches: list[FeatureCache]) -> None:
+    """A one-line ConfigError where a source was built with other encoder weights, extractor or settings than the
+    first: its features would be another encoder's (or another duration's) mixed into one training set silently."""
+    first = caches[0]
+    for other in caches[1:]:
+        found = build_differences(first, other)
+        if found:
+            raise ConfigError(
+                f"data.args.sources: {first.folder} and {other.folder} were built with different {'; '.join(found)}: "
+                f"a mixture needs caches of one build; rebuild {other.folder} like {first.folder} (avflow cache "
+                "build ... --overwrite) or train on one of them"
+            )
+
+
 class MMAudioMixture(Dataset):
     """Each epoch, source s gets `shares[s]` of the `size` items (size x weight / total weight, rounded) and visits
     its clips in a fresh random order, every clip once before any repeats (`source_of`). With weight = repeats x
@@ -181,6 +217,7 @@ class MMAudioMixture(Dataset):
         for c in self.caches:
             if not len(c):
                 raise ConfigError(f"{c.folder}: feature cache is empty")
+        check_same_build(self.caches)
         self.weights = torch.tensor(list(config.sources.values()), dtype=torch.float64)
         # every stream of every clip (shard headers: no tensor read), not the first clip's: a clip without video
         # features gets empty ones, and clips whose shapes differ are a one-line error now, not a failed step later
@@ -249,6 +286,108 @@ class MMAudioMixture(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self.item_at_epoch(i, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data against the network: caches of another duration, mode or encoders are refused before the first step
+
+# (stream, MMAudioConfig field of its length, what its frames are called)
+LENGTHS = (("audio", "latent_seq_len", "latents"), ("clip_f", "clip_seq_len", "CLIP"),
+           ("sync_f", "sync_seq_len", "sync frames"))  # fmt: skip
+
+
+def network_duration(config: MMAudioConfig) -> float | None:
+    """The clip duration the network's sequence lengths are MMAudio's for (8.0 s: 250, 64, 192 at 16 kHz), else
+    None (lengths set by hand)."""
+    duration = config.clip_seq_len / 8  # CLIP frames at 8 fps
+    try:
+        lengths = sequence_lengths(duration, config.sample_rate, config.hop_length)
+    except ConfigError:
+        return None
+    ok = tuple(lengths) == (config.latent_seq_len, config.clip_seq_len, config.sync_seq_len)
+    return duration if ok else None
+
+
+def _mode_problem(config: MMAudioConfig, settings: dict, where: str) -> str | None:
+    mode = settings.get("mode")
+    if mode not in MEL_CONFIGS or MEL_CONFIGS[mode].sample_rate == config.sample_rate:
+        return None
+    net_mode = next((m for m, mel in MEL_CONFIGS.items() if mel.sample_rate == config.sample_rate), None)
+    rebuild = f"--mode {net_mode}" if net_mode else "the network's mode"
+    return (f"{where}: built with --mode {mode} ({MEL_CONFIGS[mode].sample_rate} Hz audio); the network takes "
+            f"{config.sample_rate} Hz audio: rebuild the cache with {rebuild} or train a {mode} network "
+            "(model.args.variant)")  # fmt: skip
+
+
+def _length_problem(config: MMAudioConfig, streams: dict, settings: dict | None, where: str | None) -> str | None:
+    have = {k: streams[k][0] for k, _, _ in LENGTHS if k in streams}
+    if all(have[k] == getattr(config, field) for k, field, _ in LENGTHS if k in have):
+        return None
+    own = ", ".join(f"{have[k]} {label}" for k, _, label in LENGTHS if k in have)
+    duration = (settings or {}).get("duration")
+    if where is None:
+        built = f"the training clips have {own} (a feature cache built with another --duration?)"
+    elif duration is not None:
+        built = f"{where}: built with --duration {duration} ({own})"
+    else:
+        built = f"{where}: its clips have {own}"
+    net = (config.latent_seq_len, config.clip_seq_len, config.sync_seq_len)
+    d = network_duration(config)
+    trains = f"the network trains on {d} s {net}" if d is not None else f"the network's sequence lengths are {net}"
+    rebuild = f"--duration {d:g}" if d is not None else "the network's duration"
+    lengths = ", ".join(f"{field}: {have[k]}" for k, field, _ in LENGTHS if k in have)
+    return (f"{built}; {trains}: rebuild the cache with {rebuild} or set the network's sequence lengths "
+            f"(model.args.overrides {{{lengths}}})")  # fmt: skip
+
+
+def fit_problem(
+    config: MMAudioConfig, streams: dict[str, tuple[int, ...]], settings: dict | None = None, where: str | None = None
+) -> str | None:
+    """Why clips of these stream shapes (one clip's, no batch dim) cannot train the network of `config`, as one line
+    (naming the cache `where` and its extraction `settings` when given), or None: a cache of another --mode,
+    --duration or other encoders, said before the first step fails on tensor shapes."""
+    problem = _mode_problem(config, settings or {}, where or "the training data")
+    problem = problem or _length_problem(config, streams, settings, where)
+    if problem:
+        return problem
+    want = {
+        "audio": (config.latent_seq_len, config.latent_dim),
+        "clip_f": (config.clip_seq_len, config.clip_dim),
+        "sync_f": (config.sync_seq_len, config.sync_dim),
+        "text_f": (config.text_seq_len, config.text_dim),
+    }
+    for k, shape in want.items():
+        if k in streams and tuple(streams[k]) != shape:
+            return (f"{where or 'the training data'}: stream {k!r} has shape {tuple(streams[k])} per clip, the "
+                    f"network takes {shape}: features of other encoders (or --mode) than the network's")  # fmt: skip
+    return None
+
+
+def check_caches_fit(config: MMAudioConfig, caches: list[FeatureCache]) -> None:
+    """A one-line ConfigError naming the first cache the network of `config` cannot train on (`fit_problem`)."""
+    for cache in caches:
+        problem = fit_problem(config, cache.streams, cache.settings, str(cache.folder))
+        if problem:
+            raise ConfigError(problem)
+
+
+def _trained_config(net: MMAudio) -> MMAudioConfig:
+    """The network's config with the sequence lengths it runs at now (`set_duration` may have changed them)."""
+    lengths = {"latent_seq_len": net.latent_seq_len, "clip_seq_len": net.clip_seq_len,
+               "sync_seq_len": net.sync_seq_len}  # fmt: skip
+    same = all(getattr(net.config, k) == v for k, v in lengths.items())
+    return net.config if same else replace(net.config, **lengths)
+
+
+@torch.compiler.disable
+def check_batch_fits(net: MMAudio, batch: dict) -> None:
+    """A one-line ConfigError where a batch's features cannot train `net` (`fit_problem`), before a step fails on
+    tensor shapes; outside torch.compile (plain Python on shapes)."""
+    streams = {"audio": tuple(batch["streams"]["audio"].shape[1:])}
+    streams.update({k: tuple(v.shape[1:]) for k, v in batch["cond"].items() if k in ("clip_f", "sync_f", "text_f")})
+    problem = fit_problem(_trained_config(net), streams)
+    if problem:
+        raise ConfigError(problem)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,8 +460,17 @@ class MMAudioRecipe:
             "cfg_drop": {name: drop[:, i].to(device) for i, name in enumerate(DROPPED)},  # dropout only (stats)
         }
 
+    def check_data(self, model: nn.Module, data: Dataset) -> None:
+        """A one-line ConfigError naming the first cache of `data` (an MMAudioMixture) that `model` cannot train on:
+        another --duration, --mode or other encoders. For the trainer, once the model and the data are built;
+        `loss` checks each batch's shapes too (without the cache's name)."""
+        caches = getattr(data, "caches", None)
+        if caches is not None:
+            check_caches_fit(_trained_config(model), caches)
+
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         net: MMAudio = model
+        check_batch_fits(net, batch)
         x1 = batch["streams"]["audio"]
         if self.config.normalize_latents:
             x1 = net.normalize(x1)

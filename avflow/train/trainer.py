@@ -288,6 +288,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config.schedule, loop.steps)
 
         train_set = DATASETS[config.data.train.name].build(resolve_component(DATASETS, config.data.train, "data.train"))
+        check_data = getattr(self.task, "check_data", None)  # a task that can tell data its model cannot train on
+        if check_data is not None:
+            check_data(self.model, train_set)
         self.sampler = ResumableBatchSampler(len(train_set), loop.batch_size, loop.grad_accum, info.rank,
                                              info.world_size, loop.seed, config.data.shuffle,
                                              dataset="the training set data.train")  # fmt: skip
@@ -295,6 +298,8 @@ class Trainer:
         self.val_set, self.val_loader = None, None
         if config.data.val is not None:
             val_set = DATASETS[config.data.val.name].build(resolve_component(DATASETS, config.data.val, "data.val"))
+            if check_data is not None:
+                check_data(self.model, val_set)
             # Global batches of train.batch_size in order, run as the training's micro-batches (grad_accum per global
             # batch, split across the ranks), so that val_loss covers the same samples however the run is split.
             val_sampler = ResumableBatchSampler(len(val_set), loop.batch_size, loop.grad_accum, info.rank,

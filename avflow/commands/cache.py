@@ -25,12 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--synchformer-weights", required=True, help="synchformer_state_dict.pth")
     build.add_argument("--vae-weights", required=True, help="MMAudio VAE v1-16.pth / v1-44.pth")
     build.add_argument("--mode", choices=("16k", "44k"), default="16k", help="mel + VAE front end")
-    build.add_argument("--duration", type=float, default=8.0, help="seconds per clip")
+    build.add_argument("--duration", type=float, default=8.0,
+                       help="seconds per clip: of a longer clip the first DURATION s are used (counted in the "
+                       "summary); one up to 0.05 s shorter is padded (audio with silence, video with its last "
+                       "frame); a shorter one is skipped and listed in OUT/failed.tsv")  # fmt: skip
     build.add_argument("--shard-size", type=int, default=256, help="clips per shard")
     add_device(build, autocast=False)
     build.add_argument("--overwrite", action="store_true",
-                       help="rebuild a cache made with other weights, --mode or --duration (its old clips are "
-                       "removed once the new ones are written)")  # fmt: skip
+                       help="extract every clip again into a fresh cache, also one made with other weights, --mode "
+                       "or --duration (the old cache stays readable, and is deleted once every clip is written; "
+                       "rerun an interrupted --overwrite with --overwrite to go on). Without it a rebuild extracts "
+                       "only new clips and those whose caption or file changed")  # fmt: skip
     info = sub.add_parser("info", help="print a cache's clip count, streams and weights checksum")
     info.add_argument("out", help="cache folder")
 
@@ -66,6 +71,17 @@ def check_build_arguments(args: argparse.Namespace) -> None:
     check_folder(args.out, "OUT")
 
 
+def video_lengths(encoders, duration: float) -> dict[str, int]:
+    """The rows of `clip_f` and `sync_f` that `duration` seconds of video give (what a clip a little short is
+    padded to, so every clip of a cache has the same shapes)."""
+    from avflow.encoders.preprocess import frame_counts
+    from avflow.encoders.synchformer import SEGMENT_FRAMES, SEGMENT_STEP
+
+    n_clip, n_sync = frame_counts(duration)
+    segments = (n_sync - SEGMENT_FRAMES) // SEGMENT_STEP + 1
+    return {"clip_f": n_clip, "sync_f": encoders.synchformer.config.temporal_resolution * segments}
+
+
 def run(args: argparse.Namespace) -> int:
     from avflow.data.cache import FeatureCache
 
@@ -78,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         partial = [f"{k} {cache.stream_counts[k]}/{len(cache)}" for k in streams if cache.stream_counts[k] < len(cache)]
         if partial:
             line += f" (clips with: {', '.join(partial)})"
+        if cache.left_out:
+            line += f"; {len(cache.left_out)} cached clips left out (no longer in the table)"
         print(line)
         return 0
     check_build_arguments(args)
@@ -109,11 +127,12 @@ def run(args: argparse.Namespace) -> int:
         encoders = Encoders.from_pretrained(args.clip_weights, args.synchformer_weights, device=device)
         vae = AudioVAE.from_file(args.vae_weights, AUDIO_VAE_CONFIGS[args.mode]).to(device)
         mel = MelSpectrogram(MEL_CONFIGS[args.mode]).to(device)
+        extractor = MediaExtractor(encoders, vae, mel, args.duration, device, video_lengths(encoders, args.duration))
         with torch.inference_mode():
             summary = build_cache(
                 args.out,
                 records,
-                MediaExtractor(encoders, vae, mel, args.duration, device),
+                extractor,
                 checksum,
                 extractor_name=f"mmaudio-{args.mode}",
                 settings=settings,
@@ -122,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 world_size=info.world_size,
                 overwrite=args.overwrite,
             )
-        print(f"rank {info.rank}: {summary.line()}")
+        notes = extractor.notes()
+        print(f"rank {info.rank}: {summary.line()}" + (f"; {notes}" if notes else ""))
     finally:
         dist.cleanup()
     return 0

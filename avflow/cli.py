@@ -4,7 +4,8 @@ Each subcommand lives in `avflow/commands/<name>.py` and exposes `HELP` (one lin
 `add_arguments(parser)` and `run(args) -> int`. Command modules and their parsers import nothing heavy (torch, PyAV,
 numpy come in with `run`), so `avflow --help` and argument errors answer in well under a second
 (`benchmarks/cli_startup.py` measures it). Every error is one line. Before a command runs, freed memory is set to
-stay in the process heap (`avflow.heap`: fewer page faults; AVFLOW_KEEP_FREED_MEMORY=0 keeps glibc's defaults).
+stay in the process heap (`avflow.heap`: fewer page faults; AVFLOW_KEEP_FREED_MEMORY=0 keeps glibc's defaults), and
+idle OpenMP threads to sleep rather than spin (`avflow.threads`; OMP_WAIT_POLICY in the environment wins).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import warnings
 
 from avflow.errors import AvflowError, ConfigError, Note
 from avflow.heap import keep_freed_memory
+from avflow.threads import wait_passively
 
 # name -> module implementing it
 COMMANDS: dict[str, str] = {
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     rank = torchrun_rank()
     try:
+        wait_passively()  # idle OpenMP threads sleep rather than spin (avflow/threads.py), set before torch loads
         keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
         with warnings.catch_warnings():  # restores the warnings' printer afterwards
             warnings.showwarning = _note_printer(name, warnings.showwarning, rank)

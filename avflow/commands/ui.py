@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from avflow.commands.options import check_folder
-from avflow.errors import AvflowError
+from avflow.errors import AvflowError, WeightsError, first_line
 
 HELP = "serve the web UI (needs the [ui] extra: pip install 'avflow[ui]')"
 FILE_SIZE = re.compile(r"(\d+)(b|kb|mb|gb|tb)", re.IGNORECASE)  # what the server's upload limit takes
@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """One-line errors for what the server would otherwise refuse with a traceback (a port out of range, a size it
     cannot parse) or an errno (an output folder that is a file), and for models it could not load (a folder with no
-    joint model, an unknown foley model, a weights file that is not there), before gradio is imported."""
+    joint model or a broken one, an unknown foley model, a weights file that is not there or does not fit), before
+    gradio is imported; weights are checked from their files' headers (keys and shapes), not read."""
     from avflow.ui.services import STEPS_RANGE
 
     low, high = STEPS_RANGE  # the page's steps sliders take these too
@@ -59,12 +60,40 @@ def check_arguments(args: argparse.Namespace) -> None:
     if size is None or int(size.group(1)) == 0:
         raise AvflowError(f"--max-file-size {args.max_file_size!r}: give a whole number and a unit, e.g. 200mb, 2gb")
     check_folder(args.output_dir, "--output-dir")
-    from avflow.pipelines.default_model import read_default_config
-    from avflow.pipelines.foley_variants import resolve_model
+    from avflow.pipelines.foley import check_model, check_model_files, config_name, local_model_files
 
     if args.model is not None:
-        read_default_config(args.model)  # a folder that holds no joint model says so now, not in the page
-    resolve_model(args.foley_model, args.foley_weights, weights_option="--foley-weights")  # unknown or missing
+        check_joint_model(Path(args.model))  # a folder that holds no joint model (or a broken one) says so now
+    spec = check_model(args.foley_model, args.foley_weights, weights_option="--foley-weights")  # unknown, missing
+    files = local_model_files(spec)  # the files at hand (weights files, the cache's converted ones): headers only
+    check_model_files(spec, files, config_name(args.foley_model, args.foley_weights))
+
+
+def check_joint_model(folder: Path) -> None:
+    """The joint model in `folder` (a model folder or a training run folder): its config.json (or run config), and
+    its weights file's keys and shapes against the network that config builds on the meta device, from the file's
+    header alone; one-line errors, as loading it would give them, in well under a second."""
+    import torch
+
+    from avflow.models.joint import JointModel
+    from avflow.pipelines.default_model import WEIGHT_FILES, read_default_config
+    from avflow.pipelines.foley import header_state_dict
+    from avflow.weights import load_strict, run_weights_file
+
+    config = read_default_config(folder)
+    own = (folder / "config.json").is_file()
+    file = folder / WEIGHT_FILES[0] if own else run_weights_file(folder)
+    if not file.is_file():
+        raise WeightsError(f"{folder}: model files missing: {WEIGHT_FILES[0]}")
+    try:
+        state = header_state_dict(file)
+        if state is None:  # not readable from its header alone: the full read names what is wrong, when it loads
+            return
+        with torch.device("meta"):
+            model = JointModel(config.joint)
+        load_strict(model, state, str(file), assign=True)
+    except WeightsError as exc:
+        raise WeightsError(f"{folder}: cannot load its model: {first_line(exc)}") from None
 
 
 def run(args: argparse.Namespace) -> int:

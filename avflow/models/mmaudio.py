@@ -7,6 +7,7 @@ latents. The network works on normalized latents (`normalize` / `unnormalize` wi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -271,12 +272,18 @@ def build_mmaudio(name_or_config: str | MMAudioConfig, device: torch.device | st
 
 
 def load_official_state_dict(
-    model: MMAudio, source: str | Path | dict[str, torch.Tensor], *, name: str | None = None
+    model: MMAudio,
+    source: str | Path | dict[str, torch.Tensor],
+    *,
+    name: str | None = None,
+    config_name: str = "this model's config",
 ) -> MMAudio:
     """Load an official MMAudio checkpoint (.pth, .safetensors or a state dict) strictly.
 
     The stale buffers listed in STALE_CHECKPOINT_KEYS are dropped; any other missing, extra or mis-shaped key
-    raises WeightsError naming it (`avflow.weights.load_strict`).
+    raises WeightsError naming it (`avflow.weights.load_strict`), or, where the checkpoint is a network of other
+    sizes, naming those sizes and the config's (`config_name`: where the config came from, e.g. its JSON file).
+    Meta tensors into a network built on the meta device check keys and shapes without any data.
     """
     where = name or (str(source) if isinstance(source, (str, Path)) else "state dict")
     state = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
@@ -285,14 +292,89 @@ def load_official_state_dict(
     try:
         load_strict(model, state, where, assign=any(p.is_meta for p in model.parameters()))
     except WeightsError:
+        own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if own == {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}:
+            raise  # this model's shape: its values are wrong (non-finite, integer), as load_strict says
         variants = official_variants_of(state)
-        if not variants:
+        if variants:
+            raise WeightsError(f"{where}: holds a {' or '.join(variants)} network (the official variant's keys and "
+                               f"shapes), not one of this model's shape (hidden {model.config.hidden_dim}, depth "
+                               f"{model.config.depth}, latent {model.config.latent_dim})") from None  # fmt: skip
+        sizes = size_mismatch(state, model.config)
+        if sizes is None:
             raise
-        raise WeightsError(f"{where}: holds a {' or '.join(variants)} network (the official variant's keys and "
-                           f"shapes), not one of this model's shape (hidden {model.config.hidden_dim}, depth "
-                           f"{model.config.depth}, latent {model.config.latent_dim})") from None  # fmt: skip
+        raise WeightsError(f"checkpoint {where}: {sizes[0]}; {config_name}: {sizes[1]}") from None
     model.clear_caches()
     return model
+
+
+# The config fields that shape the network's parameters, as a checkpoint's tensor shapes give them.
+SIZE_FIELDS = ("hidden_dim", "depth", "num_heads", "v2", "latent_dim", "clip_dim", "sync_dim", "text_dim",
+               "text_seq_len")  # fmt: skip
+
+
+def checkpoint_sizes(state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """The `SIZE_FIELDS` (and fused_depth) of the network a state dict holds, read off its tensor shapes, or None
+    where it is no MMAudio network (its input projections or blocks are missing)."""
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    need = ("audio_input_proj.0.weight", "clip_input_proj.0.weight", "sync_input_proj.0.weight",
+            "text_input_proj.0.weight", "empty_string_feat")  # fmt: skip
+    head = shapes.get("joint_blocks.0.latent_block.attn.q_norm.weight")
+    if any(len(shapes.get(k, ())) < 2 for k in need) or head is None or not head[0]:
+        return None
+    hidden = shapes["audio_input_proj.0.weight"][0]
+    return {
+        "hidden_dim": hidden,
+        "depth": _block_count(shapes, "joint_blocks.") + _block_count(shapes, "fused_blocks."),
+        "fused_depth": _block_count(shapes, "fused_blocks."),
+        "num_heads": hidden // head[0],
+        "v2": any(k.startswith("clip_input_proj.2.") for k in shapes),  # v2: a SiLU after the first Linear
+        "latent_dim": shapes["audio_input_proj.0.weight"][1],
+        "clip_dim": shapes["clip_input_proj.0.weight"][1],
+        "sync_dim": shapes["sync_input_proj.0.weight"][1],
+        "text_dim": shapes["text_input_proj.0.weight"][1],
+        "text_seq_len": shapes["empty_string_feat"][0],
+    }
+
+
+def _block_count(shapes: dict[str, tuple], prefix: str) -> int:
+    """How many blocks `prefix.<i>.` the keys hold."""
+    return len({k[len(prefix) :].split(".", 1)[0] for k in shapes if k.startswith(prefix)})
+
+
+def _holds_network_of(config: MMAudioConfig, sizes: dict[str, Any], state: dict[str, torch.Tensor]) -> bool:
+    """Whether `config` with `sizes` builds a network (on the meta device) of exactly `state`'s keys and shapes."""
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return False
+    try:
+        config = replace(config, **sizes)
+    except ConfigError:  # e.g. heads that do not split the width
+        return False
+    expected = build_mmaudio(config, device="meta").state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k not in STALE_CHECKPOINT_KEYS}
+    return {k: tuple(v.shape) for k, v in expected.items()} == shapes
+
+
+def size_mismatch(state: dict[str, torch.Tensor], config: MMAudioConfig) -> tuple[str, str] | None:
+    """(the checkpoint's sizes, the config's) where they differ, in words ("hidden_dim 64, depth 3 (fused 1)" and
+    "hidden_dim 128, depth 4"); None where the checkpoint is no MMAudio network (the config with its sizes does not
+    build a network of exactly its keys and shapes) or its sizes are the config's."""
+    found = checkpoint_sizes(state)
+    if found is None or not _holds_network_of(config, found, state):
+        return None
+    fused_differs = found["fused_depth"] != config.fused_depth
+    differ = [f for f in SIZE_FIELDS if found[f] != getattr(config, f) or (f == "depth" and fused_differs)]
+    if not differ:
+        return None
+    ours = {f: getattr(config, f) for f in (*SIZE_FIELDS, "fused_depth")}
+    return _sizes_in_words(found, differ, fused=True), _sizes_in_words(ours, differ, fused=fused_differs)
+
+
+def _sizes_in_words(sizes: dict[str, Any], fields: list[str], *, fused: bool) -> str:
+    """`fields` of `sizes` in words ("hidden_dim 64, depth 3 (fused 1), v2 false"), the fused depth by the depth."""
+    words = [f"{f} {str(sizes[f]).lower()}" for f in fields]
+    return ", ".join(w + (f" (fused {sizes['fused_depth']})" if fused and f == "depth" else "")
+                     for f, w in zip(fields, words))  # fmt: skip
 
 
 def official_variants_of(state: dict[str, torch.Tensor]) -> list[str]:

@@ -21,8 +21,9 @@ undecided audio tail) at a time. Only the final waveform is accumulated.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,20 +32,32 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avflow import hub
 from avflow.codecs.audio_vae import AudioVAE
-from avflow.codecs.bigvgan import BigVGAN
+from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
 from avflow.data.image import read_image
+from avflow.encoders.clip import CLIP
 from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
+from avflow.encoders.synchformer import Synchformer
+from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig, check_seed
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
 from avflow.pipelines.foley_frames import chunk_seconds, iter_window_frames
-from avflow.pipelines.foley_model import FoleyModel
+from avflow.pipelines.foley_model import FoleyModel, check_components
 from avflow.pipelines.foley_overlap import OverlapInpainting, ramp
-from avflow.pipelines.foley_variants import model_files, resolve_model
+from avflow.pipelines.foley_variants import (
+    PARTS,
+    FoleySpec,
+    is_cache_asset,
+    is_weights_file,
+    model_files,
+    resolve_model,
+)
 from avflow.pipelines.foley_windows import DEFAULT_SEED, Window, check_guidance, plan_windows
 from avflow.pipelines.inputs import check_duration, check_sound_duration, check_video_input
 from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
+from avflow.weights import load_strict, read_metadata, read_torch, training_checkpoint_weights, unwrapped
 
 Progress = Callable[[int, int], None]  # (work units done, units of the whole run): see `RunProgress`
 PROGRESS_UNITS = 1000  # progress units per window
@@ -53,6 +66,154 @@ PROGRESS_UNITS = 1000  # progress units per window
 # before them took time, stage by stage.
 FIRST_WINDOW_SHARES = {"features": 5.0, "sampling": 4.0, "decoding": 1.0}
 IMAGE_SHARE = 0.5  # i2a: encoding the one image, in the first window
+
+
+def config_name(model: str, weights: str | Path | None = None) -> str:
+    """Where a foley model's network config comes from, in words: its JSON model config, the official variant, or
+    the `avflow train` run folder given as its weights."""
+    if weights is not None and not hub.is_remote_file(weights) and Path(weights).is_dir():
+        return f"the network config of the run {weights}"
+    return f"model config {model}" if str(model).lower().endswith(".json") else f"model {model}"
+
+
+def check_model(model: str, weights: str | Path | None = None, *, weights_option: str = "--weights") -> FoleySpec:
+    """`resolve_model`, and the network's, VAE's and vocoder's configs checked to fit together (latent width, mel
+    bins, hop, sample rate), naming the model config: one-line errors before any weights are read."""
+    spec = resolve_model(model, weights, weights_option=weights_option)
+    where = model if str(model).lower().endswith(".json") else f"model {model}"
+    check_components(spec.network_config, spec.vae_config, spec.vocoder_config, where)
+    return spec
+
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def header_state_dict(path: str | Path, subkey: str = "") -> dict[str, Tensor] | None:
+    """The state dict `avflow.weights.read_state_dict(path, subkey=subkey)` gives, as meta tensors of its shapes and
+    dtypes, from the file's header (safetensors) or its pickled index (`torch.load` with mmap): no tensor data is
+    read, whatever the file's size. A safetensors file whose header does not read (truncated, damaged) is the
+    reader's one-line WeightsError; None where the file cannot be read so cheaply (torch's legacy format, a layout
+    of its own: the full read says what is wrong)."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return _safetensors_header(path, refuse=True)
+    try:
+        state = _as_meta(read_torch(path, mmap=True))
+    except WeightsError:
+        return _safetensors_header(path)  # a safetensors file under a torch name, or a legacy torch file
+    return _flat_state(state, subkey)
+
+
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, the legacy pickle format
+
+
+def _safetensors_header(path: Path, *, refuse: bool = False) -> dict[str, Tensor] | None:
+    """Meta tensors of a safetensors file's keys, shapes and dtypes, from its header; where the header does not read,
+    `refuse`: the WeightsError that reading its metadata gives (unless the file is a torch file), else None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            found = {k: (tuple(s.get_shape()), SAFETENSORS_DTYPES.get(s.get_dtype())) for k, s in slices.items()}
+    except Exception:  # noqa: BLE001 - truncated or foreign file
+        with open(path, "rb") as f:
+            torch_file = f.read(4).startswith(TORCH_MAGIC)
+        if refuse and not torch_file:
+            read_metadata(path)  # its one-line error
+        return None
+    if any(dtype is None for _, dtype in found.values()):
+        return None
+    return unwrapped({k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in found.items()})
+
+
+def _flat_state(state, subkey: str) -> dict[str, Tensor] | None:
+    """The flat state dict in a torch file's object, found where `read_state_dict` finds it (under `subkey`, a
+    training checkpoint's network, or the one state dict a dict holds), else None."""
+    if subkey and isinstance(state, dict) and isinstance(state.get(subkey), Mapping):
+        state = dict(state[subkey])
+    elif isinstance(state, dict) and not _all_tensors(state):
+        found = training_checkpoint_weights(state)
+        held = [v for v in state.values() if isinstance(v, Mapping) and v and _all_tensors(v)]
+        state = found[0] if found is not None else dict(held[0]) if len(held) == 1 else state
+    return unwrapped(state) if isinstance(state, dict) and state and _all_tensors(state) else None
+
+
+def _all_tensors(state: Mapping) -> bool:
+    return all(isinstance(v, Tensor) for v in state.values())
+
+
+def _as_meta(value):
+    """`value` with every tensor of one or more dims (nested in dicts, lists and tuples) as a meta tensor of its
+    shape and dtype (0-dim ones kept: a checkpoint's step or sigma_rel is read as a number)."""
+    if isinstance(value, Tensor):
+        return torch.empty(value.shape, dtype=value.dtype, device="meta") if value.ndim else value
+    if isinstance(value, dict):
+        return {k: _as_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_meta(v) for v in value)
+    return value
+
+
+def local_model_files(spec: FoleySpec, root: Path | None = None) -> dict[str, Path]:
+    """The parts' files that are on this machine now (weights files, cache assets already converted, remote files
+    already downloaded), by part name; nothing is fetched, converted or read."""
+    files = {}
+    for part in PARTS:
+        ref = getattr(spec, part)
+        if is_weights_file(ref):
+            files[part] = Path(ref)
+        elif is_cache_asset(ref) and ref in hub.ASSETS:
+            files[part] = hub.converted_path(hub.ASSETS[ref], root)
+        else:
+            try:
+                files[part] = hub.remote_file(ref, download=False)
+            except WeightsError:
+                continue
+    return {part: file for part, file in files.items() if file.is_file()}
+
+
+SUBKEYS = {"vocoder": "generator", "clip": "state_dict", "synchformer": "state_dict"}  # as the parts' loaders read
+
+
+def check_model_files(spec: FoleySpec, files: Mapping[str, Path], config: str = "the model config") -> None:
+    """Each part's file (of `files`, by part name) against its module built on the meta device, from the file's
+    keys and shapes alone (`header_state_dict`): a wrong file is a one-line WeightsError in well under a second,
+    not after gigabytes of the parts before it were read. `config` names where the network config came from."""
+    for part in PARTS:
+        state = header_state_dict(files[part], SUBKEYS.get(part, "")) if part in files else None
+        if state is not None:
+            _check_part(part, spec, state, str(files[part]), config)
+
+
+def _check_part(part: str, spec: FoleySpec, state: dict[str, Tensor], where: str, config: str) -> None:
+    """One part's meta state dict against its module built on the meta device, as its loader checks it."""
+    if part == "network":
+        load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), state, name=where,
+                                 config_name=config)  # fmt: skip
+        return
+    if part == "synchformer":
+        state = {k: v for k, v in state.items() if k.startswith("vfeat_extractor.")}
+        if not state:
+            raise WeightsError(f"{where}: no 'vfeat_extractor.*' keys; not a Synchformer checkpoint")
+    if part == "vocoder":  # its loader folds weight-norm pairs first (shapes only, on meta); copies change nothing
+        meta_vocoder(spec.vocoder_config).load_weights(state, source=where)
+        return
+    with torch.device("meta"):
+        module = {"vae": lambda: AudioVAE(spec.vae_config), "clip": lambda: CLIP(spec.clip_config),
+                  "synchformer": lambda: Synchformer(spec.synchformer_config)}[part]()  # fmt: skip
+    load_strict(module, state, where, assign=True)
+
+
+@functools.lru_cache(maxsize=4)
+def meta_vocoder(config: BigVGANConfig) -> BigVGAN:
+    """BigVGAN built on the meta device, once per config: its anti-aliasing filters, computed on meta, take about
+    a second to build (the other parts: milliseconds)."""
+    with torch.device("meta"):
+        return BigVGAN(config)
 
 
 class RunProgress:
@@ -177,9 +338,11 @@ class FoleyPipeline:
         constructor (window_s, overlap_s, read_s, precision: with the default "auto", a CUDA device runs the networks
         under bf16 autocast where the GPU supports it). `compile_vocoder`: the vocoder's anti-aliased activations as one
         compiled kernel each (`BigVGAN.compile_activations`; float32 only, compiled at the first decode)."""
-        spec = resolve_model(model, weights)
+        spec = check_model(model, weights)
         paths = model_files(spec, model, root)
-        network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths["network"])
+        check_model_files(spec, paths, config_name(model, weights))  # headers only: seconds before gigabytes
+        network = load_official_state_dict(build_mmaudio(spec.network_config, device="meta"), paths["network"],
+                                           config_name=config_name(model, weights))  # fmt: skip
         network = network.to(device).eval()
         vae = AudioVAE.from_file(paths["vae"], spec.vae_config).to(device).eval()
         vocoder = BigVGAN.from_file(paths["vocoder"], spec.vocoder_config).to(device).eval()
@@ -336,6 +499,25 @@ class FoleyPipeline:
         """`check_guidance` on the strength this call samples with (`sampling`, else the model's)."""
         check_guidance((sampling or self.model.sampling).cfg_strength, negative_prompt)
 
+    def _check_finite(
+        self, latents: Tensor, wav: Tensor, index: int, windows: int, sampling: SamplingConfig | None
+    ) -> None:
+        """A one-line ConfigError where a window's audio holds NaN or infinite values (written, they would be a
+        silent track, or the AAC encoder's refusal), naming the likely cause by whether its (unnormalized) latents
+        were finite: the network's weights or the settings, else the VAE's or vocoder's weights or the precision."""
+        if bool(torch.isfinite(wav).all()):
+            return
+        s = sampling or self.model.sampling
+        settings = f"steps {s.steps}, cfg_strength {s.cfg_strength:g}, precision {self.precision}"
+        if bool(torch.isfinite(latents).all()):
+            where = "its VAE or vocoder turned finite latents into NaN or infinite samples"
+            cause = f"the VAE or vocoder weights, or the precision ({self.precision})"
+        else:
+            where = "the network's sampling gave NaN or infinite latents"
+            cause = f"the network weights, or the settings ({settings})"
+        raise ConfigError(f"the model produced non-finite audio (window {index + 1} of {windows}: {where}); "
+                          f"likely cause: {cause}")  # fmt: skip
+
     def _fit(self, feats: Tensor | None, length: int) -> Tensor | None:
         """Cut or repeat-pad features along time to `length` (guards one-frame rounding differences)."""
         if feats is None or feats.shape[1] == length:
@@ -395,7 +577,9 @@ class FoleyPipeline:
             self._note("latents", latents.shape[1] / self.latent_rate)
             run.begin(w.index, "decoding")
             with self._timed("decoding"), self._autocast(codec=True):
-                wav = model.decode(net.unnormalize(latents), round(w.duration * sr))[0].float().cpu()  # (samples,)
+                raw = net.unnormalize(latents)
+                wav = model.decode(raw, round(w.duration * sr))[0].float().cpu()  # (samples,)
+            self._check_finite(raw, wav, w.index, run.windows, sampling)
             self._note("window_audio", len(wav) / sr)
             start = w.start * per_latent
             if tail is None:

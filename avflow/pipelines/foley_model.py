@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avflow.codecs.audio_vae import AudioVAE
-from avflow.codecs.bigvgan import BigVGAN
+from avflow.codecs.audio_vae import AudioVAE, AudioVAEConfig
+from avflow.codecs.bigvgan import BigVGAN, BigVGANConfig
 from avflow.errors import ConfigError
 from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
 from avflow.models.mmaudio import MMAudio
-from avflow.models.mmaudio_config import SAMPLING
+from avflow.models.mmaudio_config import SAMPLING, MMAudioConfig
 from avflow.nn.mmaudio_blocks import winograd_convolutions
 from avflow.pipelines.foley_windows import DEFAULT_SEED
 from avflow.pipelines.inputs import MAX_SOUND_S
@@ -49,23 +49,38 @@ def sample_latents(
     return result.streams["audio"], result.nfe
 
 
+def component_problems(network: MMAudioConfig, vae: AudioVAEConfig, vocoder: BigVGANConfig) -> list[str]:
+    """Where the configs of a foley model's network, VAE and vocoder do not fit together, in words (read off the
+    configs alone, so a spec is checked before any weights are read)."""
+    problems = []
+    if vae.embed_dim != network.latent_dim:
+        problems.append(f"VAE latents have {vae.embed_dim} channels, the network {network.latent_dim}")
+    if vae.data_dim != vocoder.num_mels:
+        problems.append(f"VAE decodes {vae.data_dim} mel bins, the vocoder takes {vocoder.num_mels}")
+    if vocoder.hop_length != network.hop_length:
+        problems.append(f"vocoder hop {vocoder.hop_length} != network hop {network.hop_length}")
+    if vocoder.sample_rate != network.sample_rate:
+        problems.append(f"vocoder rate {vocoder.sample_rate} Hz != network rate {network.sample_rate} Hz")
+    return problems
+
+
+def check_components(
+    network: MMAudioConfig, vae: AudioVAEConfig, vocoder: BigVGANConfig, where: str | None = None
+) -> None:
+    """A one-line ConfigError (naming `where` the configs came from, e.g. the model config .json) unless the
+    network's, VAE's and vocoder's configs fit together (`component_problems`)."""
+    problems = component_problems(network, vae, vocoder)
+    if problems:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(prefix + "foley model components do not fit: " + "; ".join(problems))
+
+
 class FoleyModel(nn.Module):
     """Turns CLIP / sync / text features (any may be None) into mono audio (B, samples) at `sample_rate`."""
 
     def __init__(self, network: MMAudio, vae: AudioVAE, vocoder: BigVGAN, sampling: SamplingConfig = SAMPLING) -> None:
         super().__init__()
-        net_cfg = network.config
-        problems = []
-        if vae.embed_dim != net_cfg.latent_dim:
-            problems.append(f"VAE latents have {vae.embed_dim} channels, the network {net_cfg.latent_dim}")
-        if vae.config.data_dim != vocoder.config.num_mels:
-            problems.append(f"VAE decodes {vae.config.data_dim} mel bins, the vocoder takes {vocoder.config.num_mels}")
-        if vocoder.hop_length != net_cfg.hop_length:
-            problems.append(f"vocoder hop {vocoder.hop_length} != network hop {net_cfg.hop_length}")
-        if vocoder.sample_rate != net_cfg.sample_rate:
-            problems.append(f"vocoder rate {vocoder.sample_rate} Hz != network rate {net_cfg.sample_rate} Hz")
-        if problems:
-            raise ConfigError("foley model components do not fit: " + "; ".join(problems))
+        check_components(network.config, vae.config, vocoder.config)
         self.network, self.vae, self.vocoder = network, vae, vocoder
         self.sampling = sampling  # used when a call passes none
 

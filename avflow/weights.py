@@ -3,6 +3,7 @@ checksums. Every loader in avflow (the weight cache, MMAudio, codecs, encoders, 
 
 Reading: by the file's content, whatever its suffix (`sniff_format`): safetensors with safetensors, torch files
 (official `.pth` / `.pt` / `.bin`, Lightning `.ckpt`) with `torch.load(weights_only=True)`, so no pickled code runs.
+`read_state_dict(..., meta=True)` finds the same state dict as meta tensors, from the file's header or index alone.
 Loading into a module (`load_strict`) also checks what the tensors hold: no NaN or infinity, no integers where the
 module holds floats. Every failure is a one-line `WeightsError` naming the file (and, for a file of another kind of
 network, that kind: `identify_state_dict`).
@@ -16,7 +17,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -92,16 +93,18 @@ STATE_KEYS = ("ema", "model", "state_dict", "module", "network", "params", "gene
 OWNER_PREFIXES = ("model.", "net.")  # a training framework's attribute holding the network (Lightning: model.)
 
 
-def _read_by_content(path: Path) -> Any:
+def _read_by_content(path: Path, meta: bool) -> Any:
     """The object in a weights file, read by what its bytes hold (safetensors or torch), not by its suffix; a
-    suffix that says otherwise is said in a WeightsWarning. A file of neither kind is read by its suffix, which
-    names the failure."""
+    suffix that says otherwise is said in a WeightsWarning (by the full read only). A file of neither kind is read
+    by its suffix, which names the failure. `meta`: tensors as meta tensors, no tensor data read (`_read_meta`)."""
     found = sniff_format(path)
     named = "safetensors" if path.suffix.lower() == ".safetensors" else "torch"
-    if found is not None and found != named:
+    if found is not None and found != named and not meta:
         what = "a safetensors file" if found == "safetensors" else "a torch checkpoint"
         warnings.warn(WeightsWarning(f"{path}: {what} despite its {path.suffix or 'missing'} suffix; read as one"),
                       stacklevel=3)  # fmt: skip
+    if meta:
+        return _read_meta(path, found or named)
     if (found or named) == "torch":
         return read_torch(path)
     from safetensors.torch import load_file
@@ -109,7 +112,61 @@ def _read_by_content(path: Path) -> Any:
     try:
         return load_file(str(path))
     except Exception as exc:  # truncated or foreign file
-        raise _unreadable(path, exc) from None
+        raise _unreadable_safetensors(path, exc) from None
+
+
+NO_CHEAP_READ = object()  # what `_read_meta` gives for a file whose layout cannot be read without its tensor data
+TORCH_LEGACY = b"\x80"  # the first byte of torch's legacy (pre-zip) pickle format, which torch cannot map
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def _read_meta(path: Path, kind: str) -> Any:
+    """The object in a weights file of `kind` with its tensors as meta tensors (shapes and dtypes), no tensor data
+    read: a safetensors file's header, or a torch file's pickled index (`torch.load` with mmap), whatever its size.
+    `NO_CHEAP_READ` where torch cannot map the file (its legacy format; a torch file named .safetensors, which
+    torch.load hands to safetensors) or a dtype has no torch name here. An unreadable file: the full read's error."""
+    if kind == "safetensors":
+        return _safetensors_meta(path)
+    with open(path, "rb") as f:
+        legacy = f.read(1) == TORCH_LEGACY
+    if legacy or path.suffix.lower() == ".safetensors":
+        return NO_CHEAP_READ
+    return _as_meta(read_torch(path, mmap=True))
+
+
+def _safetensors_meta(path: Path) -> dict[str, Tensor] | object:
+    """Meta tensors of a safetensors file's keys, shapes and dtypes, from its header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            found = {k: (tuple(s.get_shape()), SAFETENSORS_DTYPES.get(s.get_dtype())) for k, s in slices.items()}
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file
+        raise _unreadable_safetensors(path, exc) from None
+    if any(dtype is None for _, dtype in found.values()):
+        return NO_CHEAP_READ
+    return {k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in found.items()}
+
+
+def _as_meta(value: Any) -> Any:
+    """`value` with every tensor of one or more dims (nested in dicts, lists and tuples) as a meta tensor of its
+    shape and dtype (0-dim ones kept: a checkpoint's step or sigma_rel is read as a number)."""
+    if isinstance(value, Tensor):
+        return torch.empty(value.shape, dtype=value.dtype, device="meta") if value.ndim else value
+    if isinstance(value, dict):
+        return {k: _as_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_meta(v) for v in value)
+    return value
+
+
+def _unreadable_safetensors(path: Path, exc: BaseException) -> WeightsError:
+    return WeightsError(f"{path}: not a readable safetensors file (corrupt or of another format; "
+                        f"{_first_line(exc)})")  # fmt: skip
 
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")  # the names weights files go by (read by content)
@@ -121,7 +178,13 @@ def weight_files_in(folder: str | Path) -> list[str]:
     return sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
 
 
-def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
+@overload
+def read_state_dict(path: str | Path, *, subkey: str = "", meta: Literal[False] = False) -> dict[str, Tensor]: ...
+@overload
+def read_state_dict(path: str | Path, *, subkey: str = "", meta: bool) -> dict[str, Tensor] | None: ...
+
+
+def read_state_dict(path: str | Path, *, subkey: str = "", meta: bool = False) -> dict[str, Tensor] | None:
     """The flat state dict of a weights file, read by its content (`sniff_format`), whatever its suffix.
 
     `subkey`: the state dict may sit under this key of the file's top-level dict (e.g. "generator" in BigVGAN's
@@ -130,21 +193,30 @@ def read_state_dict(path: str | Path, *, subkey: str = "") -> dict[str, Tensor]:
     `WeightsWarning`); another dict holding one state dict under a `STATE_KEYS` key (`{"ema": ...}`, Lightning's
     `{"state_dict": ..., "epoch": ...}`) gives that one, said likewise. The wrappers' key prefixes are removed: DDP's
     `module.` on every key, torch.compile's, FSDP's and checkpoint_wrapper's segments wherever they sit.
+
+    `meta`: the same state dict, found the same way with the same errors, as meta tensors of its shapes and dtypes
+    (0-dim tensors as read): no tensor data is read, whatever the file's size (to check a file against a module
+    built on the meta device before reading gigabytes). None where the file cannot be read so cheaply (torch's
+    legacy format, a torch file named .safetensors: the full read says what is wrong); the notes are the full read's.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    state = _read_by_content(path)
+    state = _read_by_content(path, meta)
+    if state is NO_CHEAP_READ:
+        return None
     if subkey and isinstance(state, dict) and isinstance(state.get(subkey), Mapping):
         state = dict(state[subkey])
     elif isinstance(state, dict) and not _is_flat(state):
         found = training_checkpoint_weights(state)
         if found is not None:
             state, whose, what = found
-            warnings.warn(WeightsWarning(f"{path}: a training checkpoint of {whose}: {what}"), stacklevel=2)
+            if not meta:
+                warnings.warn(WeightsWarning(f"{path}: a training checkpoint of {whose}: {what}"), stacklevel=2)
         elif (wrapped := _wrapped_state_dict(path, state)) is not None:
             state, what = wrapped
-            warnings.warn(WeightsWarning(f"{path}: {what}"), stacklevel=2)
+            if not meta:
+                warnings.warn(WeightsWarning(f"{path}: {what}"), stacklevel=2)
     if not isinstance(state, dict) or not _is_flat(state):
         raise WeightsError(f"{path}: does not hold a flat state dict of tensors{_what_instead(state, subkey)}")
     return unwrapped(state)
@@ -300,7 +372,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
         with safe_open(str(path), "pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as exc:  # noqa: BLE001 - truncated or foreign file
-        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise _unreadable_safetensors(path, exc) from None
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -311,7 +383,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), "pt") as f:
             return dict(f.metadata() or {})
     except Exception as exc:  # noqa: BLE001 - truncated or foreign file
-        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise _unreadable_safetensors(path, exc) from None
 
 
 def describe_keys(keys: Iterable[str], limit: int = 6) -> str:

@@ -235,6 +235,30 @@ def test_foley_with_nan_audio_writes_nothing(tiny_model, tmp_path, monkeypatch, 
     assert not out.exists() and not wav.exists()
 
 
+def test_foley_names_a_bad_model_config_before_it_opens_any_video(tiny_model, tmp_path, monkeypatch, capsys):
+    """`avflow foley VIDEO --model BAD.json` (and a folder of videos): the components' mismatch, naming the .json,
+    before any video is opened (the single video was probed first, a folder's every video)."""
+    import av
+
+    video = write_video(tmp_path / "in.mp4", sweep_video_frames(16, 1.0), 16)
+    bad = edited(tiny_model, tmp_path, "vocsr.json", vocoder_config={"sample_rate": 22050})
+    opened: list[str] = []
+
+    def no_video(*args, **kwargs):
+        opened.append(str(args[0]) if args else "?")
+        raise AssertionError("a video was opened")
+
+    monkeypatch.setattr(av, "open", no_video)
+    want = f"{bad}: foley model components do not fit: vocoder rate 22050 Hz != network rate 16000 Hz"
+    for source in (video, tmp_path):  # one video; a folder (batch)
+        argv = ["foley", str(source), "--model", str(bad), "--device", "cpu", "-o", str(tmp_path / "out" / "o.mp4")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(want) and "\n" not in err, err
+    assert opened == []
+    assert not (tmp_path / "out").exists()
+
+
 def ui_args(*argv: str, out: Path) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     ui_command.add_arguments(parser)

@@ -201,11 +201,11 @@ class StubEncoders:
     def encode_text(self, texts):
         return torch.zeros(len(texts), self.config.text_seq_len, self.config.text_dim)
 
-    def encode_clip(self, frames):
+    def encode_clip(self, frames, progress=None):
         self.log.append(("clip", None))
         return torch.zeros(frames.shape[0], 1, self.config.clip_dim)
 
-    def encode_sync(self, frames):
+    def encode_sync(self, frames, progress=None):
         self.log.append(("sync", None))
         return torch.zeros(frames.shape[0], 1, self.config.sync_dim)
 

@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_foley_load_checks import no_data_reads  # noqa: F401 - a fixture, used by name
 from torch import nn
 
 from avflow.errors import ConfigError, WeightsError, WeightsWarning
@@ -247,3 +248,63 @@ def test_folders_of_other_layouts_say_what_they_hold(tmp_path):
         load_default_model(joint)
     assert one_line(err) == (f"{joint}: model files missing: joint.safetensors; it holds joint.pth: a model folder's "
                              "weights are read from joint.safetensors, rename the file that holds them")  # fmt: skip
+
+
+def test_the_meta_read_finds_what_the_full_read_finds_without_reading_data(tmp_path, request):
+    """`read_state_dict(meta=True)` (the header checks of `avflow foley` and `avflow ui`) gives the full read's keys,
+    shapes and dtypes for every layout, says no notes (the full read says them) and fails with the full read's
+    errors, reading no tensor data; None for the files it cannot read so cheaply. It was a second reader in
+    pipelines/foley.py that took several state dicts or non-tensor entries for "cannot tell" and said other errors."""
+    sd = state_of(tiny())
+    lora = {"0.lora_a": torch.zeros(2, 3), "0.lora_b": torch.zeros(4, 2)}
+    ema = {"sigma_rels": [0.1, 0.05], "averages": [sd, sd]}
+    files = {
+        "flat.safetensors": sd,
+        "ema.pth": {"ema": sd},
+        "ddp.pt": {f"module.{k}": v for k, v in sd.items()},
+        "lightning.ckpt": {"state_dict": {f"_orig_mod.{k}": v for k, v in sd.items()}, "epoch": 3},
+        "step_9.pt": {"step": 9, "model": sd | lora, "lora_scale": 2.0, "ema": ema},  # avflow train's checkpoint
+        "under.pth": {"generator": sd, "other": sd},
+        "st.pth": sd,  # safetensors named .pth
+        "two.pth": {"model": sd, "ema": sd},
+        "config.pth": dict(sd, config={"hidden": 4}),
+        "module.pth": tiny(),
+        "legacy.bin": sd,
+        "zip.safetensors": sd,  # a torch file named .safetensors
+    }
+    for name, saved in files.items():
+        if name in ("flat.safetensors", "st.pth"):
+            save_file(saved, tmp_path / name)
+        else:
+            torch.save(saved, tmp_path / name, _use_new_zipfile_serialization=name != "legacy.bin")
+    (tmp_path / "junk.pth").write_bytes(b"PK\x03\x04junk")
+    flat = tmp_path / "flat.safetensors"
+    (tmp_path / "cut.safetensors").write_bytes(flat.read_bytes()[: flat.stat().st_size - 8])
+    paths = {p: "generator" if p.name == "under.pth" else "" for p in sorted(tmp_path.iterdir())}
+    full = {p.name: read_or_error(p, subkey)[0] for p, subkey in paths.items()}
+    refused = request.getfixturevalue("no_data_reads")  # from here on, reading tensor data fails the test
+    for path, subkey in paths.items():
+        meta, said = read_or_error(path, subkey, meta=True)
+        assert said == [], path.name
+        if path.name in ("legacy.bin", "zip.safetensors"):
+            assert meta is None
+        elif isinstance(meta, str):
+            assert meta == full[path.name]
+        else:
+            want = full[path.name]
+            assert {k: (v.shape, v.dtype, v.is_meta) for k, v in meta.items()} == {
+                k: (v.shape, v.dtype, True) for k, v in want.items()
+            }, path.name
+    assert refused == []
+    assert sum(isinstance(v, str) for v in full.values()) == 5  # two, config, module, junk, cut
+
+
+def read_or_error(path, subkey: str, meta: bool = False):
+    """(state dict, or the WeightsError's text; the WeightsWarnings said) of `read_state_dict`."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            state = read_state_dict(path, subkey=subkey, meta=meta)
+        except WeightsError as exc:
+            state = str(exc)
+    return state, [str(w.message) for w in said if issubclass(w.category, WeightsWarning)]

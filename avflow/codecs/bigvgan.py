@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +107,11 @@ class BigVGAN(nn.Module):
     def hop_length(self) -> int:
         return self.config.hop_length
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """The first level (widest) runs on (B, C, T), where the convolutions are already at the matmul peak; the
-        next ones on channels-last frames (B, C, 1, T) (see `avflow.codecs.bigvgan_blocks`)."""
+        next ones on channels-last frames (B, C, 1, T) (see `avflow.codecs.bigvgan_blocks`). `progress(levels done,
+        levels)` after every upsampling level (with its residual blocks), for a progress bar: a window's decoding
+        takes seconds on a CPU."""
         x = self.conv_pre(mel)  # (B, C, frames)
         for i, up in enumerate(self.ups):
             if i < 2:
@@ -119,6 +121,8 @@ class BigVGAN(nn.Module):
                 x = conv_transpose_frames(up[0], x)  # (B, C / 2, 1, T * rate)
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
+            if progress is not None:
+                progress(i + 1, len(self.ups))
         x = conv_frames(self.conv_post, self.activation_post(x))[:, :, 0]  # (B, 1, frames * hop)
         return torch.tanh(x) if self.config.use_tanh_at_final else x.clamp(-1.0, 1.0)
 

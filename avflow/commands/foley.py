@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avflow import hub
 from avflow.commands.options import (
@@ -34,6 +35,9 @@ from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES, hidden
 from avflow.errors import AvflowError, ConfigError, MediaError, OutputError
 from avflow.pipelines.foley_windows import DEFAULT_SEED, TRAINED_S
 from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
+
+if TYPE_CHECKING:
+    from avflow.pipelines.foley_variants import FoleySpec
 
 HELP = "generate synchronized audio for a video (MMAudio weights) and mux it into an mp4"
 INPUT_SUFFIXES = VIDEO_FILE_SUFFIXES  # videos picked from a folder
@@ -84,9 +88,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
     add_overwrite(parser)
 
 
-def check_model_arguments(args: argparse.Namespace):
-    """(sampling settings, device) after checking the model, its files, the sampling, guidance and window settings
-    and the device; one-line errors, no weights read (a note for a window much longer than the training length)."""
+def check_model_config(args: argparse.Namespace) -> FoleySpec:
+    """The spec of args.model (with args.weights), its parts' configs checked to fit together (`check_model`): one-line
+    errors from the model config alone, before any video is opened (its files' presence is checked later)."""
+    from avflow.pipelines.foley import check_model
+
+    return check_model(args.model, args.weights)
+
+
+def check_model_arguments(args: argparse.Namespace, spec: FoleySpec | None = None):
+    """(sampling settings, device) after checking the model (`check_model_config`, unless its `spec` is given), its
+    files, the sampling, guidance and window settings and the device; one-line errors, no weights read (a note for a
+    window much longer than the training length)."""
     import warnings
 
     from avflow.errors import Note
@@ -94,9 +107,9 @@ def check_model_arguments(args: argparse.Namespace):
 
     check_duration(args.duration)
     check_windows(args.window, args.overlap)
-    from avflow.pipelines.foley_variants import check_available, resolve_model
+    from avflow.pipelines.foley_variants import check_available
 
-    spec = resolve_model(args.model, args.weights)
+    spec = check_model_config(args) if spec is None else spec
     sampling = spec.sampling.preset("fast") if args.fast else spec.sampling
     sampling = sampling.override(steps=args.steps, cfg_strength=args.cfg)
     check_guidance(sampling.cfg_strength, args.negative_prompt, cfg="--cfg", negative="--negative-prompt")
@@ -231,10 +244,11 @@ def run(args: argparse.Namespace) -> int:
     if args.wav is not None:
         wav = check_output(args.wav, AUDIO_SUFFIXES, overwrite=args.overwrite, inputs=[args.video], what="--wav")
     check_distinct(out, wav)
+    spec = check_model_config(args)  # before the video is opened: a model config that does not fit needs no video
     info = check_video_input(args.video, duration=args.duration)
     check_copyable(args.video, out, args.audio)
     dropped = left_out(args.video, out)
-    sampling, device = check_model_arguments(args)
+    sampling, device = check_model_arguments(args, spec)
     pipeline = load_pipeline(args, sampling, device)
     bar = RunBar("foley")
     try:
@@ -295,12 +309,13 @@ def run_batch(args: argparse.Namespace) -> int:
 
     check_duration(args.duration)
     inputs = list_inputs(args.video)
+    spec = check_model_config(args)  # before any video is opened: a model config that does not fit stops the run
     planned, failed = _plan_batch(args, inputs)
     for video, why in failed:
         print(f"skipped {video}: {why}")
     start = time.perf_counter()
     if planned:
-        sampling, device = check_model_arguments(args)
+        sampling, device = check_model_arguments(args, spec)
         pipeline = load_pipeline(args, sampling, device)  # only when there is something to do
         bar = tqdm(planned, desc="foley", unit="video")
         for video, mp4, wav in bar:

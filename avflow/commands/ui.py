@@ -77,8 +77,7 @@ def check_joint_model(folder: Path) -> None:
 
     from avflow.models.joint import JointModel
     from avflow.pipelines.default_model import WEIGHT_FILES, read_default_config
-    from avflow.pipelines.foley import header_state_dict
-    from avflow.weights import load_strict, run_weights_file
+    from avflow.weights import load_strict, read_state_dict, run_weights_file
 
     config = read_default_config(folder)
     own = (folder / "config.json").is_file()
@@ -86,7 +85,7 @@ def check_joint_model(folder: Path) -> None:
     if not file.is_file():
         raise WeightsError(f"{folder}: model files missing: {WEIGHT_FILES[0]}")
     try:
-        state = header_state_dict(file)
+        state = read_state_dict(file, meta=True)
         if state is None:  # not readable from its header alone: the full read names what is wrong, when it loads
             return
         with torch.device("meta"):

@@ -7,7 +7,7 @@ plus the features), so long videos are fine. Shapes for d seconds: clip_f (B, in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from avflow.errors import MediaError, WeightsError
 from avflow.weights import load_strict, read_state_dict
 
 SYNC_RUN = 16  # Synchformer segments normalised at a time (136 frames: 82 MB in float32 at 224x224)
+Progress = Callable[[int, int], None]  # (rows done, rows in all): the encoders' batches, for a progress bar
 
 
 def load_clip(path: str | Path, config: CLIPConfig | None = None) -> CLIP:
@@ -123,8 +124,9 @@ class Encoders(nn.Module):
         return self.clip.token_embedding.weight.dtype
 
     @torch.no_grad()
-    def encode_clip(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, H, W) frames -> (B, T, D) L2-normalised image features.
+    def encode_clip(self, frames: Tensor, progress: Progress | None = None) -> Tensor:
+        """(B, T, 3, H, W) frames -> (B, T, D) L2-normalised image features; `progress(frames done, B T)` after
+        every batch (a long video's encoding takes minutes on a CPU).
 
         uint8 frames are pixels; float frames are [0, 1] pixels (MMAudio's encode_video_with_clip input)."""
         b, t = frames.shape[:2]
@@ -134,18 +136,23 @@ class Encoders(nn.Module):
             x = flat[i : i + self.clip_batch].to(self.device)
             x = clip_normalize(x if x.dtype == torch.uint8 else x * 255.0, self.dtype)
             out.append(self.clip.encode_image(x, normalize=True))
+            if progress is not None:
+                progress(i + len(x), b * t)
         return torch.cat(out).unflatten(0, (b, t))
 
     @torch.no_grad()
-    def encode_sync(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, 224, 224) frames -> (B, S * 8, D), S = (T - 16) // 8 + 1 segments, segment-major.
+    def encode_sync(self, frames: Tensor, progress: Progress | None = None) -> Tensor:
+        """(B, T, 3, 224, 224) frames -> (B, S * 8, D), S = (T - 16) // 8 + 1 segments, segment-major;
+        `progress(segments done, B S)` after every batch.
 
         uint8 frames are pixels; float frames are already normalised to [-1, 1] (MMAudio's encode_video_with_sync)."""
         b, s = split_segments(frames).shape[:2]  # (B, S, 16, 3, H, W)
-        out = [
-            self.synchformer(x[:, None])[:, 0]  # (n, 8, D)
-            for x in _batches(self._sync_runs(frames, s), self.sync_batch)
-        ]
+        out, done = [], 0
+        for x in _batches(self._sync_runs(frames, s), self.sync_batch):
+            out.append(self.synchformer(x[:, None])[:, 0])  # (n, 8, D)
+            done += len(x)
+            if progress is not None:
+                progress(done, b * s)
         return torch.cat(out).unflatten(0, (b, s)).flatten(1, 2)
 
     def _sync_runs(self, frames: Tensor, s: int) -> Iterator[Tensor]:
@@ -168,10 +175,13 @@ class Encoders(nn.Module):
 
     @torch.no_grad()
     def encode_video(
-        self, path: str | Path, text: str | None = None, duration: float | None = None
+        self, path: str | Path, text: str | None = None, duration: float | None = None, progress: Progress | None = None
     ) -> ConditionFeatures:
-        """One video (first `duration` seconds, default all) -> features with B = 1, streamed window by window."""
+        """One video (first `duration` seconds, default all) -> features with B = 1, streamed window by window;
+        `progress(frames done, frames in all)` (CLIP and Synchformer frames together) after every stretch read and
+        encoded."""
         d = video_duration(path, duration)
+        total = max(1, sum(frame_counts(d)))
         clip_parts, sync_parts = [], []
         pending = torch.empty(0, 3, 1, 1, dtype=torch.uint8)  # sync frames not yet in a finished segment
         n_clip = n_sync = 0
@@ -184,6 +194,8 @@ class Encoders(nn.Module):
                 s = (len(pending) - SEGMENT_FRAMES) // SEGMENT_STEP + 1
                 sync_parts.append(self.encode_sync(pending[None, : SEGMENT_STEP * (s - 1) + SEGMENT_FRAMES]))
                 pending = pending[SEGMENT_STEP * s :]
+            if progress is not None:
+                progress(min(n_clip + n_sync, total), total)
         d = common_duration(d, n_clip, n_sync)
         n_clip, n_sync = frame_counts(d)
         if n_clip == 0 or n_sync < SEGMENT_FRAMES:
@@ -192,6 +204,8 @@ class Encoders(nn.Module):
         per_segment = self.synchformer.config.temporal_resolution
         sync_f = torch.cat(sync_parts, dim=1)[:, : per_segment * ((n_sync - SEGMENT_FRAMES) // SEGMENT_STEP + 1)]
         text_f = self.encode_text([text]) if text is not None else None
+        if progress is not None:
+            progress(total, total)
         return ConditionFeatures(clip_f, sync_f, text_f, d)
 
     @torch.no_grad()

@@ -57,7 +57,7 @@ from avflow.pipelines.foley_variants import (
 from avflow.pipelines.foley_windows import DEFAULT_SEED, Window, check_guidance, plan_windows
 from avflow.pipelines.inputs import check_duration, check_sound_duration, check_video_input
 from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
-from avflow.weights import load_strict, read_metadata, read_torch, training_checkpoint_weights, unwrapped
+from avflow.weights import load_strict, read_state_dict
 
 Progress = Callable[[int, int], None]  # (work units done, units of the whole run): see `RunProgress`
 PROGRESS_UNITS = 1000  # progress units per window
@@ -66,6 +66,10 @@ PROGRESS_UNITS = 1000  # progress units per window
 # before them took time, stage by stage.
 FIRST_WINDOW_SHARES = {"features": 5.0, "sampling": 4.0, "decoding": 1.0}
 IMAGE_SHARE = 0.5  # i2a: encoding the one image, in the first window
+# The parts of a stage, in the order they run, and their shares of it before a window has timed them (the official
+# models on a CPU: CLIP's frames cost about five times the Synchformer's segments, reading the video little).
+STAGE_PARTS = {"features": {"frames": 0.05, "clip": 0.8, "sync": 0.15}}
+VAE_SHARE = 0.15  # of a window's decoding, before the vocoder's levels (the official VAEs and vocoders on a CPU)
 
 
 def config_name(model: str, weights: str | Path | None = None) -> str:
@@ -83,79 +87,6 @@ def check_model(model: str, weights: str | Path | None = None, *, weights_option
     where = model if str(model).lower().endswith(".json") else f"model {model}"
     check_components(spec.network_config, spec.vae_config, spec.vocoder_config, where)
     return spec
-
-
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}  # fmt: skip
-
-
-def header_state_dict(path: str | Path, subkey: str = "") -> dict[str, Tensor] | None:
-    """The state dict `avflow.weights.read_state_dict(path, subkey=subkey)` gives, as meta tensors of its shapes and
-    dtypes, from the file's header (safetensors) or its pickled index (`torch.load` with mmap): no tensor data is
-    read, whatever the file's size. A safetensors file whose header does not read (truncated, damaged) is the
-    reader's one-line WeightsError; None where the file cannot be read so cheaply (torch's legacy format, a layout
-    of its own: the full read says what is wrong)."""
-    path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        return _safetensors_header(path, refuse=True)
-    try:
-        state = _as_meta(read_torch(path, mmap=True))
-    except WeightsError:
-        return _safetensors_header(path)  # a safetensors file under a torch name, or a legacy torch file
-    return _flat_state(state, subkey)
-
-
-TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, the legacy pickle format
-
-
-def _safetensors_header(path: Path, *, refuse: bool = False) -> dict[str, Tensor] | None:
-    """Meta tensors of a safetensors file's keys, shapes and dtypes, from its header; where the header does not read,
-    `refuse`: the WeightsError that reading its metadata gives (unless the file is a torch file), else None."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            slices = {k: f.get_slice(k) for k in f.keys()}
-            found = {k: (tuple(s.get_shape()), SAFETENSORS_DTYPES.get(s.get_dtype())) for k, s in slices.items()}
-    except Exception:  # noqa: BLE001 - truncated or foreign file
-        with open(path, "rb") as f:
-            torch_file = f.read(4).startswith(TORCH_MAGIC)
-        if refuse and not torch_file:
-            read_metadata(path)  # its one-line error
-        return None
-    if any(dtype is None for _, dtype in found.values()):
-        return None
-    return unwrapped({k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in found.items()})
-
-
-def _flat_state(state, subkey: str) -> dict[str, Tensor] | None:
-    """The flat state dict in a torch file's object, found where `read_state_dict` finds it (under `subkey`, a
-    training checkpoint's network, or the one state dict a dict holds), else None."""
-    if subkey and isinstance(state, dict) and isinstance(state.get(subkey), Mapping):
-        state = dict(state[subkey])
-    elif isinstance(state, dict) and not _all_tensors(state):
-        found = training_checkpoint_weights(state)
-        held = [v for v in state.values() if isinstance(v, Mapping) and v and _all_tensors(v)]
-        state = found[0] if found is not None else dict(held[0]) if len(held) == 1 else state
-    return unwrapped(state) if isinstance(state, dict) and state and _all_tensors(state) else None
-
-
-def _all_tensors(state: Mapping) -> bool:
-    return all(isinstance(v, Tensor) for v in state.values())
-
-
-def _as_meta(value):
-    """`value` with every tensor of one or more dims (nested in dicts, lists and tuples) as a meta tensor of its
-    shape and dtype (0-dim ones kept: a checkpoint's step or sigma_rel is read as a number)."""
-    if isinstance(value, Tensor):
-        return torch.empty(value.shape, dtype=value.dtype, device="meta") if value.ndim else value
-    if isinstance(value, dict):
-        return {k: _as_meta(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_as_meta(v) for v in value)
-    return value
 
 
 def local_model_files(spec: FoleySpec, root: Path | None = None) -> dict[str, Path]:
@@ -181,10 +112,10 @@ SUBKEYS = {"vocoder": "generator", "clip": "state_dict", "synchformer": "state_d
 
 def check_model_files(spec: FoleySpec, files: Mapping[str, Path], config: str = "the model config") -> None:
     """Each part's file (of `files`, by part name) against its module built on the meta device, from the file's
-    keys and shapes alone (`header_state_dict`): a wrong file is a one-line WeightsError in well under a second,
+    keys and shapes alone (`read_state_dict` with meta): a wrong file is a one-line WeightsError in well under a second,
     not after gigabytes of the parts before it were read. `config` names where the network config came from."""
     for part in PARTS:
-        state = header_state_dict(files[part], SUBKEYS.get(part, "")) if part in files else None
+        state = read_state_dict(files[part], subkey=SUBKEYS.get(part, ""), meta=True) if part in files else None
         if state is not None:
             _check_part(part, spec, state, str(files[part]), config)
 
@@ -220,7 +151,8 @@ class RunProgress:
     """The `progress(done, total)` of a whole generation run: `total` = windows x PROGRESS_UNITS, and each window's
     units are shared between its stages (features, the solver steps, decoding) in proportion to the seconds each
     stage took per window so far (`FIRST_WINDOW_SHARES` for the first window). `progress` is called with done = 0
-    before any work, at the start of every stage and after every solver step, never going back, and with
+    before any work, at the start of every stage and after every solver step, encoder batch and vocoder level
+    (`part`, `within`: the bar and its ETA move inside the long CPU stages too), never going back, and with
     done = total only once the audio is complete. A callback that has a `stage(text)` method also hears which window
     and stage run ("window 2/3: sampling")."""
 
@@ -232,6 +164,8 @@ class RunProgress:
         self.counts: dict[str, int] = {}
         self.window, self.stage, self.began, self.done = -1, None, 0.0, 0
         self.bounds: dict[str, tuple[int, int]] = {}
+        self.part_seconds: dict[tuple[str, str], float] = {}  # per (stage, part), summed over the windows
+        self.part_spans: tuple[tuple[int, str] | None, dict[str, tuple[float, float]]] = (None, {})  # `_part_spans`
 
     def _stages(self, window: int) -> list[str]:
         encode = self.features == "video" or self.features == "image" and window == 0
@@ -283,6 +217,47 @@ class RunProgress:
         """`done` of the current window's `steps` solver steps are done."""
         first, end = self.bounds["sampling"]
         self._report(self.window * PROGRESS_UNITS + first + round((end - first) * min(done, steps) / max(1, steps)))
+
+    def within(self, start: float, end: float) -> Progress | None:
+        """A `progress(done, total)` over the fractions `start` to `end` of the current stage's units, short of the
+        run's total (which `finish` alone reports); None when the run has no callback: the work it is given to then
+        reports nothing."""
+        if self.progress is None:
+            return None
+        first, last = self.bounds[self.stage]
+        base, span = self.window * PROGRESS_UNITS + first, last - first
+
+        def report(done: int, total: int) -> None:
+            at = base + round(span * (start + (end - start) * min(done, total) / max(1, total)))
+            self._report(min(at, self.total - 1))
+
+        return report
+
+    @contextmanager
+    def part(self, stage: str, name: str) -> Iterator[Progress | None]:
+        """Part `name` of `stage` (`STAGE_PARTS[stage]`: the parts in the order they run, with their shares until
+        each has been timed; then their seconds so far, fixed for the window at its first part) runs: yields its
+        `within` progress, times it and reports its end. Outside `stage` (the frames asked for once more after the
+        last window) it yields None and counts nothing."""
+        if self.stage != stage:
+            yield None
+            return
+        if self.part_spans[0] != (self.window, stage):
+            self.part_spans = ((self.window, stage), self._part_spans(stage))
+        report = self.within(*self.part_spans[1][name])
+        began = time.perf_counter()
+        yield report
+        self.part_seconds[stage, name] = self.part_seconds.get((stage, name), 0.0) + time.perf_counter() - began
+        if report is not None:
+            report(1, 1)
+
+    def _part_spans(self, stage: str) -> dict[str, tuple[float, float]]:
+        """(start, end) fractions of `stage` for each of its parts, by their seconds per window once all are timed."""
+        names = list(STAGE_PARTS[stage])
+        timed = all(self.part_seconds.get((stage, n)) for n in names)
+        weights = [self.part_seconds[stage, n] if timed else STAGE_PARTS[stage][n] for n in names]
+        ends = np.cumsum(weights) / sum(weights)
+        return {n: (float(ends[i - 1]) if i else 0.0, float(ends[i])) for i, n in enumerate(names)}
 
     def finish(self) -> None:
         """The run's audio is complete."""
@@ -415,14 +390,17 @@ class FoleyPipeline:
             frames = iter_window_frames(path, windows, chunk_seconds(info, self.read_s))
             while True:
                 with self._timed("features"):
-                    wf = next(frames, None)
+                    with run.part("features", "frames"):
+                        wf = next(frames, None)
                     if wf is None:
                         return
                     self._note("clip_frames", len(wf.clip) / 8.0)
                     self._note("sync_frames", len(wf.sync) / 25.0)
                     with self._autocast():
-                        clip_f = self.encoders.encode_clip(wf.clip[None]).float()  # (1, n_clip, D)
-                        sync_f = self.encoders.encode_sync(wf.sync[None]).float()  # (1, n_sync_tokens, D)
+                        with run.part("features", "clip") as done:
+                            clip_f = self.encoders.encode_clip(wf.clip[None], progress=done).float()  # (1, n_clip, D)
+                        with run.part("features", "sync") as done:
+                            sync_f = self.encoders.encode_sync(wf.sync[None], progress=done).float()  # (1, n_tokens, D)
                 yield wf.window, clip_f, sync_f
 
         audio = self._generate_windows(features(), text_f, negative_f, total, seed, sampling, run)
@@ -576,9 +554,10 @@ class FoleyPipeline:
             latents = latents.float()
             self._note("latents", latents.shape[1] / self.latent_rate)
             run.begin(w.index, "decoding")
+            levels = run.within(VAE_SHARE, 1.0)  # the vocoder's levels move the bar, after the VAE
             with self._timed("decoding"), self._autocast(codec=True):
                 raw = net.unnormalize(latents)
-                wav = model.decode(raw, round(w.duration * sr))[0].float().cpu()  # (samples,)
+                wav = model.decode(raw, round(w.duration * sr), progress=levels)[0].float().cpu()  # (samples,)
             self._check_finite(raw, wav, w.index, run.windows, sampling)
             self._note("window_audio", len(wav) / sr)
             start = w.start * per_latent

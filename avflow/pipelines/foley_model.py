@@ -202,10 +202,13 @@ class FoleyModel(nn.Module):
         )[0]
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
-        """Unnormalized latents (B, N, C) -> waveform (B, num_samples), trimmed or zero-padded."""
+    def decode(
+        self, latents: torch.Tensor, num_samples: int | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """Unnormalized latents (B, N, C) -> waveform (B, num_samples), trimmed or zero-padded. `progress(done,
+        total)` after each of the vocoder's upsampling levels."""
         mel = self.vae.decode(latents.transpose(1, 2))  # (B, n_mels, 2 N)
-        wav = self.vocoder(mel)[:, 0]  # (B, 2 N hop)
+        wav = (self.vocoder(mel) if progress is None else self.vocoder(mel, progress=progress))[:, 0]  # (B, 2 N hop)
         if num_samples is None:
             return wav
         if wav.shape[-1] < num_samples:

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, MissingPathError
 
 T = TypeVar("T")
 
@@ -160,7 +160,7 @@ def convert(value: Any, tp: Any, path: str = "") -> Any:
             try:
                 return convert(parsed, tp, path)
             except ConfigError as exc:
-                raise ConfigError(f"{exc} (from the command line)") from None
+                raise type(exc)(f"{exc} (from the command line)") from None
         value = text
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -253,7 +253,7 @@ def _check_exists(value: Any, kind: str, path: str) -> None:
     p = Path(value)
     if kind == "file" and not p.is_file() or kind == "dir" and not p.is_dir() or not p.exists():
         what = {"file": "no such file", "dir": "no such folder"}.get(kind, "no such file or folder")
-        raise ConfigError(f"{path}: {what}: {str(value)!r}")
+        raise MissingPathError(f"{path}: {what}: {str(value)!r}")
 
 
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:
@@ -282,7 +282,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(_join(path, str(exc))) from None
+        raise type(exc)(_join(path, str(exc))) from None  # a subclass (MissingPathError) stays one
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path or '<root>'}: {exc}") from None
 
@@ -368,7 +368,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     try:
         return from_dict(cls, apply_overrides(raw, list(overrides)))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        raise type(exc)(f"{path}: {exc}" if path is not None else str(exc)) from None
 
 
 def dump_yaml(obj: Any) -> str:

@@ -26,6 +26,10 @@ class ConfigError(AvflowError):
     """A configuration has an unknown key, a wrong type or a missing path."""
 
 
+class MissingPathError(ConfigError):
+    """A configuration names a file or folder that is not on this machine (yet): the config itself may be sound."""
+
+
 class OutputError(AvflowError):
     """An output path cannot be used: wrong suffix, it would replace an input, or it exists (without --overwrite)."""
 

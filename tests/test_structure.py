@@ -17,7 +17,7 @@ FLOORS = {
     "nn": 1, "data": 1, "world": 1,
     "flow": 0,
     "hub": -1,  # the ground floor: the weight cache, then file helpers and configs, then errors
-    "weights": -2, "config": -2, "precision": -2, "heap": -2,
+    "weights": -2, "config": -2, "precision": -2, "heap": -2, "threads": -2,
     "errors": -3, "__init__": -3,
 }  # fmt: skip
 SIDEWAYS = {("commands", "ui"), ("world", "data")}  # same-floor imports that are allowed (the CLI starts the UI)

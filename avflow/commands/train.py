@@ -50,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_config(path, overrides: list[str]) -> int:
-    """Print the resolved config. One that does not resolve (e.g. a recipe whose data are not on this machine yet:
-    what a user runs --print-config to find out) is printed as written, the overrides applied, and its error follows
-    (exit 2): the keys to override are on the page either way."""
+    """Print the resolved config. One that names a file or folder not on this machine (e.g. a recipe whose data are
+    not here yet: what a user runs --print-config to find out) is printed as written, the overrides applied, and its
+    one-line error follows (exit 2), so the keys to override are on the page; any other error is that line alone."""
     from avflow.config import apply_overrides, dump_yaml, read_yaml
-    from avflow.errors import ConfigError
+    from avflow.errors import ConfigError, MissingPathError
     from avflow.train.config import load_train_config
 
     try:
         config = load_train_config(path, overrides)
-    except ConfigError:
+    except MissingPathError:
         try:
             written = apply_overrides(read_yaml(path), list(overrides))
         except ConfigError:

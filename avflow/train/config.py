@@ -280,4 +280,4 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
     try:
         return validate(from_dict(TrainConfig, apply_overrides(raw, list(overrides))))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        raise type(exc)(f"{path}: {exc}" if path is not None else str(exc)) from None

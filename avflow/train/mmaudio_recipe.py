@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from avflow.codecs.mel import MEL_CONFIGS
 from avflow.data.cache import MANIFEST, FeatureCache
-from avflow.errors import ConfigError, OutputError
+from avflow.errors import ConfigError, MissingPathError, OutputError
 from avflow.flow.loss import flow_matching_loss, noised_streams
 from avflow.flow.timesteps import TimestepSampler
 from avflow.models.mmaudio import MMAudio, build_mmaudio, load_official_state_dict
@@ -162,7 +162,7 @@ class MixtureConfig:
             raise ConfigError(f"size: must be >= 1, got {self.size}")
         for folder, w in self.sources.items():
             if not Path(folder).is_dir():
-                raise ConfigError(f"sources: cache folder not found: {folder}")
+                raise MissingPathError(f"sources: cache folder not found: {folder}")
             if not w > 0:
                 raise ConfigError(f"sources: weight of {folder} must be > 0, got {w}")
 

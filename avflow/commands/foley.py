@@ -10,6 +10,7 @@ checked before any weights are read.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,8 +138,12 @@ def check_compile(precision: str, device: str) -> None:
 
 
 def load_pipeline(args: argparse.Namespace, sampling, device: str):
-    """The pipeline for args.model (and args.weights), read from the files that `check_model_arguments` found."""
+    """The pipeline for args.model (and args.weights), read from the files that `check_model_arguments` found. On a
+    terminal one line says so first: an official model reads up to several GB before the progress bar starts."""
     from avflow.pipelines.foley import FoleyPipeline
+
+    if sys.stderr.isatty():
+        print(f"loading the model {args.model} ...", file=sys.stderr, flush=True)
 
     return FoleyPipeline.load(args.model, weights=args.weights, device=device, sampling=sampling,
                               window_s=args.window, overlap_s=args.overlap, precision=args.precision,

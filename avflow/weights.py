@@ -473,17 +473,18 @@ def _dtype_name(value: Tensor) -> str:
 
 def _without_owner_prefix(
     state: Mapping[str, Any], expected: Mapping[str, Tensor], optional: tuple[str, ...]
-) -> Mapping[str, Any]:
-    """`state` without a prefix every key has (`OWNER_PREFIXES`: Lightning's `model.`) where the keys fit the module
-    only without it; else `state` as it is."""
-    if not state or not _key_problems(expected, state, optional):
-        return state
+) -> tuple[Mapping[str, Any], list[str]]:
+    """(`state` without a prefix every key has (`OWNER_PREFIXES`: Lightning's `model.`) where the keys fit the
+    module only without it, else `state` as it is; what keeps that from fitting, `_key_problems`)."""
+    problems = _key_problems(expected, state, optional)
+    if not state or not problems:
+        return state, problems
     for prefix in OWNER_PREFIXES:
         if all(k.startswith(prefix) for k in state):
             stripped = {k.removeprefix(prefix): v for k, v in state.items()}
             if not _key_problems(expected, stripped, optional):
-                return stripped
-    return state
+                return stripped, []
+    return state, problems
 
 
 def non_finite(state: Mapping[str, Any], keys: Iterable[str] | None = None) -> list[str]:
@@ -515,8 +516,7 @@ def load_strict(
     (weights saved in fp16 or bf16 load into an fp32 module).
     """
     expected = module.state_dict()
-    state = _without_owner_prefix(state, expected, optional)
-    mismatch = _key_problems(expected, state, optional)
+    state, mismatch = _without_owner_prefix(state, expected, optional)  # the key comparison, done once
     other = _other_kind(state, expected) if mismatch else None
     if other is not None:
         raise WeightsError(f"{source}: {other}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avflow.errors import WeightsError, first_line
+from avflow.weights import read_metadata
 
 MMAUDIO_HF = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights/"
 MMAUDIO_GH = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/"
@@ -205,13 +206,10 @@ def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool 
 
 def _readable_safetensors(path: Path) -> bool:
     """Whether a converted file's header reads and its data is all there (cheap: the tensors are not read)."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            f.keys()
+        read_metadata(path)
         return True
-    except Exception:  # noqa: BLE001 - safetensors raises its own and OS errors alike
+    except WeightsError:
         return False
 
 

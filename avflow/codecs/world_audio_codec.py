@@ -430,11 +430,17 @@ def check_auraloss(what: str) -> None:
                           "'avflow[train]'")  # fmt: skip
 
 
-@cache
 def _multi_resolution_stft_loss(stfts: tuple[tuple[int, int], ...] | None = None) -> nn.Module:
     """auraloss's multi-resolution STFT loss (spectral convergence + log magnitude): its 3 default resolutions, or
-    `stfts` as (n_fft = window, hop) pairs."""
+    `stfts` as (n_fft = window, hop) pairs. The extra is checked on every call, not only on the first build, so a
+    loss made before auraloss went missing is no way around the one-line error."""
     check_auraloss("the audio codec's training loss")
+    return _built_stft_loss(stfts)
+
+
+@cache
+def _built_stft_loss(stfts: tuple[tuple[int, int], ...] | None) -> nn.Module:
+    """The loss module of `_multi_resolution_stft_loss`, built once per resolution set."""
     from auraloss.freq import MultiResolutionSTFTLoss
 
     if stfts is None:

@@ -25,7 +25,7 @@ from avflow.data.interaural_cues import CueStreamConfig
 from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig
 from avflow.nn.spatiotemporal import SPATIAL_CHANNELS, TIMING_DIM, SpatioTemporalConditioner, video_features
-from avflow.weights import load_strict, read_safetensors, save_safetensors
+from avflow.weights import load_strict, read_metadata, read_safetensors, save_safetensors
 
 SIDES = ("left", "right")
 MODEL_FILE = Path(__file__).resolve().parent.parent / "assets" / "binaural" / "model.safetensors"  # shipped weights
@@ -257,10 +257,7 @@ def save_binaural(model: BinauralFlow, path: str | Path, codecs_checksum: str = 
 def binaural_draws(path: str | Path) -> int:
     """How many draws' cue streams a cue model's output averages (its export's `draws`; 1 when not recorded): the
     mean estimates the cues the video and the sound imply, where one draw scatters around them (docs/binaural.md)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        recorded = (f.metadata() or {}).get("draws", "1")
+    recorded = read_metadata(path).get("draws", "1")
     if not recorded.isdigit() or int(recorded) < 1:
         raise WeightsError(f"{path}: unreadable draws {recorded!r} in its metadata")
     return int(recorded)
@@ -270,10 +267,7 @@ def binaural_sampling(path: str | Path) -> SamplingConfig:
     """The sampling settings an export records (`save_binaural`'s `sampling`), else `SAMPLING`."""
     import json
 
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        recorded = (f.metadata() or {}).get("sampling")
+    recorded = read_metadata(path).get("sampling")
     try:
         return SAMPLING.override(**json.loads(recorded)) if recorded else SAMPLING
     except (TypeError, ValueError, ConfigError) as exc:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avflow.errors import WeightsError, first_line
-from avflow.weights import read_metadata
 
 MMAUDIO_HF = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights/"
 MMAUDIO_GH = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1/"
@@ -206,6 +205,8 @@ def fetch(asset: Asset | str, root: Path | None = None, *, allow_download: bool 
 
 def _readable_safetensors(path: Path) -> bool:
     """Whether a converted file's header reads and its data is all there (cheap: the tensors are not read)."""
+    from avflow.weights import read_metadata  # lazy: the command parsers import this module without torch
+
     try:
         read_metadata(path)
         return True

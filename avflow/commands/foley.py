@@ -35,7 +35,7 @@ from avflow.commands.options import (
 from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES, hidden
 from avflow.errors import AvflowError, ConfigError, MediaError, OutputError
 from avflow.pipelines.foley_windows import DEFAULT_SEED, TRAINED_S
-from avflow.pipelines.inputs import MIN_DURATION_S, check_duration
+from avflow.pipelines.inputs import MAX_SOUND_S, MIN_DURATION_S, check_duration
 
 if TYPE_CHECKING:
     from avflow.pipelines.foley_variants import FoleySpec
@@ -63,8 +63,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
                              "`avflow train mmaudio_finetune` (its EMA and its network's shape); the "
                              "network must fit --model's codecs and encoders")  # fmt: skip
     length = "all of the video" if default_duration is None else "%(default)s"
+    most = "" if default_duration is None else f" and at most {MAX_SOUND_S:g} (one hour)"  # t2a, i2a: no video
     parser.add_argument("--duration", type=float, default=default_duration,
-                        help=f"seconds to generate, at least {MIN_DURATION_S:g} (default: {length})")  # fmt: skip
+                        help=f"seconds to generate, at least {MIN_DURATION_S:g}{most} (default: {length})")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, default=None,
                         help="guidance strength cfg_strength, 1 = off (default: the model's own); below 1 is an "

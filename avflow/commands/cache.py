@@ -13,8 +13,22 @@ HELP = "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text fe
 SOURCES = ("vggsound", "audiocaps", "captions", "world")
 
 
+def _naming_itself(parser_class: type[argparse.ArgumentParser]) -> type[argparse.ArgumentParser]:
+    """`parser_class` whose unrecognized arguments are its own error, so the line names `avflow cache build --help`
+    (argparse leaves them to the parent parser, whose line would name `avflow cache --help`)."""
+
+    class Subparser(parser_class):
+        def parse_known_args(self, args=None, namespace=None):
+            namespace, extras = super().parse_known_args(args, namespace)
+            if extras:
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            return namespace, extras
+
+    return Subparser
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_naming_itself(type(parser)))
     build = sub.add_parser("build", help="extract features (resumes; run under torchrun for many processes)")
     build.add_argument("out", help="cache folder")
     build.add_argument("--source", choices=SOURCES, required=True, help="layout of the dataset")
@@ -31,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "frame); a shorter one is skipped and listed in OUT/failed.tsv")  # fmt: skip
     build.add_argument("--shard-size", type=int, default=256, help="clips per shard")
     add_device(build, autocast=False)
-    build.add_argument("--overwrite", action="store_true",
+    build.add_argument("-y", "--overwrite", action="store_true",
                        help="extract every clip again into a fresh cache, also one made with other weights, --mode "
                        "or --duration (the old cache stays readable, and is deleted once every clip is written; "
                        "rerun an interrupted --overwrite with --overwrite to go on). Without it a rebuild extracts "

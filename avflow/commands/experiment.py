@@ -17,12 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help=f"a shipped experiment's name ({shipped}) or a YAML path")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the experiment's, 3)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the size's)")
-    parser.add_argument("--size", choices=["tiny", "small"], default="tiny", help="world and model size")
+    parser.add_argument(
+        "--size", choices=["tiny", "small"], default="tiny", help="world and model size (training; not with --model)"
+    )
     parser.add_argument(
         "--out",
         default=None,
-        help="output folder (default: runs/experiments/NAME_SIZE); a rerun there reuses the results made with the "
-        "same settings and refuses those made with others",
+        help="output folder (default: runs/experiments/NAME_SIZE; with --model: NAME_model_M, M being 'default' or "
+        "the model folder's name, e.g. guidance_model_default; NAME_models_A+B for several); a rerun there reuses the "
+        "results made with the same settings and refuses those made with others",
     )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where the runs train")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
@@ -98,6 +101,8 @@ def run_trained(args, exp, seeds: int):
 
     if args.steps is not None or args.device != "cpu":
         raise ConfigError("--steps and --device do not apply with --model (no training; the model samples on the CPU)")
+    if args.size != "tiny":  # the world and model size of training runs: a trained model has its own
+        raise ConfigError(f"--size {args.size} does not apply with --model (no training; the model has its own size)")
     if len(args.model) > 1 and args.seeds is not None:
         raise ConfigError("--seeds goes with one --model (sampling seeds); several models are one seed each")
     prompts = Path(args.prompts or default_prompts())

@@ -61,7 +61,7 @@ def print_config(path, overrides: list[str]) -> int:
         config = load_train_config(path, overrides)
     except MissingPathError:
         try:
-            written = apply_overrides(read_yaml(path), list(overrides))
+            written = as_yaml_values(apply_overrides(read_yaml(path), list(overrides)))
         except ConfigError:
             written = None
         if written is not None:
@@ -70,6 +70,25 @@ def print_config(path, overrides: list[str]) -> int:
         raise
     print(dump_yaml(config), end="")
     return 0
+
+
+def as_yaml_values(data):
+    """`data` with each command-line value (`train.steps=5`, kept as text until its field types it) replaced by
+    the YAML value it reads as (5, a list, a mapping), so that the config printed as written loads back the same;
+    an empty value and text that is not valid YAML stay text, as the typed load reads them."""
+    from avflow.config import CliValue, parse_yaml
+    from avflow.errors import ConfigError
+
+    if isinstance(data, dict):
+        return {k: as_yaml_values(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [as_yaml_values(v) for v in data]
+    if not isinstance(data, CliValue) or not data.strip():
+        return data
+    try:
+        return parse_yaml(str(data))
+    except ConfigError:
+        return data
 
 
 def shipped_recipes() -> list[str]:

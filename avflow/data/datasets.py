@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from avflow.data.cache import FeatureCache
 from avflow.data.file_kinds import VIDEO_FILE_SUFFIXES
-from avflow.errors import AvflowError, ConfigError, MediaWarning, Note
+from avflow.errors import AvflowError, ConfigError, MediaWarning, MissingPathError, Note
 
 VIDEO_EXTS = VIDEO_FILE_SUFFIXES
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -99,7 +99,7 @@ def _open_table(path: Path) -> tuple[list[TableRow], str]:
     closed (it would swallow the rest of the table) a one-line ConfigError.
     """
     if not path.is_file():
-        raise ConfigError(f"{path}: caption table not found")
+        raise MissingPathError(f"{path}: caption table not found")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         got = f"not {path.suffix}" if path.suffix else "no suffix"
         accepted = f"{', '.join(TABLE_SUFFIXES[:-1])} or {TABLE_SUFFIXES[-1]}"
@@ -130,7 +130,7 @@ def _open_table(path: Path) -> tuple[list[TableRow], str]:
 def _check_dir(folder: Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
-        raise ConfigError(f"{folder}: media folder not found")
+        raise MissingPathError(f"{folder}: media folder not found")
     return folder
 
 
@@ -312,7 +312,7 @@ def read_world(root: str | Path, split: str = "train"):
     folder = Path(root) / split
     manifest = folder / "manifest.jsonl"
     if not manifest.is_file():
-        raise ConfigError(f"{manifest}: world manifest not found")
+        raise MissingPathError(f"{manifest}: world manifest not found")
     report, records = ReadReport(str(manifest)), []
     for line, text in enumerate(manifest.read_text().splitlines(), 1):
         if not text.strip():

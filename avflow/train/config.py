@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from avflow.config import apply_overrides, from_dict, read_yaml, to_dict
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, MissingPathError
 from avflow.models.peft import PeftConfig
 
 
@@ -156,7 +156,7 @@ class CheckpointConfig:
         if self.keep_last < 1:
             raise ConfigError(f"keep_last: must be >= 1, got {self.keep_last}")
         if self.resume not in ("auto", "none") and not Path(self.resume).is_file():
-            raise ConfigError(f"resume: no such checkpoint file: {self.resume!r}")
+            raise MissingPathError(f"resume: no such checkpoint file: {self.resume!r}")
 
 
 @dataclass

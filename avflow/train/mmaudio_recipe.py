@@ -41,14 +41,16 @@ class MMAudioModelConfig:
 
     def __post_init__(self):
         if self.init is not None and not Path(self.init).is_file():
-            raise ConfigError(f"init: checkpoint not found: {self.init}")
+            raise MissingPathError(f"init: checkpoint not found: {self.init}")
         if self.latent_stats not in ("auto", "none"):
             if self.init is not None:
                 raise ConfigError(f"latent_stats: {self.latent_stats!r} with init: a fine-tune keeps the "
                                   "checkpoint's statistics (its network was trained with them); leave latent_stats "
                                   "auto")  # fmt: skip
             if not Path(self.latent_stats).exists():
-                raise ConfigError(f"latent_stats: no such feature cache folder or weights file: {self.latent_stats}")
+                raise MissingPathError(
+                    f"latent_stats: no such feature cache folder or weights file: {self.latent_stats}"
+                )
 
 
 def build_model(args: MMAudioModelConfig) -> MMAudio:

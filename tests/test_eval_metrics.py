@@ -207,7 +207,8 @@ def test_results_scored_before_the_metric_change_are_refused(tmp_path):
     path.parent.mkdir(parents=True)
     old = {k: v for k, v in settings(arm, 0).items() if k != "metrics_version"}
     path.write_text(json.dumps({"arm": "a", "seed": 0, "settings": old, "metrics": {"sync_gt_abs_ms": 1.0}}))
-    with pytest.raises(ConfigError, match=r"metrics_version \(not set\) \(this run: 2\); use another --out"):
+    refused = rf"metrics_version \(not set\) \(this run: {METRICS_VERSION}\); use another --out"
+    with pytest.raises(ConfigError, match=refused):
         check_results([arm], [0], tmp_path, settings)
 
 

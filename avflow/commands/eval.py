@@ -50,6 +50,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise OutputError(f"--report {report}: exists and is not a folder")
         if (report / "index.html").exists() and not args.overwrite:
             raise OutputError(f"{report / 'index.html'} exists; pass --overwrite (or -y) to replace it")
+        if (report / "timelines").exists() and not (report / "index.html").exists():
+            raise OutputError(f"{report / 'timelines'} exists and is not a report's (no index.html beside it); "
+                              "pick another --report folder")  # fmt: skip
         check_folder(report, "--report")
 
 
@@ -86,20 +89,30 @@ def run(args: argparse.Namespace) -> int:
             print(_line(cid, measures))
 
     result = evaluate(args.pred_dir, args.ref, progress=progress, keep_details=args.report is not None)
-    if result["skipped"]:
-        print(f"skipped {len(result['skipped'])} unreadable clip(s):")
-        for cid, reason in result["skipped"].items():
-            print(f"  {cid}: {reason}")
+    _print_skips(result)
     print(format_table(result))
     details = result.pop("details", None)
+    if args.json:  # first: a report that cannot be written leaves the measures on disk
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_clean(result), indent=1) + "\n")
+        print(f"wrote {out}")
     if args.report is not None:
         from avflow.eval.html import write_report
 
         page = write_report({**result, "details": details}, args.report)
         print(f"wrote {page}")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_clean(result), indent=1) + "\n")
-        print(f"wrote {out}")
     return 0
+
+
+def _print_skips(result: dict) -> None:
+    """The clips not measured, and the reference clips that could not be read, each with its reason."""
+    if result["skipped"]:
+        print(f"skipped {len(result['skipped'])} clip(s), not measured:")
+        for cid, reason in result["skipped"].items():
+            print(f"  {cid}: {reason}")
+    if result["ref_skipped"]:
+        print(f"skipped {len(result['ref_skipped'])} reference clip(s), unreadable (a clip paired with one is "
+              "measured without its paired measures):")  # fmt: skip
+        for cid, reason in result["ref_skipped"].items():
+            print(f"  {cid}: {reason}")

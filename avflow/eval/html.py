@@ -9,12 +9,18 @@ when the sound is on the visual side, red when not, grey when undecided).
 from __future__ import annotations
 
 import html
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from avflow.eval.clip import ClipMeasures
+from avflow.eval.report import FD_NOTE, frechet_rows, headline
 
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 300, 70, 20
 ROWS = {"visual": (40, 100), "audio": (130, 190), "ild": (215, 275)}  # (top, bottom) px
@@ -89,47 +95,113 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
+PLAIN_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+def png_name(index: int, cid: str) -> str:
+    """A timeline's file name: the id itself where it is a short plain name (lower-case letters, digits, ``_`` and
+    ``-``), else ``clip.<index>.png`` (ids with folders, dots, capitals or other characters, or long ones: ``sub/x``
+    and ``sub__x`` were both ``sub__x.png``, and a long id passed the file-name limit). A plain name holds no dot and
+    one case, so the two kinds never meet, even on a file system that ignores case."""
+    return f"{cid}.png" if PLAIN_NAME.fullmatch(cid) else f"clip.{index:04d}.png"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of text cells (escaped)."""
+
+    def cells(row: list[str], tag: str) -> str:
+        return "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)
+
+    return f"<table><tr>{cells(header, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
+
+
+def _items(title: str, pairs: dict[str, str]) -> list[str]:
+    """A heading and a list of ``key: text`` lines (escaped), or nothing for no pairs."""
+    if not pairs:
+        return []
+    items = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in pairs.items())
+    return [f"<h2>{html.escape(title)}</h2><ul>{items}</ul>"]
+
+
+def _reference_section(result: dict) -> list[str]:
+    """With a reference folder: which it is, how many clips paired with it, the Fréchet distances with their set
+    sizes and caveat, the clips measured without a reference and the references that could not be read."""
+    if not result.get("ref_dir"):
+        return []
+    parts = [f"<h2>Reference</h2><p>{html.escape(str(result['ref_dir']))}: {result['n_paired']} of "
+             f"{result['n_clips']} clips paired with a reference clip.</p>"]  # fmt: skip
+    fds = frechet_rows(result)
+    if fds:
+        rows = [[k, _fmt(v), note] for k, v, note in fds]
+        parts += [_table(["distance", "value", "note"], rows), f"<p class='why'>{html.escape(FD_NOTE)}</p>"]
+    parts += _items("Clips without a reference", result.get("unpaired", {}))
+    parts += _items("Unreadable references", result.get("ref_skipped", {}))
+    return parts
+
+
 def write_report(result: dict, out_dir: str | Path) -> Path:
-    """``out_dir/index.html`` with the summary table and a timeline per clip (``out_dir/timelines/{id}.png``);
-    ``result`` is :func:`avflow.eval.report.evaluate`'s with ``keep_details=True``."""
+    """``out_dir/index.html`` with the summary table, the reference set's measures and a timeline per clip
+    (``out_dir/timelines/``, named by `png_name`); ``result`` is :func:`avflow.eval.report.evaluate`'s with
+    ``keep_details=True``. The report is built in a hidden folder inside ``out_dir`` and moved in place when whole,
+    replacing a previous report's ``index.html`` and ``timelines/`` (no stale timeline stays); a failure leaves
+    ``out_dir`` as it was (and removes it when this call made it)."""
     out = Path(out_dir)
-    (out / "timelines").mkdir(parents=True, exist_ok=True)
+    made = out  # the outermost folder this call makes (removed again on a failure)
+    while not made.parent.exists():
+        made = made.parent
+    made = None if out.exists() else made
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        _build(result, work)
+        if (out / "timelines").is_dir() and not (out / "timelines").is_symlink():
+            shutil.rmtree(out / "timelines")
+        os.replace(work / "timelines", out / "timelines")
+        os.replace(work / "index.html", out / "index.html")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if made is not None and not (out / "index.html").exists():
+            shutil.rmtree(made, ignore_errors=True)
+    return out / "index.html"
+
+
+def _build(result: dict, out: Path) -> None:
+    """Write the page and its timelines into ``out`` (see `write_report`)."""
+    (out / "timelines").mkdir()
     rows = []
     for k, row in result["summary"].items():
         cells = [k, f"{int(row['n_defined'])}/{result['n_clips']}", _fmt(row.get("median"))]
         cells += [_fmt(row.get("median_abs"))] + [
             f"{row[c]:.0%}" if c in row else "–" for c in ("within_20ms", "within_62ms", "confident")
         ]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        rows.append(cells)
     parts = [
         "<!doctype html><meta charset='utf-8'><title>avflow eval</title>",
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
         "td:first-child{text-align:left}.why{color:#777}</style>",
         f"<h1>avflow eval: {html.escape(str(result['pred_dir']))}</h1>",
-        f"<p>{result['n_clips']} clips measured, {result['n_skipped']} unreadable and skipped. Offsets: + = audio late."
-        " Per metric: the clips where it is defined, the median, and for offsets the median |offset| and the fractions"
-        " within ±20 and ±62 ms and with confidence ≥ 0.5.</p>",
-        "<table><tr><th>metric</th><th>defined</th><th>median</th><th>median |x|</th><th>±20 ms</th><th>±62 ms</th>"
-        "<th>confident</th></tr>" + "".join(rows) + "</table>",
+        f"<p>{html.escape(headline(result))}. Offsets: + = audio late. Per metric: the clips where it is defined, the"
+        " median, and for offsets the median |offset| and the fractions within ±20 and ±62 ms and with confidence"
+        " ≥ 0.5.</p>",
+        _table(["metric", "defined", "median", "median |x|", "±20 ms", "±62 ms", "confident"], rows),
     ]
-    if result["skipped"]:
-        items = "".join(f"<li>{html.escape(c)}: {html.escape(r)}</li>" for c, r in result["skipped"].items())
-        parts.append(f"<h2>Skipped</h2><ul>{items}</ul>")
+    parts += _reference_section(result)
+    parts += _items("Skipped (not measured)", result["skipped"])
     parts.append("<h2>Clips</h2>")
-    for cid, details in result.get("details", {}).items():
-        name = cid.replace("/", "__")
+    sources = result.get("sources", {})
+    for index, (cid, details) in enumerate(result.get("details", {}).items(), start=1):
+        name = png_name(index, cid)
         values = result["clips"][cid]
         conf = result["confidence"].get(cid, {})
         m = details.sync_offset_ms
         offset = f"{m.value:+.1f} ms (confidence {m.confidence:.2f})" if m.defined else m.reason
-        title = f"{cid}   offset {offset}"
-        draw_timeline(title, details).save(out / "timelines" / f"{name}.png")
+        draw_timeline(f"{cid}   offset {offset}", details).save(out / "timelines" / name)
         shown = ", ".join(f"{k} = {v:.4g}" + (f" (confidence {conf[k]:.2f})" if k in conf else "")
                           for k, v in values.items())  # fmt: skip
         why = "; ".join(f"{k}: {r}" for k, r in result["undefined"][cid].items())
-        parts.append(f"<h3>{html.escape(cid)}</h3><p>{html.escape(shown)}</p>"
+        source = f"<p class='why'>{html.escape(sources[cid])}</p>" if cid in sources else ""
+        parts.append(f"<h3>{html.escape(cid)}</h3>{source}<p>{html.escape(shown)}</p>"
                      + (f"<p class='why'>undefined: {html.escape(why)}</p>" if why else "")
-                     + f"<img src='timelines/{html.escape(name)}.png' width='{WIDTH}'>")  # fmt: skip
-    page = out / "index.html"
-    page.write_text("\n".join(parts) + "\n")
-    return page
+                     + f"<img src='timelines/{html.escape(quote(name))}' alt='{html.escape(cid)}' "
+                       f"width='{WIDTH}'>")  # fmt: skip
+    (out / "index.html").write_text("\n".join(parts) + "\n")

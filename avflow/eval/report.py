@@ -8,8 +8,10 @@ the two set sizes, and are undefined with no more clips than the embedding's dim
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +61,11 @@ def find_clips(folder: str | Path) -> dict[str, Path]:
     """Clip id (path relative to ``folder`` without suffix) -> the file or world stem that holds it; a single video
     or audio file is one clip, its id its name without suffix.
 
-    World clips (``.npz`` + ``.wav``) win over an ``.mp4`` preview of the same stem; an ``.mp4`` wins over a
-    same-stem ``.wav`` (which then replaces the mp4's audio track when loading); a lone ``.wav`` is audio-only. Hidden
+    World clips (``.npz`` + ``.wav``) win over an ``.mp4`` preview of the same stem; a same-stem ``.wav`` beside a
+    single video replaces its audio track when loading (`sound_file`); a lone ``.wav`` is audio-only. Files that
+    share a stem otherwise (``a.mp4``, ``a.mov``, ``a.mkv``) are each a clip, their ids keeping the suffix
+    (``a.mp4``): all but one vanished without a word before. Linked folders are followed (each real folder once,
+    so a link to a folder above is no loop), and a broken link is a clip that is skipped with that reason. Hidden
     files and folders are passed over (`file_kinds.hidden`: macOS's ``._clip.mp4``)."""
     root = Path(folder)
     if root.is_file():
@@ -70,24 +75,65 @@ def find_clips(folder: str | Path) -> dict[str, Path]:
         return {root.stem: root}
     if not root.is_dir():
         raise MediaError(f"{root}: not found")
-    groups: dict[str, dict[str, Path]] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not hidden(path, root):
-            cid = path.relative_to(root).with_suffix("").as_posix()
-            groups.setdefault(cid, {})[path.suffix.lower()] = path
+    groups: dict[str, list[Path]] = {}
+    for path in _walk(root):
+        groups.setdefault(path.relative_to(root).with_suffix("").as_posix(), []).append(path)
     found: dict[str, Path] = {}
     for cid, files in groups.items():
-        videos = [files[s] for s in VIDEO_SUFFIXES if s in files]
-        audios = [files[s] for s in AUDIO_SUFFIXES if s in files]
-        if ".npz" in files and ".wav" in files:
-            found[cid] = files[".npz"].with_suffix("")
-        elif videos:
-            found[cid] = videos[0]
-        elif audios:
-            found[cid] = audios[0]
+        found |= _stem_clips(cid, files)
     if not found:
         raise MediaError(f"{root}: no clips found (expected world clips .wav+.npz+.json, or .mp4 / .wav files)")
     return found
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every file and broken link under ``root`` but hidden ones, sorted; linked folders are followed, each real
+    folder once (real folders before links at each level, so ids name the real place where they can)."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=lambda d: (os.path.islink(Path(top, d)), d))
+        found += [Path(top, f) for f in files if not hidden(Path(top, f), root)]
+    return sorted(found)
+
+
+def _stem_clips(cid: str, files: list[Path]) -> dict[str, Path]:
+    """The clips among the files that share the id ``cid`` (see `find_clips`): one under ``cid``, or several under
+    ``cid`` plus each one's suffix."""
+    suffixes = {p.suffix.lower() for p in files}
+    if ".npz" in suffixes and ".wav" in suffixes:
+        return {cid: next(p for p in files if p.suffix.lower() == ".npz").with_suffix("")}
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    audios = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
+    if any(sound_file(v) != v for v in videos):
+        audios = [p for p in audios if p.suffix.lower() != ".wav"]  # a video's sound, not a clip of its own
+    clips = videos + audios
+    if len(clips) == 1:
+        return {cid: clips[0]}
+    return {f"{cid}{p.suffix}": p for p in clips}
+
+
+def sound_file(video: Path) -> Path:
+    """Where a video's sound is read: a same-stem ``.wav`` beside it when it is the only video of that stem (a
+    clip whose sound was written beside it), else the video itself (its own audio track)."""
+    wav = video.with_suffix(".wav")
+    if not wav.is_file() or video.suffix.lower() not in VIDEO_SUFFIXES:
+        return video
+    others = [s for s in VIDEO_SUFFIXES if s != video.suffix.lower() and video.with_suffix(s).is_file()]
+    return video if others else wav
+
+
+def reference_id(cid: str, ref_ids) -> str | None:
+    """The id in ``ref_ids`` that clip ``cid`` pairs with: the same id, or for an id that kept its suffix
+    (`find_clips`: ``a.mp4`` beside ``a.mov``) the id without it; None when there is none."""
+    if cid in ref_ids:
+        return cid
+    stem, suffix = cid.rsplit(".", 1) if "." in cid.rsplit("/", 1)[-1] else (cid, "")
+    return stem if f".{suffix.lower()}" in VIDEO_SUFFIXES + AUDIO_SUFFIXES and stem in ref_ids else None
 
 
 def _read_world(stem: Path, cid: str) -> EvalClip:
@@ -95,29 +141,36 @@ def _read_world(stem: Path, cid: str) -> EvalClip:
 
     clip = load_clip(stem)
     meta = clip.meta
-    return EvalClip(cid, clip.audio, int(meta["sample_rate"]), clip.frames, float(meta["fps"]), meta)
+    try:
+        rate, fps = int(meta["sample_rate"]), float(meta["fps"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise MediaError(f"{stem}.json: no sample_rate and fps of a world clip ({exc!r})") from exc
+    check_ground_truth(meta, stem.with_suffix(".json"))
+    return EvalClip(cid, clip.audio, rate, clip.frames, fps, meta)
 
 
 def load_eval_clip(path: Path, cid: str | None = None) -> EvalClip:
-    """Read a world stem, a video file (its audio track, or a same-stem .wav beside it) or an audio file."""
+    """Read a world stem, a video file (its audio track, or a same-stem .wav beside it: `sound_file`) or an audio
+    file; a video file without a video stream is read as audio-only (as the same sound in an .m4a is)."""
     from avflow.data.media import probe, read_audio, read_video
 
     cid = cid or path.stem
+    if path.is_symlink() and not path.exists():
+        raise MediaError(f"{path}: a broken link (to {os.readlink(path)})")
     if path.suffix == "":
         return _read_world(path, cid)
     meta = _ground_truth(path.with_suffix(".json"))
-    if path.suffix.lower() in AUDIO_SUFFIXES:
+    info = probe(path) if path.suffix.lower() not in AUDIO_SUFFIXES else None
+    if info is None or not info.has_video:
         audio, sr = read_audio(path)
         return EvalClip(cid, _mono_or_stereo(audio.numpy(), path), sr, None, 0.0, meta)
-    info = probe(path)
+    sound = sound_file(path)
+    if sound == path and not info.has_audio:
+        raise MediaError(f"{path}: no audio stream (the measures need the sound)")
     size = None if meta is not None else _working_size(info)  # truth is in source px
     _check_length(path, info, size)
     video = read_video(path, size=size)
-    wav = path.with_suffix(".wav")
-    try:
-        audio, sr = read_audio(wav if wav.is_file() else path)
-    except MediaError as exc:
-        raise MediaError(f"{path}: no audio to evaluate ({exc})") from exc
+    audio, sr = read_audio(sound)
     return EvalClip(cid, _mono_or_stereo(audio.numpy(), path), sr, video.frames.numpy(), float(video.fps), meta)
 
 
@@ -130,14 +183,46 @@ GROUND_TRUTH_KEYS = ("events", "offset_ms", "config")
 
 def _ground_truth(meta_path: Path) -> dict | None:
     """The clip's ground truth from ``meta_path``: a json object with any of GROUND_TRUTH_KEYS (world clips, the
-    real-sound set), else None (no file, or a json of something else); an unreadable one is a MediaError."""
+    real-sound set), else None (no file, or a json of something else); an unreadable one, or one whose values are
+    not what the measures read (`check_ground_truth`), is a MediaError: the clip is skipped with it."""
     if not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise MediaError(f"{meta_path}: unreadable ground truth json: {exc}") from exc
-    return meta if isinstance(meta, dict) and any(k in meta for k in GROUND_TRUTH_KEYS) else None
+    if not (isinstance(meta, dict) and any(k in meta for k in GROUND_TRUTH_KEYS)):
+        return None
+    check_ground_truth(meta, meta_path)
+    return meta
+
+
+def _finite(value) -> bool:
+    """Whether a json value is a finite real number (true and false are not: ``true`` was read as 1 ms)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_ground_truth(meta: dict, meta_path: Path) -> None:
+    """A one-line MediaError naming ``meta_path`` unless its ``offset_ms`` (where given) is a finite number and its
+    ``events`` (where given) a list of objects, each with a finite ``time`` (s) and a finite or null ``azimuth``:
+    a string, null, NaN or 1e999 there ended the whole run after every clip was measured."""
+    if "offset_ms" in meta and not _finite(meta["offset_ms"]):
+        raise MediaError(f"{meta_path}: offset_ms must be a finite number of ms, got {json.dumps(meta['offset_ms'])}")
+    events = meta.get("events")
+    if events is None:
+        return
+    if not isinstance(events, list):
+        raise MediaError(f'{meta_path}: events must be a list of {{"time": seconds, ...}}, got {json.dumps(events)}')
+    for k, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise MediaError(f'{meta_path}: events[{k}] must be an object {{"time": seconds, ...}}, got '
+                             f"{json.dumps(event)}")  # fmt: skip
+        if not _finite(event.get("time")):
+            raise MediaError(f"{meta_path}: events[{k}].time must be a finite number of seconds, got "
+                             f"{json.dumps(event.get('time'))}")  # fmt: skip
+        if event.get("azimuth") is not None and not _finite(event["azimuth"]):
+            raise MediaError(f"{meta_path}: events[{k}].azimuth must be a finite number of degrees or null, got "
+                             f"{json.dumps(event['azimuth'])}")  # fmt: skip
 
 
 def _mono_or_stereo(audio: np.ndarray, path: Path) -> np.ndarray:
@@ -172,9 +257,10 @@ def _working_size(info) -> tuple[int, int] | None:
 def _gravity(meta: dict | None) -> float | None:
     """World gravity in px/s² (config gravity is in frame heights per s²)."""
     try:
-        return float(meta["config"]["gravity"]) * float(meta["height"])
-    except (TypeError, KeyError, ValueError):
+        gravity = float(meta["config"]["gravity"]) * float(meta["height"])
+    except (TypeError, KeyError, ValueError, OverflowError):
         return None
+    return gravity if math.isfinite(gravity) else None
 
 
 def _truth(meta: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -353,66 +439,104 @@ def summarize(per_clip: dict[str, dict[str, Measure]]) -> dict[str, dict[str, fl
     return out
 
 
+@dataclass
+class _References:
+    """The reference clips as a folder is measured: each one's embeddings, computed once, and why any could not
+    be read (listed, never dropped without a word)."""
+
+    paths: dict[str, Path]
+    embeddings: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def load(self, rid: str) -> EvalClip | None:
+        """Reference ``rid``, or None when it cannot be read (the reason kept under ``skipped``; not read again)."""
+        if rid in self.skipped:
+            return None
+        try:
+            return load_eval_clip(self.paths[rid], rid)
+        except MediaError as exc:
+            self.skipped[rid] = str(exc)
+            return None
+
+    def embed(self, rid: str, ref: EvalClip | None = None) -> None:
+        """Keep reference ``rid``'s embeddings (``ref`` when already read)."""
+        if rid not in self.embeddings:
+            ref = ref if ref is not None else self.load(rid)
+            if ref is not None:
+                self.embeddings[rid] = _embeddings(ref)
+
+
 def evaluate(
     pred_dir: str | Path, ref_dir: str | Path | None = None, progress=None, keep_details: bool = False
 ) -> dict:
-    """Measures of every readable clip of ``pred_dir`` (paired by id with ``ref_dir`` when given), a summary per
-    metric (:func:`summarize`) and the Fréchet distances between the two sets. A clip that cannot be read is skipped
-    and listed with its reason; a folder with no readable clip is a :class:`MediaError`. With ``keep_details`` the
-    :class:`ClipMeasures` of each clip are returned under ``"details"`` (for timelines)."""
+    """Measures of every readable clip of ``pred_dir`` (paired with ``ref_dir``'s by id: `reference_id`), a summary
+    per metric (:func:`summarize`) and the Fréchet distances between the two sets. A clip that cannot be read is
+    skipped and listed with its reason (``skipped``); so is a reference (``ref_skipped``), and its prediction is
+    measured without it, each paired measure undefined with that reason. ``sources`` names each clip's file,
+    ``references`` each paired clip's reference and ``unpaired`` why a clip has none. A folder with no readable
+    clip is a :class:`MediaError`. With ``keep_details`` the :class:`ClipMeasures` of each clip are returned under
+    ``"details"`` (for timelines)."""
     start = time.perf_counter()
     pred_paths = find_clips(pred_dir)
     ref_paths = find_clips(ref_dir) if ref_dir is not None else {}
     if Path(pred_dir).is_file() and ref_dir is not None and Path(ref_dir).is_file():  # two files: each other's pair
         ref_paths = {cid: path for cid, path in zip(pred_paths, ref_paths.values(), strict=True)}
+    refs = _References(ref_paths)
     per_clip: dict[str, dict[str, Measure]] = {}
     details: dict[str, ClipMeasures] = {}
     skipped: dict[str, str] = {}
-    pred_embeddings, ref_embeddings = [], {}  # a clip's frames are dropped once it is measured and embedded
+    references: dict[str, str] = {}
+    unpaired: dict[str, str] = {}
+    pred_embeddings = []  # a clip's frames are dropped once it is measured and embedded
     for cid, path in pred_paths.items():
         try:
             clip = load_eval_clip(path, cid)
         except MediaError as exc:
             skipped[cid] = str(exc)
             continue
-        try:
-            ref = load_eval_clip(ref_paths[cid], cid) if cid in ref_paths else None
-        except MediaError as exc:
-            skipped[cid] = f"reference: {exc}"
-            continue
+        rid = reference_id(cid, ref_paths) if ref_dir is not None else None
+        ref = refs.load(rid) if rid is not None else None
         try:
             result = clip_measures(clip, ref)
         except MediaError as exc:
             skipped[cid] = str(exc)
             continue
+        if ref is not None:
+            references[cid] = str(ref_paths[rid])
+        elif rid is not None:
+            unpaired[cid] = f"its reference is unreadable: {refs.skipped[rid]}"
+            result.measures.update({k: Measure.undefined(unpaired[cid]) for k in PAIRED})
+        elif ref_dir is not None:
+            unpaired[cid] = f"no clip {cid} in {ref_dir}"
         per_clip[cid] = result.measures
         if keep_details:
             details[cid] = result.details
         if ref_paths:
             pred_embeddings.append(_embeddings(clip))
             if ref is not None:
-                ref_embeddings[cid] = _embeddings(ref)
+                refs.embed(rid, ref)
         if progress:
             progress(cid, result.measures)
     if not per_clip:
         first = next(iter(skipped.items()))
         raise MediaError(f"{pred_dir}: no readable clip ({len(skipped)} skipped; {first[0]}: {first[1]})")
-    for cid, path in ref_paths.items():
-        if cid not in ref_embeddings:
-            try:
-                ref_embeddings[cid] = _embeddings(load_eval_clip(path, cid))
-            except MediaError:
-                continue
+    for rid in ref_paths:
+        refs.embed(rid)
     summary = summarize(per_clip)
-    refs = [ref_embeddings[cid] for cid in ref_paths if cid in ref_embeddings]  # in the folder's order, as before
-    fd = _frechet(pred_embeddings, refs) if refs else {}
+    ref_embeddings = [refs.embeddings[rid] for rid in ref_paths if rid in refs.embeddings]  # the folder's order
+    fd = _frechet(pred_embeddings, ref_embeddings) if ref_embeddings else {}
     out = {
         "pred_dir": str(pred_dir),
         "ref_dir": None if ref_dir is None else str(ref_dir),
         "n_clips": len(per_clip),
-        "n_paired": sum(cid in ref_paths for cid in per_clip),
+        "n_paired": len(references),
         "n_skipped": len(skipped),
         "skipped": skipped,
+        "n_ref_skipped": len(refs.skipped),
+        "ref_skipped": refs.skipped,
+        "sources": {cid: str(path) for cid, path in pred_paths.items()},
+        "references": references,
+        "unpaired": unpaired,
         "summary": summary,
         "mean": {k: row["mean"] for k, row in summary.items() if "mean" in row},  # never a signed offset's
         "distribution": {k: m.value for k, m in fd.items() if isinstance(m, Measure) and m.defined},
@@ -458,17 +582,42 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+FD_NOTE = ("fd_*: hand-made statistics, not FAD/FVD/FID; biased upward by about 300/N on world clips, so only "
+           "values from sets of the same sizes compare: docs/metrics.md")  # fmt: skip
+
+
+def headline(result: dict) -> str:
+    """One line: the clips measured, from where, how many paired with which reference folder, and the skips."""
+    n, skipped, ref_skipped = result["n_clips"], result.get("n_skipped", 0), result.get("n_ref_skipped", 0)
+    return (
+        f"{n} clip{'s' if n != 1 else ''} from {result['pred_dir']}"
+        + (f" ({result['n_paired']} paired with {result['ref_dir']})" if result["ref_dir"] else "")
+        + (f"; {skipped} not measured (skipped)" if skipped else "")
+        + (f"; {ref_skipped} reference clip{'s' if ref_skipped != 1 else ''} unreadable" if ref_skipped else "")
+    )
+
+
+def frechet_rows(result: dict) -> list[tuple[str, float | None, str]]:
+    """Per Fréchet distance: its name, its value (None when undefined) and a note (the two set sizes, or why it is
+    undefined)."""
+    rows = []
+    for k, n in result.get("distribution_n", {}).items():
+        sets = f"{n['n_pred']} vs {n['n_ref']} clips"
+        if k in result["distribution"]:
+            rate = "" if k == "fd_video" else ", audio at 16 kHz"
+            rows.append((k, result["distribution"][k], f"Fréchet distance to the reference set ({k[3:]} statistics"
+                                                       f"{rate}), {sets}"))  # fmt: skip
+        else:
+            rows.append((k, None, result.get("distribution_undefined", {}).get(k, "")))
+    return rows
+
+
 def format_table(result: dict) -> str:
     """The summary as aligned text: per metric the clips where it is defined, its median (offsets: median |x| and
     the fractions within ±20 and ±62 ms), then the Fréchet distances."""
-    lines = [
-        f"{result['n_clips']} clip{'s' if result['n_clips'] != 1 else ''} from {result['pred_dir']}"
-        + (f" ({result['n_paired']} paired with {result['ref_dir']})" if result["ref_dir"] else "")
-        + (f"; {result['n_skipped']} unreadable, skipped" if result.get("n_skipped") else "")
-    ]
-    summary = result["summary"]
-    sizes, undefined = result.get("distribution_n", {}), result.get("distribution_undefined", {})
-    width = max([len(k) for k in summary] + [len(k) for k in sizes] + [6])
+    lines = [headline(result)]
+    summary, fds = result["summary"], frechet_rows(result)
+    width = max([len(k) for k in summary] + [len(k) for k, _, _ in fds] + [6])
     lines.append(f"{'metric':<{width}}  {'defined':>7}  {'median':>9}  note")
     for k, row in summary.items():
         n = f"{int(row['n_defined'])}/{result['n_clips']}"
@@ -480,16 +629,9 @@ def format_table(result: dict) -> str:
             note = (f"|x| median {row['median_abs']:.1f} ms, within ±20 ms {row['within_20ms']:.0%}, "
                     f"±62 ms {row['within_62ms']:.0%}, confident {row['confident']:.0%}; {note}")  # fmt: skip
         lines.append(f"{k:<{width}}  {n:>7}  {row['median']:>9.4g}  {note}")
-    for k, n in sizes.items():
-        sets = f"{n['n_pred']} vs {n['n_ref']} clips"
-        if k in result["distribution"]:
-            rate = "" if k == "fd_video" else ", audio at 16 kHz"
-            lines.append(f"{k:<{width}}  {'':>7}  {result['distribution'][k]:>9.4g}  Fréchet distance to the reference "
-                         f"set ({k[3:]} statistics{rate}), {sets}")  # fmt: skip
-        else:
-            lines.append(f"{k:<{width}}  {'':>7}  {'-':>9}  {undefined.get(k, '')}")
-    if sizes:
-        lines.append("(fd_*: hand-made statistics, not FAD/FVD/FID; biased upward by about 300/N on world clips, so "
-                     "only values from sets of the same sizes compare: docs/metrics.md)")  # fmt: skip
+    for k, value, note in fds:
+        lines.append(f"{k:<{width}}  {'':>7}  {'-' if value is None else format(value, '.4g'):>9}  {note}")
+    if fds:
+        lines.append(f"({FD_NOTE})")
     lines.append(f"({result['seconds']:.1f} s)")
     return "\n".join(lines)

@@ -107,8 +107,9 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # What the scores mean (`evaluate_samples` and the `avflow.eval` measures it runs): bumped when one changes, so a
 # result scored before is refused by the settings check rather than averaged with new ones. 2 (2026-12-06): no
 # signed offsets, `<metric>_n` counts, the physics fixes (rest frames, rolling index, object contacts left out of
-# energy growth), the Fréchet features at 16 kHz and the scaled eps (docs/metrics.md).
-METRICS_VERSION = 2
+# energy growth), the Fréchet features at 16 kHz and the scaled eps (docs/metrics.md). 3 (2026-12-07): the video
+# Fréchet features' motion over 0.2 s whatever the frame rate (`fd_video`, `fd_av`).
+METRICS_VERSION = 3
 
 
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,

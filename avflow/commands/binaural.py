@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model: an installed binaural model (none ships; scripts/train_binaural_v2.py "
                              "--ship in the avflow source repository installs one) or --model's; spatialise: render "
                              "--mono (else the video's own audio, mixed to mono) from the detected source position; "
-                             "auto: model if its weights are installed")  # fmt: skip
+                             "auto: model if its weights are installed. Either way a track peaking over 0 dBFS is "
+                             "scaled down as a whole to keep its peak under it (the model's mix of a --mono is then "
+                             "the mono times that gain), and the output line says by how much")  # fmt: skip
     parser.add_argument("--model", type=Path, default=None,
                         help="binaural model weights of your own (the .safetensors that scripts/train_binaural_v2.py "
                              "exports; default: the installed model, if any); implies --mode model")  # fmt: skip
@@ -47,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (model; 1 = off; default: the model's "
                         "own)")  # fmt: skip
     add_seed(parser)
-    add_existing_audio(parser)
+    add_existing_audio(parser, when=" (mix is refused where the binaural sound is the video's own audio: "
+                       "spatialised without --mono, or --mono VIDEO itself; a copy of that audio in another file "
+                       "given as --mono makes the same comb filter, one sound at two interaural delays)")  # fmt: skip
     parser.add_argument("--wav", type=Path, default=None,
                         help="also write the stereo track here (.wav or .flac; default: no audio file)")  # fmt: skip
     add_overwrite(parser)
@@ -80,7 +84,14 @@ def run(args: argparse.Namespace) -> int:
     from avflow.data.media import mux_audio, write_audio
     from avflow.data.mux import check_copyable, left_out
     from avflow.models.binaural import MODEL_FILE, SAMPLING
-    from avflow.pipelines.binaural import BinauralPipeline, binaural_track, check_mono, nothing_to_spatialise
+    from avflow.pipelines.binaural import (
+        BinauralPipeline,
+        binaural_track,
+        check_mix,
+        check_mono,
+        nothing_to_spatialise,
+    )
+    from avflow.pipelines.spatialise import gain_note
 
     SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
     model_file = MODEL_FILE if args.model is None else args.model
@@ -95,9 +106,7 @@ def run(args: argparse.Namespace) -> int:
     check_copyable(args.video, out, args.audio)
     dropped = left_out(args.video, out)
     mono_info = check_mono(args.mono, info.duration) if args.mono is not None else None
-    if mode == "spatialise" and args.mono is None and args.audio == "mix" and info.has_audio:
-        raise ConfigError("--audio mix would add the video's sound to its own spatialised copy (one sound at two "
-                          "interaural delays, a comb filter, not a place): use --audio keep or replace")  # fmt: skip
+    check_mix(args.video, args.mono, mode=mode, existing_audio=args.audio, has_audio=info.has_audio)
     if mode == "spatialise" and args.mono is None and not info.has_audio:
         raise nothing_to_spatialise(str(args.video), "give --mono FILE, a sound made for it (e.g. by `avflow foley`)",
                                     "use --mode model", installed=model_file.is_file())  # fmt: skip
@@ -106,13 +115,13 @@ def run(args: argparse.Namespace) -> int:
                          "scripts/train_binaural_v2.py of the avflow source repository and give it with --model "
                          "FILE, or use --mode spatialise)")  # fmt: skip
     pipeline = BinauralPipeline.from_assets(args.model) if args.model is not None else None  # its errors: one line
-    bar = StepBar("binaural") if mode == "model" else None  # the spatialiser samples nothing
+    # the model's sampling steps; the spatialiser's: the video read a window at a time, then the placing
+    bar = StepBar("binaural") if mode == "model" else StepBar("spatialise", unit="part")
     try:
         track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg,
                                pipeline=pipeline, progress=bar)  # fmt: skip
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     with RunOutputs(out, wav) as outputs:
         outputs.wrote(mux_audio(args.video, track.audio, track.sample_rate, out, existing_audio=args.audio))
         if wav is not None:
@@ -122,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if mono_info is not None and mono_info.duration > track.duration + SPAN_SLACK_S:  # said, not cut silently
         how += f" (its first {track.duration:.2f} s of {mono_info.duration:.2f} s: the video's length)"
     tracks = describe(args.audio, info.audio_tracks, dropped, rates=rates)
-    print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz; "
+    scaled = f", {gain_note(track.gain)}" if track.gain < 1 else ""  # said, not turned down silently
+    print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz{scaled}; "
           f"{tracks})" + (f" and {wav}" if wav else ""))  # fmt: skip
     return 0

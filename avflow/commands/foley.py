@@ -165,7 +165,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the generated audio here (.wav: float32, .flac: 24-bit; mono, stereo "
                              "with --binaural); batch: a folder for one VIDEO_NAME.wav each (default: no audio "
                              "file)")  # fmt: skip
-    parser.add_argument("--binaural", action="store_true", help="spatialise the track from the video (stereo)")
+    parser.add_argument("--binaural", action="store_true",
+                        help="spatialise the track from the video (stereo; a render peaking over 0 dBFS is scaled "
+                             "down to keep its peak under it, and a note says by how much)")  # fmt: skip
 
 
 def _unquoted(line: str) -> str:
@@ -205,10 +207,15 @@ def process(pipeline, args: argparse.Namespace, video: Path, out_mp4: Path, wav:
     if isinstance(progress, RunBar):
         progress.writing("spatialising, writing" if args.binaural else "writing")
     audio = result.audio[None]
-    if args.binaural:  # stereo: the mono track rendered at the detected source position
-        from avflow.pipelines.spatialise import spatialise_video
+    if args.binaural:  # stereo: the mono track rendered at the detected source position, its peak under 0 dBFS
+        import warnings
 
-        audio = spatialise_video(result.audio, result.sample_rate, str(video))
+        from avflow.errors import Note
+        from avflow.pipelines.spatialise import gain_note, spatialise_video, under_full_scale
+
+        audio, gain = under_full_scale(spatialise_video(result.audio, result.sample_rate, str(video)))
+        if gain < 1:  # said, not turned down silently
+            warnings.warn(Note(f"{video}: the binaural track was {gain_note(gain)}"), stacklevel=2)
     with RunOutputs(out_mp4, wav) as outputs:
         outputs.wrote(mux_audio(video, audio, result.sample_rate, out_mp4, existing_audio=args.audio))
         if wav is not None:

@@ -2,7 +2,8 @@
 
 Tasks: t2av (text to a clip of --duration), a2v (a video for --audio-file), v2a (audio for --video) and continue (the
 clip --video followed by --duration more seconds). Inputs of any length up to 60 s (MAX_DURATION_S) are made in windows
-of the model's length; nothing is cut short. t2av, a2v and continue write the clip at the model's size and fps; v2a
+of the model's length; nothing is cut short. t2av, a2v and continue write the clip at the model's size and fps (a2v
+with the user's sound as given: its packets, or its own rate and channels, not the model's 16 kHz copy); v2a
 writes the new stereo track onto the given video (its packets unchanged, its own audio kept, replaced or mixed in as
 `--audio` says). Every argument and input is checked before the model's weights are read: the prompt's length with
 the text encoder's tokenizer, a2v's audio decoded (NaN or infinite samples refused; it is not decoded again). The
@@ -75,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=list(TASKS), default="t2av",
                         help="; ".join(f"{name}: {what}" for name, what in TASKS.items()))  # fmt: skip
     parser.add_argument("--audio-file", type=Path, default=None,
-                        help=f"input audio for --task a2v, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (resampled to "
-                             "the model's rate; mono is used for both ears)")  # fmt: skip
+                        help=f"input audio for --task a2v, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (the model "
+                             "hears it at its own rate, mono for both ears; the clip carries it as given)")  # fmt: skip
     parser.add_argument("--video", type=Path, default=None,
                         help=f"input video for --task v2a or continue, {MIN_DURATION_S:g} to {MAX_DURATION_S:g} s (the "
                              "model sees it at its fps and size; v2a writes onto this video)")  # fmt: skip
@@ -142,7 +143,7 @@ def check_inputs(args: argparse.Namespace):
     info = None
     if args.task == "a2v":
         info = check_audio_input(args.audio_file)
-        used_span(info.duration, f"{args.audio_file}: its audio", duration)
+        used_span(info.audio_duration, f"{args.audio_file}: its audio", duration)  # the sound's length, not a video's
     if args.task == "v2a":
         info = check_video_input(args.video, duration=duration)
         used_span(info.duration, f"{args.video}: the video", duration)
@@ -179,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     options = dict(seed=args.seed, duration=duration, sampling=sampling, task=args.task)
     bar = StepBar("generate", per_window=sampling.steps)
     try:
-        clip = pipe.generate(args.prompt, audio_path=args.audio_file, video_path=args.video, given_audio=given_audio,
-                             progress=bar, **options)  # fmt: skip
+        # a2v's --audio-file is read once, by the checks: given as given_audio (the pipeline refuses both at once)
+        clip = pipe.generate(args.prompt, video_path=args.video, given_audio=given_audio, progress=bar, **options)
     finally:
         bar.close()
     with RunOutputs(args.output, args.spectrogram) as outputs:
@@ -195,6 +196,12 @@ def run(args: argparse.Namespace) -> int:
             rates = (clip.sample_rate, info.audio_sample_rate) if info.has_audio else None
             tracks = describe(policy, info.audio_tracks, left_out(args.video, args.output), rates=rates)
             what = f"the video of {args.video} unchanged, {track}; {tracks}"
+        elif args.task == "a2v":  # the user's sound as given, not the model's 16 kHz copy of it
+            from avflow.data.mux import write_video_with_audio_of
+
+            sound = write_video_with_audio_of(args.output, clip.frames, clip.fps, args.audio_file, seconds=duration)
+            outputs.wrote(args.output)
+            what = f"{clip.frames.shape[0]} frames at {clip.fps:g} fps, {clip.duration:.2f} s, with {sound}"
         else:
             outputs.wrote(clip.save(args.output))
             what = (f"{clip.frames.shape[0]} frames at {clip.fps:g} fps, stereo {clip.sample_rate} Hz, "
@@ -210,6 +217,23 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics:
         from avflow.commands.demo import metric_line
 
-        for name, m in clip.metrics().items():
+        for name, m in clip_measures(clip).items():
             print(metric_line(name, m))
     return 0
+
+
+def clip_measures(clip) -> dict:
+    """The clip's measures (`GeneratedClip.metrics`) with both detection counts: on a blank video the measures look
+    at nothing and leave `n_onsets` and `n_visual_events` out, yet its sound's onsets are counted as on any video and
+    one flat colour throughout shows no event (0 is a defined count, not a missing one)."""
+    from avflow.eval.events import is_blank
+    from avflow.eval.measure import Measure
+    from avflow.eval.onsets import OnsetConfig, audio_onsets
+
+    measures = clip.metrics()
+    if "n_onsets" not in measures:
+        onsets = audio_onsets(clip.audio.numpy(), clip.sample_rate, OnsetConfig())
+        measures["n_onsets"] = Measure.of(float(len(onsets)))
+    if "n_visual_events" not in measures and is_blank(clip.frames.numpy()):
+        measures["n_visual_events"] = Measure.of(0.0)
+    return measures

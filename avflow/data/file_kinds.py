@@ -12,6 +12,8 @@ VIDEO_FILE_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", 
                        ".3gp", ".ogv", ".flv", ".wmv")  # fmt: skip
 # sound files: lossless (.wav .flac .aif .aiff) and compressed (.mp3 .m4a .aac .ogg .opus), all read through FFmpeg
 AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
+# still images (what `avflow i2a` reads): FFmpeg opens one as a video of a single frame, which is not a clip
+IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def hidden(path: Path, root: Path) -> bool:

@@ -19,7 +19,15 @@ import torch
 from avflow.data.audio import as_channels_first, resample
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO, mix_rate
 from avflow.data.mp4_edits import MOVIE_TIMESCALE, delay_track, shorten_track
-from avflow.data.video import check_video, held_samples, main_video, open_media, probe, video_span
+from avflow.data.video import (
+    check_video,
+    held_samples,
+    main_video,
+    open_media,
+    probe,
+    stream_origin,
+    video_span,
+)
 from avflow.errors import MediaError, MediaWarning
 from avflow.weights import atomic_write
 
@@ -34,6 +42,10 @@ AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000,
 # real-sound clips, docs/metrics.md: up to 2.45 dB of ILD and 205 us of ITD off the lossless mix, two sides flipped);
 # at 128 kb/s per channel they stayed within 0.25 dB and 5 us. Binaural output keeps its image.
 AAC_BITS_PER_CHANNEL = 128_000
+AAC_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}  # channel counts written as AAC as they are (others: mixed to stereo)
+# a user's sound copied into a clip packet for packet: AAC, whose priming the mp4 muxer keeps in its edit list (decoded
+# sample-exact); MP3's encoder delay it does not keep (the copy plays 1105 samples late), so MP3 is encoded afresh
+COPIED_AUDIO_CODECS = ("aac",)
 _NTSC = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001))
 # "mix" over a source whose audio goes on this much past the video's end says so: the output's audio outlasts the
 # video. Less is the usual (a camera's audio ends within a frame or an AAC frame of its video) and not worth a line.
@@ -74,7 +86,7 @@ def _encode_aac(
     lead = round((start - delay) * sample_rate) if start > 0 else 0  # < 1 / MOVIE_TIMESCALE s of silence
     audio = np.concatenate([np.zeros((audio.shape[0], lead), np.float32), audio], axis=1)
     audio = np.ascontiguousarray(audio, dtype=np.float32)
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    layout = AAC_LAYOUTS[audio.shape[0]]
     stream = output.add_stream("aac", rate=sample_rate, layout=layout)
     stream.bit_rate = AAC_BITS_PER_CHANNEL * audio.shape[0]
     frame = av.AudioFrame.from_ndarray(audio, format="fltp", layout=layout)
@@ -337,11 +349,17 @@ def left_out(video_path: str | Path, out_path: str | Path) -> list[str]:
 
 
 def check_copyable(
-    video_path: str | Path, out_path: str | Path, existing_audio: str = DEFAULT_EXISTING_AUDIO, *, suggest_mov=True
+    video_path: str | Path,
+    out_path: str | Path,
+    existing_audio: str = DEFAULT_EXISTING_AUDIO,
+    *,
+    suggest_mov=True,
+    audio_hint: str = "use --audio replace",
 ) -> None:
     """A one-line MediaError, before any work, when the streams `mux_audio` copies unchanged from `video_path` (its
     video; its audio tracks with "keep") cannot go into `out_path`'s container (VP8 or Theora video into an mp4;
-    `suggest_mov`: saying so where a .mov would hold them, for a caller that can write one). Tried on an empty
+    `suggest_mov`: saying so where a .mov would hold them, for a caller that can write one), ending with what to do
+    (`audio_hint` for audio kept: the command line's option, or a page's words for its choice). Tried on an empty
     container in memory: the muxer's own answer, not a list of ours."""
     video_path, out_path = Path(video_path), Path(out_path)
     container_format = _container_format(out_path)
@@ -352,7 +370,7 @@ def check_copyable(
         copied = [video, *_kept_audio(source, existing_audio)]
         for stream in copied:
             if not _fits(stream, container_format):
-                hint = "convert the video first (e.g. to h264)" if stream.type == "video" else "use --audio replace"
+                hint = "convert the video first (e.g. to h264)" if stream.type == "video" else audio_hint
                 if suggest_mov and container_format != "mov" and _fits(stream, "mov"):  # ProRes, PCM: QuickTime codecs
                     hint = f"write a .mov, which holds it, or {hint}"
                 raise MediaError(f"{video_path}: its {stream.codec_context.name} {stream.type} cannot be copied "
@@ -483,6 +501,40 @@ def mux_audio(
     return out_path
 
 
+def _checked_frames(path: Path, frames: torch.Tensor | np.ndarray, fps: float | Fraction) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames as numpy, else a one-line MediaError (h264's yuv420p needs an even size)."""
+    frames = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise MediaError(f"{path}: frames must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    n, height, width = frames.shape[:3]
+    if n == 0:
+        raise MediaError(f"{path}: no frames to write")
+    if height % 2 or width % 2:
+        raise MediaError(f"{path}: h264 (yuv420p) needs an even width and height, got {width}x{height}")
+    if not fps > 0:
+        raise MediaError(f"{path}: fps must be > 0, got {fps}")
+    return frames
+
+
+def _h264(output: av.container.OutputContainer, frames: np.ndarray, rate: Fraction, crf: int,
+          preset: str) -> Callable[[], Iterable[av.Packet]]:  # fmt: skip
+    """Add an h264 stream to `output` (the file's first, added before any other) and return what yields its packets:
+    frame k at k / rate."""
+    n, height, width = frames.shape[:3]
+    stream = output.add_stream("libx264", rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.options = {"crf": str(crf), "preset": preset, "x264-params": X264_PARAMS}
+
+    def packets() -> Iterable[av.Packet]:
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
+            frame.pts, frame.time_base = k, 1 / rate
+            yield from stream.encode(frame)
+        yield from stream.encode(None)
+
+    return packets
+
+
 def write_video(
     path: str | Path,
     frames: torch.Tensor | np.ndarray,
@@ -497,16 +549,7 @@ def write_video(
     video's duration T / fps. Frame k has pts k / fps. H and W must be even (a yuv420p requirement). Written
     atomically."""
     path = Path(path)
-    frames = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise MediaError(f"{path}: frames must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-    n, height, width = frames.shape[:3]
-    if n == 0:
-        raise MediaError(f"{path}: no frames to write")
-    if height % 2 or width % 2:
-        raise MediaError(f"{path}: h264 (yuv420p) needs an even width and height, got {width}x{height}")
-    if not fps > 0:
-        raise MediaError(f"{path}: fps must be > 0, got {fps}")
+    frames = _checked_frames(path, frames, fps)
     if audio is not None and not sample_rate:
         raise MediaError(f"{path}: audio given without a sample_rate")
     container_format = _container_format(path)
@@ -514,22 +557,92 @@ def write_video(
 
     def write(file) -> None:
         with av.open(file, "w", format=container_format, options=MP4_OPTIONS) as output:
-            stream = output.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset, "x264-params": X264_PARAMS}
+            video_packets = _h264(output, frames, rate, crf, preset)
             audio_packets = []
             if audio is not None:
                 data = as_channels_first(audio, str(path))
-                audio_packets, _ = _encode_aac(output, data, int(sample_rate), n / rate, Fraction(0))
-
-            def video_packets() -> Iterable[av.Packet]:
-                for k in range(n):
-                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
-                    frame.pts, frame.time_base = k, 1 / rate
-                    yield from stream.encode(frame)
-                yield from stream.encode(None)
-
+                audio_packets, _ = _encode_aac(output, data, int(sample_rate), len(frames) / rate, Fraction(0))
             _mux_interleaved(output, video_packets(), audio_packets)
 
     _write_file(path, write)
     return path
+
+
+def _copies_whole(source: Path, seconds: float | None, container_format: str) -> bool:
+    """Whether the first audio track of `source` goes into a clip packet for packet: all of it is used (`seconds`
+    None, or not less than it lasts), its codec is one copied exactly (COPIED_AUDIO_CODECS), the output's container
+    holds it, and its first sample is at 0 (and so is the first video frame of a file with video), where the clip's
+    first frame is."""
+    info = probe(source)
+    if seconds is not None and seconds < (info.audio_duration or 0.0) - 1e-3:
+        return False
+    with open_media(source) as container:
+        stream, video = container.streams.audio[0], main_video(container)
+        if stream.codec_context.name not in COPIED_AUDIO_CODECS or stream_origin(stream) != 0:
+            return False
+        if video is not None and stream_origin(video) != 0:
+            return False
+        return _fits(stream, container_format)
+
+
+def write_video_with_audio_of(
+    path: str | Path,
+    frames: torch.Tensor | np.ndarray,
+    fps: float | Fraction,
+    source: str | Path,
+    *,
+    seconds: float | None = None,
+    crf: int = 18,
+    preset: str = "medium",
+) -> str:
+    """Encode frames as `write_video` does, with the first audio track of `source` as the user gave it, not a copy
+    at a model's rate: its packets unchanged where all of it is used and they can be copied exactly
+    (`_copies_whole`), else all of it or its first `seconds` (sample 0 at the first video frame of a file with
+    video, as `read_audio` reads it) encoded as AAC at its own sample rate and channels (mono, stereo or 5.1; others
+    mixed to stereo). Written atomically. Returned: what the file's audio is, for the command's last line, e.g.
+    "the aac track of song.m4a copied unchanged (44100 Hz, mono)"."""
+    from avflow.data.audio import audio_channels, read_audio
+
+    path, source = Path(path), Path(source)
+    frames = _checked_frames(path, frames, fps)
+    container_format = _container_format(path)
+    rate = frame_rate(fps)
+    if _copies_whole(source, seconds, container_format):
+        with open_media(source) as container:
+            codec = container.streams.audio[0].codec_context
+            said = f"the {codec.name} track of {source.name} copied unchanged ({codec.sample_rate} Hz, "
+            said += f"{codec.layout.name})"
+
+        def write(file) -> None:
+            with av.open(file, "w", format=container_format, options=MP4_OPTIONS) as output, \
+                    open_media(source) as container:  # fmt: skip
+                video_packets = _h264(output, frames, rate, crf, preset)
+                heard = container.streams.audio[0]
+                track = _copy_stream(output, heard)
+                track.disposition = av.stream.Disposition.default
+                packets = [p for p in container.demux(heard) if p.dts is not None or p.pts is not None]
+                for packet in packets:
+                    packet.stream = track
+                _mux_interleaved(output, video_packets(), packets)
+
+        _write_file(path, write)
+        return said
+    channels = audio_channels(source)
+    audio, sample_rate = read_audio(source, channels=None if channels in AAC_LAYOUTS else 2, seconds=seconds)
+    data = audio.numpy()
+    layout = AAC_LAYOUTS[data.shape[0]]
+    first = "" if seconds is None else f"the first {data.shape[1] / sample_rate:.2f} s of "
+    mixed = "" if channels in AAC_LAYOUTS else f" (its {channels} channels mixed to stereo)"
+    encoded = next((r for r in AAC_RATES if r >= sample_rate), 96000)
+    at = f" at {encoded} Hz" if encoded != sample_rate else ""
+    said = f"{first}the {sample_rate} Hz {layout} audio of {source.name}{mixed} encoded as AAC{at}"
+
+    def write(file) -> None:
+        with av.open(file, "w", format=container_format, options=MP4_OPTIONS) as output:
+            video_packets = _h264(output, frames, rate, crf, preset)
+            length = Fraction(data.shape[1], sample_rate)  # its own length: not padded to the last frame's end
+            audio_packets, _ = _encode_aac(output, data, sample_rate, length, Fraction(0))
+            _mux_interleaved(output, video_packets(), audio_packets)
+
+    _write_file(path, write)
+    return said

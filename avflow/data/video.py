@@ -50,6 +50,9 @@ class MediaInfo:
     audio_channels: int | None
     audio_tracks: int = 0  # number of audio streams
     quarter_turns: int = 0  # counterclockwise quarter turns players apply to the stored frames (width, height: shown)
+    # seconds of the first audio stream itself (None without audio): `duration` is the video's where there is video,
+    # and a still frame with 9 s of sound, or 65 s of video with 5 s of it, is not that long a sound
+    audio_duration: float | None = None
 
 
 @dataclass
@@ -133,24 +136,81 @@ def _last_packet_end(packets: Iterable[av.Packet], stream: av.video.VideoStream)
     return max(ends) if ends else None
 
 
-def _scan(path: Path) -> tuple[int, Fraction, Fraction]:
+class _PacketSpan:
+    """The span of one stream's packets as they pass: from the earliest pts to the latest pts + duration, compared
+    as integers in the stream's time base."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.end: int | None = None
+
+    def add(self, packet: av.Packet) -> None:
+        if packet.pts is None or packet.is_discard:
+            return
+        end = packet.pts + (packet.duration or 0)
+        self.first = packet.pts if self.first is None else min(self.first, packet.pts)
+        self.end = end if self.end is None else max(self.end, end)
+
+    def seconds(self, time_base: Fraction) -> float | None:
+        return None if self.first is None else float((self.end - self.first) * time_base)
+
+
+def _scan(path: Path, audio: bool = False) -> tuple[int, Fraction, Fraction, float | None]:
     """(packets with data, first frame time, end of last frame) of the file's video, from every packet of the file
     opened afresh: for containers whose header does not count the frames (MKV, WebM, MPEG-TS), with no seek (an
-    MKV cut short cannot)."""
-    count = 0
+    MKV cut short cannot); and with `audio` the seconds its first audio stream's packets span, read in the same pass
+    (those containers state no stream durations either), else None."""
+    count, sound = 0, _PacketSpan()
 
     def counted(packets: Iterable[av.Packet]) -> Iterator[av.Packet]:
         nonlocal count
         for packet in packets:
+            if packet.stream.type == "audio":
+                sound.add(packet)
+                continue
             count += packet.size > 0
             yield packet
 
     with open_media(path) as container:
         stream = main_video(container)
-        origin, end = stream_origin(stream), _last_packet_end(counted(container.demux(stream)), stream)
+        heard = container.streams.audio[0] if audio and container.streams.audio else None
+        packets = container.demux(stream, heard) if heard is not None else container.demux(stream)
+        origin, end = stream_origin(stream), _last_packet_end(counted(packets), stream)
         if stream.duration:
             end = max(end or origin, origin + Fraction(stream.duration) * stream.time_base)
-        return count, origin, (end if end is not None else origin)
+        seconds = sound.seconds(heard.time_base) if heard is not None else None
+        return count, origin, (end if end is not None else origin), seconds
+
+
+def _packet_seconds(path: Path) -> float | None:
+    """The seconds the first audio stream's packets span (pts to the last pts + duration), every packet of the file
+    opened afresh read (no decoding); None where none has a timestamp."""
+    span = _PacketSpan()
+    with open_media(path) as container:
+        stream = container.streams.audio[0]
+        for packet in container.demux(stream):
+            span.add(packet)
+        return span.seconds(stream.time_base)
+
+
+def _audio_seconds(path: Path, container: av.container.InputContainer, stream: av.audio.AudioStream,
+                   alone: bool) -> float | None:  # fmt: skip
+    """The first audio stream's own length in seconds: of an m4a / mp4 cut short, up to its first sample not whole
+    (audio: decode order is time order; said once where the file is audio `alone`, as the video's note says it
+    otherwise); else its header's duration; else for a file of audio alone the container's; else None (a file with
+    video whose audio states no duration: its packets say, `_scan` / `_packet_seconds`)."""
+    held = held_samples(container, stream)
+    if held is not None:
+        start, entries = stream.start_time or 0, stream.index_entries
+        seconds = float(max(0, entries[held].timestamp - start) * stream.time_base) if held else 0.0
+        if alone:
+            _note_cut_short(path, seconds, _header_duration(container, stream))
+        return seconds
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    if alone:
+        return container.duration / av.time_base if container.duration else 0.0
+    return None
 
 
 def held_samples(container: av.container.InputContainer, stream: av.stream.Stream) -> int | None:
@@ -273,6 +333,7 @@ def probe(path: str | Path) -> MediaInfo:
             raise MediaError(f"{path}: its {blind.type} stream has no decoder (an unknown codec, or its header cut)")
         rate = audio.codec_context.sample_rate if audio is not None else None
         channels = audio.codec_context.channels if audio is not None else None
+        heard = _audio_seconds(path, container, audio, video is None) if audio is not None else None
         if video is not None:
             turns = _first_frame_turns(container, video)  # first: on the fresh container, before any seek
             width, height = (video.height, video.width) if turns % 2 else (video.width, video.height)
@@ -281,12 +342,16 @@ def probe(path: str | Path) -> MediaInfo:
             if held is not None:
                 n_frames, origin, end = _cut_video(path, held)
                 _note_cut_short(path, float(end - origin), _header_duration(container, video))
+            elif not video.frames:  # the header does not count them: every packet (and the audio's, where needed)
+                counted, origin, end, scanned = _scan(path, audio=audio is not None and heard is None)
+                n_frames, heard = counted - _hidden_frames(video), heard if scanned is None else scanned
             else:
-                counted, origin, end = _scan(path) if not video.frames else (video.frames, None, None)
-                n_frames = counted - _hidden_frames(video)  # the shown ones
+                n_frames, origin, end = video.frames - _hidden_frames(video), None, None  # the shown ones
+            if audio is not None and heard is None:
+                heard = _packet_seconds(path) or 0.0
             if n_frames == 0:
                 return MediaInfo(path, 0.0, 0.0, 0, width, height, True, audio is not None, rate, channels, tracks,
-                                 turns)  # fmt: skip
+                                 turns, heard)  # fmt: skip
             if end is None:
                 origin, end = video_span(path)
             duration = float(end - origin)
@@ -294,19 +359,9 @@ def probe(path: str | Path) -> MediaInfo:
             if duration > 0 and abs(fps - n_frames / duration) > 0.01 * fps:  # header rate off (variable rate)
                 fps = n_frames / duration
             return MediaInfo(path, duration, fps, n_frames, width, height, True, audio is not None, rate, channels,
-                             tracks, turns)  # fmt: skip
-        held = held_samples(container, audio)
-        if held is not None:  # an m4a cut short: up to its first sample not whole (audio: decode order is time order)
-            start, entries = audio.start_time or 0, audio.index_entries
-            duration = float(max(0, entries[held].timestamp - start) * audio.time_base) if held else 0.0
-            _note_cut_short(path, duration, _header_duration(container, audio))
-        elif audio.duration:
-            duration = float(audio.duration * audio.time_base)
-        elif container.duration:
-            duration = container.duration / av.time_base
-        else:
-            duration = 0.0
-        return MediaInfo(path, duration, 0.0, 0, 0, 0, False, True, rate, channels, len(container.streams.audio))
+                             tracks, turns, heard)  # fmt: skip
+        return MediaInfo(path, heard, 0.0, 0, 0, 0, False, True, rate, channels, len(container.streams.audio),
+                         audio_duration=heard)  # fmt: skip
 
 
 def check_video(info: MediaInfo) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -47,6 +49,21 @@ def minilm_dir() -> Path:
     return folder
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' progress bars off while it loads (its "Loading weights: 0/103" bar for a 90 MB model read in a
+    blink was printed on every run, in a pipe too), as they were afterwards: its own switch, not a stream redirected."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 class MiniLMTextEncoder(nn.Module):
     """all-MiniLM-L6-v2 last hidden states (frozen, eval mode)."""
 
@@ -61,7 +78,8 @@ class MiniLMTextEncoder(nn.Module):
         folder = Path(folder) if folder else minilm_dir()
         self.max_len = max_len
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
+        with quiet_loading():
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes, [CLS] and [SEP] included (what `max_len` bounds)."""

@@ -125,7 +125,8 @@ def check_seed(value: Any, what: str = "seed") -> int:
 
 
 def parse_stream_strengths(items: Iterable[str]) -> dict[str, float]:
-    """`["video=4.5", "left=3"]` (the command line's `--stream-cfg STREAM=W`) -> {"video": 4.5, "left": 3.0}."""
+    """`["video=4.5", "left=3"]` (the command line's `--stream-cfg STREAM=W`) -> {"video": 4.5, "left": 3.0}; a
+    stream given twice is a one-line ConfigError (neither strength silently wins)."""
     out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -135,6 +136,9 @@ def parse_stream_strengths(items: Iterable[str]) -> dict[str, float]:
             strength = None
         if not sep or not name.strip() or strength is None:
             raise ConfigError(f"--stream-cfg takes STREAM=W (e.g. video=4.5), got {item!r}")
+        if name.strip() in out:
+            raise ConfigError(f"--stream-cfg gives {name.strip()} twice ({out[name.strip()]:g} and {strength:g}): "
+                              "give each stream once")  # fmt: skip
         out[name.strip()] = strength
     return out
 

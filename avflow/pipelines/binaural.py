@@ -18,6 +18,7 @@ Assets: `avflow.models.binaural.MODEL_FILE` (fp16, config and world codecs' chec
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 
 from avflow.data import interaural_cues
-from avflow.errors import MediaError, MediaWarning, WeightsError
+from avflow.errors import ConfigError, MediaError, MediaWarning, WeightsError
 from avflow.flow.sampling import SamplingConfig, check_seed, sample_with
-from avflow.flow.solvers import Progress
+from avflow.flow.solvers import FIXED_STEP, Progress
 from avflow.models.binaural import (
     CUE_STREAM,
     MODEL_FILE,
@@ -42,7 +43,13 @@ from avflow.models.binaural import (
 )
 from avflow.pipelines.cue_transfer import transfer_cues
 from avflow.pipelines.inputs import MAX_DURATION_S, SPAN_SLACK_S, check_audio_input, check_video_input
-from avflow.pipelines.spatialise import Anchoring, audio_clock, frames_on_audio_clock, spatialise
+from avflow.pipelines.spatialise import (
+    Anchoring,
+    audio_clock,
+    frames_on_audio_clock,
+    spatialise,
+    under_full_scale,
+)
 
 SAMPLE_RATE = 16000  # the model's rate (the world's)
 SPATIALISE_RATES = (16000, 48000)  # the spatialiser renders a sound at its own rate, brought within these
@@ -50,6 +57,7 @@ MODES = ("auto", "model", "spatialise")
 SILENT_PEAK = 10 ** (-90 / 20)  # a sound whose peak is below -90 dBFS is taken as silence (a note says so)
 AUDIO_CLOCK = Anchoring()  # a given mono's onsets move the video onto its clock, as for the spatialiser
 V2A_PROMPT = "objects bounce and collide"  # the default model's v2a prompt for a cue model's sound: no side named
+READ_WINDOW_S = 2.0  # the video's frames are read this many seconds at a time (`read_frames`: progress, cancel)
 
 
 class BinauralPipeline:
@@ -182,11 +190,12 @@ def v2a_mono(video: str | Path, n_samples: int, seed: int = 0, joint=None, progr
 
 @dataclass(frozen=True, kw_only=True)
 class BinauralTrack:
-    audio: np.ndarray  # (2, N) float32 [left, right], peak <= 0.99
+    audio: np.ndarray  # (2, N) float32 [left, right], peak <= 0.99 (`under_full_scale`)
     sample_rate: int
     mode: str  # "model" or "spatialise"
     duration: float  # seconds of the video
     mono: bool  # made from a given mono (--mono)
+    gain: float = 1.0  # the gain that kept the peak under 0 dBFS (< 1: the track was turned down; say so)
 
 
 def check_mono(path: str | Path, video_duration: float):
@@ -225,11 +234,67 @@ def nothing_to_spatialise(name: str, give_mono: str, use_model: str, *, installe
     return MediaError(f"{name}: has no audio track to spatialise; {' or '.join(ways)}")
 
 
-def _stage(progress: Progress | None, index: int, count: int) -> Progress | None:
-    """`progress` for stage `index` of `count` equal stages: (done, total) of the stage as one count over all."""
+def check_mix(video: str | Path, mono: str | Path | None, *, mode: str, existing_audio: str, has_audio: bool,
+              mix: str = "--audio mix", instead: str = "use --audio keep or replace") -> None:  # fmt: skip
+    """A one-line ConfigError where `existing_audio` "mix" would add the video's own sound to its binaural copy (one
+    sound at two interaural delays: a comb filter, not a place): the spatialiser's sound without `mono`, and in either
+    `mode` ("model" or "spatialise", auto resolved) a `mono` that is the video's own file. Reads no media; a copy of
+    that audio in another file is not recognised (the --help says so). `mix`, `instead`: the setting as the caller
+    names it."""
+    if existing_audio != "mix" or not has_audio:
+        return
+    if (mode == "spatialise") if mono is None else _same_file(mono, video):
+        raise ConfigError(f"{mix} would add the video's sound to its own spatialised copy (one sound at two "
+                          f"interaural delays, a comb filter, not a place): {instead}")  # fmt: skip
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is not there: not the same file
+        return False
+
+
+def _two_stages(progress: Progress | None, second_steps: int) -> tuple[Progress | None, Progress | None]:
+    """`progress` as one monotone count over two stages, each reporting its own (done, total): the first's steps
+    counted with `second_steps` (the second's, known before it runs) still to come, then the second's after the
+    first's. A second stage alone (the first never reports) counts as itself."""
     if progress is None:
-        return None
-    return lambda done, total: progress(index * total + done, count * total)
+        return None, None
+    first_total = 0
+
+    def first(done: int, total: int) -> None:
+        nonlocal first_total
+        first_total = total
+        progress(done, total + second_steps)
+
+    def second(done: int, total: int) -> None:
+        progress(first_total + done, first_total + total)
+
+    return first, second
+
+
+def read_frames(video: str | Path, width: int = 64, progress: Progress | None = None
+                ) -> tuple[np.ndarray, float, float]:  # fmt: skip
+    """`avflow.data.media.video_frames(video, width)`, the same frames, read `READ_WINDOW_S` s of the video at a
+    time: `progress(done, windows)` after each (it may raise to stop between them, e.g. the UI's `Cancelled`;
+    `windows` is counted ahead from the duration, and `done` never passes it)."""
+    from avflow.data.media import iter_video_windows, probe
+
+    info = probe(video)
+    if not info.has_video:
+        raise MediaError(f"{video}: has no video stream")
+    height = max(2, round(info.height * width / info.width / 2) * 2)  # as video_frames sizes them
+    windows = max(1, math.ceil(info.duration / READ_WINDOW_S - 1e-9))
+    parts, fps = [], info.fps
+    for clip in iter_video_windows(video, READ_WINDOW_S, size=(height, width)):
+        parts.append(clip.frames.numpy())
+        fps = clip.fps
+        if progress is not None:
+            progress(min(len(parts), windows), windows)
+    if not parts:
+        raise MediaError(f"{video}: no frames could be decoded (empty or corrupt video)")
+    return np.concatenate(parts), fps, info.duration
 
 
 def binaural_track(
@@ -247,9 +312,11 @@ def binaural_track(
     with `mono` (a file) keeping that sound's content and timing), or spatialised from where things move
     (`"spatialise"`: `mono`, else the video's own audio mixed to mono); `"auto"`: the model when its weights are
     installed. `steps`, `cfg`: override the model's own sampling settings (None keeps them). The model's track is at
-    16 kHz; a spatialised one at the sound's own rate (:func:`spatialise_rate`). `progress(done, total)` after every
-    sampling step of the model (a cue model's v2a sound first, then its placing: one count over both)."""
-    from avflow.data.media import probe, video_frames
+    16 kHz; a spatialised one at the sound's own rate (:func:`spatialise_rate`); either way its peak is kept under
+    0 dBFS (:func:`under_full_scale`; `gain` says by how much it was turned down). `progress(done, total)`, one
+    monotone count (it may raise to stop): after every sampling step of the model (a cue model's v2a sound first, then
+    its placing), or after each window of the video the spatialiser reads and then its placing."""
+    from avflow.data.media import probe
 
     if mode not in MODES:
         raise MediaError(f"unknown binaural mode {mode!r} (choose from {', '.join(MODES)})")
@@ -270,7 +337,8 @@ def binaural_track(
                              f"its sound with the default model's v2a, at most {MAX_DURATION_S:g} s: give --mono "
                              "FILE (a sound made for it, e.g. by `avflow foley`), or cut the video")  # fmt: skip
     rate = spatialise_rate(sound.audio_sample_rate) if mode == "spatialise" else SAMPLE_RATE
-    frames, fps, duration = video_frames(video)
+    reading, placed = _two_stages(progress, 1) if mode == "spatialise" else (None, None)  # the model's: its steps
+    frames, fps, duration = read_frames(video, progress=reading)
     n = int(round(duration * rate))
     given = read_mono(mono if mono is not None else video, n, rate) if sound is not None else None
     if given is not None and not np.abs(given).max(initial=0.0) > SILENT_PEAK:
@@ -278,14 +346,15 @@ def binaural_track(
         warnings.warn(MediaWarning(f"{source} is silent (peak below -90 dBFS), and so is its binaural track"),
                       stacklevel=2)  # fmt: skip
     if mode == "model":
-        stages = 2 if given is None and pipeline.needs_mono else 1
-        if given is None and pipeline.needs_mono:
-            given = v2a_mono(video, n, seed, progress=_stage(progress, 0, stages))
         sampling = pipeline.sampling.override(steps=steps, cfg_strength=cfg)
-        audio = pipeline.generate(frames, fps, n, mono=given, seed=seed, sampling=sampling,
-                                  progress=_stage(progress, stages - 1, stages))  # fmt: skip
+        making, placing = _two_stages(progress, sampling.steps if sampling.solver in FIXED_STEP else 0)
+        if given is None and pipeline.needs_mono:
+            given = v2a_mono(video, n, seed, progress=making)
+        audio = pipeline.generate(frames, fps, n, mono=given, seed=seed, sampling=sampling, progress=placing)
     else:
         audio = spatialise(given, rate, frames, fps)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    audio = audio * (0.99 / peak) if peak > 0.99 else audio
-    return BinauralTrack(audio=audio, sample_rate=rate, mode=mode, duration=duration, mono=mono is not None)
+        if placed is not None:
+            placed(1, 1)  # placing and rendering: one step after the video's windows
+    audio, gain = under_full_scale(audio)
+    return BinauralTrack(audio=audio, sample_rate=rate, mode=mode, duration=duration, mono=mono is not None,
+                         gain=gain)  # fmt: skip

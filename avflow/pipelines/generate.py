@@ -242,7 +242,7 @@ class JointPipeline:
         if not probe(video_path).has_audio:
             raise MediaError(f"{video_path}: has no audio track; continuing a clip needs its video and its audio")
         n_in = frames.shape[0]
-        audio = self._read_audio(video_path, None)
+        audio = read_given_audio(video_path, self.sample_rate, None)  # no minimum: fitted to the video's span below
         past = (audio.shape[1] - samples(n_in)) / self.sample_rate
         if past > SPAN_SLACK_S:  # more than timestamp rounding: say what is left out
             note = (f"{video_path}: its audio runs {past:.2f} s past its video's end; that part is not used (the "
@@ -303,7 +303,8 @@ class JointPipeline:
         is an error unless `cut_prompt` (then its first `text_len` tokens are used, as training cut its captions).
         `given_audio`: a2v's audio as a float (2, S) [left, right] tensor at `self.sample_rate`, e.g. as
         `read_given_audio(audio_path, self.sample_rate, duration)` returned it (read in a command's checks; not
-        decoded again): checked as a file's audio is (`check_given_audio`), and `duration` uses its first seconds."""
+        decoded again): checked as a file's audio is (`check_given_audio`), and `duration` uses its first seconds;
+        giving both `audio_path` and `given_audio` is a ConfigError."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise AvflowError("the prompt is empty: describe the scene, e.g. 'a red ball bounces on the left'")
         if not cut_prompt:
@@ -313,6 +314,8 @@ class JointPipeline:
         seed, duration = check_seed(seed), check_clip_duration(duration)
         if task == "a2v" and audio_path is None and given_audio is None:
             raise AvflowError("task a2v needs an audio file (--audio-file FILE)")
+        if audio_path is not None and given_audio is not None:  # one sound: neither is silently the one left unused
+            raise ConfigError("give a2v's sound once: audio_path or given_audio, not both")
         if task in ("v2a", "continue") and video_path is None:
             raise AvflowError(f"task {task} needs a video file (--video FILE)")
         check_unused(task, audio_path, video_path, given_audio)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from avflow.data.file_kinds import IMAGE_FILE_SUFFIXES
 from avflow.errors import ConfigError, MediaError
 
 MIN_DURATION_S = 0.5  # shortest input or output clip, in seconds, for foley, t2a, i2a, generate and binaural
@@ -23,7 +24,10 @@ def check_duration(seconds: float | None, what: str = "--duration") -> float | N
     """`seconds` when it is None or at least MIN_DURATION_S (and finite), else a one-line ConfigError."""
     if seconds is None:
         return None
-    if not math.isfinite(seconds) or seconds < MIN_DURATION_S - EPS_S:
+    if not math.isfinite(seconds):  # inf, nan: no length at all, whatever "at least" says
+        raise ConfigError(f"{what} must be at least {MIN_DURATION_S} s and a finite number of seconds, got "
+                          f"{seconds:g}")  # fmt: skip
+    if seconds < MIN_DURATION_S - EPS_S:
         raise ConfigError(f"{what} must be at least {MIN_DURATION_S} s, got {seconds:g}")
     return float(seconds)
 
@@ -65,6 +69,8 @@ def check_video_input(path: str | Path, *, duration: float | None = None):
     info = probe(path)
     if not info.has_video or info.n_frames == 0:
         raise MediaError(f"{path}: no video stream")
+    if info.n_frames == 1 and path.suffix.lower() in IMAGE_FILE_SUFFIXES:  # not "too short (0.040 s)"
+        raise MediaError(f"{path}: is a still image, not a video (`avflow i2a` makes a sound for an image)")
     used = info.duration if duration is None else min(float(duration), info.duration)
     if used < MIN_DURATION_S - EPS_S:
         raise MediaError(f"{path}: video is too short ({used:.3f} s); at least {MIN_DURATION_S} s is needed")
@@ -75,13 +81,15 @@ def check_video_input(path: str | Path, *, duration: float | None = None):
 
 
 def check_audio_input(path: str | Path):
-    """The `MediaInfo` of a file with an audio track at least MIN_DURATION_S long, else a one-line MediaError."""
+    """The `MediaInfo` of a file with an audio track at least MIN_DURATION_S long (its `audio_duration`: the audio's
+    own length, not a video's beside it), else a one-line MediaError."""
     from avflow.data.media import probe
 
     path = Path(path)
     info = probe(path)
     if not info.has_audio:
         raise MediaError(f"{path}: no audio stream")
-    if info.duration < MIN_DURATION_S - EPS_S:
-        raise MediaError(f"{path}: audio is too short ({info.duration:.3f} s); at least {MIN_DURATION_S} s is needed")
+    if info.audio_duration < MIN_DURATION_S - EPS_S:
+        raise MediaError(f"{path}: audio is too short ({info.audio_duration:.3f} s); at least {MIN_DURATION_S} s is "
+                         "needed")  # fmt: skip
     return info

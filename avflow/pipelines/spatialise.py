@@ -360,6 +360,28 @@ def amplitude_pan(
     return (np.sqrt(2.0) * np.stack([np.cos(phi), np.sin(phi)]) * mono).astype(np.float32)
 
 
+PEAK_CEILING = 0.99  # a written binaural track's peak at most: under 0 dBFS, so no float WAV or AAC decodes over 1
+
+
+def under_full_scale(audio: np.ndarray, ceiling: float = PEAK_CEILING) -> tuple[np.ndarray, float]:
+    """`audio` scaled so that its peak is at most `ceiling`, and the gain applied (1.0: `audio` itself, unchanged).
+    A binaural render can peak above its mono (the near ear's head-shadow boost): written as it is, it clips."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if not peak > ceiling:
+        return audio, 1.0
+    gain = ceiling / peak
+    return audio * gain, gain
+
+
+def gain_note(gain: float) -> str:
+    """How a gain of :func:`under_full_scale` is said ("scaled by -5.4 dB to keep the peak under 0 dBFS"); '' for
+    none."""
+    if gain >= 1.0:
+        return ""
+    db = 20 * np.log10(gain)
+    return f"scaled by {f'{db:.1f}' if db <= -0.05 else f'{db:.2g}'} dB to keep the peak under 0 dBFS"
+
+
 def spatialise_video(mono: np.ndarray, sample_rate: int, video: str, width: int = 64) -> np.ndarray:
     """Mono (N,) generated for `video` -> binaural (2, N), positions detected in its frames (scaled to `width`)."""
     from avflow.data.media import video_frames

@@ -369,9 +369,23 @@ def _joint_input(path: str | Path | None, task: str, settings: UISettings) -> Pa
         info = check_video_input(path)
         if task == "continue" and not info.has_audio:
             raise MediaError(f"{Path(path).name}: has no audio track; continuing a clip needs its video and its audio")
-    if info.duration > settings.max_joint_input:
-        raise MediaError(f"{Path(path).name}: {info.duration:.1f} s is longer than {settings.max_joint_input:g} s")
+    length = info.audio_duration if task == "a2v" else info.duration  # a2v: the sound's own, not a video's beside it
+    if length > settings.max_joint_input:
+        raise MediaError(f"{Path(path).name}: {length:.1f} s is longer than {settings.max_joint_input:g} s")
     return Path(path)
+
+
+def check_existing_audio(video: Path, existing_audio: str) -> None:
+    """What a tab that writes onto an upload does with its own audio (`existing_audio`), checked before any model:
+    one of the choices, and one the result can hold (an AVI's ADPCM cannot be kept in an mp4: a one-line error in
+    the page's words, not after all the sampling)."""
+    from avflow.data.audio_tracks import EXISTING_AUDIO
+    from avflow.data.mux import check_copyable
+
+    if existing_audio not in EXISTING_AUDIO:
+        raise AvflowError(f"existing audio must be one of {', '.join(EXISTING_AUDIO)}, not {existing_audio!r}")
+    check_copyable(video, OUTPUT_VIDEO, existing_audio, suggest_mov=False,
+                   audio_hint="choose replace or mix for its existing audio")  # fmt: skip
 
 
 @_tab_call
@@ -412,9 +426,12 @@ def generate_joint(
         raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
     steps = check_steps(settings.steps if steps is None else steps)  # None: the model's own
     cfg_strength = check_cfg_strength(cfg_strength)
+    # the model's own checks (cfg_strength > 0 and finite) from its config, before the model loads
+    sampling = read_default_config(settings.model).sampling.override(steps=steps, cfg_strength=cfg_strength)
     given = None if task == "t2av" else _joint_input(audio_path if task == "a2v" else video_path, task, settings)
+    if task == "v2a":
+        check_existing_audio(given, existing_audio)
     model = joint_model(settings)
-    sampling = model.sampling.override(steps=steps, cfg_strength=cfg_strength)
     with model_turn(model, progress):
         clip = model.generate(
             prompt.strip(), seed=seed, duration=duration if task in ("t2av", "continue") else None, sampling=sampling,
@@ -424,16 +441,20 @@ def generate_joint(
     out = _job_dir(settings)
     name = prompt_stem(prompt) if given is None else f"{safe_stem(given, 'upload')}_{task}"
     video, spectrogram = out / f"{name}.mp4", out / f"{name}_spectrogram.png"
-    dropped = ""
+    dropped, carried = "", ""
     if task == "v2a":
         _, dropped = _write_onto(given, clip.audio, clip.sample_rate, video, existing_audio)
+    elif task == "a2v":  # the uploaded sound as given, not the model's 16 kHz copy of it
+        from avflow.data.mux import write_video_with_audio_of
+
+        carried = f". Its sound: {write_video_with_audio_of(video, clip.frames, clip.fps, given)}"
     else:
         clip.save(video)
     clip.save_spectrogram(spectrogram)
     windows = f" in {clip.windows} windows" if clip.windows > 1 else ""
     metrics = clip.metrics()  # each a value, or no score and the reason (a blank video)
     measures = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
-    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}{dropped}. {measures}")
+    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}{dropped}. {measures}{carried}")
 
 
 def _write_onto(source: Path, audio, sample_rate: int, result: Path, existing_audio: str) -> tuple[Path, str]:
@@ -525,6 +546,7 @@ def generate_foley(
     from avflow.pipelines.inputs import check_video_input
 
     info = check_video_input(video)
+    check_existing_audio(video, existing_audio)  # before any model, not after the sampling
     if info.duration > settings.max_foley_duration:  # refused, never cut
         raise MediaError(f"{video.name}: {info.duration:.1f} s is longer than {settings.max_foley_duration:g} s")
     if missing_foley_weights(settings):
@@ -596,7 +618,8 @@ def generate_binaural(
     from avflow.data.media import probe, write_audio
     from avflow.flow.sampling import check_seed
     from avflow.models.binaural import MODEL_FILE
-    from avflow.pipelines.binaural import binaural_track, nothing_to_spatialise
+    from avflow.pipelines.binaural import binaural_track, check_mix, nothing_to_spatialise
+    from avflow.pipelines.spatialise import gain_note
 
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
     steps = check_steps(steps)
@@ -612,8 +635,10 @@ def generate_binaural(
     if mode == "spatialise" and not info.has_audio:
         raise nothing_to_spatialise(video.name, "upload it with a sound track (e.g. the Foley tab's result)",
                                     "choose the binaural model", installed=MODEL_FILE.is_file())  # fmt: skip
+    check_mix(video, None, mode=mode, existing_audio=existing_audio, has_audio=info.has_audio,
+              mix="\"the video's own audio\": mix", instead="choose keep or replace")  # fmt: skip
     if progress is not None:
-        progress(0, 1)  # a cancelled request stops here, before any model; the model's steps report (and stop) below
+        progress(0, 1)  # a cancelled request stops here, before any model; the steps below report (and stop) too
     pipeline = binaural_pipeline() if mode == "model" else None  # spatialising uses no shared model
     with model_turn(pipeline, progress) if pipeline is not None else nullcontext():
         track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline, progress=progress)
@@ -623,7 +648,8 @@ def generate_binaural(
     name = f"{safe_stem(video, 'video')}_binaural"
     result, note = _write_onto(video, track.audio, track.sample_rate, out / f"{name}.mp4", existing_audio)
     wav = write_audio(out / f"{name}.wav", track.audio, track.sample_rate)
-    summary = f"{track.duration:.2f} s, {track.mode}" + note
+    summary = f"{track.duration:.2f} s, {track.mode}" + (f", {gain_note(track.gain)}" if track.gain < 1 else "")
+    summary += note
     return Result(result, _spectrogram_of(result, out), summary, [wav])
 
 

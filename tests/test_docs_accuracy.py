@@ -15,10 +15,6 @@ from avflow.cli import COMMANDS, HelpFormatter, Parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 USER_DOCS = [p for p in DOCS if p.name != "findings.md"]  # findings.md is a lab notebook, not a user's guide
-# Edited separately: drop it from here once its two `CONVENTIONS.md` references name docs/conventions.md.
-PENDING_CONVENTIONS = {"binaural.md"}
-
-
 def _text(paths) -> str:
     return "\n".join(p.read_text(encoding="utf-8") for p in paths)
 
@@ -88,7 +84,7 @@ def test_quick_start_blocks_use_the_models_they_download(doc):
 
 def test_conventions_are_a_file_of_the_repository():
     assert (ROOT / "docs" / "conventions.md").is_file()
-    stale = [p.name for p in DOCS if p.name not in PENDING_CONVENTIONS and "CONVENTIONS.md" in p.read_text("utf-8")]
+    stale = [p.name for p in DOCS if "CONVENTIONS.md" in p.read_text("utf-8")]
     assert not stale, f"name docs/conventions.md, not CONVENTIONS.md (not in a clone): {stale}"
 
 

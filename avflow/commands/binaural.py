@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         binaural_track,
         check_mix,
         check_mono,
+        mono_seconds,
         nothing_to_spatialise,
     )
     from avflow.pipelines.spatialise import gain_note
@@ -128,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
             outputs.wrote(write_audio(wav, track.audio, track.sample_rate))
     rates = (track.sample_rate, info.audio_sample_rate) if info.has_audio else None
     how = f"{track.mode}, from --mono" if track.mono else track.mode
-    if mono_info is not None and mono_info.duration > track.duration + SPAN_SLACK_S:  # said, not cut silently
-        how += f" (its first {track.duration:.2f} s of {mono_info.duration:.2f} s: the video's length)"
+    if mono_info is not None and mono_seconds(mono_info) > track.duration + SPAN_SLACK_S:  # said, not cut silently
+        how += f" (its first {track.duration:.2f} s of {mono_seconds(mono_info):.2f} s: the video's length)"
     tracks = describe(args.audio, info.audio_tracks, dropped, rates=rates)
     scaled = f", {gain_note(track.gain)}" if track.gain < 1 else ""  # said, not turned down silently
     print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz{scaled}; "

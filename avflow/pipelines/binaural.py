@@ -203,10 +203,17 @@ def check_mono(path: str | Path, video_duration: float):
     the track's rate) and channel count (mixed to mono), at least as long as the video (its first `video_duration` s are
     used, as the track is the video's length); else a one-line MediaError. Reads headers only."""
     info = check_audio_input(path)
-    if info.duration < video_duration - SPAN_SLACK_S:
-        raise MediaError(f"{path}: the mono is {info.duration:.3f} s long, shorter than the video "
+    seconds = mono_seconds(info)
+    if seconds < video_duration - SPAN_SLACK_S:
+        raise MediaError(f"{path}: the mono is {seconds:.3f} s long, shorter than the video "
                          f"({video_duration:.3f} s)")  # fmt: skip
     return info
+
+
+def mono_seconds(info) -> float:
+    """A mono file's length: its audio stream's (`MediaInfo.audio_duration`), not its container's or its video's (a
+    still frame with 9 s of sound is 9 s of sound)."""
+    return info.audio_duration if info.audio_duration is not None else info.duration
 
 
 def spatialise_rate(source_rate: int | None) -> int:

@@ -217,23 +217,6 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics:
         from avflow.commands.demo import metric_line
 
-        for name, m in clip_measures(clip).items():
+        for name, m in clip.metrics().items():  # a blank video: undefined with its reason, counts given
             print(metric_line(name, m))
     return 0
-
-
-def clip_measures(clip) -> dict:
-    """The clip's measures (`GeneratedClip.metrics`) with both detection counts: on a blank video the measures look
-    at nothing and leave `n_onsets` and `n_visual_events` out, yet its sound's onsets are counted as on any video and
-    one flat colour throughout shows no event (0 is a defined count, not a missing one)."""
-    from avflow.eval.events import is_blank
-    from avflow.eval.measure import Measure
-    from avflow.eval.onsets import OnsetConfig, audio_onsets
-
-    measures = clip.metrics()
-    if "n_onsets" not in measures:
-        onsets = audio_onsets(clip.audio.numpy(), clip.sample_rate, OnsetConfig())
-        measures["n_onsets"] = Measure.of(float(len(onsets)))
-    if "n_visual_events" not in measures and is_blank(clip.frames.numpy()):
-        measures["n_visual_events"] = Measure.of(0.0)
-    return measures

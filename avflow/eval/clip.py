@@ -82,9 +82,12 @@ def measure_clip(
             Measure.undefined(reason), Measure.undefined(no_side or reason), Measure.undefined(no_side or reason),
             duration, audio_onsets(audio, sample_rate, cfg.onsets),
         )  # fmt: skip
-    if is_blank(frames):
+    if is_blank(frames):  # nothing to measure against; still, the sound's onsets count and the frames show 0 events
         reason = "blank video (every frame is one flat colour)"
-        return ClipMeasures(Measure.undefined(reason), Measure.undefined(reason), Measure.undefined(reason), duration)
+        none_seen = VisualEvents(np.zeros(0), np.zeros(0, dtype=object), np.zeros(0), frames.shape[2],
+                                 np.zeros(len(frames)))  # fmt: skip
+        return ClipMeasures(Measure.undefined(reason), Measure.undefined(reason), Measure.undefined(reason), duration,
+                            audio_onsets(audio, sample_rate, cfg.onsets), none_seen)  # fmt: skip
     events, tracks = detect(frames, fps, tracks, cfg.events)
     if _silent(audio):
         reason = "silent audio"

@@ -176,7 +176,7 @@ def test_a_cue_model_s_two_stages_are_one_monotone_count_of_their_real_steps(tmp
     """The v2a sound (5 steps here) and the placing (2) were counted as two equal stages: (5, 10), then (3, 4), a bar
     going backwards. Now one count of 7."""
 
-    def v2a(video, n, seed, progress=None):
+    def v2a(video, n, seed, joint=None, progress=None):
         for step in range(1, 6):
             progress(step, 5)
         return np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1

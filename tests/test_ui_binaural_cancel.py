@@ -55,7 +55,7 @@ def test_model_mode_is_cancelled_at_its_next_step(tmp_path, installed):
 
 
 def test_a_cue_model_counts_its_v2a_sound_and_its_placing_as_one(tmp_path, monkeypatch):
-    def v2a(video, n, seed, progress=None):  # the default model's v2a, two steps
+    def v2a(video, n, seed, joint=None, progress=None):  # the default model's v2a, two steps
         for step in (1, 2):
             progress(step, 2)
         return np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1

@@ -23,7 +23,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -640,8 +640,15 @@ def generate_binaural(
     if progress is not None:
         progress(0, 1)  # a cancelled request stops here, before any model; the steps below report (and stop) too
     pipeline = binaural_pipeline() if mode == "model" else None  # spatialising uses no shared model
-    with model_turn(pipeline, progress) if pipeline is not None else nullcontext():
-        track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline, progress=progress)
+    # a cue model places the shipped joint model's v2a sound: the server's copy (when it serves the shipped one),
+    # not a fresh load per request; its turn is taken after the binaural model's (the Generate tab takes only its own)
+    joint = joint_model(settings) if pipeline is not None and pipeline.needs_mono and settings.model is None else None
+    with ExitStack() as turns:
+        for shared in (pipeline, joint):
+            if shared is not None:
+                turns.enter_context(model_turn(shared, progress))
+        track = binaural_track(video, mode=mode, seed=seed, steps=steps, pipeline=pipeline, progress=progress,
+                               joint=joint)  # fmt: skip
     if progress is not None:
         progress(1, 1)
     out = _job_dir(settings)

@@ -43,10 +43,12 @@ def sniff_format(path: str | Path) -> str | None:
             size = os.fstat(f.fileno()).st_size
     except OSError:
         return None
-    if head.startswith((b"PK\x03\x04", b"\x80")):
-        return "torch"
+    # safetensors first: a header length whose low byte is 0x80 (1 file in 256) starts like a pickle; a pickle's or a
+    # zip's first 8 bytes read as a length far beyond any file, so the two tests never both hold
     if len(head) == 9 and head[8:] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
         return "safetensors"
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return "torch"
     return None
 
 

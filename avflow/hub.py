@@ -16,8 +16,9 @@ the same way (`url_file`): downloaded once into urls/, its SHA-256 recorded then
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,14 +117,60 @@ def _download(asset: Asset, dest: Path) -> None:
     if asset.hf_repo:
         from huggingface_hub import hf_hub_download
 
+        what = f"{asset.hf_repo}/{asset.hf_file}"
+        if (host := _unreachable_hub()) is not None:
+            raise WeightsError(f"could not download {what}: no network (cannot resolve {host}); run `avflow download "
+                               "MODEL` with network access, or `avflow download MODEL --from DIR` where DIR holds "
+                               "the official files")  # fmt: skip
         try:
-            got = hf_hub_download(asset.hf_repo, asset.hf_file)
+            with _quiet_hub():
+                got = hf_hub_download(asset.hf_repo, asset.hf_file)
         except Exception as exc:  # network, auth, missing file: all end here
-            raise WeightsError(f"could not download {asset.hf_repo}/{asset.hf_file}: {first_line(exc)}") from None
+            raise WeightsError(f"could not download {what}: {first_line(exc)}") from None
         with open(got, "rb") as source:  # a full disk leaves nothing half-copied in raw/
             atomic_write(dest, lambda out: shutil.copyfileobj(source, out, 1 << 22))
         return
     _download_url(asset.url, dest, asset.name)
+
+
+def _unreachable_hub(wait: float = 5.0) -> str | None:
+    """The Hugging Face host's name where it cannot be resolved (no network: huggingface_hub would retry for
+    half a minute before failing), else None. Waits at most `wait` seconds for the resolver. Behind a proxy (an
+    https or all-traffic proxy set in the environment) the proxy resolves names, so nothing is checked here."""
+    import concurrent.futures
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if {"https", "all"} & set(urllib.request.getproxies()):
+        return None
+
+    host = urllib.parse.urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(socket.getaddrinfo, host, 443).result(timeout=wait)
+    except (OSError, concurrent.futures.TimeoutError):
+        return host
+    finally:
+        pool.shutdown(wait=False)
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub's log level raised to errors while in use: its retries print a warning each (a dozen lines
+    before the one-line error avflow gives)."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _download_url(url: str, dest: Path, label: str) -> str:
@@ -166,16 +213,42 @@ def _download_url(url: str, dest: Path, label: str) -> str:
     return digest.hexdigest()
 
 
-def convert(asset: Asset, root: Path | None = None, verify: bool = True) -> Path:
-    """Verify the raw file's checksum and write its state dict as safetensors (atomically). Returns the path."""
+# What the official files without a published checksum hold, by a few keys and their shapes: a file of other
+# weights handed to `--from` is refused rather than converted and called ready. A pinned SHA-256 would be stronger;
+# it is not here because it could not be learned from the Hub without network access when this was written.
+SIGNATURES: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
+    # BigVGAN v2 44 kHz 128 bands: conv_pre (upsample_initial_channel 1536, mel bins 128, kernel 7), as weight norm's
+    # weight_v, a parametrization's original1 or a plain weight
+    "bigvgan_v2_44khz_128band_512x": (("conv_pre.", (1536, 128, 7)), ("conv_post.", ()), ("resblocks.", ())),
+    # DFN5B-CLIP-ViT-H-14-384 (open_clip layout): 14-pixel patches of width 1280, text width 1024, 49408 tokens
+    "dfn5b_clip_vit_h_14_384": (("visual.conv1.weight", (1280, 3, 14, 14)), ("token_embedding.weight", (49408, 1024)),
+                                ("visual.proj", (1280, 1024))),
+}  # fmt: skip
+
+
+def check_signature(asset: Asset, state: dict, path: Path) -> None:
+    """A one-line WeightsError unless `state` (real or meta tensors) has the keys and shapes `SIGNATURES` lists for
+    `asset` (assets with a published MD5 are checked by it instead)."""
+    for key, shape in SIGNATURES.get(asset.stem, ()):
+        shapes = [tuple(v.shape) for k, v in state.items() if k.startswith(key) and hasattr(v, "shape")]
+        if not shapes or (shape and shape not in shapes):
+            want = f"{key} of shape {shape}" if shape else f"{key}* keys"
+            got = f"shapes {', '.join(map(str, shapes[:3]))}" if shapes else "no such key"
+            raise WeightsError(f"{path}: does not hold {asset.name}'s weights (no {want}: {got})")
+
+
+def convert(asset: Asset, root: Path | None = None, verify: bool = True, source: Path | None = None) -> Path:
+    """Verify the raw file's (or `source`'s) checksum, or its keys where none is published, and write its state dict
+    as safetensors (atomically). Returns the path."""
     from avflow.weights import md5_file, read_state_dict, save_safetensors
 
-    raw = raw_path(asset, root)
+    raw = source or raw_path(asset, root)
     if verify and asset.md5:
         got = md5_file(raw)
         if got != asset.md5:
             raise WeightsError(f"{raw}: MD5 {got} is not the published {asset.md5}")
     state = read_state_dict(raw, subkey=asset.subkey)
+    check_signature(asset, state, raw)
     return save_safetensors(state, converted_path(asset, root), metadata={"source": asset.name})
 
 
@@ -259,10 +332,15 @@ def fetch_model(
     paths = {}
     for stem in MODELS[model]:
         asset = ASSETS[stem]
-        found = find_local(asset, local) if local is not None and not converted_path(asset, root).exists() else None
+        found = None
+        if local is not None and not converted_path(asset, root).exists() and not raw_path(asset, root).exists():
+            found = find_local(asset, local)  # a published file already in the cache is used first
         if found is not None:
             paths[stem] = import_local(asset, found, root)
-            how = f"from {found}, " + ("MD5 checked" if asset.md5 else "no published MD5 to check")
+            how = f"from {found}, " + (
+                "MD5 checked" if asset.md5 else "keys and shapes checked, no published MD5" if stem in SIGNATURES
+                else "no published MD5 to check"
+            )  # fmt: skip
         else:
             try:
                 paths[stem], how = fetch(stem, root, allow_download=allow_download), ""
@@ -286,17 +364,23 @@ def find_local(asset: Asset, folder: Path) -> Path | None:
 
 def import_local(asset: Asset, source: Path, root: Path | None = None) -> Path:
     """`source` (a copy of `asset` one already has) into the cache as if downloaded: its published MD5 checked
-    first (a different file is a one-line error and nothing enters the cache), hard-linked into raw/ where the file
-    system allows (no second copy of gigabytes), else copied; then converted. Returns the converted path."""
+    first, or its keys and shapes where none is published (`SIGNATURES`); hard-linked beside raw/ where the file
+    system allows (no second copy of gigabytes), else copied; converted from there and moved into raw/ only once
+    the conversion succeeded. A copy that is not the asset is a one-line error and replaces nothing in the cache.
+    Returns the converted path."""
     import shutil
 
-    from avflow.weights import md5_file
+    from avflow.weights import md5_file, read_state_dict
 
-    source = Path(source).resolve()  # a Hugging Face cache's files are relative links into its blobs/
-    if asset.md5:
-        got = md5_file(source)
-        if got != asset.md5:
-            raise WeightsError(f"{source}: MD5 {got} is not the published {asset.md5} of {asset.name}; not taken")
+    given = Path(source)
+    source = given.resolve()  # a Hugging Face cache's files are relative links into its blobs/
+    if asset.md5 and (got := md5_file(source)) != asset.md5:
+        raise WeightsError(f"{given}: MD5 {got} is not the published {asset.md5} of {asset.name}; not taken")
+    try:  # where there is no MD5: the keys and shapes, from the headers only where the format allows
+        if not asset.md5 and (meta := read_state_dict(source, subkey=asset.subkey, meta=True)) is not None:
+            check_signature(asset, meta, given)
+    except (WeightsError, OSError) as exc:
+        raise _not_taken(given, asset, exc) from None
     raw = raw_path(asset, root)
     raw.parent.mkdir(parents=True, exist_ok=True)
     tmp = raw.with_name(f".{raw.name}.import{os.getpid()}")
@@ -305,14 +389,26 @@ def import_local(asset: Asset, source: Path, root: Path | None = None) -> Path:
             os.link(source, tmp)
         except OSError:  # another file system, or links not allowed
             shutil.copyfile(source, tmp)
+        try:
+            converted = convert(asset, root, verify=False, source=tmp)
+        except WeightsError as exc:  # not the asset after all (no published MD5 to tell): nothing enters the cache
+            raise _not_taken(given, asset, exc) from None
         os.replace(tmp, raw)
     finally:
         tmp.unlink(missing_ok=True)
-    try:
-        return convert(asset, root, verify=False)
-    except WeightsError as exc:  # not the asset after all (no published MD5 to tell): nothing stays in the cache
-        raw.unlink(missing_ok=True)
-        raise WeightsError(f"{exc}; not taken") from None
+    return converted
+
+
+def _not_taken(source: Path, asset: Asset, exc: BaseException) -> WeightsError:
+    """The one-line refusal of a `--from` copy: the user's file, what it should be, and why not (the reason
+    without the path of the file it names, which may be a temporary one)."""
+    reason = first_line(exc, 400)
+    for path in {str(source), str(source.resolve())}:
+        reason = reason.replace(f"{path}: ", "")
+    reason = reason.split(": ", 1)[1] if reason.startswith(("/", ".")) and ": " in reason else reason
+    if len(reason) > 120:
+        reason = reason[:120].rsplit(" ", 1)[0] + " ..."
+    return WeightsError(f"{source}: not a usable copy of {asset.name} ({reason}); not taken")
 
 
 HUB_SCHEME = "hf://"
@@ -339,9 +435,15 @@ def hub_file(ref: str, *, download: bool = True) -> Path:
 
     repo, filename, revision = parse_hub_file(ref)
     cached_only = offline() or not download
+    host = None if cached_only else _unreachable_hub()
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=cached_only))
+        with _quiet_hub():
+            return Path(hf_hub_download(repo, filename, revision=revision,
+                                        local_files_only=cached_only or host is not None))  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - not cached, network, auth, missing file: all end here
+        if host is not None:
+            raise WeightsError(f"could not download {ref}: no network (cannot resolve {host}) and no copy in the "
+                               "Hugging Face cache; download it once with network access") from None  # fmt: skip
         if cached_only:
             why = "offline mode is on" if offline() else "not downloaded yet"
             raise WeightsError(f"{ref}: not in the Hugging Face cache ({why})") from None

@@ -549,11 +549,12 @@ def _as_dtype(value: Tensor, dtype: torch.dtype) -> Tensor:
     return value.to(dtype) if same_kind and value.dtype != dtype else value
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, durable: bool = True) -> None:
     """Write through a temporary file in the same folder, fsync it, then rename it over `path`.
 
     Either `path` ends up complete or nothing changes: when `write` fails, the temporary file and any folders made
-    for it are removed again.
+    for it are removed again. `durable=False` skips the fsyncs (still whole or absent if the process dies, not if
+    the machine loses power): for many small files a rerun can remake, e.g. a world dataset's clips.
     """
     path = Path(path)
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
@@ -565,11 +566,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
             mode = os.fstat(f.fileno()).st_mode & 0o777  # a new file's permissions under the user's umask
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if os.stat(tmp).st_mode & 0o777 != mode:  # a writer that recreated the file by name: safetensors' save_file
             os.chmod(tmp, mode)  # makes it 0600, unreadable to the other users of a shared cache or run folder
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            if durable:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
         os.replace(tmp, path)
         done = True
     finally:
@@ -581,7 +584,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
                     folder.rmdir()
                 except OSError:
                     break
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             info = probe(path)
         except AvflowError as exc:  # one file that cannot be read: said, and the others shown
+            if args.json:  # one line a file, a failed one too (the error also on stderr)
+                print(json.dumps({"path": str(path), "error": str(exc)}))
             if len(args.file) == 1:
                 raise
             print(f"avflow info: error: {exc}", file=sys.stderr)

@@ -120,20 +120,22 @@ def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
 
 
 def _last_packet_end(packets: Iterable[av.Packet], stream: av.video.VideoStream) -> Fraction | None:
-    """The latest end (pts + duration, or + one frame at the stream's rate where a packet has none) of `packets`, in
-    seconds; timestamps are compared as integers, so a scan of every packet of a long video stays cheap."""
-    timed, untimed = None, None  # latest pts + duration; latest pts of a packet without a duration
+    """The end of the last frame shown: the packet with the latest pts, plus its duration (or one frame at the
+    stream's rate where it has none), in seconds. Not the latest pts + duration over all packets: an mp4's packet
+    durations are DTS differences, so with B-frames and a variable rate an earlier frame's can reach past the
+    end. Timestamps are compared as integers, so a scan of every packet of a long video stays cheap."""
+    last, length = None, 0  # latest pts, and that packet's duration
     for packet in packets:
         if packet.pts is None or packet.is_discard:  # a frame an edit list does not show (held, not presented)
             continue
-        if packet.duration:
-            timed = max(timed, packet.pts + packet.duration) if timed is not None else packet.pts + packet.duration
-        else:
-            untimed = max(untimed, packet.pts) if untimed is not None else packet.pts
-    fallback = Fraction(1) / Fraction(stream.average_rate) if stream.average_rate else Fraction(0)
-    ends = [Fraction(timed) * stream.time_base] if timed is not None else []
-    ends += [Fraction(untimed) * stream.time_base + fallback] if untimed is not None else []
-    return max(ends) if ends else None
+        if last is None or packet.pts >= last:
+            last, length = packet.pts, packet.duration or 0
+    if last is None:
+        return None
+    if length:
+        return Fraction(last + length) * stream.time_base
+    return Fraction(last) * stream.time_base + (Fraction(1) / Fraction(stream.average_rate) if stream.average_rate
+                                                else Fraction(0))  # fmt: skip
 
 
 class _PacketSpan:

@@ -117,8 +117,9 @@ def rerender_audio(meta: dict, ambience_seed: int | None = None) -> np.ndarray:
     return (audio * meta["audio_gain"]).astype(np.float32)
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed with a fixed zip timestamp, so equal arrays give byte-identical files."""
+def _write_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez_compressed with a fixed zip timestamp, so equal arrays give byte-identical files (`path`: a path or
+    a seekable binary file)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, arr in arrays.items():
             buf = io.BytesIO()
@@ -128,13 +129,33 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             zf.writestr(info, buf.getvalue(), compresslevel=1)
 
 
-def write_clip(clip: WorldClip, stem: str | Path) -> None:
-    """Writes {stem}.wav, {stem}.npz and {stem}.json."""
+class ClipWriteError(OutputError):
+    """A clip file that could not be written (a full disk): the file and the reason, said by `make_dataset` with
+    what is kept."""
+
+
+def _write_file(path: Path, write) -> None:
+    """`write(f)` into `path` atomically (a failure leaves no partial file; no fsync: a clip a power cut leaves
+    short is remade by a rerun, and thousands of fsyncs cost a dataset's generation time); an OSError becomes a
+    ClipWriteError naming the file."""
+    try:
+        atomic_write(path, write, durable=False)
+    except OSError as exc:
+        raise ClipWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_clip(clip: WorldClip, stem: str | Path, preview: bool = False) -> None:
+    """Writes {stem}.wav, {stem}.npz, with `preview` {stem}.mp4, and last {stem}.json: a json means the clip is
+    whole. Each file atomically."""
     stem = Path(stem)
     # scipy writes a plain IEEE-float wav; libsndfile would add a PEAK chunk with a timestamp (not reproducible)
-    wavfile.write(stem.with_suffix(".wav"), clip.meta["sample_rate"], np.ascontiguousarray(clip.audio.T))
-    _write_npz(stem.with_suffix(".npz"), {"frames": clip.frames, "masks": clip.masks})
-    stem.with_suffix(".json").write_text(json.dumps(clip.meta, indent=1) + "\n")
+    audio = np.ascontiguousarray(clip.audio.T)
+    _write_file(stem.with_suffix(".wav"), lambda f: wavfile.write(f, clip.meta["sample_rate"], audio))
+    _write_file(stem.with_suffix(".npz"), lambda f: _write_npz(f, {"frames": clip.frames, "masks": clip.masks}))
+    if preview:
+        write_preview(clip, stem)
+    text = (json.dumps(clip.meta, indent=1) + "\n").encode()
+    _write_file(stem.with_suffix(".json"), lambda f: f.write(text))
 
 
 def load_clip(stem: str | Path) -> WorldClip:
@@ -190,10 +211,10 @@ def _job(args: tuple) -> tuple[dict, bool]:
     made = m is None
     if made:  # not made yet, or made from another seed or config: (re)render
         clip = make_clip(clip_seed(split, seed, index), config, clip_id)
-        write_clip(clip, stem)
-        if preview:
-            write_preview(clip, stem)
+        write_clip(clip, stem, preview=preview)
         m = clip.meta
+    elif preview and not stem.with_suffix(".mp4").is_file():  # kept from a run without --preview, or cut short
+        write_preview(load_clip(stem), stem)
     row = {"id": clip_id, "duration": m["duration"], "fps": m["fps"], "sample_rate": m["sample_rate"],
            "caption": m["caption"], "n_events": len(m["events"])}  # fmt: skip
     return row, made
@@ -310,10 +331,10 @@ def _options(settings: dict) -> dict[str, str]:
     return words
 
 
-def _smallest_n(clips: dict[str, set[int]]) -> int:
-    """The smallest --n whose splits hold every clip index in `clips` (a bigger one may not: 14 clips split 12/1/1,
-    15 split 11/2/2)."""
-    n = max(1, sum(map(len, clips.values())))
+def _smallest_n(clips: dict[str, set[int]], start: int = 1) -> int:
+    """The smallest --n from `start` on whose splits hold every clip index in `clips` (a bigger one may not: 14
+    clips split 12/1/1, 15 split 11/2/2)."""
+    n = max(start, sum(map(len, clips.values())))
     while any(indices and max(indices) >= split_sizes(n)[split] for split, indices in clips.items()):
         n += 1
     return n
@@ -337,9 +358,12 @@ def check_existing(out: Path, n: int, seed: int, config: WorldConfig) -> None:
     beyond = {split: {i for i in indices if i >= sizes[split]} for split, indices in clips.items()}
     if extra := sum(map(len, beyond.values())):
         held = sum(map(len, clips.values()))
-        raise OutputError(f"{out} holds {held} clips of this dataset, {extra} of them beyond what --n {n} makes: pass "
-                          f"--overwrite (or -y) to replace it with {n} clips, or --n {_smallest_n(clips)} to keep "
-                          "them")  # fmt: skip
+        keep, grow = _smallest_n(clips), _smallest_n(clips, n)
+        other = f"--n {keep} to keep them" + (f", or --n {grow} (the smallest above {n} that does)" if grow != keep
+                                               else "")  # fmt: skip
+        raise OutputError(f"{out} holds {held} clips of this dataset, {extra} of them beyond what --n {n} makes (a "
+                          "bigger --n extends a dataset only where no split gets smaller): pass --overwrite (or -y) "
+                          f"to replace it with {n} clips, or {other}")  # fmt: skip
 
 
 def remove_dataset(out: Path) -> None:
@@ -373,29 +397,42 @@ def make_dataset(out: str | Path, n: int, seed: int = 0, workers: int = 1, previ
         check_existing(out, n, seed, config)
     sizes = split_sizes(n)
     settings = json.dumps(_settings(seed, asdict(config)), indent=1) + "\n"
-    atomic_write(out / SETTINGS_FILE, lambda f: f.write(settings.encode()))
-    jobs = []
-    for split in SPLITS:
-        (out / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(split, i, seed, str(out), config, preview) for i in range(sizes[split])]
+    jobs = [(split, i, seed, str(out), config, preview) for split in SPLITS for i in range(sizes[split])]
+    try:
+        _write_file(out / SETTINGS_FILE, lambda f: f.write(settings.encode()))
+        for split in SPLITS:
+            (out / split).mkdir(parents=True, exist_ok=True)
+        rows = _run_jobs(jobs, workers, progress)
+        for split in SPLITS:
+            lines = "".join(json.dumps(r) + "\n" for r in rows if r["id"].startswith(split + "_"))
+            _write_file(out / split / "manifest.jsonl", lambda f, text=lines: f.write(text.encode()))
+    except ClipWriteError as exc:  # a full disk: the clips written so far stay, a rerun goes on from them
+        raise OutputError(f"{exc}; --out {out} keeps the {_whole_clips(out)} whole clips written so far (rerun "
+                          "to resume once there is room)") from None  # fmt: skip
+    return sizes
+
+
+def _run_jobs(jobs: list[tuple], workers: int, progress) -> list[dict]:
+    """The manifest rows of `jobs` (`_job`), in order, on `workers` processes."""
+    rows = []
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-            rows = []
             for row, made in pool.imap(_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 rows.append(row)
                 if progress:
                     progress(row, made)
-    else:
-        rows = []
-        for job in jobs:
-            row, made = _job(job)
-            rows.append(row)
-            if progress:
-                progress(row, made)
-    for split in SPLITS:
-        lines = [json.dumps(r) for r in rows if r["id"].startswith(split + "_")]
-        (out / split / "manifest.jsonl").write_text("".join(line + "\n" for line in lines))
-    return sizes
+        return rows
+    for job in jobs:
+        row, made = _job(job)
+        rows.append(row)
+        if progress:
+            progress(row, made)
+    return rows
+
+
+def _whole_clips(out: Path) -> int:
+    """How many clips in `out` have their json (written last: the clip is whole)."""
+    return sum(len(list((out / split).glob(f"{split}_*.json"))) for split in SPLITS if (out / split).is_dir())
 
 
 def with_overrides(config: WorldConfig, **overrides) -> WorldConfig:

@@ -1,6 +1,6 @@
 """Per-event binaural cues and sides, measured where each sound starts (its audio onset), not at the visual event.
 
-Signs (CONVENTIONS.md): ``ILD = 20·log10(rms_L / rms_R)`` dB, positive = left louder; ``ITD > 0`` when the left ear
+Signs (docs/conventions.md): ``ILD = 20·log10(rms_L / rms_R)`` dB, positive = left louder; ``ITD > 0`` when the left ear
 leads (s); ``azimuth = (x / W − 0.5)·90°``, negative = left. Audio is ``(2, N)`` float, channels [left, right].
 
 Window: ``[t − pre_s, t + window_s)`` around an onset at ``t`` (a few ms before it, so the leading ear's onset is in).

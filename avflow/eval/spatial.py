@@ -1,6 +1,6 @@
 """Binaural (spatial) audio metrics. Audio is ``(2, N)`` float, channel order [left, right].
 
-Signs (CONVENTIONS.md): ``ILD = 20·log10(rms_L / rms_R)`` dB, positive = left louder; ``ITD > 0`` when the left ear
+Signs (docs/conventions.md): ``ILD = 20·log10(rms_L / rms_R)`` dB, positive = left louder; ``ITD > 0`` when the left ear
 leads (s); ``azimuth = (x_center / W − 0.5)·90°``, negative = left.
 
 A cue that cannot be measured is NaN, never a number from the edge of a search range or an ε floor: ILD, ITD and

@@ -3,7 +3,7 @@
 reasons for being undefined is :mod:`avflow.eval.offset` (onsets: :mod:`avflow.eval.onsets`, visual events:
 :mod:`avflow.eval.events`).
 
-Sign convention (CONVENTIONS.md): an offset is ``t_audio - t_visual``; positive means the audio is late.
+Sign convention (docs/conventions.md): an offset is ``t_audio - t_visual``; positive means the audio is late.
 Audio is ``(C, N)`` or ``(N,)`` float; frames are ``(T, H, W, 3)`` uint8 with frame ``k`` shown at ``k / fps``.
 Other layouts, dtypes and non-finite audio are a one-line ValueError (:mod:`avflow.eval.inputs`).
 """

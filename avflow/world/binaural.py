@@ -6,7 +6,7 @@ only needs alpha and the delay interpolated per sample between block values.
 `kemar`: measured MIT KEMAR HRIRs (horizontal plane) from the data bundled in the `slab` package, cross-faded
 between neighbouring directions per sample.
 
-Conventions (CONVENTIONS.md): azimuth = (x / W - 0.5) * 90 deg, negative = left; ITD > 0 when the left ear leads.
+Conventions (docs/conventions.md): azimuth = (x / W - 0.5) * 90 deg, negative = left; ITD > 0 when the left ear leads.
 """
 
 from __future__ import annotations

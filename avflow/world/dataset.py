@@ -1,4 +1,4 @@
-"""Make, write and read world clips and datasets (file layout in CONVENTIONS.md, "World clips")."""
+"""Make, write and read world clips and datasets (file layout in docs/conventions.md, "World clips")."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def mirror_caption(caption: str) -> str:
 
 
 def mirror_meta(meta: dict) -> dict:
-    """The ground truth of the mirrored clip (CONVENTIONS.md, "World clips"): pixel x -> W - x (pixel centres at
+    """The ground truth of the mirrored clip (docs/conventions.md, "World clips"): pixel x -> W - x (pixel centres at
     i + 0.5, so flipping the columns maps x to W - x exactly), horizontal velocities and azimuths negated, sides and
     caption swapped."""
     width = meta["width"]

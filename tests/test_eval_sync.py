@@ -86,7 +86,9 @@ def test_generated_clip_metrics_show_the_reason_not_a_score_for_a_blank_video():
     clip = flash_clip(2, audio_delay_s=0.04)
     blank = clip_av_metrics(clip.audio, SR, np.full_like(clip.frames, 30), clip.fps)
     assert {"sync_offset_ms", "side_agreement", "follows_object", "phys_residual_px"} <= set(blank)
-    assert all(not m.defined and "blank video" in m.reason for m in blank.values())
+    counts = {"n_onsets", "n_visual_events"}  # what was detected: the sound's onsets, and no event in the frames
+    assert all(not m.defined and "blank video" in m.reason for k, m in blank.items() if k not in counts)
+    assert blank["n_visual_events"].value == 0 and blank["n_onsets"].value >= 1
     assert "undefined: blank video" in metric_line("follows_object", blank["follows_object"])
     seen = clip_av_metrics(clip.audio, SR, clip.frames, clip.fps)
     assert abs(seen["sync_offset_ms"].value - 40) < 5 and seen["side_agreement"].value == 1.0

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
-from avflow.errors import AvflowError, ConfigError, Note
+from avflow.errors import AvflowError, Note
 from avflow.heap import keep_freed_memory
 from avflow.threads import wait_passively
 
@@ -105,18 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or an argument error already printed in one line
         return int(exc.code or 0)
     rank = torchrun_rank()
+    restore = _stop_at_once_on_ctrl_c() if torchrun_world_size() > 1 else None
     try:
         wait_passively()  # idle OpenMP threads sleep rather than spin (avflow/threads.py), set before torch loads
         keep_freed_memory()  # freed tensors' pages reused, not faulted in again (avflow/heap.py)
         with warnings.catch_warnings():  # restores the warnings' printer afterwards
             warnings.showwarning = _note_printer(name, warnings.showwarning, rank)
             return int(module.run(args) or 0)
-    except ConfigError as exc:  # the same settings on every rank: rank 0 says it once
-        if rank == 0:
-            print(f"avflow {name}: error: {exc}", file=sys.stderr)
-        return 2
-    except AvflowError as exc:  # may be this rank's own (its data, its device): every rank says it, named
-        print(f"avflow {name}: error: {rank_prefix(rank)}{exc}", file=sys.stderr)
+    except AvflowError as exc:
+        # the same on every rank (its settings, a file rank 0 read for all): rank 0 says it once; else it may be
+        # this rank's own (its data, its device): the rank that hit it says it, named
+        if rank == 0 or not exc.every_rank:
+            print(f"avflow {name}: error: {'' if exc.every_rank else rank_prefix(rank)}{exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of the output went away (`avflow info clip.mp4 | head -3`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush at exit finds no pipe
@@ -125,8 +127,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avflow {name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if torchrun_world_size() > 1:
+            _exit_interrupted()
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if restore is not None:
+            restore()
+
+
+def torchrun_world_size() -> int:
+    """The number of processes torchrun started (its WORLD_SIZE variable), 1 outside it."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return int(world) if world.isdigit() else 1
+
+
+def _exit_interrupted() -> None:
+    """Ctrl-C under torchrun: say `interrupted` and end this process at once. Nothing is torn down: DDP's reducer
+    and the process group, freed as Python unwinds, wait on peers that may be blocked in a collective (a rank hung
+    30 s, until torchrun killed it, 1 run in 3); and nothing needs saving, since checkpoints are written atomically
+    (a manifest after each, one cut short is skipped on resume)."""
+    try:
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+    finally:
+        os._exit(130)
+
+
+def _stop_at_once_on_ctrl_c():
+    """Under torchrun, SIGINT ends the process through `_exit_interrupted` rather than as a KeyboardInterrupt that
+    unwinds (set from the main thread only, where Python runs signal handlers; a forked child, e.g. a data loader's
+    worker, gets the KeyboardInterrupt it handles); a function that puts the previous handler back, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pid = os.getpid()
+
+    def handle(signum, frame):
+        if os.getpid() != pid:
+            raise KeyboardInterrupt
+        _exit_interrupted()
+
+    previous = signal.signal(signal.SIGINT, handle)
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def torchrun_rank() -> int:

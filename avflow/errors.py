@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound="AvflowError")
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (at most `limit` characters), else its type's name: what a one-line
@@ -12,6 +16,11 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
 class AvflowError(Exception):
     """Base class for errors a user can fix (bad file, bad argument, missing weights)."""
+
+    # Under torchrun: True where every rank raises it alike (its settings, a file rank 0 read for all), so the CLI
+    # says it once, on rank 0; False where it may be this rank's own (its data, its device), said by the rank that
+    # hit it, named. A class sets its default; `on_every_rank` marks one error.
+    every_rank = False
 
 
 class MediaError(AvflowError):
@@ -25,6 +34,8 @@ class WeightsError(AvflowError):
 class ConfigError(AvflowError):
     """A configuration has an unknown key, a wrong type or a missing path."""
 
+    every_rank = True  # every rank loads the same settings
+
 
 class MissingPathError(ConfigError):
     """A configuration names a file or folder that is not on this machine (yet): the config itself may be sound."""
@@ -36,6 +47,13 @@ class OutputError(AvflowError):
 
 class TrainingError(AvflowError):
     """A training run cannot go on: its loss stopped being finite (the checkpoints before it are kept)."""
+
+
+def on_every_rank(exc: E, alike: bool = True) -> E:
+    """`exc` marked as raised alike by every torchrun rank (`alike`: the CLI says it once, on rank 0), or as this
+    rank's own (said by this rank, named); returned, to be raised."""
+    exc.every_rank = alike
+    return exc
 
 
 class Note(UserWarning):

@@ -30,10 +30,15 @@ def run(args: argparse.Namespace) -> int:
         return print_config(path, args.overrides)
     config = load_train_config(path, args.overrides)  # every config error surfaces here, before any work
     from avflow.commands.options import check_folder
+    from avflow.errors import OutputError, on_every_rank
     from avflow.train.distributed import env_ranks
     from avflow.train.trainer import train
 
-    check_folder(config.out_dir, "out_dir")  # a folder it can write in, before anything is built
+    check_batch_split(config.train.batch_size, config.train.grad_accum, env_ranks()[1])
+    try:
+        check_folder(config.out_dir, "out_dir")  # a folder it can write in, before anything is built
+    except OutputError as exc:  # every rank is given the same folder: rank 0 says it once
+        raise on_every_rank(exc) from None
     result = train(config)
     if env_ranks()[0] != 0:  # under torchrun every rank has the same result: rank 0 reports it
         return 130 if result.interrupted else 0
@@ -49,6 +54,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_batch_split(batch_size: int, grad_accum: int, processes: int) -> None:
+    """A one-line ConfigError where `train.batch_size` does not split into `grad_accum` micro-batches on each of
+    `processes` ranks (WORLD_SIZE under torchrun): said when the config loads, before the model is built and its
+    weights read (the trainer's sampler would refuse it only then)."""
+    from avflow.errors import ConfigError
+
+    if batch_size % (grad_accum * processes):
+        raise ConfigError(f"train.batch_size: {batch_size} is not divisible by grad_accum x processes = "
+                          f"{grad_accum} x {processes}")  # fmt: skip
+
+
 def print_config(path, overrides: list[str]) -> int:
     """Print the resolved config. One that names a file or folder not on this machine (e.g. a recipe whose data are
     not here yet: what a user runs --print-config to find out) is printed as written, the overrides applied, and its
@@ -56,7 +72,11 @@ def print_config(path, overrides: list[str]) -> int:
     from avflow.config import apply_overrides, dump_yaml, read_yaml
     from avflow.errors import ConfigError, MissingPathError
     from avflow.train.config import load_train_config
+    from avflow.train.distributed import env_ranks
 
+    if env_ranks()[0] != 0:  # under torchrun every rank resolves the same config: rank 0 prints it (and its error)
+        load_train_config(path, overrides)
+        return 0
     try:
         config = load_train_config(path, overrides)
     except MissingPathError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,16 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+# What gloo and NCCL raise in a collective whose peer process is gone (it failed and exited, or was killed).
+_PEER_LOST = re.compile(r"connection (closed|reset) by peer|remote process exited|ncclRemoteError", re.IGNORECASE)
+
+
+def peer_lost(exc: BaseException, info: DistInfo) -> bool:
+    """Whether `exc`, raised in a distributed run, is a collective failing because another rank is gone (that
+    rank's own error says why), rather than a failure of this rank."""
+    return info.distributed and isinstance(exc, RuntimeError) and _PEER_LOST.search(str(exc)) is not None
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, find_unused_parameters: bool = False) -> nn.Module:

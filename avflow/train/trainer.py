@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
 from avflow.config import dump_yaml, to_dict
-from avflow.errors import ConfigError, TrainingError, TrainingWarning, WeightsError, first_line
+from avflow.errors import ConfigError, TrainingError, TrainingWarning, WeightsError, first_line, on_every_rank
 from avflow.models.peft import PeftConfig, apply_peft, trainable_summary
 from avflow.precision import autocast_dtype
 from avflow.train import checkpoint as ckpt
@@ -105,6 +105,20 @@ def to_device(x, device: torch.device):
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
     return x
+
+
+def own_data_errors(batches):
+    """The batches of a loader, a ConfigError raised while reading one (a damaged cache shard) marked as this rank's
+    own: each rank reads its own part of the data, so the rank that hit it says it (the others only lose a peer)."""
+    batches = iter(batches)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except ConfigError as exc:
+            raise on_every_rank(exc, alike=False) from exc.__cause__  # the same error, as it was raised
+        yield batch
 
 
 def _kill_point() -> tuple[int, str] | None:
@@ -373,8 +387,8 @@ class Trainer:
         path, message, refusal = dist.broadcast_object(shared, self.info)
         if refusal is not None:
             raise ConfigError(refusal)
-        if message is not None:
-            raise WeightsError(message)
+        if message is not None:  # rank 0's, shared: said once
+            raise on_every_rank(WeightsError(message))
         return (Path(path), state) if path is not None else (None, None)
 
     def _load_state(self, state: dict, path: Path) -> None:
@@ -483,7 +497,7 @@ class Trainer:
         epoch, position = self.epoch, self.position
         while True:
             self.sampler.set_state(epoch, position)
-            yield from self.train_loader
+            yield from own_data_errors(self.train_loader)
             epoch, position = epoch + 1, 0
 
     def _prepare(self, batch: dict) -> dict:
@@ -525,17 +539,18 @@ class Trainer:
     def _finite_mean_loss(self, loss_sum: torch.Tensor, loss_n: int) -> float:
         """The mean loss over the last `loss_n` steps of every rank (a collective: all ranks call it at the same
         steps); a TrainingError where it is not finite, before anything more is written: the checkpoints already
-        saved hold finite weights, and the run can resume from the last of them with a lower optim.lr."""
+        saved hold finite weights, and the run can resume from the last of them with a lower optim.lr. The mean is
+        every rank's, so is the error: said once, by rank 0."""
         mean = float(dist.all_reduce_sum(loss_sum.clone(), self.info) / (loss_n * self.info.world_size))
         if not math.isfinite(mean):
             first = self.step - loss_n + 1
             steps = f"step {self.step}" if loss_n == 1 else f"steps {first}-{self.step}"
-            saved = ckpt.list_checkpoints(self.ckpt_dir) if self.info.is_main else []
-            kept = saved[0][0] if saved else None
-            resume = (f"its last checkpoint (step {kept}) is kept: resume from it with a lower optim.lr"
-                      if kept else "no checkpoint was saved before it")  # fmt: skip
-            raise TrainingError(f"the training loss is {mean} over {steps}: the run diverged (or the data holds "
-                                f"non-finite values); {resume}, a smaller optim.grad_clip, or check the data")
+            saved = ckpt.list_checkpoints(self.ckpt_dir)
+            resume = (f"its last checkpoint (step {saved[0][0]}) is kept: resume from it" if saved
+                      else "no checkpoint was saved before it: rerun")  # fmt: skip
+            raise on_every_rank(TrainingError(
+                f"the training loss is {mean} over {steps}: the run diverged (or the data holds non-finite values); "
+                f"{resume} with a lower optim.lr, a smaller optim.grad_clip, or check the data"))  # fmt: skip
         return mean
 
     @torch.no_grad()
@@ -547,7 +562,7 @@ class Trainer:
             return None
         self.model.eval()
         total = torch.zeros(2, device=self.device, dtype=torch.float64)
-        for i, raw in enumerate(self.val_loader):
+        for i, raw in enumerate(own_data_errors(self.val_loader)):
             if i >= self.config.log.val_batches * self.config.train.grad_accum:  # this rank's micro-batches
                 break
             batch = self._prepare(raw)
@@ -631,6 +646,8 @@ class Trainer:
                     try:
                         loss = self.train_step(batches)
                     except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
+                        if dist.peer_lost(exc, info):  # another rank failed: not this rank's model or data
+                            raise
                         raise ConfigError(f"the first training step failed, so the model, the task and the data may "
                                           f"not fit each other: {first_line(exc)}") from exc  # fmt: skip
                     metrics_log, writer = self._open_folder()
@@ -707,5 +724,9 @@ def train(config: TrainConfig) -> TrainResult:
         gc.collect()
         dist.barrier(info)
         return result
+    except RuntimeError as exc:
+        if dist.peer_lost(exc, info):  # a collective whose peer is gone: that rank says why, rank 0 says this
+            raise on_every_rank(TrainingError("another process failed (its message is above)")) from None
+        raise
     finally:
         dist.cleanup()

@@ -1,17 +1,21 @@
 """Accuracy and cost of the sync offset and side measures (`avflow.eval.clip.measure_clip`) against issue 20's targets.
 
-Two sets with ground truth, measured from the frames and audio alone:
+Sets with ground truth, measured from the frames and audio alone:
 - a real-sound set (`scripts/make_real_sound_set.py`: real recordings, flashes and pop-ins at 16-30 fps, offsets
   uniform in ±250 ms; built into --real when that folder is missing; needs `make real-sound-deps`);
-- world clips (`avflow world make`), whose audio is in sync (true offset 0).
+- world clips (`avflow world make`), whose audio is in sync (true offset 0);
+- the same world clips written as mp4 (``world-mp4``: H.264 with 4:2:0 chroma and AAC, by the writer of `avflow world
+  --preview`, `avflow.world.dataset.write_preview`, the format `avflow generate` and `avflow demo` write too), encoded
+  into a temporary folder at each run (about 0.2 s a clip, not counted in the CPU column).
 
 Targets: real set, where confidence ≥ 0.5: ≥ 95 % of offsets within ±20 ms, and confidence ≥ 0.5 on ≥ 90 % of
 clips; every event's side right. World: median |offset| ≤ 10 ms and ≥ 95 % within ±20 ms (undefined counts as a
-miss). ≤ 50 ms of CPU per clip second. The baseline measured in the same run is one plain STFT of each clip's audio
-(n_fft 512, hop 128), a floor any audio metric pays. Usage:
+miss); the same as mp4, and there no offset beyond ±62 ms at confidence ≥ 0.5. ≤ 50 ms of CPU per clip second. The
+baseline measured in the same run is one plain STFT of each clip's audio (n_fft 512, hop 128), a floor any audio
+metric pays. Usage:
 
     python benchmarks/sync_accuracy.py --real data/real_sound --real-seed 1 --world data/world/test \
-        [--before REV] [--csv DIR] [--sets real,world]
+        [--before REV] [--csv DIR] [--sets real,world,world-mp4]
 
 With ``--before REV`` the same clips are also measured by the offsets that `avflow eval` reported at commit REV (e.g.
 9c29db9, before issue 20): ``sync_xcorr_ms`` (cross-correlation of audio onset strength and motion energy) and
@@ -45,14 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, sys.argv[sys.argv.index(LEGACY) + 1] if LEGACY in sys.argv else str(ROOT))
 from common import ArgumentParser, positive_int, print_table, run_main  # noqa: E402
 
-SETS = ("real", "world")
+SETS = ("real", "world", "world-mp4")
+WORLD_MP4 = "world as mp4 (offset 0)"
 
 
 def sets_type(text: str) -> list[str]:
-    """argparse type of --sets: real, world, or both comma-separated."""
+    """argparse type of --sets: real, world, world-mp4, or several comma-separated."""
     names = text.split(",")
     if not names or any(n not in SETS for n in names):
-        raise argparse.ArgumentTypeError(f"{text!r}: choose from real, world, real,world")
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(SETS)}, comma-separated (real,world)")
     return names
 
 
@@ -90,6 +95,22 @@ def stft_seconds(audio: np.ndarray) -> float:
     t0 = time.process_time()
     np.fft.rfft(np.lib.stride_tricks.sliding_window_view(x, 512)[::128] * np.hanning(512), axis=1)
     return time.process_time() - t0
+
+
+def encode_world(folder: Path, limit: int | None, out: Path) -> Path:
+    """The first ``limit`` world clips of ``folder`` written into ``out`` as the previews are (`write_preview`: the
+    frames as H.264, the sound as AAC), each with its json; returns ``out``."""
+    import shutil
+
+    from avflow.eval.report import find_clips
+    from avflow.world.dataset import load_clip, write_preview
+
+    for cid, stem in list(find_clips(folder).items())[:limit]:
+        target = out / cid
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_preview(load_clip(stem), target)
+        shutil.copyfile(stem.with_suffix(".json"), target.with_suffix(".json"))
+    return out
 
 
 def measure_folder(folder: Path, limit: int | None, truth_offset: bool) -> list[dict]:
@@ -179,6 +200,7 @@ def summary(rows: list[dict], prefix: str = "") -> dict[str, float]:
         "within_20ms": float(np.mean(err <= 20)),
         "within_62ms": float(np.mean(err <= 62)),
         "confident": float(sure.mean()),
+        "confident_beyond_62ms": float(np.mean(sure & (err > 62))),
         "within_20ms_confident": float(np.mean(err[sure] <= 20)) if sure.any() else float("nan"),
         "sides_right": sum(r["sides_right"] for r in rows) / sided if sided and not prefix else float("nan"),
         "sides_wrong": sum(r["sides_wrong"] for r in rows) / sided if sided and not prefix else float("nan"),
@@ -205,16 +227,17 @@ def main() -> None:
     parser.add_argument("--limit", type=positive_int, default=None, help="at most this many clips per set")
     parser.add_argument("--before", default=None, metavar="REV", help="also measure with `avflow eval` of this commit")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-clip tables here")
-    parser.add_argument("--sets", type=sets_type, default=list(SETS), help="which sets to measure: real, world or "
-                        "real,world (default)")  # fmt: skip
+    parser.add_argument("--sets", type=sets_type, default=["real", "world"], help="which sets to measure: real, world, "
+                        "world-mp4 (--world's clips written as mp4), comma-separated (default real,world)")  # fmt: skip
     args = parser.parse_args()
-    if "world" in args.sets and args.world is None:  # the default: `make bench` on a fresh clone has none
+    worlds = {"world", "world-mp4"} & set(args.sets)
+    if worlds and args.world is None:  # the default: `make bench` on a fresh clone has none
         args.world = ROOT / "data" / "world" / "test"
         if not args.world.is_dir():
             print(f"no world clips at {args.world}: skipped (make them with `avflow world make --out ...`)",
                   file=sys.stderr)  # fmt: skip
-            args.sets = [s for s in args.sets if s != "world"]
-    elif "world" in args.sets and not args.world.is_dir():
+            args.sets = [s for s in args.sets if s not in worlds]
+    elif worlds and not args.world.is_dir():
         parser.error(f"--world {args.world}: no such folder (make the clips with `avflow world make --out ...`, or "
                      "give --sets real)")  # fmt: skip
     if "real" in args.sets and args.real.is_dir():
@@ -232,10 +255,13 @@ def main() -> None:
     if "world" in args.sets:
         folders["world (offset 0)"] = args.world
     sets = {}
-    for name, folder in folders.items():
-        sets[name] = measure_folder(folder, args.limit, name == "real-sound")
-        if args.before:
-            add_before(sets[name], measure_before(args.before, folder, args.limit))
+    with tempfile.TemporaryDirectory(prefix="world_mp4_") as tmp:
+        if "world-mp4" in args.sets:
+            folders[WORLD_MP4] = encode_world(args.world, args.limit, Path(tmp))
+        for name, folder in folders.items():
+            sets[name] = measure_folder(folder, args.limit, name == "real-sound")
+            if args.before:
+                add_before(sets[name], measure_before(args.before, folder, args.limit))
     table = []
     for name, rows in sets.items():
         for prefix, measure in MEASURES.items():
@@ -245,7 +271,8 @@ def main() -> None:
             table.append({"set": name, "measure": measure} | {k: round(v, 4) for k, v in s.items()})
         if args.csv:
             args.csv.mkdir(parents=True, exist_ok=True)
-            with open(args.csv / f"{name.split()[0]}_per_clip.csv", "w", newline="") as fh:
+            with open(args.csv / f"{'world_mp4' if name == WORLD_MP4 else name.split()[0]}_per_clip.csv", "w",
+                      newline="") as fh:  # fmt: skip
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
@@ -259,13 +286,17 @@ def main() -> None:
             "real: every event's side right": real["sides_right"] == 1.0,
             "CPU <= 50 ms per clip second (real)": real["cpu_ms_per_s"] <= 50,
         }
-    if "world (offset 0)" in sets:
-        world = summary(sets["world (offset 0)"])
+    for name, short in (("world (offset 0)", "world"), (WORLD_MP4, "world as mp4")):
+        if name not in sets:
+            continue
+        world = summary(sets[name])
         checks |= {
-            "world: median |offset| <= 10 ms": world["median_abs_error_ms"] <= 10,
-            "world: >= 95 % within ±20 ms": world["within_20ms"] >= 0.95,
-            "CPU <= 50 ms per clip second (world)": world["cpu_ms_per_s"] <= 50,
+            f"{short}: median |offset| <= 10 ms": world["median_abs_error_ms"] <= 10,
+            f"{short}: >= 95 % within ±20 ms": world["within_20ms"] >= 0.95,
+            f"CPU <= 50 ms per clip second ({short})": world["cpu_ms_per_s"] <= 50,
         }
+        if name == WORLD_MP4:
+            checks[f"{short}: no offset beyond ±62 ms at confidence >= 0.5"] = world["confident_beyond_62ms"] == 0
     for name, ok in checks.items():
         print(f"{'MET    ' if ok else 'NOT MET'}  {name}")
 

@@ -9,7 +9,14 @@ within ``radius·W`` pixels in frame ``k − 1`` (``max_c [f_k(p, c) − max_{|q
 darkening never rise). It brightens in proportion to how new its colour is to the whole frame: with ``h_k(b)`` the
 number of pixels whose colour falls in the 3×3×3 colour bins (``bin`` levels wide) around bin ``b``, the new fraction
 is ``max(0, h_k(b) − h_{k−1}(b)) / h_k(b)``. An object that moves keeps its colours (its leading edge rises, but the
-frame holds no more of its colour than before), one that appears or flashes adds colours. Frame ``k`` is an event when
+frame holds no more of its colour than before), one that appears or flashes adds colours. Decoded video (H.264 and
+most codecs store 4:2:0: luma per pixel, chroma once per 2×2 pixels, interpolated back) gives the pixels near an edge
+the luma of their own side and the chroma of both sides: colours no frame held, which change as the object moves (a
+64 px clip's 4-7 px objects are mostly edge; such pixels made flashes out of motion, :func:`_mixes_old`). So a pixel
+counts as old, whatever its colour's new fraction, when its luma level is mostly old (the same new fraction over
+``bin``-wide luma levels, below ½) and its chroma (``B − Y``, ``R − Y``) lies within the range of the old colours
+within ``chroma_reach`` source pixels: the mostly old pixels of frame ``k`` (new fraction below ½, itself included) and
+all of frame ``k − 1``. Frame ``k`` is an event when
 the brightened area is at least ``min_area`` of the frame and frame ``k − 1`` was not one (a fade-in is one event, at
 its first frame); covering ``global_area`` or more it is a cut or a full-frame flash, with no side. The event time is
 ``k / fps`` (the frame's start), its ``x`` the brightening-weighted centroid.
@@ -25,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import maximum_filter, minimum_filter, uniform_filter
 
 from avflow.eval.inputs import check_frames
-from avflow.eval.physics import Tracks, _chunks, track_objects
+from avflow.eval.physics import LUMA, Tracks, _chunks, track_objects
 
 KINDS = ("flash", "global", "contact", "truth")
 
@@ -39,6 +46,7 @@ class EventConfig:
     radius: float = 0.06  # neighbourhood (fraction of the frame width) a pixel must outshine to rise
     threshold: float = 24.0  # rise above the neighbourhood (0..255)
     bin: float = 16.0  # colour bin width (0..255 per channel) of the colour-mass comparison
+    chroma_reach: float = 2.0  # source px whose colours 4:2:0 chroma mixes into a pixel (2×2 samples, interpolated)
     min_area: float = 0.002  # brightened fraction of the frame that makes an event
     global_area: float = 0.3  # from this fraction on: a cut or full-frame flash (no side)
     contact_threshold: float = 0.045  # velocity change (fraction of the width per frame) that makes an impact
@@ -65,7 +73,7 @@ class VisualEvents:
 
     @property
     def azimuth(self) -> np.ndarray:
-        """Degrees, negative = left (CONVENTIONS.md: ``(x / W − 0.5)·90°``); NaN without a side."""
+        """Degrees, negative = left (docs/conventions.md: ``(x / W − 0.5)·90°``); NaN without a side."""
         return (self.x / self.width - 0.5) * 90.0
 
 
@@ -115,6 +123,48 @@ def _rise(plane: np.ndarray, r: int) -> np.ndarray:
     return (plane[1:].reshape(T - 1, h // 2, 2, w // 2, 2) - near[:, :, None, :, None]).reshape(T - 1, h, w)
 
 
+def _new_fraction(codes: np.ndarray, bins: tuple[int, ...]) -> np.ndarray:
+    """Per pixel of frames 1..t, the new fraction of its colour (module docstring): ``codes`` ``(t + 1, h, w)`` are
+    flat indices into a histogram of shape ``bins`` (``(n, n, n)`` colours, ``(n,)`` luma levels); the mass of a bin
+    is the pixel count of the 3 (per axis) bins around it. Returns ``(t, h, w)`` float32 in [0, 1]."""
+    t = codes.shape[0] - 1
+    size = int(np.prod(bins))
+    offsets = (np.arange(t + 1, dtype=np.int64) * size)[:, None, None]
+    hist = np.bincount((codes + offsets).ravel(), minlength=(t + 1) * size).reshape((t + 1,) + bins)
+    mass = uniform_filter(hist.astype(np.float32), size=(1,) + (3,) * len(bins), mode="constant") * 3 ** len(bins)
+    del hist
+    new = (np.maximum(mass[1:] - mass[:-1], 0.0) / np.maximum(mass[1:], 1.0)).reshape(t, -1)  # (t, size)
+    return np.take_along_axis(new, codes[1:].reshape(t, -1), axis=1).reshape(codes[1:].shape)
+
+
+def _luma(frames: np.ndarray) -> np.ndarray:
+    """BT.601 luma ``(..., h, w)`` of float frames ``(..., h, w, 3)`` (one plane at a time)."""
+    r, g, b = (float(v) for v in LUMA)
+    return r * frames[..., 0] + g * frames[..., 1] + b * frames[..., 2]
+
+
+def _mixes_old(pair: np.ndarray, luma: np.ndarray, fresh: np.ndarray, old_luma: np.ndarray, reach: int) -> np.ndarray:
+    """``(h, w)`` bool: the pixels of frame ``pair[1]`` (``pair`` ``(2, h, w, 3)``: a frame and the one before, with
+    their ``luma`` ``(2, h, w)``) that 4:2:0 video could have mixed from old colours: a mostly old luma level
+    (``old_luma``) and each chroma difference (``B − Y``, ``R − Y``) within the range of the old colours within
+    ``reach`` px — the pixels of the frame whose colour is mostly old (``fresh < ½``, the pixel itself included) and
+    every pixel of the frame before (what an object that moved, or the edge of the picture, left). A decoded pixel
+    keeps its own luma but takes its chroma from the 2×2 blocks around it: at an object's edge a mix of object and
+    background, a colour no frame held that is no flash. A flash or an object that appears has a new luma level, or
+    chroma that no old colour nearby has."""
+    old = fresh < 0.5
+    size = 2 * reach + 1
+    ok = old_luma.copy()
+    for channel in (2, 0):
+        diff = pair[..., channel] - luma  # (2, h, w)
+        hi = np.maximum(maximum_filter(np.where(old, diff[1], -np.inf), size=size, mode="nearest"),
+                        maximum_filter(diff[0], size=size, mode="nearest"))  # fmt: skip
+        lo = np.minimum(minimum_filter(np.where(old, diff[1], np.inf), size=size, mode="nearest"),
+                        minimum_filter(diff[0], size=size, mode="nearest"))  # fmt: skip
+        ok &= (diff[1] >= lo) & (diff[1] <= hi)
+    return ok
+
+
 def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> VisualEvents:
     """Brightening events of block-averaged frames ``x`` ``(T, h, w, 3)`` (``factor`` px per block, ``width`` of the
     original frames): an array or a :class:`BlockMeans`, read in chunks of frames (each quantity is per frame or per
@@ -124,6 +174,7 @@ def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> Vi
         return VisualEvents(np.zeros(0), np.zeros(0, dtype=object), np.zeros(0), width, np.zeros(T))
     r = max(1, int(round(cfg.radius * w)))
     n = int(np.ceil(256 / cfg.bin))
+    reach = max(1, int(np.ceil(cfg.chroma_reach / factor)))  # in analysis pixels
     he, we = h + h % 2, w + w % 2
     area = np.zeros(T)  # (T,) brightened area of each frame (frame 0: none)
     weights: dict[int, np.ndarray] = {}  # frame -> (w,) column weights of its brightening, where it may be an event
@@ -139,16 +190,17 @@ def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> Vi
             plane = np.ascontiguousarray(xs[..., c])  # (t + 1, he, we)
             np.maximum(rise, _rise(plane, r), out=rise)
             codes = codes * n + np.minimum((plane * (1.0 / cfg.bin)).astype(np.int32), n - 1)
-        del xs, plane
+        del plane
         rise, codes = rise[:, :h, :w], np.ascontiguousarray(codes[:, :h, :w])
-        offsets = (np.arange(t + 1, dtype=np.int64) * n**3)[:, None, None]
-        hist = np.bincount((codes + offsets).ravel(), minlength=(t + 1) * n**3).reshape(t + 1, n, n, n)
-        mass = uniform_filter(hist.astype(np.float32), size=(1, 3, 3, 3), mode="constant") * 27  # pixels in 27 bins
-        del hist
-        new = (np.maximum(mass[1:] - mass[:-1], 0.0) / np.maximum(mass[1:], 1.0)).reshape(t, -1)  # (t, n³)
-        del mass
-        fresh = np.take_along_axis(new, codes[1:].reshape(t, -1), axis=1).reshape(rise.shape)  # (t, h, w)
-        del new, codes
+        fresh = _new_fraction(codes, (n, n, n))  # (t, h, w)
+        del codes
+        seen = xs[:, :h, :w]  # (t + 1, h, w, 3)
+        y = _luma(seen)  # (t + 1, h, w)
+        luma_fresh = _new_fraction(np.minimum((y * (1.0 / cfg.bin)).astype(np.int32), n - 1), (n,))  # (t, h, w)
+        for j in np.flatnonzero(((rise > cfg.threshold) & (fresh > 0.0)).any(axis=(1, 2))):  # frames that may brighten
+            mixed = _mixes_old(seen[j : j + 2], y[j : j + 2], fresh[j], luma_fresh[j] < 0.5, reach)
+            fresh[j][mixed] = 0.0
+        del xs, seen, y, luma_fresh
         bright = np.where(rise > cfg.threshold, fresh, 0.0)  # (t, h, w) brightened fraction of each pixel
         del fresh
         area[a + 1 : b + 1] = bright.mean(axis=(1, 2))

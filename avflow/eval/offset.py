@@ -1,6 +1,6 @@
 """Audio-visual offset by matching the pattern of visual events to the pattern of audio onsets.
 
-Sign (CONVENTIONS.md): the offset is ``t_audio − t_visual``; positive means the audio is late.
+Sign (docs/conventions.md): the offset is ``t_audio − t_visual``; positive means the audio is late.
 
 Onset ``a`` at ``t_a`` with novelty ``ν_a`` (:mod:`avflow.eval.onsets`) weighs ``w_a = f + (1 − f)·ν_a``
 (``f = novelty_floor``), and spreads over a flat-topped triangle of half-width ``τ``:

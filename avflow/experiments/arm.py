@@ -108,7 +108,8 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # result scored before is refused by the settings check rather than averaged with new ones. 2 (2026-12-06): no
 # signed offsets, `<metric>_n` counts, the physics fixes (rest frames, rolling index, object contacts left out of
 # energy growth), the Fréchet features at 16 kHz and the scaled eps (docs/metrics.md). 3 (2026-12-07): the video
-# Fréchet features' motion over 0.2 s whatever the frame rate (`fd_video`, `fd_av`).
+# Fréchet features' motion over 0.2 s whatever the frame rate (`fd_video`, `fd_av`), and visual events and
+# tracking that read 4:2:0 chroma as mixed (`chroma_reach`; the sync, side and physics measures of decoded video).
 METRICS_VERSION = 3
 
 

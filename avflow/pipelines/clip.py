@@ -41,9 +41,16 @@ class GeneratedClip:
 
         return save_spectrogram(self.audio.numpy(), path, self.sample_rate, names=("left", "right"))
 
-    def metrics(self) -> dict[str, Measure]:
+    def metrics(self, written: str | Path | None = None) -> dict[str, Measure]:
         """Model-free checks against what is visible in the generated frames (see `clip_av_metrics`): each a value or
-        the reason it has none (a blank video has no score)."""
+        the reason it has none (a blank video has no score). With ``written``, the file `save` wrote, they are those
+        of the clip as written — its H.264 frames and AAC sound decoded, as `avflow eval` reads the file — which can
+        differ from the frames before encoding (4:2:0 chroma and quantisation change a 64 px clip's small objects)."""
         from avflow.eval.clip_metrics import clip_av_metrics
 
-        return clip_av_metrics(self.audio.numpy(), self.sample_rate, self.frames.numpy(), self.fps)
+        if written is None:
+            return clip_av_metrics(self.audio.numpy(), self.sample_rate, self.frames.numpy(), self.fps)
+        from avflow.eval.report import load_eval_clip
+
+        clip = load_eval_clip(Path(written))
+        return clip_av_metrics(clip.audio, clip.sample_rate, clip.frames, clip.fps)

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from avflow.commands.options import check_folder
     from avflow.errors import OutputError, on_every_rank
     from avflow.train.distributed import env_ranks
+    from avflow.train.sampler import check_batch_split
     from avflow.train.trainer import train
 
     check_batch_split(config.train.batch_size, config.train.grad_accum, env_ranks()[1])
@@ -52,17 +53,6 @@ def run(args: argparse.Namespace) -> int:
     elif result.checkpoint is not None:
         print(f"step {result.step}: loss {result.loss:.5f}, {result.samples_per_s:.1f} samples/s, {result.checkpoint}")
     return 0
-
-
-def check_batch_split(batch_size: int, grad_accum: int, processes: int) -> None:
-    """A one-line ConfigError where `train.batch_size` does not split into `grad_accum` micro-batches on each of
-    `processes` ranks (WORLD_SIZE under torchrun): said when the config loads, before the model is built and its
-    weights read (the trainer's sampler would refuse it only then)."""
-    from avflow.errors import ConfigError
-
-    if batch_size % (grad_accum * processes):
-        raise ConfigError(f"train.batch_size: {batch_size} is not divisible by grad_accum x processes = "
-                          f"{grad_accum} x {processes}")  # fmt: skip
 
 
 def print_config(path, overrides: list[str]) -> int:

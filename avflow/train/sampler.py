@@ -9,6 +9,14 @@ import torch
 from avflow.errors import ConfigError
 
 
+def check_batch_split(batch_size: int, grad_accum: int, processes: int) -> None:
+    """A one-line ConfigError where `train.batch_size` does not split into `grad_accum` micro-batches on each of
+    `processes` ranks; `avflow train` calls it when the config loads (WORLD_SIZE), before the model is built."""
+    if batch_size % (grad_accum * processes):
+        raise ConfigError(f"train.batch_size: {batch_size} is not divisible by grad_accum x processes = "
+                          f"{grad_accum} x {processes}")  # fmt: skip
+
+
 class ResumableBatchSampler:
     """Yields this rank's micro-batches as lists of `(index, epoch)`.
 
@@ -29,11 +37,7 @@ class ResumableBatchSampler:
         *,
         dataset: str = "the dataset",  # named in the error when it holds less than one batch (e.g. "data.val")
     ):
-        if global_batch % (grad_accum * world_size):
-            raise ConfigError(
-                f"train.batch_size: {global_batch} is not divisible by grad_accum x processes = "
-                f"{grad_accum} x {world_size}"
-            )
+        check_batch_split(global_batch, grad_accum, world_size)
         if size < global_batch:
             raise ConfigError(f"train.batch_size: {global_batch} is larger than {dataset} ({size} samples)")
         self.size, self.global_batch, self.grad_accum = size, global_batch, grad_accum

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from avflow.data.audio import read_audio, write_audio
 from avflow.data.mux import mux_audio, write_video
-from avflow.data.video import MediaInfo, VideoFrames, iter_video_windows, probe, read_video, video_frames
+from avflow.data.video import (
+    MediaInfo,
+    VideoFrames,
+    iter_video_windows,
+    probe,
+    read_video,
+    scaled_height,
+    video_frames,
+)
 
 __all__ = [
     "MediaInfo",
@@ -18,6 +26,7 @@ __all__ = [
     "probe",
     "read_audio",
     "read_video",
+    "scaled_height",
     "video_frames",
     "write_audio",
     "write_video",

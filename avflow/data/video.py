@@ -719,13 +719,17 @@ def read_video(
     return frames
 
 
+def scaled_height(info: MediaInfo, width: int) -> int:
+    """The even frame height that keeps `info`'s shown aspect at `width` columns (at least 2)."""
+    return max(2, round(info.height * width / info.width / 2) * 2)
+
+
 def video_frames(path: str | Path, width: int = 64) -> tuple[np.ndarray, float, float]:
     """(frames (T, h, w, 3) uint8 scaled to `width` columns (even height, aspect kept), fps, duration s)."""
     info = probe(path)
     if not info.has_video:
         raise MediaError(f"{path}: has no video stream")
-    height = max(2, round(info.height * width / info.width / 2) * 2)
-    clip = read_video(path, size=(height, width))
+    clip = read_video(path, size=(scaled_height(info, width), width))
     return clip.frames.numpy(), clip.fps, info.duration
 
 

@@ -286,12 +286,12 @@ def read_frames(video: str | Path, width: int = 64, progress: Progress | None = 
     """`avflow.data.media.video_frames(video, width)`, the same frames, read `READ_WINDOW_S` s of the video at a
     time: `progress(done, windows)` after each (it may raise to stop between them, e.g. the UI's `Cancelled`;
     `windows` is counted ahead from the duration, and `done` never passes it)."""
-    from avflow.data.media import iter_video_windows, probe
+    from avflow.data.media import iter_video_windows, probe, scaled_height
 
     info = probe(video)
     if not info.has_video:
         raise MediaError(f"{video}: has no video stream")
-    height = max(2, round(info.height * width / info.width / 2) * 2)  # as video_frames sizes them
+    height = scaled_height(info, width)  # as video_frames sizes them
     windows = max(1, math.ceil(info.duration / READ_WINDOW_S - 1e-9))
     parts, fps = [], info.fps
     for clip in iter_video_windows(video, READ_WINDOW_S, size=(height, width)):

@@ -91,3 +91,18 @@ def test_bigger_n_that_does_not_extend_names_one_that_does(tmp_path):
         check_existing(tmp_path / "d", 15, 0, TINY)  # 11/2/2: train gets smaller
     msg = str(info.value)
     assert "--n 14 to keep them" in msg and "--n 16 (the smallest above 15" in msg
+
+
+@pytest.mark.skipif(not preview_available(), reason="no mp4 writer")
+def test_cli_says_how_many_previews_it_added_to_kept_clips(tmp_path, capsys):
+    from avflow.cli import main as cli_main
+
+    args = ["world", "make", "--n", "3", "--out", str(tmp_path / "w"), "--size", "16", "16", "--fps", "4",
+            "--duration", "0.5", "--sample-rate", "8000"]  # fmt: skip
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    assert cli_main(args + ["--preview"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote 0 clips" in said and "kept the 3 already there and wrote the 3 mp4 previews they lacked" in said
+    assert cli_main(args + ["--preview"]) == 0  # nothing left to add: not said
+    assert "previews" not in capsys.readouterr().out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from avflow.commands.options import add_overwrite, check_folder
 from avflow.errors import ConfigError
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print("avflow world: avflow.data.media.write_video is not available; skipping mp4 previews", file=sys.stderr)
         preview = False
     done, made = [0], [0]
+    previews_before = _previews(args.out) if preview else 0
     start = time.perf_counter()
 
     def progress(row: dict, new: bool) -> None:
@@ -72,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     splits = ", ".join(f"{k} {v}" for k, v in sizes.items())
     kept = sum(sizes.values()) - made[0]
+    added = _previews(args.out) - previews_before - made[0] if preview else 0  # previews of clips kept
     print(f"wrote {made[0]} clips to {args.out}" + (f", kept the {kept} already there" if kept else "")
+          + (f" and wrote the {added} mp4 previews they lacked" if added > 0 else "")
           + f" ({splits}) in {elapsed:.1f} s")  # fmt: skip
     return 0
+
+
+def _previews(out: str) -> int:
+    """The mp4 previews in a world dataset folder's splits (to say how many a run added to clips it kept)."""
+    from avflow.world.dataset import SPLITS
+
+    return sum(len(list((Path(out) / split).glob(f"{split}_*.mp4"))) for split in SPLITS)

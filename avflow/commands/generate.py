@@ -214,9 +214,16 @@ def run(args: argparse.Namespace) -> int:
             outputs.wrote(clip.save_spectrogram(args.spectrogram))
     written = outputs.written
     print(f"wrote {written[0]} ({what})" + (f" and {written[1]}" if len(written) > 1 else ""))
-    if args.metrics:
-        from avflow.commands.demo import metric_line
+    if args.metrics:  # of the file as written, as `avflow demo` and `avflow eval` measure it (not the frames before
+        from avflow.commands.demo import metric_line  # encoding: 4:2:0 chroma moves a 64 px clip's small objects)
 
-        for name, m in clip.metrics().items():  # a blank video: undefined with its reason, counts given
+        video = written[0]
+        try:
+            values = clip.metrics(video)
+        except MediaError as exc:
+            print(f"metrics: not measured: {exc}")
+            return 0
+        print(f"metrics: of {video} as written (decoded as `avflow eval {video}` reads it)")
+        for name, m in values.items():  # a blank video: undefined with its reason, counts given
             print(metric_line(name, m))
     return 0

@@ -26,6 +26,7 @@ class GuidanceBranch:
 
     `cfg_strength` (w_k) may be a dict by stream (streams not named get 1, i.e. no guidance). The branch is active
     for solver times `t_range[0] <= t <= t_range[1]` (both ends inclusive); None means always.
+    `t_range` must be a pair of numbers with 0 <= lo <= hi <= 1 (a ConfigError: reversed, it would never be active).
     """
 
     cond: Any = None
@@ -41,6 +42,7 @@ class GuidanceBranch:
             SamplingConfig(cfg_strength=1.0, stream_cfg_strength=self.cfg_strength)
         else:
             SamplingConfig(cfg_strength=self.cfg_strength)
+        check_t_range(self.t_range)
 
     def active(self, t: float) -> bool:
         if self.t_range is None:
@@ -52,6 +54,17 @@ class GuidanceBranch:
         if isinstance(self.cfg_strength, dict):
             return float(self.cfg_strength.get(stream, 1.0))
         return float(self.cfg_strength)
+
+
+def check_t_range(t_range: Any) -> None:
+    """A one-line ConfigError unless `t_range` is None or a pair (lo, hi) of finite numbers, 0 <= lo <= hi <= 1."""
+    if t_range is None:
+        return
+    pair = isinstance(t_range, (tuple, list)) and len(t_range) == 2
+    numbers = pair and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in t_range)
+    if not numbers or not 0.0 <= t_range[0] <= t_range[1] <= 1.0:
+        raise ConfigError(f"t_range must be a pair (lo, hi) of solver times with 0 <= lo <= hi <= 1 (None: always), "
+                          f"got {t_range!r}")  # fmt: skip
 
 
 def cfg(cfg_strength: float, cond: Any = None, t_range: tuple[float, float] | None = None) -> list[GuidanceBranch]:

@@ -6,6 +6,7 @@ Integrates from t = 0 (noise) to t = 1 (data). Clean-condition tokens (t_start =
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,29 +86,74 @@ _DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
 
 
+MAX_EVALUATIONS = 100_000  # dopri5's velocity evaluations: far past any tolerance a flow needs, short of forever
+
+
+def check_tolerances(rtol: float, atol: float) -> None:
+    """A one-line ConfigError unless `rtol` and `atol` are finite numbers >= 0, one of them > 0 (at 0 and 0 no step
+    is ever accurate enough: dopri5 would shrink its step forever)."""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    if rtol == 0 and atol == 0:
+        raise ConfigError("rtol and atol are both 0: no step can meet that tolerance; give one of them > 0")
+
+
+def _error_norm(x: Streams, x5: Streams, ks: list[Streams], h: float, rtol: float, atol: float) -> float:
+    """The RMS of the 5(4) error estimate over every element, each in units of atol + rtol |x| (0 where it is 0);
+    NaN where the estimate itself is not finite (a step too long, or a diverged velocity)."""
+    err_sq, n = 0.0, 0
+    for s in x:
+        e = h * sum((b5 - b4) * k[s] for b5, b4, k in zip(_DP_B5, _DP_B4, ks) if b5 != b4)
+        if not bool(torch.isfinite(e).all()):
+            return math.nan
+        scale = atol + rtol * torch.maximum(x[s].abs(), x5[s].abs())
+        ratio = torch.where(e == 0, torch.zeros_like(e), e / scale)  # 0 / 0 where x and its error both vanish
+        err_sq += float(ratio.square().sum())
+        n += e.numel()
+    return math.sqrt(err_sq / max(n, 1))
+
+
+def _underflow(t: float, h: float, rtol: float, atol: float, err: float) -> str:
+    """Why dopri5's step shrank to nothing at time `t`: a velocity that is not finite, or tolerances too tight."""
+    if math.isnan(err):
+        return f"dopri5: sampling diverged (the velocity is not finite near t = {t:.6g}; the step shrank to {h:.3g})"
+    return (f"dopri5: the step size underflowed at t = {t:.6g} (h = {h:.3g}): rtol {rtol:g} / atol {atol:g} are too "
+            "tight for this precision; loosen them")  # fmt: skip
+
+
 def dopri5(
-    f: VelocityFn, x: Streams, t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-5, atol: float = 1e-5
+    f: VelocityFn,
+    x: Streams,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_evaluations: int = MAX_EVALUATIONS,
 ) -> Streams:
-    """Adaptive Dormand-Prince 5(4) with first-same-as-last and standard step-size control."""
+    """Adaptive Dormand-Prince 5(4) with first-same-as-last and standard step-size control.
+    A ConfigError, not an endless loop, when the step underflows (h too small to move t) or `max_evaluations` pass."""
+    check_tolerances(rtol, atol)
     t, h = t0, min(0.1, t1 - t0)
     k1 = f(x, t)
+    evaluations, err = 1, 0.0
     while t < t1 - 1e-12:
         h = min(h, t1 - t)
+        if h <= 16 * sys.float_info.epsilon * max(1.0, abs(t)):
+            raise ConfigError(_underflow(t, h, rtol, atol, err))
+        if evaluations + 6 > max_evaluations:
+            raise ConfigError(f"dopri5: {max_evaluations} velocity evaluations reached at t = {t:.6g} before t = "
+                              f"{t1:g}: loosen rtol {rtol:g} / atol {atol:g}")  # fmt: skip
         ks = [k1]
         for i in range(1, 7):
             xi = _axpy(x, h, *zip(_DP_A[i], ks))
             ks.append(f(xi, t + _DP_C[i] * h))
+        evaluations += 6
         x5 = xi  # stage 7 is evaluated at the 5th-order solution (FSAL)
-        err_sq, n = 0.0, 0
-        for s in x:
-            e = h * sum((b5 - b4) * k[s] for b5, b4, k in zip(_DP_B5, _DP_B4, ks) if b5 != b4)
-            scale = atol + rtol * torch.maximum(x[s].abs(), x5[s].abs())
-            err_sq += float((e / scale).square().sum())
-            n += e.numel()
-        err = math.sqrt(err_sq / max(n, 1))
+        err = _error_norm(x, x5, ks, h, rtol, atol)
         if err <= 1.0:
             t, x, k1 = t + h, x5, ks[6]
-        factor = 0.9 * (1.0 / err) ** 0.2 if err > 0 else 5.0
+        factor = 0.2 if math.isnan(err) else 0.9 * (1.0 / err) ** 0.2 if err > 0 else 5.0
         h = h * min(5.0, max(0.2, factor))
     return x
 
@@ -157,6 +203,23 @@ def check_stream_names(noise: Streams, **given: Streams) -> None:
                               f"{', '.join(map(repr, noise))})")  # fmt: skip
 
 
+def check_batch(noise: Streams) -> None:
+    """A one-line ConfigError unless every noise stream has one batch size (the samples pair up across streams)."""
+    sizes = {s: n.shape[0] if n.ndim else None for s, n in noise.items()}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(f"the noise streams must share one batch size, got "
+                          f"{', '.join(f'{s} {b}' for s, b in sizes.items())}")  # fmt: skip
+
+
+def check_clean_streams(clean: Streams, t_start: Streams) -> None:
+    """A one-line ConfigError where `clean` names a stream that `t_start` does not: with no start times marking its
+    clean frames (1), the clean tensor would be ignored silently."""
+    missing = sorted(set(clean) - set(t_start))
+    if missing:
+        raise ConfigError(f"clean gives {', '.join(map(repr, missing))} but t_start does not: mark its clean frames "
+                          "with t_start (1 = clean, 0 = sampled), or leave the stream out of clean")  # fmt: skip
+
+
 def check_start(stream: str, t_start: torch.Tensor, noise: torch.Tensor) -> None:
     """A one-line ConfigError unless `t_start` is (B,) or (B, T) of `noise`'s batch holding 0 (sampled from noise) or
     1 (a clean condition) only: the sampler integrates every other frame from t = 0."""
@@ -193,12 +256,17 @@ def sample(
     time elsewhere. Bad settings, strengths (`GuidanceBranch`), stream names or start times are one-line ConfigErrors
     before the first step, and so is `guidance` that is not a list of branches (`check_branches`: a preset name goes
     to `preset_branches` or `sample_with`, a strength W to `cfg(W)`).
+    So are `clean` for a stream `t_start` lacks, noise streams of unequal batch, and dopri5's rtol/atol < 0 (or both 0).
     """
     check_settings(steps, solver, shift)
+    if solver == "dopri5":  # the fixed-step solvers take no tolerances
+        check_tolerances(rtol, atol)
     guidance = check_branches(guidance)  # once here: the loop below runs the checked branches
     clean = clean or {}
     t_start = t_start or {}
     check_stream_names(noise, clean=clean, t_start=t_start)
+    check_batch(noise)
+    check_clean_streams(clean, t_start)
     b = next(iter(noise.values())).shape[0]
     masks: dict[str, torch.Tensor] = {}
     t_shape: dict[str, torch.Tensor] = {}

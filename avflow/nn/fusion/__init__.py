@@ -16,7 +16,7 @@ from avflow.nn.fusion.bidirectional import BidirectionalFusion, BidirectionalOpt
 from avflow.nn.fusion.full_attention import FullAttentionFusion, FullAttentionOptions
 from avflow.nn.fusion.none import NoFusion, NoFusionOptions
 from avflow.nn.fusion.windowed_aligners import WindowedAlignerFusion, WindowedAlignerOptions
-from avflow.nn.temporal_alignment import TemporalAlignment
+from avflow.nn.temporal_alignment import TemporalAlignment, as_alignment
 from avflow.nn.towers import TowerState
 
 
@@ -56,9 +56,11 @@ def check_fusion(
     return typed
 
 
-def check_alignment(name: str, alignment: str) -> None:
+def check_alignment(name: str, alignment: TemporalAlignment | str) -> None:
     """ConfigError unless variant `name` can use the temporal alignment `alignment`: one other than 'none' needs a
-    variant with a temporal RoPE in its cross-modal attention (no fusion has none)."""
+    variant with a temporal RoPE in its cross-modal attention (no fusion has none).
+    `alignment` is a TemporalAlignment or its name, one of `ALIGNMENTS` (an unknown name is a ConfigError)."""
+    alignment = as_alignment(alignment).name
     if alignment != "none" and not FUSIONS[name].module.takes_alignment:
         raise ConfigError(f"alignment: fusion {name!r} has no temporal RoPE to align; use alignment 'none'")
 
@@ -70,14 +72,16 @@ def build_fusion(
     video_blocks: int,
     audio_blocks: int,
     options: Mapping | FusionOptions | None = None,
-    alignment: TemporalAlignment | None = None,
+    alignment: TemporalAlignment | str | None = None,
 ) -> Fusion:
     """The fusion module `name` with its (typed or mapping) options; `alignment` for variants that take one (another
-    than 'none' given to a variant without a temporal RoPE is a ConfigError, as in `check_fusion`)."""
+    than 'none' given to a variant without a temporal RoPE is a ConfigError, as in `check_fusion`).
+    `alignment` may be a TemporalAlignment or its name (`as_alignment`), as the variant classes take it."""
     variant = FUSIONS.get(name)
     typed = fusion_options(name, options)
     if alignment is not None:
-        check_alignment(name, alignment.name)
+        alignment = as_alignment(alignment)
+        check_alignment(name, alignment)
     extra = {"alignment": alignment} if variant.module.takes_alignment and alignment is not None else {}
     return variant.module(video_dim, audio_dim, video_blocks, audio_blocks, typed, **extra)
 

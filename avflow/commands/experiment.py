@@ -41,14 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompts",
         default=None,
-        help="with --model: the held-out prompt file (default: the shipped model_card_prompts.json)",
+        help="with --model: the held-out prompt file (JSON: prompts with id, prompt, seed); every prompt must be "
+        "world-style, naming a world object by a colour and a shape word ('a red ball bounces twice on the left'), "
+        "since the guidance targets score only those; configs/NAME.json also names a shipped one, e.g. "
+        "configs/bench_prompts.json (default: the shipped model_card_prompts.json)",
     )
     parser.add_argument(
         "--nfe",
         type=int,
         default=None,
-        help="with --model: model evaluations per sample (default: 2 x the model's steps x its solver's evaluations "
-        "per step)",
+        help="with --model: model evaluations per sample, every guidance branch and solver stage counted; at least "
+        "one step of each arm (e.g. 6 for modality_text_cfg with the midpoint solver) (default: 2 x the model's "
+        "steps x its solver's evaluations per step)",
     )
     parser.add_argument(
         "--solver",
@@ -97,7 +101,7 @@ def run_trained(args, exp, seeds: int):
     import torch
 
     from avflow.errors import ConfigError
-    from avflow.experiments.trained import run_on_model, run_on_models
+    from avflow.experiments.trained import read_prompt_rows, resolve_prompts, run_on_model, run_on_models
 
     if args.steps is not None or args.device != "cpu":
         raise ConfigError("--steps and --device do not apply with --model (no training; the model samples on the CPU)")
@@ -105,7 +109,11 @@ def run_trained(args, exp, seeds: int):
         raise ConfigError(f"--size {args.size} does not apply with --model (no training; the model has its own size)")
     if len(args.model) > 1 and args.seeds is not None:
         raise ConfigError("--seeds goes with one --model (sampling seeds); several models are one seed each")
-    prompts = Path(args.prompts or default_prompts())
+    try:  # a missing file or a prompt the targets cannot score is an error now, not after the model sampled
+        prompts = default_prompts() if args.prompts is None else resolve_prompts(args.prompts)
+        read_prompt_rows(prompts)
+    except ConfigError as exc:
+        raise ConfigError(f"--prompts {exc}") from None
     models = [None if m == "default" else m for m in args.model]
     for model in models:
         if model is not None and not Path(model).is_dir():

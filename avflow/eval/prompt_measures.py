@@ -146,15 +146,22 @@ def _side(x: float, cues: CueConfig) -> str | None:
     return None if abs(azimuth) < cues.min_azimuth_deg else ("left" if azimuth < 0 else "right")
 
 
+def world_objects(prompt: str) -> list[NamedObject]:
+    """The objects a world-style prompt names; a ValueError when it names none (a colour and a shape word), since no
+    measure can then be scored. Callers check their prompts with it before generating anything."""
+    named = parse_prompt(prompt)
+    if not named:
+        raise ValueError(f"the prompt names no world object (a colour and a shape word): {prompt!r}")
+    return named
+
+
 def measure_prompt_clip(
     prompt: str, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int, cues: CueConfig | None = None
 ) -> PromptClipMeasures:
     """The measures of one clip: ``frames`` ``(T, H, W, 3)`` uint8 with frame k at k / fps, ``audio`` ``(2, N)``
     float [left, right]. A prompt naming no world object (colour + shape word) is a ValueError."""
     cues = cues or CueConfig()
-    named = parse_prompt(prompt)
-    if not named:
-        raise ValueError(f"the prompt names no world object (a colour and a shape word): {prompt!r}")
+    named = world_objects(prompt)
     frames = np.asarray(frames)
     audio = np.asarray(audio, dtype=np.float64)
     if audio.ndim != 2 or audio.shape[0] != 2:

@@ -267,10 +267,20 @@ def evaluations_per_step(solver: str) -> int:
     return EVALUATIONS_PER_STEP[solver]
 
 
+def evaluations_per_sampling_step(guidance: str, solver: str = "euler") -> int:
+    """Model evaluations of one solver step: (1 + the preset's branches) × the solver's velocity evaluations."""
+    return (1 + len(PRESETS[guidance])) * evaluations_per_step(solver)
+
+
 def sampling_steps(guidance: str, nfe: int, solver: str = "euler") -> int:
-    """Solver steps so that steps × model evaluations per step ((1 + the preset's branches) × the solver's velocity
-    evaluations per step) ≤ nfe (the NFE budget is matched across arms)."""
-    return max(1, nfe // ((1 + len(PRESETS[guidance])) * evaluations_per_step(solver)))
+    """Solver steps so that steps × model evaluations per step (`evaluations_per_sampling_step`) ≤ nfe (the NFE
+    budget is matched across arms). A budget below one step is a one-line error: taking one step anyway would spend
+    more than the budget, and arms would no longer be compared at matched NFE."""
+    per_step = evaluations_per_sampling_step(guidance, solver)
+    if nfe < per_step:
+        raise ConfigError(f"an NFE budget of {nfe} is below one step of guidance {guidance} with the {solver} solver "
+                          f"({per_step} evaluations)")  # fmt: skip
+    return nfe // per_step
 
 
 _ABSENT = "(not set)"  # stands for a setting one side of `settings_difference` lacks

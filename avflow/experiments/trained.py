@@ -21,7 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from avflow.errors import ConfigError
-from avflow.experiments.configs import ArmConfig, ExperimentConfig, evaluations_per_step, sampling_steps
+from avflow.experiments.configs import (
+    ArmConfig,
+    ExperimentConfig,
+    evaluations_per_sampling_step,
+    evaluations_per_step,
+    sampling_steps,
+)
 from avflow.experiments.runner import atomic_json, finish, run_arms
 
 SEED_STRIDE = 1000
@@ -38,8 +44,35 @@ def check_guidance_only(exp: ExperimentConfig) -> None:
                               "that differ in guidance run on one trained model (--model)")  # fmt: skip
 
 
+def shipped_prompt_files() -> dict[str, Path]:
+    """The prompt files shipped in the package (avflow/assets/configs, the repository's `configs/`) by file name."""
+    from avflow import assets_dir
+
+    return {p.name: p for p in sorted((assets_dir() / "configs").glob("*.json"))}
+
+
+def resolve_prompts(name: str) -> Path:
+    """A prompt file: an existing path as is; else a shipped one by name (`bench_prompts`, `bench_prompts.json` or the
+    source repository's `configs/bench_prompts.json`, so README commands work after a pip install); else a one-line
+    ConfigError saying it is not found."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = shipped_prompt_files()
+    key = path.as_posix().removeprefix("configs/")
+    key = key if key.endswith(".json") else f"{key}.json"
+    if key in shipped:
+        return shipped[key]
+    names = ", ".join(f"configs/{n}" for n in shipped)
+    raise ConfigError(f"{name}: not found, nor a prompt file shipped with avflow ({names})")
+
+
 def read_prompt_rows(path: Path) -> list[dict]:
-    """The rows of a held-out prompt file (`scripts/model_card_metrics.py --make-prompts`): id, prompt, seed."""
+    """The rows of a held-out prompt file (`scripts/model_card_metrics.py --make-prompts`): id, prompt, seed. Every
+    prompt must be world-style (name a world object), since the prompt targets score nothing else: checked here,
+    before any model loads, rather than after every prompt was sampled."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: {'a folder, not a prompt file' if Path(path).is_dir() else 'not found'}")
     try:
         rows = json.loads(Path(path).read_text())["prompts"]
         rows = [{"id": str(r["id"]), "prompt": str(r["prompt"]), "seed": int(r["seed"])} for r in rows]
@@ -47,7 +80,48 @@ def read_prompt_rows(path: Path) -> list[dict]:
         raise ConfigError(f"{path}: not a prompt file ({exc})") from None
     if not rows:
         raise ConfigError(f"{path}: no prompts")
+    for row in rows:
+        check_world_prompt(path, row)
     return rows
+
+
+def check_world_prompt(path: Path, row: dict) -> None:
+    """A one-line ConfigError naming the row's id unless its prompt names a world object (a colour and a shape)."""
+    from avflow.eval.prompt_measures import world_objects
+
+    try:
+        world_objects(row["prompt"])
+    except ValueError:
+        raise ConfigError(f"{path}: prompt {row['id']} names no world object (a colour and a shape word): "
+                          f"{row['prompt']!r}; the guidance targets score world-style prompts, e.g. 'a red ball "
+                          "bounces twice on the left'") from None  # fmt: skip
+
+
+def check_nfe(exp: ExperimentConfig, nfe: int, solver: str, what: str) -> None:
+    """A one-line ConfigError unless every arm takes at least one solver step within `nfe` evaluations per sample:
+    one step anyway would spend more than the budget, and arms would differ in NFE, not only in guidance."""
+    for arm in exp.arms:
+        per_step = evaluations_per_sampling_step(arm.guidance, solver)
+        if nfe < per_step:
+            raise ConfigError(f"{what} is below one step of {arm.name} with the {solver} solver "
+                              f"({per_step} evaluations)")  # fmt: skip
+
+
+def planned_sampling(exp: ExperimentConfig, model: str | None, nfe: int | None, solver: str | None):
+    """Before any model loads: the model's sampling settings (its config.json, no weights) with `solver`, and the NFE
+    per sample (default: 2 x its steps x its solver's evaluations per step), checked against every arm."""
+    from avflow.pipelines.default_model import read_default_config
+
+    if solver is not None:
+        evaluations_per_step(solver)
+    base = read_default_config(model).sampling.override(solver=solver)
+    if nfe is not None:
+        check_nfe(exp, nfe, base.solver, f"--nfe {nfe}")
+        return base, nfe
+    per_step = evaluations_per_step(base.solver)
+    default = 2 * base.steps * per_step
+    check_nfe(exp, default, base.solver, f"the default NFE {default} (2 x the model's {base.steps} steps x {per_step})")
+    return base, default
 
 
 def arm_sampling(base, arm: ArmConfig, exp: ExperimentConfig, nfe: int):
@@ -113,12 +187,9 @@ def _run_arms_on(exp: ExperimentConfig, models: list[str | None], offsets: list[
     """Seed s: model `models[s]`, prompt seeds + `offsets[s]`."""
     from avflow.pipelines.default_model import load_default_model
 
-    check_guidance_only(exp)  # the arms, the prompt file and the NFE are checked before the model loads
+    check_guidance_only(exp)  # the arms, the prompt file, the solver and the NFE are checked before the model loads
     rows = read_prompt_rows(prompts)
-    if nfe is not None and nfe < 3:
-        raise ConfigError(f"nfe must be >= 3 (one step of the largest preset), got {nfe}")
-    if solver is not None:
-        evaluations_per_step(solver)
+    base, nfe = planned_sampling(exp, models[0], nfe, solver)
     out = Path(out)
     start = time.perf_counter()
     pipes = {m: load_default_model(m) for m in dict.fromkeys(models)}  # each distinct model once
@@ -130,8 +201,6 @@ def _run_arms_on(exp: ExperimentConfig, models: list[str | None], offsets: list[
     counts = {sum(p.numel() for p in pipe.model.parameters()) for pipe in pipes.values()}
     if len(counts) > 1:
         raise ConfigError(f"models {', '.join(names)} differ in size ({sorted(counts)} parameters)")
-    base = first.sampling.override(solver=solver)
-    nfe = nfe or 2 * base.steps * evaluations_per_step(base.solver)
     training_seeds = len(pipes) > 1
     setup = {"nfe": nfe, "prompts": str(prompts), "seed_stride": SEED_STRIDE}
     setup |= {"models": names} if training_seeds else {"model": names[0]}

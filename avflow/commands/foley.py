@@ -47,10 +47,12 @@ INPUT_SUFFIXES = VIDEO_FILE_SUFFIXES  # videos picked from a folder
 def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: float | None, prompt: bool = True):
     """Options shared by foley, t2a and i2a (t2a takes its prompt as a positional argument instead of --prompt)."""
     if prompt:
-        parser.add_argument("--prompt", default=None, help="text prompt (optional)")
+        parser.add_argument("--prompt", default=None,
+                            help="text prompt (optional; at most the 77 tokens MMAudio's CLIP reads: a longer one "
+                                 "is an error, never cut)")  # fmt: skip
     parser.add_argument("--negative-prompt", default=None,
                         help="text to steer away from (optional); it works through guidance, so it needs --cfg > 1 "
-                             "(an error otherwise)")  # fmt: skip
+                             "(an error otherwise); at most 77 CLIP tokens, as the prompt")  # fmt: skip
     parser.add_argument("--model", default="large_44k_v2",
                         help=f"an official model ({', '.join(hub.MODELS)}; `avflow download NAME` fetches it) or a "
                              "model config .json of your own (weights files and configs of every part, see "
@@ -91,11 +93,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_duration: fl
 
 
 def check_model_config(args: argparse.Namespace) -> FoleySpec:
-    """The spec of args.model (with args.weights), its parts' configs checked to fit together (`check_model`): one-line
-    errors from the model config alone, before any video is opened (its files' presence is checked later)."""
-    from avflow.pipelines.foley import check_model
+    """The spec of args.model (with args.weights), its parts' configs checked to fit together (`check_model`), and
+    args.prompt and args.negative_prompt at most as long as its CLIP text tower reads (`check_prompts`: the tokenizer
+    alone): one-line errors from the model config alone, before any video is opened (its files' presence is checked
+    later)."""
+    from avflow.pipelines.foley import check_model, check_prompts
 
-    return check_model(args.model, args.weights)
+    spec = check_model(args.model, args.weights)
+    check_prompts(spec, args.prompt, args.negative_prompt, negative="--negative-prompt")
+    return spec
 
 
 def check_model_arguments(args: argparse.Namespace, spec: FoleySpec | None = None):

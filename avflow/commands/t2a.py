@@ -13,7 +13,9 @@ HELP = "generate audio from a text prompt (MMAudio weights)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="what the audio should sound like, e.g. 'a dog barking in the distance'")
+    parser.add_argument("prompt", help="what the audio should sound like, e.g. 'a dog barking in the distance' (at "
+                                       "most the 77 tokens MMAudio's CLIP reads: a longer one is an error, never "
+                                       "cut)")  # fmt: skip
     add_model_arguments(parser, default_duration=8.0, prompt=False)
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT_DIR / "t2a.wav",
                         help="OUT.wav (float32) or OUT.flac (24-bit)")  # fmt: skip

@@ -40,7 +40,8 @@ from avflow.encoders.clip import CLIP
 from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
 from avflow.encoders.synchformer import Synchformer
-from avflow.errors import ConfigError, WeightsError
+from avflow.encoders.tokenizer import CLIPTokenizer
+from avflow.errors import AvflowError, ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig, check_seed
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
 from avflow.pipelines.foley_frames import chunk_seconds, iter_window_frames
@@ -55,6 +56,7 @@ from avflow.pipelines.foley_variants import (
     resolve_model,
 )
 from avflow.pipelines.foley_windows import DEFAULT_SEED, Window, check_guidance, plan_windows
+from avflow.pipelines.generate import check_prompt_tokens
 from avflow.pipelines.inputs import check_duration, check_sound_duration, check_video_input
 from avflow.precision import DEFAULT_PRECISION, autocast, check_precision
 from avflow.weights import load_strict, read_state_dict
@@ -87,6 +89,37 @@ def check_model(model: str, weights: str | Path | None = None, *, weights_option
     where = model if str(model).lower().endswith(".json") else f"model {model}"
     check_components(spec.network_config, spec.vae_config, spec.vocoder_config, where)
     return spec
+
+
+@functools.cache
+def clip_tokenizer() -> CLIPTokenizer:
+    """The packaged CLIP tokenizer (its vocabulary only, no weights), read once per process."""
+    return CLIPTokenizer()
+
+
+def check_prompt_lengths(
+    most: int,
+    prompt: str | None,
+    negative_prompt: str | None = None,
+    *,
+    negative: str = "the negative prompt",
+    tokenizer: CLIPTokenizer | None = None,
+) -> None:
+    """A one-line error for a prompt, or a negative prompt (named `negative`), longer than the `most` tokens the
+    model's CLIP text tower reads (its `clip_config.text.context_length`), start and end of text included: the
+    tokenizer would cut it silently. Counts with `tokenizer` (default: the packaged one) alone; reads no weights."""
+    tokenizer = tokenizer or clip_tokenizer()
+    for text, what in ((prompt, ""), (negative_prompt, f"{negative}: ")):
+        if text:
+            try:
+                check_prompt_tokens(len(tokenizer.encode(text)) + 2, most)  # + the start and end of text tokens
+            except AvflowError as exc:
+                raise AvflowError(f"{what}{exc}") from None
+
+
+def check_prompts(spec: FoleySpec, prompt: str | None, negative_prompt: str | None = None, **kwargs) -> None:
+    """`check_prompt_lengths` at the context length of `spec`'s CLIP text tower: before the model loads."""
+    check_prompt_lengths(spec.clip_config.text.context_length, prompt, negative_prompt, **kwargs)
 
 
 def local_model_files(spec: FoleySpec, root: Path | None = None) -> dict[str, Path]:
@@ -376,9 +409,11 @@ class FoleyPipeline:
         """Audio for the video's first `duration` seconds (default: all of it), window by window. `progress(done,
         total)` hears of the whole run, from before the first window's features to the complete audio
         (`RunProgress`). A `negative_prompt` needs cfg_strength > 1, and cfg_strength < 1 is refused
-        (`check_guidance`)."""
+        (`check_guidance`); a prompt or negative prompt longer than CLIP reads is refused, never cut
+        (`check_prompt_lengths`)."""
         seed = check_seed(seed)
         self._check_guidance(sampling, negative_prompt)
+        self._check_prompts(prompt, negative_prompt)
         info = check_video_input(path, duration=check_duration(duration))
         total = info.duration if duration is None else min(float(duration), info.duration)
         windows = plan_windows(total, self.window_s, self.overlap_s, self.latent_rate)
@@ -423,6 +458,7 @@ class FoleyPipeline:
         and the guidance checks as in `generate_video`."""
         seed, duration = check_seed(seed), check_sound_duration(duration, "duration")
         self._check_guidance(sampling, negative_prompt)
+        self._check_prompts(prompt, negative_prompt)
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
         run = RunProgress(progress, len(windows), None)
         run.begin(0, "sampling")
@@ -453,6 +489,7 @@ class FoleyPipeline:
         `progress` and the guidance checks as in `generate_video`."""
         seed, duration = check_seed(seed), check_sound_duration(duration, "duration")
         self._check_guidance(sampling, negative_prompt)
+        self._check_prompts(prompt, negative_prompt)
         windows = plan_windows(duration, self.window_s, self.overlap_s, self.latent_rate)
         run = RunProgress(progress, len(windows), "image")
         run.begin(0, "features")
@@ -476,6 +513,12 @@ class FoleyPipeline:
     def _check_guidance(self, sampling: SamplingConfig | None, negative_prompt: str | None) -> None:
         """`check_guidance` on the strength this call samples with (`sampling`, else the model's)."""
         check_guidance((sampling or self.model.sampling).cfg_strength, negative_prompt)
+
+    def _check_prompts(self, prompt: str | None, negative_prompt: str | None) -> None:
+        """`check_prompt_lengths` with this pipeline's tokenizer and its context length: never cut silently."""
+        tokenizer = self.encoders.tokenizer
+        check_prompt_lengths(tokenizer.context_length, prompt, negative_prompt, tokenizer=tokenizer,
+                             negative="negative_prompt")  # fmt: skip
 
     def _check_finite(
         self, latents: Tensor, wav: Tensor, index: int, windows: int, sampling: SamplingConfig | None

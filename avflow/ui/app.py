@@ -10,14 +10,18 @@ writes results in a folder of --output-dir that avflow owns (JOBS_FOLDER) and se
 
 import asyncio
 import logging
+import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from avflow.data.audio_tracks import DEFAULT_EXISTING_AUDIO, EXISTING_AUDIO
 from avflow.errors import AvflowError
+from avflow.hub import is_remote_file
 from avflow.ui.services import (
     CFG_RANGE,
     JOINT_TASKS,
@@ -89,10 +93,27 @@ class Requests:
 
 
 def checked_by_the_tab(component):
-    """`component` (a slider) passing what it gets to the tab unchanged: the tab's own check refuses a value out of its
-    range in a line that names it and stays (gradio's bounds check showed a message that vanished after 10 s)."""
+    """`component` (a slider, number box or radio) passing what it gets to the tab unchanged: the tab's own check
+    refuses a value out of its range, not whole (a seed of 2.7: gradio's `precision=0` made it 3) or not among its
+    choices in a line that names it and stays (gradio's checks showed a message that vanished after 10 s, or a
+    multi-line "Could not preprocess input component" with a traceback in the server's log)."""
     component.preprocess = lambda payload: payload
     return component
+
+
+def choice(value, choices, what: str) -> str:
+    """`value` if it is one of `choices` (a radio's, passed unchecked by `checked_by_the_tab`), else a one-line
+    AvflowError naming `what`."""
+    if not isinstance(value, str) or value not in choices:
+        raise AvflowError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def binaural_mode(label) -> str:
+    """The Binaural tab's "how" (a label of BINAURAL_MODES) as `generate_binaural`'s mode; an unknown label is a
+    one-line error, not "auto". The "binaural model" label is taken where no model is installed: the tab then says
+    that none is installed here."""
+    return BINAURAL_MODES[choice(label, BINAURAL_MODES, "how")]
 
 
 def client_gone() -> Callable[[], bool]:
@@ -202,22 +223,22 @@ def build_app(settings: UISettings | None = None):
                             lines=2,
                             elem_id="joint-prompt",
                         )
-                        task = gr.Radio([(what, name) for name, what in JOINT_TASKS.items()], value="t2av",
-                                        label="task", elem_id="joint-task")  # fmt: skip
+                        tasks = [(what, name) for name, what in JOINT_TASKS.items()]
+                        task = checked_by_the_tab(gr.Radio(tasks, value="t2av", label="task", elem_id="joint-task"))
                         j_audio = gr.File(label="sound (a video for it)", type="filepath", elem_id="joint-audio")
                         j_video = gr.File(label="video (sound for it, or a clip with sound to continue)",
                                           type="filepath", elem_id="joint-video-in")  # fmt: skip
                         gr.Markdown(f"{upload_note} Uploads are used whole, up to {settings.max_joint_input:g} s.")
-                        seed = gr.Number(label="seed", value=0, precision=0)
+                        seed = checked_by_the_tab(gr.Number(label="seed", value=0))  # 2.7: refused, not made 3
                         duration = checked_by_the_tab(gr.Slider(0.5, settings.max_duration, value=settings.duration,
                                                       label="duration (s): the clip's, or what is added"))  # fmt: skip
                         steps = checked_by_the_tab(gr.Slider(*STEPS_RANGE, value=joint_steps(settings), step=1,
                                                              label="steps"))  # fmt: skip
                         cfg_strength = checked_by_the_tab(gr.Slider(*CFG_RANGE, value=joint_cfg_strength(settings),
                                                                     label="cfg_strength"))  # fmt: skip
-                        j_existing = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
-                                              label="the uploaded video's own audio (sound for a video)",
-                                              elem_id="joint-existing-audio")  # fmt: skip
+                        j_existing = checked_by_the_tab(gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                                        label="the uploaded video's own audio (sound for a video)",
+                                                        elem_id="joint-existing-audio"))  # fmt: skip
                         go = gr.Button("Generate", variant="primary", elem_id="joint-generate")
                     joint_out = outputs("joint")
 
@@ -226,7 +247,8 @@ def build_app(settings: UISettings | None = None):
                     return await in_page(
                         lambda report: generate_joint(
                             prompt, settings, task=task or "t2av", audio_path=audio, video_path=video, seed=seed,
-                            duration=duration, steps=steps, cfg_strength=cfg_strength, existing_audio=existing,
+                            duration=duration, steps=steps, cfg_strength=cfg_strength,
+                            existing_audio=choice(existing, EXISTING_AUDIO, "the video's own audio"),
                             progress=report,
                         ),
                         progress,
@@ -244,13 +266,14 @@ def build_app(settings: UISettings | None = None):
                         gr.Markdown(upload_note)
                         f_prompt = gr.Textbox(label="prompt (optional)")
                         f_negative = gr.Textbox(label="negative prompt (optional)")
-                        f_seed = gr.Number(label="seed", value=0, precision=0)
+                        f_seed = checked_by_the_tab(gr.Number(label="seed", value=0))
                         f_steps = checked_by_the_tab(gr.Slider(*STEPS_RANGE, value=foley_steps(settings), step=1,
                                                                label="steps"))  # fmt: skip
                         f_cfg_strength = checked_by_the_tab(gr.Slider(*CFG_RANGE, value=foley_cfg_strength(settings),
                                                                       label="cfg_strength"))  # fmt: skip
-                        f_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
-                                           label="the video's own audio", elem_id="foley-existing-audio")  # fmt: skip
+                        f_audio = checked_by_the_tab(gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                                     label="the video's own audio",
+                                                     elem_id="foley-existing-audio"))  # fmt: skip
                         f_go = gr.Button("Add sound", variant="primary", elem_id="foley-generate")
                     foley_out = outputs("foley")
 
@@ -259,7 +282,8 @@ def build_app(settings: UISettings | None = None):
                     return await in_page(
                         lambda report: generate_foley(
                             video, prompt, settings, negative_prompt=negative, seed=seed, steps=steps,
-                            cfg_strength=cfg_strength, existing_audio=audio, progress=report,
+                            cfg_strength=cfg_strength, progress=report,
+                            existing_audio=choice(audio, EXISTING_AUDIO, "the video's own audio"),
                         ),
                         progress,
                         request,
@@ -279,12 +303,14 @@ def build_app(settings: UISettings | None = None):
                         b_video = gr.File(label="video", type="filepath", elem_id="bin-video")  # the tab checks it
                         gr.Markdown(upload_note)
                         modes = [label for label, mode in BINAURAL_MODES.items() if mode in binaural_modes()]
-                        b_mode = gr.Radio(modes, value="auto", label="how", elem_id="binaural-mode")  # "model": if any
-                        b_seed = gr.Number(label="seed", value=0, precision=0)
+                        b_mode = checked_by_the_tab(gr.Radio(modes, value="auto", label="how",
+                                                             elem_id="binaural-mode"))  # "model": if any
+                        b_seed = checked_by_the_tab(gr.Number(label="seed", value=0))
                         b_steps = checked_by_the_tab(gr.Slider(*STEPS_RANGE, value=binaural_steps(settings), step=1,
                                                                label="steps"))  # fmt: skip
-                        b_audio = gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
-                                           label="the video's own audio", elem_id="bin-existing-audio")  # fmt: skip
+                        b_audio = checked_by_the_tab(gr.Radio(list(EXISTING_AUDIO), value=DEFAULT_EXISTING_AUDIO,
+                                                     label="the video's own audio",
+                                                     elem_id="bin-existing-audio"))  # fmt: skip
                         b_go = gr.Button("Make binaural", variant="primary", elem_id="binaural-generate")
                     binaural_out = outputs("binaural")
 
@@ -292,8 +318,8 @@ def build_app(settings: UISettings | None = None):
                                    progress=gr.Progress()):  # noqa: B008
                     return await in_page(
                         lambda report: generate_binaural(
-                            video, settings, mode=BINAURAL_MODES.get(mode, "auto"), seed=seed, steps=steps,
-                            existing_audio=audio, progress=report,
+                            video, settings, mode=binaural_mode(mode), seed=seed, steps=steps,
+                            existing_audio=choice(audio, EXISTING_AUDIO, "the video's own audio"), progress=report,
                         ),
                         progress,
                         request,
@@ -312,12 +338,45 @@ def build_app(settings: UISettings | None = None):
     return demo
 
 
+def absolute_paths(settings: UISettings) -> UISettings:
+    """`settings` with its folders and files (output folder, models, weights) as absolute paths, so that they still
+    name the same files once `leave_the_upload_folder` has changed the working folder; names and URLs unchanged."""
+    local = lambda ref: ref is not None and not is_remote_file(ref)  # noqa: E731
+    full = lambda ref: str(Path(ref).expanduser().absolute())  # noqa: E731
+    foley_model = settings.foley_model
+    if foley_model.lower().endswith(".json") and local(foley_model):  # else an official model's name
+        foley_model = full(foley_model)
+    return replace(
+        settings,
+        output_dir=settings.output_dir.expanduser().absolute(),
+        model=full(settings.model) if local(settings.model) else settings.model,
+        foley_model=foley_model,
+        foley_weights=full(settings.foley_weights) if local(settings.foley_weights) else settings.foley_weights,
+    )
+
+
+def leave_the_upload_folder(settings: UISettings) -> None:
+    """Where gradio's upload folder ($GRADIO_TEMP_DIR, default $TMPDIR/gradio) lies inside the working folder (`cd /tmp
+    && avflow ui`, GRADIO_TEMP_DIR=$PWD/g), make the output folder the working one: gradio refuses an upload named
+    '.holiday.mp4' in the working folder ("Dotfiles located in the temporary directory cannot be moved to the
+    cache..."). $GRADIO_TEMP_DIR is made absolute first (gradio reads it on each upload); `settings`' paths must be
+    (`absolute_paths`)."""
+    if relative := os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = str(Path(relative).expanduser().absolute())
+    uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    inside = lambda folder: uploads.is_relative_to(folder.resolve())  # noqa: E731
+    if inside(Path.cwd()) and not inside(settings.output_dir):
+        log.info("ui: working in %s (gradio's upload folder %s is inside %s)", settings.output_dir, uploads, Path.cwd())
+        os.chdir(settings.output_dir)
+
+
 def launch(settings: UISettings, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
     """Build and serve the app until interrupted. Results are written in `settings.output_dir`'s JOBS_FOLDER, the only
     folder of it the server serves and cleans up (`--output-dir` served whole let anyone download any file in it)."""
-    settings = replace(settings, output_dir=settings.output_dir / JOBS_FOLDER)
+    settings = absolute_paths(replace(settings, output_dir=settings.output_dir / JOBS_FOLDER))
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     remove_old_jobs(settings)  # a previous server's, older than --keep-hours (then with each new result)
+    leave_the_upload_folder(settings)
     demo = build_app(settings)
     demo.launch(
         server_name=host,

@@ -409,7 +409,7 @@ def generate_joint(
     whole (windows of the model's length); `duration` is the t2av length or what continue adds."""
     if not prompt or not prompt.strip():
         raise AvflowError("write a prompt first")
-    if task not in JOINT_TASKS:
+    if not isinstance(task, str) or task not in JOINT_TASKS:  # the page's radio passes what it gets (a list too)
         raise AvflowError(f"unknown task {task!r} (choose from {', '.join(JOINT_TASKS)})")
     for box, upload, readers in (("sound", audio_path, ("a2v",)), ("video", video_path, ("v2a", "continue"))):
         if upload and task not in readers:  # refused, not silently ignored
@@ -421,7 +421,7 @@ def generate_joint(
 
     check_text_extra(read_default_config(settings.model).text_encoder)  # no [text] extra: one line, before any model
     seed = check_seed(seed)  # one line before any model, not torch's overflow traceback
-    duration = settings.duration if duration is None else float(duration)
+    duration = settings.duration if duration is None else _number(duration, "duration (s)")
     if task in ("t2av", "continue") and not 0.5 <= duration <= settings.max_duration:
         raise AvflowError(f"duration must be between 0.5 and {settings.max_duration} s, not {duration}")
     steps = check_steps(settings.steps if steps is None else steps)  # None: the model's own
@@ -452,9 +452,21 @@ def generate_joint(
         clip.save(video)
     clip.save_spectrogram(spectrogram)
     windows = f" in {clip.windows} windows" if clip.windows > 1 else ""
-    metrics = clip.metrics()  # each a value, or no score and the reason (a blank video)
-    measures = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
-    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}{dropped}. {measures}{carried}")
+    changed = ""  # what the model made other than asked: said, not silently
+    if task == "continue":  # the user's frames go through the model's size and frame rate
+        height, width = clip.frames.shape[1:3]
+        changed += f"; your clip is re-rendered at the model's {width}x{height}, {clip.fps:g} fps"
+    if task in ("t2av", "continue"):  # the length made is whole frames at the model's fps (continue: what is added)
+        made = clip.frames.shape[0] / clip.fps if task == "t2av" else max(1, round(duration * clip.fps)) / clip.fps
+        if abs(made - duration) > 1e-6:
+            added = " added" if task == "continue" else ""
+            changed += f"; {duration:g} s{added} rounded to {made:.4g} s at {clip.fps:g} fps"
+    try:  # of the file as written (as `avflow eval` reads it): each a value, or no score and why (a blank video)
+        metrics = clip.metrics(video)
+        measures = ", ".join(f"{k}: {m.value:.3g}" if m.defined else f"{k}: - ({m.reason})" for k, m in metrics.items())
+    except MediaError as exc:  # e.g. a v2a video longer than the measures hold in memory
+        measures = f"metrics not measured: {exc}"
+    return Result(video, spectrogram, f"{task}, {clip.duration:.2f} s{windows}{changed}{dropped}. {measures}{carried}")
 
 
 def _write_onto(source: Path, audio, sample_rate: int, result: Path, existing_audio: str) -> tuple[Path, str]:
@@ -549,11 +561,15 @@ def generate_foley(
     check_existing_audio(video, existing_audio)  # before any model, not after the sampling
     if info.duration > settings.max_foley_duration:  # refused, never cut
         raise MediaError(f"{video.name}: {info.duration:.1f} s is longer than {settings.max_foley_duration:g} s")
+    from avflow.pipelines.foley import check_prompts
+
+    spec = _foley_spec(settings)
+    check_prompts(spec, prompt or None, negative_prompt or None)  # refused, never cut: the tokenizer alone
     if missing_foley_weights(settings):
         raise AvflowError(foley_weights_message(settings))
     from avflow.data.media import write_audio
 
-    sampling = _foley_spec(settings).sampling.override(steps=steps, cfg_strength=cfg_strength)
+    sampling = spec.sampling.override(steps=steps, cfg_strength=cfg_strength)
     pipeline = foley_pipeline(settings)
     with model_turn(pipeline, progress):
         output = pipeline.generate_video(

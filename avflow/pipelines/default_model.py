@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from avflow.config import RUN_CONFIG, from_dict
-from avflow.errors import ConfigError, WeightsError, WeightsWarning
+from avflow.errors import ConfigError, MissingPathError, WeightsError, WeightsWarning
 from avflow.flow.sampling import SamplingConfig
 from avflow.models.joint import JointConfig
 from avflow.pipelines.generate import JointPipeline
@@ -120,7 +121,9 @@ def run_model_config(folder: Path) -> tuple[DefaultModelConfig, Path]:
     The joint network is the run's (`model.args`); the clip format, sampling, text encoder, windows and codecs are
     those of the model folder its `init.weights` came from (a fine-tune of the shipped model, or of a folder of
     one's own), else the shipped model's. The codecs checksum is the run's training data's (`data.train.args.file`,
-    a latent cache whose metadata records it) where that file is at hand, else the inherited folder's.
+    a latent cache whose metadata records it) where that file is at hand, else the inherited folder's. Relative
+    paths in `config.yaml` are as typed where the run started: see `run_path`. `training` records the training
+    cache and the shape of its video latents, which `load_default_model` compares with the clip format.
     """
     from avflow.config import read_run_config, to_dict
     from avflow.weights import run_weights_file
@@ -128,15 +131,18 @@ def run_model_config(folder: Path) -> tuple[DefaultModelConfig, Path]:
     data = read_run_config(folder, "joint")
     model = data["model"]
     run_weights_file(folder)  # a run without weights yet says so before anything loads
-    base_dir = _inherited_folder(data)
+    base_dir = _inherited_folder(folder, data)
     base = read_default_config(base_dir)
-    checksum = _data_codecs_checksum(data)
+    cache = _training_cache(folder, data)
     codecs = base.codec_dir(base_dir)
+    training = {"run": str(folder), "settings_from": str(base_dir)}
+    if cache is not None:
+        training |= {"data": str(cache), "data_video_latents": _video_latent_shape(cache)}
     fields = to_dict(base) | {
         "joint": model.get("args") or {},
         "codecs": None if codecs is None else str(codecs.resolve()),
-        "codecs_checksum": checksum or base.codecs_checksum,
-        "training": {"run": str(folder), "settings_from": str(base_dir)},
+        "codecs_checksum": _data_codecs_checksum(cache) or base.codecs_checksum,
+        "training": training,
     }
     try:
         return from_dict(DefaultModelConfig, fields), base_dir
@@ -144,30 +150,108 @@ def run_model_config(folder: Path) -> tuple[DefaultModelConfig, Path]:
         raise ConfigError(f"{folder / RUN_CONFIG}: model.args with the settings of {base_dir}: {exc}") from None
 
 
-def _inherited_folder(run_config: dict) -> Path:
-    """The model folder whose `joint.safetensors` a run started from (`init.weights`), else the shipped model's."""
+def run_start_folders(folder: Path, run_config: dict) -> list[Path]:
+    """The folders a relative path in a run's `config.yaml` may be relative to, most likely first.
+
+    `avflow train` keeps paths as typed, relative to the folder it ran in, and records no such folder; its
+    `out_dir` (as typed) ends the run folder's path when the run has not moved, and what comes before is that
+    folder. Then the current folder, then the run folder's parent (a run moved with the files beside it)."""
+    bases = [start] if (start := _folder_run_from(Path(folder), run_config.get("out_dir"))) is not None else []
+    bases += [Path.cwd(), Path(os.path.abspath(folder)).parent]
+    return list(dict.fromkeys(bases))
+
+
+def _folder_run_from(folder: Path, out_dir) -> Path | None:
+    """The folder `avflow train` ran in, from the run folder's path and its relative `out_dir` as typed; None where
+    `out_dir` is absolute, climbs (`..`) or does not end the run folder's path (a moved run)."""
+    if not isinstance(out_dir, str) or not out_dir or Path(out_dir).is_absolute():
+        return None
+    parts = Path(os.path.normpath(out_dir)).parts
+    if ".." in parts:
+        return None
+    parts = () if parts == (".",) else parts
+    for path in dict.fromkeys((Path(os.path.abspath(folder)), Path(folder).resolve())):
+        if len(path.parts) > len(parts) and path.parts[len(path.parts) - len(parts) :] == parts:
+            return Path(*path.parts[: len(path.parts) - len(parts)])
+    return None
+
+
+def run_path(folder: Path, run_config: dict, typed: str) -> tuple[Path | None, list[Path]]:
+    """A path from a run's `config.yaml` as found on this machine (None: nowhere), and the places looked at
+    (`run_start_folders` for a relative one)."""
+    path = Path(typed)
+    places = [path] if path.is_absolute() else [base / path for base in run_start_folders(folder, run_config)]
+    return next((p for p in places if p.is_file()), None), places
+
+
+def _inherited_folder(folder: Path, run_config: dict) -> Path:
+    """The model folder whose weights a run started from (`init.weights`, where a `config.json` lies beside them),
+    else the shipped model's. An `init.weights` not found is a one-line error: the settings would silently be
+    another model's."""
     init = run_config.get("init") if isinstance(run_config.get("init"), dict) else {}
     weights = init.get("weights")
-    if isinstance(weights, str) and weights:
-        folder = Path(weights).parent
-        if (folder / "config.json").is_file():
-            return folder
-    return default_model_dir()
+    if not (isinstance(weights, str) and weights):
+        return default_model_dir()
+    file, places = run_path(folder, run_config, weights)
+    if file is None:
+        raise MissingPathError(f"{Path(folder) / RUN_CONFIG}: init.weights {weights} not found (looked for "
+                               f"{', '.join(map(str, places))}); its folder gives the run's clip format, sampling "
+                               "and codecs: run from the folder the training ran in, or put it back")  # fmt: skip
+    return file.parent if (file.parent / "config.json").is_file() else default_model_dir()
 
 
-def _data_codecs_checksum(run_config: dict) -> str | None:
-    """The codecs checksum in the metadata of a run's training cache (`data.train.args.file`), None where the file
-    is not at hand or records none."""
-    from avflow.weights import read_metadata
-
+def _training_cache(folder: Path, run_config: dict) -> Path | None:
+    """A run's training data file (`data.train.args.file`) where it is at hand, else None."""
     try:
-        file = Path(run_config["data"]["train"]["args"]["file"])
+        typed = run_config["data"]["train"]["args"]["file"]
     except (KeyError, TypeError):
         return None
+    return run_path(folder, run_config, typed)[0] if isinstance(typed, str) and typed else None
+
+
+def _data_codecs_checksum(cache: Path | None) -> str | None:
+    """The codecs checksum in the metadata of a run's training cache, None where there is none or it records none."""
+    from avflow.weights import read_metadata
+
+    if cache is None:
+        return None
     try:
-        return read_metadata(file).get("codecs_checksum") if file.is_file() else None
+        return read_metadata(cache).get("codecs_checksum")
     except WeightsError:
         return None
+
+
+def _video_latent_shape(cache: Path) -> list[int] | None:
+    """The (N, C, T, H, W) shape of a training cache's video latents (`streams.video`), from its header alone; None
+    where it holds none or cannot be read so."""
+    from avflow.weights import read_state_dict
+
+    try:
+        state = read_state_dict(cache, meta=True)
+    except WeightsError:
+        return None
+    video = state.get("streams.video") if isinstance(state, dict) else None
+    return list(video.shape) if video is not None and video.ndim == 5 else None
+
+
+def data_format_note(config: DefaultModelConfig, codecs) -> str | None:
+    """For a training run's config (`run_model_config`): one line where the video latents it was trained on are of
+    another grid (T, H, W) than the clip format it generates (the inherited folder's), else None."""
+    shape = config.training.get("data_video_latents")
+    if not shape:
+        return None
+    video = codecs.video
+    frames = round(config.duration * config.fps)
+    expected = tuple(video.latent_shape(frames, config.height, config.width))
+    t, h, w = shape[2:]
+    if (t, h, w) == expected:
+        return None
+    kt, ks = video.temporal_down, video.spatial_down
+    return (f"{config.training['run']}: trained on {config.training['data']} (video latents {t}x{h}x{w}: "
+            f"{w * ks}x{h * ks}, {t * kt / config.fps:g} s clips), but generates the clip format of "
+            f"{config.training['settings_from']}: {config.width}x{config.height}, {config.duration:g} s (latents "
+            f"{'x'.join(map(str, expected))}); to generate in its own, export it as a model folder whose "
+            "config.json says so")  # fmt: skip
 
 
 def check_codecs(config: DefaultModelConfig, codecs, folder: Path) -> None:
@@ -230,6 +314,8 @@ def load_default_model(path: str | Path | None = None) -> JointPipeline:
             settings = config.training["settings_from"]
             warnings.warn(WeightsWarning(f"{source}, with the clip format, sampling and codecs of {settings}"),
                           stacklevel=2)  # fmt: skip
+            if (note := data_format_note(config, codecs)) is not None:
+                warnings.warn(WeightsWarning(note), stacklevel=2)
         else:
             source = str(folder / "joint.safetensors")
             state = read_state_dict(source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,45 @@ def _find(folder: Path, stems: list[str], exts: tuple[str, ...]) -> Path | None:
             if p.is_file():
                 return p
     return None
+
+
+class MediaNames:
+    """The files of a media folder by the names a table gives them, matched after NFC normalization where a name as
+    written is not there: a table written on macOS spells an accented letter decomposed (NFD) while the file on disk
+    may be composed (NFC), or the other way round, and the two names look the same. A folder is listed once, when a
+    name in it is first not found as written."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._listings: dict[Path, dict[str, Path]] = {}
+
+    def file(self, name: str) -> Path | None:
+        """The file `name` (relative to the root; it may hold folders) names, else None."""
+        path, parts = self.root, Path(name).parts
+        for part in parts:
+            path = self._entry(path, part)
+            if path is None:
+                return None
+        return path if parts and path.is_file() else None
+
+    def first(self, stem: str, exts: tuple[str, ...]) -> Path | None:
+        """The first of `stem` + each of `exts` that names a file, else None."""
+        return next((p for ext in exts if (p := self.file(stem + ext)) is not None), None)
+
+    def _entry(self, folder: Path, part: str) -> Path | None:
+        direct = folder / part
+        if direct.exists():
+            return direct
+        if folder not in self._listings:
+            try:
+                self._listings[folder] = {_nfc(p.name): p for p in folder.iterdir()}
+            except OSError:  # not a folder, or unreadable: nothing in it is found
+                self._listings[folder] = {}
+        return self._listings[folder].get(_nfc(part))
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 def _number(text: str) -> float:
@@ -283,7 +323,8 @@ def read_captions(table: str | Path, media_dir: str | Path):
         names = ", ".join(header.ignored)
         warnings.warn(Note(f"{table}: column{'s' * (len(header.ignored) > 1)} {names} ignored (only the file "
                            "and caption columns are read)"), stacklevel=2)  # fmt: skip
-    seen: dict[str, int] = {}  # clip id -> line
+    seen: dict[str, int] = {}  # clip id (NFC) -> line
+    names = MediaNames(media)
     for row in rows[header is not None :]:
         report.rows += 1
         problem = row.error or _caption_row_problem(row.cells, columns, delimiter, header is not None)
@@ -291,16 +332,16 @@ def read_captions(table: str | Path, media_dir: str | Path):
             report.bad_rows.append((row.line, problem))
             continue
         name, caption = row.cells[columns.file].strip(), row.cells[columns.caption].strip() or None
-        direct = media / name
-        path = direct if direct.suffix and direct.is_file() else _find(media, [name], AUDIO_EXTS + VIDEO_EXTS)
+        path = (names.file(name) if Path(name).suffix else None) or names.first(name, AUDIO_EXTS + VIDEO_EXTS)
         if path is None:
-            report.missing.append((Path(name).stem, str(direct)))
+            report.missing.append((Path(name).stem, str(media / name)))
             continue
         clip_id = Path(name).stem
-        if clip_id in seen:  # ids are file names without folder and extension: one would silently replace the other
-            report.bad_rows.append((row.line, f"{name}: clip id {clip_id!r} already used on line {seen[clip_id]}"))
+        if _nfc(clip_id) in seen:  # ids are file names without folder and extension: one would replace the other
+            report.bad_rows.append((row.line, f"{name}: clip id {clip_id!r} already used on line "
+                                              f"{seen[_nfc(clip_id)]}"))  # fmt: skip
             continue
-        seen[clip_id] = row.line
+        seen[_nfc(clip_id)] = row.line
         is_video = path.suffix.lower() in VIDEO_EXTS
         records.append(ClipRecord(clip_id, caption, video=path if is_video else None, audio=path))
     report.kept = len(records)

@@ -33,16 +33,29 @@ class Window:
     duration: float  # seconds the window's video features and audio cover (>= MIN_MODEL_S)
 
 
-def check_windows(window_s: float, overlap_s: float) -> None:
+def check_windows(window_s: float, overlap_s: float, *, window: str = "--window", overlap: str = "--overlap") -> None:
     """A one-line ConfigError unless window and overlap are finite, window >= MIN_MODEL_S and 0 <= overlap < window / 2.
-    (An infinite window would put a whole input, however long, into one window: memory without bound.)"""
+    (An infinite window would put a whole input, however long, into one window: memory without bound.) `window`,
+    `overlap`: the names the values were given under, said with them (the command line's options by default; the
+    Python API's `window_s`, `overlap_s` in `plan_windows`)."""
+    got = _given(window, window_s, overlap, overlap_s)
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (window_s, overlap_s)):
-        raise ConfigError(f"window and overlap must be numbers of seconds, got {window_s!r}, {overlap_s!r}")
+        raise ConfigError(f"window and overlap must be numbers of seconds, got {got}")
     if not (math.isfinite(window_s) and math.isfinite(overlap_s)):
-        raise ConfigError(f"window and overlap must be finite seconds, got {window_s}, {overlap_s} (a window's "
-                          "frames, features and latents are held in memory at once)")  # fmt: skip
+        raise ConfigError(f"window and overlap must be finite seconds, got {got} (a window's frames, features and "
+                          "latents are held in memory at once)")  # fmt: skip
     if not window_s >= MIN_MODEL_S or not 0 <= overlap_s < window_s / 2:
-        raise ConfigError(f"need window >= {MIN_MODEL_S} s and 0 <= overlap < window / 2, got {window_s}, {overlap_s}")
+        raise ConfigError(f"need window >= {MIN_MODEL_S} s and 0 <= overlap < window / 2, got {got}")
+
+
+def _given(window: str, window_s, overlap: str, overlap_s) -> str:
+    """The values as given: `--window 2 --overlap 1` for options, `window_s 2, overlap_s 1` for arguments."""
+    sep = " " if window.startswith("-") else ", "
+    return f"{window} {_said(window_s)}{sep}{overlap} {_said(overlap_s)}"
+
+
+def _said(value) -> str:
+    return f"{float(value):g}" if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
 
 
 def window_note(window_s: float) -> str | None:
@@ -81,7 +94,7 @@ def plan_windows(total_s: float, window_s: float, overlap_s: float, latent_rate:
     overlap with windows of at most `window_s`, and `first` the earliest start of a last window of at most `window_s`:
     the fewest that can cover. Their starts are spread evenly, and each window but the last lasts `overlap_s` past
     its successor's start; the last ends at `total_s` and lasts about as long as the others."""
-    check_windows(window_s, overlap_s)
+    check_windows(window_s, overlap_s, window="window_s", overlap="overlap_s")
     if total_s <= window_s + EPS:
         return [Window(index=0, start=0, start_s=0.0, duration=max(total_s, MIN_MODEL_S))]
     r = latent_rate

@@ -34,6 +34,8 @@ time difference), on the same positions.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,7 @@ from avflow.errors import MediaError
 from avflow.world.binaural import FIELD_OF_VIEW, azimuth_deg, block_times, render_sphere
 
 IMPACT_FLOOR = 0.05  # px per frame²: an object's acceleration above this is an impact (below: tracking jitter)
+MIN_SAMPLE_RATE = 1000  # Hz: the onset bands start at 60 Hz; a lower rate is a mistake (16 for 16 kHz)
 
 if TYPE_CHECKING:
     from avflow.eval.offset import SyncResult
@@ -56,6 +59,35 @@ def mono_track(mono: np.ndarray) -> np.ndarray:
     if track.ndim != 1:
         raise MediaError(f"mono must be (N,) or (1, N) samples, got shape {track.shape} (mix a stereo pair down first)")
     return track
+
+
+def check_render_inputs(mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float
+                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(mono track, frames) for the renderers, or a one-line MediaError for what they would misread silently or fail
+    on deep inside: frames must be uint8 (T, H, W, 3) with T >= 1 (float frames in [0, 1] were read as black:
+    nothing tracked, the sound centred), fps finite and > 0 (a negative one swapped the sides), sample_rate a whole
+    number of Hz >= MIN_SAMPLE_RATE, and the frames must last as long as the sound, within one frame (past the last
+    frame the position is only held). Frames past the sound's end are fine: the sound is the video's first seconds
+    (`avflow foley --duration` shorter than the video), and they only help the tracking."""
+    track = mono_track(mono)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
+        hint = " (channels last: frames.transpose(0, 2, 3, 1))" if frames.ndim == 4 and frames.shape[1] == 3 else ""
+        raise MediaError(f"frames must be (T, H, W, 3) with T >= 1, got shape {frames.shape}{hint}")
+    if frames.dtype != np.uint8:
+        raise MediaError(f"frames must be uint8 (0-255), got {frames.dtype} (frames in [0, 1]: (frames * 255)"
+                         ".round().astype(np.uint8))")  # fmt: skip
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise MediaError(f"fps must be a finite number > 0, got {fps!r}")
+    whole = isinstance(sample_rate, numbers.Real) and not isinstance(sample_rate, bool) and sample_rate % 1 == 0
+    if not (whole and sample_rate >= MIN_SAMPLE_RATE):
+        raise MediaError(f"sample_rate must be a whole number of Hz >= {MIN_SAMPLE_RATE} (16 kHz is 16000), got "
+                         f"{sample_rate!r}")  # fmt: skip
+    video_s, sound_s = frames.shape[0] / fps, track.size / sample_rate
+    if video_s + 1 / fps < sound_s - 1e-9:
+        raise MediaError(f"the frames last {video_s:g} s ({frames.shape[0]} at {fps:g} fps) and the sound "
+                         f"{sound_s:g} s: give frames for all of the sound (more are fine)")  # fmt: skip
+    return track, frames
 
 
 def object_centers(frames: np.ndarray) -> np.ndarray:
@@ -340,9 +372,9 @@ def spatialise(
     anchoring: Anchoring | None = None,
     clock: AudioClock | None = None,
 ) -> np.ndarray:
-    """Mono (N,) + its video frames (T, H, W, 3) -> binaural (2, N) float32 [left, right]; `clock`: as for
-    :func:`audio_positions`."""
-    mono = mono_track(mono)
+    """Mono (N,) + its video frames (T, H, W, 3) uint8 -> binaural (2, N) float32 [left, right]; `clock`: as for
+    :func:`audio_positions`. The inputs are checked first (:func:`check_render_inputs`)."""
+    mono, frames = check_render_inputs(mono, sample_rate, frames, fps)
     az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring, clock), frames.shape[2])
     return render_sphere(mono, az, sample_rate, dtype=np.float32)  # float32 as written, no float64 copy
 
@@ -351,10 +383,10 @@ def amplitude_pan(
     mono: np.ndarray, sample_rate: int, frames: np.ndarray, fps: float, anchoring: Anchoring | None = None
 ) -> np.ndarray:
     """Constant-power panning following the detected position: L = sqrt2 cos(phi), R = sqrt2 sin(phi),
-    phi = (azimuth / FOV + 1/2) pi / 2; no interaural time difference."""
+    phi = (azimuth / FOV + 1/2) pi / 2; no interaural time difference. The inputs as for :func:`spatialise`."""
     from avflow.world.binaural import block_to_samples
 
-    mono = mono_track(mono)
+    mono, frames = check_render_inputs(mono, sample_rate, frames, fps)
     az = azimuth_deg(audio_positions(mono, sample_rate, frames, fps, anchoring), frames.shape[2])
     phi = block_to_samples((az / FIELD_OF_VIEW + 0.5) * np.pi / 2, mono.size)
     return (np.sqrt(2.0) * np.stack([np.cos(phi), np.sin(phi)]) * mono).astype(np.float32)

@@ -196,7 +196,10 @@ class StubEncoders:
     """Encoders of the tiny model's widths that log their calls (features of one frame: the pipeline pads them)."""
 
     def __init__(self, config, log: list):
+        from avflow.encoders.tokenizer import CLIPTokenizer
+
         self.config, self.log = config, log
+        self.tokenizer = CLIPTokenizer()  # the pipeline counts a prompt's tokens before sampling
 
     def encode_text(self, texts):
         return torch.zeros(len(texts), self.config.text_seq_len, self.config.text_dim)

@@ -52,6 +52,7 @@ class EventConfig:
     contact_threshold: float = 0.045  # velocity change (fraction of the width per frame) that makes an impact
     contact_area_change: float = 0.2  # largest frame-to-frame change of an object's visible area around an impact
     contact_max_jitter: float = 2.0  # tracks jittering more than this (see `jitter`) give no contacts
+    contact_max_spread: float = 2.0  # frames where a track's pixels spread more (`Tracks.spread`) are no position
     contacts: bool = True  # also detect contacts of tracked objects
     flash_frames: int = 5  # contacts from 2 frames before to this many + 1 after a brightening are tracker glitches
 
@@ -303,19 +304,26 @@ def jitter(centers: np.ndarray) -> float:
 
 
 def contact_events(
-    tracks: Tracks, fps: float, threshold: float = 0.045, max_area_change: float = 0.2, max_jitter: float = 2.0
-) -> VisualEvents:
+    tracks: Tracks, fps: float, threshold: float = 0.045, max_area_change: float = 0.2, max_jitter: float = 2.0,
+    max_spread: float = 2.0,
+) -> VisualEvents:  # fmt: skip
     """Impacts (bounces, collisions) of every tracked object (:func:`_object_impacts` with a velocity change of at
     least ``threshold·W`` px per frame), sorted; of impacts closer than half a frame the first stays. Tracks whose
-    :func:`jitter` exceeds ``max_jitter`` are not an object's motion and give none."""
+    :func:`jitter` exceeds ``max_jitter`` are not an object's motion and give none. Frames where a track's pixels
+    spread more than ``max_spread`` (:attr:`Tracks.spread`: 1 for a disc; a 4:1 ellipse is 2.1) hold more than one
+    object (the tracker follows a colour, and two objects of near colours share it): their centroid is no object's
+    position, so they count as unseen (a 3:1 ellipse, 1.7, is still one object)."""
     T = tracks.centers.shape[0]
     t = np.arange(T) / fps
     W = int(tracks.frame_size[1])
+    centers = tracks.centers
+    if tracks.spread is not None:
+        centers = np.where((tracks.spread > max_spread)[..., None], np.nan, centers)  # (T, K, 2)
     found = sorted(
         c
-        for k in range(tracks.centers.shape[1])
-        if jitter(tracks.centers[:, k]) <= max_jitter
-        for c in _object_impacts(t, tracks.centers[:, k], tracks.areas[:, k], threshold * W, max_area_change)
+        for k in range(centers.shape[1])
+        if jitter(centers[:, k]) <= max_jitter
+        for c in _object_impacts(t, centers[:, k], tracks.areas[:, k], threshold * W, max_area_change)
     )
     keep = [c for j, c in enumerate(found) if j == 0 or c[0] - found[j - 1][0] > 0.5 / fps]
     times = np.array([c[0] for c in keep])
@@ -369,10 +377,11 @@ def detect(
     bright = _brightening(x, factor, W, fps, cfg)
     if tracks is None:
         small = track_objects(x) if cfg.contacts else Tracks(np.zeros((len(x), 0, 2)), np.zeros((len(x), 0)), (H, W))
-        tracks = Tracks(small.centers * factor, small.areas * factor**2, (H, W))
+        tracks = Tracks(small.centers * factor, small.areas * factor**2, (H, W), small.spread)
     if not cfg.contacts:
         return bright, tracks
-    contacts = contact_events(tracks, fps, cfg.contact_threshold, cfg.contact_area_change, cfg.contact_max_jitter)
+    contacts = contact_events(tracks, fps, cfg.contact_threshold, cfg.contact_area_change, cfg.contact_max_jitter,
+                              cfg.contact_max_spread)  # fmt: skip
     lag = (contacts.times[:, None] - bright.times[None, :]) * fps  # (C, B) frames after each brightening
     keep = ~((lag > -2.0) & (lag < cfg.flash_frames + 1.0)).any(axis=1)  # a flash moves the centroid it tracks
     contacts = VisualEvents(contacts.times[keep], contacts.kinds[keep], contacts.x[keep], W, contacts.curve)

@@ -18,6 +18,9 @@ class Tracks:
     centers: np.ndarray
     areas: np.ndarray
     frame_size: tuple[int, int]  # (H, W)
+    # (T, K) 2π·E[|p − c|²]/area of each object's weighted pixels: 1 for a disc, 1.05 for a square, 1.67 for a 3:1
+    # ellipse, far more where the pixels of one colour lie in two places (two objects of near colours); None: unknown
+    spread: np.ndarray | None = None
 
 
 def _shift_max(mask: np.ndarray) -> np.ndarray:
@@ -149,7 +152,7 @@ def track_objects(
         codes_parts.append((bins[:, 0] * 64 + bins[:, 1] * 8 + bins[:, 2]).astype(np.int16))
         found.append(raw[fg])
         del f, fg, colours, bins
-    empty = Tracks(np.full((T, 0, 2), np.nan), np.zeros((T, 0)), (H, W))
+    empty = Tracks(np.full((T, 0, 2), np.nan), np.zeros((T, 0)), (H, W), np.zeros((T, 0)))
     n_fg = sum(c.size for c in codes_parts)
     if n_fg < min_area:
         return empty
@@ -183,6 +186,7 @@ def track_objects(
     ys, xs = np.mgrid[0:H, 0:W] + 0.5
     centers = np.full((T, K, 2), np.nan)
     areas = np.zeros((T, K))
+    spread = np.full((T, K), np.nan)
     for part in chunks:
         f = np.asarray(frames[part], dtype=np.float32)  # (t, H, W, 3)
         bgt = bg + drift[part][:, None, None, :]  # (t, H, W, 3) follows global drift
@@ -202,13 +206,16 @@ def track_objects(
             weight[ring] = alpha
             area = weight.sum(axis=(1, 2))
             with np.errstate(invalid="ignore", divide="ignore"):
-                centers[part, k, 0] = (weight * xs).sum(axis=(1, 2)) / area
-                centers[part, k, 1] = (weight * ys).sum(axis=(1, 2)) / area
+                cx = (weight * xs).sum(axis=(1, 2)) / area  # (t,)
+                cy = (weight * ys).sum(axis=(1, 2)) / area
+                second = (weight * (xs * xs + ys * ys)).sum(axis=(1, 2)) / area - cx * cx - cy * cy  # E|p − c|²
+                spread[part, k] = 2 * np.pi * np.maximum(second, 0.0) / area
+            centers[part, k, 0], centers[part, k, 1] = cx, cy
             areas[part, k] = area
         del bgt, diff, d2, nearest
     for k in range(K):
         centers[areas[:, k] < min_area, k] = np.nan
-    return Tracks(centers=centers, areas=areas, frame_size=(H, W))
+    return Tracks(centers=centers, areas=areas, frame_size=(H, W), spread=spread)
 
 
 def reversals(pos: np.ndarray, min_speed: float = 0.3, down_up_only: bool = False) -> list[tuple[int, int]]:

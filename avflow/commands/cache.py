@@ -1,14 +1,19 @@
-"""`avflow cache build|info`: precompute MMAudio latents and conditioning features into a feature cache."""
+"""`avflow cache build|info`: precompute MMAudio latents and conditioning features into a feature cache;
+`avflow cache joint`: the training file of the joint text-to-audio+video model from one's own clips."""
 
 from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 from avflow.commands.options import add_device, check_folder, resolve_device
 from avflow.errors import ConfigError, MediaWarning
 
-HELP = "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text features per clip; torchrun-parallel)"
+HELP = (
+    "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text features per clip; torchrun-parallel), "
+    "or make the joint model's training file from one's own clips"
+)
 
 SOURCES = ("vggsound", "audiocaps", "captions", "world")
 
@@ -52,6 +57,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "only new clips and those whose caption or file changed")  # fmt: skip
     info = sub.add_parser("info", help="print a cache's clip count, streams and weights checksum")
     info.add_argument("out", help="cache folder")
+    add_joint_arguments(sub)
+
+
+def add_joint_arguments(sub) -> None:
+    """`avflow cache joint`: one's own clips (video with sound) and captions into the training file of the joint
+    model (`avflow train default_joint_v2_cycle data.train.args.file=OUT`)."""
+    joint = sub.add_parser("joint", help="one's own clips + captions into a training file of the joint "
+                           "text-to-audio+video model (avflow train default_joint_v2_cycle)")  # fmt: skip
+    joint.add_argument("out", help="the training file to write (.safetensors); skipped clips go to OUT.failed.tsv")
+    joint.add_argument("--table", required=True, help="caption table (CSV/TSV: file,caption), as for --source "
+                       "captions")  # fmt: skip
+    joint.add_argument("--media", required=True, help="folder of the clips (video files with sound)")
+    joint.add_argument("--model", default=None,
+                       help="model folder whose clip format (duration, fps, size, sample rate), codecs and text "
+                       "encoder the file is made for (default: the shipped default model)")  # fmt: skip
+    joint.add_argument("-y", "--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def _records(args: argparse.Namespace):
@@ -96,9 +117,46 @@ def video_lengths(encoders, duration: float) -> dict[str, int]:
     return {"clip_f": n_clip, "sync_f": encoders.synchformer.config.temporal_resolution * segments}
 
 
+def run_joint(args: argparse.Namespace) -> int:
+    """`avflow cache joint`: every input checked and every clip probed before a codec loads."""
+    from avflow.commands.options import check_output
+    from avflow.data.datasets import read_captions
+    from avflow.encoders.text import check_text_extra
+    from avflow.pipelines.default_model import default_model_dir, read_default_config
+
+    out = check_output(args.out, (".safetensors",), overwrite=args.overwrite, inputs=(args.table,), what="OUT")
+    folder = Path(args.model) if args.model is not None else default_model_dir()
+    config = read_default_config(folder)
+    check_text_extra(config.text_encoder)
+    records, report = read_captions(args.table, args.media)  # its bad rows and missing files: one note
+    if not records:
+        raise ConfigError(f"{report.summary()}: no usable clips; {out} not written")
+
+    from avflow.pipelines import joint_cache as jc
+
+    usable, failed = jc.probe_clips(records, jc.clip_format(config))
+    if not usable:
+        listed = jc.write_failed(jc.failed_list_path(out), failed)
+        raise ConfigError(jc.no_usable_clip(out, failed, listed))
+
+    from avflow.codecs.world import load_world_codecs
+    from avflow.encoders.text import load_text_encoder
+    from avflow.pipelines.default_model import check_codecs
+
+    codecs = load_world_codecs(config.codec_dir(folder))
+    codecs.check_trained_with(config.codecs_checksum, f"the model in {folder}")
+    check_codecs(config, codecs, folder)
+    text_encoder = load_text_encoder(config.text_encoder, max_len=config.joint.text_len)
+    summary = jc.build_joint_cache(out, usable, failed, config=config, codecs=codecs, text_encoder=text_encoder)
+    print(summary.line())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from avflow.data.cache import FeatureCache
 
+    if args.action == "joint":
+        return run_joint(args)
     if args.action == "info":
         cache = FeatureCache(args.out)  # every shard's streams and shapes (headers only)
         streams = sorted(cache.streams)

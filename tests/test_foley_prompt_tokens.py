@@ -10,14 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import (
-    WeightReads,
-    fixtures_root,
-    listing,
-    sweep_video_frames,
-    tiny_foley_raw_files,
-    write_tiny_model_config,
-)
+from helpers import WeightReads, listing, sweep_video_frames
+from test_foley_cli import model_json  # noqa: F401 (fixture: the tiny foley model's config .json, CLIP context 77)
 
 from avflow.cli import main
 from avflow.data.media import write_video
@@ -30,14 +24,6 @@ from avflow.ui.services import UISettings, generate_foley
 
 LONG = " ".join(["a red ball bounces on a wooden floor"] * 30)  # 272 CLIP tokens, start and end of text included
 REFUSED = "the prompt is 272 tokens long and this model reads at most 77: shorten it"
-
-
-@pytest.fixture(scope="module")
-def model_json(tmp_path_factory) -> Path:
-    """A `--model` config .json of the tiny foley model (CLIP context length 77) beside its official-format files."""
-    folder = tmp_path_factory.mktemp("own_model")
-    files, spec = tiny_foley_raw_files(folder, fixtures_root())
-    return write_tiny_model_config(folder, files, spec)
 
 
 @pytest.fixture
@@ -63,7 +49,7 @@ def commands(inputs: dict[str, Path], out: Path, model: Path) -> dict[str, list[
 
 
 @pytest.mark.parametrize("negative", [False, True])
-def test_a_long_prompt_is_one_line_before_any_weights(model_json, inputs, tmp_path, monkeypatch, capsys, negative):
+def test_a_long_prompt_is_one_line_before_any_weights(model_json, inputs, tmp_path, monkeypatch, capsys, negative):  # noqa: F811
     out = tmp_path / "out"
     argv = commands(inputs, out, model_json)
     given = ["--prompt", "rain", "--negative-prompt", LONG] if negative else ["--prompt", LONG]
@@ -81,7 +67,7 @@ def test_a_long_prompt_is_one_line_before_any_weights(model_json, inputs, tmp_pa
     assert listing(tmp_path) == before  # nothing written
 
 
-def test_the_limit_is_the_model_s_clip_context_length(model_json, tmp_path):
+def test_the_limit_is_the_model_s_clip_context_length(model_json, tmp_path):  # noqa: F811
     from avflow.pipelines.foley import check_prompt_lengths, check_prompts
 
     spec = load_model_config(model_json)
@@ -99,7 +85,7 @@ def test_the_limit_is_the_model_s_clip_context_length(model_json, tmp_path):
         check_prompt_lengths(16, "rain", " ".join(["a"] * 20))
 
 
-def test_the_ui_foley_tab_refuses_a_long_prompt_before_any_model(model_json, inputs, tmp_path, monkeypatch):
+def test_the_ui_foley_tab_refuses_a_long_prompt_before_any_model(model_json, inputs, tmp_path, monkeypatch):  # noqa: F811
     settings = UISettings(steps=1, output_dir=tmp_path / "ui", foley_model=str(model_json))
     reads = WeightReads(monkeypatch)
     for prompt, negative, message in ((LONG, "", f"^{REFUSED}"), ("rain", LONG, f"^the negative prompt: {REFUSED}")):

@@ -41,7 +41,7 @@ from avflow.encoders.features import Encoders, load_clip, load_synchformer
 from avflow.encoders.preprocess import clip_frames_transform
 from avflow.encoders.synchformer import Synchformer
 from avflow.encoders.tokenizer import CLIPTokenizer
-from avflow.errors import AvflowError, ConfigError, WeightsError
+from avflow.errors import ConfigError, WeightsError
 from avflow.flow.sampling import SamplingConfig, check_seed
 from avflow.models.mmaudio import build_mmaudio, load_official_state_dict
 from avflow.pipelines.foley_frames import chunk_seconds, iter_window_frames
@@ -109,12 +109,9 @@ def check_prompt_lengths(
     model's CLIP text tower reads (its `clip_config.text.context_length`), start and end of text included: the
     tokenizer would cut it silently. Counts with `tokenizer` (default: the packaged one) alone; reads no weights."""
     tokenizer = tokenizer or clip_tokenizer()
-    for text, what in ((prompt, ""), (negative_prompt, f"{negative}: ")):
+    for text, what in ((prompt, "the prompt"), (negative_prompt, negative)):
         if text:
-            try:
-                check_prompt_tokens(len(tokenizer.encode(text)) + 2, most)  # + the start and end of text tokens
-            except AvflowError as exc:
-                raise AvflowError(f"{what}{exc}") from None
+            check_prompt_tokens(len(tokenizer.encode(text)) + 2, most, what)  # + the start and end of text tokens
 
 
 def check_prompts(spec: FoleySpec, prompt: str | None, negative_prompt: str | None = None, **kwargs) -> None:

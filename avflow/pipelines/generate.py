@@ -84,10 +84,11 @@ def prompt_tokens(prompt: str, text_encoder: str) -> int:
     return len(tokenizer(prompt)["input_ids"])  # [CLS] and [SEP] included, as `MiniLMTextEncoder.count_tokens`
 
 
-def check_prompt_tokens(tokens: int, most: int) -> None:
-    """A one-line error for a prompt of `tokens` tokens where the model reads at most `most` (never cut silently)."""
+def check_prompt_tokens(tokens: int, most: int, what: str = "the prompt") -> None:
+    """A one-line error for a prompt (`what`: e.g. "the negative prompt") of `tokens` tokens where the model reads at
+    most `most` (never cut silently)."""
     if tokens > most:
-        raise AvflowError(f"the prompt is {tokens} tokens long and this model reads at most {most}: shorten it "
+        raise AvflowError(f"{what} is {tokens} tokens long and this model reads at most {most}: shorten it "
                           "(e.g. one sentence per object)")  # fmt: skip
 
 

@@ -151,8 +151,8 @@ def build_app(settings: UISettings | None = None):
         def sampling(done: int, total: int) -> None:
             if (done, total) == WAITING:  # another request has the model: this one waits its turn
                 progress(0.0, desc=WAITING_TEXT)
-            else:
-                progress((done, max(total, 1)), desc="sampling", unit="steps")
+            else:  # a share of the whole run: its units are the pipeline's (features, windows' steps, decoding)
+                progress(done / max(total, 1), desc="generating")
 
         try:
             if cancelled():

@@ -19,6 +19,7 @@ through the same checks (`check_given_audio`), before any sampling.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -77,11 +78,17 @@ def prompt_tokens(prompt: str, text_encoder: str) -> int:
     from avflow.encoders.text import check_text_extra, minilm_dir
 
     check_text_extra(text_encoder)  # one line, not transformers' ModuleNotFoundError
+    return len(_minilm_tokenizer(str(minilm_dir()))(prompt)["input_ids"])  # [CLS], [SEP] included, as `count_tokens`
+
+
+@functools.cache
+def _minilm_tokenizer(folder: str):
+    """MiniLM's tokenizer from `folder`, read once per process (`avflow cache joint` counts every caption's tokens:
+    reading it again for each took about 33 ms)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as `MiniLMTextEncoder`: nothing touches the Hub
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
-    return len(tokenizer(prompt)["input_ids"])  # [CLS] and [SEP] included, as `MiniLMTextEncoder.count_tokens`
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def check_prompt_tokens(tokens: int, most: int, what: str = "the prompt") -> None:

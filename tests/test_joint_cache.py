@@ -166,7 +166,9 @@ def test_a_missing_text_extra_is_one_line_before_any_codec_loads(data, tmp_path,
     assert "[text] extra" in one_line_error(capsys, code)
 
 
-def test_of_more_than_two_channels_the_first_two_are_the_ears(tmp_path):
+def test_of_three_channels_the_front_two_are_the_ears(tmp_path):
+    """A 3-channel WAV has FFmpeg's 2.1 layout (FL FR LFE): its downmix to stereo is its first two channels (a 5.1
+    track's: `test_joint_cache_inputs`)."""
     import soundfile as sf
 
     from avflow.pipelines.joint_cache import ClipFormat, read_sound

@@ -119,7 +119,7 @@ def video_lengths(encoders, duration: float) -> dict[str, int]:
 
 def run_joint(args: argparse.Namespace) -> int:
     """`avflow cache joint`: every input checked and every clip probed before a codec loads."""
-    from avflow.commands.options import check_output
+    from avflow.commands.options import StepBar, check_output
     from avflow.data.datasets import read_captions
     from avflow.encoders.text import check_text_extra
     from avflow.pipelines.default_model import default_model_dir, read_default_config
@@ -128,13 +128,14 @@ def run_joint(args: argparse.Namespace) -> int:
     folder = Path(args.model) if args.model is not None else default_model_dir()
     config = read_default_config(folder)
     check_text_extra(config.text_encoder)
-    records, report = read_captions(args.table, args.media)  # its bad rows and missing files: one note
-    if not records:
-        raise ConfigError(f"{report.summary()}: no usable clips; {out} not written")
+    # the file stores rows, not ids: `dog/001.mp4` and `cat/001.mp4` are two clips
+    records, report = read_captions(args.table, args.media, unique_ids=False)  # bad rows, missing files: one note
 
     from avflow.pipelines import joint_cache as jc
 
-    usable, failed = jc.probe_clips(records, jc.clip_format(config))
+    records, too_long = jc.check_captions(records, config.text_encoder, config.joint.text_len)
+    usable, unusable = jc.probe_clips(records, jc.clip_format(config))
+    failed = jc.table_failures(report) + too_long + unusable  # each skipped, listed and counted
     if not usable:
         listed = jc.write_failed(jc.failed_list_path(out), failed)
         raise ConfigError(jc.no_usable_clip(out, failed, listed))
@@ -147,7 +148,12 @@ def run_joint(args: argparse.Namespace) -> int:
     codecs.check_trained_with(config.codecs_checksum, f"the model in {folder}")
     check_codecs(config, codecs, folder)
     text_encoder = load_text_encoder(config.text_encoder, max_len=config.joint.text_len)
-    summary = jc.build_joint_cache(out, usable, failed, config=config, codecs=codecs, text_encoder=text_encoder)
+    bar = StepBar("cache joint", unit="clip")  # on stderr: 10k clips are an hour of reading and encoding
+    try:
+        summary = jc.build_joint_cache(out, usable, failed, config=config, codecs=codecs, text_encoder=text_encoder,
+                                       progress=bar)  # fmt: skip
+    finally:
+        bar.close()
     print(summary.line())
     return 0
 

@@ -310,10 +310,12 @@ def _caption_row_problem(cells: list[str], columns: CaptionColumns, delimiter: s
     return None
 
 
-def read_captions(table: str | Path, media_dir: str | Path):
+def read_captions(table: str | Path, media_dir: str | Path, *, unique_ids: bool = True):
     """A generic text-audio (or video) set: rows `file_or_id<TAB or ,>caption`, an optional header line
     (`file,caption[,other columns]`: see `caption_columns`). An empty caption is a clip without one (None: no text
-    feature, the learned empty condition); a caption is kept as written (a quoted one may span lines)."""
+    feature, the learned empty condition); a caption is kept as written (a quoted one may span lines).
+    `unique_ids`: a row whose clip id (file name without folder and extension) an earlier row has is a bad row, as a
+    cache keyed by id needs; False keeps both (`dog/001.mp4` and `cat/001.mp4`), for a file that stores rows."""
     table, media = Path(table), _check_dir(media_dir)
     report, records = ReadReport(str(table)), []
     rows, delimiter = _open_table(table)
@@ -337,7 +339,8 @@ def read_captions(table: str | Path, media_dir: str | Path):
             report.missing.append((Path(name).stem, str(media / name)))
             continue
         clip_id = Path(name).stem
-        if _nfc(clip_id) in seen:  # ids are file names without folder and extension: one would replace the other
+        if unique_ids and _nfc(clip_id) in seen:  # ids are file names without folder and extension: one would
+            # replace the other in a cache keyed by id
             report.bad_rows.append((row.line, f"{name}: clip id {clip_id!r} already used on line "
                                               f"{seen[_nfc(clip_id)]}"))  # fmt: skip
             continue

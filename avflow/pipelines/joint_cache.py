@@ -8,8 +8,10 @@ codec, `streams.left` / `streams.right` (N, n, C) from its binaural audio codec,
 
 Each clip's first `duration` seconds are used; one up to `TOLERANCE_S` shorter is padded (audio with silence, video
 with its last frame), as `avflow cache build` does; a shorter one, one without video or sound, or one that cannot be
-read is skipped and listed in `OUT.failed.tsv`. A frame of another aspect is centre-cropped to the model's before it
-is scaled; a mono track is copied to both ears; of more than two channels the first two are taken.
+read is skipped and listed in `OUT.failed.tsv`, as is a row of the caption table that is bad or names no file, and a
+caption longer than the model's text encoder reads (it would be cut, as `avflow generate` refuses it). A frame of
+another aspect is centre-cropped to the model's before it is scaled; a mono track is copied to both ears; a track of
+more than two channels is downmixed to stereo from its channel layout (a 5.1 track's centre goes into both ears).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pathlib import Path
 import torch
 
 from avflow.data.cache import TOLERANCE_S
-from avflow.data.datasets import ClipRecord
+from avflow.data.datasets import ClipRecord, ReadReport
 from avflow.errors import AvflowError, ConfigError, MediaError, first_line
 from avflow.pipelines.default_model import DefaultModelConfig
 
 CHUNK = 4  # clips read and encoded at a time: the memory of a few clips, not of the whole set
+Progress = Callable[[int, int], None]  # (clips done, clips to read and encode)
+Failed = tuple[str, str, str]  # a skipped clip or row of OUT.failed.tsv: (clip id, file, reason)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,12 +73,12 @@ class UsableClip:
 @dataclass(frozen=True, kw_only=True)
 class ClipData:
     """One clip read in the model's format: video (3, T, H, W) in [-1, 1], audio (2, samples); how its sound was
-    made two ears (`mono`: one channel copied; `first_two`: two of more channels)."""
+    made two ears (`mono`: one channel copied; `downmixed`: more than two channels mixed down to stereo)."""
 
     video: torch.Tensor
     audio: torch.Tensor
     mono: bool
-    first_two: bool
+    downmixed: bool
 
 
 @dataclass
@@ -88,7 +92,7 @@ class JointCacheSummary:
     cut: int = 0  # clips longer than `duration`: their first `duration` s used
     cropped: int = 0  # frames of another aspect: centre-cropped to the model's
     mono: int = 0  # mono sound copied to both ears
-    first_two: int = 0  # more than two channels: the first two used
+    downmixed: int = 0  # more than two channels: downmixed to stereo from their layout
     failed_list: Path | None = None
 
     def line(self) -> str:
@@ -100,14 +104,39 @@ class JointCacheSummary:
                  f"{self.mono} mono copied to both ears"]  # fmt: skip
         if self.mono:  # the model learns binaural sound: say what a copied track teaches it
             parts[-1] += " (no left-right cues: the model learns binaural sound, these clips teach it centred sound)"
-        if self.first_two:
-            parts.append(f"{self.first_two} of more than 2 channels: the first two used")
+        if self.downmixed:
+            parts.append(f"{self.downmixed} of more than 2 channels downmixed to stereo")
         return ", ".join(parts)
 
 
 def failed_list_path(out: str | Path) -> Path:
     """`OUT.failed.tsv` beside the training file `OUT.safetensors`."""
     return Path(out).with_suffix(".failed.tsv")
+
+
+def table_failures(report: ReadReport) -> list[Failed]:
+    """The rows `read_captions` dropped, as rows of `OUT.failed.tsv`: a bad row (no clip id: the table and its line
+    as the file) and a row naming no file in the media folder."""
+    bad = [("", f"{report.source}:{line}", reason) for line, reason in report.bad_rows]
+    return bad + [(clip_id, path, "file not found in the media folder") for clip_id, path in report.missing]
+
+
+def check_captions(records: list[ClipRecord], text_encoder: str, most: int) -> tuple[list[ClipRecord], list[Failed]]:
+    """The records whose caption the text encoder reads whole (`most` tokens, counted as `avflow generate` counts a
+    prompt: its tokenizer alone, no weights), and (id, file, reason) of the others, which it would cut silently."""
+    from avflow.pipelines.generate import check_prompt_tokens, prompt_tokens
+
+    counts = {text: prompt_tokens(text, text_encoder) for text in {r.caption for r in records if r.caption}}
+    kept, failed = [], []
+    for record in records:
+        try:
+            if record.caption:
+                check_prompt_tokens(counts[record.caption], most, "the caption")
+        except AvflowError as exc:
+            failed.append((str(record.id), str(record.video or record.audio), first_line(exc)))
+        else:
+            kept.append(record)
+    return kept, failed
 
 
 def probe_clip(record: ClipRecord, fmt: ClipFormat) -> UsableClip:
@@ -157,15 +186,18 @@ def read_frames(path: Path, fmt: ClipFormat) -> torch.Tensor:
 
 def read_sound(path: Path, fmt: ClipFormat) -> tuple[torch.Tensor, int]:
     """The first `duration` s of a file's sound at the format's sample rate as (2, samples) (up to `TOLERANCE_S`
-    short: padded with silence), and its channel count (1: copied to both ears; more than 2: the first two)."""
+    short: padded with silence), and its channel count (1: copied to both ears; more than 2: downmixed to stereo
+    from its layout by `read_audio`, so a 5.1 track's centre, where speech usually is, is heard, not dropped)."""
     from avflow.data.media import read_audio
 
     wave, _ = read_audio(path, fmt.sample_rate, None, seconds=fmt.duration)  # (C, n), resampled to the model's rate
+    channels = wave.shape[0]
+    if channels > 2:  # read again mixed down: only a file of more than two channels is decoded twice
+        wave, _ = read_audio(path, fmt.sample_rate, 2, seconds=fmt.duration)
     have = wave.shape[1]
     if have < fmt.samples - round(TOLERANCE_S * fmt.sample_rate):
         raise MediaError(f"{path}: audio shorter than {fmt.duration:g} s ({have / fmt.sample_rate:.2f} s)")
-    channels = wave.shape[0]
-    ears = wave.expand(2, -1) if channels == 1 else wave[:2]
+    ears = wave.expand(2, -1) if channels == 1 else wave
     ears = torch.nn.functional.pad(ears, (0, max(0, fmt.samples - have)))
     return ears[:, : fmt.samples].contiguous(), channels
 
@@ -175,7 +207,7 @@ def read_clip(clip: UsableClip, fmt: ClipFormat) -> ClipData:
     path = clip.record.video or clip.record.audio
     video = read_frames(path, fmt)
     audio, channels = read_sound(path, fmt)
-    return ClipData(video=video, audio=audio, mono=channels == 1, first_two=channels > 2)
+    return ClipData(video=video, audio=audio, mono=channels == 1, downmixed=channels > 2)
 
 
 def encode_chunk(clips: list[ClipData], captions: list[str | None], codecs, text_encoder) -> dict[str, torch.Tensor]:
@@ -223,14 +255,19 @@ def build_joint_cache(
     codecs,
     text_encoder: Callable,
     chunk: int = CHUNK,
+    progress: Progress | None = None,
 ) -> JointCacheSummary:
     """Read and encode the usable clips `chunk` at a time, then write `out` (atomically, with the codecs' checksum)
-    and `OUT.failed.tsv`. A clip that fails to decode is skipped and listed too; none left is a one-line error."""
+    and `OUT.failed.tsv`. A clip that fails to decode is skipped and listed too; none left is a one-line error.
+    `progress(done, total)` after each chunk (clips read, whether written or skipped, of all usable ones)."""
     from avflow.weights import save_safetensors
 
     fmt = clip_format(config)
     summary = JointCacheSummary(out=out, fmt=fmt, failed=list(failed))
     parts: dict[str, list[torch.Tensor]] = {}
+    done = 0
+    if progress is not None:  # the bar shows before the first chunk is read
+        progress(0, len(usable))
     with torch.no_grad():
         for group in chunks(usable, chunk):
             read, captions = [], []
@@ -246,12 +283,14 @@ def build_joint_cache(
                 summary.cut += clip.longer
                 summary.cropped += clip.cropped
                 summary.mono += data.mono
-                summary.first_two += data.first_two
-            if not read:
-                continue
-            for key, value in encode_chunk(read, captions, codecs, text_encoder).items():
-                parts.setdefault(key, []).append(value)
-            summary.written += len(read)
+                summary.downmixed += data.downmixed
+            if read:
+                for key, value in encode_chunk(read, captions, codecs, text_encoder).items():
+                    parts.setdefault(key, []).append(value)
+                summary.written += len(read)
+            done += len(group)
+            if progress is not None:
+                progress(done, len(usable))
     summary.failed_list = write_failed(failed_list_path(out), summary.failed)
     if not summary.written:
         raise ConfigError(no_usable_clip(out, summary.failed, summary.failed_list))
@@ -265,6 +304,9 @@ def build_joint_cache(
 
 
 def no_usable_clip(out: Path, failed: list[tuple[str, str, str]], listed: Path | None) -> str:
-    """The one-line error when every clip was skipped."""
-    first = f" (first: {failed[0][0]}: {failed[0][2]}; all listed in {listed})" if failed else ""
+    """The one-line error when every clip was skipped (none: the table names none)."""
+    if not failed:
+        return f"no usable clip: the caption table names none; {out} not written"
+    clip_id, file, reason = failed[0]
+    first = f" (first: {clip_id or file}: {reason}; all listed in {listed})"
     return f"no usable clip: all {len(failed)} skipped{first}; {out} not written"

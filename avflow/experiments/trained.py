@@ -67,17 +67,29 @@ def resolve_prompts(name: str) -> Path:
     raise ConfigError(f"{name}: not found, nor a prompt file shipped with avflow ({names})")
 
 
+PROMPT_FILE = '{"prompts": [{"id": ..., "prompt": ..., "seed": ...}, ...]} or that list alone'
+
+
 def read_prompt_rows(path: Path) -> list[dict]:
-    """The rows of a held-out prompt file (`scripts/model_card_metrics.py --make-prompts`): id, prompt, seed. Every
-    prompt must be world-style (name a world object), since the prompt targets score nothing else: checked here,
-    before any model loads, rather than after every prompt was sampled."""
+    """The rows of a held-out prompt file (`scripts/model_card_metrics.py --make-prompts`: `{"prompts": [rows]}`, or
+    the list of rows alone): id, prompt, seed. Every prompt must be world-style (name a world object), since the
+    prompt targets score nothing else: checked here, before any model loads, rather than after every prompt was
+    sampled."""
     if not Path(path).is_file():
         raise ConfigError(f"{path}: {'a folder, not a prompt file' if Path(path).is_dir() else 'not found'}")
     try:
-        rows = json.loads(Path(path).read_text())["prompts"]
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a prompt file ({str(exc).splitlines()[0]}); expected {PROMPT_FILE}") from None
+    rows = data.get("prompts") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(f"{path}: not a prompt file; expected {PROMPT_FILE}")
+    try:
         rows = [{"id": str(r["id"]), "prompt": str(r["prompt"]), "seed": int(r["seed"])} for r in rows]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a prompt file ({exc})") from None
+    except KeyError as exc:
+        raise ConfigError(f"{path}: a prompt without {exc}; expected {PROMPT_FILE}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a prompt file ({exc}); expected {PROMPT_FILE}") from None
     if not rows:
         raise ConfigError(f"{path}: no prompts")
     for row in rows:

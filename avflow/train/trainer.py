@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from avflow.train.components import DATASETS, MODELS, TASKS
 from avflow.train.config import InitConfig, TrainConfig, resolve_component, resolved_model
 from avflow.train.datasets import SeededDataset
 from avflow.train.ema import PowerFunctionEMA
+from avflow.train.init_checks import check_data_fits_model, shipped_init
 from avflow.train.optim import build_optimizer, build_scheduler
 from avflow.train.run_folder import check_out_dir, resume_changes, resume_refusal
 from avflow.train.sampler import ResumableBatchSampler
@@ -257,6 +258,7 @@ def check_tensorboard(config: TrainConfig) -> None:
 
 class Trainer:
     def __init__(self, config: TrainConfig, info: dist.DistInfo):
+        config = replace(config, init=shipped_init(config.init))
         self.config, self.info = config, info
         check_tensorboard(config)  # every rank, before the task, the model and the data are built
         loop = config.train
@@ -278,6 +280,7 @@ class Trainer:
         resume_path, resume_state = self._find_checkpoint()  # before the model is built: another network is refused
         if resume_path is None and config.init.weights is not None and not Path(config.init.weights).is_file():
             raise ConfigError(f"init.weights: no such file: {config.init.weights!r}")
+        check_data_fits_model(config)  # before the model is built: the data's clips are another model's
 
         seed_all(loop.seed)  # identical initial weights on every rank
         self.model = MODELS[config.model.name].build(resolve_component(MODELS, config.model, "model")).to(self.device)

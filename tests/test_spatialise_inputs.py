@@ -16,10 +16,11 @@ FRAMES = np.zeros((16, 16, 32, 3), np.uint8)  # 1 s
 MONO = (np.random.default_rng(0).standard_normal(SR) * 0.1).astype(np.float32)  # 1 s
 
 BAD = {
-    "frames in [0, 1]": (dict(frames=FRAMES.astype(np.float32) / 255), "frames must be uint8 (0-255), got float32"),
-    "channels first": (dict(frames=FRAMES.transpose(0, 3, 1, 2)), "channels last: frames.transpose(0, 2, 3, 1)"),
-    "grey frames": (dict(frames=FRAMES[..., 0]), "frames must be (T, H, W, 3) with T >= 1, got shape (16, 16, 32)"),
-    "no frames": (dict(frames=FRAMES[:0]), "frames must be (T, H, W, 3) with T >= 1, got shape (0, 16, 32, 3)"),
+    "frames in [0, 1]": (dict(frames=FRAMES.astype(np.float32) / 255),
+                         "frames: expected uint8 frames 0-255, got float32"),
+    "channels first": (dict(frames=FRAMES.transpose(0, 3, 1, 2)), "channels first? pass frames.transpose(0, 2, 3, 1)"),
+    "grey frames": (dict(frames=FRAMES[..., 0]), "frames: expected (T, H, W, 3) frames, got shape (16, 16, 32)"),
+    "no frames": (dict(frames=FRAMES[:0]), "frames: expected at least one frame, got shape (0, 16, 32, 3)"),
     "fps 0": (dict(fps=0.0), "fps must be a finite number > 0, got 0.0"),
     "fps negative": (dict(fps=-16.0), "fps must be a finite number > 0, got -16.0"),
     "fps nan": (dict(fps=float("nan")), "fps must be a finite number > 0"),

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from avflow.errors import MediaError
+from avflow.eval.inputs import check_frames
 from avflow.world.binaural import FIELD_OF_VIEW, azimuth_deg, block_times, render_sphere
 
 IMPACT_FLOOR = 0.05  # px per frame²: an object's acceleration above this is an impact (below: tracking jitter)
@@ -70,13 +71,12 @@ def check_render_inputs(mono: np.ndarray, sample_rate: int, frames: np.ndarray, 
     frame the position is only held). Frames past the sound's end are fine: the sound is the video's first seconds
     (`avflow foley --duration` shorter than the video), and they only help the tracking."""
     track = mono_track(mono)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) < 1:
-        hint = " (channels last: frames.transpose(0, 2, 3, 1))" if frames.ndim == 4 and frames.shape[1] == 3 else ""
-        raise MediaError(f"frames must be (T, H, W, 3) with T >= 1, got shape {frames.shape}{hint}")
-    if frames.dtype != np.uint8:
-        raise MediaError(f"frames must be uint8 (0-255), got {frames.dtype} (frames in [0, 1]: (frames * 255)"
-                         ".round().astype(np.uint8))")  # fmt: skip
+    try:
+        frames = check_frames(frames)  # (T, H, W, 3) uint8, the metrics' own check
+    except ValueError as exc:
+        raise MediaError(str(exc)) from None
+    if frames.shape[0] < 1:
+        raise MediaError(f"frames: expected at least one frame, got shape {frames.shape}")
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
         raise MediaError(f"fps must be a finite number > 0, got {fps!r}")
     whole = isinstance(sample_rate, numbers.Real) and not isinstance(sample_rate, bool) and sample_rate % 1 == 0

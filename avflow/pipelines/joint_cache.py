@@ -188,12 +188,12 @@ def read_sound(path: Path, fmt: ClipFormat) -> tuple[torch.Tensor, int]:
     """The first `duration` s of a file's sound at the format's sample rate as (2, samples) (up to `TOLERANCE_S`
     short: padded with silence), and its channel count (1: copied to both ears; more than 2: downmixed to stereo
     from its layout by `read_audio`, so a 5.1 track's centre, where speech usually is, is heard, not dropped)."""
+    from avflow.data.audio import audio_channels
     from avflow.data.media import read_audio
 
-    wave, _ = read_audio(path, fmt.sample_rate, None, seconds=fmt.duration)  # (C, n), resampled to the model's rate
-    channels = wave.shape[0]
-    if channels > 2:  # read again mixed down: only a file of more than two channels is decoded twice
-        wave, _ = read_audio(path, fmt.sample_rate, 2, seconds=fmt.duration)
+    channels = audio_channels(path)  # from the header: the file is decoded once
+    mixed = 2 if channels > 2 else None  # more than two: downmixed from its layout
+    wave, _ = read_audio(path, fmt.sample_rate, mixed, seconds=fmt.duration)  # (C, n), at the model's rate
     have = wave.shape[1]
     if have < fmt.samples - round(TOLERANCE_S * fmt.sample_rate):
         raise MediaError(f"{path}: audio shorter than {fmt.duration:g} s ({have / fmt.sample_rate:.2f} s)")

@@ -99,3 +99,16 @@ def test_h264_small_bouncing_object_keeps_its_area_and_contacts(tmp_path):
     want = contact_events(lossless, FPS).times
     got = contact_events(decoded, FPS).times
     assert want.size == 3 and got.size == 3 and np.max(np.abs(got - want)) < 0.005, (want, got)
+
+
+def test_an_object_appearing_beside_one_of_its_colour_is_a_flash(tmp_path):
+    # before: the new square's colour and luma level were half present already (the slow square of the same colour:
+    # new fraction about 0.42 per pixel), so the 4:2:0 rule took its own pixels as the old colours it mixed from and
+    # the appearance made no event, lossless or decoded
+    twin = (60, 170, 230)
+    movers = [(twin, 7, 8.0, 40, 0.4, 0.0), ((245, 140, 30), 5, 51.2, 16, -6.6, -0.8)]
+    frames = _clip((30, 34, 52), movers, (twin, 6, 12, 40))
+    for name, clip in (("lossless", frames), ("decoded", _h264(frames, tmp_path))):
+        events = brightening_events(clip, FPS)
+        assert events.times.size == 1 and events.times[0] == 16 / FPS, (name, events.times * FPS)
+        assert abs(events.x[0] - 43.0) < 2.0, (name, events.x)

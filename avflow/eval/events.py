@@ -16,7 +16,9 @@ the luma of their own side and the chroma of both sides: colours no frame held, 
 counts as old, whatever its colour's new fraction, when its luma level is mostly old (the same new fraction over
 ``bin``-wide luma levels, below ½) and its chroma (``B − Y``, ``R − Y``) lies within the range of the old colours
 within ``chroma_reach`` source pixels: the mostly old pixels of frame ``k`` (new fraction below ½, itself included) and
-all of frame ``k − 1``. Frame ``k`` is an event when
+all of frame ``k − 1``. A pixel of frame ``k`` that rises with a new fraction of at least ``novel_fraction`` is no old
+colour to mix from, even below ½: an object appearing beside one of its colour (its colour then half present, about
+0.4 new per pixel) would otherwise lend its own chroma to itself and make no event. Frame ``k`` is an event when
 the brightened area is at least ``min_area`` of the frame and frame ``k − 1`` was not one (a fade-in is one event, at
 its first frame); covering ``global_area`` or more it is a cut or a full-frame flash, with no side. The event time is
 ``k / fps`` (the frame's start), its ``x`` the brightening-weighted centroid.
@@ -47,6 +49,7 @@ class EventConfig:
     threshold: float = 24.0  # rise above the neighbourhood (0..255)
     bin: float = 16.0  # colour bin width (0..255 per channel) of the colour-mass comparison
     chroma_reach: float = 2.0  # source px whose colours 4:2:0 chroma mixes into a pixel (2×2 samples, interpolated)
+    novel_fraction: float = 0.4  # a rising pixel whose colour is this new lends no chroma to the 4:2:0 mix test
     min_area: float = 0.002  # brightened fraction of the frame that makes an event
     global_area: float = 0.3  # from this fraction on: a cut or full-frame flash (no side)
     contact_threshold: float = 0.045  # velocity change (fraction of the width per frame) that makes an impact
@@ -144,16 +147,19 @@ def _luma(frames: np.ndarray) -> np.ndarray:
     return r * frames[..., 0] + g * frames[..., 1] + b * frames[..., 2]
 
 
-def _mixes_old(pair: np.ndarray, luma: np.ndarray, fresh: np.ndarray, old_luma: np.ndarray, reach: int) -> np.ndarray:
+def _mixes_old(
+    pair: np.ndarray, luma: np.ndarray, fresh: np.ndarray, old_luma: np.ndarray, reach: int, novel: np.ndarray
+) -> np.ndarray:
     """``(h, w)`` bool: the pixels of frame ``pair[1]`` (``pair`` ``(2, h, w, 3)``: a frame and the one before, with
     their ``luma`` ``(2, h, w)``) that 4:2:0 video could have mixed from old colours: a mostly old luma level
     (``old_luma``) and each chroma difference (``B − Y``, ``R − Y``) within the range of the old colours within
     ``reach`` px — the pixels of the frame whose colour is mostly old (``fresh < ½``, the pixel itself included) and
-    every pixel of the frame before (what an object that moved, or the edge of the picture, left). A decoded pixel
+    not ``novel`` (rising with a colour partly new, ``(h, w)`` bool: an object that appears beside one of its colour),
+    and every pixel of the frame before (what an object that moved, or the edge of the picture, left). A decoded pixel
     keeps its own luma but takes its chroma from the 2×2 blocks around it: at an object's edge a mix of object and
     background, a colour no frame held that is no flash. A flash or an object that appears has a new luma level, or
     chroma that no old colour nearby has."""
-    old = fresh < 0.5
+    old = (fresh < 0.5) & ~novel
     size = 2 * reach + 1
     ok = old_luma.copy()
     for channel in (2, 0):
@@ -199,7 +205,8 @@ def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> Vi
         y = _luma(seen)  # (t + 1, h, w)
         luma_fresh = _new_fraction(np.minimum((y * (1.0 / cfg.bin)).astype(np.int32), n - 1), (n,))  # (t, h, w)
         for j in np.flatnonzero(((rise > cfg.threshold) & (fresh > 0.0)).any(axis=(1, 2))):  # frames that may brighten
-            mixed = _mixes_old(seen[j : j + 2], y[j : j + 2], fresh[j], luma_fresh[j] < 0.5, reach)
+            novel = (rise[j] > cfg.threshold) & (fresh[j] >= cfg.novel_fraction)
+            mixed = _mixes_old(seen[j : j + 2], y[j : j + 2], fresh[j], luma_fresh[j] < 0.5, reach, novel)
             fresh[j][mixed] = 0.0
         del xs, seen, y, luma_fresh
         bright = np.where(rise > cfg.threshold, fresh, 0.0)  # (t, h, w) brightened fraction of each pixel

@@ -110,8 +110,9 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # energy growth), the Fréchet features at 16 kHz and the scaled eps (docs/metrics.md). 3 (2026-12-07): the video
 # Fréchet features' motion over 0.2 s whatever the frame rate (`fd_video`, `fd_av`), and visual events and
 # tracking that read 4:2:0 chroma as mixed (`chroma_reach`; the sync, side and physics measures of decoded video).
-# 4 (2026-12-07): no contacts from frames where a track holds two objects of near colours (`Tracks.spread`).
-METRICS_VERSION = 4
+# 4 (2026-12-07): no contacts from frames where a track holds two objects of near colours (`Tracks.spread`). 5
+# (2026-12-07): an object appearing beside one of its colour is a brightening event (`EventConfig.novel_fraction`).
+METRICS_VERSION = 5
 
 
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,

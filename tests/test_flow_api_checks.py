@@ -171,3 +171,10 @@ def test_check_fusion_rejects_a_misspelt_alignment():
 def test_fixed_step_solvers_take_no_tolerances():
     out = sample(_toy(), _streams(), COND, steps=2, solver="euler", rtol=0.0, atol=0.0)
     assert out.nfe == 2
+
+
+@pytest.mark.parametrize("sizes", [(0, 16, 2, 2), (32, -16, 2, 2), (32, 16, 0, 2), (32, 16, 2, -1), (32.0, 16, 2, 2)])
+def test_build_fusion_refuses_sizes_that_are_not_positive_integers(sizes):
+    # before: zero widths and zero or negative block counts built a module (with a zero-element warning at most)
+    with pytest.raises(ConfigError, match="positive integers"):
+        build_fusion("bidirectional", *sizes)

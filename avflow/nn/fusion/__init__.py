@@ -76,7 +76,12 @@ def build_fusion(
 ) -> Fusion:
     """The fusion module `name` with its (typed or mapping) options; `alignment` for variants that take one (another
     than 'none' given to a variant without a temporal RoPE is a ConfigError, as in `check_fusion`).
-    `alignment` may be a TemporalAlignment or its name (`as_alignment`), as the variant classes take it."""
+    `alignment` may be a TemporalAlignment or its name (`as_alignment`), as the variant classes take it. Widths and
+    block counts must be positive integers (a ConfigError naming them, before anything is built)."""
+    sizes = {"video_dim": video_dim, "audio_dim": audio_dim, "video_blocks": video_blocks, "audio_blocks": audio_blocks}
+    bad = [f"{k}={v!r}" for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise ConfigError(f"fusion {name!r}: widths and block counts must be positive integers, got {', '.join(bad)}")
     variant = FUSIONS.get(name)
     typed = fusion_options(name, options)
     if alignment is not None:

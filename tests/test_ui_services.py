@@ -373,3 +373,10 @@ def test_an_upload_the_task_does_not_use_is_refused(settings, tmp_path):
             generate_joint("a ball", settings, task=task, duration=0.5, **uploads)
         assert "\n" not in str(err.value)
     assert not list(settings.output_dir.glob("*"))
+
+
+@pytest.mark.parametrize("given", [["replace"], None, 3])
+def test_existing_audio_that_is_not_a_name_is_a_one_line_error(tmp_path, given):
+    # before: a list (unhashable) raised a TypeError from the set lookup instead of the service's own error
+    with pytest.raises(AvflowError, match="existing audio must be one of"):
+        services.check_existing_audio(tmp_path / "clip.mp4", given)

@@ -382,7 +382,7 @@ def check_existing_audio(video: Path, existing_audio: str) -> None:
     from avflow.data.audio_tracks import EXISTING_AUDIO
     from avflow.data.mux import check_copyable
 
-    if existing_audio not in EXISTING_AUDIO:
+    if not isinstance(existing_audio, str) or existing_audio not in EXISTING_AUDIO:
         raise AvflowError(f"existing audio must be one of {', '.join(EXISTING_AUDIO)}, not {existing_audio!r}")
     check_copyable(video, OUTPUT_VIDEO, existing_audio, suggest_mov=False,
                    audio_hint="choose replace or mix for its existing audio")  # fmt: skip

@@ -1,6 +1,6 @@
 """Long clips in `avflow eval` and `avflow binaural` (spatialise): the per-clip measures and the renderer work through
-the video and the track in chunks instead of whole-clip float copies, with the whole clip's results bit for bit, and
-a same-name json is ground truth only when it holds what the measures read.
+the video and the track in chunks instead of whole-clip float copies, with the whole clip's results (up to float
+rounding), and a same-name json is ground truth only when it holds what the measures read.
 
 Measured before these changes (60 s of 64 px frames, 48 kHz): the tracker +287 MB, the visual events +287 MB, the
 spatialiser's positions +132 MB, the renderer +221 MB, each growing with the clip's length."""
@@ -57,7 +57,15 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
 
-# --- results: chunked == whole clip, bit for bit ---------------------------------------------------------------------
+def close(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Equal up to float rounding: the same dtype, shape and NaNs, values within ``tol``. A sum over a chunk of frames
+    rounds in another order than over the whole clip where numpy's SIMD reductions depend on the array's shape (seen
+    on an AVX-512 Intel Xeon: centroids 1e-7 px apart; on AVX2 they were bit-identical)."""
+    nan = np.isnan(a)
+    return same(nan, np.isnan(b)) and a.dtype == b.dtype and bool(np.all(np.abs(a[~nan] - b[~nan]) <= tol))
+
+
+# --- results: chunked == whole clip, up to float rounding ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("pixels", [1, 5000, 64 * 36 * 7])
@@ -74,9 +82,9 @@ def test_tracks_events_and_blankness_in_chunks_equal_the_whole_clip(monkeypatch,
     monkeypatch.setattr(physics, "TRACK_CHUNK_PIXELS", pixels)
     tracks = physics.track_objects(frames)
     got, _ = events.detect(frames, fps)
-    assert same(tracks.centers, whole_tracks.centers) and same(tracks.areas, whole_tracks.areas)
-    for k in ("times", "x", "curve"):
-        assert same(getattr(got, k), getattr(whole_events, k)), k
+    assert close(tracks.centers, whole_tracks.centers, 1e-5) and same(tracks.areas, whole_tracks.areas)  # px
+    for k, tol in (("times", 1e-8), ("x", 1e-5), ("curve", 0.0)):  # s, px, fraction of the frame
+        assert close(getattr(got, k), getattr(whole_events, k), tol), k
     assert list(got.kinds) == list(whole_events.kinds)
     assert events.is_blank(frames) == whole_blank
     assert events.is_blank(np.full_like(frames, 90))

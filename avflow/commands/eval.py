@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 from avflow.commands.options import add_overwrite, check_folder, check_output
@@ -37,23 +38,84 @@ def check_arguments(args: argparse.Namespace) -> None:
     imported (one-line errors)."""
     from avflow.errors import MediaError, OutputError
 
+    given = {"CLIPS": args.pred_dir, "--ref": args.ref, "--json": args.json, "--report": args.report}
+    for what, place in given.items():
+        if place == "":  # Path("") is the working folder: CLIPS would walk it, --report write into it
+            raise (OutputError if what in ("--json", "--report") else MediaError)(f"{what}: empty path; {EMPTY[what]}")
     for what, place in (("CLIPS", args.pred_dir), ("--ref", args.ref)):
         if place is not None and not Path(place).exists():
             raise MediaError(f"{what} {place}: not found")
     if args.ref is not None and Path(args.ref).is_file() != Path(args.pred_dir).is_file():
         raise MediaError(f"--ref {args.ref}: give a file to pair with one clip's file, a folder with a folder")
     if args.json is not None:
-        check_output(args.json, (".json",), overwrite=args.overwrite, what="--json")
+        inputs = _input_files(args, args.json)  # a generator: walked after the cheap checks
+        check_output(args.json, (".json",), overwrite=args.overwrite, inputs=inputs, what="--json")
     if args.report is not None:
         report = Path(args.report)
         if report.exists() and not report.is_dir():
             raise OutputError(f"--report {report}: exists and is not a folder")
+        _check_report_apart(args, report)
         if (report / "index.html").exists() and not args.overwrite:
             raise OutputError(f"{report / 'index.html'} exists; pass --overwrite (or -y) to replace it")
         if (report / "timelines").exists() and not (report / "index.html").exists():
             raise OutputError(f"{report / 'timelines'} exists and is not a report's (no index.html beside it); "
                               "pick another --report folder")  # fmt: skip
+        if (report / "timelines").exists() or (report / "timelines").is_symlink():
+            from avflow.eval.html import timelines_problem  # PIL: only for a folder to replace
+
+            problem = timelines_problem(report / "timelines")
+            if problem is not None:
+                raise OutputError(f"--report {report}: {problem}; pick another --report folder")
         check_folder(report, "--report")
+
+
+EMPTY = {  # what to give instead of an empty path
+    "CLIPS": "give a folder of clips or one clip's file",
+    "--ref": "give a folder or file, or leave --ref out",
+    "--json": "give a .json file name, or leave --json out",
+    "--report": "give a folder, or leave --report out",
+}
+
+
+def _input_files(args: argparse.Namespace, out: str) -> Iterator[Path]:
+    """The files of the clips (and reference clips) that the output `out` could replace: each clip with its
+    same-stem .json, .wav and .npz (ground truth, sound, world frames), listed only when `out` lies in the folder of
+    CLIPS or --ref (finding the clips imports numpy)."""
+    target = Path(out).resolve()
+    for place in (args.pred_dir, args.ref):
+        root = None if place is None else Path(place).resolve()
+        if root is None or not target.is_relative_to(root if root.is_dir() else root.parent):
+            continue
+        from avflow.errors import MediaError
+        from avflow.eval.report import find_clips
+
+        try:
+            clips = find_clips(place)
+        except MediaError:  # no clip to replace; the measuring says so, after the output checks
+            continue
+        for clip in clips.values():
+            stem = clip if Path(f"{clip}.npz").is_file() else clip.with_suffix("")  # a world clip is its stem
+            yield clip
+            yield from (Path(f"{stem}{suffix}") for suffix in (".json", ".wav", ".npz"))
+
+
+def _check_report_apart(args: argparse.Namespace, report: Path) -> None:
+    """The --report folder neither is, holds nor lies in a folder of clips (CLIPS, --ref), and is not the --json
+    file, in or above it, nor holds it in its timelines/ (whose files a report replaces)."""
+    from avflow.errors import OutputError
+
+    where = report.resolve()
+    for what, place in (("CLIPS", args.pred_dir), ("--ref", args.ref)):
+        root = None if place is None else Path(place).resolve()
+        if root is not None and root.is_dir() and (where.is_relative_to(root) or root.is_relative_to(where)):
+            how = "is" if where == root else "is in" if where.is_relative_to(root) else "holds"
+            raise OutputError(f"--report {report}: {how} the {what} folder {place}; pick a report folder apart from "
+                              "the clips")  # fmt: skip
+    if args.json is not None:
+        target = Path(args.json).resolve()
+        if where.is_relative_to(target) or target.is_relative_to(where / "timelines"):
+            raise OutputError(f"--report {report} and --json {args.json} overlap: the report folder may not be or "
+                              "lie in the --json file, nor its timelines/ hold it; pick two places apart")  # fmt: skip
 
 
 def _clean(value):

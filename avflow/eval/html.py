@@ -19,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from avflow.errors import OutputError
 from avflow.eval.clip import ClipMeasures
 from avflow.eval.report import FD_NOTE, frechet_rows, headline
 
@@ -106,6 +107,25 @@ def png_name(index: int, cid: str) -> str:
     return f"{cid}.png" if PLAIN_NAME.fullmatch(cid) else f"clip.{index:04d}.png"
 
 
+OWN_PNG = re.compile(r"[a-z0-9_-]{1,64}\.png|clip\.[0-9]{4,}\.png")  # the names `png_name` gives
+
+
+def _own_pngs(timelines: Path) -> list[Path]:
+    """The files in ``timelines`` that a report wrote: plain files (no links) with a `png_name` name."""
+    return [p for p in timelines.iterdir() if OWN_PNG.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+
+
+def timelines_problem(timelines: Path) -> str | None:
+    """Why ``timelines`` is not a report's own folder of timelines that `write_report` may replace, or None (it is
+    missing, or a real folder holding only `png_name` PNGs): anything else in it is not the report's to delete."""
+    if not timelines.exists() and not timelines.is_symlink():
+        return None
+    if timelines.is_symlink() or not timelines.is_dir():
+        return f"{timelines} is not a report's timelines folder (a link or a file)"
+    others = len(list(timelines.iterdir())) - len(_own_pngs(timelines))
+    return f"{timelines} holds {others} file(s) or folder(s) that are not a report's timelines" if others else None
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     """An HTML table of text cells (escaped)."""
 
@@ -143,19 +163,25 @@ def write_report(result: dict, out_dir: str | Path) -> Path:
     """``out_dir/index.html`` with the summary table, the reference set's measures and a timeline per clip
     (``out_dir/timelines/``, named by `png_name`); ``result`` is :func:`avflow.eval.report.evaluate`'s with
     ``keep_details=True``. The report is built in a hidden folder inside ``out_dir`` and moved in place when whole,
-    replacing a previous report's ``index.html`` and ``timelines/`` (no stale timeline stays); a failure leaves
-    ``out_dir`` as it was (and removes it when this call made it)."""
+    replacing a previous report's ``index.html`` and ``timelines/`` (no stale timeline stays: its own PNGs are
+    deleted, by name; a ``timelines/`` holding anything else is an OutputError up front, `timelines_problem`); a
+    failure leaves ``out_dir`` as it was (and removes it when this call made it)."""
     out = Path(out_dir)
     made = out  # the outermost folder this call makes (removed again on a failure)
     while not made.parent.exists():
         made = made.parent
     made = None if out.exists() else made
+    problem = timelines_problem(out / "timelines")
+    if problem is not None:
+        raise OutputError(f"{problem}; pick another report folder")
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
         _build(result, work)
-        if (out / "timelines").is_dir() and not (out / "timelines").is_symlink():
-            shutil.rmtree(out / "timelines")
+        if (out / "timelines").is_dir():  # only its own PNGs (`timelines_problem`), never rmtree
+            for png in _own_pngs(out / "timelines"):
+                png.unlink()
+            (out / "timelines").rmdir()
         os.replace(work / "timelines", out / "timelines")
         os.replace(work / "index.html", out / "index.html")
     finally:

@@ -106,3 +106,13 @@ def test_cli_says_how_many_previews_it_added_to_kept_clips(tmp_path, capsys):
     assert "wrote 0 clips" in said and "kept the 3 already there and wrote the 3 mp4 previews they lacked" in said
     assert cli_main(args + ["--preview"]) == 0  # nothing left to add: not said
     assert "previews" not in capsys.readouterr().out
+
+
+def test_a_rerun_makes_again_a_clip_whose_json_is_not_a_meta(tmp_path):
+    # before: a clip json holding a list crashed the rerun with an AttributeError ('list' object has no attribute 'get')
+    make_dataset(tmp_path / "d", 3, config=TINY)
+    (tmp_path / "d" / "train" / "train_000000.json").write_text("[]")
+    made = []
+    make_dataset(tmp_path / "d", 3, config=TINY, progress=lambda row, new: made.append((row["id"], new)))
+    assert sorted(made) == [("test_000000", False), ("train_000000", True), ("val_000000", False)]
+    assert isinstance(json.loads((tmp_path / "d" / "train" / "train_000000.json").read_text()), dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avflow.commands.options import check_folder
+from avflow.commands.options import check_folder, resolve_device
 
 HELP = "run a controlled experiment (a shipped name or a YAML file): train arms x seeds, evaluate, write tables + plot"
 
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         size = get_size(args.size)
         steps = size.steps if args.steps is None else args.steps
         out = check_folder(args.out or f"runs/experiments/{exp.name}_{args.size}", "--out")
-        result = run_experiment(exp, args.size, size, out, seeds, steps, args.device, args.threads)
+        device = resolve_device(args.device)  # no GPU is an error now, not after the world data was made
+        result = run_experiment(exp, args.size, size, out, seeds, steps, device, args.threads)
     else:
         result, out = run_trained(args, exp, seeds)
     print((out / "results.md").read_text())

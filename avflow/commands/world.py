@@ -23,12 +23,14 @@ HELP = "make procedural audio-visual world datasets with known ground truth"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=["make"], default="make",
                         help="what to do (only `make` for now, so it may be left out)")  # fmt: skip
-    parser.add_argument("--n", type=int, required=True, help="number of clips over all splits (about 80/10/10)")
+    parser.add_argument("--n", type=int, required=True, help="number of clips over all splits, about 80/10/10: "
+                        "from 3 on val and test get max(1, round(0.1 n)) each and train the rest; below 3 all are "
+                        "train (--n 2: train 2, val 0, test 0)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output folder; gets train/, val/, test/ and dataset.json (the "
                         "settings). Clips already there from the same seed and settings are kept: a rerun resumes, a "
-                        "bigger --n extends where no split gets smaller (val and test get max(1, round(0.1 n)) each, "
-                        "train the rest: 14 -> 15 does not). A dataset of other settings, or one with clips beyond "
-                        "--n, is an error unless --overwrite")  # fmt: skip
+                        "bigger --n extends where no split gets smaller (split sizes as --n says: 14 -> 15 does not, "
+                        "train 12 -> 11). A dataset of other settings, or one with clips beyond --n, is an error "
+                        "unless --overwrite")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; splits use disjoint clip-seed ranges")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--preview", action="store_true", help="also write an mp4 preview per clip")

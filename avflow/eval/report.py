@@ -139,14 +139,10 @@ def reference_id(cid: str, ref_ids) -> str | None:
 def _read_world(stem: Path, cid: str) -> EvalClip:
     from avflow.world.dataset import load_clip
 
-    clip = load_clip(stem)
+    clip = load_clip(stem)  # its json's sample_rate and fps checked (positive numbers), else a MediaError
     meta = clip.meta
-    try:
-        rate, fps = int(meta["sample_rate"]), float(meta["fps"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise MediaError(f"{stem}.json: no sample_rate and fps of a world clip ({exc!r})") from exc
     check_ground_truth(meta, stem.with_suffix(".json"))
-    return EvalClip(cid, clip.audio, rate, clip.frames, fps, meta)
+    return EvalClip(cid, clip.audio, int(meta["sample_rate"]), clip.frames, float(meta["fps"]), meta)
 
 
 def load_eval_clip(path: Path, cid: str | None = None) -> EvalClip:

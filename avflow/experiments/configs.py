@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from avflow import assets_dir
 from avflow.config import from_dict, read_yaml
-from avflow.errors import ConfigError
+from avflow.errors import ConfigError, MissingPathError
 from avflow.flow.guidance import PRESETS
 from avflow.flow.solvers import EVALUATIONS_PER_STEP
 from avflow.models.joint import JointConfig
@@ -68,6 +69,8 @@ class ExperimentConfig:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names) or self.baseline not in names:
             raise ConfigError(f"experiment {self.name}: arm names must be unique and include baseline {self.baseline}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"seeds: training seeds per arm must be an integer >= 1, got {self.seeds!r}")
 
 
 @dataclass
@@ -169,12 +172,21 @@ def experiment_names() -> list[str]:
 
 
 def load_experiment(name_or_path: str) -> ExperimentConfig:
-    """`experiments/NAME.yaml` (or a path to a YAML file) -> ExperimentConfig, strictly."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown experiment {name_or_path!r} (choose from {', '.join(experiment_names())})")
+    """`experiments/NAME.yaml` (or a path to a YAML file) -> ExperimentConfig, strictly. An argument that looks like
+    a path (a / in it, or a .yaml/.yml suffix) is one: a missing file says so, not "unknown experiment"."""
+    path, shipped = Path(name_or_path), EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    looks_like_path = is_yaml or "/" in name_or_path or os.sep in name_or_path
+    names = ", ".join(experiment_names())
+    if not looks_like_path and shipped.is_file():
+        path = shipped
+    elif path.is_file() and not is_yaml:
+        raise ConfigError(f"{name_or_path}: not a .yaml or .yml file name (an experiment file is YAML named so; "
+                          f"or give a shipped experiment's name: {names})")  # fmt: skip
+    elif looks_like_path and not path.is_file():
+        raise MissingPathError(f"{name_or_path}: {'a folder, not a YAML file' if path.is_dir() else 'no such file'}")
+    elif not looks_like_path:
+        raise ConfigError(f"unknown experiment {name_or_path!r} (choose from {names}, or give a YAML file's path)")
     raw = read_yaml(path)  # its errors name the file already
     try:
         exp = from_dict(ExperimentConfig, raw)
@@ -233,7 +245,11 @@ def check_arm_model(model: dict, path: str) -> None:
 
 def check_experiment(exp: ExperimentConfig) -> None:
     """Before anything trains: every arm's model (`check_arm_model`), a baseline that can run, and metric names the
-    arms are scored on (an unknown one would only show as n/a); one-line ConfigErrors naming the key path."""
+    arms are scored on (an unknown one would only show as n/a), guidance strengths `SamplingConfig` takes (it is
+    built with them only after training); one-line ConfigErrors naming the key path."""
+    from avflow.flow.sampling import SamplingConfig
+
+    SamplingConfig(cfg_strength=exp.cfg_strength, text_cfg_strength=exp.text_cfg_strength)
     for i, arm in enumerate(exp.arms):
         check_arm_model(arm.model, f"arms[{i}].model")
     baseline = next(a for a in exp.arms if a.name == exp.baseline)

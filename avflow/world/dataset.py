@@ -171,17 +171,25 @@ def load_clip(stem: str | Path) -> WorldClip:
             frames, masks = data["frames"], data["masks"]
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise MediaError(f"cannot read world clip {stem}: {exc}") from exc
-    if audio.shape[1] != 2 or sr != meta.get("sample_rate"):
-        raise MediaError(
-            f"{stem}.wav: expected stereo at {meta.get('sample_rate')} Hz, got {audio.shape[1]} ch {sr} Hz"
-        )
+    if not isinstance(meta, dict):  # a json of something else: the readers index it as a world clip's meta
+        raise MediaError(f"{stem}.json: expected a world clip's meta (a json object, as `avflow world make` writes), "
+                         f"got a json {type(meta).__name__}")  # fmt: skip
+    for key in ("sample_rate", "fps"):  # what every reader of a clip needs (its audio and frame rates)
+        if key not in meta:
+            raise MediaError(f"{stem}.json: no {key} (not a world clip's meta as `avflow world make` writes it)")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise MediaError(f"{stem}.json: {key} must be a number > 0, got {json.dumps(value)[:60]}")
+    if audio.shape[1] != 2 or sr != meta["sample_rate"]:
+        raise MediaError(f"{stem}.wav: expected stereo at {meta['sample_rate']} Hz, got {audio.shape[1]} ch {sr} Hz")
     if frames.ndim != 4 or masks.ndim != 4 or masks.shape[0] != frames.shape[0] or masks.dtype != bool:
         raise MediaError(f"{stem}.npz: bad shapes frames {frames.shape} masks {masks.shape} {masks.dtype}")
     return WorldClip(np.ascontiguousarray(audio.T), frames, masks, meta)
 
 
 def split_sizes(n: int) -> dict[str, int]:
-    """About 80/10/10; val and test get at least one clip once n >= 3."""
+    """About 80/10/10: from n = 3 on val and test get max(1, round(0.1 n)) each and train the rest; below 3 every
+    clip is train (`avflow world make --out` says so; fixed: existing datasets are extended by these sizes)."""
     n_eval = max(1, round(0.1 * n)) if n >= 3 else 0
     return {"train": n - 2 * n_eval, "val": n_eval, "test": n_eval}
 
@@ -195,6 +203,8 @@ def _written_meta(stem: Path, seed: int, config: WorldConfig) -> dict | None:
     try:
         meta = json.loads(stem.with_suffix(".json").read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):  # a json of something else: not this clip's, so it is made again
         return None
     complete = stem.with_suffix(".wav").is_file() and stem.with_suffix(".npz").is_file()
     same = meta.get("seed") == seed and meta.get("config") == json.loads(json.dumps(asdict(config)))

@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", type=float, default=None, help="cfg_strength (model; 1 = off; default: the model's "
                         "own)")  # fmt: skip
     add_seed(parser)
+    parser.set_defaults(seed=None)  # None: not given, refused where nothing samples; the model samples with 0
     add_existing_audio(parser, when=" (mix is refused where the binaural sound is the video's own audio: "
                        "spatialised without --mono, or --mono VIDEO itself; a copy of that audio in another file "
                        "given as --mono makes the same comb filter, one sound at two interaural delays)")  # fmt: skip
@@ -97,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
     SAMPLING.override(steps=args.steps, cfg_strength=args.cfg)  # bad values: one line before any media is read
     model_file = MODEL_FILE if args.model is None else args.model
     mode = ("model" if model_file.is_file() else "spatialise") if args.mode == "auto" else args.mode
-    unused = [flag for flag, value in (("--steps", args.steps), ("--cfg", args.cfg)) if value is not None]
+    given = (("--steps", args.steps), ("--cfg", args.cfg), ("--seed", args.seed))
+    unused = [flag for flag, value in given if value is not None]
     if mode == "spatialise" and unused:
         why = "--mode spatialise" if args.mode == "spatialise" else "no binaural model is installed, so --mode auto"
         sets, them = ("set", "them") if len(unused) > 1 else ("sets", "it")
-        raise ConfigError(f"{' and '.join(unused)} {sets} the binaural model's sampling, and {why} spatialises "
+        named = f"{', '.join(unused[:-1])} and {unused[-1]}" if len(unused) > 1 else unused[0]
+        raise ConfigError(f"{named} {sets} the binaural model's sampling, and {why} spatialises "
                           f"without sampling: drop {them}")  # fmt: skip
     info = check_video_input(args.video)
     check_copyable(args.video, out, args.audio)
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     # the model's sampling steps; the spatialiser's: the video read a window at a time, then the placing
     bar = StepBar("binaural") if mode == "model" else StepBar("spatialise", unit="part")
     try:
-        track = binaural_track(args.video, mode=mode, mono=args.mono, seed=args.seed, steps=args.steps, cfg=args.cfg,
+        seed = 0 if args.seed is None else args.seed
+        track = binaural_track(args.video, mode=mode, mono=args.mono, seed=seed, steps=args.steps, cfg=args.cfg,
                                pipeline=pipeline, progress=bar)  # fmt: skip
     finally:
         bar.close()
@@ -129,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
             outputs.wrote(write_audio(wav, track.audio, track.sample_rate))
     rates = (track.sample_rate, info.audio_sample_rate) if info.has_audio else None
     how = f"{track.mode}, from --mono" if track.mono else track.mode
-    if mono_info is not None and mono_seconds(mono_info) > track.duration + SPAN_SLACK_S:  # said, not cut silently
-        how += f" (its first {track.duration:.2f} s of {mono_seconds(mono_info):.2f} s: the video's length)"
+    sound = mono_info if mono_info is not None else info if track.mode == "spatialise" else None  # the sound placed
+    if sound is not None and mono_seconds(sound) > track.duration + SPAN_SLACK_S:  # said, not cut silently
+        how += "" if track.mono else ", from its own audio"
+        how += f" (its first {track.duration:.2f} s of {mono_seconds(sound):.2f} s: the video's length)"
     tracks = describe(args.audio, info.audio_tracks, dropped, rates=rates)
     scaled = f", {gain_note(track.gain)}" if track.gain < 1 else ""  # said, not turned down silently
     print(f"wrote {out} ({how}, {track.duration:.2f} s stereo {track.sample_rate / 1000:g} kHz{scaled}; "

@@ -3,7 +3,8 @@ checksums: `avflow.weights`).
 
 Layout in `<out_dir>/checkpoints/`: `step_00001000.pt` (torch.save of the full training state) and
 `step_00001000.json` (its size and sha256, written after it). A checkpoint without a manifest, of the wrong size
-or checksum, or that torch cannot load, is skipped with a warning and the previous one is used.
+or checksum, or that torch cannot load, is skipped with a warning and the previous one is used; where none is
+usable, resuming is an error (starting over would replace the run).
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(folder: Path, step: int, state: dict, keep_last: int) -> Path:
-    """Write `state` atomically with its manifest, then delete all but the newest `keep_last` checkpoints."""
+    """Write `state` atomically with its manifest, then delete all but the newest `keep_last` checkpoints, this one
+    always kept: a run resumed from an older checkpoint (newer ones damaged) must not prune what it just wrote."""
     path = checkpoint_path(folder, step)
     save_torch(state, path)
     manifest = {"file": path.name, "step": step, "size": path.stat().st_size, "sha256": sha256_file(path)}
     atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    for _, old in list_checkpoints(folder)[keep_last:]:
+    others = [old for _, old in list_checkpoints(folder) if old != path]
+    for old in others[keep_last - 1 :]:
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)
     return path
@@ -80,12 +83,22 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", verify
 
 
 def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
-    """(path, state) of the newest usable checkpoint in `folder`, warning about each one skipped; None if none."""
+    """(path, state) of the newest usable checkpoint in `folder`, warning about each one skipped; None if there is
+    none at all. A WeightsError where there are checkpoints but none loads: starting over would replace the run."""
+    damaged = []
     for _, path in list_checkpoints(folder):
         try:
-            return path, load_checkpoint(path, map_location)
+            state = load_checkpoint(path, map_location)
         except WeightsError as exc:
+            damaged.append(exc)
+            continue
+        for exc in damaged:  # said once a usable one is found: there is a previous one to fall back to
             warnings.warn(TrainingWarning(f"{exc}; falling back to the previous checkpoint"), stacklevel=2)
+        return path, state
+    if damaged:
+        more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+        raise WeightsError(f"every checkpoint in {folder} is damaged ({damaged[0]}{more}): delete {folder} to start "
+                           "over, or give another out_dir")  # fmt: skip
     return None
 
 

@@ -301,14 +301,31 @@ def to_dict(obj: Any) -> Any:
 
 
 def apply_overrides(data: Mapping | None, overrides: list[str]) -> dict:
-    """Set dotted `a.b.c=value` overrides into a copy of a raw config dict (values typed later by their field)."""
+    """Set dotted `a.b.c=value` overrides into a copy of a raw config dict (values typed later by their field).
+    A key given again, or a section after a key inside it (`train.steps=1` then `train={...}`), replaces the earlier
+    value, said in a note (scripts/train_default_v2.py layers a cycle's own data file over the shared one on
+    purpose); a key inside a section given before (`train={...}` then `train.steps=1`) is a ConfigError."""
+    import warnings
+
+    from avflow.errors import Note
+
     result = _deep_copy(data or {})
+    given: dict[tuple[str, ...], str] = {}  # the keys set so far -> their values
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: expected key=value with a dotted key such as optim.lr=1e-4")
         node = result
         parts = key.split(".")
+        for other, before in list(given.items()):
+            if other[: len(parts)] == tuple(parts):  # the same key, or one inside this section
+                what = "given twice" if len(other) == len(parts) else f"given after {'.'.join(other)}"
+                warnings.warn(Note(f"{key} {what} ({before}, then {value}): the last is used"), stacklevel=2)
+                del given[other]
+            elif tuple(parts[: len(other)]) == other:
+                section = ".".join(other)
+                raise ConfigError(f"{section} and {key} both given ({section}=... sets all of {section}): give one")
+        given[tuple(parts)] = value
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:

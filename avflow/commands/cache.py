@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from avflow.commands.options import add_device, check_folder, resolve_device
-from avflow.errors import ConfigError, MediaWarning
+from avflow.errors import ConfigError, MediaWarning, WeightsError
 
 HELP = (
     "build or inspect a feature cache (VAE latents + CLIP/Synchformer/text features per clip; torchrun-parallel), "
@@ -33,7 +33,9 @@ def _naming_itself(parser_class: type[argparse.ArgumentParser]) -> type[argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, parser_class=_naming_itself(type(parser)))
+    # the metavar names the choices in the error when none is given (else 'required: action', its dest)
+    sub = parser.add_subparsers(dest="action", metavar="{build,info,joint}", required=True,
+                                parser_class=_naming_itself(type(parser)))  # fmt: skip
     build = sub.add_parser("build", help="extract features (resumes; run under torchrun for many processes)")
     build.add_argument("out", help="cache folder")
     build.add_argument("--source", choices=SOURCES, required=True, help="layout of the dataset")
@@ -91,12 +93,22 @@ def _records(args: argparse.Namespace):
     return ds.read_captions(args.table, args.media)
 
 
+def check_unused(args: argparse.Namespace) -> None:
+    """An option its --source does not read is a one-line error, not silently dropped (`--source world --table
+    x.csv` would build from the world's manifest, never reading x.csv)."""
+    if args.source == "world" and args.table is not None:
+        raise ConfigError("--table is not used with --source world (the world's manifest lists its clips): drop it")
+    if args.source in ("audiocaps", "captions") and args.split is not None:
+        raise ConfigError(f"--split is only for --source vggsound and world, not {args.source}: drop it")
+
+
 def check_build_arguments(args: argparse.Namespace) -> None:
-    """The clip duration, the three weights files and the cache folder, before the table is read or torch imported
-    (one-line errors)."""
+    """The options --source reads, the clip duration, the three weights files and the cache folder, before the table
+    is read or torch imported (one-line errors)."""
     from avflow.pipelines.foley_variants import check_weights_file
     from avflow.pipelines.inputs import check_duration
 
+    check_unused(args)
     check_duration(args.duration)
     for what, path in (("--clip-weights", args.clip_weights), ("--synchformer-weights", args.synchformer_weights),
                        ("--vae-weights", args.vae_weights)):  # fmt: skip
@@ -126,7 +138,13 @@ def run_joint(args: argparse.Namespace) -> int:
 
     out = check_output(args.out, (".safetensors",), overwrite=args.overwrite, inputs=(args.table,), what="OUT")
     folder = Path(args.model) if args.model is not None else default_model_dir()
-    config = read_default_config(folder)
+    if args.model is not None and not folder.exists():
+        raise WeightsError(f"--model {folder}: not found (a model folder holds config.json and joint.safetensors; "
+                           "leave --model out for the shipped model)")  # fmt: skip
+    try:
+        config = read_default_config(folder)
+    except WeightsError as exc:  # its line names the folder only: say it is --model's
+        raise (type(exc)(f"--model {exc}") if args.model is not None else exc) from None
     check_text_extra(config.text_encoder)
     # the file stores rows, not ids: `dog/001.mp4` and `cat/001.mp4` are two clips
     records, report = read_captions(args.table, args.media, unique_ids=False)  # bad rows, missing files: one note
@@ -177,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         print(line)
         return 0
     check_build_arguments(args)
+    device = resolve_device(args.device)  # before the table is read (imports torch, not weights)
 
     import torch
 
@@ -196,7 +215,6 @@ def run(args: argparse.Namespace) -> int:
         warnings.warn(MediaWarning(f"{args.media}: no mp4 previews (the world was made without --preview), so the "
                                    "cache gets audio and text features only, no CLIP or Synchformer features; "
                                    "`avflow world ... --preview` makes them"), stacklevel=1)  # fmt: skip
-    device = resolve_device(args.device)
     info = dist.setup("cuda" if device.startswith("cuda") else "cpu")
     try:
         if info.is_main and not (report.bad_rows or report.missing):  # else its note has said it

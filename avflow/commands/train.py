@@ -132,4 +132,5 @@ def resolve_config(config: str) -> Path:
         folder, _, stem = n.rpartition("/")
         groups.setdefault(folder, []).append(stem)
     shipped = ", ".join([*groups.pop("", []), *(f"{len(stems)} under {f}/" for f, stems in groups.items())])
-    raise ConfigError(f"{config}: no such config file, nor a shipped recipe ({hint}shipped: {shipped})")
+    what = "a folder, not a config file" if path.is_dir() else "no such config file"  # a recipe's name wins
+    raise ConfigError(f"{config}: {what}, nor a shipped recipe ({hint}shipped: {shipped})")

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 
 from avflow.errors import AvflowError, Note
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         # this rank's own (its data, its device): the rank that hit it says it, named
         if rank == 0 or not exc.every_rank:
             print(f"avflow {name}: error: {'' if exc.every_rank else rank_prefix(rank)}{exc}", file=sys.stderr)
+        elif torchrun_world_size() > 1:  # torchrun stops every rank once one exits: give rank 0 time to say it
+            time.sleep(EVERY_RANK_GRACE_S)
         return 2
     except BrokenPipeError:  # the reader of the output went away (`avflow info clip.mp4 | head -3`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush at exit finds no pipe
@@ -169,6 +172,9 @@ def _stop_at_once_on_ctrl_c():
 
     previous = signal.signal(signal.SIGINT, handle)
     return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+EVERY_RANK_GRACE_S = 5.0  # a rank other than 0 that meets an every-rank error waits this long before it exits
 
 
 def torchrun_rank() -> int:

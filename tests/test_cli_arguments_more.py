@@ -91,3 +91,19 @@ def test_cache_joint_names_model_when_its_folder_is_wrong(tmp_path, capsys):
     assert err[0] == (f"avflow cache: error: --model {tmp_path / 'bogus'}: not found (a model folder holds "
                       "config.json and joint.safetensors; leave --model out for the shipped model)")  # fmt: skip
     assert err[1].startswith(f"avflow cache: error: --model {table}: is a file")
+
+
+def test_a_rank_other_than_0_waits_before_exiting_on_an_every_rank_error(monkeypatch, capsys):
+    # before: rank 1 exited at once with status 2, torchrun then stopped rank 0 before it printed the shared error,
+    # and the run ended with no `avflow train: error:` line at all (seen in a loaded test run)
+    import avflow.cli as cli
+
+    slept = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["train", "no_such_recipe_here"]) == 2
+    assert slept == [cli.EVERY_RANK_GRACE_S] and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert cli.main(["train", "no_such_recipe_here"]) == 2
+    assert slept == [cli.EVERY_RANK_GRACE_S] and capsys.readouterr().err.count("avflow train: error:") == 1

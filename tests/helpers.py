@@ -419,3 +419,18 @@ def tiny_joint_tensors(n: int = 8) -> dict[str, torch.Tensor]:
         "cond.text": torch.randn(n, 5, TEXT_DIM, generator=g),
         "cond.text_mask": torch.ones(n, 5, dtype=torch.bool),
     }
+
+
+def one_step_joint_run(out_dir: Path, data_file: Path, model_args: dict, batch_size: int) -> dict:
+    """A raw `avflow train` config: one fp32 step of the joint model `model_args` on the tensor file `data_file`
+    (no EMA, validation or samples; a checkpoint at step 1)."""
+    return {
+        "out_dir": str(out_dir),
+        "model": {"name": "joint", "args": model_args},
+        "task": {"name": "joint_flow", "args": {"timesteps": "logit_normal", "cond_dropout": 0.1, "sample_steps": 2}},
+        "data": {"train": {"name": "tensor_file", "args": {"file": str(data_file)}}, "num_workers": 0},
+        "train": {"steps": 1, "batch_size": batch_size, "seed": 0, "device": "cpu", "precision": "fp32", "threads": 1},
+        "ema": {"enabled": False},
+        "log": {"every": 1, "val_every": 0, "sample_every": 0, "tensorboard": False, "progress": False},
+        "checkpoint": {"every": 1, "keep_last": 1},
+    }

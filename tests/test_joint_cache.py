@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import write_tiny_default_model
+from helpers import one_step_joint_run, write_tiny_default_model
 
 from avflow.cli import main
 from avflow.codecs.world import load_world_codecs
@@ -107,17 +107,8 @@ def test_skipped_clips_are_listed_and_the_summary_counts_what_was_done(built):
 def test_one_training_step_of_the_tiny_joint_model_runs_on_the_file(data, built, tmp_path):
     out, _ = built
     config = read_default_config(data / "model")
-    run_config = {
-        "out_dir": str(tmp_path / "run"),
-        "init": {"weights": str(data / "model" / "joint.safetensors")},
-        "model": {"name": "joint", "args": to_dict(config.joint)},
-        "task": {"name": "joint_flow", "args": {"timesteps": "logit_normal", "cond_dropout": 0.1, "sample_steps": 2}},
-        "data": {"train": {"name": "tensor_file", "args": {"file": str(out)}}, "num_workers": 0},
-        "train": {"steps": 1, "batch_size": 2, "seed": 0, "device": "cpu", "precision": "fp32", "threads": 1},
-        "ema": {"enabled": False},
-        "log": {"every": 1, "val_every": 0, "sample_every": 0, "tensorboard": False, "progress": False},
-        "checkpoint": {"every": 1, "keep_last": 1},
-    }
+    run_config = one_step_joint_run(tmp_path / "run", out, to_dict(config.joint), batch_size=2)
+    run_config["init"] = {"weights": str(data / "model" / "joint.safetensors")}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(run_config))
     assert main(["train", str(path)]) == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import TEXT_DIM, tiny_joint_tensors
+from helpers import TEXT_DIM, one_step_joint_run, tiny_joint_tensors
 from safetensors.torch import save_file
 
 from avflow.config import from_dict, to_dict
@@ -81,16 +81,7 @@ def tiny_run(tmp_path: Path, fusion_options: dict | None) -> dict:
     if not data.exists():
         save_file(tiny_joint_tensors(), str(data))
     args = with_args() if fusion_options is None else with_args(fusion_options=fusion_options)
-    return {
-        "out_dir": str(tmp_path / "run"),
-        "model": {"name": "joint", "args": args},
-        "task": {"name": "joint_flow", "args": {"timesteps": "logit_normal", "cond_dropout": 0.1, "sample_steps": 2}},
-        "data": {"train": {"name": "tensor_file", "args": {"file": str(data)}}, "num_workers": 0},
-        "train": {"steps": 1, "batch_size": 4, "seed": 0, "device": "cpu", "precision": "fp32", "threads": 1},
-        "ema": {"enabled": False},
-        "log": {"every": 1, "val_every": 0, "sample_every": 0, "tensorboard": False, "progress": False},
-        "checkpoint": {"every": 1, "keep_last": 1},
-    }
+    return one_step_joint_run(tmp_path / "run", data, args, batch_size=4)
 
 
 def train(cfg: dict, folder: Path, *overrides: str) -> int:

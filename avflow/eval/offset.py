@@ -2,7 +2,8 @@
 
 Sign (docs/conventions.md): the offset is ``t_audio − t_visual``; positive means the audio is late.
 
-Onset ``a`` at ``t_a`` with novelty ``ν_a`` (:mod:`avflow.eval.onsets`) weighs ``w_a = f + (1 − f)·ν_a``
+Onset ``a`` at ``t_a``, the start of its sound (its ``starts``: where it leaves the noise floor, before a faint
+lead-in rather than at the attack), with novelty ``ν_a`` (:mod:`avflow.eval.onsets`) weighs ``w_a = f + (1 − f)·ν_a``
 (``f = novelty_floor``), and spreads over a flat-topped triangle of half-width ``τ``:
 ``A(t) = max_a w_a·clip(2·(1 − |t − t_a|/τ), 0, 1)`` (full weight within ``τ/2``, none beyond ``τ``).
 A lag ``d`` scores ``s(d) = (1/V)·Σ_v A(t_v + d)`` over the ``V`` visual events, on a 1 ms grid in ``±max_offset``.
@@ -78,7 +79,7 @@ def _onset_map(onsets: AudioOnsets, t0: float, n: int, step: float, tol: float, 
     grid = np.zeros(n)
     half = int(np.ceil(tol / step))
     weights = floor + (1.0 - floor) * onsets.novelty
-    for ta, wa in zip(onsets.times, weights):
+    for ta, wa in zip(onsets.starts, weights):
         c = int(round((ta - t0) / step))
         lo, hi = max(0, c - half), min(n, c + half + 1)
         if lo >= hi:
@@ -92,7 +93,7 @@ def _pairs(onsets: AudioOnsets, events: VisualEvents, lag: float, tol: float, we
     """For each visual event the onset with the largest triangle weight at ``t_v + lag`` (within ``tol``)."""
     out = []
     for v, tv in enumerate(events.times):
-        dist = np.abs(onsets.times - tv - lag)
+        dist = np.abs(onsets.starts - tv - lag)
         score = np.where(dist < tol, weights * (1.0 - dist / tol), 0.0)
         if score.size and score.max() > 0:
             out.append((v, int(score.argmax())))
@@ -181,15 +182,15 @@ def match_events(
             found = _pairs(onsets, events, lag, t, weights)
             if found.size == 0:
                 break
-            lag = _weighted_median(onsets.times[found[:, 1]] - events.times[found[:, 0]], weights[found[:, 1]])
-        return lag, pair_nearest(onsets.times, events.times, lag, tau_pair)
+            lag = _weighted_median(onsets.starts[found[:, 1]] - events.times[found[:, 0]], weights[found[:, 1]])
+        return lag, pair_nearest(onsets.starts, events.times, lag, tau_pair)
 
     if reason:
         peaks = _peaks(scores, cfg.distinct_ratio * scores[best], int(round(cfg.exclusion_s / cfg.step_s)))
         candidates = tuple((1000.0 * lag, pairs) for lag, pairs in (refined(float(lags[i])) for i in peaks))
         return SyncResult(Measure.undefined(reason), none, 1000 * lags, scores, runner_ms, 0.0, candidates)
     lag, pairs = refined(float(lags[best]))
-    coverage = float(np.mean([np.abs(onsets.times - tv - lag).min() < tol for tv in events.times]))
+    coverage = float(np.mean([np.abs(onsets.starts - tv - lag).min() < tol for tv in events.times]))
     distinct = float(np.clip((1.0 - ratio) / (1.0 - cfg.distinct_ratio), 0.0, 1.0))
     confidence = distinct * min(1.0, coverage / cfg.min_coverage)
     offset = Measure.of(1000.0 * lag, confidence)

@@ -18,6 +18,19 @@ rises above the loudest window in the ``context_s`` before it, over ``novelty_ra
 that starts from quiet scores near 1; the second click of a shutter or the next note of a chime, heard while the
 first is still ringing, scores near 0. Matching visual events to onsets weighs by it, so a sound with several
 onsets is anchored on its start (see :mod:`avflow.eval.offset`).
+
+Each onset of novelty at least ``lead_in_novelty`` also gets a ``start``: where its sound leaves the noise floor. A
+recording often begins with a faint lead-in (a breath before a word, the first click of a shutter, 10–30 dB under the
+attack) that the level step passes over, up to 140 ms before the attack. With ``x[n] = Σ_c a_c[n]²``, the noise
+power ``P`` (the 10th percentile of ``window_s`` means over the ``context_s`` before the search and the search
+itself, at least the floor: a lead-in can be as faint as 2–3 dB over a steady room noise) and
+``k = 10^(lead_in_margin_db/10)``, the start is the CUSUM change point ``argmin_s Σ_{n<s} (x[n] − k·P)`` over the
+``lead_in_s`` before the attack (not before the previous onset): the sum falls while the level is under ``k·P`` and
+climbs from where the sound begins. It counts only when a window's worth of quiet lies before it in the search;
+else (and for an attack straight out of silence) the start is the attack time. A level that decays towards the onset
+(the tail of an earlier sound) moves nothing. AAC's pre-echo (quantisation noise spread over the block before an
+attack, a few dB over a quiet floor) reads as a lead-in of 5–20 ms. The offset is measured on the starts; cues (ILD,
+ITD) are read at the attack, where the sound is loud.
 """
 
 from __future__ import annotations
@@ -49,12 +62,17 @@ class OnsetConfig:
     peak_s: float = 0.3  # the onset's level is the loudest window starting within this after it
     context_s: float = 0.3  # novelty compares with the loudest window ending in this span before the onset
     novelty_range_db: float = 30.0  # rise above the context that counts as fully new
+    lead_in_s: float = 0.2  # a sound's start is looked for this far before its attack (0: starts are the attacks)
+    lead_in_margin_db: float = 3.0  # a lead-in is at least this far above the noise
+    lead_in_novelty: float = 0.3  # only onsets this novel (a sound from quiet) look for a lead-in
 
     def __post_init__(self) -> None:
         if not 0 < self.hop_s <= self.window_s <= self.context_s or not 0 < self.band_hop_s <= self.window_s:
             raise ValueError("onset config needs 0 < hop_s, band_hop_s <= window_s <= context_s")
         if self.n_bands < 1:
             raise ValueError("onset config needs n_bands >= 1")
+        if self.lead_in_s < 0 or self.lead_in_margin_db <= 0 or not 0 <= self.lead_in_novelty <= 1:
+            raise ValueError("onset config needs lead_in_s >= 0, lead_in_margin_db > 0 and 0 <= lead_in_novelty <= 1")
 
 
 @dataclass(frozen=True)
@@ -62,12 +80,17 @@ class AudioOnsets:
     """Onsets of one clip, all ``(O,)``; ``curve_times``/``curve_rise`` is the band detector's ``odf`` (dB) per hop,
     kept for timelines."""
 
-    times: np.ndarray  # s, on the broadband level step, sub-hop
+    times: np.ndarray  # s, the attack: on the broadband level step, sub-hop
     rise_db: np.ndarray  # odf at the detection
     level_db: np.ndarray  # loudest window after the onset relative to the clip's loudest (<= 0)
     novelty: np.ndarray  # [0, 1], 1 = the sound starts from quiet
     curve_times: np.ndarray
     curve_rise: np.ndarray
+    starts: np.ndarray | None = None  # s, where each onset's sound leaves the noise floor (<= times; None: the times)
+
+    def __post_init__(self) -> None:
+        if self.starts is None:
+            object.__setattr__(self, "starts", self.times)
 
     def __len__(self) -> int:
         return int(self.times.size)
@@ -157,6 +180,35 @@ def _power_csum_at(a: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, float]:
     return out, top
 
 
+def _sound_starts(
+    a: np.ndarray, sample_rate: int, times: np.ndarray, novelty: np.ndarray, floor: float, cfg: OnsetConfig
+) -> np.ndarray:
+    """Per onset, where its sound leaves the noise floor (see the module docstring); ``a`` ``(C, N)``, ``floor`` the
+    power (``Σ_c a²`` per sample) under which everything is noise."""
+    starts = times.copy()
+    if cfg.lead_in_s <= 0:
+        return starts
+    span, ref = round(cfg.lead_in_s * sample_rate), round(cfg.context_s * sample_rate)
+    win = max(1, round(cfg.window_s * sample_rate))
+    margin = 10 ** (cfg.lead_in_margin_db / 10)
+    attacks = np.round(times * sample_rate).astype(int)
+    for i in np.flatnonzero(novelty >= cfg.lead_in_novelty):
+        p = int(attacks[i])
+        lo = max(0, p - span, int(attacks[i - 1]) if i > 0 else 0)
+        ref_lo = max(0, lo - ref)
+        x = np.asarray(a[:, ref_lo:p], dtype=np.float64)
+        x = (x * x).sum(axis=0)  # (n,) power before the attack
+        if p - lo < 2 * win or x.size < 4 * win:
+            continue
+        windows = x[: x.size // win * win].reshape(-1, win).mean(axis=1)
+        noise = max(float(np.percentile(windows, 10)), floor)
+        excess = np.concatenate([[0.0], np.cumsum(x[lo - ref_lo :] - margin * noise)])  # [j]: Σ over [lo, lo + j)
+        j = int(excess.argmin())
+        if j >= win:  # a window of quiet before the start, within the search
+            starts[i] = min(float(times[i]), (lo + j) / sample_rate)
+    return starts
+
+
 def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = None) -> AudioOnsets:
     """Onsets of ``audio`` ``(C, N)`` or ``(N,)`` float (see the module docstring); samples-first, integer or
     non-finite audio is a ValueError (:func:`avflow.eval.inputs.check_audio`), not "no onsets"."""
@@ -203,4 +255,6 @@ def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None
     padded = np.concatenate([np.full(ctx + lead, cfg.floor_db), level_after])  # index m -> m + ctx + lead
     context = _running_max(padded, ctx)[idx + 1]  # windows idx - lead - ctx + 1 .. idx - lead
     novelty = np.clip((peak[idx] - context) / cfg.novelty_range_db, 0.0, 1.0)
-    return AudioOnsets(times[idx] + frac * hop / sample_rate, np.array(det), peak[idx], novelty, odf_t, odf)
+    attack = times[idx] + frac * hop / sample_rate
+    starts = _sound_starts(a, sample_rate, attack, novelty, floor, cfg)
+    return AudioOnsets(attack, np.array(det), peak[idx], novelty, odf_t, odf, starts)

@@ -395,7 +395,7 @@ def _read_sides(
     for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft)):
         found = sorted(v for v in times if times[v][1] == anchor)
         at = np.array([times[v][0] for v in found])
-        later = [onsets.times[onsets.times > t + 1e-3] for t in at]  # the next sound starts at the next onset
+        later = [onsets.starts[onsets.starts > t + 1e-3] for t in at]  # the next sound starts at the next onset
         ends = np.array([x.min() if x.size else np.inf for x in later])
         cues |= dict(zip(found, event_cues(audio, sample_rate, at, anchor_cfg, ends=ends)))
     return {v: (*times[v], cues[v]) for v in times}

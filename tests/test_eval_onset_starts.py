@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from avflow.eval import side
 from avflow.eval.clip import measure_clip
-from avflow.eval.onsets import OnsetConfig, audio_onsets
+from avflow.eval.events import VisualEvents
+from avflow.eval.measure import Measure
+from avflow.eval.offset import SyncResult
+from avflow.eval.onsets import AudioOnsets, OnsetConfig, audio_onsets
 from avflow.eval.synthetic import flash_clip, modal_click
 
 SR = 16000
@@ -79,3 +83,28 @@ def test_the_offset_is_measured_from_where_each_sound_starts(delay):
     m = got.sync_offset_ms
     assert m.defined and abs(m.value - 1000 * delay) < 5 and m.confidence >= 0.5, m
     assert sum(s.agrees is True for s in got.sides) == len(clip.meta["events"]), got.sides
+
+
+def test_an_attack_that_adds_no_energy_over_its_lead_in_is_read_from_the_sound_start():
+    """A word whose loud first part (from 0.38 s, louder left) leads into a softer attack at 0.5 s: the window at the
+    attack adds no energy over the stretch before it, so the cues are read from the sound's start."""
+    rng = np.random.default_rng(4)
+    n = SR
+    mono = NOISE * rng.standard_normal(n)
+    lead, attack = int(0.38 * SR), int(0.5 * SR)
+    sound = np.zeros(n)
+    sound[lead:attack] = 0.05 * rng.standard_normal(attack - lead)
+    sound[attack : attack + int(0.2 * SR)] = 0.02 * rng.standard_normal(int(0.2 * SR))
+    audio = np.stack([mono + sound, NOISE * rng.standard_normal(n) + 0.5 * sound])  # (2, N): 6 dB louder left
+    width = 64
+    events = VisualEvents(np.array([0.5]), np.array(["flash"]), np.array([8.0]), width, np.zeros(1))
+    starts = np.array([lead / SR])
+    onsets = AudioOnsets(np.array([0.5]), np.ones(1), np.zeros(1), np.ones(1), np.zeros(0), np.zeros(0), starts)
+    match = SyncResult(Measure.of(0.0, 1.0), np.array([[0, 0]]), np.zeros(1), np.zeros(1), float("nan"), 1.0)
+    at_attack = side.event_cues(audio, SR, np.array([0.5]))[0]
+    assert at_attack.side is None and at_attack.reason == side.NO_ENERGY
+    read = side.event_sides(audio, SR, onsets, events, match)
+    assert len(read) == 1 and read[0].anchor == "sound start" and read[0].agrees is True, read
+    assert abs(read[0].audio_time - lead / SR) < 1e-6
+    without_start = AudioOnsets(np.array([0.5]), np.ones(1), np.zeros(1), np.ones(1), np.zeros(0), np.zeros(0))
+    assert side.event_sides(audio, SR, without_start, events, match)[0].agrees is None

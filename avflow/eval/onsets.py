@@ -64,7 +64,7 @@ class OnsetConfig:
     novelty_range_db: float = 30.0  # rise above the context that counts as fully new
     lead_in_s: float = 0.2  # a sound's start is looked for this far before its attack (0: starts are the attacks)
     lead_in_margin_db: float = 3.0  # a lead-in is at least this far above the noise
-    lead_in_novelty: float = 0.3  # only onsets this novel (a sound from quiet) look for a lead-in
+    lead_in_novelty: float = 0.1  # only onsets this novel (a sound from quiet) look for a lead-in
 
     def __post_init__(self) -> None:
         if not 0 < self.hop_s <= self.window_s <= self.context_s or not 0 < self.band_hop_s <= self.window_s:

@@ -33,6 +33,7 @@ from avflow.eval.physics import Tracks
 EPS = 1e-20
 CHUNK = 1 << 16  # samples squared at a time for the clip's loudest sample (the result does not depend on it)
 TORN = "the ILD and the ITD give opposite sides"
+NO_ENERGY = "no energy added at this time (no sound starts here)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,7 +288,7 @@ def event_cues(
         if isinstance(span, str):
             ild = itd = Measure.undefined(span)
         elif not _adds_energy(a, *span):
-            ild = itd = Measure.undefined("no energy added at this time (no sound starts here)")
+            ild = itd = Measure.undefined(NO_ENERGY)
         else:
             ild, (itd, margin) = _ild(a, *span, cfg), _itd(a, *span, sample_rate, cfg)
         e_ild = _evidence(ild, cfg.min_ild_db, cfg.ild_scale_db)
@@ -330,7 +331,8 @@ def compare_event_cues(
 @dataclass(frozen=True)
 class EventSide:
     """One matched event: visual time and azimuth (NaN without a side), audio time of its sound (``anchor``:
-    ``"onset"`` a paired onset, ``"energy rise"`` where the level rises near the expected time, see
+    ``"onset"`` a paired onset, ``"sound start"`` the start of a paired onset's sound (its attack added no energy
+    over its lead-in), ``"energy rise"`` where the level rises near the expected time, see
     :func:`event_sides`), its cues, and whether the audio side agrees with the visual one (None when either has no
     side)."""
 
@@ -398,6 +400,16 @@ def _read_sides(
         later = [onsets.starts[onsets.starts > t + 1e-3] for t in at]  # the next sound starts at the next onset
         ends = np.array([x.min() if x.size else np.inf for x in later])
         cues |= dict(zip(found, event_cues(audio, sample_rate, at, anchor_cfg, ends=ends)))
+    # An attack heard over its own lead-in (the second syllable of a word) may add no energy over the stretch before
+    # it: such a sound is read again from its start (over the long window, up to the next sound's start).
+    for v, o in pairs:
+        v, start = int(v), float(onsets.starts[o])
+        if cues[v].side is None and cues[v].reason == NO_ENERGY and start < times[v][0] - 1e-3:
+            later = onsets.starts[onsets.starts > times[v][0] + 1e-3]
+            end = np.array([later.min() if later.size else np.inf])
+            again = event_cues(audio, sample_rate, np.array([start]), cfg, ends=end)[0]
+            if again.side is not None:
+                times[v], cues[v] = (start, "sound start"), again
     return {v: (*times[v], cues[v]) for v in times}
 
 

@@ -65,7 +65,8 @@ VIDEO_WEIGHTED = ["task.args.stream_weights={video: 2.0}", "train.precision=bf16
 # the video-weighted cycles, with training seed 1 (MIRRORED): the first was trained three times from the fifth
 # video-weighted cycle, with the config's seed 0 (shipped 2026-12-05 afternoon), seed 1 (shipped since 2026-12-05
 # evening) and seed 2 (not shipped; MODEL_CARD.md, "Every clip mirrored"); a second cycle from the seed-0 one and
-# averages of the three runs' weights were tried and not shipped
+# averages of the three runs' weights were tried and not shipped; so was the seed-1 cycle on this cache with every
+# two-object clip's rows repeated (mirtwo1, 2026-12-07: MODEL_CARD.md, "Two-object clips repeated ...")
 MIRRORED_CYCLES = 1
 MIRRORED = ["train.seed=1"]
 CONTINUE_GROWN = ["init.rename={}", "init.new=[]", "init.zero=[]"]  # a grown cycle after the first loads plainly

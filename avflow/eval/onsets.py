@@ -196,10 +196,10 @@ def _sound_starts(
         p = int(attacks[i])
         lo = max(0, p - span, int(attacks[i - 1]) if i > 0 else 0)
         ref_lo = max(0, lo - ref)
+        if p - lo < 2 * win or p - ref_lo < 4 * win:
+            continue
         x = np.asarray(a[:, ref_lo:p], dtype=np.float64)
         x = (x * x).sum(axis=0)  # (n,) power before the attack
-        if p - lo < 2 * win or x.size < 4 * win:
-            continue
         windows = x[: x.size // win * win].reshape(-1, win).mean(axis=1)
         noise = max(float(np.percentile(windows, 10)), floor)
         excess = np.concatenate([[0.0], np.cumsum(x[lo - ref_lo :] - margin * noise)])  # [j]: Σ over [lo, lo + j)

@@ -372,6 +372,12 @@ def _visual_side(azimuth: float, cfg: CueConfig) -> str | None:
     return "left" if azimuth < 0 else "right"
 
 
+def _next_start(onsets: AudioOnsets, t: float) -> float:
+    """Where the next sound after time ``t`` (s) starts: the first onset start past it, or infinity."""
+    later = onsets.starts[onsets.starts > t + 1e-3]
+    return float(later.min()) if later.size else float("inf")
+
+
 def _read_sides(
     audio: np.ndarray,
     sample_rate: int,
@@ -397,16 +403,14 @@ def _read_sides(
     for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft)):
         found = sorted(v for v in times if times[v][1] == anchor)
         at = np.array([times[v][0] for v in found])
-        later = [onsets.starts[onsets.starts > t + 1e-3] for t in at]  # the next sound starts at the next onset
-        ends = np.array([x.min() if x.size else np.inf for x in later])
+        ends = np.array([_next_start(onsets, t) for t in at])
         cues |= dict(zip(found, event_cues(audio, sample_rate, at, anchor_cfg, ends=ends)))
     # An attack heard over its own lead-in (the second syllable of a word) may add no energy over the stretch before
     # it: such a sound is read again from its start (over the long window, up to the next sound's start).
     for v, o in pairs:
         v, start = int(v), float(onsets.starts[o])
         if cues[v].side is None and cues[v].reason == NO_ENERGY and start < times[v][0] - 1e-3:
-            later = onsets.starts[onsets.starts > times[v][0] + 1e-3]
-            end = np.array([later.min() if later.size else np.inf])
+            end = np.array([_next_start(onsets, times[v][0])])
             again = event_cues(audio, sample_rate, np.array([start]), cfg, ends=end)[0]
             if again.side is not None:
                 times[v], cues[v] = (start, "sound start"), again

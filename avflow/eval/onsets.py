@@ -13,11 +13,13 @@ onset is therefore timed on the broadband level step ``rise(t) = L[t, t + w) −
 of ``window_s``, no such bias): its largest value from ``window_s/2`` before to ``2·window_s`` after the detection,
 refined by a parabola.
 
-Each onset also gets a ``novelty`` in [0, 1]: how far the level just after it (the loudest window in ``peak_s``)
-rises above the loudest window in the ``context_s`` before it, over ``novelty_range_db``. The first onset of a sound
-that starts from quiet scores near 1; the second click of a shutter or the next note of a chime, heard while the
-first is still ringing, scores near 0. Matching visual events to onsets weighs by it, so a sound with several
-onsets is anchored on its start (see :mod:`avflow.eval.offset`).
+Each onset also gets a ``novelty`` in [0, 1]: how far the level of its sound (the loudest window in ``peak_s``
+after it, up to where the sound ends) rises above the loudest window in the ``context_s`` before it, over
+``novelty_range_db``. The first onset of a sound that starts from quiet scores near 1; the second click of a shutter
+or the next note of a chime, heard while the first is still ringing, scores near 0. A sound ends where its level
+stays at or under that context for ``quiet_s``: a flicker of the room noise 0.28 s before a loud sound is no start
+of it, and a word's dip between a faint consonant and its vowel is no end. Matching visual events to onsets weighs
+by it, so a sound with several onsets is anchored on its start (see :mod:`avflow.eval.offset`).
 
 Each onset of novelty at least ``lead_in_novelty`` also gets a ``start``: where its sound leaves the noise floor. A
 recording often begins with a faint lead-in (a breath before a word, the first click of a shutter, 10–30 dB under the
@@ -62,6 +64,7 @@ class OnsetConfig:
     peak_s: float = 0.3  # the onset's level is the loudest window starting within this after it
     context_s: float = 0.3  # novelty compares with the loudest window ending in this span before the onset
     novelty_range_db: float = 30.0  # rise above the context that counts as fully new
+    quiet_s: float = 0.05  # a sound ends where its level stays at or under its context this long (novelty)
     lead_in_s: float = 0.2  # a sound's start is looked for this far before its attack (0: starts are the attacks)
     lead_in_margin_db: float = 3.0  # a lead-in is at least this far above the noise
     lead_in_novelty: float = 0.1  # only onsets this novel (a sound from quiet) look for a lead-in
@@ -69,8 +72,8 @@ class OnsetConfig:
     def __post_init__(self) -> None:
         if not 0 < self.hop_s <= self.window_s <= self.context_s or not 0 < self.band_hop_s <= self.window_s:
             raise ValueError("onset config needs 0 < hop_s, band_hop_s <= window_s <= context_s")
-        if self.n_bands < 1:
-            raise ValueError("onset config needs n_bands >= 1")
+        if self.n_bands < 1 or self.quiet_s <= 0:
+            raise ValueError("onset config needs n_bands >= 1 and quiet_s > 0")
         if self.lead_in_s < 0 or self.lead_in_margin_db <= 0 or not 0 <= self.lead_in_novelty <= 1:
             raise ValueError("onset config needs lead_in_s >= 0, lead_in_margin_db > 0 and 0 <= lead_in_novelty <= 1")
 
@@ -161,6 +164,20 @@ def band_rise(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None = 
     lag = n // hop  # frame k starts at t = k·hop; frame k − lag ends there
     odf = np.maximum(level[lag:] - level[:-lag], 0.0).mean(axis=1)  # (F - lag,)
     return odf, (np.arange(lag, level.shape[0]) * hop) / sample_rate
+
+
+def _sound_peaks(level: np.ndarray, idx: np.ndarray, context: np.ndarray, span: int, quiet: int) -> np.ndarray:
+    """Per onset at hop ``idx[i]``, the loudest ``level`` (dB per window, on the hop grid) of its sound: from the onset
+    over at most ``span`` hops, up to the first run of ``quiet`` hops at or under ``context[i]`` (its first window
+    always counts)."""
+    out = np.empty(idx.size)
+    for i, (k, c) in enumerate(zip(idx, context)):
+        seg = level[k : k + max(1, span)]  # (S,)
+        runs = np.convolve((seg <= c).astype(np.int32), np.ones(max(1, quiet), dtype=np.int32), mode="valid")
+        full = np.flatnonzero(runs >= max(1, quiet))
+        end = max(1, int(full[0])) if full.size else seg.size  # the quiet run starts at full[0]
+        out[i] = seg[:end].max()
+    return out
 
 
 def _power_csum_at(a: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, float]:
@@ -254,7 +271,9 @@ def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None
     ctx, lead = max(1, round(cfg.context_s * sample_rate / hop)), win // hop
     padded = np.concatenate([np.full(ctx + lead, cfg.floor_db), level_after])  # index m -> m + ctx + lead
     context = _running_max(padded, ctx)[idx + 1]  # windows idx - lead - ctx + 1 .. idx - lead
-    novelty = np.clip((peak[idx] - context) / cfg.novelty_range_db, 0.0, 1.0)
+    span, quiet = round(cfg.peak_s * sample_rate / hop), round(cfg.quiet_s * sample_rate / hop)
+    own = _sound_peaks(level_after, idx, context, span, quiet)  # (O,) the loudest window of each onset's own sound
+    novelty = np.clip((own - context) / cfg.novelty_range_db, 0.0, 1.0)
     attack = times[idx] + frac * hop / sample_rate
     starts = _sound_starts(a, sample_rate, attack, novelty, floor, cfg)
     return AudioOnsets(attack, np.array(det), peak[idx], novelty, odf_t, odf, starts)

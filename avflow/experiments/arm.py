@@ -112,8 +112,10 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # tracking that read 4:2:0 chroma as mixed (`chroma_reach`; the sync, side and physics measures of decoded video).
 # 4 (2026-12-07): no contacts from frames where a track holds two objects of near colours (`Tracks.spread`). 5
 # (2026-12-07): an object appearing beside one of its colour is a brightening event (`EventConfig.novel_fraction`).
-# 6 (2026-12-07): offsets are matched on where each sound leaves the noise floor (`AudioOnsets.starts`).
-METRICS_VERSION = 6
+# 6 (2026-12-07): offsets are matched on where each sound leaves the noise floor (`AudioOnsets.starts`). 7
+# (2026-12-07): an onset's novelty is its own sound's (`OnsetConfig.quiet_s`), and an event whose ILD and ITD disagree
+# is read again over its sound (`EventCue.disagree`).
+METRICS_VERSION = 7
 
 
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,

@@ -78,6 +78,7 @@ class EventCue:
     itd_us: Measure
     side: str | None = None  # "left"/"right" from the stronger of the two cues, None when undecided (`reason`)
     reason: str = ""  # why `side` is None
+    disagree: bool = False  # the ILD and the ITD point to opposite sides (torn, or the side is the much stronger's)
 
 
 def _stereo(audio: np.ndarray) -> np.ndarray:
@@ -260,20 +261,27 @@ def event_cues(
     or when the window adds no energy over the stretch before it (no sound starts there: the cues would be of what
     rings on).
 
-    With ``ends`` (s, per time: where the next sound starts, e.g. the next onset) an event the short window gives no
-    side for want of evidence (not torn: two sounds at once from both sides stay without one) is read again over
-    ``[t − pre_s, min(t + long_window_s, end − pre_s))`` when that is longer: a soft sound (a breath before a word,
-    a slow attack) shows its side only as it grows, and up to the next onset the window holds no other sound's
-    start. Codec comparisons (:func:`compare_event_cues`) read the short window only."""
+    With ``ends`` (s, per time: where the next sound starts, e.g. the next onset) an event is read again over
+    ``[t − pre_s, min(t + long_window_s, end − pre_s))`` when that is longer, and up to the next onset the window
+    holds no other sound's start:
+    - when the short window gives no side for want of evidence, any side the longer window gives is taken: a soft
+      sound (a breath before a word, a slow attack) shows its side only as it grows;
+    - when its ILD and ITD point to opposite sides (torn, or one much the stronger), the longer window's side is
+      taken only where both its cues give it (:func:`_both_give`): at a voice's faint start the room noise can tip a
+      0.3 dB ILD either way while the ITD, weakened by the same noise, keeps the other side; the sound's body
+      settles it. A cue alone does not (a voice's ITD can alias to the other side by one period of a strong
+      harmonic), and two sounds at once from both sides stay torn (or with the stronger's side, as before).
+    Codec comparisons (:func:`compare_event_cues`) read the short window only."""
     cfg = config or CueConfig()
     if ends is not None and cfg.long_window_s > cfg.window_s:
         short = event_cues(audio, sample_rate, times, replace(cfg, long_window_s=0.0))
         out = []
         for cue, end in zip(short, np.asarray(ends, dtype=np.float64)):
             window = min(cfg.long_window_s, float(end) - cfg.pre_s - cue.time)
-            if cue.side is None and cue.reason != TORN and window > cfg.window_s:
+            if window > cfg.window_s and (cue.disagree or (cue.side is None and cue.reason != TORN)):
                 longer = event_cues(audio, sample_rate, np.array([cue.time]), replace(cfg, window_s=window))[0]
-                cue = longer if longer.side is not None else cue
+                if longer.side is not None and (not cue.disagree or _both_give(longer, cfg)):
+                    cue = longer
             out.append(cue)
         return out
     times = np.asarray(times, dtype=np.float64)
@@ -295,8 +303,9 @@ def event_cues(
         e_itd = _evidence(Measure.of(itd.value, margin) if itd.defined else itd, 1e6 * cfg.min_itd_s,
                           1e6 * cfg.itd_scale_s)  # fmt: skip
         strong, weak = sorted((e_ild, e_itd), key=abs, reverse=True)
-        if strong * weak < 0 and abs(strong) < cfg.dominance * abs(weak):
-            out.append(EventCue(float(t), ild, itd, None, TORN))
+        disagree = strong * weak < 0
+        if disagree and abs(strong) < cfg.dominance * abs(weak):
+            out.append(EventCue(float(t), ild, itd, None, TORN, disagree=True))
         elif strong == 0:
             why = ild.reason if not ild.defined else "neither cue reaches its threshold"
             out.append(EventCue(float(t), ild, itd, None, why))
@@ -304,8 +313,18 @@ def event_cues(
             why = f"the cues are too weak here (evidence {abs(strong):.2f} < {cfg.min_evidence:g})"
             out.append(EventCue(float(t), ild, itd, None, why))
         else:
-            out.append(EventCue(float(t), ild, itd, "left" if strong > 0 else "right"))
+            out.append(EventCue(float(t), ild, itd, "left" if strong > 0 else "right", disagree=disagree))
     return out
+
+
+def _both_give(cue: EventCue, cfg: CueConfig) -> bool:
+    """Whether the ILD and the ITD of ``cue`` both reach their thresholds and point to its side."""
+    ild, itd = cue.ild_db, cue.itd_us
+    if cue.side is None or not (ild.defined and itd.defined):
+        return False
+    if abs(ild.value) < cfg.min_ild_db or abs(itd.value) < 1e6 * cfg.min_itd_s:
+        return False
+    return (ild.value > 0) == (itd.value > 0) == (cue.side == "left")
 
 
 def compare_event_cues(

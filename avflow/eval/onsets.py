@@ -170,11 +170,12 @@ def _sound_peaks(level: np.ndarray, idx: np.ndarray, context: np.ndarray, span: 
     """Per onset at hop ``idx[i]``, the loudest ``level`` (dB per window, on the hop grid) of its sound: from the onset
     over at most ``span`` hops, up to the first run of ``quiet`` hops at or under ``context[i]`` (its first window
     always counts)."""
+    span, quiet = max(1, span), max(1, quiet)
     out = np.empty(idx.size)
     for i, (k, c) in enumerate(zip(idx, context)):
-        seg = level[k : k + max(1, span)]  # (S,)
-        runs = np.convolve((seg <= c).astype(np.int32), np.ones(max(1, quiet), dtype=np.int32), mode="valid")
-        full = np.flatnonzero(runs >= max(1, quiet))
+        seg = level[k : k + span]  # (S,)
+        runs = np.convolve((seg <= c).astype(np.int32), np.ones(quiet, dtype=np.int32), mode="valid")
+        full = np.flatnonzero(runs >= quiet)
         end = max(1, int(full[0])) if full.size else seg.size  # the quiet run starts at full[0]
         out[i] = seg[:end].max()
     return out

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from avflow.data.media import read_video, write_video
-from avflow.eval.events import brightening_events, contact_events
+from avflow.eval.events import EventConfig, brightening_events, contact_events
 from avflow.eval.physics import track_objects
 
 FPS = 16.0
@@ -112,3 +112,32 @@ def test_an_object_appearing_beside_one_of_its_colour_is_a_flash(tmp_path):
         events = brightening_events(clip, FPS)
         assert events.times.size == 1 and events.times[0] == 16 / FPS, (name, events.times * FPS)
         assert abs(events.x[0] - 43.0) < 2.0, (name, events.x)
+
+
+def test_an_object_appearing_beside_one_of_a_near_colour_is_a_flash(tmp_path):
+    # before: a near colour already on screen (the larger slow square, within the 3x3x3 colour bins) made the new
+    # square's colour only about 0.3 new, under `novel_fraction`; so its pixels were taken as old colours to mix from
+    # and the appearance made no event, lossless or decoded (as `appear_fraction` = 1.1 still does)
+    movers = [((60, 170, 230), 9, 8.0, 40, 0.4, 0.0), ((245, 140, 30), 5, 51.2, 16, -6.6, -0.8)]
+    frames = _clip((30, 34, 52), movers, ((72, 162, 220), 6, 12, 40))
+    for name, clip in (("lossless", frames), ("decoded", _h264(frames, tmp_path))):
+        assert brightening_events(clip, FPS, EventConfig(appear_fraction=1.1)).times.size == 0, name
+        events = brightening_events(clip, FPS)
+        assert events.times.size == 1 and events.times[0] == 16 / FPS, (name, events.times * FPS)
+        assert abs(events.x[0] - 43.0) < 2.0, (name, events.x)
+
+
+def test_a_square_whose_pixel_count_wobbles_makes_no_appearance():
+    # a fast square covering 12 x 12 px in some frames and 10 x 10 in the others (as a world square's pure colour
+    # does with its sub-pixel position): its leading edge is 0.3 new at the large frames, enough for a patch that
+    # may appear (without the lasting check, `appear_growth` = -10, each is a flash), but it does not last
+    T, big = 24, (3, 10, 15)
+    frames = np.tile(np.array((30, 34, 52), dtype=np.uint8), (T, 64, 64, 1))
+    for k in range(T):
+        size = 12 if k in big else 10
+        x = _bounce(4 + 6.0 * k, 64 - size)
+        frames[k, 26 - size // 2 : 26 - size // 2 + size, x : x + size] = (60, 170, 230)
+        frames[k, 50:57, 40:47] = (245, 140, 30)
+    assert brightening_events(frames, FPS, EventConfig(appear_growth=-10.0)).times.size > 0
+    events = brightening_events(frames, FPS)
+    assert events.times.size == 0, events.times * FPS

@@ -18,7 +18,12 @@ counts as old, whatever its colour's new fraction, when its luma level is mostly
 within ``chroma_reach`` source pixels: the mostly old pixels of frame ``k`` (new fraction below ½, itself included) and
 all of frame ``k − 1``. A pixel of frame ``k`` that rises with a new fraction of at least ``novel_fraction`` is no old
 colour to mix from, even below ½: an object appearing beside one of its colour (its colour then half present, about
-0.4 new per pixel) would otherwise lend its own chroma to itself and make no event. Frame ``k`` is an event when
+0.4 new per pixel) would otherwise lend its own chroma to itself and make no event. An object beside one of a near
+colour (within the 3×3×3 bins) is less new still, 0.3-0.4, as is the leading edge of a square whose pixel count
+wobbles with its sub-pixel position (an 11 px square covers 100 to 144 pixels of its colour): a rising patch whose
+inner pixels (all 8 neighbours rising) are at least ``appear_fraction`` new is no old colour either when it lasts
+(:func:`_appearing`): the pixels near its colour, fewest over the ``appear_frames + 1`` frames from ``k`` on, exceed
+the most over the ``appear_frames`` before by ``appear_growth`` of the patch. Frame ``k`` is an event when
 the brightened area is at least ``min_area`` of the frame and frame ``k − 1`` was not one (a fade-in is one event, at
 its first frame); covering ``global_area`` or more it is a cut or a full-frame flash, with no side. The event time is
 ``k / fps`` (the frame's start), its ``x`` the brightening-weighted centroid.
@@ -34,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import maximum_filter, minimum_filter, uniform_filter
+from scipy.ndimage import label, maximum_filter, minimum_filter, uniform_filter
 
 from avflow.eval.inputs import check_frames
 from avflow.eval.physics import LUMA, Tracks, _chunks, track_objects
@@ -50,6 +55,10 @@ class EventConfig:
     bin: float = 16.0  # colour bin width (0..255 per channel) of the colour-mass comparison
     chroma_reach: float = 2.0  # source px whose colours 4:2:0 chroma mixes into a pixel (2×2 samples, interpolated)
     novel_fraction: float = 0.4  # a rising pixel whose colour is this new lends no chroma to the 4:2:0 mix test
+    appear_fraction: float = 0.25  # a rising patch whose inner pixels' colour is this new may be an appearance
+    appear_colour: float = 20.0  # its colour's pixels: within this RGB distance (0..255) of its inner pixels' median
+    appear_frames: int = 3  # ... counted in this many frames before it and (one more) from it on
+    appear_growth: float = 0.5  # an appearance: the fewest from it on exceed the most before by this share of it
     min_area: float = 0.002  # brightened fraction of the frame that makes an event
     global_area: float = 0.3  # from this fraction on: a cut or full-frame flash (no side)
     contact_threshold: float = 0.045  # velocity change (fraction of the width per frame) that makes an impact
@@ -58,6 +67,10 @@ class EventConfig:
     contact_max_spread: float = 2.0  # frames where a track's pixels spread more (`Tracks.spread`) are no position
     contacts: bool = True  # also detect contacts of tracked objects
     flash_frames: int = 5  # contacts from 2 frames before to this many + 1 after a brightening are tracker glitches
+
+    def __post_init__(self) -> None:
+        if self.appear_frames < 1 or self.appear_colour <= 0:
+            raise ValueError("event config needs appear_frames >= 1 and appear_colour > 0")
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,27 @@ def _mixes_old(
     return ok
 
 
+def _appearing(x, k: int, up: np.ndarray, fresh: np.ndarray, cfg: EventConfig) -> np.ndarray:
+    """``(h, w)`` bool: the rising pixels (``up``) of frame ``k`` of ``x`` ``(T, h, w, 3)`` in patches that appear
+    (module docstring): connected patches of rising pixels at least ``appear_fraction`` new (``fresh``) that hold
+    such a pixel with all 8 neighbours rising, and after which the frame keeps more of the patch's colour."""
+    partly = up & (fresh >= cfg.appear_fraction)
+    inner = minimum_filter(up, size=3, mode="nearest") & partly
+    out = np.zeros_like(up)
+    if not inner.any():
+        return out
+    patches, n = label(partly & maximum_filter(inner, size=3, mode="nearest"), structure=np.ones((3, 3)))
+    m = cfg.appear_frames
+    before, after = np.asarray(x[max(0, k - m) : k]), np.asarray(x[k : k + m + 1])  # (<=m, h, w, 3), (<=m+1, ...)
+    for i in range(1, n + 1):
+        patch = patches == i
+        colour = np.median(after[0][patch & inner], axis=0)  # (3,)
+        near = [int((np.linalg.norm(f - colour, axis=-1) < cfg.appear_colour).sum()) for f in (*before, *after)]
+        if min(near[len(before) :]) - max(near[: len(before)]) >= cfg.appear_growth * patch.sum():
+            out |= patch
+    return out
+
+
 def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> VisualEvents:
     """Brightening events of block-averaged frames ``x`` ``(T, h, w, 3)`` (``factor`` px per block, ``width`` of the
     original frames): an array or a :class:`BlockMeans`, read in chunks of frames (each quantity is per frame or per
@@ -205,7 +239,8 @@ def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> Vi
         y = _luma(seen)  # (t + 1, h, w)
         luma_fresh = _new_fraction(np.minimum((y * (1.0 / cfg.bin)).astype(np.int32), n - 1), (n,))  # (t, h, w)
         for j in np.flatnonzero(((rise > cfg.threshold) & (fresh > 0.0)).any(axis=(1, 2))):  # frames that may brighten
-            novel = (rise[j] > cfg.threshold) & (fresh[j] >= cfg.novel_fraction)
+            up = rise[j] > cfg.threshold
+            novel = (up & (fresh[j] >= cfg.novel_fraction)) | _appearing(x, a + j + 1, up, fresh[j], cfg)
             mixed = _mixes_old(seen[j : j + 2], y[j : j + 2], fresh[j], luma_fresh[j] < 0.5, reach, novel)
             fresh[j][mixed] = 0.0
         del xs, seen, y, luma_fresh

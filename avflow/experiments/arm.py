@@ -114,8 +114,9 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # (2026-12-07): an object appearing beside one of its colour is a brightening event (`EventConfig.novel_fraction`).
 # 6 (2026-12-07): offsets are matched on where each sound leaves the noise floor (`AudioOnsets.starts`). 7
 # (2026-12-07): an onset's novelty is its own sound's (`OnsetConfig.quiet_s`), and an event whose ILD and ITD disagree
-# is read again over its sound (`EventCue.disagree`).
-METRICS_VERSION = 7
+# is read again over its sound (`EventCue.disagree`). 8 (2026-12-07): an object appearing beside one of a near
+# colour is a brightening event when its colour lasts (`EventConfig.appear_fraction`).
+METRICS_VERSION = 8
 
 
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,

@@ -1,4 +1,5 @@
-"""An event whose ILD and ITD point to opposite sides at its onset is read again over its sound, where they agree."""
+"""An event whose ILD and ITD point to opposite sides at its onset, or whose side there rests on one cue, is read again
+over its sound, and the reading there taken where both cues agree."""
 
 from __future__ import annotations
 
@@ -44,5 +45,42 @@ def test_two_sounds_at_once_from_both_sides_keep_the_short_reading(seed):
     a = _voice_from_the_right(seed, left_hiss=0.03, hiss_s=0.15)
     short = side.event_cues(a, SR, np.array([0.5]))[0]
     assert short.disagree, short
+    read = side.event_cues(a, SR, np.array([0.5]), ends=np.array([0.9]))[0]
+    assert read == short
+
+
+def _faint_right_then_left(seed: int, body_ild_db: float) -> np.ndarray:
+    """1 s of quiet room noise with, at 0.5 s, 20 ms of faint hiss from the right at equal levels (its right ear 0.25 ms
+    ahead, ILD 0: under the ILD's threshold) and then 0.2 s of a loud hiss from the left (its left ear 0.25 ms ahead
+    and ``body_ild_db`` louder)."""
+    rng = np.random.default_rng(seed)
+    a = 3e-4 * rng.standard_normal((2, SR))
+    t0, lag, n, m = SR // 2, 4, int(0.02 * SR), int(0.2 * SR)
+    faint = 4e-3 * rng.standard_normal(n + lag)
+    a[1, t0 : t0 + n] += faint[lag:]
+    a[0, t0 : t0 + n] += faint[:n]  # the same sound 4 samples later
+    body = 0.03 * rng.standard_normal(m + lag)
+    a[0, t0 + n : t0 + n + m] += 10 ** (body_ild_db / 20) * body[lag:]
+    a[1, t0 + n : t0 + n + m] += body[:m]
+    return a
+
+
+@pytest.mark.parametrize("seed", [0, 3, 6])
+def test_a_side_from_one_cue_yields_to_the_sound_where_both_cues_agree(seed):
+    # at the onset only the ITD reaches its threshold (the ILD is 0), and it gives the right; over the sound both give
+    # the left (before: the short window's right was kept)
+    a = _faint_right_then_left(seed, body_ild_db=1.5)
+    short = side.event_cues(a, SR, np.array([0.5]))[0]
+    assert short.side == "right" and abs(short.ild_db.value) < 0.25 < 40 < -short.itd_us.value, short
+    read = side.event_cues(a, SR, np.array([0.5]), ends=np.array([0.9]))[0]
+    assert read.side == "left" and read.ild_db.value > 0.25 and read.itd_us.value > 40, read
+
+
+@pytest.mark.parametrize("seed", [0, 3, 6])
+def test_a_side_from_one_cue_stays_when_the_sound_gives_one_cue_too(seed):
+    # over the sound the ILD stays under its threshold as well: one cue against one cue, the onset's reading stays
+    a = _faint_right_then_left(seed, body_ild_db=0.0)
+    short = side.event_cues(a, SR, np.array([0.5]))[0]
+    assert short.side == "right", short
     read = side.event_cues(a, SR, np.array([0.5]), ends=np.array([0.9]))[0]
     assert read == short

@@ -270,7 +270,10 @@ def event_cues(
       taken only where both its cues give it (:func:`_both_give`): at a voice's faint start the room noise can tip a
       0.3 dB ILD either way while the ITD, weakened by the same noise, keeps the other side; the sound's body
       settles it. A cue alone does not (a voice's ITD can alias to the other side by one period of a strong
-      harmonic), and two sounds at once from both sides stay torn (or with the stronger's side, as before).
+      harmonic), and two sounds at once from both sides stay torn (or with the stronger's side, as before);
+    - when its side rests on one cue alone (the other under its threshold), the same: the longer window's side is
+      taken only where both its cues give it. At a voice's faint start the ILD can stay under 0.25 dB while a weak
+      GCC peak (0.1-0.2) puts the ITD 450 µs to the wrong side; over the sound's body both cues agree.
     Codec comparisons (:func:`compare_event_cues`) read the short window only."""
     cfg = config or CueConfig()
     if ends is not None and cfg.long_window_s > cfg.window_s:
@@ -278,9 +281,10 @@ def event_cues(
         out = []
         for cue, end in zip(short, np.asarray(ends, dtype=np.float64)):
             window = min(cfg.long_window_s, float(end) - cfg.pre_s - cue.time)
-            if window > cfg.window_s and (cue.disagree or (cue.side is None and cue.reason != TORN)):
+            doubt = cue.disagree or _one_cue(cue, cfg)  # the side rests on one cue: taken back only where both agree
+            if window > cfg.window_s and (doubt or (cue.side is None and cue.reason != TORN)):
                 longer = event_cues(audio, sample_rate, np.array([cue.time]), replace(cfg, window_s=window))[0]
-                if longer.side is not None and (not cue.disagree or _both_give(longer, cfg)):
+                if longer.side is not None and (not doubt or _both_give(longer, cfg)):
                     cue = longer
             out.append(cue)
         return out
@@ -317,12 +321,20 @@ def event_cues(
     return out
 
 
+def _reaches(value: Measure, threshold: float) -> bool:
+    return value.defined and abs(value.value) >= threshold
+
+
+def _one_cue(cue: EventCue, cfg: CueConfig) -> bool:
+    """Whether ``cue`` has a side from one cue alone: the other is under its threshold (or undefined)."""
+    ild, itd = _reaches(cue.ild_db, cfg.min_ild_db), _reaches(cue.itd_us, 1e6 * cfg.min_itd_s)
+    return cue.side is not None and ild != itd
+
+
 def _both_give(cue: EventCue, cfg: CueConfig) -> bool:
     """Whether the ILD and the ITD of ``cue`` both reach their thresholds and point to its side."""
     ild, itd = cue.ild_db, cue.itd_us
-    if cue.side is None or not (ild.defined and itd.defined):
-        return False
-    if abs(ild.value) < cfg.min_ild_db or abs(itd.value) < 1e6 * cfg.min_itd_s:
+    if cue.side is None or not (_reaches(ild, cfg.min_ild_db) and _reaches(itd, 1e6 * cfg.min_itd_s)):
         return False
     return (ild.value > 0) == (itd.value > 0) == (cue.side == "left")
 

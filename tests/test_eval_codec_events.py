@@ -141,3 +141,41 @@ def test_a_square_whose_pixel_count_wobbles_makes_no_appearance():
     assert brightening_events(frames, FPS, EventConfig(appear_growth=-10.0)).times.size > 0
     events = brightening_events(frames, FPS)
     assert events.times.size == 0, events.times * FPS
+
+
+def _fade_in(first_alpha: float, T: int = 24, at: int = 15) -> np.ndarray:
+    """(T, 64, 64, 3) uint8: a square appearing at frame ``at`` at ``first_alpha`` opacity, whole from ``at + 1`` on,
+    while a square of its first frame's colour (its blend with the background) has been on screen all along."""
+    background, colour = np.array((30, 34, 52), np.float32), np.array((230, 120, 40), np.float32)
+    blend = np.round(first_alpha * colour + (1 - first_alpha) * background).astype(np.uint8)
+    frames = np.tile(background.astype(np.uint8), (T, 64, 64, 1))
+    frames[:, 8:18, 44:54] = blend
+    frames[at, 40:47, 12:19] = blend
+    frames[at + 1 :, 40:47, 12:19] = colour.astype(np.uint8)
+    return frames
+
+
+def test_a_fade_in_found_at_its_second_frame_is_timed_at_its_first(tmp_path):
+    # before (as `fade_share` = 1.1 still does): the first frame's colour, a blend already on screen, was no new
+    # colour, so the fade-in was found a frame late, and its sound, played at its first frame, a frame early
+    frames = _fade_in(0.45)
+    for name, clip in (("lossless", frames), ("decoded", _h264(frames, tmp_path))):
+        late = brightening_events(clip, FPS, EventConfig(fade_share=1.1))
+        assert late.times.size == 1 and late.times[0] == 16 / FPS, (name, late.times * FPS)
+        events = brightening_events(clip, FPS)
+        assert events.times.size == 1 and events.times[0] == 15 / FPS, (name, events.times * FPS)
+        assert abs(events.x[0] - 15.5) < 2.0, (name, events.x)
+
+
+def test_a_fast_square_that_flashes_is_timed_at_its_flash(tmp_path):
+    # guard: a square moving 6.5 px a frame (beyond the rise radius, so its leading edge rises every frame) that
+    # flashes from frame 16 on is one event at 16; its edge rose at 15 too, so a rule on that share alone (without
+    # `fade_step`/`fade_tolerance`: the pixels at 15 must be a blend of 14 and 16) put the event at 15
+    T = 24
+    frames = np.tile(np.array((30, 34, 52), dtype=np.uint8), (T, 64, 64, 1))
+    for k in range(T):
+        x = _bounce(4 + 6.5 * k, 64 - 8)
+        frames[k, 28:36, x : x + 8] = (250, 230, 160) if k >= 16 else (150, 110, 40)
+    for name, clip in (("lossless", frames), ("decoded", _h264(frames, tmp_path))):
+        events = brightening_events(clip, FPS)
+        assert events.times.size == 1 and events.times[0] == 16 / FPS, (name, events.times * FPS)

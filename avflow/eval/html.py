@@ -75,7 +75,7 @@ def draw_timeline(title: str, details: ClipMeasures) -> Image.Image:
     if match is not None and ev is not None and on is not None:
         for v, a in match.pairs:
             d.line([_x(ev.times[v], dur), ROWS["visual"][1], _x(on.times[a], dur), ROWS["audio"][0]], fill=GREEN)
-    for s in details.sides:  # events read at an energy rise (no onset paired): a grey link
+    for s in details.sides:  # events read away from a paired onset (energy rise, late attack): a grey link
         if s.anchor != "onset":
             d.line([_x(s.visual_time, dur), ROWS["visual"][1], _x(s.audio_time, dur), ROWS["audio"][0]], fill=GREY)
     top, bottom = ROWS["ild"]

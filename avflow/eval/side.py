@@ -57,6 +57,8 @@ class CueConfig:
     min_evidence: float = 0.0  # the deciding cue's evidence must reach this (at onsets: any above its threshold)
     rise_evidence: float = 0.5  # min_evidence at an energy rise (a soft start is a weaker anchor)
     long_window_s: float = 0.1  # no side over window_s: read again over up to this, until the next onset (0: never)
+    late_attack_s: float = 0.2  # no onset or rise paired: a novel attack up to this after t_v + offset (0: never)
+    late_novelty: float = 0.5  # ... when that attack's sound starts from quiet at least this much
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.pre_s < 0 or self.max_itd_s <= 0 or self.upsample < 1:
@@ -65,8 +67,8 @@ class CueConfig:
             raise ValueError("cue config needs dominance >= 1, rise_db > 0, rise_frame_s > 0")
         if not (0 <= self.min_evidence <= 1 and 0 <= self.rise_evidence <= 1):
             raise ValueError("cue config needs min_evidence and rise_evidence in [0, 1]")
-        if self.long_window_s < 0:
-            raise ValueError("cue config needs long_window_s >= 0")
+        if self.long_window_s < 0 or self.late_attack_s < 0 or not 0 <= self.late_novelty <= 1:
+            raise ValueError("cue config needs long_window_s >= 0, late_attack_s >= 0 and 0 <= late_novelty <= 1")
 
 
 @dataclass(frozen=True)
@@ -363,9 +365,9 @@ def compare_event_cues(
 class EventSide:
     """One matched event: visual time and azimuth (NaN without a side), audio time of its sound (``anchor``:
     ``"onset"`` a paired onset, ``"sound start"`` the start of a paired onset's sound (its attack added no energy
-    over its lead-in), ``"energy rise"`` where the level rises near the expected time, see
-    :func:`event_sides`), its cues, and whether the audio side agrees with the visual one (None when either has no
-    side)."""
+    over its lead-in), ``"energy rise"`` where the level rises near the expected time, ``"late attack"`` the first
+    loud attack of a sound that starts under the noise (:func:`_late_attack`), see :func:`event_sides`), its cues,
+    and whether the audio side agrees with the visual one (None when either has no side)."""
 
     visual_time: float
     audio_time: float
@@ -409,6 +411,28 @@ def _next_start(onsets: AudioOnsets, t: float) -> float:
     return float(later.min()) if later.size else float("inf")
 
 
+def _late_attack(
+    onsets: AudioOnsets, expected: np.ndarray, v: int, window_s: float, used: set[int], cfg: CueConfig
+) -> int | None:
+    """The onset whose sound is event ``v``'s although no onset starts within ``window_s`` of its expected audio time
+    ``expected[v]`` (``expected``: every event's visual time + the offset): a word whose first sounds lie under the
+    room noise (a breathy "f" up to 100 ms long) is heard from its first loud attack on. It is the first onset after
+    ``expected[v] + window_s``, at most ``late_attack_s`` after it, unpaired (not in ``used``), of a sound that starts
+    from quiet (novelty at least ``late_novelty``), and nearer event ``v``'s expected time than any other event's.
+    None where there is none."""
+    if cfg.late_attack_s <= window_s:
+        return None
+    t = float(expected[v])
+    later = np.flatnonzero((onsets.starts > t + window_s) & (onsets.starts <= t + cfg.late_attack_s))
+    if later.size == 0 or (onsets.starts[: later[0]] > t - window_s).any():
+        return None  # nothing that late, or another sound started since the expected time
+    o = int(later[0])
+    nearest = int(np.argmin(np.abs(expected - onsets.starts[o])))
+    if o in used or onsets.novelty[o] < cfg.late_novelty or nearest != v:
+        return None
+    return o
+
+
 def _read_sides(
     audio: np.ndarray,
     sample_rate: int,
@@ -428,10 +452,16 @@ def _read_sides(
             t = energy_rise(audio, sample_rate, expected - anchor_window_s, expected + anchor_window_s, cfg)
             if t is not None:
                 times[v] = (t, "energy rise")
+        used = {int(o) for _, o in pairs}
+        for v in set(range(len(events))) - set(times):
+            o = _late_attack(onsets, events.times + lag, v, anchor_window_s, used, cfg)
+            if o is not None:
+                times[v] = (float(onsets.times[o]), "late attack")
+                used.add(o)
     cues: dict[int, EventCue] = {}
     # A soft start's window holds little more than the noise before it: there the cues must agree and be clear.
     soft = replace(cfg, dominance=float("inf"), min_evidence=max(cfg.min_evidence, cfg.rise_evidence))
-    for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft)):
+    for anchor, anchor_cfg in (("onset", cfg), ("energy rise", soft), ("late attack", soft)):
         found = sorted(v for v in times if times[v][1] == anchor)
         at = np.array([times[v][0] for v in found])
         ends = np.array([_next_start(onsets, t) for t in at])
@@ -460,9 +490,10 @@ def event_sides(
 ) -> list[EventSide]:
     """Sides of the pairs matched by :func:`avflow.eval.offset.match_events`, measured at their audio onsets, sorted
     by visual time. With ``anchor_window_s > 0`` (e.g. :func:`avflow.eval.offset.pairing_tolerance`) an event left
-    without an onset is read at the :func:`energy_rise` within ``±anchor_window_s`` of ``t_v + offset``, if any;
-    there its ILD and ITD must not disagree and the deciding one must reach ``rise_evidence`` (a soft start's window
-    holds little more than the noise before it).
+    without an onset is read at the :func:`energy_rise` within ``±anchor_window_s`` of ``t_v + offset``, if any, else
+    at a late attack (:func:`_late_attack`: up to ``late_attack_s`` after it); there its ILD and ITD must not
+    disagree and the deciding one must reach ``rise_evidence`` (a soft start's window holds little more than the
+    noise before it).
 
     When the offset is undefined as ambiguous, the sides are read at each of its ``candidates`` (lags that fit about
     equally well): an event has a side only when every candidate pairs it with a sound and all those sounds give the

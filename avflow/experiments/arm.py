@@ -116,8 +116,10 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # (2026-12-07): an onset's novelty is its own sound's (`OnsetConfig.quiet_s`), and an event whose ILD and ITD disagree
 # is read again over its sound (`EventCue.disagree`). 8 (2026-12-07): an object appearing beside one of a near
 # colour is a brightening event when its colour lasts (`EventConfig.appear_fraction`). 9 (2026-12-07): a side from
-# one cue alone at the onset yields to the sound's where both cues agree (`side.event_cues`).
-METRICS_VERSION = 9
+# one cue alone at the onset yields to the sound's where both cues agree (`side.event_cues`). 10 (2026-12-07): a
+# fade-in found at its second frame is timed at its first (`EventConfig.fade_share`), and an event with no onset or
+# energy rise paired takes the late attack of a sound that starts under the noise (`CueConfig.late_attack_s`).
+METRICS_VERSION = 10
 
 
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,

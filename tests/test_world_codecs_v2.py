@@ -263,6 +263,32 @@ def test_audio_codec_extra_loss_terms_add_up():
     assert full.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_pre_echo_error_sees_the_level_ahead_of_an_attack_only():
+    """Zero for the input itself; 20 dB of noise in the 6 ms before an attack costs about its excess, and so does a
+    hole there (silence where the room noise was: a decoder must not duck before attacks); the same noise in a quiet
+    stretch far from any attack, or after the attack, costs nothing (the ambience is the other terms')."""
+    from avflow.codecs.world_audio_codec import pre_echo_error
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(1, 2, 16000, generator=g) * 1e-3  # room noise
+    ref[..., 8000:9600] += torch.randn(1, 2, 1600, generator=g) * 0.1  # an attack at 0.5 s
+    assert float(pre_echo_error(ref, ref, 50.0)) == 0.0
+    noise = torch.randn(1, 2, 100, generator=g) * 1e-2  # 20 dB over the room noise, 6.25 ms
+    early, hole, far, late = ref.clone(), ref.clone(), ref.clone(), ref.clone()
+    early[..., 7900:8000] += noise
+    hole[..., 7900:8000] = 0.0
+    far[..., 3000:3100] += noise
+    late[..., 8100:8200] += noise
+    for changed in (early, hole):
+        assert float(pre_echo_error(changed, ref, 50.0)) * 20 / np.log(10) > 5.0
+    assert float(pre_echo_error(far, ref, 50.0)) == 0.0
+    assert float(pre_echo_error(late, ref, 50.0)) == 0.0
+    codec = WorldAudioCodec(SMALL_AUDIO)
+    plain, parts = codec.loss(ref)
+    full, more = codec.loss(ref, pre_echo_weight=3.0)
+    assert full.item() == pytest.approx(plain.item() + 3.0 * more["pre_echo_db"] * np.log(10) / 20, rel=1e-4)
+
+
 def test_saving_a_decoder_trained_on_a_frozen_encoder_keeps_the_checksum(tmp_path):
     from avflow.codecs.world import latent_checksum
     from avflow.weights import read_state_dict

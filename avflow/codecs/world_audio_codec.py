@@ -33,6 +33,13 @@ from avflow.codecs.interaural_delay import InterauralDelayHead, delay_ears, late
 from avflow.errors import ConfigError
 
 STREAMS = ("left", "right")
+INTERAURAL_STFTS = ((128, 32), (512, 128))  # (n_fft = window, hop) in samples: 8 ms and 32 ms windows at 16 kHz
+FINE_STFTS = ((64, 16), (128, 32), (256, 64))  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
+LEVEL_HOP = 25  # samples per level frame of `loss(level_weight=...)` (16 kHz: 1.6 ms)
+LEVEL_FLOOR_DB = 20.0  # levels below the clip's loudest frame by more than this count as this (default)
+PRE_ECHO_FRAMES = 5  # `pre_echo_error`: level frames (7.8 ms at 16 kHz) ahead in which an attack is looked for
+PRE_ECHO_RISE_DB = 10.0  # ... and the rise of the input's level that makes one
+PRE_ECHO_FLOOR_DB = 50.0  # levels floored this far below the clip's loudest frame (a pre-echo is 15-30 dB under it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,7 +280,14 @@ class WorldAudioCodec(nn.Module):
         return wav
 
     def loss(
-        self, audio: Tensor, *, interaural_weight: float = 0.0, fine_stft_weight: float = 0.0, level_weight: float = 0.0
+        self,
+        audio: Tensor,
+        *,
+        interaural_weight: float = 0.0,
+        fine_stft_weight: float = 0.0,
+        level_weight: float = 0.0,
+        level_floor_db: float = LEVEL_FLOOR_DB,
+        pre_echo_weight: float = 0.0,
     ) -> tuple[Tensor, dict[str, float]]:
         """Complex-spectrum L1 (at the synthesis STFT) + multi-resolution STFT + waveform L1 + latent L2, per ear, of
         the reconstruction as `decode` makes it (through the decoder heads the codec has, which are meant to be
@@ -286,7 +300,11 @@ class WorldAudioCodec(nn.Module):
         - `fine_stft_weight` x auraloss's multi-resolution STFT loss at short windows (`FINE_STFTS`): log magnitudes
           every 1-4 ms, so energy before an onset (pre-echo of the long synthesis window) costs;
         - `level_weight` x mean |log short-time RMS difference| per ear and `LEVEL_HOP` samples, both floored
-          `LEVEL_FLOOR_DB` below the clip's loudest frame (`envelope.log_envelope`): the level of every attack.
+          `level_floor_db` below the clip's loudest frame (`envelope.log_envelope`): the level of every attack (and,
+          with a low floor, the pre-echo before it);
+        - `pre_echo_weight` x `pre_echo_error`: the mean |log level difference| per ear in the 8 ms before each
+          attack, where a synthesis window smears energy ahead of it (which moves its onset early); quiet stretches
+          elsewhere (the ambience no decoder can match sample by sample) are left to the other terms.
         """
         audio = self._check(audio)
         c = self.config
@@ -319,10 +337,14 @@ class WorldAudioCodec(nn.Module):
             parts["fine_stft"] = fine.item()
         if level_weight:
             pair_rec, pair_ref = rec.reshape(audio.shape), audio
-            floor = envelope_floor(pair_ref, LEVEL_HOP, LEVEL_FLOOR_DB)
+            floor = envelope_floor(pair_ref, LEVEL_HOP, level_floor_db)
             level = (log_envelope(pair_rec, LEVEL_HOP, floor) - log_envelope(pair_ref, LEVEL_HOP, floor)).abs().mean()
             total = total + level_weight * level
             parts["level_db"] = level.item() * 20 / math.log(10)
+        if pre_echo_weight:
+            pre = pre_echo_error(rec.reshape(audio.shape), audio, PRE_ECHO_FLOOR_DB)
+            total = total + pre_echo_weight * pre
+            parts["pre_echo_db"] = pre.item() * 20 / math.log(10)
         return total, parts
 
     def head_loss(
@@ -401,10 +423,19 @@ class WorldAudioCodec(nn.Module):
         return float(self.latent_scale)
 
 
-INTERAURAL_STFTS = ((128, 32), (512, 128))  # (n_fft = window, hop) in samples: 8 ms and 32 ms windows at 16 kHz
-FINE_STFTS = ((64, 16), (128, 32), (256, 64))  # (n_fft = window, hop): 4-16 ms windows, 1-4 ms hops at 16 kHz
-LEVEL_HOP = 25  # samples per level frame of `loss(level_weight=...)` (16 kHz: 1.6 ms)
-LEVEL_FLOOR_DB = 20.0  # levels below the clip's loudest frame by more than this count as this
+def pre_echo_error(pred: Tensor, target: Tensor, floor_db: float) -> Tensor:
+    """Mean of `|log level of pred − log level of target|` (natural log; RMS per `LEVEL_HOP` samples, both floored
+    `floor_db` below the target's loudest frame) over the frames before an attack: those the target's level rises
+    from by at least `PRE_ECHO_RISE_DB` within the next `PRE_ECHO_FRAMES` frames. Both signs count: with the excess
+    alone a decoder learns to fall silent before each attack (16 dB under the input, docs/codecs.md). `pred`,
+    `target`: `(B, 2, T)`."""
+    floor = envelope_floor(target, LEVEL_HOP, floor_db)
+    ref, rec = log_envelope(target, LEVEL_HOP, floor), log_envelope(pred, LEVEL_HOP, floor)  # (B, 2, K)
+    k = ref.shape[-1]
+    padded = torch.cat([ref, ref[..., -1:].expand(*ref.shape[:-1], PRE_ECHO_FRAMES)], dim=-1)
+    ahead = padded.unfold(-1, PRE_ECHO_FRAMES, 1)[..., 1 : k + 1, :].amax(-1)  # (B, 2, K) loudest of the next frames
+    before = (ahead - ref > PRE_ECHO_RISE_DB * math.log(10) / 20).float()
+    return ((rec - ref).abs() * before).sum() / before.sum().clamp_min(1.0)
 
 
 def interaural_l1(pred: Tensor, target: Tensor, power: float, stfts=INTERAURAL_STFTS) -> Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avflow.codecs.world_audio_codec import check_auraloss, interaural_l1
+from avflow.codecs.world_audio_codec import LEVEL_FLOOR_DB, check_auraloss, interaural_l1
 from avflow.errors import ConfigError
 from avflow.eval.audio_quality import stft_log_distance
 
@@ -74,12 +74,16 @@ class AudioReconstructionConfig:
     interaural_weight: float = 0.0  # codec loss: interaural cross-spectrum L1 (ITD/ILD per cell; WorldAudioCodec.loss)
     fine_stft_weight: float = 0.0  # codec loss: short-window STFT loss (pre-echo before onsets)
     level_weight: float = 0.0  # codec loss: log short-time level per 1.6 ms (the level of attacks)
+    level_floor_db: float = LEVEL_FLOOR_DB  # level term: levels this far below the clip's loudest frame count as this
+    pre_echo_weight: float = 0.0  # codec loss: level error in the 8 ms before each attack (`pre_echo_error`)
 
     def __post_init__(self) -> None:
         if self.window <= 0:
             raise ConfigError(f"window: must be > 0 seconds, got {self.window}")
-        if min(self.interaural_weight, self.fine_stft_weight, self.level_weight) < 0:
-            raise ConfigError("interaural_weight, fine_stft_weight, level_weight: must be >= 0")
+        if min(self.interaural_weight, self.fine_stft_weight, self.level_weight, self.pre_echo_weight) < 0:
+            raise ConfigError("interaural_weight, fine_stft_weight, level_weight, pre_echo_weight: must be >= 0")
+        if self.level_floor_db <= 0:
+            raise ConfigError(f"level_floor_db: must be > 0 dB, got {self.level_floor_db}")
 
 
 class AudioReconstructionTask:
@@ -96,9 +100,10 @@ class AudioReconstructionTask:
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         windows = _audio_windows(model, batch["audio"], batch["seed"].tolist(), self.config.window)
         c = self.config
-        if c.interaural_weight or c.fine_stft_weight or c.level_weight:  # WorldAudioCodec's; others: the plain call
-            weights = {"interaural_weight": c.interaural_weight, "fine_stft_weight": c.fine_stft_weight}
-            return model.loss(windows, **weights, level_weight=c.level_weight)[0]
+        weights = {"interaural_weight": c.interaural_weight, "fine_stft_weight": c.fine_stft_weight,
+                   "level_weight": c.level_weight, "pre_echo_weight": c.pre_echo_weight}  # fmt: skip
+        if any(weights.values()):  # WorldAudioCodec's terms; other codecs: the plain call
+            return model.loss(windows, **weights, level_floor_db=c.level_floor_db)[0]
         return model.loss(windows)[0]
 
     @torch.no_grad()

@@ -28,10 +28,12 @@ the brightened area is at least ``min_area`` of the frame and frame ``k − 1`` 
 its first frame); covering ``global_area`` or more it is a cut or a full-frame flash, with no side. The event time is
 ``k / fps`` (the frame's start), its ``x`` the brightening-weighted centroid. A fade-in's first frame can brighten too
 little to count (an object at 40-70 % opacity: its blend with the background is no new colour), so it would be found
-a frame late; where at least ``fade_share`` of the pixels that frame ``k`` brightens already rose (by ``threshold``,
-whatever their colour) in frame ``k − 1``, the event time is ``(k − 1) / fps``. Nothing but a fade does that: a moving
-object's edge does not rise (its colour was within the radius), and of 2100 events on real-sound and world clips only
-the two fade-ins had any such share above 0.05 (0.22 and 0.49; docs/metrics.md).
+a frame late; where at least ``fade_share`` of the pixels that frame ``k`` brightens already rose (by ``threshold``)
+in frame ``k − 1`` on their way to their colour in ``k`` (a blend of their colours in ``k − 2`` and ``k``:
+:func:`_fade_share`), the event time is ``(k − 1) / fps``. The blend test keeps an object that moves faster than the
+radius (its leading edge rises by its own colour) and then flashes at its flash; of about 2100 event starts on
+real-sound and world clips only the two fade-ins had a share above 0.05 of pixels that rose the frame before (0.22
+and 0.49; docs/metrics.md).
 
 Contacts: abrupt velocity changes of tracked objects (bounces, walls, collisions), located to sub-frame precision
 by intersecting the motion before and after (:func:`contact_events`). What moves a tracked centroid without an impact
@@ -66,10 +68,7 @@ class EventConfig:
     appear_growth: float = 0.5  # an appearance: the fewest from it on exceed the most before by this share of it
     min_area: float = 0.002  # brightened fraction of the frame that makes an event
     fade_share: float = 0.1  # an event whose brightened pixels this share faded in the frame before starts there
-    fade_step: tuple[float, float] = (
-        0.1,
-        0.9,
-    )  # a fading pixel went this part of the way to its colour the frame before
+    fade_step: tuple[float, float] = (0.1, 0.9)  # part of the way to its colour a fading pixel went the frame before
     fade_tolerance: float = 16.0  # ... along the line between its colours, off it by at most this (RGB distance)
     global_area: float = 0.3  # from this fraction on: a cut or full-frame flash (no side)
     contact_threshold: float = 0.045  # velocity change (fraction of the width per frame) that makes an impact

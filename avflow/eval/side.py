@@ -452,9 +452,9 @@ def _read_sides(
             t = energy_rise(audio, sample_rate, expected - anchor_window_s, expected + anchor_window_s, cfg)
             if t is not None:
                 times[v] = (t, "energy rise")
-        used = {int(o) for _, o in pairs}
-        for v in set(range(len(events))) - set(times):
-            o = _late_attack(onsets, events.times + lag, v, anchor_window_s, used, cfg)
+        used, expected = {int(o) for _, o in pairs}, events.times + lag
+        for v in sorted(set(range(len(events))) - set(times)):
+            o = _late_attack(onsets, expected, v, anchor_window_s, used, cfg)
             if o is not None:
                 times[v] = (float(onsets.times[o]), "late attack")
                 used.add(o)

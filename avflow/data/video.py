@@ -102,6 +102,7 @@ def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
     with open_media(path) as container:
         stream = main_video(container)
         origin, duration, held, end = stream_origin(stream), stream.duration, held_samples(container, stream), None
+        time_base = stream.time_base  # read while open: PyAV 18.1.1 refuses a closed container's stream attributes
         try:
             if held is None:
                 container.seek(2**62, stream=stream, backward=True)
@@ -115,7 +116,7 @@ def video_span(path: str | Path) -> tuple[Fraction, Fraction]:
             stream = main_video(container)
             end = _last_packet_end(container.demux(stream), stream)
     if duration:
-        end = max(end or origin, origin + Fraction(duration) * stream.time_base)
+        end = max(end or origin, origin + Fraction(duration) * time_base)
     return origin, (end if end is not None else origin)
 
 

@@ -271,16 +271,18 @@ def _brightening(x, factor: int, width: int, fps: float, cfg: EventConfig) -> Vi
             mixed = _mixes_old(seen[j : j + 2], y[j : j + 2], fresh[j], luma_fresh[j] < 0.5, reach, novel)
             fresh[j][mixed] = 0.0
         del xs, seen, y, luma_fresh
-        bright = np.where(rise > cfg.threshold, fresh, 0.0)  # (t, h, w) brightened fraction of each pixel
+        rising = rise > cfg.threshold  # (t, h, w)
+        bright = np.where(rising, fresh, 0.0)  # (t, h, w) brightened fraction of each pixel
         del fresh
         area[a + 1 : b + 1] = bright.mean(axis=(1, 2))
-        up = rise > cfg.threshold  # (t, h, w)
         for j in np.flatnonzero(area[a + 1 : b + 1] >= cfg.min_area):
             weights[a + 1 + int(j)] = (bright[j] * rise[j]).sum(axis=0)  # (w,)
-            lit, before = bright[j] > 0, up[j - 1] if j else rose
+            if area[a + int(j)] >= cfg.min_area:
+                continue  # the frame before is an event too: this one starts none (no fade share needed)
+            lit, before = bright[j] > 0, rising[j - 1] if j else rose
             if before is not None and (before & lit).any():
                 lead[a + 1 + int(j)] = (before & lit, int(lit.sum()))
-        rose = up[-1].copy()
+        rose = rising[-1].copy()
     hit = area >= cfg.min_area
     starts = np.flatnonzero(hit & ~np.concatenate([[False], hit[:-1]]))
     first = [k - 1 if k in lead and _fade_share(x, int(k), *lead[k], cfg) >= cfg.fade_share else k for k in starts]

@@ -33,6 +33,14 @@ else (and for an attack straight out of silence) the start is the attack time. A
 (the tail of an earlier sound) moves nothing. AAC's pre-echo (quantisation noise spread over the block before an
 attack, a few dB over a quiet floor) reads as a lead-in of 5–20 ms. The offset is measured on the starts; cues (ILD,
 ITD) are read at the attack, where the sound is loud.
+
+A room noise flickers: a few bands rise by the detector's 3 dB for a moment while the broadband level stays within
+1–3 dB of the noise. Such an onset, tens of ms before a sound, takes that sound's level and novelty (both are read
+after it), so it can stand in for the sound's start in matching and in reading its side (an ILD of the noise). So an
+onset is kept only if its own sound, the ``window_s`` windows from it to the next onset's start (at most
+``peak_s``), rises at least ``min_sound_db`` over the clip's noise, the 10th percentile of all its windows. The
+onsets kept keep their starts: a start is not looked for across a dropped flicker, which the lead-in search would
+take for the sound's start where it is a few dB over the noise.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class OnsetConfig:
     lead_in_s: float = 0.2  # a sound's start is looked for this far before its attack (0: starts are the attacks)
     lead_in_margin_db: float = 3.0  # a lead-in is at least this far above the noise
     lead_in_novelty: float = 0.1  # only onsets this novel (a sound from quiet) look for a lead-in
+    min_sound_db: float = 3.5  # an onset's own sound rises this far over the clip's noise, else it is a flicker of it
 
     def __post_init__(self) -> None:
         if not 0 < self.hop_s <= self.window_s <= self.context_s or not 0 < self.band_hop_s <= self.window_s:
@@ -76,6 +85,8 @@ class OnsetConfig:
             raise ValueError("onset config needs n_bands >= 1 and quiet_s > 0")
         if self.lead_in_s < 0 or self.lead_in_margin_db <= 0 or not 0 <= self.lead_in_novelty <= 1:
             raise ValueError("onset config needs lead_in_s >= 0, lead_in_margin_db > 0 and 0 <= lead_in_novelty <= 1")
+        if self.min_sound_db < 0:
+            raise ValueError("onset config needs min_sound_db >= 0")
 
 
 @dataclass(frozen=True)
@@ -277,4 +288,18 @@ def audio_onsets(audio: np.ndarray, sample_rate: int, config: OnsetConfig | None
     novelty = np.clip((own - context) / cfg.novelty_range_db, 0.0, 1.0)
     attack = times[idx] + frac * hop / sample_rate
     starts = _sound_starts(a, sample_rate, attack, novelty, floor, cfg)
-    return AudioOnsets(attack, np.array(det), peak[idx], novelty, odf_t, odf, starts)
+    heard = _heard(level_after, idx, starts, times, win / sample_rate, span, cfg.min_sound_db)
+    idx, attack, novelty, det, starts = idx[heard], attack[heard], novelty[heard], np.array(det)[heard], starts[heard]
+    return AudioOnsets(attack, det, peak[idx], novelty, odf_t, odf, starts)
+
+
+def _heard(
+    level: np.ndarray, idx: np.ndarray, starts: np.ndarray, times: np.ndarray, window: float, span: int, margin: float
+) -> np.ndarray:
+    """Per onset at hop ``idx[i]``, whether its own sound rises ``margin`` dB over the clip's noise: the loudest of the
+    ``level`` windows (dB, on the hop grid ``times``, each ``window`` s long) from the onset to the next onset's
+    ``starts`` (at least one, at most ``span``), against the 10th percentile of all windows."""
+    noise = float(np.percentile(level, 10))
+    ends = np.searchsorted(times, np.append(starts[1:], np.inf) - window, side="right")  # windows ending by then
+    ends = np.clip(ends, idx + 1, idx + max(1, span))
+    return np.array([level[k:e].max() >= noise + margin for k, e in zip(idx, ends)], dtype=bool)

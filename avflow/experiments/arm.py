@@ -118,8 +118,10 @@ def train_key(model: dict, streams: list[str], training: dict) -> str:
 # colour is a brightening event when its colour lasts (`EventConfig.appear_fraction`). 9 (2026-12-07): a side from
 # one cue alone at the onset yields to the sound's where both cues agree (`side.event_cues`). 10 (2026-12-07): a
 # fade-in found at its second frame is timed at its first (`EventConfig.fade_share`), and an event with no onset or
-# energy rise paired takes the late attack of a sound that starts under the noise (`CueConfig.late_attack_s`).
-METRICS_VERSION = 10
+# energy rise paired takes the late attack of a sound that starts under the noise (`CueConfig.late_attack_s`). 11
+# (2026-12-07): an onset whose own sound stays within 3.5 dB of the clip's noise is a flicker of it and is dropped
+# (`OnsetConfig.min_sound_db`).
+METRICS_VERSION = 11
 
 
 def arm_settings(exp: ExperimentConfig, arm: ArmConfig, model_cfg: dict, size: SizeConfig, steps: int, seed: int,
